@@ -1,0 +1,390 @@
+//! An image directory: `ImageSink` writes one, `ImageDir` opens and verifies one.
+//!
+//! The inventory is written last, so a dump that dies half way leaves no directory that
+//! looks complete; it lists every other file with its size and xxh3, and is sealed by a
+//! checksum of its own bytes.
+
+use crate::error::{ImageError, Result};
+use crate::header::Kind;
+use crate::names;
+use crate::pages::PagesWriter;
+use crate::pb;
+use crate::record::{RecordReader, RecordWriter};
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use xxhash_rust::xxh3::Xxh3;
+
+/// Writes image files into a directory and remembers what it wrote for the inventory.
+pub struct ImageSink {
+    dir: PathBuf,
+    files: Vec<pb::ImageFile>,
+    created: Vec<PathBuf>,
+    finished: bool,
+}
+
+pub type FileRecords = RecordWriter<BufWriter<File>>;
+
+impl ImageSink {
+    /// Opens (creating it 0700 if needed) the directory. Images hold process memory, so a
+    /// directory other users can write to is refused; an old inventory is removed first so
+    /// a failed dump never leaves a mix of old and new files that verifies.
+    pub fn create(dir: &Path) -> Result<Self> {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| ImageError::io(dir, e))?;
+        }
+        let meta = std::fs::metadata(dir).map_err(|e| ImageError::io(dir, e))?;
+        if !meta.is_dir() {
+            return Err(ImageError::invalid(dir, "not a directory"));
+        }
+        if meta.permissions().mode() & 0o022 != 0 {
+            return Err(ImageError::invalid(
+                dir,
+                format!(
+                    "directory is writable by other users (mode {:o}); images hold process memory",
+                    meta.permissions().mode() & 0o7777
+                ),
+            ));
+        }
+        let inv = dir.join(names::INVENTORY);
+        match std::fs::remove_file(&inv) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ImageError::io(inv, e)),
+        }
+        // Probe writability now, so the error comes before the workload is touched.
+        let probe = dir.join(".ckpt-write-test");
+        File::create(&probe).map_err(|e| ImageError::io(dir, e))?;
+        let _ = std::fs::remove_file(&probe);
+        Ok(ImageSink {
+            dir: dir.into(),
+            files: Vec::new(),
+            created: Vec::new(),
+            finished: false,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn open_file(&mut self, name: &str) -> Result<(File, PathBuf)> {
+        let path = self.dir.join(name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| ImageError::io(&path, e))?;
+        self.created.push(path.clone());
+        Ok((file, path))
+    }
+
+    pub fn records(&mut self, name: &str, kind: Kind) -> Result<FileRecords> {
+        let (file, path) = self.open_file(name)?;
+        RecordWriter::new(BufWriter::with_capacity(64 << 10, file), path, kind)
+    }
+
+    pub fn commit_records(&mut self, name: &str, w: FileRecords) -> Result<()> {
+        let (buf, size, xxh3) = w.finish()?;
+        let path = self.dir.join(name);
+        buf.into_inner()
+            .map_err(|e| ImageError::io(&path, e.into_error()))?;
+        self.files.push(pb::ImageFile {
+            name: name.into(),
+            size,
+            xxh3,
+        });
+        Ok(())
+    }
+
+    pub fn pages(&mut self, id: u32) -> Result<PagesWriter> {
+        let (file, path) = self.open_file(&names::pages(id))?;
+        PagesWriter::new(file, path)
+    }
+
+    pub fn commit_pages(&mut self, id: u32, w: PagesWriter) -> Result<()> {
+        let (_file, size, xxh3) = w.finish()?;
+        self.files.push(pb::ImageFile {
+            name: names::pages(id),
+            size,
+            xxh3,
+        });
+        Ok(())
+    }
+
+    /// Writes the inventory (listing every committed file) and seals it.
+    pub fn finish(mut self, mut inv: pb::Inventory) -> Result<()> {
+        inv.files = std::mem::take(&mut self.files);
+        inv.format_version = crate::FORMAT_VERSION as u32;
+        let mut w = self.records(names::INVENTORY, Kind::Inventory)?;
+        w.write(&inv)?;
+        let seal = pb::InventorySeal { xxh3: w.digest() };
+        w.write(&seal)?;
+        let path = self.dir.join(names::INVENTORY);
+        let (buf, _, _) = w.finish()?;
+        let file = buf
+            .into_inner()
+            .map_err(|e| ImageError::io(&path, e.into_error()))?;
+        file.sync_all().map_err(|e| ImageError::io(&path, e))?;
+        self.finished = true;
+        Ok(())
+    }
+}
+
+impl Drop for ImageSink {
+    /// A sink dropped before `finish` removes what it wrote: no half image is left behind.
+    fn drop(&mut self) {
+        if !self.finished {
+            for p in &self.created {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}
+
+/// An image directory whose inventory has been read and sealed.
+pub struct ImageDir {
+    dir: PathBuf,
+    inventory: pb::Inventory,
+}
+
+impl ImageDir {
+    /// Reads and checks the inventory only (used by `show` to report on damaged sets).
+    pub fn open_unverified(dir: &Path) -> Result<Self> {
+        let meta = std::fs::metadata(dir).map_err(|e| ImageError::io(dir, e))?;
+        if !meta.is_dir() {
+            return Err(ImageError::invalid(dir, "not a directory"));
+        }
+        let path = dir.join(names::INVENTORY);
+        if !path.exists() {
+            return Err(ImageError::invalid(
+                dir,
+                "no inventory.img: not an image directory, or its dump did not finish",
+            ));
+        }
+        let mut r = RecordReader::open(&path, Kind::Inventory)?;
+        let inventory: pb::Inventory = r.expect("Inventory")?;
+        let sealed_len = r.position();
+        let seal: pb::InventorySeal = r.expect("InventorySeal")?;
+        if xxhash_rust::xxh3::xxh3_64(&r.bytes()[..sealed_len]) != seal.xxh3 {
+            return Err(ImageError::Checksum { path });
+        }
+        if !r.at_end() {
+            return Err(ImageError::invalid(path, "trailing bytes after the seal"));
+        }
+        for f in &inventory.files {
+            check_name(&path, &f.name)?;
+        }
+        Ok(ImageDir {
+            dir: dir.into(),
+            inventory,
+        })
+    }
+
+    /// Opens the directory and verifies the size and checksum of every listed file.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let d = Self::open_unverified(dir)?;
+        for f in &d.inventory.files {
+            d.verify_file(f)?;
+        }
+        Ok(d)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn inventory(&self) -> &pb::Inventory {
+        &self.inventory
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn entry(&self, name: &str) -> Result<&pb::ImageFile> {
+        self.inventory
+            .files
+            .iter()
+            .find(|f| f.name == name)
+            .ok_or_else(|| ImageError::invalid(self.path(name), "not listed in inventory.img"))
+    }
+
+    /// Streams one file through xxh3 and compares size and checksum with the inventory.
+    pub fn verify_file(&self, f: &pb::ImageFile) -> Result<()> {
+        let path = self.path(&f.name);
+        let file = open_nofollow(&path)?;
+        let size = file.metadata().map_err(|e| ImageError::io(&path, e))?.len();
+        if size != f.size {
+            return Err(ImageError::Size {
+                path,
+                found: size,
+                expected: f.size,
+            });
+        }
+        let mut hash = Xxh3::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut file = file;
+        loop {
+            let n = file.read(&mut buf).map_err(|e| ImageError::io(&path, e))?;
+            if n == 0 {
+                break;
+            }
+            hash.update(&buf[..n]);
+        }
+        if hash.digest() != f.xxh3 {
+            return Err(ImageError::Checksum { path });
+        }
+        Ok(())
+    }
+
+    /// Reads one record file whole and checks it against the inventory again, so a file
+    /// changed after `open` is still refused.
+    pub fn records(&self, name: &str, kind: Kind) -> Result<RecordReader> {
+        let entry = self.entry(name)?;
+        let path = self.path(name);
+        if entry.size > crate::record::MAX_RECORD_FILE {
+            return Err(ImageError::invalid(&path, "record file larger than allowed"));
+        }
+        let mut data = Vec::with_capacity(entry.size as usize);
+        open_nofollow(&path)?
+            .read_to_end(&mut data)
+            .map_err(|e| ImageError::io(&path, e))?;
+        if data.len() as u64 != entry.size {
+            return Err(ImageError::Size {
+                path,
+                found: data.len() as u64,
+                expected: entry.size,
+            });
+        }
+        if xxhash_rust::xxh3::xxh3_64(&data) != entry.xxh3 {
+            return Err(ImageError::Checksum { path });
+        }
+        RecordReader::from_bytes(&path, data, kind)
+    }
+
+    /// Opens a pages file (without following symlinks) for the caller to read or map.
+    pub fn open_pages(&self, id: u32) -> Result<(File, PathBuf)> {
+        let name = names::pages(id);
+        self.entry(&name)?;
+        let path = self.path(&name);
+        Ok((open_nofollow(&path)?, path))
+    }
+}
+
+fn open_nofollow(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_o_nofollow())
+        .open(path)
+        .map_err(|e| ImageError::io(path, e))
+}
+
+/// O_NOFOLLOW without a libc dependency in this crate (x86-64 and aarch64 value).
+const fn libc_o_nofollow() -> i32 {
+    0o400000
+}
+
+/// Image names come from the (untrusted) inventory: plain file names only.
+fn check_name(inv: &Path, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains('/')
+        && !name.contains('\0')
+        && Kind::for_name(name).is_some();
+    if ok {
+        Ok(())
+    } else {
+        Err(ImageError::invalid(
+            inv,
+            format!("inventory lists an invalid file name {name:?}"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_set(dir: &Path) {
+        let mut sink = ImageSink::create(dir).unwrap();
+        let mut w = sink.records("core-7.img", Kind::Core).unwrap();
+        w.write(&pb::ProcessCore {
+            pid: 7,
+            comm: "x".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        sink.commit_records("core-7.img", w).unwrap();
+        let mut p = sink.pages(1).unwrap();
+        p.write(&[0xab; 8192]).unwrap();
+        sink.commit_pages(1, p).unwrap();
+        sink.finish(pb::Inventory {
+            root_pid: 7,
+            ..Default::default()
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn round_trip_and_modes() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("img");
+        write_set(&dir);
+        assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+        assert_eq!(
+            std::fs::metadata(dir.join("core-7.img")).unwrap().mode() & 0o777,
+            0o600
+        );
+        let d = ImageDir::open(&dir).unwrap();
+        assert_eq!(d.inventory().files.len(), 2);
+        let mut r = d.records("core-7.img", Kind::Core).unwrap();
+        let c: pb::ProcessCore = r.expect("ProcessCore").unwrap();
+        assert_eq!(c.pid, 7);
+    }
+
+    #[test]
+    fn flipped_byte_in_any_file_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("img");
+        write_set(&dir);
+        for name in ["core-7.img", "pages-1.img", "inventory.img"] {
+            let p = dir.join(name);
+            let orig = std::fs::read(&p).unwrap();
+            for at in [9usize, orig.len() - 1] {
+                let mut bad = orig.clone();
+                bad[at] ^= 0x40;
+                std::fs::write(&p, &bad).unwrap();
+                let err = ImageDir::open(&dir).err().expect("corruption accepted");
+                assert!(err.to_string().contains(name), "{name}@{at}: {err}");
+            }
+            std::fs::write(&p, &orig).unwrap();
+        }
+        ImageDir::open(&dir).unwrap();
+    }
+
+    #[test]
+    fn other_writable_directory_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("img");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = ImageSink::create(&dir).err().unwrap();
+        assert!(err.to_string().contains("writable by other users"), "{err}");
+    }
+
+    #[test]
+    fn empty_directory_is_not_an_image() {
+        let t = tempfile::tempdir().unwrap();
+        let err = ImageDir::open(t.path()).err().unwrap();
+        assert!(err.to_string().contains("no inventory.img"), "{err}");
+    }
+}

@@ -1,0 +1,42 @@
+//! The ckpt image format: the protobuf schema, the framing of image files, per-file
+//! checksums and the raw page store. This crate knows nothing about processes; it only
+//! turns records into files and back, and refuses anything it cannot trust.
+
+pub mod dir;
+pub mod error;
+pub mod header;
+pub mod pages;
+pub mod record;
+pub mod show;
+
+/// Generated from `proto/ckpt.proto`.
+pub mod pb {
+    #![allow(clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/ckpt.rs"));
+}
+
+pub use dir::{ImageDir, ImageSink};
+pub use error::{ImageError, Result};
+pub use header::{Kind, FORMAT_VERSION, HEADER_LEN, MAGIC};
+pub use pages::{PagesReader, PagesWriter, PAGE_SIZE};
+pub use record::{RecordReader, RecordWriter};
+
+/// Names of the image files, in one place so dump, restore and show agree.
+pub mod names {
+    pub const INVENTORY: &str = "inventory.img";
+    pub fn core(pid: i32) -> String {
+        format!("core-{pid}.img")
+    }
+    pub fn mm(pid: i32) -> String {
+        format!("mm-{pid}.img")
+    }
+    pub fn pagemap(pid: i32) -> String {
+        format!("pagemap-{pid}.img")
+    }
+    pub fn files(pid: i32) -> String {
+        format!("files-{pid}.img")
+    }
+    pub fn pages(id: u32) -> String {
+        format!("pages-{id}.img")
+    }
+}

@@ -1,0 +1,171 @@
+//! Running syscalls inside a stopped tracee.
+//!
+//! Two ways in, both measured on this kernel (../shared/notes/restore-facts.md):
+//! - `Via::Trampoline`: a `syscall; int3` pair ckpt placed in the task; one call is a
+//!   SETREGS, a CONT and the int3's SIGTRAP stop (11-36 µs).
+//! - `Via::SyscallInsn`: any existing `syscall` instruction (the vDSO has some), driven
+//!   with PTRACE_SYSCALL to the syscall-exit stop. Twice the stops, but nothing is poked
+//!   and no int3 runs, so a target's blocked or ignored SIGTRAP is never reset by the
+//!   kernel (force_sig resets it to SIG_DFL).
+//!
+//! Every call runs with orig_rax = -1 so the kernel applies no syscall-restart logic to
+//! the registers ckpt sets.
+
+use crate::error::{Error, Result};
+use crate::ptrace::{self, Stop};
+use crate::regs::Regs;
+use nix::errno::Errno;
+use nix::unistd::Pid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// Address of `0f 05 cc`.
+    Trampoline(u64),
+    /// Address of an existing `0f 05`.
+    SyscallInsn(u64),
+}
+
+/// A stopped tracee that ckpt runs syscalls in. Keeps the registers it found, so the
+/// task can be put back exactly as it was.
+pub struct Remote {
+    pid: Pid,
+    via: Via,
+    base: Regs,
+    /// Number of syscalls injected, for the logs.
+    pub calls: u64,
+}
+
+impl Remote {
+    pub fn new(pid: Pid, via: Via) -> Result<Self> {
+        let base = ptrace::get_regs(pid)?;
+        Ok(Remote {
+            pid,
+            via,
+            base,
+            calls: 0,
+        })
+    }
+
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    pub fn via(&self) -> Via {
+        self.via
+    }
+
+    pub fn set_via(&mut self, via: Via) {
+        self.via = via;
+    }
+
+    /// The registers the task had when this Remote was made.
+    pub fn base_regs(&self) -> &Regs {
+        &self.base
+    }
+
+    /// Runs one syscall and returns the raw result (a negative value is -errno).
+    pub fn syscall_raw(&mut self, nr: i64, args: &[u64]) -> Result<i64> {
+        let mut r = self.base;
+        r.rax = nr as u64;
+        let a = |i: usize| args.get(i).copied().unwrap_or(0);
+        r.rdi = a(0);
+        r.rsi = a(1);
+        r.rdx = a(2);
+        r.r10 = a(3);
+        r.r8 = a(4);
+        r.r9 = a(5);
+        r.orig_rax = u64::MAX;
+        self.calls += 1;
+        match self.via {
+            Via::Trampoline(ip) => {
+                r.rip = ip;
+                ptrace::set_regs(self.pid, &r)?;
+                ptrace::cont(self.pid, None)?;
+                self.wait_for(|s| s == Stop::Signal(libc::SIGTRAP), nr, false)?;
+            }
+            Via::SyscallInsn(ip) => {
+                r.rip = ip;
+                ptrace::set_regs(self.pid, &r)?;
+                ptrace::syscall(self.pid)?;
+                self.wait_for(|s| s == Stop::Syscall, nr, true)?;
+                ptrace::syscall(self.pid)?;
+                self.wait_for(|s| s == Stop::Syscall, nr, true)?;
+            }
+        }
+        let out = ptrace::get_regs(self.pid)?;
+        Ok(out.rax as i64)
+    }
+
+    /// Runs one syscall; a -errno result becomes an error that says `what`.
+    pub fn syscall(&mut self, what: impl FnOnce() -> String, nr: i64, args: &[u64]) -> Result<u64> {
+        let r = self.syscall_raw(nr, args)?;
+        if (-4095..0).contains(&r) {
+            return Err(Error::sys(
+                format!("{} (injected into pid {})", what(), self.pid),
+                Errno::from_raw(-r as i32),
+            ));
+        }
+        Ok(r as u64)
+    }
+
+    /// Enters syscall `nr` and stops at its exit, leaving the task in a syscall-exit stop
+    /// where its final registers can be set without the task running another instruction
+    /// of ours (the last munmap of a trampoline).
+    pub fn syscall_to_exit(&mut self, nr: i64, args: &[u64], ip: u64) -> Result<i64> {
+        let mut r = self.base;
+        r.rax = nr as u64;
+        let a = |i: usize| args.get(i).copied().unwrap_or(0);
+        r.rdi = a(0);
+        r.rsi = a(1);
+        r.rdx = a(2);
+        r.r10 = a(3);
+        r.r8 = a(4);
+        r.r9 = a(5);
+        r.orig_rax = u64::MAX;
+        r.rip = ip;
+        self.calls += 1;
+        ptrace::set_regs(self.pid, &r)?;
+        ptrace::syscall(self.pid)?;
+        self.wait_for(|s| s == Stop::Syscall, nr, true)?;
+        ptrace::syscall(self.pid)?;
+        self.wait_for(|s| s == Stop::Syscall, nr, true)?;
+        Ok(ptrace::get_regs(self.pid)?.rax as i64)
+    }
+
+    fn wait_for(&self, want: impl Fn(Stop) -> bool, nr: i64, sysstep: bool) -> Result<()> {
+        loop {
+            let s = ptrace::wait(self.pid)?;
+            if want(s) {
+                return Ok(());
+            }
+            match s {
+                Stop::Exited(_) | Stop::Killed(_) => {
+                    return Err(Error::Other(format!(
+                        "pid {} died during injected syscall {nr} ({s:?})",
+                        self.pid
+                    )))
+                }
+                // A stop we did not ask for (a group-stop, a signal that could not be
+                // blocked): resume and keep waiting for ours.
+                Stop::EventStop(_) | Stop::Signal(libc::SIGSTOP) => {
+                    if sysstep {
+                        ptrace::syscall(self.pid)?;
+                    } else {
+                        ptrace::cont(self.pid, None)?;
+                    }
+                }
+                other => {
+                    return Err(Error::Other(format!(
+                        "pid {}: unexpected stop {other:?} during injected syscall {nr} at {:?}",
+                        self.pid, self.via
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Puts back the registers the task had when this Remote was made.
+    pub fn restore_regs(&self) -> Result<()> {
+        ptrace::set_regs(self.pid, &self.base)
+    }
+}

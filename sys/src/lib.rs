@@ -1,0 +1,14 @@
+//! The kernel, thinly wrapped. Every raw syscall and every `unsafe` block of ckpt lives in
+//! this crate, behind small safe functions; the man page each one follows is named in its
+//! doc comment.
+
+pub mod error;
+pub mod inject;
+pub mod mem;
+pub mod proc;
+pub mod process;
+pub mod ptrace;
+pub mod regs;
+
+pub use error::{Error, Result};
+pub use nix::unistd::Pid;

@@ -1,0 +1,277 @@
+//! /proc readers. The procfs crate parses stat and status; what it does not give exactly
+//! (smaps with the vDSO's split names, pagemap in bulk, fdinfo) is parsed here.
+
+use crate::error::{Error, Result};
+use nix::unistd::Pid;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+pub use procfs::process::{Stat, Status};
+
+fn read_string(path: &str) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
+}
+
+fn procfs_err(what: String, e: procfs::ProcError) -> Error {
+    Error::Other(format!("{what}: {e}"))
+}
+
+pub fn stat(pid: Pid) -> Result<Stat> {
+    procfs::process::Process::new(pid.as_raw())
+        .and_then(|p| p.stat())
+        .map_err(|e| procfs_err(format!("/proc/{pid}/stat"), e))
+}
+
+pub fn status(pid: Pid) -> Result<Status> {
+    procfs::process::Process::new(pid.as_raw())
+        .and_then(|p| p.status())
+        .map_err(|e| procfs_err(format!("/proc/{pid}/status"), e))
+}
+
+/// Thread ids of a process, from /proc/PID/task.
+pub fn tasks(pid: Pid) -> Result<Vec<Pid>> {
+    let path = format!("/proc/{pid}/task");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&path).map_err(|e| Error::io(&path, e))? {
+        let e = e.map_err(|e| Error::io(&path, e))?;
+        if let Some(t) = e.file_name().to_str().and_then(|s| s.parse().ok()) {
+            out.push(Pid::from_raw(t));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Children of one thread (/proc/PID/task/TID/children).
+pub fn children(pid: Pid, tid: Pid) -> Result<Vec<Pid>> {
+    let s = read_string(&format!("/proc/{pid}/task/{tid}/children"))?;
+    Ok(s.split_whitespace()
+        .filter_map(|t| t.parse().ok())
+        .map(Pid::from_raw)
+        .collect())
+}
+
+pub fn read_link(path: &str) -> Result<PathBuf> {
+    std::fs::read_link(path).map_err(|e| Error::io(path, e))
+}
+
+pub fn read_bytes(path: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+pub fn read_trimmed(path: &str) -> Result<String> {
+    Ok(read_string(path)?.trim().to_string())
+}
+
+/// One line of /proc/PID/smaps with the parts ckpt needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    pub read: bool,
+    pub write: bool,
+    pub exec: bool,
+    pub shared: bool,
+    pub offset: u64,
+    pub dev_major: u32,
+    pub dev_minor: u32,
+    pub inode: u64,
+    /// The path or the bracketed name ("[heap]", "[vdso]"), "" when anonymous.
+    pub name: String,
+    pub deleted: bool,
+    /// Two-letter VmFlags ("rd", "wr", "gd", "hg", ...).
+    pub vm_flags: Vec<String>,
+}
+
+impl Mapping {
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+    pub fn has_flag(&self, f: &str) -> bool {
+        self.vm_flags.iter().any(|x| x == f)
+    }
+    pub fn prot(&self) -> u32 {
+        let mut p = 0;
+        if self.read {
+            p |= libc::PROT_READ as u32;
+        }
+        if self.write {
+            p |= libc::PROT_WRITE as u32;
+        }
+        if self.exec {
+            p |= libc::PROT_EXEC as u32;
+        }
+        p
+    }
+    /// A file-backed mapping (as opposed to anonymous memory or a kernel special one).
+    pub fn is_file(&self) -> bool {
+        self.inode != 0 && self.name.starts_with('/')
+    }
+}
+
+/// Parses /proc/PID/smaps.
+pub fn smaps(pid: Pid) -> Result<Vec<Mapping>> {
+    let path = format!("/proc/{pid}/smaps");
+    let text = read_string(&path)?;
+    parse_smaps(&text).map_err(|r| Error::Other(format!("{path}: {r}")))
+}
+
+pub fn parse_smaps(text: &str) -> std::result::Result<Vec<Mapping>, String> {
+    let mut out: Vec<Mapping> = Vec::new();
+    for line in text.lines() {
+        if let Some(flags) = line.strip_prefix("VmFlags:") {
+            if let Some(m) = out.last_mut() {
+                m.vm_flags = flags.split_whitespace().map(String::from).collect();
+            }
+            continue;
+        }
+        let first = line.split_whitespace().next().unwrap_or("");
+        let Some((a, b)) = first.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
+            continue;
+        };
+        out.push(parse_map_line(line, start, end).ok_or_else(|| format!("bad line {line:?}"))?);
+    }
+    Ok(out)
+}
+
+fn parse_map_line(line: &str, start: u64, end: u64) -> Option<Mapping> {
+    // "start-end perms offset maj:min inode    path"
+    let mut rest = line;
+    let mut fields = Vec::new();
+    for _ in 0..5 {
+        rest = rest.trim_start();
+        let i = rest.find(' ').unwrap_or(rest.len());
+        fields.push(&rest[..i]);
+        rest = &rest[i..];
+    }
+    let perms = fields[1].as_bytes();
+    if perms.len() < 4 {
+        return None;
+    }
+    let (maj, min) = fields[3].split_once(':')?;
+    let mut name = rest.trim_start().to_string();
+    let mut deleted = false;
+    if let Some(n) = name.strip_suffix(" (deleted)") {
+        name = n.to_string();
+        deleted = true;
+    }
+    Some(Mapping {
+        start,
+        end,
+        read: perms[0] == b'r',
+        write: perms[1] == b'w',
+        exec: perms[2] == b'x',
+        shared: perms[3] == b's',
+        offset: u64::from_str_radix(fields[2], 16).ok()?,
+        dev_major: u32::from_str_radix(maj, 16).ok()?,
+        dev_minor: u32::from_str_radix(min, 16).ok()?,
+        inode: fields[4].parse().ok()?,
+        name,
+        deleted,
+        vm_flags: Vec::new(),
+    })
+}
+
+pub const PM_PRESENT: u64 = 1 << 63;
+pub const PM_SWAP: u64 = 1 << 62;
+pub const PM_FILE: u64 = 1 << 61;
+
+/// Opened /proc/PID/pagemap, read a VMA at a time with one pread.
+pub struct Pagemap {
+    file: std::fs::File,
+    path: String,
+}
+
+impl Pagemap {
+    pub fn open(pid: Pid) -> Result<Self> {
+        let path = format!("/proc/{pid}/pagemap");
+        let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        Ok(Pagemap { file, path })
+    }
+
+    /// One 64-bit entry per page of [start, end).
+    pub fn read(&self, start: u64, end: u64, out: &mut Vec<u64>) -> Result<()> {
+        let n = ((end - start) / 4096) as usize;
+        out.clear();
+        out.resize(n, 0);
+        let mut bytes = vec![0u8; n * 8];
+        let mut got = 0;
+        while got < bytes.len() {
+            let r = self
+                .file
+                .read_at(&mut bytes[got..], (start / 4096) * 8 + got as u64)
+                .map_err(|e| Error::io(&self.path, e))?;
+            if r == 0 {
+                return Err(Error::Other(format!("{}: short read", self.path)));
+            }
+            got += r;
+        }
+        for (i, c) in bytes.chunks_exact(8).enumerate() {
+            out[i] = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+        }
+        Ok(())
+    }
+}
+
+/// The fields of /proc/PID/fdinfo/FD that ckpt uses.
+#[derive(Debug, Clone, Default)]
+pub struct FdInfo {
+    pub pos: u64,
+    pub flags: u32,
+}
+
+pub fn fdinfo(pid: Pid, fd: i32) -> Result<FdInfo> {
+    let path = format!("/proc/{pid}/fdinfo/{fd}");
+    let text = read_string(&path)?;
+    let mut info = FdInfo::default();
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("pos:") {
+            info.pos = v.trim().parse().unwrap_or(0);
+        } else if let Some(v) = line.strip_prefix("flags:") {
+            info.flags = u32::from_str_radix(v.trim(), 8).unwrap_or(0);
+        }
+    }
+    Ok(info)
+}
+
+/// Open fd numbers of a process.
+pub fn fds(pid: Pid) -> Result<Vec<i32>> {
+    let path = format!("/proc/{pid}/fd");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&path).map_err(|e| Error::io(&path, e))? {
+        let e = e.map_err(|e| Error::io(&path, e))?;
+        if let Some(fd) = e.file_name().to_str().and_then(|s| s.parse().ok()) {
+            out.push(fd);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_own_smaps() {
+        let maps = smaps(nix::unistd::getpid()).unwrap();
+        assert!(maps.iter().any(|m| m.name == "[stack]" && m.write));
+        assert!(maps.iter().any(|m| m.name == "[vdso]" && m.exec));
+        assert!(maps.iter().all(|m| !m.vm_flags.is_empty()));
+    }
+
+    #[test]
+    fn parses_paths_with_spaces_and_deleted() {
+        let t = "7f00-7f01 rw-s 00001000 08:01 1234    /tmp/a b (deleted)\nVmFlags: rd wr sh\n";
+        let m = &parse_smaps(t).unwrap()[0];
+        assert_eq!(m.name, "/tmp/a b");
+        assert!(m.deleted && m.shared && m.offset == 0x1000 && m.inode == 1234);
+        assert_eq!(m.vm_flags, ["rd", "wr", "sh"]);
+    }
+}

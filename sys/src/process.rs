@@ -1,0 +1,207 @@
+//! Creating and inspecting processes where nix has no safe call: clone3 with set_tid,
+//! prlimit of another process, robust lists, the trampoline page of a restore seed.
+
+use crate::error::{Ctx, Error, Result};
+use nix::errno::Errno;
+use nix::unistd::Pid;
+
+/// Result of a fork-like call.
+pub enum Forked {
+    Parent(Pid),
+    Child,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Forks (clone3(2), no CLONE_VM) a child that gets exactly pid `want` in the caller's pid
+/// namespace. Needs CAP_CHECKPOINT_RESTORE; EEXIST means the pid is in use.
+///
+/// The caller must be single-threaded: the child runs on a copy of the caller's memory and
+/// may only rely on what a forked child of a single-threaded program can.
+pub fn fork_with_pid(want: Pid) -> Result<Forked> {
+    let tid: libc::pid_t = want.as_raw();
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: &tid as *const libc::pid_t as u64,
+        set_tid_size: 1,
+        ..Default::default()
+    };
+    // SAFETY: clone3 without CLONE_VM duplicates the process like fork(); `args` and `tid`
+    // are valid for the duration of the call. The caller guarantees it is single-threaded,
+    // so the child's copy of the address space holds no lock owned by another thread.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match Errno::result(r) {
+        Ok(0) => Ok(Forked::Child),
+        Ok(p) => Ok(Forked::Parent(Pid::from_raw(p as i32))),
+        Err(e) => Err(Error::sys(format!("clone3 with pid {want}"), e)),
+    }
+}
+
+/// getrlimit of another process (prlimit(2) with no new limit).
+pub fn get_rlimit(pid: Pid, resource: u32) -> Result<(u64, u64)> {
+    let mut old = libc::rlimit64 {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit64 writes one rlimit64 into `old`; new_limit is null (read only).
+    let r = unsafe {
+        libc::prlimit64(
+            pid.as_raw(),
+            resource as libc::__rlimit_resource_t,
+            std::ptr::null(),
+            &mut old,
+        )
+    };
+    Errno::result(r).ctx(|| format!("prlimit(pid {pid}, resource {resource})"))?;
+    Ok((old.rlim_cur, old.rlim_max))
+}
+
+/// setrlimit(2) on the calling process.
+pub fn set_rlimit(resource: u32, cur: u64, max: u64) -> Result<()> {
+    let new = libc::rlimit64 {
+        rlim_cur: cur,
+        rlim_max: max,
+    };
+    // SAFETY: prlimit64 reads one rlimit64 from `new`; old_limit is null.
+    let r = unsafe {
+        libc::prlimit64(
+            0,
+            resource as libc::__rlimit_resource_t,
+            &new,
+            std::ptr::null_mut(),
+        )
+    };
+    Errno::result(r).ctx(|| format!("setrlimit(resource {resource})"))?;
+    Ok(())
+}
+
+/// get_robust_list(2) of another thread: (head, len).
+pub fn get_robust_list(tid: Pid) -> Result<(u64, u64)> {
+    let mut head: u64 = 0;
+    let mut len: usize = 0;
+    // SAFETY: the kernel writes one pointer into `head` and one size_t into `len`.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            tid.as_raw(),
+            &mut head as *mut u64,
+            &mut len as *mut usize,
+        )
+    };
+    Errno::result(r).ctx(|| format!("get_robust_list(tid {tid})"))?;
+    Ok((head, len as u64))
+}
+
+/// close_range(2): closes every fd from `first` up.
+pub fn close_from(first: u32) -> Result<()> {
+    // SAFETY: closing descriptors has no memory-safety effect; the caller (a restore seed)
+    // owns every fd it has.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) };
+    Errno::result(r).ctx(|| "close_range".to_string())?;
+    Ok(())
+}
+
+/// The bytes of a restore seed's trampoline: `syscall; int3`.
+pub const TRAMPOLINE_CODE: [u8; 3] = [0x0f, 0x05, 0xcc];
+
+/// Maps the two-page trampoline of a restore seed at `addr` in the calling process: page 0
+/// holds `syscall; int3` and becomes read+exec, page 1 stays read-write as scratch space
+/// for the arguments of injected calls.
+pub fn map_trampoline(addr: u64) -> Result<()> {
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping, so no memory this
+    // process uses is touched; the new pages are only written below, within their bounds.
+    let p = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            8192,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(Error::sys(
+            format!("mmap of the trampoline at {addr:#x}"),
+            Errno::last(),
+        ));
+    }
+    if p as u64 != addr {
+        return Err(Error::Other(format!(
+            "trampoline landed at {p:?}, not {addr:#x}"
+        )));
+    }
+    // SAFETY: `p` points to 8192 freshly mapped writable bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(TRAMPOLINE_CODE.as_ptr(), p.cast::<u8>(), 3);
+    }
+    // SAFETY: changes the protection of the first page of the mapping made above only.
+    let r = unsafe { libc::mprotect(p, 4096, libc::PROT_READ | libc::PROT_EXEC) };
+    Errno::result(r).ctx(|| format!("mprotect of the trampoline at {addr:#x}"))?;
+    Ok(())
+}
+
+/// The xfeatures (XCR0) word the kernel stores in the software-reserved bytes of an
+/// NT_X86_XSTATE regset (struct _fpx_sw_bytes at offset 464 of the fxsave area).
+pub fn xsave_features(xsave: &[u8]) -> u64 {
+    xsave
+        .get(472..480)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .unwrap_or(0)
+}
+
+/// CPU affinity of a task as a bit mask of the first 64 CPUs.
+pub fn affinity(tid: Pid) -> Result<u64> {
+    let set = nix::sched::sched_getaffinity(tid).ctx(|| format!("sched_getaffinity({tid})"))?;
+    let mut mask = 0u64;
+    for cpu in 0..64 {
+        if set.is_set(cpu).unwrap_or(false) {
+            mask |= 1 << cpu;
+        }
+    }
+    Ok(mask)
+}
+
+pub fn set_affinity(tid: Pid, mask: u64) -> Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    for cpu in 0..64 {
+        if mask & (1 << cpu) != 0 {
+            let _ = set.set(cpu);
+        }
+    }
+    nix::sched::sched_setaffinity(tid, &set).ctx(|| format!("sched_setaffinity({tid})"))
+}
+
+/// Reads a whole mapping of the calling process (its [vdso], to compare with a dump's).
+pub fn read_own(start: u64, len: usize) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    crate::mem::peek(nix::unistd::getpid(), start, &mut buf)?;
+    Ok(buf)
+}
+
+/// Maps a file read-only and shared (the pages file a restore copies from).
+pub fn map_file(file: &std::fs::File) -> Result<memmap2::Mmap> {
+    // SAFETY: a read-only mapping of an image file in ckpt's own 0700 directory; nothing
+    // in ckpt writes or truncates it while mapped.
+    unsafe { memmap2::Mmap::map(file) }.map_err(|e| Error::Other(format!("mmap of pages file: {e}")))
+}

@@ -1,0 +1,225 @@
+/*
+ * Shared protocol of the self-checking workloads (header only).
+ *
+ * A workload is started as `NAME WORKDIR` with stdin=/dev/null and stdout and
+ * stderr going to a regular file. It sets up its state, prints "READY <pid>",
+ * then loops doing light work. Signals:
+ *   SIGUSR1  the main loop verifies all state and prints "PASS <n>" (n counts the
+ *            checks done so far, 1, 2, ...) or "FAIL <reason>".
+ *   SIGUSR2  verify, print PASS/FAIL as above, then exit(0) on pass, exit(1) on fail.
+ *   SIGTERM  corrupt one piece of state on purpose, then as SIGUSR2: the check must
+ *            notice it, so the exit status is 1 (and 0 would mean a blind checker).
+ * The handlers only set flags; all work and all printing happens in the main loop.
+ */
+#ifndef CKPT_WL_H
+#define CKPT_WL_H
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t wl_check_req, wl_exit_req, wl_corrupt_req;
+static int wl_checks;
+/* Failure reason of the check in progress; the first one wins. */
+static char wl_reason[512];
+
+__attribute__((unused)) static void wl_on_signal(int sig)
+{
+	if (sig == SIGUSR1)
+		wl_check_req = 1;
+	else if (sig == SIGUSR2)
+		wl_exit_req = 1;
+	else if (sig == SIGTERM) {
+		wl_corrupt_req = 1;
+		wl_exit_req = 1;
+	}
+}
+
+/* Record a failure (printf-style); returns 0 so checks can `return wl_fail(...)`. */
+__attribute__((format(printf, 1, 2), unused)) static int wl_fail(const char *fmt, ...)
+{
+	if (wl_reason[0])
+		return 0;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(wl_reason, sizeof(wl_reason), fmt, ap);
+	va_end(ap);
+	for (char *p = wl_reason; *p; p++)
+		if (*p == '\n')
+			*p = ' ';
+	return 0;
+}
+
+#define WL_CHECK(cond, ...)                    \
+	do {                                   \
+		if (!(cond)) {                 \
+			wl_fail(__VA_ARGS__);  \
+			return 0;              \
+		}                              \
+	} while (0)
+
+/* Setup failed before READY: say why and stop. */
+__attribute__((format(printf, 1, 2), noreturn, unused)) static void wl_die(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	printf("SETUP-ERROR ");
+	vprintf(fmt, ap);
+	printf(" (errno %d %s)\n", errno, strerror(errno));
+	va_end(ap);
+	fflush(stdout);
+	exit(2);
+}
+
+__attribute__((unused)) static void wl_init(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = wl_on_signal;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGUSR1, &sa, NULL) || sigaction(SIGUSR2, &sa, NULL) ||
+	    sigaction(SIGTERM, &sa, NULL))
+		wl_die("sigaction");
+	setvbuf(stdout, NULL, _IOLBF, 0);
+}
+
+__attribute__((unused)) static void wl_ready(void)
+{
+	printf("READY %d\n", (int)getpid());
+	fflush(stdout);
+}
+
+/* Sleep `ms` milliseconds, riding over EINTR (a restored nanosleep may see one). */
+__attribute__((unused)) static void wl_sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		;
+}
+
+/*
+ * Called from the main loop: runs `verify` when asked to and reports. `corrupt`
+ * damages state for the SIGTERM path (may be NULL: then the failure is faked).
+ */
+__attribute__((unused)) static void wl_poll(int (*verify)(void), void (*corrupt)(void))
+{
+	if (!wl_check_req && !wl_exit_req)
+		return;
+	int exiting = wl_exit_req, corrupting = wl_corrupt_req;
+	wl_check_req = 0;
+	if (corrupting) {
+		if (corrupt)
+			corrupt();
+		else
+			wl_fail("corrupted on request");
+	}
+	int ok = verify();
+	if (ok && !wl_reason[0]) {
+		wl_checks++;
+		printf("PASS %d\n", wl_checks);
+	} else {
+		printf("FAIL %s\n", wl_reason[0] ? wl_reason : "(no reason)");
+		ok = 0;
+	}
+	fflush(stdout);
+	wl_reason[0] = 0;
+	if (exiting)
+		exit(ok ? 0 : 1);
+}
+
+/* A cheap deterministic byte pattern. */
+__attribute__((unused)) static inline uint8_t wl_pat(uint64_t seed, uint64_t i)
+{
+	uint64_t x = (seed + 1) * 0x9E3779B97F4A7C15ull ^ (i * 0xBF58476D1CE4E5B9ull);
+	x ^= x >> 31;
+	x *= 0x94D049BB133111EBull;
+	x ^= x >> 29;
+	return (uint8_t)x;
+}
+
+__attribute__((unused)) static void wl_fill(void *p, size_t n, uint64_t seed)
+{
+	uint8_t *b = p;
+	for (size_t i = 0; i < n; i++)
+		b[i] = wl_pat(seed, i);
+}
+
+/* Returns the index of the first mismatch, or (size_t)-1. */
+__attribute__((unused)) static size_t wl_cmp(const void *p, size_t n, uint64_t seed)
+{
+	const uint8_t *b = p;
+	for (size_t i = 0; i < n; i++)
+		if (b[i] != wl_pat(seed, i))
+			return i;
+	return (size_t)-1;
+}
+
+__attribute__((unused)) static uint64_t wl_fnv(const void *p, size_t n)
+{
+	const uint8_t *b = p;
+	uint64_t h = 0xcbf29ce484222325ull;
+	for (size_t i = 0; i < n; i++) {
+		h ^= b[i];
+		h *= 0x100000001b3ull;
+	}
+	return h;
+}
+
+/*
+ * Find the line of /proc/self/maps whose range starts at `addr`; copies it to
+ * `line` (may be NULL). Returns 1 if found.
+ */
+__attribute__((unused)) static int wl_maps_line(const void *addr, char *line, size_t len)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	if (!f)
+		return 0;
+	char buf[1024];
+	int found = 0;
+	while (fgets(buf, sizeof(buf), f)) {
+		unsigned long lo, hi;
+		if (sscanf(buf, "%lx-%lx", &lo, &hi) == 2 && lo <= (unsigned long)addr &&
+		    (unsigned long)addr < hi) {
+			if (line) {
+				snprintf(line, len, "%s", buf);
+				line[strcspn(line, "\n")] = 0;
+			}
+			found = 1;
+			break;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+/* Read the whole of a small file (e.g. in /proc) into buf; returns bytes or -1. */
+__attribute__((unused)) static ssize_t wl_read_file(const char *path, char *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	size_t got = 0;
+	while (got < len) {
+		ssize_t r = read(fd, buf + got, len - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+	}
+	close(fd);
+	return (ssize_t)got;
+}
+
+#endif
