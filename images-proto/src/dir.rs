@@ -12,7 +12,7 @@ use crate::pb;
 use crate::record::{RecordReader, RecordWriter};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use xxhash_rust::xxh3::Xxh3;
 
@@ -251,7 +251,10 @@ impl ImageDir {
         let entry = self.entry(name)?;
         let path = self.path(name);
         if entry.size > crate::record::MAX_RECORD_FILE {
-            return Err(ImageError::invalid(&path, "record file larger than allowed"));
+            return Err(ImageError::invalid(
+                &path,
+                "record file larger than allowed",
+            ));
         }
         let mut data = Vec::with_capacity(entry.size as usize);
         open_nofollow(&path)?
@@ -313,6 +316,7 @@ fn check_name(inv: &Path, name: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     fn write_set(dir: &Path) {
         let mut sink = ImageSink::create(dir).unwrap();

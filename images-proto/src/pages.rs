@@ -22,7 +22,8 @@ impl PagesWriter {
         let path = path.into();
         let mut first = [0u8; PAGE_SIZE];
         first[..header::HEADER_LEN].copy_from_slice(&header::encode(Kind::Pages));
-        file.write_all(&first).map_err(|e| ImageError::io(&path, e))?;
+        file.write_all(&first)
+            .map_err(|e| ImageError::io(&path, e))?;
         let mut hash = Xxh3::new();
         hash.update(&first);
         Ok(PagesWriter {
@@ -65,7 +66,11 @@ pub struct PagesReader<D: AsRef<[u8]>> {
 impl<D: AsRef<[u8]>> PagesReader<D> {
     pub fn new(path: &Path, data: D) -> Result<Self> {
         let bytes = data.as_ref();
-        header::check(path, &bytes[..bytes.len().min(header::HEADER_LEN)], Kind::Pages)?;
+        header::check(
+            path,
+            &bytes[..bytes.len().min(header::HEADER_LEN)],
+            Kind::Pages,
+        )?;
         if bytes.len() < PAGE_SIZE {
             return Err(ImageError::Truncated {
                 path: path.into(),
@@ -90,12 +95,16 @@ impl<D: AsRef<[u8]>> PagesReader<D> {
     pub fn slice(&self, offset: u64, len: u64) -> Result<&[u8]> {
         let total = self.data.as_ref().len() as u64;
         match offset.checked_add(len) {
-            Some(end) if offset >= PAGE_SIZE as u64 && offset % PAGE_SIZE as u64 == 0 && end <= total => {
+            Some(end)
+                if offset >= PAGE_SIZE as u64 && offset % PAGE_SIZE as u64 == 0 && end <= total =>
+            {
                 Ok(&self.data.as_ref()[offset as usize..end as usize])
             }
             _ => Err(ImageError::invalid(
                 &self.path,
-                format!("page run at offset {offset} of {len} bytes lies outside the {total} byte file"),
+                format!(
+                    "page run at offset {offset} of {len} bytes lies outside the {total} byte file"
+                ),
             )),
         }
     }

@@ -54,7 +54,9 @@ impl<W: Write> RecordWriter<W> {
     }
 
     pub fn finish(mut self) -> Result<(W, u64, u64)> {
-        self.out.flush().map_err(|e| ImageError::io(&self.path, e))?;
+        self.out
+            .flush()
+            .map_err(|e| ImageError::io(&self.path, e))?;
         Ok((self.out, self.size, self.hash.digest()))
     }
 }
@@ -217,8 +219,9 @@ mod tests {
     fn every_truncation_is_an_error_not_a_panic() {
         let full = sample();
         for cut in 0..full.len() {
-            let res = RecordReader::from_bytes(Path::new("t.img"), full[..cut].to_vec(), Kind::Core)
-                .and_then(|mut r| r.rest::<pb::Rlimit>("Rlimit"));
+            let res =
+                RecordReader::from_bytes(Path::new("t.img"), full[..cut].to_vec(), Kind::Core)
+                    .and_then(|mut r| r.rest::<pb::Rlimit>("Rlimit"));
             match res {
                 Err(_) => {}
                 // A cut exactly between records is a shorter valid file.

@@ -1,6 +1,25 @@
 //! Restore: verify images -> seed -> puppet -> release.
+//!
+//! Each restored process starts as a forked copy of ckpt (the seed, `seed.rs`) that sets up
+//! what a process can do for itself and stops; ckpt then drives it over ptrace (the
+//! puppet phase, `puppet.rs`) until it is the dumped process, and lets it go.
 
+mod image;
+mod puppet;
+mod regs;
+mod seed;
+
+use ckpt_images::{pb, ImageDir, PagesReader};
+use ckpt_sys::process::Forked;
+use ckpt_sys::ptrace::{self, Stop};
+use ckpt_sys::Pid;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::time::Instant;
+use tracing::{debug, info};
 
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
@@ -26,6 +45,214 @@ pub enum RestoreError {
     Refused(String),
 }
 
-pub fn restore(_opts: &RestoreOptions) -> Result<Outcome, RestoreError> {
-    Err(RestoreError::Refused("not implemented yet".into()))
+type R<T> = Result<T, RestoreError>;
+
+/// Kills and reaps a half-restored process unless disarmed: a failed restore leaves
+/// nothing behind.
+struct Cleanup(Option<Pid>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            let _ = kill(pid, Signal::SIGKILL);
+            while let Ok(st) = waitpid(pid, Some(nix::sys::wait::WaitPidFlag::__WALL)) {
+                if matches!(st, WaitStatus::Exited(..) | WaitStatus::Signaled(..)) {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+pub fn restore(opts: &RestoreOptions) -> R<Outcome> {
+    let t0 = Instant::now();
+    let dir = ImageDir::open(&opts.dir)?;
+    let inv = dir.inventory();
+    if inv.pids.len() != 1 || inv.pids[0] != inv.root_pid {
+        return Err(RestoreError::Refused(format!(
+            "{}: {} processes in the image; this ckpt restores one process",
+            dir.path(ckpt_images::names::INVENTORY).display(),
+            inv.pids.len()
+        )));
+    }
+    let pid = inv.root_pid;
+    let img = image::load(&dir, pid)?;
+    check_host(inv, &img)?;
+    let (pages_file, pages_path) = dir.open_pages(img.pages_id)?;
+    let map = ckpt_sys::process::map_file(&pages_file)?;
+    let pages = PagesReader::new(&pages_path, map)?;
+    let tramp = pick_trampoline(&img)?;
+
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| ckpt_sys::Error::sys("pipe2", e))?;
+    let plan = seed_plan(&img, tramp, err_w.as_raw_fd());
+    let mut reset = ckpt_sys::process::own_non_default_signals();
+    reset.extend([32, 33]);
+    debug!(
+        ms = t0.elapsed().as_secs_f64() * 1e3,
+        "images verified and loaded"
+    );
+
+    let child = match ckpt_sys::process::fork_with_pid(Pid::from_raw(pid)) {
+        Ok(Forked::Child) => seed::run(&plan),
+        Ok(Forked::Parent(p)) => p,
+        Err(e) if e.errno() == Some(nix::errno::Errno::EEXIST) => {
+            return Err(RestoreError::Refused(format!(
+                "pid {pid} is already in use by another process"
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut cleanup = Cleanup(Some(child));
+    drop(err_w);
+    wait_seed(child, err_r)?;
+    debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "seed stopped");
+
+    puppet::Puppet::new(child, &img, &plan)?.run(&pages, &reset)?;
+    if let Some(f) = &opts.pidfile {
+        std::fs::write(f, format!("{pid}\n")).map_err(|e| ckpt_sys::Error::io(f, e))?;
+    }
+    ptrace::detach(child)?;
+    cleanup.0 = None;
+    info!(pid, ms = t0.elapsed().as_secs_f64() * 1e3, "restored");
+    if opts.detach {
+        return Ok(Outcome::Detached(pid));
+    }
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(Outcome::Exited(code)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(Outcome::Killed(sig as i32)),
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(ckpt_sys::Error::sys(format!("waitpid({pid})"), e).into()),
+        }
+    }
+}
+
+/// Waits for the seed's SIGSTOP; if it exited instead, its reason is on the error pipe.
+fn wait_seed(child: Pid, err_r: OwnedFd) -> R<()> {
+    match ptrace::wait(child)? {
+        Stop::Signal(libc::SIGSTOP) => Ok(()),
+        Stop::Exited(_) | Stop::Killed(_) => {
+            let mut msg = String::new();
+            let _ = std::fs::File::from(err_r).read_to_string(&mut msg);
+            if msg.is_empty() {
+                msg = "seed died before stopping".into();
+            }
+            Err(RestoreError::Refused(format!("pid {child}: {msg}")))
+        }
+        other => Err(RestoreError::Refused(format!(
+            "pid {child}: seed stopped unexpectedly ({other:?})"
+        ))),
+    }
+}
+
+/// Refuses what cannot work on this host before anything is created: another vDSO, a
+/// missing or changed executable or mapped library.
+fn check_host(inv: &pb::Inventory, img: &image::ProcessImage) -> R<()> {
+    if inv.vdso_xxh3 != 0 {
+        let maps = ckpt_sys::proc::smaps(nix::unistd::getpid())?;
+        let own = maps
+            .iter()
+            .find(|m| m.name == "[vdso]")
+            .ok_or_else(|| RestoreError::Refused("this process has no [vdso]".into()))?;
+        let bytes = ckpt_sys::process::read_own(own.start, own.len() as usize)?;
+        if xxhash_rust::xxh3::xxh3_64(&bytes) != inv.vdso_xxh3 {
+            return Err(RestoreError::Refused(format!(
+                "the image was dumped on a kernel with another vDSO ({}; this is {}): \
+                 restore on the same kernel",
+                inv.kernel_release,
+                nix::sys::utsname::uname()
+                    .map(|u| u.release().to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            )));
+        }
+    }
+    let exe = &img.mm.exe_path;
+    std::fs::metadata(exe).map_err(|e| {
+        RestoreError::Refused(format!("executable {exe} of pid {}: {e}", img.core.pid))
+    })?;
+    for v in &img.vmas {
+        if v.kind != pb::VmaKind::VmaFilePrivate as i32
+            && v.kind != pb::VmaKind::VmaFileShared as i32
+        {
+            continue;
+        }
+        let m = std::fs::metadata(&v.path).map_err(|e| {
+            RestoreError::Refused(format!(
+                "mapped file {} (VMA at {:#x}): {e}",
+                v.path, v.start
+            ))
+        })?;
+        if v.kind == pb::VmaKind::VmaFilePrivate as i32 {
+            use std::os::unix::fs::MetadataExt;
+            let mtime = m.mtime() * 1_000_000_000 + m.mtime_nsec();
+            if m.len() != v.file_size || (v.file_mtime_ns != 0 && mtime != v.file_mtime_ns) {
+                return Err(RestoreError::Refused(format!(
+                    "mapped file {} changed since the dump (size or mtime differ)",
+                    v.path
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Two pages free in both ckpt's layout (the seed maps them before it stops) and the
+/// image's (they must not collide with any restored VMA or the vDSO), with a free page on
+/// each side so they never merge with a neighbour.
+fn pick_trampoline(img: &image::ProcessImage) -> R<u64> {
+    let own = ckpt_sys::proc::smaps(nix::unistd::getpid())?;
+    let mut busy: Vec<(u64, u64)> = own.iter().map(|m| (m.start, m.end)).collect();
+    busy.extend(img.vmas.iter().map(|v| (v.start, v.end)));
+    if img.mm.vdso_block_start != 0 {
+        busy.push((
+            img.mm.vdso_block_start,
+            img.mm.vdso_block_start + img.mm.vdso_block_len,
+        ));
+    }
+    let mut cand: u64 = 0x1_0000_0000;
+    while cand < image::TASK_SIZE - (1 << 30) {
+        let (lo, hi) = (cand - 4096, cand + 3 * 4096);
+        if busy.iter().all(|&(s, e)| e <= lo || s >= hi) {
+            return Ok(cand);
+        }
+        cand += 1 << 30;
+    }
+    Err(RestoreError::Refused(
+        "no address is free for the restore trampoline".into(),
+    ))
+}
+
+fn seed_plan(img: &image::ProcessImage, tramp: u64, err_fd: i32) -> seed::SeedPlan {
+    let max_fd = img.fds.iter().map(|f| f.fd).max().unwrap_or(2).max(err_fd);
+    let mut vma_files: Vec<(String, i32)> = Vec::new();
+    for v in &img.vmas {
+        if v.kind == pb::VmaKind::VmaFilePrivate as i32
+            || v.kind == pb::VmaKind::VmaFileShared as i32
+        {
+            let key = (v.path.clone(), v.open_flags as i32);
+            if !vma_files.contains(&key) {
+                vma_files.push(key);
+            }
+        }
+    }
+    let c = &img.core;
+    seed::SeedPlan {
+        trampoline: tramp,
+        helper_base: max_fd + 16,
+        err_fd,
+        exe_path: img.mm.exe_path.clone(),
+        vma_files,
+        fds: img.fds.clone(),
+        cwd: c.cwd.clone(),
+        root: c.root.clone(),
+        umask: c.umask,
+        rlimits: c.rlimits.clone(),
+        personality: c.personality,
+        comm: c.comm.clone(),
+        no_new_privs: c.no_new_privs,
+        session_leader: c.sid == c.pid,
+        group_leader: c.pgid == c.pid,
+    }
 }

@@ -65,13 +65,17 @@ pub fn write_ranges(pid: Pid, ranges: &[(u64, usize)], buf: &[u8]) -> Result<()>
         while put < total {
             let (rem, skip) = remaining(&remote, put);
             let local = &buf[done + put..done + total];
-            let n = process_vm_writev(pid, &[IoSlice::new(local)], &rem_fix(&rem, skip))
-                .map_err(|e| {
+            let n = process_vm_writev(pid, &[IoSlice::new(local)], &rem_fix(&rem, skip)).map_err(
+                |e| {
                     Error::sys(
-                        format!("process_vm_writev of pid {pid} at {:#x}", rem[0].base + skip),
+                        format!(
+                            "process_vm_writev of pid {pid} at {:#x}",
+                            rem[0].base + skip
+                        ),
                         e,
                     )
-                })?;
+                },
+            )?;
             if n == 0 {
                 return Err(Error::Other(format!(
                     "process_vm_writev of pid {pid}: no progress at {:#x}",

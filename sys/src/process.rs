@@ -112,13 +112,31 @@ pub fn get_robust_list(tid: Pid) -> Result<(u64, u64)> {
     Ok((head, len as u64))
 }
 
-/// close_range(2): closes every fd from `first` up.
-pub fn close_from(first: u32) -> Result<()> {
-    // SAFETY: closing descriptors has no memory-safety effect; the caller (a restore seed)
-    // owns every fd it has.
-    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) };
-    Errno::result(r).ctx(|| "close_range".to_string())?;
+/// close_range(2): closes fds `first..=last` of the calling process.
+pub fn close_range(first: u32, last: u32) -> Result<()> {
+    if first > last {
+        return Ok(());
+    }
+    // SAFETY: closing descriptors has no memory-safety effect on Rust objects here: the
+    // caller (a restore seed) owns every fd it has and holds no File for the closed ones.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
+    Errno::result(r).ctx(|| format!("close_range({first}, {last})"))?;
     Ok(())
+}
+
+/// _exit(2): ends the calling process at once, running no destructors or atexit handlers
+/// (what a forked child that must not touch its parent's state has to do).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no memory of this process.
+    unsafe { libc::_exit(code) }
+}
+
+/// Wraps a raw fd the caller owns (a forked child's inherited pipe end) as a File.
+pub fn file_from_raw(fd: std::os::fd::RawFd) -> std::fs::File {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the caller passes an fd it owns and that nothing else will close; callers
+    // wrap the result in ManuallyDrop when the fd must stay open.
+    unsafe { std::fs::File::from_raw_fd(fd) }
 }
 
 /// The bytes of a restore seed's trampoline: `syscall; int3`.
@@ -203,5 +221,27 @@ pub fn read_own(start: u64, len: usize) -> Result<Vec<u8>> {
 pub fn map_file(file: &std::fs::File) -> Result<memmap2::Mmap> {
     // SAFETY: a read-only mapping of an image file in ckpt's own 0700 directory; nothing
     // in ckpt writes or truncates it while mapped.
-    unsafe { memmap2::Mmap::map(file) }.map_err(|e| Error::Other(format!("mmap of pages file: {e}")))
+    unsafe { memmap2::Mmap::map(file) }
+        .map_err(|e| Error::Other(format!("mmap of pages file: {e}")))
+}
+
+/// Signals whose disposition in the calling process is not SIG_DFL: a forked restore seed
+/// inherits them (Rust's runtime ignores SIGPIPE and handles SIGSEGV/SIGBUS), so they
+/// must be reset where the image does not set them.
+pub fn own_non_default_signals() -> Vec<u32> {
+    let mut out = Vec::new();
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: a zeroed sigaction is a valid out-parameter; a null new action only
+        // queries the current one.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: `old` is a valid, writable sigaction; the new action is null.
+        let r = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
+        if r == 0 && old.sa_sigaction != libc::SIG_DFL {
+            out.push(sig as u32);
+        }
+    }
+    out
 }

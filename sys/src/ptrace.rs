@@ -38,6 +38,12 @@ pub enum Stop {
     Killed(i32),
 }
 
+/// PTRACE_TRACEME, then SIGSTOP to self: a restore seed hands itself to its parent.
+pub fn traceme_and_stop() -> Result<()> {
+    np::traceme().ctx(|| "ptrace(TRACEME)".to_string())?;
+    nix::sys::signal::raise(Signal::SIGSTOP).ctx(|| "raise(SIGSTOP)".to_string())
+}
+
 pub fn seize(pid: Pid, opts: Options) -> Result<()> {
     np::seize(pid, opts).ctx(|| format!("ptrace(SEIZE) of pid {pid}"))
 }
@@ -160,14 +166,7 @@ pub fn get_sigmask(pid: Pid) -> Result<u64> {
 
 pub fn set_sigmask(pid: Pid, mask: u64) -> Result<()> {
     // SAFETY: the kernel reads exactly 8 bytes from `mask`.
-    let r = unsafe {
-        libc::ptrace(
-            PTRACE_SETSIGMASK,
-            pid.as_raw(),
-            8usize,
-            &mask as *const u64,
-        )
-    };
+    let r = unsafe { libc::ptrace(PTRACE_SETSIGMASK, pid.as_raw(), 8usize, &mask as *const u64) };
     Errno::result(r).ctx(|| format!("ptrace(SETSIGMASK) of pid {pid}"))?;
     Ok(())
 }

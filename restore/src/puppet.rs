@@ -1,0 +1,561 @@
+//! The puppet phase: ckpt drives the stopped seed over ptrace, syscall by syscall, until
+//! it is the dumped process. The order matters and is explained step by step; the facts
+//! behind it are in ../shared/notes/restore-facts.md.
+
+use crate::image::{ProcessImage, TASK_SIZE};
+use crate::seed::SeedPlan;
+use crate::RestoreError;
+use ckpt_images::{pb, PagesReader, PAGE_SIZE};
+use ckpt_sys::inject::{Remote, Via};
+use ckpt_sys::ptrace::{self, Options};
+use ckpt_sys::{mem, Pid};
+use std::time::Instant;
+use tracing::debug;
+
+const SIGTRAP: u32 = 5;
+const RSEQ_FLAG_UNREGISTER: u64 = 1;
+const ARCH_MAP_VDSO_64: u64 = 0x2003;
+const PR_SET_MM: u64 = 35;
+const PR_SET_MM_MAP: u64 = 14;
+const PR_SET_DUMPABLE: u64 = 4;
+const PR_SET_KEEPCAPS: u64 = 8;
+const SS_ONSTACK: u32 = 1;
+const SS_DISABLE: u32 = 2;
+/// Largest copy per process_vm_writev batch.
+const FILL_BATCH: usize = 64 << 20;
+
+pub struct Puppet<'a> {
+    pid: Pid,
+    remote: Remote,
+    tramp: u64,
+    img: &'a ProcessImage,
+    plan: &'a SeedPlan,
+}
+
+type R<T> = Result<T, RestoreError>;
+
+impl<'a> Puppet<'a> {
+    pub fn new(pid: Pid, img: &'a ProcessImage, plan: &'a SeedPlan) -> R<Self> {
+        let remote = Remote::new(pid, Via::Trampoline(plan.trampoline))?;
+        Ok(Puppet {
+            pid,
+            remote,
+            tramp: plan.trampoline,
+            img,
+            plan,
+        })
+    }
+
+    fn scratch(&self) -> u64 {
+        self.tramp + PAGE_SIZE as u64
+    }
+
+    fn call(&mut self, what: &str, nr: i64, args: &[u64]) -> R<u64> {
+        Ok(self.remote.syscall(|| what.to_string(), nr, args)?)
+    }
+
+    /// Copies `bytes` into the scratch page at `off` and returns their address there.
+    fn put(&self, off: u64, bytes: &[u8]) -> R<u64> {
+        let at = self.scratch() + off;
+        mem::write(self.pid, at, bytes)?;
+        Ok(at)
+    }
+
+    pub fn run(&mut self, pages: &PagesReader<impl AsRef<[u8]>>, reset_sigs: &[u32]) -> R<()> {
+        let t0 = Instant::now();
+        ptrace::set_options(
+            self.pid,
+            Options::PTRACE_O_EXITKILL | Options::PTRACE_O_TRACESYSGOOD,
+        )?;
+        // Nothing may be delivered while the puppet is half built; SIGTRAP stays open for
+        // the trampoline's int3 (a blocked SIGTRAP would be reset to SIG_DFL by the kernel).
+        ptrace::set_sigmask(self.pid, !(1u64 << (SIGTRAP - 1)))?;
+        self.check_cpu()?;
+        self.drop_seed_rseq()?;
+        self.unmap_seed()?;
+        self.place_vdso()?;
+        let t_map = Instant::now();
+        self.map_vmas(pages)?;
+        let t_fill = t_map.elapsed();
+        self.set_mm()?;
+        self.call(
+            "close_range of the seed's helper fds",
+            libc::SYS_close_range,
+            &[
+                self.plan.helper_base as u64,
+                self.plan.helper_end() as u64,
+                0,
+            ],
+        )?;
+        self.set_sigactions(reset_sigs, false)?;
+        self.thread_state()?;
+        self.itimers()?;
+        self.pending_signals()?;
+        self.creds()?;
+        // From here no int3 runs: the trampoline's `syscall` is driven to its exit stop.
+        self.remote.set_via(Via::SyscallInsn(self.tramp));
+        self.set_sigactions(reset_sigs, true)?;
+        self.finish()?;
+        debug!(
+            pid = %self.pid,
+            injected = self.remote.calls,
+            memory_ms = t_fill.as_secs_f64() * 1e3,
+            total_ms = t0.elapsed().as_secs_f64() * 1e3,
+            "puppet done"
+        );
+        Ok(())
+    }
+
+    /// The image's FPU/AVX state must fit this CPU's xsave layout.
+    fn check_cpu(&self) -> R<()> {
+        let seed = ptrace::get_xstate(self.pid)?;
+        let have = ckpt_sys::process::xsave_features(&seed);
+        let t = &self.img.threads[0];
+        let want = ckpt_sys::process::xsave_features(&t.xsave);
+        if want & !have != 0 || t.xsave.len() != seed.len() {
+            return Err(RestoreError::Refused(format!(
+                "the image's CPU state (xfeatures {want:#x}, {} bytes) does not fit this CPU \
+                 (xfeatures {have:#x}, {} bytes)",
+                t.xsave.len(),
+                seed.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// glibc registered rseq for the seed; the area dies with the seed's memory, and the
+    /// kernel would fault (SIGSEGV) on the next resume if it were still registered.
+    fn drop_seed_rseq(&mut self) -> R<()> {
+        let conf = ptrace::get_rseq(self.pid)?;
+        if conf.ptr != 0 {
+            self.call(
+                "rseq unregister of the seed",
+                libc::SYS_rseq,
+                &[
+                    conf.ptr,
+                    conf.len as u64,
+                    RSEQ_FLAG_UNREGISTER,
+                    conf.sig as u64,
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Everything of the seed but the trampoline goes ([vsyscall] lies above TASK_SIZE).
+    fn unmap_seed(&mut self) -> R<()> {
+        let t = self.tramp;
+        self.call("munmap below the trampoline", libc::SYS_munmap, &[0, t])?;
+        let after = t + 2 * PAGE_SIZE as u64;
+        self.call(
+            "munmap above the trampoline",
+            libc::SYS_munmap,
+            &[after, TASK_SIZE - after],
+        )?;
+        Ok(())
+    }
+
+    /// Maps the vDSO block ([vvar], [vvar_vclock], [vdso]) at its dumped address. The
+    /// address is only a hint to the kernel, so the result is checked in /proc.
+    fn place_vdso(&mut self) -> R<()> {
+        let mm = &self.img.mm;
+        if mm.vdso_block_start == 0 {
+            return Ok(());
+        }
+        self.call(
+            "arch_prctl(ARCH_MAP_VDSO_64)",
+            libc::SYS_arch_prctl,
+            &[ARCH_MAP_VDSO_64, mm.vdso_block_start],
+        )?;
+        let maps = ckpt_sys::proc::smaps(self.pid)?;
+        for part in &mm.vdso_parts {
+            if !maps
+                .iter()
+                .any(|m| m.name == part.name && m.start == part.start && m.end == part.end)
+            {
+                return Err(RestoreError::Refused(format!(
+                    "pid {}: {} could not be placed at [{:#x}, {:#x}) (this kernel's vDSO \
+                     layout differs from the image's)",
+                    self.pid, part.name, part.start, part.end
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn map_vmas(&mut self, pages: &PagesReader<impl AsRef<[u8]>>) -> R<()> {
+        let img = self.img;
+        let mut with_pages = vec![false; img.vmas.len()];
+        let mut vi = 0;
+        for r in &img.runs {
+            while img.vmas[vi].end <= r.vaddr {
+                vi += 1;
+            }
+            with_pages[vi] = true;
+        }
+        let mut file_index = 0usize;
+        let mut last_path: Option<(&str, i32)> = None;
+        for (i, v) in img.vmas.iter().enumerate() {
+            let kind = pb::VmaKind::try_from(v.kind).unwrap_or(pb::VmaKind::VmaAnon);
+            let mut prot = v.prot as u64;
+            if with_pages[i] {
+                prot |= (libc::PROT_READ | libc::PROT_WRITE) as u64;
+            }
+            let mut flags = libc::MAP_FIXED_NOREPLACE as u64;
+            let mut fd: u64 = u64::MAX;
+            let mut off = 0;
+            match kind {
+                pb::VmaKind::VmaAnon => flags |= (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+                pb::VmaKind::VmaAnonShared => {
+                    flags |= (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64
+                }
+                pb::VmaKind::VmaFilePrivate | pb::VmaKind::VmaFileShared => {
+                    flags |= if kind == pb::VmaKind::VmaFileShared {
+                        libc::MAP_SHARED
+                    } else {
+                        libc::MAP_PRIVATE
+                    } as u64;
+                    let key = (v.path.as_str(), v.open_flags as i32);
+                    if last_path != Some(key) {
+                        file_index = self
+                            .plan
+                            .vma_files
+                            .iter()
+                            .position(|(p, f)| p == key.0 && *f == key.1)
+                            .expect("every VMA file is in the seed plan");
+                        last_path = Some(key);
+                    }
+                    fd = self.plan.vma_fd(file_index) as u64;
+                    off = v.pgoff;
+                }
+            }
+            if v.growsdown {
+                flags |= libc::MAP_GROWSDOWN as u64;
+            }
+            let got = self.call(
+                &format!("mmap of VMA [{:#x}, {:#x}) {}", v.start, v.end, v.name),
+                libc::SYS_mmap,
+                &[v.start, v.end - v.start, prot, flags, fd, off],
+            )?;
+            if got != v.start {
+                return Err(RestoreError::Refused(format!(
+                    "pid {}: VMA [{:#x}, {:#x}) landed at {got:#x}",
+                    self.pid, v.start, v.end
+                )));
+            }
+        }
+        self.fill(pages)?;
+        for (i, v) in img.vmas.iter().enumerate() {
+            if with_pages[i] && v.prot != (v.prot | (libc::PROT_READ | libc::PROT_WRITE) as u32) {
+                self.call(
+                    &format!("mprotect of VMA [{:#x}, {:#x})", v.start, v.end),
+                    libc::SYS_mprotect,
+                    &[v.start, v.end - v.start, v.prot as u64],
+                )?;
+            }
+            for &advice in &v.madvise {
+                self.call(
+                    &format!("madvise({advice}) of VMA [{:#x}, {:#x})", v.start, v.end),
+                    libc::SYS_madvise,
+                    &[v.start, v.end - v.start, advice as u64],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies every dumped page into place with batched process_vm_writev straight from
+    /// the mapped pages file. Runs are stored back to back, so each batch is one local
+    /// slice and many remote ranges.
+    fn fill(&mut self, pages: &PagesReader<impl AsRef<[u8]>>) -> R<()> {
+        let page = PAGE_SIZE as u64;
+        let runs = &self.img.runs;
+        let mut i = 0;
+        while i < runs.len() {
+            let start_off = runs[i].offset;
+            let mut len = 0u64;
+            let mut ranges = Vec::new();
+            while i < runs.len()
+                && ranges.len() < ckpt_sys::mem::IOV_MAX
+                && (len as usize) < FILL_BATCH
+                && runs[i].offset == start_off + len
+            {
+                let l = runs[i].nr_pages * page;
+                ranges.push((runs[i].vaddr, l as usize));
+                len += l;
+                i += 1;
+            }
+            if ranges.is_empty() {
+                // A run not stored right after the previous one starts its own batch.
+                let l = runs[i].nr_pages * page;
+                ranges.push((runs[i].vaddr, l as usize));
+                len = l;
+                i += 1;
+            }
+            let src = pages.slice(start_off, len)?;
+            mem::write_ranges(self.pid, &ranges, src)?;
+        }
+        Ok(())
+    }
+
+    /// brk, arg/env areas, auxv and the exe link, in one PR_SET_MM_MAP (the only form
+    /// that works without CAP_SYS_RESOURCE).
+    fn set_mm(&mut self) -> R<()> {
+        let mm = &self.img.mm;
+        let auxv_at = self.put(512, &mm.auxv)?;
+        let mut b = Vec::with_capacity(104);
+        for v in [
+            mm.start_code,
+            mm.end_code,
+            mm.start_data,
+            mm.end_data,
+            mm.start_brk,
+            mm.brk,
+            mm.start_stack,
+            mm.arg_start,
+            mm.arg_end,
+            mm.env_start,
+            mm.env_end,
+            auxv_at,
+        ] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&(mm.auxv.len() as u32).to_le_bytes());
+        b.extend_from_slice(&(self.plan.exe_fd() as u32).to_le_bytes());
+        let at = self.put(0, &b)?;
+        self.call(
+            "prctl(PR_SET_MM_MAP)",
+            libc::SYS_prctl,
+            &[PR_SET_MM, PR_SET_MM_MAP, at, b.len() as u64, 0],
+        )?;
+        Ok(())
+    }
+
+    /// Sets every dumped sigaction and resets what the seed inherited from ckpt. SIGTRAP
+    /// is set only in the last pass (`trap_only`), after the final int3.
+    fn set_sigactions(&mut self, reset: &[u32], trap_only: bool) -> R<()> {
+        let acts = &self.img.core.sigactions;
+        for sig in 1..=64u32 {
+            if sig == 9 || sig == 19 || (sig == SIGTRAP) != trap_only {
+                continue;
+            }
+            let act = acts.iter().find(|a| a.signo == sig);
+            if act.is_none() && !reset.contains(&sig) {
+                continue;
+            }
+            let mut b = [0u8; 32];
+            if let Some(a) = act {
+                b[0..8].copy_from_slice(&a.handler.to_le_bytes());
+                b[8..16].copy_from_slice(&a.flags.to_le_bytes());
+                b[16..24].copy_from_slice(&a.restorer.to_le_bytes());
+                b[24..32].copy_from_slice(&a.mask.to_le_bytes());
+            }
+            let at = self.put(0, &b)?;
+            self.call(
+                &format!("rt_sigaction({sig})"),
+                libc::SYS_rt_sigaction,
+                &[sig as u64, at, 0, 8],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Per-thread kernel state whose seed values point into ckpt's vanished memory.
+    fn thread_state(&mut self) -> R<()> {
+        let t = &self.img.threads[0];
+        let len = if t.robust_list_len == 0 {
+            24
+        } else {
+            t.robust_list_len
+        };
+        self.call(
+            "set_robust_list",
+            libc::SYS_set_robust_list,
+            &[t.robust_list, len],
+        )?;
+        self.call(
+            "set_tid_address",
+            libc::SYS_set_tid_address,
+            &[t.tid_address],
+        )?;
+        let mut ss = [0u8; 24];
+        match &t.altstack {
+            Some(a) if a.flags & SS_DISABLE == 0 => {
+                ss[0..8].copy_from_slice(&a.sp.to_le_bytes());
+                ss[8..12].copy_from_slice(&(a.flags & !SS_ONSTACK).to_le_bytes());
+                ss[16..24].copy_from_slice(&a.size.to_le_bytes());
+            }
+            _ => ss[8..12].copy_from_slice(&SS_DISABLE.to_le_bytes()),
+        }
+        let at = self.put(0, &ss)?;
+        self.call("sigaltstack", libc::SYS_sigaltstack, &[at, 0])?;
+        if let Some(r) = &t.rseq {
+            if r.ptr != 0 {
+                self.call(
+                    "rseq register",
+                    libc::SYS_rseq,
+                    &[r.ptr, r.len as u64, 0, r.sig as u64],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn itimers(&mut self) -> R<()> {
+        for it in &self.img.core.itimers {
+            if it.value_us == 0 {
+                continue;
+            }
+            let mut b = [0u8; 32];
+            for (i, v) in [
+                it.interval_us / 1_000_000,
+                it.interval_us % 1_000_000,
+                it.value_us / 1_000_000,
+                it.value_us % 1_000_000,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                b[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+            }
+            let at = self.put(0, &b)?;
+            self.call(
+                &format!("setitimer({})", it.which),
+                libc::SYS_setitimer,
+                &[it.which as u64, at, 0],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Re-queues the signals that were pending at dump, while everything is blocked.
+    fn pending_signals(&mut self) -> R<()> {
+        let pid = self.pid.as_raw() as u64;
+        let shared = self.img.core.shared_pending.iter().map(|s| (true, s));
+        let private = self.img.threads[0].pending.iter().map(|s| (false, s));
+        for (is_shared, info) in shared.chain(private).collect::<Vec<_>>() {
+            if info.len() != 128 {
+                continue;
+            }
+            let sig = u32::from_le_bytes(info[0..4].try_into().expect("4 bytes"));
+            if sig == 0 || sig > 64 || sig == 9 || sig == 19 {
+                continue;
+            }
+            let at = self.put(0, info)?;
+            if is_shared {
+                self.call(
+                    &format!("rt_sigqueueinfo({sig})"),
+                    libc::SYS_rt_sigqueueinfo,
+                    &[pid, sig as u64, at],
+                )?;
+            } else {
+                self.call(
+                    &format!("rt_tgsigqueueinfo({sig})"),
+                    libc::SYS_rt_tgsigqueueinfo,
+                    &[pid, pid, sig as u64, at],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Credentials, when they differ from the seed's (ckpt's own): keep the capabilities
+    /// across the uid change, then set the dumped ones exactly.
+    fn creds(&mut self) -> R<()> {
+        let Some(c) = self.img.core.creds.clone() else {
+            return Ok(());
+        };
+        let st = ckpt_sys::proc::status(self.pid)?;
+        let same_ids = c.uid.iter().all(|&u| u == st.euid && u == st.ruid)
+            && c.gid.iter().all(|&g| g == st.egid && g == st.rgid);
+        let mut groups: Vec<u32> = st.groups.iter().map(|&g| g as u32).collect();
+        groups.sort();
+        let mut want_groups = c.groups.clone();
+        want_groups.sort();
+        let same_caps = c.cap_eff == st.capeff && c.cap_prm == st.capprm && c.cap_inh == st.capinh;
+        if same_ids && groups == want_groups && same_caps {
+            return Ok(());
+        }
+        if c.uid.len() < 3 || c.gid.len() < 3 {
+            return Err(RestoreError::Refused(
+                "credentials record is incomplete".into(),
+            ));
+        }
+        self.call(
+            "prctl(PR_SET_KEEPCAPS, 1)",
+            libc::SYS_prctl,
+            &[PR_SET_KEEPCAPS, 1],
+        )?;
+        let gb: Vec<u8> = c.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
+        let at = self.put(0, &gb)?;
+        self.call(
+            "setgroups",
+            libc::SYS_setgroups,
+            &[c.groups.len() as u64, at],
+        )?;
+        self.call(
+            "setresgid",
+            libc::SYS_setresgid,
+            &[c.gid[0] as u64, c.gid[1] as u64, c.gid[2] as u64],
+        )?;
+        self.call(
+            "setresuid",
+            libc::SYS_setresuid,
+            &[c.uid[0] as u64, c.uid[1] as u64, c.uid[2] as u64],
+        )?;
+        // capset, _LINUX_CAPABILITY_VERSION_3: header {version, pid}, two data words.
+        let mut b = Vec::new();
+        b.extend_from_slice(&0x2008_0522u32.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        for shift in [0, 32] {
+            for v in [c.cap_eff, c.cap_prm, c.cap_inh] {
+                b.extend_from_slice(&((v >> shift) as u32).to_le_bytes());
+            }
+        }
+        let at = self.put(0, &b)?;
+        self.call("capset", libc::SYS_capset, &[at, at + 8])?;
+        let keep = (c.securebits & 0x10 != 0) as u64;
+        self.call(
+            "prctl(PR_SET_KEEPCAPS)",
+            libc::SYS_prctl,
+            &[PR_SET_KEEPCAPS, keep],
+        )?;
+        Ok(())
+    }
+
+    /// The last steps: dumpable, then the munmap of the trampoline, stopped at its
+    /// syscall exit where the final registers, FPU state and sigmask are set, so the task
+    /// never runs another instruction of ours.
+    fn finish(&mut self) -> R<()> {
+        let core = &self.img.core;
+        let t = &self.img.threads[0];
+        self.call(
+            "prctl(PR_SET_DUMPABLE)",
+            libc::SYS_prctl,
+            &[PR_SET_DUMPABLE, core.dumpable.max(0) as u64],
+        )?;
+        if core.cpu_affinity != 0 {
+            // Best effort: the machine may have fewer CPUs than the one dumped on.
+            let _ = ckpt_sys::process::set_affinity(self.pid, core.cpu_affinity);
+        }
+        let r = self.remote.syscall_to_exit(
+            libc::SYS_munmap,
+            &[self.tramp, 2 * PAGE_SIZE as u64],
+            self.tramp,
+        )?;
+        if r != 0 {
+            return Err(RestoreError::Refused(format!(
+                "pid {}: final munmap of the trampoline returned {r}",
+                self.pid
+            )));
+        }
+        let mut regs = crate::regs::from_image(t.regs.as_ref().expect("checked at load"));
+        ckpt_sys::regs::fix_syscall_restart(&mut regs);
+        ptrace::set_regs(self.pid, &regs)?;
+        ptrace::set_xstate(self.pid, &t.xsave)?;
+        // Only now: an unblocked pending signal must be delivered on top of the final
+        // registers, after the detach, not stop an injected call half way.
+        ptrace::set_sigmask(self.pid, t.sigmask)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,162 @@
+//! The seed: a forked copy of ckpt that becomes the restored process. It does what a
+//! process can do for itself (fds, cwd, root, umask, rlimits, name, session), maps the
+//! trampoline the puppet phase injects through, then stops for ckpt to take over.
+//!
+//! Runs in the child of a fork of a single-threaded ckpt: it may allocate, but must end
+//! in the SIGSTOP or in `_exit`, never return into ckpt's code.
+
+use ckpt_images::pb;
+use nix::fcntl::{fcntl, open, FcntlArg, FdFlag, OFlag};
+use nix::sys::stat::{umask, Mode};
+use nix::unistd::{chdir, chroot, close, dup2, lseek, Whence};
+use std::io::Write;
+use std::os::fd::RawFd;
+
+/// What the seed must do, computed by the parent before the fork.
+pub struct SeedPlan {
+    pub trampoline: u64,
+    /// First fd above every restored one: the error pipe goes here, the exe at +1, the
+    /// files of file-backed VMAs from +2.
+    pub helper_base: RawFd,
+    pub err_fd: RawFd,
+    pub exe_path: String,
+    pub vma_files: Vec<(String, i32)>,
+    pub fds: Vec<pb::Fd>,
+    pub cwd: String,
+    pub root: String,
+    pub umask: u32,
+    pub rlimits: Vec<pb::Rlimit>,
+    pub personality: u32,
+    pub comm: String,
+    pub no_new_privs: bool,
+    pub session_leader: bool,
+    pub group_leader: bool,
+}
+
+impl SeedPlan {
+    pub fn exe_fd(&self) -> RawFd {
+        self.helper_base + 1
+    }
+    pub fn vma_fd(&self, i: usize) -> RawFd {
+        self.helper_base + 2 + i as RawFd
+    }
+    pub fn helper_end(&self) -> RawFd {
+        self.vma_fd(self.vma_files.len())
+    }
+}
+
+/// Runs the seed; never returns.
+pub fn run(plan: &SeedPlan) -> ! {
+    let code = match prepare(plan) {
+        Ok(()) => {
+            // Tell nothing: EOF on the error pipe plus our SIGSTOP mean success.
+            let _ = close(plan.helper_base);
+            let _ = ckpt_sys::ptrace::traceme_and_stop();
+            // The puppet phase replaces this process's whole memory; reaching here means
+            // ckpt let go of a seed that was never finished.
+            127
+        }
+        Err(msg) => {
+            let fd = if fcntl(plan.helper_base, FcntlArg::F_GETFD).is_ok() {
+                plan.helper_base
+            } else {
+                plan.err_fd
+            };
+            let mut f = std::mem::ManuallyDrop::new(file_from_fd(fd));
+            let _ = f.write_all(msg.as_bytes());
+            1
+        }
+    };
+    ckpt_sys::process::exit_now(code)
+}
+
+fn file_from_fd(fd: RawFd) -> std::fs::File {
+    ckpt_sys::process::file_from_raw(fd)
+}
+
+fn place(path: &str, flags: OFlag, want: RawFd) -> Result<(), String> {
+    let fd = open(path, flags, Mode::empty()).map_err(|e| format!("open {path}: {e}"))?;
+    if fd != want {
+        dup2(fd, want).map_err(|e| format!("dup2 {path} to fd {want}: {e}"))?;
+        let _ = close(fd);
+    }
+    Ok(())
+}
+
+fn prepare(p: &SeedPlan) -> Result<(), String> {
+    if p.session_leader {
+        nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+    } else if p.group_leader {
+        nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0))
+            .map_err(|e| format!("setpgid: {e}"))?;
+    }
+    // Helpers first, above every fd the process will own.
+    dup2(p.err_fd, p.helper_base).map_err(|e| format!("dup2 error pipe: {e}"))?;
+    place(&p.exe_path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, p.exe_fd())
+        .map_err(|e| format!("executable: {e}"))?;
+    for (i, (path, flags)) in p.vma_files.iter().enumerate() {
+        place(
+            path,
+            OFlag::from_bits_retain(*flags) | OFlag::O_CLOEXEC,
+            p.vma_fd(i),
+        )
+        .map_err(|e| format!("mapped file: {e}"))?;
+    }
+    ckpt_sys::process::close_range(0, p.helper_base as u32 - 1).map_err(|e| e.to_string())?;
+    ckpt_sys::process::close_range(p.helper_end() as u32, u32::MAX).map_err(|e| e.to_string())?;
+
+    let drop = OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_EXCL | OFlag::O_CLOEXEC;
+    for f in &p.fds {
+        let mut flags = OFlag::from_bits_retain(f.flags as i32) - drop;
+        if f.cloexec {
+            flags |= OFlag::O_CLOEXEC;
+        }
+        place(&f.path, flags, f.fd).map_err(|e| format!("fd {}: {e}", f.fd))?;
+        if f.kind == pb::FdKind::FdRegular as i32 && f.pos != 0 {
+            lseek(f.fd, f.pos as i64, Whence::SeekSet)
+                .map_err(|e| format!("fd {}: seek {} to {}: {e}", f.fd, f.path, f.pos))?;
+        }
+        if f.kind == pb::FdKind::FdDirectory as i32 && f.pos != 0 {
+            // Directory offsets are cookies of the filesystem; best effort.
+            let _ = lseek(f.fd, f.pos as i64, Whence::SeekSet);
+        }
+        let fdflags = if f.cloexec {
+            FdFlag::FD_CLOEXEC
+        } else {
+            FdFlag::empty()
+        };
+        fcntl(f.fd, FcntlArg::F_SETFD(fdflags))
+            .map_err(|e| format!("fd {}: F_SETFD: {e}", f.fd))?;
+    }
+
+    if p.root != "/" {
+        chroot(p.root.as_str()).map_err(|e| format!("chroot {}: {e}", p.root))?;
+    }
+    chdir(p.cwd.as_str()).map_err(|e| format!("chdir {}: {e}", p.cwd))?;
+    umask(Mode::from_bits_truncate(p.umask));
+    nix::sys::personality::set(nix::sys::personality::Persona::from_bits_retain(
+        p.personality as i32,
+    ))
+    .map_err(|e| format!("personality {:#x}: {e}", p.personality))?;
+    let comm =
+        std::ffi::CString::new(p.comm.as_bytes()).map_err(|_| "comm has a NUL byte".to_string())?;
+    nix::sys::prctl::set_name(&comm).map_err(|e| format!("PR_SET_NAME: {e}"))?;
+    if p.no_new_privs {
+        nix::sys::prctl::set_no_new_privs().map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;
+    }
+    ckpt_sys::process::map_trampoline(p.trampoline).map_err(|e| e.to_string())?;
+    // Limits last: a lowered RLIMIT_NOFILE must not stop the fds above from being placed.
+    for l in &p.rlimits {
+        let (cur, max) = ckpt_sys::process::get_rlimit(nix::unistd::getpid(), l.resource)
+            .map_err(|e| e.to_string())?;
+        if (cur, max) != (l.cur, l.max) {
+            ckpt_sys::process::set_rlimit(l.resource, l.cur, l.max).map_err(|e| {
+                format!(
+                    "rlimit {}: {}/{} (now {cur}/{max}; raising a hard limit needs CAP_SYS_RESOURCE): {e}",
+                    l.resource, l.cur, l.max
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
