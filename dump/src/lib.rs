@@ -1,6 +1,27 @@
 //! Checkpoint of a process: freeze -> seize -> collect -> write images -> release.
+//!
+//! This stage dumps one single-threaded process with regular files, directories and
+//! character devices open. The steps, each in its own module:
+//! - `validate`: refuse what cannot be dumped, before the task is touched;
+//! - `seize`: PTRACE_SEIZE + INTERRUPT, and the guard that puts the task back on any error;
+//! - `remote`: syscalls injected through a `syscall` of the vDSO (sigactions, itimers, ...);
+//! - `cores`, `mm`, `files`: the records of core-, mm- and files-<pid>.img;
+//! - `pages`: the memory, streamed from the task into pages-1.img;
+//! - `release`: kill the task, or let it run on (`--leave-running`).
 
+mod cores;
+mod files;
+mod mm;
+mod pages;
+mod release;
+mod remote;
+mod seize;
+mod validate;
+
+use ckpt_images::{names, pb, ImageSink, Kind};
+use ckpt_sys::{proc, process, Pid};
 use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone)]
 pub struct DumpOptions {
@@ -11,21 +32,154 @@ pub struct DumpOptions {
 
 #[derive(Debug, Default, Clone)]
 pub struct DumpStats {
+    /// Pages written to pages-1.img.
     pub pages: u64,
     pub bytes: u64,
+    /// From the seize to the end of the release: how long the task did not run.
     pub frozen_ms: f64,
+    /// Time spent copying memory.
+    pub memory_ms: f64,
+    /// Number of syscalls injected into the task.
+    pub injected: u64,
+    /// From the call to the end, validation included.
+    pub total_ms: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum DumpError {
-    #[error("{0}")]
+    #[error(transparent)]
     Sys(#[from] ckpt_sys::Error),
     #[error(transparent)]
     Image(#[from] ckpt_images::ImageError),
+    /// Something this version cannot dump (named, with the pid).
     #[error("{0}")]
     Refused(String),
+    /// The task changed or vanished under us.
+    #[error("{0}")]
+    Lost(String),
 }
 
-pub fn dump(_opts: &DumpOptions) -> Result<DumpStats, DumpError> {
-    Err(DumpError::Refused("not implemented yet".into()))
+pub(crate) fn refuse(msg: impl Into<String>) -> DumpError {
+    DumpError::Refused(msg.into())
+}
+
+pub(crate) fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}
+
+pub fn dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {
+    let t0 = Instant::now();
+    if opts.pid <= 0 {
+        return Err(refuse(format!(
+            "pid {} is not a valid process id",
+            opts.pid
+        )));
+    }
+    let pid = Pid::from_raw(opts.pid);
+    validate::before_seize(pid)?;
+    // Create the sink before touching the task, so an unusable directory fails early.
+    // Dropped unfinished (any error below), it deletes what it wrote.
+    let mut sink = ImageSink::create(&opts.dir)?;
+    tracing::debug!(pid = opts.pid, ms = ms(t0), "validated");
+
+    let t_seize = Instant::now();
+    // From here every early return drops `task`, which puts the task back as it was.
+    let mut task = seize::Seized::seize(pid)?;
+    tracing::info!(pid = opts.pid, ms = ms(t_seize), "seized");
+    validate::after_seize(pid)?;
+
+    let mut stats = DumpStats::default();
+    let t = Instant::now();
+    let stat = proc::stat(pid)?;
+    let status = proc::status(pid)?;
+    let maps = proc::smaps(pid)?;
+    let mm = mm::collect(pid, &stat, &maps)?;
+    let fds = files::collect(pid)?;
+    let thread = cores::thread(pid, &task)?;
+    tracing::debug!(
+        ms = ms(t),
+        vmas = mm.vmas.len(),
+        fds = fds.len(),
+        "collected /proc and ptrace state"
+    );
+
+    let t = Instant::now();
+    let wanted_sigs = status.sigign | status.sigcgt;
+    let injected = remote::collect(&mut task, &maps, &mm.vdso, wanted_sigs)?;
+    stats.injected = injected.calls;
+    tracing::debug!(ms = ms(t), calls = injected.calls, "injected syscalls");
+
+    let t = Instant::now();
+    let plan = pages::plan(pid, &mm.vmas)?;
+    let mut pagemap = sink.records(&names::pagemap(opts.pid), Kind::Pagemap)?;
+    let mut pages_w = sink.pages(pages::PAGES_ID)?;
+    let copied = pages::copy(pid, &plan, &mut pagemap, &mut pages_w)?;
+    sink.commit_pages(pages::PAGES_ID, pages_w)?;
+    sink.commit_records(&names::pagemap(opts.pid), pagemap)?;
+    stats.pages = copied.pages;
+    stats.bytes = copied.pages * ckpt_images::PAGE_SIZE as u64;
+    stats.memory_ms = ms(t);
+    tracing::info!(
+        ms = stats.memory_ms,
+        pages = copied.pages,
+        runs = copied.runs,
+        "memory written"
+    );
+
+    let t = Instant::now();
+    let process_core = cores::process(pid, &stat, &status, &injected)?;
+    let mut w = sink.records(&names::core(opts.pid), Kind::Core)?;
+    w.write(&process_core)?;
+    w.write(&cores::thread_record(thread, &injected))?;
+    sink.commit_records(&names::core(opts.pid), w)?;
+
+    let mut w = sink.records(&names::mm(opts.pid), Kind::Mm)?;
+    w.write(&mm.info(&injected))?;
+    for v in &mm.vmas {
+        w.write(&v.vma)?;
+    }
+    sink.commit_records(&names::mm(opts.pid), w)?;
+
+    let mut w = sink.records(&names::files(opts.pid), Kind::Files)?;
+    for fd in &fds {
+        w.write(fd)?;
+    }
+    sink.commit_records(&names::files(opts.pid), w)?;
+
+    let xsave = task.xsave();
+    let inventory = pb::Inventory {
+        format_version: 0, // set by the sink
+        ckpt_version: env!("CARGO_PKG_VERSION").into(),
+        root_pid: opts.pid,
+        pids: vec![opts.pid],
+        kernel_release: proc::read_trimmed("/proc/sys/kernel/osrelease")?,
+        vdso_xxh3: mm.vdso.xxh3,
+        xsave_features: process::xsave_features(xsave),
+        xsave_size: xsave.len() as u32,
+        files: Vec::new(),
+        dumped_at_unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+    };
+    sink.finish(inventory)?;
+    tracing::debug!(ms = ms(t), "images written");
+
+    // The images are complete: from here a failure no longer undoes the dump.
+    let t = Instant::now();
+    if opts.leave_running {
+        task.release_running()?;
+    } else {
+        task.release_kill()?;
+    }
+    tracing::debug!(ms = ms(t), leave_running = opts.leave_running, "released");
+    stats.frozen_ms = ms(t_seize);
+    stats.total_ms = ms(t0);
+    tracing::info!(
+        pid = opts.pid,
+        frozen_ms = stats.frozen_ms,
+        total_ms = stats.total_ms,
+        "dump done"
+    );
+    Ok(stats)
 }

@@ -4,12 +4,8 @@ use std::path::PathBuf;
 /// record where there is one, so an operator knows what to look at.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{path}: not a ckpt image (bad magic)")]
     BadMagic { path: PathBuf },
     #[error("{path}: file is {found:?}, expected {expected:?}")]
@@ -58,7 +54,7 @@ impl ImageError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         ImageError::Io {
             path: path.into(),
-            source,
+            err: source,
         }
     }
     pub fn invalid(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {

@@ -37,7 +37,7 @@ pub enum Outcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
-    #[error("{0}")]
+    #[error(transparent)]
     Sys(#[from] ckpt_sys::Error),
     #[error(transparent)]
     Image(#[from] ckpt_images::ImageError),

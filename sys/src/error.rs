@@ -6,12 +6,8 @@ use std::path::PathBuf;
 pub enum Error {
     #[error("{what}: {errno}")]
     Sys { what: String, errno: Errno },
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{0}")]
     Other(String),
 }
@@ -26,13 +22,13 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            err: source,
         }
     }
     pub fn errno(&self) -> Option<Errno> {
         match self {
             Error::Sys { errno, .. } => Some(*errno),
-            Error::Io { source, .. } => source.raw_os_error().map(Errno::from_raw),
+            Error::Io { err, .. } => err.raw_os_error().map(Errno::from_raw),
             Error::Other(_) => None,
         }
     }

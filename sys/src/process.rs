@@ -179,11 +179,11 @@ pub fn map_trampoline(addr: u64) -> Result<()> {
     Ok(())
 }
 
-/// The xfeatures (XCR0) word the kernel stores in the software-reserved bytes of an
-/// NT_X86_XSTATE regset (struct _fpx_sw_bytes at offset 464 of the fxsave area).
+/// The xfeatures (XCR0) word the kernel stores for ptrace in the software-reserved bytes of
+/// an NT_X86_XSTATE regset (sw_reserved[USER_XSTATE_XCR0_WORD], offset 464).
 pub fn xsave_features(xsave: &[u8]) -> u64 {
     xsave
-        .get(472..480)
+        .get(464..472)
         .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
         .unwrap_or(0)
 }

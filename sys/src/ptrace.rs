@@ -186,8 +186,8 @@ pub fn get_rseq(pid: Pid) -> Result<RseqConfig> {
     struct Conf {
         ptr: u64,
         len: u32,
-        flags: u32,
         sig: u32,
+        flags: u32,
         pad: u32,
     }
     let mut c = Conf::default();

@@ -1,0 +1,152 @@
+//! core-<pid>.img: the ProcessCore (identity, credentials, signal dispositions, limits,
+//! timers) and one ThreadCore per thread (registers, masks, per-thread kernel state).
+
+use crate::remote::Injected;
+use crate::seize::Seized;
+use crate::DumpError;
+use ckpt_images::pb;
+use ckpt_sys::proc::{self, Stat, Status};
+use ckpt_sys::regs::Regs;
+use ckpt_sys::{process, ptrace, Pid};
+use nix::errno::Errno;
+
+/// RLIMIT_CPU .. RLIMIT_RTTIME.
+const RLIMIT_COUNT: u32 = 16;
+
+/// What ptrace tells about the (only) thread; the injected parts are added later.
+pub struct Thread {
+    core: pb::ThreadCore,
+}
+
+pub fn gp_regs(r: &Regs) -> pb::GpRegs {
+    pb::GpRegs {
+        r15: r.r15,
+        r14: r.r14,
+        r13: r.r13,
+        r12: r.r12,
+        rbp: r.rbp,
+        rbx: r.rbx,
+        r11: r.r11,
+        r10: r.r10,
+        r9: r.r9,
+        r8: r.r8,
+        rax: r.rax,
+        rcx: r.rcx,
+        rdx: r.rdx,
+        rsi: r.rsi,
+        rdi: r.rdi,
+        orig_rax: r.orig_rax,
+        rip: r.rip,
+        cs: r.cs,
+        eflags: r.eflags,
+        rsp: r.rsp,
+        ss: r.ss,
+        fs_base: r.fs_base,
+        gs_base: r.gs_base,
+        ds: r.ds,
+        es: r.es,
+        fs: r.fs,
+        gs: r.gs,
+    }
+}
+
+pub fn thread(tid: Pid, task: &Seized) -> Result<Thread, DumpError> {
+    let rseq = match ptrace::get_rseq(tid) {
+        Ok(c) if c.ptr != 0 => Some(pb::Rseq {
+            ptr: c.ptr,
+            len: c.len,
+            flags: c.flags,
+            sig: c.sig,
+        }),
+        Ok(_) => None,
+        Err(e) if e.errno() == Some(Errno::EINVAL) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let (robust_list, robust_list_len) = process::get_robust_list(tid)?;
+    let pending = ptrace::peek_siginfo(tid, false)?
+        .into_iter()
+        .map(|s| s.to_vec())
+        .collect();
+    Ok(Thread {
+        core: pb::ThreadCore {
+            tid: tid.as_raw(),
+            regs: Some(gp_regs(&task.regs)),
+            xsave: task.xsave.clone(),
+            sigmask: task.sigmask,
+            rseq,
+            robust_list,
+            robust_list_len,
+            pending,
+            ..Default::default()
+        },
+    })
+}
+
+pub fn thread_record(t: Thread, inj: &Injected) -> pb::ThreadCore {
+    let mut core = t.core;
+    core.tid_address = inj.tid_address;
+    core.altstack = Some(inj.altstack);
+    core
+}
+
+pub fn process(
+    pid: Pid,
+    stat: &Stat,
+    status: &Status,
+    inj: &Injected,
+) -> Result<pb::ProcessCore, DumpError> {
+    let creds = pb::Creds {
+        uid: vec![status.ruid, status.euid, status.suid, status.fuid],
+        gid: vec![status.rgid, status.egid, status.sgid, status.fgid],
+        groups: status.groups.iter().map(|&g| g as u32).collect(),
+        cap_inh: status.capinh,
+        cap_prm: status.capprm,
+        cap_eff: status.capeff,
+        cap_bnd: status.capbnd.unwrap_or(0),
+        cap_amb: status.capamb.unwrap_or(0),
+        securebits: inj.securebits,
+    };
+    let mut rlimits = Vec::with_capacity(RLIMIT_COUNT as usize);
+    for resource in 0..RLIMIT_COUNT {
+        let (cur, max) = process::get_rlimit(pid, resource)?;
+        rlimits.push(pb::Rlimit { resource, cur, max });
+    }
+    let personality_text = proc::read_trimmed(&format!("/proc/{pid}/personality"))?;
+    let personality = u32::from_str_radix(&personality_text, 16).map_err(|e| {
+        DumpError::Lost(format!(
+            "/proc/{pid}/personality: {personality_text:?}: {e}"
+        ))
+    })?;
+    let oom_text = proc::read_trimmed(&format!("/proc/{pid}/oom_score_adj"))?;
+    let oom_score_adj = oom_text
+        .parse()
+        .map_err(|e| DumpError::Lost(format!("/proc/{pid}/oom_score_adj: {oom_text:?}: {e}")))?;
+    Ok(pb::ProcessCore {
+        pid: pid.as_raw(),
+        ppid: stat.ppid,
+        pgid: stat.pgrp,
+        sid: stat.session,
+        comm: stat.comm.clone(),
+        creds: Some(creds),
+        sigactions: inj.sigactions.clone(),
+        umask: status.umask.unwrap_or(0o022),
+        cwd: proc::read_link(&format!("/proc/{pid}/cwd"))?
+            .to_string_lossy()
+            .into_owned(),
+        root: proc::read_link(&format!("/proc/{pid}/root"))?
+            .to_string_lossy()
+            .into_owned(),
+        rlimits,
+        personality,
+        no_new_privs: status.nonewprivs.unwrap_or(0) != 0,
+        dumpable: inj.dumpable,
+        oom_score_adj,
+        itimers: inj.itimers.clone(),
+        shared_pending: ptrace::peek_siginfo(pid, true)?
+            .into_iter()
+            .map(|s| s.to_vec())
+            .collect(),
+        nr_threads: 1,
+        cpu_affinity: process::affinity(pid)?,
+    })
+}

@@ -1,0 +1,95 @@
+//! Open file descriptors: regular files, directories and character devices, reopened by
+//! path at restore. Everything else is refused, naming the fd and what it is.
+
+use crate::{refuse, DumpError};
+use ckpt_images::pb;
+use ckpt_sys::{proc, Pid};
+use std::fs::Metadata;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+const O_CLOEXEC: u32 = 0o2000000;
+
+/// What an fd refers to, or why it cannot be dumped.
+fn inspect(pid: Pid, fd: i32) -> Result<(pb::FdKind, String, Metadata), DumpError> {
+    let link = format!("/proc/{pid}/fd/{fd}");
+    let target = match proc::read_link(&link) {
+        Ok(t) => t.to_string_lossy().into_owned(),
+        // Closed since we listed it (only possible before the seize).
+        Err(e) => return Err(DumpError::Lost(format!("pid {pid}: fd {fd}: {e}"))),
+    };
+    let unsupported = |what: &str| {
+        refuse(format!(
+            "pid {pid}: fd {fd} ({target}) is {what}; not supported yet"
+        ))
+    };
+    if !target.starts_with('/') {
+        // pipe:[N], socket:[N], anon_inode:[eventfd], ...
+        return Err(refuse(format!(
+            "pid {pid}: fd {fd} ({target}) is not supported yet"
+        )));
+    }
+    if target.ends_with(" (deleted)") {
+        return Err(unsupported("an unlinked file"));
+    }
+    // Follows the magic link to the open file itself.
+    let meta = std::fs::metadata(&link)
+        .map_err(|e| DumpError::Lost(format!("pid {pid}: fd {fd} ({target}): {e}")))?;
+    let ft = meta.file_type();
+    let kind = if ft.is_file() {
+        pb::FdKind::FdRegular
+    } else if ft.is_dir() {
+        pb::FdKind::FdDirectory
+    } else if ft.is_char_device() {
+        pb::FdKind::FdChardev
+    } else if ft.is_fifo() {
+        return Err(unsupported("a named FIFO"));
+    } else if ft.is_socket() {
+        return Err(unsupported("a unix socket file"));
+    } else if ft.is_block_device() {
+        return Err(unsupported("a block device"));
+    } else {
+        return Err(unsupported("of an unknown file type"));
+    };
+    Ok((kind, target, meta))
+}
+
+/// Before the seize: refuse fds this version cannot restore.
+pub fn check_all(pid: Pid) -> Result<(), DumpError> {
+    for fd in proc::fds(pid)? {
+        match inspect(pid, fd) {
+            Ok(_) => {}
+            // An fd closed while we looked is not a reason to refuse.
+            Err(DumpError::Lost(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// One Fd record per open descriptor of the stopped task.
+pub fn collect(pid: Pid) -> Result<Vec<pb::Fd>, DumpError> {
+    let mut out = Vec::new();
+    for fd in proc::fds(pid)? {
+        let (kind, path, meta) = inspect(pid, fd)?;
+        let info = proc::fdinfo(pid, fd)?;
+        out.push(pb::Fd {
+            fd,
+            kind: kind as i32,
+            path,
+            flags: info.flags & !O_CLOEXEC,
+            pos: info.pos,
+            cloexec: info.flags & O_CLOEXEC != 0,
+            file_size: if kind == pb::FdKind::FdRegular {
+                meta.size()
+            } else {
+                0
+            },
+            rdev: if kind == pb::FdKind::FdChardev {
+                meta.rdev()
+            } else {
+                0
+            },
+        });
+    }
+    Ok(out)
+}

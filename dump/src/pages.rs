@@ -1,0 +1,317 @@
+//! Memory: which pages to keep (pagemap), and the copy from the task into pages-1.img.
+//!
+//! Kept: private anonymous pages present or swapped; the written (anonymous, COW'd) pages
+//! of private file mappings; every allocated page of shared anonymous memory. Unmodified
+//! file pages and shared file mappings live in their files. Adjacent kept pages form runs;
+//! the copy reads many runs per process_vm_readv into one reused buffer of a few MiB and
+//! appends it to the pages file, so the image is never held in memory.
+
+use crate::mm::VmaInfo;
+use crate::DumpError;
+use ckpt_images::record::RecordWriter;
+use ckpt_images::{pb, PagesWriter, PAGE_SIZE};
+use ckpt_sys::proc::{Pagemap, PM_FILE, PM_PRESENT, PM_SWAP};
+use ckpt_sys::{mem, Pid};
+use nix::errno::Errno;
+use nix::unistd::{lseek, Whence};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+
+pub const PAGES_ID: u32 = 1;
+const PAGE: u64 = PAGE_SIZE as u64;
+/// Bytes read per batch of runs.
+const BATCH: usize = 8 << 20;
+/// Pagemap entries read per pread (512 KiB of entries, 256 MiB of address space).
+const PAGEMAP_CHUNK: u64 = 64 << 10;
+
+/// Pages [vaddr, vaddr + nr_pages * 4 KiB) to copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    pub vaddr: u64,
+    pub nr_pages: u64,
+    /// process_vm_readv cannot read it (PROT_NONE); go through /proc/PID/mem.
+    pub unreadable: bool,
+}
+
+/// Builds runs from pages given in increasing address order.
+#[derive(Default)]
+pub struct Coalescer {
+    runs: Vec<Run>,
+}
+
+impl Coalescer {
+    pub fn push(&mut self, vaddr: u64, nr_pages: u64, unreadable: bool) {
+        if nr_pages == 0 {
+            return;
+        }
+        if let Some(last) = self.runs.last_mut() {
+            if last.vaddr + last.nr_pages * PAGE == vaddr && last.unreadable == unreadable {
+                last.nr_pages += nr_pages;
+                return;
+            }
+        }
+        self.runs.push(Run {
+            vaddr,
+            nr_pages,
+            unreadable,
+        });
+    }
+
+    pub fn into_runs(self) -> Vec<Run> {
+        self.runs
+    }
+}
+
+/// Whether a page with this pagemap entry is kept, for a VMA of `kind`.
+pub fn keep(kind: pb::VmaKind, entry: u64) -> bool {
+    match kind {
+        pb::VmaKind::VmaAnon | pb::VmaKind::VmaAnonShared => entry & (PM_PRESENT | PM_SWAP) != 0,
+        pb::VmaKind::VmaFilePrivate => entry & (PM_PRESENT | PM_SWAP) != 0 && entry & PM_FILE == 0,
+        pb::VmaKind::VmaFileShared => false,
+    }
+}
+
+/// The runs of every VMA, in address order; runs never span two VMAs.
+pub fn plan(pid: Pid, vmas: &[VmaInfo]) -> Result<Vec<Run>, DumpError> {
+    let pagemap = Pagemap::open(pid)?;
+    let mut all = Vec::new();
+    let mut entries = Vec::new();
+    for v in vmas {
+        let kind = v.kind();
+        if kind == pb::VmaKind::VmaFileShared {
+            continue;
+        }
+        let unreadable = !v.readable;
+        let mut c = Coalescer::default();
+        if kind == pb::VmaKind::VmaAnonShared {
+            if let Some(ranges) = shmem_data(pid, v) {
+                for (s, e) in ranges {
+                    c.push(s, (e - s) / PAGE, unreadable);
+                }
+                all.extend(c.into_runs());
+                continue;
+            }
+        }
+        let (start, end) = (v.vma.start, v.vma.end);
+        let mut at = start;
+        while at < end {
+            let to = end.min(at + PAGEMAP_CHUNK * PAGE);
+            pagemap.read(at, to, &mut entries)?;
+            for (i, &e) in entries.iter().enumerate() {
+                if keep(kind, e) {
+                    c.push(at + i as u64 * PAGE, 1, unreadable);
+                }
+            }
+            at = to;
+        }
+        all.extend(c.into_runs());
+    }
+    Ok(all)
+}
+
+/// The allocated ranges (in task addresses) of a shared anonymous mapping, from its shmem
+/// object with SEEK_DATA: that includes pages swapped out or only touched by another
+/// process, which pagemap does not show. None if the object cannot be opened (then the
+/// caller falls back on pagemap).
+fn shmem_data(pid: Pid, v: &VmaInfo) -> Option<Vec<(u64, u64)>> {
+    let (start, end) = (v.vma.start, v.vma.end);
+    let path = format!("/proc/{pid}/map_files/{start:x}-{end:x}");
+    let f = std::fs::File::open(&path)
+        .map_err(|e| tracing::debug!("{path}: {e}: using pagemap"))
+        .ok()?;
+    let fd = f.as_raw_fd();
+    let (lo, hi) = (v.shm_offset, v.shm_offset + (end - start));
+    let mut out = Vec::new();
+    let mut pos = lo;
+    while pos < hi {
+        let data = match lseek(fd, pos as i64, Whence::SeekData) {
+            Ok(d) => d as u64,
+            Err(Errno::ENXIO) => break,
+            Err(e) => {
+                tracing::debug!("{path}: SEEK_DATA: {e}: using pagemap");
+                return None;
+            }
+        };
+        if data >= hi {
+            break;
+        }
+        let hole = match lseek(fd, data as i64, Whence::SeekHole) {
+            Ok(h) => h as u64,
+            Err(_) => hi,
+        };
+        let s = data & !(PAGE - 1);
+        let e = (hole.min(hi) + PAGE - 1) & !(PAGE - 1);
+        if e > s {
+            out.push((s - lo + start, e.min(hi) - lo + start));
+        }
+        pos = e.max(pos + PAGE);
+    }
+    Some(out)
+}
+
+pub struct Copied {
+    pub pages: u64,
+    pub runs: u64,
+}
+
+/// Copies the runs into `pages` and writes the pagemap: a PagemapHead, then one PageRun
+/// per run.
+pub fn copy<W: Write>(
+    pid: Pid,
+    runs: &[Run],
+    pagemap: &mut RecordWriter<W>,
+    pages: &mut PagesWriter,
+) -> Result<Copied, DumpError> {
+    let nr_pages: u64 = runs.iter().map(|r| r.nr_pages).sum();
+    pagemap.write(&pb::PagemapHead {
+        pages_id: PAGES_ID,
+        nr_pages,
+    })?;
+    let total_bytes = (nr_pages * PAGE) as usize;
+    let mut buf = vec![0u8; total_bytes.min(BATCH)];
+    // Pieces of runs (a run larger than a batch is split) for the current batch, each
+    // with whether it continues the piece before it (the same run).
+    let mut batch: Vec<(Run, bool)> = Vec::new();
+    let mut batch_len = 0usize;
+    let mut pending: Option<pb::PageRun> = None;
+    for run in runs {
+        let mut vaddr = run.vaddr;
+        let mut left = run.nr_pages;
+        while left > 0 {
+            let room = (BATCH - batch_len) / PAGE_SIZE;
+            let n = left.min(room as u64);
+            let piece = Run {
+                vaddr,
+                nr_pages: n,
+                unreadable: run.unreadable,
+            };
+            batch.push((piece, left != run.nr_pages));
+            batch_len += n as usize * PAGE_SIZE;
+            vaddr += n * PAGE;
+            left -= n;
+            if batch_len == BATCH {
+                flush(
+                    pid,
+                    &batch,
+                    &mut buf[..batch_len],
+                    pages,
+                    pagemap,
+                    &mut pending,
+                )?;
+                batch.clear();
+                batch_len = 0;
+            }
+        }
+    }
+    if batch_len > 0 {
+        flush(
+            pid,
+            &batch,
+            &mut buf[..batch_len],
+            pages,
+            pagemap,
+            &mut pending,
+        )?;
+    }
+    if let Some(p) = pending {
+        pagemap.write(&p)?;
+    }
+    Ok(Copied {
+        pages: nr_pages,
+        runs: runs.len() as u64,
+    })
+}
+
+/// Reads one batch into `buf`, appends it to the pages file and records its runs (the
+/// pieces of a run split across batches are joined again).
+fn flush<W: Write>(
+    pid: Pid,
+    batch: &[(Run, bool)],
+    buf: &mut [u8],
+    pages: &mut PagesWriter,
+    pagemap: &mut RecordWriter<W>,
+    pending: &mut Option<pb::PageRun>,
+) -> Result<(), DumpError> {
+    // Readable pieces go through process_vm_readv together; the rest one by one through
+    // /proc/PID/mem.
+    let mut i = 0;
+    let mut at = 0usize;
+    let len = |r: &Run| r.nr_pages as usize * PAGE_SIZE;
+    while i < batch.len() {
+        let r = &batch[i].0;
+        if r.unreadable {
+            let l = len(r);
+            mem::peek(pid, r.vaddr, &mut buf[at..at + l])?;
+            at += l;
+            i += 1;
+            continue;
+        }
+        let mut ranges = Vec::new();
+        let from = at;
+        while i < batch.len() && !batch[i].0.unreadable {
+            let r = &batch[i].0;
+            ranges.push((r.vaddr, len(r)));
+            at += len(r);
+            i += 1;
+        }
+        mem::read_ranges(pid, &ranges, &mut buf[from..at])?;
+    }
+    let mut offset = pages.write(buf)?;
+    for (r, continues) in batch {
+        match pending {
+            Some(p) if *continues => {
+                debug_assert_eq!(p.vaddr + p.nr_pages * PAGE, r.vaddr);
+                debug_assert_eq!(p.offset + p.nr_pages * PAGE, offset);
+                p.nr_pages += r.nr_pages;
+            }
+            _ => {
+                if let Some(p) = pending.take() {
+                    pagemap.write(&p)?;
+                }
+                *pending = Some(pb::PageRun {
+                    vaddr: r.vaddr,
+                    nr_pages: r.nr_pages,
+                    offset,
+                });
+            }
+        }
+        offset += r.nr_pages * PAGE;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adjacent_pages_coalesce_within_a_vma_only() {
+        let mut c = Coalescer::default();
+        for p in [0u64, 1, 2, 5, 6] {
+            c.push(0x1000 + p * PAGE, 1, false);
+        }
+        // A readable page after an unreadable neighbour starts a new run.
+        c.push(0x1000 + 7 * PAGE, 1, true);
+        let runs = c.into_runs();
+        assert_eq!(
+            runs.iter()
+                .map(|r| (r.vaddr, r.nr_pages))
+                .collect::<Vec<_>>(),
+            [(0x1000, 3), (0x6000, 2), (0x8000, 1)]
+        );
+    }
+
+    #[test]
+    fn which_pages_are_kept() {
+        use pb::VmaKind::*;
+        let present_anon = PM_PRESENT;
+        let present_file = PM_PRESENT | PM_FILE;
+        assert!(keep(VmaAnon, present_anon));
+        assert!(keep(VmaAnon, PM_SWAP));
+        assert!(!keep(VmaAnon, 0));
+        assert!(keep(VmaFilePrivate, present_anon));
+        assert!(!keep(VmaFilePrivate, present_file));
+        assert!(keep(VmaAnonShared, present_file));
+        assert!(!keep(VmaFileShared, present_anon));
+    }
+}

@@ -1,0 +1,264 @@
+//! What only the task itself can tell, asked by syscalls injected into it: sigactions,
+//! itimers, sigaltstack, tid address, brk, securebits, dumpable.
+//!
+//! The syscalls run through an existing `syscall` (`0f 05`) of the task's [vdso], driven
+//! by PTRACE_SYSCALL: nothing is poked, and no int3 resets a blocked SIGTRAP. Results are
+//! written into one scratch page mapped for the purpose (in the middle of the largest free
+//! gap, so it never merges with a neighbour) and read back in one go; the page is unmapped
+//! at the end and was never among the mappings dumped.
+
+use crate::mm::Vdso;
+use crate::seize::Seized;
+use crate::{refuse, DumpError};
+use ckpt_images::pb;
+use ckpt_sys::inject::{Remote, Via};
+use ckpt_sys::mem;
+use ckpt_sys::proc::Mapping;
+
+const PAGE: u64 = 4096;
+/// Lowest address mmap may use (vm.mmap_min_addr's default) and the top of user space.
+const LOW: u64 = 0x10000;
+const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
+const PR_GET_DUMPABLE: u64 = 3;
+const PR_GET_SECUREBITS: u64 = 27;
+const PR_GET_TID_ADDRESS: u64 = 40;
+const SIGKILL: u32 = 9;
+const SIGSTOP: u32 = 19;
+
+/// Layout of the scratch page.
+const OFF_SIGACTION: u64 = 0; // 64 x struct sigaction (32 bytes): 2048
+const SIGACTION_LEN: u64 = 32;
+const OFF_TID_ADDRESS: u64 = 2048; // u64
+const OFF_ALTSTACK: u64 = 2056; // stack_t: 24 bytes
+const OFF_ITIMERS: u64 = 2080; // 3 x struct itimerval (32 bytes)
+
+/// The answers, and how many syscalls it took.
+#[derive(Debug, Default)]
+pub struct Injected {
+    pub brk: u64,
+    pub tid_address: u64,
+    pub altstack: pb::SigAltStack,
+    pub securebits: u32,
+    pub dumpable: i32,
+    pub itimers: Vec<pb::Itimer>,
+    pub sigactions: Vec<pb::SigAction>,
+    pub calls: u64,
+}
+
+/// Offset of the first `syscall` instruction in `code`.
+pub fn find_syscall_insn(code: &[u8]) -> Option<usize> {
+    code.windows(2).position(|w| w == [0x0f, 0x05])
+}
+
+/// A page-aligned address in the middle of the largest free gap of user space, with at
+/// least one free page on each side. `maps` must be sorted by address.
+pub fn pick_scratch(maps: &[Mapping]) -> Option<u64> {
+    let mut best: Option<(u64, u64)> = None;
+    let mut prev_end = LOW;
+    let mut consider = |lo: u64, hi: u64| {
+        if hi > lo && hi - lo >= 3 * PAGE && best.is_none_or(|(a, b)| hi - lo > b - a) {
+            best = Some((lo, hi));
+        }
+    };
+    for m in maps {
+        if m.start >= TASK_SIZE {
+            break;
+        }
+        consider(prev_end, m.start);
+        prev_end = prev_end.max(m.end);
+    }
+    consider(prev_end, TASK_SIZE);
+    best.map(|(lo, hi)| (lo + (hi - lo) / 2) & !(PAGE - 1))
+}
+
+fn u64_at(page: &[u8], off: u64) -> u64 {
+    let o = off as usize;
+    u64::from_le_bytes(page[o..o + 8].try_into().expect("8 bytes"))
+}
+
+/// Runs every query. `maps` is the task's layout (read before the scratch page exists),
+/// `wanted_sigs` the SigIgn|SigCgt mask: only those actions differ from SIG_DFL.
+pub fn collect(
+    task: &mut Seized,
+    maps: &[Mapping],
+    vdso: &Vdso,
+    wanted_sigs: u64,
+) -> Result<Injected, DumpError> {
+    let pid = task.pid();
+    let (vdso_start, code) = vdso
+        .code
+        .as_ref()
+        .ok_or_else(|| refuse(format!("pid {pid} has no [vdso]; not supported yet")))?;
+    let insn = vdso_start
+        + find_syscall_insn(code).ok_or_else(|| {
+            refuse(format!(
+                "pid {pid}: no syscall instruction in its [vdso] to inject through"
+            ))
+        })? as u64;
+    let scratch = pick_scratch(maps).ok_or_else(|| {
+        refuse(format!(
+            "pid {pid}: no free address range for a scratch page"
+        ))
+    })?;
+
+    task.block_signals()?;
+    let mut remote = Remote::new(pid, Via::SyscallInsn(insn))?;
+    task.regs_changed = true;
+    let got = remote.syscall(
+        || format!("mmap of a scratch page at {scratch:#x}"),
+        libc::SYS_mmap,
+        &[
+            scratch,
+            PAGE,
+            (libc::PROT_READ | libc::PROT_WRITE) as u64,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64 | MAP_FIXED_NOREPLACE,
+            u64::MAX, // fd -1
+            0,
+        ],
+    )?;
+    if got != scratch {
+        // An old kernel ignoring MAP_FIXED_NOREPLACE would put it elsewhere: undo.
+        task.scratch = Some((got, insn));
+        return Err(DumpError::Lost(format!(
+            "pid {pid}: scratch page landed at {got:#x}, not {scratch:#x}"
+        )));
+    }
+    task.scratch = Some((scratch, insn));
+
+    let mut inj = Injected {
+        brk: remote.syscall(|| "brk(0)".into(), libc::SYS_brk, &[0])?,
+        ..Default::default()
+    };
+    inj.securebits = remote.syscall(
+        || "prctl(PR_GET_SECUREBITS)".into(),
+        libc::SYS_prctl,
+        &[PR_GET_SECUREBITS],
+    )? as u32;
+    inj.dumpable = remote.syscall(
+        || "prctl(PR_GET_DUMPABLE)".into(),
+        libc::SYS_prctl,
+        &[PR_GET_DUMPABLE],
+    )? as i32;
+    remote.syscall(
+        || "prctl(PR_GET_TID_ADDRESS)".into(),
+        libc::SYS_prctl,
+        &[PR_GET_TID_ADDRESS, scratch + OFF_TID_ADDRESS],
+    )?;
+    remote.syscall(
+        || "sigaltstack(NULL, &old)".into(),
+        libc::SYS_sigaltstack,
+        &[0, scratch + OFF_ALTSTACK],
+    )?;
+    for which in 0..3u64 {
+        remote.syscall(
+            || format!("getitimer({which})"),
+            libc::SYS_getitimer,
+            &[which, scratch + OFF_ITIMERS + which * 32],
+        )?;
+    }
+    let sigs: Vec<u32> = (1..=64u32)
+        .filter(|&s| s != SIGKILL && s != SIGSTOP && wanted_sigs & (1u64 << (s - 1)) != 0)
+        .collect();
+    for &sig in &sigs {
+        remote.syscall(
+            || format!("rt_sigaction({sig}, NULL, &old)"),
+            libc::SYS_rt_sigaction,
+            &[
+                sig as u64,
+                0,
+                scratch + OFF_SIGACTION + (sig as u64 - 1) * SIGACTION_LEN,
+                8,
+            ],
+        )?;
+    }
+
+    let mut page = vec![0u8; PAGE as usize];
+    mem::read(pid, scratch, &mut page)?;
+    inj.tid_address = u64_at(&page, OFF_TID_ADDRESS);
+    inj.altstack = pb::SigAltStack {
+        sp: u64_at(&page, OFF_ALTSTACK),
+        flags: u64_at(&page, OFF_ALTSTACK + 8) as u32,
+        size: u64_at(&page, OFF_ALTSTACK + 16),
+    };
+    for which in 0..3u64 {
+        let o = OFF_ITIMERS + which * 32;
+        let us = |sec: u64, usec: u64| sec.wrapping_mul(1_000_000).wrapping_add(usec);
+        let it = pb::Itimer {
+            which: which as u32,
+            interval_us: us(u64_at(&page, o), u64_at(&page, o + 8)),
+            value_us: us(u64_at(&page, o + 16), u64_at(&page, o + 24)),
+        };
+        if it.interval_us != 0 || it.value_us != 0 {
+            inj.itimers.push(it);
+        }
+    }
+    for &sig in &sigs {
+        let o = OFF_SIGACTION + (sig as u64 - 1) * SIGACTION_LEN;
+        inj.sigactions.push(pb::SigAction {
+            signo: sig,
+            handler: u64_at(&page, o),
+            flags: u64_at(&page, o + 8),
+            restorer: u64_at(&page, o + 16),
+            mask: u64_at(&page, o + 24),
+        });
+    }
+
+    remote.syscall(
+        || format!("munmap of the scratch page at {scratch:#x}"),
+        libc::SYS_munmap,
+        &[scratch, PAGE],
+    )?;
+    task.scratch = None;
+    // Back to the registers of the seize, while the task sits in the syscall-exit stop of
+    // the munmap: the detach at release then runs the kernel's restart logic on them.
+    remote.restore_regs()?;
+    inj.calls = remote.calls;
+    Ok(inj)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_first_syscall() {
+        assert_eq!(find_syscall_insn(&[0x90, 0x0f, 0x05, 0xc3]), Some(1));
+        assert_eq!(find_syscall_insn(&[0x0f, 0x90, 0x05, 0x0f]), None);
+        assert_eq!(find_syscall_insn(&[]), None);
+    }
+
+    #[test]
+    fn syscall_in_our_own_vdso() {
+        let maps = ckpt_sys::proc::smaps(nix::unistd::getpid()).unwrap();
+        let v = maps.iter().find(|m| m.name == "[vdso]").unwrap();
+        let code = ckpt_sys::process::read_own(v.start, v.len() as usize).unwrap();
+        let at = find_syscall_insn(&code).expect("a syscall in the vDSO");
+        assert_eq!(&code[at..at + 2], &[0x0f, 0x05]);
+    }
+
+    fn m(start: u64, end: u64) -> Mapping {
+        Mapping {
+            start,
+            end,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn scratch_lands_in_the_largest_gap_away_from_neighbours() {
+        let maps = [
+            m(0x40_0000, 0x50_0000),
+            m(0x50_1000, 0x60_0000),
+            m(0x7fff_0000_0000, 0x7fff_ffff_0000),
+        ];
+        let a = pick_scratch(&maps).unwrap();
+        assert_eq!(a % PAGE, 0);
+        assert!(a >= 0x60_0000 + PAGE && a + 2 * PAGE <= 0x7fff_0000_0000);
+        // Only a 3-page gap: the page sits in its middle.
+        let maps = [m(LOW, 0x20_0000), m(0x20_3000, TASK_SIZE)];
+        assert_eq!(pick_scratch(&maps), Some(0x20_1000));
+        let maps = [m(LOW, 0x20_0000), m(0x20_2000, TASK_SIZE)];
+        assert_eq!(pick_scratch(&maps), None);
+    }
+}
