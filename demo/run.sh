@@ -14,14 +14,18 @@ trap 'kill -9 ${pid:-} 2>/dev/null || true; rm -rf "$work"' EXIT
 cc -O2 -o "$work/counter" demo/counter.c
 
 echo "== starting the workload"
-"$work/counter" > "$work/log" 2>&1 < /dev/null &
+# Only stdin/stdout/stderr: pipes a terminal or CI runner leaks would be refused by this ckpt.
+(
+  for fd in $(ls /proc/$BASHPID/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done
+  exec "$work/counter"
+) > "$work/log" 2>&1 < /dev/null &
 pid=$!
 sleep 2
 tail -n 2 "$work/log"
 
 echo "== ckpt dump -t $pid -D $work/images"
 "$CKPT" dump -t "$pid" -D "$work/images"
-wait "$pid" 2>/dev/null || true
+{ wait "$pid"; } 2>/dev/null || true
 kill -0 "$pid" 2>/dev/null && { echo "workload still alive?"; exit 1; }
 echo "   the workload is gone; images:"
 ls -l "$work/images" | sed 's/^/   /'
