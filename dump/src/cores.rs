@@ -121,6 +121,7 @@ pub fn process(
     let oom_score_adj = oom_text
         .parse()
         .map_err(|e| DumpError::Lost(format!("/proc/{pid}/oom_score_adj: {oom_text:?}: {e}")))?;
+    let sched = process::get_sched(pid)?;
     Ok(pb::ProcessCore {
         pid: pid.as_raw(),
         ppid: stat.ppid,
@@ -148,5 +149,8 @@ pub fn process(
             .collect(),
         nr_threads: 1,
         cpu_affinity: process::affinity(pid)?,
+        nice: process::get_nice(pid)?,
+        sched_policy: sched.0,
+        rt_priority: sched.1,
     })
 }

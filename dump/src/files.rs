@@ -68,11 +68,21 @@ pub fn check_all(pid: Pid) -> Result<(), DumpError> {
 
 /// One Fd record per open descriptor of the stopped task.
 pub fn collect(pid: Pid) -> Result<Vec<pb::Fd>, DumpError> {
-    let mut out = Vec::new();
+    let mut out: Vec<pb::Fd> = Vec::new();
     for fd in proc::fds(pid)? {
         let (kind, path, meta) = inspect(pid, fd)?;
         let info = proc::fdinfo(pid, fd)?;
+        // A dup of a lower fd shares its offset and flags: restore must dup, not reopen.
+        let mut dup_of = None;
+        for prev in out.iter().filter(|p| !p.is_dup && p.path == path) {
+            if ckpt_sys::process::same_file_description(pid, prev.fd, pid, fd)? {
+                dup_of = Some(prev.fd);
+                break;
+            }
+        }
         out.push(pb::Fd {
+            is_dup: dup_of.is_some(),
+            dup_of: dup_of.unwrap_or(0),
             fd,
             kind: kind as i32,
             path,

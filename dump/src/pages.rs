@@ -10,7 +10,7 @@ use crate::mm::VmaInfo;
 use crate::DumpError;
 use ckpt_images::record::RecordWriter;
 use ckpt_images::{pb, PagesWriter, PAGE_SIZE};
-use ckpt_sys::proc::{Pagemap, PM_FILE, PM_PRESENT, PM_SWAP};
+use ckpt_sys::proc::{Pagemap, PM_FILE, PM_PFN_MASK, PM_PRESENT, PM_SWAP};
 use ckpt_sys::{mem, Pid};
 use nix::errno::Errno;
 use nix::unistd::{lseek, Whence};
@@ -74,6 +74,8 @@ pub fn keep(kind: pb::VmaKind, entry: u64) -> bool {
 /// The runs of every VMA, in address order; runs never span two VMAs.
 pub fn plan(pid: Pid, vmas: &[VmaInfo]) -> Result<Vec<Run>, DumpError> {
     let pagemap = Pagemap::open(pid)?;
+    // Pages only ever read map the shared zero page: present, but nothing to store.
+    let zero_pfn = ckpt_sys::proc::zero_page_pfn();
     let mut all = Vec::new();
     let mut entries = Vec::new();
     for v in vmas {
@@ -98,7 +100,10 @@ pub fn plan(pid: Pid, vmas: &[VmaInfo]) -> Result<Vec<Run>, DumpError> {
             let to = end.min(at + PAGEMAP_CHUNK * PAGE);
             pagemap.read(at, to, &mut entries)?;
             for (i, &e) in entries.iter().enumerate() {
-                if keep(kind, e) {
+                let zero = kind == pb::VmaKind::VmaAnon
+                    && e & PM_PRESENT != 0
+                    && Some(e & PM_PFN_MASK) == zero_pfn;
+                if keep(kind, e) && !zero {
                     c.push(at + i as u64 * PAGE, 1, unreadable);
                 }
             }

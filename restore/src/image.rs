@@ -109,6 +109,16 @@ pub fn load(d: &ImageDir, pid: i32) -> Result<ProcessImage, RestoreError> {
                 format!("invalid or duplicate fd {}", f.fd),
             ));
         }
+        if f.is_dup && (f.dup_of >= f.fd || !fds.iter().any(|o| o.fd == f.dup_of && !o.is_dup)) {
+            return Err(bad(
+                d,
+                &files_name,
+                format!(
+                    "fd {} is a dup of fd {}, which is not an earlier fd",
+                    f.fd, f.dup_of
+                ),
+            ));
+        }
         if f.path.is_empty() || !f.path.starts_with('/') {
             return Err(bad(
                 d,

@@ -254,5 +254,8 @@ fn seed_plan(img: &image::ProcessImage, tramp: u64, err_fd: i32) -> seed::SeedPl
         no_new_privs: c.no_new_privs,
         session_leader: c.sid == c.pid,
         group_leader: c.pgid == c.pid,
+        nice: c.nice,
+        sched_policy: c.sched_policy,
+        rt_priority: c.rt_priority,
     }
 }

@@ -31,6 +31,9 @@ pub struct SeedPlan {
     pub no_new_privs: bool,
     pub session_leader: bool,
     pub group_leader: bool,
+    pub nice: i32,
+    pub sched_policy: u32,
+    pub rt_priority: u32,
 }
 
 impl SeedPlan {
@@ -107,6 +110,19 @@ fn prepare(p: &SeedPlan) -> Result<(), String> {
 
     let drop = OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_EXCL | OFlag::O_CLOEXEC;
     for f in &p.fds {
+        if f.is_dup {
+            // Shares the open file description (offset, flags) of a lower fd.
+            dup2(f.dup_of, f.fd)
+                .map_err(|e| format!("fd {}: dup of fd {}: {e}", f.fd, f.dup_of))?;
+            let fdflags = if f.cloexec {
+                FdFlag::FD_CLOEXEC
+            } else {
+                FdFlag::empty()
+            };
+            fcntl(f.fd, FcntlArg::F_SETFD(fdflags))
+                .map_err(|e| format!("fd {}: F_SETFD: {e}", f.fd))?;
+            continue;
+        }
         let mut flags = OFlag::from_bits_retain(f.flags as i32) - drop;
         if f.cloexec {
             flags |= OFlag::O_CLOEXEC;
@@ -143,6 +159,14 @@ fn prepare(p: &SeedPlan) -> Result<(), String> {
     nix::sys::prctl::set_name(&comm).map_err(|e| format!("PR_SET_NAME: {e}"))?;
     if p.no_new_privs {
         nix::sys::prctl::set_no_new_privs().map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;
+    }
+    let (policy, prio) =
+        ckpt_sys::process::get_sched(nix::unistd::getpid()).map_err(|e| e.to_string())?;
+    if (policy, prio) != (p.sched_policy, p.rt_priority) {
+        ckpt_sys::process::set_sched(p.sched_policy, p.rt_priority).map_err(|e| e.to_string())?;
+    }
+    if ckpt_sys::process::get_nice(nix::unistd::getpid()).ok() != Some(p.nice) {
+        ckpt_sys::process::set_nice(p.nice).map_err(|e| e.to_string())?;
     }
     ckpt_sys::process::map_trampoline(p.trampoline).map_err(|e| e.to_string())?;
     // Limits last: a lowered RLIMIT_NOFILE must not stop the fds above from being placed.

@@ -219,6 +219,23 @@ impl Pagemap {
     }
 }
 
+/// Page frame number bits of a pagemap entry (zero without CAP_SYS_ADMIN).
+pub const PM_PFN_MASK: u64 = (1 << 55) - 1;
+
+/// The PFN of the kernel's shared zero page: an anonymous page that was only ever read
+/// maps it, and pagemap reports it present, but it holds nothing worth storing. Found by
+/// reading a fresh anonymous page of our own. None when PFNs are hidden from us.
+pub fn zero_page_pfn() -> Option<u64> {
+    let map = memmap2::MmapMut::map_anon(4096).ok()?;
+    std::hint::black_box(map[0]);
+    let pm = Pagemap::open(nix::unistd::getpid()).ok()?;
+    let mut e = Vec::new();
+    let addr = map.as_ptr() as u64;
+    pm.read(addr, addr + 4096, &mut e).ok()?;
+    let pfn = e.first()? & PM_PFN_MASK;
+    (e[0] & PM_PRESENT != 0 && pfn != 0).then_some(pfn)
+}
+
 /// The fields of /proc/PID/fdinfo/FD that ckpt uses.
 #[derive(Debug, Clone, Default)]
 pub struct FdInfo {
@@ -257,6 +274,13 @@ pub fn fds(pid: Pid) -> Result<Vec<i32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_page_is_found_as_root() {
+        if nix::unistd::geteuid().is_root() {
+            assert!(zero_page_pfn().is_some());
+        }
+    }
 
     #[test]
     fn parses_own_smaps() {

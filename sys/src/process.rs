@@ -245,3 +245,63 @@ pub fn own_non_default_signals() -> Vec<u32> {
     }
     out
 }
+
+/// kcmp(2) KCMP_FILE: whether two fds of two processes refer to the same open file
+/// description (what dup() and fork() share: offset and status flags).
+pub fn same_file_description(pid1: Pid, fd1: i32, pid2: Pid, fd2: i32) -> Result<bool> {
+    const KCMP_FILE: libc::c_long = 0;
+    // SAFETY: kcmp only compares kernel objects; it takes no pointers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid1.as_raw(),
+            pid2.as_raw(),
+            KCMP_FILE,
+            fd1 as libc::c_ulong,
+            fd2 as libc::c_ulong,
+        )
+    };
+    Ok(Errno::result(r).ctx(|| format!("kcmp(pid {pid1} fd {fd1}, pid {pid2} fd {fd2})"))? == 0)
+}
+
+/// getpriority(2) of another process: its nice value.
+pub fn get_nice(pid: Pid) -> Result<i32> {
+    Errno::clear();
+    // SAFETY: getpriority takes no pointers.
+    let r = unsafe { libc::getpriority(libc::PRIO_PROCESS, pid.as_raw() as libc::id_t) };
+    if r == -1 && Errno::last_raw() != 0 {
+        return Err(Error::sys(format!("getpriority(pid {pid})"), Errno::last()));
+    }
+    Ok(r)
+}
+
+/// setpriority(2) on the calling process.
+pub fn set_nice(nice: i32) -> Result<()> {
+    // SAFETY: setpriority takes no pointers.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    Errno::result(r).ctx(|| format!("setpriority({nice})"))?;
+    Ok(())
+}
+
+/// sched_getscheduler(2) and the real-time priority of another process.
+pub fn get_sched(pid: Pid) -> Result<(u32, u32)> {
+    // SAFETY: sched_getscheduler takes no pointers.
+    let policy = unsafe { libc::sched_getscheduler(pid.as_raw()) };
+    let policy = Errno::result(policy).ctx(|| format!("sched_getscheduler(pid {pid})"))?;
+    let mut param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: the kernel writes one sched_param into `param`.
+    let r = unsafe { libc::sched_getparam(pid.as_raw(), &mut param) };
+    Errno::result(r).ctx(|| format!("sched_getparam(pid {pid})"))?;
+    Ok((policy as u32, param.sched_priority as u32))
+}
+
+/// sched_setscheduler(2) on the calling process.
+pub fn set_sched(policy: u32, rt_priority: u32) -> Result<()> {
+    let param = libc::sched_param {
+        sched_priority: rt_priority as i32,
+    };
+    // SAFETY: the kernel reads one sched_param from `param`.
+    let r = unsafe { libc::sched_setscheduler(0, policy as i32, &param) };
+    Errno::result(r).ctx(|| format!("sched_setscheduler({policy}, {rt_priority})"))?;
+    Ok(())
+}

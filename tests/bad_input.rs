@@ -1,0 +1,292 @@
+//! Bad input: every case must fail with a non-zero exit and one line on stderr that
+//! names the culprit (pid, path or file), and must not hurt anything: a workload
+//! whose dump failed is still running, untraced, not stopped, and still passes its
+//! own check; a failed restore leaves no process with the dumped pid behind.
+
+mod common;
+
+use common::*;
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The workload whose dump failed is unharmed.
+fn assert_untouched(env: &Env, w: &mut Workload) {
+    assert_running_untraced(w.pid);
+    env.check(w);
+    assert_running_untraced(w.pid);
+}
+
+// ------------------------------------------------------------------------ dump
+
+#[test]
+fn dump_nonexistent_pid() {
+    let env = Env::new();
+    let pid = unused_pid();
+    let dir = env.subdir("img");
+    let out = env.dump(pid, &dir, &[]);
+    let line = out.failed_naming(&pid.to_string());
+    assert!(mentions_number(&line, pid as i64), "{out}");
+}
+
+#[test]
+fn dump_kernel_thread() {
+    let env = Env::new();
+    // pid 2 is kthreadd
+    let comm = fs::read_to_string("/proc/2/comm").unwrap_or_default();
+    assert_eq!(comm.trim(), "kthreadd", "pid 2 is not kthreadd here");
+    let dir = env.subdir("img");
+    let out = env.dump(2, &dir, &[]);
+    let line = out.failed_naming("2");
+    assert!(
+        mentions_number(&line, 2),
+        "stderr does not name pid 2: {out}"
+    );
+    assert_eq!(status_field(2, "TracerPid").as_deref(), Some("0"));
+    assert!(
+        !matches!(proc_state(2), Some('T' | 't')),
+        "kthreadd left stopped"
+    );
+}
+
+/// ckpt asked to dump its own process (`sh -c 'exec ckpt dump -t $$ ...'`).
+#[test]
+fn dump_self() {
+    let env = Env::new();
+    let dir = env.subdir("img");
+    let script = "exec \"$0\" dump -t $$ -D \"$1\"";
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(CKPT)
+        .arg(&dir)
+        .current_dir(env.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    env.track(pid);
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < CKPT_TIMEOUT,
+            "ckpt dumping itself hung (state {:?})",
+            proc_state(pid)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let o = child.wait_with_output().unwrap();
+    env.untrack(pid);
+    let out = CkptOutput {
+        args: vec!["dump".into(), "-t".into(), pid.to_string().into()],
+        status: o.status,
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    };
+    let line = out.failed_naming(&pid.to_string());
+    assert!(mentions_number(&line, pid as i64), "{out}");
+}
+
+/// -D is a path through a regular file: no directory can be made there.
+#[test]
+fn dump_into_path_under_regular_file() {
+    let env = Env::new();
+    let mut w = env.start("sig");
+    let file = env.path().join("plainfile");
+    fs::write(&file, b"not a directory").unwrap();
+    let dir = file.join("img");
+    let out = env.dump(w.pid, &dir, &[]);
+    out.failed_naming(&file.to_string_lossy());
+    assert_untouched(&env, &mut w);
+    assert_eq!(fs::read(&file).unwrap(), b"not a directory");
+}
+
+/// -D is on a read-only filesystem.
+#[test]
+fn dump_into_readonly_mount() {
+    let env = Env::new();
+    let mut w = env.start("sig");
+    let dir = env.path().join("ro");
+    env.mount_tmpfs(&dir, "ro,size=1m,mode=0700");
+    let out = env.dump(w.pid, &dir, &[]);
+    out.failed_naming(&dir.to_string_lossy());
+    assert_untouched(&env, &mut w);
+}
+
+/// -D is on a filesystem too small for the images (1 MiB tmpfs, ~7.5 MiB of memory).
+#[test]
+fn dump_onto_full_filesystem() {
+    let env = Env::new();
+    let mut w = env.start("mem");
+    let dir = env.path().join("full");
+    env.mount_tmpfs(&dir, "size=1m,mode=0700");
+    let out = env.dump(w.pid, &dir, &[]);
+    out.failed_naming(&dir.to_string_lossy());
+    assert_untouched(&env, &mut w);
+    // and a dump to a good place still works afterwards
+    let good = env.subdir("img");
+    env.cycle(&mut w, &good);
+}
+
+// --------------------------------------------------------------------- restore
+
+/// Dumps a fresh `sig` workload into `<tmp>/img`, reaps it; returns (pid, dir).
+fn dumped(env: &Env) -> (i32, PathBuf) {
+    let w = env.start("sig");
+    let dir = env.subdir("img");
+    env.dump(w.pid, &dir, &[]).ok();
+    env.reap_dumped(w.pid);
+    (w.pid, dir)
+}
+
+/// `restore -D dir -d`, expected to fail; if it succeeds anyway, the process it made
+/// (with the dumped `pid`) is handed to the cleanup.
+fn restore(env: &Env, dir: &Path, pid: Option<i32>) -> CkptOutput {
+    let out = env.ckpt(&[
+        OsStr::new("restore"),
+        OsStr::new("-D"),
+        dir.as_os_str(),
+        OsStr::new("-d"),
+    ]);
+    if let (true, Some(pid)) = (out.success(), pid) {
+        env.track(pid);
+    }
+    out
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+/// The largest file of `files`.
+fn largest(files: Vec<PathBuf>) -> PathBuf {
+    files
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .expect("no such image file")
+}
+
+#[test]
+fn restore_from_empty_dir() {
+    let env = Env::new();
+    let dir = env.subdir("empty");
+    let out = restore(&env, &dir, None);
+    let line = out.failed_naming("");
+    assert!(
+        line.contains(&*dir.to_string_lossy()) || line.contains("inventory"),
+        "stderr names neither the directory nor inventory.img: {out}"
+    );
+}
+
+#[test]
+fn restore_from_missing_dir() {
+    let env = Env::new();
+    let dir = env.path().join("does-not-exist");
+    let out = restore(&env, &dir, None);
+    out.failed_naming(&dir.to_string_lossy());
+}
+
+fn truncate_half(p: &Path) {
+    let len = fs::metadata(p).unwrap().len();
+    let f = fs::OpenOptions::new().write(true).open(p).unwrap();
+    f.set_len(len / 2).unwrap();
+}
+
+fn flip_middle_byte(p: &Path) {
+    let len = fs::metadata(p).unwrap().len();
+    assert!(len > 16, "{} too small to corrupt", p.display());
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p)
+        .unwrap();
+    let at = len / 2;
+    let mut b = [0u8];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut b).unwrap();
+    b[0] ^= 0xff;
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&b).unwrap();
+}
+
+/// Damages one image file with `damage`, restores, and checks the refusal names it.
+fn refuses_damaged(prefix: &str, damage: fn(&Path)) {
+    let env = Env::new();
+    let (pid, dir) = dumped(&env);
+    let victim = largest(image_files(&dir, prefix));
+    damage(&victim);
+    let out = restore(&env, &dir, Some(pid));
+    out.failed_naming(&file_name(&victim));
+    env.assert_gone(pid);
+}
+
+#[test]
+fn restore_truncated_pages() {
+    refuses_damaged("pages-", truncate_half);
+}
+
+#[test]
+fn restore_truncated_core() {
+    refuses_damaged("core-", truncate_half);
+}
+
+#[test]
+fn restore_corrupted_pages() {
+    refuses_damaged("pages-", flip_middle_byte);
+}
+
+#[test]
+fn restore_corrupted_core() {
+    refuses_damaged("core-", flip_middle_byte);
+}
+
+#[test]
+fn restore_corrupted_inventory() {
+    refuses_damaged("inventory", flip_middle_byte);
+}
+
+/// Bytes 6..8 of every image file are its format version (u16 LE): 99 is unknown.
+#[test]
+fn restore_foreign_format_version() {
+    let env = Env::new();
+    let (pid, dir) = dumped(&env);
+    let mut victims = image_files(&dir, "core-");
+    victims.extend(image_files(&dir, "inventory"));
+    assert!(
+        victims.len() >= 2,
+        "expected core-*.img and inventory.img: {}",
+        listing(&dir)
+    );
+    for p in &victims {
+        let mut bytes = fs::read(p).unwrap();
+        assert_eq!(&bytes[..4], b"CKPT", "{} lacks the CKPT magic", p.display());
+        bytes[6..8].copy_from_slice(&99u16.to_le_bytes());
+        fs::write(p, bytes).unwrap();
+    }
+    let out = restore(&env, &dir, Some(pid));
+    let line = out.failed_naming(".img");
+    assert!(
+        victims.iter().any(|v| line.contains(&file_name(v))),
+        "stderr names none of the changed files: {out}"
+    );
+    env.assert_gone(pid);
+}
+
+/// Restore while the dumped pid is still taken (by the original, left running).
+#[test]
+fn restore_while_pid_taken() {
+    let env = Env::new();
+    let mut w = env.start("sig");
+    let dir = env.subdir("img");
+    env.dump(w.pid, &dir, &["--leave-running"]).ok();
+    assert_running_untraced(w.pid);
+    let out = restore(&env, &dir, None);
+    let line = out.failed_naming(&w.pid.to_string());
+    assert!(mentions_number(&line, w.pid as i64), "{out}");
+    assert_untouched(&env, &mut w);
+}
