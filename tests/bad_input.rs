@@ -290,3 +290,53 @@ fn restore_while_pid_taken() {
     assert!(mentions_number(&line, w.pid as i64), "{out}");
     assert_untouched(&env, &mut w);
 }
+
+/// Dumps a fresh workload `name`, reaps it, deletes `file` (in the temp dir), restores:
+/// the restore must fail naming the file, and leave nothing with the pid behind.
+fn refuses_missing_file(name: &str, file: &str) {
+    let env = Env::new();
+    let w = env.start(name);
+    let dir = env.subdir("img");
+    env.dump(w.pid, &dir, &[]).ok();
+    env.reap_dumped(w.pid);
+    let victim = env.path().join(file);
+    fs::remove_file(&victim).unwrap();
+    let out = restore(&env, &dir, Some(w.pid));
+    out.failed_naming(file);
+    env.assert_gone(w.pid);
+}
+
+/// A file the process had open is gone at restore time.
+#[test]
+fn restore_with_open_file_gone() {
+    refuses_missing_file("files", "files-ro.dat");
+}
+
+/// A file the process had mapped (MAP_PRIVATE, some pages written) is gone.
+#[test]
+fn restore_with_mapped_file_gone() {
+    refuses_missing_file("mem", "mem-private.dat");
+}
+
+/// A file the process had mapped MAP_SHARED is gone.
+#[test]
+fn restore_with_shared_mapped_file_gone() {
+    refuses_missing_file("mem", "mem-shared.dat");
+}
+
+/// The workload's executable is gone at restore time.
+#[test]
+fn restore_with_executable_gone() {
+    let env = Env::new();
+    let exe = env.path().join("sig-copy");
+    fs::copy(workload_bin("sig"), &exe).unwrap();
+    let w = env.spawn("sig-copy", &exe, &[env.path().as_os_str()]);
+    env.wait_ready(&w);
+    let dir = env.subdir("img");
+    env.dump(w.pid, &dir, &[]).ok();
+    env.reap_dumped(w.pid);
+    fs::remove_file(&exe).unwrap();
+    let out = restore(&env, &dir, Some(w.pid));
+    out.failed_naming(&exe.to_string_lossy());
+    env.assert_gone(w.pid);
+}

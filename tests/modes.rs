@@ -50,20 +50,52 @@ fn leave_running_then_restore() {
     }
 }
 
-/// `--leave-running` twice in a row, then a plain dump: the images of each are
-/// complete and the workload is unharmed in between.
-#[test]
-fn leave_running_repeatedly() {
+/// `--leave-running` several times in a row (so the workload is often caught inside
+/// a syscall or a register loop), a check after each round, then a plain dump cycle:
+/// a dump that leaves the task running must not disturb it.
+fn leave_running_repeatedly(name: &str) {
     let env = Env::new();
-    let mut w = env.start("misc");
-    for i in 1..=2 {
-        let dir = env.subdir(&format!("lr{i}"));
-        env.dump(w.pid, &dir, &["--leave-running"]).ok();
-        assert_running_untraced(w.pid);
+    let mut w = env.start(name);
+    for i in 1..=3 {
+        for j in 1..=3 {
+            let dir = env.subdir(&format!("lr{i}-{j}"));
+            env.dump(w.pid, &dir, &["--leave-running"]).ok();
+            assert_running_untraced(w.pid);
+        }
         env.check(&mut w);
     }
     let dir = env.subdir("final");
     env.cycle(&mut w, &dir);
+}
+
+#[test]
+fn leave_running_repeatedly_misc() {
+    leave_running_repeatedly("misc");
+}
+
+#[test]
+fn leave_running_repeatedly_blocking() {
+    leave_running_repeatedly("blocking");
+}
+
+#[test]
+fn leave_running_repeatedly_fpu() {
+    leave_running_repeatedly("fpu");
+}
+
+#[test]
+fn leave_running_repeatedly_sig() {
+    leave_running_repeatedly("sig");
+}
+
+#[test]
+fn leave_running_repeatedly_files() {
+    leave_running_repeatedly("files");
+}
+
+#[test]
+fn leave_running_repeatedly_mem() {
+    leave_running_repeatedly("mem");
 }
 
 fn restore_foreground(workload: &str, sig: i32) -> (Workload, CkptOutput) {
@@ -182,5 +214,71 @@ fn show_prints_json() {
     }
     env.restore_detached(&dir).ok();
     env.track(w.pid);
+    env.check(&mut w);
+}
+
+/// The same images restore twice (restore does not consume or change them).
+#[test]
+fn restore_same_images_twice() {
+    let env = Env::new();
+    let mut w = env.start("fpu");
+    env.check(&mut w);
+    let dir = env.subdir("img");
+    env.dump(w.pid, &dir, &[]).ok();
+    env.reap_dumped(w.pid);
+    for _ in 0..2 {
+        env.restore_detached(&dir).ok();
+        env.track(w.pid);
+        assert_running_untraced(w.pid);
+        // each restored copy starts from the dump: its next check is PASS 2
+        w.passes = 1;
+        let before = env.output(&w);
+        assert!(signal(w.pid, libc::SIGUSR1));
+        let start = std::time::Instant::now();
+        while !env.output(&w)[before.len()..]
+            .lines()
+            .any(|l| l == "PASS 2")
+        {
+            let text = env.output(&w);
+            assert!(
+                !text[before.len()..].contains("FAIL"),
+                "restored copy failed:\n{text}"
+            );
+            assert!(
+                start.elapsed() < LINE_TIMEOUT,
+                "restored copy did not print PASS 2:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        env.kill_and_reap(w.pid);
+    }
+}
+
+/// A stopped (SIGSTOP) workload: `dump --leave-running` may refuse it (one line naming
+/// the pid) or dump it, but either way it stays stopped and untraced, and after
+/// SIGCONT it still passes.
+#[test]
+fn leave_running_keeps_stopped_process_stopped() {
+    let env = Env::new();
+    let mut w = env.start("sig");
+    assert!(signal(w.pid, libc::SIGSTOP));
+    let start = std::time::Instant::now();
+    while proc_state(w.pid) != Some('T') {
+        assert!(start.elapsed() < LINE_TIMEOUT, "did not stop");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let dir = env.subdir("img");
+    let out = env.dump(w.pid, &dir, &["--leave-running"]);
+    if !out.success() {
+        out.failed_naming(&w.pid.to_string());
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        proc_state(w.pid),
+        Some('T'),
+        "no longer stopped after the dump: {out}"
+    );
+    assert_eq!(status_field(w.pid, "TracerPid").as_deref(), Some("0"));
+    assert!(signal(w.pid, libc::SIGCONT));
     env.check(&mut w);
 }

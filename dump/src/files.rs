@@ -42,7 +42,7 @@ fn inspect(pid: Pid, fd: i32) -> Result<(pb::FdKind, String, Metadata), DumpErro
     } else if ft.is_char_device() {
         pb::FdKind::FdChardev
     } else if ft.is_fifo() {
-        return Err(unsupported("a named FIFO"));
+        pb::FdKind::FdFifo
     } else if ft.is_socket() {
         return Err(unsupported("a unix socket file"));
     } else if ft.is_block_device() {
@@ -80,7 +80,18 @@ pub fn collect(pid: Pid) -> Result<Vec<pb::Fd>, DumpError> {
                 break;
             }
         }
+        // A FIFO's unread bytes belong to the pipe, not the fd: store them once.
+        let (mut pipe_data, mut pipe_size) = (Vec::new(), 0);
+        if kind == pb::FdKind::FdFifo && dup_of.is_none() {
+            let mine = ckpt_sys::process::steal_fd(pid, fd)?;
+            pipe_size = ckpt_sys::pipe::capacity(&mine)?;
+            if !out.iter().any(|p| p.path == path && p.kind == kind as i32) {
+                pipe_data = ckpt_sys::pipe::peek(&mine)?;
+            }
+        }
         out.push(pb::Fd {
+            pipe_data,
+            pipe_size,
             is_dup: dup_of.is_some(),
             dup_of: dup_of.unwrap_or(0),
             fd,

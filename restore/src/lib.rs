@@ -255,6 +255,7 @@ fn seed_plan(img: &image::ProcessImage, tramp: u64, err_fd: i32) -> seed::SeedPl
         session_leader: c.sid == c.pid,
         group_leader: c.pgid == c.pid,
         nice: c.nice,
+        oom_score_adj: c.oom_score_adj,
         sched_policy: c.sched_policy,
         rt_priority: c.rt_priority,
     }

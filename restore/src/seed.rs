@@ -32,6 +32,7 @@ pub struct SeedPlan {
     pub session_leader: bool,
     pub group_leader: bool,
     pub nice: i32,
+    pub oom_score_adj: i32,
     pub sched_policy: u32,
     pub rt_priority: u32,
 }
@@ -86,6 +87,34 @@ fn place(path: &str, flags: OFlag, want: RawFd) -> Result<(), String> {
     Ok(())
 }
 
+/// A FIFO opened for reading or writing alone would block in open() until the other side
+/// appears; a read-write opening held meanwhile keeps the pipe alive, lets the real open
+/// go through at once, and puts the dumped unread bytes back.
+fn place_fifo(f: &pb::Fd, flags: OFlag, spare: RawFd) -> Result<(), String> {
+    let opened = open(
+        f.path.as_str(),
+        OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("open: {e}"))?;
+    // Out of the way of the fd numbers being placed.
+    let keeper =
+        fcntl(opened, FcntlArg::F_DUPFD_CLOEXEC(spare)).map_err(|e| format!("F_DUPFD: {e}"))?;
+    let _ = close(opened);
+    place(&f.path, flags | OFlag::O_NONBLOCK, f.fd)?;
+    fcntl(f.fd, FcntlArg::F_SETFL(flags)).map_err(|e| format!("F_SETFL: {e}"))?;
+    let keeper = ckpt_sys::process::file_from_raw(keeper);
+    if f.pipe_size != 0 {
+        let _ = ckpt_sys::pipe::set_capacity(&keeper, f.pipe_size);
+    }
+    if !f.pipe_data.is_empty() {
+        (&keeper)
+            .write_all(&f.pipe_data)
+            .map_err(|e| format!("refilling {} bytes: {e}", f.pipe_data.len()))?;
+    }
+    Ok(())
+}
+
 fn prepare(p: &SeedPlan) -> Result<(), String> {
     if p.session_leader {
         nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
@@ -127,6 +156,11 @@ fn prepare(p: &SeedPlan) -> Result<(), String> {
         if f.cloexec {
             flags |= OFlag::O_CLOEXEC;
         }
+        if f.kind == pb::FdKind::FdFifo as i32 {
+            place_fifo(f, flags, p.helper_end())
+                .map_err(|e| format!("fd {} (FIFO {}): {e}", f.fd, f.path))?;
+            continue;
+        }
         place(&f.path, flags, f.fd).map_err(|e| format!("fd {}: {e}", f.fd))?;
         if f.kind == pb::FdKind::FdRegular as i32 && f.pos != 0 {
             lseek(f.fd, f.pos as i64, Whence::SeekSet)
@@ -167,6 +201,16 @@ fn prepare(p: &SeedPlan) -> Result<(), String> {
     }
     if ckpt_sys::process::get_nice(nix::unistd::getpid()).ok() != Some(p.nice) {
         ckpt_sys::process::set_nice(p.nice).map_err(|e| e.to_string())?;
+    }
+    let oom = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap_or_default();
+    if oom.trim().parse::<i32>().ok() != Some(p.oom_score_adj) {
+        std::fs::write("/proc/self/oom_score_adj", p.oom_score_adj.to_string()).map_err(|e| {
+            format!(
+                "oom_score_adj {} (now {}; lowering it needs CAP_SYS_RESOURCE): {e}",
+                p.oom_score_adj,
+                oom.trim()
+            )
+        })?;
     }
     ckpt_sys::process::map_trampoline(p.trampoline).map_err(|e| e.to_string())?;
     // Limits last: a lowered RLIMIT_NOFILE must not stop the fds above from being placed.

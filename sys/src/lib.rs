@@ -5,6 +5,7 @@
 pub mod error;
 pub mod inject;
 pub mod mem;
+pub mod pipe;
 pub mod proc;
 pub mod process;
 pub mod ptrace;

@@ -305,3 +305,20 @@ pub fn set_sched(policy: u32, rt_priority: u32) -> Result<()> {
     Errno::result(r).ctx(|| format!("sched_setscheduler({policy}, {rt_priority})"))?;
     Ok(())
 }
+
+/// A duplicate of another process's fd in ours (pidfd_open(2) + pidfd_getfd(2)): the same
+/// open file description, to inspect without touching the target.
+pub fn steal_fd(pid: Pid, fd: i32) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes no pointers and returns a new fd we own.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    let pidfd = Errno::result(pidfd).ctx(|| format!("pidfd_open({pid})"))? as i32;
+    // SAFETY: pidfd_open returned a fresh fd that nothing else owns.
+    let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(pidfd) };
+    use std::os::fd::AsRawFd;
+    // SAFETY: pidfd_getfd takes no pointers and returns a new fd we own.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    let r = Errno::result(r).ctx(|| format!("pidfd_getfd(pid {pid}, fd {fd})"))? as i32;
+    // SAFETY: pidfd_getfd returned a fresh fd that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(r) })
+}
