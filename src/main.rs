@@ -1,7 +1,10 @@
 //! `ckpt`: argument parsing and wiring only; the work is in the crates.
 
+mod check;
+mod completions;
+
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -48,11 +51,44 @@ enum Cmd {
         #[arg(long)]
         pidfile: Option<PathBuf>,
     },
-    /// Decode every image of a directory to JSON.
+    /// Summarise an image directory (processes, memory, fds, files, checksums), print it
+    /// whole as JSON (--json), or compare two directories (--diff A B).
+    ///
+    /// Exits 1 if a file fails its checksum or a record does not decode.
     Show {
         /// Image directory.
-        #[arg(short = 'D', long = "images-dir")]
-        dir: PathBuf,
+        #[arg(
+            short = 'D',
+            long = "images-dir",
+            required_unless_present = "diff",
+            conflicts_with = "diff"
+        )]
+        dir: Option<PathBuf>,
+        /// Print every record of every image as JSON instead (with --diff: the differences).
+        #[arg(long)]
+        json: bool,
+        /// Print what differs between image directories A and B.
+        #[arg(long, num_args = 2, value_names = ["A", "B"])]
+        diff: Option<Vec<PathBuf>>,
+    },
+    /// Probe this kernel and these privileges: what ckpt can do here, feature by feature.
+    ///
+    /// Exits 1 if ckpt cannot work on this host at all.
+    Check {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (e.g. `ckpt completions bash > /etc/bash_completion.d/ckpt`).
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page in roff (`ckpt man | man -l -`), or write one page per command.
+    Man {
+        /// Write ckpt.1, ckpt-dump.1, ... into this directory instead.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -121,12 +157,59 @@ fn run(cli: Cli) -> Result<i32> {
                 ckpt_restore::Outcome::Killed(sig) => 128 + sig,
             })
         }
-        Cmd::Show { dir } => {
-            let d = ckpt_images::ImageDir::open_unverified(&dir)
-                .with_context(|| format!("show {}", dir.display()))?;
-            let v = ckpt_images::show::to_json(&d)?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
+        Cmd::Show { dir, json, diff } => show(dir, json, diff),
+        Cmd::Check { json } => check::run(json),
+        Cmd::Completions { shell } => {
+            emit_bytes(&completions::completions(Cli::command(), shell))?;
             Ok(0)
         }
+        Cmd::Man { dir } => {
+            emit_bytes(&completions::man(Cli::command(), dir.as_deref())?)?;
+            Ok(0)
+        }
+    }
+}
+
+fn show(dir: Option<PathBuf>, json: bool, diff: Option<Vec<PathBuf>>) -> Result<i32> {
+    use ckpt_images::{diff as idiff, summary, ImageDir};
+    let open =
+        |p: &PathBuf| ImageDir::open_unverified(p).with_context(|| format!("show {}", p.display()));
+    if let Some([a, b]) = diff.as_deref() {
+        let (a, b) = (
+            summary::ImageSet::load(&open(a)?),
+            summary::ImageSet::load(&open(b)?),
+        );
+        let changes = idiff::diff(&a, &b);
+        if json {
+            let v = idiff::to_json(&a, &b, &changes);
+            emit(&(serde_json::to_string_pretty(&v)? + "\n"))?;
+        } else {
+            emit(&idiff::render(&a, &b, &changes))?;
+        }
+        return Ok(0);
+    }
+    let dir = dir.context("show: -D DIR or --diff A B is required")?;
+    let d = open(&dir)?;
+    if json {
+        let v = ckpt_images::show::to_json(&d)?;
+        emit(&(serde_json::to_string_pretty(&v)? + "\n"))?;
+        return Ok(0);
+    }
+    let set = summary::ImageSet::load(&d);
+    emit(&summary::render(&set))?;
+    Ok(if set.intact() { 0 } else { 1 })
+}
+
+/// Writes to stdout; a reader that went away (`ckpt show | head`) is not an error.
+fn emit(text: &str) -> Result<()> {
+    emit_bytes(text.as_bytes())
+}
+
+fn emit_bytes(bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
     }
 }

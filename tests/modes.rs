@@ -184,7 +184,12 @@ fn show_prints_json() {
         })
         .collect();
     let out = env
-        .ckpt(&[OsStr::new("show"), OsStr::new("-D"), dir.as_os_str()])
+        .ckpt(&[
+            OsStr::new("show"),
+            OsStr::new("--json"),
+            OsStr::new("-D"),
+            dir.as_os_str(),
+        ])
         .ok();
     let v: serde_json::Value = serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("show output is not JSON ({e}): {out}"));

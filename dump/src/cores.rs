@@ -107,9 +107,17 @@ pub fn process(
         securebits: inj.securebits,
     };
     let mut rlimits = Vec::with_capacity(RLIMIT_COUNT as usize);
-    for resource in 0..RLIMIT_COUNT {
-        let (cur, max) = process::get_rlimit(pid, resource)?;
-        rlimits.push(pb::Rlimit { resource, cur, max });
+    // From /proc: prlimit(2) on a task of another uid needs CAP_SYS_RESOURCE.
+    for (resource, &(cur, max)) in proc::limits(pid)?
+        .iter()
+        .enumerate()
+        .take(RLIMIT_COUNT as usize)
+    {
+        rlimits.push(pb::Rlimit {
+            resource: resource as u32,
+            cur,
+            max,
+        });
     }
     let personality_text = proc::read_trimmed(&format!("/proc/{pid}/personality"))?;
     let personality = u32::from_str_radix(&personality_text, 16).map_err(|e| {

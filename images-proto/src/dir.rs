@@ -169,7 +169,18 @@ impl ImageDir {
                 "no inventory.img: not an image directory, or its dump did not finish",
             ));
         }
-        let mut r = RecordReader::open(&path, Kind::Inventory)?;
+        let r = RecordReader::open(&path, Kind::Inventory)?;
+        let inventory = Self::decode_inventory(r)?;
+        Ok(ImageDir {
+            dir: dir.into(),
+            inventory,
+        })
+    }
+
+    /// Decodes and checks the records of an inventory file: the Inventory, a seal that
+    /// matches every byte before it, nothing after it, and only plain image file names.
+    pub fn decode_inventory(mut r: RecordReader) -> Result<pb::Inventory> {
+        let path = r.path().to_path_buf();
         let inventory: pb::Inventory = r.expect("Inventory")?;
         let sealed_len = r.position();
         let seal: pb::InventorySeal = r.expect("InventorySeal")?;
@@ -182,10 +193,7 @@ impl ImageDir {
         for f in &inventory.files {
             check_name(&path, &f.name)?;
         }
-        Ok(ImageDir {
-            dir: dir.into(),
-            inventory,
-        })
+        Ok(inventory)
     }
 
     /// Opens the directory and verifies the size and checksum of every listed file.
@@ -193,6 +201,32 @@ impl ImageDir {
         let d = Self::open_unverified(dir)?;
         for f in &d.inventory.files {
             d.verify_file(f)?;
+        }
+        Ok(d)
+    }
+
+    /// Like `open`, but pages files only have their size checked: their checksum is left
+    /// to a reader that streams through them anyway (restore hashes each page as it copies
+    /// it, and refuses the result before the process runs), saving a whole pass.
+    pub fn open_deferring_pages(dir: &Path) -> Result<Self> {
+        let d = Self::open_unverified(dir)?;
+        for f in &d.inventory.files {
+            if Kind::for_name(&f.name) == Some(Kind::Pages) {
+                let path = d.path(&f.name);
+                let size = open_nofollow(&path)?
+                    .metadata()
+                    .map_err(|e| ImageError::io(&path, e))?
+                    .len();
+                if size != f.size {
+                    return Err(ImageError::Size {
+                        path,
+                        found: size,
+                        expected: f.size,
+                    });
+                }
+            } else {
+                d.verify_file(f)?;
+            }
         }
         Ok(d)
     }
@@ -231,13 +265,23 @@ impl ImageDir {
         }
         let mut hash = Xxh3::new();
         let mut buf = vec![0u8; 1 << 20];
-        let mut file = file;
+        // A file growing while it is read is not read past its recorded size (+1 to notice).
+        let mut file = file.take(f.size.saturating_add(1));
+        let mut read = 0u64;
         loop {
             let n = file.read(&mut buf).map_err(|e| ImageError::io(&path, e))?;
             if n == 0 {
                 break;
             }
+            read += n as u64;
             hash.update(&buf[..n]);
+        }
+        if read != f.size {
+            return Err(ImageError::Size {
+                path,
+                found: read,
+                expected: f.size,
+            });
         }
         if hash.digest() != f.xxh3 {
             return Err(ImageError::Checksum { path });
@@ -248,8 +292,14 @@ impl ImageDir {
     /// Reads one record file whole and checks it against the inventory again, so a file
     /// changed after `open` is still refused.
     pub fn records(&self, name: &str, kind: Kind) -> Result<RecordReader> {
-        let entry = self.entry(name)?;
-        let path = self.path(name);
+        self.records_of(self.entry(name)?, kind)
+    }
+
+    /// `records` for an inventory entry the caller already looked up (`records` finds it
+    /// by a linear search, which a caller reading every file of a big set avoids).
+    pub fn records_of(&self, entry: &pb::ImageFile, kind: Kind) -> Result<RecordReader> {
+        check_name(&self.path(names::INVENTORY), &entry.name)?;
+        let path = self.path(&entry.name);
         if entry.size > crate::record::MAX_RECORD_FILE {
             return Err(ImageError::invalid(
                 &path,
@@ -258,6 +308,7 @@ impl ImageDir {
         }
         let mut data = Vec::with_capacity(entry.size as usize);
         open_nofollow(&path)?
+            .take(entry.size.saturating_add(1))
             .read_to_end(&mut data)
             .map_err(|e| ImageError::io(&path, e))?;
         if data.len() as u64 != entry.size {
@@ -282,17 +333,35 @@ impl ImageDir {
     }
 }
 
-fn open_nofollow(path: &Path) -> Result<File> {
-    OpenOptions::new()
+/// Opens an image file for reading: no symlink is followed, and anything but a regular
+/// file is refused. O_NONBLOCK keeps open(2) of a FIFO planted in the directory from
+/// blocking forever (it changes nothing for regular files); a device such as /dev/zero
+/// would otherwise be read without end.
+pub(crate) fn open_nofollow(path: &Path) -> Result<File> {
+    let file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc_o_nofollow())
+        .custom_flags(libc_o_nofollow() | libc_o_nonblock())
         .open(path)
-        .map_err(|e| ImageError::io(path, e))
+        .map_err(|e| match e.raw_os_error() {
+            // ELOOP: O_NOFOLLOW met a symlink.
+            Some(40) => ImageError::invalid(path, "is a symbolic link, not an image file"),
+            _ => ImageError::io(path, e),
+        })?;
+    let meta = file.metadata().map_err(|e| ImageError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(ImageError::invalid(path, "not a regular file"));
+    }
+    Ok(file)
 }
 
 /// O_NOFOLLOW without a libc dependency in this crate (x86-64 and aarch64 value).
 const fn libc_o_nofollow() -> i32 {
     0o400000
+}
+
+/// O_NONBLOCK (x86-64 and aarch64 value).
+const fn libc_o_nonblock() -> i32 {
+    0o4000
 }
 
 /// Image names come from the (untrusted) inventory: plain file names only.
@@ -383,6 +452,41 @@ mod tests {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         let err = ImageSink::create(&dir).err().unwrap();
         assert!(err.to_string().contains("writable by other users"), "{err}");
+    }
+
+    /// Regression: an inventory.img symlinked to /dev/zero was read until memory ran out,
+    /// and a FIFO in place of a record file blocked open(2) forever.
+    #[test]
+    fn devices_fifos_and_symlinks_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("img");
+        write_set(&dir);
+        let inv = dir.join(names::INVENTORY);
+        let saved = std::fs::read(&inv).unwrap();
+        std::fs::remove_file(&inv).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &inv).unwrap();
+        let err = ImageDir::open_unverified(&dir).err().unwrap();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        std::fs::remove_file(&inv).unwrap();
+        std::fs::write(&inv, saved).unwrap();
+
+        let core = dir.join("core-7.img");
+        std::fs::remove_file(&core).unwrap();
+        // mkfifo(3) without a libc dependency: the `mkfifo` command.
+        let st = std::process::Command::new("mkfifo")
+            .arg(&core)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let d = ImageDir::open_unverified(&dir).unwrap();
+        let err = ImageDir::open(&dir).err().unwrap();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        let err = d.records("core-7.img", Kind::Core).err().unwrap();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        std::fs::remove_file(&core).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &core).unwrap();
+        let err = d.records("core-7.img", Kind::Core).err().unwrap();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
     }
 
     #[test]

@@ -2,12 +2,14 @@
 //! checksums and the raw page store. This crate knows nothing about processes; it only
 //! turns records into files and back, and refuses anything it cannot trust.
 
+pub mod diff;
 pub mod dir;
 pub mod error;
 pub mod header;
 pub mod pages;
 pub mod record;
 pub mod show;
+pub mod summary;
 
 /// Generated from `proto/ckpt.proto`.
 pub mod pb {

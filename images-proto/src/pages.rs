@@ -87,6 +87,11 @@ impl<D: AsRef<[u8]>> PagesReader<D> {
         self.data.as_ref().len() as u64
     }
 
+    /// The whole file (what its checksum covers).
+    pub fn bytes(&self) -> &[u8] {
+        self.data.as_ref()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.data.as_ref().len() <= PAGE_SIZE
     }

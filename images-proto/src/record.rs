@@ -71,18 +71,28 @@ pub struct RecordReader {
 
 impl RecordReader {
     /// Reads `path` whole, checks its header and size cap.
+    /// Like every image file, it must be a regular file, not a symlink (a symlink to
+    /// /dev/zero would otherwise be read until memory runs out).
     pub fn open(path: &Path, kind: Kind) -> Result<Self> {
-        let meta = std::fs::metadata(path).map_err(|e| ImageError::io(path, e))?;
-        if meta.len() > MAX_RECORD_FILE {
-            return Err(ImageError::invalid(
+        use std::io::Read;
+        let file = crate::dir::open_nofollow(path)?;
+        let len = file.metadata().map_err(|e| ImageError::io(path, e))?.len();
+        let too_big = |len: u64| {
+            ImageError::invalid(
                 path,
-                format!(
-                    "{} bytes is larger than any record image may be ({MAX_RECORD_FILE})",
-                    meta.len()
-                ),
-            ));
+                format!("{len} bytes is larger than any record image may be ({MAX_RECORD_FILE})"),
+            )
+        };
+        if len > MAX_RECORD_FILE {
+            return Err(too_big(len));
         }
-        let data = std::fs::read(path).map_err(|e| ImageError::io(path, e))?;
+        let mut data = Vec::with_capacity(len as usize);
+        file.take(MAX_RECORD_FILE + 1)
+            .read_to_end(&mut data)
+            .map_err(|e| ImageError::io(path, e))?;
+        if data.len() as u64 > MAX_RECORD_FILE {
+            return Err(too_big(data.len() as u64));
+        }
         Self::from_bytes(path, data, kind)
     }
 

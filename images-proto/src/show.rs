@@ -13,25 +13,25 @@ pub fn to_json(d: &ImageDir) -> Result<Value> {
         let kind = Kind::for_name(&f.name);
         let v = match kind {
             Some(Kind::Core) => {
-                let mut r = d.records(&f.name, Kind::Core)?;
+                let mut r = d.records_of(f, Kind::Core)?;
                 let process: pb::ProcessCore = r.expect("ProcessCore")?;
                 let threads: Vec<pb::ThreadCore> = r.rest("ThreadCore")?;
                 json!({ "process": process, "threads": threads.iter().map(thread_json).collect::<Vec<_>>() })
             }
             Some(Kind::Mm) => {
-                let mut r = d.records(&f.name, Kind::Mm)?;
+                let mut r = d.records_of(f, Kind::Mm)?;
                 let mm: pb::MmInfo = r.expect("MmInfo")?;
                 let vmas: Vec<pb::Vma> = r.rest("Vma")?;
                 json!({ "mm": mm, "vmas": vmas })
             }
             Some(Kind::Pagemap) => {
-                let mut r = d.records(&f.name, Kind::Pagemap)?;
+                let mut r = d.records_of(f, Kind::Pagemap)?;
                 let head: pb::PagemapHead = r.expect("PagemapHead")?;
                 let runs: Vec<pb::PageRun> = r.rest("PageRun")?;
                 json!({ "head": head, "runs": runs })
             }
             Some(Kind::Files) => {
-                let mut r = d.records(&f.name, Kind::Files)?;
+                let mut r = d.records_of(f, Kind::Files)?;
                 let fds: Vec<pb::Fd> = r.rest("Fd")?;
                 json!({ "fds": fds })
             }

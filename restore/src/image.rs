@@ -14,6 +14,8 @@ pub struct ProcessImage {
     pub mm: pb::MmInfo,
     pub vmas: Vec<pb::Vma>,
     pub pages_id: u32,
+    /// Checksum of the pages file, verified while its pages are copied.
+    pub pages_xxh3: u64,
     pub runs: Vec<pb::PageRun>,
     pub fds: Vec<pb::Fd>,
 }
@@ -133,6 +135,7 @@ pub fn load(d: &ImageDir, pid: i32) -> Result<ProcessImage, RestoreError> {
         mm,
         vmas,
         pages_id: head.pages_id,
+        pages_xxh3: pages_entry.xxh3,
         runs,
         fds,
     })
@@ -189,6 +192,7 @@ fn check_runs(
 ) -> Result<(), String> {
     let page = PAGE_SIZE as u64;
     let mut total = 0u64;
+    let mut next_offset = page;
     let mut vi = 0usize;
     let mut prev_end = 0u64;
     for (i, r) in runs.iter().enumerate() {
@@ -225,18 +229,25 @@ fn check_runs(
             .offset
             .checked_add(len)
             .ok_or(format!("run {i}: offset overflows"))?;
-        if r.offset % page != 0 || r.offset < page || fend > file_size {
+        if r.offset != next_offset || fend > file_size {
             return Err(format!(
-                "run {i} points at bytes [{}, {fend}) outside the {file_size} byte pages file",
+                "run {i} points at bytes [{}, {fend}), expected at {next_offset} and inside the {file_size} byte pages file",
                 r.offset
             ));
         }
         total += r.nr_pages;
         prev_end = end;
+        next_offset = fend;
     }
     if total != nr_pages {
         return Err(format!(
             "runs hold {total} pages, the header says {nr_pages}"
+        ));
+    }
+    // Runs cover the pages file back to back, so hashing what is copied hashes the file.
+    if next_offset != file_size {
+        return Err(format!(
+            "runs end at byte {next_offset} of the {file_size} byte pages file"
         ));
     }
     Ok(())

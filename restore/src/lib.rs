@@ -66,7 +66,7 @@ impl Drop for Cleanup {
 
 pub fn restore(opts: &RestoreOptions) -> R<Outcome> {
     let t0 = Instant::now();
-    let dir = ImageDir::open(&opts.dir)?;
+    let dir = ImageDir::open_deferring_pages(&opts.dir)?;
     let inv = dir.inventory();
     if inv.pids.len() != 1 || inv.pids[0] != inv.root_pid {
         return Err(RestoreError::Refused(format!(
@@ -108,7 +108,7 @@ pub fn restore(opts: &RestoreOptions) -> R<Outcome> {
     wait_seed(child, err_r)?;
     debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "seed stopped");
 
-    puppet::Puppet::new(child, &img, &plan)?.run(&pages, &reset)?;
+    puppet::Puppet::new(child, &img, &plan, pages_path.clone())?.run(&pages, &reset)?;
     if let Some(f) = &opts.pidfile {
         std::fs::write(f, format!("{pid}\n")).map_err(|e| ckpt_sys::Error::io(f, e))?;
     }
@@ -158,13 +158,16 @@ fn check_host(inv: &pb::Inventory, img: &image::ProcessImage) -> R<()> {
             .ok_or_else(|| RestoreError::Refused("this process has no [vdso]".into()))?;
         let bytes = ckpt_sys::process::read_own(own.start, own.len() as usize)?;
         if xxhash_rust::xxh3::xxh3_64(&bytes) != inv.vdso_xxh3 {
+            let here = nix::sys::utsname::uname()
+                .map(|u| u.release().to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let which = if here == inv.kernel_release {
+                format!("another build of kernel {here}")
+            } else {
+                format!("kernel {}, this is {here}", inv.kernel_release)
+            };
             return Err(RestoreError::Refused(format!(
-                "the image was dumped on a kernel with another vDSO ({}; this is {}): \
-                 restore on the same kernel",
-                inv.kernel_release,
-                nix::sys::utsname::uname()
-                    .map(|u| u.release().to_string_lossy().into_owned())
-                    .unwrap_or_default()
+                "the image was dumped with another vDSO ({which}): restore on the kernel it was dumped on"
             )));
         }
     }

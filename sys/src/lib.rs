@@ -6,10 +6,12 @@ pub mod error;
 pub mod inject;
 pub mod mem;
 pub mod pipe;
+pub mod probe;
 pub mod proc;
 pub mod process;
 pub mod ptrace;
 pub mod regs;
+pub mod uffd;
 
 pub use error::{Error, Result};
 pub use nix::unistd::Pid;

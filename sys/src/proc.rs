@@ -219,6 +219,34 @@ impl Pagemap {
     }
 }
 
+/// Resource limits of a process from /proc/PID/limits, indexed by RLIMIT_* number: unlike
+/// prlimit(2), this works for a process of another uid without CAP_SYS_RESOURCE.
+pub fn limits(pid: Pid) -> Result<Vec<(u64, u64)>> {
+    let path = format!("/proc/{pid}/limits");
+    let text = read_string(&path)?;
+    parse_limits(&text).map_err(|r| Error::Other(format!("{path}: {r}")))
+}
+
+/// The kernel prints "%-25s %-20s %-20s %-10s": name, soft, hard, units.
+pub fn parse_limits(text: &str) -> std::result::Result<Vec<(u64, u64)>, String> {
+    let value = |s: &str| -> std::result::Result<u64, String> {
+        let s = s.trim();
+        if s == "unlimited" {
+            Ok(u64::MAX)
+        } else {
+            s.parse().map_err(|_| format!("bad limit {s:?}"))
+        }
+    };
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        if line.len() < 68 {
+            return Err(format!("short line {line:?}"));
+        }
+        out.push((value(&line[26..47])?, value(&line[47..68])?));
+    }
+    Ok(out)
+}
+
 /// Page frame number bits of a pagemap entry (zero without CAP_SYS_ADMIN).
 pub const PM_PFN_MASK: u64 = (1 << 55) - 1;
 
@@ -280,6 +308,14 @@ mod tests {
         if nix::unistd::geteuid().is_root() {
             assert!(zero_page_pfn().is_some());
         }
+    }
+
+    #[test]
+    fn limits_match_getrlimit() {
+        let l = limits(nix::unistd::getpid()).unwrap();
+        assert_eq!(l.len(), 16);
+        let (cur, max) = crate::process::get_rlimit(nix::unistd::getpid(), 7).unwrap();
+        assert_eq!(l[7], (cur, max));
     }
 
     #[test]

@@ -1,0 +1,254 @@
+//! The workloads: `memfill` (bench/workloads/memfill.c, compiled at run time with `cc`) and
+//! `sleep 1000`. Each runs as a child of the bench with stdin = /dev/null and stdout and
+//! stderr appended to a regular file, and no other fd (std passes only 0, 1 and 2, and
+//! `main` marks every inherited fd above 2 close-on-exec): ckpt refuses pipes.
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::limits::Region;
+
+/// The memory workload's source, built into the bench so the binary is self-contained.
+pub const MEMFILL_C: &str = include_str!("../workloads/memfill.c");
+
+/// Compile memfill into `dir` with the system `cc`; returns the binary's path.
+pub fn compile_memfill(dir: &Path) -> Result<PathBuf> {
+    let src = dir.join("memfill.c");
+    let bin = dir.join("memfill");
+    std::fs::write(&src, MEMFILL_C)?;
+    let out = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .stdin(Stdio::null())
+        .output()
+        .context("run cc (a C compiler is needed for the memory workload)")?;
+    if !out.status.success() {
+        bail!(
+            "cc memfill.c failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(bin)
+}
+
+/// A process the bench must kill and reap whatever happens: the workload it started (a
+/// `Child`) or the restored process (a reparented pid, reaped as subreaper).
+pub struct Proc {
+    pub pid: i32,
+    child: Option<Child>,
+    reaped: bool,
+}
+
+impl Proc {
+    pub fn adopt(pid: i32) -> Proc {
+        Proc {
+            pid,
+            child: None,
+            reaped: false,
+        }
+    }
+
+    /// Wait for it to exit (it was killed by ckpt dump, or by `kill`).
+    pub fn reap(&mut self) -> Result<()> {
+        if self.reaped {
+            return Ok(());
+        }
+        match &mut self.child {
+            Some(c) => {
+                c.wait().context("wait for workload")?;
+            }
+            None => {
+                waitpid(Pid::from_raw(self.pid), None)
+                    .with_context(|| format!("waitpid {}", self.pid))?;
+            }
+        }
+        self.reaped = true;
+        Ok(())
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill_reap(&mut self) -> Result<()> {
+        if !self.reaped {
+            let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+        }
+        self.reap()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.kill_reap();
+    }
+}
+
+fn log_file(out: &Path) -> Result<(File, File)> {
+    let f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(out)
+        .with_context(|| format!("open {}", out.display()))?;
+    let g = f.try_clone()?;
+    Ok((f, g))
+}
+
+/// Start `memfill MIB SEED` with its output appended to `out`; wait for READY.
+pub fn start_memfill(
+    bin: &Path,
+    mib: u64,
+    seed: u64,
+    out: &Path,
+    timeout: Duration,
+) -> Result<(Proc, Region)> {
+    let _ = std::fs::remove_file(out);
+    let (o, e) = log_file(out)?;
+    let child = Command::new(bin)
+        .arg(mib.to_string())
+        .arg(seed.to_string())
+        .stdin(Stdio::null())
+        .stdout(o)
+        .stderr(e)
+        .spawn()
+        .context("start memfill")?;
+    let mut p = Proc {
+        pid: child.id() as i32,
+        child: Some(child),
+        reaped: false,
+    };
+    let line = wait_line(out, 0, timeout, &mut p, |l| {
+        l.starts_with("READY") || l.starts_with("FAIL")
+    })?;
+    let f: Vec<&str> = line.split_whitespace().collect();
+    if f.first() != Some(&"READY") || f.len() != 4 {
+        bail!("memfill: {line}");
+    }
+    let addr = usize::from_str_radix(f[2], 16).context("memfill READY addr")?;
+    let len: usize = f[3].parse().context("memfill READY len")?;
+    if f[1] != p.pid.to_string() || len as u64 != mib << 20 {
+        bail!("memfill: unexpected {line}");
+    }
+    Ok((
+        p,
+        Region {
+            pid: f[1].parse()?,
+            addr,
+            len,
+        },
+    ))
+}
+
+/// Ask the (restored) memfill to verify all its pages: SIGUSR1, then its PASS/FAIL line.
+pub fn verify_memfill(p: &mut Proc, out: &Path, timeout: Duration) -> Result<String> {
+    let before = count_lines(out);
+    kill(Pid::from_raw(p.pid), Signal::SIGUSR1).context("SIGUSR1 to the restored process")?;
+    wait_line(out, before, timeout, p, |l| {
+        l.starts_with("PASS") || l.starts_with("FAIL")
+    })
+}
+
+fn count_lines(out: &Path) -> usize {
+    std::fs::read_to_string(out)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+/// Poll `out` until a complete line after the first `skip` lines satisfies `want`.
+fn wait_line(
+    out: &Path,
+    skip: usize,
+    timeout: Duration,
+    p: &mut Proc,
+    want: impl Fn(&str) -> bool,
+) -> Result<String> {
+    let t0 = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(out).unwrap_or_default();
+        // Only complete lines (a line is written by one write(2), but be safe).
+        let complete = match text.rfind('\n') {
+            Some(i) => &text[..=i],
+            None => "",
+        };
+        if let Some(l) = complete.lines().skip(skip).find(|l| want(l)) {
+            return Ok(l.to_string());
+        }
+        if !alive(p.pid) {
+            let _ = p.reap();
+            bail!(
+                "pid {} exited before answering (output: {})",
+                p.pid,
+                text.trim()
+            );
+        }
+        if t0.elapsed() > timeout {
+            bail!("pid {}: no answer in {} s", p.pid, timeout.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The pid exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    matches!(proc_stat(pid), Some((_, s, _)) if s != 'Z' && s != 'X')
+}
+
+/// (comm, state, ppid) from /proc/PID/stat.
+pub fn proc_stat(pid: i32) -> Option<(String, char, i32)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = s.find('(')?;
+    let close = s.rfind(')')?;
+    let comm = s[open + 1..close].to_string();
+    let mut rest = s[close + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    Some((comm, state, ppid))
+}
+
+/// Start `sleep 1000` with its output appended to `out`; wait until it sleeps.
+pub fn start_sleep(out: &Path, timeout: Duration) -> Result<Proc> {
+    let (o, e) = log_file(out)?;
+    let child = Command::new("sleep")
+        .arg("1000")
+        .stdin(Stdio::null())
+        .stdout(o)
+        .stderr(e)
+        .spawn()
+        .context("start sleep")?;
+    let mut p = Proc {
+        pid: child.id() as i32,
+        child: Some(child),
+        reaped: false,
+    };
+    let t0 = Instant::now();
+    loop {
+        match proc_stat(p.pid) {
+            Some((comm, 'S', _)) if comm == "sleep" => return Ok(p),
+            Some((_, 'Z', _)) | None => {
+                let _ = p.reap();
+                bail!("sleep exited at once");
+            }
+            _ => {}
+        }
+        if t0.elapsed() > timeout {
+            bail!("sleep did not start sleeping");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The restored `sleep` is back: same pid, a child of the bench, still sleeping a little
+/// later (not exited, not spinning).
+pub fn verify_sleep(pid: i32) -> Result<String> {
+    std::thread::sleep(Duration::from_millis(30));
+    match proc_stat(pid) {
+        Some((comm, 'S', ppid)) if comm == "sleep" && ppid == std::process::id() as i32 => {
+            Ok("PASS".into())
+        }
+        other => bail!("FAIL restored sleep: /proc/{pid}/stat (comm, state, ppid) = {other:?}"),
+    }
+}

@@ -1,0 +1,206 @@
+//! More restores that must be refused, from images that are well formed and correctly
+//! checksummed but do not fit: a vDSO other than this kernel's, and a vDSO block that
+//! collides with a mapping (which only shows once the process exists). Each fails
+//! with one line on stderr and a non-zero exit, and leaves no process with the dumped
+//! pid; the untouched copy of the same images still restores.
+
+mod common;
+
+use ckpt_images::{names, pb, ImageDir, Kind, RecordWriter};
+use common::*;
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Starts a `sig` workload, checks it, dumps it into `<tmp>/img` (killing it) and keeps
+/// an untouched copy in `<tmp>/good`. Returns the workload and both directories.
+fn dumped(env: &Env) -> (Workload, PathBuf, PathBuf) {
+    let mut w = env.start("sig");
+    env.check(&mut w);
+    let dir = env.subdir("img");
+    env.dump(w.pid, &dir, &[]).ok();
+    env.reap_dumped(w.pid);
+    let good = env.path().join("good");
+    copy_dir(&dir, &good);
+    (w, dir, good)
+}
+
+/// `restore -D dir -d [extra...]`, expected to fail; a process it made anyway is
+/// handed to the cleanup.
+fn restore(env: &Env, dir: &Path, pid: i32, extra: &[&str]) -> CkptOutput {
+    let mut args: Vec<&OsStr> = extra.iter().map(OsStr::new).collect();
+    args.extend([
+        OsStr::new("restore"),
+        OsStr::new("-D"),
+        dir.as_os_str(),
+        OsStr::new("-d"),
+    ]);
+    let out = env.ckpt(&args);
+    if out.success() {
+        env.track(pid);
+    }
+    out
+}
+
+/// Stricter than `Env::assert_gone`: the failed ckpt killed AND reaped the process it
+/// had made, so not even a zombie (which would come to us, the subreaper) is left.
+fn assert_reaped_by_ckpt(env: &Env, pid: i32, out: &CkptOutput) {
+    let start = Instant::now();
+    while exists(pid) && start.elapsed() < Duration::from_millis(500) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if exists(pid) {
+        let state = proc_state(pid);
+        // Left by ckpt: the Env's cleanup kills and reaps it.
+        env.track(pid);
+        panic!(
+            "pid {pid} still existed (state {state:?}) after the failed restore exited: \
+             ckpt did not kill and reap what it had created: {out}"
+        );
+    }
+    env.assert_gone(pid);
+}
+
+/// The control: the untouched images restore, and the workload passes its check.
+fn good_copy_restores(env: &Env, w: &mut Workload, good: &Path) {
+    env.restore_detached(good).ok();
+    env.track(w.pid);
+    assert_running_untraced(w.pid);
+    env.check(w);
+    env.kill_and_reap(w.pid);
+}
+
+/// Writes inventory.img anew as `ImageSink::finish` does: header, the Inventory, then
+/// the seal (xxh3 of every byte before it).
+fn write_inventory(dir: &Path, inv: &pb::Inventory) {
+    let path = dir.join(names::INVENTORY);
+    let mut w = RecordWriter::new(Vec::new(), &path, Kind::Inventory).unwrap();
+    w.write(inv).unwrap();
+    let seal = pb::InventorySeal { xxh3: w.digest() };
+    w.write(&seal).unwrap();
+    let (bytes, _, _) = w.finish().unwrap();
+    fs::write(&path, bytes).unwrap();
+}
+
+fn read_inventory(dir: &Path) -> pb::Inventory {
+    ImageDir::open_unverified(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .inventory()
+        .clone()
+}
+
+/// Replaces record file `name` with `bytes` and updates its size and checksum in a
+/// resealed inventory.
+fn replace_record_file(dir: &Path, name: &str, bytes: Vec<u8>, size: u64, xxh3: u64) {
+    let mut inv = read_inventory(dir);
+    let entry = inv
+        .files
+        .iter_mut()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("{name} not in the inventory of {}", dir.display()));
+    entry.size = size;
+    entry.xxh3 = xxh3;
+    assert_eq!(bytes.len() as u64, size);
+    fs::write(dir.join(name), bytes).unwrap();
+    write_inventory(dir, &inv);
+}
+
+/// Our rewriting is sound: the set still verifies (so a refusal is about the content).
+fn assert_verifies(dir: &Path) {
+    if let Err(e) = ImageDir::open(dir) {
+        panic!("rewritten images in {} do not verify: {e}", dir.display());
+    }
+}
+
+/// An image whose inventory names another vDSO (a different `vdso_xxh3`, correctly
+/// sealed) is refused before anything is created, naming the vDSO.
+#[test]
+fn restore_foreign_vdso_refused() {
+    let env = Env::new();
+    let (mut w, dir, good) = dumped(&env);
+    let mut inv = read_inventory(&dir);
+    assert_ne!(inv.vdso_xxh3, 0, "the dump recorded no vDSO checksum");
+    // Rewriting the same inventory gives a set that verifies and restores (below).
+    write_inventory(&dir, &inv);
+    assert_verifies(&dir);
+    assert_eq!(
+        fs::read(dir.join(names::INVENTORY)).unwrap(),
+        fs::read(good.join(names::INVENTORY)).unwrap(),
+        "rewriting the inventory unchanged should give the same bytes"
+    );
+    inv.vdso_xxh3 ^= 0x5a5a_0000_0000_0001;
+    write_inventory(&dir, &inv);
+    assert_verifies(&dir);
+    let out = restore(&env, &dir, w.pid, &[]);
+    out.failed_naming("vDSO");
+    env.assert_gone(w.pid);
+    good_copy_restores(&env, &mut w, &good);
+}
+
+/// mm-PID.img moved so that its vDSO block lands on the first VMA (the executable's
+/// first mapping): nothing checks that before the process exists, so the restore
+/// fails half way (mapping the VMA over the vDSO it just placed). It must still fail
+/// cleanly: one line, non-zero exit, in good time, and no process left with the pid.
+#[test]
+fn restore_failing_after_process_created_leaves_nothing() {
+    let env = Env::new();
+    let (mut w, dir, good) = dumped(&env);
+    let d = ImageDir::open(&dir).unwrap();
+    let mm_name = names::mm(w.pid);
+    let mut r = d.records(&mm_name, Kind::Mm).unwrap();
+    let mut mm: pb::MmInfo = r.expect("MmInfo").unwrap();
+    let vmas: Vec<pb::Vma> = r.rest("Vma").unwrap();
+    drop(d);
+    assert_ne!(mm.vdso_block_start, 0, "no vDSO block in {mm_name}");
+    assert!(!mm.vdso_parts.is_empty(), "no vDSO parts in {mm_name}");
+    let target = vmas.first().expect("no VMAs").start;
+    // A block that would overlap nothing would restore fine: make sure it overlaps.
+    let block_end = target + mm.vdso_block_len;
+    assert!(
+        vmas.iter().any(|v| v.start < block_end && target < v.end),
+        "the moved vDSO block overlaps no VMA"
+    );
+    let old = mm.vdso_block_start;
+    mm.vdso_block_start = target;
+    for p in &mut mm.vdso_parts {
+        p.start = p.start - old + target;
+        p.end = p.end - old + target;
+    }
+    let path = dir.join(&mm_name);
+    let mut wr = RecordWriter::new(Vec::new(), &path, Kind::Mm).unwrap();
+    wr.write(&mm).unwrap();
+    for v in &vmas {
+        wr.write(v).unwrap();
+    }
+    let (bytes, size, xxh3) = wr.finish().unwrap();
+    replace_record_file(&dir, &mm_name, bytes, size, xxh3);
+    assert_verifies(&dir);
+
+    // With -vv: the failure comes after the seed (the new process) stopped.
+    let logged = restore(&env, &dir, w.pid, &["-vv"]);
+    assert!(!logged.success(), "restore should have failed: {logged}");
+    assert!(
+        logged.stderr.contains("seed stopped"),
+        "the restore did not fail after creating the process (no `seed stopped` in its \
+         log), so this test no longer covers that case: {logged}"
+    );
+    assert_reaped_by_ckpt(&env, w.pid, &logged);
+
+    // Without -v: one line, in good time, nothing left.
+    let start = Instant::now();
+    let out = restore(&env, &dir, w.pid, &[]);
+    let took = start.elapsed();
+    let line = out.failed_naming("");
+    assert!(
+        mentions_number(&line, w.pid as i64),
+        "the error does not name pid {}: {out}",
+        w.pid
+    );
+    assert!(
+        took < Duration::from_secs(20),
+        "the failing restore took {took:?}: {out}"
+    );
+    assert_reaped_by_ckpt(&env, w.pid, &out);
+    good_copy_restores(&env, &mut w, &good);
+}
