@@ -16,6 +16,7 @@ use nix::errno::Errno;
 use nix::unistd::{lseek, Whence};
 use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 
 pub const PAGES_ID: u32 = 1;
 const PAGE: u64 = PAGE_SIZE as u64;
@@ -161,6 +162,11 @@ pub struct Copied {
 
 /// Copies the runs into `pages` and writes the pagemap: a PagemapHead, then one PageRun
 /// per run.
+///
+/// Reading and writing overlap: this thread copies batches out of the task with
+/// process_vm_readv while a writer thread appends the previous ones to the pages file
+/// (getting page cache pages is the slow half on this machine). A few batch buffers go
+/// round between the two, so memory stays bounded whatever the image size.
 pub fn copy<W: Write>(
     pid: Pid,
     runs: &[Run],
@@ -173,7 +179,76 @@ pub fn copy<W: Write>(
         nr_pages,
     })?;
     let total_bytes = (nr_pages * PAGE) as usize;
-    let mut buf = vec![0u8; total_bytes.min(BATCH)];
+    let start = pages.offset();
+    std::thread::scope(|s| {
+        let (full_tx, full_rx) = sync_channel::<(Vec<u8>, usize)>(BUFFERS);
+        let (free_tx, free_rx) = channel::<Vec<u8>>();
+        let writer = s.spawn(move || -> Result<(), DumpError> {
+            for (buf, len) in full_rx {
+                pages.write(&buf[..len])?;
+                let _ = free_tx.send(buf);
+            }
+            Ok(())
+        });
+        let mut out = Output {
+            free: free_rx,
+            full: full_tx,
+            made: 0,
+            buf_len: total_bytes.min(BATCH),
+            offset: start,
+        };
+        let read = read_all(pid, runs, &mut out, pagemap);
+        drop(out);
+        let written = writer.join().expect("the pages writer does not panic");
+        // A write error stops the reader too; report the cause, not the symptom.
+        written.and(read)
+    })?;
+    Ok(Copied {
+        pages: nr_pages,
+        runs: runs.len() as u64,
+    })
+}
+
+/// Buffers in flight between the reader and the writer.
+const BUFFERS: usize = 3;
+
+/// The reader's end of the pipeline to the writer thread.
+struct Output {
+    free: Receiver<Vec<u8>>,
+    full: SyncSender<(Vec<u8>, usize)>,
+    made: usize,
+    buf_len: usize,
+    /// Where the next batch lands in the pages file.
+    offset: u64,
+}
+
+impl Output {
+    fn take(&mut self) -> Result<Vec<u8>, DumpError> {
+        if self.made < BUFFERS {
+            self.made += 1;
+            return Ok(vec![0u8; self.buf_len]);
+        }
+        self.free.recv().map_err(|_| writer_gone())
+    }
+
+    fn send(&mut self, buf: Vec<u8>, len: usize) -> Result<u64, DumpError> {
+        let at = self.offset;
+        self.full.send((buf, len)).map_err(|_| writer_gone())?;
+        self.offset += len as u64;
+        Ok(at)
+    }
+}
+
+fn writer_gone() -> DumpError {
+    DumpError::Lost("the pages writer stopped".into())
+}
+
+fn read_all<W: Write>(
+    pid: Pid,
+    runs: &[Run],
+    out: &mut Output,
+    pagemap: &mut RecordWriter<W>,
+) -> Result<(), DumpError> {
     // Pieces of runs (a run larger than a batch is split) for the current batch, each
     // with whether it continues the piece before it (the same run).
     let mut batch: Vec<(Run, bool)> = Vec::new();
@@ -195,48 +270,33 @@ pub fn copy<W: Write>(
             vaddr += n * PAGE;
             left -= n;
             if batch_len == BATCH {
-                flush(
-                    pid,
-                    &batch,
-                    &mut buf[..batch_len],
-                    pages,
-                    pagemap,
-                    &mut pending,
-                )?;
+                flush(pid, &batch, batch_len, out, pagemap, &mut pending)?;
                 batch.clear();
                 batch_len = 0;
             }
         }
     }
     if batch_len > 0 {
-        flush(
-            pid,
-            &batch,
-            &mut buf[..batch_len],
-            pages,
-            pagemap,
-            &mut pending,
-        )?;
+        flush(pid, &batch, batch_len, out, pagemap, &mut pending)?;
     }
     if let Some(p) = pending {
         pagemap.write(&p)?;
     }
-    Ok(Copied {
-        pages: nr_pages,
-        runs: runs.len() as u64,
-    })
+    Ok(())
 }
 
-/// Reads one batch into `buf`, appends it to the pages file and records its runs (the
+/// Reads one batch into a buffer, hands it to the writer and records its runs (the
 /// pieces of a run split across batches are joined again).
 fn flush<W: Write>(
     pid: Pid,
     batch: &[(Run, bool)],
-    buf: &mut [u8],
-    pages: &mut PagesWriter,
+    batch_len: usize,
+    out: &mut Output,
     pagemap: &mut RecordWriter<W>,
     pending: &mut Option<pb::PageRun>,
 ) -> Result<(), DumpError> {
+    let mut owned = out.take()?;
+    let buf = &mut owned[..batch_len];
     // Readable pieces go through process_vm_readv together; the rest one by one through
     // /proc/PID/mem.
     let mut i = 0;
@@ -261,7 +321,7 @@ fn flush<W: Write>(
         }
         mem::read_ranges(pid, &ranges, &mut buf[from..at])?;
     }
-    let mut offset = pages.write(buf)?;
+    let mut offset = out.send(owned, batch_len)?;
     for (r, continues) in batch {
         match pending {
             Some(p) if *continues => {
