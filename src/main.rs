@@ -20,6 +20,9 @@ struct Cli {
     /// More logging on stderr (-v info, -vv debug, -vvv trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Write the log to this file instead of stderr (appended).
+    #[arg(long, global = true, value_name = "FILE")]
+    log_file: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -94,7 +97,10 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    if let Err(e) = init_logging(cli.verbose, cli.log_file.as_deref()) {
+        eprintln!("ckpt: error: {e}");
+        std::process::exit(1);
+    }
     match run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
@@ -106,20 +112,76 @@ fn main() {
     }
 }
 
-fn init_logging(verbose: u8) {
-    let level = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
+fn init_logging(verbose: u8, file: Option<&std::path::Path>) -> Result<()> {
+    let level = match (verbose, file.is_some()) {
+        (0, false) => "warn",
+        (0, true) | (1, _) => "info",
+        (2, _) => "debug",
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CKPT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match file {
+        Some(path) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("log file {}", path.display()))?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f))
+                .init();
+        }
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+    Ok(())
+}
+
+/// A progress bar on stderr when it is a terminal; nothing otherwise (pipes, CI, logs).
+struct Bar(Option<indicatif::ProgressBar>);
+
+impl Bar {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        Bar(std::io::stderr()
+            .is_terminal()
+            .then(indicatif::ProgressBar::hidden))
+    }
+}
+
+impl ckpt_images::progress::Progress for Bar {
+    fn begin(&self, what: &str, total: u64) {
+        if let Some(b) = &self.0 {
+            // Small copies finish before a bar would be seen.
+            if total < 64 << 20 {
+                return;
+            }
+            b.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            b.set_length(total);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg:16} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            b.set_message(what.to_string());
+        }
+    }
+    fn advance(&self, n: u64) {
+        if let Some(b) = &self.0 {
+            b.inc(n);
+        }
+    }
+    fn end(&self) {
+        if let Some(b) = &self.0 {
+            b.finish_and_clear();
+        }
+    }
 }
 
 fn run(cli: Cli) -> Result<i32> {
@@ -134,7 +196,7 @@ fn run(cli: Cli) -> Result<i32> {
                 dir: dir.clone(),
                 leave_running,
             };
-            let stats = ckpt_dump::dump(&opts)
+            let stats = ckpt_dump::dump_with_progress(&opts, &Bar::new())
                 .with_context(|| format!("dump of pid {pid} into {}", dir.display()))?;
             tracing::info!(?stats, "dump done");
             Ok(0)

@@ -68,6 +68,14 @@ pub(crate) fn ms(since: Instant) -> f64 {
 }
 
 pub fn dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {
+    dump_with_progress(opts, &ckpt_images::progress::Quiet)
+}
+
+/// `dump`, reporting the memory copy to `progress`.
+pub fn dump_with_progress(
+    opts: &DumpOptions,
+    progress: &dyn ckpt_images::progress::Progress,
+) -> Result<DumpStats, DumpError> {
     let t0 = Instant::now();
     if opts.pid <= 0 {
         return Err(refuse(format!(
@@ -113,7 +121,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {
     let plan = pages::plan(pid, &mm.vmas)?;
     let mut pagemap = sink.records(&names::pagemap(opts.pid), Kind::Pagemap)?;
     let mut pages_w = sink.pages(pages::PAGES_ID)?;
-    let copied = pages::copy(pid, &plan, &mut pagemap, &mut pages_w)?;
+    let copied = pages::copy(pid, &plan, &mut pagemap, &mut pages_w, progress)?;
     sink.commit_pages(pages::PAGES_ID, pages_w)?;
     sink.commit_records(&names::pagemap(opts.pid), pagemap)?;
     stats.pages = copied.pages;

@@ -172,6 +172,7 @@ pub fn copy<W: Write>(
     runs: &[Run],
     pagemap: &mut RecordWriter<W>,
     pages: &mut PagesWriter,
+    progress: &dyn ckpt_images::progress::Progress,
 ) -> Result<Copied, DumpError> {
     let nr_pages: u64 = runs.iter().map(|r| r.nr_pages).sum();
     pagemap.write(&pb::PagemapHead {
@@ -197,7 +198,9 @@ pub fn copy<W: Write>(
             buf_len: total_bytes.min(BATCH),
             offset: start,
         };
-        let read = read_all(pid, runs, &mut out, pagemap);
+        progress.begin("dumping memory", total_bytes as u64);
+        let read = read_all(pid, runs, &mut out, pagemap, progress);
+        progress.end();
         drop(out);
         let written = writer.join().expect("the pages writer does not panic");
         // A write error stops the reader too; report the cause, not the symptom.
@@ -248,6 +251,7 @@ fn read_all<W: Write>(
     runs: &[Run],
     out: &mut Output,
     pagemap: &mut RecordWriter<W>,
+    progress: &dyn ckpt_images::progress::Progress,
 ) -> Result<(), DumpError> {
     // Pieces of runs (a run larger than a batch is split) for the current batch, each
     // with whether it continues the piece before it (the same run).
@@ -271,6 +275,7 @@ fn read_all<W: Write>(
             left -= n;
             if batch_len == BATCH {
                 flush(pid, &batch, batch_len, out, pagemap, &mut pending)?;
+                progress.advance(batch_len as u64);
                 batch.clear();
                 batch_len = 0;
             }

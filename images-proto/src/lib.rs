@@ -7,6 +7,7 @@ pub mod dir;
 pub mod error;
 pub mod header;
 pub mod pages;
+pub mod progress;
 pub mod record;
 pub mod show;
 pub mod summary;
