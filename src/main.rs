@@ -41,6 +41,12 @@ enum Cmd {
         /// Leave the process running after the dump.
         #[arg(long)]
         leave_running: bool,
+        /// Compress the memory pages with zstd (smaller images, slower dump).
+        #[arg(long)]
+        compress: bool,
+        /// zstd level for --compress (1 fastest .. 19 smallest).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=19))]
+        compress_level: i32,
     },
     /// Restore a process from an image directory.
     Restore {
@@ -53,6 +59,10 @@ enum Cmd {
         /// Write the restored pid into this file.
         #[arg(long)]
         pidfile: Option<PathBuf>,
+        /// Run the process at once and bring its anonymous memory in through
+        /// userfaultfd while it runs (a pager keeps serving after `-d` returns).
+        #[arg(long)]
+        lazy: bool,
     },
     /// Summarise an image directory (processes, memory, fds, files, checksums), print it
     /// whole as JSON (--json), or compare two directories (--diff A B).
@@ -190,11 +200,14 @@ fn run(cli: Cli) -> Result<i32> {
             pid,
             dir,
             leave_running,
+            compress,
+            compress_level,
         } => {
             let opts = ckpt_dump::DumpOptions {
                 pid,
                 dir: dir.clone(),
                 leave_running,
+                compress: compress.then_some(compress_level),
             };
             let stats = ckpt_dump::dump_with_progress(&opts, &Bar::new())
                 .with_context(|| format!("dump of pid {pid} into {}", dir.display()))?;
@@ -205,11 +218,13 @@ fn run(cli: Cli) -> Result<i32> {
             dir,
             detach,
             pidfile,
+            lazy,
         } => {
             let opts = ckpt_restore::RestoreOptions {
                 dir: dir.clone(),
                 detach,
                 pidfile,
+                lazy,
             };
             let outcome = ckpt_restore::restore(&opts)
                 .with_context(|| format!("restore from {}", dir.display()))?;

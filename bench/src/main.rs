@@ -52,6 +52,10 @@ struct Args {
     /// Skip the `sleep` workload.
     #[arg(long)]
     no_sleep: bool,
+    /// Dump with `--compress` (zstd): the image MiB row then shows the compression ratio,
+    /// and dump/restore times include compressing and decompressing.
+    #[arg(long)]
+    compress: bool,
     /// Smoke run: --sizes 64M, 3 runs, and sleep.
     #[arg(long)]
     quick: bool,
@@ -84,6 +88,7 @@ struct Ctx {
     log_dir: Option<PathBuf>,
     timeout: Duration,
     memfill: Option<PathBuf>,
+    compress: bool,
 }
 
 impl Ctx {
@@ -244,6 +249,7 @@ fn run(mut args: Args) -> Result<()> {
         log_dir: args.log_dir.clone(),
         timeout: Duration::from_secs(args.timeout),
         memfill,
+        compress: args.compress,
     };
     progress(&format!(
         "ckpt {}, {} runs per workload, work dir {}",
@@ -489,7 +495,11 @@ fn mem_round(ctx: &Ctx, bytes: u64, name: &str, run: &mut Run, buf: &mut [u8]) -
     let pid = wl.pid.to_string();
     let img_s = img.to_str().context("work dir path is not UTF-8")?;
     let log = ctx.log(&format!("{tag}-r{}-dump.log", run.run));
-    let dumped = ckpt_cmd(ctx, run, "dump", &["dump", "-t", &pid, "-D", img_s], &log);
+    let mut dump_args = vec!["dump", "-t", &pid, "-D", img_s];
+    if ctx.compress {
+        dump_args.push("--compress");
+    }
+    let dumped = ckpt_cmd(ctx, run, "dump", &dump_args, &log);
     let m = match dumped {
         Ok(m) => m,
         Err(e) => {
@@ -577,7 +587,11 @@ fn sleep_round(ctx: &Ctx, run: &mut Run) -> Result<()> {
     let img_s = img.to_str().context("work dir path is not UTF-8")?;
     let pid = wl.pid.to_string();
     let log = ctx.log(&format!("sleep-r{}-dump.log", run.run));
-    let m = match ckpt_cmd(ctx, run, "dump", &["dump", "-t", &pid, "-D", img_s], &log) {
+    let mut dump_args = vec!["dump", "-t", &pid, "-D", img_s];
+    if ctx.compress {
+        dump_args.push("--compress");
+    }
+    let m = match ckpt_cmd(ctx, run, "dump", &dump_args, &log) {
         Ok(m) => m,
         Err(e) => {
             wl.kill_reap()?;

@@ -28,6 +28,8 @@ pub struct DumpOptions {
     pub pid: i32,
     pub dir: PathBuf,
     pub leave_running: bool,
+    /// zstd level for the pages (None: raw pages).
+    pub compress: Option<i32>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -121,7 +123,14 @@ pub fn dump_with_progress(
     let plan = pages::plan(pid, &mm.vmas)?;
     let mut pagemap = sink.records(&names::pagemap(opts.pid), Kind::Pagemap)?;
     let mut pages_w = sink.pages(pages::PAGES_ID)?;
-    let copied = pages::copy(pid, &plan, &mut pagemap, &mut pages_w, progress)?;
+    let copied = pages::copy(
+        pid,
+        &plan,
+        &mut pagemap,
+        &mut pages_w,
+        opts.compress,
+        progress,
+    )?;
     sink.commit_pages(pages::PAGES_ID, pages_w)?;
     sink.commit_records(&names::pagemap(opts.pid), pagemap)?;
     stats.pages = copied.pages;

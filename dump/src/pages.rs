@@ -172,12 +172,18 @@ pub fn copy<W: Write>(
     runs: &[Run],
     pagemap: &mut RecordWriter<W>,
     pages: &mut PagesWriter,
+    compress: Option<i32>,
     progress: &dyn ckpt_images::progress::Progress,
 ) -> Result<Copied, DumpError> {
     let nr_pages: u64 = runs.iter().map(|r| r.nr_pages).sum();
     pagemap.write(&pb::PagemapHead {
         pages_id: PAGES_ID,
         nr_pages,
+        compression: if compress.is_some() {
+            pb::Compression::Zstd as i32
+        } else {
+            pb::Compression::None as i32
+        },
     })?;
     let total_bytes = (nr_pages * PAGE) as usize;
     let start = pages.offset();
@@ -185,8 +191,34 @@ pub fn copy<W: Write>(
         let (full_tx, full_rx) = sync_channel::<(Vec<u8>, usize)>(BUFFERS);
         let (free_tx, free_rx) = channel::<Vec<u8>>();
         let writer = s.spawn(move || -> Result<(), DumpError> {
+            let mut zbuf = Vec::new();
+            let mut zstd = match compress {
+                Some(level) => {
+                    let mut z = zstd::bulk::Compressor::new(level)
+                        .map_err(|e| DumpError::Refused(format!("zstd level {level}: {e}")))?;
+                    // Both CPUs compress; the copy out of the task is cheap beside it.
+                    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+                    if cpus > 1 {
+                        let _ = z.multithread(cpus as u32);
+                    }
+                    Some(z)
+                }
+                None => None,
+            };
             for (buf, len) in full_rx {
-                pages.write(&buf[..len])?;
+                match zstd.as_mut() {
+                    // One frame per batch: restore decompresses a batch at a time.
+                    Some(z) => {
+                        zbuf.clear();
+                        zbuf.reserve(zstd::zstd_safe::compress_bound(len));
+                        z.compress_to_buffer(&buf[..len], &mut zbuf)
+                            .map_err(|e| DumpError::Refused(format!("zstd compression: {e}")))?;
+                        pages.write_frame(len, &zbuf)?;
+                    }
+                    None => {
+                        pages.write(&buf[..len])?;
+                    }
+                }
                 let _ = free_tx.send(buf);
             }
             Ok(())

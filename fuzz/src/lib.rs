@@ -123,6 +123,8 @@ pub fn mm(data: &[u8]) {
         return;
     };
     let vmas = rest::<pb::Vma>(&mut r, "Vma");
+    // The checks restore runs before mapping anything: never a panic, whatever the input.
+    let _ = ckpt_images::validate::vmas(&vmas);
     consume(ProcessImages {
         pid: 1,
         mm: Some(mm),
@@ -154,6 +156,8 @@ pub fn pagemap(data: &[u8]) {
             ..Default::default()
         },
     ];
+    let _ = ckpt_images::validate::runs(&vmas, &runs, head.nr_pages, 1 << 40);
+    let _ = ckpt_images::validate::runs(&vmas, &runs, head.nr_pages, u64::MAX);
     let (kinds, outside) = summary::memory_by_kind(&vmas, &runs);
     let stored = kinds
         .iter()

@@ -11,6 +11,7 @@ pub mod progress;
 pub mod record;
 pub mod show;
 pub mod summary;
+pub mod validate;
 
 /// Generated from `proto/ckpt.proto`.
 pub mod pb {

@@ -9,6 +9,62 @@ use std::path::{Path, PathBuf};
 use xxhash_rust::xxh3::Xxh3;
 
 pub const PAGE_SIZE: usize = 4096;
+pub const FRAME_MAGIC: [u8; 4] = *b"ZFRM";
+pub const FRAME_HEADER: usize = 16;
+/// No frame may claim to expand to more than this (dump writes 8 MiB frames).
+pub const FRAME_MAX_RAW: u64 = 64 << 20;
+
+/// One zstd frame of a compressed pages file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame {
+    /// Offset of its first byte in the uncompressed page stream.
+    pub raw_offset: u64,
+    pub raw_len: u64,
+    /// Where its compressed bytes are in the file, after the frame header.
+    pub file_offset: u64,
+    pub file_len: u64,
+}
+
+/// Walks the frame headers of a compressed pages file of `size` bytes (positional reads
+/// of 16 bytes each): every frame must hold whole pages, stay under the size cap and end
+/// inside the file, and the last one must end exactly at its end.
+pub fn zstd_frames(file: &File, path: &Path, size: u64) -> Result<Vec<Frame>> {
+    use std::os::unix::fs::FileExt;
+    let mut out = Vec::new();
+    let mut at = PAGE_SIZE as u64;
+    let mut raw = PAGE_SIZE as u64;
+    while at < size {
+        let bad = |what: String| {
+            ImageError::invalid(path, format!("frame {} at byte {at}: {what}", out.len()))
+        };
+        let mut head = [0u8; FRAME_HEADER];
+        file.read_exact_at(&mut head, at)
+            .map_err(|_| bad("truncated frame header".into()))?;
+        if head[..4] != FRAME_MAGIC {
+            return Err(bad("bad frame magic".into()));
+        }
+        let raw_len = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes")) as u64;
+        let file_len = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) as u64;
+        if raw_len == 0 || raw_len % PAGE_SIZE as u64 != 0 || raw_len > FRAME_MAX_RAW {
+            return Err(bad(format!("uncompressed length {raw_len}")));
+        }
+        let file_offset = at + FRAME_HEADER as u64;
+        if file_len == 0 || file_offset + file_len > size {
+            return Err(bad(format!(
+                "compressed length {file_len} runs past the end"
+            )));
+        }
+        out.push(Frame {
+            raw_offset: raw,
+            raw_len,
+            file_offset,
+            file_len,
+        });
+        raw += raw_len;
+        at = file_offset + file_len;
+    }
+    Ok(out)
+}
 
 pub struct PagesWriter {
     file: File,
@@ -37,6 +93,22 @@ impl PagesWriter {
     /// Where the next page will land.
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// Appends one zstd frame holding `raw_len` bytes of pages (see `Compression`).
+    pub fn write_frame(&mut self, raw_len: usize, compressed: &[u8]) -> Result<()> {
+        let mut head = [0u8; FRAME_HEADER];
+        head[..4].copy_from_slice(&FRAME_MAGIC);
+        head[4..8].copy_from_slice(&(raw_len as u32).to_le_bytes());
+        head[8..12].copy_from_slice(&(compressed.len() as u32).to_le_bytes());
+        for part in [&head[..], compressed] {
+            self.file
+                .write_all(part)
+                .map_err(|e| ImageError::io(&self.path, e))?;
+            self.hash.update(part);
+            self.offset += part.len() as u64;
+        }
+        Ok(())
     }
 
     /// Appends whole pages.

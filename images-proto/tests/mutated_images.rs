@@ -132,6 +132,7 @@ fn valid_pagemap() -> Vec<u8> {
     let head = pb::PagemapHead {
         pages_id: 1,
         nr_pages: 3,
+        ..Default::default()
     };
     let r1 = pb::PageRun {
         vaddr: 0x60_0000,

@@ -2,10 +2,9 @@
 //! kernel could hold, before any process is created. Images are untrusted input.
 
 use crate::RestoreError;
-use ckpt_images::{names, pb, ImageDir, Kind, PAGE_SIZE};
+use ckpt_images::{names, pb, validate, ImageDir, Kind, PAGE_SIZE};
 
-/// Highest user address on x86-64 with 4-level page tables.
-pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+pub use validate::TASK_SIZE;
 
 /// Everything needed to rebuild one process.
 pub struct ProcessImage {
@@ -16,6 +15,8 @@ pub struct ProcessImage {
     pub pages_id: u32,
     /// Checksum of the pages file, verified while its pages are copied.
     pub pages_xxh3: u64,
+    /// The zstd frames of a compressed pages file (None: raw pages).
+    pub frames: Option<Vec<ckpt_images::pages::Frame>>,
     pub runs: Vec<pb::PageRun>,
     pub fds: Vec<pb::Fd>,
 }
@@ -76,7 +77,7 @@ pub fn load(d: &ImageDir, pid: i32) -> Result<ProcessImage, RestoreError> {
     let mut r = d.records(&mm_name, Kind::Mm)?;
     let mm: pb::MmInfo = r.expect("MmInfo")?;
     let vmas: Vec<pb::Vma> = r.rest("Vma")?;
-    check_vmas(&vmas).map_err(|e| bad(d, &mm_name, e))?;
+    validate::vmas(&vmas).map_err(|e| bad(d, &mm_name, e))?;
     if mm.auxv.len() > 4096 - 256 || mm.auxv.len() % 16 != 0 {
         return Err(bad(d, &mm_name, format!("auxv of {} bytes", mm.auxv.len())));
     }
@@ -97,7 +98,34 @@ pub fn load(d: &ImageDir, pid: i32) -> Result<ProcessImage, RestoreError> {
                 format!("pages-{}.img is not in the inventory", head.pages_id),
             )
         })?;
-    check_runs(&vmas, &runs, head.nr_pages, pages_entry.size).map_err(|e| bad(d, &pm_name, e))?;
+    // Runs address the uncompressed page stream; for a compressed file its length is what
+    // the frame headers add up to.
+    let frames = match pb::Compression::try_from(head.compression) {
+        Ok(pb::Compression::None) => None,
+        Ok(pb::Compression::Zstd) => {
+            let (file, path) = d.open_pages(head.pages_id)?;
+            Some(ckpt_images::pages::zstd_frames(
+                &file,
+                &path,
+                pages_entry.size,
+            )?)
+        }
+        Err(_) => {
+            return Err(bad(
+                d,
+                &pm_name,
+                format!("unknown compression {}", head.compression),
+            ))
+        }
+    };
+    let stream_len = match &frames {
+        None => pages_entry.size,
+        Some(f) => f
+            .last()
+            .map(|f| f.raw_offset + f.raw_len)
+            .unwrap_or(PAGE_SIZE as u64),
+    };
+    validate::runs(&vmas, &runs, head.nr_pages, stream_len).map_err(|e| bad(d, &pm_name, e))?;
 
     let files_name = names::files(pid);
     let mut r = d.records(&files_name, Kind::Files)?;
@@ -136,119 +164,8 @@ pub fn load(d: &ImageDir, pid: i32) -> Result<ProcessImage, RestoreError> {
         vmas,
         pages_id: head.pages_id,
         pages_xxh3: pages_entry.xxh3,
+        frames,
         runs,
         fds,
     })
-}
-
-/// VMAs must be page aligned, inside user space, sorted and disjoint.
-fn check_vmas(vmas: &[pb::Vma]) -> Result<(), String> {
-    let page = PAGE_SIZE as u64;
-    let mut prev_end = 0u64;
-    for (i, v) in vmas.iter().enumerate() {
-        if v.start % page != 0 || v.end % page != 0 || v.start >= v.end || v.end > TASK_SIZE {
-            return Err(format!(
-                "VMA {i} [{:#x}, {:#x}) is not a valid range",
-                v.start, v.end
-            ));
-        }
-        if v.start < prev_end {
-            return Err(format!("VMA {i} at {:#x} overlaps the one before", v.start));
-        }
-        if v.prot & !7 != 0 {
-            return Err(format!(
-                "VMA {i} at {:#x}: protection {:#x}",
-                v.start, v.prot
-            ));
-        }
-        let file = matches!(
-            pb::VmaKind::try_from(v.kind),
-            Ok(pb::VmaKind::VmaFilePrivate | pb::VmaKind::VmaFileShared)
-        );
-        if pb::VmaKind::try_from(v.kind).is_err() {
-            return Err(format!(
-                "VMA {i} at {:#x}: unknown kind {}",
-                v.start, v.kind
-            ));
-        }
-        if file && (!v.path.starts_with('/') || v.pgoff % page != 0) {
-            return Err(format!(
-                "VMA {i} at {:#x}: bad file {:?} or offset",
-                v.start, v.path
-            ));
-        }
-        prev_end = v.end;
-    }
-    Ok(())
-}
-
-/// Every page run must lie inside one VMA that holds pages, and inside the pages file;
-/// runs are stored back to back.
-fn check_runs(
-    vmas: &[pb::Vma],
-    runs: &[pb::PageRun],
-    nr_pages: u64,
-    file_size: u64,
-) -> Result<(), String> {
-    let page = PAGE_SIZE as u64;
-    let mut total = 0u64;
-    let mut next_offset = page;
-    let mut vi = 0usize;
-    let mut prev_end = 0u64;
-    for (i, r) in runs.iter().enumerate() {
-        let len = r
-            .nr_pages
-            .checked_mul(page)
-            .ok_or(format!("run {i}: size overflows"))?;
-        let end = r
-            .vaddr
-            .checked_add(len)
-            .ok_or(format!("run {i}: address overflows"))?;
-        if r.vaddr % page != 0 || r.nr_pages == 0 || r.vaddr < prev_end {
-            return Err(format!(
-                "run {i} at {:#x} is misaligned, empty or out of order",
-                r.vaddr
-            ));
-        }
-        while vi < vmas.len() && vmas[vi].end <= r.vaddr {
-            vi += 1;
-        }
-        let inside = vmas
-            .get(vi)
-            .map(|v| {
-                v.start <= r.vaddr && end <= v.end && v.kind != pb::VmaKind::VmaFileShared as i32
-            })
-            .unwrap_or(false);
-        if !inside {
-            return Err(format!(
-                "run {i} [{:#x}, {end:#x}) is not inside a VMA that holds pages",
-                r.vaddr
-            ));
-        }
-        let fend = r
-            .offset
-            .checked_add(len)
-            .ok_or(format!("run {i}: offset overflows"))?;
-        if r.offset != next_offset || fend > file_size {
-            return Err(format!(
-                "run {i} points at bytes [{}, {fend}), expected at {next_offset} and inside the {file_size} byte pages file",
-                r.offset
-            ));
-        }
-        total += r.nr_pages;
-        prev_end = end;
-        next_offset = fend;
-    }
-    if total != nr_pages {
-        return Err(format!(
-            "runs hold {total} pages, the header says {nr_pages}"
-        ));
-    }
-    // Runs cover the pages file back to back, so hashing what is copied hashes the file.
-    if next_offset != file_size {
-        return Err(format!(
-            "runs end at byte {next_offset} of the {file_size} byte pages file"
-        ));
-    }
-    Ok(())
 }

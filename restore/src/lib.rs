@@ -5,6 +5,7 @@
 //! puppet phase, `puppet.rs`) until it is the dumped process, and lets it go.
 
 mod image;
+mod lazy;
 mod puppet;
 mod regs;
 mod seed;
@@ -26,6 +27,9 @@ pub struct RestoreOptions {
     pub dir: PathBuf,
     pub detach: bool,
     pub pidfile: Option<PathBuf>,
+    /// Run the process before its anonymous memory is back; serve it through
+    /// userfaultfd (lazy.rs).
+    pub lazy: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +81,13 @@ pub fn restore(opts: &RestoreOptions) -> R<Outcome> {
     }
     let pid = inv.root_pid;
     let img = image::load(&dir, pid)?;
+    if opts.lazy && img.frames.is_some() {
+        return Err(RestoreError::Refused(format!(
+            "{}: --lazy serves pages straight from the image, which was dumped with \
+             --compress; restore it without --lazy",
+            pages_name(&dir, img.pages_id)
+        )));
+    }
     check_host(inv, &img)?;
     let (pages_file, pages_path) = dir.open_pages(img.pages_id)?;
     let map = ckpt_sys::process::map_file(&pages_file)?;
@@ -108,14 +119,36 @@ pub fn restore(opts: &RestoreOptions) -> R<Outcome> {
     wait_seed(child, err_r)?;
     debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "seed stopped");
 
-    puppet::Puppet::new(child, &img, &plan, pages_path.clone())?.run(&pages, &reset)?;
+    let mut puppet = puppet::Puppet::new(child, &img, &plan, pages_path.clone())?.lazy(opts.lazy);
+    puppet.run(&pages, &reset)?;
+    let handoff = puppet.take_handoff();
+    drop(puppet);
     if let Some(f) = &opts.pidfile {
         std::fs::write(f, format!("{pid}\n")).map_err(|e| ckpt_sys::Error::io(f, e))?;
     }
     ptrace::detach(child)?;
     cleanup.0 = None;
     info!(pid, ms = t0.elapsed().as_secs_f64() * 1e3, "restored");
-    if opts.detach {
+    if let Some(h) = handoff {
+        if opts.detach {
+            // The pager: a copy of (still single-threaded) ckpt that outlives it.
+            if ckpt_sys::uffd::fork_single_threaded()?.is_none() {
+                ckpt_sys::uffd::become_pager();
+                let code = match lazy::serve(child, h, &img.runs, pages.bytes(), img.pages_xxh3) {
+                    Ok(_) => 0,
+                    Err(e) => {
+                        tracing::error!("lazy pager of pid {pid}: {e}");
+                        1
+                    }
+                };
+                ckpt_sys::process::exit_now(code);
+            }
+            return Ok(Outcome::Detached(pid));
+        }
+        if let Err(e) = lazy::serve(child, h, &img.runs, pages.bytes(), img.pages_xxh3) {
+            tracing::error!("lazy restore of pid {pid}: {e}");
+        }
+    } else if opts.detach {
         return Ok(Outcome::Detached(pid));
     }
     loop {
@@ -262,4 +295,10 @@ fn seed_plan(img: &image::ProcessImage, tramp: u64, err_fd: i32) -> seed::SeedPl
         sched_policy: c.sched_policy,
         rt_priority: c.rt_priority,
     }
+}
+
+fn pages_name(dir: &ImageDir, id: u32) -> String {
+    dir.path(&ckpt_images::names::pages(id))
+        .display()
+        .to_string()
 }

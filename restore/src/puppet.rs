@@ -34,6 +34,10 @@ pub struct Puppet<'a> {
     img: &'a ProcessImage,
     plan: &'a SeedPlan,
     pages_path: std::path::PathBuf,
+    /// `restore --lazy`: register the anonymous VMAs, copy nothing into them, and leave
+    /// the userfaultfd to the pager (`lazy`).
+    lazy: bool,
+    handoff: Option<crate::lazy::Handoff>,
 }
 
 type R<T> = Result<T, RestoreError>;
@@ -53,7 +57,19 @@ impl<'a> Puppet<'a> {
             img,
             plan,
             pages_path,
+            lazy: false,
+            handoff: None,
         })
+    }
+
+    /// Lazy mode (see `lazy.rs`); after `run`, `take_handoff` gives the userfaultfd.
+    pub fn lazy(mut self, on: bool) -> Self {
+        self.lazy = on;
+        self
+    }
+
+    pub fn take_handoff(&mut self) -> Option<crate::lazy::Handoff> {
+        self.handoff.take()
     }
 
     fn scratch(&self) -> u64 {
@@ -290,6 +306,10 @@ impl<'a> Puppet<'a> {
     /// the rest (written pages of private file mappings, huge-page memory, which
     /// UFFDIO_COPY would split into 4 KiB pages) with batched process_vm_writev.
     fn fill(&mut self, pages: &PagesReader<impl AsRef<[u8]> + Sync>, with_pages: &[bool]) -> R<()> {
+        if self.lazy {
+            // The pager hashes the pages file while it serves (lazy.rs).
+            return self.copy_pages(pages, with_pages);
+        }
         let digest = std::thread::scope(|s| {
             let hasher = s.spawn(|| xxhash_rust::xxh3::xxh3_64(pages.bytes()));
             let copied = self.copy_pages(pages, with_pages);
@@ -323,7 +343,11 @@ impl<'a> Puppet<'a> {
                 &[(libc::O_CLOEXEC | libc::O_NONBLOCK) as u64],
             )?;
             let mine = ckpt_sys::process::steal_fd(self.pid, fd as i32)?;
-            let uffd = ckpt_sys::uffd::Uffd::new(mine)?;
+            let uffd = if self.lazy {
+                ckpt_sys::uffd::Uffd::with_features(mine, ckpt_sys::uffd::LAZY_FEATURES)?
+            } else {
+                ckpt_sys::uffd::Uffd::new(mine)?
+            };
             for (v, _) in img.vmas.iter().zip(&by_uffd).filter(|(_, &u)| u) {
                 uffd.register_missing(v.start, v.end - v.start)?;
             }
@@ -336,11 +360,20 @@ impl<'a> Puppet<'a> {
         let runs = &img.runs;
         let mut vi = 0;
         let mut i = 0;
+        if let Some(frames) = img.frames.as_deref() {
+            // A compressed pages file is copied frame by frame; the loop below is for raw.
+            self.copy_frames(pages, frames, &by_uffd, uffd.as_ref().map(|(u, _)| u))?;
+            i = runs.len();
+        }
         while i < runs.len() {
             while img.vmas[vi].end <= runs[i].vaddr {
                 vi += 1;
             }
             if let (true, Some((uffd, _))) = (by_uffd[vi], &uffd) {
+                if self.lazy {
+                    i += 1;
+                    continue;
+                }
                 let r = &runs[i];
                 let mut done = 0;
                 while done < r.nr_pages * page {
@@ -376,12 +409,130 @@ impl<'a> Puppet<'a> {
             let src = pages.slice(start_off, len)?;
             mem::write_ranges(self.pid, &ranges, src)?;
         }
+        if let (true, Some(fd)) = (self.lazy, uffd.as_ref().map(|u| u.1)) {
+            // The process keeps its own copy, above every restored and helper fd: while
+            // it is open, a dead ckpt blocks the process instead of leaving it zeros.
+            let high = self.call(
+                "fcntl(F_DUPFD_CLOEXEC) of the userfaultfd",
+                libc::SYS_fcntl,
+                &[
+                    fd,
+                    libc::F_DUPFD_CLOEXEC as u64,
+                    self.plan.helper_end() as u64 + 1,
+                ],
+            )?;
+            self.call("close of the userfaultfd", libc::SYS_close, &[fd])?;
+            let ranges = img
+                .vmas
+                .iter()
+                .zip(&by_uffd)
+                .filter(|(_, &u)| u)
+                .map(|(v, _)| (v.start, v.end))
+                .collect();
+            let (uffd, _) = uffd.expect("matched above");
+            // Pages the kernel touches in the injected calls still to come (rseq
+            // registration writes its area) must be there now: nobody serves faults
+            // until the puppet phase is over.
+            if let Some(r) = self.img.threads[0].rseq.as_ref().filter(|r| r.ptr != 0) {
+                let first = r.ptr & !(page - 1);
+                let last = (r.ptr + r.len.max(32) as u64 - 1) & !(page - 1);
+                for run in runs {
+                    let end = run.vaddr + run.nr_pages * page;
+                    for at in [first, last] {
+                        if at >= run.vaddr && at < end {
+                            let src = pages.slice(run.offset + (at - run.vaddr), page)?;
+                            match uffd.copy_once(at, src)? {
+                                ckpt_sys::uffd::Fill::Done | ckpt_sys::uffd::Fill::Exists(_) => {}
+                                other => {
+                                    return Err(RestoreError::Refused(format!(
+                                        "pid {}: prefill of the rseq page {at:#x}: {other:?}",
+                                        self.pid
+                                    )))
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            self.handoff = Some(crate::lazy::Handoff {
+                uffd,
+                remote_fd: high as i32,
+                ranges,
+            });
+            return Ok(());
+        }
         if let Some((uffd, fd)) = uffd {
             for (v, _) in img.vmas.iter().zip(&by_uffd).filter(|(_, &u)| u) {
                 uffd.unregister(v.start, v.end - v.start)?;
             }
             drop(uffd);
             self.call("close of the userfaultfd", libc::SYS_close, &[fd])?;
+        }
+        Ok(())
+    }
+
+    /// The copy for a compressed pages file: each zstd frame is decompressed into one
+    /// reused buffer and the runs it holds are copied out of it, by UFFDIO_COPY or
+    /// process_vm_writev as for raw pages.
+    fn copy_frames(
+        &self,
+        pages: &PagesReader<impl AsRef<[u8]>>,
+        frames: &[ckpt_images::pages::Frame],
+        by_uffd: &[bool],
+        uffd: Option<&ckpt_sys::uffd::Uffd>,
+    ) -> R<()> {
+        let img = self.img;
+        let page = PAGE_SIZE as u64;
+        let max = frames.iter().map(|f| f.raw_len).max().unwrap_or(0) as usize;
+        let mut buf = vec![0u8; max];
+        let mut dz = zstd::bulk::Decompressor::new().map_err(|e| {
+            RestoreError::Refused(format!("{}: zstd: {e}", self.pages_path.display()))
+        })?;
+        let (mut ri, mut vi) = (0usize, 0usize);
+        for (n, f) in frames.iter().enumerate() {
+            let bytes = pages.bytes();
+            let src = bytes
+                .get(f.file_offset as usize..(f.file_offset + f.file_len) as usize)
+                .ok_or_else(|| {
+                    RestoreError::Refused(format!(
+                        "{}: frame {n} lies outside the file",
+                        self.pages_path.display()
+                    ))
+                })?;
+            let out = &mut buf[..f.raw_len as usize];
+            let got = dz.decompress_to_buffer(src, out).map_err(|e| {
+                RestoreError::Refused(format!(
+                    "{}: frame {n} does not decompress: {e}",
+                    self.pages_path.display()
+                ))
+            })?;
+            if got as u64 != f.raw_len {
+                return Err(RestoreError::Refused(format!(
+                    "{}: frame {n} holds {got} bytes, its header says {}",
+                    self.pages_path.display(),
+                    f.raw_len
+                )));
+            }
+            let frame_end = f.raw_offset + f.raw_len;
+            while ri < img.runs.len() && img.runs[ri].offset < frame_end {
+                let r = &img.runs[ri];
+                let run_end = r.offset + r.nr_pages * page;
+                let from = r.offset.max(f.raw_offset);
+                let to = run_end.min(frame_end);
+                let data = &out[(from - f.raw_offset) as usize..(to - f.raw_offset) as usize];
+                let vaddr = r.vaddr + (from - r.offset);
+                while img.vmas[vi].end <= r.vaddr {
+                    vi += 1;
+                }
+                match uffd {
+                    Some(u) if by_uffd[vi] => u.copy(vaddr, data)?,
+                    _ => mem::write(self.pid, vaddr, data)?,
+                }
+                if run_end > frame_end {
+                    break;
+                }
+                ri += 1;
+            }
         }
         Ok(())
     }

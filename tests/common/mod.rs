@@ -819,3 +819,36 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------
+// Lazy restore
+
+/// Pids of the lazy pagers (`ckpt-pager`) serving the images in `dir`.
+pub fn pagers_of(dir: &Path) -> Vec<i32> {
+    let want = dir.as_os_str().as_bytes();
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if comm.trim() == "ckpt-pager" && cmd.split(|&b| b == 0).any(|a| a == want) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Whether `pid` holds a userfaultfd.
+pub fn has_userfaultfd(pid: i32) -> bool {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten().any(|e| {
+                fs::read_link(e.path())
+                    .map(|l| l.to_string_lossy().contains("userfaultfd"))
+                    .unwrap_or(false)
+            })
+        })
+        .unwrap_or(false)
+}

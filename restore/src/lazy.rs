@@ -1,0 +1,579 @@
+//! Lazy restore (`restore --lazy`): the process runs as soon as everything but its
+//! anonymous memory is back; those pages arrive through userfaultfd, served by the pager.
+//!
+//! The puppet registers the uffd-eligible VMAs (MISSING) on a userfaultfd created inside
+//! the process, with the FORK/REMAP/REMOVE/UNMAP events, copies nothing into them, and
+//! leaves the process its own copy of the fd, dup'ed above every restored and helper fd
+//! (`Handoff`). While that copy is open, a dead ckpt means the process blocks in
+//! handle_userfault at its next missing page: it never reads zeros.
+//!
+//! The pager (`serve`) holds ckpt's copy and the mapped pages file:
+//! - the fault thread reads the uffd messages. A missing page that the image holds and
+//!   that was not served yet gets UFFDIO_COPY of its 64 KiB aligned cluster (only pages
+//!   not served yet, within one page run); any other missing page (a hole, or a page the
+//!   program dropped with MADV_DONTNEED since) gets UFFDIO_ZEROPAGE; EEXIST ends in
+//!   UFFDIO_WAKE. Events: REMOVE and UNMAP mark their pages as not to be filled; REMAP
+//!   copies every page of the moved range not yet served to its new place at once (the
+//!   range stops being lazy); FORK copies every page not yet served into the child's
+//!   context, then closes it (the child is no longer lazy: its holes then read zero).
+//! - the copier fills everything else in 4 MiB UFFDIO_COPYs, skipping served pages by
+//!   a bitmap. It holds `lock` across "check the bitmap, copy", and the event handlers
+//!   hold it while they mark: a page dropped by MADV_DONTNEED is never refilled with
+//!   stale data.
+//! - a third thread hashes the pages file: a mismatch kills the process (it is already
+//!   running; the eager restore checks before it runs).
+//!
+//! When every page is in: UFFDIO_UNREGISTER of every range, the process's own copy of
+//! the fd is closed by a syscall injected through its [vdso] (seize, interrupt, close,
+//! registers back, detach), then ckpt's copy is closed.
+
+use crate::RestoreError;
+use ckpt_images::{pb, PAGE_SIZE};
+use ckpt_sys::inject::{Remote, Via};
+use ckpt_sys::ptrace::{self, Options, Stop};
+use ckpt_sys::uffd::{Event, Fill, Uffd};
+use ckpt_sys::Pid;
+use std::collections::VecDeque;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+const PAGE: u64 = PAGE_SIZE as u64;
+/// Pages per background UFFDIO_COPY (4 MiB).
+const CHUNK_PAGES: u64 = 1024;
+/// Pages per fault cluster (64 KiB, aligned).
+const CLUSTER_PAGES: u64 = 16;
+
+/// What the puppet leaves for the pager.
+pub struct Handoff {
+    /// ckpt's copy of the process's userfaultfd (API done with the lazy features).
+    pub uffd: Uffd,
+    /// The fd number of the process's own copy.
+    pub remote_fd: i32,
+    /// The registered VMAs, [start, end).
+    pub ranges: Vec<(u64, u64)>,
+}
+
+/// What the pager did, for the logs and the tests.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub faults: u64,
+    pub zero_faults: u64,
+    pub copied_pages: u64,
+    pub events: u64,
+    pub all_in_ms: f64,
+    /// The process exited (or was killed) before every page was in.
+    pub target_gone: bool,
+}
+
+enum Step {
+    /// Copied or skipped up to this page of the run.
+    To(u64),
+    Again(u64),
+    NoVma(u64),
+    Gone,
+}
+
+struct Pages<'a> {
+    uffd: &'a Uffd,
+    runs: Vec<pb::PageRun>,
+    /// Index of each run's first page in `bits`.
+    base: Vec<u64>,
+    bits: Vec<AtomicU64>,
+    file: &'a [u8],
+    lock: Mutex<()>,
+    stop: AtomicBool,
+    copier_done: AtomicBool,
+    faults: AtomicU64,
+    zero_faults: AtomicU64,
+    copied: AtomicU64,
+}
+
+impl<'a> Pages<'a> {
+    fn new(uffd: &'a Uffd, ranges: &[(u64, u64)], runs: &[pb::PageRun], file: &'a [u8]) -> Self {
+        let runs: Vec<pb::PageRun> = runs
+            .iter()
+            .filter(|r| ranges.iter().any(|&(s, e)| r.vaddr >= s && r.vaddr < e))
+            .cloned()
+            .collect();
+        let mut base = Vec::with_capacity(runs.len());
+        let mut total = 0;
+        for r in &runs {
+            base.push(total);
+            total += r.nr_pages;
+        }
+        Pages {
+            uffd,
+            runs,
+            base,
+            bits: (0..total.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            file,
+            lock: Mutex::new(()),
+            stop: AtomicBool::new(false),
+            copier_done: AtomicBool::new(false),
+            faults: AtomicU64::new(0),
+            zero_faults: AtomicU64::new(0),
+            copied: AtomicU64::new(0),
+        }
+    }
+
+    fn is_set(&self, g: u64) -> bool {
+        self.bits[(g / 64) as usize].load(Relaxed) & (1 << (g % 64)) != 0
+    }
+
+    fn set(&self, ri: usize, from: u64, to: u64) {
+        for p in from..to {
+            let g = self.base[ri] + p;
+            self.bits[(g / 64) as usize].fetch_or(1 << (g % 64), Relaxed);
+        }
+    }
+
+    /// The run holding `addr`, and the page's index in it.
+    fn find(&self, addr: u64) -> Option<(usize, u64)> {
+        let i = self.runs.partition_point(|r| r.vaddr <= addr);
+        let ri = i.checked_sub(1)?;
+        let r = &self.runs[ri];
+        let p = (addr - r.vaddr) / PAGE;
+        (p < r.nr_pages).then_some((ri, p))
+    }
+
+    fn unset(&self, ri: usize, p: u64) -> bool {
+        !self.is_set(self.base[ri] + p)
+    }
+
+    /// One UFFDIO_COPY into `target` (at the run's address + `delta`) of the pages not
+    /// yet served from page `p` on, at most `max` of them and below `end`. With `mark`,
+    /// what went in is marked served.
+    fn step(
+        &self,
+        (target, delta): (&Uffd, u64),
+        ri: usize,
+        p: u64,
+        end: u64,
+        max: u64,
+        mark: bool,
+    ) -> Step {
+        let mut p = p;
+        while p < end && !self.unset(ri, p) {
+            p += 1;
+        }
+        if p >= end {
+            return Step::To(end);
+        }
+        let mut q = p + 1;
+        while q < end && q - p < max && self.unset(ri, q) {
+            q += 1;
+        }
+        let r = &self.runs[ri];
+        let off = (r.offset + p * PAGE) as usize;
+        let src = &self.file[off..off + ((q - p) * PAGE) as usize];
+        let dst = (r.vaddr + p * PAGE).wrapping_add(delta);
+        let res = match target.copy_once(dst, src) {
+            Ok(f) => f,
+            Err(e) => {
+                warn!("{e}");
+                Fill::NoVma(0)
+            }
+        };
+        let did = |d: u64| {
+            let n = d / PAGE;
+            if mark {
+                self.set(ri, p, p + n);
+            }
+            self.copied.fetch_add(n, Relaxed);
+            p + n
+        };
+        match res {
+            Fill::Done => Step::To(did((q - p) * PAGE)),
+            Fill::Exists(d) => {
+                let n = did(d);
+                if mark {
+                    self.set(ri, n, n + 1);
+                }
+                Step::To(n + 1)
+            }
+            Fill::Again(d) => Step::Again(did(d)),
+            Fill::NoVma(d) => Step::NoVma(did(d)),
+            Fill::Gone => Step::Gone,
+        }
+    }
+
+    /// The background copy, run by run, 4 MiB at a time.
+    fn copier(&self) {
+        'runs: for ri in 0..self.runs.len() {
+            let n = self.runs[ri].nr_pages;
+            let mut p = 0;
+            let mut tries = 0;
+            while p < n {
+                if self.stop.load(Relaxed) {
+                    return;
+                }
+                let s = {
+                    let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+                    self.step((self.uffd, 0), ri, p, n, CHUNK_PAGES, true)
+                };
+                match s {
+                    Step::To(q) => {
+                        p = q;
+                        tries = 0;
+                    }
+                    // An event is pending: the fault thread reads it, then we go on.
+                    Step::Again(q) => {
+                        p = q;
+                        std::thread::sleep(Duration::from_micros(50));
+                    }
+                    // Unmapped or moved: the UNMAP/REMAP event marks these pages soon.
+                    Step::NoVma(q) => {
+                        p = q;
+                        tries += 1;
+                        if tries > 2000 {
+                            warn!(
+                                "page {:#x} has no registered VMA and no event came: skipped",
+                                self.runs[ri].vaddr + p * PAGE
+                            );
+                            self.set(ri, p, p + 1);
+                            p += 1;
+                            tries = 0;
+                        } else {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                    Step::Gone => {
+                        self.stop.store(true, Relaxed);
+                        break 'runs;
+                    }
+                }
+            }
+        }
+        self.copier_done.store(true, Relaxed);
+    }
+
+    /// Serves one missing-page fault; false if it must be retried after the pending
+    /// events are read.
+    fn fault(&self, addr: u64) -> bool {
+        let page = addr & !(PAGE - 1);
+        if let Some((ri, p)) = self.find(page) {
+            if self.unset(ri, p) {
+                let lo_c = p - p % CLUSTER_PAGES;
+                let mut lo = p;
+                while lo > lo_c && self.unset(ri, lo - 1) {
+                    lo -= 1;
+                }
+                let hi = (lo_c + CLUSTER_PAGES).min(self.runs[ri].nr_pages);
+                match self.step((self.uffd, 0), ri, lo, hi, CLUSTER_PAGES, true) {
+                    Step::To(_) if !self.unset(ri, p) => return true,
+                    Step::To(_) => {}
+                    Step::Again(_) => return false,
+                    Step::NoVma(_) => return true,
+                    Step::Gone => {
+                        self.stop.store(true, Relaxed);
+                        return true;
+                    }
+                }
+                // The cluster stopped short of the page: that page alone.
+                match self.step((self.uffd, 0), ri, p, p + 1, 1, true) {
+                    Step::Again(_) => return false,
+                    Step::Gone => {
+                        self.stop.store(true, Relaxed);
+                        return true;
+                    }
+                    _ => {}
+                }
+                let _ = self.uffd.wake(page, PAGE);
+                return true;
+            }
+        }
+        self.zero_faults.fetch_add(1, Relaxed);
+        match self.uffd.zeropage(page, PAGE) {
+            Ok(Fill::Again(_)) => false,
+            Ok(Fill::Exists(_)) => {
+                let _ = self.uffd.wake(page, PAGE);
+                true
+            }
+            Ok(Fill::Gone) => {
+                self.stop.store(true, Relaxed);
+                true
+            }
+            Ok(_) => true,
+            Err(e) => {
+                warn!("{e}");
+                let _ = self.uffd.wake(page, PAGE);
+                true
+            }
+        }
+    }
+
+    /// Marks the image's pages of [start, end) as not to be filled.
+    fn mark_range(&self, start: u64, end: u64) {
+        let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        for (ri, r) in self.runs.iter().enumerate() {
+            let (rs, re) = (r.vaddr, r.vaddr + r.nr_pages * PAGE);
+            if re <= start || rs >= end {
+                continue;
+            }
+            let from = (start.max(rs) - rs) / PAGE;
+            let to = (end.min(re) - rs).div_ceil(PAGE);
+            self.set(ri, from, to);
+        }
+    }
+
+    /// Copies every page not yet served of the runs within [start, end) into `target`
+    /// at address + `delta`; false if an event must be read first.
+    fn copy_all(&self, target: &Uffd, start: u64, end: u64, delta: u64, mark: bool) -> bool {
+        let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        for (ri, r) in self.runs.iter().enumerate() {
+            let (rs, re) = (r.vaddr, r.vaddr + r.nr_pages * PAGE);
+            if re <= start || rs >= end {
+                continue;
+            }
+            let mut p = (start.max(rs) - rs) / PAGE;
+            let to = (end.min(re) - rs).div_ceil(PAGE);
+            let mut again = 0;
+            while p < to {
+                match self.step((target, delta), ri, p, to, CHUNK_PAGES, mark) {
+                    Step::To(q) => p = q,
+                    Step::Again(q) => {
+                        p = q;
+                        again += 1;
+                        if again > 100 {
+                            return false;
+                        }
+                        std::thread::sleep(Duration::from_micros(100));
+                    }
+                    // Gone from there too: nothing can be placed.
+                    Step::NoVma(q) => {
+                        if mark {
+                            self.set(ri, q, q + 1);
+                        }
+                        p = q + 1;
+                    }
+                    Step::Gone => return true,
+                }
+            }
+            if mark {
+                self.set(ri, (start.max(rs) - rs) / PAGE, to);
+            }
+        }
+        true
+    }
+
+    /// Handles one non-fault event; false if it must be retried later.
+    fn event(&self, ev: &Event, remaps: &mut Vec<(u64, u64)>) -> bool {
+        match *ev {
+            Event::Remove { start, end } | Event::Unmap { start, end } => {
+                self.mark_range(start, end);
+                true
+            }
+            Event::Remap { from, to, len } => {
+                debug!(from, to, len, "mremap of a lazy range: copying it all now");
+                remaps.push((to, to + len));
+                self.copy_all(self.uffd, from, from + len, to.wrapping_sub(from), true)
+            }
+            Event::Fork(n) => {
+                let child = Uffd::from_fork(n);
+                debug!("fork during the lazy phase: filling the child's memory now");
+                let mut tries = 0;
+                while !self.copy_all(&child, 0, u64::MAX, 0, false) && tries < 100 {
+                    tries += 1;
+                }
+                // Closing the child's context unregisters its ranges: its holes and
+                // dropped pages then read zero, as they should.
+                drop(child);
+                true
+            }
+            Event::PageFault(_) | Event::Other(_) => true,
+        }
+    }
+}
+
+/// Serves the process's missing pages until all are in (or it is gone), then takes the
+/// userfaultfd out of it. Runs in the pager (a forked ckpt) or in ckpt itself; the
+/// calling thread is the one that ptraces at the end.
+pub fn serve(
+    pid: Pid,
+    h: Handoff,
+    runs: &[pb::PageRun],
+    file: &[u8],
+    pages_xxh3: u64,
+) -> Result<Summary, RestoreError> {
+    let t0 = Instant::now();
+    let pidfd = ckpt_sys::uffd::pidfd_open(pid)?;
+    let pages = Pages::new(&h.uffd, &h.ranges, runs, file);
+    let mut sum = Summary::default();
+    let mut remaps: Vec<(u64, u64)> = Vec::new();
+    let res: Result<(), RestoreError> = std::thread::scope(|s| {
+        let hasher = s.spawn(|| {
+            let ok = xxhash_rust::xxh3::xxh3_64(file) == pages_xxh3;
+            if !ok {
+                tracing::error!(
+                    %pid,
+                    "the pages file does not match its checksum: killing the lazily restored process"
+                );
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                pages.stop.store(true, Relaxed);
+            }
+            ok
+        });
+        let copier = s.spawn(|| pages.copier());
+        let r = fault_loop(&pages, &h, &pidfd, &mut remaps, &mut sum);
+        pages.stop.store(true, Relaxed);
+        let _ = copier.join();
+        if !hasher.join().unwrap_or(false) {
+            return Err(RestoreError::Image(ckpt_images::ImageError::invalid(
+                "pages file",
+                "checksum mismatch (found during a lazy restore)",
+            )));
+        }
+        r
+    });
+    sum.faults = pages.faults.load(Relaxed);
+    sum.zero_faults = pages.zero_faults.load(Relaxed);
+    sum.copied_pages = pages.copied.load(Relaxed);
+    if sum.all_in_ms == 0.0 {
+        sum.all_in_ms = t0.elapsed().as_secs_f64() * 1e3;
+    }
+    res?;
+    if !sum.target_gone {
+        match remove_remote_fd(pid, h.remote_fd, h.uffd.raw_fd()) {
+            Ok(()) => {}
+            Err(e) => warn!(%pid, "could not close the userfaultfd in the process: {e}"),
+        }
+    }
+    drop(h);
+    info!(
+        %pid,
+        all_in_ms = sum.all_in_ms,
+        faults = sum.faults,
+        zero_faults = sum.zero_faults,
+        copied_pages = sum.copied_pages,
+        events = sum.events,
+        gone = sum.target_gone,
+        "lazy restore: all pages in"
+    );
+    Ok(sum)
+}
+
+fn fault_loop(
+    pages: &Pages,
+    h: &Handoff,
+    pidfd: &std::os::fd::OwnedFd,
+    remaps: &mut Vec<(u64, u64)>,
+    sum: &mut Summary,
+) -> Result<(), RestoreError> {
+    let t0 = Instant::now();
+    let uffd = &h.uffd;
+    let mut deferred: VecDeque<Event> = VecDeque::new();
+    let mut unregistered = false;
+    loop {
+        let (_, dead) = uffd.poll_with(pidfd, if deferred.is_empty() { 20 } else { 1 })?;
+        if dead || pages.stop.load(Relaxed) && !pages.copier_done.load(Relaxed) {
+            sum.target_gone = true;
+            return Ok(());
+        }
+        // Retry first what could not be done while the address space was changing.
+        let mut later = VecDeque::new();
+        while let Some(ev) = deferred.pop_front() {
+            if !handle(pages, &ev, remaps) {
+                later.push_back(ev);
+            }
+        }
+        while let Some(ev) = uffd.read_event()? {
+            if !matches!(ev, Event::PageFault(_)) {
+                sum.events += 1;
+            } else {
+                pages.faults.fetch_add(1, Relaxed);
+            }
+            if !handle(pages, &ev, remaps) {
+                later.push_back(ev);
+            }
+        }
+        deferred = later;
+        if unregistered {
+            if deferred.is_empty() {
+                return Ok(());
+            }
+            continue;
+        }
+        if pages.copier_done.load(Relaxed) && deferred.is_empty() {
+            sum.all_in_ms = t0.elapsed().as_secs_f64() * 1e3;
+            // Every page is in: from now on a missing page is the kernel's business
+            // (zero), not ours. Then one more pass drains what came meanwhile.
+            for &(s, e) in h.ranges.iter().chain(remaps.iter()) {
+                if let Err(err) = uffd.unregister(s, e - s) {
+                    debug!("{err}");
+                }
+            }
+            unregistered = true;
+        }
+    }
+}
+
+fn handle(pages: &Pages, ev: &Event, remaps: &mut Vec<(u64, u64)>) -> bool {
+    match ev {
+        Event::PageFault(addr) => pages.fault(*addr),
+        other => pages.event(other, remaps),
+    }
+}
+
+/// Offset of the first `syscall` instruction in `code`.
+fn find_syscall_insn(code: &[u8]) -> Option<usize> {
+    code.windows(2).position(|w| w == [0x0f, 0x05])
+}
+
+/// Seizes the running process, closes its copy of the userfaultfd (if that fd number
+/// still is our userfaultfd) with a close injected through its [vdso], puts its
+/// registers back and lets it go.
+fn remove_remote_fd(pid: Pid, fd: i32, ours: i32) -> Result<(), RestoreError> {
+    let me = nix::unistd::getpid();
+    if !ckpt_sys::process::same_file_description(pid, fd, me, ours).unwrap_or(false) {
+        debug!(%pid, fd, "the process no longer has our userfaultfd at that number");
+        return Ok(());
+    }
+    let maps = ckpt_sys::proc::smaps(pid)?;
+    let vdso = maps
+        .iter()
+        .find(|m| m.name == "[vdso]")
+        .ok_or_else(|| RestoreError::Refused(format!("pid {pid} has no [vdso]")))?;
+    let mut code = vec![0u8; vdso.len() as usize];
+    ckpt_sys::mem::read(pid, vdso.start, &mut code)?;
+    let insn = vdso.start
+        + find_syscall_insn(&code)
+            .ok_or_else(|| RestoreError::Refused(format!("no syscall in the [vdso] of {pid}")))?
+            as u64;
+    ptrace::seize(pid, Options::PTRACE_O_TRACESYSGOOD)?;
+    let r = close_seized(pid, fd, insn);
+    let d = ptrace::detach(pid);
+    r?;
+    d?;
+    let _ = ours.as_raw_fd();
+    Ok(())
+}
+
+fn close_seized(pid: Pid, fd: i32, insn: u64) -> Result<(), RestoreError> {
+    ptrace::interrupt(pid)?;
+    loop {
+        match ptrace::wait(pid)? {
+            Stop::EventStop(_) => break,
+            Stop::Signal(sig) => {
+                let sig = nix::sys::signal::Signal::try_from(sig).ok();
+                ptrace::cont(pid, sig)?;
+            }
+            Stop::Exited(_) | Stop::Killed(_) => return Ok(()),
+            _ => ptrace::cont(pid, None)?,
+        }
+    }
+    let mask = ptrace::get_sigmask(pid)?;
+    ptrace::set_sigmask(pid, !0)?;
+    let mut remote = Remote::new(pid, Via::SyscallInsn(insn))?;
+    let r = remote.syscall(
+        || format!("close of the userfaultfd (fd {fd})"),
+        libc::SYS_close,
+        &[fd as u64],
+    );
+    remote.restore_regs()?;
+    ptrace::set_sigmask(pid, mask)?;
+    r?;
+    Ok(())
+}

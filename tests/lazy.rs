@@ -1,0 +1,147 @@
+//! `restore --lazy`: the process runs before its anonymous memory is back, its pages
+//! arrive through userfaultfd from a pager that outlives `restore -d`. The workloads
+//! judge their own memory (PASS); a killed pager must leave the process blocked, never
+//! reading zeros; and once every page is in, the process holds no userfaultfd.
+
+mod common;
+
+use common::*;
+use std::ffi::OsStr;
+use std::path::Path;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+fn restore_lazy(env: &Env, dir: &Path) -> CkptOutput {
+    env.ckpt(&[
+        OsStr::new("restore"),
+        OsStr::new("--lazy"),
+        OsStr::new("-d"),
+        OsStr::new("-D"),
+        dir.as_os_str(),
+    ])
+}
+
+/// Waits for the pagers of `dir` to finish (exit 0, reaped: they came to us, the
+/// subreaper), then checks the process no longer holds a userfaultfd.
+fn pagers_done(dir: &Path, pid: i32) {
+    for pager in pagers_of(dir) {
+        let st = reap(pager, Duration::from_secs(30));
+        match st {
+            Some(st) if st != -1 => assert!(
+                libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+                "pager {pager} {}",
+                describe_wait(st)
+            ),
+            // Not ours (yet): wait for it to go.
+            _ => {
+                let t = Instant::now();
+                while exists(pager) && t.elapsed() < Duration::from_secs(30) {
+                    sleep(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    assert!(
+        !has_userfaultfd(pid),
+        "pid {pid} still holds a userfaultfd after its pager finished"
+    );
+}
+
+fn start_big(env: &Env, mib: u32) -> Workload {
+    let bin = workload_bin("lazybig");
+    let w = env.spawn(
+        "lazybig",
+        &bin,
+        &[env.path().as_os_str(), OsStr::new(&mib.to_string())],
+    );
+    env.wait_ready(&w);
+    w
+}
+
+/// Heap, stack, a sparse 64 MiB mapping (holes must read zero), private and shared file
+/// mappings, a read-only region: three lazy cycles.
+#[test]
+fn mem_three_lazy_cycles() {
+    let env = Env::new();
+    let mut w = env.start("mem");
+    for i in 1..=3 {
+        let dir = env.subdir(&format!("img{i}"));
+        env.dump(w.pid, &dir, &[]).ok();
+        env.reap_dumped(w.pid);
+        restore_lazy(&env, &dir).ok();
+        env.track(w.pid);
+        env.check(&mut w);
+        pagers_done(&dir, w.pid);
+        // And still right with every page in and the pager gone.
+        env.check(&mut w);
+    }
+}
+
+/// 512 MiB of distinct pages: `restore --lazy -d` returns far sooner than the eager
+/// restore of the same image, and the process then verifies every page.
+#[test]
+fn big_lazy_is_fast_and_right() {
+    let env = Env::new();
+    let mut w = start_big(&env, 512);
+    let dir = env.subdir("img");
+    env.dump(w.pid, &dir, &[]).ok();
+    env.reap_dumped(w.pid);
+
+    let t = Instant::now();
+    env.restore_detached(&dir).ok();
+    let eager = t.elapsed();
+    env.track(w.pid);
+    env.check(&mut w);
+    env.kill_and_reap(w.pid);
+    // Restored from the same image again: its PASS counter starts over.
+    w.passes = 0;
+
+    let t = Instant::now();
+    restore_lazy(&env, &dir).ok();
+    let lazy = t.elapsed();
+    env.track(w.pid);
+    eprintln!("restore -d of 512 MiB: eager {eager:?}, lazy {lazy:?}");
+    assert!(
+        lazy < Duration::from_millis(100) || lazy < eager / 2,
+        "lazy restore took {lazy:?}, eager {eager:?}"
+    );
+    env.check(&mut w);
+    pagers_done(&dir, w.pid);
+    env.check(&mut w);
+}
+
+/// The pager dies while pages are missing: the process must block at its next missing
+/// page (in handle_userfault), never go on with zeros.
+#[test]
+fn killed_pager_blocks_the_process() {
+    let env = Env::new();
+    let w = start_big(&env, 1024);
+    let dir = env.subdir("img");
+    env.dump(w.pid, &dir, &[]).ok();
+    env.reap_dumped(w.pid);
+    restore_lazy(&env, &dir).ok();
+    env.track(w.pid);
+    let pagers = pagers_of(&dir);
+    assert_eq!(pagers.len(), 1, "one pager for {}", dir.display());
+    signal(pagers[0], libc::SIGKILL);
+    assert!(has_userfaultfd(w.pid), "the process must hold its own uffd");
+    signal(w.pid, libc::SIGUSR1);
+    let t = Instant::now();
+    let mut wchan = String::new();
+    while t.elapsed() < Duration::from_secs(5) {
+        wchan = std::fs::read_to_string(format!("/proc/{}/wchan", w.pid)).unwrap_or_default();
+        if wchan == "handle_userfault" {
+            break;
+        }
+        sleep(Duration::from_millis(10));
+    }
+    assert_eq!(wchan, "handle_userfault", "pid {} is not blocked", w.pid);
+    sleep(Duration::from_millis(300));
+    let out = env.output(&w);
+    assert!(
+        !out.contains("PASS") && !out.contains("FAIL"),
+        "the process went on without its pager: {out}"
+    );
+    env.kill_and_reap(w.pid);
+    let _ = reap(pagers[0], Duration::from_secs(5));
+}
