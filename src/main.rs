@@ -226,7 +226,7 @@ fn run(cli: Cli) -> Result<i32> {
                 pidfile,
                 lazy,
             };
-            let outcome = ckpt_restore::restore(&opts)
+            let outcome = ckpt_restore::restore_with_progress(&opts, &Bar::new())
                 .with_context(|| format!("restore from {}", dir.display()))?;
             Ok(match outcome {
                 ckpt_restore::Outcome::Detached(_) => 0,

@@ -69,6 +69,14 @@ impl Drop for Cleanup {
 }
 
 pub fn restore(opts: &RestoreOptions) -> R<Outcome> {
+    restore_with_progress(opts, &ckpt_images::progress::Quiet)
+}
+
+/// `restore`, reporting the memory copy to `progress`.
+pub fn restore_with_progress(
+    opts: &RestoreOptions,
+    progress: &dyn ckpt_images::progress::Progress,
+) -> R<Outcome> {
     let t0 = Instant::now();
     let dir = ImageDir::open_deferring_pages(&opts.dir)?;
     let inv = dir.inventory();
@@ -96,7 +104,7 @@ pub fn restore(opts: &RestoreOptions) -> R<Outcome> {
 
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| ckpt_sys::Error::sys("pipe2", e))?;
-    let plan = seed_plan(&img, tramp, err_w.as_raw_fd());
+    let plan = seed_plan(&img, tramp, err_w.as_raw_fd(), opts.detach);
     let mut reset = ckpt_sys::process::own_non_default_signals();
     reset.extend([32, 33]);
     debug!(
@@ -119,7 +127,8 @@ pub fn restore(opts: &RestoreOptions) -> R<Outcome> {
     wait_seed(child, err_r)?;
     debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "seed stopped");
 
-    let mut puppet = puppet::Puppet::new(child, &img, &plan, pages_path.clone())?.lazy(opts.lazy);
+    let mut puppet =
+        puppet::Puppet::new(child, &img, &plan, pages_path.clone(), progress)?.lazy(opts.lazy);
     puppet.run(&pages, &reset)?;
     let handoff = puppet.take_handoff();
     drop(puppet);
@@ -260,7 +269,11 @@ fn pick_trampoline(img: &image::ProcessImage) -> R<u64> {
     ))
 }
 
-fn seed_plan(img: &image::ProcessImage, tramp: u64, err_fd: i32) -> seed::SeedPlan {
+/// `detach`: a process restored with `-d` outlives ckpt, so it gets a session of its own
+/// (its dumped session is gone with the dump anyway): closing the terminal ckpt ran in must
+/// not SIGHUP it. In the foreground it stays in ckpt's session and process group, like any
+/// child, unless it led its own.
+fn seed_plan(img: &image::ProcessImage, tramp: u64, err_fd: i32, detach: bool) -> seed::SeedPlan {
     let max_fd = img.fds.iter().map(|f| f.fd).max().unwrap_or(2).max(err_fd);
     let mut vma_files: Vec<(String, i32)> = Vec::new();
     for v in &img.vmas {
@@ -288,7 +301,7 @@ fn seed_plan(img: &image::ProcessImage, tramp: u64, err_fd: i32) -> seed::SeedPl
         personality: c.personality,
         comm: c.comm.clone(),
         no_new_privs: c.no_new_privs,
-        session_leader: c.sid == c.pid,
+        session_leader: c.sid == c.pid || detach,
         group_leader: c.pgid == c.pid,
         nice: c.nice,
         oom_score_adj: c.oom_score_adj,

@@ -38,6 +38,7 @@ pub struct Puppet<'a> {
     /// the userfaultfd to the pager (`lazy`).
     lazy: bool,
     handoff: Option<crate::lazy::Handoff>,
+    progress: &'a dyn ckpt_images::progress::Progress,
 }
 
 type R<T> = Result<T, RestoreError>;
@@ -48,6 +49,7 @@ impl<'a> Puppet<'a> {
         img: &'a ProcessImage,
         plan: &'a SeedPlan,
         pages_path: std::path::PathBuf,
+        progress: &'a dyn ckpt_images::progress::Progress,
     ) -> R<Self> {
         let remote = Remote::new(pid, Via::Trampoline(plan.trampoline))?;
         Ok(Puppet {
@@ -59,6 +61,7 @@ impl<'a> Puppet<'a> {
             pages_path,
             lazy: false,
             handoff: None,
+            progress,
         })
     }
 
@@ -310,12 +313,21 @@ impl<'a> Puppet<'a> {
             // The pager hashes the pages file while it serves (lazy.rs).
             return self.copy_pages(pages, with_pages);
         }
+        let total: u64 = self
+            .img
+            .runs
+            .iter()
+            .map(|r| r.nr_pages * PAGE_SIZE as u64)
+            .sum();
+        self.progress.begin("restoring memory", total);
         let digest = std::thread::scope(|s| {
             let hasher = s.spawn(|| xxhash_rust::xxh3::xxh3_64(pages.bytes()));
             let copied = self.copy_pages(pages, with_pages);
             let digest = hasher.join().expect("the hashing thread does not panic");
             copied.map(|()| digest)
-        })?;
+        });
+        self.progress.end();
+        let digest = digest?;
         if digest != self.img.pages_xxh3 {
             return Err(RestoreError::Image(ckpt_images::ImageError::Checksum {
                 path: self.pages_path.clone(),
@@ -380,6 +392,7 @@ impl<'a> Puppet<'a> {
                     let len = (r.nr_pages * page - done).min(UFFD_CHUNK);
                     let src = pages.slice(r.offset + done, len)?;
                     uffd.copy(r.vaddr + done, src)?;
+                    self.progress.advance(len);
                     done += len;
                 }
                 i += 1;
@@ -408,6 +421,7 @@ impl<'a> Puppet<'a> {
             }
             let src = pages.slice(start_off, len)?;
             mem::write_ranges(self.pid, &ranges, src)?;
+            self.progress.advance(len);
         }
         if let (true, Some(fd)) = (self.lazy, uffd.as_ref().map(|u| u.1)) {
             // The process keeps its own copy, above every restored and helper fd: while
@@ -528,6 +542,7 @@ impl<'a> Puppet<'a> {
                     Some(u) if by_uffd[vi] => u.copy(vaddr, data)?,
                     _ => mem::write(self.pid, vaddr, data)?,
                 }
+                self.progress.advance(data.len() as u64);
                 if run_end > frame_end {
                     break;
                 }
