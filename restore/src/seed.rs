@@ -115,6 +115,17 @@ fn place_fifo(f: &pb::Fd, flags: OFlag, spare: RawFd) -> Result<(), String> {
     Ok(())
 }
 
+/// The close-on-exec flag belongs to the fd, not to the file description a dup shares.
+fn set_cloexec(fd: RawFd, on: bool) -> Result<(), String> {
+    let flags = if on {
+        FdFlag::FD_CLOEXEC
+    } else {
+        FdFlag::empty()
+    };
+    fcntl(fd, FcntlArg::F_SETFD(flags)).map_err(|e| format!("fd {fd}: F_SETFD: {e}"))?;
+    Ok(())
+}
+
 fn prepare(p: &SeedPlan) -> Result<(), String> {
     if p.session_leader {
         nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
@@ -143,13 +154,7 @@ fn prepare(p: &SeedPlan) -> Result<(), String> {
             // Shares the open file description (offset, flags) of a lower fd.
             dup2(f.dup_of, f.fd)
                 .map_err(|e| format!("fd {}: dup of fd {}: {e}", f.fd, f.dup_of))?;
-            let fdflags = if f.cloexec {
-                FdFlag::FD_CLOEXEC
-            } else {
-                FdFlag::empty()
-            };
-            fcntl(f.fd, FcntlArg::F_SETFD(fdflags))
-                .map_err(|e| format!("fd {}: F_SETFD: {e}", f.fd))?;
+            set_cloexec(f.fd, f.cloexec)?;
             continue;
         }
         let mut flags = OFlag::from_bits_retain(f.flags as i32) - drop;
@@ -170,13 +175,7 @@ fn prepare(p: &SeedPlan) -> Result<(), String> {
             // Directory offsets are cookies of the filesystem; best effort.
             let _ = lseek(f.fd, f.pos as i64, Whence::SeekSet);
         }
-        let fdflags = if f.cloexec {
-            FdFlag::FD_CLOEXEC
-        } else {
-            FdFlag::empty()
-        };
-        fcntl(f.fd, FcntlArg::F_SETFD(fdflags))
-            .map_err(|e| format!("fd {}: F_SETFD: {e}", f.fd))?;
+        set_cloexec(f.fd, f.cloexec)?;
     }
 
     if p.root != "/" {
