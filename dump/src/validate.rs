@@ -27,6 +27,13 @@ pub fn before_seize(pid: Pid) -> Result<(), DumpError> {
             status.tgid
         )));
     }
+    // Restore cannot reinstall filters yet: dropping them silently would unsandbox it.
+    if status.seccomp.unwrap_or(0) != 0 {
+        return Err(refuse(format!(
+            "pid {pid} runs under seccomp mode {}; seccomp is not supported yet",
+            status.seccomp.unwrap_or(0)
+        )));
+    }
     check_not_self_or_ancestor(pid)?;
     match stat.state {
         'Z' | 'X' => return Err(refuse(format!("pid {pid} is a zombie (it has exited)"))),

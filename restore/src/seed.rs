@@ -140,7 +140,8 @@ fn prepare(p: &SeedPlan) -> Result<(), String> {
     for (i, (path, flags)) in p.vma_files.iter().enumerate() {
         place(
             path,
-            OFlag::from_bits_retain(*flags) | OFlag::O_CLOEXEC,
+            // Only the access mode: the image is untrusted (no O_TRUNC/O_CREAT here).
+            (OFlag::from_bits_retain(*flags) & OFlag::O_ACCMODE) | OFlag::O_CLOEXEC,
             p.vma_fd(i),
         )
         .map_err(|e| format!("mapped file: {e}"))?;
@@ -164,6 +165,7 @@ fn prepare(p: &SeedPlan) -> Result<(), String> {
         if f.kind == pb::FdKind::FdFifo as i32 {
             place_fifo(f, flags, p.helper_end())
                 .map_err(|e| format!("fd {} (FIFO {}): {e}", f.fd, f.path))?;
+            set_cloexec(f.fd, f.cloexec)?;
             continue;
         }
         place(&f.path, flags, f.fd).map_err(|e| format!("fd {}: {e}", f.fd))?;
