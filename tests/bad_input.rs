@@ -340,3 +340,39 @@ fn restore_with_executable_gone() {
     out.failed_naming(&exe.to_string_lossy());
     env.assert_gone(w.pid);
 }
+
+/// A flipped byte in the pages file is found before any process is created: the pages
+/// are verified (on every CPU) before the seed is forked, and the error names the damaged
+/// range. The debug log shows the seed was never forked.
+#[test]
+fn corrupted_pages_refused_before_any_process_exists() {
+    let env = Env::new();
+    let (pid, dir) = dumped(&env);
+    let victim = largest(image_files(&dir, "pages-"));
+    flip_middle_byte(&victim);
+    let log = env.path().join("restore.log");
+    let restore_logged = || {
+        env.ckpt(&[
+            OsStr::new("-vv"),
+            OsStr::new("--log-file"),
+            log.as_os_str(),
+            OsStr::new("restore"),
+            OsStr::new("-D"),
+            dir.as_os_str(),
+            OsStr::new("-d"),
+        ])
+    };
+    let out = restore_logged();
+    let line = out.failed_naming(&file_name(&victim));
+    assert!(line.contains("checksum mismatch in bytes"), "{out}");
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    assert!(!text.contains("forking the seed"), "a seed was forked: {text}");
+    env.assert_gone(pid);
+    // The same log does show the seed when the byte is put back and the restore goes on.
+    flip_middle_byte(&victim);
+    let out = restore_logged();
+    assert!(out.success(), "{out}");
+    env.track(pid);
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.contains("forking the seed"), "{text}");
+}

@@ -4,6 +4,7 @@
 //! looks complete; it lists every other file with its size and xxh3, and is sealed by a
 //! checksum of its own bytes.
 
+use crate::chunks::ChunkHasher;
 use crate::error::{ImageError, Result};
 use crate::header::Kind;
 use crate::names;
@@ -100,6 +101,7 @@ impl ImageSink {
             name: name.into(),
             size,
             xxh3,
+            ..Default::default()
         });
         Ok(())
     }
@@ -110,11 +112,13 @@ impl ImageSink {
     }
 
     pub fn commit_pages(&mut self, id: u32, w: PagesWriter) -> Result<()> {
-        let (_file, size, xxh3) = w.finish()?;
+        let (_file, size, chunk_xxh3, xxh3) = w.finish()?;
         self.files.push(pb::ImageFile {
             name: names::pages(id),
             size,
             xxh3,
+            chunk_size: crate::chunks::CHUNK_SIZE,
+            chunk_xxh3,
         });
         Ok(())
     }
@@ -206,8 +210,8 @@ impl ImageDir {
     }
 
     /// Like `open`, but pages files only have their size checked: their checksum is left
-    /// to a reader that streams through them anyway (restore hashes each page as it copies
-    /// it, and refuses the result before the process runs), saving a whole pass.
+    /// to the caller, who maps them and verifies their chunks on every CPU
+    /// (`chunks::verify`) or chunk by chunk as it uses them (the lazy pager).
     pub fn open_deferring_pages(dir: &Path) -> Result<Self> {
         let d = Self::open_unverified(dir)?;
         for f in &d.inventory.files {
@@ -263,6 +267,12 @@ impl ImageDir {
                 expected: f.size,
             });
         }
+        let chunked = f.chunk_size != 0;
+        let mut chunks = if chunked {
+            Some(ChunkHasher::new(crate::chunks::check_entry(&path, f)?))
+        } else {
+            None
+        };
         let mut hash = Xxh3::new();
         let mut buf = vec![0u8; 1 << 20];
         // A file growing while it is read is not read past its recorded size (+1 to notice).
@@ -274,7 +284,10 @@ impl ImageDir {
                 break;
             }
             read += n as u64;
-            hash.update(&buf[..n]);
+            match &mut chunks {
+                Some(c) => c.update(&buf[..n]),
+                None => hash.update(&buf[..n]),
+            }
         }
         if read != f.size {
             return Err(ImageError::Size {
@@ -283,7 +296,11 @@ impl ImageDir {
                 expected: f.size,
             });
         }
-        if hash.digest() != f.xxh3 {
+        let ok = match chunks {
+            Some(c) => c.finish().0 == f.chunk_xxh3,
+            None => hash.digest() == f.xxh3,
+        };
+        if !ok {
             return Err(ImageError::Checksum { path });
         }
         Ok(())

@@ -6,7 +6,7 @@ use std::path::Path;
 pub const MAGIC: [u8; 4] = *b"CKPT";
 pub const HEADER_LEN: usize = 8;
 /// Bumped whenever old code would misread new images.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 
 /// What an image file holds; stored in the header so a file renamed by mistake is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,6 +2,7 @@
 //! checksums and the raw page store. This crate knows nothing about processes; it only
 //! turns records into files and back, and refuses anything it cannot trust.
 
+pub mod chunks;
 pub mod diff;
 pub mod dir;
 pub mod error;

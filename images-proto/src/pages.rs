@@ -1,12 +1,12 @@
 //! The raw page store: `pages-<id>.img` is a header padded to one page, then page contents
 //! back to back, 4 KiB aligned, so a restore can map the file and copy straight out of it.
 
+use crate::chunks::{ChunkHasher, CHUNK_SIZE};
 use crate::error::{ImageError, Result};
 use crate::header::{self, Kind};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use xxhash_rust::xxh3::Xxh3;
 
 pub const PAGE_SIZE: usize = 4096;
 pub const FRAME_MAGIC: [u8; 4] = *b"ZFRM";
@@ -69,7 +69,7 @@ pub fn zstd_frames(file: &File, path: &Path, size: u64) -> Result<Vec<Frame>> {
 pub struct PagesWriter {
     file: File,
     path: PathBuf,
-    hash: Xxh3,
+    hash: ChunkHasher,
     offset: u64,
 }
 
@@ -80,7 +80,7 @@ impl PagesWriter {
         first[..header::HEADER_LEN].copy_from_slice(&header::encode(Kind::Pages));
         file.write_all(&first)
             .map_err(|e| ImageError::io(&path, e))?;
-        let mut hash = Xxh3::new();
+        let mut hash = ChunkHasher::new(CHUNK_SIZE);
         hash.update(&first);
         Ok(PagesWriter {
             file,
@@ -123,8 +123,10 @@ impl PagesWriter {
         Ok(at)
     }
 
-    pub fn finish(self) -> Result<(File, u64, u64)> {
-        Ok((self.file, self.offset, self.hash.digest()))
+    /// The file, its size, and its chunk checksums with the checksum over them.
+    pub fn finish(self) -> Result<(File, u64, Vec<u64>, u64)> {
+        let (chunks, top) = self.hash.finish();
+        Ok((self.file, self.offset, chunks, top))
     }
 }
 

@@ -178,6 +178,7 @@ fn valid_inventory() -> Vec<u8> {
                 name: (*n).into(),
                 size: 100,
                 xxh3: 7,
+                ..Default::default()
             })
             .collect(),
         dumped_at_unix_ms: 1_700_000_000_000,

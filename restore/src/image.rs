@@ -14,7 +14,8 @@ pub struct ProcessImage {
     pub vmas: Vec<pb::Vma>,
     pub pages_id: u32,
     /// Checksum of the pages file, verified while its pages are copied.
-    pub pages_xxh3: u64,
+    /// The pages file's inventory entry: its size and chunk checksums.
+    pub pages_entry: pb::ImageFile,
     /// The zstd frames of a compressed pages file (None: raw pages).
     pub frames: Option<Vec<ckpt_images::pages::Frame>>,
     pub runs: Vec<pb::PageRun>,
@@ -163,7 +164,7 @@ pub fn load(d: &ImageDir, pid: i32) -> Result<ProcessImage, RestoreError> {
         mm,
         vmas,
         pages_id: head.pages_id,
-        pages_xxh3: pages_entry.xxh3,
+        pages_entry: pages_entry.clone(),
         frames,
         runs,
         fds,

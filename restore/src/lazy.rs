@@ -396,7 +396,7 @@ pub fn serve(
     h: Handoff,
     runs: &[pb::PageRun],
     file: &[u8],
-    pages_xxh3: u64,
+    pages_entry: &pb::ImageFile,
 ) -> Result<Summary, RestoreError> {
     let t0 = Instant::now();
     let pidfd = ckpt_sys::uffd::pidfd_open(pid)?;
@@ -405,7 +405,14 @@ pub fn serve(
     let mut remaps: Vec<(u64, u64)> = Vec::new();
     let res: Result<(), RestoreError> = std::thread::scope(|s| {
         let hasher = s.spawn(|| {
-            let ok = xxhash_rust::xxh3::xxh3_64(file) == pages_xxh3;
+            let ok = ckpt_images::chunks::verify(
+                std::path::Path::new(&pages_entry.name),
+                file,
+                pages_entry,
+                1,
+                &|_, _| (),
+            )
+            .is_ok();
             if !ok {
                 tracing::error!(
                     %pid,

@@ -99,6 +99,15 @@ pub fn restore_with_progress(
     check_host(inv, &img)?;
     let (pages_file, pages_path) = dir.open_pages(img.pages_id)?;
     let map = ckpt_sys::process::map_file(&pages_file)?;
+    if !opts.lazy {
+        // Every byte is checked before any process exists, on every CPU; populating the
+        // mapping here also spares the copy its page faults later.
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        ckpt_images::chunks::verify(&pages_path, &map, &img.pages_entry, cpus, &|off, len| {
+            ckpt_sys::process::populate_read(&map, off, len)
+        })?;
+        debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "pages file verified");
+    }
     let pages = PagesReader::new(&pages_path, map)?;
     let tramp = pick_trampoline(&img)?;
 
@@ -112,6 +121,7 @@ pub fn restore_with_progress(
         "images verified and loaded"
     );
 
+    debug!(pid, "forking the seed");
     let child = match ckpt_sys::process::fork_with_pid(Pid::from_raw(pid)) {
         Ok(Forked::Child) => seed::run(&plan),
         Ok(Forked::Parent(p)) => p,
@@ -143,7 +153,7 @@ pub fn restore_with_progress(
             // The pager: a copy of (still single-threaded) ckpt that outlives it.
             if ckpt_sys::uffd::fork_single_threaded()?.is_none() {
                 ckpt_sys::uffd::become_pager();
-                let code = match lazy::serve(child, h, &img.runs, pages.bytes(), img.pages_xxh3) {
+                let code = match lazy::serve(child, h, &img.runs, pages.bytes(), &img.pages_entry) {
                     Ok(_) => 0,
                     Err(e) => {
                         tracing::error!("lazy pager of pid {pid}: {e}");
@@ -154,7 +164,7 @@ pub fn restore_with_progress(
             }
             return Ok(Outcome::Detached(pid));
         }
-        if let Err(e) = lazy::serve(child, h, &img.runs, pages.bytes(), img.pages_xxh3) {
+        if let Err(e) = lazy::serve(child, h, &img.runs, pages.bytes(), &img.pages_entry) {
             tracing::error!("lazy restore of pid {pid}: {e}");
         }
     } else if opts.detach {

@@ -300,17 +300,14 @@ impl<'a> Puppet<'a> {
         Ok(())
     }
 
-    /// Copies every dumped page into place straight from the mapped pages file, while a
-    /// second thread hashes the file: the pages file's checksum is checked here, on the
-    /// other CPU, not in a pass of its own before, and a mismatch fails the restore before
-    /// the process ever runs.
+    /// Copies every dumped page into place straight from the mapped pages file (verified
+    /// before the seed was forked, `lib.rs`; the lazy pager verifies as it serves).
     ///
     /// Anonymous memory is filled with UFFDIO_COPY (allocate + copy, no fault, no zeroing);
     /// the rest (written pages of private file mappings, huge-page memory, which
     /// UFFDIO_COPY would split into 4 KiB pages) with batched process_vm_writev.
     fn fill(&mut self, pages: &PagesReader<impl AsRef<[u8]> + Sync>, with_pages: &[bool]) -> R<()> {
         if self.lazy {
-            // The pager hashes the pages file while it serves (lazy.rs).
             return self.copy_pages(pages, with_pages);
         }
         let total: u64 = self
@@ -320,20 +317,9 @@ impl<'a> Puppet<'a> {
             .map(|r| r.nr_pages * PAGE_SIZE as u64)
             .sum();
         self.progress.begin("restoring memory", total);
-        let digest = std::thread::scope(|s| {
-            let hasher = s.spawn(|| xxhash_rust::xxh3::xxh3_64(pages.bytes()));
-            let copied = self.copy_pages(pages, with_pages);
-            let digest = hasher.join().expect("the hashing thread does not panic");
-            copied.map(|()| digest)
-        });
+        let copied = self.copy_pages(pages, with_pages);
         self.progress.end();
-        let digest = digest?;
-        if digest != self.img.pages_xxh3 {
-            return Err(RestoreError::Image(ckpt_images::ImageError::Checksum {
-                path: self.pages_path.clone(),
-            }));
-        }
-        Ok(())
+        copied
     }
 
     fn copy_pages(&mut self, pages: &PagesReader<impl AsRef<[u8]>>, with_pages: &[bool]) -> R<()> {
@@ -370,6 +356,8 @@ impl<'a> Puppet<'a> {
 
         let page = PAGE_SIZE as u64;
         let runs = &img.runs;
+        // UFFDIO_COPY pieces, done on every CPU once the process_vm_writev part is done.
+        let mut uffd_jobs: Vec<(u64, &[u8])> = Vec::new();
         let mut vi = 0;
         let mut i = 0;
         if let Some(frames) = img.frames.as_deref() {
@@ -381,7 +369,7 @@ impl<'a> Puppet<'a> {
             while img.vmas[vi].end <= runs[i].vaddr {
                 vi += 1;
             }
-            if let (true, Some((uffd, _))) = (by_uffd[vi], &uffd) {
+            if let (true, Some(_)) = (by_uffd[vi], &uffd) {
                 if self.lazy {
                     i += 1;
                     continue;
@@ -390,9 +378,7 @@ impl<'a> Puppet<'a> {
                 let mut done = 0;
                 while done < r.nr_pages * page {
                     let len = (r.nr_pages * page - done).min(UFFD_CHUNK);
-                    let src = pages.slice(r.offset + done, len)?;
-                    uffd.copy(r.vaddr + done, src)?;
-                    self.progress.advance(len);
+                    uffd_jobs.push((r.vaddr + done, pages.slice(r.offset + done, len)?));
                     done += len;
                 }
                 i += 1;
@@ -422,6 +408,9 @@ impl<'a> Puppet<'a> {
             let src = pages.slice(start_off, len)?;
             mem::write_ranges(self.pid, &ranges, src)?;
             self.progress.advance(len);
+        }
+        if let Some((uffd, _)) = &uffd {
+            copy_parallel(uffd, &uffd_jobs, self.progress)?;
         }
         if let (true, Some(fd)) = (self.lazy, uffd.as_ref().map(|u| u.1)) {
             // The process keeps its own copy, above every restored and helper fd: while
@@ -812,4 +801,40 @@ impl<'a> Puppet<'a> {
         ptrace::set_sigmask(self.pid, t.sigmask)?;
         Ok(())
     }
+}
+
+/// Runs UFFDIO_COPY pieces on every CPU. The pages file is already verified and mapped in,
+/// so each piece is a page allocation + copy in the kernel, and the pieces are independent:
+/// threads take the next one from a shared counter.
+fn copy_parallel(
+    uffd: &ckpt_sys::uffd::Uffd,
+    jobs: &[(u64, &[u8])],
+    progress: &dyn ckpt_images::progress::Progress,
+) -> R<()> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let work = || -> R<()> {
+        while !failed.load(Relaxed) {
+            let Some(&(dst, src)) = jobs.get(next.fetch_add(1, Relaxed)) else {
+                return Ok(());
+            };
+            if let Err(e) = uffd.copy(dst, src) {
+                failed.store(true, Relaxed);
+                return Err(e.into());
+            }
+            progress.advance(src.len() as u64);
+        }
+        Ok(())
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let helpers = cpus.min(jobs.len()).saturating_sub(1);
+    std::thread::scope(|s| {
+        let others: Vec<_> = (0..helpers).map(|_| s.spawn(work)).collect();
+        let mine = work();
+        others
+            .into_iter()
+            .map(|t| t.join().expect("a copy thread does not panic"))
+            .fold(mine, |acc, r| acc.and(r))
+    })
 }

@@ -225,6 +225,13 @@ pub fn map_file(file: &std::fs::File) -> Result<memmap2::Mmap> {
         .map_err(|e| Error::Other(format!("mmap of pages file: {e}")))
 }
 
+/// Maps `len` bytes of a file mapping at `offset` in one call (MADV_POPULATE_READ), instead
+/// of a page fault per fault-around window when they are first read. Best effort: a
+/// kernel without it just faults them in later.
+pub fn populate_read(map: &memmap2::Mmap, offset: usize, len: usize) {
+    let _ = map.advise_range(memmap2::Advice::PopulateRead, offset, len);
+}
+
 /// Signals whose disposition in the calling process is not SIG_DFL: a forked restore seed
 /// inherits them (Rust's runtime ignores SIGPIPE and handles SIGSEGV/SIGBUS), so they
 /// must be reset where the image does not set them.
