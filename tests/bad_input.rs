@@ -366,7 +366,10 @@ fn corrupted_pages_refused_before_any_process_exists() {
     let line = out.failed_naming(&file_name(&victim));
     assert!(line.contains("checksum mismatch in bytes"), "{out}");
     let text = fs::read_to_string(&log).unwrap_or_default();
-    assert!(!text.contains("forking the seed"), "a seed was forked: {text}");
+    assert!(
+        !text.contains("forking the seed"),
+        "a seed was forked: {text}"
+    );
     env.assert_gone(pid);
     // The same log does show the seed when the byte is put back and the restore goes on.
     flip_middle_byte(&victim);

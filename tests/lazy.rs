@@ -145,3 +145,51 @@ fn killed_pager_blocks_the_process() {
     env.kill_and_reap(w.pid);
     let _ = reap(pagers[0], Duration::from_secs(5));
 }
+
+/// A damaged chunk of the pages file in a lazy restore: the pager checks each 16 MiB chunk
+/// before it serves a page of it, so it kills the process (which never reports FAIL: it
+/// saw no byte of the chunk) and exits non-zero instead of serving it.
+#[test]
+fn damaged_pages_kill_the_lazy_process_before_it_reads_them() {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let env = Env::new();
+    let w = start_big(&env, 64);
+    let dir = env.subdir("img");
+    env.dump(w.pid, &dir, &[]).ok();
+    env.reap_dumped(w.pid);
+    // The middle of the file: the workload's big region (the chunk holding the rseq area,
+    // which the restore itself writes before the process runs, is checked up front).
+    let pages = dir.join("pages-1.img");
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&pages)
+        .unwrap();
+    let at = f.metadata().unwrap().len() / 2;
+    let mut b = [0u8];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut b).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&[b[0] ^ 0x55]).unwrap();
+    drop(f);
+
+    restore_lazy(&env, &dir).ok();
+    env.track(w.pid);
+    let pagers = pagers_of(&dir);
+    assert_eq!(pagers.len(), 1, "one pager for {}", dir.display());
+    signal(w.pid, libc::SIGUSR1);
+    let st = reap(w.pid, Duration::from_secs(10)).expect("the process was not killed");
+    assert!(
+        libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGKILL,
+        "pid {} {}",
+        w.pid,
+        describe_wait(st)
+    );
+    assert!(!env.output(&w).contains("FAIL"), "{}", env.output(&w));
+    let st = reap(pagers[0], Duration::from_secs(10)).expect("the pager did not exit");
+    assert!(
+        libc::WIFEXITED(st) && libc::WEXITSTATUS(st) != 0,
+        "pager {}",
+        describe_wait(st)
+    );
+}

@@ -20,8 +20,10 @@
 //!   a bitmap. It holds `lock` across "check the bitmap, copy", and the event handlers
 //!   hold it while they mark: a page dropped by MADV_DONTNEED is never refilled with
 //!   stale data.
-//! - a third thread hashes the pages file: a mismatch kills the process (it is already
-//!   running; the eager restore checks before it runs).
+//! - every copy first checks the 16 MiB chunks of the pages file it reads from (each
+//!   chunk hashed once, by whichever thread needs it first): a damaged chunk kills the
+//!   process before any byte of it is placed, so a lazily restored process never runs on
+//!   a page that does not match its checksum either.
 //!
 //! When every page is in: UFFDIO_UNREGISTER of every range, the process's own copy of
 //! the fd is closed by a syscall injected through its [vdso] (seize, interrupt, close,
@@ -35,7 +37,7 @@ use ckpt_sys::uffd::{Event, Fill, Uffd};
 use ckpt_sys::Pid;
 use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
@@ -45,6 +47,9 @@ const PAGE: u64 = PAGE_SIZE as u64;
 const CHUNK_PAGES: u64 = 1024;
 /// Pages per fault cluster (64 KiB, aligned).
 const CLUSTER_PAGES: u64 = 16;
+const UNCHECKED: u8 = 0;
+const GOOD: u8 = 1;
+const BAD: u8 = 2;
 
 /// What the puppet leaves for the pager.
 pub struct Handoff {
@@ -83,6 +88,11 @@ struct Pages<'a> {
     base: Vec<u64>,
     bits: Vec<AtomicU64>,
     file: &'a [u8],
+    /// The pages file's chunk checksums and, per chunk, UNCHECKED, GOOD or BAD.
+    entry: &'a pb::ImageFile,
+    checked: Vec<AtomicU8>,
+    pid: Pid,
+    corrupt: AtomicBool,
     lock: Mutex<()>,
     stop: AtomicBool,
     copier_done: AtomicBool,
@@ -92,7 +102,14 @@ struct Pages<'a> {
 }
 
 impl<'a> Pages<'a> {
-    fn new(uffd: &'a Uffd, ranges: &[(u64, u64)], runs: &[pb::PageRun], file: &'a [u8]) -> Self {
+    fn new(
+        uffd: &'a Uffd,
+        ranges: &[(u64, u64)],
+        runs: &[pb::PageRun],
+        file: &'a [u8],
+        entry: &'a pb::ImageFile,
+        pid: Pid,
+    ) -> Self {
         let runs: Vec<pb::PageRun> = runs
             .iter()
             .filter(|r| ranges.iter().any(|&(s, e)| r.vaddr >= s && r.vaddr < e))
@@ -110,6 +127,12 @@ impl<'a> Pages<'a> {
             base,
             bits: (0..total.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
             file,
+            entry,
+            checked: (0..entry.chunk_xxh3.len())
+                .map(|_| AtomicU8::new(UNCHECKED))
+                .collect(),
+            pid,
+            corrupt: AtomicBool::new(false),
             lock: Mutex::new(()),
             stop: AtomicBool::new(false),
             copier_done: AtomicBool::new(false),
@@ -137,6 +160,41 @@ impl<'a> Pages<'a> {
         let r = &self.runs[ri];
         let p = (addr - r.vaddr) / PAGE;
         (p < r.nr_pages).then_some((ri, p))
+    }
+
+    /// Whether every chunk of the pages file that [off, off+len) touches matches its
+    /// checksum (hashing the ones not checked yet). A bad chunk kills the process, which
+    /// has not seen a byte of it, and stops the pager.
+    fn verified(&self, off: usize, len: usize) -> bool {
+        let cs = self.entry.chunk_size as usize;
+        for i in off / cs..(off + len).div_ceil(cs) {
+            let state = &self.checked[i];
+            if state.load(Relaxed) == UNCHECKED {
+                let ok = ckpt_images::chunks::chunk_ok(
+                    self.file,
+                    cs,
+                    i,
+                    self.entry.chunk_xxh3[i],
+                    &|_, _| (),
+                );
+                state.store(if ok { GOOD } else { BAD }, Relaxed);
+            }
+            if state.load(Relaxed) == BAD {
+                if !self.corrupt.swap(true, Relaxed) {
+                    tracing::error!(
+                        pid = %self.pid,
+                        "{}: checksum mismatch in bytes {}..{}: killing the lazily restored process before it reads them",
+                        self.entry.name,
+                        i * cs,
+                        ((i + 1) * cs).min(self.file.len())
+                    );
+                    let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+                }
+                self.stop.store(true, Relaxed);
+                return false;
+            }
+        }
+        true
     }
 
     fn unset(&self, ri: usize, p: u64) -> bool {
@@ -169,6 +227,9 @@ impl<'a> Pages<'a> {
         let r = &self.runs[ri];
         let off = (r.offset + p * PAGE) as usize;
         let src = &self.file[off..off + ((q - p) * PAGE) as usize];
+        if !self.verified(off, src.len()) {
+            return Step::Gone;
+        }
         let dst = (r.vaddr + p * PAGE).wrapping_add(delta);
         let res = match target.copy_once(dst, src) {
             Ok(f) => f,
@@ -400,38 +461,27 @@ pub fn serve(
 ) -> Result<Summary, RestoreError> {
     let t0 = Instant::now();
     let pidfd = ckpt_sys::uffd::pidfd_open(pid)?;
-    let pages = Pages::new(&h.uffd, &h.ranges, runs, file);
+    ckpt_images::chunks::check_entry(std::path::Path::new(&pages_entry.name), pages_entry)?;
+    if pages_entry.size != file.len() as u64 {
+        return Err(RestoreError::Refused(format!(
+            "{}: {} bytes mapped, inventory says {}",
+            pages_entry.name,
+            file.len(),
+            pages_entry.size
+        )));
+    }
+    let pages = Pages::new(&h.uffd, &h.ranges, runs, file, pages_entry, pid);
     let mut sum = Summary::default();
     let mut remaps: Vec<(u64, u64)> = Vec::new();
     let res: Result<(), RestoreError> = std::thread::scope(|s| {
-        let hasher = s.spawn(|| {
-            let ok = ckpt_images::chunks::verify(
-                std::path::Path::new(&pages_entry.name),
-                file,
-                pages_entry,
-                1,
-                &|_, _| (),
-            )
-            .is_ok();
-            if !ok {
-                tracing::error!(
-                    %pid,
-                    "the pages file does not match its checksum: killing the lazily restored process"
-                );
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                pages.stop.store(true, Relaxed);
-            }
-            ok
-        });
         let copier = s.spawn(|| pages.copier());
         let r = fault_loop(&pages, &h, &pidfd, &mut remaps, &mut sum);
         pages.stop.store(true, Relaxed);
         let _ = copier.join();
-        if !hasher.join().unwrap_or(false) {
-            return Err(RestoreError::Image(ckpt_images::ImageError::invalid(
-                "pages file",
-                "checksum mismatch (found during a lazy restore)",
-            )));
+        if pages.corrupt.load(Relaxed) {
+            return Err(RestoreError::Image(ckpt_images::ImageError::Checksum {
+                path: pages_entry.name.clone().into(),
+            }));
         }
         r
     });

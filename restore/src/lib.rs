@@ -99,7 +99,10 @@ pub fn restore_with_progress(
     check_host(inv, &img)?;
     let (pages_file, pages_path) = dir.open_pages(img.pages_id)?;
     let map = ckpt_sys::process::map_file(&pages_file)?;
-    if !opts.lazy {
+    if opts.lazy {
+        // The pager verifies each chunk before it serves a page of it (lazy.rs).
+        ckpt_images::chunks::check_entry(&pages_path, &img.pages_entry)?;
+    } else {
         // Every byte is checked before any process exists, on every CPU; populating the
         // mapping here also spares the copy its page faults later.
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());

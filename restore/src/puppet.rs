@@ -443,7 +443,26 @@ impl<'a> Puppet<'a> {
                     let end = run.vaddr + run.nr_pages * page;
                     for at in [first, last] {
                         if at >= run.vaddr && at < end {
-                            let src = pages.slice(run.offset + (at - run.vaddr), page)?;
+                            let off = run.offset + (at - run.vaddr);
+                            let src = pages.slice(off, page)?;
+                            // Not verified up front in a lazy restore: check its chunk.
+                            let e = &self.img.pages_entry;
+                            let cs = e.chunk_size as usize;
+                            let i = off as usize / cs;
+                            let want = e.chunk_xxh3.get(i).copied().unwrap_or(!0);
+                            if !ckpt_images::chunks::chunk_ok(
+                                pages.bytes(),
+                                cs,
+                                i,
+                                want,
+                                &|_, _| (),
+                            ) {
+                                return Err(RestoreError::Image(
+                                    ckpt_images::ImageError::Checksum {
+                                        path: self.pages_path.clone(),
+                                    },
+                                ));
+                            }
                             match uffd.copy_once(at, src)? {
                                 ckpt_sys::uffd::Fill::Done | ckpt_sys::uffd::Fill::Exists(_) => {}
                                 other => {
