@@ -599,7 +599,12 @@ fn remove_remote_fd(pid: Pid, fd: i32, ours: i32) -> Result<(), RestoreError> {
         + find_syscall_insn(&code)
             .ok_or_else(|| RestoreError::Refused(format!("no syscall in the [vdso] of {pid}")))?
             as u64;
-    ptrace::seize(pid, Options::PTRACE_O_TRACESYSGOOD)?;
+    // EXITKILL: a pager that dies while the close is injected (registers and mask
+    // swapped) must not leave the process to run on with them.
+    ptrace::seize(
+        pid,
+        Options::PTRACE_O_TRACESYSGOOD | Options::PTRACE_O_EXITKILL,
+    )?;
     let r = close_seized(pid, fd, insn);
     let d = ptrace::detach(pid);
     r?;
