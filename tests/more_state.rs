@@ -7,6 +7,10 @@ mod common;
 
 use common::*;
 use std::ffi::OsStr;
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 const CYCLES: usize = 2;
 
@@ -81,4 +85,87 @@ fn caps_user_ambient_bounding_and_securebits() {
         );
     }
     notices_corruption(&env, &w);
+}
+
+// ------------------------------------------------------------------ RLIMIT_NOFILE
+
+/// `ckpt restore -D DIR -d`, run by `sh -c 'ULIMIT; exec ckpt ...'`: ckpt starts with
+/// the limits the ulimit commands set.
+fn restore_under_ulimit(env: &Env, dir: &Path, ulimit: &str) -> CkptOutput {
+    let script = format!("{ulimit} && exec \"$0\" restore -D \"$1\" -d");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .arg(CKPT)
+        .arg(dir)
+        .current_dir(env.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sh");
+    let pid = child.id() as i32;
+    env.track(pid);
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < CKPT_TIMEOUT,
+            "`{script}` hung for {CKPT_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().unwrap();
+    env.untrack(pid);
+    CkptOutput {
+        args: vec!["(sh -c)".into(), script.into()],
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The workload holds fd 4000; ckpt restores it with a soft RLIMIT_NOFILE of 1024 (it
+/// raises its soft limit for the seed), and the process gets its own limits back.
+#[test]
+fn high_fd_restores_under_low_soft_nofile() {
+    let env = Env::new();
+    let mut w = start_with(&env, "devices", &[]);
+    env.check(&mut w);
+    let limits = fs::read_to_string(format!("/proc/{}/limits", w.pid)).unwrap();
+    let nofile = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("Max open files"))
+            .map(str::to_string)
+    };
+    for i in 1..=CYCLES {
+        let dir = env.subdir(&format!("img{i}"));
+        env.dump(w.pid, &dir, &[]).ok();
+        env.reap_dumped(w.pid);
+        let out = restore_under_ulimit(&env, &dir, "ulimit -Sn 1024");
+        assert!(out.success(), "restore under ulimit -Sn 1024: {out}");
+        env.track(w.pid);
+        assert_running_untraced(w.pid);
+        env.check(&mut w);
+        let now = fs::read_to_string(format!("/proc/{}/limits", w.pid)).unwrap();
+        assert_eq!(nofile(&now), nofile(&limits), "cycle {i}");
+    }
+    notices_corruption(&env, &w);
+}
+
+/// With a hard limit too low for fd 4000, the restore fails with one clear line naming
+/// the limit, and leaves no process behind.
+#[test]
+fn high_fd_under_low_hard_nofile_fails_clearly() {
+    let env = Env::new();
+    let w = start_with(&env, "devices", &[]);
+    let dir = env.subdir("img");
+    env.dump(w.pid, &dir, &[]).ok();
+    env.reap_dumped(w.pid);
+    let out = restore_under_ulimit(&env, &dir, "ulimit -n 1024");
+    let line = out.failed_naming("RLIMIT_NOFILE");
+    assert!(
+        line.contains("4000") && line.contains("1024"),
+        "should name fd 4000 and the hard limit 1024: {line}"
+    );
+    env.assert_gone(w.pid);
 }
