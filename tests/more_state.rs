@@ -169,3 +169,39 @@ fn high_fd_under_low_hard_nofile_fails_clearly() {
     );
     env.assert_gone(w.pid);
 }
+
+// ------------------------------------------------------------------ character devices
+
+/// /dev/urandom, /dev/null, /dev/full and /dev/random come back: same device, flags and
+/// close-on-exec flag, and they work.
+#[test]
+fn stateless_devices_restore() {
+    let env = Env::new();
+    let mut w = start_with(&env, "devices", &[]);
+    cycles(&env, &mut w);
+}
+
+/// A pty master is refused at dump, naming pid, fd and path; the workload runs on
+/// untouched (its pty still answers with the same number).
+#[test]
+fn pty_master_is_refused_and_left_running() {
+    let env = Env::new();
+    let mut w = start_with(&env, "devices", &["ptmx"]);
+    env.check(&mut w);
+    let dir = env.subdir("img");
+    let out = env.dump(w.pid, &dir, &[]);
+    let line = out.failed_naming("/dev/ptmx");
+    assert!(
+        mentions_number(&line, w.pid as i64) && line.contains("fd 8"),
+        "should name pid {} and fd 8: {line}",
+        w.pid
+    );
+    assert!(
+        image_files(&dir, "").is_empty(),
+        "a refused dump left images: {}",
+        listing(&dir)
+    );
+    assert_running_untraced(w.pid);
+    env.check(&mut w);
+    notices_corruption(&env, &w);
+}

@@ -6,6 +6,10 @@ use ckpt_images::{names, pb, validate, ImageDir, Kind, PAGE_SIZE};
 
 pub use validate::TASK_SIZE;
 
+/// The character devices a reopen gives back as they were (null, zero, full, random,
+/// urandom), as `dump/src/files.rs` allows them: an image naming another is refused.
+pub const STATELESS_CHARDEVS: [(u64, u64); 5] = [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9)];
+
 /// Everything needed to rebuild one process.
 pub struct ProcessImage {
     pub core: pb::ProcessCore,
@@ -146,6 +150,17 @@ pub fn load(d: &ImageDir, pid: i32) -> Result<ProcessImage, RestoreError> {
                 format!(
                     "fd {} is a dup of fd {}, which is not an earlier fd",
                     f.fd, f.dup_of
+                ),
+            ));
+        }
+        let dev = (nix::sys::stat::major(f.rdev), nix::sys::stat::minor(f.rdev));
+        if f.kind == pb::FdKind::FdChardev as i32 && !STATELESS_CHARDEVS.contains(&dev) {
+            return Err(bad(
+                d,
+                &files_name,
+                format!(
+                    "fd {} ({}) is character device {}:{}, not one that reopens as it was",
+                    f.fd, f.path, dev.0, dev.1
                 ),
             ));
         }

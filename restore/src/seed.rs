@@ -193,7 +193,25 @@ fn prepare(p: &SeedPlan) -> Result<(), String> {
             set_cloexec(f.fd, f.cloexec)?;
             continue;
         }
+        if f.kind == pb::FdKind::FdChardev as i32 {
+            // Never let a device become the controlling terminal on the way.
+            flags |= OFlag::O_NOCTTY;
+        }
         place(&f.path, flags, f.fd).map_err(|e| format!("fd {}: {e}", f.fd))?;
+        if f.kind == pb::FdKind::FdChardev as i32 {
+            let st = nix::sys::stat::fstat(f.fd).map_err(|e| format!("fd {}: fstat: {e}", f.fd))?;
+            if st.st_rdev != f.rdev {
+                return Err(format!(
+                    "fd {}: {} is device {}:{} here, {}:{} in the image",
+                    f.fd,
+                    f.path,
+                    nix::sys::stat::major(st.st_rdev),
+                    nix::sys::stat::minor(st.st_rdev),
+                    nix::sys::stat::major(f.rdev),
+                    nix::sys::stat::minor(f.rdev)
+                ));
+            }
+        }
         if f.kind == pb::FdKind::FdRegular as i32 && f.pos != 0 {
             lseek(f.fd, f.pos as i64, Whence::SeekSet)
                 .map_err(|e| format!("fd {}: seek {} to {}: {e}", f.fd, f.path, f.pos))?;
