@@ -205,3 +205,15 @@ fn pty_master_is_refused_and_left_running() {
     env.check(&mut w);
     notices_corruption(&env, &w);
 }
+
+// ------------------------------------------------------------------ shared memory
+
+/// A MAP_SHARED|MAP_ANONYMOUS region split into 3 VMAs by mprotect, and a memfd mapped
+/// twice: after a restore each is still one object (same inode through map_files, writes
+/// through one mapping seen through the other).
+#[test]
+fn shared_memory_objects_stay_shared() {
+    let env = Env::new();
+    let mut w = start_with(&env, "shm", &[]);
+    cycles(&env, &mut w);
+}

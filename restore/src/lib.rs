@@ -88,7 +88,10 @@ pub fn restore_with_progress(
         )));
     }
     let pid = inv.root_pid;
-    let img = image::load(&dir, pid)?;
+    let mut img = image::load(&dir, pid)?;
+    if !opts.lazy {
+        img.drop_shared_duplicates();
+    }
     if opts.lazy && img.frames.is_some() {
         return Err(RestoreError::Refused(format!(
             "{}: --lazy serves pages straight from the image, which was dumped with \

@@ -25,6 +25,7 @@ const PR_SET_SECUREBITS: u64 = 28;
 const PR_CAP_AMBIENT: u64 = 47;
 const PR_CAP_AMBIENT_RAISE: u64 = 2;
 const PR_CAP_AMBIENT_CLEAR_ALL: u64 = 4;
+const MFD_CLOEXEC: u64 = 1;
 const SS_ONSTACK: u32 = 1;
 const SS_DISABLE: u32 = 2;
 /// Largest copy per process_vm_writev batch.
@@ -234,6 +235,8 @@ impl<'a> Puppet<'a> {
         }
         let mut file_index = 0usize;
         let mut last_path: Option<(&str, i32)> = None;
+        let objects = img.shm_objects();
+        let mut shm_fds: std::collections::HashMap<u64, u64> = Default::default();
         for (i, v) in img.vmas.iter().enumerate() {
             let kind = pb::VmaKind::try_from(v.kind).unwrap_or(pb::VmaKind::VmaAnon);
             let mut prot = v.prot as u64;
@@ -245,9 +248,21 @@ impl<'a> Puppet<'a> {
             let mut off = 0;
             match kind {
                 pb::VmaKind::VmaAnon => flags |= (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
-                pb::VmaKind::VmaAnonShared => {
-                    flags |= (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64
-                }
+                pb::VmaKind::VmaAnonShared => match objects.get(&v.shm_id) {
+                    Some(o) => {
+                        flags |= libc::MAP_SHARED as u64;
+                        fd = match shm_fds.get(&v.shm_id) {
+                            Some(&fd) => fd,
+                            None => {
+                                let fd = self.memfd(o)?;
+                                shm_fds.insert(v.shm_id, fd);
+                                fd
+                            }
+                        };
+                        off = v.pgoff;
+                    }
+                    None => flags |= (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64,
+                },
                 pb::VmaKind::VmaFilePrivate | pb::VmaKind::VmaFileShared => {
                     flags |= if kind == pb::VmaKind::VmaFileShared {
                         libc::MAP_SHARED
@@ -283,6 +298,9 @@ impl<'a> Puppet<'a> {
                 )));
             }
         }
+        for (_, fd) in shm_fds {
+            self.call("close of a shared memory memfd", libc::SYS_close, &[fd])?;
+        }
         // Advice first: MADV_HUGEPAGE must be in place before the pages arrive.
         for v in &img.vmas {
             for &advice in &v.madvise {
@@ -304,6 +322,26 @@ impl<'a> Puppet<'a> {
             }
         }
         Ok(())
+    }
+
+    /// A new memfd of the object's size in the puppet, for its VMAs to map; closed once
+    /// they are mapped. Anonymous shared memory comes back as a memfd too when it was
+    /// mapped by several VMAs: MAP_ANONYMOUS makes one object per mmap call.
+    fn memfd(&mut self, o: &crate::image::ShmObject) -> R<u64> {
+        let mut name = o.name.as_bytes().to_vec();
+        name.push(0);
+        let at = self.put(0, &name)?;
+        let fd = self.call(
+            &format!("memfd_create({:?})", o.name),
+            libc::SYS_memfd_create,
+            &[at, MFD_CLOEXEC],
+        )?;
+        self.call(
+            &format!("ftruncate of memfd {:?} to {} bytes", o.name, o.size),
+            libc::SYS_ftruncate,
+            &[fd, o.size],
+        )?;
+        Ok(fd)
     }
 
     /// Copies every dumped page into place straight from the mapped pages file, while a
