@@ -217,3 +217,43 @@ fn shared_memory_objects_stay_shared() {
     let mut w = start_with(&env, "shm", &[]);
     cycles(&env, &mut w);
 }
+
+// ------------------------------------------------------------------ locked memory
+
+/// mlock()ed memory comes back locked and resident, MLOCK_ONFAULT memory locked with only
+/// its touched pages resident; VmLck as before.
+#[test]
+fn locked_memory_stays_locked() {
+    let env = Env::new();
+    let mut w = start_with(&env, "mlock", &[]);
+    cycles(&env, &mut w);
+}
+
+/// mlockall(MCL_FUTURE) leaves no trace in the current mappings; after a restore new
+/// mappings are still locked.
+#[test]
+fn mlockall_future_survives() {
+    let env = Env::new();
+    let mut w = start_with(&env, "mlock", &["future"]);
+    cycles(&env, &mut w);
+}
+
+/// `restore --lazy` cannot lock memory whose pages the pager has not served yet: it is
+/// refused with one line naming the VMA, and nothing is left behind.
+#[test]
+fn lazy_restore_of_locked_memory_is_refused() {
+    let env = Env::new();
+    let w = start_with(&env, "mlock", &[]);
+    let dir = env.subdir("img");
+    env.dump(w.pid, &dir, &[]).ok();
+    env.reap_dumped(w.pid);
+    let out = env.ckpt(&[
+        OsStr::new("restore"),
+        OsStr::new("-D"),
+        dir.as_os_str(),
+        OsStr::new("-d"),
+        OsStr::new("--lazy"),
+    ]);
+    out.failed_naming("mlocked");
+    env.assert_gone(w.pid);
+}

@@ -192,6 +192,7 @@ impl Mm {
             vdso_block_start: self.vdso.block_start,
             vdso_block_len: self.vdso.block_len,
             vdso_parts: self.vdso.parts.clone(),
+            mlockall: inj.mlockall,
         }
     }
 }
@@ -275,6 +276,11 @@ pub fn collect(pid: Pid, stat: &Stat, maps: &[Mapping]) -> Result<Mm, DumpError>
                 libc::O_RDONLY as u32
             };
         }
+        vma.mlock = match (m.has_flag("lo"), m.has_flag("lf")) {
+            (false, _) => 0,
+            (true, false) => 1,
+            (true, true) => 2,
+        };
         if kind == pb::VmaKind::VmaAnonShared {
             // One shmem object per inode: the VMAs of a split or twice mapped object
             // share it (pgoff places each in it).

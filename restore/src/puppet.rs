@@ -26,6 +26,9 @@ const PR_CAP_AMBIENT: u64 = 47;
 const PR_CAP_AMBIENT_RAISE: u64 = 2;
 const PR_CAP_AMBIENT_CLEAR_ALL: u64 = 4;
 const MFD_CLOEXEC: u64 = 1;
+const MLOCK_ONFAULT: u64 = 1;
+const MCL_FUTURE: u32 = 2;
+const MCL_ONFAULT: u32 = 4;
 const SS_ONSTACK: u32 = 1;
 const SS_DISABLE: u32 = 2;
 /// Largest copy per process_vm_writev batch.
@@ -320,6 +323,64 @@ impl<'a> Puppet<'a> {
                     &[v.start, v.end - v.start, v.prot as u64],
                 )?;
             }
+        }
+        self.mlock(&with_pages)
+    }
+
+    /// Locks the VMAs that were locked, after the fill (a locked VMA would be populated
+    /// with zero pages first) and with their final protections (mlock faults pages in
+    /// for reading or writing accordingly). The puppet is still root with CAP_IPC_LOCK
+    /// here, so RLIMIT_MEMLOCK does not limit it; any failure fails the restore.
+    fn mlock(&mut self, with_pages: &[bool]) -> R<()> {
+        let img = self.img;
+        for (i, v) in img.vmas.iter().enumerate() {
+            let flags = match v.mlock {
+                0 => continue,
+                1 => 0,
+                2 => MLOCK_ONFAULT,
+                other => {
+                    return Err(RestoreError::Refused(format!(
+                        "VMA [{:#x}, {:#x}): unknown mlock state {other}",
+                        v.start, v.end
+                    )))
+                }
+            };
+            let anon = v.kind == pb::VmaKind::VmaAnon as i32
+                || v.kind == pb::VmaKind::VmaAnonShared as i32;
+            if self.lazy && flags == 0 && anon && with_pages[i] {
+                // Locking populates the VMA: its missing pages would fault to a pager
+                // that only starts once the puppet is released.
+                return Err(RestoreError::Refused(format!(
+                    "pid {}: VMA [{:#x}, {:#x}) is mlocked; --lazy cannot restore locked \
+                     memory (restore without --lazy)",
+                    self.pid, v.start, v.end
+                )));
+            }
+            self.call(
+                &format!(
+                    "mlock2{} of VMA [{:#x}, {:#x}) (RLIMIT_MEMLOCK, CAP_IPC_LOCK)",
+                    if flags == 0 { "" } else { "(MLOCK_ONFAULT)" },
+                    v.start,
+                    v.end
+                ),
+                libc::SYS_mlock2,
+                &[v.start, v.end - v.start, flags],
+            )?;
+        }
+        let future = img.mm.mlockall;
+        if future != 0 {
+            if future & !(MCL_FUTURE | MCL_ONFAULT) != 0 || future & MCL_FUTURE == 0 {
+                return Err(RestoreError::Refused(format!(
+                    "pid {}: mlockall flags {future:#x} in the image",
+                    self.pid
+                )));
+            }
+            // Only future mappings: the current ones were locked one by one above.
+            self.call(
+                &format!("mlockall({future:#x})"),
+                libc::SYS_mlockall,
+                &[future as u64],
+            )?;
         }
         Ok(())
     }
