@@ -257,3 +257,33 @@ fn lazy_restore_of_locked_memory_is_refused() {
     out.failed_naming("mlocked");
     env.assert_gone(w.pid);
 }
+
+// ------------------------------------------------------------------ dumpable 2
+
+/// Puts fs.suid_dumpable back as it was when dropped.
+struct SuidDumpable(String);
+
+const SUID_DUMPABLE: &str = "/proc/sys/fs/suid_dumpable";
+
+impl Drop for SuidDumpable {
+    fn drop(&mut self) {
+        let _ = fs::write(SUID_DUMPABLE, &self.0);
+    }
+}
+
+/// A process with dumpable 2 (the kernel's SUID_DUMP_ROOT, which prctl cannot set)
+/// restores, with a value that keeps its protection. fs.suid_dumpable is 2 only while
+/// the workload sets up (a few ms; it is global, so as short as possible).
+#[test]
+fn dumpable_2_restores() {
+    let env = Env::new();
+    workload_bin("dumpable"); // built before the window, not in it
+    let mut w = {
+        let old = fs::read_to_string(SUID_DUMPABLE).expect("read fs.suid_dumpable");
+        let _back = SuidDumpable(old.trim().to_string());
+        fs::write(SUID_DUMPABLE, "2").expect("set fs.suid_dumpable to 2");
+        start_with(&env, "dumpable", &[])
+    };
+    assert_eq!(status_field(w.pid, "Uid").as_deref(), Some("0\t0\t0\t0"));
+    cycles(&env, &mut w);
+}

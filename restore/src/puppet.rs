@@ -972,7 +972,7 @@ impl<'a> Puppet<'a> {
         self.call(
             "prctl(PR_SET_DUMPABLE)",
             libc::SYS_prctl,
-            &[PR_SET_DUMPABLE, core.dumpable.max(0) as u64],
+            &[PR_SET_DUMPABLE, dumpable_to_set(core.dumpable)],
         )?;
         if core.cpu_affinity != 0 {
             // Best effort: the machine may have fewer CPUs than the one dumped on.
@@ -998,4 +998,13 @@ impl<'a> Puppet<'a> {
         ptrace::set_sigmask(self.pid, t.sigmask)?;
         Ok(())
     }
+}
+
+/// The PR_SET_DUMPABLE value for a dumped one. prctl takes only 0 and 1; 2
+/// (SUID_DUMP_ROOT) is set by the kernel alone, when fs.suid_dumpable is 2 and the process
+/// changed credentials or exec'd a setuid program. 0 is what keeps its meaning: like 2 it
+/// keeps the process's ptrace and /proc files from its own uid (only 1 opens them); only
+/// the root-owned core dump is lost.
+fn dumpable_to_set(dumped: i32) -> u64 {
+    u64::from(dumped == 1)
 }
