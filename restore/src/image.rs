@@ -264,7 +264,7 @@ impl ProcessImage {
             }
             let v = &self.vmas[vi];
             if v.shm_id == 0 {
-                out.push(r.clone());
+                out.push(*r);
                 continue;
             }
             let lo = v.pgoff + (r.vaddr - v.start);
