@@ -1,5 +1,6 @@
-//! Open file descriptors: regular files, directories and character devices, reopened by
-//! path at restore. Everything else is refused, naming the fd and what it is.
+//! Open file descriptors: regular files, directories, FIFOs and the stateless character
+//! devices, reopened by path at restore. Everything else is refused, naming the fd and
+//! what it is.
 
 use crate::{refuse, DumpError};
 use ckpt_images::pb;
@@ -8,6 +9,14 @@ use std::fs::Metadata;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 const O_CLOEXEC: u32 = 0o2000000;
+
+/// Character devices a fresh open() gives back exactly (major 1: mem): null, zero, full,
+/// random, urandom. Any other device object has state of its own (a pty pair, a tun
+/// interface, a FUSE connection, a KVM VM, ...) that reopening the path would silently
+/// replace with a new, empty one. /dev/tty (5:0) is not here either: it opens whatever is
+/// the controlling terminal of the opener, and the restored process has none of its own.
+/// Kept in step with `restore/src/image.rs`, which refuses other devices in an image.
+pub const STATELESS_CHARDEVS: [(u64, u64); 5] = [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9)];
 
 /// What an fd refers to, or why it cannot be dumped.
 fn inspect(pid: Pid, fd: i32) -> Result<(pb::FdKind, String, Metadata), DumpError> {
@@ -40,6 +49,18 @@ fn inspect(pid: Pid, fd: i32) -> Result<(pb::FdKind, String, Metadata), DumpErro
     } else if ft.is_dir() {
         pb::FdKind::FdDirectory
     } else if ft.is_char_device() {
+        let dev = (
+            nix::sys::stat::major(meta.rdev()),
+            nix::sys::stat::minor(meta.rdev()),
+        );
+        if !STATELESS_CHARDEVS.contains(&dev) {
+            return Err(refuse(format!(
+                "pid {pid}: fd {fd} ({target}) is character device {}:{}, which holds state \
+                 a reopen would lose; only /dev/null, /dev/zero, /dev/full, /dev/random and \
+                 /dev/urandom are supported",
+                dev.0, dev.1
+            )));
+        }
         pb::FdKind::FdChardev
     } else if ft.is_fifo() {
         pb::FdKind::FdFifo

@@ -71,6 +71,17 @@ pub fn classify(pid: Pid, m: &Mapping) -> Result<Class, DumpError> {
             if m.name == "/dev/zero" {
                 return Ok(Class::Vma(pb::VmaKind::VmaAnonShared));
             }
+            // A memfd is shmem like shared anonymous memory: its pages go in the image and
+            // restore gives every mapping of it one new memfd (`Vma.shm_id`).
+            if m.name.starts_with("/memfd:") {
+                if m.has_flag("ht") {
+                    return Err(refuse(format!(
+                        "{} is a hugetlb memfd; not supported yet",
+                        what()
+                    )));
+                }
+                return Ok(Class::Vma(pb::VmaKind::VmaAnonShared));
+            }
             if m.name.starts_with("/SYSV") {
                 return Err(refuse(format!(
                     "{} is System V shared memory; not supported yet",
@@ -181,6 +192,7 @@ impl Mm {
             vdso_block_start: self.vdso.block_start,
             vdso_block_len: self.vdso.block_len,
             vdso_parts: self.vdso.parts.clone(),
+            mlockall: inj.mlockall,
         }
     }
 }
@@ -263,6 +275,16 @@ pub fn collect(pid: Pid, stat: &Stat, maps: &[Mapping]) -> Result<Mm, DumpError>
             } else {
                 libc::O_RDONLY as u32
             };
+        }
+        vma.mlock = match (m.has_flag("lo"), m.has_flag("lf")) {
+            (false, _) => 0,
+            (true, false) => 1,
+            (true, true) => 2,
+        };
+        if kind == pb::VmaKind::VmaAnonShared {
+            // One shmem object per inode: the VMAs of a split or twice mapped object
+            // share it (pgoff places each in it).
+            vma.shm_id = m.inode;
         }
         vmas.push(VmaInfo {
             vma,
@@ -367,6 +389,19 @@ mod tests {
             c("5555-6666 r-xp 00000000 00:00 0  [vdso]", "rd ex"),
             Ok(Class::VdsoPart)
         );
+        assert_eq!(
+            c(
+                "5555-6666 rw-s 00002000 00:01 8  /memfd:buf (deleted)",
+                "rd wr sh"
+            ),
+            Ok(Class::Vma(VmaAnonShared))
+        );
+        let e = c(
+            "5555-6666 rw-s 00000000 00:10 8  /memfd:huge (deleted)",
+            "rd wr sh ht",
+        )
+        .unwrap_err();
+        assert!(e.contains("hugetlb"), "{e}");
         let e = c(
             "5555-6666 rw-p 00000000 fe:00 42  /tmp/gone (deleted)",
             "rd wr",

@@ -23,6 +23,8 @@ const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
 const PR_GET_DUMPABLE: u64 = 3;
 const PR_GET_SECUREBITS: u64 = 27;
 const PR_GET_TID_ADDRESS: u64 = 40;
+const MCL_FUTURE: u32 = 2;
+const MCL_ONFAULT: u32 = 4;
 const SIGKILL: u32 = 9;
 const SIGSTOP: u32 = 19;
 
@@ -41,6 +43,8 @@ pub struct Injected {
     pub altstack: pb::SigAltStack,
     pub securebits: u32,
     pub dumpable: i32,
+    /// mlockall() flags in force for future mappings (MCL_FUTURE, MCL_ONFAULT), or 0.
+    pub mlockall: u32,
     pub itimers: Vec<pb::Itimer>,
     pub sigactions: Vec<pb::SigAction>,
     pub calls: u64,
@@ -103,6 +107,7 @@ pub fn collect(
     })?;
 
     task.block_signals()?;
+    let locked_kb = ckpt_sys::proc::status(pid)?.vmlck.unwrap_or(0);
     let mut remote = Remote::new(pid, Via::SyscallInsn(insn))?;
     task.regs_changed = true;
     let got = remote.syscall(
@@ -130,6 +135,16 @@ pub fn collect(
         brk: remote.syscall(|| "brk(0)".into(), libc::SYS_brk, &[0])?,
         ..Default::default()
     };
+    // mlockall(MCL_FUTURE) shows only in new mappings, and the scratch page is one: it
+    // was locked if VmLck grew, and populated at once unless MCL_ONFAULT.
+    if ckpt_sys::proc::status(pid)?.vmlck.unwrap_or(0) > locked_kb {
+        let mut e = Vec::new();
+        ckpt_sys::proc::Pagemap::open(pid)?.read(scratch, scratch + PAGE, &mut e)?;
+        let present = e
+            .first()
+            .is_some_and(|&e| e & ckpt_sys::proc::PM_PRESENT != 0);
+        inj.mlockall = MCL_FUTURE | if present { 0 } else { MCL_ONFAULT };
+    }
     inj.securebits = remote.syscall(
         || "prctl(PR_GET_SECUREBITS)".into(),
         libc::SYS_prctl,

@@ -3,8 +3,24 @@
 
 use crate::RestoreError;
 use ckpt_images::{names, pb, validate, ImageDir, Kind, PAGE_SIZE};
+use std::collections::HashMap;
 
 pub use validate::TASK_SIZE;
+
+/// The character devices a reopen gives back as they were (null, zero, full, random,
+/// urandom), as `dump/src/files.rs` allows them: an image naming another is refused.
+pub const STATELESS_CHARDEVS: [(u64, u64); 5] = [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9)];
+
+/// Largest shared memory object an image may ask for (user space is 128 TiB).
+const MAX_SHM: u64 = 1 << 47;
+
+/// A shared memory object that restore creates once, as a memfd, and maps into each of
+/// its VMAs at their offsets: one mapped by several VMAs (split by mprotect, mapped twice),
+/// or a memfd (which keeps its name).
+pub struct ShmObject {
+    pub size: u64,
+    pub name: String,
+}
 
 /// Everything needed to rebuild one process.
 pub struct ProcessImage {
@@ -79,6 +95,22 @@ pub fn load(d: &ImageDir, pid: i32) -> Result<ProcessImage, RestoreError> {
     let mm: pb::MmInfo = r.expect("MmInfo")?;
     let vmas: Vec<pb::Vma> = r.rest("Vma")?;
     validate::vmas(&vmas).map_err(|e| bad(d, &mm_name, e))?;
+    for v in vmas.iter().filter(|v| v.shm_id != 0) {
+        let fits = v
+            .pgoff
+            .checked_add(v.end - v.start)
+            .is_some_and(|e| e <= MAX_SHM);
+        if v.kind != pb::VmaKind::VmaAnonShared as i32 || v.pgoff % PAGE_SIZE as u64 != 0 || !fits {
+            return Err(bad(
+                d,
+                &mm_name,
+                format!(
+                    "VMA at {:#x}: shared memory object {} at offset {:#x} is not valid",
+                    v.start, v.shm_id, v.pgoff
+                ),
+            ));
+        }
+    }
     if mm.auxv.len() > 4096 - 256 || mm.auxv.len() % 16 != 0 {
         return Err(bad(d, &mm_name, format!("auxv of {} bytes", mm.auxv.len())));
     }
@@ -150,6 +182,17 @@ pub fn load(d: &ImageDir, pid: i32) -> Result<ProcessImage, RestoreError> {
                 ),
             ));
         }
+        let dev = (nix::sys::stat::major(f.rdev), nix::sys::stat::minor(f.rdev));
+        if f.kind == pb::FdKind::FdChardev as i32 && !STATELESS_CHARDEVS.contains(&dev) {
+            return Err(bad(
+                d,
+                &files_name,
+                format!(
+                    "fd {} ({}) is character device {}:{}, not one that reopens as it was",
+                    f.fd, f.path, dev.0, dev.1
+                ),
+            ));
+        }
         if f.path.is_empty() || !f.path.starts_with('/') {
             return Err(bad(
                 d,
@@ -169,4 +212,111 @@ pub fn load(d: &ImageDir, pid: i32) -> Result<ProcessImage, RestoreError> {
         runs,
         fds,
     })
+}
+
+impl ProcessImage {
+    /// The shared memory objects that need a file of their own at restore, by `shm_id`.
+    /// A shared anonymous VMA alone in its object is mapped MAP_ANONYMOUS as dumped.
+    pub fn shm_objects(&self) -> HashMap<u64, ShmObject> {
+        let mut count: HashMap<u64, (usize, u64, Option<&str>)> = HashMap::new();
+        for v in self.vmas.iter().filter(|v| v.shm_id != 0) {
+            let e = count.entry(v.shm_id).or_insert((0, 0, None));
+            e.0 += 1;
+            e.1 = e.1.max(v.pgoff + (v.end - v.start));
+            if let Some(n) = v.name.strip_prefix("/memfd:") {
+                e.2 = Some(n.strip_suffix(" (deleted)").unwrap_or(n));
+            }
+        }
+        count
+            .into_iter()
+            .filter(|(_, (n, _, memfd))| *n > 1 || memfd.is_some())
+            .map(|(id, (_, size, memfd))| {
+                // memfd_create takes at most 249 bytes, no NUL.
+                let mut name: String = memfd
+                    .unwrap_or("shared-anon")
+                    .chars()
+                    .filter(|&c| c != '\0')
+                    .collect();
+                while name.len() > 200 {
+                    name.pop();
+                }
+                (id, ShmObject { size, name })
+            })
+            .collect()
+    }
+
+    /// Keeps one copy of each page of a shared memory object: an object mapped twice at the
+    /// same offsets has its pages in the image once per mapping, and filling the second
+    /// mapping would find them present (UFFDIO_COPY fails with EEXIST). Not for a lazy
+    /// restore: there every mapping is registered for its own faults, and the pager takes
+    /// EEXIST as "already there".
+    pub fn drop_shared_duplicates(&mut self) {
+        let page = PAGE_SIZE as u64;
+        if !self.vmas.iter().any(|v| v.shm_id != 0) {
+            return;
+        }
+        // Object offsets already filled, per object.
+        let mut seen: HashMap<u64, Vec<(u64, u64)>> = HashMap::new();
+        let mut out = Vec::with_capacity(self.runs.len());
+        let mut vi = 0;
+        for r in &self.runs {
+            while self.vmas[vi].end <= r.vaddr {
+                vi += 1;
+            }
+            let v = &self.vmas[vi];
+            if v.shm_id == 0 {
+                out.push(*r);
+                continue;
+            }
+            let lo = v.pgoff + (r.vaddr - v.start);
+            let hi = lo + r.nr_pages * page;
+            let covered = seen.entry(v.shm_id).or_default();
+            for (a, b) in uncovered(covered, lo, hi) {
+                out.push(pb::PageRun {
+                    vaddr: r.vaddr + (a - lo),
+                    nr_pages: (b - a) / page,
+                    offset: r.offset + (a - lo),
+                });
+            }
+            covered.push((lo, hi));
+        }
+        self.runs = out;
+    }
+}
+
+/// The parts of [lo, hi) outside every interval of `covered`, in order.
+fn uncovered(covered: &[(u64, u64)], lo: u64, hi: u64) -> Vec<(u64, u64)> {
+    let mut parts = vec![(lo, hi)];
+    for &(a, b) in covered {
+        parts = parts
+            .into_iter()
+            .flat_map(|(x, y)| {
+                if b <= x || a >= y {
+                    vec![(x, y)]
+                } else {
+                    [(x, a.max(x)), (b.min(y), y)]
+                        .into_iter()
+                        .filter(|(s, e)| s < e)
+                        .collect()
+                }
+            })
+            .collect();
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uncovered;
+
+    #[test]
+    fn uncovered_parts() {
+        assert_eq!(uncovered(&[], 0, 10), vec![(0, 10)]);
+        assert_eq!(uncovered(&[(0, 10)], 0, 10), vec![]);
+        assert_eq!(
+            uncovered(&[(2, 4), (6, 8)], 0, 10),
+            vec![(0, 2), (4, 6), (8, 10)]
+        );
+        assert_eq!(uncovered(&[(5, 20)], 0, 10), vec![(0, 5)]);
+    }
 }

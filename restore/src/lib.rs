@@ -88,7 +88,10 @@ pub fn restore_with_progress(
         )));
     }
     let pid = inv.root_pid;
-    let img = image::load(&dir, pid)?;
+    let mut img = image::load(&dir, pid)?;
+    if !opts.lazy {
+        img.drop_shared_duplicates();
+    }
     if opts.lazy && img.frames.is_some() {
         return Err(RestoreError::Refused(format!(
             "{}: --lazy serves pages straight from the image, which was dumped with \
@@ -153,9 +156,15 @@ pub fn restore_with_progress(
     info!(pid, ms = t0.elapsed().as_secs_f64() * 1e3, "restored");
     if let Some(h) = handoff {
         if opts.detach {
-            // The pager: a copy of (still single-threaded) ckpt that outlives it.
+            // The pager: a copy of (still single-threaded) ckpt that outlives it. ckpt
+            // returns once the pager has named itself (EOF on `ready`), so whoever runs
+            // `restore -d` finds a `ckpt-pager` the moment it returns.
+            let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| ckpt_sys::Error::sys("pipe2", e))?;
             if ckpt_sys::uffd::fork_single_threaded()?.is_none() {
                 ckpt_sys::uffd::become_pager();
+                drop(ready_r);
+                drop(ready_w);
                 let code = match lazy::serve(child, h, &img.runs, pages.bytes(), &img.pages_entry) {
                     Ok(_) => 0,
                     Err(e) => {
@@ -165,6 +174,8 @@ pub fn restore_with_progress(
                 };
                 ckpt_sys::process::exit_now(code);
             }
+            drop(ready_w);
+            let _ = std::fs::File::from(ready_r).read(&mut [0u8; 1]);
             return Ok(Outcome::Detached(pid));
         }
         if let Err(e) = lazy::serve(child, h, &img.runs, pages.bytes(), &img.pages_entry) {

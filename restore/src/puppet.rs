@@ -19,6 +19,16 @@ const PR_SET_MM: u64 = 35;
 const PR_SET_MM_MAP: u64 = 14;
 const PR_SET_DUMPABLE: u64 = 4;
 const PR_SET_KEEPCAPS: u64 = 8;
+const PR_CAPBSET_DROP: u64 = 24;
+const PR_GET_SECUREBITS: u64 = 27;
+const PR_SET_SECUREBITS: u64 = 28;
+const PR_CAP_AMBIENT: u64 = 47;
+const PR_CAP_AMBIENT_RAISE: u64 = 2;
+const PR_CAP_AMBIENT_CLEAR_ALL: u64 = 4;
+const MFD_CLOEXEC: u64 = 1;
+const MLOCK_ONFAULT: u64 = 1;
+const MCL_FUTURE: u32 = 2;
+const MCL_ONFAULT: u32 = 4;
 const SS_ONSTACK: u32 = 1;
 const SS_DISABLE: u32 = 2;
 /// Largest copy per process_vm_writev batch.
@@ -228,6 +238,8 @@ impl<'a> Puppet<'a> {
         }
         let mut file_index = 0usize;
         let mut last_path: Option<(&str, i32)> = None;
+        let objects = img.shm_objects();
+        let mut shm_fds: std::collections::HashMap<u64, u64> = Default::default();
         for (i, v) in img.vmas.iter().enumerate() {
             let kind = pb::VmaKind::try_from(v.kind).unwrap_or(pb::VmaKind::VmaAnon);
             let mut prot = v.prot as u64;
@@ -239,9 +251,21 @@ impl<'a> Puppet<'a> {
             let mut off = 0;
             match kind {
                 pb::VmaKind::VmaAnon => flags |= (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
-                pb::VmaKind::VmaAnonShared => {
-                    flags |= (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64
-                }
+                pb::VmaKind::VmaAnonShared => match objects.get(&v.shm_id) {
+                    Some(o) => {
+                        flags |= libc::MAP_SHARED as u64;
+                        fd = match shm_fds.get(&v.shm_id) {
+                            Some(&fd) => fd,
+                            None => {
+                                let fd = self.memfd(o)?;
+                                shm_fds.insert(v.shm_id, fd);
+                                fd
+                            }
+                        };
+                        off = v.pgoff;
+                    }
+                    None => flags |= (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64,
+                },
                 pb::VmaKind::VmaFilePrivate | pb::VmaKind::VmaFileShared => {
                     flags |= if kind == pb::VmaKind::VmaFileShared {
                         libc::MAP_SHARED
@@ -277,6 +301,9 @@ impl<'a> Puppet<'a> {
                 )));
             }
         }
+        for (_, fd) in shm_fds {
+            self.call("close of a shared memory memfd", libc::SYS_close, &[fd])?;
+        }
         // Advice first: MADV_HUGEPAGE must be in place before the pages arrive.
         for v in &img.vmas {
             for &advice in &v.madvise {
@@ -297,7 +324,85 @@ impl<'a> Puppet<'a> {
                 )?;
             }
         }
+        self.mlock(&with_pages)
+    }
+
+    /// Locks the VMAs that were locked, after the fill (a locked VMA would be populated
+    /// with zero pages first) and with their final protections (mlock faults pages in
+    /// for reading or writing accordingly). The puppet is still root with CAP_IPC_LOCK
+    /// here, so RLIMIT_MEMLOCK does not limit it; any failure fails the restore.
+    fn mlock(&mut self, with_pages: &[bool]) -> R<()> {
+        let img = self.img;
+        for (i, v) in img.vmas.iter().enumerate() {
+            let flags = match v.mlock {
+                0 => continue,
+                1 => 0,
+                2 => MLOCK_ONFAULT,
+                other => {
+                    return Err(RestoreError::Refused(format!(
+                        "VMA [{:#x}, {:#x}): unknown mlock state {other}",
+                        v.start, v.end
+                    )))
+                }
+            };
+            let anon = v.kind == pb::VmaKind::VmaAnon as i32
+                || v.kind == pb::VmaKind::VmaAnonShared as i32;
+            if self.lazy && flags == 0 && anon && with_pages[i] {
+                // Locking populates the VMA: its missing pages would fault to a pager
+                // that only starts once the puppet is released.
+                return Err(RestoreError::Refused(format!(
+                    "pid {}: VMA [{:#x}, {:#x}) is mlocked; --lazy cannot restore locked \
+                     memory (restore without --lazy)",
+                    self.pid, v.start, v.end
+                )));
+            }
+            self.call(
+                &format!(
+                    "mlock2{} of VMA [{:#x}, {:#x}) (RLIMIT_MEMLOCK, CAP_IPC_LOCK)",
+                    if flags == 0 { "" } else { "(MLOCK_ONFAULT)" },
+                    v.start,
+                    v.end
+                ),
+                libc::SYS_mlock2,
+                &[v.start, v.end - v.start, flags],
+            )?;
+        }
+        let future = img.mm.mlockall;
+        if future != 0 {
+            if future & !(MCL_FUTURE | MCL_ONFAULT) != 0 || future & MCL_FUTURE == 0 {
+                return Err(RestoreError::Refused(format!(
+                    "pid {}: mlockall flags {future:#x} in the image",
+                    self.pid
+                )));
+            }
+            // Only future mappings: the current ones were locked one by one above.
+            self.call(
+                &format!("mlockall({future:#x})"),
+                libc::SYS_mlockall,
+                &[future as u64],
+            )?;
+        }
         Ok(())
+    }
+
+    /// A new memfd of the object's size in the puppet, for its VMAs to map; closed once
+    /// they are mapped. Anonymous shared memory comes back as a memfd too when it was
+    /// mapped by several VMAs: MAP_ANONYMOUS makes one object per mmap call.
+    fn memfd(&mut self, o: &crate::image::ShmObject) -> R<u64> {
+        let mut name = o.name.as_bytes().to_vec();
+        name.push(0);
+        let at = self.put(0, &name)?;
+        let fd = self.call(
+            &format!("memfd_create({:?})", o.name),
+            libc::SYS_memfd_create,
+            &[at, MFD_CLOEXEC],
+        )?;
+        self.call(
+            &format!("ftruncate of memfd {:?} to {} bytes", o.name, o.size),
+            libc::SYS_ftruncate,
+            &[fd, o.size],
+        )?;
+        Ok(fd)
     }
 
     /// Copies every dumped page into place straight from the mapped pages file (verified
@@ -721,20 +826,44 @@ impl<'a> Puppet<'a> {
         Ok(())
     }
 
-    /// Credentials, when they differ from the seed's (ckpt's own): keep the capabilities
-    /// across the uid change, then set the dumped ones exactly.
+    /// Credentials, when they differ from the seed's (ckpt's own, root with full caps).
+    ///
+    /// The order is forced by what each step needs:
+    /// 1. keep-caps on, then groups and ids: the permitted set survives the uid change;
+    /// 2. capset E = P = the seed's full set, I = the image's: CAP_SETPCAP is effective
+    ///    again for what follows, and the inheritable set goes in while the bounding set
+    ///    is still full (a new inheritable cap must be in the bounding set);
+    /// 3. PR_CAPBSET_DROP of every cap the image's bounding set lacks;
+    /// 4. ambient caps (each must be in P and I, and SECBIT_NO_CAP_AMBIENT_RAISE not yet
+    ///    set);
+    /// 5. PR_SET_SECUREBITS: needs CAP_SETPCAP, and after the uid change so the image's
+    ///    bits (no keep-caps, locks) cannot get in its way;
+    /// 6. capset of the image's E, P, I: only ever a reduction; the ambient set stays,
+    ///    as it is inside P and I.
     fn creds(&mut self) -> R<()> {
         let Some(c) = self.img.core.creds.clone() else {
             return Ok(());
         };
         let st = ckpt_sys::proc::status(self.pid)?;
+        let seed_bits = self.call(
+            "prctl(PR_GET_SECUREBITS)",
+            libc::SYS_prctl,
+            &[PR_GET_SECUREBITS],
+        )? as u32;
         let same_ids = c.uid.iter().all(|&u| u == st.euid && u == st.ruid)
             && c.gid.iter().all(|&g| g == st.egid && g == st.rgid);
         let mut groups: Vec<u32> = st.groups.iter().map(|&g| g as u32).collect();
         groups.sort();
         let mut want_groups = c.groups.clone();
         want_groups.sort();
-        let same_caps = c.cap_eff == st.capeff && c.cap_prm == st.capprm && c.cap_inh == st.capinh;
+        let seed_bnd = st.capbnd.unwrap_or(0);
+        let seed_amb = st.capamb.unwrap_or(0);
+        let same_caps = c.cap_eff == st.capeff
+            && c.cap_prm == st.capprm
+            && c.cap_inh == st.capinh
+            && c.cap_bnd == seed_bnd
+            && c.cap_amb == seed_amb
+            && c.securebits == seed_bits;
         if same_ids && groups == want_groups && same_caps {
             return Ok(());
         }
@@ -743,44 +872,101 @@ impl<'a> Puppet<'a> {
                 "credentials record is incomplete".into(),
             ));
         }
+        let pid = self.pid;
+        let refuse = |what: String| RestoreError::Refused(format!("pid {pid}: {what}"));
+        if c.cap_prm & !st.capprm != 0 || c.cap_bnd & !seed_bnd != 0 {
+            return Err(refuse(format!(
+                "the image holds capabilities ckpt does not have (permitted {:#x}, bounding \
+                 {:#x}; ckpt has {:#x}, {:#x})",
+                c.cap_prm, c.cap_bnd, st.capprm, seed_bnd
+            )));
+        }
+        if c.cap_amb & !(c.cap_prm & c.cap_inh) != 0 {
+            return Err(refuse(format!(
+                "ambient capabilities {:#x} are not both permitted and inheritable",
+                c.cap_amb
+            )));
+        }
         self.call(
             "prctl(PR_SET_KEEPCAPS, 1)",
             libc::SYS_prctl,
             &[PR_SET_KEEPCAPS, 1],
         )?;
-        let gb: Vec<u8> = c.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
-        let at = self.put(0, &gb)?;
+        if !(same_ids && groups == want_groups) {
+            let gb: Vec<u8> = c.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
+            let at = self.put(0, &gb)?;
+            self.call(
+                "setgroups",
+                libc::SYS_setgroups,
+                &[c.groups.len() as u64, at],
+            )?;
+            self.call(
+                "setresgid",
+                libc::SYS_setresgid,
+                &[c.gid[0] as u64, c.gid[1] as u64, c.gid[2] as u64],
+            )?;
+            self.call(
+                "setresuid",
+                libc::SYS_setresuid,
+                &[c.uid[0] as u64, c.uid[1] as u64, c.uid[2] as u64],
+            )?;
+        }
+        self.capset("capset of the full set", st.capprm, st.capprm, c.cap_inh)?;
+        let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .unwrap_or(40)
+            .min(63);
+        for cap in 0..=last_cap {
+            let bit = 1u64 << cap;
+            if seed_bnd & bit != 0 && c.cap_bnd & bit == 0 {
+                self.call(
+                    &format!("prctl(PR_CAPBSET_DROP, {cap})"),
+                    libc::SYS_prctl,
+                    &[PR_CAPBSET_DROP, cap as u64],
+                )?;
+            }
+        }
+        if seed_amb != 0 {
+            self.call(
+                "prctl(PR_CAP_AMBIENT_CLEAR_ALL)",
+                libc::SYS_prctl,
+                &[PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0],
+            )?;
+        }
+        for cap in 0..=last_cap {
+            if c.cap_amb & (1u64 << cap) != 0 {
+                self.call(
+                    &format!("prctl(PR_CAP_AMBIENT_RAISE, {cap})"),
+                    libc::SYS_prctl,
+                    &[PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap as u64, 0, 0],
+                )?;
+            }
+        }
         self.call(
-            "setgroups",
-            libc::SYS_setgroups,
-            &[c.groups.len() as u64, at],
+            &format!("prctl(PR_SET_SECUREBITS, {:#x})", c.securebits),
+            libc::SYS_prctl,
+            &[PR_SET_SECUREBITS, c.securebits as u64],
         )?;
-        self.call(
-            "setresgid",
-            libc::SYS_setresgid,
-            &[c.gid[0] as u64, c.gid[1] as u64, c.gid[2] as u64],
-        )?;
-        self.call(
-            "setresuid",
-            libc::SYS_setresuid,
-            &[c.uid[0] as u64, c.uid[1] as u64, c.uid[2] as u64],
-        )?;
-        // capset, _LINUX_CAPABILITY_VERSION_3: header {version, pid}, two data words.
+        self.capset("capset", c.cap_eff, c.cap_prm, c.cap_inh)?;
+        Ok(())
+    }
+
+    /// capset(2), _LINUX_CAPABILITY_VERSION_3: header {version, pid}, two data words.
+    fn capset(&mut self, what: &str, eff: u64, prm: u64, inh: u64) -> R<()> {
         let mut b = Vec::new();
         b.extend_from_slice(&0x2008_0522u32.to_le_bytes());
         b.extend_from_slice(&0u32.to_le_bytes());
         for shift in [0, 32] {
-            for v in [c.cap_eff, c.cap_prm, c.cap_inh] {
+            for v in [eff, prm, inh] {
                 b.extend_from_slice(&((v >> shift) as u32).to_le_bytes());
             }
         }
         let at = self.put(0, &b)?;
-        self.call("capset", libc::SYS_capset, &[at, at + 8])?;
-        let keep = (c.securebits & 0x10 != 0) as u64;
         self.call(
-            "prctl(PR_SET_KEEPCAPS)",
-            libc::SYS_prctl,
-            &[PR_SET_KEEPCAPS, keep],
+            &format!("{what} (E {eff:#x}, P {prm:#x}, I {inh:#x})"),
+            libc::SYS_capset,
+            &[at, at + 8],
         )?;
         Ok(())
     }
@@ -794,7 +980,7 @@ impl<'a> Puppet<'a> {
         self.call(
             "prctl(PR_SET_DUMPABLE)",
             libc::SYS_prctl,
-            &[PR_SET_DUMPABLE, core.dumpable.max(0) as u64],
+            &[PR_SET_DUMPABLE, dumpable_to_set(core.dumpable)],
         )?;
         if core.cpu_affinity != 0 {
             // Best effort: the machine may have fewer CPUs than the one dumped on.
@@ -856,4 +1042,13 @@ fn copy_parallel(
             .map(|t| t.join().expect("a copy thread does not panic"))
             .fold(mine, |acc, r| acc.and(r))
     })
+}
+
+/// The PR_SET_DUMPABLE value for a dumped one. prctl takes only 0 and 1; 2
+/// (SUID_DUMP_ROOT) is set by the kernel alone, when fs.suid_dumpable is 2 and the process
+/// changed credentials or exec'd a setuid program. 0 is what keeps its meaning: like 2 it
+/// keeps the process's ptrace and /proc files from its own uid (only 1 opens them); only
+/// the root-owned core dump is lost.
+fn dumpable_to_set(dumped: i32) -> u64 {
+    u64::from(dumped == 1)
 }

@@ -126,6 +126,30 @@ fn set_cloexec(fd: RawFd, on: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// ckpt's soft RLIMIT_NOFILE may be below the image's highest fd (dup2 beyond it is
+/// EBADF): raise it, up to the hard limit, before any fd is placed. The image's own limits
+/// are set last anyway.
+fn raise_nofile(p: &SeedPlan) -> Result<(), String> {
+    const RLIMIT_NOFILE: u32 = 7;
+    // The helpers end at helper_end(); a FIFO's keeper fd goes just above them.
+    let need = p.helper_end() as u64 + 2;
+    let (cur, max) = ckpt_sys::process::get_rlimit(nix::unistd::getpid(), RLIMIT_NOFILE)
+        .map_err(|e| e.to_string())?;
+    if cur >= need {
+        return Ok(());
+    }
+    let highest = p.fds.iter().map(|f| f.fd).max().unwrap_or(0);
+    if max < need {
+        return Err(format!(
+            "fd {highest} of the image and ckpt's {} helper fds above it need RLIMIT_NOFILE \
+             {need}, but the hard limit here is {max} (raise it, e.g. ulimit -Hn {need})",
+            p.helper_end() - p.helper_base
+        ));
+    }
+    ckpt_sys::process::set_rlimit(RLIMIT_NOFILE, need, max)
+        .map_err(|e| format!("raising the soft RLIMIT_NOFILE from {cur} to {need}: {e}"))
+}
+
 fn prepare(p: &SeedPlan) -> Result<(), String> {
     if p.session_leader {
         nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
@@ -133,6 +157,7 @@ fn prepare(p: &SeedPlan) -> Result<(), String> {
         nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0))
             .map_err(|e| format!("setpgid: {e}"))?;
     }
+    raise_nofile(p)?;
     // Helpers first, above every fd the process will own.
     dup2(p.err_fd, p.helper_base).map_err(|e| format!("dup2 error pipe: {e}"))?;
     place(&p.exe_path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, p.exe_fd())
@@ -168,7 +193,25 @@ fn prepare(p: &SeedPlan) -> Result<(), String> {
             set_cloexec(f.fd, f.cloexec)?;
             continue;
         }
+        if f.kind == pb::FdKind::FdChardev as i32 {
+            // Never let a device become the controlling terminal on the way.
+            flags |= OFlag::O_NOCTTY;
+        }
         place(&f.path, flags, f.fd).map_err(|e| format!("fd {}: {e}", f.fd))?;
+        if f.kind == pb::FdKind::FdChardev as i32 {
+            let st = nix::sys::stat::fstat(f.fd).map_err(|e| format!("fd {}: fstat: {e}", f.fd))?;
+            if st.st_rdev != f.rdev {
+                return Err(format!(
+                    "fd {}: {} is device {}:{} here, {}:{} in the image",
+                    f.fd,
+                    f.path,
+                    nix::sys::stat::major(st.st_rdev),
+                    nix::sys::stat::minor(st.st_rdev),
+                    nix::sys::stat::major(f.rdev),
+                    nix::sys::stat::minor(f.rdev)
+                ));
+            }
+        }
         if f.kind == pb::FdKind::FdRegular as i32 && f.pos != 0 {
             lseek(f.fd, f.pos as i64, Whence::SeekSet)
                 .map_err(|e| format!("fd {}: seek {} to {}: {e}", f.fd, f.path, f.pos))?;
