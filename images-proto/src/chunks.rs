@@ -95,13 +95,16 @@ pub fn check_entry(path: &Path, entry: &pb::ImageFile) -> Result<u64> {
 
 /// Verifies a whole chunked file held in memory on `threads` threads (chunks dealt out
 /// round-robin). `prefetch` runs on each chunk before it is hashed: for a mapped file the
-/// caller populates the range in one call instead of taking a fault per 64 KiB.
+/// caller populates the range in one call instead of taking a fault per 64 KiB; `release`
+/// runs after (the caller can unmap it, so the check of a large file does not hold it all
+/// in memory).
 pub fn verify(
     path: &Path,
     data: &[u8],
     entry: &pb::ImageFile,
     threads: usize,
     prefetch: &(dyn Fn(usize, usize) + Sync),
+    release: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<()> {
     let cs = check_entry(path, entry)? as usize;
     if data.len() as u64 != entry.size {
@@ -116,9 +119,11 @@ pub fn verify(
         let workers: Vec<_> = (0..threads)
             .map(|t| {
                 s.spawn(move || {
-                    (t..entry.chunk_xxh3.len())
-                        .step_by(threads)
-                        .find(|&i| !chunk_ok(data, cs, i, entry.chunk_xxh3[i], prefetch))
+                    (t..entry.chunk_xxh3.len()).step_by(threads).find(|&i| {
+                        let ok = chunk_ok(data, cs, i, entry.chunk_xxh3[i], prefetch);
+                        release(i * cs, cs);
+                        !ok
+                    })
                 })
             })
             .collect();
@@ -183,10 +188,12 @@ mod tests {
         assert_eq!(e.chunk_xxh3.len(), 4);
         let p = Path::new("pages-1.img");
         for threads in 1..=3 {
-            verify(p, &data, &e, threads, &|_, _| ()).unwrap();
+            verify(p, &data, &e, threads, &|_, _| (), &|_, _| ()).unwrap();
         }
         data[2 * 8192 + 5] ^= 1;
-        let err = verify(p, &data, &e, 2, &|_, _| ()).unwrap_err().to_string();
+        let err = verify(p, &data, &e, 2, &|_, _| (), &|_, _| ())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("bytes 16384..24576"), "{err}");
     }
 
@@ -208,6 +215,6 @@ mod tests {
         e.chunk_size = 0;
         assert!(check_entry(p, &e).is_err());
         let e = entry_for(&data, 4096);
-        assert!(verify(p, &data[..8192], &e, 2, &|_, _| ()).is_err());
+        assert!(verify(p, &data[..8192], &e, 2, &|_, _| (), &|_, _| ()).is_err());
     }
 }

@@ -4,6 +4,7 @@
 //! what a process can do for itself and stops; ckpt then drives it over ptrace (the
 //! puppet phase, `puppet.rs`) until it is the dumped process, and lets it go.
 
+mod fill;
 mod image;
 mod lazy;
 mod puppet;
@@ -106,15 +107,21 @@ pub fn restore_with_progress(
         // The pager verifies each chunk before it serves a page of it (lazy.rs).
         ckpt_images::chunks::check_entry(&pages_path, &img.pages_entry)?;
     } else {
-        // Every byte is checked before any process exists, on every CPU; populating the
-        // mapping here also spares the copy its page faults later.
+        // Every byte is checked before any process exists, on every CPU, a chunk at a time
+        // (populated in one call, hashed, then unmapped again: the fill maps the file
+        // window by window too, so ckpt never holds the whole file).
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        ckpt_images::chunks::verify(&pages_path, &map, &img.pages_entry, cpus, &|off, len| {
-            ckpt_sys::process::populate_read(&map, off, len)
-        })?;
+        ckpt_images::chunks::verify(
+            &pages_path,
+            &map,
+            &img.pages_entry,
+            cpus,
+            &|off, len| ckpt_sys::process::populate_read(&map, off, len),
+            &|off, len| ckpt_sys::process::release_range(&map, off, len),
+        )?;
         debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "pages file verified");
     }
-    let pages = PagesReader::new(&pages_path, map)?;
+    let pages = PagesReader::new(&pages_path, &map)?;
     let tramp = pick_trampoline(&img)?;
 
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -145,7 +152,13 @@ pub fn restore_with_progress(
 
     let mut puppet =
         puppet::Puppet::new(child, &img, &plan, pages_path.clone(), progress)?.lazy(opts.lazy);
-    puppet.run(&pages, &reset)?;
+    puppet.run(
+        &fill::Source {
+            reader: &pages,
+            map: &map,
+        },
+        &reset,
+    )?;
     let handoff = puppet.take_handoff();
     drop(puppet);
     if let Some(f) = &opts.pidfile {

@@ -2,10 +2,11 @@
 //! it is the dumped process. The order matters and is explained step by step; the facts
 //! behind it are in ../shared/notes/restore-facts.md.
 
+use crate::fill;
 use crate::image::{ProcessImage, TASK_SIZE};
 use crate::seed::SeedPlan;
 use crate::RestoreError;
-use ckpt_images::{pb, PagesReader, PAGE_SIZE};
+use ckpt_images::{pb, PAGE_SIZE};
 use ckpt_sys::inject::{Remote, Via};
 use ckpt_sys::ptrace::{self, Options};
 use ckpt_sys::{mem, Pid};
@@ -31,10 +32,6 @@ const MCL_FUTURE: u32 = 2;
 const MCL_ONFAULT: u32 = 4;
 const SS_ONSTACK: u32 = 1;
 const SS_DISABLE: u32 = 2;
-/// Largest copy per process_vm_writev batch.
-const FILL_BATCH: usize = 64 << 20;
-/// Bytes per UFFDIO_COPY (4 MiB measured best here).
-const UFFD_CHUNK: u64 = 4 << 20;
 const MADV_HUGEPAGE: u32 = 14;
 
 pub struct Puppet<'a> {
@@ -100,11 +97,7 @@ impl<'a> Puppet<'a> {
         Ok(at)
     }
 
-    pub fn run(
-        &mut self,
-        pages: &PagesReader<impl AsRef<[u8]> + Sync>,
-        reset_sigs: &[u32],
-    ) -> R<()> {
+    pub fn run(&mut self, pages: &fill::Source, reset_sigs: &[u32]) -> R<()> {
         let t0 = Instant::now();
         ptrace::set_options(
             self.pid,
@@ -226,7 +219,7 @@ impl<'a> Puppet<'a> {
         Ok(())
     }
 
-    fn map_vmas(&mut self, pages: &PagesReader<impl AsRef<[u8]> + Sync>) -> R<()> {
+    fn map_vmas(&mut self, pages: &fill::Source) -> R<()> {
         let img = self.img;
         let mut with_pages = vec![false; img.vmas.len()];
         let mut vi = 0;
@@ -405,13 +398,14 @@ impl<'a> Puppet<'a> {
         Ok(fd)
     }
 
-    /// Copies every dumped page into place straight from the mapped pages file (verified
-    /// before the seed was forked, `lib.rs`; the lazy pager verifies as it serves).
+    /// Copies every dumped page into place from the mapped pages file (verified before
+    /// the seed was forked, `lib.rs`; the lazy pager verifies as it serves), on every CPU
+    /// and a window of the file at a time (`fill.rs`).
     ///
     /// Anonymous memory is filled with UFFDIO_COPY (allocate + copy, no fault, no zeroing);
     /// the rest (written pages of private file mappings, huge-page memory, which
     /// UFFDIO_COPY would split into 4 KiB pages) with batched process_vm_writev.
-    fn fill(&mut self, pages: &PagesReader<impl AsRef<[u8]> + Sync>, with_pages: &[bool]) -> R<()> {
+    fn fill(&mut self, pages: &fill::Source, with_pages: &[bool]) -> R<()> {
         if self.lazy {
             return self.copy_pages(pages, with_pages);
         }
@@ -427,7 +421,7 @@ impl<'a> Puppet<'a> {
         copied
     }
 
-    fn copy_pages(&mut self, pages: &PagesReader<impl AsRef<[u8]>>, with_pages: &[bool]) -> R<()> {
+    fn copy_pages(&mut self, pages: &fill::Source, with_pages: &[bool]) -> R<()> {
         let img = self.img;
         let by_uffd: Vec<bool> = img
             .vmas
@@ -458,65 +452,37 @@ impl<'a> Puppet<'a> {
         } else {
             None
         };
-
-        let page = PAGE_SIZE as u64;
-        let runs = &img.runs;
-        // UFFDIO_COPY pieces, done on every CPU once the process_vm_writev part is done.
-        let mut uffd_jobs: Vec<(u64, &[u8])> = Vec::new();
-        let mut vi = 0;
-        let mut i = 0;
+        let by_uffd_now: Vec<bool> = by_uffd.iter().map(|&b| b && uffd.is_some()).collect();
         if let Some(frames) = img.frames.as_deref() {
-            // A compressed pages file is copied frame by frame; the loop below is for raw.
-            self.copy_frames(pages, frames, &by_uffd, uffd.as_ref().map(|(u, _)| u))?;
-            i = runs.len();
-        }
-        while i < runs.len() {
-            while img.vmas[vi].end <= runs[i].vaddr {
-                vi += 1;
+            fill::copy_frames(
+                self.pid,
+                pages,
+                &self.pages_path,
+                frames,
+                &img.runs,
+                &img.vmas,
+                &by_uffd_now,
+                uffd.as_ref().map(|(u, _)| u),
+                self.progress,
+            )?;
+        } else {
+            let jobs = fill::plan(&img.runs, &img.vmas, &by_uffd_now, self.lazy);
+            if self.lazy {
+                // Not verified up front in a lazy restore: what is copied now is checked
+                // here, chunk by chunk.
+                for j in &jobs {
+                    self.check_chunks(pages, j.off, j.len)?;
+                }
             }
-            if let (true, Some(_)) = (by_uffd[vi], &uffd) {
-                if self.lazy {
-                    i += 1;
-                    continue;
-                }
-                let r = &runs[i];
-                let mut done = 0;
-                while done < r.nr_pages * page {
-                    let len = (r.nr_pages * page - done).min(UFFD_CHUNK);
-                    uffd_jobs.push((r.vaddr + done, pages.slice(r.offset + done, len)?));
-                    done += len;
-                }
-                i += 1;
-                continue;
-            }
-            // A batch of runs for process_vm_writev: back to back in the file, all in
-            // VMAs that do not take the uffd path.
-            let start_off = runs[i].offset;
-            let mut len = 0u64;
-            let mut ranges = Vec::new();
-            let mut vj = vi;
-            while i < runs.len()
-                && ranges.len() < ckpt_sys::mem::IOV_MAX
-                && (len as usize) < FILL_BATCH
-            {
-                while img.vmas[vj].end <= runs[i].vaddr {
-                    vj += 1;
-                }
-                if by_uffd[vj] && uffd.is_some() {
-                    break;
-                }
-                let l = runs[i].nr_pages * page;
-                ranges.push((runs[i].vaddr, l as usize));
-                len += l;
-                i += 1;
-            }
-            let src = pages.slice(start_off, len)?;
-            mem::write_ranges(self.pid, &ranges, src)?;
-            self.progress.advance(len);
+            fill::copy(
+                self.pid,
+                pages,
+                &jobs,
+                uffd.as_ref().map(|(u, _)| u),
+                self.progress,
+            )?;
         }
-        if let Some((uffd, _)) = &uffd {
-            copy_parallel(uffd, &uffd_jobs, self.progress)?;
-        }
+        let page = PAGE_SIZE as u64;
         if let (true, Some(fd)) = (self.lazy, uffd.as_ref().map(|u| u.1)) {
             // The process keeps its own copy, above every restored and helper fd: while
             // it is open, a dead ckpt blocks the process instead of leaving it zeros.
@@ -544,30 +510,13 @@ impl<'a> Puppet<'a> {
             if let Some(r) = self.img.threads[0].rseq.as_ref().filter(|r| r.ptr != 0) {
                 let first = r.ptr & !(page - 1);
                 let last = (r.ptr + r.len.max(32) as u64 - 1) & !(page - 1);
-                for run in runs {
+                for run in &img.runs {
                     let end = run.vaddr + run.nr_pages * page;
                     for at in [first, last] {
                         if at >= run.vaddr && at < end {
                             let off = run.offset + (at - run.vaddr);
-                            let src = pages.slice(off, page)?;
-                            // Not verified up front in a lazy restore: check its chunk.
-                            let e = &self.img.pages_entry;
-                            let cs = e.chunk_size as usize;
-                            let i = off as usize / cs;
-                            let want = e.chunk_xxh3.get(i).copied().unwrap_or(!0);
-                            if !ckpt_images::chunks::chunk_ok(
-                                pages.bytes(),
-                                cs,
-                                i,
-                                want,
-                                &|_, _| (),
-                            ) {
-                                return Err(RestoreError::Image(
-                                    ckpt_images::ImageError::Checksum {
-                                        path: self.pages_path.clone(),
-                                    },
-                                ));
-                            }
+                            self.check_chunks(pages, off, page)?;
+                            let src = pages.reader.slice(off, page)?;
                             match uffd.copy_once(at, src)? {
                                 ckpt_sys::uffd::Fill::Done | ckpt_sys::uffd::Fill::Exists(_) => {}
                                 other => {
@@ -598,68 +547,24 @@ impl<'a> Puppet<'a> {
         Ok(())
     }
 
-    /// The copy for a compressed pages file: each zstd frame is decompressed into one
-    /// reused buffer and the runs it holds are copied out of it, by UFFDIO_COPY or
-    /// process_vm_writev as for raw pages.
-    fn copy_frames(
-        &self,
-        pages: &PagesReader<impl AsRef<[u8]>>,
-        frames: &[ckpt_images::pages::Frame],
-        by_uffd: &[bool],
-        uffd: Option<&ckpt_sys::uffd::Uffd>,
-    ) -> R<()> {
-        let img = self.img;
-        let page = PAGE_SIZE as u64;
-        let max = frames.iter().map(|f| f.raw_len).max().unwrap_or(0) as usize;
-        let mut buf = vec![0u8; max];
-        let mut dz = zstd::bulk::Decompressor::new().map_err(|e| {
-            RestoreError::Refused(format!("{}: zstd: {e}", self.pages_path.display()))
-        })?;
-        let (mut ri, mut vi) = (0usize, 0usize);
-        for (n, f) in frames.iter().enumerate() {
-            let bytes = pages.bytes();
-            let src = bytes
-                .get(f.file_offset as usize..(f.file_offset + f.file_len) as usize)
-                .ok_or_else(|| {
-                    RestoreError::Refused(format!(
-                        "{}: frame {n} lies outside the file",
-                        self.pages_path.display()
-                    ))
-                })?;
-            let out = &mut buf[..f.raw_len as usize];
-            let got = dz.decompress_to_buffer(src, out).map_err(|e| {
-                RestoreError::Refused(format!(
-                    "{}: frame {n} does not decompress: {e}",
-                    self.pages_path.display()
-                ))
-            })?;
-            if got as u64 != f.raw_len {
-                return Err(RestoreError::Refused(format!(
-                    "{}: frame {n} holds {got} bytes, its header says {}",
-                    self.pages_path.display(),
-                    f.raw_len
-                )));
-            }
-            let frame_end = f.raw_offset + f.raw_len;
-            while ri < img.runs.len() && img.runs[ri].offset < frame_end {
-                let r = &img.runs[ri];
-                let run_end = r.offset + r.nr_pages * page;
-                let from = r.offset.max(f.raw_offset);
-                let to = run_end.min(frame_end);
-                let data = &out[(from - f.raw_offset) as usize..(to - f.raw_offset) as usize];
-                let vaddr = r.vaddr + (from - r.offset);
-                while img.vmas[vi].end <= r.vaddr {
-                    vi += 1;
-                }
-                match uffd {
-                    Some(u) if by_uffd[vi] => u.copy(vaddr, data)?,
-                    _ => mem::write(self.pid, vaddr, data)?,
-                }
-                self.progress.advance(data.len() as u64);
-                if run_end > frame_end {
-                    break;
-                }
-                ri += 1;
+    /// Checks the chunks of the pages file that `[off, off + len)` touches against their
+    /// checksums (a lazy restore, whose file was not verified before the seed).
+    fn check_chunks(&self, pages: &fill::Source, off: u64, len: u64) -> R<()> {
+        let e = &self.img.pages_entry;
+        let cs = e.chunk_size;
+        for i in off / cs..(off + len).div_ceil(cs) {
+            let want = e.chunk_xxh3.get(i as usize).copied().unwrap_or(!0);
+            let ok = ckpt_images::chunks::chunk_ok(
+                pages.reader.bytes(),
+                cs as usize,
+                i as usize,
+                want,
+                &|_, _| (),
+            );
+            if !ok {
+                return Err(RestoreError::Image(ckpt_images::ImageError::Checksum {
+                    path: self.pages_path.clone(),
+                }));
             }
         }
         Ok(())
@@ -1006,42 +911,6 @@ impl<'a> Puppet<'a> {
         ptrace::set_sigmask(self.pid, t.sigmask)?;
         Ok(())
     }
-}
-
-/// Runs UFFDIO_COPY pieces on every CPU. The pages file is already verified and mapped in,
-/// so each piece is a page allocation + copy in the kernel, and the pieces are independent:
-/// threads take the next one from a shared counter.
-fn copy_parallel(
-    uffd: &ckpt_sys::uffd::Uffd,
-    jobs: &[(u64, &[u8])],
-    progress: &dyn ckpt_images::progress::Progress,
-) -> R<()> {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let work = || -> R<()> {
-        while !failed.load(Relaxed) {
-            let Some(&(dst, src)) = jobs.get(next.fetch_add(1, Relaxed)) else {
-                return Ok(());
-            };
-            if let Err(e) = uffd.copy(dst, src) {
-                failed.store(true, Relaxed);
-                return Err(e.into());
-            }
-            progress.advance(src.len() as u64);
-        }
-        Ok(())
-    };
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let helpers = cpus.min(jobs.len()).saturating_sub(1);
-    std::thread::scope(|s| {
-        let others: Vec<_> = (0..helpers).map(|_| s.spawn(work)).collect();
-        let mine = work();
-        others
-            .into_iter()
-            .map(|t| t.join().expect("a copy thread does not panic"))
-            .fold(mine, |acc, r| acc.and(r))
-    })
 }
 
 /// The PR_SET_DUMPABLE value for a dumped one. prctl takes only 0 and 1; 2

@@ -217,19 +217,44 @@ pub fn read_own(start: u64, len: usize) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+pub use memmap2::Mmap;
+
 /// Maps a file read-only and shared (the pages file a restore copies from).
-pub fn map_file(file: &std::fs::File) -> Result<memmap2::Mmap> {
+pub fn map_file(file: &std::fs::File) -> Result<Mmap> {
     // SAFETY: a read-only mapping of an image file in ckpt's own 0700 directory; nothing
     // in ckpt writes or truncates it while mapped.
-    unsafe { memmap2::Mmap::map(file) }
-        .map_err(|e| Error::Other(format!("mmap of pages file: {e}")))
+    unsafe { Mmap::map(file) }.map_err(|e| Error::Other(format!("mmap of pages file: {e}")))
 }
 
 /// Maps `len` bytes of a file mapping at `offset` in one call (MADV_POPULATE_READ), instead
 /// of a page fault per fault-around window when they are first read. Best effort: a
 /// kernel without it just faults them in later.
-pub fn populate_read(map: &memmap2::Mmap, offset: usize, len: usize) {
+pub fn populate_read(map: &Mmap, offset: usize, len: usize) {
     let _ = map.advise_range(memmap2::Advice::PopulateRead, offset, len);
+}
+
+/// Drops ckpt's page-table entries for the whole pages of `[offset, offset + len)` of a
+/// read-only file mapping (MADV_DONTNEED): a restore reads its pages file window by window
+/// and drops each window behind it, so its RSS stays at a few windows, not the file's size.
+/// The bytes stay valid: the next read maps them in again from the page cache.
+pub fn release_range(map: &Mmap, offset: usize, len: usize) {
+    const PAGE: usize = 4096;
+    let start = offset.next_multiple_of(PAGE);
+    let end = offset.saturating_add(len).min(map.len());
+    // The mapping covers the file's partial last page whole.
+    let end = if end == map.len() {
+        end.next_multiple_of(PAGE)
+    } else {
+        end / PAGE * PAGE
+    };
+    if end > start {
+        // SAFETY: `map` is a read-only mapping of a file: nothing can have written to its
+        // pages, so dropping them loses nothing, and every later read of the range sees
+        // the same file bytes again (faulted back in from the page cache).
+        let _ = unsafe {
+            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+        };
+    }
 }
 
 /// Signals whose disposition in the calling process is not SIG_DFL: a forked restore seed
