@@ -194,45 +194,28 @@ fn damaged_pages_kill_the_lazy_process_before_it_reads_them() {
     );
 }
 
-/// The pages a lazy restore writes itself rather than serving them (here the written
-/// pages of a private file mapping, placed by process_vm_writev before the process runs)
-/// are checked against their chunk too: damaged, the restore fails and leaves nothing.
+/// The pages a lazy restore writes itself rather than serving them (huge-page memory,
+/// placed by process_vm_writev before the process runs) are checked against their chunk
+/// too: damaged, the restore fails and leaves nothing behind.
 #[test]
 fn damaged_pages_written_by_the_restore_itself_are_refused() {
-    use ckpt_images::{names, pb, ImageDir, Kind};
     let env = Env::new();
-    let mut w = env.start("mem");
-    env.check(&mut w);
+    let bin = workload_bin("lazybig");
+    let w = env.spawn(
+        "lazybig",
+        &bin,
+        &[env.path().as_os_str(), OsStr::new("64"), OsStr::new("huge")],
+    );
+    env.wait_ready(&w);
     let dir = env.subdir("img");
     env.dump(w.pid, &dir, &[]).ok();
     env.reap_dumped(w.pid);
-    let d = ImageDir::open(&dir).unwrap();
-    let vmas: Vec<pb::Vma> = {
-        let mut r = d.records(&names::mm(w.pid), Kind::Mm).unwrap();
-        let _: pb::MmInfo = r.expect("MmInfo").unwrap();
-        r.rest("Vma").unwrap()
-    };
-    let runs: Vec<pb::PageRun> = {
-        let mut r = d.records(&names::pagemap(w.pid), Kind::Pagemap).unwrap();
-        let _: pb::PagemapHead = r.expect("PagemapHead").unwrap();
-        r.rest("PageRun").unwrap()
-    };
-    let private = vmas
-        .iter()
-        .find(|v| {
-            v.kind == pb::VmaKind::VmaFilePrivate as i32 && v.path.ends_with("mem-private.dat")
-        })
-        .expect("the workload's private file mapping");
-    let run = runs
-        .iter()
-        .find(|r| r.vaddr >= private.start && r.vaddr < private.end)
-        .expect("written pages of the private mapping");
-    let pages = dir.join(names::pages(1));
-    let bytes = std::fs::read(&pages).unwrap();
-    let at = run.offset as usize + 123;
-    let mut damaged = bytes.clone();
-    damaged[at] ^= 0x40;
-    std::fs::write(&pages, damaged).unwrap();
+    // The middle of the file: the huge-page region, chunks away from the rseq page.
+    let pages = dir.join("pages-1.img");
+    let mut bytes = std::fs::read(&pages).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&pages, bytes).unwrap();
 
     let out = restore_lazy(&env, &dir);
     out.failed_naming("pages-1.img");

@@ -1,7 +1,8 @@
 /*
  * lazybig: a big anonymous mapping of distinct per-page data, for lazy restores.
- * Usage: lazybig WORKDIR [MIB]   (protocol in wl.h; MIB defaults to 512)
- *  - MIB MiB of private anonymous memory (MADV_NOHUGEPAGE), every 8-byte word
+ * Usage: lazybig WORKDIR [MIB [huge]]   (protocol in wl.h; MIB defaults to 512)
+ *  - MIB MiB of private anonymous memory (MADV_NOHUGEPAGE, or MADV_HUGEPAGE with
+ *    `huge`: such memory is restored by ckpt itself, not served lazily), every 8-byte word
  *    written with a value derived from its page and offset, so a page that reads
  *    zero, stale or another page's data fails the check;
  *  - SIGUSR1 verifies every word of every page (walking backwards, against a
@@ -44,7 +45,8 @@ int main(int argc, char **argv)
 	mem = mmap(NULL, npages * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (mem == MAP_FAILED)
 		wl_die("mmap");
-	if (madvise(mem, npages * PG, MADV_NOHUGEPAGE))
+	int huge = argc > 3 && !strcmp(argv[3], "huge");
+	if (madvise(mem, npages * PG, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE))
 		wl_die("madvise");
 	for (size_t pg = 0; pg < npages; pg++) {
 		uint64_t *p = mem + pg * (PG / 8);
