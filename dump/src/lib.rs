@@ -19,7 +19,7 @@ mod seize;
 mod validate;
 
 use ckpt_images::{names, pb, ImageSink, Kind};
-use ckpt_sys::{proc, process, Pid};
+use ckpt_sys::{abort, proc, process, Pid};
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -97,6 +97,7 @@ pub fn dump_with_progress(
     let mut task = seize::Seized::seize(pid)?;
     tracing::info!(pid = opts.pid, ms = ms(t_seize), "seized");
     validate::after_seize(pid)?;
+    abort::check()?;
 
     let mut stats = DumpStats::default();
     let t = Instant::now();
@@ -115,6 +116,7 @@ pub fn dump_with_progress(
 
     let t = Instant::now();
     let wanted_sigs = status.sigign | status.sigcgt;
+    abort::check()?;
     let injected = remote::collect(&mut task, &maps, &mm.vdso, wanted_sigs)?;
     stats.injected = injected.calls;
     tracing::debug!(ms = ms(t), calls = injected.calls, "injected syscalls");
@@ -143,6 +145,7 @@ pub fn dump_with_progress(
         "memory written"
     );
 
+    abort::check()?;
     let t = Instant::now();
     let process_core = cores::process(pid, &stat, &status, &injected)?;
     let mut w = sink.records(&names::core(opts.pid), Kind::Core)?;
@@ -179,6 +182,9 @@ pub fn dump_with_progress(
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
     };
+    // The last point where an abort (SIGINT/SIGTERM/SIGHUP) is honoured: past it the
+    // images are complete and the release runs to its end.
+    abort::check()?;
     sink.finish(inventory)?;
     tracing::debug!(ms = ms(t), "images written");
 

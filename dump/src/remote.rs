@@ -213,6 +213,7 @@ pub fn collect(
     // Back to the registers of the seize, while the task sits in the syscall-exit stop of
     // the munmap: the detach at release then runs the kernel's restart logic on them.
     remote.restore_regs()?;
+    task.unblock_signals()?;
     inj.calls = remote.calls;
     Ok(inj)
 }

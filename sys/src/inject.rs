@@ -63,8 +63,10 @@ impl Remote {
         &self.base
     }
 
-    /// Runs one syscall and returns the raw result (a negative value is -errno).
+    /// Runs one syscall and returns the raw result (a negative value is -errno). A
+    /// requested abort ([`crate::abort`]) fails it before the task is touched.
     pub fn syscall_raw(&mut self, nr: i64, args: &[u64]) -> Result<i64> {
+        crate::abort::check()?;
         let mut r = self.base;
         r.rax = nr as u64;
         let a = |i: usize| args.get(i).copied().unwrap_or(0);
@@ -112,6 +114,7 @@ impl Remote {
     /// where its final registers can be set without the task running another instruction
     /// of ours (the last munmap of a trampoline).
     pub fn syscall_to_exit(&mut self, nr: i64, args: &[u64], ip: u64) -> Result<i64> {
+        crate::abort::check()?;
         let mut r = self.base;
         r.rax = nr as u64;
         let a = |i: usize| args.get(i).copied().unwrap_or(0);

@@ -1,0 +1,149 @@
+//! A dump (or restore) that is interrupted or raced must leave the workload as it was:
+//! running, untraced, with its own signal mask, answering its checks. The workload
+//! (tests/workloads/safety.c) holds a large memory so the dump takes a while, a blocked
+//! mask it checks itself, and a pending SIGTRAP.
+
+mod common;
+
+use common::*;
+use std::ffi::OsStr;
+use std::fs;
+use std::path::Path;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// Memory of the workload: enough that copying it takes far longer than our polling.
+const BIG_MIB: &str = "256";
+
+fn start_safety(env: &Env, mib: &str) -> Workload {
+    let bin = workload_bin("safety");
+    let w = env.spawn("safety", &bin, &[env.path().as_os_str(), OsStr::new(mib)]);
+    env.wait_ready(&w);
+    w
+}
+
+/// Polls until `cond` holds, or panics naming `what`.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < LINE_TIMEOUT,
+            "timed out waiting for {what}"
+        );
+        sleep(Duration::from_millis(1));
+    }
+}
+
+fn pages_bytes(dir: &Path) -> u64 {
+    fs::metadata(dir.join("pages-1.img"))
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
+/// Running, untraced, the same blocked mask as before the dump, and still passing.
+fn assert_untouched(env: &Env, w: &mut Workload, sigblk: &str) {
+    // The kernel detaches the tracee of a dead ckpt asynchronously of our reaping it.
+    wait_until("the workload to be untraced", || {
+        status_field(w.pid, "TracerPid").as_deref() == Some("0")
+    });
+    assert_running_untraced(w.pid);
+    assert_eq!(
+        status_field(w.pid, "SigBlk").as_deref(),
+        Some(sigblk),
+        "pid {}: blocked mask changed by the interrupted dump",
+        w.pid
+    );
+    env.check(w);
+}
+
+/// SIGTERM to ckpt while the workload is seized: ckpt stops in order (exit 1, one line
+/// naming the signal), removes the partial image, and the workload runs on untouched
+/// (without --leave-running it would otherwise have been killed).
+#[test]
+fn sigterm_mid_dump_leaves_workload_untouched() {
+    for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
+        let env = Env::new();
+        let mut w = start_safety(&env, BIG_MIB);
+        let sigblk = status_field(w.pid, "SigBlk").unwrap();
+        let dir = env.subdir("img");
+        let bg = env.ckpt_bg(&[
+            OsStr::new("dump"),
+            OsStr::new("-t"),
+            OsStr::new(&w.pid.to_string()),
+            OsStr::new("-D"),
+            dir.as_os_str(),
+        ]);
+        let ckpt = bg.child.id() as i32;
+        wait_until("ckpt to seize the workload", || {
+            status_field(w.pid, "TracerPid") == Some(ckpt.to_string())
+        });
+        assert!(signal(ckpt, sig));
+        let out = env.finish_bg(bg);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "ckpt should exit 1 after {name}: {out}"
+        );
+        out.failed_naming(&format!("interrupted by {name}"));
+        assert!(
+            image_files(&dir, "").is_empty(),
+            "the interrupted dump left files: {}",
+            listing(&dir)
+        );
+        assert_untouched(&env, &mut w, &sigblk);
+    }
+}
+
+/// SIGKILL to ckpt once the memory copy runs (so after the injected syscalls): ckpt
+/// cannot clean up, the kernel detaches the workload, and it must not be left with every
+/// signal blocked.
+#[test]
+fn sigkill_after_injections_restores_mask() {
+    let env = Env::new();
+    let mut w = start_safety(&env, BIG_MIB);
+    let sigblk = status_field(w.pid, "SigBlk").unwrap();
+    let dir = env.subdir("img");
+    let bg = env.ckpt_bg(&[
+        OsStr::new("dump"),
+        OsStr::new("-t"),
+        OsStr::new(&w.pid.to_string()),
+        OsStr::new("-D"),
+        dir.as_os_str(),
+    ]);
+    let ckpt = bg.child.id() as i32;
+    // The pages file grows past its header page only during the copy.
+    wait_until("the memory copy to start", || pages_bytes(&dir) > 4096);
+    assert!(signal(ckpt, libc::SIGKILL));
+    let out = env.finish_bg(bg);
+    assert_eq!(
+        out.status.code(),
+        None,
+        "ckpt should have died of SIGKILL mid-copy: {out}"
+    );
+    assert_untouched(&env, &mut w, &sigblk);
+}
+
+/// SIGTERM to `ckpt restore` while it builds the process: ckpt exits 1 naming the
+/// signal, and no process with the pid is left behind.
+#[test]
+fn sigterm_mid_restore_leaves_no_process() {
+    let env = Env::new();
+    let w = start_safety(&env, BIG_MIB);
+    let dir = env.subdir("img");
+    env.dump(w.pid, &dir, &[]).ok();
+    env.reap_dumped(w.pid);
+    let bg = env.ckpt_bg(&[
+        OsStr::new("restore"),
+        OsStr::new("-D"),
+        dir.as_os_str(),
+        OsStr::new("-d"),
+    ]);
+    let ckpt = bg.child.id() as i32;
+    env.track(w.pid);
+    wait_until("the restore to create the process", || exists(w.pid));
+    assert!(signal(ckpt, libc::SIGTERM));
+    let out = env.finish_bg(bg);
+    assert_eq!(out.status.code(), Some(1), "ckpt should exit 1: {out}");
+    out.failed_naming("interrupted by SIGTERM");
+    env.assert_gone(w.pid);
+}
