@@ -86,7 +86,7 @@ pub fn dump_with_progress(
         )));
     }
     let pid = Pid::from_raw(opts.pid);
-    validate::before_seize(pid)?;
+    let identity = validate::before_seize(pid)?;
     // Create the sink before touching the task, so an unusable directory fails early.
     // Dropped unfinished (any error below), it deletes what it wrote.
     let mut sink = ImageSink::create(&opts.dir)?;
@@ -96,6 +96,7 @@ pub fn dump_with_progress(
     // From here every early return drops `task`, which puts the task back as it was.
     let mut task = seize::Seized::seize(pid)?;
     tracing::info!(pid = opts.pid, ms = ms(t_seize), "seized");
+    identity.verify(pid)?;
     validate::after_seize(pid)?;
     abort::check()?;
 
