@@ -147,3 +147,48 @@ fn sigterm_mid_restore_leaves_no_process() {
     out.failed_naming("interrupted by SIGTERM");
     env.assert_gone(w.pid);
 }
+
+/// Whether ckpt's log says it moved the task out of an rseq critical section.
+fn caught_in_rseq(out: &CkptOutput) -> bool {
+    out.stderr.contains("inside an rseq critical section")
+}
+
+/// A workload that spends nearly all its time inside an rseq critical section and fails
+/// its check if a section ever commits after being resumed in its middle. Dumped with
+/// --leave-running (our injected syscalls make the kernel drop the section silently) and
+/// then dumped and restored: it must go on through the abort handler each time.
+#[test]
+fn rseq_critical_section_resumes_at_abort() {
+    let env = Env::new();
+    let mut w = env.start("rseq");
+    let mut caught = 0;
+    for i in 0..10 {
+        let dir = env.subdir(&format!("lr{i}"));
+        let out = env.dump(w.pid, &dir, &["--leave-running", "-v"]).ok();
+        caught += caught_in_rseq(&out) as u32;
+        if caught >= 3 {
+            break;
+        }
+    }
+    // Let it run a few sections on, then let it judge.
+    sleep(Duration::from_millis(50));
+    env.check(&mut w);
+    assert!(
+        caught > 0,
+        "no dump caught the workload inside its critical section"
+    );
+
+    for i in 0..5 {
+        let dir = env.subdir(&format!("cycle{i}"));
+        let out = env.dump(w.pid, &dir, &["-v"]).ok();
+        env.reap_dumped(w.pid);
+        env.restore_detached(&dir).ok();
+        env.track(w.pid);
+        sleep(Duration::from_millis(50));
+        env.check(&mut w);
+        if caught_in_rseq(&out) {
+            return;
+        }
+    }
+    panic!("no dump of the cycles caught the workload inside its critical section");
+}

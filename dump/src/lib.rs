@@ -3,7 +3,9 @@
 //! This stage dumps one single-threaded process with regular files, directories and
 //! character devices open. The steps, each in its own module:
 //! - `validate`: refuse what cannot be dumped, before the task is touched;
-//! - `seize`: PTRACE_SEIZE + INTERRUPT, and the guard that puts the task back on any error;
+//! - `seize`: PTRACE_SEIZE + INTERRUPT, and the guard that puts the task back on any error
+//!   (also on SIGINT/SIGTERM/SIGHUP: `ckpt_sys::abort` is checked between steps);
+//! - `rseq`: a task stopped inside an rseq critical section resumes at its abort handler;
 //! - `remote`: syscalls injected through a `syscall` of the vDSO (sigactions, itimers, ...);
 //! - `cores`, `mm`, `files`: the records of core-, mm- and files-<pid>.img;
 //! - `pages`: the memory, streamed from the task into pages-1.img;
@@ -15,6 +17,7 @@ mod mm;
 mod pages;
 mod release;
 mod remote;
+mod rseq;
 mod seize;
 mod validate;
 

@@ -14,7 +14,8 @@ const MAX_SIGNALS_AT_SEIZE: usize = 64;
 /// A task in ptrace-stop, owned by the dump.
 pub struct Seized {
     pub(crate) pid: Pid,
-    /// Registers, xsave and sigmask as found at the stop.
+    /// Registers (rip moved out of an rseq critical section, see `rseq`), xsave and
+    /// sigmask as found at the stop.
     pub(crate) regs: Regs,
     pub(crate) xsave: Vec<u8>,
     pub(crate) sigmask: u64,
@@ -55,6 +56,8 @@ impl Seized {
         ptrace::interrupt(pid)?;
         s.wait_event_stop()?;
         s.regs = ptrace::get_regs(pid)?;
+        // Before anything runs in the task: these are the registers dumped and put back.
+        crate::rseq::fixup(pid, &mut s.regs)?;
         s.xsave = ptrace::get_xstate(pid)?;
         s.sigmask = ptrace::get_sigmask(pid)?;
         Ok(s)
