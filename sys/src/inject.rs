@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::ptrace::{self, Stop};
 use crate::regs::Regs;
 use nix::errno::Errno;
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,13 +149,23 @@ impl Remote {
                         self.pid
                     )))
                 }
-                // A stop we did not ask for (a group-stop, a signal that could not be
-                // blocked): resume and keep waiting for ours.
-                Stop::EventStop(_) | Stop::Signal(libc::SIGSTOP) => {
-                    if sysstep {
-                        ptrace::syscall(self.pid)?;
+                // A group-stop (or a stray interrupt): resume; the stop stays in effect
+                // and the task re-enters it when it is detached.
+                Stop::EventStop(_) => ptrace::resume(self.pid, sysstep, None)?,
+                Stop::Signal(sig) if is_stop_signal(sig) => {
+                    if ptrace::in_group_stop(self.pid)? {
+                        ptrace::resume(self.pid, sysstep, None)?;
                     } else {
-                        ptrace::cont(self.pid, None)?;
+                        // A SIGSTOP cannot be blocked: someone wants the task stopped.
+                        // Resuming without it would discard it; resumed with it, the
+                        // kernel starts the group-stop (reported next, see above), which
+                        // outlives our injections and takes effect at the detach.
+                        tracing::info!(
+                            pid = %self.pid,
+                            "{} arrived during an injected syscall: passed on, the task stops when released",
+                            Signal::try_from(sig).map_or("stop signal", |s| s.as_str())
+                        );
+                        ptrace::resume(self.pid, sysstep, Signal::try_from(sig).ok())?;
                     }
                 }
                 other => {
@@ -171,4 +182,11 @@ impl Remote {
     pub fn restore_regs(&self) -> Result<()> {
         ptrace::set_regs(self.pid, &self.base)
     }
+}
+
+fn is_stop_signal(sig: i32) -> bool {
+    matches!(
+        sig,
+        libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+    )
 }

@@ -65,6 +65,28 @@ pub fn syscall(pid: Pid) -> Result<()> {
     np::syscall(pid, None).ctx(|| format!("ptrace(SYSCALL) of pid {pid}"))
 }
 
+/// PTRACE_SYSCALL (`sysstep`) or PTRACE_CONT, delivering `sig` if the task sits in a
+/// signal-delivery stop.
+pub fn resume(pid: Pid, sysstep: bool, sig: Option<Signal>) -> Result<()> {
+    if sysstep {
+        np::syscall(pid, sig).ctx(|| format!("ptrace(SYSCALL) of pid {pid}"))
+    } else {
+        cont(pid, sig)
+    }
+}
+
+/// Whether a task reported stopped with a stop signal is in a group-stop rather than a
+/// signal-delivery stop (ptrace(2): PTRACE_GETSIGINFO fails with EINVAL in a group-stop).
+/// Only a TRACEME tracee needs this; a seized one reports group-stops as
+/// PTRACE_EVENT_STOP.
+pub fn in_group_stop(pid: Pid) -> Result<bool> {
+    match np::getsiginfo(pid) {
+        Ok(_) => Ok(false),
+        Err(Errno::EINVAL) => Ok(true),
+        Err(e) => Err(Error::sys(format!("ptrace(GETSIGINFO) of pid {pid}"), e)),
+    }
+}
+
 pub fn detach(pid: Pid) -> Result<()> {
     np::detach(pid, None).ctx(|| format!("ptrace(DETACH) of pid {pid}"))
 }
