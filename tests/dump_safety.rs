@@ -250,3 +250,20 @@ fn sigstop_during_dump_is_kept() {
     }
     panic!("SIGSTOP never reached the workload during the injected syscalls ({exercised}x)");
 }
+
+/// A blocked SIGTRAP pending at the thread with its own si_value (and the rest of the
+/// workload's signal state) survives --leave-running and two dump/restore cycles: the
+/// dump collects it without our traps interfering, and the restore re-queues it where no
+/// int3 of the trampoline can take it for its own trap.
+#[test]
+fn pending_sigtrap_survives() {
+    let env = Env::new();
+    let mut w = start_safety(&env, "16");
+    env.dump(w.pid, &env.subdir("lr"), &["--leave-running"])
+        .ok();
+    env.check(&mut w);
+    for i in 1..=2 {
+        let dir = env.subdir(&format!("img{i}"));
+        env.cycle(&mut w, &dir);
+    }
+}
