@@ -56,42 +56,66 @@ fn assert_untouched(env: &Env, w: &mut Workload, sigblk: &str) {
     env.check(w);
 }
 
-/// SIGTERM to ckpt while the workload is seized: ckpt stops in order (exit 1, one line
-/// naming the signal), removes the partial image, and the workload runs on untouched
-/// (without --leave-running it would otherwise have been killed).
-#[test]
-fn sigterm_mid_dump_leaves_workload_untouched() {
-    for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
-        let env = Env::new();
-        let mut w = start_safety(&env, BIG_MIB);
-        let sigblk = status_field(w.pid, "SigBlk").unwrap();
-        let dir = env.subdir("img");
-        let bg = env.ckpt_bg(&[
-            OsStr::new("dump"),
-            OsStr::new("-t"),
-            OsStr::new(&w.pid.to_string()),
-            OsStr::new("-D"),
-            dir.as_os_str(),
-        ]);
-        let ckpt = bg.child.id() as i32;
-        wait_until("ckpt to seize the workload", || {
+/// Where in the dump the signal is sent.
+#[derive(Debug, Clone, Copy)]
+enum When {
+    /// As soon as the workload is seized (before or during the injected syscalls).
+    Seized,
+    /// Once the memory copy has written pages (a partial pages file exists).
+    Copying,
+}
+
+/// `sig` to ckpt mid-dump: ckpt stops in order (exit 1, one line naming the signal),
+/// removes the partial image, and the workload runs on untouched (without
+/// --leave-running it would otherwise have been killed).
+fn interrupted_dump(sig: i32, name: &str, when: When) {
+    let env = Env::new();
+    let mut w = start_safety(&env, BIG_MIB);
+    let sigblk = status_field(w.pid, "SigBlk").unwrap();
+    let dir = env.subdir("img");
+    let bg = env.ckpt_bg(&[
+        OsStr::new("dump"),
+        OsStr::new("-t"),
+        OsStr::new(&w.pid.to_string()),
+        OsStr::new("-D"),
+        dir.as_os_str(),
+    ]);
+    let ckpt = bg.child.id() as i32;
+    match when {
+        When::Seized => wait_until("ckpt to seize the workload", || {
             status_field(w.pid, "TracerPid") == Some(ckpt.to_string())
-        });
-        assert!(signal(ckpt, sig));
-        let out = env.finish_bg(bg);
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "ckpt should exit 1 after {name}: {out}"
-        );
-        out.failed_naming(&format!("interrupted by {name}"));
-        assert!(
-            image_files(&dir, "").is_empty(),
-            "the interrupted dump left files: {}",
-            listing(&dir)
-        );
-        assert_untouched(&env, &mut w, &sigblk);
+        }),
+        When::Copying => wait_until("the memory copy to start", || pages_bytes(&dir) > 4096),
     }
+    assert!(signal(ckpt, sig));
+    let out = env.finish_bg(bg);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "ckpt should exit 1 after {name} ({when:?}): {out}"
+    );
+    out.failed_naming(&format!("interrupted by {name}"));
+    assert!(
+        image_files(&dir, "").is_empty(),
+        "the interrupted dump left files: {}",
+        listing(&dir)
+    );
+    assert_untouched(&env, &mut w, &sigblk);
+}
+
+#[test]
+fn sigterm_once_seized_leaves_workload_untouched() {
+    interrupted_dump(libc::SIGTERM, "SIGTERM", When::Seized);
+}
+
+#[test]
+fn sigint_during_copy_leaves_workload_untouched() {
+    interrupted_dump(libc::SIGINT, "SIGINT", When::Copying);
+}
+
+#[test]
+fn sighup_during_copy_leaves_workload_untouched() {
+    interrupted_dump(libc::SIGHUP, "SIGHUP", When::Copying);
 }
 
 /// SIGKILL to ckpt once the memory copy runs (so after the injected syscalls): ckpt
