@@ -209,6 +209,8 @@ fn run(cli: Cli) -> Result<i32> {
                 leave_running,
                 compress: compress.then_some(compress_level),
             };
+            // SIGINT/SIGTERM/SIGHUP: abort in order, the workload put back untouched.
+            let _armed = ckpt_sys::abort::arm().context("signal handlers")?;
             let stats = ckpt_dump::dump_with_progress(&opts, &Bar::new())
                 .with_context(|| format!("dump of pid {pid} into {}", dir.display()))?;
             tracing::info!(?stats, "dump done");
@@ -226,6 +228,9 @@ fn run(cli: Cli) -> Result<i32> {
                 pidfile,
                 lazy,
             };
+            // Until the process is released (restore disarms then): abort in order, the
+            // half-built process killed and reaped.
+            let _armed = ckpt_sys::abort::arm().context("signal handlers")?;
             let outcome = ckpt_restore::restore_with_progress(&opts, &Bar::new())
                 .with_context(|| format!("restore from {}", dir.display()))?;
             Ok(match outcome {

@@ -3,7 +3,9 @@
 //! This stage dumps one single-threaded process with regular files, directories and
 //! character devices open. The steps, each in its own module:
 //! - `validate`: refuse what cannot be dumped, before the task is touched;
-//! - `seize`: PTRACE_SEIZE + INTERRUPT, and the guard that puts the task back on any error;
+//! - `seize`: PTRACE_SEIZE + INTERRUPT, and the guard that puts the task back on any error
+//!   (also on SIGINT/SIGTERM/SIGHUP: `ckpt_sys::abort` is checked between steps);
+//! - `rseq`: a task stopped inside an rseq critical section resumes at its abort handler;
 //! - `remote`: syscalls injected through a `syscall` of the vDSO (sigactions, itimers, ...);
 //! - `cores`, `mm`, `files`: the records of core-, mm- and files-<pid>.img;
 //! - `pages`: the memory, streamed from the task into pages-1.img;
@@ -15,11 +17,12 @@ mod mm;
 mod pages;
 mod release;
 mod remote;
+mod rseq;
 mod seize;
 mod validate;
 
 use ckpt_images::{names, pb, ImageSink, Kind};
-use ckpt_sys::{proc, process, Pid};
+use ckpt_sys::{abort, proc, process, Pid};
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -86,7 +89,7 @@ pub fn dump_with_progress(
         )));
     }
     let pid = Pid::from_raw(opts.pid);
-    validate::before_seize(pid)?;
+    let identity = validate::before_seize(pid)?;
     // Create the sink before touching the task, so an unusable directory fails early.
     // Dropped unfinished (any error below), it deletes what it wrote.
     let mut sink = ImageSink::create(&opts.dir)?;
@@ -96,7 +99,9 @@ pub fn dump_with_progress(
     // From here every early return drops `task`, which puts the task back as it was.
     let mut task = seize::Seized::seize(pid)?;
     tracing::info!(pid = opts.pid, ms = ms(t_seize), "seized");
+    identity.verify(pid)?;
     validate::after_seize(pid)?;
+    abort::check()?;
 
     let mut stats = DumpStats::default();
     let t = Instant::now();
@@ -115,6 +120,7 @@ pub fn dump_with_progress(
 
     let t = Instant::now();
     let wanted_sigs = status.sigign | status.sigcgt;
+    abort::check()?;
     let injected = remote::collect(&mut task, &maps, &mm.vdso, wanted_sigs)?;
     stats.injected = injected.calls;
     tracing::debug!(ms = ms(t), calls = injected.calls, "injected syscalls");
@@ -143,6 +149,7 @@ pub fn dump_with_progress(
         "memory written"
     );
 
+    abort::check()?;
     let t = Instant::now();
     let process_core = cores::process(pid, &stat, &status, &injected)?;
     let mut w = sink.records(&names::core(opts.pid), Kind::Core)?;
@@ -179,6 +186,9 @@ pub fn dump_with_progress(
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
     };
+    // The last point where an abort (SIGINT/SIGTERM/SIGHUP) is honoured: past it the
+    // images are complete and the release runs to its end.
+    abort::check()?;
     sink.finish(inventory)?;
     tracing::debug!(ms = ms(t), "images written");
 

@@ -306,6 +306,7 @@ fn read_all<W: Write>(
             vaddr += n * PAGE;
             left -= n;
             if batch_len == BATCH {
+                ckpt_sys::abort::check()?;
                 flush(pid, &batch, batch_len, out, pagemap, &mut pending)?;
                 progress.advance(batch_len as u64);
                 batch.clear();

@@ -44,14 +44,17 @@ impl Seized {
         }
     }
 
-    /// `--leave-running`: registers and sigmask as found, then detach.
+    /// `--leave-running`: registers and sigmask as found, then detach. The images are
+    /// complete: an abort requested now waits until this is done.
     pub fn release_running(mut self) -> Result<(), DumpError> {
+        let _finish = ckpt_sys::abort::Shield::new();
         self.undo_and_detach()
     }
 
     /// Default end of a dump: SIGKILL while still traced, then wait through ptrace until
     /// the task is dead (its real parent reaps it).
     pub fn release_kill(mut self) -> Result<(), DumpError> {
+        let _finish = ckpt_sys::abort::Shield::new();
         let pid = self.pid;
         // If even the kill fails, dropping `self` detaches and the task runs on.
         kill(pid, Signal::SIGKILL)

@@ -225,9 +225,11 @@ pub fn collect(
         &[scratch, PAGE],
     )?;
     task.scratch = None;
-    // Back to the registers of the seize, while the task sits in the syscall-exit stop of
-    // the munmap: the detach at release then runs the kernel's restart logic on them.
-    remote.restore_regs()?;
+    // Back to the registers of the seize (with the rseq fix-up), while the task sits in
+    // the syscall-exit stop of the munmap: the detach at release then runs the kernel's
+    // restart logic on them.
+    ckpt_sys::ptrace::set_regs(pid, &task.regs)?;
+    task.unblock_signals()?;
     inj.calls = remote.calls;
     Ok(inj)
 }

@@ -14,7 +14,8 @@ const MAX_SIGNALS_AT_SEIZE: usize = 64;
 /// A task in ptrace-stop, owned by the dump.
 pub struct Seized {
     pub(crate) pid: Pid,
-    /// Registers, xsave and sigmask as found at the stop.
+    /// Registers (rip moved out of an rseq critical section, see `rseq`), xsave and
+    /// sigmask as found at the stop.
     pub(crate) regs: Regs,
     pub(crate) xsave: Vec<u8>,
     pub(crate) sigmask: u64,
@@ -55,6 +56,8 @@ impl Seized {
         ptrace::interrupt(pid)?;
         s.wait_event_stop()?;
         s.regs = ptrace::get_regs(pid)?;
+        // Before anything runs in the task: these are the registers dumped and put back.
+        crate::rseq::fixup(pid, &mut s.regs)?;
         s.xsave = ptrace::get_xstate(pid)?;
         s.sigmask = ptrace::get_sigmask(pid)?;
         Ok(s)
@@ -63,7 +66,13 @@ impl Seized {
     fn wait_event_stop(&mut self) -> Result<(), DumpError> {
         let pid = self.pid;
         for _ in 0..MAX_SIGNALS_AT_SEIZE {
-            match ptrace::wait(pid)? {
+            // Interruptible: a task in uninterruptible sleep stops only when it wakes.
+            let stop = ptrace::wait_interruptible(pid).inspect_err(|_| {
+                // Aborted before it stopped: nothing was changed, and a detach needs a
+                // stopped task. It is detached when ckpt exits.
+                self.released = true;
+            })?;
+            match stop {
                 Stop::EventStop(sig) if sig == libc::SIGTRAP => return Ok(()),
                 Stop::EventStop(sig) => {
                     return Err(refuse(format!(
@@ -110,10 +119,20 @@ impl Seized {
     }
 
     /// Blocks every signal (but SIGKILL/SIGSTOP, which cannot be), so none is delivered
-    /// while we run syscalls in the task. The original mask comes back at release.
+    /// while we run syscalls in the task. [`Seized::unblock_signals`] undoes it as soon as
+    /// the injections are done.
     pub fn block_signals(&mut self) -> Result<(), DumpError> {
         self.sigmask_changed = true;
         ptrace::set_sigmask(self.pid, !0u64)?;
+        Ok(())
+    }
+
+    /// The mask as found at the seize. Put back right after the injections rather than at
+    /// release: if ckpt dies later (SIGKILL, a second SIGTERM), the kernel detaches the
+    /// task and it must not run on with every signal blocked.
+    pub fn unblock_signals(&mut self) -> Result<(), DumpError> {
+        ptrace::set_sigmask(self.pid, self.sigmask)?;
+        self.sigmask_changed = false;
         Ok(())
     }
 }
@@ -122,6 +141,7 @@ impl Drop for Seized {
     /// Not released on purpose: an error ended the dump. Leave the task running exactly as
     /// it was.
     fn drop(&mut self) {
+        let _finish = ckpt_sys::abort::Shield::new();
         if !self.released && !self.gone {
             if let Err(e) = self.undo_and_detach() {
                 tracing::warn!(pid = %self.pid, "could not release the task cleanly: {e}");

@@ -3,15 +3,71 @@
 
 use crate::{files, mm, refuse, DumpError};
 use ckpt_sys::{proc, Pid};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 /// Kernel threads have this in /proc/PID/stat's flags (include/linux/sched.h).
 const PF_KTHREAD: u32 = 0x0020_0000;
 
-pub fn before_seize(pid: Pid) -> Result<(), DumpError> {
+/// Which process the pid named when it was validated. The seize goes by number; if that
+/// process exited and the number was given to another one in between, the dump would
+/// stop and write out a process nobody checked (or asked for).
+pub struct Identity {
+    /// Refers to the process itself, not the number: its fdinfo shows the pid only while
+    /// that very process holds it.
+    pidfd: OwnedFd,
+    /// Field 22 of /proc/PID/stat, in clock ticks since boot.
+    starttime: u64,
+}
+
+impl Identity {
+    pub fn take(pid: Pid) -> Result<Identity, DumpError> {
+        let gone = |e: ckpt_sys::Error| DumpError::Lost(format!("pid {pid} vanished: {e}"));
+        let pidfd = ckpt_sys::probe::pidfd_open(pid).map_err(gone)?;
+        let starttime = proc::stat(pid).map_err(gone)?.starttime;
+        Ok(Identity { pidfd, starttime })
+    }
+
+    /// Refuses unless `pid` is still the process that was validated (call it once the
+    /// task is stopped, when it can no longer exit under us).
+    pub fn verify(&self, pid: Pid) -> Result<(), DumpError> {
+        let changed = |why: String| {
+            DumpError::Lost(format!(
+                "pid {pid} is no longer the process that was checked ({why}): it exited and \
+                 the pid was reused; not dumping another process"
+            ))
+        };
+        let path = format!("/proc/self/fdinfo/{}", self.pidfd.as_raw_fd());
+        let info = std::fs::read_to_string(&path).map_err(|e| ckpt_sys::Error::io(&path, e))?;
+        let holder = info
+            .lines()
+            .find_map(|l| l.strip_prefix("Pid:"))
+            .and_then(|v| v.trim().parse::<i32>().ok());
+        if holder != Some(pid.as_raw()) {
+            return Err(changed(format!(
+                "the checked process now has pid {}",
+                holder.map_or("?".into(), |h| h.to_string())
+            )));
+        }
+        let now = proc::stat(pid)?.starttime;
+        if now != self.starttime {
+            return Err(changed(format!(
+                "start time {now} ticks, was {}",
+                self.starttime
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Everything that can be refused before the task is touched; returns who `pid` is, for
+/// [`Identity::verify`] after the seize.
+pub fn before_seize(pid: Pid) -> Result<Identity, DumpError> {
     if !Path::new(&format!("/proc/{pid}")).exists() {
         return Err(refuse(format!("pid {pid} does not exist")));
     }
+    // First, so that every check below is known to be about this one process.
+    let identity = Identity::take(pid)?;
     let gone = |e: ckpt_sys::Error| DumpError::Lost(format!("pid {pid} vanished: {e}"));
     let stat = proc::stat(pid).map_err(gone)?;
     if stat.flags & PF_KTHREAD != 0 {
@@ -75,7 +131,7 @@ pub fn before_seize(pid: Pid) -> Result<(), DumpError> {
     for m in &parsed {
         mm::classify(pid, m)?;
     }
-    Ok(())
+    Ok(identity)
 }
 
 /// Once stopped: the task may have made a thread or a child between the checks and the
@@ -126,4 +182,49 @@ fn check_not_self_or_ancestor(pid: Pid) -> Result<(), DumpError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Command, Stdio};
+
+    fn sleeper() -> std::process::Child {
+        Command::new("sleep")
+            .arg("100")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn sleep")
+    }
+
+    /// The real check on real processes: the same one passes; a forged start time, a
+    /// process that exited, and another process under the pid asked about are refused.
+    #[test]
+    fn identity_refuses_another_process() {
+        let mut a = sleeper();
+        let mut b = sleeper();
+        let pid_a = Pid::from_raw(a.id() as i32);
+        let pid_b = Pid::from_raw(b.id() as i32);
+        let id_a = Identity::take(pid_a).unwrap();
+        id_a.verify(pid_a).unwrap();
+
+        let forged = Identity {
+            pidfd: ckpt_sys::probe::pidfd_open(pid_a).unwrap(),
+            starttime: id_a.starttime + 1,
+        };
+        let e = forged.verify(pid_a).unwrap_err().to_string();
+        assert!(e.contains("start time") && e.contains("reused"), "{e}");
+
+        // The checked process (a) is gone and the pid asked about is another one (b):
+        // what a reused pid looks like to the check.
+        a.kill().unwrap();
+        a.wait().unwrap();
+        let e = id_a.verify(pid_b).unwrap_err().to_string();
+        assert!(e.contains(&format!("pid {pid_b} is no longer")), "{e}");
+        let e = id_a.verify(pid_a).unwrap_err().to_string();
+        assert!(e.contains("reused"), "{e}");
+
+        b.kill().unwrap();
+        b.wait().unwrap();
+    }
 }

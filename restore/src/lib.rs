@@ -166,6 +166,8 @@ pub fn restore_with_progress(
     }
     ptrace::detach(child)?;
     cleanup.0 = None;
+    // Released: from here SIGINT/SIGTERM/SIGHUP act as they always did (ckpt armed them).
+    ckpt_sys::abort::disarm();
     info!(pid, ms = t0.elapsed().as_secs_f64() * 1e3, "restored");
     if let Some(h) = handoff {
         if opts.detach {

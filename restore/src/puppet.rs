@@ -126,11 +126,14 @@ impl<'a> Puppet<'a> {
         self.set_sigactions(reset_sigs, false)?;
         self.thread_state()?;
         self.itimers()?;
-        self.pending_signals()?;
         self.creds()?;
         // From here no int3 runs: the trampoline's `syscall` is driven to its exit stop.
         self.remote.set_via(Via::SyscallInsn(self.tramp));
         self.set_sigactions(reset_sigs, true)?;
+        // Pending signals last, with SIGTRAP blocked too: a re-queued SIGTRAP would
+        // otherwise be delivered at the next int3 call and swallowed as its trap.
+        ptrace::set_sigmask(self.pid, !0)?;
+        self.pending_signals()?;
         self.finish()?;
         debug!(
             pid = %self.pid,

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::ptrace::{self, Stop};
 use crate::regs::Regs;
 use nix::errno::Errno;
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,8 +64,10 @@ impl Remote {
         &self.base
     }
 
-    /// Runs one syscall and returns the raw result (a negative value is -errno).
+    /// Runs one syscall and returns the raw result (a negative value is -errno). A
+    /// requested abort ([`crate::abort`]) fails it before the task is touched.
     pub fn syscall_raw(&mut self, nr: i64, args: &[u64]) -> Result<i64> {
+        crate::abort::check()?;
         let mut r = self.base;
         r.rax = nr as u64;
         let a = |i: usize| args.get(i).copied().unwrap_or(0);
@@ -112,6 +115,7 @@ impl Remote {
     /// where its final registers can be set without the task running another instruction
     /// of ours (the last munmap of a trampoline).
     pub fn syscall_to_exit(&mut self, nr: i64, args: &[u64], ip: u64) -> Result<i64> {
+        crate::abort::check()?;
         let mut r = self.base;
         r.rax = nr as u64;
         let a = |i: usize| args.get(i).copied().unwrap_or(0);
@@ -145,13 +149,23 @@ impl Remote {
                         self.pid
                     )))
                 }
-                // A stop we did not ask for (a group-stop, a signal that could not be
-                // blocked): resume and keep waiting for ours.
-                Stop::EventStop(_) | Stop::Signal(libc::SIGSTOP) => {
-                    if sysstep {
-                        ptrace::syscall(self.pid)?;
+                // A group-stop (or a stray interrupt): resume; the stop stays in effect
+                // and the task re-enters it when it is detached.
+                Stop::EventStop(_) => ptrace::resume(self.pid, sysstep, None)?,
+                Stop::Signal(sig) if is_stop_signal(sig) => {
+                    if ptrace::in_group_stop(self.pid)? {
+                        ptrace::resume(self.pid, sysstep, None)?;
                     } else {
-                        ptrace::cont(self.pid, None)?;
+                        // A SIGSTOP cannot be blocked: someone wants the task stopped.
+                        // Resuming without it would discard it; resumed with it, the
+                        // kernel starts the group-stop (reported next, see above), which
+                        // outlives our injections and takes effect at the detach.
+                        tracing::info!(
+                            pid = %self.pid,
+                            "{} arrived during an injected syscall: passed on, the task stops when released",
+                            Signal::try_from(sig).map_or("stop signal", |s| s.as_str())
+                        );
+                        ptrace::resume(self.pid, sysstep, Signal::try_from(sig).ok())?;
                     }
                 }
                 other => {
@@ -168,4 +182,11 @@ impl Remote {
     pub fn restore_regs(&self) -> Result<()> {
         ptrace::set_regs(self.pid, &self.base)
     }
+}
+
+fn is_stop_signal(sig: i32) -> bool {
+    matches!(
+        sig,
+        libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+    )
 }

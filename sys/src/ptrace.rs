@@ -11,6 +11,7 @@ use nix::sys::ptrace as np;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use std::time::{Duration, Instant};
 
 pub use np::Options;
 
@@ -64,6 +65,28 @@ pub fn syscall(pid: Pid) -> Result<()> {
     np::syscall(pid, None).ctx(|| format!("ptrace(SYSCALL) of pid {pid}"))
 }
 
+/// PTRACE_SYSCALL (`sysstep`) or PTRACE_CONT, delivering `sig` if the task sits in a
+/// signal-delivery stop.
+pub fn resume(pid: Pid, sysstep: bool, sig: Option<Signal>) -> Result<()> {
+    if sysstep {
+        np::syscall(pid, sig).ctx(|| format!("ptrace(SYSCALL) of pid {pid}"))
+    } else {
+        cont(pid, sig)
+    }
+}
+
+/// Whether a task reported stopped with a stop signal is in a group-stop rather than a
+/// signal-delivery stop (ptrace(2): PTRACE_GETSIGINFO fails with EINVAL in a group-stop).
+/// Only a TRACEME tracee needs this; a seized one reports group-stops as
+/// PTRACE_EVENT_STOP.
+pub fn in_group_stop(pid: Pid) -> Result<bool> {
+    match np::getsiginfo(pid) {
+        Ok(_) => Ok(false),
+        Err(Errno::EINVAL) => Ok(true),
+        Err(e) => Err(Error::sys(format!("ptrace(GETSIGINFO) of pid {pid}"), e)),
+    }
+}
+
 pub fn detach(pid: Pid) -> Result<()> {
     np::detach(pid, None).ctx(|| format!("ptrace(DETACH) of pid {pid}"))
 }
@@ -72,10 +95,44 @@ pub fn event_msg(pid: Pid) -> Result<i64> {
     np::getevent(pid).ctx(|| format!("ptrace(GETEVENTMSG) of pid {pid}"))
 }
 
-/// Waits for `pid` (any kind of child or tracee) and classifies the stop.
+/// Waits for `pid` (any kind of child or tracee) and classifies the stop. Rides over
+/// signals: for stops that come promptly (injected syscalls, a kill), and cleanup.
 pub fn wait(pid: Pid) -> Result<Stop> {
+    wait_inner(pid, false)
+}
+
+/// `wait`, but a requested abort ([`crate::abort`]) ends it with an error if the stop has
+/// not come within [`ABORT_GRACE`]: for a stop that may never come (a task stuck in
+/// uninterruptible sleep does not stop for PTRACE_INTERRUPT). The task is then still
+/// running, traced, with nothing changed; it is detached when ckpt exits.
+pub fn wait_interruptible(pid: Pid) -> Result<Stop> {
+    wait_inner(pid, true)
+}
+
+/// How long an aborting `wait_interruptible` still waits for the stop, so that the usual
+/// case (the stop is microseconds away) ends with the task stopped and put back cleanly.
+pub const ABORT_GRACE: Duration = Duration::from_millis(200);
+
+fn wait_inner(pid: Pid, interruptible: bool) -> Result<Stop> {
+    let mut give_up: Option<Instant> = None;
     loop {
-        match waitpid(pid, Some(WaitPidFlag::__WALL)) {
+        if interruptible && give_up.is_none() && crate::abort::requested().is_some() {
+            give_up = Some(Instant::now() + ABORT_GRACE);
+        }
+        let mut flags = WaitPidFlag::__WALL;
+        if give_up.is_some() {
+            flags |= WaitPidFlag::WNOHANG;
+        }
+        match waitpid(pid, Some(flags)) {
+            Ok(WaitStatus::StillAlive) => {
+                if give_up.is_some_and(|t| Instant::now() >= t) {
+                    crate::abort::check()?;
+                    // Shielded: wait for real.
+                    give_up = None;
+                    continue;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(Error::sys(format!("waitpid({pid})"), e)),
             Ok(st) => {
