@@ -4,12 +4,14 @@
 
 pub mod diff;
 pub mod dir;
+mod dirlock;
 pub mod error;
 pub mod header;
 pub mod pages;
 pub mod progress;
 pub mod record;
 pub mod show;
+mod staging;
 pub mod summary;
 pub mod validate;
 
