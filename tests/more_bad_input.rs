@@ -204,3 +204,126 @@ fn restore_failing_after_process_created_leaves_nothing() {
     assert_reaped_by_ckpt(&env, w.pid, &out);
     good_copy_restores(&env, &mut w, &good);
 }
+
+/// Writes record file `name` anew with `records` and reseals the inventory.
+fn rewrite_records(
+    dir: &Path,
+    name: &str,
+    kind: Kind,
+    records: impl FnOnce(&mut RecordWriter<Vec<u8>>),
+) {
+    let mut w = RecordWriter::new(Vec::new(), dir.join(name), kind).unwrap();
+    records(&mut w);
+    let (bytes, size, xxh3) = w.finish().unwrap();
+    replace_record_file(dir, name, bytes, size, xxh3);
+    assert_verifies(dir);
+}
+
+fn edit_mm(dir: &Path, pid: i32, edit: impl FnOnce(&mut pb::MmInfo)) {
+    let name = names::mm(pid);
+    let mut r = ImageDir::open(dir)
+        .unwrap()
+        .records(&name, Kind::Mm)
+        .unwrap();
+    let mut mm: pb::MmInfo = r.expect("MmInfo").unwrap();
+    let vmas: Vec<pb::Vma> = r.rest("Vma").unwrap();
+    edit(&mut mm);
+    rewrite_records(dir, &name, Kind::Mm, |w| {
+        w.write(&mm).unwrap();
+        vmas.iter().for_each(|v| w.write(v).unwrap());
+    });
+}
+
+fn edit_core(dir: &Path, pid: i32, edit: impl FnOnce(&mut pb::ProcessCore)) {
+    let name = names::core(pid);
+    let mut r = ImageDir::open(dir)
+        .unwrap()
+        .records(&name, Kind::Core)
+        .unwrap();
+    let mut core: pb::ProcessCore = r.expect("ProcessCore").unwrap();
+    let threads: Vec<pb::ThreadCore> = r.rest("ThreadCore").unwrap();
+    edit(&mut core);
+    rewrite_records(dir, &name, Kind::Core, |w| {
+        w.write(&core).unwrap();
+        threads.iter().for_each(|t| w.write(t).unwrap());
+    });
+}
+
+/// The restore of `dir` is refused before the seed process is forked (its -vv log stops
+/// before "images verified and loaded", logged just before the fork), with one line
+/// naming `file` and saying `why`; no process with the pid is left.
+fn refused_up_front(env: &Env, dir: &Path, pid: i32, file: &str, why: &str) {
+    let logged = restore(env, dir, pid, &["-vv"]);
+    assert!(!logged.success(), "restore should have failed: {logged}");
+    assert!(
+        !logged.stderr.contains("images verified and loaded"),
+        "refused only after the images were accepted, not up front: {logged}"
+    );
+    assert_reaped_by_ckpt(env, pid, &logged);
+    let out = restore(env, dir, pid, &[]);
+    let line = out.failed_naming(why);
+    assert!(line.contains(file), "the error does not name {file}: {out}");
+    assert_reaped_by_ckpt(env, pid, &out);
+}
+
+type MmEdit = fn(&mut pb::MmInfo);
+
+/// mm-PID.img bounds that used to be hit only once the process existed: an auxv longer
+/// than the kernel keeps (PR_SET_MM_MAP: EINVAL), a vDSO block that wraps around or ends
+/// past user space, and a block without parts (which skipped the placement check and
+/// restored). Each is refused up front, naming the file and record.
+#[test]
+fn restore_mm_bounds_refused_up_front() {
+    let env = Env::new();
+    let (mut w, _dir, good) = dumped(&env);
+    let mm = names::mm(w.pid);
+    let cases: [(&str, &str, MmEdit); 4] = [
+        ("auxv", "auxv of 464 bytes", |m| m.auxv.resize(464, 0)),
+        ("wrap", "not a range in user space", |m| {
+            let len = m.vdso_block_len;
+            shift_vdso(m, 0u64.wrapping_sub(len / 2) & !0xfff)
+        }),
+        ("high", "not a range in user space", |m| {
+            shift_vdso(m, 0x7fff_ffff_f000 - 0x1000)
+        }),
+        ("noparts", "0 parts", |m| m.vdso_parts.clear()),
+    ];
+    for (tag, why, edit) in cases {
+        let dir = env.path().join(tag);
+        copy_dir(&good, &dir);
+        edit_mm(&dir, w.pid, edit);
+        refused_up_front(&env, &dir, w.pid, &mm, why);
+    }
+    good_copy_restores(&env, &mut w, &good);
+}
+
+/// Moves the vDSO block (and its parts) to `to`.
+fn shift_vdso(m: &mut pb::MmInfo, to: u64) {
+    assert_ne!(m.vdso_block_start, 0, "the dump recorded no vDSO block");
+    let from = m.vdso_block_start;
+    m.vdso_block_start = to;
+    for p in &mut m.vdso_parts {
+        p.start = p.start.wrapping_sub(from).wrapping_add(to);
+        p.end = p.end.wrapping_sub(from).wrapping_add(to);
+    }
+}
+
+/// core-PID.img with 1025 supplementary groups (the restore passes the list through one
+/// scratch page, which holds 1024) is refused up front, naming the file and record.
+#[test]
+fn restore_too_many_groups_refused_up_front() {
+    let env = Env::new();
+    let (mut w, dir, good) = dumped(&env);
+    edit_core(&dir, w.pid, |c| {
+        let creds = c.creds.as_mut().expect("no creds in the image");
+        creds.groups = (1000..2025).collect();
+    });
+    refused_up_front(
+        &env,
+        &dir,
+        w.pid,
+        &names::core(w.pid),
+        "ProcessCore.creds: 1025 supplementary groups",
+    );
+    good_copy_restores(&env, &mut w, &good);
+}

@@ -63,6 +63,9 @@ pub fn load(d: &ImageDir, pid: i32) -> Result<ProcessImage, RestoreError> {
             ));
         }
     }
+    if let Some(c) = &core.creds {
+        validate::creds(c).map_err(|e| bad(d, &core_name, e))?;
+    }
     for a in &core.sigactions {
         if a.signo == 0 || a.signo > 64 || a.signo == 9 || a.signo == 19 {
             return Err(bad(
@@ -78,9 +81,7 @@ pub fn load(d: &ImageDir, pid: i32) -> Result<ProcessImage, RestoreError> {
     let mm: pb::MmInfo = r.expect("MmInfo")?;
     let vmas: Vec<pb::Vma> = r.rest("Vma")?;
     validate::vmas(&vmas).map_err(|e| bad(d, &mm_name, e))?;
-    if mm.auxv.len() > 4096 - 256 || mm.auxv.len() % 16 != 0 {
-        return Err(bad(d, &mm_name, format!("auxv of {} bytes", mm.auxv.len())));
-    }
+    validate::mm_info(&mm).map_err(|e| bad(d, &mm_name, e))?;
 
     let pm_name = names::pagemap(pid);
     let mut r = d.records(&pm_name, Kind::Pagemap)?;
