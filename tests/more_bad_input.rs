@@ -327,3 +327,87 @@ fn restore_too_many_groups_refused_up_front() {
     );
     good_copy_restores(&env, &mut w, &good);
 }
+
+/// A copy of `good` as `<tmp>/<tag>` whose inventory lists `pids` with `root`, and
+/// holds, besides the dumped process's core file, one for each `(pid, ppid)` of `cores`
+/// (the dumped process's records with pid and ppid changed; a pid equal to the dumped
+/// one rewrites its own).
+fn crafted_tree(
+    env: &Env,
+    good: &Path,
+    tag: &str,
+    dumped: i32,
+    root: i32,
+    pids: &[i32],
+    cores: &[(i32, i32)],
+) -> PathBuf {
+    let dir = env.path().join(tag);
+    copy_dir(good, &dir);
+    let mut r = ImageDir::open(&dir)
+        .unwrap()
+        .records(&names::core(dumped), Kind::Core)
+        .unwrap();
+    let core: pb::ProcessCore = r.expect("ProcessCore").unwrap();
+    let threads: Vec<pb::ThreadCore> = r.rest("ThreadCore").unwrap();
+    let mut inv = read_inventory(&dir);
+    for &(pid, ppid) in cores {
+        let name = names::core(pid);
+        let mut w = RecordWriter::new(Vec::new(), dir.join(&name), Kind::Core).unwrap();
+        w.write(&pb::ProcessCore {
+            pid,
+            ppid,
+            ..core.clone()
+        })
+        .unwrap();
+        threads.iter().for_each(|t| w.write(t).unwrap());
+        let (bytes, size, xxh3) = w.finish().unwrap();
+        fs::write(dir.join(&name), bytes).unwrap();
+        inv.files.retain(|f| f.name != name);
+        inv.files.push(pb::ImageFile { name, size, xxh3 });
+    }
+    inv.root_pid = root;
+    inv.pids = pids.to_vec();
+    write_inventory(&dir, &inv);
+    assert_verifies(&dir);
+    dir
+}
+
+/// Inventories whose pid list and ProcessCore.ppid do not form a tree under root_pid
+/// (a pid twice, the root missing from the list, a pid without its core file, the root
+/// its own parent, two processes each the other's parent) are refused before anything
+/// is created, saying what is wrong, though this ckpt restores one process only. A real
+/// tree of two processes gets past the check (and is refused for its size).
+#[test]
+fn restore_pid_list_that_is_no_tree_refused() {
+    let env = Env::new();
+    let (mut w, _dir, good) = dumped(&env);
+    let (p, ppid) = (w.pid, std::process::id() as i32);
+    let (a, b) = (p + 100_000, p + 100_001);
+    let inv = names::INVENTORY;
+    let cases = [
+        ("dup", p, vec![p, p], vec![], "listed twice"),
+        ("noroot", a, vec![p], vec![], "not in the pid list"),
+        ("nocore", p, vec![p, a], vec![], "has no core-"),
+        (
+            "selfparent",
+            p,
+            vec![p],
+            vec![(p, p)],
+            "has a parent in the image",
+        ),
+        (
+            "cycle",
+            p,
+            vec![p, a, b],
+            vec![(p, ppid), (a, b), (b, a)],
+            "form a cycle of parents",
+        ),
+    ];
+    for (tag, root, pids, cores, why) in cases {
+        let dir = crafted_tree(&env, &good, tag, p, root, &pids, &cores);
+        refused_up_front(&env, &dir, p, inv, why);
+    }
+    let dir = crafted_tree(&env, &good, "tree", p, p, &[p, a], &[(a, p)]);
+    refused_up_front(&env, &dir, p, inv, "2 processes in the image");
+    good_copy_restores(&env, &mut w, &good);
+}

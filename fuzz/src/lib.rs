@@ -81,6 +81,19 @@ fn check_inventory(inv: pb::Inventory) {
         assert!(Kind::for_name(&f.name).is_some());
     }
     let _ = summary::pids(&inv);
+    // The process-tree checks, with each pid's parent taken from the list itself (the
+    // next pid along, the last one's from root_pid) so chains and cycles occur.
+    if ckpt_images::validate::pid_list(inv.root_pid, &inv.pids).is_ok() {
+        let mut parents: Vec<(i32, i32)> = inv
+            .pids
+            .iter()
+            .zip(inv.pids.iter().skip(1).chain([&inv.root_pid]))
+            .map(|(&p, &pp)| (p, pp))
+            .collect();
+        let _ = ckpt_images::validate::tree(inv.root_pid, &parents);
+        parents.reverse();
+        let _ = ckpt_images::validate::tree(inv.root_pid, &parents);
+    }
     let a = ImageSet {
         dir: PathBuf::from("a"),
         inventory: inv,

@@ -4,6 +4,7 @@
 //! rather than in restore so the fuzz targets exercise them too.
 
 use crate::{pb, PAGE_SIZE};
+use std::collections::{HashMap, HashSet};
 
 /// Highest user address on x86-64 with 4-level page tables.
 pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
@@ -89,6 +90,90 @@ pub fn creds(c: &pb::Creds) -> Result<(), String> {
             c.uid.len(),
             c.gid.len()
         ));
+    }
+    Ok(())
+}
+
+/// Inventory.pids and root_pid: real pids, each once, the root among them. Checked before
+/// any core file is read, so a hostile list costs no more than one pass over it.
+pub fn pid_list(root: i32, pids: &[i32]) -> Result<(), String> {
+    if pids.is_empty() {
+        return Err("Inventory: no pids".into());
+    }
+    let mut seen = HashSet::with_capacity(pids.len());
+    for &p in pids {
+        if p <= 0 {
+            return Err(format!("Inventory: {p} is not a process id"));
+        }
+        if !seen.insert(p) {
+            return Err(format!("Inventory: pid {p} is listed twice"));
+        }
+    }
+    if !seen.contains(&root) {
+        return Err(format!("Inventory: root_pid {root} is not in the pid list"));
+    }
+    Ok(())
+}
+
+/// The processes of an image, `(pid, ProcessCore.ppid)` each, form one tree under `root`:
+/// the root's parent is outside the image, every other process's parent inside it, and
+/// following parents never goes round in a circle (so it always ends at the root).
+/// Expects a list that passed `pid_list`.
+pub fn tree(root: i32, parents: &[(i32, i32)]) -> Result<(), String> {
+    let parent: HashMap<i32, i32> = parents.iter().copied().collect();
+    if parent.len() != parents.len() {
+        return Err("Inventory: a pid is listed twice".into());
+    }
+    match parent.get(&root) {
+        None => return Err(format!("Inventory: root_pid {root} is not in the pid list")),
+        Some(&pp) if parent.contains_key(&pp) => {
+            return Err(format!(
+                "ProcessCore.ppid: the root process {root} has a parent in the image ({pp}), \
+                 so it is not the root of a tree"
+            ))
+        }
+        Some(_) => {}
+    }
+    for &(pid, pp) in parents {
+        if pid != root && !parent.contains_key(&pp) {
+            return Err(format!(
+                "ProcessCore.ppid: the parent {pp} of pid {pid} is not in the image"
+            ));
+        }
+    }
+    // Every chain is followed once: a pid seen on the current chain again is a cycle, one
+    // seen on an earlier chain is known to lead to the root.
+    const ON_CHAIN: u8 = 1;
+    const REACHES_ROOT: u8 = 2;
+    let mut state: HashMap<i32, u8> = HashMap::with_capacity(parents.len());
+    state.insert(root, REACHES_ROOT);
+    for &(start, _) in parents {
+        let mut chain: Vec<i32> = Vec::new();
+        let mut p = start;
+        loop {
+            match state.get(&p) {
+                Some(&REACHES_ROOT) => break,
+                Some(_) => {
+                    let from = chain.iter().position(|&q| q == p).unwrap_or(0);
+                    let shown: Vec<String> = chain[from..]
+                        .iter()
+                        .take(8)
+                        .map(|q| q.to_string())
+                        .collect();
+                    return Err(format!(
+                        "ProcessCore.ppid: pids {} -> {p} form a cycle of parents",
+                        shown.join(" -> ")
+                    ));
+                }
+                None => {}
+            }
+            state.insert(p, ON_CHAIN);
+            chain.push(p);
+            p = parent.get(&p).copied().unwrap_or(root);
+        }
+        for q in chain {
+            state.insert(q, REACHES_ROOT);
+        }
     }
     Ok(())
 }
@@ -283,6 +368,33 @@ mod tests {
         c.groups.clear();
         c.uid.truncate(2);
         assert!(creds(&c).is_err());
+    }
+
+    #[test]
+    fn pid_lists_and_trees() {
+        assert!(pid_list(5, &[5, 6, 7]).is_ok());
+        assert!(pid_list(5, &[]).is_err());
+        assert!(pid_list(5, &[5, 0]).is_err());
+        assert!(pid_list(5, &[5, 6, 5])
+            .unwrap_err()
+            .contains("listed twice"));
+        assert!(pid_list(5, &[6, 7]).unwrap_err().contains("root_pid 5"));
+
+        assert!(tree(5, &[(5, 1)]).is_ok());
+        assert!(tree(5, &[(5, 1), (6, 5), (7, 6), (8, 5)]).is_ok());
+        assert!(tree(5, &[(7, 6), (6, 5), (5, 1)]).is_ok());
+        // The root its own parent, or with a parent in the image.
+        assert!(tree(5, &[(5, 5)]).is_err());
+        assert!(tree(5, &[(5, 6), (6, 5)]).is_err());
+        // A parent outside the image, a cycle beside the tree.
+        assert!(tree(5, &[(5, 1), (6, 9)]).unwrap_err().contains("parent 9"));
+        let e = tree(5, &[(5, 1), (6, 7), (7, 8), (8, 6)]).unwrap_err();
+        assert!(e.contains("cycle") && e.contains("6 -> 7 -> 8 -> 6"), "{e}");
+        assert!(tree(5, &[(5, 1), (6, 6)]).unwrap_err().contains("cycle"));
+        assert!(tree(5, &[(5, 1), (5, 1)]).is_err());
+        // A long chain is checked in one pass.
+        let long: Vec<(i32, i32)> = (1..200_000).map(|p| (p + 1, p)).collect();
+        assert!(tree(2, &[&[(2, 1)], &long[1..]].concat()).is_ok());
     }
 
     #[test]
