@@ -411,3 +411,111 @@ fn restore_pid_list_that_is_no_tree_refused() {
     refused_up_front(&env, &dir, p, inv, "2 processes in the image");
     good_copy_restores(&env, &mut w, &good);
 }
+
+/// `ckpt show ARGS...`.
+fn show(env: &Env, args: &[&OsStr]) -> CkptOutput {
+    let mut all = vec![OsStr::new("show")];
+    all.extend_from_slice(args);
+    env.ckpt(&all)
+}
+
+/// `show --json` of a set with a truncated, a corrupted and a missing file reports every
+/// file with its own status (the intact ones decoded as usual) instead of stopping at
+/// the first, and exits 1; the untouched set exits 0 with every file "ok".
+#[test]
+fn show_json_reports_every_damaged_file() {
+    let env = Env::new();
+    let (w, dir, good) = dumped(&env);
+    let (core, files, mm) = (names::core(w.pid), names::files(w.pid), names::mm(w.pid));
+    let core_len = fs::metadata(dir.join(&core)).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join(&core))
+        .unwrap()
+        .set_len(core_len / 2)
+        .unwrap();
+    let pages = dir.join("pages-1.img");
+    let mut bytes = fs::read(&pages).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    fs::write(&pages, bytes).unwrap();
+    fs::remove_file(dir.join(&files)).unwrap();
+
+    let json = |d: &Path| {
+        let out = show(
+            &env,
+            &[OsStr::new("--json"), OsStr::new("-D"), d.as_os_str()],
+        );
+        let v: serde_json::Value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("show --json printed no JSON ({e}): {out}"));
+        (out, v)
+    };
+    let (out, v) = json(&dir);
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    let status = |name: &str| {
+        v["files"][name]["status"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string()
+    };
+    assert_eq!(status(&core), "truncated", "{out}");
+    assert_eq!(status("pages-1.img"), "checksum mismatch", "{out}");
+    assert_eq!(status(&files), "missing", "{out}");
+    assert_eq!(status(&mm), "ok", "{out}");
+    assert!(v["files"][&mm]["vmas"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty()));
+    assert_eq!(v["intact"], false);
+    assert!(
+        v["files"][&files]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&files)),
+        "the error does not name {files}: {out}"
+    );
+
+    let (out, v) = json(&good);
+    assert_eq!(out.status.code(), Some(0), "{out}");
+    let all = v["files"].as_object().unwrap();
+    assert!(
+        all.len() >= 5 && all.values().all(|f| f["status"] == "ok"),
+        "{out}"
+    );
+    assert_eq!(v["intact"], true);
+}
+
+/// `show --diff A B` exits like diff(1): 0 for equivalent sets, 1 for sets that differ,
+/// 2 when a set cannot be read or holds a damaged file (with one line saying which).
+#[test]
+fn show_diff_exit_codes() {
+    let env = Env::new();
+    let (_w, dir, good) = dumped(&env);
+    let diff =
+        |a: &Path, b: &Path| show(&env, &[OsStr::new("--diff"), a.as_os_str(), b.as_os_str()]);
+    let out = diff(&good, &dir);
+    assert_eq!(out.status.code(), Some(0), "{out}");
+    assert!(out.stdout.contains("no differences"), "{out}");
+
+    let mut inv = read_inventory(&dir);
+    inv.dumped_at_unix_ms += 1000;
+    write_inventory(&dir, &inv);
+    let out = diff(&good, &dir);
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    assert!(out.stdout.contains("dumped_at"), "{out}");
+
+    let missing = env.path().join("missing");
+    let out = diff(&good, &missing);
+    assert_eq!(out.status.code(), Some(2), "{out}");
+    assert_eq!(out.stderr.lines().count(), 1, "{out}");
+    assert!(out.stderr.contains(&*missing.to_string_lossy()), "{out}");
+
+    let damaged = env.path().join("damaged");
+    copy_dir(&good, &damaged);
+    let pages = damaged.join("pages-1.img");
+    let mut bytes = fs::read(&pages).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(&pages, bytes).unwrap();
+    let out = diff(&good, &damaged);
+    assert_eq!(out.status.code(), Some(2), "{out}");
+    out.failed_naming(&damaged.to_string_lossy());
+}
