@@ -67,7 +67,11 @@ enum Cmd {
     /// Summarise an image directory (processes, memory, fds, files, checksums), print it
     /// whole as JSON (--json), or compare two directories (--diff A B).
     ///
-    /// Exits 1 if a file fails its checksum or a record does not decode.
+    /// With -D: exits 1 if a file is missing, truncated, fails its checksum or does not
+    /// decode (every file is still reported, each with its own status).
+    ///
+    /// With --diff, like diff(1): exits 0 when the two sets are equivalent, 1 when they
+    /// differ, 2 when either cannot be read or holds a damaged file.
     Show {
         /// Image directory.
         #[arg(
@@ -114,12 +118,16 @@ fn main() {
     match run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            // One line: every cause, outermost first.
-            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("ckpt: error: {}", msg.join(": "));
+            report(&e);
             std::process::exit(1);
         }
     }
+}
+
+/// One line: every cause, outermost first.
+fn report(e: &anyhow::Error) {
+    let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    eprintln!("ckpt: error: {}", msg.join(": "));
 }
 
 fn init_logging(verbose: u8, file: Option<&std::path::Path>) -> Result<()> {
@@ -253,33 +261,58 @@ fn run(cli: Cli) -> Result<i32> {
 }
 
 fn show(dir: Option<PathBuf>, json: bool, diff: Option<Vec<PathBuf>>) -> Result<i32> {
-    use ckpt_images::{diff as idiff, summary, ImageDir};
+    use ckpt_images::{summary, ImageDir};
     let open =
         |p: &PathBuf| ImageDir::open_unverified(p).with_context(|| format!("show {}", p.display()));
     if let Some([a, b]) = diff.as_deref() {
-        let (a, b) = (
-            summary::ImageSet::load(&open(a)?),
-            summary::ImageSet::load(&open(b)?),
-        );
-        let changes = idiff::diff(&a, &b);
-        if json {
-            let v = idiff::to_json(&a, &b, &changes);
-            emit(&(serde_json::to_string_pretty(&v)? + "\n"))?;
-        } else {
-            emit(&idiff::render(&a, &b, &changes))?;
-        }
-        return Ok(0);
+        return Ok(match show_diff(open(a), open(b), json) {
+            Ok(code) => code,
+            Err(e) => {
+                report(&e);
+                2
+            }
+        });
     }
     let dir = dir.context("show: -D DIR or --diff A B is required")?;
     let d = open(&dir)?;
     if json {
-        let v = ckpt_images::show::to_json(&d)?;
-        emit(&(serde_json::to_string_pretty(&v)? + "\n"))?;
-        return Ok(0);
+        let shown = ckpt_images::show::to_json(&d);
+        emit(&(serde_json::to_string_pretty(&shown.json)? + "\n"))?;
+        return Ok(if shown.intact { 0 } else { 1 });
     }
     let set = summary::ImageSet::load(&d);
     emit(&summary::render(&set))?;
     Ok(if set.intact() { 0 } else { 1 })
+}
+
+/// `show --diff`: 0 equivalent, 1 different, 2 (an error, or a set with a damaged file,
+/// whose comparison cannot be trusted) as diff(1) does.
+fn show_diff(
+    a: Result<ckpt_images::ImageDir>,
+    b: Result<ckpt_images::ImageDir>,
+    json: bool,
+) -> Result<i32> {
+    use ckpt_images::{diff as idiff, summary::ImageSet};
+    let (a, b) = (ImageSet::load(&a?), ImageSet::load(&b?));
+    let changes = idiff::diff(&a, &b);
+    if json {
+        let v = idiff::to_json(&a, &b, &changes);
+        emit(&(serde_json::to_string_pretty(&v)? + "\n"))?;
+    } else {
+        emit(&idiff::render(&a, &b, &changes))?;
+    }
+    let damaged: Vec<String> = [&a, &b]
+        .iter()
+        .filter(|s| !s.intact())
+        .map(|s| s.dir.display().to_string())
+        .collect();
+    if !damaged.is_empty() {
+        anyhow::bail!(
+            "show --diff: {} holds damaged files, so the comparison is incomplete (`ckpt show -D` says which)",
+            damaged.join(" and ")
+        );
+    }
+    Ok(if changes.is_empty() { 0 } else { 1 })
 }
 
 /// Writes to stdout; a reader that went away (`ckpt show | head`) is not an error.

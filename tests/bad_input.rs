@@ -111,11 +111,28 @@ fn dump_into_path_under_regular_file() {
 fn dump_into_readonly_mount() {
     let env = Env::new();
     let mut w = env.start("sig");
-    let dir = env.path().join("ro");
-    env.mount_tmpfs(&dir, "ro,size=1m,mode=0700");
+    let mnt = env.path().join("ro");
+    env.mount_tmpfs(&mnt, "ro,size=1m,mode=0700");
+    let dir = mnt.join("img");
     let out = env.dump(w.pid, &dir, &[]);
-    out.failed_naming(&dir.to_string_lossy());
+    let line = out.failed_naming(&dir.to_string_lossy());
+    assert!(line.contains("Read-only file system"), "{out}");
     assert_untouched(&env, &mut w);
+}
+
+/// -D is a mount point: the new image is written beside it and renamed into place, which
+/// cannot cross filesystems, so this is refused up front, saying why.
+#[test]
+fn dump_into_mount_point_refused() {
+    let env = Env::new();
+    let mut w = env.start("sig");
+    let dir = env.path().join("mnt");
+    env.mount_tmpfs(&dir, "size=16m,mode=0700");
+    let out = env.dump(w.pid, &dir, &[]);
+    let line = out.failed_naming(&dir.to_string_lossy());
+    assert!(line.contains("mount point"), "{out}");
+    assert_untouched(&env, &mut w);
+    assert_eq!(listing(&dir), "", "the refused dump wrote into the mount");
 }
 
 /// -D is on a filesystem too small for the images (1 MiB tmpfs, ~7.5 MiB of memory).
@@ -123,14 +140,110 @@ fn dump_into_readonly_mount() {
 fn dump_onto_full_filesystem() {
     let env = Env::new();
     let mut w = env.start("mem");
-    let dir = env.path().join("full");
-    env.mount_tmpfs(&dir, "size=1m,mode=0700");
+    let mnt = env.path().join("full");
+    env.mount_tmpfs(&mnt, "size=1m,mode=0700");
+    let dir = mnt.join("img");
     let out = env.dump(w.pid, &dir, &[]);
     out.failed_naming(&dir.to_string_lossy());
     assert_untouched(&env, &mut w);
+    // Neither the staged files nor the directory the dump made are left behind.
+    assert_eq!(listing(&mnt), "", "the failed dump left files behind");
     // and a dump to a good place still works afterwards
     let good = env.subdir("img");
     env.cycle(&mut w, &good);
+}
+
+/// A dump that fails (here: out of space) into a directory holding a good image leaves
+/// that image as it was: it still restores, and the workload passes its check.
+#[test]
+fn failed_redump_keeps_the_good_image() {
+    let env = Env::new();
+    let mut good = env.start("sig");
+    env.check(&mut good);
+    let mnt = env.path().join("small");
+    env.mount_tmpfs(&mnt, "size=3m,mode=0700");
+    let dir = mnt.join("img");
+    env.dump(good.pid, &dir, &[]).ok();
+    env.reap_dumped(good.pid);
+    let before = listing(&dir);
+    // ~7.5 MiB of memory does not fit in what is left of 3 MiB.
+    let mut big = env.start("mem");
+    let out = env.dump(big.pid, &dir, &[]);
+    out.failed_naming("No space left on device");
+    assert_untouched(&env, &mut big);
+    assert_eq!(
+        listing(&dir),
+        before,
+        "the failed dump changed the old image"
+    );
+    let names: Vec<_> = fs::read_dir(&mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names,
+        ["img"],
+        "the failed dump left its staging directory behind"
+    );
+    env.restore_detached(&dir).ok();
+    env.track(good.pid);
+    assert_running_untraced(good.pid);
+    env.check(&mut good);
+}
+
+/// While a restore reads an image directory (a foreground restore holds it until its
+/// process exits), a dump into it is refused at once, naming the directory, and leaves
+/// its workload untouched; `show` (another reader) still works. Once the restore is
+/// done, the dump replaces the old image with its own.
+#[test]
+fn dump_refused_while_a_restore_holds_the_dir() {
+    let env = Env::new();
+    let mut first = env.start("sig");
+    let dir = env.subdir("img");
+    env.dump(first.pid, &dir, &[]).ok();
+    env.reap_dumped(first.pid);
+    let mut bg = env.ckpt_bg(&[OsStr::new("restore"), OsStr::new("-D"), dir.as_os_str()]);
+    env.track(first.pid);
+    env.wait_restored(&first, Some(&mut bg));
+
+    // Another sig, with an output file of its own.
+    let mut second = env.spawn("sig-2", &workload_bin("sig"), &[env.path().as_os_str()]);
+    env.wait_ready(&second);
+    let out = env.dump(second.pid, &dir, &[]);
+    let line = out.failed_naming(&dir.to_string_lossy());
+    assert!(line.contains("in use by another ckpt"), "{out}");
+    assert_untouched(&env, &mut second);
+    env.ckpt(&[OsStr::new("show"), OsStr::new("-D"), dir.as_os_str()])
+        .ok();
+
+    // SIGUSR2: the restored workload checks itself and exits 0; the restore returns.
+    env.check(&mut first);
+    assert!(signal(first.pid, libc::SIGUSR2));
+    let done = env.finish_bg(bg);
+    env.untrack(first.pid);
+    assert_eq!(done.status.code(), Some(0), "{done}");
+    env.cycle(&mut second, &dir);
+    assert!(
+        image_files(&dir, &format!("core-{}.", first.pid)).is_empty(),
+        "the old image was not replaced: {}",
+        listing(&dir)
+    );
+}
+
+/// While a dump writes an image directory (here: its lock is taken by the test itself,
+/// exactly as a dump takes it), a restore from it is refused before any process is made.
+#[test]
+fn restore_refused_while_a_dump_holds_the_dir() {
+    let env = Env::new();
+    let (pid, dir) = dumped(&env);
+    let held = fs::File::open(&dir).unwrap();
+    held.try_lock().unwrap();
+    let out = restore(&env, &dir, Some(pid));
+    let line = out.failed_naming(&dir.to_string_lossy());
+    assert!(line.contains("in use by another ckpt"), "{out}");
+    env.assert_gone(pid);
+    drop(held);
+    restore(&env, &dir, Some(pid)).ok();
 }
 
 // --------------------------------------------------------------------- restore

@@ -12,19 +12,12 @@ fn mem_three_compressed_cycles() {
     let env = Env::new();
     let mut w = env.start("mem");
     env.check(&mut w);
-    for i in 1..=3 {
-        let dir = env.subdir(&format!("img{i}"));
-        env.dump(w.pid, &dir, &["--compress"]).ok();
+    env.cycles(&mut w, 3, &["--compress"], |i, dir| {
         // The pages really are stored as zstd frames (the mem workload's data is
         // random-looking, so no size gain is asserted here).
         let pages = std::fs::read(dir.join("pages-1.img")).unwrap();
-        assert_eq!(&pages[4096..4100], b"ZFRM", "cycle {i}: {}", listing(&dir));
-        env.reap_dumped(w.pid);
-        env.restore_detached(&dir).ok();
-        env.track(w.pid);
-        assert_running_untraced(w.pid);
-        env.check(&mut w);
-    }
+        assert_eq!(&pages[4096..4100], b"ZFRM", "cycle {i}: {}", listing(dir));
+    });
 }
 
 /// A flipped byte inside a zstd frame: the restore fails with one line naming the pages

@@ -18,10 +18,7 @@ fn three_cycles(name: &str) {
     let mut w = env.start(name);
     // The workload passes its own check before any checkpoint.
     env.check(&mut w);
-    for i in 1..=CYCLES {
-        let dir = env.subdir(&format!("img{i}"));
-        env.cycle(&mut w, &dir);
-    }
+    env.cycles(&mut w, CYCLES, &[], |_, _| {});
 }
 
 /// Heap (brk and mmap'd), stack, a sparse 64 MiB anonymous mapping, private and
@@ -31,17 +28,15 @@ fn three_cycles(name: &str) {
 fn mem_three_cycles() {
     let env = Env::new();
     let mut w = env.start("mem");
-    for i in 1..=CYCLES {
-        let dir = env.subdir(&format!("img{i}"));
-        env.dump(w.pid, &dir, &[]).ok();
+    env.cycles(&mut w, CYCLES, &[], |i, dir| {
         // About 7.5 MiB of the process is written memory; the 64 MiB mapping has only
         // 4 MiB written. Storing it whole would be > 64 MiB.
-        let pages = image_bytes(&dir, "pages-");
+        let pages = image_bytes(dir, "pages-");
         assert!(
             pages > 0,
             "no pages-*.img in {}: {}",
             dir.display(),
-            listing(&dir)
+            listing(dir)
         );
         assert!(
             pages < 16 << 20,
@@ -52,14 +47,9 @@ fn mem_three_cycles() {
             } else {
                 ""
             },
-            listing(&dir)
+            listing(dir)
         );
-        env.reap_dumped(w.pid);
-        env.restore_detached(&dir).ok();
-        env.track(w.pid);
-        assert_running_untraced(w.pid);
-        env.check(&mut w);
-    }
+    });
 }
 
 /// Handlers (SA_SIGINFO, SA_RESTART, SA_ONSTACK on a sigaltstack, SA_RESETHAND),
@@ -104,10 +94,7 @@ fn python_three_cycles() {
     let env = Env::new();
     let mut w = env.start_python();
     env.check(&mut w);
-    for i in 1..=CYCLES {
-        let dir = env.subdir(&format!("img{i}"));
-        env.cycle(&mut w, &dir);
-    }
+    env.cycles(&mut w, CYCLES, &[], |_, _| {});
 }
 
 /// `sleep 1000`: after the restore it is still asleep (state S) and stays alive.

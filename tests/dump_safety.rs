@@ -34,9 +34,27 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// The dump's staging directories beside `dir` (where a dump writes until it is sealed).
+fn staging_dirs(dir: &Path) -> Vec<std::path::PathBuf> {
+    let prefix = format!("{}.ckpt-new-", dir.file_name().unwrap().to_string_lossy());
+    fs::read_dir(dir.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Bytes of pages written so far, in `dir` or in a staging directory beside it.
 fn pages_bytes(dir: &Path) -> u64 {
-    fs::metadata(dir.join("pages-1.img"))
-        .map(|m| m.len())
+    std::iter::once(dir.to_path_buf())
+        .chain(staging_dirs(dir))
+        .map(|d| {
+            fs::metadata(d.join("pages-1.img"))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
+        .max()
         .unwrap_or(0)
 }
 
@@ -99,6 +117,11 @@ fn interrupted_dump(sig: i32, name: &str, when: When) {
         image_files(&dir, "").is_empty(),
         "the interrupted dump left files: {}",
         listing(&dir)
+    );
+    assert!(
+        staging_dirs(&dir).is_empty(),
+        "the interrupted dump left its staging directory: {:?}",
+        staging_dirs(&dir)
     );
     assert_untouched(&env, &mut w, &sigblk);
 }

@@ -204,3 +204,323 @@ fn restore_failing_after_process_created_leaves_nothing() {
     assert_reaped_by_ckpt(&env, w.pid, &out);
     good_copy_restores(&env, &mut w, &good);
 }
+
+/// Writes record file `name` anew with `records` and reseals the inventory.
+fn rewrite_records(
+    dir: &Path,
+    name: &str,
+    kind: Kind,
+    records: impl FnOnce(&mut RecordWriter<Vec<u8>>),
+) {
+    let mut w = RecordWriter::new(Vec::new(), dir.join(name), kind).unwrap();
+    records(&mut w);
+    let (bytes, size, xxh3) = w.finish().unwrap();
+    replace_record_file(dir, name, bytes, size, xxh3);
+    assert_verifies(dir);
+}
+
+fn edit_mm(dir: &Path, pid: i32, edit: impl FnOnce(&mut pb::MmInfo)) {
+    let name = names::mm(pid);
+    let mut r = ImageDir::open(dir)
+        .unwrap()
+        .records(&name, Kind::Mm)
+        .unwrap();
+    let mut mm: pb::MmInfo = r.expect("MmInfo").unwrap();
+    let vmas: Vec<pb::Vma> = r.rest("Vma").unwrap();
+    edit(&mut mm);
+    rewrite_records(dir, &name, Kind::Mm, |w| {
+        w.write(&mm).unwrap();
+        vmas.iter().for_each(|v| w.write(v).unwrap());
+    });
+}
+
+fn edit_core(dir: &Path, pid: i32, edit: impl FnOnce(&mut pb::ProcessCore)) {
+    let name = names::core(pid);
+    let mut r = ImageDir::open(dir)
+        .unwrap()
+        .records(&name, Kind::Core)
+        .unwrap();
+    let mut core: pb::ProcessCore = r.expect("ProcessCore").unwrap();
+    let threads: Vec<pb::ThreadCore> = r.rest("ThreadCore").unwrap();
+    edit(&mut core);
+    rewrite_records(dir, &name, Kind::Core, |w| {
+        w.write(&core).unwrap();
+        threads.iter().for_each(|t| w.write(t).unwrap());
+    });
+}
+
+/// The restore of `dir` is refused before the seed process is forked (its -vv log stops
+/// before "images verified and loaded", logged just before the fork), with one line
+/// naming `file` and saying `why`; no process with the pid is left.
+fn refused_up_front(env: &Env, dir: &Path, pid: i32, file: &str, why: &str) {
+    let logged = restore(env, dir, pid, &["-vv"]);
+    assert!(!logged.success(), "restore should have failed: {logged}");
+    assert!(
+        !logged.stderr.contains("images verified and loaded"),
+        "refused only after the images were accepted, not up front: {logged}"
+    );
+    assert_reaped_by_ckpt(env, pid, &logged);
+    let out = restore(env, dir, pid, &[]);
+    let line = out.failed_naming(why);
+    assert!(line.contains(file), "the error does not name {file}: {out}");
+    assert_reaped_by_ckpt(env, pid, &out);
+}
+
+type MmEdit = fn(&mut pb::MmInfo);
+
+/// mm-PID.img bounds that used to be hit only once the process existed: an auxv longer
+/// than the kernel keeps (PR_SET_MM_MAP: EINVAL), a vDSO block that wraps around or ends
+/// past user space, and a block without parts (which skipped the placement check and
+/// restored). Each is refused up front, naming the file and record.
+#[test]
+fn restore_mm_bounds_refused_up_front() {
+    let env = Env::new();
+    let (mut w, _dir, good) = dumped(&env);
+    let mm = names::mm(w.pid);
+    let cases: [(&str, &str, MmEdit); 4] = [
+        ("auxv", "auxv of 464 bytes", |m| m.auxv.resize(464, 0)),
+        ("wrap", "not a range in user space", |m| {
+            let len = m.vdso_block_len;
+            shift_vdso(m, 0u64.wrapping_sub(len / 2) & !0xfff)
+        }),
+        ("high", "not a range in user space", |m| {
+            shift_vdso(m, 0x7fff_ffff_f000 - 0x1000)
+        }),
+        ("noparts", "0 parts", |m| m.vdso_parts.clear()),
+    ];
+    for (tag, why, edit) in cases {
+        let dir = env.path().join(tag);
+        copy_dir(&good, &dir);
+        edit_mm(&dir, w.pid, edit);
+        refused_up_front(&env, &dir, w.pid, &mm, why);
+    }
+    good_copy_restores(&env, &mut w, &good);
+}
+
+/// Moves the vDSO block (and its parts) to `to`.
+fn shift_vdso(m: &mut pb::MmInfo, to: u64) {
+    assert_ne!(m.vdso_block_start, 0, "the dump recorded no vDSO block");
+    let from = m.vdso_block_start;
+    m.vdso_block_start = to;
+    for p in &mut m.vdso_parts {
+        p.start = p.start.wrapping_sub(from).wrapping_add(to);
+        p.end = p.end.wrapping_sub(from).wrapping_add(to);
+    }
+}
+
+/// core-PID.img with 1025 supplementary groups (the restore passes the list through one
+/// scratch page, which holds 1024) is refused up front, naming the file and record.
+#[test]
+fn restore_too_many_groups_refused_up_front() {
+    let env = Env::new();
+    let (mut w, dir, good) = dumped(&env);
+    edit_core(&dir, w.pid, |c| {
+        let creds = c.creds.as_mut().expect("no creds in the image");
+        creds.groups = (1000..2025).collect();
+    });
+    refused_up_front(
+        &env,
+        &dir,
+        w.pid,
+        &names::core(w.pid),
+        "ProcessCore.creds: 1025 supplementary groups",
+    );
+    good_copy_restores(&env, &mut w, &good);
+}
+
+/// A copy of `good` as `<tmp>/<tag>` whose inventory lists `pids` with `root`, and
+/// holds, besides the dumped process's core file, one for each `(pid, ppid)` of `cores`
+/// (the dumped process's records with pid and ppid changed; a pid equal to the dumped
+/// one rewrites its own).
+fn crafted_tree(
+    env: &Env,
+    good: &Path,
+    tag: &str,
+    dumped: i32,
+    root: i32,
+    pids: &[i32],
+    cores: &[(i32, i32)],
+) -> PathBuf {
+    let dir = env.path().join(tag);
+    copy_dir(good, &dir);
+    let mut r = ImageDir::open(&dir)
+        .unwrap()
+        .records(&names::core(dumped), Kind::Core)
+        .unwrap();
+    let core: pb::ProcessCore = r.expect("ProcessCore").unwrap();
+    let threads: Vec<pb::ThreadCore> = r.rest("ThreadCore").unwrap();
+    let mut inv = read_inventory(&dir);
+    for &(pid, ppid) in cores {
+        let name = names::core(pid);
+        let mut w = RecordWriter::new(Vec::new(), dir.join(&name), Kind::Core).unwrap();
+        w.write(&pb::ProcessCore {
+            pid,
+            ppid,
+            ..core.clone()
+        })
+        .unwrap();
+        threads.iter().for_each(|t| w.write(t).unwrap());
+        let (bytes, size, xxh3) = w.finish().unwrap();
+        fs::write(dir.join(&name), bytes).unwrap();
+        inv.files.retain(|f| f.name != name);
+        inv.files.push(pb::ImageFile {
+            name,
+            size,
+            xxh3,
+            ..Default::default()
+        });
+    }
+    inv.root_pid = root;
+    inv.pids = pids.to_vec();
+    write_inventory(&dir, &inv);
+    assert_verifies(&dir);
+    dir
+}
+
+/// Inventories whose pid list and ProcessCore.ppid do not form a tree under root_pid
+/// (a pid twice, the root missing from the list, a pid without its core file, the root
+/// its own parent, two processes each the other's parent) are refused before anything
+/// is created, saying what is wrong, though this ckpt restores one process only. A real
+/// tree of two processes gets past the check (and is refused for its size).
+#[test]
+fn restore_pid_list_that_is_no_tree_refused() {
+    let env = Env::new();
+    let (mut w, _dir, good) = dumped(&env);
+    let (p, ppid) = (w.pid, std::process::id() as i32);
+    let (a, b) = (p + 100_000, p + 100_001);
+    let inv = names::INVENTORY;
+    let cases = [
+        ("dup", p, vec![p, p], vec![], "listed twice"),
+        ("noroot", a, vec![p], vec![], "not in the pid list"),
+        ("nocore", p, vec![p, a], vec![], "has no core-"),
+        (
+            "selfparent",
+            p,
+            vec![p],
+            vec![(p, p)],
+            "has a parent in the image",
+        ),
+        (
+            "cycle",
+            p,
+            vec![p, a, b],
+            vec![(p, ppid), (a, b), (b, a)],
+            "form a cycle of parents",
+        ),
+    ];
+    for (tag, root, pids, cores, why) in cases {
+        let dir = crafted_tree(&env, &good, tag, p, root, &pids, &cores);
+        refused_up_front(&env, &dir, p, inv, why);
+    }
+    let dir = crafted_tree(&env, &good, "tree", p, p, &[p, a], &[(a, p)]);
+    refused_up_front(&env, &dir, p, inv, "2 processes in the image");
+    good_copy_restores(&env, &mut w, &good);
+}
+
+/// `ckpt show ARGS...`.
+fn show(env: &Env, args: &[&OsStr]) -> CkptOutput {
+    let mut all = vec![OsStr::new("show")];
+    all.extend_from_slice(args);
+    env.ckpt(&all)
+}
+
+/// `show --json` of a set with a truncated, a corrupted and a missing file reports every
+/// file with its own status (the intact ones decoded as usual) instead of stopping at
+/// the first, and exits 1; the untouched set exits 0 with every file "ok".
+#[test]
+fn show_json_reports_every_damaged_file() {
+    let env = Env::new();
+    let (w, dir, good) = dumped(&env);
+    let (core, files, mm) = (names::core(w.pid), names::files(w.pid), names::mm(w.pid));
+    let core_len = fs::metadata(dir.join(&core)).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join(&core))
+        .unwrap()
+        .set_len(core_len / 2)
+        .unwrap();
+    let pages = dir.join("pages-1.img");
+    let mut bytes = fs::read(&pages).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    fs::write(&pages, bytes).unwrap();
+    fs::remove_file(dir.join(&files)).unwrap();
+
+    let json = |d: &Path| {
+        let out = show(
+            &env,
+            &[OsStr::new("--json"), OsStr::new("-D"), d.as_os_str()],
+        );
+        let v: serde_json::Value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("show --json printed no JSON ({e}): {out}"));
+        (out, v)
+    };
+    let (out, v) = json(&dir);
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    let status = |name: &str| {
+        v["files"][name]["status"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string()
+    };
+    assert_eq!(status(&core), "truncated", "{out}");
+    assert_eq!(status("pages-1.img"), "checksum mismatch", "{out}");
+    assert_eq!(status(&files), "missing", "{out}");
+    assert_eq!(status(&mm), "ok", "{out}");
+    assert!(v["files"][&mm]["vmas"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty()));
+    assert_eq!(v["intact"], false);
+    assert!(
+        v["files"][&files]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&files)),
+        "the error does not name {files}: {out}"
+    );
+
+    let (out, v) = json(&good);
+    assert_eq!(out.status.code(), Some(0), "{out}");
+    let all = v["files"].as_object().unwrap();
+    assert!(
+        all.len() >= 5 && all.values().all(|f| f["status"] == "ok"),
+        "{out}"
+    );
+    assert_eq!(v["intact"], true);
+}
+
+/// `show --diff A B` exits like diff(1): 0 for equivalent sets, 1 for sets that differ,
+/// 2 when a set cannot be read or holds a damaged file (with one line saying which).
+#[test]
+fn show_diff_exit_codes() {
+    let env = Env::new();
+    let (_w, dir, good) = dumped(&env);
+    let diff =
+        |a: &Path, b: &Path| show(&env, &[OsStr::new("--diff"), a.as_os_str(), b.as_os_str()]);
+    let out = diff(&good, &dir);
+    assert_eq!(out.status.code(), Some(0), "{out}");
+    assert!(out.stdout.contains("no differences"), "{out}");
+
+    let mut inv = read_inventory(&dir);
+    inv.dumped_at_unix_ms += 1000;
+    write_inventory(&dir, &inv);
+    let out = diff(&good, &dir);
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    assert!(out.stdout.contains("dumped_at"), "{out}");
+
+    let missing = env.path().join("missing");
+    let out = diff(&good, &missing);
+    assert_eq!(out.status.code(), Some(2), "{out}");
+    assert_eq!(out.stderr.lines().count(), 1, "{out}");
+    assert!(out.stderr.contains(&*missing.to_string_lossy()), "{out}");
+
+    let damaged = env.path().join("damaged");
+    copy_dir(&good, &damaged);
+    let pages = damaged.join("pages-1.img");
+    let mut bytes = fs::read(&pages).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(&pages, bytes).unwrap();
+    let out = diff(&good, &damaged);
+    assert_eq!(out.status.code(), Some(2), "{out}");
+    out.failed_naming(&damaged.to_string_lossy());
+}

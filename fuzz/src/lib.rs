@@ -81,6 +81,19 @@ fn check_inventory(inv: pb::Inventory) {
         assert!(Kind::for_name(&f.name).is_some());
     }
     let _ = summary::pids(&inv);
+    // The process-tree checks, with each pid's parent taken from the list itself (the
+    // next pid along, the last one's from root_pid) so chains and cycles occur.
+    if ckpt_images::validate::pid_list(inv.root_pid, &inv.pids).is_ok() {
+        let mut parents: Vec<(i32, i32)> = inv
+            .pids
+            .iter()
+            .zip(inv.pids.iter().skip(1).chain([&inv.root_pid]))
+            .map(|(&p, &pp)| (p, pp))
+            .collect();
+        let _ = ckpt_images::validate::tree(inv.root_pid, &parents);
+        parents.reverse();
+        let _ = ckpt_images::validate::tree(inv.root_pid, &parents);
+    }
     let a = ImageSet {
         dir: PathBuf::from("a"),
         inventory: inv,
@@ -106,6 +119,9 @@ pub fn core(data: &[u8]) {
         return;
     };
     let threads = rest::<pb::ThreadCore>(&mut r, "ThreadCore");
+    if let Some(c) = &core.creds {
+        let _ = ckpt_images::validate::creds(c);
+    }
     consume(ProcessImages {
         pid: core.pid,
         core: Some(core),
@@ -125,6 +141,12 @@ pub fn mm(data: &[u8]) {
     let vmas = rest::<pb::Vma>(&mut r, "Vma");
     // The checks restore runs before mapping anything: never a panic, whatever the input.
     let _ = ckpt_images::validate::vmas(&vmas);
+    if ckpt_images::validate::mm_info(&mm).is_ok() && mm.vdso_block_start != 0 {
+        // An accepted vDSO block is a range inside user space that its parts tile.
+        let end = mm.vdso_block_start + mm.vdso_block_len;
+        assert!(end <= ckpt_images::validate::TASK_SIZE && !mm.vdso_parts.is_empty());
+        assert!(mm.vdso_parts.iter().all(|p| p.start >= mm.vdso_block_start && p.end <= end));
+    }
     consume(ProcessImages {
         pid: 1,
         mm: Some(mm),

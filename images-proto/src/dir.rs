@@ -2,80 +2,56 @@
 //!
 //! The inventory is written last, so a dump that dies half way leaves no directory that
 //! looks complete; it lists every other file with its size and xxh3, and is sealed by a
-//! checksum of its own bytes.
+//! checksum of its own bytes. A dump writes into a staging directory beside the image
+//! directory and puts it in place only once sealed (`staging.rs`), and every command locks
+//! the directory (`dirlock.rs`).
 
 use crate::chunks::ChunkHasher;
+use crate::dirlock::DirLock;
 use crate::error::{ImageError, Result};
 use crate::header::Kind;
 use crate::names;
 use crate::pages::PagesWriter;
 use crate::pb;
 use crate::record::{RecordReader, RecordWriter};
+use crate::staging::Staging;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use xxhash_rust::xxh3::Xxh3;
 
-/// Writes image files into a directory and remembers what it wrote for the inventory.
+/// Writes image files into a staging directory beside the image directory, remembers
+/// what it wrote for the inventory, and puts the set in place when `finish` seals it.
 pub struct ImageSink {
     dir: PathBuf,
+    staging: Staging,
     files: Vec<pb::ImageFile>,
-    created: Vec<PathBuf>,
-    finished: bool,
 }
 
 pub type FileRecords = RecordWriter<BufWriter<File>>;
 
 impl ImageSink {
-    /// Opens (creating it 0700 if needed) the directory. Images hold process memory, so a
-    /// directory other users can write to is refused; an old inventory is removed first so
-    /// a failed dump never leaves a mix of old and new files that verifies.
+    /// Opens (creating it 0700 if needed) and locks the directory, and makes the staging
+    /// directory next to it. Images hold process memory, so a directory, or a parent,
+    /// that other users can write to is refused, and so is a directory holding anything
+    /// but image files (it would be replaced). A previous image stays as it is until the
+    /// new one is complete.
     pub fn create(dir: &Path) -> Result<Self> {
-        if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| ImageError::io(dir, e))?;
-        }
-        let meta = std::fs::metadata(dir).map_err(|e| ImageError::io(dir, e))?;
-        if !meta.is_dir() {
-            return Err(ImageError::invalid(dir, "not a directory"));
-        }
-        if meta.permissions().mode() & 0o022 != 0 {
-            return Err(ImageError::invalid(
-                dir,
-                format!(
-                    "directory is writable by other users (mode {:o}); images hold process memory",
-                    meta.permissions().mode() & 0o7777
-                ),
-            ));
-        }
-        let inv = dir.join(names::INVENTORY);
-        match std::fs::remove_file(&inv) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(ImageError::io(inv, e)),
-        }
-        // Probe writability now, so the error comes before the workload is touched.
-        let probe = dir.join(".ckpt-write-test");
-        File::create(&probe).map_err(|e| ImageError::io(dir, e))?;
-        let _ = std::fs::remove_file(&probe);
         Ok(ImageSink {
             dir: dir.into(),
+            staging: Staging::prepare(dir)?,
             files: Vec::new(),
-            created: Vec::new(),
-            finished: false,
         })
     }
 
+    /// The image directory (the files are in a staging directory until `finish`).
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
     fn open_file(&mut self, name: &str) -> Result<(File, PathBuf)> {
-        let path = self.dir.join(name);
+        let path = self.staging.path().join(name);
         let file = OpenOptions::new()
             .write(true)
             .create(true)
@@ -83,7 +59,6 @@ impl ImageSink {
             .mode(0o600)
             .open(&path)
             .map_err(|e| ImageError::io(&path, e))?;
-        self.created.push(path.clone());
         Ok((file, path))
     }
 
@@ -94,7 +69,7 @@ impl ImageSink {
 
     pub fn commit_records(&mut self, name: &str, w: FileRecords) -> Result<()> {
         let (buf, size, xxh3) = w.finish()?;
-        let path = self.dir.join(name);
+        let path = self.staging.path().join(name);
         buf.into_inner()
             .map_err(|e| ImageError::io(&path, e.into_error()))?;
         self.files.push(pb::ImageFile {
@@ -123,7 +98,8 @@ impl ImageSink {
         Ok(())
     }
 
-    /// Writes the inventory (listing every committed file) and seals it.
+    /// Writes the inventory (listing every committed file), seals it, and puts the new
+    /// image in place of the directory's old content.
     pub fn finish(mut self, mut inv: pb::Inventory) -> Result<()> {
         inv.files = std::mem::take(&mut self.files);
         inv.format_version = crate::FORMAT_VERSION as u32;
@@ -131,32 +107,22 @@ impl ImageSink {
         w.write(&inv)?;
         let seal = pb::InventorySeal { xxh3: w.digest() };
         w.write(&seal)?;
-        let path = self.dir.join(names::INVENTORY);
+        let path = self.staging.path().join(names::INVENTORY);
         let (buf, _, _) = w.finish()?;
         let file = buf
             .into_inner()
             .map_err(|e| ImageError::io(&path, e.into_error()))?;
         file.sync_all().map_err(|e| ImageError::io(&path, e))?;
-        self.finished = true;
-        Ok(())
+        self.staging.commit()
     }
 }
 
-impl Drop for ImageSink {
-    /// A sink dropped before `finish` removes what it wrote: no half image is left behind.
-    fn drop(&mut self) {
-        if !self.finished {
-            for p in &self.created {
-                let _ = std::fs::remove_file(p);
-            }
-        }
-    }
-}
-
-/// An image directory whose inventory has been read and sealed.
+/// An image directory whose inventory has been read and sealed. It holds a shared lock on
+/// the directory while it lives, so no dump replaces the files it reads (or maps).
 pub struct ImageDir {
     dir: PathBuf,
     inventory: pb::Inventory,
+    _lock: DirLock,
 }
 
 impl ImageDir {
@@ -166,6 +132,7 @@ impl ImageDir {
         if !meta.is_dir() {
             return Err(ImageError::invalid(dir, "not a directory"));
         }
+        let lock = crate::dirlock::lock(dir, false)?;
         let path = dir.join(names::INVENTORY);
         if !path.exists() {
             return Err(ImageError::invalid(
@@ -178,6 +145,7 @@ impl ImageDir {
         Ok(ImageDir {
             dir: dir.into(),
             inventory,
+            _lock: lock,
         })
     }
 
@@ -377,7 +345,7 @@ const fn libc_o_nofollow() -> i32 {
 }
 
 /// O_NONBLOCK (x86-64 and aarch64 value).
-const fn libc_o_nonblock() -> i32 {
+pub(crate) const fn libc_o_nonblock() -> i32 {
     0o4000
 }
 
@@ -402,7 +370,7 @@ fn check_name(inv: &Path, name: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn write_set(dir: &Path) {
         let mut sink = ImageSink::create(dir).unwrap();
@@ -504,6 +472,104 @@ mod tests {
         std::os::unix::fs::symlink("/dev/zero", &core).unwrap();
         let err = d.records("core-7.img", Kind::Core).err().unwrap();
         assert!(err.to_string().contains("symbolic link"), "{err}");
+    }
+
+    /// Names in the parent of `dir`, sorted.
+    fn siblings(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// A sink dropped before `finish` (a failed dump) leaves the previous image as it was
+    /// and nothing beside it; a finished one replaces it whole.
+    #[test]
+    fn failed_redump_keeps_the_old_image_and_a_good_one_replaces_it() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("img");
+        write_set(&dir);
+        let before = std::fs::read(dir.join("core-7.img")).unwrap();
+        {
+            let mut sink = ImageSink::create(&dir).unwrap();
+            let mut w = sink.records("core-8.img", Kind::Core).unwrap();
+            w.write(&pb::ProcessCore::default()).unwrap();
+            sink.commit_records("core-8.img", w).unwrap();
+            let mut p = sink.pages(1).unwrap();
+            p.write(&[0xcd; 4096]).unwrap();
+        }
+        assert_eq!(siblings(&dir), ["img"]);
+        ImageDir::open(&dir).unwrap();
+        assert_eq!(std::fs::read(dir.join("core-7.img")).unwrap(), before);
+
+        let mut sink = ImageSink::create(&dir).unwrap();
+        let mut w = sink.records("core-8.img", Kind::Core).unwrap();
+        w.write(&pb::ProcessCore {
+            pid: 8,
+            ..Default::default()
+        })
+        .unwrap();
+        sink.commit_records("core-8.img", w).unwrap();
+        sink.finish(pb::Inventory {
+            root_pid: 8,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(siblings(&dir), ["img"]);
+        let d = ImageDir::open(&dir).unwrap();
+        assert_eq!(d.inventory().root_pid, 8);
+        assert!(!dir.join("core-7.img").exists() && !dir.join("pages-1.img").exists());
+        assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+    }
+
+    /// A dump never replaces a directory that holds anything but image files.
+    #[test]
+    fn directory_with_other_files_is_not_replaced() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("img");
+        write_set(&dir);
+        std::fs::write(dir.join("notes.txt"), b"mine").unwrap();
+        let err = ImageSink::create(&dir).err().unwrap();
+        assert!(err.to_string().contains("notes.txt"), "{err}");
+        assert_eq!(siblings(&dir), ["img"]);
+        ImageDir::open(&dir).unwrap();
+    }
+
+    /// Readers share the directory; a writer has it alone, and is refused at once (not
+    /// made to wait) while anyone else holds it.
+    #[test]
+    fn dumps_and_readers_exclude_each_other() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("img");
+        write_set(&dir);
+        let r1 = ImageDir::open(&dir).unwrap();
+        let r2 = ImageDir::open_unverified(&dir).unwrap();
+        let err = ImageSink::create(&dir).err().unwrap();
+        assert!(err.to_string().contains("in use by another ckpt"), "{err}");
+        drop((r1, r2));
+        let sink = ImageSink::create(&dir).unwrap();
+        let err = ImageDir::open(&dir).err().unwrap();
+        assert!(err.to_string().contains("in use by another ckpt"), "{err}");
+        let err = ImageSink::create(&dir).err().unwrap();
+        assert!(err.to_string().contains("in use by another ckpt"), "{err}");
+        drop(sink);
+        ImageDir::open(&dir).unwrap();
+    }
+
+    /// The staging directory lives in the parent, so a parent others can write to is
+    /// refused too, unless it is sticky (like /tmp).
+    #[test]
+    fn other_writable_parent_is_refused_unless_sticky() {
+        let t = tempfile::tempdir().unwrap();
+        let parent = t.path().join("p");
+        std::fs::create_dir(&parent).unwrap();
+        std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = ImageSink::create(&parent.join("img")).err().unwrap();
+        assert!(err.to_string().contains("writable by other users"), "{err}");
+        std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        write_set(&parent.join("img"));
     }
 
     #[test]

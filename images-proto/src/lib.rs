@@ -5,12 +5,14 @@
 pub mod chunks;
 pub mod diff;
 pub mod dir;
+mod dirlock;
 pub mod error;
 pub mod header;
 pub mod pages;
 pub mod progress;
 pub mod record;
 pub mod show;
+mod staging;
 pub mod summary;
 pub mod validate;
 

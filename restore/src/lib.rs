@@ -81,6 +81,7 @@ pub fn restore_with_progress(
     let t0 = Instant::now();
     let dir = ImageDir::open_deferring_pages(&opts.dir)?;
     let inv = dir.inventory();
+    image::check_tree(&dir)?;
     if inv.pids.len() != 1 || inv.pids[0] != inv.root_pid {
         return Err(RestoreError::Refused(format!(
             "{}: {} processes in the image; this ckpt restores one process",

@@ -11,10 +11,17 @@
 //! it checks and exits 0 (pass) or 1 (fail); on SIGTERM it corrupts its state on
 //! purpose, checks, and so exits 1.
 #![allow(dead_code)]
+#![forbid(unsafe_code)]
 
+use nix::errno::Errno;
+use nix::fcntl;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::os::unix::ffi::OsStrExt;
@@ -51,19 +58,14 @@ pub fn init() {
         {
             if let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
                 if fd > 2 {
-                    // SAFETY: fcntl(2) F_SETFD on an fd number; a stale one gives EBADF.
-                    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+                    // A stale number (the read_dir's own fd, closed by now) gives EBADF.
+                    let _ = fcntl::fcntl(fd, fcntl::FcntlArg::F_SETFD(fcntl::FdFlag::FD_CLOEXEC));
                 }
             }
         }
-        // SAFETY: prctl(2) PR_SET_CHILD_SUBREAPER takes an integer argument only.
-        let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-        assert_eq!(
-            r,
-            0,
-            "PR_SET_CHILD_SUBREAPER: {}",
-            std::io::Error::last_os_error()
-        );
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            panic!("PR_SET_CHILD_SUBREAPER: {e}");
+        }
     });
 }
 
@@ -229,15 +231,12 @@ pub fn describe_wait(status: i32) -> String {
 /// it did not die in time. ECHILD (not ours, or already reaped) gives Some(-1).
 pub fn reap(pid: i32, timeout: Duration) -> Option<i32> {
     let start = Instant::now();
+    let flags = WaitPidFlag::WNOHANG | WaitPidFlag::__WALL;
     loop {
-        let mut status = 0;
-        // SAFETY: waitpid(2) with a valid out pointer; only this pid is waited for.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG | libc::__WALL) };
-        if r == pid {
-            return Some(status);
-        }
-        if r < 0 {
-            return Some(-1);
+        match waitpid(Pid::from_raw(pid), Some(flags)) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(st) => return Some(raw_wait_status(st)),
+            Err(_) => return Some(-1),
         }
         if start.elapsed() > timeout {
             return None;
@@ -246,17 +245,30 @@ pub fn reap(pid: i32, timeout: Duration) -> Option<i32> {
     }
 }
 
-/// Sends `sig` to `pid`; returns false if that failed (e.g. ESRCH).
+/// The wait(2) status word nix decoded `st` from, so callers can keep using the
+/// W*() macros of libc on it.
+fn raw_wait_status(st: WaitStatus) -> i32 {
+    let stop = |sig: i32| (sig << 8) | 0x7f;
+    match st {
+        WaitStatus::Exited(_, code) => (code & 0xff) << 8,
+        WaitStatus::Signaled(_, sig, core) => sig as i32 | if core { 0x80 } else { 0 },
+        WaitStatus::Stopped(_, sig) => stop(sig as i32),
+        WaitStatus::PtraceEvent(_, sig, event) => stop(sig as i32) | (event << 16),
+        WaitStatus::PtraceSyscall(_) => stop(libc::SIGTRAP | 0x80),
+        WaitStatus::Continued(_) => 0xffff,
+        WaitStatus::StillAlive => 0,
+    }
+}
+
+/// Sends `sig` to `pid`; returns false if that failed (e.g. ESRCH, or a signal number
+/// nix does not know, such as a real-time one).
 pub fn signal(pid: i32, sig: i32) -> bool {
-    // SAFETY: kill(2) has no memory arguments.
-    unsafe { libc::kill(pid, sig) == 0 }
+    Signal::try_from(sig).is_ok_and(|s| kill(Pid::from_raw(pid), s).is_ok())
 }
 
 /// Does a process with this pid exist (zombies included)?
 pub fn exists(pid: i32) -> bool {
-    // SAFETY: kill(2) with signal 0 only checks for existence.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    !matches!(kill(Pid::from_raw(pid), None), Err(Errno::ESRCH))
 }
 
 /// State letter from /proc/PID/stat (R, S, D, T, t, Z, I, ...).
@@ -639,7 +651,34 @@ impl Env {
     /// One checkpoint cycle: dump into `dir` (killing the workload), reap it, restore
     /// detached, and let the workload check itself (waits for the next PASS).
     pub fn cycle(&self, w: &mut Workload, dir: &Path) {
-        self.dump(w.pid, dir, &[]).ok();
+        self.cycle_with(w, dir, &[], |_| {});
+    }
+
+    /// `n` checkpoint cycles, each into a fresh `<tmp>/img<i>`, the dump run with
+    /// `dump_args`; `inspect(i, dir)` looks at the images of cycle `i` before the restore.
+    pub fn cycles(
+        &self,
+        w: &mut Workload,
+        n: usize,
+        dump_args: &[&str],
+        mut inspect: impl FnMut(usize, &Path),
+    ) {
+        for i in 1..=n {
+            let dir = self.subdir(&format!("img{i}"));
+            self.cycle_with(w, &dir, dump_args, |d| inspect(i, d));
+        }
+    }
+
+    /// `cycle` with extra dump arguments and a look at the images before the restore.
+    pub fn cycle_with(
+        &self,
+        w: &mut Workload,
+        dir: &Path,
+        dump_args: &[&str],
+        inspect: impl FnOnce(&Path),
+    ) {
+        self.dump(w.pid, dir, dump_args).ok();
+        inspect(dir);
         self.reap_dumped(w.pid);
         assert!(!exists(w.pid), "pid {} still exists after reaping", w.pid);
         self.restore_detached(dir).ok();
@@ -688,35 +727,19 @@ impl Env {
     /// Mounts a tmpfs at `at` (created) with `opts`; unmounted when the test ends.
     pub fn mount_tmpfs(&self, at: &Path, opts: &str) {
         fs::create_dir_all(at).unwrap();
-        let src = CString::new("tmpfs").unwrap();
-        let target = CString::new(at.as_os_str().as_bytes()).unwrap();
-        let mut flags: libc::c_ulong = 0;
+        let mut flags = MsFlags::empty();
         let mut rest = Vec::new();
         for o in opts.split(',') {
             if o == "ro" {
-                flags |= libc::MS_RDONLY;
+                flags |= MsFlags::MS_RDONLY;
             } else {
                 rest.push(o);
             }
         }
-        let data2 = CString::new(rest.join(",")).unwrap();
-        // SAFETY: mount(2) with valid NUL-terminated strings that outlive the call.
-        let r = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                target.as_ptr(),
-                src.as_ptr(),
-                flags,
-                data2.as_ptr() as *const libc::c_void,
-            )
-        };
-        assert_eq!(
-            r,
-            0,
-            "mount tmpfs on {}: {}",
-            at.display(),
-            std::io::Error::last_os_error()
-        );
+        let data = rest.join(",");
+        if let Err(e) = mount(Some("tmpfs"), at, Some("tmpfs"), flags, Some(data.as_str())) {
+            panic!("mount tmpfs on {}: {e}", at.display());
+        }
         self.mounts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -759,9 +782,7 @@ impl Drop for Env {
         }
         let mounts = std::mem::take(&mut *self.mounts.lock().unwrap_or_else(|e| e.into_inner()));
         for m in mounts.iter().rev() {
-            let c = CString::new(m.as_os_str().as_bytes()).unwrap();
-            // SAFETY: umount2(2) with a valid NUL-terminated path.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            let _ = umount2(m, MntFlags::MNT_DETACH);
         }
         // TempDir's own drop removes the directory.
     }

@@ -1,0 +1,255 @@
+//! Where a dump writes: a fresh directory beside the image directory (same parent, so a
+//! rename moves it), put in place of it only once the new image is sealed. A dump that
+//! fails half way therefore leaves the directory exactly as it was, a previous good image
+//! included; and no file a restore may have mapped is ever written again.
+//!
+//! The image directory is locked exclusively (`dirlock`) from before anything is written
+//! until the new image is in place, so two dumps, or a dump and a restore, never meet.
+
+use crate::dirlock::{self, DirLock};
+use crate::error::{ImageError, Result};
+use crate::header::Kind;
+use std::ffi::OsString;
+use std::fs::{DirBuilder, File};
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// A staging directory for one dump into `dir`; removed again unless committed.
+pub(crate) struct Staging {
+    /// The image directory as given (for messages).
+    dir: PathBuf,
+    /// The same with symlinks resolved: what is renamed.
+    real: PathBuf,
+    parent: PathBuf,
+    /// Where the image files are written until `commit`; empty until it exists.
+    tmp: PathBuf,
+    /// The image directory did not exist before this dump: a failed dump removes it.
+    created: bool,
+    committed: bool,
+    _lock: Option<DirLock>,
+}
+
+impl Staging {
+    /// Creates `dir` (0700) if missing, checks it and its parent, locks it, and makes the
+    /// staging directory. Everything that can be refused is refused here, before a dump
+    /// touches its process.
+    pub(crate) fn prepare(dir: &Path) -> Result<Staging> {
+        let mut s = Staging {
+            dir: dir.into(),
+            real: PathBuf::new(),
+            parent: PathBuf::new(),
+            tmp: PathBuf::new(),
+            created: create_missing(dir)?,
+            committed: false,
+            _lock: None,
+        };
+        s.real = std::fs::canonicalize(dir).map_err(|e| ImageError::io(dir, e))?;
+        let meta = std::fs::metadata(&s.real).map_err(|e| ImageError::io(dir, e))?;
+        if !meta.is_dir() {
+            return Err(ImageError::invalid(dir, "not a directory"));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(ImageError::invalid(
+                dir,
+                format!(
+                    "directory is writable by other users (mode {:o}); images hold process memory",
+                    meta.mode() & 0o7777
+                ),
+            ));
+        }
+        let (Some(parent), Some(base)) = (s.real.parent(), s.real.file_name()) else {
+            return Err(ImageError::invalid(
+                dir,
+                "the root directory cannot hold images",
+            ));
+        };
+        let (parent, base) = (parent.to_path_buf(), base.to_os_string());
+        let pmeta = std::fs::metadata(&parent).map_err(|e| ImageError::io(&parent, e))?;
+        // A sticky directory such as /tmp is fine: others cannot rename or remove our entries.
+        if pmeta.mode() & 0o022 != 0 && pmeta.mode() & 0o1000 == 0 {
+            return Err(ImageError::invalid(
+                &parent,
+                format!(
+                    "parent of the image directory is writable by other users (mode {:o}); \
+                     the new image is written there before it replaces {}",
+                    pmeta.mode() & 0o7777,
+                    dir.display()
+                ),
+            ));
+        }
+        if pmeta.dev() != meta.dev() {
+            return Err(ImageError::invalid(
+                dir,
+                format!(
+                    "is a mount point: ckpt writes the new image beside it (in {}) and renames \
+                     it into place, which cannot cross filesystems; use a directory inside the mount",
+                    parent.display()
+                ),
+            ));
+        }
+        s._lock = Some(dirlock::lock(dir, true)?);
+        check_replaceable(dir, &s.real)?;
+        s.tmp = make_fresh_dir(&parent, &base)?;
+        s.parent = parent;
+        Ok(s)
+    }
+
+    /// The directory the image files go to until `commit`.
+    pub(crate) fn path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Puts the staged image in place of the image directory. An empty directory is
+    /// replaced by one rename; an old image is renamed aside, the new one in, and the old
+    /// one removed (if the second rename fails, the old one is put back).
+    pub(crate) fn commit(&mut self) -> Result<()> {
+        File::open(&self.tmp)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| ImageError::io(&self.tmp, e))?;
+        match std::fs::rename(&self.tmp, &self.real) {
+            Ok(()) => {}
+            // rename(2) replaces an empty directory only.
+            Err(e) if matches!(e.raw_os_error(), Some(ENOTEMPTY | EEXIST)) => {
+                // Still only image files? Anything else would be deleted with the old image.
+                check_replaceable(&self.dir, &self.real)?;
+                let aside = self.unused_sibling("ckpt-old")?;
+                std::fs::rename(&self.real, &aside).map_err(|e| ImageError::io(&self.dir, e))?;
+                if let Err(e) = std::fs::rename(&self.tmp, &self.real) {
+                    let _ = std::fs::rename(&aside, &self.real);
+                    return Err(ImageError::io(&self.dir, e));
+                }
+                remove_image_dir(&aside);
+            }
+            Err(e) => return Err(ImageError::io(&self.dir, e)),
+        }
+        self.committed = true;
+        File::open(&self.parent)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| ImageError::io(&self.parent, e))
+    }
+
+    fn unused_sibling(&self, tag: &str) -> Result<PathBuf> {
+        let base = self.real.file_name().unwrap_or_default();
+        for n in 0..100 {
+            let p = self.parent.join(sibling_name(base, tag, n));
+            if let Err(e) = std::fs::symlink_metadata(&p) {
+                if e.kind() == ErrorKind::NotFound {
+                    return Ok(p);
+                }
+            }
+        }
+        Err(ImageError::invalid(
+            &self.parent,
+            "no free name beside the image directory",
+        ))
+    }
+}
+
+impl Drop for Staging {
+    /// Not committed: the staged files go, and so does an image directory this dump made.
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.tmp);
+        }
+        if self.created {
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+    }
+}
+
+const EEXIST: i32 = 17;
+const ENOTEMPTY: i32 = 39;
+
+/// Creates `dir` (0700, and missing parents 0700) unless it exists; says whether it did.
+fn create_missing(dir: &Path) -> Result<bool> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(_) => return Ok(false),
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(ImageError::io(dir, e)),
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|e| ImageError::io(dir, e))?;
+    }
+    match DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(ImageError::io(dir, e)),
+    }
+}
+
+/// `<base>.<tag>-<pid>-<n>`: next to the image directory, named after it.
+fn sibling_name(base: &std::ffi::OsStr, tag: &str, n: u32) -> OsString {
+    let mut name = base.to_os_string();
+    name.push(format!(".{tag}-{}-{n}", std::process::id()));
+    name
+}
+
+/// A new, empty 0700 directory beside the image directory.
+fn make_fresh_dir(parent: &Path, base: &std::ffi::OsStr) -> Result<PathBuf> {
+    for n in 0..100 {
+        let p = parent.join(sibling_name(base, "ckpt-new", n));
+        match DirBuilder::new().mode(0o700).create(&p) {
+            Ok(()) => {
+                // The umask may have taken bits the owner needs; others get none either way.
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700))
+                    .map_err(|e| ImageError::io(&p, e))?;
+                return Ok(p);
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(ImageError::io(&p, e)),
+        }
+    }
+    Err(ImageError::invalid(
+        parent,
+        "no free name beside the image directory",
+    ))
+}
+
+/// Whether a directory entry is a ckpt image file (what a dump may replace).
+fn is_image_file(e: &std::fs::DirEntry) -> bool {
+    let named = e
+        .file_name()
+        .to_str()
+        .is_some_and(|n| Kind::for_name(n).is_some());
+    named && e.file_type().is_ok_and(|t| t.is_file())
+}
+
+/// The image directory may be replaced only if it holds nothing but image files (an old
+/// image, or what is left of one): anything else is the user's, and stays.
+fn check_replaceable(dir: &Path, real: &Path) -> Result<()> {
+    for e in std::fs::read_dir(real).map_err(|e| ImageError::io(dir, e))? {
+        let e = e.map_err(|e| ImageError::io(dir, e))?;
+        if !is_image_file(&e) {
+            return Err(ImageError::invalid(
+                dir,
+                format!(
+                    "holds {:?}, which is not a ckpt image file; refusing to replace the \
+                     directory (dump into an empty or new one)",
+                    e.file_name()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Removes an old image renamed aside: its image files, then the directory if that left
+/// it empty (whatever else appeared meanwhile stays).
+fn remove_image_dir(dir: &Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if is_image_file(&e) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
