@@ -176,6 +176,37 @@ pub fn copy(
     )
 }
 
+/// Verifies the chunks of the pages file marked in `want` on every CPU (a lazy restore's,
+/// whose file was not verified before the seed); returns which chunks are now verified.
+pub fn verify_chunks(
+    src: &Source,
+    path: &Path,
+    entry: &pb::ImageFile,
+    want: &[bool],
+) -> R<Vec<bool>> {
+    let cs = entry.chunk_size as usize;
+    let todo: Vec<usize> = (0..want.len()).filter(|&i| want[i]).collect();
+    on_every_cpu(
+        todo.len(),
+        || Ok(()),
+        |_, n| {
+            let i = todo[n];
+            let want = entry.chunk_xxh3.get(i).copied().unwrap_or(!0);
+            let ok = ckpt_images::chunks::chunk_ok(src.reader.bytes(), cs, i, want, &|off, len| {
+                ckpt_sys::process::populate_read(src.map, off, len)
+            });
+            if ok {
+                Ok(())
+            } else {
+                Err(RestoreError::Image(ckpt_images::ImageError::Checksum {
+                    path: path.into(),
+                }))
+            }
+        },
+    )?;
+    Ok(want.to_vec())
+}
+
 /// The copy for a compressed pages file: one job per frame. `uffd_vma` as for `plan`.
 #[allow(clippy::too_many_arguments)]
 pub fn copy_frames(

@@ -167,9 +167,12 @@ pub fn restore_with_progress(
     if let Some(h) = handoff {
         if opts.detach {
             // The pager: a copy of (still single-threaded) ckpt that outlives it.
-            if ckpt_sys::uffd::fork_single_threaded()?.is_none() {
+            let pager = ckpt_sys::uffd::fork_single_threaded()?;
+            if let Some(p) = pager {
+                info!(pid, pager = p.as_raw(), "lazy pager serving the process");
+            } else {
                 ckpt_sys::uffd::become_pager();
-                let code = match lazy::serve(child, h, &img.runs, pages.bytes(), &img.pages_entry) {
+                let code = match lazy::serve(child, h, &img.runs, &map, &img.pages_entry) {
                     Ok(_) => 0,
                     Err(e) => {
                         tracing::error!("lazy pager of pid {pid}: {e}");
@@ -180,7 +183,7 @@ pub fn restore_with_progress(
             }
             return Ok(Outcome::Detached(pid));
         }
-        if let Err(e) = lazy::serve(child, h, &img.runs, pages.bytes(), &img.pages_entry) {
+        if let Err(e) = lazy::serve(child, h, &img.runs, &map, &img.pages_entry) {
             tracing::error!("lazy restore of pid {pid}: {e}");
         }
     } else if opts.detach {

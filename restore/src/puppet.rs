@@ -348,6 +348,7 @@ impl<'a> Puppet<'a> {
             None
         };
         let by_uffd_now: Vec<bool> = by_uffd.iter().map(|&b| b && uffd.is_some()).collect();
+        let mut verified = Vec::new();
         if let Some(frames) = img.frames.as_deref() {
             fill::copy_frames(
                 self.pid,
@@ -363,11 +364,25 @@ impl<'a> Puppet<'a> {
         } else {
             let jobs = fill::plan(&img.runs, &img.vmas, &by_uffd_now, self.lazy);
             if self.lazy {
-                // Not verified up front in a lazy restore: what is copied now is checked
-                // here, chunk by chunk.
+                // Not verified up front in a lazy restore: the chunks of what is copied
+                // now (and of the rseq area's pages, copied below) are checked here, once
+                // each; the pager is told which.
+                let mut want = vec![false; img.pages_entry.chunk_xxh3.len()];
+                let cs = img.pages_entry.chunk_size.max(1);
+                let mut mark = |off: u64, len: u64| {
+                    for i in off / cs..(off + len).div_ceil(cs) {
+                        if let Some(w) = want.get_mut(i as usize) {
+                            *w = true;
+                        }
+                    }
+                };
                 for j in &jobs {
-                    self.check_chunks(pages, j.off, j.len)?;
+                    mark(j.off, j.len);
                 }
+                for (off, _) in self.rseq_pages() {
+                    mark(off, PAGE_SIZE as u64);
+                }
+                verified = fill::verify_chunks(pages, &self.pages_path, &img.pages_entry, &want)?;
             }
             fill::copy(
                 self.pid,
@@ -401,27 +416,16 @@ impl<'a> Puppet<'a> {
             let (uffd, _) = uffd.expect("matched above");
             // Pages the kernel touches in the injected calls still to come (rseq
             // registration writes its area) must be there now: nobody serves faults
-            // until the puppet phase is over.
-            if let Some(r) = self.img.threads[0].rseq.as_ref().filter(|r| r.ptr != 0) {
-                let first = r.ptr & !(page - 1);
-                let last = (r.ptr + r.len.max(32) as u64 - 1) & !(page - 1);
-                for run in &img.runs {
-                    let end = run.vaddr + run.nr_pages * page;
-                    for at in [first, last] {
-                        if at >= run.vaddr && at < end {
-                            let off = run.offset + (at - run.vaddr);
-                            self.check_chunks(pages, off, page)?;
-                            let src = pages.reader.slice(off, page)?;
-                            match uffd.copy_once(at, src)? {
-                                ckpt_sys::uffd::Fill::Done | ckpt_sys::uffd::Fill::Exists(_) => {}
-                                other => {
-                                    return Err(RestoreError::Refused(format!(
-                                        "pid {}: prefill of the rseq page {at:#x}: {other:?}",
-                                        self.pid
-                                    )))
-                                }
-                            }
-                        }
+            // until the puppet phase is over. Their chunks were verified above.
+            for (off, at) in self.rseq_pages() {
+                let src = pages.reader.slice(off, page)?;
+                match uffd.copy_once(at, src)? {
+                    ckpt_sys::uffd::Fill::Done | ckpt_sys::uffd::Fill::Exists(_) => {}
+                    other => {
+                        return Err(RestoreError::Refused(format!(
+                            "pid {}: prefill of the rseq page {at:#x}: {other:?}",
+                            self.pid
+                        )))
                     }
                 }
             }
@@ -429,6 +433,7 @@ impl<'a> Puppet<'a> {
                 uffd,
                 remote_fd: high as i32,
                 ranges,
+                verified,
             });
             return Ok(());
         }
@@ -442,27 +447,24 @@ impl<'a> Puppet<'a> {
         Ok(())
     }
 
-    /// Checks the chunks of the pages file that `[off, off + len)` touches against their
-    /// checksums (a lazy restore, whose file was not verified before the seed).
-    fn check_chunks(&self, pages: &fill::Source, off: u64, len: u64) -> R<()> {
-        let e = &self.img.pages_entry;
-        let cs = e.chunk_size;
-        for i in off / cs..(off + len).div_ceil(cs) {
-            let want = e.chunk_xxh3.get(i as usize).copied().unwrap_or(!0);
-            let ok = ckpt_images::chunks::chunk_ok(
-                pages.reader.bytes(),
-                cs as usize,
-                i as usize,
-                want,
-                &|_, _| (),
-            );
-            if !ok {
-                return Err(RestoreError::Image(ckpt_images::ImageError::Checksum {
-                    path: self.pages_path.clone(),
-                }));
+    /// The dumped pages (file offset, address) holding the rseq area's first and last
+    /// byte: the kernel writes them at the rseq registration, while nobody serves faults.
+    fn rseq_pages(&self) -> Vec<(u64, u64)> {
+        let page = PAGE_SIZE as u64;
+        let mut out = Vec::new();
+        if let Some(r) = self.img.threads[0].rseq.as_ref().filter(|r| r.ptr != 0) {
+            let first = r.ptr & !(page - 1);
+            let last = (r.ptr + r.len.max(32) as u64 - 1) & !(page - 1);
+            for run in &self.img.runs {
+                let end = run.vaddr + run.nr_pages * page;
+                for at in [first, last] {
+                    if at >= run.vaddr && at < end && !out.iter().any(|&(_, a)| a == at) {
+                        out.push((run.offset + (at - run.vaddr), at));
+                    }
+                }
             }
         }
-        Ok(())
+        out
     }
 
     /// brk, arg/env areas, auxv and the exe link, in one PR_SET_MM_MAP (the only form
