@@ -22,7 +22,6 @@ const PR_SET_DUMPABLE: u64 = 4;
 const PR_SET_KEEPCAPS: u64 = 8;
 const SS_ONSTACK: u32 = 1;
 const SS_DISABLE: u32 = 2;
-const MADV_HUGEPAGE: u32 = 14;
 
 pub struct Puppet<'a> {
     pid: Pid,
@@ -318,6 +317,7 @@ impl<'a> Puppet<'a> {
 
     fn copy_pages(&mut self, pages: &fill::Source, with_pages: &[bool]) -> R<()> {
         let img = self.img;
+        let thp = fill::thp_mode();
         let by_uffd: Vec<bool> = img
             .vmas
             .iter()
@@ -325,7 +325,7 @@ impl<'a> Puppet<'a> {
             .map(|(i, v)| {
                 let anon = v.kind == pb::VmaKind::VmaAnon as i32
                     || v.kind == pb::VmaKind::VmaAnonShared as i32;
-                with_pages[i] && anon && !v.madvise.contains(&MADV_HUGEPAGE)
+                with_pages[i] && anon && !fill::wants_thp(v, thp)
             })
             .collect();
         let uffd = if by_uffd.iter().any(|&b| b) {
