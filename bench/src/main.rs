@@ -488,6 +488,30 @@ fn ckpt_cmd(
     }
 }
 
+/// `ckpt dump -t PID -D IMG [--compress]` of the workload `wl`, which the dump kills and
+/// the bench then reaps (its pid is free again for the restore); on failure the workload is
+/// killed and reaped too. Records the dump's time, peak RSS and image size.
+fn dump(ctx: &Ctx, run: &mut Run, wl: &mut Proc, img: &Path, log: &Path) -> Result<()> {
+    let pid = wl.pid.to_string();
+    let img_s = img.to_str().context("work dir path is not UTF-8")?;
+    let mut args = vec!["dump", "-t", &pid, "-D", img_s];
+    if ctx.compress {
+        args.push("--compress");
+    }
+    let m = match ckpt_cmd(ctx, run, "dump", &args, log) {
+        Ok(m) => m,
+        Err(e) => {
+            wl.kill_reap()?;
+            return Err(e);
+        }
+    };
+    wl.reap()?;
+    run.dump_ms = Some(m.wall_ms);
+    run.dump_rss_kib = Some(m.maxrss_kib);
+    run.image_bytes = Some(dir_bytes(img));
+    Ok(())
+}
+
 fn mem_round(ctx: &Ctx, bytes: u64, name: &str, run: &mut Run, buf: &mut [u8]) -> Result<()> {
     let bin = ctx.memfill.as_ref().context("memfill not built")?;
     let tag = name.replace(' ', "-");
@@ -514,25 +538,9 @@ fn mem_round(ctx: &Ctx, bytes: u64, name: &str, run: &mut Run, buf: &mut [u8]) -
 
     // ckpt dump (kills the workload; the bench reaps it, so its pid is free again).
     let img = ctx.work.join("img");
-    let pid = wl.pid.to_string();
     let img_s = img.to_str().context("work dir path is not UTF-8")?;
     let log = ctx.log(&format!("{tag}-r{}-dump.log", run.run));
-    let mut dump_args = vec!["dump", "-t", &pid, "-D", img_s];
-    if ctx.compress {
-        dump_args.push("--compress");
-    }
-    let dumped = ckpt_cmd(ctx, run, "dump", &dump_args, &log);
-    let m = match dumped {
-        Ok(m) => m,
-        Err(e) => {
-            wl.kill_reap()?;
-            return Err(e);
-        }
-    };
-    wl.reap()?;
-    run.dump_ms = Some(m.wall_ms);
-    run.dump_rss_kib = Some(m.maxrss_kib);
-    run.image_bytes = Some(dir_bytes(&img));
+    dump(ctx, run, &mut wl, &img, &log)?;
 
     // The restore floor: the image's page data (a cached file: just written, and read once
     // more), or a file of the workload's size if the image has no such raw pages file.
@@ -657,23 +665,8 @@ fn sleep_round(ctx: &Ctx, run: &mut Run) -> Result<()> {
     let mut wl = workload::start_sleep(&out, ctx.timeout)?;
     let img = ctx.work.join("img");
     let img_s = img.to_str().context("work dir path is not UTF-8")?;
-    let pid = wl.pid.to_string();
     let log = ctx.log(&format!("sleep-r{}-dump.log", run.run));
-    let mut dump_args = vec!["dump", "-t", &pid, "-D", img_s];
-    if ctx.compress {
-        dump_args.push("--compress");
-    }
-    let m = match ckpt_cmd(ctx, run, "dump", &dump_args, &log) {
-        Ok(m) => m,
-        Err(e) => {
-            wl.kill_reap()?;
-            return Err(e);
-        }
-    };
-    wl.reap()?;
-    run.dump_ms = Some(m.wall_ms);
-    run.dump_rss_kib = Some(m.maxrss_kib);
-    run.image_bytes = Some(dir_bytes(&img));
+    dump(ctx, run, &mut wl, &img, &log)?;
     let log = ctx.log(&format!("sleep-r{}-restore.log", run.run));
     let m = ckpt_cmd(ctx, run, "restore", &["restore", "-D", img_s, "-d"], &log)?;
     run.restore_ms = Some(m.wall_ms);
