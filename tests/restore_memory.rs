@@ -51,3 +51,36 @@ fn restore_holds_a_window_of_the_pages_file_not_all_of_it() {
         );
     }
 }
+
+/// Transparent huge pages stay huge: the workload's 8 MiB MADV_HUGEPAGE region is backed
+/// by huge pages at the dump (its setup makes sure) and, after a restore, checks its own
+/// AnonHugePages along with its bytes. Restored eagerly (-d), then lazily in the
+/// foreground (its huge-page memory is placed before it runs; ckpt exits with its status).
+#[test]
+fn huge_pages_stay_huge() {
+    let env = Env::new();
+    let mut w = env.start("thp");
+    let huge = env.wait_line(&w, "HUGE", |l| l.starts_with("HUGE "));
+    eprintln!("thp workload: {huge} kB in huge pages");
+    env.check(&mut w);
+
+    let dir = env.subdir("img-eager");
+    env.cycle(&mut w, &dir);
+
+    let dir = env.subdir("img-lazy");
+    env.dump(w.pid, &dir, &[]).ok();
+    env.reap_dumped(w.pid);
+    let mut bg = env.ckpt_bg(&[
+        OsStr::new("restore"),
+        OsStr::new("--lazy"),
+        OsStr::new("-D"),
+        dir.as_os_str(),
+    ]);
+    env.track(w.pid);
+    env.wait_restored(&w, Some(&mut bg));
+    env.check(&mut w);
+    assert!(signal(w.pid, libc::SIGUSR2), "SIGUSR2 to {}", w.pid);
+    let out = env.finish_bg(bg);
+    env.untrack(w.pid);
+    assert_eq!(out.status.code(), Some(0), "lazy: {out}");
+}

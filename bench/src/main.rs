@@ -56,6 +56,10 @@ struct Args {
     /// and dump/restore times include compressing and decompressing.
     #[arg(long)]
     compress: bool,
+    /// Skip the lazy restore (`restore --lazy -d`) of the memory workloads. It is skipped
+    /// anyway with --compress (a compressed image cannot be restored lazily).
+    #[arg(long)]
+    no_lazy: bool,
     /// Smoke run: --sizes 64M, 3 runs, and sleep.
     #[arg(long)]
     quick: bool,
@@ -89,6 +93,7 @@ struct Ctx {
     timeout: Duration,
     memfill: Option<PathBuf>,
     compress: bool,
+    lazy: bool,
 }
 
 impl Ctx {
@@ -250,6 +255,7 @@ fn run(mut args: Args) -> Result<()> {
         timeout: Duration::from_secs(args.timeout),
         memfill,
         compress: args.compress,
+        lazy: !args.no_lazy && !args.compress,
     };
     progress(&format!(
         "ckpt {}, {} runs per workload, work dir {}",
@@ -437,6 +443,17 @@ fn summary(r: &Run) -> String {
     if let Some(v) = &r.verify {
         s += &format!(", {v}");
     }
+    if r.lazy_restore_ms.is_some() {
+        s += &format!(
+            " | lazy {} ms, running at {} ms, all in at {} ms",
+            f(r.lazy_restore_ms),
+            f(r.lazy_running_ms),
+            f(r.lazy_all_in_ms)
+        );
+    }
+    if let Some(v) = &r.lazy_verify {
+        s += &format!(", {v}");
+    }
     if let Some(e) = &r.error {
         s += &format!(", ERROR {e}");
     }
@@ -471,12 +488,37 @@ fn ckpt_cmd(
     }
 }
 
+/// `ckpt dump -t PID -D IMG [--compress]` of the workload `wl`, which the dump kills and
+/// the bench then reaps (its pid is free again for the restore); on failure the workload is
+/// killed and reaped too. Records the dump's time, peak RSS and image size.
+fn dump(ctx: &Ctx, run: &mut Run, wl: &mut Proc, img: &Path, log: &Path) -> Result<()> {
+    let pid = wl.pid.to_string();
+    let img_s = img.to_str().context("work dir path is not UTF-8")?;
+    let mut args = vec!["dump", "-t", &pid, "-D", img_s];
+    if ctx.compress {
+        args.push("--compress");
+    }
+    let m = match ckpt_cmd(ctx, run, "dump", &args, log) {
+        Ok(m) => m,
+        Err(e) => {
+            wl.kill_reap()?;
+            return Err(e);
+        }
+    };
+    wl.reap()?;
+    run.dump_ms = Some(m.wall_ms);
+    run.dump_rss_kib = Some(m.maxrss_kib);
+    run.image_bytes = Some(dir_bytes(img));
+    Ok(())
+}
+
 fn mem_round(ctx: &Ctx, bytes: u64, name: &str, run: &mut Run, buf: &mut [u8]) -> Result<()> {
     let bin = ctx.memfill.as_ref().context("memfill not built")?;
     let tag = name.replace(' ', "-");
     let out = ctx.work.join(format!("{tag}.out"));
+    let tick = ctx.work.join(format!("{tag}.tick"));
     let (mut wl, region) =
-        workload::start_memfill(bin, bytes >> 20, seed(run.run), &out, ctx.timeout)?;
+        workload::start_memfill(bin, bytes >> 20, seed(run.run), &tick, &out, ctx.timeout)?;
 
     // The limits, on this very process. A spare file of N bytes is written and deleted just
     // before the limit's write, and the limit's file is deleted just before the dump: both
@@ -489,28 +531,16 @@ fn mem_round(ctx: &Ctx, bytes: u64, name: &str, run: &mut Run, buf: &mut [u8]) -
     let limit_file = ctx.work.join("limit.dat");
     run.readv_write_ms = Some(ms(limits::readv_write(&region, buf, &limit_file)?));
     std::fs::remove_file(&limit_file)?;
+    if ctx.lazy {
+        // Ticking from now on, so that the lazily restored process stamps when it runs.
+        workload::start_ticking(&mut wl, &out, ctx.timeout)?;
+    }
 
     // ckpt dump (kills the workload; the bench reaps it, so its pid is free again).
     let img = ctx.work.join("img");
-    let pid = wl.pid.to_string();
     let img_s = img.to_str().context("work dir path is not UTF-8")?;
     let log = ctx.log(&format!("{tag}-r{}-dump.log", run.run));
-    let mut dump_args = vec!["dump", "-t", &pid, "-D", img_s];
-    if ctx.compress {
-        dump_args.push("--compress");
-    }
-    let dumped = ckpt_cmd(ctx, run, "dump", &dump_args, &log);
-    let m = match dumped {
-        Ok(m) => m,
-        Err(e) => {
-            wl.kill_reap()?;
-            return Err(e);
-        }
-    };
-    wl.reap()?;
-    run.dump_ms = Some(m.wall_ms);
-    run.dump_rss_kib = Some(m.maxrss_kib);
-    run.image_bytes = Some(dir_bytes(&img));
+    dump(ctx, run, &mut wl, &img, &log)?;
 
     // The restore floor: the image's page data (a cached file: just written, and read once
     // more), or a file of the workload's size if the image has no such raw pages file.
@@ -537,6 +567,56 @@ fn mem_round(ctx: &Ctx, bytes: u64, name: &str, run: &mut Run, buf: &mut [u8]) -
     let mut restored = adopt_restored(wl.pid)?;
     let verdict = workload::verify_memfill(&mut restored, &out, ctx.timeout)?;
     run.verify = Some(verdict);
+    restored.kill_reap()?;
+
+    // ckpt restore --lazy -d of the same image, right after the process's N bytes were
+    // freed (as for the eager restore).
+    if ctx.lazy {
+        let log = ctx.log(&format!("{tag}-r{}-lazy.log", run.run));
+        lazy_restore(ctx, run, img_s, wl.pid, &tick, &out, &log)?;
+    }
+    Ok(())
+}
+
+/// `ckpt restore --lazy -d`, then: when the process runs again (its first tick, stamped by
+/// itself), when every page is in (its pager exits, reaped by the bench on a thread of its
+/// own so the moment is not missed), and its own check of every page after that.
+fn lazy_restore(
+    ctx: &Ctx,
+    run: &mut Run,
+    img: &str,
+    pid: i32,
+    tick: &Path,
+    out: &Path,
+    log: &Path,
+) -> Result<()> {
+    workload::clear_first_tick(tick)?;
+    let args = ["restore", "--lazy", "-D", img, "-d"];
+    let m = ckpt_cmd(ctx, run, "restore --lazy", &args, log)?;
+    run.lazy_restore_ms = Some(m.wall_ms);
+    let mut restored = adopt_restored(pid)?;
+    let since = |ns: u64| ns.saturating_sub(m.start_mono_ns) as f64 / 1e6;
+    let pager = match workload::pagers(&ctx.ckpt, pid).as_slice() {
+        &[p] => p,
+        other => bail!("restore --lazy -d: expected one ckpt-pager child, found {other:?}"),
+    };
+    let timeout = ctx.timeout;
+    let all_in = std::thread::spawn(move || {
+        workload::wait_pager(pager, timeout).map(|()| measure::mono_ns())
+    });
+    let first = workload::first_tick(tick, &mut restored, ctx.timeout);
+    let all_in = all_in.join().expect("the pager waiter does not panic");
+    let first = first?;
+    if first < m.start_mono_ns {
+        bail!(
+            "the tick file's first stamp ({first} ns) is older than the restore ({} ns)",
+            m.start_mono_ns
+        );
+    }
+    run.lazy_running_ms = Some(since(first));
+    run.lazy_all_in_ms = Some(since(all_in?));
+    let verdict = workload::verify_memfill(&mut restored, out, ctx.timeout)?;
+    run.lazy_verify = Some(verdict);
     restored.kill_reap()?;
     Ok(())
 }
@@ -585,23 +665,8 @@ fn sleep_round(ctx: &Ctx, run: &mut Run) -> Result<()> {
     let mut wl = workload::start_sleep(&out, ctx.timeout)?;
     let img = ctx.work.join("img");
     let img_s = img.to_str().context("work dir path is not UTF-8")?;
-    let pid = wl.pid.to_string();
     let log = ctx.log(&format!("sleep-r{}-dump.log", run.run));
-    let mut dump_args = vec!["dump", "-t", &pid, "-D", img_s];
-    if ctx.compress {
-        dump_args.push("--compress");
-    }
-    let m = match ckpt_cmd(ctx, run, "dump", &dump_args, &log) {
-        Ok(m) => m,
-        Err(e) => {
-            wl.kill_reap()?;
-            return Err(e);
-        }
-    };
-    wl.reap()?;
-    run.dump_ms = Some(m.wall_ms);
-    run.dump_rss_kib = Some(m.maxrss_kib);
-    run.image_bytes = Some(dir_bytes(&img));
+    dump(ctx, run, &mut wl, &img, &log)?;
     let log = ctx.log(&format!("sleep-r{}-restore.log", run.run));
     let m = ckpt_cmd(ctx, run, "restore", &["restore", "-D", img_s, "-d"], &log)?;
     run.restore_ms = Some(m.wall_ms);

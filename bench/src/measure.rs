@@ -42,6 +42,10 @@ pub struct Measured {
     pub signal: Option<i32>,
     /// Wall time from spawn to reap, ms.
     pub wall_ms: f64,
+    /// CLOCK_MONOTONIC at the spawn, ns: the origin for what happens after the command
+    /// returns (a lazily restored process running again, its pager finishing).
+    #[serde(default)]
+    pub start_mono_ns: u64,
     /// Peak RSS of the command (RUSAGE_CHILDREN.ru_maxrss), KiB.
     pub maxrss_kib: i64,
     /// High-water RSS of the wrapper's own memory (VmHWM) at spawn time: the floor of
@@ -82,6 +86,7 @@ fn wrapper(args: &[OsString]) -> Result<Measured> {
     let out = std::io::stderr().as_fd().try_clone_to_owned()?;
     let err = out.try_clone()?;
 
+    let start_mono_ns = mono_ns();
     let t0 = Instant::now();
     let mut child = Command::new(prog)
         .args(rest)
@@ -111,10 +116,17 @@ fn wrapper(args: &[OsString]) -> Result<Measured> {
         code: status.code(),
         signal: status.signal(),
         wall_ms,
+        start_mono_ns,
         maxrss_kib,
         wrapper_rss_kib,
         timed_out,
     })
+}
+
+/// CLOCK_MONOTONIC now, ns (the clock the workload stamps its ticks with).
+pub fn mono_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
 }
 
 /// VmHWM of this process, KiB.

@@ -154,6 +154,25 @@ pub fn rows(wl: &WorkloadResult) -> Vec<Row> {
             let mut r = Row::new(&wl.name, "restore peak RSS MiB");
             r.ckpt = wl.series(|r| kib_to_mib(r.restore_rss_kib));
             out.push(r);
+            if wl.runs.iter().any(|r| r.lazy_restore_ms.is_some()) {
+                let mut r = Row::new(&wl.name, "lazy restore -d ms");
+                r.ckpt = wl.series(|r| r.lazy_restore_ms);
+                out.push(r);
+                let mut r = Row::new(&wl.name, "lazy: running at ms");
+                r.ckpt = wl.series(|r| r.lazy_running_ms);
+                if bytes >= 4 * GIB {
+                    r.target = Some(Target::Ms(15.0));
+                }
+                out.push(r.judge());
+                let r = compare(
+                    wl,
+                    "lazy: all in at ms",
+                    |r| r.lazy_all_in_ms,
+                    "pread floor",
+                    |r| r.pread_ms,
+                );
+                out.push(r);
+            }
             let b = bytes as f64;
             let r = compare(
                 wl,
@@ -196,6 +215,21 @@ pub fn rows(wl: &WorkloadResult) -> Vec<Row> {
     }
     r.verdict = pass(passed == wl.runs.len() && passed > 0);
     out.push(r);
+    let lazy: Vec<&String> = wl
+        .runs
+        .iter()
+        .filter_map(|r| r.lazy_verify.as_ref())
+        .collect();
+    if !lazy.is_empty() || wl.runs.iter().any(|r| r.lazy_restore_ms.is_some()) {
+        let passed = lazy.iter().filter(|v| v.starts_with("PASS")).count();
+        let mut r = Row::new(&wl.name, "verified after lazy restore");
+        r.note = Some(format!("{passed}/{} runs PASS", wl.runs.len()));
+        if let Some(f) = lazy.iter().find(|v| !v.starts_with("PASS")) {
+            r.note = Some(format!("{passed}/{} runs PASS; {f}", wl.runs.len()));
+        }
+        r.verdict = pass(passed == wl.runs.len());
+        out.push(r);
+    }
     // Errors, one row per distinct message (numbers such as pids aside), with its count.
     let shape = |e: &str| -> String {
         e.chars()
@@ -331,4 +365,6 @@ limit measured in the same round). readv+write = process_vm_readv of the workloa
 reused 8 MiB buffer + write() to a new file in the page cache (same filesystem as the
 images); readv alone = the copy without the write; pread floor = mmap of fresh anonymous
 memory + pread of a cached file of the same size. Peak RSS = ru_maxrss of the ckpt command
-alone. CRIU = the established tool on this machine (dump/restore ratios measured at 1 GiB).";
+alone. lazy: running at / all in at = from the spawn of `ckpt restore --lazy -d` to the
+process's own first time stamp / to its pager's exit. CRIU = the established tool on this
+machine (dump/restore ratios measured at 1 GiB).";

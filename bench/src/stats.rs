@@ -47,6 +47,14 @@ pub struct Run {
     /// Peak RSS of the measuring wrapper itself: a floor under the RSS figures.
     pub wrapper_rss_kib: Option<i64>,
     pub image_bytes: Option<u64>,
+    /// `ckpt restore --lazy -d`, the command alone.
+    pub lazy_restore_ms: Option<f64>,
+    /// From the spawn of `ckpt restore --lazy -d` to the restored process's first tick.
+    pub lazy_running_ms: Option<f64>,
+    /// From the same spawn to the exit of the pager (every page in, its uffd gone).
+    pub lazy_all_in_ms: Option<f64>,
+    /// The workload's own verdict after the lazy restore, once every page was in.
+    pub lazy_verify: Option<String>,
     /// The workload's own verdict after restore ("PASS ..." or "FAIL ...").
     pub verify: Option<String>,
     /// What went wrong in this round, if anything (ckpt's error line, or the bench's).

@@ -8,6 +8,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -98,19 +99,22 @@ fn log_file(out: &Path) -> Result<(File, File)> {
     Ok((f, g))
 }
 
-/// Start `memfill MIB SEED` with its output appended to `out`; wait for READY.
+/// Start `memfill MIB SEED TICKFILE` with its output appended to `out`; wait for READY.
 pub fn start_memfill(
     bin: &Path,
     mib: u64,
     seed: u64,
+    tick: &Path,
     out: &Path,
     timeout: Duration,
 ) -> Result<(Proc, Region)> {
     let _ = std::fs::remove_file(out);
+    std::fs::write(tick, [0u8; 16]).with_context(|| format!("create {}", tick.display()))?;
     let (o, e) = log_file(out)?;
     let child = Command::new(bin)
         .arg(mib.to_string())
         .arg(seed.to_string())
+        .arg(tick)
         .stdin(Stdio::null())
         .stdout(o)
         .stderr(e)
@@ -150,6 +154,90 @@ pub fn verify_memfill(p: &mut Proc, out: &Path, timeout: Duration) -> Result<Str
     wait_line(out, before, timeout, p, |l| {
         l.starts_with("PASS") || l.starts_with("FAIL")
     })
+}
+
+/// Make memfill tick (SIGUSR2, then its TICKING line): from now on it stamps the time
+/// into its tick file every 200 us, the first stamp after each `clear_first_tick` kept.
+pub fn start_ticking(p: &mut Proc, out: &Path, timeout: Duration) -> Result<()> {
+    let before = count_lines(out);
+    kill(Pid::from_raw(p.pid), Signal::SIGUSR2).context("SIGUSR2 to memfill")?;
+    wait_line(out, before, timeout, p, |l| l == "TICKING")?;
+    Ok(())
+}
+
+/// Zero the tick file's first stamp: the next tick (the restored process's first) sets it.
+pub fn clear_first_tick(tick: &Path) -> Result<()> {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(tick)
+        .with_context(|| format!("open {}", tick.display()))?;
+    f.write_all_at(&[0u8; 8], 0)
+        .with_context(|| format!("write {}", tick.display()))
+}
+
+/// The first stamp (CLOCK_MONOTONIC ns) since `clear_first_tick`, waiting for it.
+pub fn first_tick(tick: &Path, p: &mut Proc, timeout: Duration) -> Result<u64> {
+    let f = File::open(tick).with_context(|| format!("open {}", tick.display()))?;
+    let t0 = Instant::now();
+    loop {
+        let mut b = [0u8; 8];
+        f.read_exact_at(&mut b, 0)
+            .with_context(|| format!("read {}", tick.display()))?;
+        let v = u64::from_le_bytes(b);
+        if v != 0 {
+            return Ok(v);
+        }
+        if !alive(p.pid) {
+            let _ = p.reap();
+            bail!("pid {} exited before it ticked", p.pid);
+        }
+        if t0.elapsed() > timeout {
+            bail!("pid {}: no tick in {} s", p.pid, timeout.as_secs());
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
+/// The bench's children running `ckpt` other than `restored`: a `restore --lazy -d`'s
+/// pager (orphaned when ckpt exits, it comes to the bench, the subreaper). Not by its name
+/// `ckpt-pager`: it may not have set it yet.
+pub fn pagers(ckpt: &Path, restored: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        for pid in kids
+            .split_whitespace()
+            .filter_map(|k| k.parse::<i32>().ok())
+        {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+            if pid != restored && exe.as_deref() == Some(ckpt) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// Wait for a pager (a child of the bench) to exit, killing it after `timeout`; Ok if it
+/// exited 0.
+pub fn wait_pager(pid: i32, timeout: Duration) -> Result<()> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(timeout) {
+            // Still our unreaped child: the pid cannot have been reused.
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    });
+    let st = waitpid(Pid::from_raw(pid), None).with_context(|| format!("waitpid pager {pid}"));
+    let _ = tx.send(());
+    let _ = watchdog.join();
+    match st? {
+        nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(()),
+        other => bail!("pager {pid} ended with {other:?}"),
+    }
 }
 
 fn count_lines(out: &Path) -> usize {

@@ -233,6 +233,7 @@ pub fn collect(pid: Pid, stat: &Stat, maps: &[Mapping]) -> Result<Mm, DumpError>
             } else {
                 m.name.clone()
             },
+            anon_huge_bytes: Some(m.anon_huge_kib * 1024),
             ..Default::default()
         };
         if matches!(

@@ -34,6 +34,48 @@ pub const WINDOW: u64 = 32 << 20;
 /// CPUs share a window.
 const JOB: u64 = 4 << 20;
 
+const MADV_HUGEPAGE: u32 = 14;
+const MADV_NOHUGEPAGE: u32 = 15;
+
+/// The host's transparent huge page mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Thp {
+    Always,
+    Madvise,
+    Never,
+}
+
+/// The bracketed word of /sys/kernel/mm/transparent_hugepage/enabled (`never` if the file
+/// is missing: a kernel without THP).
+pub fn thp_mode() -> Thp {
+    let s =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    if s.contains("[always]") {
+        Thp::Always
+    } else if s.contains("[madvise]") {
+        Thp::Madvise
+    } else {
+        Thp::Never
+    }
+}
+
+/// Whether VMA `v` is to be filled so that it gets transparent huge pages again: it had
+/// some at the dump (in an image from before that was recorded: it has MADV_HUGEPAGE), and
+/// the host gives them to it (`always` unless MADV_NOHUGEPAGE, `madvise` with
+/// MADV_HUGEPAGE). Such a VMA is filled by process_vm_writev, whose faults allocate huge
+/// pages where a whole aligned 2 MiB fits; UFFDIO_COPY, faster otherwise, only ever
+/// places 4 KiB pages.
+pub fn wants_thp(v: &pb::Vma, mode: Thp) -> bool {
+    let hg = v.madvise.contains(&MADV_HUGEPAGE);
+    let nh = v.madvise.contains(&MADV_NOHUGEPAGE);
+    let had = v.anon_huge_bytes.map_or(hg, |b| b > 0);
+    had && match mode {
+        Thp::Always => !nh,
+        Thp::Madvise => hg,
+        Thp::Never => false,
+    }
+}
+
 /// The pages file as mapped by ckpt.
 pub struct Source<'a> {
     pub reader: &'a PagesReader<&'a Mmap>,
@@ -176,6 +218,37 @@ pub fn copy(
     )
 }
 
+/// Verifies the chunks of the pages file marked in `want` on every CPU (a lazy restore's,
+/// whose file was not verified before the seed); returns which chunks are now verified.
+pub fn verify_chunks(
+    src: &Source,
+    path: &Path,
+    entry: &pb::ImageFile,
+    want: &[bool],
+) -> R<Vec<bool>> {
+    let cs = entry.chunk_size as usize;
+    let todo: Vec<usize> = (0..want.len()).filter(|&i| want[i]).collect();
+    on_every_cpu(
+        todo.len(),
+        || Ok(()),
+        |_, n| {
+            let i = todo[n];
+            let want = entry.chunk_xxh3.get(i).copied().unwrap_or(!0);
+            let ok = ckpt_images::chunks::chunk_ok(src.reader.bytes(), cs, i, want, &|off, len| {
+                ckpt_sys::process::populate_read(src.map, off, len)
+            });
+            if ok {
+                Ok(())
+            } else {
+                Err(RestoreError::Image(ckpt_images::ImageError::Checksum {
+                    path: path.into(),
+                }))
+            }
+        },
+    )?;
+    Ok(want.to_vec())
+}
+
 /// The copy for a compressed pages file: one job per frame. `uffd_vma` as for `plan`.
 #[allow(clippy::too_many_arguments)]
 pub fn copy_frames(
@@ -297,6 +370,29 @@ fn on_every_cpu<S>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_pages_where_the_dump_had_them_and_the_host_allows() {
+        let v = |madvise: Vec<u32>, huge: Option<u64>| pb::Vma {
+            madvise,
+            anon_huge_bytes: huge,
+            ..Default::default()
+        };
+        let hg = || vec![MADV_HUGEPAGE];
+        let nh = || vec![MADV_NOHUGEPAGE];
+        // `madvise`: only with MADV_HUGEPAGE, and only if it had huge pages.
+        assert!(wants_thp(&v(hg(), Some(2 << 20)), Thp::Madvise));
+        assert!(!wants_thp(&v(hg(), Some(0)), Thp::Madvise));
+        assert!(!wants_thp(&v(vec![], Some(2 << 20)), Thp::Madvise));
+        // `always`: any VMA that had them, but not against MADV_NOHUGEPAGE.
+        assert!(wants_thp(&v(vec![], Some(2 << 20)), Thp::Always));
+        assert!(!wants_thp(&v(nh(), Some(2 << 20)), Thp::Always));
+        assert!(!wants_thp(&v(vec![], Some(0)), Thp::Always));
+        assert!(!wants_thp(&v(hg(), Some(2 << 20)), Thp::Never));
+        // Older images: MADV_HUGEPAGE VMAs, as before.
+        assert!(wants_thp(&v(hg(), None), Thp::Madvise));
+        assert!(!wants_thp(&v(vec![], None), Thp::Always));
+    }
 
     fn vma(start: u64, end: u64) -> pb::Vma {
         pb::Vma {

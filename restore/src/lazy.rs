@@ -32,11 +32,12 @@
 use crate::RestoreError;
 use ckpt_images::{pb, PAGE_SIZE};
 use ckpt_sys::inject::{Remote, Via};
+use ckpt_sys::process::Mmap;
 use ckpt_sys::ptrace::{self, Options, Stop};
 use ckpt_sys::uffd::{Event, Fill, Uffd};
 use ckpt_sys::Pid;
 use std::collections::VecDeque;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -59,6 +60,9 @@ pub struct Handoff {
     pub remote_fd: i32,
     /// The registered VMAs, [start, end).
     pub ranges: Vec<(u64, u64)>,
+    /// The chunks of the pages file the puppet already verified (for the pages it copied
+    /// itself): the pager does not hash them again.
+    pub verified: Vec<bool>,
 }
 
 /// What the pager did, for the logs and the tests.
@@ -88,6 +92,9 @@ struct Pages<'a> {
     base: Vec<u64>,
     bits: Vec<AtomicU64>,
     file: &'a [u8],
+    /// The mapping `file` is: chunks are populated in one call before they are hashed
+    /// (which leaves them mapped for the copies), and dropped once the copier is past them.
+    map: &'a Mmap,
     /// The pages file's chunk checksums and, per chunk, UNCHECKED, GOOD or BAD.
     entry: &'a pb::ImageFile,
     checked: Vec<AtomicU8>,
@@ -96,6 +103,8 @@ struct Pages<'a> {
     lock: Mutex<()>,
     stop: AtomicBool,
     copier_done: AtomicBool,
+    /// Written once the copier is done or stops: wakes the fault loop at once.
+    wake: OwnedFd,
     faults: AtomicU64,
     zero_faults: AtomicU64,
     copied: AtomicU64,
@@ -103,16 +112,17 @@ struct Pages<'a> {
 
 impl<'a> Pages<'a> {
     fn new(
-        uffd: &'a Uffd,
-        ranges: &[(u64, u64)],
+        h: &'a Handoff,
         runs: &[pb::PageRun],
-        file: &'a [u8],
+        map: &'a Mmap,
         entry: &'a pb::ImageFile,
         pid: Pid,
+        wake: OwnedFd,
     ) -> Self {
+        let (uffd, verified) = (&h.uffd, &h.verified);
         let runs: Vec<pb::PageRun> = runs
             .iter()
-            .filter(|r| ranges.iter().any(|&(s, e)| r.vaddr >= s && r.vaddr < e))
+            .filter(|r| h.ranges.iter().any(|&(s, e)| r.vaddr >= s && r.vaddr < e))
             .cloned()
             .collect();
         let mut base = Vec::with_capacity(runs.len());
@@ -126,16 +136,24 @@ impl<'a> Pages<'a> {
             runs,
             base,
             bits: (0..total.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
-            file,
+            file: &map[..],
+            map,
             entry,
             checked: (0..entry.chunk_xxh3.len())
-                .map(|_| AtomicU8::new(UNCHECKED))
+                .map(|i| {
+                    AtomicU8::new(if verified.get(i) == Some(&true) {
+                        GOOD
+                    } else {
+                        UNCHECKED
+                    })
+                })
                 .collect(),
             pid,
             corrupt: AtomicBool::new(false),
             lock: Mutex::new(()),
             stop: AtomicBool::new(false),
             copier_done: AtomicBool::new(false),
+            wake,
             faults: AtomicU64::new(0),
             zero_faults: AtomicU64::new(0),
             copied: AtomicU64::new(0),
@@ -175,7 +193,7 @@ impl<'a> Pages<'a> {
                     cs,
                     i,
                     self.entry.chunk_xxh3[i],
-                    &|_, _| (),
+                    &|off, len| ckpt_sys::process::populate_read(self.map, off, len),
                 );
                 state.store(if ok { GOOD } else { BAD }, Relaxed);
             }
@@ -261,8 +279,25 @@ impl<'a> Pages<'a> {
         }
     }
 
-    /// The background copy, run by run, 4 MiB at a time.
+    /// The background copy, run by run, 4 MiB at a time; then wakes the fault loop.
     fn copier(&self) {
+        self.copy_all_runs();
+        let _ = nix::unistd::write(&self.wake, &[1]);
+    }
+
+    /// Drops the chunks of the pages file below `off` from ckpt's page tables (the page
+    /// cache keeps them: a later fault there maps them in again), from chunk `*next` on.
+    fn release_below(&self, off: u64, next: &mut u64) {
+        let cs = self.entry.chunk_size;
+        let chunks = self.checked.len() as u64;
+        while *next < chunks && (*next + 1).saturating_mul(cs) <= off {
+            ckpt_sys::process::release_range(self.map, (*next * cs) as usize, cs as usize);
+            *next += 1;
+        }
+    }
+
+    fn copy_all_runs(&self) {
+        let mut released = 0;
         'runs: for ri in 0..self.runs.len() {
             let n = self.runs[ri].nr_pages;
             let mut p = 0;
@@ -271,6 +306,7 @@ impl<'a> Pages<'a> {
                 if self.stop.load(Relaxed) {
                     return;
                 }
+                self.release_below(self.runs[ri].offset + p * PAGE, &mut released);
                 let s = {
                     let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
                     self.step((self.uffd, 0), ri, p, n, CHUNK_PAGES, true)
@@ -308,6 +344,7 @@ impl<'a> Pages<'a> {
                 }
             }
         }
+        self.release_below(u64::MAX, &mut released);
         self.copier_done.store(true, Relaxed);
     }
 
@@ -456,26 +493,29 @@ pub fn serve(
     pid: Pid,
     h: Handoff,
     runs: &[pb::PageRun],
-    file: &[u8],
+    map: &Mmap,
     pages_entry: &pb::ImageFile,
 ) -> Result<Summary, RestoreError> {
     let t0 = Instant::now();
     let pidfd = ckpt_sys::uffd::pidfd_open(pid)?;
     ckpt_images::chunks::check_entry(std::path::Path::new(&pages_entry.name), pages_entry)?;
-    if pages_entry.size != file.len() as u64 {
+    if pages_entry.size != map.len() as u64 {
         return Err(RestoreError::Refused(format!(
             "{}: {} bytes mapped, inventory says {}",
             pages_entry.name,
-            file.len(),
+            map.len(),
             pages_entry.size
         )));
     }
-    let pages = Pages::new(&h.uffd, &h.ranges, runs, file, pages_entry, pid);
+    let (wake_r, wake_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+            .map_err(|e| ckpt_sys::Error::sys("pipe2", e))?;
+    let pages = Pages::new(&h, runs, map, pages_entry, pid, wake_w);
     let mut sum = Summary::default();
     let mut remaps: Vec<(u64, u64)> = Vec::new();
     let res: Result<(), RestoreError> = std::thread::scope(|s| {
         let copier = s.spawn(|| pages.copier());
-        let r = fault_loop(&pages, &h, &pidfd, &mut remaps, &mut sum);
+        let r = fault_loop(&pages, &h, [&pidfd, &wake_r], &mut remaps, &mut sum);
         pages.stop.store(true, Relaxed);
         let _ = copier.join();
         if pages.corrupt.load(Relaxed) {
@@ -515,7 +555,7 @@ pub fn serve(
 fn fault_loop(
     pages: &Pages,
     h: &Handoff,
-    pidfd: &std::os::fd::OwnedFd,
+    fds: [&OwnedFd; 2],
     remaps: &mut Vec<(u64, u64)>,
     sum: &mut Summary,
 ) -> Result<(), RestoreError> {
@@ -524,7 +564,17 @@ fn fault_loop(
     let mut deferred: VecDeque<Event> = VecDeque::new();
     let mut unregistered = false;
     loop {
-        let (_, dead) = uffd.poll_with(pidfd, if deferred.is_empty() { 20 } else { 1 })?;
+        // 20 ms at most between looks at `stop`; 0 once unregistered (a last drain of
+        // what is queued: unregistering woke every fault still waiting).
+        let timeout = match (unregistered, deferred.is_empty()) {
+            (true, true) => 0,
+            (false, true) => 20,
+            (_, false) => 1,
+        };
+        let (_, [dead, woken]) = uffd.poll_with(fds, timeout)?;
+        if woken {
+            let _ = nix::unistd::read(fds[1].as_raw_fd(), &mut [0u8; 8]);
+        }
         if dead || pages.stop.load(Relaxed) && !pages.copier_done.load(Relaxed) {
             sum.target_gone = true;
             return Ok(());

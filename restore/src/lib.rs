@@ -177,11 +177,14 @@ pub fn restore_with_progress(
             // `restore -d` finds a `ckpt-pager` the moment it returns.
             let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
                 .map_err(|e| ckpt_sys::Error::sys("pipe2", e))?;
-            if ckpt_sys::uffd::fork_single_threaded()?.is_none() {
+            let pager = ckpt_sys::uffd::fork_single_threaded()?;
+            if let Some(p) = pager {
+                info!(pid, pager = p.as_raw(), "lazy pager serving the process");
+            } else {
                 ckpt_sys::uffd::become_pager();
                 drop(ready_r);
                 drop(ready_w);
-                let code = match lazy::serve(child, h, &img.runs, pages.bytes(), &img.pages_entry) {
+                let code = match lazy::serve(child, h, &img.runs, &map, &img.pages_entry) {
                     Ok(_) => 0,
                     Err(e) => {
                         tracing::error!("lazy pager of pid {pid}: {e}");
@@ -194,7 +197,7 @@ pub fn restore_with_progress(
             let _ = std::fs::File::from(ready_r).read(&mut [0u8; 1]);
             return Ok(Outcome::Detached(pid));
         }
-        if let Err(e) = lazy::serve(child, h, &img.runs, pages.bytes(), &img.pages_entry) {
+        if let Err(e) = lazy::serve(child, h, &img.runs, &map, &img.pages_entry) {
             tracing::error!("lazy restore of pid {pid}: {e}");
         }
     } else if opts.detach {

@@ -32,7 +32,6 @@ const MCL_FUTURE: u32 = 2;
 const MCL_ONFAULT: u32 = 4;
 const SS_ONSTACK: u32 = 1;
 const SS_DISABLE: u32 = 2;
-const MADV_HUGEPAGE: u32 = 14;
 
 pub struct Puppet<'a> {
     pid: Pid,
@@ -426,6 +425,7 @@ impl<'a> Puppet<'a> {
 
     fn copy_pages(&mut self, pages: &fill::Source, with_pages: &[bool]) -> R<()> {
         let img = self.img;
+        let thp = fill::thp_mode();
         let by_uffd: Vec<bool> = img
             .vmas
             .iter()
@@ -433,7 +433,7 @@ impl<'a> Puppet<'a> {
             .map(|(i, v)| {
                 let anon = v.kind == pb::VmaKind::VmaAnon as i32
                     || v.kind == pb::VmaKind::VmaAnonShared as i32;
-                with_pages[i] && anon && !v.madvise.contains(&MADV_HUGEPAGE)
+                with_pages[i] && anon && !fill::wants_thp(v, thp)
             })
             .collect();
         let uffd = if by_uffd.iter().any(|&b| b) {
@@ -456,6 +456,7 @@ impl<'a> Puppet<'a> {
             None
         };
         let by_uffd_now: Vec<bool> = by_uffd.iter().map(|&b| b && uffd.is_some()).collect();
+        let mut verified = Vec::new();
         if let Some(frames) = img.frames.as_deref() {
             fill::copy_frames(
                 self.pid,
@@ -471,11 +472,25 @@ impl<'a> Puppet<'a> {
         } else {
             let jobs = fill::plan(&img.runs, &img.vmas, &by_uffd_now, self.lazy);
             if self.lazy {
-                // Not verified up front in a lazy restore: what is copied now is checked
-                // here, chunk by chunk.
+                // Not verified up front in a lazy restore: the chunks of what is copied
+                // now (and of the rseq area's pages, copied below) are checked here, once
+                // each; the pager is told which.
+                let mut want = vec![false; img.pages_entry.chunk_xxh3.len()];
+                let cs = img.pages_entry.chunk_size.max(1);
+                let mut mark = |off: u64, len: u64| {
+                    for i in off / cs..(off + len).div_ceil(cs) {
+                        if let Some(w) = want.get_mut(i as usize) {
+                            *w = true;
+                        }
+                    }
+                };
                 for j in &jobs {
-                    self.check_chunks(pages, j.off, j.len)?;
+                    mark(j.off, j.len);
                 }
+                for (off, _) in self.rseq_pages() {
+                    mark(off, PAGE_SIZE as u64);
+                }
+                verified = fill::verify_chunks(pages, &self.pages_path, &img.pages_entry, &want)?;
             }
             fill::copy(
                 self.pid,
@@ -509,27 +524,16 @@ impl<'a> Puppet<'a> {
             let (uffd, _) = uffd.expect("matched above");
             // Pages the kernel touches in the injected calls still to come (rseq
             // registration writes its area) must be there now: nobody serves faults
-            // until the puppet phase is over.
-            if let Some(r) = self.img.threads[0].rseq.as_ref().filter(|r| r.ptr != 0) {
-                let first = r.ptr & !(page - 1);
-                let last = (r.ptr + r.len.max(32) as u64 - 1) & !(page - 1);
-                for run in &img.runs {
-                    let end = run.vaddr + run.nr_pages * page;
-                    for at in [first, last] {
-                        if at >= run.vaddr && at < end {
-                            let off = run.offset + (at - run.vaddr);
-                            self.check_chunks(pages, off, page)?;
-                            let src = pages.reader.slice(off, page)?;
-                            match uffd.copy_once(at, src)? {
-                                ckpt_sys::uffd::Fill::Done | ckpt_sys::uffd::Fill::Exists(_) => {}
-                                other => {
-                                    return Err(RestoreError::Refused(format!(
-                                        "pid {}: prefill of the rseq page {at:#x}: {other:?}",
-                                        self.pid
-                                    )))
-                                }
-                            }
-                        }
+            // until the puppet phase is over. Their chunks were verified above.
+            for (off, at) in self.rseq_pages() {
+                let src = pages.reader.slice(off, page)?;
+                match uffd.copy_once(at, src)? {
+                    ckpt_sys::uffd::Fill::Done | ckpt_sys::uffd::Fill::Exists(_) => {}
+                    other => {
+                        return Err(RestoreError::Refused(format!(
+                            "pid {}: prefill of the rseq page {at:#x}: {other:?}",
+                            self.pid
+                        )))
                     }
                 }
             }
@@ -537,6 +541,7 @@ impl<'a> Puppet<'a> {
                 uffd,
                 remote_fd: high as i32,
                 ranges,
+                verified,
             });
             return Ok(());
         }
@@ -550,27 +555,24 @@ impl<'a> Puppet<'a> {
         Ok(())
     }
 
-    /// Checks the chunks of the pages file that `[off, off + len)` touches against their
-    /// checksums (a lazy restore, whose file was not verified before the seed).
-    fn check_chunks(&self, pages: &fill::Source, off: u64, len: u64) -> R<()> {
-        let e = &self.img.pages_entry;
-        let cs = e.chunk_size;
-        for i in off / cs..(off + len).div_ceil(cs) {
-            let want = e.chunk_xxh3.get(i as usize).copied().unwrap_or(!0);
-            let ok = ckpt_images::chunks::chunk_ok(
-                pages.reader.bytes(),
-                cs as usize,
-                i as usize,
-                want,
-                &|_, _| (),
-            );
-            if !ok {
-                return Err(RestoreError::Image(ckpt_images::ImageError::Checksum {
-                    path: self.pages_path.clone(),
-                }));
+    /// The dumped pages (file offset, address) holding the rseq area's first and last
+    /// byte: the kernel writes them at the rseq registration, while nobody serves faults.
+    fn rseq_pages(&self) -> Vec<(u64, u64)> {
+        let page = PAGE_SIZE as u64;
+        let mut out = Vec::new();
+        if let Some(r) = self.img.threads[0].rseq.as_ref().filter(|r| r.ptr != 0) {
+            let first = r.ptr & !(page - 1);
+            let last = (r.ptr + r.len.max(32) as u64 - 1) & !(page - 1);
+            for run in &self.img.runs {
+                let end = run.vaddr + run.nr_pages * page;
+                for at in [first, last] {
+                    if at >= run.vaddr && at < end && !out.iter().any(|&(_, a)| a == at) {
+                        out.push((run.offset + (at - run.vaddr), at));
+                    }
+                }
             }
         }
-        Ok(())
+        out
     }
 
     /// brk, arg/env areas, auxv and the exe link, in one PR_SET_MM_MAP (the only form

@@ -81,6 +81,8 @@ pub struct Mapping {
     pub deleted: bool,
     /// Two-letter VmFlags ("rd", "wr", "gd", "hg", ...).
     pub vm_flags: Vec<String>,
+    /// AnonHugePages: how much of it is in transparent huge pages, KiB.
+    pub anon_huge_kib: u64,
 }
 
 impl Mapping {
@@ -125,6 +127,13 @@ pub fn parse_smaps(text: &str) -> std::result::Result<Vec<Mapping>, String> {
         if let Some(flags) = line.strip_prefix("VmFlags:") {
             if let Some(m) = out.last_mut() {
                 m.vm_flags = flags.split_whitespace().map(String::from).collect();
+            }
+            continue;
+        }
+        if let Some(v) = line.strip_prefix("AnonHugePages:") {
+            if let Some(m) = out.last_mut() {
+                let kib = v.split_whitespace().next().and_then(|n| n.parse().ok());
+                m.anon_huge_kib = kib.ok_or_else(|| format!("bad line {line:?}"))?;
             }
             continue;
         }
@@ -175,6 +184,7 @@ fn parse_map_line(line: &str, start: u64, end: u64) -> Option<Mapping> {
         name,
         deleted,
         vm_flags: Vec::new(),
+        anon_huge_kib: 0,
     })
 }
 

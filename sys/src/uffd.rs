@@ -216,26 +216,30 @@ impl Uffd {
         self.fd.as_raw_fd()
     }
 
-    /// Waits up to `timeout_ms` for the fd or `other` (e.g. a pidfd) to be readable.
-    /// Returns (uffd readable or hung up, other readable).
-    pub fn poll_with(&self, other: &OwnedFd, timeout_ms: i32) -> Result<(bool, bool)> {
-        let mut p = [
-            libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: other.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: poll reads and writes the two pollfd structs of `p` only.
-        let r = unsafe { libc::poll(p.as_mut_ptr(), 2, timeout_ms) };
+    /// Waits up to `timeout_ms` for the fd or one of `others` (a pidfd, a pipe) to be
+    /// readable. Returns (uffd readable or hung up, which of `others` are readable).
+    pub fn poll_with<const N: usize>(
+        &self,
+        others: [&OwnedFd; N],
+        timeout_ms: i32,
+    ) -> Result<(bool, [bool; N])> {
+        let pfd = |fd: i32| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let mut p: Vec<libc::pollfd> = std::iter::once(self.fd.as_raw_fd())
+            .chain(others.iter().map(|o| o.as_raw_fd()))
+            .map(pfd)
+            .collect();
+        // SAFETY: poll reads and writes the `p.len()` pollfd structs of `p` only.
+        let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, timeout_ms) };
         match Errno::result(r) {
-            Ok(_) => Ok((p[0].revents != 0, p[1].revents != 0)),
-            Err(Errno::EINTR) => Ok((false, false)),
+            Ok(_) => Ok((
+                p[0].revents != 0,
+                std::array::from_fn(|i| p[i + 1].revents != 0),
+            )),
+            Err(Errno::EINTR) => Ok((false, [false; N])),
             Err(e) => Err(Error::sys("poll of the userfaultfd", e)),
         }
     }
