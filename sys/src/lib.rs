@@ -2,6 +2,7 @@
 //! this crate, behind small safe functions; the man page each one follows is named in its
 //! doc comment.
 
+pub mod caps;
 pub mod error;
 pub mod inject;
 pub mod mem;
