@@ -469,3 +469,31 @@ fn fifo_recorded_as_executable_is_refused_without_hanging() {
     );
     good_copy_restores(&env, &mut w, &good);
 }
+
+// ------------------------------------------------------------------ locked memory, as the process
+
+/// A uid-65534 process that locked 4 MiB as root and now has an 8 MiB RLIMIT_MEMLOCK:
+/// locked within its own limit, it comes back locked (the mlock runs as the process).
+#[test]
+fn locked_memory_within_the_process_limit_restores() {
+    let env = Env::new();
+    let mut w = start_with(&env, "nobody", &["4"]);
+    env.share_output(&w);
+    cycles(&env, &mut w);
+}
+
+/// The same process holding 64 MiB locked under its 8 MiB limit: ckpt (root, with
+/// CAP_IPC_LOCK) must not lock for it what it could not lock itself. The restore fails
+/// with one line naming the mlock, and leaves nothing behind.
+#[test]
+fn locked_memory_beyond_the_process_limit_is_refused() {
+    let env = Env::new();
+    let mut w = start_with(&env, "nobody", &["64"]);
+    env.share_output(&w);
+    env.check(&mut w);
+    let dir = env.subdir("img");
+    env.dump(w.pid, &dir, &[]).ok();
+    env.reap_dumped(w.pid);
+    let line = restore_refused_in_time(&env, &dir, w.pid, "mlock2");
+    assert!(line.contains("ENOMEM"), "{line}");
+}
