@@ -256,6 +256,7 @@ fn fifo_leave_running_keeps_unread_bytes() {
 fn creds_three_cycles() {
     let env = Env::new();
     let mut w = env.start("creds");
+    env.share_output(&w);
     env.check(&mut w);
     let uid = status_field(w.pid, "Uid");
     assert_eq!(uid.as_deref(), Some("1000\t1000\t1000\t1000"));

@@ -5,6 +5,7 @@
 
 mod common;
 
+use ckpt_images::pb;
 use common::*;
 use std::ffi::OsStr;
 use std::fs;
@@ -74,6 +75,7 @@ fn caps_root_bounding_and_securebits() {
 fn caps_user_ambient_bounding_and_securebits() {
     let env = Env::new();
     let mut w = start_with(&env, "caps", &["user"]);
+    env.share_output(&w);
     env.check(&mut w);
     for i in 1..=CYCLES {
         let dir = env.subdir(&format!("img{i}"));
@@ -286,4 +288,212 @@ fn dumpable_2_restores() {
     };
     assert_eq!(status_field(w.pid, "Uid").as_deref(), Some("0\t0\t0\t0"));
     cycles(&env, &mut w);
+}
+
+// ------------------------------------------------------------------ the image's files
+
+/// How long a restore that must be refused may take: a seed stuck in open(2) on a FIFO
+/// would otherwise keep ckpt waiting for ever.
+const REFUSAL_LIMIT: Duration = Duration::from_secs(20);
+
+/// Dumps `w` into `<tmp>/img` (killing it) and keeps an untouched copy in `<tmp>/good`.
+fn dumped_with_copy(env: &Env, w: &Workload) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = env.subdir("img");
+    env.dump(w.pid, &dir, &[]).ok();
+    env.reap_dumped(w.pid);
+    let good = env.path().join("good");
+    copy_dir(&dir, &good);
+    (dir, good)
+}
+
+/// `restore -D dir -d`, expected to be refused, within REFUSAL_LIMIT. The dumped pid is
+/// tracked first: whatever holds it afterwards (a seed stuck in open, a process that
+/// should not exist) is killed when the test ends.
+fn restore_refused_in_time(env: &Env, dir: &Path, pid: i32, naming: &str) -> String {
+    env.track(pid);
+    let mut bg = env.ckpt_bg(&[
+        OsStr::new("restore"),
+        OsStr::new("-D"),
+        dir.as_os_str(),
+        OsStr::new("-d"),
+    ]);
+    let start = Instant::now();
+    while bg.child.try_wait().unwrap().is_none() {
+        if start.elapsed() > REFUSAL_LIMIT {
+            let state = proc_state(pid);
+            let wchan = fs::read_to_string(format!("/proc/{pid}/wchan")).ok();
+            // ckpt first: its seed then comes to us (the subreaper) to be reaped.
+            let ckpt = bg.child.id() as i32;
+            let _ = bg.child.kill();
+            let _ = bg.child.wait();
+            env.untrack(ckpt);
+            signal(pid, libc::SIGKILL);
+            if reap(pid, Duration::from_secs(5)).is_some_and(|st| st != -1) {
+                env.untrack(pid);
+            }
+            panic!(
+                "restore from {} still running after {REFUSAL_LIMIT:?}: pid {pid} was in \
+                 state {state:?}, wchan {wchan:?}",
+                dir.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = env.finish_bg(bg);
+    let line = out.failed_naming(naming);
+    env.assert_gone(pid);
+    line
+}
+
+/// The untouched copy restores and the workload passes its check: the refusal was about
+/// the edit.
+fn good_copy_restores(env: &Env, w: &mut Workload, good: &Path) {
+    env.restore_detached(good).ok();
+    env.track(w.pid);
+    assert_running_untraced(w.pid);
+    env.check(w);
+    env.kill_and_reap(w.pid);
+}
+
+/// Points fd `fd` of the image at `path` as `kind`, with `flags` and device `rdev`.
+fn repoint_fd(dir: &Path, pid: i32, fd: i32, kind: pb::FdKind, path: &Path, flags: i32, rdev: u64) {
+    edit_fds(dir, pid, |fds| {
+        let f = fds
+            .iter_mut()
+            .find(|f| f.fd == fd && !f.is_dup)
+            .unwrap_or_else(|| panic!("no fd {fd} of its own in the image"));
+        f.kind = kind as i32;
+        f.path = path.to_string_lossy().into_owned();
+        f.flags = flags as u32;
+        f.rdev = rdev;
+        f.pos = 0;
+    });
+}
+
+fn mkfifo(at: &Path) {
+    let st = Command::new("mkfifo").arg(at).status().expect("run mkfifo");
+    assert!(st.success(), "mkfifo {}", at.display());
+}
+
+/// An image that calls /dev/ptmx a regular file for fd 0 is refused: the seed checks the
+/// file type before it opens anything, so no pty is ever created for the process.
+#[test]
+fn device_recorded_as_regular_file_is_refused() {
+    let env = Env::new();
+    let mut w = env.start("sig");
+    let (dir, good) = dumped_with_copy(&env, &w);
+    let ptmx = Path::new("/dev/ptmx");
+    repoint_fd(&dir, w.pid, 0, pb::FdKind::FdRegular, ptmx, libc::O_RDWR, 0);
+    let line = restore_refused_in_time(&env, &dir, w.pid, "/dev/ptmx");
+    assert!(
+        line.contains("fd 0") && line.contains("character device 5:2"),
+        "should name fd 0 and what /dev/ptmx really is: {line}"
+    );
+    good_copy_restores(&env, &mut w, &good);
+}
+
+/// A uid-65534 process whose image names a root-only file for fd 0 (read-write) is
+/// refused: restore opens the process's files as the process (fsuid, fsgid, groups), so
+/// it gets nothing its own open(2) would not. Its untouched image still restores.
+#[test]
+fn file_the_process_could_not_open_is_refused() {
+    let env = Env::new();
+    let mut w = start_with(&env, "nobody", &[]);
+    env.share_output(&w);
+    env.check(&mut w);
+    let secret = env.path().join("secret");
+    fs::write(&secret, "root only\n").unwrap();
+    fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let (dir, good) = dumped_with_copy(&env, &w);
+    repoint_fd(
+        &dir,
+        w.pid,
+        0,
+        pb::FdKind::FdRegular,
+        &secret,
+        libc::O_RDWR,
+        0,
+    );
+    let line = restore_refused_in_time(&env, &dir, w.pid, &secret.to_string_lossy());
+    assert!(
+        line.contains("uid 65534") && line.contains("EACCES"),
+        "should say uid 65534 may not open it: {line}"
+    );
+    good_copy_restores(&env, &mut w, &good);
+}
+
+/// fd 0 recorded as /dev/null (1:3, on the allow-list) but the path is a FIFO: refused
+/// at once. A plain open(2) of the FIFO would wait for a writer for ever, with the seed
+/// holding the pid.
+#[test]
+fn fifo_recorded_as_device_is_refused_without_hanging() {
+    let env = Env::new();
+    let mut w = env.start("sig");
+    let (dir, good) = dumped_with_copy(&env, &w);
+    let fifo = env.path().join("not-a-device");
+    mkfifo(&fifo);
+    let null = libc::makedev(1, 3);
+    repoint_fd(
+        &dir,
+        w.pid,
+        0,
+        pb::FdKind::FdChardev,
+        &fifo,
+        libc::O_RDONLY,
+        null,
+    );
+    let line = restore_refused_in_time(&env, &dir, w.pid, &fifo.to_string_lossy());
+    assert!(
+        line.contains("a FIFO"),
+        "should say what the path is: {line}"
+    );
+    good_copy_restores(&env, &mut w, &good);
+}
+
+/// The executable is checked the same way: an image whose exe is a FIFO is refused at
+/// once instead of blocking the seed in open(2).
+#[test]
+fn fifo_recorded_as_executable_is_refused_without_hanging() {
+    let env = Env::new();
+    let mut w = env.start("sig");
+    let (dir, good) = dumped_with_copy(&env, &w);
+    let fifo = env.path().join("not-a-program");
+    mkfifo(&fifo);
+    edit_mm(&dir, w.pid, |mm, _| {
+        mm.exe_path = fifo.to_string_lossy().into_owned()
+    });
+    let line = restore_refused_in_time(&env, &dir, w.pid, &fifo.to_string_lossy());
+    assert!(
+        line.contains("executable"),
+        "should name the executable: {line}"
+    );
+    good_copy_restores(&env, &mut w, &good);
+}
+
+// ------------------------------------------------------------------ locked memory, as the process
+
+/// A uid-65534 process that locked 4 MiB as root and now has an 8 MiB RLIMIT_MEMLOCK:
+/// locked within its own limit, it comes back locked (the mlock runs as the process).
+#[test]
+fn locked_memory_within_the_process_limit_restores() {
+    let env = Env::new();
+    let mut w = start_with(&env, "nobody", &["4"]);
+    env.share_output(&w);
+    cycles(&env, &mut w);
+}
+
+/// The same process holding 64 MiB locked under its 8 MiB limit: ckpt (root, with
+/// CAP_IPC_LOCK) must not lock for it what it could not lock itself. The restore fails
+/// with one line naming the mlock, and leaves nothing behind.
+#[test]
+fn locked_memory_beyond_the_process_limit_is_refused() {
+    let env = Env::new();
+    let mut w = start_with(&env, "nobody", &["64"]);
+    env.share_output(&w);
+    env.check(&mut w);
+    let dir = env.subdir("img");
+    env.dump(w.pid, &dir, &[]).ok();
+    env.reap_dumped(w.pid);
+    let line = restore_refused_in_time(&env, &dir, w.pid, "mlock2");
+    assert!(line.contains("ENOMEM"), "{line}");
 }

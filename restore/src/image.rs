@@ -214,6 +214,16 @@ pub fn load(d: &ImageDir, pid: i32) -> Result<ProcessImage, RestoreError> {
                 ),
             ));
         }
+        if !f.is_dup && pb::FdKind::try_from(f.kind).is_err() {
+            return Err(bad(
+                d,
+                &files_name,
+                format!("fd {} ({}) is of unknown kind {}", f.fd, f.path, f.kind),
+            ));
+        }
+        // The recorded device must be on the allow-list; that the file at the path is
+        // that device, or of the recorded kind at all, only the seed can check
+        // (seed/access.rs).
         let dev = (nix::sys::stat::major(f.rdev), nix::sys::stat::minor(f.rdev));
         if f.kind == pb::FdKind::FdChardev as i32 && !STATELESS_CHARDEVS.contains(&dev) {
             return Err(bad(

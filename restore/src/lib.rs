@@ -337,6 +337,7 @@ fn seed_plan(img: &image::ProcessImage, tramp: u64, err_fd: i32, detach: bool) -
         exe_path: img.mm.exe_path.clone(),
         vma_files,
         fds: img.fds.clone(),
+        creds: img.core.creds.clone(),
         cwd: c.cwd.clone(),
         root: c.root.clone(),
         umask: c.umask,

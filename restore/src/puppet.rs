@@ -126,6 +126,9 @@ impl<'a> Puppet<'a> {
         self.thread_state()?;
         self.itimers()?;
         self.creds()?;
+        // As the process itself: its own RLIMIT_MEMLOCK and CAP_IPC_LOCK (or lack of it)
+        // decide, not ckpt's.
+        self.mlock()?;
         // From here no int3 runs: the trampoline's `syscall` is driven to its exit stop.
         self.remote.set_via(Via::SyscallInsn(self.tramp));
         self.set_sigactions(reset_sigs, true)?;
@@ -231,6 +234,8 @@ impl<'a> Puppet<'a> {
             }
             with_pages[vi] = true;
         }
+        // Before anything is mapped: what `mlock` will be asked to do must make sense.
+        self.check_locks(&with_pages)?;
         let mut file_index = 0usize;
         let mut last_path: Option<(&str, i32)> = None;
         let objects = img.shm_objects();
@@ -319,30 +324,22 @@ impl<'a> Puppet<'a> {
                 )?;
             }
         }
-        self.mlock(&with_pages)
+        Ok(())
     }
 
-    /// Locks the VMAs that were locked, after the fill (a locked VMA would be populated
-    /// with zero pages first) and with their final protections (mlock faults pages in
-    /// for reading or writing accordingly). The puppet is still root with CAP_IPC_LOCK
-    /// here, so RLIMIT_MEMLOCK does not limit it; any failure fails the restore.
-    fn mlock(&mut self, with_pages: &[bool]) -> R<()> {
+    /// Refuses lock states this restore cannot give back, before anything is mapped.
+    fn check_locks(&self, with_pages: &[bool]) -> R<()> {
         let img = self.img;
         for (i, v) in img.vmas.iter().enumerate() {
-            let flags = match v.mlock {
-                0 => continue,
-                1 => 0,
-                2 => MLOCK_ONFAULT,
-                other => {
-                    return Err(RestoreError::Refused(format!(
-                        "VMA [{:#x}, {:#x}): unknown mlock state {other}",
-                        v.start, v.end
-                    )))
-                }
-            };
+            if v.mlock > 2 {
+                return Err(RestoreError::Refused(format!(
+                    "VMA [{:#x}, {:#x}): unknown mlock state {}",
+                    v.start, v.end, v.mlock
+                )));
+            }
             let anon = v.kind == pb::VmaKind::VmaAnon as i32
                 || v.kind == pb::VmaKind::VmaAnonShared as i32;
-            if self.lazy && flags == 0 && anon && with_pages[i] {
+            if self.lazy && v.mlock == 1 && anon && with_pages[i] {
                 // Locking populates the VMA: its missing pages would fault to a pager
                 // that only starts once the puppet is released.
                 return Err(RestoreError::Refused(format!(
@@ -351,12 +348,44 @@ impl<'a> Puppet<'a> {
                     self.pid, v.start, v.end
                 )));
             }
+        }
+        let future = img.mm.mlockall;
+        if future != 0 && (future & !(MCL_FUTURE | MCL_ONFAULT) != 0 || future & MCL_FUTURE == 0) {
+            return Err(RestoreError::Refused(format!(
+                "pid {}: mlockall flags {future:#x} in the image",
+                self.pid
+            )));
+        }
+        Ok(())
+    }
+
+    /// Locks the VMAs that were locked: after the fill (a locked VMA would be populated
+    /// with zero pages first), with their final protections (mlock faults pages in for
+    /// reading or writing accordingly), and after `creds`, so the kernel holds the process
+    /// to its own RLIMIT_MEMLOCK unless it has CAP_IPC_LOCK itself: an image cannot lock
+    /// more than its process could. Any failure fails the restore.
+    fn mlock(&mut self) -> R<()> {
+        let img = self.img;
+        const RLIMIT_MEMLOCK: u32 = 8;
+        let limit = match img
+            .core
+            .rlimits
+            .iter()
+            .find(|l| l.resource == RLIMIT_MEMLOCK)
+        {
+            Some(l) if l.cur != u64::MAX => format!("{} KiB", l.cur >> 10),
+            _ => "unlimited".to_string(),
+        };
+        for v in img.vmas.iter().filter(|v| v.mlock != 0) {
+            let flags = if v.mlock == 2 { MLOCK_ONFAULT } else { 0 };
             self.call(
                 &format!(
-                    "mlock2{} of VMA [{:#x}, {:#x}) (RLIMIT_MEMLOCK, CAP_IPC_LOCK)",
+                    "mlock2{} of VMA [{:#x}, {:#x}) ({} KiB) as the process (its \
+                     RLIMIT_MEMLOCK: {limit}, unless it has CAP_IPC_LOCK)",
                     if flags == 0 { "" } else { "(MLOCK_ONFAULT)" },
                     v.start,
-                    v.end
+                    v.end,
+                    (v.end - v.start) >> 10
                 ),
                 libc::SYS_mlock2,
                 &[v.start, v.end - v.start, flags],
@@ -364,12 +393,6 @@ impl<'a> Puppet<'a> {
         }
         let future = img.mm.mlockall;
         if future != 0 {
-            if future & !(MCL_FUTURE | MCL_ONFAULT) != 0 || future & MCL_FUTURE == 0 {
-                return Err(RestoreError::Refused(format!(
-                    "pid {}: mlockall flags {future:#x} in the image",
-                    self.pid
-                )));
-            }
             // Only future mappings: the current ones were locked one by one above.
             self.call(
                 &format!("mlockall({future:#x})"),

@@ -5,12 +5,15 @@
 //! Runs in the child of a fork of a single-threaded ckpt: it may allocate, but must end
 //! in the SIGSTOP or in `_exit`, never return into ckpt's code.
 
+mod access;
+
+use access::{Expect, Identity};
 use ckpt_images::pb;
-use nix::fcntl::{fcntl, open, FcntlArg, FdFlag, OFlag};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::sys::stat::{umask, Mode};
 use nix::unistd::{chdir, chroot, close, dup2, lseek, Whence};
 use std::io::Write;
-use std::os::fd::RawFd;
+use std::os::fd::{IntoRawFd, RawFd};
 
 /// What the seed must do, computed by the parent before the fork.
 pub struct SeedPlan {
@@ -22,6 +25,8 @@ pub struct SeedPlan {
     pub exe_path: String,
     pub vma_files: Vec<(String, i32)>,
     pub fds: Vec<pb::Fd>,
+    /// The image's credentials: its files are opened as it (None: it stays root).
+    pub creds: Option<pb::Creds>,
     pub cwd: String,
     pub root: String,
     pub umask: u32,
@@ -78,41 +83,63 @@ fn file_from_fd(fd: RawFd) -> std::fs::File {
     ckpt_sys::process::file_from_raw(fd)
 }
 
-fn place(path: &str, flags: OFlag, want: RawFd) -> Result<(), String> {
-    let fd = open(path, flags, Mode::empty()).map_err(|e| format!("open {path}: {e}"))?;
-    if fd != want {
-        dup2(fd, want).map_err(|e| format!("dup2 {path} to fd {want}: {e}"))?;
-        let _ = close(fd);
-    }
-    Ok(())
-}
-
 /// A FIFO opened for reading or writing alone would block in open() until the other side
-/// appears; a read-write opening held meanwhile keeps the pipe alive, lets the real open
-/// go through at once, and puts the dumped unread bytes back.
-fn place_fifo(f: &pb::Fd, flags: OFlag, spare: RawFd) -> Result<(), String> {
-    let opened = open(
-        f.path.as_str(),
-        OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| format!("open: {e}"))?;
-    // Out of the way of the fd numbers being placed.
-    let keeper =
-        fcntl(opened, FcntlArg::F_DUPFD_CLOEXEC(spare)).map_err(|e| format!("F_DUPFD: {e}"))?;
-    let _ = close(opened);
-    place(&f.path, flags | OFlag::O_NONBLOCK, f.fd)?;
-    fcntl(f.fd, FcntlArg::F_SETFL(flags)).map_err(|e| format!("F_SETFL: {e}"))?;
-    let keeper = ckpt_sys::process::file_from_raw(keeper);
+/// appears; a read-write opening held meanwhile (ckpt's own, never the process's) keeps
+/// the pipe alive and lets the real open go through at once. The dumped unread bytes go
+/// back through a writer opened as the process: it must be allowed to write them.
+fn place_fifo(f: &pb::Fd, flags: OFlag, spare: RawFd, id: &mut Identity) -> Result<(), String> {
+    let handle = access::locate(&f.path, Expect::Fifo, spare)?;
+    id.root()?;
+    let keeper = access::reopen(&handle, &f.path, OFlag::O_RDWR | OFlag::O_CLOEXEC, "");
+    id.image()?;
+    let keeper = access::above(keeper?.into_raw_fd(), spare)?;
+    let file = access::reopen(&handle, &f.path, flags, &id.who())?;
+    access::place(file, f.fd)?;
     if f.pipe_size != 0 {
         let _ = ckpt_sys::pipe::set_capacity(&keeper, f.pipe_size);
     }
     if !f.pipe_data.is_empty() {
-        (&keeper)
+        let who = id.who();
+        let mut writer = access::reopen(
+            &handle,
+            &f.path,
+            OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            &who,
+        )
+        .map_err(|e| format!("putting back {} unread bytes: {e}", f.pipe_data.len()))?;
+        writer
             .write_all(&f.pipe_data)
             .map_err(|e| format!("refilling {} bytes: {e}", f.pipe_data.len()))?;
     }
     Ok(())
+}
+
+/// An fd of the image, opened as the process (`id`) after its path is checked to be what
+/// the image says.
+fn place_fd(f: &pb::Fd, mut flags: OFlag, spare: RawFd, id: &Identity) -> Result<(), String> {
+    let want = Expect::of_fd(f)?;
+    if matches!(want, Expect::Chardev(_)) {
+        // Never let a device become the controlling terminal on the way.
+        flags |= OFlag::O_NOCTTY;
+    }
+    let handle = access::locate(&f.path, want, spare)?;
+    let file = access::reopen(&handle, &f.path, flags, &id.who())?;
+    access::place(file, f.fd)
+}
+
+/// A helper of ckpt's (the exe, a mapped file) at fd `at`, opened as the process too:
+/// what it maps or names must be a file it could open itself.
+fn place_helper(
+    path: &str,
+    want: Expect,
+    flags: OFlag,
+    at: RawFd,
+    spare: RawFd,
+    id: &Identity,
+) -> Result<(), String> {
+    let handle = access::locate(path, want, spare)?;
+    let file = access::reopen(&handle, path, flags | OFlag::O_CLOEXEC, &id.who())?;
+    access::place(file, at)
 }
 
 /// The close-on-exec flag belongs to the fd, not to the file description a dup shares.
@@ -160,21 +187,28 @@ fn prepare(p: &SeedPlan) -> Result<(), String> {
     raise_nofile(p)?;
     // Helpers first, above every fd the process will own.
     dup2(p.err_fd, p.helper_base).map_err(|e| format!("dup2 error pipe: {e}"))?;
-    place(&p.exe_path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, p.exe_fd())
-        .map_err(|e| format!("executable: {e}"))?;
+    // Every file from here on is opened as the process would open it (access.rs).
+    let mut id = Identity::new(p.creds.as_ref())?;
+    id.image()?;
+    let spare = p.helper_end();
+    place_helper(
+        &p.exe_path,
+        Expect::Regular,
+        OFlag::O_RDONLY,
+        p.exe_fd(),
+        spare,
+        &id,
+    )
+    .map_err(|e| format!("executable: {e}"))?;
     for (i, (path, flags)) in p.vma_files.iter().enumerate() {
-        place(
-            path,
-            // Only the access mode: the image is untrusted (no O_TRUNC/O_CREAT here).
-            (OFlag::from_bits_retain(*flags) & OFlag::O_ACCMODE) | OFlag::O_CLOEXEC,
-            p.vma_fd(i),
-        )
-        .map_err(|e| format!("mapped file: {e}"))?;
+        // Only the access mode: the image is untrusted.
+        let mode = OFlag::from_bits_retain(*flags) & OFlag::O_ACCMODE;
+        place_helper(path, Expect::Mapped, mode, p.vma_fd(i), spare, &id)
+            .map_err(|e| format!("mapped file: {e}"))?;
     }
     ckpt_sys::process::close_range(0, p.helper_base as u32 - 1).map_err(|e| e.to_string())?;
     ckpt_sys::process::close_range(p.helper_end() as u32, u32::MAX).map_err(|e| e.to_string())?;
 
-    let drop = OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_EXCL | OFlag::O_CLOEXEC;
     for f in &p.fds {
         if f.is_dup {
             // Shares the open file description (offset, flags) of a lower fd.
@@ -183,34 +217,12 @@ fn prepare(p: &SeedPlan) -> Result<(), String> {
             set_cloexec(f.fd, f.cloexec)?;
             continue;
         }
-        let mut flags = OFlag::from_bits_retain(f.flags as i32) - drop;
-        if f.cloexec {
-            flags |= OFlag::O_CLOEXEC;
-        }
+        let flags = OFlag::from_bits_retain(f.flags as i32) - OFlag::O_CLOEXEC;
         if f.kind == pb::FdKind::FdFifo as i32 {
-            place_fifo(f, flags, p.helper_end())
+            place_fifo(f, flags, spare, &mut id)
                 .map_err(|e| format!("fd {} (FIFO {}): {e}", f.fd, f.path))?;
-            set_cloexec(f.fd, f.cloexec)?;
-            continue;
-        }
-        if f.kind == pb::FdKind::FdChardev as i32 {
-            // Never let a device become the controlling terminal on the way.
-            flags |= OFlag::O_NOCTTY;
-        }
-        place(&f.path, flags, f.fd).map_err(|e| format!("fd {}: {e}", f.fd))?;
-        if f.kind == pb::FdKind::FdChardev as i32 {
-            let st = nix::sys::stat::fstat(f.fd).map_err(|e| format!("fd {}: fstat: {e}", f.fd))?;
-            if st.st_rdev != f.rdev {
-                return Err(format!(
-                    "fd {}: {} is device {}:{} here, {}:{} in the image",
-                    f.fd,
-                    f.path,
-                    nix::sys::stat::major(st.st_rdev),
-                    nix::sys::stat::minor(st.st_rdev),
-                    nix::sys::stat::major(f.rdev),
-                    nix::sys::stat::minor(f.rdev)
-                ));
-            }
+        } else {
+            place_fd(f, flags, spare, &id).map_err(|e| format!("fd {}: {e}", f.fd))?;
         }
         if f.kind == pb::FdKind::FdRegular as i32 && f.pos != 0 {
             lseek(f.fd, f.pos as i64, Whence::SeekSet)
@@ -222,6 +234,7 @@ fn prepare(p: &SeedPlan) -> Result<(), String> {
         }
         set_cloexec(f.fd, f.cloexec)?;
     }
+    id.root()?;
 
     if p.root != "/" {
         chroot(p.root.as_str()).map_err(|e| format!("chroot {}: {e}", p.root))?;

@@ -13,6 +13,7 @@
 #![allow(dead_code)]
 #![forbid(unsafe_code)]
 
+use ckpt_images::{names, pb, ImageDir, Kind, RecordWriter};
 use nix::errno::Errno;
 use nix::fcntl;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -648,6 +649,15 @@ impl Env {
         self.untrack(pid);
     }
 
+    /// For a workload that drops root: a restore opens the process's files as the
+    /// process itself would (a root-opened file is not handed to another uid), so its
+    /// output file must be one it could open: the temp dir searchable, the file writable
+    /// by everyone.
+    pub fn share_output(&self, w: &Workload) {
+        fs::set_permissions(self.path(), fs::Permissions::from_mode(0o711)).unwrap();
+        fs::set_permissions(&w.out, fs::Permissions::from_mode(0o666)).unwrap();
+    }
+
     /// One checkpoint cycle: dump into `dir` (killing the workload), reap it, restore
     /// detached, and let the workload check itself (waits for the next PASS).
     pub fn cycle(&self, w: &mut Workload, dir: &Path) {
@@ -839,6 +849,79 @@ pub fn copy_dir(from: &Path, to: &Path) {
             fs::copy(e.path(), to.join(e.file_name())).unwrap();
         }
     }
+}
+
+/// Writes inventory.img anew as `ImageSink::finish` does: header, the Inventory, then
+/// the seal (xxh3 of every byte before it).
+pub fn write_inventory(dir: &Path, inv: &pb::Inventory) {
+    let path = dir.join(names::INVENTORY);
+    let mut w = RecordWriter::new(Vec::new(), &path, Kind::Inventory).unwrap();
+    w.write(inv).unwrap();
+    let seal = pb::InventorySeal { xxh3: w.digest() };
+    w.write(&seal).unwrap();
+    let (bytes, _, _) = w.finish().unwrap();
+    fs::write(&path, bytes).unwrap();
+}
+
+pub fn read_inventory(dir: &Path) -> pb::Inventory {
+    ImageDir::open_unverified(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .inventory()
+        .clone()
+}
+
+/// Replaces record file `name` with `bytes` and updates its size and checksum in a
+/// resealed inventory.
+pub fn replace_record_file(dir: &Path, name: &str, bytes: Vec<u8>, size: u64, xxh3: u64) {
+    let mut inv = read_inventory(dir);
+    let entry = inv
+        .files
+        .iter_mut()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("{name} not in the inventory of {}", dir.display()));
+    entry.size = size;
+    entry.xxh3 = xxh3;
+    assert_eq!(bytes.len() as u64, size);
+    fs::write(dir.join(name), bytes).unwrap();
+    write_inventory(dir, &inv);
+}
+
+/// Rewrites files-PID.img of `dir` with `edit` applied to its fd records, resealed: the
+/// set still verifies, so a refusal is about the content.
+pub fn edit_fds(dir: &Path, pid: i32, edit: impl FnOnce(&mut Vec<pb::Fd>)) {
+    let name = names::files(pid);
+    let mut fds: Vec<pb::Fd> = {
+        let d = ImageDir::open(dir).unwrap();
+        let mut r = d.records(&name, Kind::Files).unwrap();
+        r.rest("Fd").unwrap()
+    };
+    edit(&mut fds);
+    let mut w = RecordWriter::new(Vec::new(), dir.join(&name), Kind::Files).unwrap();
+    for f in &fds {
+        w.write(f).unwrap();
+    }
+    let (bytes, size, xxh3) = w.finish().unwrap();
+    replace_record_file(dir, &name, bytes, size, xxh3);
+    ImageDir::open(dir).unwrap_or_else(|e| panic!("rewritten {name} does not verify: {e}"));
+}
+
+/// Rewrites mm-PID.img of `dir` with `edit` applied to its MmInfo and VMAs, resealed.
+pub fn edit_mm(dir: &Path, pid: i32, edit: impl FnOnce(&mut pb::MmInfo, &mut Vec<pb::Vma>)) {
+    let name = names::mm(pid);
+    let (mut mm, mut vmas): (pb::MmInfo, Vec<pb::Vma>) = {
+        let d = ImageDir::open(dir).unwrap();
+        let mut r = d.records(&name, Kind::Mm).unwrap();
+        (r.expect("MmInfo").unwrap(), r.rest("Vma").unwrap())
+    };
+    edit(&mut mm, &mut vmas);
+    let mut w = RecordWriter::new(Vec::new(), dir.join(&name), Kind::Mm).unwrap();
+    w.write(&mm).unwrap();
+    for v in &vmas {
+        w.write(v).unwrap();
+    }
+    let (bytes, size, xxh3) = w.finish().unwrap();
+    replace_record_file(dir, &name, bytes, size, xxh3);
+    ImageDir::open(dir).unwrap_or_else(|e| panic!("rewritten {name} does not verify: {e}"));
 }
 
 // ---------------------------------------------------------------------------------
