@@ -11,19 +11,21 @@ use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-/// `restore --lazy -d -v`; returns the pager's pid, which ckpt logs (not found by name or
+/// `restore --lazy -d -v` (-v: ckpt logs its pager's pid, see `pager_of`).
+fn restore_lazy(env: &Env, dir: &Path) -> CkptOutput {
+    env.ckpt(&[
+        OsStr::new("-v"),
+        OsStr::new("restore"),
+        OsStr::new("--lazy"),
+        OsStr::new("-d"),
+        OsStr::new("-D"),
+        dir.as_os_str(),
+    ])
+}
+
+/// The pager's pid, from the log of a successful `restore_lazy` (not found by name or
 /// command line: it may not have renamed itself yet, or be done already, a zombie).
-fn restore_lazy(env: &Env, dir: &Path) -> i32 {
-    let out = env
-        .ckpt(&[
-            OsStr::new("-v"),
-            OsStr::new("restore"),
-            OsStr::new("--lazy"),
-            OsStr::new("-d"),
-            OsStr::new("-D"),
-            dir.as_os_str(),
-        ])
-        .ok();
+fn pager_of(out: &CkptOutput) -> i32 {
     let mut text = format!("{}{}", out.stdout, out.stderr);
     // Without the colours' escape sequences (ESC [ ... m).
     while let Some(at) = text.find('\u{1b}') {
@@ -82,7 +84,7 @@ fn mem_three_lazy_cycles() {
         let dir = env.subdir(&format!("img{i}"));
         env.dump(w.pid, &dir, &[]).ok();
         env.reap_dumped(w.pid);
-        let pager = restore_lazy(&env, &dir);
+        let pager = pager_of(&restore_lazy(&env, &dir).ok());
         env.track(w.pid);
         env.check(&mut w);
         pagers_done(pager, w.pid);
@@ -111,7 +113,7 @@ fn big_lazy_is_fast_and_right() {
     w.passes = 0;
 
     let t = Instant::now();
-    let pager = restore_lazy(&env, &dir);
+    let pager = pager_of(&restore_lazy(&env, &dir).ok());
     let lazy = t.elapsed();
     env.track(w.pid);
     eprintln!("restore -d of 512 MiB: eager {eager:?}, lazy {lazy:?}");
@@ -133,7 +135,7 @@ fn killed_pager_blocks_the_process() {
     let dir = env.subdir("img");
     env.dump(w.pid, &dir, &[]).ok();
     env.reap_dumped(w.pid);
-    let pager = restore_lazy(&env, &dir);
+    let pager = pager_of(&restore_lazy(&env, &dir).ok());
     env.track(w.pid);
     signal(pager, libc::SIGKILL);
     assert!(has_userfaultfd(w.pid), "the process must hold its own uffd");
@@ -185,7 +187,7 @@ fn damaged_pages_kill_the_lazy_process_before_it_reads_them() {
     f.write_all(&[b[0] ^ 0x55]).unwrap();
     drop(f);
 
-    let pager = restore_lazy(&env, &dir);
+    let pager = pager_of(&restore_lazy(&env, &dir).ok());
     env.track(w.pid);
     signal(w.pid, libc::SIGUSR1);
     let st = reap(w.pid, Duration::from_secs(10)).expect("the process was not killed");
