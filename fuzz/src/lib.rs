@@ -141,6 +141,7 @@ pub fn mm(data: &[u8]) {
     let vmas = rest::<pb::Vma>(&mut r, "Vma");
     // The checks restore runs before mapping anything: never a panic, whatever the input.
     let _ = ckpt_images::validate::vmas(&vmas);
+    let _ = ckpt_images::validate::vdso_clear_of_vmas(&mm, &vmas);
     if ckpt_images::validate::mm_info(&mm).is_ok() && mm.vdso_block_start != 0 {
         // An accepted vDSO block is a range inside user space that its parts tile.
         let end = mm.vdso_block_start + mm.vdso_block_len;

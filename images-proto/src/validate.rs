@@ -75,6 +75,26 @@ pub fn mm_info(mm: &pb::MmInfo) -> Result<(), String> {
     Ok(())
 }
 
+/// The vDSO block (already checked by `mm_info`) must not overlap any VMA: the restore
+/// places it first and maps every VMA with MAP_FIXED_NOREPLACE, so an overlap would only
+/// fail once the process exists. `vmas` are sorted (checked by `vmas`).
+pub fn vdso_clear_of_vmas(mm: &pb::MmInfo, vmas: &[pb::Vma]) -> Result<(), String> {
+    if mm.vdso_block_start == 0 {
+        return Ok(());
+    }
+    let (start, end) = (
+        mm.vdso_block_start,
+        mm.vdso_block_start.saturating_add(mm.vdso_block_len),
+    );
+    match vmas.iter().position(|v| v.start < end && start < v.end) {
+        None => Ok(()),
+        Some(i) => Err(format!(
+            "MmInfo: vDSO block [{start:#x}, {end:#x}) overlaps VMA {i} [{:#x}, {:#x})",
+            vmas[i].start, vmas[i].end
+        )),
+    }
+}
+
 /// ProcessCore.creds: ids the restore can set, and a group list that fits its scratch page.
 pub fn creds(c: &pb::Creds) -> Result<(), String> {
     if c.groups.len() > MAX_GROUPS {

@@ -146,6 +146,7 @@ pub fn load(d: &ImageDir, pid: i32) -> Result<ProcessImage, RestoreError> {
         }
     }
     validate::mm_info(&mm).map_err(|e| bad(d, &mm_name, e))?;
+    validate::vdso_clear_of_vmas(&mm, &vmas).map_err(|e| bad(d, &mm_name, e))?;
 
     let pm_name = names::pagemap(pid);
     let mut r = d.records(&pm_name, Kind::Pagemap)?;

@@ -155,8 +155,9 @@ impl<'a> Puppet<'a> {
         let want = ckpt_sys::process::xsave_features(&t.xsave);
         if want & !have != 0 || t.xsave.len() != seed.len() {
             return Err(RestoreError::Refused(format!(
-                "the image's CPU state (xfeatures {want:#x}, {} bytes) does not fit this CPU \
-                 (xfeatures {have:#x}, {} bytes)",
+                "pid {}: the image's CPU state (xfeatures {want:#x}, {} bytes) does not fit \
+                 this CPU (xfeatures {have:#x}, {} bytes)",
+                self.pid,
                 t.xsave.len(),
                 seed.len()
             )));
