@@ -346,3 +346,58 @@ fn fork_with_damaged_pages_never_runs_the_child_on_zeros() {
         describe_wait(st)
     );
 }
+
+/// A SIGTRAP sent to the process while the restore injects its syscalls (through a
+/// `syscall; int3` trampoline, whose own trap is a SIGTRAP too) is told apart from the
+/// int3's (si_code) and queued again: the restored process gets it once, as sent.
+/// Sent while the restore has the process stopped (after the seed's SIGSTOP, during the
+/// 512 MiB fill), it arrives at the next injected call.
+#[test]
+fn sigtrap_sent_during_the_restore_is_delivered_after_it() {
+    let env = Env::new();
+    let bin = workload_bin("lazybig");
+    let mut w = env.spawn(
+        "lazybig",
+        &bin,
+        &[
+            env.path().as_os_str(),
+            OsStr::new("512"),
+            OsStr::new("trap"),
+        ],
+    );
+    env.wait_ready(&w);
+    let dir = env.subdir("img");
+    env.dump(w.pid, &dir, &[]).ok();
+    env.reap_dumped(w.pid);
+    let bg = env.ckpt_bg(&[
+        OsStr::new("-v"),
+        OsStr::new("restore"),
+        OsStr::new("-d"),
+        OsStr::new("-D"),
+        dir.as_os_str(),
+    ]);
+    let t = Instant::now();
+    while !(proc_state(w.pid) == Some('t')
+        && status_field(w.pid, "TracerPid").is_some_and(|p| p != "0"))
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "pid {} never stopped by the restore",
+            w.pid
+        );
+        sleep(Duration::from_micros(200));
+    }
+    assert!(signal(w.pid, libc::SIGTRAP));
+    let out = env.finish_bg(bg).ok();
+    env.track(w.pid);
+    let log = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        log.contains("SIGTRAP sent from outside"),
+        "the SIGTRAP did not come during the injected calls:\n{log}"
+    );
+    let want = format!("TRAP 1 code 0 pid {}", std::process::id());
+    env.wait_line(&w, &want, |l| l.starts_with("TRAP "));
+    env.check(&mut w);
+    let text = env.output(&w);
+    assert!(text.contains(&want) && !text.contains("TRAP 2"), "{text}");
+}

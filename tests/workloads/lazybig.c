@@ -1,6 +1,6 @@
 /*
  * lazybig: a big anonymous mapping of distinct per-page data, for lazy restores.
- * Usage: lazybig WORKDIR [MIB [huge|fork]]   (protocol in wl.h; MIB defaults to 512)
+ * Usage: lazybig WORKDIR [MIB [huge|fork|trap]]   (protocol in wl.h; MIB defaults to 512)
  *  - MIB MiB of private anonymous memory (MADV_NOHUGEPAGE, or MADV_HUGEPAGE with
  *    `huge`: such memory is restored by ckpt itself, not served lazily), every 8-byte word
  *    written with a value derived from its page and offset, so a page that reads
@@ -9,7 +9,9 @@
  *    background copy that fills forwards) and prints PASS;
  *  - with `fork`, SIGHUP makes it fork (it prints FORKED <pid>): the child prints
  *    CHILD <pid> (stack and write(2) only), verifies its copy of every page, prints
- *    CHILD PASS or CHILD FAIL <reason> and exits; the parent reaps it in its loop.
+ *    CHILD PASS or CHILD FAIL <reason> and exits; the parent reaps it in its loop;
+ *  - with `trap`, every SIGTRAP is counted and reported as TRAP <n> code <si_code> pid
+ *    <si_pid> (a SIGTRAP sent during a restore must arrive once, after it).
  */
 #include "wl.h"
 #include <sys/mman.h>
@@ -74,6 +76,17 @@ static void fork_and_verify(void)
 	_exit(0);
 }
 
+static volatile sig_atomic_t traps, trap_code, trap_pid;
+
+static void on_trap(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	trap_code = si->si_code;
+	trap_pid = si->si_pid;
+	traps++;
+}
+
 static void corrupt(void)
 {
 	mem[npages / 2 * (PG / 8) + 3] ^= 1;
@@ -96,6 +109,14 @@ int main(int argc, char **argv)
 		if (sigaction(SIGHUP, &sa, NULL))
 			wl_die("sigaction");
 	}
+	if (argc > 3 && !strcmp(argv[3], "trap")) {
+		struct sigaction sa;
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_sigaction = on_trap;
+		sa.sa_flags = SA_RESTART | SA_SIGINFO;
+		if (sigaction(SIGTRAP, &sa, NULL))
+			wl_die("sigaction");
+	}
 	if (madvise(mem, npages * PG, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE))
 		wl_die("madvise");
 	for (size_t pg = 0; pg < npages; pg++) {
@@ -104,7 +125,12 @@ int main(int argc, char **argv)
 			p[w] = word(pg, w);
 	}
 	wl_ready();
+	int reported = 0;
 	for (;;) {
+		if (traps != reported) {
+			reported = traps;
+			printf("TRAP %d code %d pid %d\n", reported, (int)trap_code, (int)trap_pid);
+		}
 		if (fork_req)
 			fork_and_verify();
 		while (waitpid(-1, NULL, WNOHANG) > 0)
