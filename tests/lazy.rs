@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use std::ffi::OsStr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -239,4 +239,167 @@ fn damaged_pages_written_by_the_restore_itself_are_refused() {
     out.failed_naming("pages-1.img");
     env.assert_gone(w.pid);
     assert!(pagers_of(&dir).is_empty(), "a pager was left behind");
+}
+
+/// Starts `lazybig WORKDIR MIB fork`, dumps it and damages (with `damage_from_end`) one
+/// byte that far from the end of its pages file; returns the workload and the image.
+fn forking_big(env: &Env, mib: u32, damage_from_end: Option<u64>) -> (Workload, PathBuf) {
+    let bin = workload_bin("lazybig");
+    let w = env.spawn(
+        "lazybig",
+        &bin,
+        &[
+            env.path().as_os_str(),
+            OsStr::new(&mib.to_string()),
+            OsStr::new("fork"),
+        ],
+    );
+    env.wait_ready(&w);
+    let dir = env.subdir("img");
+    env.dump(w.pid, &dir, &[]).ok();
+    env.reap_dumped(w.pid);
+    if let Some(back) = damage_from_end {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.join("pages-1.img"))
+            .unwrap();
+        let at = f.metadata().unwrap().len() - back;
+        let mut b = [0u8];
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.read_exact(&mut b).unwrap();
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(&[b[0] ^ 0x55]).unwrap();
+    }
+    (w, dir)
+}
+
+/// The pid of the forked child, from its `CHILD <pid>` line.
+fn child_pid(env: &Env, w: &Workload) -> i32 {
+    let line = env.wait_line(w, "CHILD <pid>", |l| {
+        l.strip_prefix("CHILD ")
+            .is_some_and(|p| p.parse::<i32>().is_ok())
+    });
+    line["CHILD ".len()..].parse().unwrap()
+}
+
+/// A fork while most pages are still missing (the FORK event): the pager fills the
+/// child's memory before letting its context go, so the child, which verifies every
+/// page from the last one back, passes; and so does the parent.
+#[test]
+fn fork_during_lazy_restore_gets_all_pages() {
+    let env = Env::new();
+    let (mut w, dir) = forking_big(&env, 512, None);
+    let pager = restore_lazy(&env, &dir);
+    env.track(w.pid);
+    assert!(signal(w.pid, libc::SIGHUP));
+    let child = child_pid(&env, &w);
+    env.wait_line(&w, "CHILD PASS", |l| {
+        l.starts_with("CHILD PASS") || l.starts_with("CHILD FAIL")
+    });
+    let out = env.output(&w);
+    assert!(out.contains("CHILD PASS"), "pid {child}: {out}");
+    env.check(&mut w);
+    pagers_done(pager, w.pid);
+    env.check(&mut w);
+}
+
+/// A fork before the background copy reaches a damaged chunk: the child's memory cannot
+/// be completed, so the pager kills the child (before its userfaultfd closes: it must
+/// never read the zeros it would then find) and the process; neither reports FAIL.
+#[test]
+fn fork_with_damaged_pages_never_runs_the_child_on_zeros() {
+    let env = Env::new();
+    let (w, dir) = forking_big(&env, 1024, Some(8 << 20));
+    let pager = restore_lazy(&env, &dir);
+    env.track(w.pid);
+    assert!(signal(w.pid, libc::SIGHUP));
+    let child = child_pid(&env, &w);
+    let st = reap(w.pid, Duration::from_secs(20)).expect("the process was not killed");
+    assert!(
+        libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGKILL,
+        "pid {} {}",
+        w.pid,
+        describe_wait(st)
+    );
+    env.untrack(w.pid);
+    // Orphaned, the child came to us (the subreaper), unless its parent reaped it first.
+    let t = Instant::now();
+    while exists(child) && t.elapsed() < Duration::from_secs(10) {
+        if let Some(st) = reap(child, Duration::from_millis(50)) {
+            assert!(
+                st == -1 || libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGKILL,
+                "child {child} {}",
+                describe_wait(st)
+            );
+        }
+    }
+    assert!(!exists(child), "the forked child {child} is still there");
+    let out = env.output(&w);
+    assert!(
+        !out.contains("FAIL") && !out.contains("CHILD PASS"),
+        "a process ran on memory it did not have: {out}"
+    );
+    let st = reap(pager, Duration::from_secs(10)).expect("the pager did not exit");
+    assert!(
+        libc::WIFEXITED(st) && libc::WEXITSTATUS(st) != 0,
+        "pager {}",
+        describe_wait(st)
+    );
+}
+
+/// A SIGTRAP sent to the process while the restore injects its syscalls (through a
+/// `syscall; int3` trampoline, whose own trap is a SIGTRAP too) is told apart from the
+/// int3's (si_code) and queued again: the restored process gets it once, as sent.
+/// Sent while the restore has the process stopped (after the seed's SIGSTOP, during the
+/// 512 MiB fill), it arrives at the next injected call.
+#[test]
+fn sigtrap_sent_during_the_restore_is_delivered_after_it() {
+    let env = Env::new();
+    let bin = workload_bin("lazybig");
+    let mut w = env.spawn(
+        "lazybig",
+        &bin,
+        &[
+            env.path().as_os_str(),
+            OsStr::new("512"),
+            OsStr::new("trap"),
+        ],
+    );
+    env.wait_ready(&w);
+    let dir = env.subdir("img");
+    env.dump(w.pid, &dir, &[]).ok();
+    env.reap_dumped(w.pid);
+    let bg = env.ckpt_bg(&[
+        OsStr::new("-v"),
+        OsStr::new("restore"),
+        OsStr::new("-d"),
+        OsStr::new("-D"),
+        dir.as_os_str(),
+    ]);
+    let t = Instant::now();
+    while !(proc_state(w.pid) == Some('t')
+        && status_field(w.pid, "TracerPid").is_some_and(|p| p != "0"))
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "pid {} never stopped by the restore",
+            w.pid
+        );
+        sleep(Duration::from_micros(200));
+    }
+    assert!(signal(w.pid, libc::SIGTRAP));
+    let out = env.finish_bg(bg).ok();
+    env.track(w.pid);
+    let log = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        log.contains("SIGTRAP sent from outside"),
+        "the SIGTRAP did not come during the injected calls:\n{log}"
+    );
+    let want = format!("TRAP 1 code 0 pid {}", std::process::id());
+    env.wait_line(&w, &want, |l| l.starts_with("TRAP "));
+    env.check(&mut w);
+    let text = env.output(&w);
+    assert!(text.contains(&want) && !text.contains("TRAP 2"), "{text}");
 }

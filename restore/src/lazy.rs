@@ -15,7 +15,9 @@
 //!   UFFDIO_WAKE. Events: REMOVE and UNMAP mark their pages as not to be filled; REMAP
 //!   copies every page of the moved range not yet served to its new place at once (the
 //!   range stops being lazy); FORK copies every page not yet served into the child's
-//!   context, then closes it (the child is no longer lazy: its holes then read zero).
+//!   context, then closes it (the child is no longer lazy: its holes then read zero);
+//!   a child whose memory cannot be completed (a damaged chunk, a copy that keeps
+//!   failing) is killed first, while its missing pages still block it.
 //! - the copier fills everything else in 4 MiB UFFDIO_COPYs, skipping served pages by
 //!   a bitmap. It holds `lock` across "check the bitmap, copy", and the event handlers
 //!   hold it while they mark: a page dropped by MADV_DONTNEED is never refilled with
@@ -77,6 +79,16 @@ pub struct Summary {
     pub target_gone: bool,
 }
 
+/// How a copy of whole ranges ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Copied {
+    All,
+    /// An event must be read first.
+    Again,
+    /// Not every page could be placed: the target is gone or a chunk is bad.
+    Failed,
+}
+
 enum Step {
     /// Copied or skipped up to this page of the run.
     To(u64),
@@ -99,8 +111,18 @@ struct Pages<'a> {
     entry: &'a pb::ImageFile,
     checked: Vec<AtomicU8>,
     pid: Pid,
+    /// The registered VMAs: a fork child's registered memory lies inside them (or remaps).
+    ranges: &'a [(u64, u64)],
     corrupt: AtomicBool,
     lock: Mutex<()>,
+    /// Pages placed into the process since the fault thread last read an event, as
+    /// (run, from, to): a fork whose event that read returns did not copy them into the
+    /// child (the copy ran after the child's page tables were made), so the child gets
+    /// them from the image like its other missing pages.
+    recent: Mutex<Vec<(usize, u64, u64)>>,
+    /// The fault thread is filling a fork child: a bad chunk then kills the child before
+    /// the process (dead, the process would hand its children to another parent).
+    in_fork: AtomicBool,
     stop: AtomicBool,
     copier_done: AtomicBool,
     /// Written once the copier is done or stops: wakes the fault loop at once.
@@ -149,8 +171,11 @@ impl<'a> Pages<'a> {
                 })
                 .collect(),
             pid,
+            ranges: &h.ranges,
             corrupt: AtomicBool::new(false),
             lock: Mutex::new(()),
+            recent: Mutex::new(Vec::new()),
+            in_fork: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             copier_done: AtomicBool::new(false),
             wake,
@@ -206,13 +231,19 @@ impl<'a> Pages<'a> {
                         i * cs,
                         ((i + 1) * cs).min(self.file.len())
                     );
-                    let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+                    if !self.in_fork.load(Relaxed) {
+                        self.kill_process();
+                    }
                 }
                 self.stop.store(true, Relaxed);
                 return false;
             }
         }
         true
+    }
+
+    fn kill_process(&self) {
+        let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
     }
 
     fn unset(&self, ri: usize, p: u64) -> bool {
@@ -260,6 +291,10 @@ impl<'a> Pages<'a> {
             let n = d / PAGE;
             if mark {
                 self.set(ri, p, p + n);
+                if n > 0 {
+                    let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+                    recent.push((ri, p, p + n));
+                }
             }
             self.copied.fetch_add(n, Relaxed);
             p + n
@@ -418,9 +453,21 @@ impl<'a> Pages<'a> {
     }
 
     /// Copies every page not yet served of the runs within [start, end) into `target`
-    /// at address + `delta`; false if an event must be read first.
-    fn copy_all(&self, target: &Uffd, start: u64, end: u64, delta: u64, mark: bool) -> bool {
+    /// at address + `delta`.
+    fn copy_all(&self, target: &Uffd, start: u64, end: u64, delta: u64, mark: bool) -> Copied {
         let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.copy_all_locked(target, start, end, delta, mark)
+    }
+
+    /// [`Self::copy_all`] for a caller that holds `lock`.
+    fn copy_all_locked(
+        &self,
+        target: &Uffd,
+        start: u64,
+        end: u64,
+        delta: u64,
+        mark: bool,
+    ) -> Copied {
         for (ri, r) in self.runs.iter().enumerate() {
             let (rs, re) = (r.vaddr, r.vaddr + r.nr_pages * PAGE);
             if re <= start || rs >= end {
@@ -436,7 +483,7 @@ impl<'a> Pages<'a> {
                         p = q;
                         again += 1;
                         if again > 100 {
-                            return false;
+                            return Copied::Again;
                         }
                         std::thread::sleep(Duration::from_micros(100));
                     }
@@ -447,14 +494,107 @@ impl<'a> Pages<'a> {
                         }
                         p = q + 1;
                     }
-                    Step::Gone => return true,
+                    Step::Gone => return Copied::Failed,
                 }
             }
             if mark {
                 self.set(ri, (start.max(rs) - rs) / PAGE, to);
             }
         }
-        true
+        Copied::All
+    }
+
+    /// Pages [p, q) of run `ri` into a fork child, served or not (see `recent`); a page
+    /// the child has already is left as it is.
+    fn copy_into_child(&self, child: &Uffd, ri: usize, p: u64, q: u64) -> Copied {
+        let r = &self.runs[ri];
+        let (mut p, mut again) = (p, 0);
+        while p < q {
+            let off = (r.offset + p * PAGE) as usize;
+            let src = &self.file[off..off + ((q - p) * PAGE) as usize];
+            if !self.verified(off, src.len()) {
+                return Copied::Failed;
+            }
+            let res = match child.copy_once(r.vaddr + p * PAGE, src) {
+                Ok(f) => f,
+                Err(e) => {
+                    warn!("{e}");
+                    Fill::NoVma(0)
+                }
+            };
+            match res {
+                Fill::Done => return Copied::All,
+                Fill::Exists(d) | Fill::NoVma(d) => p += d / PAGE + 1,
+                Fill::Again(d) => {
+                    p += d / PAGE;
+                    again += 1;
+                    if again > 100 {
+                        return Copied::Again;
+                    }
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                Fill::Gone => return Copied::Failed,
+            }
+        }
+        Copied::All
+    }
+
+    /// Copies into a fork child every page of the image it lacks. The copier waits
+    /// meanwhile (`lock`), so nothing is served to the process that the child misses.
+    fn fill_child(&self, child: &Uffd) -> bool {
+        let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let recent = std::mem::take(&mut *self.recent.lock().unwrap_or_else(|e| e.into_inner()));
+        for (ri, p, q) in recent {
+            if self.copy_into_child(child, ri, p, q) != Copied::All {
+                return false;
+            }
+        }
+        for _ in 0..100 {
+            match self.copy_all_locked(child, 0, u64::MAX, 0, false) {
+                Copied::All => return true,
+                Copied::Failed => return false,
+                Copied::Again => {}
+            }
+        }
+        false
+    }
+
+    /// Kills the child of a fork whose memory could not be completed, while its
+    /// userfaultfd is still open: until that closes, the child blocks at its first
+    /// missing page; after, it would read zeros there.
+    ///
+    /// The kernel sends the FORK event from inside fork (dup_mmap), before the child has
+    /// a pid, and the forking thread waits until the event is read; so the child appears
+    /// among the children of the process's threads only after we got the event, and runs
+    /// only after that. It is the one with its own address space (a CLONE_VM child shares
+    /// the process's) that still has registered memory: a completed child's context is
+    /// closed, which unregisters it, and an exec'd child has a new address space. If the
+    /// fork fails instead, or the child exits or execs, its address space is gone, which
+    /// an UFFDIO_COPY outside every registered range tells (ESRCH rather than ENOENT).
+    fn kill_forked_child(&self, child: &Uffd, remaps: &[(u64, u64)]) {
+        let registered: Vec<(u64, u64)> = self.ranges.iter().chain(remaps).copied().collect();
+        let probe = probe_address(&registered);
+        let zero = [0u8; PAGE_SIZE];
+        let t0 = Instant::now();
+        loop {
+            let found = forked_children_with_uffd(self.pid);
+            if !found.is_empty() {
+                for c in found {
+                    warn!(pid = %self.pid, child = %c, "killing the process's fork child: its memory could not be completed");
+                    let _ = nix::sys::signal::kill(c, nix::sys::signal::Signal::SIGKILL);
+                }
+                return;
+            }
+            if matches!(child.copy_once(probe, &zero), Ok(Fill::Gone)) {
+                debug!(pid = %self.pid, "the fork child's memory is gone: nothing to kill");
+                return;
+            }
+            if t0.elapsed() > Duration::from_secs(5) {
+                tracing::error!(pid = %self.pid, "the child of a fork during the lazy restore could not be found to be killed");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Handles one non-fault event; false if it must be retried later.
@@ -468,13 +608,18 @@ impl<'a> Pages<'a> {
                 debug!(from, to, len, "mremap of a lazy range: copying it all now");
                 remaps.push((to, to + len));
                 self.copy_all(self.uffd, from, from + len, to.wrapping_sub(from), true)
+                    != Copied::Again
             }
             Event::Fork(n) => {
                 let child = Uffd::from_fork(n);
                 debug!("fork during the lazy phase: filling the child's memory now");
-                let mut tries = 0;
-                while !self.copy_all(&child, 0, u64::MAX, 0, false) && tries < 100 {
-                    tries += 1;
+                self.in_fork.store(true, Relaxed);
+                if !self.fill_child(&child) {
+                    self.kill_forked_child(&child, remaps);
+                }
+                self.in_fork.store(false, Relaxed);
+                if self.corrupt.load(Relaxed) {
+                    self.kill_process();
                 }
                 // Closing the child's context unregisters its ranges: its holes and
                 // dropped pages then read zero, as they should.
@@ -484,6 +629,37 @@ impl<'a> Pages<'a> {
             Event::PageFault(_) | Event::Other(_) => true,
         }
     }
+}
+
+/// A page outside every registered range (of the process, so of any fork child of it),
+/// above the lowest address UFFDIO_COPY accepts.
+fn probe_address(ranges: &[(u64, u64)]) -> u64 {
+    let mut a: u64 = 1 << 30;
+    while let Some(&(_, e)) = ranges.iter().find(|&&(s, e)| a >= s && a < e) {
+        a = e;
+    }
+    a
+}
+
+/// The children of the process's threads that have their own address space with
+/// userfaultfd-registered memory in it.
+fn forked_children_with_uffd(pid: Pid) -> Vec<Pid> {
+    let mut out = Vec::new();
+    for tid in ckpt_sys::proc::tasks(pid).unwrap_or_default() {
+        for c in ckpt_sys::proc::children(pid, tid).unwrap_or_default() {
+            if ckpt_sys::process::same_mm(pid, c).unwrap_or(true) {
+                continue;
+            }
+            let registered = ckpt_sys::proc::smaps(c).is_ok_and(|maps| {
+                maps.iter()
+                    .any(|m| m.has_flag("um") || m.has_flag("uw") || m.has_flag("ui"))
+            });
+            if registered {
+                out.push(c);
+            }
+        }
+    }
+    out
 }
 
 /// Serves the process's missing pages until all are in (or it is gone), then takes the
@@ -586,7 +762,16 @@ fn fault_loop(
                 later.push_back(ev);
             }
         }
-        while let Some(ev) = uffd.read_event()? {
+        loop {
+            // What was placed before this read is in any child whose FORK it returns.
+            pages
+                .recent
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+            let Some(ev) = uffd.read_event()? else {
+                break;
+            };
             if !matches!(ev, Event::PageFault(_)) {
                 sum.events += 1;
             } else {

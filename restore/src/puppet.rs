@@ -734,7 +734,19 @@ impl<'a> Puppet<'a> {
         let pid = self.pid.as_raw() as u64;
         let shared = self.img.core.shared_pending.iter().map(|s| (true, s));
         let private = self.img.threads[0].pending.iter().map(|s| (false, s));
-        for (is_shared, info) in shared.chain(private).collect::<Vec<_>>() {
+        // And the SIGTRAPs sent during the restore (SIGTRAP is blocked from here on): a
+        // tgkill() one to the thread, any other to the process, as they came.
+        let traps: Vec<Vec<u8>> = self
+            .remote
+            .take_external_traps()
+            .iter()
+            .map(|i| i.to_vec())
+            .collect();
+        let traps = traps.iter().map(|i| {
+            let code = i32::from_le_bytes(i[8..12].try_into().expect("4 bytes"));
+            (code != libc::SI_TKILL, i)
+        });
+        for (is_shared, info) in shared.chain(private).chain(traps).collect::<Vec<_>>() {
             if info.len() != 128 {
                 continue;
             }

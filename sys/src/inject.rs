@@ -34,6 +34,9 @@ pub struct Remote {
     base: Regs,
     /// Number of syscalls injected, for the logs.
     pub calls: u64,
+    /// SIGTRAPs someone else sent during the calls (raw 128-byte siginfo): kept out of
+    /// the way of the trampoline's own, for the caller to queue again.
+    external_traps: Vec<[u8; 128]>,
 }
 
 impl Remote {
@@ -44,6 +47,7 @@ impl Remote {
             via,
             base,
             calls: 0,
+            external_traps: Vec::new(),
         })
     }
 
@@ -136,9 +140,30 @@ impl Remote {
         Ok(ptrace::get_regs(self.pid)?.rax as i64)
     }
 
-    fn wait_for(&self, want: impl Fn(Stop) -> bool, nr: i64, sysstep: bool) -> Result<()> {
+    /// The SIGTRAPs sent from outside during the calls so far, as raw siginfo, in the
+    /// order they came; they were not delivered.
+    pub fn take_external_traps(&mut self) -> Vec<[u8; 128]> {
+        std::mem::take(&mut self.external_traps)
+    }
+
+    fn wait_for(&mut self, want: impl Fn(Stop) -> bool, nr: i64, sysstep: bool) -> Result<()> {
         loop {
             let s = ptrace::wait(self.pid)?;
+            // The int3 raises SIGTRAP with si_code SI_KERNEL; a kill() or tgkill() from
+            // outside has SI_USER, SI_TKILL, ...: taken for the int3, it would end the call
+            // before (or without) its syscall and vanish.
+            if s == Stop::Signal(libc::SIGTRAP) {
+                let info = siginfo(self.pid)?;
+                if i32::from_le_bytes(info[8..12].try_into().expect("4 bytes")) != libc::SI_KERNEL {
+                    tracing::info!(
+                        pid = %self.pid,
+                        "a SIGTRAP sent from outside arrived during an injected syscall: kept for after the restore"
+                    );
+                    self.external_traps.push(info);
+                    ptrace::resume(self.pid, sysstep, None)?;
+                    continue;
+                }
+            }
             if want(s) {
                 return Ok(());
             }
@@ -182,6 +207,24 @@ impl Remote {
     pub fn restore_regs(&self) -> Result<()> {
         ptrace::set_regs(self.pid, &self.base)
     }
+}
+
+/// PTRACE_GETSIGINFO of a task in a signal-delivery stop, as the raw 128 bytes that
+/// rt_sigqueueinfo takes back.
+fn siginfo(pid: Pid) -> Result<[u8; 128]> {
+    let mut buf = [0u8; 128];
+    // SAFETY: PTRACE_GETSIGINFO writes one siginfo_t (128 bytes on x86-64) to `buf`, which
+    // is 128 bytes long.
+    let r = unsafe {
+        libc::ptrace(
+            libc::PTRACE_GETSIGINFO,
+            pid.as_raw(),
+            std::ptr::null_mut::<libc::c_void>(),
+            buf.as_mut_ptr(),
+        )
+    };
+    Errno::result(r).map_err(|e| Error::sys(format!("ptrace(GETSIGINFO) of pid {pid}"), e))?;
+    Ok(buf)
 }
 
 fn is_stop_signal(sig: i32) -> bool {

@@ -296,6 +296,15 @@ pub fn same_file_description(pid1: Pid, fd1: i32, pid2: Pid, fd2: i32) -> Result
     Ok(Errno::result(r).ctx(|| format!("kcmp(pid {pid1} fd {fd1}, pid {pid2} fd {fd2})"))? == 0)
 }
 
+/// kcmp(2) KCMP_VM: whether two processes share one address space (threads, CLONE_VM
+/// children) rather than each having its own (a fork child).
+pub fn same_mm(pid1: Pid, pid2: Pid) -> Result<bool> {
+    const KCMP_VM: libc::c_long = 1;
+    // SAFETY: kcmp only compares kernel objects; it takes no pointers.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1.as_raw(), pid2.as_raw(), KCMP_VM, 0, 0) };
+    Ok(Errno::result(r).ctx(|| format!("kcmp(pid {pid1}, pid {pid2}, KCMP_VM)"))? == 0)
+}
+
 /// getpriority(2) of another process: its nice value.
 pub fn get_nice(pid: Pid) -> Result<i32> {
     Errno::clear();

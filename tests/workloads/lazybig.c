@@ -1,15 +1,21 @@
 /*
  * lazybig: a big anonymous mapping of distinct per-page data, for lazy restores.
- * Usage: lazybig WORKDIR [MIB [huge]]   (protocol in wl.h; MIB defaults to 512)
+ * Usage: lazybig WORKDIR [MIB [huge|fork|trap]]   (protocol in wl.h; MIB defaults to 512)
  *  - MIB MiB of private anonymous memory (MADV_NOHUGEPAGE, or MADV_HUGEPAGE with
  *    `huge`: such memory is restored by ckpt itself, not served lazily), every 8-byte word
  *    written with a value derived from its page and offset, so a page that reads
  *    zero, stale or another page's data fails the check;
  *  - SIGUSR1 verifies every word of every page (walking backwards, against a
- *    background copy that fills forwards) and prints PASS.
+ *    background copy that fills forwards) and prints PASS;
+ *  - with `fork`, SIGHUP makes it fork (it prints FORKED <pid>): the child prints
+ *    CHILD <pid> (stack and write(2) only), verifies its copy of every page, prints
+ *    CHILD PASS or CHILD FAIL <reason> and exits; the parent reaps it in its loop;
+ *  - with `trap`, every SIGTRAP is counted and reported as TRAP <n> code <si_code> pid
+ *    <si_pid> (a SIGTRAP sent during a restore must arrive once, after it).
  */
 #include "wl.h"
 #include <sys/mman.h>
+#include <sys/wait.h>
 
 #define PG 4096UL
 
@@ -32,6 +38,55 @@ static int verify(void)
 	return 1;
 }
 
+static volatile sig_atomic_t fork_req;
+
+static void on_hup(int sig)
+{
+	(void)sig;
+	fork_req = 1;
+}
+
+static void fork_and_verify(void)
+{
+	fork_req = 0;
+	pid_t c = fork();
+	if (c < 0) {
+		printf("FAIL fork: %s\n", strerror(errno));
+		return;
+	}
+	if (c > 0) {
+		printf("FORKED %d\n", (int)c);
+		return;
+	}
+	/* By hand, on the stack: no libc state that may still be missing here. */
+	char line[32] = "CHILD ", digits[16];
+	int n = 6, d = 0;
+	for (unsigned v = (unsigned)getpid(); v || !d; v /= 10)
+		digits[d++] = (char)('0' + v % 10);
+	while (d)
+		line[n++] = digits[--d];
+	line[n++] = '\n';
+	if (write(1, line, (size_t)n) != n)
+		_exit(3);
+	if (verify())
+		printf("CHILD PASS\n");
+	else
+		printf("CHILD FAIL %s\n", wl_reason);
+	fflush(stdout);
+	_exit(0);
+}
+
+static volatile sig_atomic_t traps, trap_code, trap_pid;
+
+static void on_trap(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	trap_code = si->si_code;
+	trap_pid = si->si_pid;
+	traps++;
+}
+
 static void corrupt(void)
 {
 	mem[npages / 2 * (PG / 8) + 3] ^= 1;
@@ -46,6 +101,22 @@ int main(int argc, char **argv)
 	if (mem == MAP_FAILED)
 		wl_die("mmap");
 	int huge = argc > 3 && !strcmp(argv[3], "huge");
+	if (argc > 3 && !strcmp(argv[3], "fork")) {
+		struct sigaction sa;
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = on_hup;
+		sa.sa_flags = SA_RESTART;
+		if (sigaction(SIGHUP, &sa, NULL))
+			wl_die("sigaction");
+	}
+	if (argc > 3 && !strcmp(argv[3], "trap")) {
+		struct sigaction sa;
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_sigaction = on_trap;
+		sa.sa_flags = SA_RESTART | SA_SIGINFO;
+		if (sigaction(SIGTRAP, &sa, NULL))
+			wl_die("sigaction");
+	}
 	if (madvise(mem, npages * PG, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE))
 		wl_die("madvise");
 	for (size_t pg = 0; pg < npages; pg++) {
@@ -54,7 +125,16 @@ int main(int argc, char **argv)
 			p[w] = word(pg, w);
 	}
 	wl_ready();
+	int reported = 0;
 	for (;;) {
+		if (traps != reported) {
+			reported = traps;
+			printf("TRAP %d code %d pid %d\n", reported, (int)trap_code, (int)trap_pid);
+		}
+		if (fork_req)
+			fork_and_verify();
+		while (waitpid(-1, NULL, WNOHANG) > 0)
+			;
 		wl_poll(verify, corrupt);
 		wl_sleep_ms(20);
 	}
