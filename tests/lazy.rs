@@ -291,7 +291,7 @@ fn child_pid(env: &Env, w: &Workload) -> i32 {
 fn fork_during_lazy_restore_gets_all_pages() {
     let env = Env::new();
     let (mut w, dir) = forking_big(&env, 512, None);
-    let pager = restore_lazy(&env, &dir);
+    let pager = pager_of(&restore_lazy(&env, &dir).ok());
     env.track(w.pid);
     assert!(signal(w.pid, libc::SIGHUP));
     let child = child_pid(&env, &w);
@@ -312,7 +312,7 @@ fn fork_during_lazy_restore_gets_all_pages() {
 fn fork_with_damaged_pages_never_runs_the_child_on_zeros() {
     let env = Env::new();
     let (w, dir) = forking_big(&env, 1024, Some(8 << 20));
-    let pager = restore_lazy(&env, &dir);
+    let pager = pager_of(&restore_lazy(&env, &dir).ok());
     env.track(w.pid);
     assert!(signal(w.pid, libc::SIGHUP));
     let child = child_pid(&env, &w);
