@@ -10,7 +10,10 @@ use crate::mm::VmaInfo;
 use crate::DumpError;
 use ckpt_images::record::RecordWriter;
 use ckpt_images::{pb, PagesWriter, PAGE_SIZE};
-use ckpt_sys::proc::{Pagemap, PM_FILE, PM_PFN_MASK, PM_PRESENT, PM_SWAP};
+use ckpt_sys::proc::{
+    Pagemap, PAGE_IS_FILE, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PM_FILE, PM_PFN_MASK,
+    PM_PRESENT, PM_SWAP,
+};
 use ckpt_sys::{mem, Pid};
 use nix::errno::Errno;
 use nix::unistd::{lseek, Whence};
@@ -74,11 +77,13 @@ pub fn keep(kind: pb::VmaKind, entry: u64) -> bool {
 
 /// The runs of every VMA, in address order; runs never span two VMAs.
 pub fn plan(pid: Pid, vmas: &[VmaInfo]) -> Result<Vec<Run>, DumpError> {
+    let t0 = std::time::Instant::now();
     let pagemap = Pagemap::open(pid)?;
     // Pages only ever read map the shared zero page: present, but nothing to store.
     let zero_pfn = ckpt_sys::proc::zero_page_pfn();
     let mut all = Vec::new();
     let mut entries = Vec::new();
+    let mut found = Vec::new();
     for v in vmas {
         let kind = v.kind();
         if kind == pb::VmaKind::VmaFileShared {
@@ -96,6 +101,28 @@ pub fn plan(pid: Pid, vmas: &[VmaInfo]) -> Result<Vec<Run>, DumpError> {
             }
         }
         let (start, end) = (v.vma.start, v.vma.end);
+        // The kernel's own walk where it has one (PAGEMAP_SCAN): what to keep, as ranges
+        // (a 4 GiB VMA with every 16th page written: 5 ms, against 16-30 ms reading and
+        // looking at its 1M pagemap entries).
+        let none = match kind {
+            pb::VmaKind::VmaAnon => PAGE_IS_PFNZERO,
+            pb::VmaKind::VmaFilePrivate => PAGE_IS_FILE,
+            _ => 0,
+        };
+        found.clear();
+        if pagemap.scan(
+            start,
+            end,
+            PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            none,
+            &mut found,
+        )? {
+            for &(s, e) in &found {
+                c.push(s, (e - s) / PAGE, unreadable);
+            }
+            all.extend(c.into_runs());
+            continue;
+        }
         let mut at = start;
         while at < end {
             let to = end.min(at + PAGEMAP_CHUNK * PAGE);
@@ -112,6 +139,11 @@ pub fn plan(pid: Pid, vmas: &[VmaInfo]) -> Result<Vec<Run>, DumpError> {
         }
         all.extend(c.into_runs());
     }
+    tracing::debug!(
+        ms = t0.elapsed().as_secs_f64() * 1e3,
+        runs = all.len(),
+        "pages planned"
+    );
     Ok(all)
 }
 
