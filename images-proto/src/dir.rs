@@ -15,6 +15,8 @@ use crate::pages::PagesWriter;
 use crate::pb;
 use crate::record::{RecordReader, RecordWriter};
 use crate::staging::Staging;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read};
 use std::os::unix::fs::OpenOptionsExt;
@@ -325,11 +327,11 @@ impl ImageDir {
 pub(crate) fn open_nofollow(path: &Path) -> Result<File> {
     let file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc_o_nofollow() | libc_o_nonblock())
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
         .open(path)
         .map_err(|e| match e.raw_os_error() {
-            // ELOOP: O_NOFOLLOW met a symlink.
-            Some(40) => ImageError::invalid(path, "is a symbolic link, not an image file"),
+            // O_NOFOLLOW met a symlink.
+            Some(e) if e == Errno::ELOOP as i32 => ImageError::invalid(path, "is a symbolic link, not an image file"),
             _ => ImageError::io(path, e),
         })?;
     let meta = file.metadata().map_err(|e| ImageError::io(path, e))?;
@@ -339,14 +341,9 @@ pub(crate) fn open_nofollow(path: &Path) -> Result<File> {
     Ok(file)
 }
 
-/// O_NOFOLLOW without a libc dependency in this crate (x86-64 and aarch64 value).
-const fn libc_o_nofollow() -> i32 {
-    0o400000
-}
-
-/// O_NONBLOCK (x86-64 and aarch64 value).
+/// O_NONBLOCK for `OpenOptionsExt::custom_flags`.
 pub(crate) const fn libc_o_nonblock() -> i32 {
-    0o4000
+    OFlag::O_NONBLOCK.bits()
 }
 
 /// Image names come from the (untrusted) inventory: plain file names only.
