@@ -246,6 +246,28 @@ fn restore_refused_while_a_dump_holds_the_dir() {
     restore(&env, &dir, Some(pid)).ok();
 }
 
+/// An image directory owned by another user (uid 1000 here; the test runs as root) is
+/// refused by dump, naming the directory and its owner: that user could have planted or
+/// could change what is in it. Nothing is written and the workload is untouched.
+#[test]
+fn dump_into_dir_of_another_user_refused() {
+    let env = Env::new();
+    let mut w = env.start("sig");
+    let dir = env.subdir("img");
+    std::os::unix::fs::chown(&dir, Some(1000), Some(1000)).unwrap();
+    let out = env.dump(w.pid, &dir, &[]);
+    let line = out.failed_naming(&dir.to_string_lossy());
+    assert!(line.contains("owned by uid 1000"), "{out}");
+    assert_untouched(&env, &mut w);
+    assert_eq!(listing(&dir), "", "the refused dump wrote into the directory");
+    let staged: Vec<_> = fs::read_dir(env.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("img."))
+        .collect();
+    assert!(staged.is_empty(), "left beside the directory: {staged:?}");
+}
+
 // --------------------------------------------------------------------- restore
 
 /// Dumps a fresh `sig` workload into `<tmp>/img`, reaps it; returns (pid, dir).
@@ -294,6 +316,22 @@ fn restore_from_empty_dir() {
         line.contains(&*dir.to_string_lossy()) || line.contains("inventory"),
         "stderr names neither the directory nor inventory.img: {out}"
     );
+}
+
+/// A good image whose directory belongs to another user (uid 1000) is refused before any
+/// process exists, naming the directory and its owner; the same directory, given back to
+/// root, restores.
+#[test]
+fn restore_from_dir_of_another_user_refused() {
+    let env = Env::new();
+    let (pid, dir) = dumped(&env);
+    std::os::unix::fs::chown(&dir, Some(1000), Some(1000)).unwrap();
+    let out = restore(&env, &dir, Some(pid));
+    let line = out.failed_naming(&dir.to_string_lossy());
+    assert!(line.contains("owned by uid 1000"), "{out}");
+    env.assert_gone(pid);
+    std::os::unix::fs::chown(&dir, Some(0), Some(0)).unwrap();
+    restore(&env, &dir, Some(pid)).ok();
 }
 
 #[test]

@@ -170,9 +170,18 @@ impl ImageDir {
         Ok(inventory)
     }
 
-    /// Opens the directory and verifies the size and checksum of every listed file.
-    pub fn open(dir: &Path) -> Result<Self> {
+    /// `open_unverified` of a directory owned by the user running ckpt, as restore needs
+    /// (`show` only reads, and may look at anyone's).
+    fn open_owned(dir: &Path) -> Result<Self> {
         let d = Self::open_unverified(dir)?;
+        d._lock.check_owned(dir)?;
+        Ok(d)
+    }
+
+    /// Opens the directory (refused unless the user running ckpt owns it) and verifies the
+    /// size and checksum of every listed file.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let d = Self::open_owned(dir)?;
         for f in &d.inventory.files {
             d.verify_file(f)?;
         }
@@ -183,7 +192,7 @@ impl ImageDir {
     /// to the caller, who maps them and verifies their chunks on every CPU
     /// (`chunks::verify`) or chunk by chunk as it uses them (the lazy pager).
     pub fn open_deferring_pages(dir: &Path) -> Result<Self> {
-        let d = Self::open_unverified(dir)?;
+        let d = Self::open_owned(dir)?;
         for f in &d.inventory.files {
             if Kind::for_name(&f.name) == Some(Kind::Pages) {
                 let path = d.path(&f.name);

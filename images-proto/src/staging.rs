@@ -88,7 +88,9 @@ impl Staging {
                 ),
             ));
         }
-        s._lock = Some(dirlock::lock(dir, true)?);
+        let lock = dirlock::lock(dir, true)?;
+        lock.check_owned(dir)?;
+        s._lock = Some(lock);
         check_replaceable(dir, &s.real)?;
         s.tmp = make_fresh_dir(&parent, &base)?;
         s.parent = parent;
