@@ -191,6 +191,68 @@ fn failed_redump_keeps_the_good_image() {
     env.check(&mut good);
 }
 
+/// A 0700 directory of ours beside `dir`, named as a dump names its staging (`new`) or
+/// renamed-aside (`old`) directory, holding a copy of the image in `from` if given.
+fn leftover(dir: &Path, tag: &str, pid: i32, from: Option<&Path>, mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let name = format!("{}.ckpt-{tag}-{pid}-0", file_name(dir));
+    let p = dir.with_file_name(name);
+    match from {
+        Some(from) => copy_dir(from, &p),
+        None => {
+            fs::create_dir(&p).unwrap();
+            fs::write(p.join("pages-1.img"), b"half written").unwrap();
+        }
+    }
+    fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+    p
+}
+
+/// What a SIGKILLed dump leaves beside the image directory (its staging directory, an old
+/// image renamed aside) is removed by the next dump into it, once the pid in its name is
+/// gone; the leftovers of a live pid (this test's own: a dump still running) stay, and so
+/// does a directory that is not 0700 (a dump never makes one).
+#[test]
+fn dump_removes_leftovers_of_killed_dumps() {
+    let env = Env::new();
+    let mut w = env.start("sig");
+    let dir = env.subdir("img");
+    env.cycle(&mut w, &dir);
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id() as i32;
+    child.wait().unwrap();
+    let staged = leftover(&dir, "new", dead, None, 0o700);
+    let aside = leftover(&dir, "old", dead, Some(&dir), 0o700);
+    let odd_mode = dir.with_file_name(format!("img.ckpt-new-{dead}-1"));
+    fs::create_dir(&odd_mode).unwrap();
+    fs::set_permissions(
+        &odd_mode,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let live = leftover(&dir, "new", std::process::id() as i32, None, 0o700);
+    env.cycle(&mut w, &dir);
+    assert!(!staged.exists(), "stale staging directory left: {staged:?}");
+    assert!(!aside.exists(), "stale old image left: {aside:?}");
+    assert!(
+        odd_mode.exists(),
+        "a directory not made by a dump was removed"
+    );
+    assert_eq!(
+        listing(&live),
+        "pages-1.img (12 B)",
+        "a live dump's staging was touched"
+    );
+
+    // Killed between its two renames, a dump leaves no image directory, the old image
+    // aside and the new one staged: both may be the only good image, and stay.
+    let gone = env.path().join("img2");
+    let aside = leftover(&gone, "old", dead, Some(&dir), 0o700);
+    let sealed = leftover(&gone, "new", dead, Some(&dir), 0o700);
+    env.cycle(&mut w, &gone);
+    assert!(aside.join("inventory.img").exists() && sealed.join("inventory.img").exists());
+}
+
 /// While a restore reads an image directory (a foreground restore holds it until its
 /// process exits), a dump into it is refused at once, naming the directory, and leaves
 /// its workload untouched; `show` (another reader) still works. Once the restore is
@@ -259,7 +321,11 @@ fn dump_into_dir_of_another_user_refused() {
     let line = out.failed_naming(&dir.to_string_lossy());
     assert!(line.contains("owned by uid 1000"), "{out}");
     assert_untouched(&env, &mut w);
-    assert_eq!(listing(&dir), "", "the refused dump wrote into the directory");
+    assert_eq!(
+        listing(&dir),
+        "",
+        "the refused dump wrote into the directory"
+    );
     let staged: Vec<_> = fs::read_dir(env.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -340,7 +340,9 @@ pub(crate) fn open_nofollow(path: &Path) -> Result<File> {
         .open(path)
         .map_err(|e| match e.raw_os_error() {
             // O_NOFOLLOW met a symlink.
-            Some(e) if e == Errno::ELOOP as i32 => ImageError::invalid(path, "is a symbolic link, not an image file"),
+            Some(e) if e == Errno::ELOOP as i32 => {
+                ImageError::invalid(path, "is a symbolic link, not an image file")
+            }
             _ => ImageError::io(path, e),
         })?;
     let meta = file.metadata().map_err(|e| ImageError::io(path, e))?;

@@ -92,6 +92,7 @@ impl Staging {
         lock.check_owned(dir)?;
         s._lock = Some(lock);
         check_replaceable(dir, &s.real)?;
+        remove_stale_siblings(&parent, &base, &s.real);
         s.tmp = make_fresh_dir(&parent, &base)?;
         s.parent = parent;
         Ok(s)
@@ -192,6 +193,66 @@ fn sibling_name(base: &std::ffi::OsStr, tag: &str, n: u32) -> OsString {
     let mut name = base.to_os_string();
     name.push(format!(".{tag}-{}-{n}", std::process::id()));
     name
+}
+
+/// Staging and renamed-aside directories of dumps that were killed (SIGKILL, a host crash)
+/// before they could clean up: siblings named `<base>.ckpt-new-PID-N` or
+/// `<base>.ckpt-old-PID-N` whose PID no longer exists, that are real directories of ours,
+/// mode 0700, as a dump makes them. One whose dump is alive (or whose pid was reused) stays.
+/// Only image files go (a directory holding anything else stays, with that), and an image
+/// that may be the only complete one stays too: a sealed sibling is removed only when the
+/// image directory holds a sealed image itself (a dump killed between its two renames
+/// leaves the old image aside and the new one staged, and no image directory).
+/// Best effort: what cannot be removed is left as it was.
+fn remove_stale_siblings(parent: &Path, base: &std::ffi::OsStr, real: &Path) {
+    let Some(base) = base.to_str() else { return };
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    let dir_sealed = real.join(crate::names::INVENTORY).is_file();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| stale_pid(n, base)) else {
+            continue;
+        };
+        if pid_alive(pid) {
+            continue;
+        }
+        let path = e.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o7777 != 0o700 {
+            continue;
+        }
+        if !dir_sealed && path.join(crate::names::INVENTORY).exists() {
+            continue;
+        }
+        remove_image_dir(&path);
+    }
+}
+
+/// The pid in `<base>.ckpt-new-PID-N` / `<base>.ckpt-old-PID-N`, if `name` is one.
+fn stale_pid(name: &str, base: &str) -> Option<i32> {
+    let rest = name.strip_prefix(base)?.strip_prefix(".ckpt-")?;
+    let rest = rest
+        .strip_prefix("new-")
+        .or_else(|| rest.strip_prefix("old-"))?;
+    let (pid, n) = rest.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(pid) || !digits(n) {
+        return None;
+    }
+    pid.parse().ok().filter(|&p: &i32| p > 0)
+}
+
+/// Whether a process with this pid exists (in our pid namespace); EPERM means it does.
+fn pid_alive(pid: i32) -> bool {
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
 }
 
 /// A new, empty 0700 directory beside the image directory.
