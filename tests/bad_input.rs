@@ -191,6 +191,111 @@ fn failed_redump_keeps_the_good_image() {
     env.check(&mut good);
 }
 
+/// `ckpt dump -t pid -D dir [extra]` under strace: the calls that make files durable or
+/// move them away, one per line, in order (fds shown with their paths).
+fn traced_dump(env: &Env, pid: i32, dir: &Path, extra: &[&str]) -> Vec<String> {
+    let log = env.path().join(format!("strace-{}.log", file_name(dir)));
+    let out = Command::new(which("strace"))
+        .args(["-f", "-qq", "-y", "-e", "signal=none", "-o"])
+        .arg(&log)
+        .args([
+            "-e",
+            "trace=fsync,fdatasync,rename,renameat,renameat2,unlink,unlinkat",
+        ])
+        .arg(CKPT)
+        .args(["dump", "-t", &pid.to_string(), "-D"])
+        .arg(dir)
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "traced dump failed: {out:?}");
+    env.reap_dumped(pid);
+    let log = fs::read_to_string(&log).unwrap();
+    log.lines().map(str::to_owned).collect()
+}
+
+/// Index in `log` of each file of the staging directory synced (fsync or fdatasync), by
+/// file name.
+fn synced_files(log: &[String]) -> Vec<(usize, String)> {
+    log.iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains("sync(") && l.contains(".ckpt-new-") && l.contains(".img>"))
+        .map(|(i, l)| {
+            let path = &l[..l.rfind(".img>").unwrap() + 4];
+            (i, path[path.rfind('/').unwrap() + 1..].to_owned())
+        })
+        .collect()
+}
+
+/// Names of the files in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Never lose the last good image: a dump that replaces one syncs every new file before
+/// the old image is renamed aside and removed; a first dump into an empty directory leaves
+/// the data to writeback (only the inventory is synced), unless `--sync` asks. The
+/// workload restored from each image passes its check.
+#[test]
+fn redump_makes_the_new_image_durable_before_the_old_goes() {
+    let env = Env::new();
+    let mut w = env.start("sig");
+    env.check(&mut w);
+    let dir = env.subdir("img");
+    let first = traced_dump(&env, w.pid, &dir, &[]);
+    let synced: Vec<String> = synced_files(&first).into_iter().map(|(_, n)| n).collect();
+    assert_eq!(synced, ["inventory.img"], "first dump: {first:#?}");
+    env.restore_detached(&dir).ok();
+    env.track(w.pid);
+    env.check(&mut w);
+
+    let second = traced_dump(&env, w.pid, &dir, &[]);
+    let synced = synced_files(&second);
+    let mut names: Vec<String> = synced.iter().map(|(_, n)| n.clone()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(
+        names,
+        names_in(&dir),
+        "not every new file was synced: {second:#?}"
+    );
+    let aside = second
+        .iter()
+        .position(|l| l.contains("rename") && l.contains(".ckpt-old-"))
+        .unwrap_or_else(|| panic!("old image not renamed aside: {second:#?}"));
+    let removed = second
+        .iter()
+        .position(|l| l.contains("unlink") && l.contains(".ckpt-old-"))
+        .unwrap_or_else(|| panic!("old image not removed: {second:#?}"));
+    let parent = format!("<{}>", env.path().display());
+    let renames_synced = second
+        .iter()
+        .position(|l| l.contains("fsync(") && l.contains(&parent))
+        .unwrap_or_else(|| panic!("the renames were not synced: {second:#?}"));
+    let last_sync = synced.iter().map(|(i, _)| *i).max().unwrap();
+    assert!(
+        last_sync < aside && aside < renames_synced && renames_synced < removed,
+        "the old image went before the new one was durable: {second:#?}"
+    );
+    env.restore_detached(&dir).ok();
+    env.check(&mut w);
+
+    let fresh = env.path().join("img-sync");
+    let third = traced_dump(&env, w.pid, &fresh, &["--sync"]);
+    let mut names: Vec<String> = synced_files(&third).into_iter().map(|(_, n)| n).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names, names_in(&fresh), "--sync: {third:#?}");
+    env.restore_detached(&fresh).ok();
+    env.check(&mut w);
+}
+
 /// A 0700 directory of ours beside `dir`, named as a dump names its staging (`new`) or
 /// renamed-aside (`old`) directory, holding a copy of the image in `from` if given.
 fn leftover(dir: &Path, tag: &str, pid: i32, from: Option<&Path>, mode: u32) -> PathBuf {

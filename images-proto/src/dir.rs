@@ -29,6 +29,8 @@ pub struct ImageSink {
     dir: PathBuf,
     staging: Staging,
     files: Vec<pb::ImageFile>,
+    /// Make the image durable before `finish` returns, even when it replaces nothing.
+    sync: bool,
 }
 
 pub type FileRecords = RecordWriter<BufWriter<File>>;
@@ -44,7 +46,15 @@ impl ImageSink {
             dir: dir.into(),
             staging: Staging::prepare(dir)?,
             files: Vec::new(),
+            sync: false,
         })
+    }
+
+    /// With `sync`, `finish` returns only once every file of the new image is on disk
+    /// (`dump --sync`). Without it, that is so only when the image replaces an older one.
+    pub fn with_sync(mut self, sync: bool) -> Self {
+        self.sync = sync;
+        self
     }
 
     /// The image directory (the files are in a staging directory until `finish`).
@@ -115,7 +125,7 @@ impl ImageSink {
             .into_inner()
             .map_err(|e| ImageError::io(&path, e.into_error()))?;
         file.sync_all().map_err(|e| ImageError::io(&path, e))?;
-        self.staging.commit()
+        self.staging.commit(self.sync)
     }
 }
 

@@ -106,30 +106,43 @@ impl Staging {
     /// Puts the staged image in place of the image directory. An empty directory is
     /// replaced by one rename; an old image is renamed aside, the new one in, and the old
     /// one removed (if the second rename fails, the old one is put back).
-    pub(crate) fn commit(&mut self) -> Result<()> {
-        File::open(&self.tmp)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| ImageError::io(&self.tmp, e))?;
+    ///
+    /// The old image is the last good one: before it is touched, the new files are made
+    /// durable (fdatasync each), and the renames are before it is removed, so a host crash
+    /// at any point leaves one image that reads back whole. With no old image, the data is
+    /// left to writeback (a dump's speed is that of writes to the page cache) unless `sync`
+    /// asks for it.
+    pub(crate) fn commit(&mut self, sync: bool) -> Result<()> {
+        if sync {
+            sync_files(&self.tmp)?;
+        }
+        sync_dir(&self.tmp)?;
         match std::fs::rename(&self.tmp, &self.real) {
             Ok(()) => {}
             // rename(2) replaces an empty directory only.
             Err(e) if matches!(e.raw_os_error(), Some(ENOTEMPTY | EEXIST)) => {
                 // Still only image files? Anything else would be deleted with the old image.
                 check_replaceable(&self.dir, &self.real)?;
+                if !sync {
+                    sync_files(&self.tmp)?;
+                }
                 let aside = self.unused_sibling("ckpt-old")?;
                 std::fs::rename(&self.real, &aside).map_err(|e| ImageError::io(&self.dir, e))?;
                 if let Err(e) = std::fs::rename(&self.tmp, &self.real) {
                     let _ = std::fs::rename(&aside, &self.real);
                     return Err(ImageError::io(&self.dir, e));
                 }
+                self.committed = true;
+                sync_dir(&self.parent)?;
+                // Whether this reaches the disk matters to no one: a crash leaves the old
+                // image aside, which the next dump removes.
                 remove_image_dir(&aside);
+                return Ok(());
             }
             Err(e) => return Err(ImageError::io(&self.dir, e)),
         }
         self.committed = true;
-        File::open(&self.parent)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| ImageError::io(&self.parent, e))
+        sync_dir(&self.parent)
     }
 
     fn unused_sibling(&self, tag: &str) -> Result<PathBuf> {
@@ -164,8 +177,29 @@ impl Drop for Staging {
     }
 }
 
-const EEXIST: i32 = 17;
-const ENOTEMPTY: i32 = 39;
+const EEXIST: i32 = nix::errno::Errno::EEXIST as i32;
+const ENOTEMPTY: i32 = nix::errno::Errno::ENOTEMPTY as i32;
+
+/// fsync of a directory: its entries (files created, renames) survive a crash.
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| ImageError::io(dir, e))
+}
+
+/// fdatasync of every file in the staging directory (all written by this dump): their
+/// data and sizes survive a crash. Per file rather than syncfs(2), which would also wait
+/// for everything else dirty on the filesystem; for one 1 GiB pages file it measured no
+/// slower (0.32-0.44 s against 0.38-0.56 s here).
+fn sync_files(dir: &Path) -> Result<()> {
+    for e in std::fs::read_dir(dir).map_err(|e| ImageError::io(dir, e))? {
+        let path = e.map_err(|e| ImageError::io(dir, e))?.path();
+        crate::dir::open_nofollow(&path)?
+            .sync_data()
+            .map_err(|e| ImageError::io(&path, e))?;
+    }
+    Ok(())
+}
 
 /// Creates `dir` (0700, and missing parents 0700) unless it exists; says whether it did.
 fn create_missing(dir: &Path) -> Result<bool> {
