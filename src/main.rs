@@ -47,6 +47,10 @@ enum Cmd {
         /// zstd level for --compress (1 fastest .. 19 smallest).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=19))]
         compress_level: i32,
+        /// Return only once the images are on disk (fsync). A dump that replaces an older
+        /// image always makes the new one durable before removing the old one.
+        #[arg(long)]
+        sync: bool,
     },
     /// Restore a process from an image directory.
     Restore {
@@ -210,12 +214,14 @@ fn run(cli: Cli) -> Result<i32> {
             leave_running,
             compress,
             compress_level,
+            sync,
         } => {
             let opts = ckpt_dump::DumpOptions {
                 pid,
                 dir: dir.clone(),
                 leave_running,
                 compress: compress.then_some(compress_level),
+                sync,
             };
             // SIGINT/SIGTERM/SIGHUP: abort in order, the workload put back untouched.
             let _armed = ckpt_sys::abort::arm().context("signal handlers")?;

@@ -191,6 +191,173 @@ fn failed_redump_keeps_the_good_image() {
     env.check(&mut good);
 }
 
+/// `ckpt dump -t pid -D dir [extra]` under strace: the calls that make files durable or
+/// move them away, one per line, in order (fds shown with their paths).
+fn traced_dump(env: &Env, pid: i32, dir: &Path, extra: &[&str]) -> Vec<String> {
+    let log = env.path().join(format!("strace-{}.log", file_name(dir)));
+    let out = Command::new(which("strace"))
+        .args(["-f", "-qq", "-y", "-e", "signal=none", "-o"])
+        .arg(&log)
+        .args([
+            "-e",
+            "trace=fsync,fdatasync,rename,renameat,renameat2,unlink,unlinkat",
+        ])
+        .arg(CKPT)
+        .args(["dump", "-t", &pid.to_string(), "-D"])
+        .arg(dir)
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "traced dump failed: {out:?}");
+    env.reap_dumped(pid);
+    let log = fs::read_to_string(&log).unwrap();
+    log.lines().map(str::to_owned).collect()
+}
+
+/// Index in `log` of each file of the staging directory synced (fsync or fdatasync), by
+/// file name.
+fn synced_files(log: &[String]) -> Vec<(usize, String)> {
+    log.iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains("sync(") && l.contains(".ckpt-new-") && l.contains(".img>"))
+        .map(|(i, l)| {
+            let path = &l[..l.rfind(".img>").unwrap() + 4];
+            (i, path[path.rfind('/').unwrap() + 1..].to_owned())
+        })
+        .collect()
+}
+
+/// Names of the files in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Never lose the last good image: a dump that replaces one syncs every new file before
+/// the old image is renamed aside and removed; a first dump into an empty directory leaves
+/// the data to writeback (only the inventory is synced), unless `--sync` asks. The
+/// workload restored from each image passes its check.
+#[test]
+fn redump_makes_the_new_image_durable_before_the_old_goes() {
+    let env = Env::new();
+    let mut w = env.start("sig");
+    env.check(&mut w);
+    let dir = env.subdir("img");
+    let first = traced_dump(&env, w.pid, &dir, &[]);
+    let synced: Vec<String> = synced_files(&first).into_iter().map(|(_, n)| n).collect();
+    assert_eq!(synced, ["inventory.img"], "first dump: {first:#?}");
+    env.restore_detached(&dir).ok();
+    env.track(w.pid);
+    env.check(&mut w);
+
+    let second = traced_dump(&env, w.pid, &dir, &[]);
+    let synced = synced_files(&second);
+    let mut names: Vec<String> = synced.iter().map(|(_, n)| n.clone()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(
+        names,
+        names_in(&dir),
+        "not every new file was synced: {second:#?}"
+    );
+    let aside = second
+        .iter()
+        .position(|l| l.contains("rename") && l.contains(".ckpt-old-"))
+        .unwrap_or_else(|| panic!("old image not renamed aside: {second:#?}"));
+    let removed = second
+        .iter()
+        .position(|l| l.contains("unlink") && l.contains(".ckpt-old-"))
+        .unwrap_or_else(|| panic!("old image not removed: {second:#?}"));
+    let parent = format!("<{}>", env.path().display());
+    let renames_synced = second
+        .iter()
+        .position(|l| l.contains("fsync(") && l.contains(&parent))
+        .unwrap_or_else(|| panic!("the renames were not synced: {second:#?}"));
+    let last_sync = synced.iter().map(|(i, _)| *i).max().unwrap();
+    assert!(
+        last_sync < aside && aside < renames_synced && renames_synced < removed,
+        "the old image went before the new one was durable: {second:#?}"
+    );
+    env.restore_detached(&dir).ok();
+    env.check(&mut w);
+
+    let fresh = env.path().join("img-sync");
+    let third = traced_dump(&env, w.pid, &fresh, &["--sync"]);
+    let mut names: Vec<String> = synced_files(&third).into_iter().map(|(_, n)| n).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names, names_in(&fresh), "--sync: {third:#?}");
+    env.restore_detached(&fresh).ok();
+    env.check(&mut w);
+}
+
+/// A 0700 directory of ours beside `dir`, named as a dump names its staging (`new`) or
+/// renamed-aside (`old`) directory, holding a copy of the image in `from` if given.
+fn leftover(dir: &Path, tag: &str, pid: i32, from: Option<&Path>, mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let name = format!("{}.ckpt-{tag}-{pid}-0", file_name(dir));
+    let p = dir.with_file_name(name);
+    match from {
+        Some(from) => copy_dir(from, &p),
+        None => {
+            fs::create_dir(&p).unwrap();
+            fs::write(p.join("pages-1.img"), b"half written").unwrap();
+        }
+    }
+    fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+    p
+}
+
+/// What a SIGKILLed dump leaves beside the image directory (its staging directory, an old
+/// image renamed aside) is removed by the next dump into it, once the pid in its name is
+/// gone; the leftovers of a live pid (this test's own: a dump still running) stay, and so
+/// does a directory that is not 0700 (a dump never makes one).
+#[test]
+fn dump_removes_leftovers_of_killed_dumps() {
+    let env = Env::new();
+    let mut w = env.start("sig");
+    let dir = env.subdir("img");
+    env.cycle(&mut w, &dir);
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id() as i32;
+    child.wait().unwrap();
+    let staged = leftover(&dir, "new", dead, None, 0o700);
+    let aside = leftover(&dir, "old", dead, Some(&dir), 0o700);
+    let odd_mode = dir.with_file_name(format!("img.ckpt-new-{dead}-1"));
+    fs::create_dir(&odd_mode).unwrap();
+    fs::set_permissions(
+        &odd_mode,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let live = leftover(&dir, "new", std::process::id() as i32, None, 0o700);
+    env.cycle(&mut w, &dir);
+    assert!(!staged.exists(), "stale staging directory left: {staged:?}");
+    assert!(!aside.exists(), "stale old image left: {aside:?}");
+    assert!(
+        odd_mode.exists(),
+        "a directory not made by a dump was removed"
+    );
+    assert_eq!(
+        listing(&live),
+        "pages-1.img (12 B)",
+        "a live dump's staging was touched"
+    );
+
+    // Killed between its two renames, a dump leaves no image directory, the old image
+    // aside and the new one staged: both may be the only good image, and stay.
+    let gone = env.path().join("img2");
+    let aside = leftover(&gone, "old", dead, Some(&dir), 0o700);
+    let sealed = leftover(&gone, "new", dead, Some(&dir), 0o700);
+    env.cycle(&mut w, &gone);
+    assert!(aside.join("inventory.img").exists() && sealed.join("inventory.img").exists());
+}
+
 /// While a restore reads an image directory (a foreground restore holds it until its
 /// process exits), a dump into it is refused at once, naming the directory, and leaves
 /// its workload untouched; `show` (another reader) still works. Once the restore is
@@ -246,6 +413,32 @@ fn restore_refused_while_a_dump_holds_the_dir() {
     restore(&env, &dir, Some(pid)).ok();
 }
 
+/// An image directory owned by another user (uid 1000 here; the test runs as root) is
+/// refused by dump, naming the directory and its owner: that user could have planted or
+/// could change what is in it. Nothing is written and the workload is untouched.
+#[test]
+fn dump_into_dir_of_another_user_refused() {
+    let env = Env::new();
+    let mut w = env.start("sig");
+    let dir = env.subdir("img");
+    std::os::unix::fs::chown(&dir, Some(1000), Some(1000)).unwrap();
+    let out = env.dump(w.pid, &dir, &[]);
+    let line = out.failed_naming(&dir.to_string_lossy());
+    assert!(line.contains("owned by uid 1000"), "{out}");
+    assert_untouched(&env, &mut w);
+    assert_eq!(
+        listing(&dir),
+        "",
+        "the refused dump wrote into the directory"
+    );
+    let staged: Vec<_> = fs::read_dir(env.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("img."))
+        .collect();
+    assert!(staged.is_empty(), "left beside the directory: {staged:?}");
+}
+
 // --------------------------------------------------------------------- restore
 
 /// Dumps a fresh `sig` workload into `<tmp>/img`, reaps it; returns (pid, dir).
@@ -294,6 +487,22 @@ fn restore_from_empty_dir() {
         line.contains(&*dir.to_string_lossy()) || line.contains("inventory"),
         "stderr names neither the directory nor inventory.img: {out}"
     );
+}
+
+/// A good image whose directory belongs to another user (uid 1000) is refused before any
+/// process exists, naming the directory and its owner; the same directory, given back to
+/// root, restores.
+#[test]
+fn restore_from_dir_of_another_user_refused() {
+    let env = Env::new();
+    let (pid, dir) = dumped(&env);
+    std::os::unix::fs::chown(&dir, Some(1000), Some(1000)).unwrap();
+    let out = restore(&env, &dir, Some(pid));
+    let line = out.failed_naming(&dir.to_string_lossy());
+    assert!(line.contains("owned by uid 1000"), "{out}");
+    env.assert_gone(pid);
+    std::os::unix::fs::chown(&dir, Some(0), Some(0)).unwrap();
+    restore(&env, &dir, Some(pid)).ok();
 }
 
 #[test]

@@ -71,41 +71,6 @@ fn good_copy_restores(env: &Env, w: &mut Workload, good: &Path) {
     env.kill_and_reap(w.pid);
 }
 
-/// Writes inventory.img anew as `ImageSink::finish` does: header, the Inventory, then
-/// the seal (xxh3 of every byte before it).
-fn write_inventory(dir: &Path, inv: &pb::Inventory) {
-    let path = dir.join(names::INVENTORY);
-    let mut w = RecordWriter::new(Vec::new(), &path, Kind::Inventory).unwrap();
-    w.write(inv).unwrap();
-    let seal = pb::InventorySeal { xxh3: w.digest() };
-    w.write(&seal).unwrap();
-    let (bytes, _, _) = w.finish().unwrap();
-    fs::write(&path, bytes).unwrap();
-}
-
-fn read_inventory(dir: &Path) -> pb::Inventory {
-    ImageDir::open_unverified(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .inventory()
-        .clone()
-}
-
-/// Replaces record file `name` with `bytes` and updates its size and checksum in a
-/// resealed inventory.
-fn replace_record_file(dir: &Path, name: &str, bytes: Vec<u8>, size: u64, xxh3: u64) {
-    let mut inv = read_inventory(dir);
-    let entry = inv
-        .files
-        .iter_mut()
-        .find(|f| f.name == name)
-        .unwrap_or_else(|| panic!("{name} not in the inventory of {}", dir.display()));
-    entry.size = size;
-    entry.xxh3 = xxh3;
-    assert_eq!(bytes.len() as u64, size);
-    fs::write(dir.join(name), bytes).unwrap();
-    write_inventory(dir, &inv);
-}
-
 /// Our rewriting is sound: the set still verifies (so a refusal is about the content).
 fn assert_verifies(dir: &Path) {
     if let Err(e) = ImageDir::open(dir) {

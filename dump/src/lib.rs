@@ -33,6 +33,8 @@ pub struct DumpOptions {
     pub leave_running: bool,
     /// zstd level for the pages (None: raw pages).
     pub compress: Option<i32>,
+    /// Every image file on disk before the dump returns (`--sync`).
+    pub sync: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -92,7 +94,7 @@ pub fn dump_with_progress(
     let identity = validate::before_seize(pid)?;
     // Create the sink before touching the task, so an unusable directory fails early.
     // Dropped unfinished (any error below), it deletes what it wrote.
-    let mut sink = ImageSink::create(&opts.dir)?;
+    let mut sink = ImageSink::create(&opts.dir)?.with_sync(opts.sync);
     tracing::debug!(pid = opts.pid, ms = ms(t0), "validated");
 
     let t_seize = Instant::now();

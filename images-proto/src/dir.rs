@@ -15,6 +15,8 @@ use crate::pages::PagesWriter;
 use crate::pb;
 use crate::record::{RecordReader, RecordWriter};
 use crate::staging::Staging;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read};
 use std::os::unix::fs::OpenOptionsExt;
@@ -27,6 +29,8 @@ pub struct ImageSink {
     dir: PathBuf,
     staging: Staging,
     files: Vec<pb::ImageFile>,
+    /// Make the image durable before `finish` returns, even when it replaces nothing.
+    sync: bool,
 }
 
 pub type FileRecords = RecordWriter<BufWriter<File>>;
@@ -42,7 +46,15 @@ impl ImageSink {
             dir: dir.into(),
             staging: Staging::prepare(dir)?,
             files: Vec::new(),
+            sync: false,
         })
+    }
+
+    /// With `sync`, `finish` returns only once every file of the new image is on disk
+    /// (`dump --sync`). Without it, that is so only when the image replaces an older one.
+    pub fn with_sync(mut self, sync: bool) -> Self {
+        self.sync = sync;
+        self
     }
 
     /// The image directory (the files are in a staging directory until `finish`).
@@ -113,7 +125,7 @@ impl ImageSink {
             .into_inner()
             .map_err(|e| ImageError::io(&path, e.into_error()))?;
         file.sync_all().map_err(|e| ImageError::io(&path, e))?;
-        self.staging.commit()
+        self.staging.commit(self.sync)
     }
 }
 
@@ -168,9 +180,18 @@ impl ImageDir {
         Ok(inventory)
     }
 
-    /// Opens the directory and verifies the size and checksum of every listed file.
-    pub fn open(dir: &Path) -> Result<Self> {
+    /// `open_unverified` of a directory owned by the user running ckpt, as restore needs
+    /// (`show` only reads, and may look at anyone's).
+    fn open_owned(dir: &Path) -> Result<Self> {
         let d = Self::open_unverified(dir)?;
+        d._lock.check_owned(dir)?;
+        Ok(d)
+    }
+
+    /// Opens the directory (refused unless the user running ckpt owns it) and verifies the
+    /// size and checksum of every listed file.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let d = Self::open_owned(dir)?;
         for f in &d.inventory.files {
             d.verify_file(f)?;
         }
@@ -181,7 +202,7 @@ impl ImageDir {
     /// to the caller, who maps them and verifies their chunks on every CPU
     /// (`chunks::verify`) or chunk by chunk as it uses them (the lazy pager).
     pub fn open_deferring_pages(dir: &Path) -> Result<Self> {
-        let d = Self::open_unverified(dir)?;
+        let d = Self::open_owned(dir)?;
         for f in &d.inventory.files {
             if Kind::for_name(&f.name) == Some(Kind::Pages) {
                 let path = d.path(&f.name);
@@ -325,11 +346,13 @@ impl ImageDir {
 pub(crate) fn open_nofollow(path: &Path) -> Result<File> {
     let file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc_o_nofollow() | libc_o_nonblock())
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
         .open(path)
         .map_err(|e| match e.raw_os_error() {
-            // ELOOP: O_NOFOLLOW met a symlink.
-            Some(40) => ImageError::invalid(path, "is a symbolic link, not an image file"),
+            // O_NOFOLLOW met a symlink.
+            Some(e) if e == Errno::ELOOP as i32 => {
+                ImageError::invalid(path, "is a symbolic link, not an image file")
+            }
             _ => ImageError::io(path, e),
         })?;
     let meta = file.metadata().map_err(|e| ImageError::io(path, e))?;
@@ -339,14 +362,9 @@ pub(crate) fn open_nofollow(path: &Path) -> Result<File> {
     Ok(file)
 }
 
-/// O_NOFOLLOW without a libc dependency in this crate (x86-64 and aarch64 value).
-const fn libc_o_nofollow() -> i32 {
-    0o400000
-}
-
-/// O_NONBLOCK (x86-64 and aarch64 value).
+/// O_NONBLOCK for `OpenOptionsExt::custom_flags`.
 pub(crate) const fn libc_o_nonblock() -> i32 {
-    0o4000
+    OFlag::O_NONBLOCK.bits()
 }
 
 /// Image names come from the (untrusted) inventory: plain file names only.

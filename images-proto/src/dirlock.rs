@@ -15,6 +15,8 @@ use std::path::Path;
 #[derive(Debug)]
 pub(crate) struct DirLock {
     _file: File,
+    /// Owner of the directory locked (of the open file, not of whatever the path names now).
+    uid: u32,
 }
 
 /// Tries a few times when the path is renamed over between open and lock (a dump putting
@@ -53,11 +55,34 @@ pub(crate) fn lock(dir: &Path, exclusive: bool) -> Result<DirLock> {
         // Still the directory at that path? Otherwise the lock guards an old one.
         let now = std::fs::metadata(dir).map_err(|e| ImageError::io(dir, e))?;
         if (now.dev(), now.ino()) == (held.dev(), held.ino()) {
-            return Ok(DirLock { _file: file });
+            return Ok(DirLock {
+                _file: file,
+                uid: held.uid(),
+            });
         }
     }
     Err(ImageError::invalid(
         dir,
         "is being replaced over and over while ckpt tries to lock it",
     ))
+}
+
+impl DirLock {
+    /// Refuses a directory that belongs to another user: whoever owns it can add, change or
+    /// swap the files in it (images hold process memory, and restore believes them), even
+    /// when its mode says otherwise, since an owner can chmod.
+    pub(crate) fn check_owned(&self, dir: &Path) -> Result<()> {
+        let me = nix::unistd::geteuid().as_raw();
+        if self.uid == me {
+            return Ok(());
+        }
+        Err(ImageError::invalid(
+            dir,
+            format!(
+                "is owned by uid {}, not by uid {me} running ckpt; another user's directory \
+                 could have been prepared or changed by them (chown it, or use one of your own)",
+                self.uid
+            ),
+        ))
+    }
 }

@@ -88,8 +88,11 @@ impl Staging {
                 ),
             ));
         }
-        s._lock = Some(dirlock::lock(dir, true)?);
+        let lock = dirlock::lock(dir, true)?;
+        lock.check_owned(dir)?;
+        s._lock = Some(lock);
         check_replaceable(dir, &s.real)?;
+        remove_stale_siblings(&parent, &base, &s.real);
         s.tmp = make_fresh_dir(&parent, &base)?;
         s.parent = parent;
         Ok(s)
@@ -103,30 +106,43 @@ impl Staging {
     /// Puts the staged image in place of the image directory. An empty directory is
     /// replaced by one rename; an old image is renamed aside, the new one in, and the old
     /// one removed (if the second rename fails, the old one is put back).
-    pub(crate) fn commit(&mut self) -> Result<()> {
-        File::open(&self.tmp)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| ImageError::io(&self.tmp, e))?;
+    ///
+    /// The old image is the last good one: before it is touched, the new files are made
+    /// durable (fdatasync each), and the renames are before it is removed, so a host crash
+    /// at any point leaves one image that reads back whole. With no old image, the data is
+    /// left to writeback (a dump's speed is that of writes to the page cache) unless `sync`
+    /// asks for it.
+    pub(crate) fn commit(&mut self, sync: bool) -> Result<()> {
+        if sync {
+            sync_files(&self.tmp)?;
+        }
+        sync_dir(&self.tmp)?;
         match std::fs::rename(&self.tmp, &self.real) {
             Ok(()) => {}
             // rename(2) replaces an empty directory only.
             Err(e) if matches!(e.raw_os_error(), Some(ENOTEMPTY | EEXIST)) => {
                 // Still only image files? Anything else would be deleted with the old image.
                 check_replaceable(&self.dir, &self.real)?;
+                if !sync {
+                    sync_files(&self.tmp)?;
+                }
                 let aside = self.unused_sibling("ckpt-old")?;
                 std::fs::rename(&self.real, &aside).map_err(|e| ImageError::io(&self.dir, e))?;
                 if let Err(e) = std::fs::rename(&self.tmp, &self.real) {
                     let _ = std::fs::rename(&aside, &self.real);
                     return Err(ImageError::io(&self.dir, e));
                 }
+                self.committed = true;
+                sync_dir(&self.parent)?;
+                // Whether this reaches the disk matters to no one: a crash leaves the old
+                // image aside, which the next dump removes.
                 remove_image_dir(&aside);
+                return Ok(());
             }
             Err(e) => return Err(ImageError::io(&self.dir, e)),
         }
         self.committed = true;
-        File::open(&self.parent)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| ImageError::io(&self.parent, e))
+        sync_dir(&self.parent)
     }
 
     fn unused_sibling(&self, tag: &str) -> Result<PathBuf> {
@@ -161,8 +177,29 @@ impl Drop for Staging {
     }
 }
 
-const EEXIST: i32 = 17;
-const ENOTEMPTY: i32 = 39;
+const EEXIST: i32 = nix::errno::Errno::EEXIST as i32;
+const ENOTEMPTY: i32 = nix::errno::Errno::ENOTEMPTY as i32;
+
+/// fsync of a directory: its entries (files created, renames) survive a crash.
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| ImageError::io(dir, e))
+}
+
+/// fdatasync of every file in the staging directory (all written by this dump): their
+/// data and sizes survive a crash. Per file rather than syncfs(2), which would also wait
+/// for everything else dirty on the filesystem; for one 1 GiB pages file it measured no
+/// slower (0.32-0.44 s against 0.38-0.56 s here).
+fn sync_files(dir: &Path) -> Result<()> {
+    for e in std::fs::read_dir(dir).map_err(|e| ImageError::io(dir, e))? {
+        let path = e.map_err(|e| ImageError::io(dir, e))?.path();
+        crate::dir::open_nofollow(&path)?
+            .sync_data()
+            .map_err(|e| ImageError::io(&path, e))?;
+    }
+    Ok(())
+}
 
 /// Creates `dir` (0700, and missing parents 0700) unless it exists; says whether it did.
 fn create_missing(dir: &Path) -> Result<bool> {
@@ -190,6 +227,66 @@ fn sibling_name(base: &std::ffi::OsStr, tag: &str, n: u32) -> OsString {
     let mut name = base.to_os_string();
     name.push(format!(".{tag}-{}-{n}", std::process::id()));
     name
+}
+
+/// Staging and renamed-aside directories of dumps that were killed (SIGKILL, a host crash)
+/// before they could clean up: siblings named `<base>.ckpt-new-PID-N` or
+/// `<base>.ckpt-old-PID-N` whose PID no longer exists, that are real directories of ours,
+/// mode 0700, as a dump makes them. One whose dump is alive (or whose pid was reused) stays.
+/// Only image files go (a directory holding anything else stays, with that), and an image
+/// that may be the only complete one stays too: a sealed sibling is removed only when the
+/// image directory holds a sealed image itself (a dump killed between its two renames
+/// leaves the old image aside and the new one staged, and no image directory).
+/// Best effort: what cannot be removed is left as it was.
+fn remove_stale_siblings(parent: &Path, base: &std::ffi::OsStr, real: &Path) {
+    let Some(base) = base.to_str() else { return };
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    let dir_sealed = real.join(crate::names::INVENTORY).is_file();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| stale_pid(n, base)) else {
+            continue;
+        };
+        if pid_alive(pid) {
+            continue;
+        }
+        let path = e.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o7777 != 0o700 {
+            continue;
+        }
+        if !dir_sealed && path.join(crate::names::INVENTORY).exists() {
+            continue;
+        }
+        remove_image_dir(&path);
+    }
+}
+
+/// The pid in `<base>.ckpt-new-PID-N` / `<base>.ckpt-old-PID-N`, if `name` is one.
+fn stale_pid(name: &str, base: &str) -> Option<i32> {
+    let rest = name.strip_prefix(base)?.strip_prefix(".ckpt-")?;
+    let rest = rest
+        .strip_prefix("new-")
+        .or_else(|| rest.strip_prefix("old-"))?;
+    let (pid, n) = rest.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(pid) || !digits(n) {
+        return None;
+    }
+    pid.parse().ok().filter(|&p: &i32| p > 0)
+}
+
+/// Whether a process with this pid exists (in our pid namespace); EPERM means it does.
+fn pid_alive(pid: i32) -> bool {
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
 }
 
 /// A new, empty 0700 directory beside the image directory.
