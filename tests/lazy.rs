@@ -37,6 +37,16 @@ fn pager_of(out: &CkptOutput) -> i32 {
         .unwrap_or_else(|| panic!("no pager=PID in ckpt's log:\n{text}"))
 }
 
+/// The pager exits non-zero (it refused to serve a damaged chunk).
+fn assert_pager_failed(pager: i32) {
+    let st = reap(pager, Duration::from_secs(10)).expect("the pager did not exit");
+    assert!(
+        libc::WIFEXITED(st) && libc::WEXITSTATUS(st) != 0,
+        "pager {}",
+        describe_wait(st)
+    );
+}
+
 /// Waits for the pager to finish (exit 0, reaped: it came to us, the subreaper), then
 /// checks the process no longer holds a userfaultfd.
 fn pagers_done(pager: i32, pid: i32) {
@@ -198,12 +208,7 @@ fn damaged_pages_kill_the_lazy_process_before_it_reads_them() {
         describe_wait(st)
     );
     assert!(!env.output(&w).contains("FAIL"), "{}", env.output(&w));
-    let st = reap(pager, Duration::from_secs(10)).expect("the pager did not exit");
-    assert!(
-        libc::WIFEXITED(st) && libc::WEXITSTATUS(st) != 0,
-        "pager {}",
-        describe_wait(st)
-    );
+    assert_pager_failed(pager);
 }
 
 /// The pages a lazy restore writes itself rather than serving them (huge-page memory,
@@ -341,12 +346,7 @@ fn fork_with_damaged_pages_never_runs_the_child_on_zeros() {
         !out.contains("FAIL") && !out.contains("CHILD PASS"),
         "a process ran on memory it did not have: {out}"
     );
-    let st = reap(pager, Duration::from_secs(10)).expect("the pager did not exit");
-    assert!(
-        libc::WIFEXITED(st) && libc::WEXITSTATUS(st) != 0,
-        "pager {}",
-        describe_wait(st)
-    );
+    assert_pager_failed(pager);
 }
 
 /// A SIGTRAP sent to the process while the restore injects its syscalls (through a
