@@ -475,12 +475,9 @@ mod tests {
 
         let core = dir.join("core-7.img");
         std::fs::remove_file(&core).unwrap();
-        // mkfifo(3) without a libc dependency: the `mkfifo` command.
-        let st = std::process::Command::new("mkfifo")
-            .arg(&core)
-            .status()
-            .unwrap();
-        assert!(st.success());
+        // Not the `mkfifo` command: a child spawned by this multi-threaded test process
+        // holds copies of other tests' directory locks until it execs.
+        nix::unistd::mkfifo(&core, nix::sys::stat::Mode::S_IRWXU).unwrap();
         let d = ImageDir::open_unverified(&dir).unwrap();
         let err = ImageDir::open(&dir).err().unwrap();
         assert!(err.to_string().contains("not a regular file"), "{err}");
