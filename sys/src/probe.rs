@@ -1050,22 +1050,7 @@ struct Scan {
     works: bool,
 }
 
-#[repr(C)]
-#[derive(Default)]
-struct PmScanArg {
-    size: u64,
-    flags: u64,
-    start: u64,
-    end: u64,
-    walk_end: u64,
-    vec: u64,
-    vec_len: u64,
-    max_pages: u64,
-    category_inverted: u64,
-    category_mask: u64,
-    category_anyof_mask: u64,
-    return_mask: u64,
-}
+use crate::proc::PmScanArg;
 
 /// The PAGEMAP_SCAN ioctl on /proc/self/pagemap over an empty range: Ok if the kernel
 /// knows the ioctl (6.7+), ENOTTY if not. Nothing is scanned or changed.
