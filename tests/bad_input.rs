@@ -284,6 +284,7 @@ fn redump_makes_the_new_image_durable_before_the_old_goes() {
         "the old image went before the new one was durable: {second:#?}"
     );
     env.restore_detached(&dir).ok();
+    env.track(w.pid);
     env.check(&mut w);
 
     let fresh = env.path().join("img-sync");
@@ -293,6 +294,7 @@ fn redump_makes_the_new_image_durable_before_the_old_goes() {
     names.dedup();
     assert_eq!(names, names_in(&fresh), "--sync: {third:#?}");
     env.restore_detached(&fresh).ok();
+    env.track(w.pid);
     env.check(&mut w);
 }
 
