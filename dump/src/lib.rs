@@ -148,6 +148,8 @@ pub fn dump_with_progress(
         ms = stats.memory_ms,
         pages = copied.pages,
         runs = copied.runs,
+        read_ms = copied.read_ms,
+        write_ms = copied.write_ms,
         "memory written"
     );
 
@@ -199,7 +201,7 @@ pub fn dump_with_progress(
     if opts.leave_running {
         task.release_running()?;
     } else {
-        task.release_kill()?;
+        task.release_kill(identity.pidfd())?;
     }
     tracing::debug!(ms = ms(t), leave_running = opts.leave_running, "released");
     stats.frozen_ms = ms(t_seize);

@@ -347,7 +347,7 @@ fn vdso_block(pid: Pid, maps: &[Mapping], vdso: &mut Vdso) -> Result<(), DumpErr
         if mem::read(pid, m.start, &mut bytes).is_err() {
             mem::peek(pid, m.start, &mut bytes)?;
         }
-        vdso.xxh3 = xxhash_rust::xxh3::xxh3_64(&bytes);
+        vdso.xxh3 = ckpt_images::hash::xxh3_64(&bytes);
         vdso.code = Some((m.start, bytes));
     }
     Ok(())

@@ -190,6 +190,10 @@ fn shmem_data(pid: Pid, v: &VmaInfo) -> Option<Vec<(u64, u64)>> {
 pub struct Copied {
     pub pages: u64,
     pub runs: u64,
+    /// Time the reader spent copying out of the task and the writer spent writing (and
+    /// hashing or compressing): the larger one is the bottleneck of the pipeline.
+    pub read_ms: f64,
+    pub write_ms: f64,
 }
 
 /// Copies the runs into `pages` and writes the pagemap: a PagemapHead, then one PageRun
@@ -222,7 +226,8 @@ pub fn copy<W: Write>(
     std::thread::scope(|s| {
         let (full_tx, full_rx) = sync_channel::<(Vec<u8>, usize)>(BUFFERS);
         let (free_tx, free_rx) = channel::<Vec<u8>>();
-        let writer = s.spawn(move || -> Result<(), DumpError> {
+        let writer = s.spawn(move || -> Result<f64, DumpError> {
+            let mut busy = std::time::Duration::ZERO;
             let mut zbuf = Vec::new();
             let mut zstd = match compress {
                 Some(level) => {
@@ -238,6 +243,7 @@ pub fn copy<W: Write>(
                 None => None,
             };
             for (buf, len) in full_rx {
+                let t = std::time::Instant::now();
                 match zstd.as_mut() {
                     // One frame per batch: restore decompresses a batch at a time.
                     Some(z) => {
@@ -251,9 +257,10 @@ pub fn copy<W: Write>(
                         pages.write(&buf[..len])?;
                     }
                 }
+                busy += t.elapsed();
                 let _ = free_tx.send(buf);
             }
-            Ok(())
+            Ok(busy.as_secs_f64() * 1e3)
         });
         let mut out = Output {
             free: free_rx,
@@ -261,18 +268,23 @@ pub fn copy<W: Write>(
             made: 0,
             buf_len: total_bytes.min(BATCH),
             offset: start,
+            busy: std::time::Duration::ZERO,
         };
         progress.begin("dumping memory", total_bytes as u64);
         let read = read_all(pid, runs, &mut out, pagemap, progress);
         progress.end();
+        let read_ms = out.busy.as_secs_f64() * 1e3;
         drop(out);
         let written = writer.join().expect("the pages writer does not panic");
         // A write error stops the reader too; report the cause, not the symptom.
-        written.and(read)
-    })?;
-    Ok(Copied {
-        pages: nr_pages,
-        runs: runs.len() as u64,
+        let write_ms = written?;
+        read?;
+        Ok(Copied {
+            pages: nr_pages,
+            runs: runs.len() as u64,
+            read_ms,
+            write_ms,
+        })
     })
 }
 
@@ -287,6 +299,8 @@ struct Output {
     buf_len: usize,
     /// Where the next batch lands in the pages file.
     offset: u64,
+    /// Time spent copying out of the task.
+    busy: std::time::Duration,
 }
 
 impl Output {
@@ -366,6 +380,7 @@ fn flush<W: Write>(
     pending: &mut Option<pb::PageRun>,
 ) -> Result<(), DumpError> {
     let mut owned = out.take()?;
+    let t = std::time::Instant::now();
     let buf = &mut owned[..batch_len];
     // Readable pieces go through process_vm_readv together; the rest one by one through
     // /proc/PID/mem.
@@ -391,6 +406,7 @@ fn flush<W: Write>(
         }
         mem::read_ranges(pid, &ranges, &mut buf[from..at])?;
     }
+    out.busy += t.elapsed();
     let mut offset = out.send(owned, batch_len)?;
     for (r, continues) in batch {
         match pending {

@@ -6,6 +6,7 @@ use crate::DumpError;
 use ckpt_sys::inject::{Remote, Via};
 use ckpt_sys::ptrace::{self, Stop};
 use nix::sys::signal::{kill, Signal};
+use std::os::fd::BorrowedFd;
 
 /// Stops to wade through after SIGKILL before giving up.
 const MAX_STOPS_AFTER_KILL: usize = 64;
@@ -52,14 +53,20 @@ impl Seized {
     }
 
     /// Default end of a dump: SIGKILL while still traced, then wait through ptrace until
-    /// the task is dead (its real parent reaps it).
-    pub fn release_kill(mut self) -> Result<(), DumpError> {
+    /// the task is dead (its real parent reaps it). Most of that wait is the kernel
+    /// freeing the task's memory, page by page: ckpt frees it too (process_mrelease on
+    /// `pidfd`), from the other end, so that it takes about half as long.
+    pub fn release_kill(mut self, pidfd: BorrowedFd<'_>) -> Result<(), DumpError> {
         let _finish = ckpt_sys::abort::Shield::new();
         let pid = self.pid;
         // If even the kill fails, dropping `self` detaches and the task runs on.
         kill(pid, Signal::SIGKILL)
             .map_err(|e| ckpt_sys::Error::sys(format!("kill(pid {pid}, SIGKILL)"), e))?;
         self.released = true;
+        // Only a speed-up: the task dies and its memory goes whether or not this works.
+        if let Err(e) = ckpt_sys::process::release_dying_memory(pidfd) {
+            tracing::debug!(%pid, "{e}");
+        }
         for _ in 0..MAX_STOPS_AFTER_KILL {
             match ptrace::wait(pid)? {
                 Stop::Killed(sig) => {

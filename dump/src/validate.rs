@@ -28,6 +28,12 @@ impl Identity {
         Ok(Identity { pidfd, starttime })
     }
 
+    /// The pidfd of the validated process.
+    pub fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.pidfd.as_fd()
+    }
+
     /// Refuses unless `pid` is still the process that was validated (call it once the
     /// task is stopped, when it can no longer exit under us).
     pub fn verify(&self, pid: Pid) -> Result<(), DumpError> {

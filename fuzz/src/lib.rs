@@ -61,7 +61,7 @@ pub fn inventory(data: &[u8]) {
     }
     let mut sealed = data.to_vec();
     let seal = pb::InventorySeal {
-        xxh3: xxhash_rust::xxh3::xxh3_64(&sealed),
+        xxh3: ckpt_images::hash::xxh3_64(&sealed),
     };
     sealed.extend_from_slice(&seal.encode_length_delimited_to_vec());
     if let Some(r) = reader(&sealed, Kind::Inventory) {

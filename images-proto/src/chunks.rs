@@ -8,9 +8,9 @@
 //! back to back), so the sealed inventory still pins the whole file with one number.
 
 use crate::error::{ImageError, Result};
+use crate::hash::{xxh3_64, Xxh3};
 use crate::pb;
 use std::path::Path;
-use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 /// 16 MiB: a 1 GiB file has 64 chunks to spread over the CPUs, and verifying one chunk
 /// on demand takes about a millisecond.

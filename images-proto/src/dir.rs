@@ -9,6 +9,7 @@
 use crate::chunks::ChunkHasher;
 use crate::dirlock::DirLock;
 use crate::error::{ImageError, Result};
+use crate::hash::Xxh3;
 use crate::header::Kind;
 use crate::names;
 use crate::pages::PagesWriter;
@@ -21,7 +22,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use xxhash_rust::xxh3::Xxh3;
 
 /// Writes image files into a staging directory beside the image directory, remembers
 /// what it wrote for the inventory, and puts the set in place when `finish` seals it.
@@ -168,7 +168,7 @@ impl ImageDir {
         let inventory: pb::Inventory = r.expect("Inventory")?;
         let sealed_len = r.position();
         let seal: pb::InventorySeal = r.expect("InventorySeal")?;
-        if xxhash_rust::xxh3::xxh3_64(&r.bytes()[..sealed_len]) != seal.xxh3 {
+        if crate::hash::xxh3_64(&r.bytes()[..sealed_len]) != seal.xxh3 {
             return Err(ImageError::Checksum { path });
         }
         if !r.at_end() {
@@ -324,7 +324,7 @@ impl ImageDir {
                 expected: entry.size,
             });
         }
-        if xxhash_rust::xxh3::xxh3_64(&data) != entry.xxh3 {
+        if crate::hash::xxh3_64(&data) != entry.xxh3 {
             return Err(ImageError::Checksum { path });
         }
         RecordReader::from_bytes(&path, data, kind)

@@ -7,6 +7,7 @@ pub mod diff;
 pub mod dir;
 mod dirlock;
 pub mod error;
+pub mod hash;
 pub mod header;
 pub mod pages;
 pub mod progress;

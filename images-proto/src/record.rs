@@ -3,11 +3,11 @@
 //! Readers cap every length before allocating: an image is untrusted input at restore.
 
 use crate::error::{ImageError, Result};
+use crate::hash::Xxh3;
 use crate::header::{self, Kind, HEADER_LEN};
 use prost::Message;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use xxhash_rust::xxh3::Xxh3;
 
 /// No single record legitimately comes near this (the largest is an xsave area of a few KiB).
 pub const MAX_RECORD: u64 = 16 << 20;

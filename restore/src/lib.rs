@@ -242,7 +242,7 @@ fn check_host(inv: &pb::Inventory, img: &image::ProcessImage) -> R<()> {
             .find(|m| m.name == "[vdso]")
             .ok_or_else(|| RestoreError::Refused("this process has no [vdso]".into()))?;
         let bytes = ckpt_sys::process::read_own(own.start, own.len() as usize)?;
-        if xxhash_rust::xxh3::xxh3_64(&bytes) != inv.vdso_xxh3 {
+        if ckpt_images::hash::xxh3_64(&bytes) != inv.vdso_xxh3 {
             let here = nix::sys::utsname::uname()
                 .map(|u| u.release().to_string_lossy().into_owned())
                 .unwrap_or_default();
