@@ -223,9 +223,17 @@ pub fn copy<W: Write>(
     })?;
     let total_bytes = (nr_pages * PAGE) as usize;
     let start = pages.offset();
-    std::thread::scope(|s| {
-        let (full_tx, full_rx) = sync_channel::<(Vec<u8>, usize)>(BUFFERS);
-        let (free_tx, free_rx) = channel::<Vec<u8>>();
+    // Raw pages are hashed by the reader (see `PagesWriter::hash_elsewhere`); compressed
+    // frames only exist on the writer's side, which hashes them as it writes.
+    let hasher = if compress.is_none() {
+        pages.hash_elsewhere()
+    } else {
+        None
+    };
+    let file = &mut *pages;
+    let (copied, hasher) = std::thread::scope(|s| {
+        let (full_tx, full_rx) = sync_channel::<(Buffer, usize)>(BUFFERS);
+        let (free_tx, free_rx) = channel::<Buffer>();
         let writer = s.spawn(move || -> Result<f64, DumpError> {
             let mut busy = std::time::Duration::ZERO;
             let mut zbuf = Vec::new();
@@ -251,10 +259,10 @@ pub fn copy<W: Write>(
                         zbuf.reserve(zstd::zstd_safe::compress_bound(len));
                         z.compress_to_buffer(&buf[..len], &mut zbuf)
                             .map_err(|e| DumpError::Refused(format!("zstd compression: {e}")))?;
-                        pages.write_frame(len, &zbuf)?;
+                        file.write_frame(len, &zbuf)?;
                     }
                     None => {
-                        pages.write(&buf[..len])?;
+                        file.write(&buf[..len])?;
                     }
                 }
                 busy += t.elapsed();
@@ -269,50 +277,62 @@ pub fn copy<W: Write>(
             buf_len: total_bytes.min(BATCH),
             offset: start,
             busy: std::time::Duration::ZERO,
+            hash: hasher,
         };
         progress.begin("dumping memory", total_bytes as u64);
         let read = read_all(pid, runs, &mut out, pagemap, progress);
         progress.end();
         let read_ms = out.busy.as_secs_f64() * 1e3;
+        let hasher = out.hash.take();
         drop(out);
         let written = writer.join().expect("the pages writer does not panic");
         // A write error stops the reader too; report the cause, not the symptom.
         let write_ms = written?;
         read?;
-        Ok(Copied {
+        let copied = Copied {
             pages: nr_pages,
             runs: runs.len() as u64,
             read_ms,
             write_ms,
-        })
-    })
+        };
+        Ok::<_, DumpError>((copied, hasher))
+    })?;
+    if let Some(h) = hasher {
+        pages.hashed_elsewhere(h);
+    }
+    Ok(copied)
 }
 
 /// Buffers in flight between the reader and the writer.
 const BUFFERS: usize = 3;
 
 /// The reader's end of the pipeline to the writer thread.
+/// One batch buffer (see `ckpt_sys::process::copy_buffer`).
+type Buffer = ckpt_sys::process::MmapMut;
+
 struct Output {
-    free: Receiver<Vec<u8>>,
-    full: SyncSender<(Vec<u8>, usize)>,
+    free: Receiver<Buffer>,
+    full: SyncSender<(Buffer, usize)>,
     made: usize,
     buf_len: usize,
     /// Where the next batch lands in the pages file.
     offset: u64,
-    /// Time spent copying out of the task.
+    /// Time spent copying out of the task (and hashing).
     busy: std::time::Duration,
+    /// The pages file's chunk hashing, when the reader does it.
+    hash: Option<ckpt_images::PagesHasher>,
 }
 
 impl Output {
-    fn take(&mut self) -> Result<Vec<u8>, DumpError> {
+    fn take(&mut self) -> Result<Buffer, DumpError> {
         if self.made < BUFFERS {
             self.made += 1;
-            return Ok(vec![0u8; self.buf_len]);
+            return Ok(ckpt_sys::process::copy_buffer(self.buf_len)?);
         }
         self.free.recv().map_err(|_| writer_gone())
     }
 
-    fn send(&mut self, buf: Vec<u8>, len: usize) -> Result<u64, DumpError> {
+    fn send(&mut self, buf: Buffer, len: usize) -> Result<u64, DumpError> {
         let at = self.offset;
         self.full.send((buf, len)).map_err(|_| writer_gone())?;
         self.offset += len as u64;
@@ -405,6 +425,9 @@ fn flush<W: Write>(
             i += 1;
         }
         mem::read_ranges(pid, &ranges, &mut buf[from..at])?;
+    }
+    if let Some(h) = out.hash.as_mut() {
+        h.update(buf);
     }
     out.busy += t.elapsed();
     let mut offset = out.send(owned, batch_len)?;

@@ -26,7 +26,7 @@ pub mod pb {
 pub use dir::{ImageDir, ImageSink};
 pub use error::{ImageError, Result};
 pub use header::{Kind, FORMAT_VERSION, HEADER_LEN, MAGIC};
-pub use pages::{PagesReader, PagesWriter, PAGE_SIZE};
+pub use pages::{PagesHasher, PagesReader, PagesWriter, PAGE_SIZE};
 pub use record::{RecordReader, RecordWriter};
 
 /// Names of the image files, in one place so dump, restore and show agree.

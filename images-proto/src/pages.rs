@@ -69,8 +69,20 @@ pub fn zstd_frames(file: &File, path: &Path, size: u64) -> Result<Vec<Frame>> {
 pub struct PagesWriter {
     file: File,
     path: PathBuf,
-    hash: ChunkHasher,
+    /// None while the caller hashes the bytes itself (`hash_elsewhere`).
+    hash: Option<ChunkHasher>,
     offset: u64,
+}
+
+/// The chunk hashing of a pages file, handed to whoever has the bytes in cache first
+/// (`PagesWriter::hash_elsewhere`). It must be fed exactly the bytes given to
+/// `PagesWriter::write`, in the same order.
+pub struct PagesHasher(ChunkHasher);
+
+impl PagesHasher {
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
 }
 
 impl PagesWriter {
@@ -85,7 +97,7 @@ impl PagesWriter {
         Ok(PagesWriter {
             file,
             path,
-            hash,
+            hash: Some(hash),
             offset: PAGE_SIZE as u64,
         })
     }
@@ -105,7 +117,9 @@ impl PagesWriter {
             self.file
                 .write_all(part)
                 .map_err(|e| ImageError::io(&self.path, e))?;
-            self.hash.update(part);
+            if let Some(h) = self.hash.as_mut() {
+                h.update(part);
+            }
             self.offset += part.len() as u64;
         }
         Ok(())
@@ -118,14 +132,31 @@ impl PagesWriter {
         self.file
             .write_all(data)
             .map_err(|e| ImageError::io(&self.path, e))?;
-        self.hash.update(data);
+        if let Some(h) = self.hash.as_mut() {
+            h.update(data);
+        }
         self.offset += data.len() as u64;
         Ok(at)
     }
 
+    /// Takes the chunk hashing out of `write`: the dump's reader hashes each batch right
+    /// after copying it out of the task, while it is still in the CPU's cache, and leaves
+    /// the writer thread (the slower half) only the write. Give it back with
+    /// `hashed_elsewhere` before `finish`.
+    pub fn hash_elsewhere(&mut self) -> Option<PagesHasher> {
+        self.hash.take().map(PagesHasher)
+    }
+
+    pub fn hashed_elsewhere(&mut self, h: PagesHasher) {
+        self.hash = Some(h.0);
+    }
+
     /// The file, its size, and its chunk checksums with the checksum over them.
     pub fn finish(self) -> Result<(File, u64, Vec<u64>, u64)> {
-        let (chunks, top) = self.hash.finish();
+        let hash = self.hash.ok_or_else(|| {
+            ImageError::invalid(&self.path, "its chunk hashes were never handed back")
+        })?;
+        let (chunks, top) = hash.finish();
         Ok((self.file, self.offset, chunks, top))
     }
 }
@@ -186,5 +217,48 @@ impl<D: AsRef<[u8]>> PagesReader<D> {
                 ),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer(dir: &Path) -> PagesWriter {
+        let path = dir.join("pages.img");
+        PagesWriter::new(File::create(&path).unwrap(), path).unwrap()
+    }
+
+    /// The dump's reader hashes raw pages itself: the chunk digests must be exactly the
+    /// ones the writer would have computed, and a writer whose hasher was never handed back
+    /// must not seal a file with no checksums.
+    #[test]
+    fn hashing_elsewhere_gives_the_same_digests() {
+        let t = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..40 * PAGE_SIZE)
+            .map(|i| (i * 13 + i / 4096) as u8)
+            .collect();
+
+        let mut inside = writer(t.path());
+        for part in data.chunks(7 * PAGE_SIZE) {
+            inside.write(part).unwrap();
+        }
+        let (_, size_a, chunks_a, top_a) = inside.finish().unwrap();
+
+        let mut outside = writer(t.path());
+        let mut h = outside.hash_elsewhere().unwrap();
+        for part in data.chunks(7 * PAGE_SIZE) {
+            h.update(part);
+            outside.write(part).unwrap();
+        }
+        outside.hashed_elsewhere(h);
+        let (_, size_b, chunks_b, top_b) = outside.finish().unwrap();
+        assert_eq!((size_a, &chunks_a, top_a), (size_b, &chunks_b, top_b));
+
+        let mut lost = writer(t.path());
+        let _ = lost.hash_elsewhere();
+        lost.write(&data[..PAGE_SIZE]).unwrap();
+        let err = lost.finish().unwrap_err().to_string();
+        assert!(err.contains("never handed back"), "{err}");
     }
 }

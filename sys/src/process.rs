@@ -217,7 +217,18 @@ pub fn read_own(start: u64, len: usize) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-pub use memmap2::Mmap;
+pub use memmap2::{Mmap, MmapMut};
+
+/// `len` bytes of fresh anonymous memory for a copy buffer, in transparent huge pages
+/// where the host allows them (MADV_HUGEPAGE): the dump's batch buffers are written by
+/// process_vm_readv and read by write(), 8 MiB a time, and on 4 KiB pages the first pass
+/// alone costs a fault per page and every pass a TLB miss per page.
+pub fn copy_buffer(len: usize) -> Result<MmapMut> {
+    let map =
+        MmapMut::map_anon(len).map_err(|e| Error::Other(format!("mmap of {len} bytes: {e}")))?;
+    let _ = map.advise(memmap2::Advice::HugePage);
+    Ok(map)
+}
 
 /// Maps a file read-only and shared (the pages file a restore copies from).
 pub fn map_file(file: &std::fs::File) -> Result<Mmap> {
