@@ -7,12 +7,14 @@
 //! - `pread_fresh`: `mmap` of fresh anonymous memory of the same size, then `pread` of a
 //!   cached file of that size into it: the floor of a plain restore (page faults + copy).
 //!
-//! On a VM whose free memory is handed back to the host (free page reporting), getting pages
-//! that have been free for a while costs host faults, many times the cost of pages freed a
-//! moment ago. So the bench orders each round such that every step that needs N bytes of
-//! new memory (the limit's file, ckpt's image, the floor's mapping, the restored process)
-//! comes right after N bytes were freed (a spare file written for that, the limit's file,
-//! the dumped workload, the floor's mapping): limits and ckpt see the same conditions.
+//! On a VM whose free memory is handed back to the host (free page reporting: this one
+//! reports free blocks of 8 MiB and more, a couple of seconds after they were freed),
+//! taking that memory again costs a host fault per page: writing 1 GiB to the page cache
+//! takes ~1.5 s then instead of ~0.2 s. Which step of a round met such memory was luck,
+//! and it moved single figures by 2-7x. So right before every timed step that needs new
+//! memory (the limit's file, the dump's image, the floor's mapping, a restored process),
+//! the bench takes that much memory and a margin once and frees it again (`prefault`):
+//! every step, limit or ckpt, then starts with memory the host has just given back.
 
 use anyhow::{bail, Context, Result};
 use memmap2::MmapMut;
@@ -35,6 +37,19 @@ pub struct Region {
     pub pid: i32,
     pub addr: usize,
     pub len: usize,
+}
+
+/// Maps `bytes` plus a margin of anonymous memory in huge pages, touches all of it
+/// (MADV_POPULATE_WRITE) and unmaps it again, untimed: the host backs it again now, and the
+/// next step that needs memory gets these pages (see the module's doc).
+pub fn prefault(bytes: u64) -> Result<()> {
+    let len = (bytes + (256 << 20)) as usize;
+    let m = MmapMut::map_anon(len).context("mmap for the prefault")?;
+    let _ = m.advise(memmap2::Advice::HugePage);
+    m.advise(memmap2::Advice::PopulateWrite)
+        .context("MADV_POPULATE_WRITE for the prefault")?;
+    drop(m);
+    Ok(())
 }
 
 /// A buffer that is faulted in once and reused by every copy.

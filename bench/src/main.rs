@@ -413,7 +413,6 @@ fn bench_mem(ctx: &Ctx, bytes: u64) -> WorkloadResult {
             summary(&run)
         ));
         remove(&ctx.work.join("img"));
-        let _ = std::fs::remove_file(ctx.work.join("spare.dat"));
         let _ = std::fs::remove_file(ctx.work.join("limit.dat"));
         let _ = std::fs::remove_file(ctx.work.join("floor.dat"));
         res.runs.push(run);
@@ -520,15 +519,11 @@ fn mem_round(ctx: &Ctx, bytes: u64, name: &str, run: &mut Run, buf: &mut [u8]) -
     let (mut wl, region) =
         workload::start_memfill(bin, bytes >> 20, seed(run.run), &tick, &out, ctx.timeout)?;
 
-    // The limits, on this very process. A spare file of N bytes is written and deleted just
-    // before the limit's write, and the limit's file is deleted just before the dump: both
-    // write N bytes of page cache right after N bytes just written were freed (see
-    // `limits`).
+    // The limits, on this very process. Every timed step that needs new memory comes right
+    // after `limits::prefault` of that much (see `limits`).
     run.readv_ms = Some(ms(limits::readv(&region, buf)?));
-    let spare = ctx.work.join("spare.dat");
-    limits::write_file(&spare, buf, bytes as usize)?;
-    std::fs::remove_file(&spare)?;
     let limit_file = ctx.work.join("limit.dat");
+    limits::prefault(bytes)?;
     run.readv_write_ms = Some(ms(limits::readv_write(&region, buf, &limit_file)?));
     std::fs::remove_file(&limit_file)?;
     if ctx.lazy {
@@ -540,6 +535,7 @@ fn mem_round(ctx: &Ctx, bytes: u64, name: &str, run: &mut Run, buf: &mut [u8]) -
     let img = ctx.work.join("img");
     let img_s = img.to_str().context("work dir path is not UTF-8")?;
     let log = ctx.log(&format!("{tag}-r{}-dump.log", run.run));
+    limits::prefault(bytes)?;
     dump(ctx, run, &mut wl, &img, &log)?;
 
     // The restore floor: the image's page data (a cached file: just written, and read once
@@ -554,6 +550,7 @@ fn mem_round(ctx: &Ctx, bytes: u64, name: &str, run: &mut Run, buf: &mut [u8]) -
         (f, 0)
     };
     limits::warm(&floor_file, buf)?;
+    limits::prefault(bytes)?;
     run.pread_ms = Some(ms(limits::pread_fresh(&floor_file, start, bytes as usize)?));
     if !raw {
         std::fs::remove_file(&floor_file)?;
@@ -561,6 +558,7 @@ fn mem_round(ctx: &Ctx, bytes: u64, name: &str, run: &mut Run, buf: &mut [u8]) -
 
     // ckpt restore -d, then the process checks all its pages.
     let log = ctx.log(&format!("{tag}-r{}-restore.log", run.run));
+    limits::prefault(bytes)?;
     let m = ckpt_cmd(ctx, run, "restore", &["restore", "-D", img_s, "-d"], &log)?;
     run.restore_ms = Some(m.wall_ms);
     run.restore_rss_kib = Some(m.maxrss_kib);
@@ -569,10 +567,10 @@ fn mem_round(ctx: &Ctx, bytes: u64, name: &str, run: &mut Run, buf: &mut [u8]) -
     run.verify = Some(verdict);
     restored.kill_reap()?;
 
-    // ckpt restore --lazy -d of the same image, right after the process's N bytes were
-    // freed (as for the eager restore).
+    // ckpt restore --lazy -d of the same image.
     if ctx.lazy {
         let log = ctx.log(&format!("{tag}-r{}-lazy.log", run.run));
+        limits::prefault(bytes)?;
         lazy_restore(ctx, run, img_s, wl.pid, &tick, &out, &log)?;
     }
     Ok(())
