@@ -373,12 +373,17 @@ fn seed(run: usize) -> u64 {
 }
 
 fn bench_mem(ctx: &Ctx, bytes: u64) -> WorkloadResult {
-    let name = size_name(bytes);
+    let name = if ctx.compress {
+        format!("{} zstd", size_name(bytes))
+    } else {
+        size_name(bytes)
+    };
     let mut res = WorkloadResult {
         name: name.clone(),
         bytes: Some(bytes),
         runs: Vec::new(),
         skipped: None,
+        compressed: ctx.compress,
     };
     // At most two copies are there at once (the workload and the limit file or the image,
     // or the image and the floor's mapping or the restored process); leave a margin.
@@ -633,10 +638,11 @@ fn adopt_restored(pid: i32) -> Result<Proc> {
 
 fn bench_sleep(ctx: &Ctx) -> WorkloadResult {
     let mut res = WorkloadResult {
-        name: "sleep".into(),
+        name: if ctx.compress { "sleep zstd" } else { "sleep" }.into(),
         bytes: None,
         runs: Vec::new(),
         skipped: None,
+        compressed: ctx.compress,
     };
     for i in 0..ctx.runs {
         let mut run = Run {

@@ -72,6 +72,9 @@ pub struct WorkloadResult {
     pub runs: Vec<Run>,
     /// Why the workload was not run at all.
     pub skipped: Option<String>,
+    /// Dumped with --compress: the speed targets are for plain dumps, so its rows
+    /// show figures and ratios but are not judged.
+    pub compressed: bool,
 }
 
 impl WorkloadResult {
