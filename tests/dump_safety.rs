@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use std::ffi::OsStr;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,7 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// The dump's staging directories beside `dir` (where a dump writes until it is sealed).
-fn staging_dirs(dir: &Path) -> Vec<std::path::PathBuf> {
+fn staging_dirs(dir: &Path) -> Vec<PathBuf> {
     let prefix = format!("{}.ckpt-new-", dir.file_name().unwrap().to_string_lossy());
     fs::read_dir(dir.parent().unwrap())
         .unwrap()
@@ -83,30 +83,51 @@ enum When {
     Copying,
 }
 
-/// `sig` to ckpt mid-dump: ckpt stops in order (exit 1, one line naming the signal),
-/// removes the partial image, and the workload runs on untouched (without
-/// --leave-running it would otherwise have been killed).
-fn interrupted_dump(sig: i32, name: &str, when: When) {
-    let env = Env::new();
-    let mut w = start_safety(&env, BIG_MIB);
+/// A dump that was sent a signal part way: the workload it was dumping, that workload's
+/// blocked mask from before the dump, the image directory and ckpt's output.
+struct Interrupted {
+    w: Workload,
+    sigblk: String,
+    dir: PathBuf,
+    out: CkptOutput,
+}
+
+/// Starts a dump of a fresh BIG_MIB safety workload into `<tmp>/img`, sends `sig` to
+/// ckpt at `when` and waits for ckpt to end.
+fn signal_mid_dump(env: &Env, sig: i32, when: When) -> Interrupted {
+    let w = start_safety(env, BIG_MIB);
     let sigblk = status_field(w.pid, "SigBlk").unwrap();
     let dir = env.subdir("img");
-    let bg = env.ckpt_bg(&[
-        OsStr::new("dump"),
-        OsStr::new("-t"),
-        OsStr::new(&w.pid.to_string()),
-        OsStr::new("-D"),
-        dir.as_os_str(),
-    ]);
+    let bg = env.dump_bg(w.pid, &dir, &[]);
     let ckpt = bg.child.id() as i32;
     match when {
         When::Seized => wait_until("ckpt to seize the workload", || {
             status_field(w.pid, "TracerPid") == Some(ckpt.to_string())
         }),
+        // The pages file grows past its header page only during the copy.
         When::Copying => wait_until("the memory copy to start", || pages_bytes(&dir) > 4096),
     }
     assert!(signal(ckpt, sig));
     let out = env.finish_bg(bg);
+    Interrupted {
+        w,
+        sigblk,
+        dir,
+        out,
+    }
+}
+
+/// `sig` to ckpt mid-dump: ckpt stops in order (exit 1, one line naming the signal),
+/// removes the partial image, and the workload runs on untouched (without
+/// --leave-running it would otherwise have been killed).
+fn interrupted_dump(sig: i32, name: &str, when: When) {
+    let env = Env::new();
+    let Interrupted {
+        mut w,
+        sigblk,
+        dir,
+        out,
+    } = signal_mid_dump(&env, sig, when);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -147,21 +168,9 @@ fn sighup_during_copy_leaves_workload_untouched() {
 #[test]
 fn sigkill_after_injections_restores_mask() {
     let env = Env::new();
-    let mut w = start_safety(&env, BIG_MIB);
-    let sigblk = status_field(w.pid, "SigBlk").unwrap();
-    let dir = env.subdir("img");
-    let bg = env.ckpt_bg(&[
-        OsStr::new("dump"),
-        OsStr::new("-t"),
-        OsStr::new(&w.pid.to_string()),
-        OsStr::new("-D"),
-        dir.as_os_str(),
-    ]);
-    let ckpt = bg.child.id() as i32;
-    // The pages file grows past its header page only during the copy.
-    wait_until("the memory copy to start", || pages_bytes(&dir) > 4096);
-    assert!(signal(ckpt, libc::SIGKILL));
-    let out = env.finish_bg(bg);
+    let Interrupted {
+        mut w, sigblk, out, ..
+    } = signal_mid_dump(&env, libc::SIGKILL, When::Copying);
     assert_eq!(
         out.status.code(),
         None,
@@ -262,15 +271,7 @@ fn sigstop_during_dump_is_kept() {
     let mut exercised = 0;
     for i in 0..10 {
         let dir = env.subdir(&format!("img{i}"));
-        let bg = env.ckpt_bg(&[
-            OsStr::new("dump"),
-            OsStr::new("-t"),
-            OsStr::new(&w.pid.to_string()),
-            OsStr::new("-D"),
-            dir.as_os_str(),
-            OsStr::new("--leave-running"),
-            OsStr::new("-v"),
-        ]);
+        let bg = env.dump_bg(w.pid, &dir, &["--leave-running", "-v"]);
         let ckpt = bg.child.id().to_string();
         spin_until("ckpt to seize the workload", || {
             status_field(w.pid, "TracerPid").as_deref() == Some(ckpt.as_str())

@@ -581,15 +581,12 @@ impl Env {
 
     /// `ckpt dump -t PID -D DIR [extra...]`.
     pub fn dump(&self, pid: i32, dir: &Path, extra: &[&str]) -> CkptOutput {
-        let mut args: Vec<OsString> = vec![
-            "dump".into(),
-            "-t".into(),
-            pid.to_string().into(),
-            "-D".into(),
-            dir.into(),
-        ];
-        args.extend(extra.iter().map(OsString::from));
-        self.ckpt(&args)
+        self.ckpt(&dump_args(pid, dir, extra))
+    }
+
+    /// [`Env::dump`] started in the background (see [`Env::ckpt_bg`]).
+    pub fn dump_bg(&self, pid: i32, dir: &Path, extra: &[&str]) -> BgCkpt {
+        self.ckpt_bg(&dump_args(pid, dir, extra))
     }
 
     /// `ckpt restore -D DIR -d`.
@@ -761,6 +758,19 @@ impl Default for Env {
     fn default() -> Self {
         Env::new()
     }
+}
+
+/// The arguments of `ckpt dump -t PID -D DIR [extra...]`.
+fn dump_args(pid: i32, dir: &Path, extra: &[&str]) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        "dump".into(),
+        "-t".into(),
+        pid.to_string().into(),
+        "-D".into(),
+        dir.into(),
+    ];
+    args.extend(extra.iter().map(OsString::from));
+    args
 }
 
 /// Numbers the captured output files of `ckpt` runs.
