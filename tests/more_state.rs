@@ -25,21 +25,6 @@ fn start_with(env: &Env, name: &str, args: &[&str]) -> Workload {
     w
 }
 
-/// SIGTERM makes a workload damage its state and check: it must notice (FAIL, exit 1),
-/// so its PASS lines mean something.
-fn notices_corruption(env: &Env, w: &Workload) {
-    assert!(signal(w.pid, libc::SIGTERM));
-    let st = reap(w.pid, LINE_TIMEOUT).expect("did not exit on SIGTERM");
-    env.untrack(w.pid);
-    let text = env.output(w);
-    assert!(
-        libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 1,
-        "{} should notice its corrupted state and exit 1, it {}; output:\n{text}",
-        w.name,
-        describe_wait(st)
-    );
-}
-
 /// Checks, then CYCLES dump/restore cycles each followed by a check, then the
 /// corruption control.
 fn cycles(env: &Env, w: &mut Workload) {

@@ -6,42 +6,6 @@ mod common;
 
 use common::*;
 
-fn sanity(start: impl Fn(&Env) -> Workload) {
-    let env = Env::new();
-
-    let mut w = start(&env);
-    env.check(&mut w);
-    env.check(&mut w);
-    assert!(signal(w.pid, libc::SIGUSR2));
-    let st = reap(w.pid, LINE_TIMEOUT).expect("did not exit on SIGUSR2");
-    env.untrack(w.pid);
-    assert!(
-        libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
-        "{} on SIGUSR2: {}; output:\n{}",
-        w.name,
-        describe_wait(st),
-        env.output(&w)
-    );
-
-    let env = Env::new();
-    let mut w = start(&env);
-    env.check(&mut w);
-    assert!(signal(w.pid, libc::SIGTERM));
-    let st = reap(w.pid, LINE_TIMEOUT).expect("did not exit on SIGTERM");
-    env.untrack(w.pid);
-    assert!(
-        libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 1,
-        "{} should notice its corrupted state and exit 1, it {}; output:\n{}",
-        w.name,
-        describe_wait(st),
-        env.output(&w)
-    );
-    assert!(
-        env.output(&w).lines().any(|l| l.starts_with("FAIL ")),
-        "no FAIL line"
-    );
-}
-
 #[test]
 fn mem_sane() {
     sanity(|e| e.start("mem"));

@@ -754,6 +754,50 @@ impl Env {
     }
 }
 
+/// SIGTERM makes a workload damage its state and check: it must notice (a FAIL line,
+/// exit 1), so its PASS lines mean something.
+pub fn notices_corruption(env: &Env, w: &Workload) {
+    assert!(signal(w.pid, libc::SIGTERM));
+    let st = reap(w.pid, LINE_TIMEOUT).expect("did not exit on SIGTERM");
+    env.untrack(w.pid);
+    let text = env.output(w);
+    assert!(
+        libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 1,
+        "{} should notice its corrupted state and exit 1, it {}; output:\n{text}",
+        w.name,
+        describe_wait(st)
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("FAIL ")),
+        "{}: no FAIL line:\n{text}",
+        w.name
+    );
+}
+
+/// The workload alone, no checkpoint: passes twice and exits 0 on SIGUSR2; a second
+/// one notices corruption. If this fails, the workload or the machine is at fault.
+pub fn sanity(start: impl Fn(&Env) -> Workload) {
+    let env = Env::new();
+    let mut w = start(&env);
+    env.check(&mut w);
+    env.check(&mut w);
+    assert!(signal(w.pid, libc::SIGUSR2));
+    let st = reap(w.pid, LINE_TIMEOUT).expect("did not exit on SIGUSR2");
+    env.untrack(w.pid);
+    assert!(
+        libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+        "{} on SIGUSR2: {}; output:\n{}",
+        w.name,
+        describe_wait(st),
+        env.output(&w)
+    );
+    // A fresh temp dir (and output file) for the second one.
+    let env = Env::new();
+    let mut w = start(&env);
+    env.check(&mut w);
+    notices_corruption(&env, &w);
+}
+
 impl Default for Env {
     fn default() -> Self {
         Env::new()
