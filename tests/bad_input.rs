@@ -11,7 +11,6 @@ use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 /// The workload whose dump failed is unharmed.
 fn assert_untouched(env: &Env, w: &mut Workload) {
@@ -57,37 +56,7 @@ fn dump_kernel_thread() {
 fn dump_self() {
     let env = Env::new();
     let dir = env.subdir("img");
-    let script = "exec \"$0\" dump -t $$ -D \"$1\"";
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .arg(CKPT)
-        .arg(&dir)
-        .current_dir(env.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as i32;
-    env.track(pid);
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            start.elapsed() < CKPT_TIMEOUT,
-            "ckpt dumping itself hung (state {:?})",
-            proc_state(pid)
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let o = child.wait_with_output().unwrap();
-    env.untrack(pid);
-    let out = CkptOutput {
-        args: vec!["dump".into(), "-t".into(), pid.to_string().into()],
-        status: o.status,
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    };
+    let (pid, out) = env.ckpt_sh("exec \"$0\" dump -t $$ -D \"$1\"", &[dir.as_os_str()]);
     let line = out.failed_naming(&pid.to_string());
     assert!(mentions_number(&line, pid as i64), "{out}");
 }

@@ -62,15 +62,6 @@ fn assert_reaped_by_ckpt(env: &Env, pid: i32, out: &CkptOutput) {
     env.assert_gone(pid);
 }
 
-/// The control: the untouched images restore, and the workload passes its check.
-fn good_copy_restores(env: &Env, w: &mut Workload, good: &Path) {
-    env.restore_detached(good).ok();
-    env.track(w.pid);
-    assert_running_untraced(w.pid);
-    env.check(w);
-    env.kill_and_reap(w.pid);
-}
-
 /// Our rewriting is sound: the set still verifies (so a refusal is about the content).
 fn assert_verifies(dir: &Path) {
     if let Err(e) = ImageDir::open(dir) {

@@ -10,8 +10,8 @@ use common::*;
 use std::ffi::OsStr;
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 const CYCLES: usize = 2;
 
@@ -80,35 +80,7 @@ fn caps_user_ambient_bounding_and_securebits() {
 /// the limits the ulimit commands set.
 fn restore_under_ulimit(env: &Env, dir: &Path, ulimit: &str) -> CkptOutput {
     let script = format!("{ulimit} && exec \"$0\" restore -D \"$1\" -d");
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(&script)
-        .arg(CKPT)
-        .arg(dir)
-        .current_dir(env.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sh");
-    let pid = child.id() as i32;
-    env.track(pid);
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            start.elapsed() < CKPT_TIMEOUT,
-            "`{script}` hung for {CKPT_TIMEOUT:?}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let out = child.wait_with_output().unwrap();
-    env.untrack(pid);
-    CkptOutput {
-        args: vec!["(sh -c)".into(), script.into()],
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    env.ckpt_sh(&script, &[dir.as_os_str()]).1
 }
 
 /// The workload holds fd 4000; ckpt restores it with a soft RLIMIT_NOFILE of 1024 (it
@@ -302,42 +274,28 @@ fn restore_refused_in_time(env: &Env, dir: &Path, pid: i32, naming: &str) -> Str
         dir.as_os_str(),
         OsStr::new("-d"),
     ]);
-    let start = Instant::now();
-    while bg.child.try_wait().unwrap().is_none() {
-        if start.elapsed() > REFUSAL_LIMIT {
-            let state = proc_state(pid);
-            let wchan = fs::read_to_string(format!("/proc/{pid}/wchan")).ok();
-            // ckpt first: its seed then comes to us (the subreaper) to be reaped.
-            let ckpt = bg.child.id() as i32;
-            let _ = bg.child.kill();
-            let _ = bg.child.wait();
-            env.untrack(ckpt);
-            signal(pid, libc::SIGKILL);
-            if reap(pid, Duration::from_secs(5)).is_some_and(|st| st != -1) {
-                env.untrack(pid);
-            }
-            panic!(
-                "restore from {} still running after {REFUSAL_LIMIT:?}: pid {pid} was in \
-                 state {state:?}, wchan {wchan:?}",
-                dir.display()
-            );
+    if wait_child(&mut bg.child, REFUSAL_LIMIT).is_none() {
+        let state = proc_state(pid);
+        let wchan = fs::read_to_string(format!("/proc/{pid}/wchan")).ok();
+        // ckpt first: its seed then comes to us (the subreaper) to be reaped.
+        let ckpt = bg.child.id() as i32;
+        let _ = bg.child.kill();
+        let _ = bg.child.wait();
+        env.untrack(ckpt);
+        signal(pid, libc::SIGKILL);
+        if reap(pid, Duration::from_secs(5)).is_some_and(|st| st != -1) {
+            env.untrack(pid);
         }
-        std::thread::sleep(Duration::from_millis(10));
+        panic!(
+            "restore from {} still running after {REFUSAL_LIMIT:?}: pid {pid} was in \
+             state {state:?}, wchan {wchan:?}",
+            dir.display()
+        );
     }
     let out = env.finish_bg(bg);
     let line = out.failed_naming(naming);
     env.assert_gone(pid);
     line
-}
-
-/// The untouched copy restores and the workload passes its check: the refusal was about
-/// the edit.
-fn good_copy_restores(env: &Env, w: &mut Workload, good: &Path) {
-    env.restore_detached(good).ok();
-    env.track(w.pid);
-    assert_running_untraced(w.pid);
-    env.check(w);
-    env.kill_and_reap(w.pid);
 }
 
 /// Points fd `fd` of the image at `path` as `kind`, with `flags` and device `rdev`.

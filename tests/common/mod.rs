@@ -28,7 +28,7 @@ use std::hash::{Hash, Hasher};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Once, OnceLock};
 use std::thread::sleep;
@@ -261,6 +261,20 @@ fn raw_wait_status(st: WaitStatus) -> i32 {
     }
 }
 
+/// Waits for `child` to exit, for at most `limit`; None if it still runs by then.
+pub fn wait_child(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        sleep(Duration::from_millis(5));
+    }
+}
+
 /// Sends `sig` to `pid`; returns false if that failed (e.g. ESRCH, or a signal number
 /// nix does not know, such as a real-time one).
 pub fn signal(pid: i32, sig: i32) -> bool {
@@ -482,10 +496,22 @@ impl Env {
 
     /// Runs `ckpt args...` (with a time limit), capturing status, stdout and stderr.
     pub fn ckpt<S: AsRef<OsStr>>(&self, args: &[S]) -> CkptOutput {
-        self.ckpt_program(Path::new(CKPT), args)
+        self.run_captured(Path::new(CKPT), args).1
     }
 
-    fn ckpt_program<S: AsRef<OsStr>>(&self, program: &Path, args: &[S]) -> CkptOutput {
+    /// Runs `sh -c SCRIPT CKPT args...` like [`Env::ckpt`], for a script that ends in
+    /// `exec "$0" ...` (e.g. to set limits first, or to name the shell's own pid as `$$`).
+    /// Returns the shell's pid, which is ckpt's once it execs, and the output.
+    pub fn ckpt_sh(&self, script: &str, args: &[&OsStr]) -> (i32, CkptOutput) {
+        let mut all: Vec<&OsStr> = vec![OsStr::new("-c"), OsStr::new(script), OsStr::new(CKPT)];
+        all.extend(args);
+        let (pid, mut out) = self.run_captured(Path::new("sh"), &all);
+        // Shown as `ckpt (sh -c) SCRIPT CKPT args...` in messages.
+        out.args[0] = "(sh -c)".into();
+        (pid, out)
+    }
+
+    fn run_captured<S: AsRef<OsStr>>(&self, program: &Path, args: &[S]) -> (i32, CkptOutput) {
         let args: Vec<OsString> = args.iter().map(|a| a.as_ref().to_os_string()).collect();
         let tag = RUN_SEQ.fetch_add(1, Ordering::Relaxed);
         let out_path = self.path().join(format!(".ckpt-{tag}.stdout"));
@@ -497,38 +523,33 @@ impl Env {
             .stdout(fs::File::create(&out_path).unwrap())
             .stderr(fs::File::create(&err_path).unwrap())
             .spawn()
-            .expect("spawn ckpt");
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
         let pid = child.id() as i32;
         self.track(pid);
-        let start = Instant::now();
-        let status = loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                break st;
-            }
-            if start.elapsed() > CKPT_TIMEOUT {
-                let _ = child.kill();
-                let _ = child.wait();
-                self.untrack(pid);
-                panic!(
-                    "ckpt {:?} hung for {:?}; stderr so far:\n{}",
-                    args,
-                    CKPT_TIMEOUT,
-                    fs::read_to_string(&err_path).unwrap_or_default()
-                );
-            }
-            sleep(Duration::from_millis(5));
+        let Some(status) = wait_child(&mut child, CKPT_TIMEOUT) else {
+            let state = proc_state(pid);
+            let _ = child.kill();
+            let _ = child.wait();
+            self.untrack(pid);
+            panic!(
+                "ckpt {:?} hung for {:?} (state {state:?}); stderr so far:\n{}",
+                args,
+                CKPT_TIMEOUT,
+                fs::read_to_string(&err_path).unwrap_or_default()
+            );
         };
         self.untrack(pid);
         let stdout = fs::read_to_string(&out_path).unwrap_or_default();
         let stderr = fs::read_to_string(&err_path).unwrap_or_default();
         let _ = fs::remove_file(&out_path);
         let _ = fs::remove_file(&err_path);
-        CkptOutput {
+        let out = CkptOutput {
             args,
             status,
             stdout,
             stderr,
-        }
+        };
+        (pid, out)
     }
 
     /// Starts `ckpt args...` in the background (e.g. `restore` without -d); the
@@ -557,18 +578,11 @@ impl Env {
 
     /// Waits (with the time limit) for a background ckpt to exit.
     pub fn finish_bg(&self, mut bg: BgCkpt) -> CkptOutput {
-        let start = Instant::now();
-        let status = loop {
-            if let Some(st) = bg.child.try_wait().unwrap() {
-                break st;
-            }
-            if start.elapsed() > CKPT_TIMEOUT {
-                panic!(
-                    "background ckpt {:?} did not exit within {:?}",
-                    bg.args, CKPT_TIMEOUT
-                );
-            }
-            sleep(Duration::from_millis(5));
+        let Some(status) = wait_child(&mut bg.child, CKPT_TIMEOUT) else {
+            panic!(
+                "background ckpt {:?} did not exit within {:?}",
+                bg.args, CKPT_TIMEOUT
+            );
         };
         self.untrack(bg.child.id() as i32);
         CkptOutput {
@@ -796,6 +810,16 @@ pub fn sanity(start: impl Fn(&Env) -> Workload) {
     let mut w = start(&env);
     env.check(&mut w);
     notices_corruption(&env, &w);
+}
+
+/// The control of a test that edits images: the untouched copy `good` restores and the
+/// workload passes its check, so the refusal was about the edit. Kills it afterwards.
+pub fn good_copy_restores(env: &Env, w: &mut Workload, good: &Path) {
+    env.restore_detached(good).ok();
+    env.track(w.pid);
+    assert_running_untraced(w.pid);
+    env.check(w);
+    env.kill_and_reap(w.pid);
 }
 
 impl Default for Env {
