@@ -22,7 +22,6 @@
  */
 #include "wl.h"
 #include <grp.h>
-#include <linux/capability.h>
 #include <linux/securebits.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -39,55 +38,11 @@ static int secbits0;
 static uid_t uid0;
 static char self_exe[4096];
 
-static int get_caps(struct __user_cap_data_struct d[2])
-{
-	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
-	memset(d, 0, 2 * sizeof(*d));
-	return (int)syscall(SYS_capget, &h, d);
-}
-
-static int set_caps(uint64_t eff, uint64_t prm, uint64_t inh)
-{
-	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
-	struct __user_cap_data_struct d[2];
-	for (int i = 0; i < 2; i++) {
-		d[i].effective = (uint32_t)(eff >> (32 * i));
-		d[i].permitted = (uint32_t)(prm >> (32 * i));
-		d[i].inheritable = (uint32_t)(inh >> (32 * i));
-	}
-	return (int)syscall(SYS_capset, &h, d);
-}
-
 static uint64_t cap64(const struct __user_cap_data_struct d[2], int which)
 {
 	uint32_t lo = which == 0 ? d[0].effective : which == 1 ? d[0].permitted : d[0].inheritable;
 	uint32_t hi = which == 0 ? d[1].effective : which == 1 ? d[1].permitted : d[1].inheritable;
 	return (uint64_t)hi << 32 | lo;
-}
-
-/* The value of a /proc/self/status field (after the tab), or "" */
-static void status_field(const char *name, char *out, size_t len)
-{
-	char buf[8192];
-	out[0] = 0;
-	ssize_t n = wl_read_file("/proc/self/status", buf, sizeof(buf) - 1);
-	if (n <= 0)
-		return;
-	buf[n] = 0;
-	size_t nl = strlen(name);
-	for (char *l = buf; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
-		if (strncmp(l, name, nl) == 0 && l[nl] == ':') {
-			char *v = l + nl + 1;
-			while (*v == ' ' || *v == '\t')
-				v++;
-			size_t k = strcspn(v, "\n");
-			if (k >= len)
-				k = len - 1;
-			memcpy(out, v, k);
-			out[k] = 0;
-			return;
-		}
-	}
 }
 
 /* The CapEff a freshly exec'd copy of this program gets; -1 on error. */
@@ -117,14 +72,14 @@ static int verify(void)
 	WL_CHECK(r == uid0 && e == uid0 && s == uid0, "resuid %u/%u/%u, want %u", r, e, s, uid0);
 
 	struct __user_cap_data_struct d[2];
-	WL_CHECK(get_caps(d) == 0, "capget: %s", strerror(errno));
+	WL_CHECK(wl_get_caps(d) == 0, "capget: %s", strerror(errno));
 	const char *names[] = { "CapEff", "CapPrm", "CapInh" };
 	for (int i = 0; i < 3; i++)
 		WL_CHECK(cap64(d, i) == cap64(caps0, i), "%s %#llx, was %#llx", names[i],
 			 (unsigned long long)cap64(d, i), (unsigned long long)cap64(caps0, i));
 
 	char v[64];
-	status_field("CapBnd", v, sizeof(v));
+	wl_status_field("CapBnd", v, sizeof(v));
 	WL_CHECK(strcmp(v, capbnd0) == 0, "CapBnd %s, was %s", v, capbnd0);
 	for (size_t i = 0; i < sizeof(dropped) / sizeof(dropped[0]); i++)
 		WL_CHECK(prctl(PR_CAPBSET_READ, dropped[i], 0, 0, 0) == 0,
@@ -132,7 +87,7 @@ static int verify(void)
 	WL_CHECK(prctl(PR_CAPBSET_READ, CAP_NET_BIND_SERVICE, 0, 0, 0) == 1,
 		 "CAP_NET_BIND_SERVICE left the bounding set");
 
-	status_field("CapAmb", v, sizeof(v));
+	wl_status_field("CapAmb", v, sizeof(v));
 	WL_CHECK(strcmp(v, capamb0) == 0, "CapAmb %s, was %s", v, capamb0);
 	int amb = prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, CAP_NET_BIND_SERVICE, 0, 0);
 	WL_CHECK(amb == user_mode, "PR_CAP_AMBIENT_IS_SET(NET_BIND_SERVICE) %d, want %d", amb,
@@ -164,7 +119,7 @@ static void corrupt(void)
 static int probe(const char *want)
 {
 	char v[64];
-	status_field("CapEff", v, sizeof(v));
+	wl_status_field("CapEff", v, sizeof(v));
 	return strtoull(v, NULL, 16) == strtoull(want, NULL, 16) ? 0 : 1;
 }
 
@@ -184,7 +139,7 @@ int main(int argc, char **argv)
 	self_exe[n] = 0;
 
 	struct __user_cap_data_struct d[2];
-	if (get_caps(d))
+	if (wl_get_caps(d))
 		wl_die("capget");
 	for (size_t i = 0; i < sizeof(dropped) / sizeof(dropped[0]); i++)
 		if (prctl(PR_CAPBSET_DROP, dropped[i], 0, 0, 0))
@@ -193,7 +148,7 @@ int main(int argc, char **argv)
 		static const gid_t groups[] = { GID };
 		if (setgroups(1, groups))
 			wl_die("setgroups");
-		if (set_caps(cap64(d, 1), cap64(d, 1), NBS))
+		if (wl_set_caps(cap64(d, 1), cap64(d, 1), NBS))
 			wl_die("capset I=NET_BIND_SERVICE");
 		if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_NET_BIND_SERVICE, 0, 0))
 			wl_die("PR_CAP_AMBIENT_RAISE");
@@ -204,7 +159,7 @@ int main(int argc, char **argv)
 			wl_die("PR_SET_SECUREBITS");
 		if (setresgid(GID, GID, GID) || setresuid(UID, UID, UID))
 			wl_die("setresgid/setresuid");
-		if (set_caps(NBS, NBS, NBS))
+		if (wl_set_caps(NBS, NBS, NBS))
 			wl_die("capset E=P=I=NET_BIND_SERVICE");
 		if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0))
 			wl_die("PR_SET_DUMPABLE");
@@ -212,11 +167,11 @@ int main(int argc, char **argv)
 		wl_die("PR_SET_SECUREBITS");
 	}
 	uid0 = geteuid();
-	if (get_caps(caps0))
+	if (wl_get_caps(caps0))
 		wl_die("capget");
 	secbits0 = prctl(PR_GET_SECUREBITS, 0, 0, 0, 0);
-	status_field("CapBnd", capbnd0, sizeof(capbnd0));
-	status_field("CapAmb", capamb0, sizeof(capamb0));
+	wl_status_field("CapBnd", capbnd0, sizeof(capbnd0));
+	wl_status_field("CapAmb", capamb0, sizeof(capamb0));
 	if (!capbnd0[0] || !capamb0[0])
 		wl_die("no CapBnd/CapAmb in /proc/self/status");
 

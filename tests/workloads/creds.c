@@ -21,7 +21,6 @@
 #include "wl.h"
 #include <arpa/inet.h>
 #include <grp.h>
-#include <linux/capability.h>
 #include <netinet/in.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -35,49 +34,6 @@ static int secbits0;
 static char capbnd0[64];
 static int unpriv_start = 1024;
 static unsigned seed;
-
-static int get_caps(struct __user_cap_data_struct d[2])
-{
-	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
-	memset(d, 0, 2 * sizeof(*d));
-	return (int)syscall(SYS_capget, &h, d);
-}
-
-static int set_caps(uint32_t eff, uint32_t prm, uint32_t inh)
-{
-	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
-	struct __user_cap_data_struct d[2];
-	memset(d, 0, sizeof(d));
-	d[0].effective = eff;
-	d[0].permitted = prm;
-	d[0].inheritable = inh;
-	return (int)syscall(SYS_capset, &h, d);
-}
-
-/* The value of a /proc/self/status field (after the tab), or "" */
-static void status_field(const char *name, char *out, size_t len)
-{
-	char buf[8192];
-	out[0] = 0;
-	ssize_t n = wl_read_file("/proc/self/status", buf, sizeof(buf) - 1);
-	if (n <= 0)
-		return;
-	buf[n] = 0;
-	size_t nl = strlen(name);
-	for (char *l = buf; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
-		if (strncmp(l, name, nl) == 0 && l[nl] == ':') {
-			char *v = l + nl + 1;
-			while (*v == ' ' || *v == '\t')
-				v++;
-			size_t k = strcspn(v, "\n");
-			if (k >= len)
-				k = len - 1;
-			memcpy(out, v, k);
-			out[k] = 0;
-			return;
-		}
-	}
-}
 
 /* bind() a fresh TCP socket to 127.0.0.1:port; returns 0 or the errno */
 static int try_bind(int port)
@@ -111,9 +67,9 @@ static int check_bind(void)
 		int port = pick_port();
 		int control = port < unpriv_start;
 		if (control) {
-			WL_CHECK(set_caps(0, CAP_BIT, 0) == 0, "capset E=0: %s", strerror(errno));
+			WL_CHECK(wl_set_caps(0, CAP_BIT, 0) == 0, "capset E=0: %s", strerror(errno));
 			int e = try_bind(port);
-			int back = set_caps(CAP_BIT, CAP_BIT, 0);
+			int back = wl_set_caps(CAP_BIT, CAP_BIT, 0);
 			WL_CHECK(back == 0,
 				 "capset E=P=NET_BIND_SERVICE (raising it back from permitted): %s",
 				 strerror(errno));
@@ -148,9 +104,9 @@ static int verify(void)
 	WL_CHECK(gr == GID && ge == GID && gs == GID, "resgid %u/%u/%u, want %u", gr, ge, gs, GID);
 
 	char v[256];
-	status_field("Uid", v, sizeof(v));
+	wl_status_field("Uid", v, sizeof(v));
 	WL_CHECK(strcmp(v, "1000\t1000\t1000\t1000") == 0, "status Uid '%s'", v);
-	status_field("Gid", v, sizeof(v));
+	wl_status_field("Gid", v, sizeof(v));
 	WL_CHECK(strcmp(v, "1000\t1000\t1000\t1000") == 0, "status Gid '%s'", v);
 
 	gid_t g[64];
@@ -164,16 +120,16 @@ static int verify(void)
 	WL_CHECK(has44 && has1000, "groups %u %u, want 44 1000", g[0], g[1]);
 
 	struct __user_cap_data_struct d[2];
-	WL_CHECK(get_caps(d) == 0, "capget: %s", strerror(errno));
+	WL_CHECK(wl_get_caps(d) == 0, "capget: %s", strerror(errno));
 	WL_CHECK(d[0].effective == CAP_BIT && d[1].effective == 0, "CapEff %08x%08x, want %08x",
 		 d[1].effective, d[0].effective, CAP_BIT);
 	WL_CHECK(d[0].permitted == CAP_BIT && d[1].permitted == 0, "CapPrm %08x%08x, want %08x",
 		 d[1].permitted, d[0].permitted, CAP_BIT);
 	WL_CHECK(d[0].inheritable == 0 && d[1].inheritable == 0, "CapInh %08x%08x, want 0",
 		 d[1].inheritable, d[0].inheritable);
-	status_field("CapBnd", v, sizeof(v));
+	wl_status_field("CapBnd", v, sizeof(v));
 	WL_CHECK(strcmp(v, capbnd0) == 0, "CapBnd %s, was %s", v, capbnd0);
-	status_field("CapAmb", v, sizeof(v));
+	wl_status_field("CapAmb", v, sizeof(v));
 	WL_CHECK(strcmp(v, "0000000000000000") == 0, "CapAmb %s, want 0", v);
 
 	int k = prctl(PR_GET_KEEPCAPS, 0, 0, 0, 0);
@@ -182,7 +138,7 @@ static int verify(void)
 	WL_CHECK(sb == secbits0, "securebits %#x, was %#x", sb, secbits0);
 	int dm = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
 	WL_CHECK(dm == 1, "PR_GET_DUMPABLE %d, want 1", dm);
-	status_field("NoNewPrivs", v, sizeof(v));
+	wl_status_field("NoNewPrivs", v, sizeof(v));
 	WL_CHECK(strcmp(v, "0") == 0, "NoNewPrivs '%s', want 0", v);
 	WL_CHECK(prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 0, "PR_GET_NO_NEW_PRIVS set");
 
@@ -219,14 +175,14 @@ int main(int argc, char **argv)
 	if (setresuid(UID, UID, UID))
 		wl_die("setresuid");
 	/* With keepcaps the permitted set survived the uid change, the effective set not. */
-	if (set_caps(CAP_BIT, CAP_BIT, 0))
+	if (wl_set_caps(CAP_BIT, CAP_BIT, 0))
 		wl_die("capset");
 	if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0))
 		wl_die("PR_SET_DUMPABLE");
 	secbits0 = prctl(PR_GET_SECUREBITS, 0, 0, 0, 0);
 	if (secbits0 < 0)
 		wl_die("PR_GET_SECUREBITS");
-	status_field("CapBnd", capbnd0, sizeof(capbnd0));
+	wl_status_field("CapBnd", capbnd0, sizeof(capbnd0));
 	if (!capbnd0[0])
 		wl_die("no CapBnd in /proc/self/status");
 

@@ -20,17 +20,6 @@ static uint8_t *L, *F;
 static long vmlck0;
 static int future;
 
-static long vmlck_kb(void)
-{
-	char buf[8192];
-	ssize_t n = wl_read_file("/proc/self/status", buf, sizeof(buf) - 1);
-	if (n <= 0)
-		return -1;
-	buf[n] = 0;
-	char *p = strstr(buf, "VmLck:");
-	return p ? strtol(p + 6, NULL, 10) : -1;
-}
-
 /* 1 if the VmFlags of the VMA starting at `addr` include the flag `f`, 0 if not, -1 if
  * there is no such VMA. */
 static int vm_flag(const void *addr, const char *f)
@@ -86,14 +75,14 @@ static int verify(void)
 		 vm_flag(F, "lo"), vm_flag(F, "lf"));
 	if (!resident(L, 0, NPAGES) || !resident(F, 0, TOUCHED))
 		return 0;
-	long lck = vmlck_kb();
+	long lck = wl_status_long("VmLck", 10);
 	WL_CHECK(lck == vmlck0, "VmLck %ld kB, was %ld kB", lck, vmlck0);
 	if (future) {
 		/* Read-only: never merged with L or F. */
 		uint8_t *n = mmap(NULL, 2 * PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		WL_CHECK(n != MAP_FAILED, "mmap: %s", strerror(errno));
 		int lo = vm_flag(n, "lo");
-		long grown = vmlck_kb() - lck;
+		long grown = wl_status_long("VmLck", 10) - lck;
 		munmap(n, 2 * PAGE);
 		WL_CHECK(lo == 1 && grown == 8,
 			 "a new mapping is not locked (VmFlags lo %d, VmLck +%ld kB): MCL_FUTURE lost",
@@ -129,7 +118,7 @@ int main(int argc, char **argv)
 		if (mlockall(MCL_FUTURE))
 			wl_die("mlockall(MCL_FUTURE)");
 	}
-	vmlck0 = vmlck_kb();
+	vmlck0 = wl_status_long("VmLck", 10);
 	if (vmlck0 != 2 * NPAGES * PAGE / 1024)
 		wl_die("VmLck %ld kB, want %d", vmlck0, 2 * NPAGES * PAGE / 1024);
 

@@ -25,28 +25,6 @@
 static uint8_t *area;
 static size_t area_len;
 
-static long status_field(const char *name)
-{
-	char buf[8192];
-	ssize_t n = wl_read_file("/proc/self/status", buf, sizeof(buf) - 1);
-	if (n <= 0)
-		return -1;
-	buf[n] = 0;
-	char *p = strstr(buf, name);
-	return p ? strtol(p + strlen(name), NULL, 16) : -1;
-}
-
-static long vmlck_kb(void)
-{
-	char buf[8192];
-	ssize_t n = wl_read_file("/proc/self/status", buf, sizeof(buf) - 1);
-	if (n <= 0)
-		return -1;
-	buf[n] = 0;
-	char *p = strstr(buf, "VmLck:");
-	return p ? strtol(p + 6, NULL, 10) : -1;
-}
-
 static int verify(void)
 {
 	uid_t r, e, s;
@@ -56,14 +34,14 @@ static int verify(void)
 	WL_CHECK(getresgid(&gr, &ge, &gs) == 0 && gr == NOBODY && ge == NOBODY && gs == NOBODY,
 		 "gids %u %u %u", gr, ge, gs);
 	WL_CHECK(getgroups(0, NULL) == 0, "%d supplementary groups", getgroups(0, NULL));
-	WL_CHECK(status_field("CapEff:") == 0 && status_field("CapPrm:") == 0,
-		 "CapEff %lx CapPrm %lx", status_field("CapEff:"), status_field("CapPrm:"));
+	WL_CHECK(wl_status_long("CapEff", 16) == 0 && wl_status_long("CapPrm", 16) == 0,
+		 "CapEff %lx CapPrm %lx", wl_status_long("CapEff", 16), wl_status_long("CapPrm", 16));
 	struct rlimit rl;
 	WL_CHECK(getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur == LIMIT && rl.rlim_max == LIMIT,
 		 "RLIMIT_MEMLOCK %lu/%lu", (unsigned long)rl.rlim_cur, (unsigned long)rl.rlim_max);
 	if (area) {
 		WL_CHECK(wl_cmp(area, area_len, 7) == (size_t)-1, "locked area contents differ");
-		long lck = vmlck_kb();
+		long lck = wl_status_long("VmLck", 10);
 		WL_CHECK(lck == (long)(area_len >> 10), "VmLck %ld kB, want %lu kB", lck,
 			 (unsigned long)(area_len >> 10));
 		size_t pages = area_len / 4096;

@@ -17,6 +17,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -220,6 +221,61 @@ __attribute__((unused)) static ssize_t wl_read_file(const char *path, char *buf,
 	}
 	close(fd);
 	return (ssize_t)got;
+}
+
+/* The value of a /proc/self/status field (after the colon and blanks), or "". */
+static inline void wl_status_field(const char *name, char *out, size_t len)
+{
+	char buf[8192];
+	out[0] = 0;
+	ssize_t n = wl_read_file("/proc/self/status", buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return;
+	buf[n] = 0;
+	size_t nl = strlen(name);
+	for (char *l = buf; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+		if (strncmp(l, name, nl) == 0 && l[nl] == ':') {
+			char *v = l + nl + 1;
+			while (*v == ' ' || *v == '\t')
+				v++;
+			size_t k = strcspn(v, "\n");
+			if (k >= len)
+				k = len - 1;
+			memcpy(out, v, k);
+			out[k] = 0;
+			return;
+		}
+	}
+}
+
+/* A /proc/self/status field as a number in `base` (a "kB" after it is ignored); -1 if
+ * there is no such field. */
+static inline long wl_status_long(const char *name, int base)
+{
+	char v[64];
+	wl_status_field(name, v, sizeof(v));
+	return v[0] ? strtol(v, NULL, base) : -1;
+}
+
+/* capget(2) of this thread, version 3 (64-bit sets split over d[0] and d[1]). */
+static inline int wl_get_caps(struct __user_cap_data_struct d[2])
+{
+	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	memset(d, 0, 2 * sizeof(*d));
+	return (int)syscall(SYS_capget, &h, d);
+}
+
+/* capset(2) of this thread, version 3, to the 64-bit sets given. */
+static inline int wl_set_caps(uint64_t eff, uint64_t prm, uint64_t inh)
+{
+	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct d[2];
+	for (int i = 0; i < 2; i++) {
+		d[i].effective = (uint32_t)(eff >> (32 * i));
+		d[i].permitted = (uint32_t)(prm >> (32 * i));
+		d[i].inheritable = (uint32_t)(inh >> (32 * i));
+	}
+	return (int)syscall(SYS_capset, &h, d);
 }
 
 #endif
