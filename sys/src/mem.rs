@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use nix::sys::uio::{process_vm_readv, process_vm_writev, RemoteIoVec};
 use nix::unistd::Pid;
 use std::io::{IoSlice, IoSliceMut};
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 
 /// The kernel's limit on iovecs per call.
@@ -13,44 +14,27 @@ pub const IOV_MAX: usize = 1024;
 /// Reads the remote ranges `(addr, len)` back to back into `buf` (whose length must be the
 /// sum of the lengths). Fails unless every byte arrived.
 pub fn read_ranges(pid: Pid, ranges: &[(u64, usize)], buf: &mut [u8]) -> Result<()> {
-    let mut done = 0usize;
-    for chunk in ranges.chunks(IOV_MAX) {
-        let total: usize = chunk.iter().map(|r| r.1).sum();
-        let remote: Vec<RemoteIoVec> = chunk
-            .iter()
-            .map(|&(base, len)| RemoteIoVec {
-                base: base as usize,
-                len,
-            })
-            .collect();
-        let mut got = 0usize;
-        while got < total {
-            // Re-slice past what has arrived: a partial read ends on a range boundary
-            // or inside the range that faulted.
-            let (rem, skip) = remaining(&remote, got);
-            let local = &mut buf[done + got..done + total];
-            let n = process_vm_readv(pid, &mut [IoSliceMut::new(local)], &rem_fix(&rem, skip))
-                .map_err(|e| {
-                    Error::sys(
-                        format!("process_vm_readv of pid {pid} at {:#x}", rem[0].base + skip),
-                        e,
-                    )
-                })?;
-            if n == 0 {
-                return Err(Error::Other(format!(
-                    "process_vm_readv of pid {pid}: no progress at {:#x}",
-                    rem[0].base + skip
-                )));
-            }
-            got += n;
-        }
-        done += total;
-    }
-    Ok(())
+    copy_ranges(pid, ranges, "process_vm_readv", |local, remote| {
+        process_vm_readv(pid, &mut [IoSliceMut::new(&mut buf[local])], remote)
+    })
 }
 
 /// Writes `buf` into the remote ranges `(addr, len)` back to back.
 pub fn write_ranges(pid: Pid, ranges: &[(u64, usize)], buf: &[u8]) -> Result<()> {
+    copy_ranges(pid, ranges, "process_vm_writev", |local, remote| {
+        process_vm_writev(pid, &[IoSlice::new(&buf[local])], remote)
+    })
+}
+
+/// The loop of `read_ranges` and `write_ranges`: `io(local, remote)` makes one `syscall`
+/// between the bytes `local` of the caller's buffer and the remote iovecs `remote`, and
+/// may move fewer bytes than asked; it is called again for the rest.
+fn copy_ranges(
+    pid: Pid,
+    ranges: &[(u64, usize)],
+    syscall: &str,
+    mut io: impl FnMut(Range<usize>, &[RemoteIoVec]) -> nix::Result<usize>,
+) -> Result<()> {
     let mut done = 0usize;
     for chunk in ranges.chunks(IOV_MAX) {
         let total: usize = chunk.iter().map(|r| r.1).sum();
@@ -61,28 +45,20 @@ pub fn write_ranges(pid: Pid, ranges: &[(u64, usize)], buf: &[u8]) -> Result<()>
                 len,
             })
             .collect();
-        let mut put = 0usize;
-        while put < total {
-            let (rem, skip) = remaining(&remote, put);
-            let local = &buf[done + put..done + total];
-            let n = process_vm_writev(pid, &[IoSlice::new(local)], &rem_fix(&rem, skip)).map_err(
-                |e| {
-                    Error::sys(
-                        format!(
-                            "process_vm_writev of pid {pid} at {:#x}",
-                            rem[0].base + skip
-                        ),
-                        e,
-                    )
-                },
-            )?;
+        let mut moved = 0usize;
+        while moved < total {
+            // Re-slice past what has moved: a partial transfer ends on a range boundary
+            // or inside the range that faulted.
+            let (rem, skip) = remaining(&remote, moved);
+            let at = rem[0].base + skip;
+            let n = io(done + moved..done + total, &rem_fix(&rem, skip))
+                .map_err(|e| Error::sys(format!("{syscall} of pid {pid} at {at:#x}"), e))?;
             if n == 0 {
                 return Err(Error::Other(format!(
-                    "process_vm_writev of pid {pid}: no progress at {:#x}",
-                    rem[0].base + skip
+                    "{syscall} of pid {pid}: no progress at {at:#x}"
                 )));
             }
-            put += n;
+            moved += n;
         }
         done += total;
     }
