@@ -71,6 +71,11 @@ impl Remote {
     /// Runs one syscall and returns the raw result (a negative value is -errno). A
     /// requested abort ([`crate::abort`]) fails it before the task is touched.
     pub fn syscall_raw(&mut self, nr: i64, args: &[u64]) -> Result<i64> {
+        self.run(self.via, nr, args)
+    }
+
+    /// `syscall_raw` through `via`.
+    fn run(&mut self, via: Via, nr: i64, args: &[u64]) -> Result<i64> {
         crate::abort::check()?;
         let mut r = self.base;
         r.rax = nr as u64;
@@ -83,7 +88,7 @@ impl Remote {
         r.r9 = a(5);
         r.orig_rax = u64::MAX;
         self.calls += 1;
-        match self.via {
+        match via {
             Via::Trampoline(ip) => {
                 r.rip = ip;
                 ptrace::set_regs(self.pid, &r)?;
@@ -119,25 +124,8 @@ impl Remote {
     /// where its final registers can be set without the task running another instruction
     /// of ours (the last munmap of a trampoline).
     pub fn syscall_to_exit(&mut self, nr: i64, args: &[u64], ip: u64) -> Result<i64> {
-        crate::abort::check()?;
-        let mut r = self.base;
-        r.rax = nr as u64;
-        let a = |i: usize| args.get(i).copied().unwrap_or(0);
-        r.rdi = a(0);
-        r.rsi = a(1);
-        r.rdx = a(2);
-        r.r10 = a(3);
-        r.r8 = a(4);
-        r.r9 = a(5);
-        r.orig_rax = u64::MAX;
-        r.rip = ip;
-        self.calls += 1;
-        ptrace::set_regs(self.pid, &r)?;
-        ptrace::syscall(self.pid)?;
-        self.wait_for(|s| s == Stop::Syscall, nr, true)?;
-        ptrace::syscall(self.pid)?;
-        self.wait_for(|s| s == Stop::Syscall, nr, true)?;
-        Ok(ptrace::get_regs(self.pid)?.rax as i64)
+        // Driven to its syscall-exit stop, a call through a syscall instruction ends there.
+        self.run(Via::SyscallInsn(ip), nr, args)
     }
 
     /// The SIGTRAPs sent from outside during the calls so far, as raw siginfo, in the
