@@ -249,19 +249,19 @@ pub fn verify_chunks(
     Ok(want.to_vec())
 }
 
-/// The copy for a compressed pages file: one job per frame. `uffd_vma` as for `plan`.
-#[allow(clippy::too_many_arguments)]
-pub fn copy_frames(
-    pid: Pid,
-    src: &Source,
-    path: &Path,
-    frames: &[Frame],
-    runs: &[pb::PageRun],
-    vmas: &[pb::Vma],
-    uffd_vma: &[bool],
-    uffd: Option<&Uffd>,
-    progress: &dyn Progress,
-) -> R<()> {
+/// Where the runs of a compressed pages file go: the process, its page runs and VMAs,
+/// which VMAs are filled through `uffd` (`uffd_vma` as for `plan`), and the progress.
+pub struct FrameDest<'a> {
+    pub pid: Pid,
+    pub runs: &'a [pb::PageRun],
+    pub vmas: &'a [pb::Vma],
+    pub uffd_vma: &'a [bool],
+    pub uffd: Option<&'a Uffd>,
+    pub progress: &'a dyn Progress,
+}
+
+/// The copy for a compressed pages file: one job per frame.
+pub fn copy_frames(dest: &FrameDest, src: &Source, path: &Path, frames: &[Frame]) -> R<()> {
     let max = frames.iter().map(|f| f.raw_len).max().unwrap_or(0) as usize;
     let refused = |what: String| RestoreError::Refused(format!("{}: {what}", path.display()));
     let bytes = src.reader.bytes();
@@ -297,23 +297,21 @@ pub fn copy_frames(
                     f.raw_len
                 )));
             }
-            place_frame(pid, f, out, runs, vmas, uffd_vma, uffd, progress)
+            place_frame(dest, f, out)
         },
     )
 }
 
 /// Copies the runs (or parts of runs) a decompressed frame holds into the process.
-#[allow(clippy::too_many_arguments)]
-fn place_frame(
-    pid: Pid,
-    f: &Frame,
-    data: &[u8],
-    runs: &[pb::PageRun],
-    vmas: &[pb::Vma],
-    uffd_vma: &[bool],
-    uffd: Option<&Uffd>,
-    progress: &dyn Progress,
-) -> R<()> {
+fn place_frame(dest: &FrameDest, f: &Frame, data: &[u8]) -> R<()> {
+    let FrameDest {
+        pid,
+        runs,
+        vmas,
+        uffd_vma,
+        uffd,
+        progress,
+    } = *dest;
     let frame_end = f.raw_offset + f.raw_len;
     let first = runs.partition_point(|r| r.offset + r.nr_pages * PAGE <= f.raw_offset);
     for r in runs[first..].iter().take_while(|r| r.offset < frame_end) {

@@ -482,17 +482,15 @@ impl<'a> Puppet<'a> {
         let by_uffd_now: Vec<bool> = by_uffd.iter().map(|&b| b && uffd.is_some()).collect();
         let mut verified = Vec::new();
         if let Some(frames) = img.frames.as_deref() {
-            fill::copy_frames(
-                self.pid,
-                pages,
-                &self.pages_path,
-                frames,
-                &img.runs,
-                &img.vmas,
-                &by_uffd_now,
-                uffd.as_ref().map(|(u, _)| u),
-                self.progress,
-            )?;
+            let dest = fill::FrameDest {
+                pid: self.pid,
+                runs: &img.runs,
+                vmas: &img.vmas,
+                uffd_vma: &by_uffd_now,
+                uffd: uffd.as_ref().map(|(u, _)| u),
+                progress: self.progress,
+            };
+            fill::copy_frames(&dest, pages, &self.pages_path, frames)?;
         } else {
             let jobs = fill::plan(&img.runs, &img.vmas, &by_uffd_now, self.lazy);
             if self.lazy {
