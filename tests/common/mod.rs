@@ -512,11 +512,30 @@ impl Env {
     }
 
     fn run_captured<S: AsRef<OsStr>>(&self, program: &Path, args: &[S]) -> (i32, CkptOutput) {
+        let bg = self.spawn_captured(program, args);
+        let pid = bg.child.id() as i32;
+        let files = [bg.out_path.clone(), bg.err_path.clone()];
+        let out = self.finish_bg(bg);
+        for f in files {
+            let _ = fs::remove_file(f);
+        }
+        (pid, out)
+    }
+
+    /// Starts `ckpt args...` in the background (e.g. `restore` without -d); the
+    /// returned child is tracked and must be finished with [`Env::finish_bg`].
+    pub fn ckpt_bg<S: AsRef<OsStr>>(&self, args: &[S]) -> BgCkpt {
+        self.spawn_captured(Path::new(CKPT), args)
+    }
+
+    /// Starts `program args...` with its stdout and stderr going to files of the temp
+    /// dir, and tracks it.
+    fn spawn_captured<S: AsRef<OsStr>>(&self, program: &Path, args: &[S]) -> BgCkpt {
         let args: Vec<OsString> = args.iter().map(|a| a.as_ref().to_os_string()).collect();
         let tag = RUN_SEQ.fetch_add(1, Ordering::Relaxed);
         let out_path = self.path().join(format!(".ckpt-{tag}.stdout"));
         let err_path = self.path().join(format!(".ckpt-{tag}.stderr"));
-        let mut child = Command::new(program)
+        let child = Command::new(program)
             .args(&args)
             .current_dir(self.path())
             .stdin(Stdio::null())
@@ -524,49 +543,6 @@ impl Env {
             .stderr(fs::File::create(&err_path).unwrap())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
-        let pid = child.id() as i32;
-        self.track(pid);
-        let Some(status) = wait_child(&mut child, CKPT_TIMEOUT) else {
-            let state = proc_state(pid);
-            let _ = child.kill();
-            let _ = child.wait();
-            self.untrack(pid);
-            panic!(
-                "ckpt {:?} hung for {:?} (state {state:?}); stderr so far:\n{}",
-                args,
-                CKPT_TIMEOUT,
-                fs::read_to_string(&err_path).unwrap_or_default()
-            );
-        };
-        self.untrack(pid);
-        let stdout = fs::read_to_string(&out_path).unwrap_or_default();
-        let stderr = fs::read_to_string(&err_path).unwrap_or_default();
-        let _ = fs::remove_file(&out_path);
-        let _ = fs::remove_file(&err_path);
-        let out = CkptOutput {
-            args,
-            status,
-            stdout,
-            stderr,
-        };
-        (pid, out)
-    }
-
-    /// Starts `ckpt args...` in the background (e.g. `restore` without -d); the
-    /// returned child is tracked and must be finished with [`Env::finish_bg`].
-    pub fn ckpt_bg<S: AsRef<OsStr>>(&self, args: &[S]) -> BgCkpt {
-        let args: Vec<OsString> = args.iter().map(|a| a.as_ref().to_os_string()).collect();
-        let tag = RUN_SEQ.fetch_add(1, Ordering::Relaxed);
-        let err_path = self.path().join(format!(".ckpt-bg-{tag}.stderr"));
-        let out_path = self.path().join(format!(".ckpt-bg-{tag}.stdout"));
-        let child = Command::new(CKPT)
-            .args(&args)
-            .current_dir(self.path())
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&out_path).unwrap())
-            .stderr(fs::File::create(&err_path).unwrap())
-            .spawn()
-            .expect("spawn ckpt");
         self.track(child.id() as i32);
         BgCkpt {
             child,
@@ -576,15 +552,22 @@ impl Env {
         }
     }
 
-    /// Waits (with the time limit) for a background ckpt to exit.
+    /// Waits (with the time limit) for a background ckpt to exit; kills it if it hangs.
     pub fn finish_bg(&self, mut bg: BgCkpt) -> CkptOutput {
+        let pid = bg.child.id() as i32;
         let Some(status) = wait_child(&mut bg.child, CKPT_TIMEOUT) else {
+            let state = proc_state(pid);
+            let _ = bg.child.kill();
+            let _ = bg.child.wait();
+            self.untrack(pid);
             panic!(
-                "background ckpt {:?} did not exit within {:?}",
-                bg.args, CKPT_TIMEOUT
+                "ckpt {:?} hung for {:?} (state {state:?}); stderr so far:\n{}",
+                bg.args,
+                CKPT_TIMEOUT,
+                fs::read_to_string(&bg.err_path).unwrap_or_default()
             );
         };
-        self.untrack(bg.child.id() as i32);
+        self.untrack(pid);
         CkptOutput {
             args: bg.args,
             status,
