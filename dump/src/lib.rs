@@ -95,6 +95,8 @@ pub fn dump_with_progress(
     // Create the sink before touching the task, so an unusable directory fails early.
     // Dropped unfinished (any error below), it deletes what it wrote.
     let mut sink = ImageSink::create(&opts.dir)?.with_sync(opts.sync);
+    let rss = proc::status(pid)?.vmrss.unwrap_or(0) * 1024;
+    let buffers = pages::Buffers::prepare(rss)?;
     tracing::debug!(pid = opts.pid, ms = ms(t0), "validated");
 
     let t_seize = Instant::now();
@@ -137,6 +139,7 @@ pub fn dump_with_progress(
         &mut pagemap,
         &mut pages_w,
         opts.compress,
+        buffers,
         progress,
     )?;
     sink.commit_pages(pages::PAGES_ID, pages_w)?;

@@ -190,8 +190,9 @@ fn shmem_data(pid: Pid, v: &VmaInfo) -> Option<Vec<(u64, u64)>> {
 pub struct Copied {
     pub pages: u64,
     pub runs: u64,
-    /// Time the reader spent copying out of the task and the writer spent writing (and
-    /// hashing or compressing): the larger one is the bottleneck of the pipeline.
+    /// Time the reader spent copying out of the task (and hashing raw pages for the chunk
+    /// checksums) and the writer spent writing (and, with --compress, compressing and
+    /// hashing the frames): the larger one is the bottleneck of the pipeline.
     pub read_ms: f64,
     pub write_ms: f64,
 }
@@ -209,6 +210,7 @@ pub fn copy<W: Write>(
     pagemap: &mut RecordWriter<W>,
     pages: &mut PagesWriter,
     compress: Option<i32>,
+    bufs: Buffers,
     progress: &dyn ckpt_images::progress::Progress,
 ) -> Result<Copied, DumpError> {
     let nr_pages: u64 = runs.iter().map(|r| r.nr_pages).sum();
@@ -276,6 +278,7 @@ pub fn copy<W: Write>(
             made: 0,
             buf_len: total_bytes.min(BATCH),
             offset: start,
+            ready: bufs.0,
             busy: std::time::Duration::ZERO,
             hash: hasher,
         };
@@ -306,13 +309,33 @@ pub fn copy<W: Write>(
 /// Buffers in flight between the reader and the writer.
 const BUFFERS: usize = 3;
 
-/// The reader's end of the pipeline to the writer thread.
 /// One batch buffer (see `ckpt_sys::process::copy_buffer`).
 type Buffer = ckpt_sys::process::MmapMut;
 
+/// The batch buffers, made before the task is stopped: taking fresh memory can mean
+/// compaction or reclaim on a busy host, which should not lengthen the frozen time.
+pub struct Buffers(Vec<Buffer>);
+
+impl Buffers {
+    /// Buffers for a task holding about `rss` bytes: a small process gets small ones
+    /// (a `sleep` needs no 24 MiB). If the task turns out to need bigger batches, the
+    /// copy makes them then.
+    pub fn prepare(rss: u64) -> Result<Buffers, DumpError> {
+        const HUGE: u64 = 2 << 20;
+        let len = rss.next_multiple_of(HUGE).clamp(HUGE, BATCH as u64) as usize;
+        let bufs = (0..BUFFERS)
+            .map(|_| ckpt_sys::process::copy_buffer(len))
+            .collect::<Result<_, _>>()?;
+        Ok(Buffers(bufs))
+    }
+}
+
+/// The reader's end of the pipeline to the writer thread.
 struct Output {
     free: Receiver<Buffer>,
     full: SyncSender<(Buffer, usize)>,
+    /// Buffers made before the seize, not used yet.
+    ready: Vec<Buffer>,
     made: usize,
     buf_len: usize,
     /// Where the next batch lands in the pages file.
@@ -327,7 +350,10 @@ impl Output {
     fn take(&mut self) -> Result<Buffer, DumpError> {
         if self.made < BUFFERS {
             self.made += 1;
-            return Ok(ckpt_sys::process::copy_buffer(self.buf_len)?);
+            return match self.ready.pop() {
+                Some(b) if b.len() >= self.buf_len => Ok(b),
+                _ => Ok(ckpt_sys::process::copy_buffer(self.buf_len)?),
+            };
         }
         self.free.recv().map_err(|_| writer_gone())
     }

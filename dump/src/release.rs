@@ -54,8 +54,8 @@ impl Seized {
 
     /// Default end of a dump: SIGKILL while still traced, then wait through ptrace until
     /// the task is dead (its real parent reaps it). Most of that wait is the kernel
-    /// freeing the task's memory, page by page: ckpt frees it too (process_mrelease on
-    /// `pidfd`), from the other end, so that it takes about half as long.
+    /// freeing the task's memory, page by page: ckpt frees it too, in parallel
+    /// (process_mrelease on `pidfd`), so that it takes about half as long.
     pub fn release_kill(mut self, pidfd: BorrowedFd<'_>) -> Result<(), DumpError> {
         let _finish = ckpt_sys::abort::Shield::new();
         let pid = self.pid;

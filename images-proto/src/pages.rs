@@ -71,17 +71,24 @@ pub struct PagesWriter {
     path: PathBuf,
     /// None while the caller hashes the bytes itself (`hash_elsewhere`).
     hash: Option<ChunkHasher>,
+    /// Bytes the chunk hashes cover, which must be every byte written (`finish`).
+    hashed: u64,
     offset: u64,
 }
 
 /// The chunk hashing of a pages file, handed to whoever has the bytes in cache first
 /// (`PagesWriter::hash_elsewhere`). It must be fed exactly the bytes given to
 /// `PagesWriter::write`, in the same order.
-pub struct PagesHasher(ChunkHasher);
+pub struct PagesHasher {
+    hash: ChunkHasher,
+    /// Bytes hashed so far, counted from the start of the file.
+    len: u64,
+}
 
 impl PagesHasher {
     pub fn update(&mut self, data: &[u8]) {
-        self.0.update(data);
+        self.hash.update(data);
+        self.len += data.len() as u64;
     }
 }
 
@@ -98,6 +105,7 @@ impl PagesWriter {
             file,
             path,
             hash: Some(hash),
+            hashed: PAGE_SIZE as u64,
             offset: PAGE_SIZE as u64,
         })
     }
@@ -109,6 +117,13 @@ impl PagesWriter {
 
     /// Appends one zstd frame holding `raw_len` bytes of pages (see `Compression`).
     pub fn write_frame(&mut self, raw_len: usize, compressed: &[u8]) -> Result<()> {
+        // Frames exist only here: whoever took the hasher cannot have seen these bytes.
+        let Some(hash) = self.hash.as_mut() else {
+            return Err(ImageError::invalid(
+                &self.path,
+                "a compressed frame written while its chunk hashing was handed out",
+            ));
+        };
         let mut head = [0u8; FRAME_HEADER];
         head[..4].copy_from_slice(&FRAME_MAGIC);
         head[4..8].copy_from_slice(&(raw_len as u32).to_le_bytes());
@@ -117,9 +132,8 @@ impl PagesWriter {
             self.file
                 .write_all(part)
                 .map_err(|e| ImageError::io(&self.path, e))?;
-            if let Some(h) = self.hash.as_mut() {
-                h.update(part);
-            }
+            hash.update(part);
+            self.hashed += part.len() as u64;
             self.offset += part.len() as u64;
         }
         Ok(())
@@ -134,28 +148,45 @@ impl PagesWriter {
             .map_err(|e| ImageError::io(&self.path, e))?;
         if let Some(h) = self.hash.as_mut() {
             h.update(data);
+            self.hashed += data.len() as u64;
         }
         self.offset += data.len() as u64;
         Ok(at)
     }
 
-    /// Takes the chunk hashing out of `write`: the dump's reader hashes each batch right
-    /// after copying it out of the task, while it is still in the CPU's cache, and leaves
-    /// the writer thread (the slower half) only the write. Give it back with
-    /// `hashed_elsewhere` before `finish`.
+    /// Takes the chunk hashing out of `write` (raw pages only: `write_frame` then fails):
+    /// the dump's reader hashes each batch right after copying it out of the task and
+    /// leaves the writer thread, the slower half, only the write. Give it back with
+    /// `hashed_elsewhere` before `finish`, which checks that it saw as many bytes as were
+    /// written.
     pub fn hash_elsewhere(&mut self) -> Option<PagesHasher> {
-        self.hash.take().map(PagesHasher)
+        self.hash.take().map(|hash| PagesHasher {
+            hash,
+            len: self.hashed,
+        })
     }
 
     pub fn hashed_elsewhere(&mut self, h: PagesHasher) {
-        self.hash = Some(h.0);
+        self.hash = Some(h.hash);
+        self.hashed = h.len;
     }
 
-    /// The file, its size, and its chunk checksums with the checksum over them.
+    /// The file, its size, and its chunk checksums with the checksum over them. Refuses
+    /// (rather than seal checksums that a restore would reject) unless the hashes cover
+    /// exactly the bytes written.
     pub fn finish(self) -> Result<(File, u64, Vec<u64>, u64)> {
         let hash = self.hash.ok_or_else(|| {
             ImageError::invalid(&self.path, "its chunk hashes were never handed back")
         })?;
+        if self.hashed != self.offset {
+            return Err(ImageError::invalid(
+                &self.path,
+                format!(
+                    "{} bytes written but {} hashed for its chunk checksums",
+                    self.offset, self.hashed
+                ),
+            ));
+        }
         let (chunks, top) = hash.finish();
         Ok((self.file, self.offset, chunks, top))
     }
@@ -258,7 +289,17 @@ mod tests {
         let mut lost = writer(t.path());
         let _ = lost.hash_elsewhere();
         lost.write(&data[..PAGE_SIZE]).unwrap();
+        assert!(lost.write_frame(PAGE_SIZE, b"zstd").is_err());
         let err = lost.finish().unwrap_err().to_string();
         assert!(err.contains("never handed back"), "{err}");
+
+        // A hasher that missed a batch (or saw one twice) is caught before the seal.
+        let mut short = writer(t.path());
+        let mut h = short.hash_elsewhere().unwrap();
+        short.write(&data[..2 * PAGE_SIZE]).unwrap();
+        h.update(&data[..PAGE_SIZE]);
+        short.hashed_elsewhere(h);
+        let err = short.finish().unwrap_err().to_string();
+        assert!(err.contains("bytes written but"), "{err}");
     }
 }
