@@ -246,9 +246,15 @@ fn damaged_pages_written_by_the_restore_itself_are_refused() {
     assert!(pagers_of(&dir).is_empty(), "a pager was left behind");
 }
 
-/// Starts `lazybig WORKDIR MIB fork`, dumps it and damages (with `damage_from_end`) one
-/// byte that far from the end of its pages file; returns the workload and the image.
-fn forking_big(env: &Env, mib: u32, damage_from_end: Option<u64>) -> (Workload, PathBuf) {
+/// Starts `lazybig WORKDIR MIB MODE` (`fork`, `fork2` or `forkdrop`), dumps it and damages (with
+/// `damage_from_end`) one byte that far from the end of its pages file; returns the
+/// workload and the image.
+fn forking_big(
+    env: &Env,
+    mib: u32,
+    mode: &str,
+    damage_from_end: Option<u64>,
+) -> (Workload, PathBuf) {
     let bin = workload_bin("lazybig");
     let w = env.spawn(
         "lazybig",
@@ -256,7 +262,7 @@ fn forking_big(env: &Env, mib: u32, damage_from_end: Option<u64>) -> (Workload, 
         &[
             env.path().as_os_str(),
             OsStr::new(&mib.to_string()),
-            OsStr::new("fork"),
+            OsStr::new(mode),
         ],
     );
     env.wait_ready(&w);
@@ -295,7 +301,7 @@ fn child_pid(env: &Env, w: &Workload) -> i32 {
 #[test]
 fn fork_during_lazy_restore_gets_all_pages() {
     let env = Env::new();
-    let (mut w, dir) = forking_big(&env, 512, None);
+    let (mut w, dir) = forking_big(&env, 512, "fork", None);
     let pager = pager_of(&restore_lazy(&env, &dir).ok());
     env.track(w.pid);
     assert!(signal(w.pid, libc::SIGHUP));
@@ -310,13 +316,61 @@ fn fork_during_lazy_restore_gets_all_pages() {
     env.check(&mut w);
 }
 
+/// A fork child that forks again at once, while the pager is still filling it: the
+/// grandchild copied a half-filled address space, and its context reaches the pager only
+/// as an event on the child's userfaultfd. The pager reads the events the child queued
+/// while it was filled and fills the grandchild too before letting it go (left unread,
+/// the context would be dropped when the child's closes, and the grandchild would read
+/// zeros where pages were still missing).
+#[test]
+fn fork_in_a_fork_child_during_lazy_restore_gets_all_pages() {
+    let env = Env::new();
+    let (mut w, dir) = forking_big(&env, 512, "fork2", None);
+    let pager = pager_of(&restore_lazy(&env, &dir).ok());
+    env.track(w.pid);
+    assert!(signal(w.pid, libc::SIGHUP));
+    env.wait_line(&w, "CHILD PASS", |l| {
+        l.starts_with("CHILD PASS") || l.starts_with("CHILD FAIL")
+    });
+    let out = env.output(&w);
+    assert!(
+        out.contains("GRANDCHILD PASS") && out.contains("\nCHILD PASS"),
+        "pid {}: {out}",
+        w.pid
+    );
+    env.check(&mut w);
+    pagers_done(pager, w.pid);
+    env.check(&mut w);
+}
+
+/// A fork child that gives memory back (MADV_DONTNEED) at once, while the pager is still
+/// filling it: its madvise waits until the pager reads the event, and the pager then
+/// leaves that range alone, so it reads zero as it must, and the rest is complete.
+#[test]
+fn memory_dropped_by_a_fork_child_during_its_fill_stays_dropped() {
+    let env = Env::new();
+    let (mut w, dir) = forking_big(&env, 512, "forkdrop", None);
+    let pager = pager_of(&restore_lazy(&env, &dir).ok());
+    env.track(w.pid);
+    assert!(signal(w.pid, libc::SIGHUP));
+    let child = child_pid(&env, &w);
+    env.wait_line(&w, "CHILD PASS", |l| {
+        l.starts_with("CHILD PASS") || l.starts_with("CHILD FAIL")
+    });
+    let out = env.output(&w);
+    assert!(out.contains("CHILD PASS"), "child {child}: {out}");
+    env.check(&mut w);
+    pagers_done(pager, w.pid);
+    env.check(&mut w);
+}
+
 /// A fork before the background copy reaches a damaged chunk: the child's memory cannot
 /// be completed, so the pager kills the child (before its userfaultfd closes: it must
 /// never read the zeros it would then find) and the process; neither reports FAIL.
 #[test]
 fn fork_with_damaged_pages_never_runs_the_child_on_zeros() {
     let env = Env::new();
-    let (w, dir) = forking_big(&env, 1024, Some(8 << 20));
+    let (w, dir) = forking_big(&env, 1024, "fork", Some(8 << 20));
     let pager = pager_of(&restore_lazy(&env, &dir).ok());
     env.track(w.pid);
     assert!(signal(w.pid, libc::SIGHUP));

@@ -80,6 +80,9 @@ pub struct Summary {
 }
 
 /// How a copy of whole ranges ended.
+/// Forks inside forks followed while a fork child is filled (a fork bomb is killed).
+const MAX_FORK_DEPTH: usize = 8;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Copied {
     All,
@@ -541,22 +544,129 @@ impl<'a> Pages<'a> {
 
     /// Copies into a fork child every page of the image it lacks. The copier waits
     /// meanwhile (`lock`), so nothing is served to the process that the child misses.
-    fn fill_child(&self, child: &Uffd) -> bool {
+    /// The contexts of the child's own fork children (see `child_events`) go to `held`:
+    /// the caller closes them once the whole family is filled, or after killing it.
+    fn fill_child(&self, child: &Uffd, held: &mut Vec<Uffd>) -> bool {
         let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let recent = std::mem::take(&mut *self.recent.lock().unwrap_or_else(|e| e.into_inner()));
-        for (ri, p, q) in recent {
-            if self.copy_into_child(child, ri, p, q) != Copied::All {
-                return false;
-            }
-        }
+        self.fill_child_locked(child, &recent, Vec::new(), held, 0)
+    }
+
+    /// [`Self::fill_child`] under `lock`, for a child that already dropped `skip`.
+    fn fill_child_locked(
+        &self,
+        child: &Uffd,
+        recent: &[(usize, u64, u64)],
+        mut skip: Vec<(u64, u64)>,
+        held: &mut Vec<Uffd>,
+        depth: usize,
+    ) -> bool {
         for _ in 0..100 {
-            match self.copy_all_locked(child, 0, u64::MAX, 0, false) {
+            match self.child_pass(child, recent, &skip) {
                 Copied::All => return true,
                 Copied::Failed => return false,
-                Copied::Again => {}
+                // The child's address space is changing: its event blocks our copies
+                // until it is read.
+                Copied::Again => {
+                    if !self.child_events(child, recent, &mut skip, held, depth) {
+                        return false;
+                    }
+                }
             }
         }
         false
+    }
+
+    /// One pass over what a fork child may lack (the `recent` pieces and every page not
+    /// yet served), leaving out what it dropped or unmapped since (`skip`).
+    fn child_pass(
+        &self,
+        child: &Uffd,
+        recent: &[(usize, u64, u64)],
+        skip: &[(u64, u64)],
+    ) -> Copied {
+        let keep = gaps(skip);
+        for &(ri, p, q) in recent {
+            let r = &self.runs[ri];
+            let (a, b) = (r.vaddr + p * PAGE, r.vaddr + q * PAGE);
+            for &(s, e) in &keep {
+                let (s, e) = (s.max(a), e.min(b));
+                if s < e {
+                    let c =
+                        self.copy_into_child(child, ri, (s - r.vaddr) / PAGE, (e - r.vaddr) / PAGE);
+                    if c != Copied::All {
+                        return c;
+                    }
+                }
+            }
+        }
+        for (s, e) in keep {
+            let c = self.copy_all_locked(child, s, e, 0, false);
+            if c != Copied::All {
+                return c;
+            }
+        }
+        Copied::All
+    }
+
+    /// Reads the events a fork child queued while it was filled. A MADV_DONTNEED or
+    /// munmap proceeds once its event is read, so that range is never filled again (it
+    /// must read zero, or be gone). A fork of its own made a grandchild from the
+    /// half-filled memory: it is filled the same way now, before its fork returns (left
+    /// unread, its context would be dropped with the child's, and it would read zeros).
+    /// An mremap is not followed: false, and the family is killed.
+    fn child_events(
+        &self,
+        child: &Uffd,
+        recent: &[(usize, u64, u64)],
+        skip: &mut Vec<(u64, u64)>,
+        held: &mut Vec<Uffd>,
+        depth: usize,
+    ) -> bool {
+        loop {
+            let ev = match child.read_event() {
+                Ok(Some(ev)) => ev,
+                Ok(None) => return true,
+                Err(e) => {
+                    warn!("reading a fork child's userfaultfd: {e}");
+                    return false;
+                }
+            };
+            match ev {
+                Event::Remove { start, end } | Event::Unmap { start, end } => {
+                    skip.push((start, end));
+                }
+                Event::Fork(n) => {
+                    let grandchild = Uffd::from_fork(n);
+                    debug!(
+                        depth,
+                        "a fork child forked while it was filled: filling that child too"
+                    );
+                    let ok = depth < MAX_FORK_DEPTH
+                        && self.fill_child_locked(
+                            &grandchild,
+                            recent,
+                            skip.clone(),
+                            held,
+                            depth + 1,
+                        );
+                    held.push(grandchild);
+                    if !ok {
+                        return false;
+                    }
+                }
+                Event::Remap { from, to, len } => {
+                    warn!(
+                        from,
+                        to,
+                        len,
+                        "a fork child moved memory (mremap) while it was filled: not followed"
+                    );
+                    return false;
+                }
+                Event::PageFault(_) | Event::Other(_) => {}
+            }
+        }
     }
 
     /// Kills the child of a fork whose memory could not be completed, while its
@@ -576,16 +686,19 @@ impl<'a> Pages<'a> {
         let probe = probe_address(&registered);
         let zero = [0u8; PAGE_SIZE];
         let t0 = Instant::now();
+        let mut killed = false;
         loop {
+            // Until none is left: a grandchild can show up after its parent was found.
             let found = forked_children_with_uffd(self.pid);
-            if !found.is_empty() {
-                for c in found {
-                    warn!(pid = %self.pid, child = %c, "killing the process's fork child: its memory could not be completed");
-                    let _ = nix::sys::signal::kill(c, nix::sys::signal::Signal::SIGKILL);
-                }
+            if found.is_empty() && killed {
                 return;
             }
-            if matches!(child.copy_once(probe, &zero), Ok(Fill::Gone)) {
+            for c in &found {
+                warn!(pid = %self.pid, child = %c, "killing the process's fork child: its memory could not be completed");
+                let _ = nix::sys::signal::kill(*c, nix::sys::signal::Signal::SIGKILL);
+                killed = true;
+            }
+            if !killed && matches!(child.copy_once(probe, &zero), Ok(Fill::Gone)) {
                 debug!(pid = %self.pid, "the fork child's memory is gone: nothing to kill");
                 return;
             }
@@ -614,9 +727,11 @@ impl<'a> Pages<'a> {
                 let child = Uffd::from_fork(n);
                 debug!("fork during the lazy phase: filling the child's memory now");
                 self.in_fork.store(true, Relaxed);
-                if !self.fill_child(&child) {
+                let mut held = Vec::new();
+                if !self.fill_child(&child, &mut held) {
                     self.kill_forked_child(&child, remaps);
                 }
+                drop(held);
                 self.in_fork.store(false, Relaxed);
                 if self.corrupt.load(Relaxed) {
                     self.kill_process();
@@ -641,23 +756,45 @@ fn probe_address(ranges: &[(u64, u64)]) -> u64 {
     a
 }
 
-/// The children of the process's threads that have their own address space with
-/// userfaultfd-registered memory in it.
+/// The descendants of the process (children of its threads, their children, ...) that
+/// have their own address space with userfaultfd-registered memory in it.
 fn forked_children_with_uffd(pid: Pid) -> Vec<Pid> {
     let mut out = Vec::new();
-    for tid in ckpt_sys::proc::tasks(pid).unwrap_or_default() {
-        for c in ckpt_sys::proc::children(pid, tid).unwrap_or_default() {
-            if ckpt_sys::process::same_mm(pid, c).unwrap_or(true) {
-                continue;
-            }
-            let registered = ckpt_sys::proc::smaps(c).is_ok_and(|maps| {
-                maps.iter()
-                    .any(|m| m.has_flag("um") || m.has_flag("uw") || m.has_flag("ui"))
-            });
-            if registered {
-                out.push(c);
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        for tid in ckpt_sys::proc::tasks(p).unwrap_or_default() {
+            for c in ckpt_sys::proc::children(p, tid).unwrap_or_default() {
+                todo.push(c);
+                if ckpt_sys::process::same_mm(pid, c).unwrap_or(true) {
+                    continue;
+                }
+                let registered = ckpt_sys::proc::smaps(c).is_ok_and(|maps| {
+                    maps.iter()
+                        .any(|m| m.has_flag("um") || m.has_flag("uw") || m.has_flag("ui"))
+                });
+                if registered {
+                    out.push(c);
+                }
             }
         }
+    }
+    out
+}
+
+/// [0, 2^64) without the ranges in `skip`, in order.
+fn gaps(skip: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut s: Vec<(u64, u64)> = skip.iter().copied().filter(|(a, b)| a < b).collect();
+    s.sort_unstable();
+    let mut out = Vec::new();
+    let mut at = 0u64;
+    for (a, b) in s {
+        if a > at {
+            out.push((at, a));
+        }
+        at = at.max(b);
+    }
+    if at < u64::MAX {
+        out.push((at, u64::MAX));
     }
     out
 }

@@ -1,6 +1,6 @@
 /*
  * lazybig: a big anonymous mapping of distinct per-page data, for lazy restores.
- * Usage: lazybig WORKDIR [MIB [huge|fork|trap]]   (protocol in wl.h; MIB defaults to 512)
+ * Usage: lazybig WORKDIR [MIB [huge|fork|fork2|forkdrop|trap]]   (protocol in wl.h; MIB defaults to 512)
  *  - MIB MiB of private anonymous memory (MADV_NOHUGEPAGE, or MADV_HUGEPAGE with
  *    `huge`: such memory is restored by ckpt itself, not served lazily), every 8-byte word
  *    written with a value derived from its page and offset, so a page that reads
@@ -10,6 +10,13 @@
  *  - with `fork`, SIGHUP makes it fork (it prints FORKED <pid>): the child prints
  *    CHILD <pid> (stack and write(2) only), verifies its copy of every page, prints
  *    CHILD PASS or CHILD FAIL <reason> and exits; the parent reaps it in its loop;
+ *  - with `fork2`, the same, but the child first forks a grandchild at once (while a
+ *    lazy restore is still filling the child), which prints GRANDCHILD <pid>, verifies
+ *    every page and prints GRANDCHILD PASS or GRANDCHILD FAIL <reason>; the child waits
+ *    for it before its own check;
+ *  - with `forkdrop`, the same as `fork`, but the child first drops the first half of
+ *    the mapping (MADV_DONTNEED, at once: while a lazy restore is still filling it),
+ *    which must then read zero, and the rest its data;
  *  - with `trap`, every SIGTRAP is counted and reported as TRAP <n> code <si_code> pid
  *    <si_pid> (a SIGTRAP sent during a restore must arrive once, after it).
  */
@@ -21,6 +28,8 @@
 
 static uint64_t *mem;
 static size_t npages;
+/* Pages [0, dropped) were given back (MADV_DONTNEED) and must read zero. */
+static size_t dropped;
 
 static inline uint64_t word(size_t pg, size_t w)
 {
@@ -31,14 +40,34 @@ static int verify(void)
 {
 	for (size_t pg = npages; pg-- > 0;) {
 		const uint64_t *p = mem + pg * (PG / 8);
-		for (size_t w = 0; w < PG / 8; w++)
-			WL_CHECK(p[w] == word(pg, w), "page %zu word %zu: %#llx, want %#llx", pg, w,
-				 (unsigned long long)p[w], (unsigned long long)word(pg, w));
+		for (size_t w = 0; w < PG / 8; w++) {
+			uint64_t want = pg < dropped ? 0 : word(pg, w);
+			WL_CHECK(p[w] == want, "page %zu word %zu: %#llx, want %#llx", pg, w,
+				 (unsigned long long)p[w], (unsigned long long)want);
+		}
 	}
 	return 1;
 }
 
 static volatile sig_atomic_t fork_req;
+static int fork_twice, fork_drop;
+
+/* "WHO <pid>\n" by hand, on the stack: no libc state that may still be missing here. */
+static void say_pid(const char *who)
+{
+	char line[48], digits[16];
+	int n = 0, d = 0;
+	while (*who)
+		line[n++] = *who++;
+	line[n++] = ' ';
+	for (unsigned v = (unsigned)getpid(); v || !d; v /= 10)
+		digits[d++] = (char)('0' + v % 10);
+	while (d)
+		line[n++] = digits[--d];
+	line[n++] = '\n';
+	if (write(1, line, (size_t)n) != n)
+		_exit(3);
+}
 
 static void on_hup(int sig)
 {
@@ -58,16 +87,26 @@ static void fork_and_verify(void)
 		printf("FORKED %d\n", (int)c);
 		return;
 	}
-	/* By hand, on the stack: no libc state that may still be missing here. */
-	char line[32] = "CHILD ", digits[16];
-	int n = 6, d = 0;
-	for (unsigned v = (unsigned)getpid(); v || !d; v /= 10)
-		digits[d++] = (char)('0' + v % 10);
-	while (d)
-		line[n++] = digits[--d];
-	line[n++] = '\n';
-	if (write(1, line, (size_t)n) != n)
-		_exit(3);
+	if (fork_drop) {
+		if (madvise(mem, npages / 2 * PG, MADV_DONTNEED))
+			_exit(5);
+		dropped = npages / 2;
+	}
+	if (fork_twice) {
+		pid_t g = fork();
+		if (g == 0) {
+			say_pid("GRANDCHILD");
+			if (verify())
+				printf("GRANDCHILD PASS\n");
+			else
+				printf("GRANDCHILD FAIL %s\n", wl_reason);
+			fflush(stdout);
+			_exit(0);
+		}
+		if (g < 0 || waitpid(g, NULL, 0) != g)
+			_exit(4);
+	}
+	say_pid("CHILD");
 	if (verify())
 		printf("CHILD PASS\n");
 	else
@@ -101,7 +140,9 @@ int main(int argc, char **argv)
 	if (mem == MAP_FAILED)
 		wl_die("mmap");
 	int huge = argc > 3 && !strcmp(argv[3], "huge");
-	if (argc > 3 && !strcmp(argv[3], "fork")) {
+	fork_twice = argc > 3 && !strcmp(argv[3], "fork2");
+	fork_drop = argc > 3 && !strcmp(argv[3], "forkdrop");
+	if (argc > 3 && (!strcmp(argv[3], "fork") || fork_twice || fork_drop)) {
 		struct sigaction sa;
 		memset(&sa, 0, sizeof(sa));
 		sa.sa_handler = on_hup;
