@@ -79,16 +79,19 @@ pub struct Summary {
     pub target_gone: bool,
 }
 
-/// How a copy of whole ranges ended.
 /// Forks inside forks followed while a fork child is filled (a fork bomb is killed).
 const MAX_FORK_DEPTH: usize = 8;
 
+/// How a copy of whole ranges ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Copied {
     All,
     /// An event must be read first.
     Again,
-    /// Not every page could be placed: the target is gone or a chunk is bad.
+    /// The target's memory is gone (it exited, exec'd, or its fork failed): nothing can
+    /// read what was not placed.
+    Gone,
+    /// Not every page could be placed: a chunk is bad.
     Failed,
 }
 
@@ -459,7 +462,7 @@ impl<'a> Pages<'a> {
     /// at address + `delta`.
     fn copy_all(&self, target: &Uffd, start: u64, end: u64, delta: u64, mark: bool) -> Copied {
         let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.copy_all_locked(target, start, end, delta, mark)
+        self.copy_all_locked(target, start, end, delta, mark, &mut 0)
     }
 
     /// [`Self::copy_all`] for a caller that holds `lock`.
@@ -470,7 +473,9 @@ impl<'a> Pages<'a> {
         end: u64,
         delta: u64,
         mark: bool,
+        at: &mut u64,
     ) -> Copied {
+        *at = start;
         for (ri, r) in self.runs.iter().enumerate() {
             let (rs, re) = (r.vaddr, r.vaddr + r.nr_pages * PAGE);
             if re <= start || rs >= end {
@@ -486,6 +491,8 @@ impl<'a> Pages<'a> {
                         p = q;
                         again += 1;
                         if again > 100 {
+                            // Where to go on once the event is read.
+                            *at = rs + p * PAGE;
                             return Copied::Again;
                         }
                         std::thread::sleep(Duration::from_micros(100));
@@ -497,13 +504,16 @@ impl<'a> Pages<'a> {
                         }
                         p = q + 1;
                     }
-                    Step::Gone => return Copied::Failed,
+                    // A bad chunk (it marks the image corrupt), or the target gone.
+                    Step::Gone if self.corrupt.load(Relaxed) => return Copied::Failed,
+                    Step::Gone => return Copied::Gone,
                 }
             }
             if mark {
                 self.set(ri, (start.max(rs) - rs) / PAGE, to);
             }
         }
+        *at = end;
         Copied::All
     }
 
@@ -536,7 +546,7 @@ impl<'a> Pages<'a> {
                     }
                     std::thread::sleep(Duration::from_micros(100));
                 }
-                Fill::Gone => return Copied::Failed,
+                Fill::Gone => return Copied::Gone,
             }
         }
         Copied::All
@@ -552,7 +562,10 @@ impl<'a> Pages<'a> {
         self.fill_child_locked(child, &recent, Vec::new(), held, 0)
     }
 
-    /// [`Self::fill_child`] under `lock`, for a child that already dropped `skip`.
+    /// [`Self::fill_child`] under `lock`, for a child that already dropped `skip`. The
+    /// fill goes on where it stalled after each read of the child's events (a restart
+    /// from the bottom would walk every page placed so far again); it gives up only if it
+    /// makes no progress for about five seconds.
     fn fill_child_locked(
         &self,
         child: &Uffd,
@@ -561,32 +574,49 @@ impl<'a> Pages<'a> {
         held: &mut Vec<Uffd>,
         depth: usize,
     ) -> bool {
-        for _ in 0..100 {
-            match self.child_pass(child, recent, &skip) {
+        let mut at = ChildCursor::default();
+        let mut stalls = 0;
+        loop {
+            let before = at;
+            match self.child_pass(child, recent, &skip, &mut at) {
                 Copied::All => return true,
+                // Nothing can read what was not placed.
+                Copied::Gone => return true,
                 Copied::Failed => return false,
                 // The child's address space is changing: its event blocks our copies
                 // until it is read.
                 Copied::Again => {
-                    if !self.child_events(child, recent, &mut skip, held, depth) {
+                    let mut read = 0;
+                    if !self.child_events(child, recent, &mut skip, held, depth, &mut read) {
+                        return false;
+                    }
+                    stalls = if read > 0 || at != before {
+                        0
+                    } else {
+                        stalls + 1
+                    };
+                    // Each stall waited ~10 ms for the copy to go through.
+                    if stalls > 500 {
+                        warn!("a fork child's memory stayed locked against the fill");
                         return false;
                     }
                 }
             }
         }
-        false
     }
 
     /// One pass over what a fork child may lack (the `recent` pieces and every page not
-    /// yet served), leaving out what it dropped or unmapped since (`skip`).
+    /// yet served), from `at` on, leaving out what it dropped or unmapped since (`skip`).
     fn child_pass(
         &self,
         child: &Uffd,
         recent: &[(usize, u64, u64)],
         skip: &[(u64, u64)],
+        at: &mut ChildCursor,
     ) -> Copied {
         let keep = gaps(skip);
-        for &(ri, p, q) in recent {
+        while at.recent < recent.len() {
+            let (ri, p, q) = recent[at.recent];
             let r = &self.runs[ri];
             let (a, b) = (r.vaddr + p * PAGE, r.vaddr + q * PAGE);
             for &(s, e) in &keep {
@@ -599,9 +629,15 @@ impl<'a> Pages<'a> {
                     }
                 }
             }
+            at.recent += 1;
         }
         for (s, e) in keep {
-            let c = self.copy_all_locked(child, s, e, 0, false);
+            if e <= at.addr {
+                continue;
+            }
+            let mut stop = 0;
+            let c = self.copy_all_locked(child, s.max(at.addr), e, 0, false, &mut stop);
+            at.addr = stop;
             if c != Copied::All {
                 return c;
             }
@@ -612,9 +648,9 @@ impl<'a> Pages<'a> {
     /// Reads the events a fork child queued while it was filled. A MADV_DONTNEED or
     /// munmap proceeds once its event is read, so that range is never filled again (it
     /// must read zero, or be gone). A fork of its own made a grandchild from the
-    /// half-filled memory: it is filled the same way now, before its fork returns (left
-    /// unread, its context would be dropped with the child's, and it would read zeros).
-    /// An mremap is not followed: false, and the family is killed.
+    /// half-filled memory: it is filled the same way now, while it runs (left unread, its
+    /// context would be dropped with the child's, and it would read zeros). An mremap is
+    /// not followed: false, and the family is killed.
     fn child_events(
         &self,
         child: &Uffd,
@@ -622,10 +658,14 @@ impl<'a> Pages<'a> {
         skip: &mut Vec<(u64, u64)>,
         held: &mut Vec<Uffd>,
         depth: usize,
+        read: &mut usize,
     ) -> bool {
         loop {
             let ev = match child.read_event() {
-                Ok(Some(ev)) => ev,
+                Ok(Some(ev)) => {
+                    *read += 1;
+                    ev
+                }
                 Ok(None) => return true,
                 Err(e) => {
                     warn!("reading a fork child's userfaultfd: {e}");
@@ -779,6 +819,14 @@ fn forked_children_with_uffd(pid: Pid) -> Vec<Pid> {
         }
     }
     out
+}
+
+/// Where the fill of a fork child goes on: the next `recent` piece, then the address
+/// the pass over every run has reached.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct ChildCursor {
+    recent: usize,
+    addr: u64,
 }
 
 /// [0, 2^64) without the ranges in `skip`, in order.

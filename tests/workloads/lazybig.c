@@ -1,6 +1,6 @@
 /*
  * lazybig: a big anonymous mapping of distinct per-page data, for lazy restores.
- * Usage: lazybig WORKDIR [MIB [huge|fork|fork2|forkdrop|trap]]   (protocol in wl.h; MIB defaults to 512)
+ * Usage: lazybig WORKDIR [MIB [huge|fork|fork2|forkexit|forkdrop|trap]]   (protocol in wl.h; MIB defaults to 512)
  *  - MIB MiB of private anonymous memory (MADV_NOHUGEPAGE, or MADV_HUGEPAGE with
  *    `huge`: such memory is restored by ckpt itself, not served lazily), every 8-byte word
  *    written with a value derived from its page and offset, so a page that reads
@@ -14,6 +14,8 @@
  *    lazy restore is still filling the child), which prints GRANDCHILD <pid>, verifies
  *    every page and prints GRANDCHILD PASS or GRANDCHILD FAIL <reason>; the child waits
  *    for it before its own check;
+ *  - with `forkexit`, the same as `fork2`, but the grandchild exits at once (its memory
+ *    is gone while the pager may still be filling it);
  *  - with `forkdrop`, the same as `fork`, but the child first drops the first half of
  *    the mapping (MADV_DONTNEED, at once: while a lazy restore is still filling it),
  *    which must then read zero, and the rest its data;
@@ -50,7 +52,7 @@ static int verify(void)
 }
 
 static volatile sig_atomic_t fork_req;
-static int fork_twice, fork_drop;
+static int fork_twice, fork_drop, grandchild_exits;
 
 /* "WHO <pid>\n" by hand, on the stack: no libc state that may still be missing here. */
 static void say_pid(const char *who)
@@ -94,6 +96,8 @@ static void fork_and_verify(void)
 	}
 	if (fork_twice) {
 		pid_t g = fork();
+		if (g == 0 && grandchild_exits)
+			_exit(0);
 		if (g == 0) {
 			say_pid("GRANDCHILD");
 			if (verify())
@@ -140,7 +144,8 @@ int main(int argc, char **argv)
 	if (mem == MAP_FAILED)
 		wl_die("mmap");
 	int huge = argc > 3 && !strcmp(argv[3], "huge");
-	fork_twice = argc > 3 && !strcmp(argv[3], "fork2");
+	grandchild_exits = argc > 3 && !strcmp(argv[3], "forkexit");
+	fork_twice = argc > 3 && (!strcmp(argv[3], "fork2") || grandchild_exits);
 	fork_drop = argc > 3 && !strcmp(argv[3], "forkdrop");
 	if (argc > 3 && (!strcmp(argv[3], "fork") || fork_twice || fork_drop)) {
 		struct sigaction sa;
