@@ -324,8 +324,31 @@ fn fork_during_lazy_restore_gets_all_pages() {
 /// zeros where pages were still missing).
 #[test]
 fn fork_in_a_fork_child_during_lazy_restore_gets_all_pages() {
+    forking_child_passes("fork2", &["GRANDCHILD PASS"]);
+}
+
+/// The same, but the grandchild exits at once: its memory is gone while the pager may
+/// still be filling it, which ends its fill (nothing can read it) rather than failing it;
+/// the child, complete, goes on and passes.
+#[test]
+fn a_grandchild_that_exits_during_its_fill_is_no_failure() {
+    forking_child_passes("forkexit", &[]);
+}
+
+/// A fork child that gives memory back (MADV_DONTNEED) at once, while the pager is still
+/// filling it: its madvise waits until the pager reads the event, and the pager then
+/// leaves that range alone, so it reads zero as it must, and the rest is complete.
+#[test]
+fn memory_dropped_by_a_fork_child_during_its_fill_stays_dropped() {
+    forking_child_passes("forkdrop", &[]);
+}
+
+/// Lazily restores `lazybig 512 MODE`, makes it fork, and checks that the child printed
+/// CHILD PASS (and every line of `also`), that the process itself still passes and that
+/// its pager finishes.
+fn forking_child_passes(mode: &str, also: &[&str]) {
     let env = Env::new();
-    let (mut w, dir) = forking_big(&env, 512, "fork2", None);
+    let (mut w, dir) = forking_big(&env, 512, mode, None);
     let pager = pager_of(&restore_lazy(&env, &dir).ok());
     env.track(w.pid);
     assert!(signal(w.pid, libc::SIGHUP));
@@ -334,51 +357,10 @@ fn fork_in_a_fork_child_during_lazy_restore_gets_all_pages() {
     });
     let out = env.output(&w);
     assert!(
-        out.contains("GRANDCHILD PASS") && out.contains("\nCHILD PASS"),
-        "pid {}: {out}",
+        out.contains("\nCHILD PASS") && also.iter().all(|l| out.contains(l)),
+        "{mode}: pid {}: {out}",
         w.pid
     );
-    env.check(&mut w);
-    pagers_done(pager, w.pid);
-    env.check(&mut w);
-}
-
-/// The same, but the grandchild exits at once: its memory is gone while the pager may
-/// still be filling it, which ends its fill (nothing can read it) rather than failing it;
-/// the child, complete, goes on and passes.
-#[test]
-fn a_grandchild_that_exits_during_its_fill_is_no_failure() {
-    let env = Env::new();
-    let (mut w, dir) = forking_big(&env, 512, "forkexit", None);
-    let pager = pager_of(&restore_lazy(&env, &dir).ok());
-    env.track(w.pid);
-    assert!(signal(w.pid, libc::SIGHUP));
-    env.wait_line(&w, "CHILD PASS", |l| {
-        l.starts_with("CHILD PASS") || l.starts_with("CHILD FAIL")
-    });
-    let out = env.output(&w);
-    assert!(out.contains("\nCHILD PASS"), "pid {}: {out}", w.pid);
-    env.check(&mut w);
-    pagers_done(pager, w.pid);
-    env.check(&mut w);
-}
-
-/// A fork child that gives memory back (MADV_DONTNEED) at once, while the pager is still
-/// filling it: its madvise waits until the pager reads the event, and the pager then
-/// leaves that range alone, so it reads zero as it must, and the rest is complete.
-#[test]
-fn memory_dropped_by_a_fork_child_during_its_fill_stays_dropped() {
-    let env = Env::new();
-    let (mut w, dir) = forking_big(&env, 512, "forkdrop", None);
-    let pager = pager_of(&restore_lazy(&env, &dir).ok());
-    env.track(w.pid);
-    assert!(signal(w.pid, libc::SIGHUP));
-    let child = child_pid(&env, &w);
-    env.wait_line(&w, "CHILD PASS", |l| {
-        l.starts_with("CHILD PASS") || l.starts_with("CHILD FAIL")
-    });
-    let out = env.output(&w);
-    assert!(out.contains("CHILD PASS"), "child {child}: {out}");
     env.check(&mut w);
     pagers_done(pager, w.pid);
     env.check(&mut w);
