@@ -246,7 +246,8 @@ fn damaged_pages_written_by_the_restore_itself_are_refused() {
     assert!(pagers_of(&dir).is_empty(), "a pager was left behind");
 }
 
-/// Starts `lazybig WORKDIR MIB MODE` (`fork`, `fork2`, `forkexit` or `forkdrop`), dumps it and damages (with
+/// Starts `lazybig WORKDIR MIB MODE` (`fork`, `fork2`, `forkexit`, `forkorphan` or
+/// `forkdrop`), dumps it and damages (with
 /// `damage_from_end`) one byte that far from the end of its pages file; returns the
 /// workload and the image.
 fn forking_big(
@@ -341,6 +342,41 @@ fn a_grandchild_that_exits_during_its_fill_is_no_failure() {
 #[test]
 fn memory_dropped_by_a_fork_child_during_its_fill_stays_dropped() {
     forking_child_passes("forkdrop", &[]);
+}
+
+/// A fork child that forks and exits at once, and a damaged chunk the grandchild's fill
+/// reaches: the fill fails, and the kill cannot find the grandchild (orphaned, it left
+/// the process's tree), so the pager poisons what it still lacks before letting its
+/// context go: the grandchild dies of SIGBUS at its first missing page instead of reading
+/// zeros there (it verifies from the last page back, where the damage is).
+#[test]
+fn an_orphaned_grandchild_of_a_failed_fill_never_reads_zeros() {
+    let env = Env::new();
+    let (w, dir) = forking_big(&env, 1024, "forkorphan", Some(8 << 20));
+    let pager = pager_of(&restore_lazy(&env, &dir).ok());
+    env.track(w.pid);
+    assert!(signal(w.pid, libc::SIGHUP));
+    let line = env.wait_line(&w, "GRANDCHILD <pid>", |l| {
+        l.strip_prefix("GRANDCHILD ")
+            .is_some_and(|p| p.parse::<i32>().is_ok())
+    });
+    let gc: i32 = line["GRANDCHILD ".len()..].parse().unwrap();
+    // Orphaned, it comes to us, the subreaper (or is reaped by init in a race).
+    let st = reap(gc, Duration::from_secs(20)).expect("the grandchild did not end");
+    assert!(
+        st == -1
+            || libc::WIFSIGNALED(st) && matches!(libc::WTERMSIG(st), libc::SIGBUS | libc::SIGKILL),
+        "grandchild {gc} {}",
+        describe_wait(st)
+    );
+    let out = env.output(&w);
+    assert!(
+        !out.contains("GRANDCHILD PASS") && !out.contains("GRANDCHILD FAIL"),
+        "the grandchild ran on memory it did not have: {out}"
+    );
+    let _ = reap(w.pid, Duration::from_secs(20));
+    env.untrack(w.pid);
+    assert_pager_failed(pager);
 }
 
 /// Lazily restores `lazybig 512 MODE`, makes it fork, and checks that the child printed

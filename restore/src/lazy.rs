@@ -702,9 +702,19 @@ impl<'a> Pages<'a> {
                         len,
                         "a fork child moved memory (mremap) while it was filled: not followed"
                     );
+                    poison_range(child, to, to + len);
                     return false;
                 }
                 Event::PageFault(_) | Event::Other(_) => {}
+            }
+        }
+    }
+
+    /// Poisons (see `poison_range`) every page of the image that `target` still lacks.
+    fn poison_missing(&self, target: &Uffd) {
+        for r in &self.runs {
+            if !poison_range(target, r.vaddr, r.vaddr + r.nr_pages * PAGE) {
+                return;
             }
         }
     }
@@ -770,6 +780,12 @@ impl<'a> Pages<'a> {
                 let mut held = Vec::new();
                 if !self.fill_child(&child, &mut held) {
                     self.kill_forked_child(&child, remaps);
+                    // A member of the family the kill could not find (a grandchild whose
+                    // parent exited is no longer in the process's tree) must not read
+                    // zeros either: what is still missing raises SIGBUS instead.
+                    for c in std::iter::once(&child).chain(&held) {
+                        self.poison_missing(c);
+                    }
                 }
                 drop(held);
                 self.in_fork.store(false, Relaxed);
@@ -819,6 +835,35 @@ fn forked_children_with_uffd(pid: Pid) -> Vec<Pid> {
         }
     }
     out
+}
+
+/// Marks the missing pages of [start, end) in `target` poisoned (UFFDIO_POISON): touched,
+/// they raise SIGBUS, also once the context is closed, where they would otherwise read
+/// zeros. Pages already there are left alone. False if this context cannot poison (a
+/// kernel without the feature) or is gone.
+fn poison_range(target: &Uffd, start: u64, end: u64) -> bool {
+    let (mut p, mut again) = (start, 0);
+    while p < end {
+        match target.poison_once(p, end - p) {
+            Ok(Fill::Done) => return true,
+            Ok(Fill::Exists(d)) | Ok(Fill::NoVma(d)) => p += d + PAGE,
+            Ok(Fill::Again(d)) => {
+                p += d;
+                again += 1;
+                if again > 1000 {
+                    warn!("poisoning the missing pages at {p:#x}: the address space stays busy");
+                    return false;
+                }
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            Ok(Fill::Gone) => return false,
+            Err(e) => {
+                warn!("{e}: a survivor of this failed fill would read zeros there");
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// Where the fill of a fork child goes on: the next `recent` piece, then the address

@@ -468,7 +468,7 @@ impl<'a> Puppet<'a> {
             )?;
             let mine = ckpt_sys::process::steal_fd(self.pid, fd as i32)?;
             let uffd = if self.lazy {
-                ckpt_sys::uffd::Uffd::with_features(mine, ckpt_sys::uffd::LAZY_FEATURES)?
+                ckpt_sys::uffd::Uffd::with_features(mine, ckpt_sys::uffd::lazy_features())?
             } else {
                 ckpt_sys::uffd::Uffd::new(mine)?
             };

@@ -118,6 +118,7 @@ impl Uffd {
 
 const UFFDIO_WAKE: libc::c_ulong = 0x8010_aa02;
 const UFFDIO_ZEROPAGE: libc::c_ulong = 0xc020_aa04;
+const UFFDIO_POISON: libc::c_ulong = 0xc020_aa08;
 /// fork(2) of the target: the child gets a context of its own, sent to the reader.
 pub const UFFD_FEATURE_EVENT_FORK: u64 = 1 << 1;
 /// mremap(2) of a registered range.
@@ -126,18 +127,47 @@ pub const UFFD_FEATURE_EVENT_REMAP: u64 = 1 << 2;
 pub const UFFD_FEATURE_EVENT_REMOVE: u64 = 1 << 3;
 /// munmap(2) of a registered range.
 pub const UFFD_FEATURE_EVENT_UNMAP: u64 = 1 << 6;
+/// UFFDIO_POISON (6.6+): a missing page can be marked so that touching it raises SIGBUS,
+/// even after the context is closed.
+pub const UFFD_FEATURE_POISON: u64 = 1 << 14;
 /// The features a lazy restore asks for (never UFFD_USER_MODE_ONLY: the kernel's own
-/// accesses to missing pages must be served too).
+/// accesses to missing pages must be served too), with `UFFD_FEATURE_POISON` added where
+/// the kernel has it (`lazy_features`).
 pub const LAZY_FEATURES: u64 = UFFD_FEATURE_EVENT_FORK
     | UFFD_FEATURE_EVENT_REMAP
     | UFFD_FEATURE_EVENT_REMOVE
     | UFFD_FEATURE_EVENT_UNMAP;
 
+/// `LAZY_FEATURES`, plus poisoning if this kernel offers it: asked of a throwaway context
+/// of ckpt's own (a context takes one handshake, and one asking for a feature the kernel
+/// lacks fails).
+pub fn lazy_features() -> u64 {
+    // SAFETY: userfaultfd takes flags only and returns a new fd.
+    let r = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK) };
+    let Ok(fd) = Errno::result(r) else {
+        return LAZY_FEATURES;
+    };
+    use std::os::fd::FromRawFd;
+    // SAFETY: a fresh fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let mut api = Api {
+        api: UFFD_API,
+        features: 0,
+        ioctls: 0,
+    };
+    match ioctl(&fd, UFFDIO_API, &mut api) {
+        Ok(()) => LAZY_FEATURES | (api.features & UFFD_FEATURE_POISON),
+        Err(_) => LAZY_FEATURES,
+    }
+}
+
+/// struct uffdio_zeropage and struct uffdio_poison: the same layout (a range, a mode, and
+/// what was done).
 #[repr(C)]
-struct ZeroPage {
+struct RangeOp {
     range: Range,
     mode: u64,
-    zeropage: i64,
+    done: i64,
 }
 
 /// One message read from a userfaultfd (struct uffd_msg, 32 bytes).
@@ -296,14 +326,25 @@ impl Uffd {
 
     /// UFFDIO_ZEROPAGE of [start, start+len), waking the waiters.
     pub fn zeropage(&self, start: u64, len: u64) -> Result<Fill> {
-        let mut z = ZeroPage {
+        self.range_op(UFFDIO_ZEROPAGE, "UFFDIO_ZEROPAGE", start, len)
+    }
+
+    fn range_op(&self, req: libc::c_ulong, name: &str, start: u64, len: u64) -> Result<Fill> {
+        let mut op = RangeOp {
             range: Range { start, len },
             mode: 0,
-            zeropage: 0,
+            done: 0,
         };
-        let r = ioctl(&self.fd, UFFDIO_ZEROPAGE, &mut z);
-        let done = z.zeropage.max(0) as u64;
-        fill_outcome(r, done, len, || format!("UFFDIO_ZEROPAGE at {start:#x}"))
+        let r = ioctl(&self.fd, req, &mut op);
+        fill_outcome(r, op.done.max(0) as u64, len, || {
+            format!("{name} at {start:#x}")
+        })
+    }
+
+    /// UFFDIO_POISON of the missing pages from `start` on, up to `len` bytes, waking the
+    /// waiters (they get SIGBUS). EINVAL: the context was made without the feature.
+    pub fn poison_once(&self, start: u64, len: u64) -> Result<Fill> {
+        self.range_op(UFFDIO_POISON, "UFFDIO_POISON", start, len)
     }
 
     /// UFFDIO_WAKE of [start, start+len).

@@ -1,6 +1,6 @@
 /*
  * lazybig: a big anonymous mapping of distinct per-page data, for lazy restores.
- * Usage: lazybig WORKDIR [MIB [huge|fork|fork2|forkexit|forkdrop|trap]]   (protocol in wl.h; MIB defaults to 512)
+ * Usage: lazybig WORKDIR [MIB [huge|fork|fork2|forkexit|forkorphan|forkdrop|trap]]   (protocol in wl.h; MIB defaults to 512)
  *  - MIB MiB of private anonymous memory (MADV_NOHUGEPAGE, or MADV_HUGEPAGE with
  *    `huge`: such memory is restored by ckpt itself, not served lazily), every 8-byte word
  *    written with a value derived from its page and offset, so a page that reads
@@ -16,6 +16,8 @@
  *    for it before its own check;
  *  - with `forkexit`, the same as `fork2`, but the grandchild exits at once (its memory
  *    is gone while the pager may still be filling it);
+ *  - with `forkorphan`, the same as `fork2`, but the child exits at once instead of
+ *    waiting: the grandchild goes on as an orphan;
  *  - with `forkdrop`, the same as `fork`, but the child first drops the first half of
  *    the mapping (MADV_DONTNEED, at once: while a lazy restore is still filling it),
  *    which must then read zero, and the rest its data;
@@ -52,7 +54,7 @@ static int verify(void)
 }
 
 static volatile sig_atomic_t fork_req;
-static int fork_twice, fork_drop, grandchild_exits;
+static int fork_twice, fork_drop, grandchild_exits, orphan;
 
 /* "WHO <pid>\n" by hand, on the stack: no libc state that may still be missing here. */
 static void say_pid(const char *who)
@@ -107,6 +109,8 @@ static void fork_and_verify(void)
 			fflush(stdout);
 			_exit(0);
 		}
+		if (g > 0 && orphan)
+			_exit(0);
 		if (g < 0 || waitpid(g, NULL, 0) != g)
 			_exit(4);
 	}
@@ -145,7 +149,8 @@ int main(int argc, char **argv)
 		wl_die("mmap");
 	int huge = argc > 3 && !strcmp(argv[3], "huge");
 	grandchild_exits = argc > 3 && !strcmp(argv[3], "forkexit");
-	fork_twice = argc > 3 && (!strcmp(argv[3], "fork2") || grandchild_exits);
+	orphan = argc > 3 && !strcmp(argv[3], "forkorphan");
+	fork_twice = argc > 3 && (!strcmp(argv[3], "fork2") || grandchild_exits || orphan);
 	fork_drop = argc > 3 && !strcmp(argv[3], "forkdrop");
 	if (argc > 3 && (!strcmp(argv[3], "fork") || fork_twice || fork_drop)) {
 		struct sigaction sa;
