@@ -147,12 +147,13 @@ int main(int argc, char **argv)
 	mem = mmap(NULL, npages * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (mem == MAP_FAILED)
 		wl_die("mmap");
-	int huge = argc > 3 && !strcmp(argv[3], "huge");
-	grandchild_exits = argc > 3 && !strcmp(argv[3], "forkexit");
-	orphan = argc > 3 && !strcmp(argv[3], "forkorphan");
-	fork_twice = argc > 3 && (!strcmp(argv[3], "fork2") || grandchild_exits || orphan);
-	fork_drop = argc > 3 && !strcmp(argv[3], "forkdrop");
-	if (argc > 3 && (!strcmp(argv[3], "fork") || fork_twice || fork_drop)) {
+	const char *mode = argc > 3 ? argv[3] : "";
+	int huge = !strcmp(mode, "huge");
+	grandchild_exits = !strcmp(mode, "forkexit");
+	orphan = !strcmp(mode, "forkorphan");
+	fork_twice = !strcmp(mode, "fork2") || grandchild_exits || orphan;
+	fork_drop = !strcmp(mode, "forkdrop");
+	if (!strncmp(mode, "fork", 4)) {
 		struct sigaction sa;
 		memset(&sa, 0, sizeof(sa));
 		sa.sa_handler = on_hup;
@@ -160,7 +161,7 @@ int main(int argc, char **argv)
 		if (sigaction(SIGHUP, &sa, NULL))
 			wl_die("sigaction");
 	}
-	if (argc > 3 && !strcmp(argv[3], "trap")) {
+	if (!strcmp(mode, "trap")) {
 		struct sigaction sa;
 		memset(&sa, 0, sizeof(sa));
 		sa.sa_sigaction = on_trap;
