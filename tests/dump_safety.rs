@@ -74,13 +74,31 @@ fn assert_untouched(env: &Env, w: &mut Workload, sigblk: &str) {
     env.check(w);
 }
 
-/// Where in the dump the signal is sent.
+/// Where in the dump the signal is sent: ckpt is held there (`CKPT_TEST_HOLD`) until
+/// the signal comes, so it always lands at that point, however loaded the machine.
 #[derive(Debug, Clone, Copy)]
 enum When {
-    /// As soon as the workload is seized (before or during the injected syscalls).
+    /// The workload is seized, nothing injected into it yet.
     Seized,
-    /// Once the memory copy has written pages (a partial pages file exists).
+    /// The first batch of memory is written (after the injected syscalls).
     Copying,
+}
+
+impl When {
+    fn point(self) -> &'static str {
+        match self {
+            When::Seized => "seized",
+            When::Copying => "copying",
+        }
+    }
+
+    /// How ckpt's error line names the phase.
+    fn phase(self) -> &'static str {
+        match self {
+            When::Seized => "while collecting its state",
+            When::Copying => "while copying memory",
+        }
+    }
 }
 
 /// A dump that was sent a signal part way: the workload it was dumping, that workload's
@@ -93,19 +111,17 @@ struct Interrupted {
 }
 
 /// Starts a dump of a fresh BIG_MIB safety workload into `<tmp>/img`, sends `sig` to
-/// ckpt at `when` and waits for ckpt to end.
+/// ckpt once it holds at `when` and waits for ckpt to end.
 fn signal_mid_dump(env: &Env, sig: i32, when: When) -> Interrupted {
     let w = start_safety(env, BIG_MIB);
     let sigblk = status_field(w.pid, "SigBlk").unwrap();
     let dir = env.subdir("img");
-    let bg = env.dump_bg(w.pid, &dir, &[]);
+    let hold = Hold::new(env, when.point());
+    let bg = env.ckpt_bg_held(&hold, &dump_args(w.pid, &dir, &[]));
     let ckpt = bg.child.id() as i32;
-    match when {
-        When::Seized => wait_until("ckpt to seize the workload", || {
-            status_field(w.pid, "TracerPid") == Some(ckpt.to_string())
-        }),
-        // The pages file grows past its header page only during the copy.
-        When::Copying => wait_until("the memory copy to start", || pages_bytes(&dir) > 4096),
+    assert_eq!(hold.reached(), ckpt);
+    if let When::Copying = when {
+        assert!(pages_bytes(&dir) > 4096, "held before any page was written");
     }
     assert!(signal(ckpt, sig));
     let out = env.finish_bg(bg);
@@ -133,7 +149,7 @@ fn interrupted_dump(sig: i32, name: &str, when: When) {
         Some(1),
         "ckpt should exit 1 after {name} ({when:?}): {out}"
     );
-    out.failed_naming(&format!("interrupted by {name}"));
+    out.failed_naming(&format!("interrupted by {name} {}", when.phase()));
     assert!(
         image_files(&dir, "").is_empty(),
         "the interrupted dump left files: {}",
@@ -179,8 +195,8 @@ fn sigkill_after_injections_restores_mask() {
     assert_untouched(&env, &mut w, &sigblk);
 }
 
-/// SIGTERM to `ckpt restore` while it builds the process: ckpt exits 1 naming the
-/// signal, and no process with the pid is left behind.
+/// SIGTERM to `ckpt restore` while it builds the process (held once the process exists,
+/// stopped): ckpt exits 1 naming the signal, and no process with the pid is left behind.
 #[test]
 fn sigterm_mid_restore_leaves_no_process() {
     let env = Env::new();
@@ -188,19 +204,24 @@ fn sigterm_mid_restore_leaves_no_process() {
     let dir = env.subdir("img");
     env.dump(w.pid, &dir, &[]).ok();
     env.reap_dumped(w.pid);
-    let bg = env.ckpt_bg(&[
-        OsStr::new("restore"),
-        OsStr::new("-D"),
-        dir.as_os_str(),
-        OsStr::new("-d"),
-    ]);
+    let hold = Hold::new(&env, "restore-puppet");
+    let bg = env.ckpt_bg_held(
+        &hold,
+        &[
+            OsStr::new("restore"),
+            OsStr::new("-D"),
+            dir.as_os_str(),
+            OsStr::new("-d"),
+        ],
+    );
     let ckpt = bg.child.id() as i32;
     env.track(w.pid);
-    wait_until("the restore to create the process", || exists(w.pid));
+    assert_eq!(hold.reached(), ckpt);
+    assert!(exists(w.pid), "held before pid {} was made", w.pid);
     assert!(signal(ckpt, libc::SIGTERM));
     let out = env.finish_bg(bg);
     assert_eq!(out.status.code(), Some(1), "ckpt should exit 1: {out}");
-    out.failed_naming("interrupted by SIGTERM");
+    out.failed_naming("interrupted by SIGTERM while rebuilding the process");
     env.assert_gone(w.pid);
 }
 
@@ -249,42 +270,26 @@ fn rseq_critical_section_resumes_at_abort() {
     panic!("no dump of the cycles caught the workload inside its critical section");
 }
 
-/// Like `wait_until`, without sleeping: for a window of a few milliseconds.
-fn spin_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < LINE_TIMEOUT,
-            "timed out waiting for {what}"
-        );
-        std::thread::yield_now();
-    }
-}
-
-/// SIGSTOP sent to the workload while `dump --leave-running` has it seized (it reaches
-/// the task during our injected syscalls, which used to discard it): after the dump the
+/// SIGSTOP sent to the workload while `dump --leave-running` has it seized (ckpt is held
+/// there, before its injected syscalls, which used to discard it): after the dump the
 /// workload is stopped, as the sender wanted, and untraced; after SIGCONT it passes.
 #[test]
 fn sigstop_during_dump_is_kept() {
     let env = Env::new();
     let mut w = start_safety(&env, "16");
-    let mut exercised = 0;
-    for i in 0..10 {
+    for i in 0..2 {
         let dir = env.subdir(&format!("img{i}"));
-        let bg = env.dump_bg(w.pid, &dir, &["--leave-running", "-v"]);
-        let ckpt = bg.child.id().to_string();
-        spin_until("ckpt to seize the workload", || {
-            status_field(w.pid, "TracerPid").as_deref() == Some(ckpt.as_str())
-        });
+        let hold = Hold::new(&env, "seized");
+        let bg = env.ckpt_bg_held(&hold, &dump_args(w.pid, &dir, &["--leave-running", "-v"]));
+        assert_eq!(hold.reached(), bg.child.id() as i32);
         assert!(signal(w.pid, libc::SIGSTOP));
-        let out = env.finish_bg(bg);
-        if !out.success() {
-            // Stopped while being seized: refused (per current behaviour), still stopped.
-            out.failed_naming(&w.pid.to_string());
-        }
-        exercised += out
-            .stderr
-            .contains("SIGSTOP arrived during an injected syscall") as u32;
+        hold.release();
+        let out = env.finish_bg(bg).ok();
+        assert!(
+            out.stderr
+                .contains("SIGSTOP arrived during an injected syscall"),
+            "the SIGSTOP did not come during the injected syscalls: {out}"
+        );
         wait_until("the workload to stop", || proc_state(w.pid) == Some('T'));
         assert_eq!(status_field(w.pid, "TracerPid").as_deref(), Some("0"));
         assert!(signal(w.pid, libc::SIGCONT));
@@ -292,11 +297,7 @@ fn sigstop_during_dump_is_kept() {
             matches!(proc_state(w.pid), Some('R' | 'S'))
         });
         env.check(&mut w);
-        if exercised >= 2 {
-            return;
-        }
     }
-    panic!("SIGSTOP never reached the workload during the injected syscalls ({exercised}x)");
 }
 
 /// A blocked SIGTRAP pending at the thread with its own si_value (and the rest of the

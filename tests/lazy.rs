@@ -11,16 +11,30 @@ use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-/// `restore --lazy -d -v` (-v: ckpt logs its pager's pid, see `pager_of`).
-fn restore_lazy(env: &Env, dir: &Path) -> CkptOutput {
-    env.ckpt(&[
+/// `restore --lazy -d -v -D dir` (-v: ckpt logs its pager's pid, see `pager_of`).
+fn lazy_args(dir: &Path) -> [&OsStr; 6] {
+    [
         OsStr::new("-v"),
         OsStr::new("restore"),
         OsStr::new("--lazy"),
         OsStr::new("-d"),
         OsStr::new("-D"),
         dir.as_os_str(),
-    ])
+    ]
+}
+
+/// `restore --lazy -d -v`.
+fn restore_lazy(env: &Env, dir: &Path) -> CkptOutput {
+    env.ckpt(&lazy_args(dir))
+}
+
+/// [`restore_lazy`], its pager held before the background copy (faults are still
+/// served): pages stay missing until the test releases `hold`. Returns the pager's pid.
+fn restore_lazy_held(env: &Env, dir: &Path, hold: &Hold) -> i32 {
+    let out = env.ckpt_held(hold, &lazy_args(dir)).ok();
+    let pager = pager_of(&out);
+    assert_eq!(hold.reached(), pager, "the pager holds");
+    pager
 }
 
 /// The pager's pid, from the log of a successful `restore_lazy` (not found by name or
@@ -145,7 +159,8 @@ fn killed_pager_blocks_the_process() {
     let dir = env.subdir("img");
     env.dump(w.pid, &dir, &[]).ok();
     env.reap_dumped(w.pid);
-    let pager = pager_of(&restore_lazy(&env, &dir).ok());
+    let hold = Hold::new(&env, "lazy-copy");
+    let pager = restore_lazy_held(&env, &dir, &hold);
     env.track(w.pid);
     signal(pager, libc::SIGKILL);
     assert!(has_userfaultfd(w.pid), "the process must hold its own uffd");
@@ -303,13 +318,15 @@ fn child_pid(env: &Env, w: &Workload) -> i32 {
 fn fork_during_lazy_restore_gets_all_pages() {
     let env = Env::new();
     let (mut w, dir) = forking_big(&env, 512, "fork", None);
-    let pager = pager_of(&restore_lazy(&env, &dir).ok());
+    let hold = Hold::new(&env, "lazy-copy");
+    let pager = restore_lazy_held(&env, &dir, &hold);
     env.track(w.pid);
     assert!(signal(w.pid, libc::SIGHUP));
     let child = child_pid(&env, &w);
     env.wait_line(&w, "CHILD PASS", |l| {
         l.starts_with("CHILD PASS") || l.starts_with("CHILD FAIL")
     });
+    hold.release();
     let out = env.output(&w);
     assert!(out.contains("CHILD PASS"), "pid {child}: {out}");
     env.check(&mut w);
@@ -353,7 +370,8 @@ fn memory_dropped_by_a_fork_child_during_its_fill_stays_dropped() {
 fn an_orphaned_grandchild_of_a_failed_fill_never_reads_zeros() {
     let env = Env::new();
     let (w, dir) = forking_big(&env, 1024, "forkorphan", Some(8 << 20));
-    let pager = pager_of(&restore_lazy(&env, &dir).ok());
+    let hold = Hold::new(&env, "lazy-copy");
+    let pager = restore_lazy_held(&env, &dir, &hold);
     env.track(w.pid);
     assert!(signal(w.pid, libc::SIGHUP));
     let line = env.wait_line(&w, "GRANDCHILD <pid>", |l| {
@@ -363,6 +381,7 @@ fn an_orphaned_grandchild_of_a_failed_fill_never_reads_zeros() {
     let gc: i32 = line["GRANDCHILD ".len()..].parse().unwrap();
     // Orphaned, it comes to us, the subreaper (or is reaped by init in a race).
     let st = reap(gc, Duration::from_secs(20)).expect("the grandchild did not end");
+    hold.release();
     assert!(
         st == -1
             || libc::WIFSIGNALED(st) && matches!(libc::WTERMSIG(st), libc::SIGBUS | libc::SIGKILL),
@@ -385,12 +404,14 @@ fn an_orphaned_grandchild_of_a_failed_fill_never_reads_zeros() {
 fn forking_child_passes(mode: &str, also: &[&str]) {
     let env = Env::new();
     let (mut w, dir) = forking_big(&env, 512, mode, None);
-    let pager = pager_of(&restore_lazy(&env, &dir).ok());
+    let hold = Hold::new(&env, "lazy-copy");
+    let pager = restore_lazy_held(&env, &dir, &hold);
     env.track(w.pid);
     assert!(signal(w.pid, libc::SIGHUP));
     env.wait_line(&w, "CHILD PASS", |l| {
         l.starts_with("CHILD PASS") || l.starts_with("CHILD FAIL")
     });
+    hold.release();
     let out = env.output(&w);
     assert!(
         out.contains("\nCHILD PASS") && also.iter().all(|l| out.contains(l)),
@@ -409,10 +430,12 @@ fn forking_child_passes(mode: &str, also: &[&str]) {
 fn fork_with_damaged_pages_never_runs_the_child_on_zeros() {
     let env = Env::new();
     let (w, dir) = forking_big(&env, 1024, "fork", Some(8 << 20));
-    let pager = pager_of(&restore_lazy(&env, &dir).ok());
+    let hold = Hold::new(&env, "lazy-copy");
+    let pager = restore_lazy_held(&env, &dir, &hold);
     env.track(w.pid);
     assert!(signal(w.pid, libc::SIGHUP));
     let child = child_pid(&env, &w);
+    hold.release();
     let st = reap(w.pid, Duration::from_secs(20)).expect("the process was not killed");
     assert!(
         libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGKILL,
@@ -463,25 +486,23 @@ fn sigtrap_sent_during_the_restore_is_delivered_after_it() {
     let dir = env.subdir("img");
     env.dump(w.pid, &dir, &[]).ok();
     env.reap_dumped(w.pid);
-    let bg = env.ckpt_bg(&[
-        OsStr::new("-v"),
-        OsStr::new("restore"),
-        OsStr::new("-d"),
-        OsStr::new("-D"),
-        dir.as_os_str(),
-    ]);
-    let t = Instant::now();
-    while !(proc_state(w.pid) == Some('t')
-        && status_field(w.pid, "TracerPid").is_some_and(|p| p != "0"))
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "pid {} never stopped by the restore",
-            w.pid
-        );
-        sleep(Duration::from_micros(200));
-    }
+    let hold = Hold::new(&env, "restore-puppet");
+    let bg = env.ckpt_bg_held(
+        &hold,
+        &[
+            OsStr::new("-v"),
+            OsStr::new("restore"),
+            OsStr::new("-d"),
+            OsStr::new("-D"),
+            dir.as_os_str(),
+        ],
+    );
+    let ckpt = bg.child.id() as i32;
+    assert_eq!(hold.reached(), ckpt);
+    assert_eq!(proc_state(w.pid), Some('t'), "pid {} not stopped", w.pid);
+    assert_eq!(status_field(w.pid, "TracerPid"), Some(ckpt.to_string()));
     assert!(signal(w.pid, libc::SIGTRAP));
+    hold.release();
     let out = env.finish_bg(bg).ok();
     env.track(w.pid);
     let log = format!("{}{}", out.stdout, out.stderr);

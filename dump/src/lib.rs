@@ -91,6 +91,7 @@ pub fn dump_with_progress(
         )));
     }
     let pid = Pid::from_raw(opts.pid);
+    abort::phase("checking the process");
     let identity = validate::before_seize(pid)?;
     // Create the sink before touching the task, so an unusable directory fails early.
     // Dropped unfinished (any error below), it deletes what it wrote.
@@ -100,11 +101,14 @@ pub fn dump_with_progress(
     tracing::debug!(pid = opts.pid, ms = ms(t0), "validated");
 
     let t_seize = Instant::now();
+    abort::phase("seizing the process");
     // From here every early return drops `task`, which puts the task back as it was.
     let mut task = seize::Seized::seize(pid)?;
     tracing::info!(pid = opts.pid, ms = ms(t_seize), "seized");
     identity.verify(pid)?;
     validate::after_seize(pid)?;
+    abort::phase("collecting its state");
+    ckpt_sys::testhold::hold("seized", &|| false);
     abort::check()?;
 
     let mut stats = DumpStats::default();
@@ -124,12 +128,14 @@ pub fn dump_with_progress(
 
     let t = Instant::now();
     let wanted_sigs = status.sigign | status.sigcgt;
+    abort::phase("injecting syscalls");
     abort::check()?;
     let injected = remote::collect(&mut task, &maps, &mm.vdso, wanted_sigs)?;
     stats.injected = injected.calls;
     tracing::debug!(ms = ms(t), calls = injected.calls, "injected syscalls");
 
     let t = Instant::now();
+    abort::phase("copying memory");
     let plan = pages::plan(pid, &mm.vmas)?;
     let mut pagemap = sink.records(&names::pagemap(opts.pid), Kind::Pagemap)?;
     let mut pages_w = sink.pages(pages::PAGES_ID)?;
@@ -156,6 +162,7 @@ pub fn dump_with_progress(
         "memory written"
     );
 
+    abort::phase("writing the images");
     abort::check()?;
     let t = Instant::now();
     let process_core = cores::process(pid, &stat, &status, &injected)?;

@@ -401,6 +401,7 @@ fn read_all<W: Write>(
                 ckpt_sys::abort::check()?;
                 flush(pid, &batch, batch_len, out, pagemap, &mut pending)?;
                 progress.advance(batch_len as u64);
+                ckpt_sys::testhold::hold("copying", &|| false);
                 batch.clear();
                 batch_len = 0;
             }

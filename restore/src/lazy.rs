@@ -322,6 +322,7 @@ impl<'a> Pages<'a> {
 
     /// The background copy, run by run, 4 MiB at a time; then wakes the fault loop.
     fn copier(&self) {
+        ckpt_sys::testhold::hold("lazy-copy", &|| self.stop.load(Relaxed));
         self.copy_all_runs();
         let _ = nix::unistd::write(&self.wake, &[1]);
     }

@@ -79,6 +79,7 @@ pub fn restore_with_progress(
     progress: &dyn ckpt_images::progress::Progress,
 ) -> R<Outcome> {
     let t0 = Instant::now();
+    ckpt_sys::abort::phase("reading the images");
     let dir = ImageDir::open_deferring_pages(&opts.dir)?;
     let inv = dir.inventory();
     image::check_tree(&dir)?;
@@ -150,6 +151,8 @@ pub fn restore_with_progress(
     drop(err_w);
     wait_seed(child, err_r)?;
     debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "seed stopped");
+    ckpt_sys::abort::phase("rebuilding the process");
+    ckpt_sys::testhold::hold("restore-puppet", &|| false);
 
     let mut puppet =
         puppet::Puppet::new(child, &img, &plan, pages_path.clone(), progress)?.lazy(opts.lazy);

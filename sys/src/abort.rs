@@ -14,6 +14,7 @@
 use crate::error::{Error, Result};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 const SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 
@@ -25,6 +26,9 @@ static REPORTED: AtomicBool = AtomicBool::new(false);
 static SHIELDS: AtomicUsize = AtomicUsize::new(0);
 /// Bit per signal of `SIGNALS` whose handler we installed (ignored ones are left alone).
 static INSTALLED: AtomicI32 = AtomicI32::new(0);
+/// What the work is doing now, for the error line ("interrupted by SIGHUP while copying
+/// memory"): a test can tell from it where its signal landed.
+static PHASE: Mutex<&str> = Mutex::new("");
 
 extern "C" fn on_signal(sig: libc::c_int) {
     if RECEIVED
@@ -109,6 +113,12 @@ pub fn requested() -> Option<Signal> {
     Signal::try_from(RECEIVED.load(Ordering::SeqCst)).ok()
 }
 
+/// Names what the work does from now on (e.g. "copying memory"), for the message of
+/// [`check`].
+pub fn phase(what: &'static str) {
+    *PHASE.lock().unwrap_or_else(|e| e.into_inner()) = what;
+}
+
 /// An error if an abort was requested and no [`Shield`] is held: call it where stopping is
 /// clean.
 pub fn check() -> Result<()> {
@@ -118,7 +128,13 @@ pub fn check() -> Result<()> {
     match requested() {
         Some(s) => {
             REPORTED.store(true, Ordering::SeqCst);
-            Err(Error::Other(format!("interrupted by {s}")))
+            let phase = *PHASE.lock().unwrap_or_else(|e| e.into_inner());
+            let during = if phase.is_empty() {
+                String::new()
+            } else {
+                format!(" while {phase}")
+            };
+            Err(Error::Other(format!("interrupted by {s}{during}")))
         }
         None => Ok(()),
     }

@@ -13,6 +13,7 @@ pub mod proc;
 pub mod process;
 pub mod ptrace;
 pub mod regs;
+pub mod testhold;
 pub mod uffd;
 
 pub use error::{Error, Result};

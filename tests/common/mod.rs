@@ -512,7 +512,7 @@ impl Env {
     }
 
     fn run_captured<S: AsRef<OsStr>>(&self, program: &Path, args: &[S]) -> (i32, CkptOutput) {
-        let bg = self.spawn_captured(program, args);
+        let bg = self.spawn_captured(program, args, None);
         let pid = bg.child.id() as i32;
         let files = [bg.out_path.clone(), bg.err_path.clone()];
         let out = self.finish_bg(bg);
@@ -525,17 +525,43 @@ impl Env {
     /// Starts `ckpt args...` in the background (e.g. `restore` without -d); the
     /// returned child is tracked and must be finished with [`Env::finish_bg`].
     pub fn ckpt_bg<S: AsRef<OsStr>>(&self, args: &[S]) -> BgCkpt {
-        self.spawn_captured(Path::new(CKPT), args)
+        self.spawn_captured(Path::new(CKPT), args, None)
+    }
+
+    /// [`Env::ckpt_bg`], told to hold at `hold`'s point (see [`Hold`]).
+    pub fn ckpt_bg_held<S: AsRef<OsStr>>(&self, hold: &Hold, args: &[S]) -> BgCkpt {
+        self.spawn_captured(Path::new(CKPT), args, Some(hold))
+    }
+
+    /// [`Env::ckpt`], told to hold at `hold`'s point (in a process it leaves behind,
+    /// such as a lazy pager, since the command itself must return).
+    pub fn ckpt_held<S: AsRef<OsStr>>(&self, hold: &Hold, args: &[S]) -> CkptOutput {
+        let bg = self.spawn_captured(Path::new(CKPT), args, Some(hold));
+        let files = [bg.out_path.clone(), bg.err_path.clone()];
+        let out = self.finish_bg(bg);
+        for f in files {
+            let _ = fs::remove_file(f);
+        }
+        out
     }
 
     /// Starts `program args...` with its stdout and stderr going to files of the temp
     /// dir, and tracks it.
-    fn spawn_captured<S: AsRef<OsStr>>(&self, program: &Path, args: &[S]) -> BgCkpt {
+    fn spawn_captured<S: AsRef<OsStr>>(
+        &self,
+        program: &Path,
+        args: &[S],
+        hold: Option<&Hold>,
+    ) -> BgCkpt {
         let args: Vec<OsString> = args.iter().map(|a| a.as_ref().to_os_string()).collect();
         let tag = RUN_SEQ.fetch_add(1, Ordering::Relaxed);
         let out_path = self.path().join(format!(".ckpt-{tag}.stdout"));
         let err_path = self.path().join(format!(".ckpt-{tag}.stderr"));
-        let child = Command::new(program)
+        let mut cmd = Command::new(program);
+        if let Some(h) = hold {
+            cmd.env("CKPT_TEST_HOLD", h.var());
+        }
+        let child = cmd
             .args(&args)
             .current_dir(self.path())
             .stdin(Stdio::null())
@@ -812,7 +838,7 @@ impl Default for Env {
 }
 
 /// The arguments of `ckpt dump -t PID -D DIR [extra...]`.
-fn dump_args(pid: i32, dir: &Path, extra: &[&str]) -> Vec<OsString> {
+pub fn dump_args(pid: i32, dir: &Path, extra: &[&str]) -> Vec<OsString> {
     let mut args: Vec<OsString> = vec![
         "dump".into(),
         "-t".into(),
@@ -822,6 +848,54 @@ fn dump_args(pid: i32, dir: &Path, extra: &[&str]) -> Vec<OsString> {
     ];
     args.extend(extra.iter().map(OsString::from));
     args
+}
+
+/// A point where ckpt is told to stop and wait (`CKPT_TEST_HOLD`, sys/src/testhold.rs),
+/// so that a test interrupts it exactly there rather than racing it.
+pub struct Hold {
+    point: String,
+    marker: PathBuf,
+}
+
+impl Hold {
+    /// A hold at `point`, its marker in `env`'s temp dir.
+    pub fn new(env: &Env, point: &str) -> Hold {
+        let tag = RUN_SEQ.fetch_add(1, Ordering::Relaxed);
+        Hold {
+            point: point.into(),
+            marker: env.path().join(format!(".hold-{point}-{tag}")),
+        }
+    }
+
+    fn var(&self) -> OsString {
+        let mut v = OsString::from(format!("{}:", self.point));
+        v.push(&self.marker);
+        v
+    }
+
+    /// Waits until ckpt holds at the point; returns the pid of the process holding.
+    pub fn reached(&self) -> i32 {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(pid) = fs::read_to_string(&self.marker)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                return pid;
+            }
+            assert!(
+                start.elapsed() < LINE_TIMEOUT,
+                "ckpt never reached the hold point {}",
+                self.point
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Lets ckpt go on.
+    pub fn release(&self) {
+        let _ = fs::remove_file(&self.marker);
+    }
 }
 
 /// Numbers the captured output files of `ckpt` runs.
