@@ -1,4 +1,6 @@
-//! `ckpt check`: prints what `ckpt_sys::probe` found, feature by feature.
+//! `ckpt check`: prints what `ckpt_sys::probe` found, feature by feature; `ckpt check -t
+//! PID`: what keeps a process tree from being dumped (`ckpt_dump::check_tree`, the checks
+//! a dump makes first).
 
 use ckpt_sys::probe::{self, Feature, Status};
 use serde_json::json;
@@ -13,6 +15,51 @@ pub fn run(as_json: bool) -> anyhow::Result<i32> {
         crate::emit(&render(&features))?;
     }
     Ok(if unusable { 1 } else { 0 })
+}
+
+/// `check -t PID`: 0 dumpable, 1 blockers (each printed), an error if `pid` cannot be
+/// looked at.
+pub fn tree(pid: i32, as_json: bool) -> anyhow::Result<i32> {
+    use anyhow::Context;
+    let blockers = ckpt_dump::check_tree(pid).with_context(|| format!("check -t {pid}"))?;
+    if as_json {
+        let v = json!({
+            "pid": pid,
+            "dumpable": blockers.is_empty(),
+            "blockers": blockers.iter().map(|b| json!({
+                "pid": b.pid,
+                "comm": comm(b.pid),
+                "what": b.what,
+                "why": b.why,
+            })).collect::<Vec<_>>(),
+        });
+        crate::emit(&(serde_json::to_string_pretty(&v)? + "\n"))?;
+    } else {
+        let mut out = String::new();
+        for b in &blockers {
+            out += &format!("pid {} ({}): {}: {}\n", b.pid, comm(b.pid), b.what, b.why);
+        }
+        if blockers.is_empty() {
+            out += &format!("pid {pid}: dumpable\n");
+        } else {
+            let procs: std::collections::BTreeSet<i32> = blockers.iter().map(|b| b.pid).collect();
+            out += &format!(
+                "pid {pid}: not dumpable: {} blocker{} in {} process{}\n",
+                blockers.len(),
+                if blockers.len() == 1 { "" } else { "s" },
+                procs.len(),
+                if procs.len() == 1 { "" } else { "es" },
+            );
+        }
+        crate::emit(&out)?;
+    }
+    Ok(if blockers.is_empty() { 0 } else { 1 })
+}
+
+fn comm(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".into())
 }
 
 pub fn to_json(features: &[Feature]) -> serde_json::Value {

@@ -92,10 +92,17 @@ enum Cmd {
         #[arg(long, num_args = 2, value_names = ["A", "B"])]
         diff: Option<Vec<PathBuf>>,
     },
-    /// Probe this kernel and these privileges: what ckpt can do here, feature by feature.
+    /// Probe this kernel and these privileges: what ckpt can do here, feature by feature;
+    /// or, with -t PID, list everything that keeps that process tree from being dumped.
     ///
-    /// Exits 1 if ckpt cannot work on this host at all.
+    /// Without -t: exits 1 if ckpt cannot work on this host at all. With -t: looks at the
+    /// process and all its descendants without stopping or touching them, prints every
+    /// blocker (pid, fd or mapping, what it is, why) or "dumpable"; exits 0 if dumpable,
+    /// 1 if anything blocks a dump, 2 if the pid cannot be looked at.
     Check {
+        /// Check this process tree instead of the host.
+        #[arg(short = 't', long = "tree")]
+        pid: Option<i32>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -254,7 +261,17 @@ fn run(cli: Cli) -> Result<i32> {
             })
         }
         Cmd::Show { dir, json, diff } => show(dir, json, diff),
-        Cmd::Check { json } => check::run(json),
+        Cmd::Check { pid: None, json } => check::run(json),
+        Cmd::Check {
+            pid: Some(pid),
+            json,
+        } => Ok(match check::tree(pid, json) {
+            Ok(code) => code,
+            Err(e) => {
+                report(&e);
+                2
+            }
+        }),
         Cmd::Completions { shell } => {
             emit_bytes(&completions::completions(Cli::command(), shell))?;
             Ok(0)

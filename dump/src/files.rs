@@ -2,7 +2,9 @@
 //! devices, reopened by path at restore. Everything else is refused, naming the fd and
 //! what it is.
 
-use crate::{refuse, DumpError};
+use crate::blockers::{Blocker, Blockers};
+use crate::describe::Describer;
+use crate::DumpError;
 use ckpt_images::pb;
 use ckpt_sys::{proc, Pid};
 use std::fs::Metadata;
@@ -18,31 +20,51 @@ const O_CLOEXEC: u32 = 0o2000000;
 /// Kept in step with `restore/src/image.rs`, which refuses other devices in an image.
 pub const STATELESS_CHARDEVS: [(u64, u64); 5] = [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9)];
 
+/// Why an fd cannot be looked at or dumped.
+enum Problem {
+    /// Closed since it was listed (only possible before the seize).
+    Gone(String),
+    Blocked(Blocker),
+}
+
+impl From<Problem> for DumpError {
+    fn from(p: Problem) -> DumpError {
+        match p {
+            Problem::Gone(m) => DumpError::Lost(m),
+            Problem::Blocked(b) => b.into(),
+        }
+    }
+}
+
 /// What an fd refers to, or why it cannot be dumped.
-fn inspect(pid: Pid, fd: i32) -> Result<(pb::FdKind, String, Metadata), DumpError> {
+fn inspect(
+    pid: Pid,
+    fd: i32,
+    describer: &mut Describer,
+) -> Result<(pb::FdKind, String, Metadata), Problem> {
     let link = format!("/proc/{pid}/fd/{fd}");
     let target = match proc::read_link(&link) {
         Ok(t) => t.to_string_lossy().into_owned(),
-        // Closed since we listed it (only possible before the seize).
-        Err(e) => return Err(DumpError::Lost(format!("pid {pid}: fd {fd}: {e}"))),
+        Err(e) => return Err(Problem::Gone(format!("pid {pid}: fd {fd}: {e}"))),
     };
-    let unsupported = |what: &str| {
-        refuse(format!(
-            "pid {pid}: fd {fd} ({target}) is {what}; not supported yet"
-        ))
+    let blocked = |why: String| {
+        Problem::Blocked(Blocker {
+            pid: pid.as_raw(),
+            what: format!("fd {fd} ({target})"),
+            why,
+        })
     };
+    let unsupported = |what: &str| blocked(format!("{what}; not supported yet"));
     if !target.starts_with('/') {
         // pipe:[N], socket:[N], anon_inode:[eventfd], ...
-        return Err(refuse(format!(
-            "pid {pid}: fd {fd} ({target}) is not supported yet"
-        )));
+        return Err(Problem::Blocked(describer.blocker(pid, fd, &target)));
     }
     if target.ends_with(" (deleted)") {
         return Err(unsupported("an unlinked file"));
     }
     // Follows the magic link to the open file itself.
     let meta = std::fs::metadata(&link)
-        .map_err(|e| DumpError::Lost(format!("pid {pid}: fd {fd} ({target}): {e}")))?;
+        .map_err(|e| Problem::Gone(format!("pid {pid}: fd {fd} ({target}): {e}")))?;
     let ft = meta.file_type();
     let kind = if ft.is_file() {
         pb::FdKind::FdRegular
@@ -54,10 +76,9 @@ fn inspect(pid: Pid, fd: i32) -> Result<(pb::FdKind, String, Metadata), DumpErro
             nix::sys::stat::minor(meta.rdev()),
         );
         if !STATELESS_CHARDEVS.contains(&dev) {
-            return Err(refuse(format!(
-                "pid {pid}: fd {fd} ({target}) is character device {}:{}, which holds state \
-                 a reopen would lose; only /dev/null, /dev/zero, /dev/full, /dev/random and \
-                 /dev/urandom are supported",
+            return Err(blocked(format!(
+                "character device {}:{}, which holds state a reopen would lose; only \
+                 /dev/null, /dev/zero, /dev/full, /dev/random and /dev/urandom are supported",
                 dev.0, dev.1
             )));
         }
@@ -74,14 +95,14 @@ fn inspect(pid: Pid, fd: i32) -> Result<(pb::FdKind, String, Metadata), DumpErro
     Ok((kind, target, meta))
 }
 
-/// Before the seize: refuse fds this version cannot restore.
-pub fn check_all(pid: Pid) -> Result<(), DumpError> {
+/// Before the seize (and for `ckpt check`): every fd this version cannot restore.
+pub fn blockers(pid: Pid, describer: &mut Describer, out: &mut Blockers) -> Result<(), DumpError> {
     for fd in proc::fds(pid)? {
-        match inspect(pid, fd) {
+        match inspect(pid, fd, describer) {
             Ok(_) => {}
             // An fd closed while we looked is not a reason to refuse.
-            Err(DumpError::Lost(_)) => {}
-            Err(e) => return Err(e),
+            Err(Problem::Gone(_)) => {}
+            Err(Problem::Blocked(b)) => out.add(b),
         }
     }
     Ok(())
@@ -90,8 +111,9 @@ pub fn check_all(pid: Pid) -> Result<(), DumpError> {
 /// One Fd record per open descriptor of the stopped task.
 pub fn collect(pid: Pid) -> Result<Vec<pb::Fd>, DumpError> {
     let mut out: Vec<pb::Fd> = Vec::new();
+    let mut describer = Describer::new([pid]);
     for fd in proc::fds(pid)? {
-        let (kind, path, meta) = inspect(pid, fd)?;
+        let (kind, path, meta) = inspect(pid, fd, &mut describer)?;
         let info = proc::fdinfo(pid, fd)?;
         // A dup of a lower fd shares its offset and flags: restore must dup, not reopen.
         let mut dup_of = None;

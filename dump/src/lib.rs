@@ -2,7 +2,9 @@
 //!
 //! This stage dumps one single-threaded process with regular files, directories and
 //! character devices open. The steps, each in its own module:
-//! - `validate`: refuse what cannot be dumped, before the task is touched;
+//! - `validate`: refuse what cannot be dumped, before the task is touched (every
+//!   `blockers::Blocker` of the tree, also listed by `ckpt check -t`; `describe` and
+//!   `sockets` say what a pipe, socket or anonymous inode fd is);
 //! - `seize`: PTRACE_SEIZE + INTERRUPT, and the guard that puts the task back on any error
 //!   (also on SIGINT/SIGTERM/SIGHUP: `ckpt_sys::abort` is checked between steps);
 //! - `rseq`: a task stopped inside an rseq critical section resumes at its abort handler;
@@ -11,7 +13,9 @@
 //! - `pages`: the memory, streamed from the task into pages-1.img;
 //! - `release`: kill the task, or let it run on (`--leave-running`).
 
+mod blockers;
 mod cores;
+mod describe;
 mod files;
 mod mm;
 mod pages;
@@ -19,7 +23,10 @@ mod release;
 mod remote;
 mod rseq;
 mod seize;
+mod sockets;
 mod validate;
+
+pub use blockers::Blocker;
 
 use ckpt_images::{names, pb, ImageSink, Kind};
 use ckpt_sys::{abort, proc, process, Pid};
@@ -72,6 +79,12 @@ pub(crate) fn refuse(msg: impl Into<String>) -> DumpError {
 
 pub(crate) fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1000.0
+}
+
+/// Everything that keeps the tree of `pid` from being dumped (empty: dumpable), found
+/// without stopping or touching any process of it: the same checks a dump makes first.
+pub fn check_tree(pid: i32) -> Result<Vec<Blocker>, DumpError> {
+    Ok(validate::tree_blockers(Pid::from_raw(pid))?.list)
 }
 
 pub fn dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {

@@ -1,5 +1,6 @@
 //! The address space: MmInfo, one Vma per mapping, and the vDSO block.
 
+use crate::blockers::Blocker;
 use crate::remote::Injected;
 use crate::{refuse, DumpError};
 use ckpt_images::pb;
@@ -40,10 +41,11 @@ pub enum Class {
 }
 
 /// Sorts one mapping, or says (naming pid and mapping) why this version cannot dump it.
-pub fn classify(pid: Pid, m: &Mapping) -> Result<Class, DumpError> {
-    let what = || {
-        format!(
-            "pid {pid}: mapping {:#x}-{:#x} {}",
+pub fn classify(pid: Pid, m: &Mapping) -> Result<Class, Blocker> {
+    let no = |why: &str| Blocker {
+        pid: pid.as_raw(),
+        what: format!(
+            "mapping {:#x}-{:#x} {}",
             m.start,
             m.end,
             if m.name.is_empty() {
@@ -51,7 +53,8 @@ pub fn classify(pid: Pid, m: &Mapping) -> Result<Class, DumpError> {
             } else {
                 &m.name
             }
-        )
+        ),
+        why: why.to_string(),
     };
     if VDSO_PARTS.contains(&m.name.as_str()) {
         return Ok(Class::VdsoPart);
@@ -60,10 +63,7 @@ pub fn classify(pid: Pid, m: &Mapping) -> Result<Class, DumpError> {
         return Ok(Class::Vsyscall);
     }
     if m.has_flag("io") || m.has_flag("pf") {
-        return Err(refuse(format!(
-            "{} is a device (I/O or PFN) mapping; not supported yet",
-            what()
-        )));
+        return Err(no("a device (I/O or PFN) mapping; not supported yet"));
     }
     let file = m.is_file();
     if m.shared {
@@ -75,23 +75,14 @@ pub fn classify(pid: Pid, m: &Mapping) -> Result<Class, DumpError> {
             // restore gives every mapping of it one new memfd (`Vma.shm_id`).
             if m.name.starts_with("/memfd:") {
                 if m.has_flag("ht") {
-                    return Err(refuse(format!(
-                        "{} is a hugetlb memfd; not supported yet",
-                        what()
-                    )));
+                    return Err(no("a hugetlb memfd; not supported yet"));
                 }
                 return Ok(Class::Vma(pb::VmaKind::VmaAnonShared));
             }
             if m.name.starts_with("/SYSV") {
-                return Err(refuse(format!(
-                    "{} is System V shared memory; not supported yet",
-                    what()
-                )));
+                return Err(no("System V shared memory; not supported yet"));
             }
-            return Err(refuse(format!(
-                "{} maps a deleted file; not supported yet",
-                what()
-            )));
+            return Err(no("a deleted file; not supported yet"));
         }
         if file {
             return Ok(Class::Vma(pb::VmaKind::VmaFileShared));
@@ -99,17 +90,11 @@ pub fn classify(pid: Pid, m: &Mapping) -> Result<Class, DumpError> {
         if m.name.starts_with("[anon_shmem") {
             return Ok(Class::Vma(pb::VmaKind::VmaAnonShared));
         }
-        return Err(refuse(format!(
-            "{} is a shared mapping of unknown kind; not supported yet",
-            what()
-        )));
+        return Err(no("a shared mapping of unknown kind; not supported yet"));
     }
     if file {
         if m.deleted {
-            return Err(refuse(format!(
-                "{} maps a deleted file; not supported yet",
-                what()
-            )));
+            return Err(no("a deleted file; not supported yet"));
         }
         return Ok(Class::Vma(pb::VmaKind::VmaFilePrivate));
     }
@@ -121,7 +106,7 @@ pub fn classify(pid: Pid, m: &Mapping) -> Result<Class, DumpError> {
     {
         return Ok(Class::Vma(pb::VmaKind::VmaAnon));
     }
-    Err(refuse(format!("{} is not supported yet", what())))
+    Err(no("not supported yet"))
 }
 
 /// One Vma record, with what the memory dump needs beside it.

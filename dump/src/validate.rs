@@ -1,6 +1,8 @@
 //! What this version refuses to dump, checked before the task is touched (and the parts
 //! that can change, again once it is stopped).
 
+use crate::blockers::Blockers;
+use crate::describe::Describer;
 use crate::{files, mm, refuse, DumpError};
 use ckpt_sys::{proc, Pid};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -66,22 +68,12 @@ impl Identity {
     }
 }
 
-/// Everything that can be refused before the task is touched; returns who `pid` is, for
-/// [`Identity::verify`] after the seize.
-pub fn before_seize(pid: Pid) -> Result<Identity, DumpError> {
-    if !Path::new(&format!("/proc/{pid}")).exists() {
+/// Refuses a pid that is not a process to look at at all (no such pid, a thread id).
+fn examinable(pid: Pid) -> Result<(), DumpError> {
+    if pid.as_raw() <= 0 || !Path::new(&format!("/proc/{pid}")).exists() {
         return Err(refuse(format!("pid {pid} does not exist")));
     }
-    // First, so that every check below is known to be about this one process.
-    let identity = Identity::take(pid)?;
     let gone = |e: ckpt_sys::Error| DumpError::Lost(format!("pid {pid} vanished: {e}"));
-    let stat = proc::stat(pid).map_err(gone)?;
-    if stat.flags & PF_KTHREAD != 0 {
-        return Err(refuse(format!(
-            "pid {pid} ({}) is a kernel thread",
-            stat.comm
-        )));
-    }
     let status = proc::status(pid).map_err(gone)?;
     if status.tgid != pid.as_raw() {
         return Err(refuse(format!(
@@ -89,95 +81,179 @@ pub fn before_seize(pid: Pid) -> Result<Identity, DumpError> {
             status.tgid
         )));
     }
-    // Restore cannot reinstall filters yet: dropping them silently would unsandbox it.
-    if status.seccomp.unwrap_or(0) != 0 {
-        return Err(refuse(format!(
-            "pid {pid} runs under seccomp mode {}; seccomp is not supported yet",
-            status.seccomp.unwrap_or(0)
-        )));
+    Ok(())
+}
+
+/// Everything that can be refused before the task is touched; returns who `pid` is, for
+/// [`Identity::verify`] after the seize.
+pub fn before_seize(pid: Pid) -> Result<Identity, DumpError> {
+    examinable(pid)?;
+    // First, so that every check below is known to be about this one process.
+    let identity = Identity::take(pid)?;
+    tree_blockers(pid)?.refuse_if_any(pid)?;
+    Ok(identity)
+}
+
+/// Every blocker of the tree of `root` (it and all its descendants), found without
+/// stopping or otherwise touching any of them. An error only when `root` itself cannot
+/// be looked at.
+pub fn tree_blockers(root: Pid) -> Result<Blockers, DumpError> {
+    examinable(root)?;
+    let tree = tree(root);
+    let mut describer = Describer::new(tree.iter().copied());
+    let mut out = Blockers::default();
+    for &pid in &tree {
+        match process_blockers(pid, &mut describer, &mut out) {
+            Ok(()) => {}
+            // A descendant that exited while we looked blocks nothing.
+            Err(_) if pid != root && !Path::new(&format!("/proc/{pid}")).exists() => {}
+            Err(e) => return Err(e),
+        }
     }
-    check_not_self_or_ancestor(pid)?;
-    match stat.state {
-        'Z' | 'X' => return Err(refuse(format!("pid {pid} is a zombie (it has exited)"))),
-        _ => {}
+    Ok(out)
+}
+
+/// `root` and its descendants (the children of each of their threads), parents first.
+fn tree(root: Pid) -> Vec<Pid> {
+    let me = nix::unistd::getpid();
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let pid = out[i];
+        for tid in proc::tasks(pid).unwrap_or_default() {
+            for c in proc::children(pid, tid).unwrap_or_default() {
+                // ckpt itself, when it checks an ancestor of its own.
+                if c != me && !out.contains(&c) {
+                    out.push(c);
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// What keeps this one process from being dumped.
+fn process_blockers(
+    pid: Pid,
+    describer: &mut Describer,
+    out: &mut Blockers,
+) -> Result<(), DumpError> {
+    let gone = |e: ckpt_sys::Error| DumpError::Lost(format!("pid {pid} vanished: {e}"));
+    let stat = proc::stat(pid).map_err(gone)?;
+    if stat.flags & PF_KTHREAD != 0 {
+        out.push(pid, "process", "a kernel thread");
+        return Ok(());
+    }
+    if let Some(why) = self_or_ancestor(pid) {
+        out.push(pid, "process", why);
+    }
+    if matches!(stat.state, 'Z' | 'X') {
+        out.push(pid, "process", "a zombie (it has exited)");
+        return Ok(());
+    }
+    let status = proc::status(pid).map_err(gone)?;
+    // Restore cannot reinstall filters yet: dropping them silently would unsandbox it.
+    if let Some(mode @ 1..) = status.seccomp {
+        out.push(
+            pid,
+            format!("seccomp mode {mode}"),
+            "seccomp is not supported yet",
+        );
     }
     if status.tracerpid != 0 {
-        return Err(refuse(format!(
-            "pid {pid} is already traced by pid {}",
-            status.tracerpid
-        )));
+        out.push(
+            pid,
+            format!("tracer pid {}", status.tracerpid),
+            "already traced by another process",
+        );
     }
     if stat.state == 'T' || stat.state == 't' {
-        return Err(refuse(format!(
-            "pid {pid} is stopped (state {}); stopped processes are not supported yet",
-            stat.state
-        )));
+        out.push(
+            pid,
+            format!("state {}", stat.state),
+            "stopped processes are not supported yet",
+        );
     }
     let maps = proc::read_bytes(&format!("/proc/{pid}/maps")).map_err(gone)?;
     if maps.is_empty() || proc::read_link(&format!("/proc/{pid}/exe")).is_err() {
-        return Err(refuse(format!(
-            "pid {pid} ({}) has no memory or no executable (a kernel thread?)",
-            stat.comm
-        )));
+        out.push(
+            pid,
+            "process",
+            "no memory or no executable (a kernel thread?)",
+        );
+        return Ok(());
     }
     for (link, what) in [("cwd", "working directory"), ("root", "root directory")] {
         let target = proc::read_link(&format!("/proc/{pid}/{link}")).map_err(gone)?;
         let target = target.to_string_lossy();
         if target.ends_with(" (deleted)") {
-            return Err(refuse(format!(
-                "pid {pid}: its {what} {target} was removed; not supported yet"
-            )));
+            out.push(
+                pid,
+                format!("{what} {target}"),
+                "it was removed; not supported yet",
+            );
         }
     }
-    check_threads_and_children(pid)?;
-    files::check_all(pid)?;
+    threads_and_children(pid, out)?;
+    files::blockers(pid, describer, out)?;
     let text = String::from_utf8_lossy(&maps);
     let parsed =
         proc::parse_smaps(&text).map_err(|e| DumpError::Lost(format!("/proc/{pid}/maps: {e}")))?;
     for m in &parsed {
-        mm::classify(pid, m)?;
+        if let Err(b) = mm::classify(pid, m) {
+            out.add(b);
+        }
     }
-    Ok(identity)
+    Ok(())
 }
 
 /// Once stopped: the task may have made a thread or a child between the checks and the
 /// seize.
 pub fn after_seize(pid: Pid) -> Result<(), DumpError> {
-    check_threads_and_children(pid)
+    let mut out = Blockers::default();
+    threads_and_children(pid, &mut out)?;
+    out.refuse_if_any(pid)
 }
 
-fn check_threads_and_children(pid: Pid) -> Result<(), DumpError> {
+fn threads_and_children(pid: Pid, out: &mut Blockers) -> Result<(), DumpError> {
     let tasks = proc::tasks(pid)?;
     if tasks.len() > 1 {
-        return Err(refuse(format!(
-            "pid {pid} has {} threads: multi-threaded processes are not supported yet",
-            tasks.len()
-        )));
+        let list: Vec<String> = tasks.iter().skip(1).map(|t| t.to_string()).collect();
+        out.push(
+            pid,
+            format!("{} threads (tids {})", tasks.len(), list.join(" ")),
+            "multi-threaded processes are not supported yet",
+        );
     }
-    let children = proc::children(pid, pid)?;
+    let mut children = Vec::new();
+    for tid in &tasks {
+        children.extend(proc::children(pid, *tid).unwrap_or_default());
+    }
     if !children.is_empty() {
         let list: Vec<String> = children.iter().map(|c| c.to_string()).collect();
-        return Err(refuse(format!(
-            "pid {pid} has children ({}): process trees are not supported yet",
-            list.join(" ")
-        )));
+        out.push(
+            pid,
+            format!("children ({})", list.join(" ")),
+            "process trees are not supported yet",
+        );
     }
     Ok(())
 }
 
 /// ckpt cannot stop itself, and stopping an ancestor (its shell, pid 1) would deadlock it
 /// or make no sense.
-fn check_not_self_or_ancestor(pid: Pid) -> Result<(), DumpError> {
+fn self_or_ancestor(pid: Pid) -> Option<String> {
     let me = nix::unistd::getpid();
     if pid == me {
-        return Err(refuse(format!("pid {pid} is ckpt itself")));
+        return Some("ckpt itself".into());
     }
     let mut p = nix::unistd::getppid();
     for _ in 0..4096 {
         if p == pid {
-            return Err(refuse(format!(
-                "pid {pid} is an ancestor of ckpt (pid {me}); it cannot be dumped from inside"
-            )));
+            return Some(format!(
+                "an ancestor of ckpt (pid {me}); it cannot be dumped from inside"
+            ));
         }
         if p.as_raw() <= 1 {
             break;
@@ -187,7 +263,7 @@ fn check_not_self_or_ancestor(pid: Pid) -> Result<(), DumpError> {
             Err(_) => break,
         }
     }
-    Ok(())
+    None
 }
 
 #[cfg(test)]

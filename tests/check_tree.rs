@@ -1,0 +1,174 @@
+//! `ckpt check -t PID`: every blocker of a live process tree, found without touching it.
+
+mod common;
+
+use common::*;
+use std::ffi::OsStr;
+use std::path::Path;
+
+fn check(env: &Env, pid: i32, json: bool) -> CkptOutput {
+    let pid = pid.to_string();
+    let mut args = vec![OsStr::new("check"), OsStr::new("-t"), OsStr::new(&pid)];
+    if json {
+        args.push(OsStr::new("--json"));
+    }
+    env.ckpt(&args)
+}
+
+/// The value printed on the workload's `NAME <value>` line.
+fn announced(env: &Env, w: &Workload, name: &str) -> String {
+    let prefix = format!("{name} ");
+    let line = env.wait_line(w, name, |l| l.starts_with(&prefix));
+    line[prefix.len()..].to_string()
+}
+
+/// A python tree holding a thread, a child, TCP, UDP and unix sockets, a pipe, an
+/// eventfd, epoll and inotify: `check -t` names each (sockets by address, not inode),
+/// exits 1, leaves every process running and untraced, and the JSON says the same.
+#[test]
+fn check_lists_every_blocker_of_a_tree() {
+    let env = Env::new();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workloads/blockers.py");
+    let mut w = env.spawn(
+        "blockers",
+        &python3(),
+        &[script.as_os_str(), env.path().as_os_str()],
+    );
+    env.wait_ready(&w);
+    let port = announced(&env, &w, "PORT");
+    let udp = announced(&env, &w, "UDP");
+    let child: i32 = announced(&env, &w, "CHILD").parse().unwrap();
+    env.track(child);
+
+    let out = check(&env, w.pid, false);
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    let sock = env.path().join("blockers.sock");
+    let me = format!("pid {} (", w.pid);
+    for want in [
+        format!("tcp 127.0.0.1:{port} LISTEN"),
+        format!("udp 127.0.0.1:{udp}"),
+        format!("unix stream {} listening", sock.display()),
+        "eventfd".into(),
+        "epoll".into(),
+        "inotify".into(),
+        "threads".into(),
+        format!("children ({child})"),
+        format!("write end): an anonymous pipe shared with pid {child}"),
+    ] {
+        assert!(
+            out.stdout
+                .lines()
+                .any(|l| l.starts_with(&me) && l.contains(&want)),
+            "no blocker of pid {} names `{want}`:\n{out}",
+            w.pid
+        );
+    }
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with(&format!("pid {child} ")) && l.contains("pipe:[")),
+        "the child's own blockers are not listed:\n{out}"
+    );
+    assert!(
+        !out.stdout.contains(" (socket:["),
+        "a socket described only by its inode:\n{out}"
+    );
+    assert!(out.stdout.contains("not dumpable"), "{out}");
+    for pid in [w.pid, child] {
+        assert_running_untraced(pid);
+    }
+    env.check(&mut w);
+
+    let json = check(&env, w.pid, true);
+    assert_eq!(json.status.code(), Some(1), "{json}");
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("check --json");
+    assert_eq!(v["dumpable"], false);
+    let list = v["blockers"].as_array().unwrap();
+    assert!(
+        list.iter().any(|b| b["pid"] == w.pid
+            && b["what"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("tcp 127.0.0.1:{port} LISTEN"))
+            && b["why"].as_str().unwrap().contains("not supported")),
+        "{json}"
+    );
+    assert_eq!(
+        list.len(),
+        out.stdout.lines().count() - 1,
+        "the JSON and the text list differ:\n{out}\n{json}"
+    );
+
+    // The dump refuses with the first of the same blockers, naming how many more.
+    let dir = env.subdir("img");
+    let dumped = env.dump(w.pid, &dir, &[]);
+    let line = dumped.failed_naming(&w.pid.to_string());
+    let first = out.stdout.lines().next().unwrap();
+    let first = first.split_once("): ").unwrap().1;
+    assert!(line.contains(first), "dump: {line}\ncheck: {first}");
+    assert!(line.contains("ckpt check -t"), "{line}");
+    env.check(&mut w);
+}
+
+/// A plain process: "dumpable", exit 0, and `--json` agrees.
+#[test]
+fn check_says_dumpable() {
+    let env = Env::new();
+    let w = env.start("sig");
+    let out = check(&env, w.pid, false).ok();
+    assert_eq!(out.stdout, format!("pid {}: dumpable\n", w.pid), "{out}");
+    let json = check(&env, w.pid, true).ok();
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("check --json");
+    assert_eq!(v["dumpable"], true);
+    assert_eq!(v["blockers"].as_array().map(Vec::len), Some(0));
+}
+
+/// A pid nobody has: one line naming it, exit 2 (not 1: that means "blockers").
+#[test]
+fn check_of_a_missing_pid_is_one_line() {
+    let env = Env::new();
+    let pid = unused_pid();
+    let out = check(&env, pid, false);
+    assert_eq!(out.status.code(), Some(2), "{out}");
+    let line = out.failed_naming(&format!("pid {pid} does not exist"));
+    assert_eq!(out.stderr.lines().count(), 1, "{line}");
+}
+
+/// A pipe inherited from whoever started the workload (here: its stdin, whose write end
+/// the test keeps): the dump refuses, saying the other end is held outside the tree by
+/// the test's own pid, and how to start the workload without it; the workload runs on.
+#[test]
+fn inherited_pipe_is_named_with_its_other_end() {
+    use std::process::{Command, Stdio};
+    let env = Env::new();
+    let out = env.path().join("sig.out");
+    let f = std::fs::File::create(&out).unwrap();
+    let mut child = Command::new(workload_bin("sig"))
+        .arg(env.path())
+        .current_dir(env.path())
+        .stdin(Stdio::piped())
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .spawn()
+        .unwrap();
+    let _write_end = child.stdin.take().unwrap();
+    let mut w = Workload {
+        pid: child.id() as i32,
+        name: "sig".into(),
+        exe: workload_bin("sig"),
+        out,
+        passes: 0,
+    };
+    env.track(w.pid);
+    drop(child);
+    env.wait_ready(&w);
+    let dumped = env.dump(w.pid, &env.subdir("img"), &[]);
+    let line = dumped.failed_naming("fd 0 (pipe:[");
+    let me = format!(
+        "write end is held outside the process tree, by pid {}",
+        std::process::id()
+    );
+    assert!(line.contains(&me) && line.contains("setsid"), "{line}");
+    assert_running_untraced(w.pid);
+    env.check(&mut w);
+}
