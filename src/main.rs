@@ -135,10 +135,18 @@ fn main() {
     }
 }
 
-/// One line: every cause, outermost first.
+/// Whether the log goes to a file (then errors are logged there too, as on stderr).
+static LOG_TO_FILE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// One line: every cause, outermost first. On stderr always; in the log file as well when
+/// there is one, so that it tells the whole story as `-v` does.
 fn report(e: &anyhow::Error) {
     let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-    eprintln!("ckpt: error: {}", msg.join(": "));
+    let line = msg.join(": ");
+    if LOG_TO_FILE.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::error!("{line}");
+    }
+    eprintln!("ckpt: error: {line}");
 }
 
 fn init_logging(verbose: u8, file: Option<&std::path::Path>) -> Result<()> {
@@ -164,8 +172,16 @@ fn init_logging(verbose: u8, file: Option<&std::path::Path>) -> Result<()> {
                 .with_ansi(false)
                 .with_writer(std::sync::Mutex::new(f))
                 .init();
+            LOG_TO_FILE.store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        None => builder.with_writer(std::io::stderr).init(),
+        None => {
+            // Colour only for a terminal: a redirected stderr gets plain text.
+            use std::io::IsTerminal;
+            builder
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr)
+                .init()
+        }
     }
     Ok(())
 }
@@ -232,9 +248,9 @@ fn run(cli: Cli) -> Result<i32> {
             };
             // SIGINT/SIGTERM/SIGHUP: abort in order, the workload put back untouched.
             let _armed = ckpt_sys::abort::arm().context("signal handlers")?;
-            let stats = ckpt_dump::dump_with_progress(&opts, &Bar::new())
+            // Its "dump done" line (pages, MiB, frozen and total ms) is logged by the dump.
+            ckpt_dump::dump_with_progress(&opts, &Bar::new())
                 .with_context(|| format!("dump of pid {pid} into {}", dir.display()))?;
-            tracing::info!(?stats, "dump done");
             Ok(0)
         }
         Cmd::Restore {

@@ -77,9 +77,7 @@ pub(crate) fn refuse(msg: impl Into<String>) -> DumpError {
     DumpError::Refused(msg.into())
 }
 
-pub(crate) fn ms(since: Instant) -> f64 {
-    since.elapsed().as_secs_f64() * 1000.0
-}
+pub(crate) use ckpt_images::units::ms;
 
 /// Everything that keeps the tree of `pid` from being dumped (empty: dumpable), found
 /// without stopping or touching any process of it: the same checks a dump makes first.
@@ -170,8 +168,8 @@ pub fn dump_with_progress(
         ms = stats.memory_ms,
         pages = copied.pages,
         runs = copied.runs,
-        read_ms = copied.read_ms,
-        write_ms = copied.write_ms,
+        read_ms = ckpt_images::units::tenths(copied.read_ms),
+        write_ms = ckpt_images::units::tenths(copied.write_ms),
         "memory written"
     );
 
@@ -231,6 +229,9 @@ pub fn dump_with_progress(
     stats.total_ms = ms(t0);
     tracing::info!(
         pid = opts.pid,
+        pages = stats.pages,
+        mib = ckpt_images::units::mib(stats.bytes),
+        injected = stats.injected,
         frozen_ms = stats.frozen_ms,
         total_ms = stats.total_ms,
         "dump done"

@@ -140,7 +140,7 @@ pub fn plan(pid: Pid, vmas: &[VmaInfo]) -> Result<Vec<Run>, DumpError> {
         all.extend(c.into_runs());
     }
     tracing::debug!(
-        ms = t0.elapsed().as_secs_f64() * 1e3,
+        ms = ckpt_images::units::ms(t0),
         runs = all.len(),
         "pages planned"
     );

@@ -15,6 +15,7 @@ pub mod record;
 pub mod show;
 mod staging;
 pub mod summary;
+pub mod units;
 pub mod validate;
 
 /// Generated from `proto/ckpt.proto`.

@@ -936,7 +936,7 @@ pub fn serve(
     sum.zero_faults = pages.zero_faults.load(Relaxed);
     sum.copied_pages = pages.copied.load(Relaxed);
     if sum.all_in_ms == 0.0 {
-        sum.all_in_ms = t0.elapsed().as_secs_f64() * 1e3;
+        sum.all_in_ms = ckpt_images::units::ms(t0);
     }
     res?;
     if !sum.target_gone {
@@ -1020,7 +1020,7 @@ fn fault_loop(
             continue;
         }
         if pages.copier_done.load(Relaxed) && deferred.is_empty() {
-            sum.all_in_ms = t0.elapsed().as_secs_f64() * 1e3;
+            sum.all_in_ms = ckpt_images::units::ms(t0);
             // Every page is in: from now on a missing page is the kernel's business
             // (zero), not ours. Then one more pass drains what came meanwhile.
             for &(s, e) in h.ranges.iter().chain(remaps.iter()) {

@@ -7,6 +7,7 @@
 mod fill;
 mod image;
 mod lazy;
+mod pidheld;
 mod puppet;
 mod regs;
 mod seed;
@@ -121,7 +122,7 @@ pub fn restore_with_progress(
             &|off, len| ckpt_sys::process::populate_read(&map, off, len),
             &|off, len| ckpt_sys::process::release_range(&map, off, len),
         )?;
-        debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "pages file verified");
+        debug!(ms = ckpt_images::units::ms(t0), "pages file verified");
     }
     let pages = PagesReader::new(&pages_path, &map)?;
     let tramp = pick_trampoline(&img)?;
@@ -132,7 +133,7 @@ pub fn restore_with_progress(
     let mut reset = ckpt_sys::process::own_non_default_signals();
     reset.extend([32, 33]);
     debug!(
-        ms = t0.elapsed().as_secs_f64() * 1e3,
+        ms = ckpt_images::units::ms(t0),
         "images verified and loaded"
     );
 
@@ -141,16 +142,14 @@ pub fn restore_with_progress(
         Ok(Forked::Child) => seed::run(&plan),
         Ok(Forked::Parent(p)) => p,
         Err(e) if e.errno() == Some(nix::errno::Errno::EEXIST) => {
-            return Err(RestoreError::Refused(format!(
-                "pid {pid} is already in use by another process"
-            )))
+            return Err(RestoreError::Refused(pidheld::message(pid, &img.core.comm)))
         }
         Err(e) => return Err(e.into()),
     };
     let mut cleanup = Cleanup(Some(child));
     drop(err_w);
     wait_seed(child, err_r)?;
-    debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "seed stopped");
+    debug!(ms = ckpt_images::units::ms(t0), "seed stopped");
     ckpt_sys::abort::phase("rebuilding the process");
     ckpt_sys::testhold::hold("restore-puppet", &|| false);
 
@@ -172,7 +171,7 @@ pub fn restore_with_progress(
     cleanup.0 = None;
     // Released: from here SIGINT/SIGTERM/SIGHUP act as they always did (ckpt armed them).
     ckpt_sys::abort::disarm();
-    info!(pid, ms = t0.elapsed().as_secs_f64() * 1e3, "restored");
+    info!(pid, ms = ckpt_images::units::ms(t0), "restored");
     if let Some(h) = handoff {
         if opts.detach {
             // The pager: a copy of (still single-threaded) ckpt that outlives it. ckpt

@@ -140,8 +140,8 @@ impl<'a> Puppet<'a> {
         debug!(
             pid = %self.pid,
             injected = self.remote.calls,
-            memory_ms = t_fill.as_secs_f64() * 1e3,
-            total_ms = t0.elapsed().as_secs_f64() * 1e3,
+            memory_ms = ckpt_images::units::tenths(t_fill.as_secs_f64() * 1e3),
+            total_ms = ckpt_images::units::ms(t0),
             "puppet done"
         );
         Ok(())
