@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then echo "run as root (ckpt needs ptrace and clone3 set_tid)"; exit 1; fi
 command -v cc >/dev/null || { apt-get update -qq && apt-get install -y -qq build-essential; }
+. .ci/toolchain.sh
+need_rust
 
 echo "== building ckpt (release)"
 cargo build --release -q
@@ -24,8 +26,13 @@ sleep 2
 tail -n 2 "$work/log"
 
 echo "== ckpt dump -t $pid -D $work/images"
-"$CKPT" dump -t "$pid" -D "$work/images"
-{ wait "$pid"; } 2>/dev/null || true
+# bash reports a background job killed by a signal ("Killed") on its own stderr whenever
+# it notices, which reads like a failure: the shell's stderr is muted meanwhile, ckpt's
+# goes to the terminal (fd 3).
+exec 3>&2 2>/dev/null
+"$CKPT" dump -t "$pid" -D "$work/images" 2>&3 || { exec 2>&3; exit 1; }
+wait "$pid" || true
+exec 2>&3 3>&-
 kill -0 "$pid" 2>/dev/null && { echo "workload still alive?"; exit 1; }
 echo "   the workload is gone; images:"
 ls -l "$work/images" | sed 's/^/   /'
