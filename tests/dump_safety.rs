@@ -121,7 +121,10 @@ fn signal_mid_dump(env: &Env, sig: i32, when: When) -> Interrupted {
     let ckpt = bg.child.id() as i32;
     assert_eq!(hold.reached(), ckpt);
     if let When::Copying = when {
-        assert!(pages_bytes(&dir) > 4096, "held before any page was written");
+        // Held after handing its first batch to the writer thread, which goes on.
+        wait_until("the first batch in the pages file", || {
+            pages_bytes(&dir) > 4096
+        });
     }
     assert!(signal(ckpt, sig));
     let out = env.finish_bg(bg);
@@ -137,6 +140,15 @@ fn signal_mid_dump(env: &Env, sig: i32, when: When) -> Interrupted {
 /// removes the partial image, and the workload runs on untouched (without
 /// --leave-running it would otherwise have been killed).
 fn interrupted_dump(sig: i32, name: &str, when: When) {
+    // ckpt keeps a signal it inherited as ignored ignored (nohup), as it must.
+    let ignored = status_field(std::process::id() as i32, "SigIgn")
+        .and_then(|m| u64::from_str_radix(&m, 16).ok())
+        .unwrap_or(0);
+    assert!(
+        ignored & (1 << (sig - 1)) == 0,
+        "{name} is ignored in this test process (started in the background by a shell \
+         without job control?): ckpt inherits that, so the test cannot interrupt it"
+    );
     let env = Env::new();
     let Interrupted {
         mut w,
