@@ -118,8 +118,9 @@ fn fifo_three_cycles() {
 }
 
 /// After a restore, the task that was blocked in read() on an empty FIFO is blocked in
-/// it again (state S, /proc/PID/syscall shows read of the same fd) and stays there,
-/// printing nothing, until the test writes a byte; then it gets exactly that byte.
+/// it again (state S, /proc/PID/syscall shows read of the same fd) and stays there (1.5 s
+/// watched), printing nothing, until the test writes a byte; then it gets exactly that
+/// byte.
 #[test]
 fn fifo_blocked_read_still_blocks_after_restore() {
     let env = Env::new();
@@ -132,6 +133,9 @@ fn fifo_blocked_read_still_blocks_after_restore() {
     env.restore_detached(&dir).ok();
     env.track(w.pid);
     assert_running_untraced(w.pid);
+    // Released, it runs back into read() (state R for a moment on a loaded machine);
+    // from then on it must stay there.
+    wait_blocked_in_read(&env, &w);
     let lines_before = env.output(&w).lines().count();
     let start = Instant::now();
     while start.elapsed() < Duration::from_millis(1500) {
