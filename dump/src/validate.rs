@@ -147,14 +147,16 @@ pub fn after_seize(pid: Pid) -> Result<(), DumpError> {
 }
 
 fn check_threads_and_children(pid: Pid) -> Result<(), DumpError> {
-    let tasks = proc::tasks(pid)?;
-    if tasks.len() > 1 {
-        return Err(refuse(format!(
-            "pid {pid} has {} threads: multi-threaded processes are not supported yet",
-            tasks.len()
-        )));
+    // Children of any thread count: each thread has its own list.
+    let mut children = Vec::new();
+    for tid in proc::tasks(pid)? {
+        match proc::children(pid, tid) {
+            Ok(c) => children.extend(c),
+            // A thread that exited since the listing has no children left.
+            Err(e) if e.errno() == Some(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
-    let children = proc::children(pid, pid)?;
     if !children.is_empty() {
         let list: Vec<String> = children.iter().map(|c| c.to_string()).collect();
         return Err(refuse(format!(
