@@ -1,6 +1,7 @@
 /*
  * threads: a multi-threaded process whose every thread keeps its own state.
- * Usage: threads WORKDIR [NTHREADS]   (protocol in wl.h; NTHREADS >= 16, default 64)
+ * Usage: threads WORKDIR [NTHREADS [MIB]]   (protocol in wl.h; NTHREADS >= 16, default
+ * 64; MIB: that much memory filled with a pattern and checked too, default 0)
  * Threads besides main, each with its own TLS id, tid, name ("t<i>"), sigmask (SIGUSR1,
  * SIGUSR2, SIGTERM and a pattern of real-time signals from its index) and rseq
  * registration, all checked by the thread itself every time it wakes:
@@ -52,6 +53,8 @@ static volatile sig_atomic_t alt_count, alt_off_stack;
 static pthread_mutex_t robust;
 static volatile int join_exit;
 static int joins;
+static uint8_t *big;
+static size_t big_len;
 
 static void mark_bad(int i, const char *why, long got, long want)
 {
@@ -256,6 +259,8 @@ static int verify(void)
 	}
 	for (int i = 0; i < nthreads; i++)
 		WL_CHECK(!bad[i], "thread %d (tid %d): %s", i, (int)tids[i], bad_why[i]);
+	size_t diff = big_len ? wl_cmp(big, big_len, 77) : (size_t)-1;
+	WL_CHECK(diff == (size_t)-1, "big memory differs at byte %zu", diff);
 	WL_CHECK(!alt_off_stack, "SA_ONSTACK handler ran off the sigaltstack %d times",
 		 alt_off_stack);
 	WL_CHECK(count_tasks() == nthreads, "%d of %d threads in /proc/self/task", count_tasks(),
@@ -308,7 +313,14 @@ int main(int argc, char **argv)
 	if (nthreads < 16 || nthreads > MAXT)
 		wl_die("NTHREADS %d", nthreads);
 	work_sleep_ms = nthreads > 128 ? 200 : 5;
+	big_len = (argc > 3 ? (size_t)atol(argv[3]) : 0) << 20;
 	wl_init();
+	if (big_len) {
+		big = malloc(big_len);
+		if (!big)
+			wl_die("malloc %zu", big_len);
+		wl_fill(big, big_len, 77);
+	}
 	tls_id = -2;
 	pthread_mutexattr_t a;
 	pthread_mutexattr_init(&a);
