@@ -169,3 +169,29 @@ fn sigterm_once_all_threads_seized_leaves_them_running() {
     assert_eq!(tids(w.pid), all);
     env.check(&mut w);
 }
+
+/// Credentials are per thread: a process that dropped to uid/gid 65534 (in every
+/// thread) gets them back in every thread, each checking its own by raw syscalls.
+#[test]
+fn nobody_threads_three_cycles() {
+    let env = Env::new();
+    let mut w = env.start_with("threads", &["16", "0", "nobody"]);
+    env.share_output(&w);
+    env.check(&mut w);
+    env.cycles(&mut w, 3, &[], |_, _| {});
+}
+
+/// A thread whose credentials differ from its process's is refused by name, and the
+/// process runs on untouched.
+#[test]
+fn thread_with_its_own_credentials_is_refused() {
+    let env = Env::new();
+    let mut w = env.start_with("threads", &["16", "0", "oddcreds"]);
+    let dir = env.subdir("img");
+    env.dump(w.pid, &dir, &[])
+        .failed_naming("has other credentials than its process");
+    for t in tids(w.pid) {
+        assert_eq!(status_field(t, "TracerPid").as_deref(), Some("0"));
+    }
+    env.check(&mut w);
+}

@@ -47,6 +47,8 @@ pub struct Puppet<'a> {
     progress: &'a dyn ckpt_images::progress::Progress,
     /// The threads created besides the main one (`threads`).
     threads: Vec<threads::Thread>,
+    /// ckpt and the puppet share one CPU while the threads are made (`threads`).
+    pinned: Option<threads::Pinned>,
 }
 
 type R<T> = Result<T, RestoreError>;
@@ -71,6 +73,7 @@ impl<'a> Puppet<'a> {
             handoff: None,
             progress,
             threads: Vec::new(),
+            pinned: None,
         })
     }
 
@@ -131,8 +134,11 @@ impl<'a> Puppet<'a> {
         self.thread_state(0)?;
         self.create_threads()?;
         self.itimers()?;
-        self.creds()?;
-        self.thread_creds()?;
+        if self.creds()? {
+            // The threads were cloned with the seed's credentials, the main thread's
+            // until just now.
+            self.thread_creds()?;
+        }
         // As the process itself: its own RLIMIT_MEMLOCK and CAP_IPC_LOCK (or lack of it)
         // decide, not ckpt's.
         self.mlock()?;
@@ -769,9 +775,10 @@ impl<'a> Puppet<'a> {
     ///    bits (no keep-caps, locks) cannot get in its way;
     /// 6. capset of the image's E, P, I: only ever a reduction; the ambient set stays,
     ///    as it is inside P and I.
-    fn creds(&mut self) -> R<()> {
+    /// Returns whether anything had to change.
+    fn creds(&mut self) -> R<bool> {
         let Some(c) = self.img.core.creds.clone() else {
-            return Ok(());
+            return Ok(false);
         };
         // Per thread: the status of the thread the calls go to.
         let st = ckpt_sys::proc::status(self.remote.pid())?;
@@ -795,7 +802,7 @@ impl<'a> Puppet<'a> {
             && c.cap_amb == seed_amb
             && c.securebits == seed_bits;
         if same_ids && groups == want_groups && same_caps {
-            return Ok(());
+            return Ok(false);
         }
         if c.uid.len() < 3 || c.gid.len() < 3 {
             return Err(RestoreError::Refused(
@@ -879,7 +886,7 @@ impl<'a> Puppet<'a> {
             &[PR_SET_SECUREBITS, c.securebits as u64],
         )?;
         self.capset("capset", c.cap_eff, c.cap_prm, c.cap_inh)?;
-        Ok(())
+        Ok(true)
     }
 
     /// capset(2), _LINUX_CAPABILITY_VERSION_3: header {version, pid}, two data words.

@@ -1,7 +1,11 @@
 /*
  * threads: a multi-threaded process whose every thread keeps its own state.
- * Usage: threads WORKDIR [NTHREADS [MIB]]   (protocol in wl.h; NTHREADS >= 16, default
- * 64; MIB: that much memory filled with a pattern and checked too, default 0)
+ * Usage: threads WORKDIR [NTHREADS [MIB [MODE]]]   (protocol in wl.h; NTHREADS >= 16,
+ * default 64; MIB: that much memory filled with a pattern and checked too, default 0)
+ * MODE "nobody": once the threads run, the process drops to uid/gid 65534 (glibc applies
+ * it to every thread), and every thread checks its own ids by raw syscalls;
+ * MODE "oddcreds": thread 5 alone changes its gid to 65534 (a raw setresgid), which a
+ * dump must refuse.
  * Threads besides main, each with its own TLS id, tid, name ("t<i>"), sigmask (SIGUSR1,
  * SIGUSR2, SIGTERM and a pattern of real-time signals from its index) and rseq
  * registration, all checked by the thread itself every time it wakes:
@@ -24,6 +28,7 @@
 #include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
+#include <grp.h>
 #include <sched.h>
 #include <sys/prctl.h>
 #include <sys/rseq.h>
@@ -53,6 +58,7 @@ static volatile sig_atomic_t alt_count, alt_off_stack;
 static pthread_mutex_t robust;
 static volatile int join_exit;
 static int joins;
+static int nobody_mode, oddcreds_mode;
 static uint8_t *big;
 static size_t big_len;
 
@@ -107,6 +113,11 @@ static void self_check(int i)
 	long r = syscall(SYS_rseq, rs, 32, 0, 0x53053053);
 	if (!(r == -1 && errno == EBUSY))
 		mark_bad(i, "rseq registration (errno)", r == -1 ? errno : 0, EBUSY);
+	if (nobody_mode == 2) {
+		long u = syscall(SYS_getuid), eu = syscall(SYS_geteuid), g = syscall(SYS_getgid);
+		if (u != 65534 || eu != 65534 || g != 65534)
+			mark_bad(i, "uid (per-thread credentials)", u, 65534);
+	}
 	if (i == T_ALT) {
 		stack_t ss;
 		sigaltstack(NULL, &ss);
@@ -149,6 +160,9 @@ static void *run(void *arg)
 		if (sigaltstack(&ss, NULL))
 			mark_bad(i, "sigaltstack setup", errno, 0);
 	}
+	if (i == T_PIN && oddcreds_mode &&
+	    syscall(SYS_setresgid, 65534, 65534, 65534))
+		mark_bad(i, "setresgid", errno, 0);
 	if (i == T_PIN) {
 		cpu_set_t set;
 		CPU_ZERO(&set);
@@ -314,6 +328,9 @@ int main(int argc, char **argv)
 		wl_die("NTHREADS %d", nthreads);
 	work_sleep_ms = nthreads > 128 ? 200 : 5;
 	big_len = (argc > 3 ? (size_t)atol(argv[3]) : 0) << 20;
+	const char *mode = argc > 4 ? argv[4] : "";
+	nobody_mode = !strcmp(mode, "nobody");
+	oddcreds_mode = !strcmp(mode, "oddcreds");
 	wl_init();
 	if (big_len) {
 		big = malloc(big_len);
@@ -340,6 +357,12 @@ int main(int argc, char **argv)
 	pthread_setattr_default_np(&at);
 	for (int i = 0; i < nthreads; i++)
 		start(i);
+	if (nobody_mode) {
+		if (setgroups(0, NULL) || setresgid(65534, 65534, 65534) ||
+		    setresuid(65534, 65534, 65534))
+			wl_die("dropping to 65534");
+		nobody_mode = 2;
+	}
 	wl_ready();
 	for (;;) {
 		wl_poll(verify, corrupt);
