@@ -775,6 +775,7 @@ impl<'a> Puppet<'a> {
     ///    bits (no keep-caps, locks) cannot get in its way;
     /// 6. capset of the image's E, P, I: only ever a reduction; the ambient set stays,
     ///    as it is inside P and I.
+    ///
     /// Returns whether anything had to change.
     fn creds(&mut self) -> R<bool> {
         let Some(c) = self.img.core.creds.clone() else {
