@@ -113,6 +113,10 @@ impl<'a> Puppet<'a> {
         // Nothing may be delivered while the puppet is half built; SIGTRAP stays open for
         // the trampoline's int3 (a blocked SIGTRAP would be reset to SIG_DFL by the kernel).
         ptrace::set_sigmask(self.pid, !(1u64 << (SIGTRAP - 1)))?;
+        if self.img.threads.len() > 1 {
+            // Hundreds of injections to come (thread stacks, the threads themselves).
+            self.pin()?;
+        }
         self.check_cpu()?;
         self.drop_seed_rseq()?;
         self.unmap_seed()?;
@@ -333,7 +337,12 @@ impl<'a> Puppet<'a> {
                 )?;
             }
         }
+        // The fill runs on every CPU, in threads of ckpt's: not pinned meanwhile.
+        let pinned = self.unpin();
         self.fill(pages, &with_pages)?;
+        if pinned {
+            self.pin()?;
+        }
         for (i, v) in img.vmas.iter().enumerate() {
             if with_pages[i] && v.prot != (v.prot | (libc::PROT_READ | libc::PROT_WRITE) as u32) {
                 self.call(

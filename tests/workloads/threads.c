@@ -15,7 +15,8 @@
  *  - 3 futex: a raw FUTEX_WAIT without timeout, woken by main;
  *  - 4 alt: a 64 KiB sigaltstack; main sends it SIGRTMIN+1 (SA_ONSTACK handler, which
  *    checks it runs on that thread's stack) at each check;
- *  - 5 pinned: pinned to CPU 0 by itself; checks its affinity;
+ *  - 5 pinned: pinned to CPU 0 by itself; checks its affinity (every other thread checks
+ *    it may still run on all the CPUs the process had at start);
  *  - 6 join: asked to exit at each check while holding a robust mutex; main joins it
  *    with a timeout (only works if the kernel clears and wakes its tid word: the tid
  *    address) and must then get EOWNERDEAD on the mutex (the robust list), then starts
@@ -59,6 +60,8 @@ static pthread_mutex_t robust;
 static volatile int join_exit;
 static int joins;
 static int nobody_mode, oddcreds_mode;
+/* The CPUs the process may run on at start: every thread but the pinned one keeps them. */
+static int all_cpus;
 static uint8_t *big;
 static size_t big_len;
 
@@ -124,13 +127,13 @@ static void self_check(int i)
 		if (ss.ss_sp != altstack || ss.ss_size != ALT_SIZE || (ss.ss_flags & SS_DISABLE))
 			mark_bad(i, "sigaltstack flags", ss.ss_flags, 0);
 	}
-	if (i == T_PIN) {
-		cpu_set_t set;
-		CPU_ZERO(&set);
-		sched_getaffinity(0, sizeof(set), &set);
-		if (CPU_COUNT(&set) != 1 || !CPU_ISSET(0, &set))
-			mark_bad(i, "affinity: CPUs", CPU_COUNT(&set), 1);
-	}
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	sched_getaffinity(0, sizeof(set), &set);
+	if (i == T_PIN && (CPU_COUNT(&set) != 1 || !CPU_ISSET(0, &set)))
+		mark_bad(i, "affinity: CPUs", CPU_COUNT(&set), 1);
+	if (i != T_PIN && CPU_COUNT(&set) != all_cpus)
+		mark_bad(i, "affinity: CPUs", CPU_COUNT(&set), all_cpus);
 	progress[i]++;
 }
 
@@ -332,6 +335,10 @@ int main(int argc, char **argv)
 	nobody_mode = !strcmp(mode, "nobody");
 	oddcreds_mode = !strcmp(mode, "oddcreds");
 	wl_init();
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	sched_getaffinity(0, sizeof(set), &set);
+	all_cpus = CPU_COUNT(&set);
 	if (big_len) {
 		big = malloc(big_len);
 		if (!big)

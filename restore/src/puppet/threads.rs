@@ -139,9 +139,6 @@ impl Puppet<'_> {
 
     /// Creates every thread of the image but the main one, each with its own state.
     pub(super) fn create_threads(&mut self) -> R<()> {
-        if self.img.threads.len() > 1 {
-            self.pin()?;
-        }
         for idx in 1..self.img.threads.len() {
             let tid = self.clone_thread(idx)?;
             let remote = Remote::new(tid, Via::Trampoline(self.tramp))?;
@@ -155,7 +152,7 @@ impl Puppet<'_> {
     /// Pins ckpt and the puppet to the CPU ckpt runs on, for the many injections to come;
     /// the threads inherit it. Each thread's own mask is set back in `finish_threads`,
     /// the main thread's in `finish` (so only when the image has it).
-    fn pin(&mut self) -> R<()> {
+    pub(super) fn pin(&mut self) -> R<()> {
         let me = Pid::from_raw(0);
         let own = ckpt_sys::process::affinity(me)?;
         let cpu = ckpt_sys::proc::stat(nix::unistd::getpid())?
@@ -169,6 +166,11 @@ impl Puppet<'_> {
         self.pinned = Some(Pinned { own });
         ckpt_sys::process::set_affinity(self.pid, one)?;
         Ok(())
+    }
+
+    /// Gives ckpt its own CPU mask back (the puppet stays pinned); whether it was pinned.
+    pub(super) fn unpin(&mut self) -> bool {
+        self.pinned.take().is_some()
     }
 
     /// clone3 injected into the main thread: the parent stops first with
