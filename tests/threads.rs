@@ -195,3 +195,26 @@ fn thread_with_its_own_credentials_is_refused() {
     }
     env.check(&mut w);
 }
+
+/// Threads created and exiting all the time (one thread makes and joins short-lived ones
+/// as fast as it can): dumps with --leave-running leave every thread untraced and the
+/// workload well, and a dump taken in the middle of it restores.
+#[test]
+fn threads_created_and_exiting_during_dumps() {
+    let env = Env::new();
+    let mut w = env.start_with("threads", &["16", "0", "churn"]);
+    env.check(&mut w);
+    for i in 1..=5 {
+        let dir = env.subdir(&format!("lr{i}"));
+        env.dump(w.pid, &dir, &["--leave-running"]).ok();
+        for t in tids(w.pid) {
+            let tracer = status_field(t, "TracerPid");
+            assert!(
+                tracer.is_none() || tracer.as_deref() == Some("0"),
+                "thread {t} traced ({tracer:?}) after --leave-running"
+            );
+        }
+        env.check(&mut w);
+    }
+    env.cycles(&mut w, 2, &[], |_, _| {});
+}

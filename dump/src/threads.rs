@@ -71,8 +71,8 @@ pub fn seize_rest(task: &mut Seized) -> Result<(), DumpError> {
         for t in new {
             match ptrace::seize(t, options()) {
                 Ok(()) => seized.push(t),
-                // Exited between the listing and the seize.
-                Err(e) if e.errno() == Some(Errno::ESRCH) => {}
+                // Exited between the listing and the seize (EPERM: exiting right now).
+                Err(e) if e.errno() == Some(Errno::ESRCH) || exited(pid, t) => {}
                 Err(e) => return Err(e.into()),
             }
         }
@@ -103,6 +103,20 @@ pub fn seize_rest(task: &mut Seized) -> Result<(), DumpError> {
     Err(DumpError::Lost(format!(
         "pid {pid} kept creating threads through {MAX_ROUNDS} rounds of seizing"
     )))
+}
+
+/// Whether thread `tid` is gone or exiting (a zombie that is not reaped yet).
+fn exited(pid: Pid, tid: Pid) -> bool {
+    match proc::read_bytes(&format!("/proc/{pid}/task/{tid}/stat")) {
+        Err(_) => true,
+        Ok(b) => {
+            let s = String::from_utf8_lossy(&b);
+            let state = s
+                .rfind(')')
+                .and_then(|i| s[i + 1..].trim_start().chars().next());
+            matches!(state, Some('Z' | 'X'))
+        }
+    }
 }
 
 /// Waits for thread `tid`'s PTRACE_EVENT_STOP, passing on a signal that was being

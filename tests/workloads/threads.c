@@ -5,7 +5,9 @@
  * MODE "nobody": once the threads run, the process drops to uid/gid 65534 (glibc applies
  * it to every thread), and every thread checks its own ids by raw syscalls;
  * MODE "oddcreds": thread 5 alone changes its gid to 65534 (a raw setresgid), which a
- * dump must refuse.
+ * dump must refuse;
+ * MODE "churn": thread 7 creates and joins short-lived threads as fast as it can (they
+ * are created and exit while a dump seizes the process), counting them.
  * Threads besides main, each with its own TLS id, tid, name ("t<i>"), sigmask (SIGUSR1,
  * SIGUSR2, SIGTERM and a pattern of real-time signals from its index) and rseq
  * registration, all checked by the thread itself every time it wakes:
@@ -59,7 +61,8 @@ static volatile sig_atomic_t alt_count, alt_off_stack;
 static pthread_mutex_t robust;
 static volatile int join_exit;
 static int joins;
-static int nobody_mode, oddcreds_mode;
+static int nobody_mode, oddcreds_mode, churn_mode;
+static volatile uint64_t churned;
 /* The CPUs the process may run on at start: every thread but the pinned one keeps them. */
 static int all_cpus;
 static uint8_t *big;
@@ -147,6 +150,11 @@ static void on_alt(int sig)
 	alt_count++;
 }
 
+static void *churn_one(void *arg)
+{
+	return arg;
+}
+
 static void *run(void *arg)
 {
 	int i = (int)(intptr_t)arg;
@@ -209,6 +217,15 @@ static void *run(void *arg)
 			wl_sleep_ms(15);
 			break;
 		default:
+			if (churn_mode && i == T_WORK) {
+				pthread_t c;
+				if (pthread_create(&c, NULL, churn_one, NULL) ||
+				    pthread_join(c, NULL))
+					mark_bad(i, "short-lived thread", errno, 0);
+				else
+					churned++;
+				break;
+			}
 			pthread_mutex_lock(&mu);
 			shared_count++;
 			worker_count[i]++;
@@ -288,7 +305,8 @@ static int verify(void)
 		sum += worker_count[i];
 	uint64_t shared = shared_count;
 	pthread_mutex_unlock(&mu);
-	WL_CHECK(sum == shared && sum > 0, "shared counter %llu, workers' sum %llu",
+	WL_CHECK(!churn_mode || churned > 0, "no short-lived thread was made");
+	WL_CHECK(sum == shared && (sum > 0 || churn_mode), "shared counter %llu, workers' sum %llu",
 		 (unsigned long long)shared, (unsigned long long)sum);
 
 	/* The joined thread: its exit must clear and wake its tid word, and release the
@@ -334,6 +352,7 @@ int main(int argc, char **argv)
 	const char *mode = argc > 4 ? argv[4] : "";
 	nobody_mode = !strcmp(mode, "nobody");
 	oddcreds_mode = !strcmp(mode, "oddcreds");
+	churn_mode = !strcmp(mode, "churn");
 	wl_init();
 	cpu_set_t set;
 	CPU_ZERO(&set);
