@@ -189,7 +189,7 @@ fn thread_with_its_own_credentials_is_refused() {
     let mut w = env.start_with("threads", &["16", "0", "oddcreds"]);
     let dir = env.subdir("img");
     env.dump(w.pid, &dir, &[])
-        .failed_naming("has other credentials than its process");
+        .failed_naming("has credentials of its own (Gid: 65534");
     for t in tids(w.pid) {
         assert_eq!(status_field(t, "TracerPid").as_deref(), Some("0"));
     }
