@@ -52,6 +52,9 @@ struct Args {
     /// Skip the `sleep` workload.
     #[arg(long)]
     no_sleep: bool,
+    /// Thread counts of the multi-threaded workload, comma-separated, or `none`.
+    #[arg(long, default_value = "64")]
+    threads: String,
     /// Dump with `--compress` (zstd): the image MiB row then shows the compression ratio,
     /// and dump/restore times include compressing and decompressing.
     #[arg(long)]
@@ -92,6 +95,7 @@ struct Ctx {
     log_dir: Option<PathBuf>,
     timeout: Duration,
     memfill: Option<PathBuf>,
+    threads: Option<PathBuf>,
     compress: bool,
     lazy: bool,
 }
@@ -246,6 +250,23 @@ fn run(mut args: Args) -> Result<()> {
     } else {
         Some(workload::compile_memfill(tmp.path())?)
     };
+    let thread_counts: Vec<usize> = if args.threads.trim() == "none" {
+        Vec::new()
+    } else {
+        args.threads
+            .split(',')
+            .map(|t| {
+                t.trim()
+                    .parse()
+                    .with_context(|| format!("--threads: {t:?} is not a number"))
+            })
+            .collect::<Result<_>>()?
+    };
+    let threads = if thread_counts.is_empty() {
+        None
+    } else {
+        Some(workload::compile_threads(tmp.path())?)
+    };
     let ctx = Ctx {
         ckpt: ckpt.clone(),
         work: tmp.path().to_path_buf(),
@@ -254,6 +275,7 @@ fn run(mut args: Args) -> Result<()> {
         log_dir: args.log_dir.clone(),
         timeout: Duration::from_secs(args.timeout),
         memfill,
+        threads,
         compress: args.compress,
         lazy: !args.no_lazy && !args.compress,
     };
@@ -270,6 +292,9 @@ fn run(mut args: Args) -> Result<()> {
     }
     if !args.no_sleep {
         results.push(bench_sleep(&ctx));
+    }
+    for &n in &thread_counts {
+        results.push(bench_threads(&ctx, n));
     }
 
     let rows: Vec<report::Row> = results.iter().flat_map(report::rows).collect();
@@ -568,7 +593,7 @@ fn mem_round(ctx: &Ctx, bytes: u64, name: &str, run: &mut Run, buf: &mut [u8]) -
     run.restore_ms = Some(m.wall_ms);
     run.restore_rss_kib = Some(m.maxrss_kib);
     let mut restored = adopt_restored(wl.pid)?;
-    let verdict = workload::verify_memfill(&mut restored, &out, ctx.timeout)?;
+    let verdict = workload::verify_pass(&mut restored, &out, ctx.timeout)?;
     run.verify = Some(verdict);
     restored.kill_reap()?;
 
@@ -618,7 +643,7 @@ fn lazy_restore(
     }
     run.lazy_running_ms = Some(since(first));
     run.lazy_all_in_ms = Some(since(all_in?));
-    let verdict = workload::verify_memfill(&mut restored, out, ctx.timeout)?;
+    let verdict = workload::verify_pass(&mut restored, out, ctx.timeout)?;
     run.lazy_verify = Some(verdict);
     restored.kill_reap()?;
     Ok(())
@@ -637,8 +662,37 @@ fn adopt_restored(pid: i32) -> Result<Proc> {
 }
 
 fn bench_sleep(ctx: &Ctx) -> WorkloadResult {
+    let name = if ctx.compress { "sleep zstd" } else { "sleep" };
+    bench_small(ctx, name, |run| {
+        let out = ctx.work.join("sleep.out");
+        let wl = workload::start_sleep(&out, ctx.timeout)?;
+        small_round(ctx, run, "sleep", wl, |p| workload::verify_sleep(p.pid))
+    })
+}
+
+/// The multi-threaded workload with `n` threads: every thread must wake with its tid
+/// after the restore.
+fn bench_threads(ctx: &Ctx, n: usize) -> WorkloadResult {
+    let name = format!("threads {n}{}", if ctx.compress { " zstd" } else { "" });
+    let tag = format!("threads{n}");
+    bench_small(ctx, &name, |run| {
+        let bin = ctx.threads.as_ref().context("threads workload not built")?;
+        let out = ctx.work.join("threads.out");
+        let wl = workload::start_threads(bin, n, &out, ctx.timeout)?;
+        small_round(ctx, run, &tag, wl, |p| {
+            workload::verify_pass(p, &out, ctx.timeout)
+        })
+    })
+}
+
+/// `ctx.runs` rounds of a workload without a memory size (`round` fills in one `Run`).
+fn bench_small(
+    ctx: &Ctx,
+    name: &str,
+    mut round: impl FnMut(&mut Run) -> Result<()>,
+) -> WorkloadResult {
     let mut res = WorkloadResult {
-        name: if ctx.compress { "sleep zstd" } else { "sleep" }.into(),
+        name: name.into(),
         bytes: None,
         runs: Vec::new(),
         skipped: None,
@@ -649,11 +703,11 @@ fn bench_sleep(ctx: &Ctx) -> WorkloadResult {
             run: i + 1,
             ..Run::default()
         };
-        if let Err(e) = sleep_round(ctx, &mut run) {
+        if let Err(e) = round(&mut run) {
             run.error.get_or_insert_with(|| format!("{e:#}"));
         }
         progress(&format!(
-            "sleep run {}/{}: {}",
+            "{name} run {}/{}: {}",
             i + 1,
             ctx.runs,
             summary(&run)
@@ -664,19 +718,25 @@ fn bench_sleep(ctx: &Ctx) -> WorkloadResult {
     res
 }
 
-fn sleep_round(ctx: &Ctx, run: &mut Run) -> Result<()> {
-    let out = ctx.work.join("sleep.out");
-    let mut wl = workload::start_sleep(&out, ctx.timeout)?;
+/// Dump `wl` (named `tag` in the logs), restore it with -d, let `verify` judge the
+/// restored process, kill it.
+fn small_round(
+    ctx: &Ctx,
+    run: &mut Run,
+    tag: &str,
+    mut wl: Proc,
+    verify: impl FnOnce(&mut Proc) -> Result<String>,
+) -> Result<()> {
     let img = ctx.work.join("img");
     let img_s = img.to_str().context("work dir path is not UTF-8")?;
-    let log = ctx.log(&format!("sleep-r{}-dump.log", run.run));
+    let log = ctx.log(&format!("{tag}-r{}-dump.log", run.run));
     dump(ctx, run, &mut wl, &img, &log)?;
-    let log = ctx.log(&format!("sleep-r{}-restore.log", run.run));
+    let log = ctx.log(&format!("{tag}-r{}-restore.log", run.run));
     let m = ckpt_cmd(ctx, run, "restore", &["restore", "-D", img_s, "-d"], &log)?;
     run.restore_ms = Some(m.wall_ms);
     run.restore_rss_kib = Some(m.maxrss_kib);
     let mut restored = adopt_restored(wl.pid)?;
-    run.verify = Some(match workload::verify_sleep(restored.pid) {
+    run.verify = Some(match verify(&mut restored) {
         Ok(v) => v,
         Err(e) => format!("{e:#}"),
     });

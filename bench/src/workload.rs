@@ -1,5 +1,5 @@
-//! The workloads: `memfill` (bench/workloads/memfill.c, compiled at run time with `cc`) and
-//! `sleep 1000`. Each runs as a child of the bench with stdin = /dev/null and stdout and
+//! The workloads: `memfill` and `threads` (bench/workloads/*.c, compiled at run time with
+//! `cc`) and `sleep 1000`. Each runs as a child of the bench with stdin = /dev/null and stdout and
 //! stderr appended to a regular file, and no other fd (std passes only 0, 1 and 2, and
 //! `main` marks every inherited fd above 2 close-on-exec): ckpt refuses pipes.
 
@@ -15,24 +15,35 @@ use std::time::{Duration, Instant};
 
 use crate::limits::Region;
 
-/// The memory workload's source, built into the bench so the binary is self-contained.
+/// The workloads' sources, built into the bench so the binary is self-contained.
 pub const MEMFILL_C: &str = include_str!("../workloads/memfill.c");
+pub const THREADS_C: &str = include_str!("../workloads/threads.c");
 
 /// Compile memfill into `dir` with the system `cc`; returns the binary's path.
 pub fn compile_memfill(dir: &Path) -> Result<PathBuf> {
-    let src = dir.join("memfill.c");
-    let bin = dir.join("memfill");
-    std::fs::write(&src, MEMFILL_C)?;
+    compile(dir, "memfill", MEMFILL_C, &[])
+}
+
+/// Compile the threads workload into `dir`.
+pub fn compile_threads(dir: &Path) -> Result<PathBuf> {
+    compile(dir, "threads", THREADS_C, &["-pthread"])
+}
+
+fn compile(dir: &Path, name: &str, source: &str, extra: &[&str]) -> Result<PathBuf> {
+    let src = dir.join(format!("{name}.c"));
+    let bin = dir.join(name);
+    std::fs::write(&src, source)?;
     let out = Command::new("cc")
         .args(["-O2", "-o"])
         .arg(&bin)
         .arg(&src)
+        .args(extra)
         .stdin(Stdio::null())
         .output()
-        .context("run cc (a C compiler is needed for the memory workload)")?;
+        .with_context(|| format!("run cc (a C compiler is needed for the {name} workload)"))?;
     if !out.status.success() {
         bail!(
-            "cc memfill.c failed: {}",
+            "cc {name}.c failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
@@ -110,24 +121,12 @@ pub fn start_memfill(
 ) -> Result<(Proc, Region)> {
     let _ = std::fs::remove_file(out);
     std::fs::write(tick, [0u8; 16]).with_context(|| format!("create {}", tick.display()))?;
-    let (o, e) = log_file(out)?;
-    let child = Command::new(bin)
-        .arg(mib.to_string())
-        .arg(seed.to_string())
-        .arg(tick)
-        .stdin(Stdio::null())
-        .stdout(o)
-        .stderr(e)
-        .spawn()
-        .context("start memfill")?;
-    let mut p = Proc {
-        pid: child.id() as i32,
-        child: Some(child),
-        reaped: false,
-    };
-    let line = wait_line(out, 0, timeout, &mut p, |l| {
-        l.starts_with("READY") || l.starts_with("FAIL")
-    })?;
+    let args = [
+        mib.to_string(),
+        seed.to_string(),
+        tick.display().to_string(),
+    ];
+    let (p, line) = start_until_ready(bin, &args, out, timeout)?;
     let f: Vec<&str> = line.split_whitespace().collect();
     if f.first() != Some(&"READY") || f.len() != 4 {
         bail!("memfill: {line}");
@@ -147,8 +146,46 @@ pub fn start_memfill(
     ))
 }
 
-/// Ask the (restored) memfill to verify all its pages: SIGUSR1, then its PASS/FAIL line.
-pub fn verify_memfill(p: &mut Proc, out: &Path, timeout: Duration) -> Result<String> {
+/// Start `threads N` with its output appended to `out`; wait for READY.
+pub fn start_threads(bin: &Path, n: usize, out: &Path, timeout: Duration) -> Result<Proc> {
+    let _ = std::fs::remove_file(out);
+    let (p, line) = start_until_ready(bin, &[n.to_string()], out, timeout)?;
+    if line != format!("READY {} {n}", p.pid) {
+        bail!("threads: {line}");
+    }
+    Ok(p)
+}
+
+/// Starts `bin args...` with its output appended to `out`; returns it with its READY (or
+/// FAIL) line.
+fn start_until_ready(
+    bin: &Path,
+    args: &[String],
+    out: &Path,
+    timeout: Duration,
+) -> Result<(Proc, String)> {
+    let (o, e) = log_file(out)?;
+    let child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(o)
+        .stderr(e)
+        .spawn()
+        .with_context(|| format!("start {}", bin.display()))?;
+    let mut p = Proc {
+        pid: child.id() as i32,
+        child: Some(child),
+        reaped: false,
+    };
+    let line = wait_line(out, 0, timeout, &mut p, |l| {
+        l.starts_with("READY") || l.starts_with("FAIL")
+    })?;
+    Ok((p, line))
+}
+
+/// Ask the (restored) workload to verify itself (memfill: all its pages; threads: every
+/// thread wakes with its tid): SIGUSR1, then its PASS/FAIL line.
+pub fn verify_pass(p: &mut Proc, out: &Path, timeout: Duration) -> Result<String> {
     let before = count_lines(out);
     kill(Pid::from_raw(p.pid), Signal::SIGUSR1).context("SIGUSR1 to the restored process")?;
     wait_line(out, before, timeout, p, |l| {

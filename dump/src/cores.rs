@@ -13,7 +13,7 @@ use nix::errno::Errno;
 /// RLIMIT_CPU .. RLIMIT_RTTIME.
 const RLIMIT_COUNT: u32 = 16;
 
-/// What ptrace tells about the (only) thread; the injected parts are added later.
+/// What ptrace and /proc tell about one thread; the injected parts are added later.
 pub struct Thread {
     core: pb::ThreadCore,
 }
@@ -50,7 +50,24 @@ pub fn gp_regs(r: &Regs) -> pb::GpRegs {
     }
 }
 
-pub fn thread(tid: Pid, task: &Seized) -> Result<Thread, DumpError> {
+/// Every thread of the stopped process, the leader first, as `Seized` holds them.
+pub fn threads(task: &Seized) -> Result<Vec<Thread>, DumpError> {
+    let pid = task.pid;
+    let mut out = Vec::with_capacity(1 + task.threads.len());
+    out.push(thread(pid, pid, &task.regs, &task.xsave, task.sigmask)?);
+    for t in &task.threads {
+        out.push(thread(pid, t.tid, &t.regs, &t.xsave, t.sigmask)?);
+    }
+    Ok(out)
+}
+
+fn thread(
+    pid: Pid,
+    tid: Pid,
+    regs: &Regs,
+    xsave: &[u8],
+    sigmask: u64,
+) -> Result<Thread, DumpError> {
     let rseq = match ptrace::get_rseq(tid) {
         Ok(c) if c.ptr != 0 => Some(pb::Rseq {
             ptr: c.ptr,
@@ -67,26 +84,41 @@ pub fn thread(tid: Pid, task: &Seized) -> Result<Thread, DumpError> {
         .into_iter()
         .map(|s| s.to_vec())
         .collect();
+    let comm = proc::read_bytes(&format!("/proc/{pid}/task/{tid}/comm"))?;
+    let name = String::from_utf8_lossy(comm.strip_suffix(b"\n").unwrap_or(&comm)).into_owned();
     Ok(Thread {
         core: pb::ThreadCore {
             tid: tid.as_raw(),
-            regs: Some(gp_regs(&task.regs)),
-            xsave: task.xsave.clone(),
-            sigmask: task.sigmask,
+            regs: Some(gp_regs(regs)),
+            xsave: xsave.to_vec(),
+            sigmask,
             rseq,
             robust_list,
             robust_list_len,
             pending,
+            name,
+            cpu_affinity: process::affinity(tid)?,
             ..Default::default()
         },
     })
 }
 
-pub fn thread_record(t: Thread, inj: &Injected) -> pb::ThreadCore {
-    let mut core = t.core;
-    core.tid_address = inj.tid_address;
-    core.altstack = Some(inj.altstack);
-    core
+/// The records of core-PID.img after the ProcessCore: the leader's with the leader's
+/// injected answers, then each other thread's with its own.
+pub fn thread_records(threads: Vec<Thread>, inj: &Injected) -> Vec<pb::ThreadCore> {
+    let mut out = Vec::with_capacity(threads.len());
+    for (i, t) in threads.into_iter().enumerate() {
+        let mut core = t.core;
+        if i == 0 {
+            core.tid_address = inj.tid_address;
+            core.altstack = Some(inj.altstack);
+        } else if let Some(a) = inj.threads.get(i - 1) {
+            core.tid_address = a.tid_address;
+            core.altstack = Some(a.altstack);
+        }
+        out.push(core);
+    }
+    out
 }
 
 pub fn process(
@@ -94,6 +126,7 @@ pub fn process(
     stat: &Stat,
     status: &Status,
     inj: &Injected,
+    nr_threads: usize,
 ) -> Result<pb::ProcessCore, DumpError> {
     let creds = pb::Creds {
         uid: vec![status.ruid, status.euid, status.suid, status.fuid],
@@ -155,7 +188,7 @@ pub fn process(
             .into_iter()
             .map(|s| s.to_vec())
             .collect(),
-        nr_threads: 1,
+        nr_threads: nr_threads as u32,
         cpu_affinity: process::affinity(pid)?,
         nice: process::get_nice(pid)?,
         sched_policy: sched.0,

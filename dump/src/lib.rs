@@ -1,12 +1,14 @@
 //! Checkpoint of a process: freeze -> seize -> collect -> write images -> release.
 //!
-//! This stage dumps one single-threaded process with regular files, directories and
+//! This stage dumps one process (all its threads) with regular files, directories and
 //! character devices open. The steps, each in its own module:
 //! - `validate`: refuse what cannot be dumped, before the task is touched (every
 //!   `blockers::Blocker` of the tree, also listed by `ckpt check -t`; `describe` and
 //!   `sockets` say what a pipe, socket or anonymous inode fd is);
 //! - `seize`: PTRACE_SEIZE + INTERRUPT, and the guard that puts the task back on any error
 //!   (also on SIGINT/SIGTERM/SIGHUP: `ckpt_sys::abort` is checked between steps);
+//! - `threads`: the other threads seized until none is left running, checked, and asked
+//!   for their own tid address and sigaltstack;
 //! - `rseq`: a task stopped inside an rseq critical section resumes at its abort handler;
 //! - `remote`: syscalls injected through a `syscall` of the vDSO (sigactions, itimers, ...);
 //! - `cores`, `mm`, `files`: the records of core-, mm- and files-<pid>.img;
@@ -24,6 +26,7 @@ mod remote;
 mod rseq;
 mod seize;
 mod sockets;
+mod threads;
 mod validate;
 
 pub use blockers::Blocker;
@@ -129,11 +132,12 @@ pub fn dump_with_progress(
     let maps = proc::smaps(pid)?;
     let mm = mm::collect(pid, &stat, &maps)?;
     let fds = files::collect(pid)?;
-    let thread = cores::thread(pid, &task)?;
+    let threads = cores::threads(&task)?;
     tracing::debug!(
         ms = ms(t),
         vmas = mm.vmas.len(),
         fds = fds.len(),
+        threads = threads.len(),
         "collected /proc and ptrace state"
     );
 
@@ -176,10 +180,12 @@ pub fn dump_with_progress(
     abort::phase("writing the images");
     abort::check()?;
     let t = Instant::now();
-    let process_core = cores::process(pid, &stat, &status, &injected)?;
+    let process_core = cores::process(pid, &stat, &status, &injected, threads.len())?;
     let mut w = sink.records(&names::core(opts.pid), Kind::Core)?;
     w.write(&process_core)?;
-    w.write(&cores::thread_record(thread, &injected))?;
+    for t in cores::thread_records(threads, &injected) {
+        w.write(&t)?;
+    }
     sink.commit_records(&names::core(opts.pid), w)?;
 
     let mut w = sink.records(&names::mm(opts.pid), Kind::Mm)?;

@@ -35,6 +35,7 @@ impl Seized {
         if self.sigmask_changed {
             note(ptrace::set_sigmask(pid, self.sigmask).map_err(Into::into));
         }
+        note(self.undo_threads());
         // Detach even if something above failed: a traced task would hang otherwise.
         let detached = ptrace::detach(pid);
         self.released = true;
@@ -67,6 +68,7 @@ impl Seized {
         if let Err(e) = ckpt_sys::process::release_dying_memory(pidfd) {
             tracing::debug!(%pid, "{e}");
         }
+        self.reap_threads()?;
         for _ in 0..MAX_STOPS_AFTER_KILL {
             match ptrace::wait(pid)? {
                 Stop::Killed(sig) => {

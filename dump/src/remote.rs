@@ -1,5 +1,6 @@
 //! What only the task itself can tell, asked by syscalls injected into it: sigactions,
-//! itimers, sigaltstack, tid address, brk, securebits, dumpable.
+//! itimers, sigaltstack, tid address, brk, securebits, dumpable (and, from each other
+//! thread, its tid address and sigaltstack: `threads::query`).
 //!
 //! The syscalls run through an existing `syscall` (`0f 05`) of the task's [vdso], driven
 //! by PTRACE_SYSCALL: nothing is poked, and no int3 resets a blocked SIGTRAP. Results are
@@ -34,6 +35,7 @@ const SIGACTION_LEN: u64 = 32;
 const OFF_TID_ADDRESS: u64 = 2048; // u64
 const OFF_ALTSTACK: u64 = 2056; // stack_t: 24 bytes
 const OFF_ITIMERS: u64 = 2080; // 3 x struct itimerval (32 bytes)
+const OFF_THREAD: u64 = 3072; // the other threads' answers, one after the other (32 bytes)
 
 /// The answers, and how many syscalls it took.
 #[derive(Debug, Default)]
@@ -47,6 +49,8 @@ pub struct Injected {
     pub mlockall: u32,
     pub itimers: Vec<pb::Itimer>,
     pub sigactions: Vec<pb::SigAction>,
+    /// The other threads' tid addresses and sigaltstacks, in `Seized::threads` order.
+    pub threads: Vec<crate::threads::Answers>,
     pub calls: u64,
 }
 
@@ -219,6 +223,9 @@ pub fn collect(
         });
     }
 
+    let (threads, thread_calls) = crate::threads::query(task, insn, scratch + OFF_THREAD)?;
+    inj.threads = threads;
+
     remote.syscall(
         || format!("munmap of the scratch page at {scratch:#x}"),
         libc::SYS_munmap,
@@ -230,7 +237,7 @@ pub fn collect(
     // restart logic on them.
     ckpt_sys::ptrace::set_regs(pid, &task.regs)?;
     task.unblock_signals()?;
-    inj.calls = remote.calls;
+    inj.calls = remote.calls + thread_calls;
     Ok(inj)
 }
 

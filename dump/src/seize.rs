@@ -3,7 +3,7 @@
 //! it was (scratch page unmapped, registers and sigmask restored) and detaches.
 
 use crate::{refuse, DumpError};
-use ckpt_sys::ptrace::{self, Options, Stop};
+use ckpt_sys::ptrace::{self, Stop};
 use ckpt_sys::regs::Regs;
 use ckpt_sys::Pid;
 use nix::sys::signal::Signal;
@@ -27,21 +27,18 @@ pub struct Seized {
     pub(crate) scratch: Option<(u64, u64)>,
     /// The task died: nothing to undo.
     pub(crate) gone: bool,
+    /// The other threads, each stopped (`threads`).
+    pub(crate) threads: Vec<crate::threads::Stopped>,
     /// Released (detached or killed) already.
     pub(crate) released: bool,
 }
 
 impl Seized {
-    /// Seizes and interrupts `pid` and waits for its PTRACE_EVENT_STOP. A signal that was
-    /// being delivered at that moment is passed on as it would have been.
+    /// Seizes and interrupts `pid` and waits for its PTRACE_EVENT_STOP, then does the
+    /// same for its other threads (`threads`). A signal that was being delivered at that
+    /// moment is passed on as it would have been.
     pub fn seize(pid: Pid) -> Result<Seized, DumpError> {
-        ptrace::seize(
-            pid,
-            // nix has no name for SUSPEND_SECCOMP: the target's seccomp filters must not
-            // judge the syscalls we inject.
-            Options::PTRACE_O_TRACESYSGOOD
-                | Options::from_bits_retain(libc::PTRACE_O_SUSPEND_SECCOMP),
-        )?;
+        ptrace::seize(pid, crate::threads::options())?;
         let mut s = Seized {
             pid,
             regs: zero_regs(),
@@ -52,6 +49,7 @@ impl Seized {
             scratch: None,
             gone: false,
             released: false,
+            threads: Vec::new(),
         };
         ptrace::interrupt(pid)?;
         s.wait_event_stop()?;
@@ -60,6 +58,7 @@ impl Seized {
         crate::rseq::fixup(pid, &mut s.regs)?;
         s.xsave = ptrace::get_xstate(pid)?;
         s.sigmask = ptrace::get_sigmask(pid)?;
+        crate::threads::seize_rest(&mut s)?;
         Ok(s)
     }
 

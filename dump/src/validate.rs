@@ -217,18 +217,15 @@ pub fn after_seize(pid: Pid) -> Result<(), DumpError> {
 }
 
 fn threads_and_children(pid: Pid, out: &mut Blockers) -> Result<(), DumpError> {
-    let tasks = proc::tasks(pid)?;
-    if tasks.len() > 1 {
-        let list: Vec<String> = tasks.iter().skip(1).map(|t| t.to_string()).collect();
-        out.push(
-            pid,
-            format!("{} threads (tids {})", tasks.len(), list.join(" ")),
-            "multi-threaded processes are not supported yet",
-        );
-    }
+    // Children of any thread count: each thread has its own list.
     let mut children = Vec::new();
-    for tid in &tasks {
-        children.extend(proc::children(pid, *tid).unwrap_or_default());
+    for tid in proc::tasks(pid)? {
+        match proc::children(pid, tid) {
+            Ok(c) => children.extend(c),
+            // A thread that exited since the listing has no children left.
+            Err(e) if e.errno() == Some(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     if !children.is_empty() {
         let list: Vec<String> = children.iter().map(|c| c.to_string()).collect();

@@ -11,6 +11,9 @@ pub use validate::TASK_SIZE;
 /// urandom), as `dump/src/files.rs` allows them: an image naming another is refused.
 pub const STATELESS_CHARDEVS: [(u64, u64); 5] = [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9)];
 
+/// Most threads an image may ask for (each is a task of the restored process).
+const MAX_THREADS: usize = 65536;
+
 /// Largest shared memory object an image may ask for (user space is 128 TiB).
 const MAX_SHM: u64 = 1 << 47;
 
@@ -85,15 +88,41 @@ pub fn load(d: &ImageDir, pid: i32) -> Result<ProcessImage, RestoreError> {
             format!("holds pid {}, expected {pid}", core.pid),
         ));
     }
-    if threads.len() != 1 || threads[0].tid != pid {
+    if threads.is_empty() || threads[0].tid != pid {
         return Err(bad(
             d,
             &core_name,
             format!(
-                "{} threads; this ckpt restores single-threaded processes only",
-                threads.len()
+                "{} threads, the first with tid {}; the first thread must be the leader, tid {pid}",
+                threads.len(),
+                threads.first().map_or(0, |t| t.tid)
             ),
         ));
+    }
+    if threads.len() > MAX_THREADS {
+        return Err(bad(
+            d,
+            &core_name,
+            format!("{} threads (at most {MAX_THREADS})", threads.len()),
+        ));
+    }
+    let mut tids: Vec<i32> = threads.iter().map(|t| t.tid).collect();
+    tids.sort_unstable();
+    if tids[0] <= 0 || tids.windows(2).any(|w| w[0] == w[1]) {
+        return Err(bad(
+            d,
+            &core_name,
+            "thread ids are not positive and distinct".into(),
+        ));
+    }
+    for t in &threads {
+        if t.name.len() > 15 || t.name.contains('\0') {
+            return Err(bad(
+                d,
+                &core_name,
+                format!("thread {}: name {:?} is not a thread name", t.tid, t.name),
+            ));
+        }
     }
     for t in &threads {
         if t.regs.is_none() {

@@ -60,10 +60,15 @@ struct Cleanup(Option<Pid>);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         if let Some(pid) = self.0.take() {
+            // Every thread is traced by us: each must be reaped (__WALL) before the
+            // leader is reported at all.
+            let tids = ckpt_sys::proc::tasks(pid).unwrap_or_default();
             let _ = kill(pid, Signal::SIGKILL);
-            while let Ok(st) = waitpid(pid, Some(nix::sys::wait::WaitPidFlag::__WALL)) {
-                if matches!(st, WaitStatus::Exited(..) | WaitStatus::Signaled(..)) {
-                    break;
+            for tid in tids.into_iter().filter(|&t| t != pid).chain([pid]) {
+                while let Ok(st) = waitpid(tid, Some(nix::sys::wait::WaitPidFlag::__WALL)) {
+                    if matches!(st, WaitStatus::Exited(..) | WaitStatus::Signaled(..)) {
+                        break;
+                    }
                 }
             }
         }
@@ -163,9 +168,13 @@ pub fn restore_with_progress(
         &reset,
     )?;
     let handoff = puppet.take_handoff();
+    let threads = puppet.thread_tids();
     drop(puppet);
     if let Some(f) = &opts.pidfile {
         std::fs::write(f, format!("{pid}\n")).map_err(|e| ckpt_sys::Error::io(f, e))?;
+    }
+    for tid in threads {
+        ptrace::detach(tid)?;
     }
     ptrace::detach(child)?;
     cleanup.0 = None;

@@ -2,6 +2,8 @@
 //! it is the dumped process. The order matters and is explained step by step; the facts
 //! behind it are in ../shared/notes/restore-facts.md.
 
+mod threads;
+
 use crate::fill;
 use crate::image::{ProcessImage, TASK_SIZE};
 use crate::seed::SeedPlan;
@@ -30,8 +32,6 @@ const MFD_CLOEXEC: u64 = 1;
 const MLOCK_ONFAULT: u64 = 1;
 const MCL_FUTURE: u32 = 2;
 const MCL_ONFAULT: u32 = 4;
-const SS_ONSTACK: u32 = 1;
-const SS_DISABLE: u32 = 2;
 
 pub struct Puppet<'a> {
     pid: Pid,
@@ -45,6 +45,10 @@ pub struct Puppet<'a> {
     lazy: bool,
     handoff: Option<crate::lazy::Handoff>,
     progress: &'a dyn ckpt_images::progress::Progress,
+    /// The threads created besides the main one (`threads`).
+    threads: Vec<threads::Thread>,
+    /// ckpt and the puppet share one CPU while the threads are made (`threads`).
+    pinned: Option<threads::Pinned>,
 }
 
 type R<T> = Result<T, RestoreError>;
@@ -68,6 +72,8 @@ impl<'a> Puppet<'a> {
             lazy: false,
             handoff: None,
             progress,
+            threads: Vec::new(),
+            pinned: None,
         })
     }
 
@@ -98,13 +104,19 @@ impl<'a> Puppet<'a> {
 
     pub fn run(&mut self, pages: &fill::Source, reset_sigs: &[u32]) -> R<()> {
         let t0 = Instant::now();
-        ptrace::set_options(
-            self.pid,
-            Options::PTRACE_O_EXITKILL | Options::PTRACE_O_TRACESYSGOOD,
-        )?;
+        let mut opts = Options::PTRACE_O_EXITKILL | Options::PTRACE_O_TRACESYSGOOD;
+        if self.img.threads.len() > 1 {
+            // The threads clone3 creates are attached at once (with these options).
+            opts |= Options::PTRACE_O_TRACECLONE;
+        }
+        ptrace::set_options(self.pid, opts)?;
         // Nothing may be delivered while the puppet is half built; SIGTRAP stays open for
         // the trampoline's int3 (a blocked SIGTRAP would be reset to SIG_DFL by the kernel).
         ptrace::set_sigmask(self.pid, !(1u64 << (SIGTRAP - 1)))?;
+        if self.img.threads.len() > 1 {
+            // Hundreds of injections to come (thread stacks, the threads themselves).
+            self.pin()?;
+        }
         self.check_cpu()?;
         self.drop_seed_rseq()?;
         self.unmap_seed()?;
@@ -123,9 +135,14 @@ impl<'a> Puppet<'a> {
             ],
         )?;
         self.set_sigactions(reset_sigs, false)?;
-        self.thread_state()?;
+        self.thread_state(0)?;
+        self.create_threads()?;
         self.itimers()?;
-        self.creds()?;
+        if self.creds()? {
+            // The threads were cloned with the seed's credentials, the main thread's
+            // until just now.
+            self.thread_creds()?;
+        }
         // As the process itself: its own RLIMIT_MEMLOCK and CAP_IPC_LOCK (or lack of it)
         // decide, not ckpt's.
         self.mlock()?;
@@ -136,10 +153,13 @@ impl<'a> Puppet<'a> {
         // otherwise be delivered at the next int3 call and swallowed as its trap.
         ptrace::set_sigmask(self.pid, !0)?;
         self.pending_signals()?;
+        // Every thread's last int3 is behind it: its final state goes in now.
+        self.finish_threads()?;
         self.finish()?;
         debug!(
             pid = %self.pid,
-            injected = self.remote.calls,
+            threads = self.img.threads.len(),
+            injected = self.remote.calls + self.threads.iter().map(|t| t.remote.calls).sum::<u64>(),
             memory_ms = ckpt_images::units::tenths(t_fill.as_secs_f64() * 1e3),
             total_ms = ckpt_images::units::ms(t0),
             "puppet done"
@@ -147,20 +167,22 @@ impl<'a> Puppet<'a> {
         Ok(())
     }
 
-    /// The image's FPU/AVX state must fit this CPU's xsave layout.
+    /// The image's FPU/AVX state must fit this CPU's xsave layout, in every thread.
     fn check_cpu(&self) -> R<()> {
         let seed = ptrace::get_xstate(self.pid)?;
         let have = ckpt_sys::process::xsave_features(&seed);
-        let t = &self.img.threads[0];
-        let want = ckpt_sys::process::xsave_features(&t.xsave);
-        if want & !have != 0 || t.xsave.len() != seed.len() {
-            return Err(RestoreError::Refused(format!(
-                "pid {}: the image's CPU state (xfeatures {want:#x}, {} bytes) does not fit \
-                 this CPU (xfeatures {have:#x}, {} bytes)",
-                self.pid,
-                t.xsave.len(),
-                seed.len()
-            )));
+        for t in &self.img.threads {
+            let want = ckpt_sys::process::xsave_features(&t.xsave);
+            if want & !have != 0 || t.xsave.len() != seed.len() {
+                return Err(RestoreError::Refused(format!(
+                    "pid {}: the image's CPU state of thread {} (xfeatures {want:#x}, {} bytes) \
+                     does not fit this CPU (xfeatures {have:#x}, {} bytes)",
+                    self.pid,
+                    t.tid,
+                    t.xsave.len(),
+                    seed.len()
+                )));
+            }
         }
         Ok(())
     }
@@ -315,7 +337,12 @@ impl<'a> Puppet<'a> {
                 )?;
             }
         }
+        // The fill runs on every CPU, in threads of ckpt's: not pinned meanwhile.
+        let pinned = self.unpin();
         self.fill(pages, &with_pages)?;
+        if pinned {
+            self.pin()?;
+        }
         for (i, v) in img.vmas.iter().enumerate() {
             if with_pages[i] && v.prot != (v.prot | (libc::PROT_READ | libc::PROT_WRITE) as u32) {
                 self.call(
@@ -577,12 +604,19 @@ impl<'a> Puppet<'a> {
         Ok(())
     }
 
-    /// The dumped pages (file offset, address) holding the rseq area's first and last
-    /// byte: the kernel writes them at the rseq registration, while nobody serves faults.
+    /// The dumped pages (file offset, address) holding the first and last byte of every
+    /// thread's rseq area: the kernel writes them at the rseq registration, while nobody
+    /// serves faults.
     fn rseq_pages(&self) -> Vec<(u64, u64)> {
         let page = PAGE_SIZE as u64;
         let mut out = Vec::new();
-        if let Some(r) = self.img.threads[0].rseq.as_ref().filter(|r| r.ptr != 0) {
+        for r in self
+            .img
+            .threads
+            .iter()
+            .filter_map(|t| t.rseq.as_ref())
+            .filter(|r| r.ptr != 0)
+        {
             let first = r.ptr & !(page - 1);
             let last = (r.ptr + r.len.max(32) as u64 - 1) & !(page - 1);
             for run in &self.img.runs {
@@ -659,47 +693,6 @@ impl<'a> Puppet<'a> {
         Ok(())
     }
 
-    /// Per-thread kernel state whose seed values point into ckpt's vanished memory.
-    fn thread_state(&mut self) -> R<()> {
-        let t = &self.img.threads[0];
-        let len = if t.robust_list_len == 0 {
-            24
-        } else {
-            t.robust_list_len
-        };
-        self.call(
-            "set_robust_list",
-            libc::SYS_set_robust_list,
-            &[t.robust_list, len],
-        )?;
-        self.call(
-            "set_tid_address",
-            libc::SYS_set_tid_address,
-            &[t.tid_address],
-        )?;
-        let mut ss = [0u8; 24];
-        match &t.altstack {
-            Some(a) if a.flags & SS_DISABLE == 0 => {
-                ss[0..8].copy_from_slice(&a.sp.to_le_bytes());
-                ss[8..12].copy_from_slice(&(a.flags & !SS_ONSTACK).to_le_bytes());
-                ss[16..24].copy_from_slice(&a.size.to_le_bytes());
-            }
-            _ => ss[8..12].copy_from_slice(&SS_DISABLE.to_le_bytes()),
-        }
-        let at = self.put(0, &ss)?;
-        self.call("sigaltstack", libc::SYS_sigaltstack, &[at, 0])?;
-        if let Some(r) = &t.rseq {
-            if r.ptr != 0 {
-                self.call(
-                    "rseq register",
-                    libc::SYS_rseq,
-                    &[r.ptr, r.len as u64, 0, r.sig as u64],
-                )?;
-            }
-        }
-        Ok(())
-    }
-
     fn itimers(&mut self) -> R<()> {
         for it in &self.img.core.itimers {
             if it.value_us == 0 {
@@ -732,6 +725,7 @@ impl<'a> Puppet<'a> {
         let pid = self.pid.as_raw() as u64;
         let shared = self.img.core.shared_pending.iter().map(|s| (true, s));
         let private = self.img.threads[0].pending.iter().map(|s| (false, s));
+        let others = self.thread_pending();
         // And the SIGTRAPs sent during the restore (SIGTRAP is blocked from here on): a
         // tgkill() one to the thread, any other to the process, as they came.
         let traps: Vec<Vec<u8>> = self
@@ -744,7 +738,13 @@ impl<'a> Puppet<'a> {
             let code = i32::from_le_bytes(i[8..12].try_into().expect("4 bytes"));
             (code != libc::SI_TKILL, i)
         });
-        for (is_shared, info) in shared.chain(private).chain(traps).collect::<Vec<_>>() {
+        let mut all: Vec<(bool, i32, &Vec<u8>)> = shared
+            .chain(private)
+            .chain(traps)
+            .map(|(s, i)| (s, self.pid.as_raw(), i))
+            .collect();
+        all.extend(others.iter().map(|(tid, i)| (false, *tid, i)));
+        for (is_shared, tid, info) in all {
             if info.len() != 128 {
                 continue;
             }
@@ -761,9 +761,9 @@ impl<'a> Puppet<'a> {
                 )?;
             } else {
                 self.call(
-                    &format!("rt_tgsigqueueinfo({sig})"),
+                    &format!("rt_tgsigqueueinfo({sig}) to thread {tid}"),
                     libc::SYS_rt_tgsigqueueinfo,
-                    &[pid, pid, sig as u64, at],
+                    &[pid, tid as u64, sig as u64, at],
                 )?;
             }
         }
@@ -784,11 +784,14 @@ impl<'a> Puppet<'a> {
     ///    bits (no keep-caps, locks) cannot get in its way;
     /// 6. capset of the image's E, P, I: only ever a reduction; the ambient set stays,
     ///    as it is inside P and I.
-    fn creds(&mut self) -> R<()> {
+    ///
+    /// Returns whether anything had to change.
+    fn creds(&mut self) -> R<bool> {
         let Some(c) = self.img.core.creds.clone() else {
-            return Ok(());
+            return Ok(false);
         };
-        let st = ckpt_sys::proc::status(self.pid)?;
+        // Per thread: the status of the thread the calls go to.
+        let st = ckpt_sys::proc::status(self.remote.pid())?;
         let seed_bits = self.call(
             "prctl(PR_GET_SECUREBITS)",
             libc::SYS_prctl,
@@ -809,7 +812,7 @@ impl<'a> Puppet<'a> {
             && c.cap_amb == seed_amb
             && c.securebits == seed_bits;
         if same_ids && groups == want_groups && same_caps {
-            return Ok(());
+            return Ok(false);
         }
         if c.uid.len() < 3 || c.gid.len() < 3 {
             return Err(RestoreError::Refused(
@@ -893,7 +896,7 @@ impl<'a> Puppet<'a> {
             &[PR_SET_SECUREBITS, c.securebits as u64],
         )?;
         self.capset("capset", c.cap_eff, c.cap_prm, c.cap_inh)?;
-        Ok(())
+        Ok(true)
     }
 
     /// capset(2), _LINUX_CAPABILITY_VERSION_3: header {version, pid}, two data words.

@@ -417,21 +417,29 @@ impl Env {
     /// Builds and starts the C workload `name` with the temp dir as its WORKDIR, and
     /// waits for its READY line.
     pub fn start(&self, name: &str) -> Workload {
+        self.start_with(name, &[])
+    }
+
+    /// `start` with more arguments after WORKDIR.
+    pub fn start_with(&self, name: &str, args: &[&str]) -> Workload {
         let bin = workload_bin(name);
-        let w = self.spawn(name, &bin, &[self.path().as_os_str()]);
+        let mut all = vec![self.path().as_os_str()];
+        all.extend(args.iter().map(OsStr::new));
+        let w = self.spawn(name, &bin, &all);
         self.wait_ready(&w);
         w
     }
 
     /// Starts tests/workloads/state.py under python3 and waits for READY.
     pub fn start_python(&self) -> Workload {
-        let script = Path::new(WORKLOAD_DIR).join("state.py");
+        self.start_python_script("state.py")
+    }
+
+    /// Starts tests/workloads/SCRIPT under python3 and waits for READY.
+    pub fn start_python_script(&self, script: &str) -> Workload {
+        let path = Path::new(WORKLOAD_DIR).join(script);
         let py = python3();
-        let w = self.spawn(
-            "state.py",
-            &py,
-            &[script.as_os_str(), self.path().as_os_str()],
-        );
+        let w = self.spawn(script, &py, &[path.as_os_str(), self.path().as_os_str()]);
         self.wait_ready(&w);
         w
     }
@@ -709,12 +717,18 @@ impl Env {
     ) {
         self.dump(w.pid, dir, dump_args).ok();
         inspect(dir);
+        self.restore_dumped(w, dir);
+        self.check(w);
+    }
+
+    /// After a dump of `w` into `dir`: reaps it, restores it detached, and sees it run
+    /// untraced.
+    pub fn restore_dumped(&self, w: &Workload, dir: &Path) {
         self.reap_dumped(w.pid);
         assert!(!exists(w.pid), "pid {} still exists after reaping", w.pid);
         self.restore_detached(dir).ok();
         self.track(w.pid);
         assert_running_untraced(w.pid);
-        self.check(w);
     }
 
     /// Waits until a restored process runs the workload's own program, untraced.
@@ -1053,6 +1067,28 @@ pub fn edit_mm(dir: &Path, pid: i32, edit: impl FnOnce(&mut pb::MmInfo, &mut Vec
     w.write(&mm).unwrap();
     for v in &vmas {
         w.write(v).unwrap();
+    }
+    let (bytes, size, xxh3) = w.finish().unwrap();
+    replace_record_file(dir, &name, bytes, size, xxh3);
+    ImageDir::open(dir).unwrap_or_else(|e| panic!("rewritten {name} does not verify: {e}"));
+}
+
+/// Rewrites core-PID.img of `dir` with `edit` applied to its ThreadCore records, resealed.
+pub fn edit_threads(dir: &Path, pid: i32, edit: impl FnOnce(&mut Vec<pb::ThreadCore>)) {
+    let name = names::core(pid);
+    let (core, mut threads): (pb::ProcessCore, Vec<pb::ThreadCore>) = {
+        let d = ImageDir::open(dir).unwrap();
+        let mut r = d.records(&name, Kind::Core).unwrap();
+        (
+            r.expect("ProcessCore").unwrap(),
+            r.rest("ThreadCore").unwrap(),
+        )
+    };
+    edit(&mut threads);
+    let mut w = RecordWriter::new(Vec::new(), dir.join(&name), Kind::Core).unwrap();
+    w.write(&core).unwrap();
+    for t in &threads {
+        w.write(t).unwrap();
     }
     let (bytes, size, xxh3) = w.finish().unwrap();
     replace_record_file(dir, &name, bytes, size, xxh3);

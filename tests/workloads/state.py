@@ -11,10 +11,12 @@ by the main loop. Verification regenerates every value and recomputes the digest
 """
 import hashlib
 import os
-import signal
 import struct
+
 import sys
-import time
+
+sys.dont_write_bytecode = True  # nothing written into the source tree
+import wl  # noqa: E402
 
 N = 200_000
 
@@ -46,28 +48,6 @@ nested = tuple((i, str(i), (i * 1.5,)) for i in range(1000))
 start_digest = digest(d, lst, blob, st, nested)
 pid0 = os.getpid()
 counter = 0
-checks = 0
-
-flags = {"check": False, "exit": False, "corrupt": False}
-
-
-def on_usr1(signum, frame):
-    flags["check"] = True
-
-
-def on_usr2(signum, frame):
-    flags["exit"] = True
-
-
-def on_term(signum, frame):
-    flags["corrupt"] = True
-    flags["exit"] = True
-
-
-signal.signal(signal.SIGUSR1, on_usr1)
-signal.signal(signal.SIGUSR2, on_usr2)
-signal.signal(signal.SIGTERM, on_term)
-
 
 def verify():
     if os.getpid() != pid0:
@@ -89,20 +69,13 @@ def verify():
     return None
 
 
-print(f"READY {pid0}", flush=True)
-while True:
+def work():
+    global counter
     counter += 1
-    if flags["check"] or flags["exit"]:
-        exiting = flags["exit"]
-        flags["check"] = False
-        if flags["corrupt"]:
-            d[N // 2] = "corrupted"
-        reason = verify()
-        if reason is None:
-            checks += 1
-            print(f"PASS {checks}", flush=True)
-        else:
-            print(f"FAIL {reason}", flush=True)
-        if exiting:
-            sys.exit(0 if reason is None else 1)
-    time.sleep(0.02)
+
+
+def corrupt():
+    d[N // 2] = "corrupted"
+
+
+wl.run(verify, corrupt, work)
