@@ -111,6 +111,7 @@ pub fn collect(pid: Pid) -> Result<Vec<pb::Fd>, DumpError> {
             }
         }
         out.push(pb::Fd {
+            locks: Vec::new(),
             pipe_data,
             pipe_size,
             is_dup: dup_of.is_some(),

@@ -13,12 +13,16 @@
 
 mod cores;
 mod files;
+pub mod known_state;
+mod locks;
 mod mm;
 mod pages;
 mod release;
 mod remote;
 mod rseq;
 mod seize;
+mod task_state;
+mod timers;
 mod validate;
 
 use ckpt_images::{names, pb, ImageSink, Kind};
@@ -35,6 +39,9 @@ pub struct DumpOptions {
     pub compress: Option<i32>,
     /// Every image file on disk before the dump returns (`--sync`).
     pub sync: bool,
+    /// Names of unknown kernel state (a VmFlags letter, a /proc/PID/status field) the
+    /// user accepts to lose (`--allow-unknown-state`); refused otherwise.
+    pub allow_unknown_state: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -112,8 +119,14 @@ pub fn dump_with_progress(
     let stat = proc::stat(pid)?;
     let status = proc::status(pid)?;
     let maps = proc::smaps(pid)?;
+    known_state::check_task(
+        pid,
+        &maps,
+        &known_state::Allowed(opts.allow_unknown_state.clone()),
+    )?;
     let mm = mm::collect(pid, &stat, &maps)?;
-    let fds = files::collect(pid)?;
+    let mut fds = files::collect(pid)?;
+    locks::attach(pid, &mut fds)?;
     let thread = cores::thread(pid, &task)?;
     tracing::debug!(
         ms = ms(t),

@@ -34,6 +34,8 @@ const SIGACTION_LEN: u64 = 32;
 const OFF_TID_ADDRESS: u64 = 2048; // u64
 const OFF_ALTSTACK: u64 = 2056; // stack_t: 24 bytes
 const OFF_ITIMERS: u64 = 2080; // 3 x struct itimerval (32 bytes)
+const OFF_TASK_STATE: u64 = 2176; // task_state::SCRATCH_LEN bytes
+const OFF_TIMERS: u64 = 2304; // the rest: struct itimerspec per POSIX timer
 
 /// The answers, and how many syscalls it took.
 #[derive(Debug, Default)]
@@ -47,6 +49,9 @@ pub struct Injected {
     pub mlockall: u32,
     pub itimers: Vec<pb::Itimer>,
     pub sigactions: Vec<pb::SigAction>,
+    /// prctl and membarrier state, loginuid (task_state.rs).
+    pub task: crate::task_state::TaskState,
+    pub posix_timers: Vec<pb::PosixTimer>,
     pub calls: u64,
 }
 
@@ -187,6 +192,11 @@ pub fn collect(
             ],
         )?;
     }
+
+    let threads = ckpt_sys::proc::tasks(pid)?.len();
+    inj.task = crate::task_state::collect(&mut remote, scratch + OFF_TASK_STATE, threads)?;
+    inj.posix_timers =
+        crate::timers::collect(&mut remote, scratch + OFF_TIMERS, PAGE - OFF_TIMERS)?;
 
     let mut page = vec![0u8; PAGE as usize];
     mem::read(pid, scratch, &mut page)?;
