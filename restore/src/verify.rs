@@ -9,7 +9,8 @@
 //! dump/src/known_state.rs): VmFlags `ac` (overcommit accounting: a read-only VMA that
 //! restore filled through a writable mapping gains it), `sd` (soft-dirty tracking, set on
 //! every new VMA), `um`/`uw`/`ui` (the lazy pager's registration; the dump refuses a
-//! process's own); the timers' remaining times (they run) and overrun counts.
+//! process's own); the timers' remaining times (they run) and overrun counts; the name
+//! of shared anonymous memory that comes back as a memfd (`shm_renamed`).
 
 use crate::image::ProcessImage;
 use crate::RestoreError;
@@ -25,7 +26,8 @@ const O_CLOEXEC: u32 = 0o2000000;
 type R<T> = Result<T, String>;
 
 /// Compares the stopped, fully restored `pid` with `img`; Err names the first difference.
-pub fn check(pid: Pid, img: &ProcessImage, _lazy: bool) -> Result<(), RestoreError> {
+/// `lazy`: the process holds the pager's userfaultfd above its own fds (lazy.rs).
+pub fn check(pid: Pid, img: &ProcessImage, lazy: bool) -> Result<(), RestoreError> {
     let run = || -> Result<R<()>, ckpt_sys::Error> {
         let maps = proc::smaps(pid)?;
         let status = proc::read_trimmed(&format!("/proc/{pid}/status"))?;
@@ -36,6 +38,12 @@ pub fn check(pid: Pid, img: &ProcessImage, _lazy: bool) -> Result<(), RestoreErr
         let fds = proc::fds(pid)?;
         let mut infos = Vec::with_capacity(fds.len());
         for &fd in &fds {
+            if lazy
+                && proc::read_link(&format!("/proc/{pid}/fd/{fd}"))
+                    .is_ok_and(|t| t.as_os_str() == "anon_inode:[userfaultfd]")
+            {
+                continue;
+            }
             let path = format!("/proc/{pid}/fdinfo/{fd}");
             let text = std::fs::read_to_string(&path).map_err(|e| ckpt_sys::Error::io(&path, e))?;
             infos.push((fd, text));
@@ -127,7 +135,7 @@ fn mappings(maps: &[Mapping], img: &ProcessImage) -> R<()> {
             } else {
                 m.name.clone()
             };
-            if name != v.name {
+            if name != v.name && !shm_renamed(v, &name) {
                 return Err(format!("{}: restored with the name {name:?}", vma_what(v)));
             }
             if v.vm_flags.is_empty() {
@@ -149,6 +157,16 @@ fn mappings(maps: &[Mapping], img: &ProcessImage) -> R<()> {
         return Err(format!("{} is missing", vma_what(v)));
     }
     Ok(())
+}
+
+/// Shared anonymous memory mapped by several VMAs comes back as one memfd (puppet.rs,
+/// `memfd`): maps then shows "/memfd:NAME (deleted)" where it showed "/dev/zero
+/// (deleted)" or "[anon_shmem...]". The one accepted difference of a name.
+fn shm_renamed(v: &pb::Vma, got: &str) -> bool {
+    v.kind == pb::VmaKind::VmaAnonShared as i32
+        && v.shm_id != 0
+        && (v.name == "/dev/zero (deleted)" || v.name.starts_with("[anon_shmem"))
+        && got.starts_with("/memfd:")
 }
 
 fn hex_mask(v: u64) -> String {
