@@ -68,6 +68,22 @@ fn timer_slack_survives() {
     survives("kstate", &["timerslack"]);
 }
 
+/// A prctl state restore cannot give back (PR_SET_PDEATHSIG: the restored process has
+/// another parent) is refused at dump, naming it; the workload runs on untouched.
+#[test]
+fn parent_death_signal_is_refused() {
+    let env = Env::new();
+    let mut w = start_with(&env, "kstate", &["pdeathsig"]);
+    env.check(&mut w);
+    let dir = env.subdir("img");
+    let line = env.dump(w.pid, &dir, &[]).failed_naming("PR_SET_PDEATHSIG");
+    assert!(mentions_number(&line, w.pid as i64), "{line}");
+    assert!(image_files(&dir, "").is_empty(), "{}", listing(&dir));
+    assert_running_untraced(w.pid);
+    env.check(&mut w);
+    notices_corruption(&env, &w);
+}
+
 // ------------------------------------------------------------ locks and leases
 
 #[test]

@@ -14,6 +14,8 @@
  *    checks MEMBARRIER_CMD_GET_REGISTRATIONS and that the private expedited barriers
  *    it registered for succeed (EPERM if the registration was lost).
  *  - timerslack: PR_SET_TIMERSLACK 123456 ns; checks PR_GET_TIMERSLACK.
+ *  - pdeathsig: PR_SET_PDEATHSIG SIGWINCH (which ckpt refuses: a restored process has
+ *    another parent); checks PR_GET_PDEATHSIG.
  * Corruption (SIGTERM) undoes the state (membarrier: cannot unregister, faked).
  */
 #include "wl.h"
@@ -108,6 +110,10 @@ static int verify(void)
 			 strerror(errno));
 		WL_CHECK(syscall(SYS_membarrier, 128, 0, 0) == 0, "PRIVATE_EXPEDITED_RSEQ: %s",
 			 strerror(errno));
+	} else if (!strcmp(mode, "pdeathsig")) {
+		int v = -1;
+		WL_CHECK(prctl(PR_GET_PDEATHSIG, &v, 0, 0, 0) == 0 && v == SIGWINCH,
+			 "PR_GET_PDEATHSIG %d", v);
 	} else if (!strcmp(mode, "timerslack")) {
 		WL_CHECK(prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) == SLACK, "timer slack %d",
 			 prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0));
@@ -131,6 +137,8 @@ static void corrupt(void)
 		prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
 	} else if (!strcmp(mode, "timerslack")) {
 		prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0);
+	} else if (!strcmp(mode, "pdeathsig")) {
+		prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
 	} else {
 		wl_fail("corrupted on request");
 	}
@@ -185,6 +193,9 @@ int main(int argc, char **argv)
 	} else if (!strcmp(mode, "timerslack")) {
 		if (prctl(PR_SET_TIMERSLACK, SLACK, 0, 0, 0))
 			wl_die("PR_SET_TIMERSLACK");
+	} else if (!strcmp(mode, "pdeathsig")) {
+		if (prctl(PR_SET_PDEATHSIG, SIGWINCH, 0, 0, 0))
+			wl_die("PR_SET_PDEATHSIG");
 	} else {
 		wl_die("unknown mode %s", mode);
 	}
