@@ -34,7 +34,8 @@
 //!   through the path); `lock:` lines restored (`locks.rs`): FLOCK, POSIX, OFDLCK (all
 //!   ADVISORY) and ACTIVE LEASEs; anything else refused. Locks listed in /proc/locks
 //!   under the task's pid but held through no fd (e.g. flock through a mapping only) are
-//!   refused. The F_SETOWN/F_SETSIG of an fd is not dumped.
+//!   refused. The F_SETSIG of a description holding a lease (its break signal) is
+//!   restored; F_SETOWN and the F_SETSIG of other fds are not dumped.
 //! - /proc/PID/timers: every POSIX timer restored with its id, clock, notification and
 //!   remaining time (`timers.rs`); one directed at another thread, or on a clock of
 //!   another process, is refused. Its overrun count is recorded but cannot be set back.

@@ -140,6 +140,7 @@ pub fn dump_with_progress(
     abort::check()?;
     let injected = remote::collect(&mut task, &maps, &mm.vdso, wanted_sigs)?;
     stats.injected = injected.calls;
+    locks::set_lease_signals(&mut fds, &injected.lease_signals);
     tracing::debug!(ms = ms(t), calls = injected.calls, "injected syscalls");
 
     let t = Instant::now();

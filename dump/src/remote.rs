@@ -52,6 +52,8 @@ pub struct Injected {
     /// prctl and membarrier state, loginuid (task_state.rs).
     pub task: crate::task_state::TaskState,
     pub posix_timers: Vec<pb::PosixTimer>,
+    /// (fd, F_GETSIG) of each fd holding a lease.
+    pub lease_signals: Vec<(i32, i32)>,
     pub calls: u64,
 }
 
@@ -197,6 +199,7 @@ pub fn collect(
     inj.task = crate::task_state::collect(&mut remote, scratch + OFF_TASK_STATE, threads)?;
     inj.posix_timers =
         crate::timers::collect(&mut remote, scratch + OFF_TIMERS, PAGE - OFF_TIMERS)?;
+    inj.lease_signals = crate::locks::lease_signals(&mut remote)?;
 
     let mut page = vec![0u8; PAGE as usize];
     mem::read(pid, scratch, &mut page)?;

@@ -16,6 +16,7 @@ const F_WRLCK: i16 = 1;
 const F_SETLK: u64 = 6;
 const F_OFD_SETLK: u64 = 37;
 const F_SETLEASE: u64 = 1024;
+const F_SETSIG: u64 = 10;
 
 /// Refuses a lock record this restore does not know (checked at load).
 pub fn check(f: &pb::Fd) -> Result<(), String> {
@@ -26,6 +27,9 @@ pub fn check(f: &pb::Fd) -> Result<(), String> {
         if f.is_dup {
             return Err(format!("fd {}: a dup carries locks of its own", f.fd));
         }
+    }
+    if !(0..=64).contains(&f.lease_signal) {
+        return Err(format!("fd {}: lease signal {}", f.fd, f.lease_signal));
     }
     Ok(())
 }
@@ -78,6 +82,13 @@ pub fn restore(remote: &mut Remote, scratch: u64, fds: &[pb::Fd]) -> Result<(), 
                     remote.syscall(what, libc::SYS_fcntl, &[fd, cmd, scratch])?;
                 }
                 pb::FileLockKind::LockLease => {
+                    if f.lease_signal != 0 {
+                        remote.syscall(
+                            || format!("fcntl({fd}, F_SETSIG, {})", f.lease_signal),
+                            libc::SYS_fcntl,
+                            &[fd, F_SETSIG, f.lease_signal as u64],
+                        )?;
+                    }
                     remote.syscall(what, libc::SYS_fcntl, &[fd, F_SETLEASE, ty as u64])?;
                 }
             }

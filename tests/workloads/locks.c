@@ -11,8 +11,9 @@
  *    setup and never closed (closing it would drop POSIX locks), which sees
  *    the locks of every other owner: each range reports its lock with type, start and
  *    length, and the gaps between them report none.
- *  - lease_rd / lease_wr: F_SETLEASE F_RDLCK on an O_RDONLY fd / F_WRLCK on O_RDWR;
- *    checked with F_GETLEASE.
+ *  - lease_rd / lease_wr: F_SETLEASE F_RDLCK on an O_RDONLY fd / F_WRLCK on O_RDWR,
+ *    with F_SETSIG SIGRTMIN+3 as the lease-break signal; checked with F_GETLEASE and
+ *    F_GETSIG.
  * Every mode also checks its fdinfo has as many `lock:` lines as it holds locks.
  * Corruption (SIGTERM) releases the locks.
  */
@@ -95,6 +96,8 @@ static int verify(void)
 		int got = fcntl(FD, F_GETLEASE);
 		if (got != want)
 			ok = wl_fail("F_GETLEASE %d, want %d", got, want);
+		if (ok && fcntl(FD, F_GETSIG) != SIGRTMIN + 3)
+			ok = wl_fail("F_GETSIG %d, want %d", fcntl(FD, F_GETSIG), SIGRTMIN + 3);
 		if (ok && nlocks() != 1)
 			ok = wl_fail("fdinfo shows %d locks", nlocks());
 	}
@@ -148,8 +151,9 @@ int main(int argc, char **argv)
 		lock(F_OFD_SETLK, F_RDLCK, 0, 50);
 		lock(F_OFD_SETLK, F_WRLCK, 60, 10);
 	} else if (!strcmp(mode, "lease_rd") || !strcmp(mode, "lease_wr")) {
-		if (fcntl(FD, F_SETLEASE, strcmp(mode, "lease_rd") ? F_WRLCK : F_RDLCK))
-			wl_die("F_SETLEASE");
+		if (fcntl(FD, F_SETSIG, SIGRTMIN + 3) ||
+		    fcntl(FD, F_SETLEASE, strcmp(mode, "lease_rd") ? F_WRLCK : F_RDLCK))
+			wl_die("F_SETSIG / F_SETLEASE");
 	} else {
 		wl_die("unknown mode %s", mode);
 	}
