@@ -51,6 +51,11 @@ enum Cmd {
         /// image always makes the new one durable before removing the old one.
         #[arg(long)]
         sync: bool,
+        /// Accept losing a piece of kernel state this ckpt does not know (a VmFlags letter
+        /// or /proc/PID/status field of a newer kernel, as the refusal names it); may be
+        /// given several times.
+        #[arg(long = "allow-unknown-state", value_name = "NAME")]
+        allow_unknown_state: Vec<String>,
     },
     /// Restore a process from an image directory.
     Restore {
@@ -67,6 +72,11 @@ enum Cmd {
         /// userfaultfd while it runs (a pager keeps serving after `-d` returns).
         #[arg(long)]
         lazy: bool,
+        /// Skip the check that the restored process's kernel-visible state (mappings and
+        /// their flags, status, limits, fds, locks, timers) matches the image before it
+        /// is let go.
+        #[arg(long)]
+        no_verify: bool,
     },
     /// Summarise an image directory (processes, memory, fds, files, checksums), print it
     /// whole as JSON (--json), or compare two directories (--diff A B).
@@ -238,6 +248,7 @@ fn run(cli: Cli) -> Result<i32> {
             compress,
             compress_level,
             sync,
+            allow_unknown_state,
         } => {
             let opts = ckpt_dump::DumpOptions {
                 pid,
@@ -245,6 +256,7 @@ fn run(cli: Cli) -> Result<i32> {
                 leave_running,
                 compress: compress.then_some(compress_level),
                 sync,
+                allow_unknown_state,
             };
             // SIGINT/SIGTERM/SIGHUP: abort in order, the workload put back untouched.
             let _armed = ckpt_sys::abort::arm().context("signal handlers")?;
@@ -258,12 +270,14 @@ fn run(cli: Cli) -> Result<i32> {
             detach,
             pidfile,
             lazy,
+            no_verify,
         } => {
             let opts = ckpt_restore::RestoreOptions {
                 dir: dir.clone(),
                 detach,
                 pidfile,
                 lazy,
+                verify: !no_verify,
             };
             // Until the process is released (restore disarms then): abort in order, the
             // half-built process killed and reaped.

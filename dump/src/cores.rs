@@ -193,5 +193,11 @@ pub fn process(
         nice: process::get_nice(pid)?,
         sched_policy: sched.0,
         rt_priority: sched.1,
+        loginuid: Some(inj.task.loginuid),
+        thp_disable: inj.task.thp_disable,
+        child_subreaper: inj.task.child_subreaper,
+        membarrier_registrations: inj.task.membarrier_registrations,
+        posix_timers: inj.posix_timers.clone(),
+        timerslack_ns: Some(inj.task.timerslack_ns),
     })
 }

@@ -133,6 +133,8 @@ pub fn collect(pid: Pid) -> Result<Vec<pb::Fd>, DumpError> {
             }
         }
         out.push(pb::Fd {
+            locks: Vec::new(),
+            lease_signal: 0,
             pipe_data,
             pipe_size,
             is_dup: dup_of.is_some(),

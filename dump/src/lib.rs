@@ -19,6 +19,8 @@ mod blockers;
 mod cores;
 mod describe;
 mod files;
+pub mod known_state;
+mod locks;
 mod mm;
 mod pages;
 mod release;
@@ -26,7 +28,9 @@ mod remote;
 mod rseq;
 mod seize;
 mod sockets;
+mod task_state;
 mod threads;
+mod timers;
 mod validate;
 
 pub use blockers::Blocker;
@@ -45,6 +49,9 @@ pub struct DumpOptions {
     pub compress: Option<i32>,
     /// Every image file on disk before the dump returns (`--sync`).
     pub sync: bool,
+    /// Names of unknown kernel state (a VmFlags letter, a /proc/PID/status field) the
+    /// user accepts to lose (`--allow-unknown-state`); refused otherwise.
+    pub allow_unknown_state: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -130,8 +137,14 @@ pub fn dump_with_progress(
     let stat = proc::stat(pid)?;
     let status = proc::status(pid)?;
     let maps = proc::smaps(pid)?;
+    known_state::check_task(
+        pid,
+        &maps,
+        &known_state::Allowed(opts.allow_unknown_state.clone()),
+    )?;
     let mm = mm::collect(pid, &stat, &maps)?;
-    let fds = files::collect(pid)?;
+    let mut fds = files::collect(pid)?;
+    locks::attach(pid, &mut fds)?;
     let threads = cores::threads(&task)?;
     tracing::debug!(
         ms = ms(t),
@@ -147,6 +160,7 @@ pub fn dump_with_progress(
     abort::check()?;
     let injected = remote::collect(&mut task, &maps, &mm.vdso, wanted_sigs)?;
     stats.injected = injected.calls;
+    locks::set_lease_signals(&mut fds, &injected.lease_signals);
     tracing::debug!(ms = ms(t), calls = injected.calls, "injected syscalls");
 
     let t = Instant::now();

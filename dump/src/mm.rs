@@ -9,6 +9,8 @@ use ckpt_sys::{mem, Pid};
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 
+const MADV_RANDOM: u32 = 1;
+const MADV_SEQUENTIAL: u32 = 2;
 const MADV_DONTFORK: u32 = 10;
 const MADV_MERGEABLE: u32 = 12;
 const MADV_HUGEPAGE: u32 = 14;
@@ -17,7 +19,9 @@ const MADV_DONTDUMP: u32 = 16;
 const MADV_WIPEONFORK: u32 = 18;
 
 /// VmFlags of smaps and the madvise() that sets each.
-const MADVISE_FLAGS: [(&str, u32); 6] = [
+const MADVISE_FLAGS: [(&str, u32); 8] = [
+    ("sr", MADV_SEQUENTIAL),
+    ("rr", MADV_RANDOM),
     ("hg", MADV_HUGEPAGE),
     ("nh", MADV_NOHUGEPAGE),
     ("dc", MADV_DONTFORK),
@@ -25,6 +29,12 @@ const MADVISE_FLAGS: [(&str, u32); 6] = [
     ("wf", MADV_WIPEONFORK),
     ("mg", MADV_MERGEABLE),
 ];
+
+/// VmFlags of smaps and the mmap() flag that sets each (MAP_DROPPABLE, 6.11+, is a
+/// mapping type of its own: restore maps it instead of MAP_PRIVATE).
+pub const MAP_NORESERVE: u32 = 0x4000;
+pub const MAP_DROPPABLE: u32 = 0x08;
+const MMAP_FLAGS: [(&str, u32); 2] = [("nr", MAP_NORESERVE), ("dp", MAP_DROPPABLE)];
 
 /// The kernel's special mappings we do not dump as memory.
 pub const VDSO_PARTS: [&str; 3] = ["[vvar]", "[vvar_vclock]", "[vdso]"];
@@ -219,6 +229,11 @@ pub fn collect(pid: Pid, stat: &Stat, maps: &[Mapping]) -> Result<Mm, DumpError>
                 m.name.clone()
             },
             anon_huge_bytes: Some(m.anon_huge_kib * 1024),
+            map_flags: MMAP_FLAGS
+                .iter()
+                .filter(|(f, _)| m.has_flag(f))
+                .fold(0, |acc, &(_, v)| acc | v),
+            vm_flags: m.vm_flags.join(" "),
             ..Default::default()
         };
         if matches!(

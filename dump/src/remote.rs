@@ -35,7 +35,11 @@ const SIGACTION_LEN: u64 = 32;
 const OFF_TID_ADDRESS: u64 = 2048; // u64
 const OFF_ALTSTACK: u64 = 2056; // stack_t: 24 bytes
 const OFF_ITIMERS: u64 = 2080; // 3 x struct itimerval (32 bytes)
-const OFF_THREAD: u64 = 3072; // the other threads' answers, one after the other (32 bytes)
+const OFF_TASK_STATE: u64 = 2176; // task_state::SCRATCH_LEN bytes
+const OFF_TIMERS: u64 = 2304; // the rest: struct itimerspec per POSIX timer
+                              // The other threads' answers (32 bytes), read back after each thread: the timers'
+                              // results were read before.
+const OFF_THREAD: u64 = 3072;
 
 /// The answers, and how many syscalls it took.
 #[derive(Debug, Default)]
@@ -51,6 +55,11 @@ pub struct Injected {
     pub sigactions: Vec<pb::SigAction>,
     /// The other threads' tid addresses and sigaltstacks, in `Seized::threads` order.
     pub threads: Vec<crate::threads::Answers>,
+    /// prctl and membarrier state, loginuid (task_state.rs).
+    pub task: crate::task_state::TaskState,
+    pub posix_timers: Vec<pb::PosixTimer>,
+    /// (fd, F_GETSIG) of each fd holding a lease.
+    pub lease_signals: Vec<(i32, i32)>,
     pub calls: u64,
 }
 
@@ -191,6 +200,12 @@ pub fn collect(
             ],
         )?;
     }
+
+    let threads = ckpt_sys::proc::tasks(pid)?.len();
+    inj.task = crate::task_state::collect(&mut remote, scratch + OFF_TASK_STATE, threads)?;
+    inj.posix_timers =
+        crate::timers::collect(&mut remote, scratch + OFF_TIMERS, PAGE - OFF_TIMERS)?;
+    inj.lease_signals = crate::locks::lease_signals(&mut remote)?;
 
     let mut page = vec![0u8; PAGE as usize];
     mem::read(pid, scratch, &mut page)?;

@@ -13,6 +13,19 @@ pub const STATELESS_CHARDEVS: [(u64, u64); 5] = [(1, 3), (1, 5), (1, 7), (1, 8),
 
 /// Most threads an image may ask for (each is a task of the restored process).
 const MAX_THREADS: usize = 65536;
+/// Vma.map_flags restore knows: MAP_NORESERVE, MAP_DROPPABLE (anonymous private only).
+pub const MAP_NORESERVE: u32 = 0x4000;
+pub const MAP_DROPPABLE: u32 = 0x08;
+
+/// The name an anonymous VMA was given with PR_SET_VMA_ANON_NAME, if any.
+pub fn anon_name(v: &pb::Vma) -> Option<&str> {
+    let prefix = match pb::VmaKind::try_from(v.kind) {
+        Ok(pb::VmaKind::VmaAnon) => "[anon:",
+        Ok(pb::VmaKind::VmaAnonShared) => "[anon_shmem:",
+        _ => return None,
+    };
+    v.name.strip_prefix(prefix)?.strip_suffix(']')
+}
 
 /// Largest shared memory object an image may ask for (user space is 128 TiB).
 const MAX_SHM: u64 = 1 << 47;
@@ -152,6 +165,20 @@ pub fn load(d: &ImageDir, pid: i32) -> Result<ProcessImage, RestoreError> {
             ));
         }
     }
+    crate::task_state::check(&core).map_err(|e| bad(d, &core_name, e))?;
+    for t in &core.posix_timers {
+        let thread = t.notify & ckpt_sys::kstate::SIGEV_THREAD_ID != 0;
+        if thread && !threads.iter().any(|th| th.tid == t.notify_tid) {
+            return Err(bad(
+                d,
+                &core_name,
+                format!(
+                    "POSIX timer {} is directed at thread {}, not one of this process",
+                    t.id, t.notify_tid
+                ),
+            ));
+        }
+    }
 
     let mm_name = names::mm(pid);
     let mut r = d.records(&mm_name, Kind::Mm)?;
@@ -170,6 +197,21 @@ pub fn load(d: &ImageDir, pid: i32) -> Result<ProcessImage, RestoreError> {
                 format!(
                     "VMA at {:#x}: shared memory object {} at offset {:#x} is not valid",
                     v.start, v.shm_id, v.pgoff
+                ),
+            ));
+        }
+    }
+    for v in &vmas {
+        let droppable = v.map_flags & MAP_DROPPABLE != 0;
+        if v.map_flags & !(MAP_DROPPABLE | MAP_NORESERVE) != 0
+            || (droppable && v.kind != pb::VmaKind::VmaAnon as i32)
+        {
+            return Err(bad(
+                d,
+                &mm_name,
+                format!(
+                    "VMA at {:#x}: mmap flags {:#x} are not valid",
+                    v.start, v.map_flags
                 ),
             ));
         }
@@ -265,6 +307,7 @@ pub fn load(d: &ImageDir, pid: i32) -> Result<ProcessImage, RestoreError> {
                 ),
             ));
         }
+        crate::locks::check(f).map_err(|e| bad(d, &files_name, e))?;
         if f.path.is_empty() || !f.path.starts_with('/') {
             return Err(bad(
                 d,

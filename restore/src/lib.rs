@@ -7,10 +7,14 @@
 mod fill;
 mod image;
 mod lazy;
+mod locks;
 mod pidheld;
 mod puppet;
 mod regs;
 mod seed;
+mod task_state;
+mod timers;
+mod verify;
 
 use ckpt_images::{pb, ImageDir, PagesReader};
 use ckpt_sys::process::Forked;
@@ -32,6 +36,9 @@ pub struct RestoreOptions {
     /// Run the process before its anonymous memory is back; serve it through
     /// userfaultfd (lazy.rs).
     pub lazy: bool,
+    /// Compare the restored process's kernel-visible state with the image before it is
+    /// let go (verify.rs); `restore --no-verify` turns it off.
+    pub verify: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,6 +177,12 @@ pub fn restore_with_progress(
     let handoff = puppet.take_handoff();
     let threads = puppet.thread_tids();
     drop(puppet);
+    if opts.verify {
+        // Still stopped: a difference kills it (Cleanup) before it ran an instruction.
+        let t = Instant::now();
+        verify::check(child, &img, opts.lazy)?;
+        debug!(pid, ms = t.elapsed().as_secs_f64() * 1e3, "verified");
+    }
     if let Some(f) = &opts.pidfile {
         std::fs::write(f, format!("{pid}\n")).map_err(|e| ckpt_sys::Error::io(f, e))?;
     }
@@ -362,6 +375,8 @@ fn seed_plan(img: &image::ProcessImage, tramp: u64, err_fd: i32, detach: bool) -
         oom_score_adj: c.oom_score_adj,
         sched_policy: c.sched_policy,
         rt_priority: c.rt_priority,
+        loginuid: c.loginuid,
+        timerslack_ns: c.timerslack_ns,
     }
 }
 

@@ -138,6 +138,13 @@ impl<'a> Puppet<'a> {
         self.thread_state(0)?;
         self.create_threads()?;
         self.itimers()?;
+        // POSIX timers (after the threads: one may be directed at a thread), locks and
+        // leases (a lease needs CAP_LEASE or the file's owner), prctl and membarrier
+        // state: while still root, before the credentials.
+        let scratch = self.scratch();
+        crate::timers::restore(&mut self.remote, scratch, &self.img.core.posix_timers)?;
+        crate::locks::restore(&mut self.remote, scratch, &self.img.fds)?;
+        crate::task_state::restore(&mut self.remote, &self.img.core)?;
         if self.creds()? {
             // The threads were cloned with the seed's credentials, the main thread's
             // until just now.
@@ -273,6 +280,10 @@ impl<'a> Puppet<'a> {
             let mut fd: u64 = u64::MAX;
             let mut off = 0;
             match kind {
+                // MAP_DROPPABLE is a mapping type of its own, in place of MAP_PRIVATE.
+                pb::VmaKind::VmaAnon if v.map_flags & crate::image::MAP_DROPPABLE != 0 => {
+                    flags |= (crate::image::MAP_DROPPABLE | libc::MAP_ANONYMOUS as u32) as u64
+                }
                 pb::VmaKind::VmaAnon => flags |= (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
                 pb::VmaKind::VmaAnonShared => match objects.get(&v.shm_id) {
                     Some(o) => {
@@ -312,6 +323,9 @@ impl<'a> Puppet<'a> {
             if v.growsdown {
                 flags |= libc::MAP_GROWSDOWN as u64;
             }
+            if v.map_flags & crate::image::MAP_NORESERVE != 0 {
+                flags |= libc::MAP_NORESERVE as u64;
+            }
             let got = self.call(
                 &format!("mmap of VMA [{:#x}, {:#x}) {}", v.start, v.end, v.name),
                 libc::SYS_mmap,
@@ -327,6 +341,7 @@ impl<'a> Puppet<'a> {
         for (_, fd) in shm_fds {
             self.call("close of a shared memory memfd", libc::SYS_close, &[fd])?;
         }
+        self.name_anon_vmas()?;
         // Advice first: MADV_HUGEPAGE must be in place before the pages arrive.
         for v in &img.vmas {
             for &advice in &v.madvise {
@@ -351,6 +366,35 @@ impl<'a> Puppet<'a> {
                     &[v.start, v.end - v.start, v.prot as u64],
                 )?;
             }
+        }
+        Ok(())
+    }
+
+    /// Names of anonymous memory ("[anon:NAME]", "[anon_shmem:NAME]", PR_SET_VMA_ANON_NAME).
+    fn name_anon_vmas(&mut self) -> R<()> {
+        const PR_SET_VMA: u64 = 0x5356_4d41;
+        const PR_SET_VMA_ANON_NAME: u64 = 0;
+        for v in &self.img.vmas {
+            let Some(name) = crate::image::anon_name(v) else {
+                continue;
+            };
+            let mut b = name.as_bytes().to_vec();
+            b.push(0);
+            let at = self.put(0, &b)?;
+            self.call(
+                &format!(
+                    "prctl(PR_SET_VMA_ANON_NAME, {name:?}) of VMA [{:#x}, {:#x})",
+                    v.start, v.end
+                ),
+                libc::SYS_prctl,
+                &[
+                    PR_SET_VMA,
+                    PR_SET_VMA_ANON_NAME,
+                    v.start,
+                    v.end - v.start,
+                    at,
+                ],
+            )?;
         }
         Ok(())
     }
@@ -484,7 +528,9 @@ impl<'a> Puppet<'a> {
             .map(|(i, v)| {
                 let anon = v.kind == pb::VmaKind::VmaAnon as i32
                     || v.kind == pb::VmaKind::VmaAnonShared as i32;
-                with_pages[i] && anon && !fill::wants_thp(v, thp)
+                // userfaultfd does not register droppable memory.
+                let droppable = v.map_flags & crate::image::MAP_DROPPABLE != 0;
+                with_pages[i] && anon && !droppable && !fill::wants_thp(v, thp)
             })
             .collect();
         let uffd = if by_uffd.iter().any(|&b| b) {

@@ -40,6 +40,9 @@ pub struct SeedPlan {
     pub oom_score_adj: i32,
     pub sched_policy: u32,
     pub rt_priority: u32,
+    /// The audit login uid (None: older image, left as inherited).
+    pub loginuid: Option<u32>,
+    pub timerslack_ns: Option<u64>,
 }
 
 impl SeedPlan {
@@ -151,6 +154,26 @@ fn set_cloexec(fd: RawFd, on: bool) -> Result<(), String> {
     };
     fcntl(fd, FcntlArg::F_SETFD(flags)).map_err(|e| format!("fd {fd}: F_SETFD: {e}"))?;
     Ok(())
+}
+
+/// Only the task itself may write its /proc/self/loginuid (and, once it is set, only with
+/// CAP_AUDIT_CONTROL, which the seed still has as root). Writing it gives the process a
+/// new audit session id (/proc/PID/sessionid): that one the kernel alone hands out.
+fn set_loginuid(want: Option<u32>) -> Result<(), String> {
+    let Some(want) = want else {
+        return Ok(());
+    };
+    let path = "/proc/self/loginuid";
+    let now = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    if now.trim().parse::<u32>().ok() == Some(want) {
+        return Ok(());
+    }
+    std::fs::write(path, want.to_string()).map_err(|e| {
+        format!(
+            "audit loginuid {want} (now {}): writing {path}: {e} (needs CAP_AUDIT_CONTROL              once set, and audit loginuid_immutable off)",
+            now.trim()
+        )
+    })
 }
 
 /// ckpt's soft RLIMIT_NOFILE may be below the image's highest fd (dup2 beyond it is
@@ -268,6 +291,14 @@ fn prepare(p: &SeedPlan) -> Result<(), String> {
                 oom.trim()
             )
         })?;
+    }
+    set_loginuid(p.loginuid)?;
+    if let Some(ns) = p.timerslack_ns.filter(|&ns| ns != 0) {
+        // 0 is what the kernel gives real-time tasks by itself (set by the policy above).
+        if nix::sys::prctl::get_timerslack().ok() != Some(ns as i32) {
+            nix::sys::prctl::set_timerslack(ns)
+                .map_err(|e| format!("PR_SET_TIMERSLACK {ns}: {e}"))?;
+        }
     }
     ckpt_sys::process::map_trampoline(p.trampoline).map_err(|e| e.to_string())?;
     // Limits last: a lowered RLIMIT_NOFILE must not stop the fds above from being placed.

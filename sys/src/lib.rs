@@ -6,6 +6,7 @@ pub mod abort;
 pub mod caps;
 pub mod error;
 pub mod inject;
+pub mod kstate;
 pub mod mem;
 pub mod pipe;
 pub mod probe;

@@ -1,0 +1,140 @@
+//! Process-wide kernel state that only the task can tell (injected prctl and membarrier
+//! calls) or that /proc shows in a file of its own (loginuid, timer slack): what restore
+//! sets again, and the prctl values ckpt cannot restore, checked to be at their default
+//! (refused otherwise). The inventory is in `known_state.rs`.
+
+use crate::{refuse, DumpError};
+use ckpt_sys::inject::Remote;
+use ckpt_sys::{mem, proc, Pid};
+
+const PR_GET_PDEATHSIG: u64 = 2;
+const PR_GET_TSC: u64 = 25;
+const PR_TSC_ENABLE: u32 = 1;
+const PR_MCE_KILL_GET: u64 = 34;
+const PR_MCE_KILL_DEFAULT: i64 = 2;
+const PR_GET_CHILD_SUBREAPER: u64 = 37;
+const PR_GET_THP_DISABLE: u64 = 42;
+const PR_SCHED_CORE: u64 = 62;
+const PR_SCHED_CORE_GET: u64 = 0;
+const PR_GET_MDWE: u64 = 66;
+const PR_GET_MEMORY_MERGE: u64 = 68;
+const PR_FUTEX_HASH: u64 = 78;
+const PR_FUTEX_HASH_GET_SLOTS: u64 = 2;
+const MEMBARRIER_CMD_GET_REGISTRATIONS: u64 = 1 << 9;
+const EINVAL: i64 = 22;
+/// Bytes of the scratch page this module uses.
+pub const SCRATCH_LEN: u64 = 32;
+
+/// What restore sets again.
+#[derive(Debug, Default, Clone)]
+pub struct TaskState {
+    pub loginuid: u32,
+    pub thp_disable: u32,
+    pub child_subreaper: bool,
+    pub membarrier_registrations: u32,
+    /// /proc/PID/timerslack_ns.
+    pub timerslack_ns: u64,
+}
+
+/// /proc/PID/loginuid (4294967295: never set).
+pub fn loginuid(pid: Pid) -> Result<u32, DumpError> {
+    let path = format!("/proc/{pid}/loginuid");
+    let text = proc::read_trimmed(&path)?;
+    text.parse()
+        .map_err(|e| DumpError::Lost(format!("{path}: {text:?}: {e}")))
+}
+
+/// Runs the queries through `remote`, using `SCRATCH_LEN` bytes of the task's scratch
+/// page at `scratch`. `threads`: the task's thread count (the futex hash is automatic
+/// once a process has threads).
+pub fn collect(remote: &mut Remote, scratch: u64, threads: usize) -> Result<TaskState, DumpError> {
+    let pid = remote.pid();
+    let mut st = TaskState {
+        loginuid: loginuid(pid)?,
+        timerslack_ns: {
+            let path = format!("/proc/{pid}/timerslack_ns");
+            let t = proc::read_trimmed(&path)?;
+            t.parse()
+                .map_err(|e| DumpError::Lost(format!("{path}: {t:?}: {e}")))?
+        },
+        ..Default::default()
+    };
+    // Raw results: a getter this kernel lacks is -EINVAL, taken as "not set".
+    let mut prctl = |args: &[u64]| remote.syscall_raw(libc::SYS_prctl, args);
+    let r = prctl(&[PR_GET_THP_DISABLE])?;
+    if r < 0 {
+        return Err(DumpError::Lost(format!(
+            "pid {pid}: injected prctl(PR_GET_THP_DISABLE) failed: errno {}",
+            -r
+        )));
+    }
+    st.thp_disable = r as u32;
+    prctl(&[PR_GET_CHILD_SUBREAPER, scratch])?;
+    prctl(&[PR_GET_PDEATHSIG, scratch + 4])?;
+    let tsc_ok = prctl(&[PR_GET_TSC, scratch + 8])? == 0;
+    let mce = prctl(&[PR_MCE_KILL_GET, 0, 0, 0, 0])?;
+    let mdwe = prctl(&[PR_GET_MDWE, 0, 0, 0, 0])?;
+    let merge = prctl(&[PR_GET_MEMORY_MERGE, 0, 0, 0, 0])?;
+    let slots = prctl(&[PR_FUTEX_HASH, PR_FUTEX_HASH_GET_SLOTS, 0, 0, 0])?;
+    // pid 0 (itself), PIDTYPE_PID, the cookie at scratch+16.
+    let core = prctl(&[PR_SCHED_CORE, PR_SCHED_CORE_GET, 0, 0, scratch + 16])?;
+    let regs = remote.syscall_raw(
+        libc::SYS_membarrier,
+        &[MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0],
+    )?;
+    let mut b = [0u8; SCRATCH_LEN as usize];
+    mem::read(pid, scratch, &mut b)?;
+    let int = |o: usize| i32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
+    st.child_subreaper = int(0) != 0;
+    let pdeathsig = int(4);
+    let tsc = int(8) as u32;
+    let cookie = u64::from_le_bytes(b[16..24].try_into().expect("8 bytes"));
+
+    let not_default = |what: String| {
+        refuse(format!(
+            "pid {pid}: {what}; restoring it is not supported yet (only the default is)"
+        ))
+    };
+    if pdeathsig != 0 {
+        return Err(not_default(format!(
+            "it asked for signal {pdeathsig} at its parent's death (PR_SET_PDEATHSIG): a \
+             restored process has another parent"
+        )));
+    }
+    if tsc_ok && tsc != PR_TSC_ENABLE {
+        return Err(not_default(format!("PR_SET_TSC is {tsc}")));
+    }
+    if mce >= 0 && mce != PR_MCE_KILL_DEFAULT {
+        return Err(not_default(format!("PR_MCE_KILL policy is {mce}")));
+    }
+    if mdwe > 0 {
+        return Err(not_default(format!(
+            "memory-deny-write-execute (PR_SET_MDWE) is {mdwe:#x}"
+        )));
+    }
+    if merge > 0 {
+        return Err(not_default(
+            "KSM merging of the whole process (PR_SET_MEMORY_MERGE) is on".into(),
+        ));
+    }
+    if threads == 1 && slots > 0 {
+        return Err(not_default(format!(
+            "it has a private futex hash of {slots} slots (PR_FUTEX_HASH)"
+        )));
+    }
+    if core != -EINVAL && core >= 0 && cookie != 0 {
+        return Err(not_default(format!(
+            "it has a core-scheduling cookie ({cookie:#x})"
+        )));
+    }
+    if regs < 0 {
+        // Before 6.3 there is no way to ask; registrations would be lost silently.
+        return Err(refuse(format!(
+            "pid {pid}: membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS) failed (errno {}): \
+             this kernel cannot tell ckpt the process's membarrier registrations",
+            -regs
+        )));
+    }
+    st.membarrier_registrations = regs as u32;
+    Ok(st)
+}

@@ -1,0 +1,54 @@
+//! Process-wide state set by injected calls: PR_SET_THP_DISABLE, PR_SET_CHILD_SUBREAPER
+//! and the membarrier registrations (dump/src/task_state.rs reads them).
+
+use crate::RestoreError;
+use ckpt_images::pb;
+use ckpt_sys::inject::Remote;
+
+const PR_SET_CHILD_SUBREAPER: u64 = 36;
+const PR_SET_THP_DISABLE: u64 = 41;
+/// The MEMBARRIER_CMD_REGISTER_* commands, in the order they are issued again:
+/// GLOBAL_EXPEDITED, PRIVATE_EXPEDITED, PRIVATE_EXPEDITED_SYNC_CORE,
+/// PRIVATE_EXPEDITED_RSEQ.
+pub const MEMBARRIER_REGISTER: [u32; 4] = [1 << 2, 1 << 4, 1 << 6, 1 << 8];
+
+/// Refuses registration bits this restore does not know (checked at load).
+pub fn check(core: &pb::ProcessCore) -> Result<(), String> {
+    let known = MEMBARRIER_REGISTER.iter().fold(0, |a, b| a | b);
+    if core.membarrier_registrations & !known != 0 {
+        return Err(format!(
+            "membarrier registrations {:#x} include commands this ckpt does not know",
+            core.membarrier_registrations
+        ));
+    }
+    Ok(())
+}
+
+pub fn restore(remote: &mut Remote, core: &pb::ProcessCore) -> Result<(), RestoreError> {
+    if core.thp_disable != 0 {
+        // Bit 0 is "disabled"; the bits above are PR_SET_THP_DISABLE's flags (arg3).
+        let flags = u64::from(core.thp_disable & !1);
+        remote.syscall(
+            || format!("prctl(PR_SET_THP_DISABLE, 1, {flags:#x})"),
+            libc::SYS_prctl,
+            &[PR_SET_THP_DISABLE, 1, flags, 0, 0],
+        )?;
+    }
+    if core.child_subreaper {
+        remote.syscall(
+            || "prctl(PR_SET_CHILD_SUBREAPER, 1)".into(),
+            libc::SYS_prctl,
+            &[PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0],
+        )?;
+    }
+    for cmd in MEMBARRIER_REGISTER {
+        if core.membarrier_registrations & cmd != 0 {
+            remote.syscall(
+                || format!("membarrier(register {cmd:#x})"),
+                libc::SYS_membarrier,
+                &[cmd as u64, 0, 0],
+            )?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! Kernel state a restore used to lose silently (issue 12): each piece is restored and
+//! checked by the workload itself through three dump/restore cycles, or refused at dump.
+//! Restore also verifies the restored process against the image before it lets it run:
+//! an image edited so the two cannot match fails the restore, naming the difference.
+
+mod common;
+
+use common::*;
+use std::ffi::OsStr;
+
+const CYCLES: usize = 3;
+
+/// Builds and starts the C workload `name` with WORKDIR and `args`, waits for READY.
+fn start_with(env: &Env, name: &str, args: &[&str]) -> Workload {
+    let bin = workload_bin(name);
+    let mut all: Vec<&OsStr> = vec![env.path().as_os_str()];
+    all.extend(args.iter().map(OsStr::new));
+    let w = env.spawn(name, &bin, &all);
+    env.wait_ready(&w);
+    w
+}
+
+/// A check, CYCLES dump/restore cycles each followed by a check, then the corruption
+/// control (the workload must notice its state undone).
+fn survives(name: &str, args: &[&str]) {
+    let env = Env::new();
+    let mut w = start_with(&env, name, args);
+    env.check(&mut w);
+    env.cycles(&mut w, CYCLES, &[], |_, _| {});
+    notices_corruption(&env, &w);
+}
+
+// ------------------------------------------------------------ process-wide state
+
+/// /proc/self/loginuid written by the process (4242) reads 4242 again (the seed writes
+/// it for itself; its audit session id is a new one).
+#[test]
+fn loginuid_survives() {
+    survives("kstate", &["loginuid"]);
+}
+
+/// MADV_SEQUENTIAL (sr), MADV_RANDOM (rr), MAP_NORESERVE (nr) and MAP_DROPPABLE (dp,
+/// without ac) come back on their VMAs.
+#[test]
+fn vm_flags_sr_rr_nr_dp_survive() {
+    survives("kstate", &["vmflags"]);
+}
+
+#[test]
+fn thp_disable_survives() {
+    survives("kstate", &["thp"]);
+}
+
+#[test]
+fn child_subreaper_survives() {
+    survives("kstate", &["subreaper"]);
+}
+
+/// GLOBAL_EXPEDITED, PRIVATE_EXPEDITED, _SYNC_CORE and _RSEQ registrations: the barriers
+/// still work (EPERM once lost).
+#[test]
+fn membarrier_registrations_survive() {
+    survives("kstate", &["membarrier"]);
+}
+
+#[test]
+fn timer_slack_survives() {
+    survives("kstate", &["timerslack"]);
+}
+
+/// A prctl state restore cannot give back (PR_SET_PDEATHSIG: the restored process has
+/// another parent) is refused at dump, naming it; the workload runs on untouched.
+#[test]
+fn parent_death_signal_is_refused() {
+    let env = Env::new();
+    let mut w = start_with(&env, "kstate", &["pdeathsig"]);
+    env.check(&mut w);
+    let dir = env.subdir("img");
+    let line = env.dump(w.pid, &dir, &[]).failed_naming("PR_SET_PDEATHSIG");
+    assert!(mentions_number(&line, w.pid as i64), "{line}");
+    assert!(image_files(&dir, "").is_empty(), "{}", listing(&dir));
+    assert_running_untraced(w.pid);
+    env.check(&mut w);
+    notices_corruption(&env, &w);
+}
+
+// ------------------------------------------------------------ locks and leases
+
+#[test]
+fn flock_shared_survives() {
+    survives("locks", &["flock_sh"]);
+}
+
+#[test]
+fn flock_exclusive_survives() {
+    survives("locks", &["flock_ex"]);
+}
+
+#[test]
+fn posix_record_locks_survive() {
+    survives("locks", &["posix"]);
+}
+
+#[test]
+fn ofd_locks_survive() {
+    survives("locks", &["ofd"]);
+}
+
+#[test]
+fn read_lease_survives() {
+    survives("locks", &["lease_rd"]);
+}
+
+#[test]
+fn write_lease_survives() {
+    survives("locks", &["lease_wr"]);
+}
+
+// ------------------------------------------------------------ POSIX timers
+
+/// Timers under their ids (3-6, after three deleted ones), with their clocks,
+/// notifications (process- and thread-directed, none) and remaining times.
+#[test]
+fn posix_timers_survive() {
+    survives("ptimers", &[]);
+}
+
+/// A timer on the CPU clock of another process cannot be pointed at it again: refused
+/// at dump, naming the timer, and the workload runs on.
+#[test]
+fn timer_on_another_process_clock_is_refused() {
+    let env = Env::new();
+    let mut w = start_with(&env, "ptimers", &["foreign"]);
+    env.check(&mut w);
+    let dir = env.subdir("img");
+    let out = env.dump(w.pid, &dir, &[]);
+    let line = out.failed_naming("POSIX timer 7");
+    assert!(mentions_number(&line, w.pid as i64), "{line}");
+    assert!(image_files(&dir, "").is_empty(), "{}", listing(&dir));
+    assert_running_untraced(w.pid);
+    env.check(&mut w);
+    notices_corruption(&env, &w);
+}
+
+// ------------------------------------------------------------ self-verification
+
+/// An image whose VMA lost its MADV_SEQUENTIAL advice but still says VmFlags "sr": the
+/// restore cannot match it, so it fails naming the VMA and the flag, and no process is
+/// left; with --no-verify the same image restores and the workload itself finds the
+/// loss (what a silent restore would have been).
+#[test]
+fn verification_catches_a_difference() {
+    let env = Env::new();
+    let mut w = start_with(&env, "kstate", &["vmflags"]);
+    env.check(&mut w);
+    let dir = env.subdir("img");
+    env.dump(w.pid, &dir, &[]).ok();
+    env.reap_dumped(w.pid);
+    let mut edited = None;
+    edit_mm(&dir, w.pid, |_, vmas| {
+        let v = vmas
+            .iter_mut()
+            .find(|v| v.madvise.contains(&2))
+            .expect("a VMA with MADV_SEQUENTIAL");
+        v.madvise.retain(|&a| a != 2);
+        assert!(v.vm_flags.contains("sr"), "{}", v.vm_flags);
+        edited = Some(v.start);
+    });
+    let start = edited.unwrap();
+    let out = env.restore_detached(&dir);
+    let line = out.failed_naming("differs from the image");
+    assert!(
+        line.contains(&format!("{start:#x}")) && line.contains("\"sr\""),
+        "should name the VMA at {start:#x} and its lost flag sr: {line}"
+    );
+    env.assert_gone(w.pid);
+
+    env.ckpt(&[
+        OsStr::new("restore"),
+        OsStr::new("-D"),
+        dir.as_os_str(),
+        OsStr::new("-d"),
+        OsStr::new("--no-verify"),
+    ])
+    .ok();
+    env.track(w.pid);
+    assert!(signal(w.pid, libc::SIGUSR1));
+    let fail = env.wait_line(&w, "its FAIL line", |l| {
+        l.starts_with("FAIL ") || l.starts_with("PASS 2")
+    });
+    assert!(
+        fail.contains("sr"),
+        "the workload should find sr lost: {fail}"
+    );
+    env.kill_and_reap(w.pid);
+}

@@ -1,0 +1,207 @@
+/*
+ * kstate: per-process kernel state that a restore used to drop silently.
+ * Usage: kstate WORKDIR MODE   (protocol in wl.h)
+ * MODE:
+ *  - loginuid: writes 4242 to /proc/self/loginuid (as root; only the task itself can);
+ *    checks it reads 4242.
+ *  - vmflags: four 4-page anonymous mappings with data: S (MADV_SEQUENTIAL, VmFlags
+ *    "sr"), R (MADV_RANDOM, "rr"), N (MAP_NORESERVE, "nr"), D (MAP_DROPPABLE, "dp",
+ *    without "ac": not ordinary memory), and A named "wl-name" (PR_SET_VMA_ANON_NAME,
+ *    "[anon:wl-name]" in maps, where the kernel has CONFIG_ANON_VMA_NAME). Checks each VmFlags, the name, the data of S, R, N, A.
+ *  - thp: PR_SET_THP_DISABLE 1; checks PR_GET_THP_DISABLE and THP_enabled 0 in status.
+ *  - subreaper: PR_SET_CHILD_SUBREAPER 1; checks PR_GET_CHILD_SUBREAPER.
+ *  - membarrier: registers GLOBAL_EXPEDITED, PRIVATE_EXPEDITED(_SYNC_CORE, _RSEQ);
+ *    checks MEMBARRIER_CMD_GET_REGISTRATIONS and that the private expedited barriers
+ *    it registered for succeed (EPERM if the registration was lost).
+ *  - timerslack: PR_SET_TIMERSLACK 123456 ns; checks PR_GET_TIMERSLACK.
+ *  - pdeathsig: PR_SET_PDEATHSIG SIGWINCH (which ckpt refuses: a restored process has
+ *    another parent); checks PR_GET_PDEATHSIG.
+ * Corruption (SIGTERM) undoes the state (membarrier: cannot unregister, faked).
+ */
+#include "wl.h"
+#include <sys/mman.h>
+#include <sys/prctl.h>
+
+#define PAGE 4096
+#define NP 4
+#ifndef MAP_DROPPABLE
+#define MAP_DROPPABLE 0x08
+#endif
+#define LOGINUID 4242
+#define SLACK 123456
+#define MB_REGS (4 | 16 | 64 | 256)
+
+static const char *mode;
+static uint8_t *S, *R, *N, *D, *A;
+static int named = 1;
+
+/* 1 if the VmFlags of the VMA starting at `addr` include `f`, 0 if not, -1 if no VMA. */
+static int vm_flag(const void *addr, const char *f)
+{
+	FILE *s = fopen("/proc/self/smaps", "r");
+	if (!s)
+		return -1;
+	char line[1024];
+	int in = 0, found = -1;
+	while (fgets(line, sizeof(line), s)) {
+		unsigned long lo, hi;
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+			in = lo == (unsigned long)addr;
+		else if (in && strncmp(line, "VmFlags:", 8) == 0) {
+			char pat[8];
+			snprintf(pat, sizeof(pat), " %s", f);
+			char *p = line + 8;
+			found = 0;
+			while ((p = strstr(p, pat))) {
+				if (p[3] == ' ' || p[3] == '\n' || p[3] == 0) {
+					found = 1;
+					break;
+				}
+				p++;
+			}
+			break;
+		}
+	}
+	fclose(s);
+	return found;
+}
+
+static int read_loginuid(void)
+{
+	char b[32] = { 0 };
+	if (wl_read_file("/proc/self/loginuid", b, sizeof(b) - 1) <= 0)
+		return -1;
+	return (int)strtoul(b, NULL, 10);
+}
+
+static int verify(void)
+{
+	if (!strcmp(mode, "loginuid")) {
+		WL_CHECK(read_loginuid() == LOGINUID, "loginuid %d, want %d", read_loginuid(),
+			 LOGINUID);
+	} else if (!strcmp(mode, "vmflags")) {
+		WL_CHECK(vm_flag(S, "sr") == 1, "S: no sr (MADV_SEQUENTIAL lost)");
+		WL_CHECK(vm_flag(R, "rr") == 1, "R: no rr (MADV_RANDOM lost)");
+		WL_CHECK(vm_flag(N, "nr") == 1, "N: no nr (MAP_NORESERVE lost)");
+		WL_CHECK(vm_flag(D, "dp") == 1, "D: no dp (MAP_DROPPABLE lost)");
+		WL_CHECK(vm_flag(D, "ac") == 0, "D: ac (restored as ordinary memory)");
+		char line[1024];
+		WL_CHECK(!named || (wl_maps_line(A, line, sizeof(line)) && strstr(line, "[anon:wl-name]")),
+			 "A: maps line %s lacks its name", line);
+		WL_CHECK(wl_cmp(S, NP * PAGE, 1) == (size_t)-1, "S data");
+		WL_CHECK(wl_cmp(R, NP * PAGE, 2) == (size_t)-1, "R data");
+		WL_CHECK(wl_cmp(N, NP * PAGE, 3) == (size_t)-1, "N data");
+		WL_CHECK(wl_cmp(A, NP * PAGE, 5) == (size_t)-1, "A data");
+	} else if (!strcmp(mode, "thp")) {
+		WL_CHECK(prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1, "PR_GET_THP_DISABLE %d",
+			 prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0));
+		WL_CHECK(wl_status_long("THP_enabled", 10) == 0, "THP_enabled %ld",
+			 wl_status_long("THP_enabled", 10));
+	} else if (!strcmp(mode, "subreaper")) {
+		int v = -1;
+		WL_CHECK(prctl(PR_GET_CHILD_SUBREAPER, &v, 0, 0, 0) == 0 && v == 1,
+			 "PR_GET_CHILD_SUBREAPER %d", v);
+	} else if (!strcmp(mode, "membarrier")) {
+		long r = syscall(SYS_membarrier, 1 << 9, 0, 0);
+		WL_CHECK(r == MB_REGS, "membarrier registrations %#lx, want %#x", r, MB_REGS);
+		WL_CHECK(syscall(SYS_membarrier, 8, 0, 0) == 0, "PRIVATE_EXPEDITED: %s",
+			 strerror(errno));
+		WL_CHECK(syscall(SYS_membarrier, 32, 0, 0) == 0, "PRIVATE_EXPEDITED_SYNC_CORE: %s",
+			 strerror(errno));
+		WL_CHECK(syscall(SYS_membarrier, 128, 0, 0) == 0, "PRIVATE_EXPEDITED_RSEQ: %s",
+			 strerror(errno));
+	} else if (!strcmp(mode, "pdeathsig")) {
+		int v = -1;
+		WL_CHECK(prctl(PR_GET_PDEATHSIG, &v, 0, 0, 0) == 0 && v == SIGWINCH,
+			 "PR_GET_PDEATHSIG %d", v);
+	} else if (!strcmp(mode, "timerslack")) {
+		WL_CHECK(prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) == SLACK, "timer slack %d",
+			 prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0));
+	}
+	return 1;
+}
+
+static void corrupt(void)
+{
+	if (!strcmp(mode, "loginuid")) {
+		FILE *f = fopen("/proc/self/loginuid", "w");
+		if (f) {
+			fprintf(f, "4343");
+			fclose(f);
+		}
+	} else if (!strcmp(mode, "vmflags")) {
+		madvise(S, NP * PAGE, MADV_NORMAL);
+	} else if (!strcmp(mode, "thp")) {
+		prctl(PR_SET_THP_DISABLE, 0, 0, 0, 0);
+	} else if (!strcmp(mode, "subreaper")) {
+		prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
+	} else if (!strcmp(mode, "timerslack")) {
+		prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0);
+	} else if (!strcmp(mode, "pdeathsig")) {
+		prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
+	} else {
+		wl_fail("corrupted on request");
+	}
+}
+
+static uint8_t *map(int flags, uint64_t seed)
+{
+	uint8_t *p = mmap(NULL, NP * PAGE, PROT_READ | PROT_WRITE, flags | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		wl_die("mmap(flags %#x)", flags);
+	if (seed)
+		wl_fill(p, NP * PAGE, seed);
+	return p;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 3)
+		wl_die("usage: kstate WORKDIR MODE");
+	wl_init();
+	mode = argv[2];
+	if (!strcmp(mode, "loginuid")) {
+		FILE *f = fopen("/proc/self/loginuid", "w");
+		if (!f || fprintf(f, "%d", LOGINUID) < 0 || fclose(f))
+			wl_die("write /proc/self/loginuid");
+	} else if (!strcmp(mode, "vmflags")) {
+		/* Each differs from its neighbours in flags or name: none merge. */
+		S = map(MAP_PRIVATE, 1);
+		R = map(MAP_PRIVATE, 2);
+		N = map(MAP_PRIVATE | MAP_NORESERVE, 3);
+		D = map(MAP_DROPPABLE, 4);
+		A = map(MAP_PRIVATE, 5);
+		if (madvise(S, NP * PAGE, MADV_SEQUENTIAL) || madvise(R, NP * PAGE, MADV_RANDOM))
+			wl_die("madvise");
+		/* EINVAL: a kernel without CONFIG_ANON_VMA_NAME (this one): nothing to name. */
+		if (prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, A, NP * PAGE, "wl-name")) {
+			if (errno != EINVAL)
+				wl_die("PR_SET_VMA_ANON_NAME");
+			printf("INFO no anonymous VMA names on this kernel\n");
+			named = 0;
+		}
+	} else if (!strcmp(mode, "thp")) {
+		if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0))
+			wl_die("PR_SET_THP_DISABLE");
+	} else if (!strcmp(mode, "subreaper")) {
+		if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))
+			wl_die("PR_SET_CHILD_SUBREAPER");
+	} else if (!strcmp(mode, "membarrier")) {
+		for (int cmd = 4; cmd <= 256; cmd *= 4)
+			if (syscall(SYS_membarrier, cmd, 0, 0))
+				wl_die("membarrier register %#x", cmd);
+	} else if (!strcmp(mode, "timerslack")) {
+		if (prctl(PR_SET_TIMERSLACK, SLACK, 0, 0, 0))
+			wl_die("PR_SET_TIMERSLACK");
+	} else if (!strcmp(mode, "pdeathsig")) {
+		if (prctl(PR_SET_PDEATHSIG, SIGWINCH, 0, 0, 0))
+			wl_die("PR_SET_PDEATHSIG");
+	} else {
+		wl_die("unknown mode %s", mode);
+	}
+	wl_ready();
+	for (;;) {
+		wl_poll(verify, corrupt);
+		wl_sleep_ms(20);
+	}
+}
