@@ -1,15 +1,17 @@
 //! Checkpoint of a process: freeze -> seize -> collect -> write images -> release.
 //!
-//! This stage dumps one single-threaded process with regular files, directories and
-//! character devices open. The steps, each in its own module:
+//! This stage dumps a tree of single-threaded processes with regular files, directories
+//! and character devices open. The steps, each in its own module:
 //! - `validate`: refuse what cannot be dumped, before the task is touched;
+//! - `tree`: find and seize every descendant, consistently; sessions and groups;
 //! - `seize`: PTRACE_SEIZE + INTERRUPT, and the guard that puts the task back on any error
 //!   (also on SIGINT/SIGTERM/SIGHUP: `ckpt_sys::abort` is checked between steps);
 //! - `rseq`: a task stopped inside an rseq critical section resumes at its abort handler;
 //! - `remote`: syscalls injected through a `syscall` of the vDSO (sigactions, itimers, ...);
 //! - `cores`, `mm`, `files`: the records of core-, mm- and files-<pid>.img;
-//! - `pages`: the memory, streamed from the task into pages-1.img;
-//! - `release`: kill the task, or let it run on (`--leave-running`).
+//! - `pages`: the memory, streamed from every task into one pages-1.img (shared memory
+//!   objects once);
+//! - `release`: kill the tree, or let it run on (`--leave-running`).
 
 mod cores;
 mod files;
@@ -19,6 +21,7 @@ mod release;
 mod remote;
 mod rseq;
 mod seize;
+mod tree;
 mod validate;
 
 use ckpt_images::{names, pb, ImageSink, Kind};
@@ -92,99 +95,78 @@ pub fn dump_with_progress(
     }
     let pid = Pid::from_raw(opts.pid);
     let identity = validate::before_seize(pid)?;
+    // Every descendant is checked too before anything is stopped (and again if it
+    // appears only during the seize): a refusal touches nothing.
+    let mut rss = proc::status(pid)?.vmrss.unwrap_or(0) * 1024;
+    for c in tree::descendants(pid)? {
+        match validate::before_seize(c) {
+            Ok(_) => {}
+            // A zombie child, or one that exited since it was listed: the seize decides.
+            Err(_) if proc::stat(c).map_or(true, |s| matches!(s.state, 'Z' | 'X')) => continue,
+            Err(e) => return Err(e),
+        }
+        rss = rss.max(proc::status(c).ok().and_then(|s| s.vmrss).unwrap_or(0) * 1024);
+    }
     // Create the sink before touching the task, so an unusable directory fails early.
     // Dropped unfinished (any error below), it deletes what it wrote.
     let mut sink = ImageSink::create(&opts.dir)?.with_sync(opts.sync);
-    let rss = proc::status(pid)?.vmrss.unwrap_or(0) * 1024;
-    let buffers = pages::Buffers::prepare(rss)?;
+    let mut buffers = pages::Buffers::prepare(rss)?;
     tracing::debug!(pid = opts.pid, ms = ms(t0), "validated");
 
     let t_seize = Instant::now();
-    // From here every early return drops `task`, which puts the task back as it was.
-    let mut task = seize::Seized::seize(pid)?;
-    tracing::info!(pid = opts.pid, ms = ms(t_seize), "seized");
+    // From here every early return drops the seized tasks, which puts each back as it was.
+    let task = seize::Seized::seize(pid)?;
     identity.verify(pid)?;
     validate::after_seize(pid)?;
+    let mut tree = tree::seize(tree::Member { task, id: identity })?;
+    tracing::info!(
+        pid = opts.pid,
+        processes = tree.live.len(),
+        zombies = tree.nodes.len() - tree.live.len(),
+        ms = ms(t_seize),
+        "seized"
+    );
     abort::check()?;
 
     let mut stats = DumpStats::default();
     let t = Instant::now();
-    let stat = proc::stat(pid)?;
-    let status = proc::status(pid)?;
-    let maps = proc::smaps(pid)?;
-    let mm = mm::collect(pid, &stat, &maps)?;
-    let fds = files::collect(pid)?;
-    let thread = cores::thread(pid, &task)?;
-    tracing::debug!(
-        ms = ms(t),
-        vmas = mm.vmas.len(),
-        fds = fds.len(),
-        "collected /proc and ptrace state"
-    );
-
-    let t = Instant::now();
-    let wanted_sigs = status.sigign | status.sigcgt;
-    abort::check()?;
-    let injected = remote::collect(&mut task, &maps, &mm.vdso, wanted_sigs)?;
-    stats.injected = injected.calls;
-    tracing::debug!(ms = ms(t), calls = injected.calls, "injected syscalls");
-
-    let t = Instant::now();
-    let plan = pages::plan(pid, &mm.vmas)?;
-    let mut pagemap = sink.records(&names::pagemap(opts.pid), Kind::Pagemap)?;
     let mut pages_w = sink.pages(pages::PAGES_ID)?;
-    let copied = pages::copy(
-        pid,
-        &plan,
-        &mut pagemap,
-        &mut pages_w,
-        opts.compress,
-        buffers,
-        progress,
-    )?;
+    let mut shared = ckpt_images::intervals::Covered::default();
+    let mut root_vdso = 0;
+    for (i, m) in tree.live.iter_mut().enumerate() {
+        let one = process(
+            &mut m.task,
+            opts,
+            &mut sink,
+            &mut pages_w,
+            &mut shared,
+            &mut buffers,
+            progress,
+        )?;
+        if i == 0 {
+            root_vdso = one.vdso_xxh3;
+        } else if one.vdso_xxh3 != root_vdso {
+            return Err(refuse(format!(
+                "pid {} has another vDSO than pid {}: not supported",
+                m.task.pid(),
+                opts.pid
+            )));
+        }
+        stats.pages += one.pages;
+        stats.injected += one.injected;
+    }
     sink.commit_pages(pages::PAGES_ID, pages_w)?;
-    sink.commit_records(&names::pagemap(opts.pid), pagemap)?;
-    stats.pages = copied.pages;
-    stats.bytes = copied.pages * ckpt_images::PAGE_SIZE as u64;
+    stats.bytes = stats.pages * ckpt_images::PAGE_SIZE as u64;
     stats.memory_ms = ms(t);
-    tracing::info!(
-        ms = stats.memory_ms,
-        pages = copied.pages,
-        runs = copied.runs,
-        read_ms = copied.read_ms,
-        write_ms = copied.write_ms,
-        "memory written"
-    );
 
-    abort::check()?;
-    let t = Instant::now();
-    let process_core = cores::process(pid, &stat, &status, &injected)?;
-    let mut w = sink.records(&names::core(opts.pid), Kind::Core)?;
-    w.write(&process_core)?;
-    w.write(&cores::thread_record(thread, &injected))?;
-    sink.commit_records(&names::core(opts.pid), w)?;
-
-    let mut w = sink.records(&names::mm(opts.pid), Kind::Mm)?;
-    w.write(&mm.info(&injected))?;
-    for v in &mm.vmas {
-        w.write(&v.vma)?;
-    }
-    sink.commit_records(&names::mm(opts.pid), w)?;
-
-    let mut w = sink.records(&names::files(opts.pid), Kind::Files)?;
-    for fd in &fds {
-        w.write(fd)?;
-    }
-    sink.commit_records(&names::files(opts.pid), w)?;
-
-    let xsave = task.xsave();
+    let xsave = tree.live[0].task.xsave();
     let inventory = pb::Inventory {
         format_version: 0, // set by the sink
         ckpt_version: env!("CARGO_PKG_VERSION").into(),
         root_pid: opts.pid,
-        pids: vec![opts.pid],
+        pids: tree.live.iter().map(|m| m.task.pid().as_raw()).collect(),
         kernel_release: proc::read_trimmed("/proc/sys/kernel/osrelease")?,
-        vdso_xxh3: mm.vdso.xxh3,
+        vdso_xxh3: root_vdso,
         xsave_features: process::xsave_features(xsave),
         xsave_size: xsave.len() as u32,
         files: Vec::new(),
@@ -192,6 +174,11 @@ pub fn dump_with_progress(
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
+        tree: if tree.nodes.len() > 1 {
+            tree.nodes.clone()
+        } else {
+            Vec::new()
+        },
     };
     // The last point where an abort (SIGINT/SIGTERM/SIGHUP) is honoured: past it the
     // images are complete and the release runs to its end.
@@ -201,11 +188,7 @@ pub fn dump_with_progress(
 
     // The images are complete: from here a failure no longer undoes the dump.
     let t = Instant::now();
-    if opts.leave_running {
-        task.release_running()?;
-    } else {
-        task.release_kill(identity.pidfd())?;
-    }
+    release(tree, opts.leave_running)?;
     tracing::debug!(ms = ms(t), leave_running = opts.leave_running, "released");
     stats.frozen_ms = ms(t_seize);
     stats.total_ms = ms(t0);
@@ -216,4 +199,128 @@ pub fn dump_with_progress(
         "dump done"
     );
     Ok(stats)
+}
+
+/// Lets the whole tree run on (`--leave-running`), or kills it: every task first, then
+/// waits for each, so they die in parallel.
+fn release(tree: tree::Tree, leave_running: bool) -> Result<(), DumpError> {
+    let _finish = abort::Shield::new();
+    let mut first_err = None;
+    if leave_running {
+        for m in tree.live.into_iter().rev() {
+            if let Err(e) = m.task.release_running() {
+                first_err.get_or_insert(e);
+            }
+        }
+    } else {
+        let mut dying = Vec::with_capacity(tree.live.len());
+        for mut m in tree.live {
+            match m.task.kill_now(m.id.pidfd()) {
+                Ok(()) => dying.push(m.task),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        for t in dying {
+            if let Err(e) = t.wait_dead() {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// What one process added to the dump.
+struct OneProcess {
+    pages: u64,
+    injected: u64,
+    vdso_xxh3: u64,
+}
+
+/// Collects one stopped process and writes its core, mm, pagemap and files images; its
+/// pages go to the tree's one pages file.
+fn process(
+    task: &mut seize::Seized,
+    opts: &DumpOptions,
+    sink: &mut ImageSink,
+    pages_w: &mut ckpt_images::PagesWriter,
+    shared: &mut ckpt_images::intervals::Covered,
+    buffers: &mut pages::Buffers,
+    progress: &dyn ckpt_images::progress::Progress,
+) -> Result<OneProcess, DumpError> {
+    let pid = task.pid();
+    let raw = pid.as_raw();
+    let t = Instant::now();
+    let stat = proc::stat(pid)?;
+    let status = proc::status(pid)?;
+    let maps = proc::smaps(pid)?;
+    let mm = mm::collect(pid, &stat, &maps)?;
+    let fds = files::collect(pid)?;
+    let thread = cores::thread(pid, task)?;
+    tracing::debug!(
+        %pid,
+        ms = ms(t),
+        vmas = mm.vmas.len(),
+        fds = fds.len(),
+        "collected /proc and ptrace state"
+    );
+
+    let t = Instant::now();
+    let wanted_sigs = status.sigign | status.sigcgt;
+    abort::check()?;
+    let injected = remote::collect(task, &maps, &mm.vdso, wanted_sigs)?;
+    tracing::debug!(%pid, ms = ms(t), calls = injected.calls, "injected syscalls");
+
+    let t = Instant::now();
+    let plan = pages::plan(pid, &mm.vmas)?;
+    let plan = pages::drop_stored_shared(plan, &mm.vmas, shared);
+    let mut pagemap = sink.records(&names::pagemap(raw), Kind::Pagemap)?;
+    let copied = pages::copy(
+        pid,
+        &plan,
+        &mut pagemap,
+        pages_w,
+        opts.compress,
+        buffers,
+        progress,
+    )?;
+    sink.commit_records(&names::pagemap(raw), pagemap)?;
+    tracing::info!(
+        %pid,
+        ms = ms(t),
+        pages = copied.pages,
+        runs = copied.runs,
+        read_ms = copied.read_ms,
+        write_ms = copied.write_ms,
+        "memory written"
+    );
+
+    abort::check()?;
+    let process_core = cores::process(pid, &stat, &status, &injected)?;
+    let mut w = sink.records(&names::core(raw), Kind::Core)?;
+    w.write(&process_core)?;
+    w.write(&cores::thread_record(thread, &injected))?;
+    sink.commit_records(&names::core(raw), w)?;
+
+    let mut w = sink.records(&names::mm(raw), Kind::Mm)?;
+    w.write(&mm.info(&injected))?;
+    for v in &mm.vmas {
+        w.write(&v.vma)?;
+    }
+    sink.commit_records(&names::mm(raw), w)?;
+
+    let mut w = sink.records(&names::files(raw), Kind::Files)?;
+    for fd in &fds {
+        w.write(fd)?;
+    }
+    sink.commit_records(&names::files(raw), w)?;
+    Ok(OneProcess {
+        pages: copied.pages,
+        injected: injected.calls,
+        vdso_xxh3: mm.vdso.xxh3,
+    })
 }

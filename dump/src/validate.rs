@@ -129,7 +129,7 @@ pub fn before_seize(pid: Pid) -> Result<Identity, DumpError> {
             )));
         }
     }
-    check_threads_and_children(pid)?;
+    check_threads(pid)?;
     files::check_all(pid)?;
     let text = String::from_utf8_lossy(&maps);
     let parsed =
@@ -140,26 +140,18 @@ pub fn before_seize(pid: Pid) -> Result<Identity, DumpError> {
     Ok(identity)
 }
 
-/// Once stopped: the task may have made a thread or a child between the checks and the
-/// seize.
+/// Once stopped: the task may have made a thread between the checks and the seize. (Its
+/// children are the tree's: `tree.rs`.)
 pub fn after_seize(pid: Pid) -> Result<(), DumpError> {
-    check_threads_and_children(pid)
+    check_threads(pid)
 }
 
-fn check_threads_and_children(pid: Pid) -> Result<(), DumpError> {
+fn check_threads(pid: Pid) -> Result<(), DumpError> {
     let tasks = proc::tasks(pid)?;
     if tasks.len() > 1 {
         return Err(refuse(format!(
             "pid {pid} has {} threads: multi-threaded processes are not supported yet",
             tasks.len()
-        )));
-    }
-    let children = proc::children(pid, pid)?;
-    if !children.is_empty() {
-        let list: Vec<String> = children.iter().map(|c| c.to_string()).collect();
-        return Err(refuse(format!(
-            "pid {pid} has children ({}): process trees are not supported yet",
-            list.join(" ")
         )));
     }
     Ok(())
