@@ -102,7 +102,7 @@ pub fn dump_with_progress(
         match validate::before_seize(c) {
             Ok(_) => {}
             // A zombie child, or one that exited since it was listed: the seize decides.
-            Err(_) if proc::stat(c).map_or(true, |s| matches!(s.state, 'Z' | 'X')) => continue,
+            Err(_) if tree::is_dying(c) => continue,
             Err(e) => return Err(e),
         }
         rss = rss.max(proc::status(c).ok().and_then(|s| s.vmrss).unwrap_or(0) * 1024);

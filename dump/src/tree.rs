@@ -60,8 +60,31 @@ pub fn descendants(root: Pid) -> Result<Vec<Pid>, DumpError> {
     Ok(out)
 }
 
+/// PF_EXITING in /proc/PID/stat's flags (include/linux/sched.h): on its way to a zombie,
+/// its memory may already be gone.
+const PF_EXITING: u32 = 0x4;
+
 fn is_zombie(pid: Pid) -> bool {
     proc::stat(pid).map_or(true, |s| matches!(s.state, 'Z' | 'X'))
+}
+
+/// A zombie, or about to be one (exiting).
+pub fn is_dying(pid: Pid) -> bool {
+    proc::stat(pid).map_or(true, |s| {
+        matches!(s.state, 'Z' | 'X') || s.flags & PF_EXITING != 0
+    })
+}
+
+/// Waits (briefly) for an exiting child to be a zombie: its parent is stopped, so it
+/// stays one.
+fn settle(pid: Pid) -> bool {
+    for _ in 0..1000 {
+        if is_zombie(pid) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    false
 }
 
 fn node(pid: Pid) -> Result<pb::TreeNode, DumpError> {
@@ -124,17 +147,17 @@ pub fn seize(root: Member) -> Result<Tree, DumpError> {
 
 /// Checks and seizes a child; None if it is (or just became) a zombie.
 fn seize_child(c: Pid) -> Result<Option<Member>, DumpError> {
-    if is_zombie(c) {
+    if is_dying(c) && settle(c) {
         return Ok(None);
     }
     let id = match validate::before_seize(c) {
         Ok(id) => id,
-        Err(_) if is_zombie(c) => return Ok(None),
+        Err(_) if is_dying(c) && settle(c) => return Ok(None),
         Err(e) => return Err(e),
     };
     let task = match Seized::seize(c) {
         Ok(t) => t,
-        Err(_) if is_zombie(c) => return Ok(None),
+        Err(_) if is_dying(c) && settle(c) => return Ok(None),
         Err(e) => return Err(e),
     };
     validate::after_seize(c)?;

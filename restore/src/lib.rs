@@ -70,7 +70,12 @@ pub fn restore_with_progress(
     let dir = ImageDir::open_deferring_pages(&opts.dir)?;
     let inv = dir.inventory();
     image::check_tree(&dir)?;
-    let tree = tree::plan(inv)?;
+    let tree = tree::plan(
+        inv,
+        &dir.path(ckpt_images::names::INVENTORY)
+            .display()
+            .to_string(),
+    )?;
     let pid = inv.root_pid;
     if opts.lazy && tree.nodes.len() > 1 {
         return Err(RestoreError::Refused(format!(
@@ -102,6 +107,18 @@ pub fn restore_with_progress(
         let mut seen = ckpt_images::intervals::Covered::default();
         for img in &mut imgs {
             img.drop_shared_duplicates(&mut seen);
+            // A compressed file's frames hold every process's pages: each process
+            // decompresses only those that hold some of its own.
+            if let Some(frames) = img.frames.as_mut() {
+                let runs = &img.runs;
+                frames.retain(|f| {
+                    let end = f.raw_offset + f.raw_len;
+                    let first = runs.partition_point(|r| {
+                        r.offset + r.nr_pages * ckpt_images::PAGE_SIZE as u64 <= f.raw_offset
+                    });
+                    runs.get(first).is_some_and(|r| r.offset < end)
+                });
+            }
         }
     }
     let pages_id = imgs[0].pages_id;
@@ -186,7 +203,7 @@ pub fn restore_with_progress(
     for &p in &pids {
         seeds::seize(p)?;
     }
-    debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "seeds stopped");
+    debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "every seed stopped");
 
     let mut handoff = None;
     for ((img, plan), &p) in imgs.iter().zip(&plans).zip(&pids) {

@@ -44,18 +44,22 @@ impl Plan {
     }
 }
 
-fn bad(reason: String) -> RestoreError {
-    RestoreError::Refused(format!("inventory.img: tree: {reason}"))
+fn bad(inventory: &str, reason: String) -> RestoreError {
+    RestoreError::Refused(format!("{inventory}: tree: {reason}"))
 }
 
 /// The plan for `inv` (already checked by `image::check_tree`): the inventory's tree, or
 /// the root alone for an image of one process. The root's own session and group are the
 /// caller's business (`detach`); the tree is refused unless each process is in its
 /// parent's session and group or leads its own, which is what the dump allows.
-pub fn plan(inv: &pb::Inventory) -> Result<Plan, RestoreError> {
+/// `inventory` names the file in errors.
+pub fn plan(inv: &pb::Inventory, inventory: &str) -> Result<Plan, RestoreError> {
     let nodes: Vec<pb::TreeNode> = if inv.tree.is_empty() {
         if inv.pids.len() != 1 {
-            return Err(bad(format!("{} processes but no tree", inv.pids.len())));
+            return Err(bad(
+                inventory,
+                format!("{} processes in the image but no tree", inv.pids.len()),
+            ));
         }
         vec![pb::TreeNode {
             pid: inv.root_pid,
@@ -65,14 +69,18 @@ pub fn plan(inv: &pb::Inventory) -> Result<Plan, RestoreError> {
         inv.tree.clone()
     };
     if nodes[0].pid != inv.root_pid || nodes[0].zombie {
-        return Err(bad(format!(
-            "the first process is {}, not the root {}",
-            nodes[0].pid, inv.root_pid
-        )));
+        return Err(bad(
+            inventory,
+            format!(
+                "the first process is {}, not the root {}",
+                nodes[0].pid, inv.root_pid
+            ),
+        ));
     }
     let live_pids: Vec<i32> = nodes.iter().filter(|n| !n.zombie).map(|n| n.pid).collect();
     if live_pids != inv.pids {
         return Err(bad(
+            inventory,
             "its live processes are not the inventory's pids, in order".into(),
         ));
     }
@@ -81,19 +89,28 @@ pub fn plan(inv: &pb::Inventory) -> Result<Plan, RestoreError> {
     let mut live = 0;
     for (i, n) in nodes.iter().enumerate() {
         if n.pid <= 0 || index.insert(n.pid, i).is_some() {
-            return Err(bad(format!("pid {} is invalid or listed twice", n.pid)));
+            return Err(bad(
+                inventory,
+                format!("pid {} is invalid or listed twice", n.pid),
+            ));
         }
         let parent = if i == 0 {
             None
         } else {
             let p = *index.get(&n.ppid).filter(|&&p| p < i).ok_or_else(|| {
-                bad(format!(
-                    "the parent {} of pid {} is not listed before it",
-                    n.ppid, n.pid
-                ))
+                bad(
+                    inventory,
+                    format!(
+                        "the parent {} of pid {} is not listed before it",
+                        n.ppid, n.pid
+                    ),
+                )
             })?;
             if out[p].zombie.is_some() {
-                return Err(bad(format!("pid {} has a zombie parent {}", n.pid, n.ppid)));
+                return Err(bad(
+                    inventory,
+                    format!("pid {} has a zombie parent {}", n.pid, n.ppid),
+                ));
             }
             Some(p)
         };
@@ -106,10 +123,13 @@ pub fn plan(inv: &pb::Inventory) -> Result<Plan, RestoreError> {
                     n.exit_status & 0xff80 == 0 && sig <= 64 && !NOT_FATAL.contains(&sig)
                 };
             if !valid {
-                return Err(bad(format!(
-                    "zombie {} has wait status {:#x}, not one a restore can give",
-                    n.pid, n.exit_status
-                )));
+                return Err(bad(
+                    inventory,
+                    format!(
+                        "zombie {} has wait status {:#x}, not one a restore can give",
+                        n.pid, n.exit_status
+                    ),
+                ));
             }
             Some(n.exit_status)
         } else {
@@ -125,11 +145,14 @@ pub fn plan(inv: &pb::Inventory) -> Result<Plan, RestoreError> {
                     || (setsid && n.pgid != n.pid)
                     || (!setsid && !setpgid && n.pgid != pn.pgid)
                 {
-                    return Err(bad(format!(
-                        "pid {} (session {}, group {}) is neither in its parent's session and \
+                    return Err(bad(
+                        inventory,
+                        format!(
+                            "pid {} (session {}, group {}) is neither in its parent's session and \
                          group nor their leader",
-                        n.pid, n.sid, n.pgid
-                    )));
+                            n.pid, n.sid, n.pgid
+                        ),
+                    ));
                 }
                 (setsid, setpgid)
             }
@@ -184,13 +207,16 @@ mod tests {
         let mut z = n(14, 10, 5, 4);
         z.zombie = true;
         z.exit_status = 9;
-        let p = plan(&inv(vec![
-            n(10, 1, 5, 4),
-            n(11, 10, 11, 4),
-            n(12, 10, 12, 12),
-            n(13, 12, 12, 12),
-            z,
-        ]))
+        let p = plan(
+            &inv(vec![
+                n(10, 1, 5, 4),
+                n(11, 10, 11, 4),
+                n(12, 10, 12, 12),
+                n(13, 12, 12, 12),
+                z,
+            ]),
+            "inventory.img",
+        )
         .unwrap();
         assert_eq!(p.nodes[0].children, vec![1, 2, 4]);
         assert_eq!(p.nodes[2].children, vec![3]);
@@ -205,18 +231,21 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_rebuild() {
         // A child in a sibling's group.
-        assert!(plan(&inv(vec![
-            n(10, 1, 5, 4),
-            n(11, 10, 11, 4),
-            n(12, 10, 11, 4)
-        ]))
+        assert!(plan(
+            &inv(vec![n(10, 1, 5, 4), n(11, 10, 11, 4), n(12, 10, 11, 4)]),
+            "inventory.img"
+        )
         .is_err());
         // A parent listed after its child.
-        assert!(plan(&inv(vec![n(10, 1, 5, 4), n(12, 11, 5, 4), n(11, 10, 5, 4)])).is_err());
+        assert!(plan(
+            &inv(vec![n(10, 1, 5, 4), n(12, 11, 5, 4), n(11, 10, 5, 4)]),
+            "inventory.img"
+        )
+        .is_err());
         // A zombie killed by SIGCHLD.
         let mut z = n(11, 10, 5, 4);
         z.zombie = true;
         z.exit_status = 17;
-        assert!(plan(&inv(vec![n(10, 1, 5, 4), z])).is_err());
+        assert!(plan(&inv(vec![n(10, 1, 5, 4), z]), "inventory.img").is_err());
     }
 }
