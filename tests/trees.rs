@@ -49,7 +49,12 @@ fn wait_gone(pids: &[i32]) {
 /// One cycle of a tree: dump (killing it), reap the root, wait for the rest to be gone,
 /// restore detached, every live process back running untraced, then the root's check.
 fn tree_cycle(env: &Env, w: &mut Workload, dir: &Path) -> Vec<i32> {
-    env.dump(w.pid, dir, &[]).ok();
+    tree_cycle_with(env, w, dir, &[])
+}
+
+/// [`tree_cycle`] with extra dump arguments.
+fn tree_cycle_with(env: &Env, w: &mut Workload, dir: &Path, dump_args: &[&str]) -> Vec<i32> {
+    env.dump(w.pid, dir, dump_args).ok();
     let pids = tree_pids(dir);
     env.reap_dumped(w.pid);
     wait_gone(&pids);
@@ -130,6 +135,17 @@ fn tree_three_cycles_and_leave_running() {
     }
     env.check(&mut w);
     finish_tree(&env, &w, &tree_pids(&dir));
+}
+
+/// A compressed image of a tree (one pages file of zstd frames for all its processes)
+/// restores the same, shared memory included.
+#[test]
+fn compressed_tree_cycle() {
+    let env = Env::new();
+    let mut w = env.start("tree");
+    let dir = env.subdir("img");
+    let pids = tree_cycle_with(&env, &mut w, &dir, &["--compress"]);
+    finish_tree(&env, &w, &pids);
 }
 
 /// A ring of 101 processes passing a token through shared memory (a futex each) keeps

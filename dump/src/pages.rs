@@ -265,7 +265,7 @@ pub fn copy<W: Write>(
         },
     })?;
     let total_bytes = (nr_pages * PAGE) as usize;
-    let start = pages.offset();
+    let start = pages.raw_offset();
     // Raw pages are hashed by the reader (see `PagesWriter::hash_elsewhere`); compressed
     // frames only exist on the writer's side, which hashes them as it writes.
     let hasher = if compress.is_none() {
