@@ -11,6 +11,7 @@ mod fill;
 mod image;
 mod lazy;
 mod puppet;
+mod puppets;
 mod regs;
 mod rollback;
 mod seed;
@@ -200,37 +201,36 @@ pub fn restore_with_progress(
     let child = seeds::fork_root(&seeds, err_w)?;
     seeds::wait_ready(err_r, &inv.pids)?;
     let pids: Vec<Pid> = inv.pids.iter().map(|&p| Pid::from_raw(p)).collect();
-    for &p in &pids {
-        seeds::seize(p)?;
-    }
-    debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "every seed stopped");
-
+    let source = fill::Source {
+        reader: &pages,
+        map: &map,
+    };
     let mut handoff = None;
-    for ((img, plan), &p) in imgs.iter().zip(&plans).zip(&pids) {
+    if pids.len() == 1 {
+        seeds::seize(child)?;
+        debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "every seed stopped");
         let mut puppet =
-            puppet::Puppet::new(p, img, plan, pages_path.clone(), progress)?.lazy(opts.lazy);
-        if let Some(s) = &shared {
-            puppet = puppet.shared(&s.paths);
-        }
-        puppet.run(
-            &fill::Source {
-                reader: &pages,
-                map: &map,
-            },
-            &reset,
-        )?;
-        if p == child {
-            handoff = puppet.take_handoff();
-        }
-    }
-    drop(shared);
-    if let Some(f) = &opts.pidfile {
-        std::fs::write(f, format!("{pid}\n")).map_err(|e| ckpt_sys::Error::io(f, e))?;
-    }
-    // Released together, once every process is complete; children first, so no parent
-    // runs on while a child of its is still stopped.
-    for &p in pids.iter().rev() {
-        ptrace::detach(p)?;
+            puppet::Puppet::new(child, &imgs[0], &plans[0], pages_path.clone(), progress)?
+                .lazy(opts.lazy);
+        puppet.run(&source, &reset)?;
+        handoff = puppet.take_handoff();
+        drop(puppet);
+        write_pidfile(opts, pid)?;
+        ptrace::detach(child)?;
+    } else {
+        debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "every seed stopped");
+        puppets::run_all(&puppets::Tree {
+            pids: &pids,
+            imgs: &imgs,
+            plans: &plans,
+            shared: shared.as_ref().map(|s| &s.paths),
+            pages_path: &pages_path,
+            source: &source,
+            reset: &reset,
+            progress,
+        })?;
+        drop(shared);
+        write_pidfile(opts, pid)?;
     }
     rollback.disarm();
     // Released: from here SIGINT/SIGTERM/SIGHUP act as they always did (ckpt armed them).
@@ -422,6 +422,13 @@ fn seed_plan(
         sched_policy: c.sched_policy,
         rt_priority: c.rt_priority,
     }
+}
+
+fn write_pidfile(opts: &RestoreOptions, pid: i32) -> R<()> {
+    if let Some(f) = &opts.pidfile {
+        std::fs::write(f, format!("{pid}\n")).map_err(|e| ckpt_sys::Error::io(f, e))?;
+    }
+    Ok(())
 }
 
 fn pages_name(dir: &ImageDir, id: u32) -> String {
