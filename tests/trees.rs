@@ -286,6 +286,55 @@ fn restore_with_a_damaged_process_midway_leaves_nothing() {
     assert_none_alive(&pids, 0);
 }
 
+/// A restore whose 51st process fails in its puppet phase (its saved FPU state asks for a
+/// feature this CPU lacks, found only once the seed is seized), while other puppets are
+/// being rebuilt on the other CPU, fails naming that process and leaves nothing alive.
+#[test]
+fn restore_failing_in_a_puppet_midway_leaves_nothing() {
+    use ckpt_images::{names, pb, ImageDir, Kind, RecordWriter};
+    let env = Env::new();
+    let (dir, pids) = dumped_ring(&env);
+    let bad = read_inventory(&dir).pids[50];
+    let name = names::core(bad);
+    let (core, mut threads): (pb::ProcessCore, Vec<pb::ThreadCore>) = {
+        let d = ImageDir::open(&dir).unwrap();
+        let mut r = d.records(&name, Kind::Core).unwrap();
+        (
+            r.expect("ProcessCore").unwrap(),
+            r.rest("ThreadCore").unwrap(),
+        )
+    };
+    // XCR0 in the xsave header: a feature bit no CPU has.
+    let xsave = &mut threads[0].xsave;
+    let mut xcr0 = u64::from_le_bytes(xsave[464..472].try_into().unwrap());
+    xcr0 |= 1 << 62;
+    xsave[464..472].copy_from_slice(&xcr0.to_le_bytes());
+    let mut w = RecordWriter::new(Vec::new(), dir.join(&name), Kind::Core).unwrap();
+    w.write(&core).unwrap();
+    for t in &threads {
+        w.write(t).unwrap();
+    }
+    let (bytes, size, xxh3) = w.finish().unwrap();
+    replace_record_file(&dir, &name, bytes, size, xxh3);
+    let out = env.ckpt(&[
+        OsStr::new("restore"),
+        OsStr::new("-D"),
+        dir.as_os_str(),
+        OsStr::new("-d"),
+        OsStr::new("-vv"),
+    ]);
+    assert!(!out.success(), "the restore should fail: {out}");
+    // After every process was created: this covers the puppet phase's rollback.
+    assert!(out.stderr.contains("every seed stopped"), "{out}");
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.contains("error") && mentions_number(l, bad as i64)),
+        "the error does not name pid {bad}: {out}"
+    );
+    assert_none_alive(&pids, 0);
+}
+
 /// A dump of a tree that fails (no space left for the images) leaves every process of the
 /// tree running, untraced, its state intact.
 #[test]
