@@ -75,6 +75,47 @@ pub fn keep(kind: pb::VmaKind, entry: u64) -> bool {
     }
 }
 
+/// Leaves out of `runs` the pages of shared memory objects that an earlier process of the
+/// tree stored already (`covered`, by shmem inode), and adds this process's to it: each
+/// page of an object is stored once. Within one process nothing is dropped (a lazy
+/// restore serves each mapping from its own runs).
+pub fn drop_stored_shared(
+    runs: Vec<Run>,
+    vmas: &[VmaInfo],
+    covered: &mut ckpt_images::intervals::Covered,
+) -> Vec<Run> {
+    if !vmas.iter().any(|v| v.kind() == pb::VmaKind::VmaAnonShared) {
+        return runs;
+    }
+    let mut out = Vec::with_capacity(runs.len());
+    let mut mine = Vec::new();
+    let mut vi = 0;
+    for r in runs {
+        while vmas[vi].vma.end <= r.vaddr {
+            vi += 1;
+        }
+        let v = &vmas[vi];
+        if v.kind() != pb::VmaKind::VmaAnonShared || v.vma.shm_id == 0 {
+            out.push(r);
+            continue;
+        }
+        let lo = v.shm_offset + (r.vaddr - v.vma.start);
+        let hi = lo + r.nr_pages * PAGE;
+        for (a, b) in covered.missing(v.vma.shm_id, lo, hi) {
+            out.push(Run {
+                vaddr: r.vaddr + (a - lo),
+                nr_pages: (b - a) / PAGE,
+                unreadable: r.unreadable,
+            });
+        }
+        mine.push((v.vma.shm_id, lo, hi));
+    }
+    for (id, lo, hi) in mine {
+        covered.mark(id, lo, hi);
+    }
+    out
+}
+
 /// The runs of every VMA, in address order; runs never span two VMAs.
 pub fn plan(pid: Pid, vmas: &[VmaInfo]) -> Result<Vec<Run>, DumpError> {
     let t0 = std::time::Instant::now();
@@ -210,7 +251,7 @@ pub fn copy<W: Write>(
     pagemap: &mut RecordWriter<W>,
     pages: &mut PagesWriter,
     compress: Option<i32>,
-    bufs: Buffers,
+    bufs: &mut Buffers,
     progress: &dyn ckpt_images::progress::Progress,
 ) -> Result<Copied, DumpError> {
     let nr_pages: u64 = runs.iter().map(|r| r.nr_pages).sum();
@@ -224,7 +265,7 @@ pub fn copy<W: Write>(
         },
     })?;
     let total_bytes = (nr_pages * PAGE) as usize;
-    let start = pages.offset();
+    let start = pages.raw_offset();
     // Raw pages are hashed by the reader (see `PagesWriter::hash_elsewhere`); compressed
     // frames only exist on the writer's side, which hashes them as it writes.
     let hasher = if compress.is_none() {
@@ -278,7 +319,7 @@ pub fn copy<W: Write>(
             made: 0,
             buf_len: total_bytes.min(BATCH),
             offset: start,
-            ready: bufs.0,
+            ready: std::mem::take(&mut bufs.0),
             busy: std::time::Duration::ZERO,
             hash: hasher,
         };
@@ -287,8 +328,14 @@ pub fn copy<W: Write>(
         progress.end();
         let read_ms = out.busy.as_secs_f64() * 1e3;
         let hasher = out.hash.take();
-        drop(out);
+        let Output {
+            free, full, ready, ..
+        } = out;
+        drop(full);
         let written = writer.join().expect("the pages writer does not panic");
+        // The buffers go on to the next process of the tree.
+        bufs.0 = ready;
+        bufs.0.extend(free.try_iter());
         // A write error stops the reader too; report the cause, not the symptom.
         let write_ms = written?;
         read?;

@@ -53,12 +53,12 @@ impl Seized {
         self.undo_and_detach()
     }
 
-    /// Default end of a dump: SIGKILL while still traced, then wait through ptrace until
-    /// the task is dead (its real parent reaps it). Most of that wait is the kernel
-    /// freeing the task's memory, page by page: ckpt frees it too, in parallel
+    /// Default end of a dump: SIGKILL while still traced, then [`Seized::wait_dead`]
+    /// through ptrace until the task is dead (its real parent reaps it). A tree is killed
+    /// whole first, then waited for, so its tasks die in parallel. Most of that wait is the
+    /// kernel freeing the task's memory, page by page: ckpt frees it too, in parallel
     /// (process_mrelease on `pidfd`), so that it takes about half as long.
-    pub fn release_kill(mut self, pidfd: BorrowedFd<'_>) -> Result<(), DumpError> {
-        let _finish = ckpt_sys::abort::Shield::new();
+    pub fn kill_now(&mut self, pidfd: BorrowedFd<'_>) -> Result<(), DumpError> {
         let pid = self.pid;
         // If even the kill fails, dropping `self` detaches and the task runs on.
         kill(pid, Signal::SIGKILL)
@@ -68,6 +68,13 @@ impl Seized {
         if let Err(e) = ckpt_sys::process::release_dying_memory(pidfd) {
             tracing::debug!(%pid, "{e}");
         }
+        Ok(())
+    }
+
+    /// After [`Seized::kill_now`]: waits until the task is dead.
+    pub fn wait_dead(mut self) -> Result<(), DumpError> {
+        let pid = self.pid;
+        // The leader is reported only once every other (traced) thread is reaped.
         self.reap_threads()?;
         for _ in 0..MAX_STOPS_AFTER_KILL {
             match ptrace::wait(pid)? {

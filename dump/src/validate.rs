@@ -94,6 +94,19 @@ pub fn before_seize(pid: Pid) -> Result<Identity, DumpError> {
     Ok(identity)
 }
 
+/// A process that appeared in the tree only while it was being seized (a fork of a
+/// seized parent's, just before its stop): checked on its own, as `before_seize` checked
+/// the others.
+pub fn before_seize_one(pid: Pid) -> Result<Identity, DumpError> {
+    examinable(pid)?;
+    let identity = Identity::take(pid)?;
+    let mut describer = Describer::new([pid]);
+    let mut out = Blockers::default();
+    process_blockers(pid, true, &mut describer, &mut out)?;
+    out.refuse_if_any(pid)?;
+    Ok(identity)
+}
+
 /// Every blocker of the tree of `root` (it and all its descendants), found without
 /// stopping or otherwise touching any of them. An error only when `root` itself cannot
 /// be looked at.
@@ -103,7 +116,7 @@ pub fn tree_blockers(root: Pid) -> Result<Blockers, DumpError> {
     let mut describer = Describer::new(tree.iter().copied());
     let mut out = Blockers::default();
     for &pid in &tree {
-        match process_blockers(pid, &mut describer, &mut out) {
+        match process_blockers(pid, pid != root, &mut describer, &mut out) {
             Ok(()) => {}
             // A descendant that exited while we looked blocks nothing.
             Err(_) if pid != root && !Path::new(&format!("/proc/{pid}")).exists() => {}
@@ -136,6 +149,7 @@ fn tree(root: Pid) -> Vec<Pid> {
 /// What keeps this one process from being dumped.
 fn process_blockers(
     pid: Pid,
+    below_root: bool,
     describer: &mut Describer,
     out: &mut Blockers,
 ) -> Result<(), DumpError> {
@@ -149,7 +163,10 @@ fn process_blockers(
         out.push(pid, "process", why);
     }
     if matches!(stat.state, 'Z' | 'X') {
-        out.push(pid, "process", "a zombie (it has exited)");
+        // A zombie below the root is restored as one (its parent reaps it later).
+        if !below_root {
+            out.push(pid, "process", "a zombie (it has exited)");
+        }
         return Ok(());
     }
     let status = proc::status(pid).map_err(gone)?;
@@ -195,7 +212,6 @@ fn process_blockers(
             );
         }
     }
-    threads_and_children(pid, out)?;
     files::blockers(pid, describer, out)?;
     let text = String::from_utf8_lossy(&maps);
     let parsed =
@@ -204,36 +220,6 @@ fn process_blockers(
         if let Err(b) = mm::classify(pid, m) {
             out.add(b);
         }
-    }
-    Ok(())
-}
-
-/// Once stopped: the task may have made a thread or a child between the checks and the
-/// seize.
-pub fn after_seize(pid: Pid) -> Result<(), DumpError> {
-    let mut out = Blockers::default();
-    threads_and_children(pid, &mut out)?;
-    out.refuse_if_any(pid)
-}
-
-fn threads_and_children(pid: Pid, out: &mut Blockers) -> Result<(), DumpError> {
-    // Children of any thread count: each thread has its own list.
-    let mut children = Vec::new();
-    for tid in proc::tasks(pid)? {
-        match proc::children(pid, tid) {
-            Ok(c) => children.extend(c),
-            // A thread that exited since the listing has no children left.
-            Err(e) if e.errno() == Some(nix::errno::Errno::ENOENT) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    if !children.is_empty() {
-        let list: Vec<String> = children.iter().map(|c| c.to_string()).collect();
-        out.push(
-            pid,
-            format!("children ({})", list.join(" ")),
-            "process trees are not supported yet",
-        );
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ mod dirlock;
 pub mod error;
 pub mod hash;
 pub mod header;
+pub mod intervals;
 pub mod pages;
 pub mod progress;
 pub mod record;

@@ -74,6 +74,8 @@ pub struct PagesWriter {
     /// Bytes the chunk hashes cover, which must be every byte written (`finish`).
     hashed: u64,
     offset: u64,
+    /// Offset in the uncompressed page stream (the same as `offset` for raw pages).
+    raw_offset: u64,
 }
 
 /// The chunk hashing of a pages file, handed to whoever has the bytes in cache first
@@ -107,12 +109,19 @@ impl PagesWriter {
             hash: Some(hash),
             hashed: PAGE_SIZE as u64,
             offset: PAGE_SIZE as u64,
+            raw_offset: PAGE_SIZE as u64,
         })
     }
 
     /// Where the next page will land.
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// Where the next page lands in the page stream that page runs address (the
+    /// uncompressed one): a tree's processes write one after the other.
+    pub fn raw_offset(&self) -> u64 {
+        self.raw_offset
     }
 
     /// Appends one zstd frame holding `raw_len` bytes of pages (see `Compression`).
@@ -136,6 +145,7 @@ impl PagesWriter {
             self.hashed += part.len() as u64;
             self.offset += part.len() as u64;
         }
+        self.raw_offset += raw_len as u64;
         Ok(())
     }
 
@@ -151,6 +161,7 @@ impl PagesWriter {
             self.hashed += data.len() as u64;
         }
         self.offset += data.len() as u64;
+        self.raw_offset += data.len() as u64;
         Ok(at)
     }
 

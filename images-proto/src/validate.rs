@@ -247,9 +247,28 @@ pub fn runs(
     nr_pages: u64,
     file_size: u64,
 ) -> Result<(), String> {
+    let end = runs_from(vmas, runs, nr_pages, file_size, PAGE_SIZE as u64)?;
+    // Runs cover the pages file back to back, so hashing what is copied hashes the file.
+    if end != file_size {
+        return Err(format!(
+            "runs end at byte {end} of the {file_size} byte pages file"
+        ));
+    }
+    Ok(())
+}
+
+/// [`runs`] for one process of a tree, whose runs start at byte `first` of the pages file
+/// shared by the tree; returns where they end (where the next process's start).
+pub fn runs_from(
+    vmas: &[pb::Vma],
+    runs: &[pb::PageRun],
+    nr_pages: u64,
+    file_size: u64,
+    first: u64,
+) -> Result<u64, String> {
     let page = PAGE_SIZE as u64;
     let mut total = 0u64;
-    let mut next_offset = page;
+    let mut next_offset = first;
     let mut vi = 0usize;
     let mut prev_end = 0u64;
     for (i, r) in runs.iter().enumerate() {
@@ -301,13 +320,7 @@ pub fn runs(
             "runs hold {total} pages, the header says {nr_pages}"
         ));
     }
-    // Runs cover the pages file back to back, so hashing what is copied hashes the file.
-    if next_offset != file_size {
-        return Err(format!(
-            "runs end at byte {next_offset} of the {file_size} byte pages file"
-        ));
-    }
-    Ok(())
+    Ok(next_offset)
 }
 
 #[cfg(test)]

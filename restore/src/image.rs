@@ -2,6 +2,7 @@
 //! kernel could hold, before any process is created. Images are untrusted input.
 
 use crate::RestoreError;
+use ckpt_images::intervals::Covered;
 use ckpt_images::{names, pb, validate, ImageDir, Kind, PAGE_SIZE};
 use std::collections::HashMap;
 
@@ -51,6 +52,10 @@ pub struct ProcessImage {
     /// The zstd frames of a compressed pages file (None: raw pages).
     pub frames: Option<Vec<ckpt_images::pages::Frame>>,
     pub runs: Vec<pb::PageRun>,
+    /// Where this process's pages end in the pages file.
+    pub pages_end: u64,
+    /// Length of the (uncompressed) page stream.
+    pub stream_len: u64,
     pub fds: Vec<pb::Fd>,
 }
 
@@ -89,7 +94,9 @@ pub fn check_tree(d: &ImageDir) -> Result<(), RestoreError> {
     validate::tree(inv.root_pid, &parents).map_err(|e| bad(d, names::INVENTORY, e))
 }
 
-pub fn load(d: &ImageDir, pid: i32) -> Result<ProcessImage, RestoreError> {
+/// Loads process `pid`, whose pages start at byte `pages_first` of the pages file (the
+/// header's end for the first process).
+pub fn load(d: &ImageDir, pid: i32, pages_first: u64) -> Result<ProcessImage, RestoreError> {
     let core_name = names::core(pid);
     let mut r = d.records(&core_name, Kind::Core)?;
     let core: pb::ProcessCore = r.expect("ProcessCore")?;
@@ -262,7 +269,10 @@ pub fn load(d: &ImageDir, pid: i32) -> Result<ProcessImage, RestoreError> {
             .map(|f| f.raw_offset + f.raw_len)
             .unwrap_or(PAGE_SIZE as u64),
     };
-    validate::runs(&vmas, &runs, head.nr_pages, stream_len).map_err(|e| bad(d, &pm_name, e))?;
+    // A tree's processes store their pages back to back in one file: this one's start
+    // where the previous one's end (`pages_first`, checked by the caller).
+    let pages_end = validate::runs_from(&vmas, &runs, head.nr_pages, stream_len, pages_first)
+        .map_err(|e| bad(d, &pm_name, e))?;
 
     let files_name = names::files(pid);
     let mut r = d.records(&files_name, Kind::Files)?;
@@ -325,6 +335,8 @@ pub fn load(d: &ImageDir, pid: i32) -> Result<ProcessImage, RestoreError> {
         pages_entry: pages_entry.clone(),
         frames,
         runs,
+        pages_end,
+        stream_len,
         fds,
     })
 }
@@ -333,6 +345,24 @@ impl ProcessImage {
     /// The shared memory objects that need a file of their own at restore, by `shm_id`.
     /// A shared anonymous VMA alone in its object is mapped MAP_ANONYMOUS as dumped.
     pub fn shm_objects(&self) -> HashMap<u64, ShmObject> {
+        self.shm_objects_counted()
+            .into_iter()
+            .filter(|(_, (n, memfd, _))| *n > 1 || *memfd)
+            .map(|(id, (_, _, o))| (id, o))
+            .collect()
+    }
+
+    /// Every shared memory object this process maps, by `shm_id` (a tree's objects are
+    /// shared across processes too: `shared.rs`).
+    pub fn shm_objects_all(&self) -> HashMap<u64, ShmObject> {
+        self.shm_objects_counted()
+            .into_iter()
+            .map(|(id, (_, _, o))| (id, o))
+            .collect()
+    }
+
+    /// Per object: how many VMAs map it, whether it was a memfd, size and name.
+    fn shm_objects_counted(&self) -> HashMap<u64, (usize, bool, ShmObject)> {
         let mut count: HashMap<u64, (usize, u64, Option<&str>)> = HashMap::new();
         for v in self.vmas.iter().filter(|v| v.shm_id != 0) {
             let e = count.entry(v.shm_id).or_insert((0, 0, None));
@@ -344,8 +374,7 @@ impl ProcessImage {
         }
         count
             .into_iter()
-            .filter(|(_, (n, _, memfd))| *n > 1 || memfd.is_some())
-            .map(|(id, (_, size, memfd))| {
+            .map(|(id, (n, size, memfd))| {
                 // memfd_create takes at most 249 bytes, no NUL.
                 let mut name: String = memfd
                     .unwrap_or("shared-anon")
@@ -355,7 +384,7 @@ impl ProcessImage {
                 while name.len() > 200 {
                     name.pop();
                 }
-                (id, ShmObject { size, name })
+                (id, (n, memfd.is_some(), ShmObject { size, name }))
             })
             .collect()
     }
@@ -365,13 +394,14 @@ impl ProcessImage {
     /// mapping would find them present (UFFDIO_COPY fails with EEXIST). Not for a lazy
     /// restore: there every mapping is registered for its own faults, and the pager takes
     /// EEXIST as "already there".
-    pub fn drop_shared_duplicates(&mut self) {
+    ///
+    /// `seen` is shared by every process of a tree: an object its parent and children all
+    /// map is one object again (`tree.rs`), filled through whichever maps a page first.
+    pub fn drop_shared_duplicates(&mut self, seen: &mut Covered) {
         let page = PAGE_SIZE as u64;
         if !self.vmas.iter().any(|v| v.shm_id != 0) {
             return;
         }
-        // Object offsets already filled, per object.
-        let mut seen: HashMap<u64, Vec<(u64, u64)>> = HashMap::new();
         let mut out = Vec::with_capacity(self.runs.len());
         let mut vi = 0;
         for r in &self.runs {
@@ -385,53 +415,14 @@ impl ProcessImage {
             }
             let lo = v.pgoff + (r.vaddr - v.start);
             let hi = lo + r.nr_pages * page;
-            let covered = seen.entry(v.shm_id).or_default();
-            for (a, b) in uncovered(covered, lo, hi) {
+            for (a, b) in seen.take(v.shm_id, lo, hi) {
                 out.push(pb::PageRun {
                     vaddr: r.vaddr + (a - lo),
                     nr_pages: (b - a) / page,
                     offset: r.offset + (a - lo),
                 });
             }
-            covered.push((lo, hi));
         }
         self.runs = out;
-    }
-}
-
-/// The parts of [lo, hi) outside every interval of `covered`, in order.
-fn uncovered(covered: &[(u64, u64)], lo: u64, hi: u64) -> Vec<(u64, u64)> {
-    let mut parts = vec![(lo, hi)];
-    for &(a, b) in covered {
-        parts = parts
-            .into_iter()
-            .flat_map(|(x, y)| {
-                if b <= x || a >= y {
-                    vec![(x, y)]
-                } else {
-                    [(x, a.max(x)), (b.min(y), y)]
-                        .into_iter()
-                        .filter(|(s, e)| s < e)
-                        .collect()
-                }
-            })
-            .collect();
-    }
-    parts
-}
-
-#[cfg(test)]
-mod tests {
-    use super::uncovered;
-
-    #[test]
-    fn uncovered_parts() {
-        assert_eq!(uncovered(&[], 0, 10), vec![(0, 10)]);
-        assert_eq!(uncovered(&[(0, 10)], 0, 10), vec![]);
-        assert_eq!(
-            uncovered(&[(2, 4), (6, 8)], 0, 10),
-            vec![(0, 2), (4, 6), (8, 10)]
-        );
-        assert_eq!(uncovered(&[(5, 20)], 0, 10), vec![(0, 5)]);
     }
 }

@@ -1,8 +1,11 @@
 //! Restore: verify images -> seed -> puppet -> release.
 //!
 //! Each restored process starts as a forked copy of ckpt (the seed, `seed.rs`) that sets up
-//! what a process can do for itself and stops; ckpt then drives it over ptrace (the
-//! puppet phase, `puppet.rs`) until it is the dumped process, and lets it go.
+//! what a process can do for itself and waits; ckpt then drives it over ptrace (the
+//! puppet phase, `puppet.rs`) until it is the dumped process, and lets it go. A tree:
+//! `tree.rs` plans who forks whom, the seeds fork each other (`seed/family.rs`), ckpt
+//! waits for their reports and seizes them (`seeds.rs`), shared memory is made once
+//! (`shared.rs`), and any failure before the release kills everything (`rollback.rs`).
 
 mod fill;
 mod image;
@@ -10,20 +13,23 @@ mod lazy;
 mod locks;
 mod pidheld;
 mod puppet;
+mod puppets;
 mod regs;
+mod rollback;
 mod seed;
+mod seeds;
+mod shared;
 mod task_state;
 mod timers;
+mod tree;
 mod verify;
 
 use ckpt_images::{pb, ImageDir, PagesReader};
-use ckpt_sys::process::Forked;
-use ckpt_sys::ptrace::{self, Stop};
+use ckpt_sys::ptrace;
 use ckpt_sys::Pid;
-use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::Instant;
 use tracing::{debug, info};
@@ -60,28 +66,6 @@ pub enum RestoreError {
 
 type R<T> = Result<T, RestoreError>;
 
-/// Kills and reaps a half-restored process unless disarmed: a failed restore leaves
-/// nothing behind.
-struct Cleanup(Option<Pid>);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some(pid) = self.0.take() {
-            // Every thread is traced by us: each must be reaped (__WALL) before the
-            // leader is reported at all.
-            let tids = ckpt_sys::proc::tasks(pid).unwrap_or_default();
-            let _ = kill(pid, Signal::SIGKILL);
-            for tid in tids.into_iter().filter(|&t| t != pid).chain([pid]) {
-                while let Ok(st) = waitpid(tid, Some(nix::sys::wait::WaitPidFlag::__WALL)) {
-                    if matches!(st, WaitStatus::Exited(..) | WaitStatus::Signaled(..)) {
-                        break;
-                    }
-                }
-            }
-        }
-    }
-}
-
 pub fn restore(opts: &RestoreOptions) -> R<Outcome> {
     restore_with_progress(opts, &ckpt_images::progress::Quiet)
 }
@@ -96,31 +80,85 @@ pub fn restore_with_progress(
     let dir = ImageDir::open_deferring_pages(&opts.dir)?;
     let inv = dir.inventory();
     image::check_tree(&dir)?;
-    if inv.pids.len() != 1 || inv.pids[0] != inv.root_pid {
+    let tree = tree::plan(
+        inv,
+        &dir.path(ckpt_images::names::INVENTORY)
+            .display()
+            .to_string(),
+    )?;
+    let pid = inv.root_pid;
+    if opts.lazy && tree.nodes.len() > 1 {
         return Err(RestoreError::Refused(format!(
-            "{}: {} processes in the image; this ckpt restores one process",
+            "{}: --lazy restores one process; this image holds a tree of {} (restore it \
+             without --lazy)",
             dir.path(ckpt_images::names::INVENTORY).display(),
-            inv.pids.len()
+            tree.nodes.len()
         )));
     }
-    let pid = inv.root_pid;
-    let mut img = image::load(&dir, pid)?;
-    if !opts.lazy {
-        img.drop_shared_duplicates();
+    // The processes' pages lie back to back in one pages file, covering it.
+    let mut imgs: Vec<image::ProcessImage> = Vec::with_capacity(inv.pids.len());
+    for &p in &inv.pids {
+        let first = imgs
+            .last()
+            .map_or(ckpt_images::PAGE_SIZE as u64, |i| i.pages_end);
+        imgs.push(image::load(&dir, p, first)?);
     }
-    if opts.lazy && img.frames.is_some() {
+    let last = imgs.last().expect("at least the root");
+    if last.pages_end != last.stream_len {
+        return Err(RestoreError::Refused(format!(
+            "{}: runs end at byte {} of the {} byte pages file",
+            dir.path(&ckpt_images::names::pagemap(last.core.pid))
+                .display(),
+            last.pages_end,
+            last.stream_len
+        )));
+    }
+    if !opts.lazy {
+        let mut seen = ckpt_images::intervals::Covered::default();
+        for img in &mut imgs {
+            img.drop_shared_duplicates(&mut seen);
+            // A compressed file's frames hold every process's pages: each process
+            // decompresses only those that hold some of its own.
+            if let Some(frames) = img.frames.as_mut() {
+                let runs = &img.runs;
+                frames.retain(|f| {
+                    let end = f.raw_offset + f.raw_len;
+                    let first = runs.partition_point(|r| {
+                        r.offset + r.nr_pages * ckpt_images::PAGE_SIZE as u64 <= f.raw_offset
+                    });
+                    runs.get(first).is_some_and(|r| r.offset < end)
+                });
+            }
+        }
+    }
+    let pages_id = imgs[0].pages_id;
+    if let Some(other) = imgs.iter().find(|i| i.pages_id != pages_id) {
+        return Err(RestoreError::Refused(format!(
+            "{}: pid {} keeps its pages in pages-{}.img, pid {pid} in pages-{pages_id}.img: \
+             a tree has one pages file",
+            dir.path(&ckpt_images::names::pagemap(other.core.pid))
+                .display(),
+            other.core.pid,
+            other.pages_id
+        )));
+    }
+    if opts.lazy && imgs[0].frames.is_some() {
         return Err(RestoreError::Refused(format!(
             "{}: --lazy serves pages straight from the image, which was dumped with \
              --compress; restore it without --lazy",
-            pages_name(&dir, img.pages_id)
+            pages_name(&dir, pages_id)
         )));
     }
-    check_host(inv, &img)?;
-    let (pages_file, pages_path) = dir.open_pages(img.pages_id)?;
+    check_vdso(inv)?;
+    for img in &imgs {
+        check_files(img)?;
+    }
+    let (pages_file, pages_path) = dir.open_pages(pages_id)?;
     let map = ckpt_sys::process::map_file(&pages_file)?;
+    let pages_entry = &imgs[0].pages_entry;
     if opts.lazy {
         // The pager verifies each chunk before it serves a page of it (lazy.rs).
-        ckpt_images::chunks::check_entry(&pages_path, &img.pages_entry)?;
+        ckpt_images::chunks::check_entry(&pages_path, pages_entry)?;
     } else {
         // Every byte is checked before any process exists, on every CPU, a chunk at a time
         // (populated in one call, hashed, then unmapped again: the fill maps the file
@@ -129,7 +167,7 @@ pub fn restore_with_progress(
         ckpt_images::chunks::verify(
             &pages_path,
             &map,
-            &img.pages_entry,
+            pages_entry,
             cpus,
             &|off, len| ckpt_sys::process::populate_read(&map, off, len),
             &|off, len| ckpt_sys::process::release_range(&map, off, len),
@@ -137,63 +175,97 @@ pub fn restore_with_progress(
         debug!(ms = ckpt_images::units::ms(t0), "pages file verified");
     }
     let pages = PagesReader::new(&pages_path, &map)?;
-    let tramp = pick_trampoline(&img)?;
+    let shared = if imgs.len() > 1 {
+        Some(shared::SharedObjects::create(&imgs)?)
+    } else {
+        None
+    };
 
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| ckpt_sys::Error::sys("pipe2", e))?;
-    let plan = seed_plan(&img, tramp, err_w.as_raw_fd(), opts.detach);
+    let own: Vec<(u64, u64)> = ckpt_sys::proc::smaps(nix::unistd::getpid())?
+        .iter()
+        .map(|m| (m.start, m.end))
+        .collect();
+    let mut plans = Vec::with_capacity(imgs.len());
+    for (node, img) in tree.live().zip(&imgs) {
+        let tramp = pick_trampoline(img, &own)?;
+        plans.push(seed_plan(img, node, tramp, err_w.as_raw_fd(), opts.detach));
+    }
     let mut reset = ckpt_sys::process::own_non_default_signals();
     reset.extend([32, 33]);
     debug!(
         ms = ckpt_images::units::ms(t0),
+        processes = imgs.len(),
         "images verified and loaded"
     );
 
-    debug!(pid, "forking the seed");
-    let child = match ckpt_sys::process::fork_with_pid(Pid::from_raw(pid)) {
-        Ok(Forked::Child) => seed::run(&plan),
-        Ok(Forked::Parent(p)) => p,
-        Err(e) if e.errno() == Some(nix::errno::Errno::EEXIST) => {
-            return Err(RestoreError::Refused(pidheld::message(pid, &img.core.comm)))
-        }
-        Err(e) => return Err(e.into()),
+    // From here any error kills everything the restore created (rollback.rs).
+    let rollback = rollback::Rollback::arm()?;
+    debug!(pid, "forking the seeds");
+    let seeds = seed::Seeds {
+        tree: &tree,
+        plans: &plans,
     };
-    let mut cleanup = Cleanup(Some(child));
-    drop(err_w);
-    wait_seed(child, err_r)?;
-    debug!(ms = ckpt_images::units::ms(t0), "seed stopped");
+    let child = seeds::fork_root(&seeds, err_w)?;
+    seeds::wait_ready(err_r, &inv.pids)?;
+    let pids: Vec<Pid> = inv.pids.iter().map(|&p| Pid::from_raw(p)).collect();
+    let source = fill::Source {
+        reader: &pages,
+        map: &map,
+    };
+    let mut handoff = None;
     ckpt_sys::abort::phase("rebuilding the process");
-    ckpt_sys::testhold::hold("restore-puppet", &|| false);
-
-    let mut puppet =
-        puppet::Puppet::new(child, &img, &plan, pages_path.clone(), progress)?.lazy(opts.lazy);
-    puppet.run(
-        &fill::Source {
-            reader: &pages,
-            map: &map,
-        },
-        &reset,
-    )?;
-    let handoff = puppet.take_handoff();
-    let threads = puppet.thread_tids();
-    drop(puppet);
-    if opts.verify {
-        // Still stopped: a difference kills it (Cleanup) before it ran an instruction.
-        let t = Instant::now();
-        verify::check(child, &img, opts.lazy)?;
-        debug!(pid, ms = t.elapsed().as_secs_f64() * 1e3, "verified");
+    if pids.len() == 1 {
+        seeds::seize(child)?;
+        debug!(ms = ckpt_images::units::ms(t0), "every seed stopped");
+        ckpt_sys::testhold::hold("restore-puppet", &|| false);
+        let mut puppet =
+            puppet::Puppet::new(child, &imgs[0], &plans[0], pages_path.clone(), progress)?
+                .lazy(opts.lazy);
+        puppet.run(&source, &reset)?;
+        handoff = puppet.take_handoff();
+        let threads = puppet.thread_tids();
+        drop(puppet);
+        if opts.verify {
+            // Still stopped: a difference kills it (the rollback) before it ran an
+            // instruction.
+            let t = Instant::now();
+            verify::check(child, &imgs[0], opts.lazy)?;
+            debug!(pid, ms = ckpt_images::units::ms(t), "verified");
+        }
+        write_pidfile(opts, pid)?;
+        for tid in threads {
+            ptrace::detach(tid)?;
+        }
+        ptrace::detach(child)?;
+    } else {
+        debug!(ms = ckpt_images::units::ms(t0), "every seed stopped");
+        ckpt_sys::testhold::hold("restore-puppet", &|| false);
+        puppets::run_all(&puppets::Tree {
+            pids: &pids,
+            imgs: &imgs,
+            plans: &plans,
+            shared: shared.as_ref().map(|s| &s.paths),
+            pages_path: &pages_path,
+            source: &source,
+            reset: &reset,
+            progress,
+            verify: opts.verify,
+        })?;
+        drop(shared);
+        write_pidfile(opts, pid)?;
     }
-    if let Some(f) = &opts.pidfile {
-        std::fs::write(f, format!("{pid}\n")).map_err(|e| ckpt_sys::Error::io(f, e))?;
-    }
-    for tid in threads {
-        ptrace::detach(tid)?;
-    }
-    ptrace::detach(child)?;
-    cleanup.0 = None;
+    rollback.disarm();
     // Released: from here SIGINT/SIGTERM/SIGHUP act as they always did (ckpt armed them).
     ckpt_sys::abort::disarm();
-    info!(pid, ms = ckpt_images::units::ms(t0), "restored");
+    info!(
+        pid,
+        processes = pids.len(),
+        ms = ckpt_images::units::ms(t0),
+        "restored"
+    );
+    let img = &imgs[0];
     if let Some(h) = handoff {
         if opts.detach {
             // The pager: a copy of (still single-threaded) ckpt that outlives it. ckpt
@@ -238,27 +310,8 @@ pub fn restore_with_progress(
     }
 }
 
-/// Waits for the seed's SIGSTOP; if it exited instead, its reason is on the error pipe.
-fn wait_seed(child: Pid, err_r: OwnedFd) -> R<()> {
-    match ptrace::wait(child)? {
-        Stop::Signal(libc::SIGSTOP) => Ok(()),
-        Stop::Exited(_) | Stop::Killed(_) => {
-            let mut msg = String::new();
-            let _ = std::fs::File::from(err_r).read_to_string(&mut msg);
-            if msg.is_empty() {
-                msg = "seed died before stopping".into();
-            }
-            Err(RestoreError::Refused(format!("pid {child}: {msg}")))
-        }
-        other => Err(RestoreError::Refused(format!(
-            "pid {child}: seed stopped unexpectedly ({other:?})"
-        ))),
-    }
-}
-
-/// Refuses what cannot work on this host before anything is created: another vDSO, a
-/// missing or changed executable or mapped library.
-fn check_host(inv: &pb::Inventory, img: &image::ProcessImage) -> R<()> {
+/// Refuses what cannot work on this host before anything is created: another vDSO.
+fn check_vdso(inv: &pb::Inventory) -> R<()> {
     if inv.vdso_xxh3 != 0 {
         let maps = ckpt_sys::proc::smaps(nix::unistd::getpid())?;
         let own = maps
@@ -280,6 +333,11 @@ fn check_host(inv: &pb::Inventory, img: &image::ProcessImage) -> R<()> {
             )));
         }
     }
+    Ok(())
+}
+
+/// Refuses a missing or changed executable or mapped library of `img`.
+fn check_files(img: &image::ProcessImage) -> R<()> {
     let exe = &img.mm.exe_path;
     std::fs::metadata(exe).map_err(|e| {
         RestoreError::Refused(format!("executable {exe} of pid {}: {e}", img.core.pid))
@@ -313,9 +371,8 @@ fn check_host(inv: &pb::Inventory, img: &image::ProcessImage) -> R<()> {
 /// Two pages free in both ckpt's layout (the seed maps them before it stops) and the
 /// image's (they must not collide with any restored VMA or the vDSO), with a free page on
 /// each side so they never merge with a neighbour.
-fn pick_trampoline(img: &image::ProcessImage) -> R<u64> {
-    let own = ckpt_sys::proc::smaps(nix::unistd::getpid())?;
-    let mut busy: Vec<(u64, u64)> = own.iter().map(|m| (m.start, m.end)).collect();
+fn pick_trampoline(img: &image::ProcessImage, own: &[(u64, u64)]) -> R<u64> {
+    let mut busy: Vec<(u64, u64)> = own.to_vec();
     busy.extend(img.vmas.iter().map(|v| (v.start, v.end)));
     if img.mm.vdso_block_start != 0 {
         busy.push((
@@ -336,11 +393,18 @@ fn pick_trampoline(img: &image::ProcessImage) -> R<u64> {
     ))
 }
 
-/// `detach`: a process restored with `-d` outlives ckpt, so it gets a session of its own
+/// `detach`: a root restored with `-d` outlives ckpt, so it gets a session of its own
 /// (its dumped session is gone with the dump anyway): closing the terminal ckpt ran in must
 /// not SIGHUP it. In the foreground it stays in ckpt's session and process group, like any
-/// child, unless it led its own.
-fn seed_plan(img: &image::ProcessImage, tramp: u64, err_fd: i32, detach: bool) -> seed::SeedPlan {
+/// child, unless it led its own. The other processes of a tree follow the plan
+/// (`tree.rs`).
+fn seed_plan(
+    img: &image::ProcessImage,
+    node: &tree::Node,
+    tramp: u64,
+    err_fd: i32,
+    detach: bool,
+) -> seed::SeedPlan {
     let max_fd = img.fds.iter().map(|f| f.fd).max().unwrap_or(2).max(err_fd);
     let mut vma_files: Vec<(String, i32)> = Vec::new();
     for v in &img.vmas {
@@ -354,7 +418,9 @@ fn seed_plan(img: &image::ProcessImage, tramp: u64, err_fd: i32, detach: bool) -
         }
     }
     let c = &img.core;
+    let root = node.parent.is_none();
     seed::SeedPlan {
+        pid: c.pid,
         trampoline: tramp,
         helper_base: max_fd + 16,
         err_fd,
@@ -369,8 +435,12 @@ fn seed_plan(img: &image::ProcessImage, tramp: u64, err_fd: i32, detach: bool) -
         personality: c.personality,
         comm: c.comm.clone(),
         no_new_privs: c.no_new_privs,
-        session_leader: c.sid == c.pid || detach,
-        group_leader: c.pgid == c.pid,
+        session_leader: if root {
+            c.sid == c.pid || detach
+        } else {
+            node.setsid
+        },
+        group_leader: if root { c.pgid == c.pid } else { node.setpgid },
         nice: c.nice,
         oom_score_adj: c.oom_score_adj,
         sched_policy: c.sched_policy,
@@ -378,6 +448,13 @@ fn seed_plan(img: &image::ProcessImage, tramp: u64, err_fd: i32, detach: bool) -
         loginuid: c.loginuid,
         timerslack_ns: c.timerslack_ns,
     }
+}
+
+fn write_pidfile(opts: &RestoreOptions, pid: i32) -> R<()> {
+    if let Some(f) = &opts.pidfile {
+        std::fs::write(f, format!("{pid}\n")).map_err(|e| ckpt_sys::Error::io(f, e))?;
+    }
+    Ok(())
 }
 
 fn pages_name(dir: &ImageDir, id: u32) -> String {

@@ -49,6 +49,8 @@ pub struct Puppet<'a> {
     threads: Vec<threads::Thread>,
     /// ckpt and the puppet share one CPU while the threads are made (`threads`).
     pinned: Option<threads::Pinned>,
+    /// Shared memory objects of the tree, made by ckpt: opened by path (`shared.rs`).
+    shared: Option<&'a std::collections::HashMap<u64, String>>,
 }
 
 type R<T> = Result<T, RestoreError>;
@@ -74,7 +76,14 @@ impl<'a> Puppet<'a> {
             progress,
             threads: Vec::new(),
             pinned: None,
+            shared: None,
         })
+    }
+
+    /// The tree's shared memory objects (see `shared.rs`).
+    pub fn shared(mut self, paths: &'a std::collections::HashMap<u64, String>) -> Self {
+        self.shared = Some(paths);
+        self
     }
 
     /// Lazy mode (see `lazy.rs`); after `run`, `take_handoff` gives the userfaultfd.
@@ -286,6 +295,18 @@ impl<'a> Puppet<'a> {
                 }
                 pb::VmaKind::VmaAnon => flags |= (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
                 pb::VmaKind::VmaAnonShared => match objects.get(&v.shm_id) {
+                    _ if self.shared.is_some_and(|s| s.contains_key(&v.shm_id)) => {
+                        flags |= libc::MAP_SHARED as u64;
+                        fd = match shm_fds.get(&v.shm_id) {
+                            Some(&fd) => fd,
+                            None => {
+                                let fd = self.open_shared(v.shm_id)?;
+                                shm_fds.insert(v.shm_id, fd);
+                                fd
+                            }
+                        };
+                        off = v.pgoff;
+                    }
                     Some(o) => {
                         flags |= libc::MAP_SHARED as u64;
                         fd = match shm_fds.get(&v.shm_id) {
@@ -473,6 +494,27 @@ impl<'a> Puppet<'a> {
             )?;
         }
         Ok(())
+    }
+
+    /// The tree's object `id`, made by ckpt, opened in the puppet through /proc; closed
+    /// once its VMAs are mapped.
+    fn open_shared(&mut self, id: u64) -> R<u64> {
+        let path = self
+            .shared
+            .and_then(|s| s.get(&id))
+            .expect("checked by the caller");
+        let mut bytes = path.as_bytes().to_vec();
+        bytes.push(0);
+        let at = self.put(0, &bytes)?;
+        self.call(
+            &format!("open of the shared memory object {path}"),
+            libc::SYS_openat,
+            &[
+                libc::AT_FDCWD as u64,
+                at,
+                (libc::O_RDWR | libc::O_CLOEXEC) as u64,
+            ],
+        )
     }
 
     /// A new memfd of the object's size in the puppet, for its VMAs to map; closed once

@@ -3,9 +3,16 @@
 //! trampoline the puppet phase injects through, then stops for ckpt to take over.
 //!
 //! Runs in the child of a fork of a single-threaded ckpt: it may allocate, but must end
-//! in the SIGSTOP or in `_exit`, never return into ckpt's code.
+//! in pause() (ready, waiting to be seized) or in `_exit`, never return into ckpt's code.
+//!
+//! In a tree each seed first joins its session and group, then forks its children's seeds
+//! (`family.rs`), which inherit those, then prepares itself. Every seed reports on the
+//! status pipe, one line in one write: `PID ok`, or `PID reason` before it exits.
 
 mod access;
+mod family;
+
+pub use family::Seeds;
 
 use access::{Expect, Identity};
 use ckpt_images::pb;
@@ -17,6 +24,7 @@ use std::os::fd::{IntoRawFd, RawFd};
 
 /// What the seed must do, computed by the parent before the fork.
 pub struct SeedPlan {
+    pub pid: i32,
     pub trampoline: u64,
     /// First fd above every restored one: the error pipe goes here, the exe at +1, the
     /// files of file-backed VMAs from +2.
@@ -57,29 +65,61 @@ impl SeedPlan {
     }
 }
 
-/// Runs the seed; never returns.
-pub fn run(plan: &SeedPlan) -> ! {
-    let code = match prepare(plan) {
+/// Runs the seed of `seeds.tree.nodes[me]`; never returns.
+pub fn run(seeds: &Seeds, me: usize) -> ! {
+    let node = &seeds.tree.nodes[me];
+    let p = &seeds.plans[node.live.expect("a live process")];
+    // Until `prepare` moved it, the status pipe is where ckpt left it.
+    let early = join_groups(p).and_then(|()| family::fork_children(seeds, me));
+    let result = early
+        .map_err(|m| (m, p.err_fd))
+        .and_then(|()| prepare(p).map_err(|m| (m, status_fd(p))));
+    match result {
         Ok(()) => {
-            // Tell nothing: EOF on the error pipe plus our SIGSTOP mean success.
-            let _ = close(plan.helper_base);
-            let _ = ckpt_sys::ptrace::traceme_and_stop();
-            // The puppet phase replaces this process's whole memory; reaching here means
-            // ckpt let go of a seed that was never finished.
-            127
+            report(p.helper_base, p.pid, "ok");
+            let _ = close(p.helper_base);
+            // ckpt seizes and interrupts us here (the puppet phase replaces all of this).
+            ckpt_sys::process::pause_forever()
         }
-        Err(msg) => {
-            let fd = if fcntl(plan.helper_base, FcntlArg::F_GETFD).is_ok() {
-                plan.helper_base
-            } else {
-                plan.err_fd
-            };
-            let mut f = std::mem::ManuallyDrop::new(file_from_fd(fd));
-            let _ = f.write_all(msg.as_bytes());
-            1
+        Err((msg, fd)) => {
+            report(fd, p.pid, &msg);
+            ckpt_sys::process::exit_now(1)
         }
-    };
-    ckpt_sys::process::exit_now(code)
+    }
+}
+
+/// The status pipe's fd once `prepare` may have moved it above the restored fds.
+fn status_fd(p: &SeedPlan) -> RawFd {
+    if fcntl(p.helper_base, FcntlArg::F_GETFD).is_ok() {
+        p.helper_base
+    } else {
+        p.err_fd
+    }
+}
+
+/// One line, in one write (atomic below PIPE_BUF, whatever other seeds write meanwhile).
+fn report(fd: RawFd, pid: i32, msg: &str) {
+    let mut line: String = msg
+        .chars()
+        .map(|c| if c == '\n' { ' ' } else { c })
+        .collect();
+    while line.len() > 3900 {
+        line.pop();
+    }
+    let line = format!("{pid} {line}\n");
+    let mut f = std::mem::ManuallyDrop::new(file_from_fd(fd));
+    let _ = f.write_all(line.as_bytes());
+}
+
+/// Session first, then group: what the children forked next inherit.
+fn join_groups(p: &SeedPlan) -> Result<(), String> {
+    if p.session_leader {
+        nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+    } else if p.group_leader {
+        nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0))
+            .map_err(|e| format!("setpgid: {e}"))?;
+    }
+    Ok(())
 }
 
 fn file_from_fd(fd: RawFd) -> std::fs::File {
@@ -201,12 +241,6 @@ fn raise_nofile(p: &SeedPlan) -> Result<(), String> {
 }
 
 fn prepare(p: &SeedPlan) -> Result<(), String> {
-    if p.session_leader {
-        nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
-    } else if p.group_leader {
-        nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0))
-            .map_err(|e| format!("setpgid: {e}"))?;
-    }
     raise_nofile(p)?;
     // Helpers first, above every fd the process will own.
     dup2(p.err_fd, p.helper_base).map_err(|e| format!("dup2 error pipe: {e}"))?;

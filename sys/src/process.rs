@@ -392,3 +392,55 @@ pub fn release_dying_memory(pidfd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
         Err(e) => Err(Error::sys("process_mrelease", e)),
     }
 }
+
+/// Ends the calling process with wait status `status` as its parent's wait(2) will see
+/// it: `exit(code)` for an exit, death by the signal for a kill (no core file is
+/// written: RLIMIT_CORE is set to 0 first, so the core bit is never set). For a restored
+/// zombie. Every signal is unblocked and the signal's action reset to SIG_DFL first.
+pub fn die_with_status(status: i32) -> ! {
+    let sig = status & 0x7f;
+    if sig == 0 {
+        exit_now((status >> 8) & 0xff);
+    }
+    let _ = set_rlimit(libc::RLIMIT_CORE, 0, 0);
+    if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
+        // SAFETY: SIG_DFL is not a handler: no Rust code runs on the signal; the process
+        // is single-threaded and dies on it right below.
+        let _ = unsafe { nix::sys::signal::signal(s, nix::sys::signal::SigHandler::SigDfl) };
+    }
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
+    // SAFETY: kill(2) of ourselves with a plain signal number (raise(3) only takes the
+    // ones nix names; real-time signals are numbers too).
+    unsafe { libc::kill(libc::getpid(), sig) };
+    exit_now(128 + sig)
+}
+
+/// PR_SET_CHILD_SUBREAPER: orphans among our descendants come to us (to be reaped) rather
+/// than to init.
+pub fn set_child_subreaper(on: bool) -> Result<()> {
+    nix::sys::prctl::set_child_subreaper(on).map_err(|e| Error::sys("PR_SET_CHILD_SUBREAPER", e))
+}
+
+/// Waits until child `pid` has exited, without reaping it (waitid with WNOWAIT): it stays a
+/// zombie for whoever waits next.
+pub fn wait_exited_keep(pid: Pid) -> Result<()> {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag};
+    loop {
+        match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+            Ok(_) => return Ok(()),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys(format!("waitid({pid}, WNOWAIT)"), e)),
+        }
+    }
+}
+
+/// Blocks in pause(2) for ever: a restore seed waiting to be seized.
+pub fn pause_forever() -> ! {
+    loop {
+        nix::unistd::pause();
+    }
+}

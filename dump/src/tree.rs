@@ -1,0 +1,280 @@
+//! The tree of a dump: the root and every descendant, found through
+//! /proc/PID/task/*/children, checked, and seized so that the picture is consistent.
+//!
+//! Each process is seized (PTRACE_SEIZE + INTERRUPT) before its children are listed: once
+//! stopped it can neither fork nor reap, so its list of children is final (a child that
+//! exits meanwhile stays as a zombie). The walk is repeated over every seized process until
+//! a whole pass finds nothing new (orphans reparented to a subreaper of the tree show up
+//! there), so no task is missing, none is added, and on any error every seized task is
+//! put back (each `Seized` guard detaches on drop).
+
+use crate::seize::Seized;
+use crate::validate::{self, Identity};
+use crate::{refuse, DumpError};
+use ckpt_images::pb;
+use ckpt_sys::{proc, Pid};
+use std::collections::HashSet;
+
+/// A live process of the tree, stopped.
+pub struct Member {
+    pub task: Seized,
+    pub id: Identity,
+}
+
+/// Every process of the tree: `live` parents before children (the root first), `nodes`
+/// the links of all of them, zombies included, in the same order.
+pub struct Tree {
+    pub live: Vec<Member>,
+    pub nodes: Vec<pb::TreeNode>,
+}
+
+/// The children of `pid`, from every thread's list.
+pub fn children(pid: Pid) -> Result<Vec<Pid>, DumpError> {
+    let mut out = Vec::new();
+    for tid in proc::tasks(pid)? {
+        for c in proc::children(pid, tid)? {
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The descendants of `root` as they are now (the tree still runs), parents first: to
+/// check them all before anything is stopped, and to size the copy buffers.
+pub fn descendants(root: Pid) -> Result<Vec<Pid>, DumpError> {
+    let mut out = vec![root];
+    let mut seen = HashSet::from([root]);
+    let mut i = 0;
+    while i < out.len() {
+        // A process that exited meanwhile has no children to list.
+        for k in children(out[i]).unwrap_or_default() {
+            if seen.insert(k) {
+                out.push(k);
+            }
+        }
+        i += 1;
+    }
+    out.remove(0);
+    Ok(out)
+}
+
+/// PF_EXITING in /proc/PID/stat's flags (include/linux/sched.h): on its way to a zombie,
+/// its memory may already be gone.
+const PF_EXITING: u32 = 0x4;
+
+fn is_zombie(pid: Pid) -> bool {
+    proc::stat(pid).map_or(true, |s| matches!(s.state, 'Z' | 'X'))
+}
+
+/// A zombie, or about to be one (exiting).
+pub fn is_dying(pid: Pid) -> bool {
+    proc::stat(pid).map_or(true, |s| {
+        matches!(s.state, 'Z' | 'X') || s.flags & PF_EXITING != 0
+    })
+}
+
+/// Waits (briefly) for an exiting child to be a zombie: its parent is stopped, so it
+/// stays one.
+fn settle(pid: Pid) -> bool {
+    for _ in 0..1000 {
+        if is_zombie(pid) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    false
+}
+
+fn node(pid: Pid) -> Result<pb::TreeNode, DumpError> {
+    let s = proc::stat(pid)
+        .map_err(|e| DumpError::Lost(format!("pid {pid} vanished during the dump: {e}")))?;
+    let zombie = matches!(s.state, 'Z' | 'X');
+    if zombie && s.exit_code.unwrap_or(0) & 0x80 != 0 {
+        return Err(refuse(format!(
+            "pid {pid} is a zombie that dumped core (wait status {:#x}); not supported yet",
+            s.exit_code.unwrap_or(0)
+        )));
+    }
+    Ok(pb::TreeNode {
+        pid: pid.as_raw(),
+        ppid: s.ppid,
+        pgid: s.pgrp,
+        sid: s.session,
+        zombie,
+        exit_status: if zombie { s.exit_code.unwrap_or(0) } else { 0 },
+        comm: if zombie { s.comm } else { String::new() },
+    })
+}
+
+/// Seizes every descendant of the (seized) root, re-walking until stable.
+pub fn seize(root: Member) -> Result<Tree, DumpError> {
+    let root_pid = root.task.pid();
+    let mut tree = Tree {
+        nodes: vec![node(root_pid)?],
+        live: vec![root],
+    };
+    let mut known: HashSet<Pid> = HashSet::from([root_pid]);
+    loop {
+        let mut found = false;
+        let mut i = 0;
+        while i < tree.live.len() {
+            ckpt_sys::abort::check()?;
+            let parent = tree.live[i].task.pid();
+            for c in children(parent)? {
+                if !known.insert(c) {
+                    continue;
+                }
+                found = true;
+                if let Some(m) = seize_child(c)? {
+                    tree.live.push(m);
+                }
+                tree.nodes.push(node(c)?);
+            }
+            i += 1;
+        }
+        if !found {
+            break;
+        }
+    }
+    check_groups(&tree.nodes)?;
+    // Parents before children: a process found in a later pass (reparented) may sit
+    // above one found earlier.
+    order(&mut tree);
+    Ok(tree)
+}
+
+/// Checks and seizes a child; None if it is (or just became) a zombie.
+fn seize_child(c: Pid) -> Result<Option<Member>, DumpError> {
+    if is_dying(c) && settle(c) {
+        return Ok(None);
+    }
+    let id = match validate::before_seize_one(c) {
+        Ok(id) => id,
+        Err(_) if is_dying(c) && settle(c) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let task = match Seized::seize(c) {
+        Ok(t) => t,
+        Err(_) if is_dying(c) && settle(c) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(Some(Member { task, id }))
+}
+
+/// Sorts `nodes` and `live` so that every parent comes before its children.
+fn order(tree: &mut Tree) {
+    let mut sorted: Vec<pb::TreeNode> = Vec::with_capacity(tree.nodes.len());
+    let mut placed: HashSet<i32> = HashSet::new();
+    let root = tree.nodes[0].pid;
+    sorted.push(tree.nodes[0].clone());
+    placed.insert(root);
+    let mut i = 0;
+    while i < sorted.len() {
+        let p = sorted[i].pid;
+        for n in tree.nodes.iter().filter(|n| n.ppid == p && n.pid != root) {
+            if placed.insert(n.pid) {
+                sorted.push(n.clone());
+            }
+        }
+        i += 1;
+    }
+    tree.nodes = sorted;
+    let rank: std::collections::HashMap<i32, usize> = tree
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.pid, i))
+        .collect();
+    tree.live.sort_by_key(|m| {
+        rank.get(&m.task.pid().as_raw())
+            .copied()
+            .unwrap_or(usize::MAX)
+    });
+}
+
+/// The sessions and process groups a restore can rebuild: each process is in its
+/// parent's session or leads its own (setsid), and in its parent's group or leads its own
+/// (setpgid(0, 0)). The root keeps whatever it was in (the shell's, usually). Anything
+/// else (a group led by a sibling, a session whose leader was the parent before it called
+/// setsid) is refused by name.
+pub fn check_groups(nodes: &[pb::TreeNode]) -> Result<(), DumpError> {
+    let by_pid: std::collections::HashMap<i32, &pb::TreeNode> =
+        nodes.iter().map(|n| (n.pid, n)).collect();
+    for n in &nodes[1..] {
+        let Some(parent) = by_pid.get(&n.ppid) else {
+            return Err(DumpError::Lost(format!(
+                "pid {} left the tree (its parent is now {}) during the dump",
+                n.pid, n.ppid
+            )));
+        };
+        let leader_gone = |id: i32| {
+            if !by_pid.contains_key(&id) && !std::path::Path::new(&format!("/proc/{id}")).exists() {
+                " whose leader has exited"
+            } else {
+                ""
+            }
+        };
+        if n.sid != n.pid && n.sid != parent.sid {
+            return Err(refuse(format!(
+                "pid {} is in session {}{} (its parent {} is in session {}); not supported yet",
+                n.pid,
+                n.sid,
+                leader_gone(n.sid),
+                parent.pid,
+                parent.sid
+            )));
+        }
+        if n.pgid != n.pid && n.pgid != parent.pgid {
+            return Err(refuse(format!(
+                "pid {} is in process group {}{} (neither its own nor its parent's, {}); not supported yet",
+                n.pid,
+                n.pgid,
+                leader_gone(n.pgid),
+                parent.pgid
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(pid: i32, ppid: i32, pgid: i32, sid: i32) -> pb::TreeNode {
+        pb::TreeNode {
+            pid,
+            ppid,
+            pgid,
+            sid,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn groups_a_restore_can_rebuild() {
+        // root in the shell's group and session; children inherit, lead a group, or lead
+        // a session, and their children inherit that.
+        let ok = [
+            n(10, 1, 5, 4),
+            n(11, 10, 5, 4),
+            n(12, 10, 12, 4),
+            n(13, 10, 13, 13),
+            n(14, 13, 13, 13),
+            n(15, 12, 12, 4),
+        ];
+        check_groups(&ok).unwrap();
+        // A child in a sibling's group.
+        let e = check_groups(&[n(10, 1, 10, 4), n(11, 10, 11, 4), n(12, 10, 11, 4)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pid 12 is in process group 11"), "{e}");
+        // A child left in its parent's old session after the parent's setsid.
+        let e = check_groups(&[n(10, 1, 10, 10), n(11, 10, 5, 4)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pid 11 is in session 4"), "{e}");
+    }
+}

@@ -1,0 +1,55 @@
+//! Shared anonymous memory of a tree: an object that several processes map (a
+//! MAP_SHARED region made before a fork) is one object again. ckpt creates it once, as a
+//! memfd of its own; every puppet maps it by opening /proc/<ckpt>/fd/N, and its pages are
+//! filled once, through the first process whose image holds them (the others' runs are
+//! dropped, `ProcessImage::drop_shared_duplicates`).
+
+use crate::image::{ProcessImage, ShmObject};
+use crate::R;
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+/// The tree's shared objects, by `Vma.shm_id`: the path a puppet opens, and the fd that
+/// keeps each alive until every puppet has mapped it.
+pub struct SharedObjects {
+    pub paths: HashMap<u64, String>,
+    _fds: Vec<OwnedFd>,
+}
+
+impl SharedObjects {
+    /// The objects mapped by more than one process of the tree.
+    pub fn create(imgs: &[ProcessImage]) -> R<SharedObjects> {
+        let mut users: HashMap<u64, (usize, ShmObject)> = HashMap::new();
+        for img in imgs {
+            for (id, o) in img.shm_objects_all() {
+                let e = users.entry(id).or_insert((
+                    0,
+                    ShmObject {
+                        size: 0,
+                        name: o.name.clone(),
+                    },
+                ));
+                e.0 += 1;
+                e.1.size = e.1.size.max(o.size);
+            }
+        }
+        let me = nix::unistd::getpid();
+        let mut paths = HashMap::new();
+        let mut fds = Vec::new();
+        for (id, (n, o)) in users {
+            if n < 2 {
+                continue;
+            }
+            let name = std::ffi::CString::new(o.name.as_bytes()).unwrap_or_default();
+            let fd =
+                nix::sys::memfd::memfd_create(&name, nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)
+                    .map_err(|e| ckpt_sys::Error::sys(format!("memfd_create({:?})", o.name), e))?;
+            nix::unistd::ftruncate(&fd, o.size as i64).map_err(|e| {
+                ckpt_sys::Error::sys(format!("ftruncate of memfd {:?} to {}", o.name, o.size), e)
+            })?;
+            paths.insert(id, format!("/proc/{me}/fd/{}", fd.as_raw_fd()));
+            fds.push(fd);
+        }
+        Ok(SharedObjects { paths, _fds: fds })
+    }
+}

@@ -1,0 +1,251 @@
+//! The plan of a tree restore: who forks whom, in which order, and what each seed does
+//! about its session and process group.
+//!
+//! ckpt forks the root's seed; every seed, right after joining its session and group
+//! (which its children then inherit), forks the seeds of its own children with their
+//! pids (`seed/family.rs`), then prepares itself. A zombie's seed exits at once with the
+//! dumped status and is left for its restored parent to reap. The order of `nodes` is the
+//! dump's: parents before children, the root first.
+
+use crate::RestoreError;
+use ckpt_images::pb;
+use std::collections::HashMap;
+
+/// Signals whose default action does not end a process: no wait status holds one.
+const NOT_FATAL: [i32; 8] = [17, 18, 19, 20, 21, 22, 23, 28];
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub pid: i32,
+    /// Index of the parent in `Plan::nodes` (None for the root).
+    pub parent: Option<usize>,
+    pub children: Vec<usize>,
+    /// A zombie: the wait status its seed dies with.
+    pub zombie: Option<i32>,
+    /// A zombie's name.
+    pub comm: String,
+    /// setsid() (a session leader) or else setpgid(0, 0) (a group leader); neither: it
+    /// stays in its parent's session and group.
+    pub setsid: bool,
+    pub setpgid: bool,
+    /// Index of this live process's image and seed plan (None for a zombie).
+    pub live: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub nodes: Vec<Node>,
+}
+
+impl Plan {
+    /// Live processes, in restore order.
+    pub fn live(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.zombie.is_none())
+    }
+}
+
+fn bad(inventory: &str, reason: String) -> RestoreError {
+    RestoreError::Refused(format!("{inventory}: tree: {reason}"))
+}
+
+/// The plan for `inv` (already checked by `image::check_tree`): the inventory's tree, or
+/// the root alone for an image of one process. The root's own session and group are the
+/// caller's business (`detach`); the tree is refused unless each process is in its
+/// parent's session and group or leads its own, which is what the dump allows.
+/// `inventory` names the file in errors.
+pub fn plan(inv: &pb::Inventory, inventory: &str) -> Result<Plan, RestoreError> {
+    let nodes: Vec<pb::TreeNode> = if inv.tree.is_empty() {
+        if inv.pids.len() != 1 {
+            return Err(bad(
+                inventory,
+                format!("{} processes in the image but no tree", inv.pids.len()),
+            ));
+        }
+        vec![pb::TreeNode {
+            pid: inv.root_pid,
+            ..Default::default()
+        }]
+    } else {
+        inv.tree.clone()
+    };
+    if nodes[0].pid != inv.root_pid || nodes[0].zombie {
+        return Err(bad(
+            inventory,
+            format!(
+                "the first process is {}, not the root {}",
+                nodes[0].pid, inv.root_pid
+            ),
+        ));
+    }
+    let live_pids: Vec<i32> = nodes.iter().filter(|n| !n.zombie).map(|n| n.pid).collect();
+    if live_pids != inv.pids {
+        return Err(bad(
+            inventory,
+            "its live processes are not the inventory's pids, in order".into(),
+        ));
+    }
+    let mut index: HashMap<i32, usize> = HashMap::with_capacity(nodes.len());
+    let mut out: Vec<Node> = Vec::with_capacity(nodes.len());
+    let mut live = 0;
+    for (i, n) in nodes.iter().enumerate() {
+        if n.pid <= 0 || index.insert(n.pid, i).is_some() {
+            return Err(bad(
+                inventory,
+                format!("pid {} is invalid or listed twice", n.pid),
+            ));
+        }
+        let parent = if i == 0 {
+            None
+        } else {
+            let p = *index.get(&n.ppid).filter(|&&p| p < i).ok_or_else(|| {
+                bad(
+                    inventory,
+                    format!(
+                        "the parent {} of pid {} is not listed before it",
+                        n.ppid, n.pid
+                    ),
+                )
+            })?;
+            if out[p].zombie.is_some() {
+                return Err(bad(
+                    inventory,
+                    format!("pid {} has a zombie parent {}", n.pid, n.ppid),
+                ));
+            }
+            Some(p)
+        };
+        let zombie = if n.zombie {
+            let sig = n.exit_status & 0x7f;
+            let valid = n.exit_status & !0xffff == 0
+                && if sig == 0 {
+                    n.exit_status & 0xff == 0
+                } else {
+                    n.exit_status & 0xff80 == 0 && sig <= 64 && !NOT_FATAL.contains(&sig)
+                };
+            if !valid {
+                return Err(bad(
+                    inventory,
+                    format!(
+                        "zombie {} has wait status {:#x}, not one a restore can give",
+                        n.pid, n.exit_status
+                    ),
+                ));
+            }
+            Some(n.exit_status)
+        } else {
+            None
+        };
+        let (setsid, setpgid) = match parent {
+            None => (false, false),
+            Some(p) => {
+                let pn = &nodes[p];
+                let setsid = n.sid == n.pid;
+                let setpgid = !setsid && n.pgid == n.pid;
+                if (!setsid && n.sid != pn.sid)
+                    || (setsid && n.pgid != n.pid)
+                    || (!setsid && !setpgid && n.pgid != pn.pgid)
+                {
+                    return Err(bad(
+                        inventory,
+                        format!(
+                            "pid {} (session {}, group {}) is neither in its parent's session and \
+                         group nor their leader",
+                            n.pid, n.sid, n.pgid
+                        ),
+                    ));
+                }
+                (setsid, setpgid)
+            }
+        };
+        if let Some(p) = parent {
+            out[p].children.push(i);
+        }
+        out.push(Node {
+            pid: n.pid,
+            parent,
+            children: Vec::new(),
+            zombie,
+            comm: n.comm.clone(),
+            setsid,
+            setpgid,
+            live: if n.zombie {
+                None
+            } else {
+                live += 1;
+                Some(live - 1)
+            },
+        });
+    }
+    Ok(Plan { nodes: out })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(pid: i32, ppid: i32, pgid: i32, sid: i32) -> pb::TreeNode {
+        pb::TreeNode {
+            pid,
+            ppid,
+            pgid,
+            sid,
+            ..Default::default()
+        }
+    }
+
+    fn inv(tree: Vec<pb::TreeNode>) -> pb::Inventory {
+        pb::Inventory {
+            root_pid: tree[0].pid,
+            pids: tree.iter().filter(|n| !n.zombie).map(|n| n.pid).collect(),
+            tree,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn plans_a_tree() {
+        let mut z = n(14, 10, 5, 4);
+        z.zombie = true;
+        z.exit_status = 9;
+        let p = plan(
+            &inv(vec![
+                n(10, 1, 5, 4),
+                n(11, 10, 11, 4),
+                n(12, 10, 12, 12),
+                n(13, 12, 12, 12),
+                z,
+            ]),
+            "inventory.img",
+        )
+        .unwrap();
+        assert_eq!(p.nodes[0].children, vec![1, 2, 4]);
+        assert_eq!(p.nodes[2].children, vec![3]);
+        assert!(p.nodes[1].setpgid && !p.nodes[1].setsid);
+        assert!(p.nodes[2].setsid);
+        assert!(!p.nodes[3].setsid && !p.nodes[3].setpgid);
+        assert_eq!(p.nodes[4].zombie, Some(9));
+        assert_eq!(p.nodes[4].live, None);
+        assert_eq!(p.live().count(), 4);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_rebuild() {
+        // A child in a sibling's group.
+        assert!(plan(
+            &inv(vec![n(10, 1, 5, 4), n(11, 10, 11, 4), n(12, 10, 11, 4)]),
+            "inventory.img"
+        )
+        .is_err());
+        // A parent listed after its child.
+        assert!(plan(
+            &inv(vec![n(10, 1, 5, 4), n(12, 11, 5, 4), n(11, 10, 5, 4)]),
+            "inventory.img"
+        )
+        .is_err());
+        // A zombie killed by SIGCHLD.
+        let mut z = n(11, 10, 5, 4);
+        z.zombie = true;
+        z.exit_status = 17;
+        assert!(plan(&inv(vec![n(10, 1, 5, 4), z]), "inventory.img").is_err());
+    }
+}
