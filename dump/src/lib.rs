@@ -165,7 +165,7 @@ pub fn dump_with_progress(
     let process_core = cores::process(pid, &stat, &status, &injected, threads.len())?;
     let mut w = sink.records(&names::core(opts.pid), Kind::Core)?;
     w.write(&process_core)?;
-    for t in cores::thread_records(threads, &injected) {
+    for t in cores::thread_records(threads, &injected)? {
         w.write(&t)?;
     }
     sink.commit_records(&names::core(opts.pid), w)?;

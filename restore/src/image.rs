@@ -116,6 +116,9 @@ pub fn load(d: &ImageDir, pid: i32) -> Result<ProcessImage, RestoreError> {
         ));
     }
     for t in &threads {
+        if let Some(c) = &t.creds {
+            validate::creds(c).map_err(|e| bad(d, &core_name, format!("thread {}: {e}", t.tid)))?;
+        }
         if t.name.len() > 15 || t.name.contains('\0') {
             return Err(bad(
                 d,
