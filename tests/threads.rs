@@ -181,15 +181,34 @@ fn nobody_threads_three_cycles() {
     env.cycles(&mut w, 3, &[], |_, _| {});
 }
 
-/// A thread whose credentials differ from its process's is refused by name, and the
-/// process runs on untouched.
+/// A thread whose credentials differ from its process's (a raw setresgid in that thread
+/// alone) gets its own back, and the others the process's: every thread checks its gid.
 #[test]
-fn thread_with_its_own_credentials_is_refused() {
+fn thread_with_its_own_credentials_three_cycles() {
     let env = Env::new();
     let mut w = env.start_with("threads", &["16", "0", "oddcreds"]);
+    env.check(&mut w);
+    env.cycles(&mut w, 3, &[], |_, _| {});
+    let gids: Vec<String> = tids(w.pid)
+        .into_iter()
+        .filter_map(|t| status_field(t, "Gid"))
+        .collect();
+    assert_eq!(
+        gids.iter().filter(|g| g.starts_with("65534")).count(),
+        1,
+        "one thread with gid 65534: {gids:?}"
+    );
+}
+
+/// Per-thread state restore does not give back (here a no_new_privs set by one thread
+/// alone) is refused by name, and the process runs on untouched.
+#[test]
+fn thread_with_its_own_no_new_privs_is_refused() {
+    let env = Env::new();
+    let mut w = env.start_with("threads", &["16", "0", "oddnnp"]);
     let dir = env.subdir("img");
     env.dump(w.pid, &dir, &[])
-        .failed_naming("has credentials of its own (Gid: 65534");
+        .failed_naming("has a NoNewPrivs of its own");
     for t in tids(w.pid) {
         assert_eq!(status_field(t, "TracerPid").as_deref(), Some("0"));
     }

@@ -105,7 +105,10 @@ fn thread(
 
 /// The records of core-PID.img after the ProcessCore: the leader's with the leader's
 /// injected answers, then each other thread's with its own.
-pub fn thread_records(threads: Vec<Thread>, inj: &Injected) -> Vec<pb::ThreadCore> {
+pub fn thread_records(
+    threads: Vec<Thread>,
+    inj: &Injected,
+) -> Result<Vec<pb::ThreadCore>, DumpError> {
     let mut out = Vec::with_capacity(threads.len());
     for (i, t) in threads.into_iter().enumerate() {
         let mut core = t.core;
@@ -115,10 +118,29 @@ pub fn thread_records(threads: Vec<Thread>, inj: &Injected) -> Vec<pb::ThreadCor
         } else if let Some(a) = inj.threads.get(i - 1) {
             core.tid_address = a.tid_address;
             core.altstack = Some(a.altstack);
+            if let Some(bits) = a.securebits {
+                let tid = Pid::from_raw(core.tid);
+                core.creds = Some(creds(&proc::status(tid)?, bits));
+            }
         }
         out.push(core);
     }
-    out
+    Ok(out)
+}
+
+/// Credentials as /proc/PID/status shows them, with the injected securebits.
+fn creds(status: &Status, securebits: u32) -> pb::Creds {
+    pb::Creds {
+        uid: vec![status.ruid, status.euid, status.suid, status.fuid],
+        gid: vec![status.rgid, status.egid, status.sgid, status.fgid],
+        groups: status.groups.iter().map(|&g| g as u32).collect(),
+        cap_inh: status.capinh,
+        cap_prm: status.capprm,
+        cap_eff: status.capeff,
+        cap_bnd: status.capbnd.unwrap_or(0),
+        cap_amb: status.capamb.unwrap_or(0),
+        securebits,
+    }
 }
 
 pub fn process(
@@ -128,17 +150,7 @@ pub fn process(
     inj: &Injected,
     nr_threads: usize,
 ) -> Result<pb::ProcessCore, DumpError> {
-    let creds = pb::Creds {
-        uid: vec![status.ruid, status.euid, status.suid, status.fuid],
-        gid: vec![status.rgid, status.egid, status.sgid, status.fgid],
-        groups: status.groups.iter().map(|&g| g as u32).collect(),
-        cap_inh: status.capinh,
-        cap_prm: status.capprm,
-        cap_eff: status.capeff,
-        cap_bnd: status.capbnd.unwrap_or(0),
-        cap_amb: status.capamb.unwrap_or(0),
-        securebits: inj.securebits,
-    };
+    let creds = creds(status, inj.securebits);
     let mut rlimits = Vec::with_capacity(RLIMIT_COUNT as usize);
     // From /proc: prlimit(2) on a task of another uid needs CAP_SYS_RESOURCE.
     for (resource, &(cur, max)) in proc::limits(pid)?

@@ -339,7 +339,7 @@ fn process(
     let process_core = cores::process(pid, &stat, &status, &injected, threads.len())?;
     let mut w = sink.records(&names::core(raw), Kind::Core)?;
     w.write(&process_core)?;
-    for t in cores::thread_records(threads, &injected) {
+    for t in cores::thread_records(threads, &injected)? {
         w.write(&t)?;
     }
     sink.commit_records(&names::core(raw), w)?;

@@ -24,6 +24,7 @@ const MAX_ROUNDS: usize = 64;
 /// Signal-delivery stops let through per thread before giving up on its interrupt.
 const MAX_SIGNALS: usize = 64;
 const PR_GET_TID_ADDRESS: u64 = 40;
+const PR_GET_SECUREBITS: u64 = 27;
 
 /// A non-leader thread in ptrace-stop, owned by the dump like the leader in [`Seized`].
 pub struct Stopped {
@@ -36,6 +37,8 @@ pub struct Stopped {
     pub sigmask_changed: bool,
     /// The thread's own CPU mask while it is pinned to ckpt's CPU for the queries.
     pub affinity_changed: Option<u64>,
+    /// Its credentials differ from the leader's (recorded in its ThreadCore).
+    pub own_creds: bool,
 }
 
 /// ckpt pinned to the CPU it runs on while it drives the threads' queries (each injected
@@ -76,6 +79,8 @@ impl Drop for Pinned {
 pub struct Answers {
     pub tid_address: u64,
     pub altstack: pb::SigAltStack,
+    /// Asked only of a thread with credentials of its own.
+    pub securebits: Option<u32>,
 }
 
 /// How a thread ended the wait for its stop.
@@ -93,6 +98,11 @@ pub fn options() -> Options {
 /// Seizes every thread of `task`'s process but the leader (already stopped), then checks
 /// them. On error, the threads stopped so far are in `task` and put back by its drop.
 pub fn seize_rest(task: &mut Seized) -> Result<(), DumpError> {
+    seize_all(task)?;
+    check(task)
+}
+
+fn seize_all(task: &mut Seized) -> Result<(), DumpError> {
     let pid = task.pid;
     for _ in 0..MAX_ROUNDS {
         let new: Vec<Pid> = proc::tasks(pid)?
@@ -100,7 +110,7 @@ pub fn seize_rest(task: &mut Seized) -> Result<(), DumpError> {
             .filter(|&t| t != pid && !task.threads.iter().any(|s| s.tid == t))
             .collect();
         if new.is_empty() {
-            return check(task);
+            return Ok(());
         }
         let mut seized = Vec::with_capacity(new.len());
         for t in new {
@@ -132,6 +142,7 @@ pub fn seize_rest(task: &mut Seized) -> Result<(), DumpError> {
                     regs_changed: false,
                     sigmask_changed: false,
                     affinity_changed: None,
+                    own_creds: false,
                 });
             }
         }
@@ -186,7 +197,8 @@ fn wait_stop(pid: Pid, tid: Pid) -> Result<Waited, DumpError> {
 }
 
 /// The lines of /proc/PID/task/TID/status that restore gives every thread from the
-/// process: a thread whose lines differ from the leader's is refused.
+/// process: a thread whose lines differ from the leader's is refused. The credentials
+/// (`CREDS_STATUS`) may differ: such a thread has them recorded and restored as its own.
 const SHARED_STATUS: [&str; 10] = [
     "Uid:",
     "Gid:",
@@ -199,6 +211,7 @@ const SHARED_STATUS: [&str; 10] = [
     "NoNewPrivs:",
     "Seccomp:",
 ];
+const CREDS_STATUS: usize = 8;
 
 /// Those lines of one thread's status, read raw (a full parse per thread costs more than
 /// the seize itself with hundreds of threads).
@@ -211,39 +224,37 @@ fn shared_status(pid: Pid, tid: Pid) -> Result<Vec<String>, DumpError> {
         .collect())
 }
 
-/// Per-thread state that restore gives every thread from the process (credentials,
-/// seccomp, scheduling): refused by name where a thread differs.
-fn check(task: &Seized) -> Result<(), DumpError> {
+/// Per-thread state that restore gives every thread from the process (seccomp,
+/// no_new_privs, scheduling): refused by name where a thread differs. A thread with
+/// credentials of its own is marked to have them recorded.
+fn check(task: &mut Seized) -> Result<(), DumpError> {
     let pid = task.pid;
     if task.threads.is_empty() {
         return Ok(());
     }
     let lead = shared_status(pid, pid)?;
     let lead_sched = (process::get_nice(pid)?, process::get_sched(pid)?);
-    for t in &task.threads {
+    for t in &mut task.threads {
         let tid = t.tid;
         let mine = shared_status(pid, tid)?;
-        if let Some(line) = mine.iter().find(|l| !lead.contains(l)) {
+        for line in mine.iter().filter(|l| !lead.contains(l)) {
             let key = line.split(':').next().unwrap_or("");
+            if SHARED_STATUS[..CREDS_STATUS]
+                .iter()
+                .any(|p| p.strip_suffix(':') == Some(key))
+            {
+                t.own_creds = true;
+                continue;
+            }
             let theirs = lead
                 .iter()
                 .find(|l| l.starts_with(key))
                 .map_or("", |l| l.as_str());
-            let what = if key == "Seccomp" {
-                "a seccomp mode of its own"
-            } else {
-                "credentials of its own"
-            };
             return Err(refuse(format!(
-                "pid {pid}: thread {tid} has {what} ({}; the process: {}); per-thread {} are \
-                 not supported yet",
+                "pid {pid}: thread {tid} has a {key} of its own ({}; the process: {}); \
+                 per-thread {key} is not supported yet",
                 squeeze(line),
                 squeeze(theirs),
-                if key == "Seccomp" {
-                    "seccomp filters"
-                } else {
-                    "credentials"
-                }
             )));
         }
         let sched = (process::get_nice(tid)?, process::get_sched(tid)?);
@@ -300,6 +311,15 @@ pub fn query(task: &mut Seized, insn: u64, slot: u64) -> Result<(Vec<Answers>, u
             libc::SYS_sigaltstack,
             &[0, slot + 8],
         )?;
+        let securebits = if t.own_creds {
+            Some(remote.syscall(
+                || format!("prctl(PR_GET_SECUREBITS) in thread {tid}"),
+                libc::SYS_prctl,
+                &[PR_GET_SECUREBITS],
+            )? as u32)
+        } else {
+            None
+        };
         calls += remote.calls;
         let mut b = [0u8; 32];
         mem::read(tid, slot, &mut b)?;
@@ -311,6 +331,7 @@ pub fn query(task: &mut Seized, insn: u64, slot: u64) -> Result<(Vec<Answers>, u
                 flags: u(16) as u32,
                 size: u(24),
             },
+            securebits,
         });
         // Back as found, in the syscall-exit stop of the last query: the detach at
         // release runs the kernel's restart logic on them (as for the leader).

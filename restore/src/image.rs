@@ -136,6 +136,9 @@ pub fn load(d: &ImageDir, pid: i32, pages_first: u64) -> Result<ProcessImage, Re
         ));
     }
     for t in &threads {
+        if let Some(c) = &t.creds {
+            validate::creds(c).map_err(|e| bad(d, &core_name, format!("thread {}: {e}", t.tid)))?;
+        }
         if t.name.len() > 15 || t.name.contains('\0') {
             return Err(bad(
                 d,

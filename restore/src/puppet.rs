@@ -154,9 +154,10 @@ impl<'a> Puppet<'a> {
         crate::timers::restore(&mut self.remote, scratch, &self.img.core.posix_timers)?;
         crate::locks::restore(&mut self.remote, scratch, &self.img.fds)?;
         crate::task_state::restore(&mut self.remote, &self.img.core)?;
-        if self.creds()? {
-            // The threads were cloned with the seed's credentials, the main thread's
-            // until just now.
+        let changed = self.creds(self.img.core.creds.clone())?;
+        // The threads were cloned with the seed's credentials, the main thread's until
+        // just now: they need theirs unless nothing changed for anyone.
+        if changed || self.img.threads.iter().any(|t| t.creds.is_some()) {
             self.thread_creds()?;
         }
         // As the process itself: its own RLIMIT_MEMLOCK and CAP_IPC_LOCK (or lack of it)
@@ -873,9 +874,10 @@ impl<'a> Puppet<'a> {
     /// 6. capset of the image's E, P, I: only ever a reduction; the ambient set stays,
     ///    as it is inside P and I.
     ///
-    /// Returns whether anything had to change.
-    fn creds(&mut self) -> R<bool> {
-        let Some(c) = self.img.core.creds.clone() else {
+    /// `c`: the credentials of the thread the calls go to. Returns whether anything had
+    /// to change.
+    fn creds(&mut self, c: Option<pb::Creds>) -> R<bool> {
+        let Some(c) = c else {
             return Ok(false);
         };
         // Per thread: the status of the thread the calls go to.

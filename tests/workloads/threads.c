@@ -4,8 +4,9 @@
  * default 64; MIB: that much memory filled with a pattern and checked too, default 0)
  * MODE "nobody": once the threads run, the process drops to uid/gid 65534 (glibc applies
  * it to every thread), and every thread checks its own ids by raw syscalls;
- * MODE "oddcreds": thread 5 alone changes its gid to 65534 (a raw setresgid), which a
- * dump must refuse;
+ * MODE "oddcreds": thread 5 alone changes its gid to 65534 (a raw setresgid); every
+ * thread checks its own gid (65534 in thread 5, 0 elsewhere);
+ * MODE "oddnnp": thread 5 alone sets no_new_privs, which a dump must refuse;
  * MODE "churn": thread 7 creates and joins short-lived threads as fast as it can (they
  * are created and exit while a dump seizes the process), counting them.
  * Threads besides main, each with its own TLS id, tid, name ("t<i>"), sigmask (SIGUSR1,
@@ -61,7 +62,7 @@ static volatile sig_atomic_t alt_count, alt_off_stack;
 static pthread_mutex_t robust;
 static volatile int join_exit;
 static int joins;
-static int nobody_mode, oddcreds_mode, churn_mode;
+static int nobody_mode, oddcreds_mode, oddnnp_mode, churn_mode;
 static volatile uint64_t churned;
 /* The CPUs the process may run on at start: every thread but the pinned one keeps them. */
 static int all_cpus;
@@ -124,6 +125,11 @@ static void self_check(int i)
 		if (u != 65534 || eu != 65534 || g != 65534)
 			mark_bad(i, "uid (per-thread credentials)", u, 65534);
 	}
+	if (oddcreds_mode) {
+		long g = syscall(SYS_getgid), want = i == T_PIN ? 65534 : 0;
+		if (g != want)
+			mark_bad(i, "gid (per-thread credentials)", g, want);
+	}
 	if (i == T_ALT) {
 		stack_t ss;
 		sigaltstack(NULL, &ss);
@@ -171,6 +177,8 @@ static void *run(void *arg)
 		if (sigaltstack(&ss, NULL))
 			mark_bad(i, "sigaltstack setup", errno, 0);
 	}
+	if (i == T_PIN && oddnnp_mode && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+		mark_bad(i, "PR_SET_NO_NEW_PRIVS", errno, 0);
 	if (i == T_PIN && oddcreds_mode &&
 	    syscall(SYS_setresgid, 65534, 65534, 65534))
 		mark_bad(i, "setresgid", errno, 0);
@@ -353,6 +361,7 @@ int main(int argc, char **argv)
 	nobody_mode = !strcmp(mode, "nobody");
 	oddcreds_mode = !strcmp(mode, "oddcreds");
 	churn_mode = !strcmp(mode, "churn");
+	oddnnp_mode = !strcmp(mode, "oddnnp");
 	wl_init();
 	cpu_set_t set;
 	CPU_ZERO(&set);

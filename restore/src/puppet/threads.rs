@@ -230,11 +230,13 @@ impl Puppet<'_> {
         }
     }
 
-    /// The process's credentials in every created thread (a raw setresuid and capset
-    /// change only the calling thread).
+    /// Each created thread's credentials, its own or the process's (a raw setresuid and
+    /// capset change only the calling thread).
     pub(super) fn thread_creds(&mut self) -> R<()> {
         for i in 0..self.threads.len() {
-            self.in_thread(i, |p| p.creds().map(|_| ()))?;
+            let t = &self.img.threads[self.threads[i].idx];
+            let c = t.creds.clone().or_else(|| self.img.core.creds.clone());
+            self.in_thread(i, |p| p.creds(c).map(|_| ()))?;
         }
         Ok(())
     }
