@@ -175,3 +175,38 @@ fn inherited_pipe_is_named_with_its_other_end() {
     assert_running_untraced(w.pid);
     env.check(&mut w);
 }
+
+/// State the dump refuses only once the process is stopped (here a sealed mapping,
+/// VmFlags `sl`) is listed by the check too, from /proc alone; the dump then refuses
+/// it the same way and the process runs on.
+#[test]
+fn check_lists_refused_kernel_state() {
+    let env = Env::new();
+    let script = "import ctypes, os, sys, time\n\
+        libc = ctypes.CDLL(None, use_errno=True)\n\
+        libc.mmap.restype = ctypes.c_void_p\n\
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]\n\
+        a = libc.mmap(None, 4096, 3, 0x22, -1, 0)\n\
+        assert libc.syscall(462, ctypes.c_void_p(a), ctypes.c_size_t(4096), ctypes.c_ulong(0)) == 0\n\
+        print('SEALED %x' % a, flush=True)\n\
+        print('READY %d' % os.getpid(), flush=True)\n\
+        time.sleep(600)\n";
+    let w = env.spawn(
+        "sealed",
+        &python3(),
+        &[OsStr::new("-c"), OsStr::new(script)],
+    );
+    env.wait_ready(&w);
+    let out = check(&env, w.pid, false);
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    let me = format!("pid {} (", w.pid);
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with(&me) && l.contains("kernel state") && l.contains("sealed")),
+        "the sealed mapping is not listed:\n{out}"
+    );
+    let dir = env.subdir("img");
+    env.dump(w.pid, &dir, &[]).failed_naming("sealed");
+    assert_running_untraced(w.pid);
+}

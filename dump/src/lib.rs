@@ -96,7 +96,10 @@ pub(crate) use ckpt_images::units::ms;
 /// Everything that keeps the tree of `pid` from being dumped (empty: dumpable), found
 /// without stopping or touching any process of it: the same checks a dump makes first.
 pub fn check_tree(pid: i32) -> Result<Vec<Blocker>, DumpError> {
-    Ok(validate::tree_blockers(Pid::from_raw(pid))?.list)
+    let root = Pid::from_raw(pid);
+    let mut out = validate::tree_blockers(root)?;
+    validate::known_state_blockers(root, &mut out);
+    Ok(out.list)
 }
 
 pub fn dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {

@@ -126,6 +126,26 @@ pub fn tree_blockers(root: Pid) -> Result<Blockers, DumpError> {
     Ok(out)
 }
 
+/// What the stopped-task checks of `known_state` (unknown or non-default status fields
+/// and VmFlags letters) would refuse, for `ckpt check -t`: a dump makes them once the
+/// tree is stopped, but they need only /proc, so the check lists them too. (The prctl
+/// states a dump asks the task itself for, by injected calls, are not seen here.)
+pub fn known_state_blockers(root: Pid, out: &mut Blockers) {
+    for pid in tree(root) {
+        let dead = proc::stat(pid).map_or(true, |s| matches!(s.state, 'Z' | 'X'));
+        let Ok(maps) = (if dead { continue } else { proc::smaps(pid) }) else {
+            continue;
+        };
+        let allowed = crate::known_state::Allowed::default();
+        if let Err(e) = crate::known_state::check_task(pid, &maps, &allowed) {
+            let msg = e.to_string();
+            let own = format!("pid {pid}: ");
+            let why = msg.strip_prefix(&own).unwrap_or(&msg).to_string();
+            out.push(pid, "kernel state", why);
+        }
+    }
+}
+
 /// `root` and its descendants (the children of each of their threads), parents first.
 fn tree(root: Pid) -> Vec<Pid> {
     let me = nix::unistd::getpid();
