@@ -404,3 +404,32 @@ fn lazy_restore_of_a_tree_is_refused() {
     assert_running_untraced(w.pid);
     finish_tree(&env, &w, &tree_pids(&dir));
 }
+
+/// ckpt killed (SIGKILL: no cleanup of its own) while the seeds of a 101-process ring
+/// wait to be seized: every seed dies with its parent (ckpt, or its parent's seed), none
+/// is left waiting for a ckpt that will never come.
+#[test]
+fn restore_killed_before_the_seize_leaves_nothing() {
+    let env = Env::new();
+    let (dir, pids) = dumped_ring(&env);
+    let hold = Hold::new(&env, "restore-seeds");
+    let bg = env.ckpt_bg_held(
+        &hold,
+        &[
+            OsStr::new("restore"),
+            OsStr::new("-D"),
+            dir.as_os_str(),
+            OsStr::new("-d"),
+        ],
+    );
+    let ckpt = bg.child.id() as i32;
+    assert_eq!(hold.reached(), ckpt);
+    assert!(
+        pids.iter().all(|&p| exists(p)),
+        "held before every seed was made"
+    );
+    assert!(signal(ckpt, libc::SIGKILL));
+    let out = env.finish_bg(bg);
+    assert_eq!(out.status.code(), None, "ckpt should die of SIGKILL: {out}");
+    wait_gone(&pids);
+}

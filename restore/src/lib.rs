@@ -204,11 +204,13 @@ pub fn restore_with_progress(
     let rollback = rollback::Rollback::arm()?;
     debug!(pid, "forking the seeds");
     let seeds = seed::Seeds {
+        ckpt: std::process::id() as i32,
         tree: &tree,
         plans: &plans,
     };
     let child = seeds::fork_root(&seeds, err_w)?;
     seeds::wait_ready(err_r, &inv.pids)?;
+    ckpt_sys::testhold::hold("restore-seeds", &|| false);
     let pids: Vec<Pid> = inv.pids.iter().map(|&p| Pid::from_raw(p)).collect();
     let source = fill::Source {
         reader: &pages,

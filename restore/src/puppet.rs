@@ -122,6 +122,12 @@ impl<'a> Puppet<'a> {
         // Nothing may be delivered while the puppet is half built; SIGTRAP stays open for
         // the trampoline's int3 (a blocked SIGTRAP would be reset to SIG_DFL by the kernel).
         ptrace::set_sigmask(self.pid, !(1u64 << (SIGTRAP - 1)))?;
+        // The seed's own guard against a dead ckpt (seed.rs); EXITKILL guards from here.
+        self.call(
+            "prctl(PR_SET_PDEATHSIG, 0)",
+            libc::SYS_prctl,
+            &[libc::PR_SET_PDEATHSIG as u64, 0],
+        )?;
         if self.img.threads.len() > 1 {
             // Hundreds of injections to come (thread stacks, the threads themselves).
             self.pin()?;

@@ -69,6 +69,16 @@ impl SeedPlan {
 pub fn run(seeds: &Seeds, me: usize) -> ! {
     let node = &seeds.tree.nodes[me];
     let p = &seeds.plans[node.live.expect("a live process")];
+    // A seed that ckpt never seizes (ckpt killed meanwhile) would wait in pause() for
+    // ever: it dies with its parent instead (ckpt, or its parent's seed, which dies with
+    // its own). The puppet clears this first thing. A parent gone before the call shows
+    // in getppid() (ckpt is a subreaper: orphans would be its, or init's).
+    let parent = node.parent.map_or(seeds.ckpt, |i| seeds.tree.nodes[i].pid);
+    let dies_with_parent =
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_ok();
+    if !dies_with_parent || nix::unistd::getppid().as_raw() != parent {
+        ckpt_sys::process::exit_now(1)
+    }
     // Until `prepare` moved it, the status pipe is where ckpt left it.
     let early = join_groups(p).and_then(|()| family::fork_children(seeds, me));
     let result = early

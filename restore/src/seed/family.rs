@@ -12,6 +12,8 @@ pub struct Seeds<'a> {
     pub tree: &'a tree::Plan,
     /// One per live process, indexed by `Node::live`.
     pub plans: &'a [SeedPlan],
+    /// ckpt's pid: the root seed's parent.
+    pub ckpt: i32,
 }
 
 impl Seeds<'_> {
