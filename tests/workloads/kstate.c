@@ -35,37 +35,6 @@ static const char *mode;
 static uint8_t *S, *R, *N, *D, *A;
 static int named = 1;
 
-/* 1 if the VmFlags of the VMA starting at `addr` include `f`, 0 if not, -1 if no VMA. */
-static int vm_flag(const void *addr, const char *f)
-{
-	FILE *s = fopen("/proc/self/smaps", "r");
-	if (!s)
-		return -1;
-	char line[1024];
-	int in = 0, found = -1;
-	while (fgets(line, sizeof(line), s)) {
-		unsigned long lo, hi;
-		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
-			in = lo == (unsigned long)addr;
-		else if (in && strncmp(line, "VmFlags:", 8) == 0) {
-			char pat[8];
-			snprintf(pat, sizeof(pat), " %s", f);
-			char *p = line + 8;
-			found = 0;
-			while ((p = strstr(p, pat))) {
-				if (p[3] == ' ' || p[3] == '\n' || p[3] == 0) {
-					found = 1;
-					break;
-				}
-				p++;
-			}
-			break;
-		}
-	}
-	fclose(s);
-	return found;
-}
-
 static int read_loginuid(void)
 {
 	char b[32] = { 0 };
@@ -80,11 +49,11 @@ static int verify(void)
 		WL_CHECK(read_loginuid() == LOGINUID, "loginuid %d, want %d", read_loginuid(),
 			 LOGINUID);
 	} else if (!strcmp(mode, "vmflags")) {
-		WL_CHECK(vm_flag(S, "sr") == 1, "S: no sr (MADV_SEQUENTIAL lost)");
-		WL_CHECK(vm_flag(R, "rr") == 1, "R: no rr (MADV_RANDOM lost)");
-		WL_CHECK(vm_flag(N, "nr") == 1, "N: no nr (MAP_NORESERVE lost)");
-		WL_CHECK(vm_flag(D, "dp") == 1, "D: no dp (MAP_DROPPABLE lost)");
-		WL_CHECK(vm_flag(D, "ac") == 0, "D: ac (restored as ordinary memory)");
+		WL_CHECK(wl_vm_flag(S, "sr") == 1, "S: no sr (MADV_SEQUENTIAL lost)");
+		WL_CHECK(wl_vm_flag(R, "rr") == 1, "R: no rr (MADV_RANDOM lost)");
+		WL_CHECK(wl_vm_flag(N, "nr") == 1, "N: no nr (MAP_NORESERVE lost)");
+		WL_CHECK(wl_vm_flag(D, "dp") == 1, "D: no dp (MAP_DROPPABLE lost)");
+		WL_CHECK(wl_vm_flag(D, "ac") == 0, "D: ac (restored as ordinary memory)");
 		char line[1024];
 		WL_CHECK(!named || (wl_maps_line(A, line, sizeof(line)) && strstr(line, "[anon:wl-name]")),
 			 "A: maps line %s lacks its name", line);

@@ -20,38 +20,6 @@ static uint8_t *L, *F;
 static long vmlck0;
 static int future;
 
-/* 1 if the VmFlags of the VMA starting at `addr` include the flag `f`, 0 if not, -1 if
- * there is no such VMA. */
-static int vm_flag(const void *addr, const char *f)
-{
-	FILE *s = fopen("/proc/self/smaps", "r");
-	if (!s)
-		return -1;
-	char line[1024];
-	int in = 0, found = -1;
-	while (fgets(line, sizeof(line), s)) {
-		unsigned long lo, hi;
-		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
-			in = lo == (unsigned long)addr;
-		else if (in && strncmp(line, "VmFlags:", 8) == 0) {
-			char pat[8];
-			snprintf(pat, sizeof(pat), " %s", f);
-			char *p = line + 8;
-			found = 0;
-			while ((p = strstr(p, pat))) {
-				if (p[3] == ' ' || p[3] == '\n' || p[3] == 0) {
-					found = 1;
-					break;
-				}
-				p++;
-			}
-			break;
-		}
-	}
-	fclose(s);
-	return found;
-}
-
 static int resident(const uint8_t *base, int first, int last)
 {
 	unsigned char v[NPAGES];
@@ -69,10 +37,10 @@ static int verify(void)
 {
 	WL_CHECK(wl_cmp(L, NPAGES * PAGE, 1) == (size_t)-1, "L contents differ");
 	WL_CHECK(wl_cmp(F, TOUCHED * PAGE, 2) == (size_t)-1, "F contents differ");
-	WL_CHECK(vm_flag(L, "lo") == 1 && vm_flag(L, "lf") == 0, "L: VmFlags lo %d lf %d",
-		 vm_flag(L, "lo"), vm_flag(L, "lf"));
-	WL_CHECK(vm_flag(F, "lo") == 1 && vm_flag(F, "lf") == 1, "F: VmFlags lo %d lf %d",
-		 vm_flag(F, "lo"), vm_flag(F, "lf"));
+	WL_CHECK(wl_vm_flag(L, "lo") == 1 && wl_vm_flag(L, "lf") == 0, "L: VmFlags lo %d lf %d",
+		 wl_vm_flag(L, "lo"), wl_vm_flag(L, "lf"));
+	WL_CHECK(wl_vm_flag(F, "lo") == 1 && wl_vm_flag(F, "lf") == 1, "F: VmFlags lo %d lf %d",
+		 wl_vm_flag(F, "lo"), wl_vm_flag(F, "lf"));
 	if (!resident(L, 0, NPAGES) || !resident(F, 0, TOUCHED))
 		return 0;
 	long lck = wl_status_long("VmLck", 10);
@@ -81,7 +49,7 @@ static int verify(void)
 		/* Read-only: never merged with L or F. */
 		uint8_t *n = mmap(NULL, 2 * PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		WL_CHECK(n != MAP_FAILED, "mmap: %s", strerror(errno));
-		int lo = vm_flag(n, "lo");
+		int lo = wl_vm_flag(n, "lo");
 		long grown = wl_status_long("VmLck", 10) - lck;
 		munmap(n, 2 * PAGE);
 		WL_CHECK(lo == 1 && grown == 8,
@@ -114,7 +82,7 @@ int main(int argc, char **argv)
 	wl_fill(F, TOUCHED * PAGE, 2);
 	if (future) {
 		/* stdio's buffers first: heap grown after mlockall would be locked too. */
-		printf("INFO future: L has lo %d\n", vm_flag(L, "lo"));
+		printf("INFO future: L has lo %d\n", wl_vm_flag(L, "lo"));
 		if (mlockall(MCL_FUTURE))
 			wl_die("mlockall(MCL_FUTURE)");
 	}

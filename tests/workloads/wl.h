@@ -223,6 +223,38 @@ __attribute__((unused)) static ssize_t wl_read_file(const char *path, char *buf,
 	return (ssize_t)got;
 }
 
+/* Whether the mapping starting at addr has VmFlags letter f in /proc/self/smaps: 1 yes,
+ * 0 no, -1 no such mapping. */
+static inline int wl_vm_flag(const void *addr, const char *f)
+{
+	FILE *s = fopen("/proc/self/smaps", "r");
+	if (!s)
+		return -1;
+	char line[1024];
+	int in = 0, found = -1;
+	while (fgets(line, sizeof(line), s)) {
+		unsigned long lo, hi;
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+			in = lo == (unsigned long)addr;
+		else if (in && strncmp(line, "VmFlags:", 8) == 0) {
+			char pat[8];
+			snprintf(pat, sizeof(pat), " %s", f);
+			char *p = line + 8;
+			found = 0;
+			while ((p = strstr(p, pat))) {
+				if (p[3] == ' ' || p[3] == '\n' || p[3] == 0) {
+					found = 1;
+					break;
+				}
+				p++;
+			}
+			break;
+		}
+	}
+	fclose(s);
+	return found;
+}
+
 /* The value of a /proc/self/status field (after the colon and blanks), or "". */
 static inline void wl_status_field(const char *name, char *out, size_t len)
 {
