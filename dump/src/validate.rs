@@ -116,12 +116,17 @@ pub fn tree_blockers(root: Pid) -> Result<Blockers, DumpError> {
     let mut describer = Describer::new(tree.iter().copied());
     let mut out = Blockers::default();
     for &pid in &tree {
-        match process_blockers(pid, pid != root, &mut describer, &mut out) {
-            Ok(()) => {}
-            // A descendant that exited while we looked blocks nothing.
-            Err(_) if pid != root && !Path::new(&format!("/proc/{pid}")).exists() => {}
-            Err(e) => return Err(e),
+        let below = pid != root;
+        let mut mine = Blockers::default();
+        let looked = process_blockers(pid, below, &mut describer, &mut mine);
+        // A descendant that is exiting (or gone) blocks nothing: what it held is being
+        // torn down under our eyes (its maps read empty, its fds vanish), and the seize
+        // records it as the zombie it becomes (`tree.rs`).
+        if below && crate::tree::is_dying(pid) {
+            continue;
         }
+        looked?;
+        out.list.extend(mine.list);
     }
     Ok(out)
 }
@@ -132,7 +137,7 @@ pub fn tree_blockers(root: Pid) -> Result<Blockers, DumpError> {
 /// states a dump asks the task itself for, by injected calls, are not seen here.)
 pub fn known_state_blockers(root: Pid, out: &mut Blockers) {
     for pid in tree(root) {
-        let dead = proc::stat(pid).map_or(true, |s| matches!(s.state, 'Z' | 'X'));
+        let dead = crate::tree::is_dying(pid);
         let Ok(maps) = (if dead { continue } else { proc::smaps(pid) }) else {
             continue;
         };
