@@ -118,6 +118,24 @@ fn write_lease_survives() {
 
 // ------------------------------------------------------------ POSIX timers
 
+/// A flock held through a description only a mapping keeps (its fd closed) has no fd
+/// to be re-taken through: refused at dump naming it, the workload left running.
+#[test]
+fn lock_held_through_no_fd_is_refused() {
+    let env = Env::new();
+    let mut w = start_with(&env, "locks", &["flock_mapped"]);
+    env.check(&mut w);
+    let dir = env.subdir("img");
+    let line = env
+        .dump(w.pid, &dir, &[])
+        .failed_naming("through no open fd");
+    assert!(mentions_number(&line, w.pid as i64), "{line}");
+    assert!(line.contains("FLOCK WRITE"), "{line}");
+    assert!(image_files(&dir, "").is_empty(), "{}", listing(&dir));
+    assert_running_untraced(w.pid);
+    env.check(&mut w);
+}
+
 /// Timers under their ids (3-6, after three deleted ones), with their clocks,
 /// notifications (process- and thread-directed, none) and remaining times.
 #[test]

@@ -119,13 +119,17 @@ pub fn dump_with_progress(
         )));
     }
     let pid = Pid::from_raw(opts.pid);
+    locks::warm_up();
     abort::phase("checking the process");
     // The whole tree is checked before anything is stopped (and a process that appears
     // only during the seize, on its own then): a refusal touches nothing.
     let identity = validate::before_seize(pid)?;
-    let mut rss = proc::status(pid)?.vmrss.unwrap_or(0) * 1024;
+    // What a process's copy can hold: its anonymous and shared memory (file pages are
+    // not stored unless copied-on-write, and then they count as anonymous).
+    let copied = |s: &proc::Status| (s.rssanon.unwrap_or(0) + s.rssshmem.unwrap_or(0)) * 1024;
+    let mut rss = copied(&proc::status(pid)?);
     for c in tree::descendants(pid)? {
-        rss = rss.max(proc::status(c).ok().and_then(|s| s.vmrss).unwrap_or(0) * 1024);
+        rss = rss.max(proc::status(c).map(|s| copied(&s)).unwrap_or(0));
     }
     // Create the sink before touching the task, so an unusable directory fails early.
     // Dropped unfinished (any error below), it deletes what it wrote.
@@ -149,12 +153,14 @@ pub fn dump_with_progress(
     abort::phase("collecting its state");
     ckpt_sys::testhold::hold("seized", &|| false);
     abort::check()?;
+    let all_locks = locks::read_once_stopped()?;
 
     let mut stats = DumpStats::default();
     let t = Instant::now();
     let mut pages_w = sink.pages(pages::PAGES_ID)?;
     let mut shared = ckpt_images::intervals::Covered::default();
     let mut root_vdso = 0;
+    let mut accounted = Vec::with_capacity(tree.live.len());
     for (i, m) in tree.live.iter_mut().enumerate() {
         let one = process(
             &mut m.task,
@@ -176,7 +182,11 @@ pub fn dump_with_progress(
         }
         stats.pages += one.pages;
         stats.injected += one.injected;
+        accounted.push((m.task.pid(), one.locks));
     }
+    let t_locks = Instant::now();
+    locks::refuse_unaccounted(all_locks, &accounted)?;
+    tracing::debug!(ms = ms(t_locks), "locks through no fd checked");
     sink.commit_pages(pages::PAGES_ID, pages_w)?;
     stats.bytes = stats.pages * ckpt_images::PAGE_SIZE as u64;
     stats.memory_ms = ms(t);
@@ -267,6 +277,7 @@ struct OneProcess {
     pages: u64,
     injected: u64,
     vdso_xxh3: u64,
+    locks: locks::Accounted,
 }
 
 /// Collects one stopped process and writes its core, mm, pagemap and files images; its
@@ -293,7 +304,7 @@ fn process(
     )?;
     let mm = mm::collect(pid, &stat, &maps)?;
     let mut fds = files::collect(pid)?;
-    locks::attach(pid, &mut fds)?;
+    let locks = locks::attach(pid, &mut fds)?;
     let threads = cores::threads(task)?;
     tracing::debug!(
         %pid,
@@ -363,5 +374,6 @@ fn process(
         pages: copied.pages,
         injected: injected.calls,
         vdso_xxh3: mm.vdso.xxh3,
+        locks,
     })
 }

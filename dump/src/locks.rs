@@ -41,10 +41,13 @@ fn to_record(pid: Pid, fd: i32, l: &LockLine) -> Result<pb::FileLock, DumpError>
     })
 }
 
+/// The locks a task's fds account for: (inode, start, end) of each fdinfo `lock:` line.
+pub type Accounted = HashSet<(String, u64, u64)>;
+
 /// Adds the locks of every fd to its record (the first fd of a shared description
-/// only), and refuses locks of the task's that no fd accounts for.
-pub fn attach(pid: Pid, fds: &mut [pb::Fd]) -> Result<(), DumpError> {
-    let mut seen: HashSet<(String, u64, u64)> = HashSet::new();
+/// only); returns what they account for, for `refuse_unaccounted`.
+pub fn attach(pid: Pid, fds: &mut [pb::Fd]) -> Result<Accounted, DumpError> {
+    let mut seen = Accounted::new();
     for f in fds.iter_mut() {
         let lines = kstate::fd_locks(pid, f.fd)?;
         for l in &lines {
@@ -57,8 +60,46 @@ pub fn attach(pid: Pid, fds: &mut [pb::Fd]) -> Result<(), DumpError> {
             f.locks.push(to_record(pid, f.fd, l)?);
         }
     }
-    for l in kstate::all_locks()? {
-        if l.pid == pid.as_raw() as i64 && !seen.contains(&(l.inode.clone(), l.start, l.end)) {
+    Ok(seen)
+}
+
+/// /proc/locks, read on a thread of its own. Reading it takes the kernel's file_rwsem
+/// for writing, which first waits for an RCU grace period (5-20 ms here) unless one has
+/// just passed for the same reason: so the dump reads it once as it begins (`warm_up`),
+/// and once the tree is stopped (`read_once_stopped`), both beside the dump's own work
+/// instead of in its frozen time.
+pub struct AllLocks(std::thread::JoinHandle<Result<Vec<LockLine>, DumpError>>);
+
+fn read_on_a_thread() -> Result<AllLocks, DumpError> {
+    std::thread::Builder::new()
+        .name("proc-locks".into())
+        .spawn(|| Ok(kstate::all_locks()?))
+        .map(AllLocks)
+        .map_err(|e| DumpError::Lost(format!("starting a thread to read /proc/locks: {e}")))
+}
+
+/// See `AllLocks`: starts the grace period's wait as early as possible.
+pub fn warm_up() {
+    let _ = read_on_a_thread();
+}
+
+/// See `AllLocks`: every task of the tree must be stopped, so the list is final.
+pub fn read_once_stopped() -> Result<AllLocks, DumpError> {
+    read_on_a_thread()
+}
+
+/// Refuses a lock a stopped task holds through no fd (flock on a description only a
+/// mapping still holds).
+pub fn refuse_unaccounted(all: AllLocks, tasks: &[(Pid, Accounted)]) -> Result<(), DumpError> {
+    let all = all
+        .0
+        .join()
+        .map_err(|_| DumpError::Lost("reading /proc/locks panicked".into()))??;
+    for l in all {
+        let Some((pid, seen)) = tasks.iter().find(|(p, _)| l.pid == p.as_raw() as i64) else {
+            continue;
+        };
+        if !seen.contains(&(l.inode.clone(), l.start, l.end)) {
             return Err(refuse(format!(
                 "pid {pid}: holds a {} {} lock on inode {} through no open fd (e.g. \
                  through a mapping only); not supported",

@@ -11,6 +11,8 @@
  *    setup and never closed (closing it would drop POSIX locks), which sees
  *    the locks of every other owner: each range reports its lock with type, start and
  *    length, and the gaps between them report none.
+ *  - flock_mapped: flock(LOCK_EX) through a third description, then mapped and its fd
+ *    closed: the lock is held through no fd (ckpt refuses it).
  *  - lease_rd / lease_wr: F_SETLEASE F_RDLCK on an O_RDONLY fd / F_WRLCK on O_RDWR,
  *    with F_SETSIG SIGRTMIN+3 as the lease-break signal; checked with F_GETLEASE and
  *    F_GETSIG.
@@ -19,6 +21,7 @@
  */
 #include "wl.h"
 #include <sys/file.h>
+#include <sys/mman.h>
 
 #define FD 5
 
@@ -79,7 +82,8 @@ static int verify(void)
 			else
 				flock(o, LOCK_UN);
 		}
-		if (ok && nlocks() != 1)
+		/* flock_mapped: the lock is on a description no fd holds. */
+		if (ok && nlocks() != !!strcmp(mode, "flock_mapped"))
 			ok = wl_fail("fdinfo shows %d locks", nlocks());
 	} else if (!strcmp(mode, "posix")) {
 		ok = check_range(o, 10, 5, F_WRLCK) && check_range(o, 0, 10, F_UNLCK) &&
@@ -150,6 +154,13 @@ int main(int argc, char **argv)
 	} else if (!strcmp(mode, "ofd")) {
 		lock(F_OFD_SETLK, F_RDLCK, 0, 50);
 		lock(F_OFD_SETLK, F_WRLCK, 60, 10);
+	} else if (!strcmp(mode, "flock_mapped")) {
+		/* A lock only a mapping keeps: its description has no fd left. */
+		int m = open(path, O_RDWR | O_CLOEXEC);
+		if (m < 0 || flock(m, LOCK_EX) ||
+		    mmap(NULL, 4096, PROT_READ, MAP_SHARED, m, 0) == MAP_FAILED)
+			wl_die("flock and map %s", path);
+		close(m);
 	} else if (!strcmp(mode, "lease_rd") || !strcmp(mode, "lease_wr")) {
 		if (fcntl(FD, F_SETSIG, SIGRTMIN + 3) ||
 		    fcntl(FD, F_SETLEASE, strcmp(mode, "lease_rd") ? F_WRLCK : F_RDLCK))
