@@ -153,14 +153,13 @@ pub fn dump_with_progress(
     abort::phase("collecting its state");
     ckpt_sys::testhold::hold("seized", &|| false);
     abort::check()?;
-    let all_locks = locks::read_once_stopped()?;
+    let mut all_locks = locks::read_once_stopped()?;
 
     let mut stats = DumpStats::default();
     let t = Instant::now();
     let mut pages_w = sink.pages(pages::PAGES_ID)?;
     let mut shared = ckpt_images::intervals::Covered::default();
     let mut root_vdso = 0;
-    let mut accounted = Vec::with_capacity(tree.live.len());
     for (i, m) in tree.live.iter_mut().enumerate() {
         let one = process(
             &mut m.task,
@@ -169,6 +168,7 @@ pub fn dump_with_progress(
             &mut pages_w,
             &mut shared,
             &mut buffers,
+            &mut all_locks,
             progress,
         )?;
         if i == 0 {
@@ -182,11 +182,7 @@ pub fn dump_with_progress(
         }
         stats.pages += one.pages;
         stats.injected += one.injected;
-        accounted.push((m.task.pid(), one.locks));
     }
-    let t_locks = Instant::now();
-    locks::refuse_unaccounted(all_locks, &accounted)?;
-    tracing::debug!(ms = ms(t_locks), "locks through no fd checked");
     sink.commit_pages(pages::PAGES_ID, pages_w)?;
     stats.bytes = stats.pages * ckpt_images::PAGE_SIZE as u64;
     stats.memory_ms = ms(t);
@@ -277,11 +273,11 @@ struct OneProcess {
     pages: u64,
     injected: u64,
     vdso_xxh3: u64,
-    locks: locks::Accounted,
 }
 
 /// Collects one stopped process and writes its core, mm, pagemap and files images; its
 /// pages go to the tree's one pages file.
+#[allow(clippy::too_many_arguments)] // the tree-wide state each process adds to
 fn process(
     task: &mut seize::Seized,
     opts: &DumpOptions,
@@ -289,6 +285,7 @@ fn process(
     pages_w: &mut ckpt_images::PagesWriter,
     shared: &mut ckpt_images::intervals::Covered,
     buffers: &mut pages::Buffers,
+    all_locks: &mut locks::AllLocks,
     progress: &dyn ckpt_images::progress::Progress,
 ) -> Result<OneProcess, DumpError> {
     let pid = task.pid();
@@ -302,9 +299,9 @@ fn process(
         &maps,
         &known_state::Allowed(opts.allow_unknown_state.clone()),
     )?;
-    let mm = mm::collect(pid, &stat, &maps)?;
+    let mut mm = mm::collect(pid, &stat, &maps)?;
     let mut fds = files::collect(pid)?;
-    let locks = locks::attach(pid, &mut fds)?;
+    let accounted = locks::attach(pid, &mut fds)?;
     let threads = cores::threads(task)?;
     tracing::debug!(
         %pid,
@@ -348,6 +345,7 @@ fn process(
         "memory written"
     );
 
+    locks::through_mappings(pid, &accounted, all_locks, &maps, &mut mm.vmas)?;
     abort::phase("writing the images");
     abort::check()?;
     let process_core = cores::process(pid, &stat, &status, &injected, threads.len())?;
@@ -374,6 +372,5 @@ fn process(
         pages: copied.pages,
         injected: injected.calls,
         vdso_xxh3: mm.vdso.xxh3,
-        locks,
     })
 }

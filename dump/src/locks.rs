@@ -67,14 +67,17 @@ pub fn attach(pid: Pid, fds: &mut [pb::Fd]) -> Result<Accounted, DumpError> {
 /// for writing, which first waits for an RCU grace period (5-20 ms here) unless one has
 /// just passed for the same reason: so the dump reads it once as it begins (`warm_up`),
 /// and once the tree is stopped (`read_once_stopped`), both beside the dump's own work
-/// instead of in its frozen time.
-pub struct AllLocks(std::thread::JoinHandle<Result<Vec<LockLine>, DumpError>>);
+/// instead of in its frozen time; the first process that needs it waits for the rest.
+pub struct AllLocks {
+    reading: Option<std::thread::JoinHandle<Result<Vec<LockLine>, DumpError>>>,
+    lines: Vec<LockLine>,
+}
 
-fn read_on_a_thread() -> Result<AllLocks, DumpError> {
+fn read_on_a_thread() -> Result<std::thread::JoinHandle<Result<Vec<LockLine>, DumpError>>, DumpError>
+{
     std::thread::Builder::new()
         .name("proc-locks".into())
         .spawn(|| Ok(kstate::all_locks()?))
-        .map(AllLocks)
         .map_err(|e| DumpError::Lost(format!("starting a thread to read /proc/locks: {e}")))
 }
 
@@ -85,26 +88,77 @@ pub fn warm_up() {
 
 /// See `AllLocks`: every task of the tree must be stopped, so the list is final.
 pub fn read_once_stopped() -> Result<AllLocks, DumpError> {
-    read_on_a_thread()
+    Ok(AllLocks {
+        reading: Some(read_on_a_thread()?),
+        lines: Vec::new(),
+    })
 }
 
-/// Refuses a lock a stopped task holds through no fd (flock on a description only a
-/// mapping still holds).
-pub fn refuse_unaccounted(all: AllLocks, tasks: &[(Pid, Accounted)]) -> Result<(), DumpError> {
-    let all = all
-        .0
-        .join()
-        .map_err(|_| DumpError::Lost("reading /proc/locks panicked".into()))??;
-    for l in all {
-        let Some((pid, seen)) = tasks.iter().find(|(p, _)| l.pid == p.as_raw() as i64) else {
+impl AllLocks {
+    fn lines(&mut self) -> Result<&[LockLine], DumpError> {
+        if let Some(r) = self.reading.take() {
+            self.lines = r
+                .join()
+                .map_err(|_| DumpError::Lost("reading /proc/locks panicked".into()))??;
+        }
+        Ok(&self.lines)
+    }
+}
+
+/// "fe:00:10018942" (hex device numbers, decimal inode) as /proc/locks prints it.
+fn lock_inode(s: &str) -> Option<(u32, u32, u64)> {
+    let mut t = s.split(':');
+    let maj = u32::from_str_radix(t.next()?, 16).ok()?;
+    let min = u32::from_str_radix(t.next()?, 16).ok()?;
+    Some((maj, min, t.next()?.parse().ok()?))
+}
+
+/// The locks a stopped task holds through no fd. A flock() on a description that only a
+/// mapping still holds (the fd closed after flock and mmap: the JVM's hsperfdata file)
+/// is recorded on the first VMA of that file, whose description restore opens anyway
+/// (`Vma.flock`); anything else is refused.
+pub fn through_mappings(
+    pid: Pid,
+    accounted: &Accounted,
+    all: &mut AllLocks,
+    maps: &[ckpt_sys::proc::Mapping],
+    vmas: &mut [crate::mm::VmaInfo],
+) -> Result<(), DumpError> {
+    for l in all.lines()? {
+        if l.pid != pid.as_raw() as i64 || accounted.contains(&(l.inode.clone(), l.start, l.end)) {
             continue;
-        };
-        if !seen.contains(&(l.inode.clone(), l.start, l.end)) {
-            return Err(refuse(format!(
-                "pid {pid}: holds a {} {} lock on inode {} through no open fd (e.g. \
-                 through a mapping only); not supported",
-                l.class, l.access, l.inode
-            )));
+        }
+        let file = lock_inode(&l.inode);
+        let mapped = maps
+            .iter()
+            .find(|m| m.inode != 0 && file == Some((m.dev_major, m.dev_minor, m.inode)));
+        let vma = mapped.and_then(|m| {
+            vmas.iter_mut().find(|v| {
+                v.vma.start == m.start
+                    && matches!(
+                        v.kind(),
+                        pb::VmaKind::VmaFilePrivate | pb::VmaKind::VmaFileShared
+                    )
+            })
+        });
+        match (l.class.as_str(), l.mode.as_str(), vma) {
+            ("FLOCK", "ADVISORY", Some(v)) => {
+                v.vma.flock = if l.access == "WRITE" { 2 } else { 1 };
+            }
+            _ => {
+                return Err(refuse(format!(
+                    "pid {pid}: holds a {} {} lock on inode {} through no open fd{}; \
+                     not supported",
+                    l.class,
+                    l.access,
+                    l.inode,
+                    if mapped.is_some() {
+                        " (through a mapping only)"
+                    } else {
+                        " nor mapping"
+                    }
+                )));
+            }
         }
     }
     Ok(())

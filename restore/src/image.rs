@@ -226,6 +226,17 @@ pub fn load(d: &ImageDir, pid: i32, pages_first: u64) -> Result<ProcessImage, Re
             ));
         }
     }
+    for v in &vmas {
+        let file = v.kind == pb::VmaKind::VmaFilePrivate as i32
+            || v.kind == pb::VmaKind::VmaFileShared as i32;
+        if v.flock > 2 || (v.flock != 0 && !file) {
+            return Err(bad(
+                d,
+                &mm_name,
+                format!("VMA at {:#x}: flock {} is not valid", v.start, v.flock),
+            ));
+        }
+    }
     validate::mm_info(&mm).map_err(|e| bad(d, &mm_name, e))?;
     validate::vdso_clear_of_vmas(&mm, &vmas).map_err(|e| bad(d, &mm_name, e))?;
 

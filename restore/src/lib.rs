@@ -409,13 +409,21 @@ fn seed_plan(
 ) -> seed::SeedPlan {
     let max_fd = img.fds.iter().map(|f| f.fd).max().unwrap_or(2).max(err_fd);
     let mut vma_files: Vec<(String, i32)> = Vec::new();
+    let mut vma_flocks = Vec::new();
     for v in &img.vmas {
         if v.kind == pb::VmaKind::VmaFilePrivate as i32
             || v.kind == pb::VmaKind::VmaFileShared as i32
         {
             let key = (v.path.clone(), v.open_flags as i32);
-            if !vma_files.contains(&key) {
-                vma_files.push(key);
+            let i = match vma_files.iter().position(|k| *k == key) {
+                Some(i) => i,
+                None => {
+                    vma_files.push(key);
+                    vma_files.len() - 1
+                }
+            };
+            if v.flock != 0 && !vma_flocks.iter().any(|&(j, _)| j == i) {
+                vma_flocks.push((i, v.flock == 2));
             }
         }
     }
@@ -428,6 +436,7 @@ fn seed_plan(
         err_fd,
         exe_path: img.mm.exe_path.clone(),
         vma_files,
+        vma_flocks,
         fds: img.fds.clone(),
         creds: img.core.creds.clone(),
         cwd: c.cwd.clone(),

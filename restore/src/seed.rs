@@ -32,6 +32,9 @@ pub struct SeedPlan {
     pub err_fd: RawFd,
     pub exe_path: String,
     pub vma_files: Vec<(String, i32)>,
+    /// (index into `vma_files`, exclusive): a flock() held through the description a
+    /// mapping keeps (`Vma.flock`), taken on the one this seed opens for it.
+    pub vma_flocks: Vec<(usize, bool)>,
     pub fds: Vec<pb::Fd>,
     /// The image's credentials: its files are opened as it (None: it stays root).
     pub creds: Option<pb::Creds>,
@@ -272,6 +275,16 @@ fn prepare(p: &SeedPlan) -> Result<(), String> {
         let mode = OFlag::from_bits_retain(*flags) & OFlag::O_ACCMODE;
         place_helper(path, Expect::Mapped, mode, p.vma_fd(i), spare, &id)
             .map_err(|e| format!("mapped file: {e}"))?;
+        if let Some(&(_, exclusive)) = p.vma_flocks.iter().find(|&&(j, _)| j == i) {
+            let how = if exclusive {
+                nix::fcntl::FlockArg::LockExclusiveNonblock
+            } else {
+                nix::fcntl::FlockArg::LockSharedNonblock
+            };
+            #[allow(deprecated)] // nix's Flock wrapper takes the fd by value
+            nix::fcntl::flock(p.vma_fd(i), how)
+                .map_err(|e| format!("flock of mapped file {path}: {e}"))?;
+        }
     }
     ckpt_sys::process::close_range(0, p.helper_base as u32 - 1).map_err(|e| e.to_string())?;
     ckpt_sys::process::close_range(p.helper_end() as u32, u32::MAX).map_err(|e| e.to_string())?;

@@ -12,7 +12,8 @@
  *    the locks of every other owner: each range reports its lock with type, start and
  *    length, and the gaps between them report none.
  *  - flock_mapped: flock(LOCK_EX) through a third description, then mapped and its fd
- *    closed: the lock is held through no fd (ckpt refuses it).
+ *    closed: the lock is held through no fd, only the mapping (as the JVM holds its
+ *    hsperfdata file). Corruption unmaps it.
  *  - lease_rd / lease_wr: F_SETLEASE F_RDLCK on an O_RDONLY fd / F_WRLCK on O_RDWR,
  *    with F_SETSIG SIGRTMIN+3 as the lease-break signal; checked with F_GETLEASE and
  *    F_GETSIG.
@@ -30,6 +31,8 @@ static char path[4096];
 /* The second open file description the locks are probed through: opened once and never
  * closed (closing any fd of the file would drop the process's POSIX locks on it). */
 static int o = -1;
+/* flock_mapped: the mapping that alone holds the locked description. */
+static void *mapped;
 
 static int nlocks(void)
 {
@@ -110,7 +113,9 @@ static int verify(void)
 
 static void corrupt(void)
 {
-	if (!strncmp(mode, "flock", 5)) {
+	if (!strcmp(mode, "flock_mapped")) {
+		munmap(mapped, 4096); /* the description's last reference: the lock goes */
+	} else if (!strncmp(mode, "flock", 5)) {
 		flock(FD, LOCK_UN);
 	} else if (!strncmp(mode, "lease", 5)) {
 		fcntl(FD, F_SETLEASE, F_UNLCK);
@@ -158,7 +163,7 @@ int main(int argc, char **argv)
 		/* A lock only a mapping keeps: its description has no fd left. */
 		int m = open(path, O_RDWR | O_CLOEXEC);
 		if (m < 0 || flock(m, LOCK_EX) ||
-		    mmap(NULL, 4096, PROT_READ, MAP_SHARED, m, 0) == MAP_FAILED)
+		    (mapped = mmap(NULL, 4096, PROT_READ, MAP_SHARED, m, 0)) == MAP_FAILED)
 			wl_die("flock and map %s", path);
 		close(m);
 	} else if (!strcmp(mode, "lease_rd") || !strcmp(mode, "lease_wr")) {
