@@ -42,7 +42,7 @@ pub const LINE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long one `ckpt` command may run before the test calls it hung.
 pub const CKPT_TIMEOUT: Duration = Duration::from_secs(60);
 
-const WORKLOAD_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workloads");
+pub const WORKLOAD_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workloads");
 const CFLAGS: &[&str] = &["-O1", "-g", "-Wall"];
 
 static INIT: Once = Once::new();
