@@ -161,3 +161,75 @@ fn fdtable(dir: &std::path::Path) -> Vec<ckpt_images::pb::FileDesc> {
         .expect("fdtable.img");
     r.rest("FileDesc").expect("FileDesc records")
 }
+
+/// `bash -c 'producer | grep | consumer'`: bash's three children pass numbered lines
+/// through two pipes (full: bash's `read` takes a byte per read(2)); the consumer checks
+/// each line is the next number and keeps counting across three cycles, never going
+/// back, never seeing a line lost or twice.
+#[test]
+fn shell_pipeline_keeps_its_line_count() {
+    use std::ffi::OsStr;
+    use std::time::{Duration, Instant};
+    let env = Env::new();
+    let count = env.path().join("count");
+    let bad = env.path().join("bad");
+    let script = format!(
+        "i=0; while :; do i=$((i+1)); echo $i; done | grep --line-buffered -v x | \
+         {{ n=0; while read -r l; do n=$((n+1)); \
+            if [ \"$l\" != \"$n\" ]; then echo \"line $n is $l\" > {bad}; exit 1; fi; \
+            if [ $((n % 500)) = 0 ]; then echo $n > {count}; fi; done; }}",
+        bad = bad.display(),
+        count = count.display()
+    );
+    let bash = which("bash");
+    let w = env.spawn("bash", &bash, &[OsStr::new("-c"), OsStr::new(&script)]);
+    let read = || -> u64 {
+        assert!(
+            !bad.exists(),
+            "the consumer saw {}",
+            std::fs::read_to_string(&bad).unwrap_or_default()
+        );
+        std::fs::read_to_string(&count)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let wait_above = |n: u64| {
+        let start = Instant::now();
+        while read() <= n {
+            assert!(
+                start.elapsed() < LINE_TIMEOUT,
+                "the count stays at {} (want > {n})",
+                read()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait_above(1000);
+    for i in 1..=3 {
+        let dir = env.subdir(&format!("img{i}"));
+        env.dump(w.pid, &dir, &[]).ok();
+        let at_dump = read();
+        let pids = tree_pids(&dir);
+        assert_eq!(pids.len(), 4, "bash and its three children: {pids:?}");
+        let in_flight: usize = fdtable(&dir)
+            .iter()
+            .filter_map(|d| d.pipe.as_ref())
+            .map(|p| p.data.len())
+            .sum();
+        assert!(in_flight > 0, "cycle {i}: no line was in flight");
+        env.reap_dumped(w.pid);
+        wait_gone(&pids);
+        env.restore_detached(&dir).ok();
+        env.track(w.pid);
+        assert_running_untraced(w.pid);
+        wait_above(at_dump + 1000);
+        if i == 3 {
+            // bash's children do not end with it: each is killed on its own.
+            for &p in pids.iter().rev() {
+                env.track(p);
+                env.kill_and_reap(p);
+            }
+        }
+    }
+}
