@@ -21,6 +21,7 @@
 mod blockers;
 mod cores;
 mod describe;
+mod fdtable;
 mod files;
 pub mod known_state;
 mod locks;
@@ -153,12 +154,15 @@ pub fn dump_with_progress(
     abort::phase("collecting its state");
     ckpt_sys::testhold::hold("seized", &|| false);
     abort::check()?;
-    let mut all_locks = locks::read_once_stopped()?;
 
     let mut stats = DumpStats::default();
     let t = Instant::now();
     let mut pages_w = sink.pages(pages::PAGES_ID)?;
-    let mut shared = ckpt_images::intervals::Covered::default();
+    let mut shared = TreeWide {
+        memory: ckpt_images::intervals::Covered::default(),
+        files: fdtable::FdTable::new(tree.live.iter().map(|m| m.task.pid())),
+        locks: locks::read_once_stopped()?,
+    };
     let mut root_vdso = 0;
     for (i, m) in tree.live.iter_mut().enumerate() {
         let one = process(
@@ -168,7 +172,6 @@ pub fn dump_with_progress(
             &mut pages_w,
             &mut shared,
             &mut buffers,
-            &mut all_locks,
             progress,
         )?;
         if i == 0 {
@@ -184,6 +187,16 @@ pub fn dump_with_progress(
         stats.injected += one.injected;
     }
     sink.commit_pages(pages::PAGES_ID, pages_w)?;
+    let mut w = sink.records(names::FDTABLE, Kind::FileTable)?;
+    for d in shared.files.descs() {
+        w.write(d)?;
+    }
+    sink.commit_records(names::FDTABLE, w)?;
+    tracing::debug!(
+        descriptions = shared.files.descs().len(),
+        kcmps = shared.files.kcmps,
+        "file table"
+    );
     stats.bytes = stats.pages * ckpt_images::PAGE_SIZE as u64;
     stats.memory_ms = ms(t);
 
@@ -268,6 +281,14 @@ fn release(tree: tree::Tree, leave_running: bool) -> Result<(), DumpError> {
     }
 }
 
+/// What the processes of a tree share, met process after process: shared memory objects
+/// (pages stored once) and open file descriptions (one record each).
+struct TreeWide {
+    memory: ckpt_images::intervals::Covered,
+    files: fdtable::FdTable,
+    locks: locks::AllLocks,
+}
+
 /// What one process added to the dump.
 struct OneProcess {
     pages: u64,
@@ -277,15 +298,13 @@ struct OneProcess {
 
 /// Collects one stopped process and writes its core, mm, pagemap and files images; its
 /// pages go to the tree's one pages file.
-#[allow(clippy::too_many_arguments)] // the tree-wide state each process adds to
 fn process(
     task: &mut seize::Seized,
     opts: &DumpOptions,
     sink: &mut ImageSink,
     pages_w: &mut ckpt_images::PagesWriter,
-    shared: &mut ckpt_images::intervals::Covered,
+    shared: &mut TreeWide,
     buffers: &mut pages::Buffers,
-    all_locks: &mut locks::AllLocks,
     progress: &dyn ckpt_images::progress::Progress,
 ) -> Result<OneProcess, DumpError> {
     let pid = task.pid();
@@ -300,7 +319,7 @@ fn process(
         &known_state::Allowed(opts.allow_unknown_state.clone()),
     )?;
     let mut mm = mm::collect(pid, &stat, &maps)?;
-    let mut fds = files::collect(pid)?;
+    let mut fds = files::collect(pid, &mut shared.files)?;
     let accounted = locks::attach(pid, &mut fds)?;
     let threads = cores::threads(task)?;
     tracing::debug!(
@@ -323,7 +342,7 @@ fn process(
     let t = Instant::now();
     abort::phase("copying memory");
     let plan = pages::plan(pid, &mm.vmas)?;
-    let plan = pages::drop_stored_shared(plan, &mm.vmas, shared);
+    let plan = pages::drop_stored_shared(plan, &mm.vmas, &mut shared.memory);
     let mut pagemap = sink.records(&names::pagemap(raw), Kind::Pagemap)?;
     let copied = pages::copy(
         pid,
@@ -345,7 +364,7 @@ fn process(
         "memory written"
     );
 
-    locks::through_mappings(pid, &accounted, all_locks, &maps, &mut mm.vmas)?;
+    locks::through_mappings(pid, &accounted, &mut shared.locks, &maps, &mut mm.vmas)?;
     abort::phase("writing the images");
     abort::check()?;
     let process_core = cores::process(pid, &stat, &status, &injected, threads.len())?;
