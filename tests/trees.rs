@@ -301,15 +301,15 @@ fn failed_tree_dump_leaves_every_task_running() {
     finish_tree(&env, &w, &all);
 }
 
-/// A child in its sibling's process group cannot be rebuilt yet: refused by name, the
-/// tree left running.
+/// A child left in the session its parent had before setsid() cannot be put back there
+/// (that session's leader lives outside the tree): refused by name, the tree left running.
 #[test]
-fn sibling_process_group_is_refused() {
+fn session_led_from_outside_is_refused() {
     let env = Env::new();
     let w = env.start("pgrp");
     let dir = env.subdir("img");
     let out = env.dump(w.pid, &dir, &[]);
-    let line = out.failed_naming("process group");
+    let line = out.failed_naming("alive outside the tree");
     assert!(line.contains("not supported yet"), "{line}");
     assert_running_untraced(w.pid);
     env.kill_and_reap(w.pid);
@@ -361,4 +361,28 @@ fn restore_killed_before_the_seize_leaves_nothing() {
     let out = env.finish_bg(bg);
     assert_eq!(out.status.code(), None, "ckpt should die of SIGKILL: {out}");
     wait_gone(&pids);
+}
+
+/// Sessions and groups whose leader has exited (a daemon's double fork, a pipeline whose
+/// first process is gone, a zombie in such a group) and a group led by a live sibling:
+/// every member checks its pid, parent, group and session through three cycles (helpers
+/// with the leaders' pids stand in during the restore), then --leave-running.
+#[test]
+fn exited_leaders_three_cycles_and_leave_running() {
+    let env = Env::new();
+    let mut w = env.start("leaders");
+    env.check(&mut w);
+    let mut pids = Vec::new();
+    for i in 1..=3 {
+        let dir = env.subdir(&format!("img{i}"));
+        pids = tree_cycle(&env, &mut w, &dir);
+        assert_eq!(pids.len(), 8, "root, six members and a zombie: {pids:?}");
+    }
+    let dir = env.subdir("running");
+    env.dump(w.pid, &dir, &["--leave-running"]).ok();
+    for &p in &read_inventory(&dir).pids {
+        assert_running_untraced(p);
+    }
+    env.check(&mut w);
+    finish_tree(&env, &w, &pids);
 }

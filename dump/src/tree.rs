@@ -194,45 +194,37 @@ fn order(tree: &mut Tree) {
     });
 }
 
-/// The sessions and process groups a restore can rebuild: each process is in its
-/// parent's session or leads its own (setsid), and in its parent's group or leads its own
-/// (setpgid(0, 0)). The root keeps whatever it was in (the shell's, usually). Anything
-/// else (a group led by a sibling, a session whose leader was the parent before it called
-/// setsid) is refused by name.
+/// The sessions and process groups a restore can rebuild (`ckpt_images::shape`): each
+/// process is forked by its parent, a sibling or a helper standing for a leader that has
+/// exited. A leader that is alive outside the tree (other than the root's own session and
+/// group, which the restore gives it anew) cannot be stood for: refused by name, as is
+/// whatever the kernel offers no way to rebuild.
 pub fn check_groups(nodes: &[pb::TreeNode]) -> Result<(), DumpError> {
-    let by_pid: std::collections::HashMap<i32, &pb::TreeNode> =
-        nodes.iter().map(|n| (n.pid, n)).collect();
+    let pids: HashSet<i32> = nodes.iter().map(|n| n.pid).collect();
     for n in &nodes[1..] {
-        let Some(parent) = by_pid.get(&n.ppid) else {
+        if !pids.contains(&n.ppid) {
             return Err(DumpError::Lost(format!(
                 "pid {} left the tree (its parent is now {}) during the dump",
                 n.pid, n.ppid
             )));
-        };
-        let leader_gone = |id: i32| {
-            if !by_pid.contains_key(&id) && !std::path::Path::new(&format!("/proc/{id}")).exists() {
-                " whose leader has exited"
-            } else {
-                ""
-            }
-        };
-        if n.sid != n.pid && n.sid != parent.sid {
-            return Err(refuse(format!(
-                "pid {} is in session {}{} (its parent {} is in session {}); not supported yet",
-                n.pid,
-                n.sid,
-                leader_gone(n.sid),
-                parent.pid,
-                parent.sid
-            )));
         }
-        if n.pgid != n.pid && n.pgid != parent.pgid {
+    }
+    let shape = ckpt_images::shape::shape(nodes).map_err(refuse)?;
+    for h in shape.helpers() {
+        if std::path::Path::new(&format!("/proc/{}", h.pid)).exists() {
+            let member = nodes
+                .iter()
+                .find(|n| n.sid == h.pid || n.pgid == h.pid)
+                .map_or(0, |n| n.pid);
+            let what = if nodes.iter().any(|n| n.sid == h.pid) {
+                "session"
+            } else {
+                "process group"
+            };
             return Err(refuse(format!(
-                "pid {} is in process group {}{} (neither its own nor its parent's, {}); not supported yet",
-                n.pid,
-                n.pgid,
-                leader_gone(n.pgid),
-                parent.pgid
+                "pid {member} is in {what} {}, whose leader is alive outside the tree; not \
+                 supported yet",
+                h.pid
             )));
         }
     }
@@ -243,20 +235,12 @@ pub fn check_groups(nodes: &[pb::TreeNode]) -> Result<(), DumpError> {
 mod tests {
     use super::*;
 
-    fn n(pid: i32, ppid: i32, pgid: i32, sid: i32) -> pb::TreeNode {
-        pb::TreeNode {
-            pid,
-            ppid,
-            pgid,
-            sid,
-            ..Default::default()
-        }
-    }
+    use ckpt_images::shape::node as n;
 
     #[test]
     fn groups_a_restore_can_rebuild() {
         // root in the shell's group and session; children inherit, lead a group, or lead
-        // a session, and their children inherit that.
+        // a session, and their children inherit that; a child in a sibling's group.
         let ok = [
             n(10, 1, 5, 4),
             n(11, 10, 5, 4),
@@ -264,17 +248,17 @@ mod tests {
             n(13, 10, 13, 13),
             n(14, 13, 13, 13),
             n(15, 12, 12, 4),
+            n(16, 10, 12, 4),
         ];
         check_groups(&ok).unwrap();
-        // A child in a sibling's group.
-        let e = check_groups(&[n(10, 1, 10, 4), n(11, 10, 11, 4), n(12, 10, 11, 4)])
+        // A child left in its parent's old session (pid 1's) after the parent's setsid:
+        // its leader is alive.
+        let e = check_groups(&[n(10, 1, 10, 10), n(11, 10, 1, 1)])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("pid 12 is in process group 11"), "{e}");
-        // A child left in its parent's old session after the parent's setsid.
-        let e = check_groups(&[n(10, 1, 10, 10), n(11, 10, 5, 4)])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("pid 11 is in session 4"), "{e}");
+        assert!(
+            e.contains("pid 11 is in session 1, whose leader is alive"),
+            "{e}"
+        );
     }
 }

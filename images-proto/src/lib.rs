@@ -13,6 +13,7 @@ pub mod intervals;
 pub mod pages;
 pub mod progress;
 pub mod record;
+pub mod shape;
 pub mod show;
 mod staging;
 pub mod summary;

@@ -91,12 +91,12 @@ pub fn restore_with_progress(
             .to_string(),
     )?;
     let pid = inv.root_pid;
-    if opts.lazy && tree.nodes.len() > 1 {
+    if opts.lazy && tree.processes() > 1 {
         return Err(RestoreError::Refused(format!(
             "{}: --lazy restores one process; this image holds a tree of {} (restore it \
              without --lazy)",
             dir.path(ckpt_images::names::INVENTORY).display(),
-            tree.nodes.len()
+            tree.processes()
         )));
     }
     // The processes' pages lie back to back in one pages file, covering it.

@@ -115,7 +115,7 @@ fn status_fd(p: &SeedPlan) -> RawFd {
 }
 
 /// One line, in one write (atomic below PIPE_BUF, whatever other seeds write meanwhile).
-fn report(fd: RawFd, pid: i32, msg: &str) {
+pub(crate) fn report(fd: RawFd, pid: i32, msg: &str) {
     let mut line: String = msg
         .chars()
         .map(|c| if c == '\n' { ' ' } else { c })
@@ -130,9 +130,14 @@ fn report(fd: RawFd, pid: i32, msg: &str) {
 
 /// Session first, then group: what the children forked next inherit.
 fn join_groups(p: &SeedPlan) -> Result<(), String> {
-    if p.session_leader {
+    join(p.session_leader, p.group_leader)
+}
+
+/// setsid() for a session leader, else setpgid(0, 0) for a group leader.
+pub(crate) fn join(session_leader: bool, group_leader: bool) -> Result<(), String> {
+    if session_leader {
         nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
-    } else if p.group_leader {
+    } else if group_leader {
         nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0))
             .map_err(|e| format!("setpgid: {e}"))?;
     }

@@ -2,13 +2,18 @@
 //! about its session and process group.
 //!
 //! ckpt forks the root's seed; every seed, right after joining its session and group
-//! (which its children then inherit), forks the seeds of its own children with their
-//! pids (`seed/family.rs`), then prepares itself. A zombie's seed exits at once with the
-//! dumped status and is left for its restored parent to reap. The order of `nodes` is the
-//! dump's: parents before children, the root first.
+//! (which what it forks then inherits), forks the seeds it is the forker of with their
+//! pids (`seed/family.rs`), then prepares itself. Usually a process is forked by its
+//! parent; one in a group or session its parent is not in is forked with CLONE_PARENT by
+//! a sibling leading it, or by a helper standing for a leader that has exited
+//! (`ckpt_images::shape` decides, the dump refused what it cannot). A zombie's seed exits
+//! once it forked its own, with the dumped status, left for its restored parent to reap;
+//! a helper exits with 0 and its parent's seed reaps it. The order of `nodes` is the
+//! dump's (parents before children, the root first), then the helpers.
 
 use crate::RestoreError;
 use ckpt_images::pb;
+use ckpt_images::shape::{self, Join};
 use std::collections::HashMap;
 
 /// Signals whose default action does not end a process: no wait status holds one.
@@ -19,7 +24,14 @@ pub struct Node {
     pub pid: i32,
     /// Index of the parent in `Plan::nodes` (None for the root).
     pub parent: Option<usize>,
+    /// Its children, helpers included (reaped) and zombies (waited for, not reaped).
     pub children: Vec<usize>,
+    /// What its seed forks (after joining its session and group), in order.
+    pub forks: Vec<usize>,
+    /// Forked by a task other than its parent, with CLONE_PARENT.
+    pub clone_parent: bool,
+    /// A helper: a stand-in for a session or group leader that had exited.
+    pub helper: bool,
     /// A zombie: the wait status its seed dies with.
     pub zombie: Option<i32>,
     /// A zombie's name.
@@ -40,7 +52,12 @@ pub struct Plan {
 impl Plan {
     /// Live processes, in restore order.
     pub fn live(&self) -> impl Iterator<Item = &Node> {
-        self.nodes.iter().filter(|n| n.zombie.is_none())
+        self.nodes.iter().filter(|n| n.live.is_some())
+    }
+
+    /// The processes of the image (zombies included, helpers not).
+    pub fn processes(&self) -> usize {
+        self.nodes.iter().filter(|n| !n.helper).count()
     }
 }
 
@@ -135,39 +152,17 @@ pub fn plan(inv: &pb::Inventory, inventory: &str) -> Result<Plan, RestoreError> 
         } else {
             None
         };
-        let (setsid, setpgid) = match parent {
-            None => (false, false),
-            Some(p) => {
-                let pn = &nodes[p];
-                let setsid = n.sid == n.pid;
-                let setpgid = !setsid && n.pgid == n.pid;
-                if (!setsid && n.sid != pn.sid)
-                    || (setsid && n.pgid != n.pid)
-                    || (!setsid && !setpgid && n.pgid != pn.pgid)
-                {
-                    return Err(bad(
-                        inventory,
-                        format!(
-                            "pid {} (session {}, group {}) is neither in its parent's session and \
-                         group nor their leader",
-                            n.pid, n.sid, n.pgid
-                        ),
-                    ));
-                }
-                (setsid, setpgid)
-            }
-        };
-        if let Some(p) = parent {
-            out[p].children.push(i);
-        }
         out.push(Node {
             pid: n.pid,
             parent,
             children: Vec::new(),
+            forks: Vec::new(),
+            clone_parent: false,
+            helper: false,
             zombie,
             comm: n.comm.clone(),
-            setsid,
-            setpgid,
+            setsid: false,
+            setpgid: false,
             live: if n.zombie {
                 None
             } else {
@@ -176,6 +171,42 @@ pub fn plan(inv: &pb::Inventory, inventory: &str) -> Result<Plan, RestoreError> 
             },
         });
     }
+    let shape = shape::shape(&nodes).map_err(|e| bad(inventory, e))?;
+    for (i, t) in shape.tasks.iter().enumerate() {
+        if t.helper {
+            out.push(Node {
+                pid: t.pid,
+                parent: t.parent,
+                children: Vec::new(),
+                forks: Vec::new(),
+                clone_parent: false,
+                helper: true,
+                zombie: None,
+                comm: String::new(),
+                setsid: false,
+                setpgid: false,
+                live: None,
+            });
+            if index.insert(t.pid, i).is_some() {
+                return Err(bad(
+                    inventory,
+                    format!("helper pid {} is a process of the tree", t.pid),
+                ));
+            }
+        }
+    }
+    for (i, t) in shape.tasks.iter().enumerate() {
+        let node = &mut out[i];
+        node.setsid = t.join == Join::Session;
+        node.setpgid = t.join == Join::Group;
+        node.clone_parent = t.clone_parent();
+        if let Some(p) = t.parent {
+            out[p].children.push(i);
+        }
+        if let Some(f) = t.forker {
+            out[f].forks.push(i);
+        }
+    }
     Ok(Plan { nodes: out })
 }
 
@@ -183,15 +214,7 @@ pub fn plan(inv: &pb::Inventory, inventory: &str) -> Result<Plan, RestoreError> 
 mod tests {
     use super::*;
 
-    fn n(pid: i32, ppid: i32, pgid: i32, sid: i32) -> pb::TreeNode {
-        pb::TreeNode {
-            pid,
-            ppid,
-            pgid,
-            sid,
-            ..Default::default()
-        }
-    }
+    use ckpt_images::shape::node as n;
 
     fn inv(tree: Vec<pb::TreeNode>) -> pb::Inventory {
         pb::Inventory {
@@ -229,10 +252,39 @@ mod tests {
     }
 
     #[test]
+    fn plans_helpers_and_sibling_forks() {
+        // 12 in its sibling 11's group; 13 in session 30 whose leader exited.
+        let p = plan(
+            &inv(vec![
+                n(10, 1, 5, 4),
+                n(11, 10, 11, 4),
+                n(12, 10, 11, 4),
+                n(13, 10, 30, 30),
+            ]),
+            "inventory.img",
+        )
+        .unwrap();
+        assert_eq!(p.nodes.len(), 5);
+        assert_eq!(p.processes(), 4);
+        assert!(p.nodes[4].helper && p.nodes[4].setsid && p.nodes[4].pid == 30);
+        assert_eq!(p.nodes[0].forks, vec![1, 4]);
+        assert_eq!(p.nodes[0].children, vec![1, 2, 3, 4]);
+        assert_eq!(p.nodes[1].forks, vec![2]);
+        assert_eq!(p.nodes[4].forks, vec![3]);
+        assert!(p.nodes[2].clone_parent && p.nodes[3].clone_parent);
+        assert_eq!(p.live().count(), 4);
+    }
+
+    #[test]
     fn refuses_what_it_cannot_rebuild() {
-        // A child in a sibling's group.
+        // A child in a nephew's group.
         assert!(plan(
-            &inv(vec![n(10, 1, 5, 4), n(11, 10, 11, 4), n(12, 10, 11, 4)]),
+            &inv(vec![
+                n(10, 1, 5, 4),
+                n(11, 10, 11, 4),
+                n(12, 11, 12, 4),
+                n(13, 10, 12, 4)
+            ]),
             "inventory.img"
         )
         .is_err());

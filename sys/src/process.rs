@@ -33,9 +33,26 @@ struct CloneArgs {
 /// The caller must be single-threaded: the child runs on a copy of the caller's memory and
 /// may only rely on what a forked child of a single-threaded program can.
 pub fn fork_with_pid(want: Pid) -> Result<Forked> {
+    clone_with_pid(want, false)
+}
+
+/// [`fork_with_pid`], but the child is the caller's sibling (CLONE_PARENT): its parent is
+/// the caller's, its session and process group still the caller's. Its exit signal is
+/// the caller's own (the kernel's rule for CLONE_PARENT).
+pub fn fork_sibling_with_pid(want: Pid) -> Result<Forked> {
+    clone_with_pid(want, true)
+}
+
+fn clone_with_pid(want: Pid, sibling: bool) -> Result<Forked> {
     let tid: libc::pid_t = want.as_raw();
     let args = CloneArgs {
-        exit_signal: libc::SIGCHLD as u64,
+        flags: if sibling {
+            libc::CLONE_PARENT as u64
+        } else {
+            0
+        },
+        // clone3 refuses an exit signal with CLONE_PARENT.
+        exit_signal: if sibling { 0 } else { libc::SIGCHLD as u64 },
         set_tid: &tid as *const libc::pid_t as u64,
         set_tid_size: 1,
         ..Default::default()

@@ -33,17 +33,10 @@
 enum { A, A1, G, G1, S, S1 };
 static const char *names[MEMBERS] = { "A", "A1", "G", "G1", "S", "S1" };
 
-struct slot {
-	volatile int pid, ppid;
-	volatile long counter;
-	volatile int answered; /* the ping it answered; negative: failed */
-	char reason[200];
-};
-
 struct mailbox {
 	volatile int ping;
 	volatile int root_pgid, root_sid;
-	struct slot s[MEMBERS];
+	struct wl_slot s[MEMBERS];
 };
 
 static struct mailbox *mb;
@@ -59,9 +52,9 @@ static void fill_own(int who)
 	wl_fill(own, OWN, 1000 + who);
 }
 
-static int member_check(int ping)
+static int member_check(void)
 {
-	struct slot *s = &mb->s[me];
+	struct wl_slot *s = &mb->s[me];
 	size_t bad;
 	if ((bad = wl_cmp(own, OWN, 1000 + me)) != (size_t)-1)
 		return wl_fail("%s: own heap differs at byte %zu", names[me], bad);
@@ -87,27 +80,17 @@ static int member_check(int ping)
 	}
 	WL_CHECK(pg == want_pg, "%s: process group %d, want %d", names[me], pg, want_pg);
 	WL_CHECK(sid == want_sid, "%s: session %d, want %d", names[me], sid, want_sid);
-	(void)ping;
 	return 1;
 }
 
 static void member_loop(void)
 {
-	struct slot *s = &mb->s[me];
+	struct wl_slot *s = &mb->s[me];
 	int last = mb->ping;
 	for (;;) {
 		if (getppid() != s->ppid)
 			_exit(0);
-		s->counter++;
-		int ping = mb->ping;
-		if (ping != last) {
-			last = ping;
-			wl_reason[0] = 0;
-			int ok = member_check(ping) && !wl_reason[0];
-			snprintf(s->reason, sizeof(s->reason), "%s", wl_reason);
-			__sync_synchronize();
-			s->answered = ok ? ping : -ping;
-		}
+		wl_slot_serve(s, &mb->ping, &last, member_check);
 		wl_sleep_ms(3);
 	}
 }
@@ -169,31 +152,10 @@ static int verify(void)
 		return wl_fail("root: own heap differs at byte %zu", bad);
 	if ((bad = wl_cmp(inherited, INHERITED, 7)) != (size_t)-1)
 		return wl_fail("root: inherited memory differs at byte %zu", bad);
-	long before[MEMBERS];
-	for (int i = 0; i < MEMBERS; i++)
-		before[i] = mb->s[i].counter;
 	mb->root_pgid = getpgid(0);
 	mb->root_sid = getsid(0);
-	__sync_synchronize();
-	int ping = mb->ping + 1;
-	mb->ping = ping;
-	for (int t = 0; t < 2000; t++) {
-		int done = 0;
-		for (int i = 0; i < MEMBERS; i++)
-			done += mb->s[i].answered == ping || mb->s[i].answered == -ping;
-		if (done == MEMBERS)
-			break;
-		wl_sleep_ms(5);
-	}
-	for (int i = 0; i < MEMBERS; i++) {
-		int a = mb->s[i].answered;
-		WL_CHECK(a == ping || a == -ping,
-			 "%s (pid %d) did not answer ping %d through the shared region (last %d)",
-			 names[i], mb->s[i].pid, ping, a);
-		WL_CHECK(a == ping, "%s", mb->s[i].reason);
-		WL_CHECK(mb->s[i].counter > before[i], "%s: its counter did not move (%ld)",
-			 names[i], before[i]);
-	}
+	if (!wl_slots_ping(mb->s, MEMBERS, &mb->ping, names))
+		return 0;
 	int st = 0;
 	int r = waitpid(zpid, &st, WNOHANG);
 	WL_CHECK(r == zpid, "zombie %d: waitpid returned %d (%s)", zpid, r,
@@ -225,14 +187,7 @@ int main(int argc, char **argv)
 	start_member(G, G1);
 	start_member(S, S1);
 	/* Every member (grandchildren too) has filled in its slot. */
-	for (int t = 0; t < 2000; t++) {
-		int n = 0;
-		for (int i = 0; i < MEMBERS; i++)
-			n += mb->s[i].pid != 0 && mb->s[i].counter > 0;
-		if (n == MEMBERS)
-			break;
-		wl_sleep_ms(5);
-	}
+	wl_slots_started(mb->s, MEMBERS);
 	make_zombie();
 	wl_ready();
 	for (;;) {

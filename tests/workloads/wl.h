@@ -310,4 +310,76 @@ static inline int wl_set_caps(uint64_t eff, uint64_t prm, uint64_t inh)
 	return (int)syscall(SYS_capset, &h, d);
 }
 
+/*
+ * The members of a multi-process workload answer the root through MAP_SHARED memory:
+ * each has a slot; the root raises a ping, every member sees it, checks itself and
+ * answers in its slot, and bumps its counter all the while (so the root sees it runs).
+ */
+struct wl_slot {
+	volatile int pid, ppid;
+	volatile long counter;
+	volatile int answered; /* the ping it answered; negative: failed */
+	char reason[200];
+};
+
+/* Member side, called in its loop: bump the counter; a new ping is checked and answered. */
+__attribute__((unused)) static void wl_slot_serve(struct wl_slot *s, volatile int *ping,
+						  int *last, int (*check)(void))
+{
+	s->counter++;
+	int p = *ping;
+	if (p == *last)
+		return;
+	*last = p;
+	wl_reason[0] = 0;
+	int ok = check() && !wl_reason[0];
+	snprintf(s->reason, sizeof(s->reason), "%s", wl_reason);
+	__sync_synchronize();
+	s->answered = ok ? p : -p;
+}
+
+/* Root side: waits (up to ~20 s) until every member has filled in its slot and runs. */
+__attribute__((unused)) static int wl_slots_started(struct wl_slot *s, int n)
+{
+	for (int t = 0; t < 4000; t++) {
+		int k = 0;
+		for (int i = 0; i < n; i++)
+			k += s[i].pid != 0 && s[i].counter > 0;
+		if (k == n)
+			return 1;
+		wl_sleep_ms(5);
+	}
+	return 0;
+}
+
+/* Root side: the next ping; every member must answer it well and have run meanwhile. */
+__attribute__((unused)) static int wl_slots_ping(struct wl_slot *s, int n, volatile int *ping,
+						 const char *const *names)
+{
+	long before[n];
+	for (int i = 0; i < n; i++)
+		before[i] = s[i].counter;
+	__sync_synchronize();
+	int p = *ping + 1;
+	*ping = p;
+	for (int t = 0; t < 2000; t++) {
+		int done = 0;
+		for (int i = 0; i < n; i++)
+			done += s[i].answered == p || s[i].answered == -p;
+		if (done == n)
+			break;
+		wl_sleep_ms(5);
+	}
+	for (int i = 0; i < n; i++) {
+		int a = s[i].answered;
+		WL_CHECK(a == p || a == -p,
+			 "%s (pid %d) did not answer ping %d through the shared region (last %d)",
+			 names[i], s[i].pid, p, a);
+		WL_CHECK(a == p, "%s", s[i].reason);
+		WL_CHECK(s[i].counter > before[i], "%s: its counter did not move (%ld)", names[i],
+			 before[i]);
+	}
+	return 1;
+}
+
 #endif

@@ -1,11 +1,17 @@
-//! A seed's children: each forked with its dumped pid (clone3 set_tid) once the parent is
-//! in its session and group, and each running its own seed; a zombie's seed exits at once
-//! with the dumped wait status, never reaped here: its restored parent's wait gets it.
+//! What a seed forks: each task with its dumped pid (clone3 set_tid) once the forker is
+//! in its session and group. Usually its own children, each running its own seed; with
+//! CLONE_PARENT, a sibling's child that must be in the forker's group or session
+//! (`tree.rs`). A zombie's seed exits with the dumped wait status once it forked its
+//! own, never reaped here: its restored parent's wait gets it. A helper (a stand-in for
+//! a session or group leader that had exited) joins, forks its members and exits; its
+//! parent's seed reaps it.
 
 use super::SeedPlan;
 use crate::tree;
 use ckpt_sys::process::Forked;
 use ckpt_sys::Pid;
+use nix::errno::Errno;
+use std::time::{Duration, Instant};
 
 /// Everything every seed of the tree may need, in memory before the first fork.
 pub struct Seeds<'a> {
@@ -27,44 +33,117 @@ impl Seeds<'_> {
             None => n.comm.clone(),
         }
     }
+
+    /// The status pipe as every seed inherits it (the same fd in all plans).
+    fn status_fd(&self) -> std::os::fd::RawFd {
+        self.plans[0].err_fd
+    }
 }
 
-/// Forks the seeds of node `me`'s children, in order; returns once its zombies have
-/// exited (left unreaped), so that none is still running when ckpt takes over.
+/// How long a seed waits for a child another task forks (a sibling or a helper, with
+/// CLONE_PARENT) to appear and exit: they run right after, unless the restore failed.
+const OTHERS_FORK: Duration = Duration::from_secs(10);
+
+/// Forks what node `me` is the forker of, in order; then, in a live process, reaps its
+/// helpers and waits for its zombies to have exited (left unreaped), so that none is
+/// still running when ckpt takes over.
 pub fn fork_children(seeds: &Seeds, me: usize) -> Result<(), String> {
-    let mut zombies = Vec::new();
-    for &c in &seeds.tree.nodes[me].children {
+    for &c in &seeds.tree.nodes[me].forks {
         let n = &seeds.tree.nodes[c];
-        match ckpt_sys::process::fork_with_pid(Pid::from_raw(n.pid)) {
-            Ok(Forked::Child) => match n.zombie {
-                Some(status) => become_zombie(n, status),
-                None => super::run(seeds, c),
-            },
-            Ok(Forked::Parent(p)) => {
-                if n.zombie.is_some() {
-                    zombies.push(p);
-                }
-            }
-            Err(e) if e.errno() == Some(nix::errno::Errno::EEXIST) => {
+        let pid = Pid::from_raw(n.pid);
+        let forked = if n.clone_parent {
+            ckpt_sys::process::fork_sibling_with_pid(pid)
+        } else {
+            ckpt_sys::process::fork_with_pid(pid)
+        };
+        match forked {
+            Ok(Forked::Child) => start(seeds, c),
+            Ok(Forked::Parent(_)) => {}
+            Err(e) if e.errno() == Some(Errno::EEXIST) => {
                 return Err(crate::pidheld::message(n.pid, &seeds.comm(c)))
             }
             Err(e) => return Err(format!("pid {}: {e}", n.pid)),
         }
     }
-    for z in zombies {
-        ckpt_sys::process::wait_exited_keep(z).map_err(|e| e.to_string())?;
+    if seeds.tree.nodes[me].live.is_none() {
+        return Ok(());
+    }
+    let children = &seeds.tree.nodes[me].children;
+    for &c in children.iter().filter(|&&c| seeds.tree.nodes[c].helper) {
+        let pid = Pid::from_raw(seeds.tree.nodes[c].pid);
+        until_forked(pid, || nix::sys::wait::waitpid(pid, None).map(drop))?;
+    }
+    for &c in children {
+        if seeds.tree.nodes[c].zombie.is_some() {
+            let pid = Pid::from_raw(seeds.tree.nodes[c].pid);
+            until_forked(pid, || {
+                use nix::sys::wait::{waitid, Id, WaitPidFlag};
+                waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT).map(drop)
+            })?;
+        }
     }
     Ok(())
 }
 
-fn become_zombie(n: &tree::Node, status: i32) -> ! {
+/// Runs `wait` on child `pid` until it succeeds; ECHILD means another task has not
+/// forked it yet.
+fn until_forked(pid: Pid, mut wait: impl FnMut() -> nix::Result<()>) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        match wait() {
+            Ok(()) => return Ok(()),
+            Err(Errno::EINTR) => {}
+            Err(Errno::ECHILD) if start.elapsed() < OTHERS_FORK => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => return Err(format!("waiting for child {pid}: {e}")),
+        }
+    }
+}
+
+/// The forked task at node `c`: a helper, a zombie or a live process's seed.
+fn start(seeds: &Seeds, c: usize) -> ! {
+    let n = &seeds.tree.nodes[c];
+    if n.helper {
+        run_helper(seeds, c)
+    }
+    match n.zombie {
+        Some(status) => become_zombie(seeds, c, status),
+        None => super::run(seeds, c),
+    }
+}
+
+fn fail(seeds: &Seeds, c: usize, msg: &str) -> ! {
+    super::report(seeds.status_fd(), seeds.tree.nodes[c].pid, msg);
+    ckpt_sys::process::exit_now(1)
+}
+
+/// A helper dies with its parent (a seed) if that dies first, like a seed.
+fn run_helper(seeds: &Seeds, c: usize) -> ! {
+    let n = &seeds.tree.nodes[c];
+    let parent = n.parent.map_or(seeds.ckpt, |i| seeds.tree.nodes[i].pid);
+    let dies_with_parent =
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_ok();
+    if !dies_with_parent || nix::unistd::getppid().as_raw() != parent {
+        ckpt_sys::process::exit_now(1)
+    }
+    if let Err(e) = super::join(n.setsid, n.setpgid).and_then(|()| fork_children(seeds, c)) {
+        fail(
+            seeds,
+            c,
+            &format!("helper standing for an exited leader: {e}"),
+        )
+    }
+    ckpt_sys::process::exit_now(0)
+}
+
+fn become_zombie(seeds: &Seeds, c: usize, status: i32) -> ! {
+    let n = &seeds.tree.nodes[c];
     if let Ok(name) = std::ffi::CString::new(n.comm.as_bytes()) {
         let _ = nix::sys::prctl::set_name(&name);
     }
-    if n.setsid {
-        let _ = nix::unistd::setsid();
-    } else if n.setpgid {
-        let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+    if let Err(e) = super::join(n.setsid, n.setpgid).and_then(|()| fork_children(seeds, c)) {
+        fail(seeds, c, &e)
     }
     ckpt_sys::process::die_with_status(status)
 }
