@@ -118,6 +118,22 @@ fn write_lease_survives() {
 
 // ------------------------------------------------------------ POSIX timers
 
+/// Memory-deny-write-execute (PR_SET_MDWE) has no restore: refused at dump, naming it.
+/// Such a process cannot get ckpt's executable scratch area either, so this also runs
+/// the injected queries one by one instead of as a batch.
+#[test]
+fn memory_deny_write_execute_is_refused() {
+    let env = Env::new();
+    let mut w = start_with(&env, "kstate", &["mdwe"]);
+    env.check(&mut w);
+    let dir = env.subdir("img");
+    let line = env.dump(w.pid, &dir, &[]).failed_naming("PR_SET_MDWE");
+    assert!(mentions_number(&line, w.pid as i64), "{line}");
+    assert!(image_files(&dir, "").is_empty(), "{}", listing(&dir));
+    assert_running_untraced(w.pid);
+    env.check(&mut w);
+}
+
 /// A flock held through a description only a mapping keeps (flock, mmap, close: the
 /// JVM's hsperfdata file) is taken again on the description restore maps the file from.
 #[test]

@@ -103,9 +103,9 @@ impl Seized {
 fn unmap_scratch(s: &Seized, page: u64, insn: u64) -> Result<(), DumpError> {
     let mut remote = Remote::new(s.pid, Via::SyscallInsn(insn))?;
     remote.syscall(
-        || format!("munmap of the scratch page at {page:#x}"),
+        || format!("munmap of the scratch area at {page:#x}"),
         libc::SYS_munmap,
-        &[page, 4096],
+        &[page, crate::remote::SCRATCH_LEN],
     )?;
     Ok(())
 }

@@ -2,21 +2,31 @@
 //! itimers, sigaltstack, tid address, brk, securebits, dumpable (and, from each other
 //! thread, its tid address and sigaltstack: `threads::query`).
 //!
-//! The syscalls run through an existing `syscall` (`0f 05`) of the task's [vdso], driven
-//! by PTRACE_SYSCALL: nothing is poked, and no int3 resets a blocked SIGTRAP. Results are
-//! written into one scratch page mapped for the purpose (in the middle of the largest free
-//! gap, so it never merges with a neighbour) and read back in one go; the page is unmapped
-//! at the end and was never among the mappings dumped.
+//! The first and last syscalls (mmap and munmap of a scratch area) run through an
+//! existing `syscall` (`0f 05`) of the task's [vdso], driven by PTRACE_SYSCALL: nothing
+//! of the task's is poked, and no int3 resets a blocked SIGTRAP. The scratch area (four
+//! pages in the middle of the largest free gap, so it never merges with a neighbour)
+//! holds a small loop (`ckpt_sys::inject::BATCH_CODE`), a page of answers and a table of
+//! calls: the bulk of the queries run as one batch, one stop for all of them instead of
+//! two per call (each stop waits for the scheduler: on a loaded machine that was ~9 ms a
+//! process). Where the task may not have executable anonymous memory, the batch's calls
+//! run one by one through the vDSO instead. The area is unmapped at the end and was
+//! never among the mappings dumped.
 
 use crate::mm::Vdso;
 use crate::seize::Seized;
 use crate::{refuse, DumpError};
 use ckpt_images::pb;
-use ckpt_sys::inject::{Remote, Via};
+use ckpt_sys::inject::{Call, Remote, Via, BATCH_CODE, BATCH_ENTRY};
 use ckpt_sys::mem;
 use ckpt_sys::proc::Mapping;
 
 const PAGE: u64 = 4096;
+/// The scratch area: the batch code, a page of answers, two pages of call table.
+pub const SCRATCH_LEN: u64 = 4 * PAGE;
+const DATA: u64 = PAGE;
+const TABLE: u64 = 2 * PAGE;
+const TABLE_ENTRIES: usize = (2 * PAGE / BATCH_ENTRY) as usize;
 /// Lowest address mmap may use (vm.mmap_min_addr's default) and the top of user space.
 const LOW: u64 = 0x10000;
 const TASK_SIZE: u64 = 0x7fff_ffff_f000;
@@ -29,7 +39,7 @@ const MCL_ONFAULT: u32 = 4;
 const SIGKILL: u32 = 9;
 const SIGSTOP: u32 = 19;
 
-/// Layout of the scratch page.
+/// Layout of the answers page (at DATA in the scratch area).
 const OFF_SIGACTION: u64 = 0; // 64 x struct sigaction (32 bytes): 2048
 const SIGACTION_LEN: u64 = 32;
 const OFF_TID_ADDRESS: u64 = 2048; // u64
@@ -68,13 +78,13 @@ pub fn find_syscall_insn(code: &[u8]) -> Option<usize> {
     code.windows(2).position(|w| w == [0x0f, 0x05])
 }
 
-/// A page-aligned address in the middle of the largest free gap of user space, with at
-/// least one free page on each side. `maps` must be sorted by address.
-pub fn pick_scratch(maps: &[Mapping]) -> Option<u64> {
+/// A page-aligned address for `len` bytes in the middle of the largest free gap of user
+/// space, with at least one free page on each side. `maps` must be sorted by address.
+pub fn pick_scratch(maps: &[Mapping], len: u64) -> Option<u64> {
     let mut best: Option<(u64, u64)> = None;
     let mut prev_end = LOW;
     let mut consider = |lo: u64, hi: u64| {
-        if hi > lo && hi - lo >= 3 * PAGE && best.is_none_or(|(a, b)| hi - lo > b - a) {
+        if hi > lo && hi - lo >= len + 2 * PAGE && best.is_none_or(|(a, b)| hi - lo > b - a) {
             best = Some((lo, hi));
         }
     };
@@ -86,7 +96,7 @@ pub fn pick_scratch(maps: &[Mapping]) -> Option<u64> {
         prev_end = prev_end.max(m.end);
     }
     consider(prev_end, TASK_SIZE);
-    best.map(|(lo, hi)| (lo + (hi - lo) / 2) & !(PAGE - 1))
+    best.map(|(lo, hi)| (lo + (hi - lo - len) / 2) & !(PAGE - 1))
 }
 
 fn u64_at(page: &[u8], off: u64) -> u64 {
@@ -113,7 +123,7 @@ pub fn collect(
                 "pid {pid}: no syscall instruction in its [vdso] to inject through"
             ))
         })? as u64;
-    let scratch = pick_scratch(maps).ok_or_else(|| {
+    let scratch = pick_scratch(maps, SCRATCH_LEN).ok_or_else(|| {
         refuse(format!(
             "pid {pid}: no free address range for a scratch page"
         ))
@@ -123,33 +133,50 @@ pub fn collect(
     let locked_kb = ckpt_sys::proc::status(pid)?.vmlck.unwrap_or(0);
     let mut remote = Remote::new(pid, Via::SyscallInsn(insn))?;
     task.regs_changed = true;
-    let got = remote.syscall(
-        || format!("mmap of a scratch page at {scratch:#x}"),
+    // Executable for the batch code; a task that may not have writable and executable
+    // memory gets the batch's calls one by one instead.
+    let rwx = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;
+    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64 | MAP_FIXED_NOREPLACE;
+    let mut batch = true;
+    let mut got = remote.syscall_raw(
         libc::SYS_mmap,
-        &[
-            scratch,
-            PAGE,
-            (libc::PROT_READ | libc::PROT_WRITE) as u64,
-            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64 | MAP_FIXED_NOREPLACE,
-            u64::MAX, // fd -1
-            0,
-        ],
+        &[scratch, SCRATCH_LEN, rwx, flags, u64::MAX, 0],
     )?;
+    if got == -(libc::EACCES as i64) || got == -(libc::EPERM as i64) {
+        batch = false;
+        got = remote.syscall_raw(
+            libc::SYS_mmap,
+            &[
+                scratch,
+                SCRATCH_LEN,
+                rwx & !(libc::PROT_EXEC as u64),
+                flags,
+                u64::MAX,
+                0,
+            ],
+        )?;
+    }
+    if (-4095..0).contains(&got) {
+        return Err(ckpt_sys::Error::sys(
+            format!("mmap of a scratch area at {scratch:#x} (injected into pid {pid})"),
+            nix::errno::Errno::from_raw(-got as i32),
+        )
+        .into());
+    }
+    let got = got as u64;
     if got != scratch {
         // An old kernel ignoring MAP_FIXED_NOREPLACE would put it elsewhere: undo.
         task.scratch = Some((got, insn));
         return Err(DumpError::Lost(format!(
-            "pid {pid}: scratch page landed at {got:#x}, not {scratch:#x}"
+            "pid {pid}: scratch area landed at {got:#x}, not {scratch:#x}"
         )));
     }
     task.scratch = Some((scratch, insn));
 
-    let mut inj = Injected {
-        brk: remote.syscall(|| "brk(0)".into(), libc::SYS_brk, &[0])?,
-        ..Default::default()
-    };
-    // mlockall(MCL_FUTURE) shows only in new mappings, and the scratch page is one: it
-    // was locked if VmLck grew, and populated at once unless MCL_ONFAULT.
+    let mut inj = Injected::default();
+    // mlockall(MCL_FUTURE) shows only in new mappings, and the scratch area is one: it
+    // was locked if VmLck grew, and populated at once unless MCL_ONFAULT (looked at
+    // before anything is written into it).
     if ckpt_sys::proc::status(pid)?.vmlck.unwrap_or(0) > locked_kb {
         let mut e = Vec::new();
         ckpt_sys::proc::Pagemap::open(pid)?.read(scratch, scratch + PAGE, &mut e)?;
@@ -158,57 +185,97 @@ pub fn collect(
             .is_some_and(|&e| e & ckpt_sys::proc::PM_PRESENT != 0);
         inj.mlockall = MCL_FUTURE | if present { 0 } else { MCL_ONFAULT };
     }
-    inj.securebits = remote.syscall(
-        || "prctl(PR_GET_SECUREBITS)".into(),
-        libc::SYS_prctl,
-        &[PR_GET_SECUREBITS],
-    )? as u32;
-    inj.dumpable = remote.syscall(
-        || "prctl(PR_GET_DUMPABLE)".into(),
-        libc::SYS_prctl,
-        &[PR_GET_DUMPABLE],
-    )? as i32;
-    remote.syscall(
-        || "prctl(PR_GET_TID_ADDRESS)".into(),
-        libc::SYS_prctl,
-        &[PR_GET_TID_ADDRESS, scratch + OFF_TID_ADDRESS],
-    )?;
-    remote.syscall(
-        || "sigaltstack(NULL, &old)".into(),
-        libc::SYS_sigaltstack,
-        &[0, scratch + OFF_ALTSTACK],
-    )?;
-    for which in 0..3u64 {
-        remote.syscall(
-            || format!("getitimer({which})"),
-            libc::SYS_getitimer,
-            &[which, scratch + OFF_ITIMERS + which * 32],
-        )?;
-    }
+    let data = scratch + DATA;
     let sigs: Vec<u32> = (1..=64u32)
         .filter(|&s| s != SIGKILL && s != SIGSTOP && wanted_sigs & (1u64 << (s - 1)) != 0)
         .collect();
-    for &sig in &sigs {
-        remote.syscall(
-            || format!("rt_sigaction({sig}, NULL, &old)"),
-            libc::SYS_rt_sigaction,
-            &[
-                sig as u64,
-                0,
-                scratch + OFF_SIGACTION + (sig as u64 - 1) * SIGACTION_LEN,
-                8,
-            ],
-        )?;
+    // The calls whose failure is an error, each with what it was; then task_state's,
+    // whose raw results it judges itself.
+    let mut named: Vec<(String, Call)> = vec![
+        ("brk(0)".into(), Call::new(libc::SYS_brk, &[0])),
+        (
+            "prctl(PR_GET_SECUREBITS)".into(),
+            Call::new(libc::SYS_prctl, &[PR_GET_SECUREBITS]),
+        ),
+        (
+            "prctl(PR_GET_DUMPABLE)".into(),
+            Call::new(libc::SYS_prctl, &[PR_GET_DUMPABLE]),
+        ),
+        (
+            "prctl(PR_GET_TID_ADDRESS)".into(),
+            Call::new(
+                libc::SYS_prctl,
+                &[PR_GET_TID_ADDRESS, data + OFF_TID_ADDRESS],
+            ),
+        ),
+        (
+            "sigaltstack(NULL, &old)".into(),
+            Call::new(libc::SYS_sigaltstack, &[0, data + OFF_ALTSTACK]),
+        ),
+    ];
+    for which in 0..3u64 {
+        named.push((
+            format!("getitimer({which})"),
+            Call::new(
+                libc::SYS_getitimer,
+                &[which, data + OFF_ITIMERS + which * 32],
+            ),
+        ));
     }
-
-    let threads = ckpt_sys::proc::tasks(pid)?.len();
-    inj.task = crate::task_state::collect(&mut remote, scratch + OFF_TASK_STATE, threads)?;
-    inj.posix_timers =
-        crate::timers::collect(&mut remote, scratch + OFF_TIMERS, PAGE - OFF_TIMERS)?;
-    inj.lease_signals = crate::locks::lease_signals(&mut remote)?;
+    for &sig in &sigs {
+        named.push((
+            format!("rt_sigaction({sig}, NULL, &old)"),
+            Call::new(
+                libc::SYS_rt_sigaction,
+                &[
+                    sig as u64,
+                    0,
+                    data + OFF_SIGACTION + (sig as u64 - 1) * SIGACTION_LEN,
+                    8,
+                ],
+            ),
+        ));
+    }
+    let mut calls: Vec<Call> = named.iter().map(|(_, c)| *c).collect();
+    calls.extend(crate::task_state::calls(data + OFF_TASK_STATE));
+    let results = if batch {
+        remote.batch(scratch, scratch + TABLE, &{
+            mem::write(pid, scratch, &BATCH_CODE)?;
+            debug_assert!(calls.len() <= TABLE_ENTRIES);
+            calls.clone()
+        })?
+    } else {
+        calls
+            .iter()
+            .map(|c| remote.syscall_raw(c.nr, &c.args))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    for ((what, _), &r) in named.iter().zip(&results) {
+        if (-4095..0).contains(&r) {
+            return Err(ckpt_sys::Error::sys(
+                format!("{what} (injected into pid {pid})"),
+                nix::errno::Errno::from_raw(-r as i32),
+            )
+            .into());
+        }
+    }
+    inj.brk = results[0] as u64;
+    inj.securebits = results[1] as u32;
+    inj.dumpable = results[2] as i32;
 
     let mut page = vec![0u8; PAGE as usize];
-    mem::read(pid, scratch, &mut page)?;
+    mem::read(pid, data, &mut page)?;
+    let threads = ckpt_sys::proc::tasks(pid)?.len();
+    let ts = OFF_TASK_STATE as usize;
+    inj.task = crate::task_state::finish(
+        pid,
+        &results[named.len()..],
+        &page[ts..ts + crate::task_state::SCRATCH_LEN as usize],
+        threads,
+    )?;
+    inj.posix_timers = crate::timers::collect(&mut remote, data + OFF_TIMERS, PAGE - OFF_TIMERS)?;
+    inj.lease_signals = crate::locks::lease_signals(&mut remote)?;
+
     inj.tid_address = u64_at(&page, OFF_TID_ADDRESS);
     inj.altstack = pb::SigAltStack {
         sp: u64_at(&page, OFF_ALTSTACK),
@@ -238,13 +305,13 @@ pub fn collect(
         });
     }
 
-    let (threads, thread_calls) = crate::threads::query(task, insn, scratch + OFF_THREAD)?;
+    let (threads, thread_calls) = crate::threads::query(task, insn, data + OFF_THREAD)?;
     inj.threads = threads;
 
     remote.syscall(
-        || format!("munmap of the scratch page at {scratch:#x}"),
+        || format!("munmap of the scratch area at {scratch:#x}"),
         libc::SYS_munmap,
-        &[scratch, PAGE],
+        &[scratch, SCRATCH_LEN],
     )?;
     task.scratch = None;
     // Back to the registers of the seize (with the rseq fix-up), while the task sits in
@@ -291,13 +358,16 @@ mod tests {
             m(0x50_1000, 0x60_0000),
             m(0x7fff_0000_0000, 0x7fff_ffff_0000),
         ];
-        let a = pick_scratch(&maps).unwrap();
+        let a = pick_scratch(&maps, PAGE).unwrap();
         assert_eq!(a % PAGE, 0);
         assert!(a >= 0x60_0000 + PAGE && a + 2 * PAGE <= 0x7fff_0000_0000);
         // Only a 3-page gap: the page sits in its middle.
         let maps = [m(LOW, 0x20_0000), m(0x20_3000, TASK_SIZE)];
-        assert_eq!(pick_scratch(&maps), Some(0x20_1000));
+        assert_eq!(pick_scratch(&maps, PAGE), Some(0x20_1000));
         let maps = [m(LOW, 0x20_0000), m(0x20_2000, TASK_SIZE)];
-        assert_eq!(pick_scratch(&maps), None);
+        assert_eq!(pick_scratch(&maps, PAGE), None);
+        // Four pages in a six-page gap: one free page on each side.
+        let maps = [m(LOW, 0x20_0000), m(0x20_6000, TASK_SIZE)];
+        assert_eq!(pick_scratch(&maps, 4 * PAGE), Some(0x20_1000));
     }
 }

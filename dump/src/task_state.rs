@@ -4,8 +4,8 @@
 //! (refused otherwise). The inventory is in `known_state.rs`.
 
 use crate::{refuse, DumpError};
-use ckpt_sys::inject::Remote;
-use ckpt_sys::{mem, proc, Pid};
+use ckpt_sys::inject::Call;
+use ckpt_sys::{proc, Pid};
 
 const PR_GET_PDEATHSIG: u64 = 2;
 const PR_GET_TSC: u64 = 25;
@@ -44,11 +44,32 @@ pub fn loginuid(pid: Pid) -> Result<u32, DumpError> {
         .map_err(|e| DumpError::Lost(format!("{path}: {text:?}: {e}")))
 }
 
-/// Runs the queries through `remote`, using `SCRATCH_LEN` bytes of the task's scratch
-/// page at `scratch`. `threads`: the task's thread count (the futex hash is automatic
-/// once a process has threads).
-pub fn collect(remote: &mut Remote, scratch: u64, threads: usize) -> Result<TaskState, DumpError> {
-    let pid = remote.pid();
+/// The injected queries, answered in `SCRATCH_LEN` bytes of the task's scratch page at
+/// `scratch`; `finish` reads their results, in this order.
+pub fn calls(scratch: u64) -> Vec<Call> {
+    let prctl = |args: &[u64]| Call::new(libc::SYS_prctl, args);
+    vec![
+        prctl(&[PR_GET_THP_DISABLE]),
+        prctl(&[PR_GET_CHILD_SUBREAPER, scratch]),
+        prctl(&[PR_GET_PDEATHSIG, scratch + 4]),
+        prctl(&[PR_GET_TSC, scratch + 8]),
+        prctl(&[PR_MCE_KILL_GET, 0, 0, 0, 0]),
+        prctl(&[PR_GET_MDWE, 0, 0, 0, 0]),
+        prctl(&[PR_GET_MEMORY_MERGE, 0, 0, 0, 0]),
+        prctl(&[PR_FUTEX_HASH, PR_FUTEX_HASH_GET_SLOTS, 0, 0, 0]),
+        // pid 0 (itself), PIDTYPE_PID, the cookie at scratch+16.
+        prctl(&[PR_SCHED_CORE, PR_SCHED_CORE_GET, 0, 0, scratch + 16]),
+        Call::new(
+            libc::SYS_membarrier,
+            &[MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0],
+        ),
+    ]
+}
+
+/// The state, from the raw results of `calls` (a getter this kernel lacks is -EINVAL,
+/// taken as "not set") and the `SCRATCH_LEN` bytes they wrote at `scratch`. `threads`:
+/// the task's thread count (the futex hash is automatic once a process has threads).
+pub fn finish(pid: Pid, results: &[i64], b: &[u8], threads: usize) -> Result<TaskState, DumpError> {
     let mut st = TaskState {
         loginuid: loginuid(pid)?,
         timerslack_ns: {
@@ -59,31 +80,21 @@ pub fn collect(remote: &mut Remote, scratch: u64, threads: usize) -> Result<Task
         },
         ..Default::default()
     };
-    // Raw results: a getter this kernel lacks is -EINVAL, taken as "not set".
-    let mut prctl = |args: &[u64]| remote.syscall_raw(libc::SYS_prctl, args);
-    let r = prctl(&[PR_GET_THP_DISABLE])?;
-    if r < 0 {
+    let &[thp, _subreaper, _pdeathsig, tsc_ok, mce, mdwe, merge, slots, core, regs] = results
+    else {
+        return Err(DumpError::Lost(format!(
+            "pid {pid}: {} task-state results, not 10",
+            results.len()
+        )));
+    };
+    if thp < 0 {
         return Err(DumpError::Lost(format!(
             "pid {pid}: injected prctl(PR_GET_THP_DISABLE) failed: errno {}",
-            -r
+            -thp
         )));
     }
-    st.thp_disable = r as u32;
-    prctl(&[PR_GET_CHILD_SUBREAPER, scratch])?;
-    prctl(&[PR_GET_PDEATHSIG, scratch + 4])?;
-    let tsc_ok = prctl(&[PR_GET_TSC, scratch + 8])? == 0;
-    let mce = prctl(&[PR_MCE_KILL_GET, 0, 0, 0, 0])?;
-    let mdwe = prctl(&[PR_GET_MDWE, 0, 0, 0, 0])?;
-    let merge = prctl(&[PR_GET_MEMORY_MERGE, 0, 0, 0, 0])?;
-    let slots = prctl(&[PR_FUTEX_HASH, PR_FUTEX_HASH_GET_SLOTS, 0, 0, 0])?;
-    // pid 0 (itself), PIDTYPE_PID, the cookie at scratch+16.
-    let core = prctl(&[PR_SCHED_CORE, PR_SCHED_CORE_GET, 0, 0, scratch + 16])?;
-    let regs = remote.syscall_raw(
-        libc::SYS_membarrier,
-        &[MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0],
-    )?;
-    let mut b = [0u8; SCRATCH_LEN as usize];
-    mem::read(pid, scratch, &mut b)?;
+    st.thp_disable = thp as u32;
+    let tsc_ok = tsc_ok == 0;
     let int = |o: usize| i32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
     st.child_subreaper = int(0) != 0;
     let pdeathsig = int(4);

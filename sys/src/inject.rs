@@ -197,6 +197,138 @@ impl Remote {
     }
 }
 
+/// Machine code that runs a table of syscalls and then stops the task (x86-64):
+///
+/// ```text
+///  0: test r13, r13 ; jz 0x37          r12: the table, r13: entries left
+///  5: mov rax, [r12] ; mov rdi, [r12+8] ; mov rsi, [r12+16] ; mov rdx, [r12+24]
+///     mov r10, [r12+32] ; mov r8, [r12+40] ; mov r9, [r12+48]
+/// 27: syscall ; mov [r12+56], rax ; add r12, 64 ; dec r13 ; jmp 0
+/// 37: mov eax, 234 (tgkill) ; mov rdi, r14 ; mov rsi, r15 ; mov edx, 19 (SIGSTOP)
+/// 47: syscall ; jmp 0x37
+/// ```
+///
+/// The stop is a SIGSTOP the task sends itself: every other signal is blocked while ckpt
+/// injects, and a SIGSTOP cannot be, nor can its handler be changed. An int3 or a fault
+/// would be delivered by force_sig, which resets a blocked handler to SIG_DFL. ckpt sees
+/// the signal-delivery stop and discards the SIGSTOP (resuming with no signal), so no
+/// group-stop follows. Its one side effect: a SIGCONT pending at that moment is dropped,
+/// as any SIGSTOP drops it.
+pub const BATCH_CODE: [u8; 75] = [
+    0x4d, 0x85, 0xed, 0x74, 0x32, 0x49, 0x8b, 0x04, 0x24, 0x49, 0x8b, 0x7c, 0x24, 0x08, 0x49, 0x8b,
+    0x74, 0x24, 0x10, 0x49, 0x8b, 0x54, 0x24, 0x18, 0x4d, 0x8b, 0x54, 0x24, 0x20, 0x4d, 0x8b, 0x44,
+    0x24, 0x28, 0x4d, 0x8b, 0x4c, 0x24, 0x30, 0x0f, 0x05, 0x49, 0x89, 0x44, 0x24, 0x38, 0x49, 0x83,
+    0xc4, 0x40, 0x49, 0xff, 0xcd, 0xeb, 0xc9, 0xb8, 0xea, 0x00, 0x00, 0x00, 0x4c, 0x89, 0xf7, 0x4c,
+    0x89, 0xfe, 0xba, 0x13, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xeb, 0xec,
+];
+/// Where the task stands once `BATCH_CODE` has stopped it: right after its tgkill.
+const BATCH_DONE: u64 = 0x49;
+/// Bytes per table entry: nr, six arguments, the result.
+pub const BATCH_ENTRY: u64 = 64;
+
+/// One syscall of a batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Call {
+    pub nr: i64,
+    pub args: [u64; 6],
+}
+
+impl Call {
+    pub fn new(nr: i64, args: &[u64]) -> Call {
+        let mut a = [0u64; 6];
+        a[..args.len()].copy_from_slice(args);
+        Call { nr, args: a }
+    }
+}
+
+impl Remote {
+    /// Runs `calls` in one go with `BATCH_CODE` (already written at `code`, in memory
+    /// the task may execute), the table at `table` (`calls.len() * BATCH_ENTRY` bytes of
+    /// the task's writable memory), and returns each raw result (-errno on failure). One
+    /// resume and one stop instead of one or two per call: on a busy machine each stop
+    /// waits for the scheduler. The task's signals must all be blocked (see
+    /// `BATCH_CODE`).
+    pub fn batch(&mut self, code: u64, table: u64, calls: &[Call]) -> Result<Vec<i64>> {
+        crate::abort::check()?;
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut t = Vec::with_capacity(calls.len() * BATCH_ENTRY as usize);
+        for c in calls {
+            t.extend_from_slice(&(c.nr as u64).to_le_bytes());
+            for a in c.args {
+                t.extend_from_slice(&a.to_le_bytes());
+            }
+            t.extend_from_slice(&u64::MAX.to_le_bytes());
+        }
+        crate::mem::write(self.pid, table, &t)?;
+        let mut r = self.base;
+        r.rip = code;
+        r.r12 = table;
+        r.r13 = calls.len() as u64;
+        r.r14 = self.pid.as_raw() as u64;
+        r.r15 = self.pid.as_raw() as u64;
+        r.orig_rax = u64::MAX;
+        ptrace::set_regs(self.pid, &r)?;
+        self.calls += calls.len() as u64;
+        ptrace::cont(self.pid, None)?;
+        loop {
+            let s = ptrace::wait(self.pid)?;
+            match s {
+                Stop::Signal(libc::SIGSTOP) => {
+                    let info = siginfo(self.pid)?;
+                    let code_of = i32::from_le_bytes(info[8..12].try_into().expect("4 bytes"));
+                    let from = i32::from_le_bytes(info[16..20].try_into().expect("4 bytes"));
+                    let now = ptrace::get_regs(self.pid)?;
+                    if code_of == libc::SI_TKILL
+                        && from == self.pid.as_raw()
+                        && now.rip == code + BATCH_DONE
+                    {
+                        break;
+                    }
+                    // Someone else wants the task stopped: passed on, as in `wait_for`.
+                    if ptrace::in_group_stop(self.pid)? {
+                        ptrace::cont(self.pid, None)?;
+                    } else {
+                        tracing::info!(
+                            pid = %self.pid,
+                            "SIGSTOP arrived during injected syscalls: passed on, the task stops when released"
+                        );
+                        ptrace::cont(self.pid, Some(Signal::SIGSTOP))?;
+                    }
+                }
+                Stop::Signal(sig) if is_stop_signal(sig) => {
+                    if ptrace::in_group_stop(self.pid)? {
+                        ptrace::cont(self.pid, None)?;
+                    } else {
+                        ptrace::cont(self.pid, Signal::try_from(sig).ok())?;
+                    }
+                }
+                Stop::EventStop(_) => ptrace::cont(self.pid, None)?,
+                Stop::Exited(_) | Stop::Killed(_) => {
+                    return Err(Error::Other(format!(
+                        "pid {} died during injected syscalls ({s:?})",
+                        self.pid
+                    )))
+                }
+                other => {
+                    return Err(Error::Other(format!(
+                        "pid {}: unexpected stop {other:?} during a batch of injected syscalls",
+                        self.pid
+                    )))
+                }
+            }
+        }
+        crate::mem::read(self.pid, table, &mut t)?;
+        Ok((0..calls.len())
+            .map(|i| {
+                let o = i * BATCH_ENTRY as usize + 56;
+                i64::from_le_bytes(t[o..o + 8].try_into().expect("8 bytes"))
+            })
+            .collect())
+    }
+}
+
 /// PTRACE_GETSIGINFO of a task in a signal-delivery stop, as the raw 128 bytes that
 /// rt_sigqueueinfo takes back.
 fn siginfo(pid: Pid) -> Result<[u8; 128]> {

@@ -16,6 +16,9 @@
  *  - timerslack: PR_SET_TIMERSLACK 123456 ns; checks PR_GET_TIMERSLACK.
  *  - pdeathsig: PR_SET_PDEATHSIG SIGWINCH (which ckpt refuses: a restored process has
  *    another parent); checks PR_GET_PDEATHSIG.
+ *  - mdwe: PR_SET_MDWE (memory-deny-write-execute; ckpt refuses it, and cannot map its
+ *    executable scratch area in such a process); checks PR_GET_MDWE. It cannot be undone:
+ *    corruption is faked.
  * Corruption (SIGTERM) undoes the state (membarrier: cannot unregister, faked).
  */
 #include "wl.h"
@@ -83,6 +86,9 @@ static int verify(void)
 		int v = -1;
 		WL_CHECK(prctl(PR_GET_PDEATHSIG, &v, 0, 0, 0) == 0 && v == SIGWINCH,
 			 "PR_GET_PDEATHSIG %d", v);
+	} else if (!strcmp(mode, "mdwe")) {
+		WL_CHECK(prctl(66 /* PR_GET_MDWE */, 0, 0, 0, 0) == 1, "PR_GET_MDWE %d",
+			 prctl(66, 0, 0, 0, 0));
 	} else if (!strcmp(mode, "timerslack")) {
 		WL_CHECK(prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) == SLACK, "timer slack %d",
 			 prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0));
@@ -165,6 +171,9 @@ int main(int argc, char **argv)
 	} else if (!strcmp(mode, "pdeathsig")) {
 		if (prctl(PR_SET_PDEATHSIG, SIGWINCH, 0, 0, 0))
 			wl_die("PR_SET_PDEATHSIG");
+	} else if (!strcmp(mode, "mdwe")) {
+		if (prctl(65 /* PR_SET_MDWE */, 1 /* MDWE_REFUSE_EXEC_GAIN */, 0, 0, 0))
+			wl_die("PR_SET_MDWE");
 	} else {
 		wl_die("unknown mode %s", mode);
 	}
