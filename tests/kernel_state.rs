@@ -30,6 +30,21 @@ fn survives(name: &str, args: &[&str]) {
     notices_corruption(&env, &w);
 }
 
+/// kstate MODE holds a state ckpt cannot restore: the dump is refused naming `needle`
+/// and the pid, writes no image, and the workload runs on untouched.
+fn refused(mode: &str, needle: &str) {
+    let env = Env::new();
+    let mut w = start_with(&env, "kstate", &[mode]);
+    env.check(&mut w);
+    let dir = env.subdir("img");
+    let line = env.dump(w.pid, &dir, &[]).failed_naming(needle);
+    assert!(mentions_number(&line, w.pid as i64), "{line}");
+    assert!(image_files(&dir, "").is_empty(), "{}", listing(&dir));
+    assert_running_untraced(w.pid);
+    env.check(&mut w);
+    notices_corruption(&env, &w);
+}
+
 // ------------------------------------------------------------ process-wide state
 
 /// /proc/self/loginuid written by the process (4242) reads 4242 again (the seed writes
@@ -72,16 +87,7 @@ fn timer_slack_survives() {
 /// another parent) is refused at dump, naming it; the workload runs on untouched.
 #[test]
 fn parent_death_signal_is_refused() {
-    let env = Env::new();
-    let mut w = start_with(&env, "kstate", &["pdeathsig"]);
-    env.check(&mut w);
-    let dir = env.subdir("img");
-    let line = env.dump(w.pid, &dir, &[]).failed_naming("PR_SET_PDEATHSIG");
-    assert!(mentions_number(&line, w.pid as i64), "{line}");
-    assert!(image_files(&dir, "").is_empty(), "{}", listing(&dir));
-    assert_running_untraced(w.pid);
-    env.check(&mut w);
-    notices_corruption(&env, &w);
+    refused("pdeathsig", "PR_SET_PDEATHSIG");
 }
 
 // ------------------------------------------------------------ locks and leases
@@ -123,15 +129,7 @@ fn write_lease_survives() {
 /// the injected queries one by one instead of as a batch.
 #[test]
 fn memory_deny_write_execute_is_refused() {
-    let env = Env::new();
-    let mut w = start_with(&env, "kstate", &["mdwe"]);
-    env.check(&mut w);
-    let dir = env.subdir("img");
-    let line = env.dump(w.pid, &dir, &[]).failed_naming("PR_SET_MDWE");
-    assert!(mentions_number(&line, w.pid as i64), "{line}");
-    assert!(image_files(&dir, "").is_empty(), "{}", listing(&dir));
-    assert_running_untraced(w.pid);
-    env.check(&mut w);
+    refused("mdwe", "PR_SET_MDWE");
 }
 
 /// A flock held through a description only a mapping keeps (flock, mmap, close: the
