@@ -9,7 +9,7 @@ use crate::image::{ProcessImage, TASK_SIZE};
 use crate::seed::SeedPlan;
 use crate::RestoreError;
 use ckpt_images::{pb, PAGE_SIZE};
-use ckpt_sys::inject::{Remote, Via};
+use ckpt_sys::inject::{Call, Remote, Via, BATCH_ENTRY};
 use ckpt_sys::ptrace::{self, Options};
 use ckpt_sys::{mem, Pid};
 use std::time::Instant;
@@ -102,6 +102,36 @@ impl<'a> Puppet<'a> {
 
     fn call(&mut self, what: &str, nr: i64, args: &[u64]) -> R<u64> {
         Ok(self.remote.syscall(|| what.to_string(), nr, args)?)
+    }
+
+    /// Runs `calls` as batches (`Remote::batch`, the loop the seed put in its trampoline
+    /// page, the table in the scratch page): one stop a batch instead of one a call. Each
+    /// result must be `want(i, result)`; a failure names the call. The scratch page's
+    /// contents are overwritten.
+    fn calls(
+        &mut self,
+        calls: &[(String, Call)],
+        want: impl Fn(usize, u64) -> Option<String>,
+    ) -> R<()> {
+        let per = (PAGE_SIZE as u64 / BATCH_ENTRY) as usize;
+        let code = self.tramp + ckpt_sys::process::TRAMPOLINE_BATCH_AT;
+        for (n, chunk) in calls.chunks(per).enumerate() {
+            let list: Vec<Call> = chunk.iter().map(|(_, c)| *c).collect();
+            let got = self.remote.batch(code, self.scratch(), &list)?;
+            for (j, ((what, _), r)) in chunk.iter().zip(got).enumerate() {
+                if (-4095..0).contains(&r) {
+                    return Err(ckpt_sys::Error::sys(
+                        format!("{what} (injected into pid {})", self.pid),
+                        nix::errno::Errno::from_raw(-r as i32),
+                    )
+                    .into());
+                }
+                if let Some(why) = want(n * per + j, r as u64) {
+                    return Err(RestoreError::Refused(format!("pid {}: {why}", self.pid)));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Copies `bytes` into the scratch page at `off` and returns their address there.
@@ -286,6 +316,7 @@ impl<'a> Puppet<'a> {
         let mut last_path: Option<(&str, i32)> = None;
         let objects = img.shm_objects();
         let mut shm_fds: std::collections::HashMap<u64, u64> = Default::default();
+        let mut mmaps = Vec::with_capacity(img.vmas.len());
         for (i, v) in img.vmas.iter().enumerate() {
             let kind = pb::VmaKind::try_from(v.kind).unwrap_or(pb::VmaKind::VmaAnon);
             let mut prot = v.prot as u64;
@@ -354,48 +385,61 @@ impl<'a> Puppet<'a> {
             if v.map_flags & crate::image::MAP_NORESERVE != 0 {
                 flags |= libc::MAP_NORESERVE as u64;
             }
-            let got = self.call(
-                &format!("mmap of VMA [{:#x}, {:#x}) {}", v.start, v.end, v.name),
-                libc::SYS_mmap,
-                &[v.start, v.end - v.start, prot, flags, fd, off],
-            )?;
-            if got != v.start {
-                return Err(RestoreError::Refused(format!(
-                    "pid {}: VMA [{:#x}, {:#x}) landed at {got:#x}",
-                    self.pid, v.start, v.end
-                )));
-            }
+            mmaps.push((
+                format!("mmap of VMA [{:#x}, {:#x}) {}", v.start, v.end, v.name),
+                Call::new(
+                    libc::SYS_mmap,
+                    &[v.start, v.end - v.start, prot, flags, fd, off],
+                ),
+            ));
         }
+        self.calls(&mmaps, |i, got| {
+            let v = &img.vmas[i];
+            (got != v.start)
+                .then(|| format!("VMA [{:#x}, {:#x}) landed at {got:#x}", v.start, v.end))
+        })?;
         for (_, fd) in shm_fds {
             self.call("close of a shared memory memfd", libc::SYS_close, &[fd])?;
         }
         self.name_anon_vmas()?;
         // Advice first: MADV_HUGEPAGE must be in place before the pages arrive.
-        for v in &img.vmas {
-            for &advice in &v.madvise {
-                self.call(
-                    &format!("madvise({advice}) of VMA [{:#x}, {:#x})", v.start, v.end),
-                    libc::SYS_madvise,
-                    &[v.start, v.end - v.start, advice as u64],
-                )?;
-            }
-        }
+        let advice: Vec<(String, Call)> = img
+            .vmas
+            .iter()
+            .flat_map(|v| {
+                v.madvise.iter().map(move |&a| {
+                    (
+                        format!("madvise({a}) of VMA [{:#x}, {:#x})", v.start, v.end),
+                        Call::new(libc::SYS_madvise, &[v.start, v.end - v.start, a as u64]),
+                    )
+                })
+            })
+            .collect();
+        self.calls(&advice, |_, _| None)?;
         // The fill runs on every CPU, in threads of ckpt's: not pinned meanwhile.
         let pinned = self.unpin();
         self.fill(pages, &with_pages)?;
         if pinned {
             self.pin()?;
         }
-        for (i, v) in img.vmas.iter().enumerate() {
-            if with_pages[i] && v.prot != (v.prot | (libc::PROT_READ | libc::PROT_WRITE) as u32) {
-                self.call(
-                    &format!("mprotect of VMA [{:#x}, {:#x})", v.start, v.end),
-                    libc::SYS_mprotect,
-                    &[v.start, v.end - v.start, v.prot as u64],
-                )?;
-            }
-        }
-        Ok(())
+        let protect: Vec<(String, Call)> = img
+            .vmas
+            .iter()
+            .enumerate()
+            .filter(|&(i, v)| {
+                with_pages[i] && v.prot != (v.prot | (libc::PROT_READ | libc::PROT_WRITE) as u32)
+            })
+            .map(|(_, v)| {
+                (
+                    format!("mprotect of VMA [{:#x}, {:#x})", v.start, v.end),
+                    Call::new(
+                        libc::SYS_mprotect,
+                        &[v.start, v.end - v.start, v.prot as u64],
+                    ),
+                )
+            })
+            .collect();
+        self.calls(&protect, |_, _| None)
     }
 
     /// Names of anonymous memory ("[anon:NAME]", "[anon_shmem:NAME]", PR_SET_VMA_ANON_NAME).

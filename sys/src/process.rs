@@ -159,9 +159,13 @@ pub fn file_from_raw(fd: std::os::fd::RawFd) -> std::fs::File {
 /// The bytes of a restore seed's trampoline: `syscall; int3`.
 pub const TRAMPOLINE_CODE: [u8; 3] = [0x0f, 0x05, 0xcc];
 
+/// Where in the trampoline page `crate::inject::BATCH_CODE` sits.
+pub const TRAMPOLINE_BATCH_AT: u64 = 16;
+
 /// Maps the two-page trampoline of a restore seed at `addr` in the calling process: page 0
-/// holds `syscall; int3` and becomes read+exec, page 1 stays read-write as scratch space
-/// for the arguments of injected calls.
+/// holds `syscall; int3` and, at `TRAMPOLINE_BATCH_AT`, the batch loop, and becomes
+/// read+exec; page 1 stays read-write as scratch space for the arguments of injected
+/// calls (and a batch's table).
 pub fn map_trampoline(addr: u64) -> Result<()> {
     // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping, so no memory this
     // process uses is touched; the new pages are only written below, within their bounds.
@@ -186,9 +190,16 @@ pub fn map_trampoline(addr: u64) -> Result<()> {
             "trampoline landed at {p:?}, not {addr:#x}"
         )));
     }
-    // SAFETY: `p` points to 8192 freshly mapped writable bytes.
+    let batch = &crate::inject::BATCH_CODE;
+    // SAFETY: `p` points to 8192 freshly mapped writable bytes; both copies end inside
+    // the first page (16 + 75 bytes).
     unsafe {
         std::ptr::copy_nonoverlapping(TRAMPOLINE_CODE.as_ptr(), p.cast::<u8>(), 3);
+        std::ptr::copy_nonoverlapping(
+            batch.as_ptr(),
+            p.cast::<u8>().add(TRAMPOLINE_BATCH_AT as usize),
+            batch.len(),
+        );
     }
     // SAFETY: changes the protection of the first page of the mapping made above only.
     let r = unsafe { libc::mprotect(p, 4096, libc::PROT_READ | libc::PROT_EXEC) };
