@@ -130,6 +130,23 @@ impl Describer {
     }
 }
 
+impl Describer {
+    /// A process of the tree that maps the memfd of inode `ino`, if any: a memfd that is
+    /// both an fd and a mapping would come back as two objects.
+    pub fn memfd_mapped_by(&self, ino: u64) -> Option<i32> {
+        let ino = ino.to_string();
+        self.tree.iter().copied().find(|p| {
+            std::fs::read(format!("/proc/{p}/maps")).is_ok_and(|m| {
+                String::from_utf8_lossy(&m).lines().any(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    f.get(4) == Some(&ino.as_str())
+                        && f.get(5).is_some_and(|n| n.starts_with("/memfd:"))
+                })
+            })
+        })
+    }
+}
+
 /// What a pipe is to the dumped tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PipeClass {

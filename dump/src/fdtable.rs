@@ -19,6 +19,8 @@
 //!   puts each of its descriptions at the fd number it is given (see there).
 //!   Sharing, the fd numbers, who creates what and the rollback are the table's business.
 
+pub mod anon;
+pub mod contents;
 pub mod pipe;
 
 use crate::describe::Describer;
@@ -48,8 +50,10 @@ pub struct FdTable {
     /// Objects whose contents are already stored (a pipe's unread bytes, once per pipe).
     stored: HashSet<(u64, u64)>,
     describer: Describer,
-    /// kcmp calls made (for the cost in the log).
+    /// kcmp calls made, and the time spent on fds (`files::collect`), for the log.
     pub kcmps: u64,
+    pub fds: u64,
+    pub spent: std::time::Duration,
 }
 
 impl FdTable {
@@ -61,6 +65,8 @@ impl FdTable {
             stored: HashSet::new(),
             describer: Describer::new(pids),
             kcmps: 0,
+            fds: 0,
+            spent: std::time::Duration::ZERO,
         }
     }
 

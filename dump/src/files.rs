@@ -67,16 +67,47 @@ fn inspect(
             .map_err(|e| Problem::Gone(format!("pid {pid}: fd {fd} ({target}): {e}")))?;
         return Ok((pb::FdKind::FdPipe, target, meta));
     }
-    if !target.starts_with('/') {
-        // socket:[N], anon_inode:[eventfd], ...
+    let anon = match target.as_str() {
+        "anon_inode:[eventfd]" => Some(pb::FdKind::FdEventfd),
+        "anon_inode:[signalfd]" => Some(pb::FdKind::FdSignalfd),
+        "anon_inode:[timerfd]" => Some(pb::FdKind::FdTimerfd),
+        _ => None,
+    };
+    if !target.starts_with('/') && anon.is_none() {
+        // socket:[N], anon_inode:[eventpoll], ...
         return Err(Problem::Blocked(describer.blocker(pid, fd, &target)));
-    }
-    if target.ends_with(" (deleted)") {
-        return Err(unsupported("an unlinked file"));
     }
     // Follows the magic link to the open file itself.
     let meta = std::fs::metadata(&link)
         .map_err(|e| Problem::Gone(format!("pid {pid}: fd {fd} ({target}): {e}")))?;
+    if let Some(kind) = anon {
+        return Ok((kind, target, meta));
+    }
+    if let Some(gone) = target.strip_suffix(" (deleted)") {
+        if !meta.file_type().is_file() {
+            return Err(unsupported("a deleted file that is not a regular file"));
+        }
+        let kind = if gone.starts_with("/memfd:") {
+            if let Some(p) = describer.memfd_mapped_by(meta.ino()) {
+                return Err(blocked(format!(
+                    "also mapped by pid {p}; a memfd that is both an fd and a mapping is not \
+                     supported yet"
+                )));
+            }
+            pb::FdKind::FdMemfd
+        } else {
+            pb::FdKind::FdDeleted
+        };
+        if meta.size() > fdtable::contents::MAX_CONTENTS {
+            return Err(blocked(format!(
+                "{} bytes of contents, more than the {} MiB ckpt stores for a memfd or a \
+                 file deleted while open",
+                meta.size(),
+                fdtable::contents::MAX_CONTENTS >> 20
+            )));
+        }
+        return Ok((kind, gone.to_string(), meta));
+    }
     let ft = meta.file_type();
     let kind = if ft.is_file() {
         pb::FdKind::FdRegular
@@ -123,6 +154,7 @@ pub fn blockers(pid: Pid, describer: &mut Describer, out: &mut Blockers) -> Resu
 /// One Fd record per open descriptor of the stopped task, each naming its description in
 /// `table` (new descriptions are added to it).
 pub fn collect(pid: Pid, table: &mut FdTable) -> Result<Vec<pb::Fd>, DumpError> {
+    let t = std::time::Instant::now();
     let mut out: Vec<pb::Fd> = Vec::new();
     // Description -> the first fd of this process that refers to it.
     let mut here: HashMap<u64, i32> = HashMap::new();
@@ -149,7 +181,7 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<Vec<pb::Fd>, DumpError> 
                 pipe_data = ckpt_sys::pipe::peek(&mine)?;
             }
         }
-        let path_kind = kind != pb::FdKind::FdPipe;
+        let path_kind = is_path_kind(kind);
         out.push(pb::Fd {
             locks: Vec::new(),
             lease_signal: 0,
@@ -176,7 +208,20 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<Vec<pb::Fd>, DumpError> 
             desc,
         });
     }
+    table.fds += out.len() as u64;
+    table.spent += t.elapsed();
     Ok(out)
+}
+
+/// Kinds reopened by their path (the rest are made again from the table's record).
+fn is_path_kind(kind: pb::FdKind) -> bool {
+    matches!(
+        kind,
+        pb::FdKind::FdRegular
+            | pb::FdKind::FdDirectory
+            | pb::FdKind::FdChardev
+            | pb::FdKind::FdFifo
+    )
 }
 
 /// The table's record of a description met for the first time, at fd `fd` of `pid`.
@@ -214,6 +259,23 @@ fn describe(
                 d.external = target.to_string();
             }
             d.pipe = Some(fdtable::pipe::dump(&ctx, external, table)?);
+        }
+        pb::FdKind::FdEventfd => d.eventfd = Some(fdtable::anon::eventfd(&ctx)?),
+        pb::FdKind::FdSignalfd => d.signalfd = Some(fdtable::anon::signalfd(&ctx)?),
+        pb::FdKind::FdTimerfd => d.timerfd = Some(fdtable::anon::timerfd(&ctx)?),
+        pb::FdKind::FdMemfd => {
+            let name = target.strip_prefix("/memfd:").unwrap_or(target);
+            d.memfd = Some(fdtable::contents::memfd(&ctx, name, meta.size(), table)?);
+        }
+        pb::FdKind::FdDeleted => {
+            d.path = target.to_string();
+            d.deleted = Some(fdtable::contents::deleted(
+                &ctx,
+                target,
+                meta.size(),
+                meta.mode() & 0o7777,
+                table,
+            )?);
         }
         _ => {
             d.path = target.to_string();

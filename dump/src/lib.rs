@@ -187,9 +187,11 @@ pub fn dump_with_progress(
         w.write(d)?;
     }
     sink.commit_records(names::FDTABLE, w)?;
-    tracing::debug!(
+    tracing::info!(
+        fds = shared.files.fds,
         descriptions = shared.files.descs().len(),
         kcmps = shared.files.kcmps,
+        ms = ckpt_images::units::tenths(shared.files.spent.as_secs_f64() * 1e3),
         "file table"
     );
     stats.bytes = stats.pages * ckpt_images::PAGE_SIZE as u64;
