@@ -124,7 +124,7 @@ pub fn dump_with_progress(
     abort::phase("checking the process");
     // The whole tree is checked before anything is stopped (and a process that appears
     // only during the seize, on its own then): a refusal touches nothing.
-    let identity = validate::before_seize(pid)?;
+    let (identity, mut describer) = validate::before_seize(pid)?;
     // What a process's copy can hold: its anonymous and shared memory (file pages are
     // not stored unless copied-on-write, and then they count as anonymous).
     let copied = |s: &proc::Status| (s.rssanon.unwrap_or(0) + s.rssshmem.unwrap_or(0)) * 1024;
@@ -143,7 +143,7 @@ pub fn dump_with_progress(
     // From here every early return drops the seized tasks, which puts each back as it was.
     let task = seize::Seized::seize(pid)?;
     identity.verify(pid)?;
-    let mut tree = tree::seize(tree::Member { task, id: identity })?;
+    let mut tree = tree::seize(tree::Member { task, id: identity }, &mut describer)?;
     tracing::info!(
         pid = opts.pid,
         processes = tree.live.len(),
@@ -192,9 +192,12 @@ pub fn dump_with_progress(
         w.write(d)?;
     }
     sink.commit_records(names::FDTABLE, w)?;
-    tracing::debug!(
+    tracing::info!(
+        fds = shared.files.fds,
         descriptions = shared.files.descs().len(),
         kcmps = shared.files.kcmps,
+        ms = ckpt_images::units::tenths(shared.files.spent.as_secs_f64() * 1e3),
+        cpu_ms = ckpt_images::units::tenths(shared.files.cpu.as_secs_f64() * 1e3),
         "file table"
     );
     stats.bytes = stats.pages * ckpt_images::PAGE_SIZE as u64;

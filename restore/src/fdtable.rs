@@ -24,6 +24,8 @@
 //! copy of ckpt: it may allocate, it must not block). `check` says what an image's record
 //! of the kind may hold, and `object_key` which descriptions make one object.
 
+pub mod anon;
+pub mod contents;
 pub mod pipe;
 
 use crate::image::ProcessImage;
@@ -42,9 +44,12 @@ const MAX_PIPE: u32 = 1 << 30;
 pub struct Object {
     pub kind: pb::FdKind,
     pub descs: Vec<(pb::FileDesc, RawFd)>,
-    /// Kinds opened by path: the first holder's fd record (what to open, its FIFO bytes)
-    /// and that holder's credentials, which the open is checked against.
-    pub by_path: Option<(pb::Fd, Option<pb::Creds>)>,
+    /// The first holder's fd record (for a kind opened by path: what to open, its FIFO
+    /// bytes) and that holder's credentials, which opening or creating a file is checked
+    /// against.
+    pub holder: (pb::Fd, Option<pb::Creds>),
+    /// That holder's pid, for errors.
+    pub holder_pid: i32,
 }
 
 /// Who creates what, and where each description waits.
@@ -76,6 +81,10 @@ pub fn check(descs: &[pb::FileDesc]) -> Result<(), String> {
         }
         match pb::FdKind::try_from(d.kind) {
             Ok(pb::FdKind::FdPipe) => pipe::check(d)?,
+            Ok(pb::FdKind::FdEventfd | pb::FdKind::FdSignalfd | pb::FdKind::FdTimerfd) => {
+                anon::check(d)?
+            }
+            Ok(pb::FdKind::FdMemfd | pb::FdKind::FdDeleted) => contents::check(d)?,
             Ok(_) => {
                 if !d.path.starts_with('/') {
                     return Err(format!(
@@ -95,17 +104,25 @@ pub fn check(descs: &[pb::FileDesc]) -> Result<(), String> {
     Ok(())
 }
 
-/// Descriptions of one object are created together (a pipe's two ends).
+/// Descriptions of one object are created together (a pipe's two ends, two opens of one
+/// memfd).
 fn object_key(d: &pb::FileDesc) -> (i32, u64) {
     match pb::FdKind::try_from(d.kind) {
         Ok(pb::FdKind::FdPipe) if d.external.is_empty() => (d.kind, d.object),
+        Ok(pb::FdKind::FdMemfd | pb::FdKind::FdDeleted) => (d.kind, d.object),
         _ => (-1, d.id),
     }
 }
 
 /// Kinds that cannot be reopened by a path: always created through a slot.
-fn needs_slot(d: &pb::FileDesc) -> bool {
-    matches!(pb::FdKind::try_from(d.kind), Ok(pb::FdKind::FdPipe))
+pub fn needs_slot(kind: i32) -> bool {
+    !matches!(
+        pb::FdKind::try_from(kind),
+        Ok(pb::FdKind::FdRegular
+            | pb::FdKind::FdDirectory
+            | pb::FdKind::FdChardev
+            | pb::FdKind::FdFifo)
+    )
 }
 
 /// The plan for `imgs` (live processes, in `tree.live()` order). `inherit`: the caller's
@@ -177,7 +194,7 @@ pub fn plan(
         let d = &descs[id as usize - 1];
         let mut procs: Vec<usize> = hs.iter().map(|(n, _)| *n).collect();
         procs.dedup();
-        if !needs_slot(d) && procs.len() < 2 {
+        if !needs_slot(d.kind) && procs.len() < 2 {
             continue;
         }
         plan.slots.insert(id, next);
@@ -197,18 +214,21 @@ pub fn plan(
     for (_, (ds, procs)) in objects {
         let creator = common_ancestor(tree, &procs);
         let kind = pb::FdKind::try_from(ds[0].kind).expect("checked");
-        let by_path = (kind != pb::FdKind::FdPipe).then(|| {
+        let (holder_node, _) = holders[&ds[0].id][0];
+        let holder = {
             let (node, f) = holders[&ds[0].id][0];
             let live = tree.nodes[node].live.expect("a live holder");
             (f.clone(), imgs[live].core.creds.clone())
-        });
+        };
+        let holder_pid = tree.nodes[holder_node].pid;
         plan.creates[creator].push(Object {
             kind,
             descs: ds
                 .iter()
                 .map(|d| ((*d).clone(), plan.slots[&d.id]))
                 .collect(),
-            by_path,
+            holder,
+            holder_pid,
         });
     }
     Ok(plan)

@@ -310,12 +310,12 @@ pub fn load(d: &ImageDir, pid: i32, pages_first: u64) -> Result<ProcessImage, Re
                 ),
             ));
         }
-        let path_kind = f.kind != pb::FdKind::FdPipe as i32;
-        if f.kind == pb::FdKind::FdPipe as i32 && f.desc == 0 {
+        let path_kind = !crate::fdtable::needs_slot(f.kind);
+        if !path_kind && f.desc == 0 {
             return Err(bad(
                 d,
                 &files_name,
-                format!("fd {} is a pipe with no description", f.fd),
+                format!("fd {} of kind {} has no description", f.fd, f.kind),
             ));
         }
         if !f.is_dup && pb::FdKind::try_from(f.kind).is_err() {
