@@ -174,15 +174,20 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<Vec<pb::Fd>, DumpError> 
             looked = Some(l);
             k
         };
+        // New: the file's (st_dev, st_ino), which a FIFO's bytes are stored once by (one
+        // FIFO seen through two mounts has two mount ids).
         let (desc, new) = match table.find(pid, fd, key)? {
-            Some(id) => (id, false),
+            Some(id) => (id, None),
             None => {
                 let (kind, path, meta) = match looked.take() {
                     Some(l) => l,
                     None => inspect(pid, fd, table.describer())?,
                 };
                 let d = describe(pid, fd, key, kind, &path, &meta, &info, table)?;
-                (table.insert(pid, fd, key, d), true)
+                (
+                    table.insert(pid, fd, key, d),
+                    Some((meta.dev() | 1 << 62, meta.ino())),
+                )
             }
         };
         // A dup of a lower fd of this process: restore dups it rather than reopening.
@@ -198,10 +203,10 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<Vec<pb::Fd>, DumpError> 
         // A FIFO's unread bytes belong to the pipe, not the fd: stored once in the tree,
         // with the description that first holds them (a shared one is made from there).
         let (mut pipe_data, mut pipe_size) = (Vec::new(), 0);
-        if kind == pb::FdKind::FdFifo && new {
+        if let (pb::FdKind::FdFifo, Some(file)) = (kind, new) {
             let mine = ckpt_sys::process::steal_fd(pid, fd)?;
             pipe_size = ckpt_sys::pipe::capacity(&mine)?;
-            if table.first_to_store(key) {
+            if table.first_to_store(file) {
                 pipe_data = ckpt_sys::pipe::peek(&mine)?;
             }
         }
