@@ -29,6 +29,7 @@ mod pages;
 mod release;
 mod remote;
 mod rseq;
+mod seccomp;
 mod seize;
 mod sockets;
 mod task_state;
@@ -295,6 +296,10 @@ fn process(
     let mut fds = files::collect(pid)?;
     locks::attach(pid, &mut fds)?;
     let threads = cores::threads(task)?;
+    let tids: Vec<Pid> = std::iter::once(pid)
+        .chain(task.threads.iter().map(|t| t.tid))
+        .collect();
+    let seccomp = seccomp::collect(pid, &tids)?;
     tracing::debug!(
         %pid,
         ms = ms(t),
@@ -339,10 +344,16 @@ fn process(
 
     abort::phase("writing the images");
     abort::check()?;
-    let process_core = cores::process(pid, &stat, &status, &injected, threads.len())?;
+    let mut process_core = cores::process(pid, &stat, &status, &injected, threads.len())?;
+    process_core.seccomp_filters = seccomp.filters;
     let mut w = sink.records(&names::core(raw), Kind::Core)?;
     w.write(&process_core)?;
-    for t in cores::thread_records(threads, &injected)? {
+    for (mut t, (mode, chain)) in cores::thread_records(threads, &injected)?
+        .into_iter()
+        .zip(seccomp.threads)
+    {
+        t.seccomp_mode = mode;
+        t.seccomp_chain = chain;
         w.write(&t)?;
     }
     sink.commit_records(&names::core(raw), w)?;

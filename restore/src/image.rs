@@ -135,7 +135,10 @@ pub fn load(d: &ImageDir, pid: i32, pages_first: u64) -> Result<ProcessImage, Re
             "thread ids are not positive and distinct".into(),
         ));
     }
+    validate::seccomp_filters(&core.seccomp_filters).map_err(|e| bad(d, &core_name, e))?;
     for t in &threads {
+        validate::seccomp_thread(t.seccomp_mode, &t.seccomp_chain, core.seccomp_filters.len())
+            .map_err(|e| bad(d, &core_name, format!("thread {}: {e}", t.tid)))?;
         if let Some(c) = &t.creds {
             validate::creds(c).map_err(|e| bad(d, &core_name, format!("thread {}: {e}", t.tid)))?;
         }

@@ -333,7 +333,7 @@ __attribute__((unused)) static void wl_slot_serve(struct wl_slot *s, volatile in
 	*last = p;
 	wl_reason[0] = 0;
 	int ok = check() && !wl_reason[0];
-	snprintf(s->reason, sizeof(s->reason), "%s", wl_reason);
+	snprintf(s->reason, sizeof(s->reason), "%.*s", (int)sizeof(s->reason) - 1, wl_reason);
 	__sync_synchronize();
 	s->answered = ok ? p : -p;
 }
