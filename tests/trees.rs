@@ -386,3 +386,59 @@ fn exited_leaders_three_cycles_and_leave_running() {
     env.check(&mut w);
     finish_tree(&env, &w, &pids);
 }
+
+/// Summed Pss (KiB) of `pids`, from smaps_rollup.
+fn summed_pss(pids: &[i32]) -> u64 {
+    pids.iter()
+        .filter_map(|p| fs::read_to_string(format!("/proc/{p}/smaps_rollup")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// A parent's 32 MiB heap shared copy-on-write with 8 children (odd ones write a page of
+/// it at every check): the image holds the heap about once, not nine times, and every
+/// child still reads its inherited pages right (and its own writes, which the parent
+/// never sees) through three cycles. The restore does not share the pages again yet
+/// (each process gets its own copy: the summed Pss printed grows ninefold), so only the
+/// first image, of the original tree, is smaller.
+#[test]
+fn copy_on_write_heap_is_stored_once() {
+    let env = Env::new();
+    let mut w = env.start_with("cow", &["32", "8"]);
+    env.check(&mut w);
+    let mut pids = Vec::new();
+    for i in 1..=3 {
+        let before = summed_pss(&read_inventory_pids_of(&env, &w));
+        let dir = env.subdir(&format!("img{i}"));
+        pids = tree_cycle(&env, &mut w, &dir);
+        assert_eq!(pids.len(), 9);
+        let stored = image_bytes(&dir, "pages-");
+        eprintln!(
+            "cycle {i}: pages file {} KiB, summed Pss {before} KiB before, {} KiB after",
+            stored >> 10,
+            summed_pss(&pids)
+        );
+        assert!(
+            i > 1 || stored < 48 << 20,
+            "the 32 MiB heap of 9 processes takes {stored} bytes of the pages file"
+        );
+    }
+    finish_tree(&env, &w, &pids);
+}
+
+/// The pids of `w`'s tree as it runs (the root and its children).
+fn read_inventory_pids_of(_env: &Env, w: &Workload) -> Vec<i32> {
+    let mut out = vec![w.pid];
+    let children =
+        fs::read_to_string(format!("/proc/{0}/task/{0}/children", w.pid)).unwrap_or_default();
+    out.extend(
+        children
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok()),
+    );
+    out
+}

@@ -20,6 +20,7 @@
 
 mod blockers;
 mod cores;
+mod cow;
 mod describe;
 mod files;
 pub mod known_state;
@@ -156,16 +157,40 @@ pub fn dump_with_progress(
     let mut pages_w = sink.pages(pages::PAGES_ID)?;
     let mut shared = ckpt_images::intervals::Covered::default();
     let mut root_vdso = 0;
+    // Copy-on-write pages each child shares with its parent, found before any copy
+    // unshares them (cow.rs); then what each process's image holds, for its children.
+    let parents: std::collections::HashMap<i32, i32> =
+        tree.nodes.iter().map(|n| (n.pid, n.ppid)).collect();
+    let live: std::collections::HashSet<i32> =
+        tree.live.iter().map(|m| m.task.pid().as_raw()).collect();
+    let mut same: std::collections::HashMap<i32, cow::Ranges> = Default::default();
+    for m in &tree.live[1..] {
+        let pid = m.task.pid();
+        if let Some(&pp) = parents.get(&pid.as_raw()).filter(|pp| live.contains(pp)) {
+            same.insert(pid.as_raw(), cow::same_pages(pid, Pid::from_raw(pp))?);
+        }
+    }
+    let mut held: std::collections::HashMap<i32, cow::Ranges> = Default::default();
     for (i, m) in tree.live.iter_mut().enumerate() {
+        let pid = m.task.pid().as_raw();
+        let parent = (i > 0)
+            .then(|| parents.get(&pid))
+            .flatten()
+            .and_then(|pp| held.get(pp))
+            .zip(same.get(&pid));
         let one = process(
             &mut m.task,
             opts,
             &mut sink,
             &mut pages_w,
-            &mut shared,
+            Dedup {
+                shared: &mut shared,
+                parent,
+            },
             &mut buffers,
             progress,
         )?;
+        held.insert(pid, one.held);
         if i == 0 {
             root_vdso = one.vdso_xxh3;
         } else if one.vdso_xxh3 != root_vdso {
@@ -263,8 +288,18 @@ fn release(tree: tree::Tree, leave_running: bool) -> Result<(), DumpError> {
     }
 }
 
+/// What a process's pages may leave out: the pages of shared memory an earlier process
+/// of the tree stored, and a child's pages that are its parent's (what the parent's image
+/// holds, and the pages the child shares with it: `cow.rs`).
+struct Dedup<'a> {
+    shared: &'a mut ckpt_images::intervals::Covered,
+    parent: Option<(&'a cow::Ranges, &'a cow::Ranges)>,
+}
+
 /// What one process added to the dump.
 struct OneProcess {
+    /// What its image holds (stored or its parent's), for its children.
+    held: cow::Ranges,
     pages: u64,
     injected: u64,
     vdso_xxh3: u64,
@@ -277,7 +312,7 @@ fn process(
     opts: &DumpOptions,
     sink: &mut ImageSink,
     pages_w: &mut ckpt_images::PagesWriter,
-    shared: &mut ckpt_images::intervals::Covered,
+    dedup: Dedup,
     buffers: &mut pages::Buffers,
     progress: &dyn ckpt_images::progress::Progress,
 ) -> Result<OneProcess, DumpError> {
@@ -320,7 +355,11 @@ fn process(
     let t = Instant::now();
     abort::phase("copying memory");
     let plan = pages::plan(pid, &mm.vmas)?;
-    let plan = pages::drop_stored_shared(plan, &mm.vmas, shared);
+    let plan = pages::drop_stored_shared(plan, &mm.vmas, dedup.shared);
+    let (plan, from_parent) = match dedup.parent {
+        Some((parent_held, same)) => cow::split(plan, &mm.vmas, same, parent_held),
+        None => (plan, Vec::new()),
+    };
     let mut pagemap = sink.records(&names::pagemap(raw), Kind::Pagemap)?;
     let copied = pages::copy(
         pid,
@@ -331,9 +370,22 @@ fn process(
         buffers,
         progress,
     )?;
+    for &(s, e) in &from_parent {
+        pagemap.write(&pb::PageRun {
+            vaddr: s,
+            nr_pages: (e - s) / ckpt_images::PAGE_SIZE as u64,
+            offset: 0,
+            from_parent: true,
+        })?;
+    }
     sink.commit_records(&names::pagemap(raw), pagemap)?;
+    let held = cow::held(&plan, &from_parent);
     tracing::info!(
         %pid,
+        inherited_pages = from_parent
+            .iter()
+            .map(|(s, e)| (e - s) / ckpt_images::PAGE_SIZE as u64)
+            .sum::<u64>(),
         ms = ms(t),
         pages = copied.pages,
         runs = copied.runs,
@@ -371,6 +423,7 @@ fn process(
     }
     sink.commit_records(&names::files(raw), w)?;
     Ok(OneProcess {
+        held,
         pages: copied.pages,
         injected: injected.calls,
         vdso_xxh3: mm.vdso.xxh3,

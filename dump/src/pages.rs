@@ -520,6 +520,7 @@ fn flush<W: Write>(
                     vaddr: r.vaddr,
                     nr_pages: r.nr_pages,
                     offset,
+                    from_parent: false,
                 });
             }
         }

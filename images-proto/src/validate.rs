@@ -323,6 +323,56 @@ pub fn runs_from(
     Ok(next_offset)
 }
 
+/// The runs a process has from its parent (`PageRun.from_parent`): in address order, each
+/// inside one private VMA (anonymous, or a private file mapping's written pages), none
+/// overlapping `stored` (its own runs, already checked by [`runs_from`]).
+pub fn parent_runs(
+    vmas: &[pb::Vma],
+    from_parent: &[pb::PageRun],
+    stored: &[pb::PageRun],
+) -> Result<(), String> {
+    let page = PAGE_SIZE as u64;
+    let mut prev_end = 0u64;
+    let mut si = 0usize;
+    for (i, r) in from_parent.iter().enumerate() {
+        let end = r
+            .nr_pages
+            .checked_mul(page)
+            .and_then(|l| r.vaddr.checked_add(l))
+            .ok_or(format!("parent's run {i}: size overflows"))?;
+        if r.vaddr % page != 0 || r.nr_pages == 0 || r.vaddr < prev_end || r.offset != 0 {
+            return Err(format!(
+                "parent's run {i} at {:#x} is misaligned, empty, out of order or has an offset",
+                r.vaddr
+            ));
+        }
+        let vi = vmas.partition_point(|v| v.end <= r.vaddr);
+        let private = vmas.get(vi).is_some_and(|v| {
+            v.start <= r.vaddr
+                && end <= v.end
+                && (v.kind == pb::VmaKind::VmaAnon as i32
+                    || v.kind == pb::VmaKind::VmaFilePrivate as i32)
+        });
+        if !private {
+            return Err(format!(
+                "parent's run {i} [{:#x}, {end:#x}) is not inside a private VMA",
+                r.vaddr
+            ));
+        }
+        while si < stored.len() && stored[si].vaddr + stored[si].nr_pages * page <= r.vaddr {
+            si += 1;
+        }
+        if stored.get(si).is_some_and(|s| s.vaddr < end) {
+            return Err(format!(
+                "parent's run {i} [{:#x}, {end:#x}) overlaps a stored run",
+                r.vaddr
+            ));
+        }
+        prev_end = end;
+    }
+    Ok(())
+}
+
 /// BPF_MAXINSNS: the kernel's limit on one classic BPF program.
 const BPF_MAXINSNS: usize = 4096;
 /// SECCOMP_FILTER_FLAG_LOG, the one flag a dumped filter may carry.
@@ -383,6 +433,7 @@ mod tests {
             vaddr,
             nr_pages,
             offset,
+            ..Default::default()
         }
     }
 

@@ -611,9 +611,10 @@ impl<'a> Puppet<'a> {
         let by_uffd_now: Vec<bool> = by_uffd.iter().map(|&b| b && uffd.is_some()).collect();
         let mut verified = Vec::new();
         if let Some(frames) = img.frames.as_deref() {
+            let runs = crate::image::by_offset(&img.runs);
             let dest = fill::FrameDest {
                 pid: self.pid,
-                runs: &img.runs,
+                runs: &runs,
                 vmas: &img.vmas,
                 uffd_vma: &by_uffd_now,
                 uffd: uffd.as_ref().map(|(u, _)| u),

@@ -338,6 +338,19 @@ __attribute__((unused)) static void wl_slot_serve(struct wl_slot *s, volatile in
 	s->answered = ok ? p : -p;
 }
 
+/* Member side: serves pings every `ms` ms until its parent is no longer `parent`. */
+__attribute__((unused, noreturn)) static void wl_slot_loop(struct wl_slot *s, volatile int *ping,
+							   int parent, int (*check)(void), long ms)
+{
+	int last = *ping;
+	for (;;) {
+		if (getppid() != parent)
+			_exit(0);
+		wl_slot_serve(s, ping, &last, check);
+		wl_sleep_ms(ms);
+	}
+}
+
 /* Root side: waits (up to ~20 s) until every member has filled in its slot and runs. */
 __attribute__((unused)) static int wl_slots_started(struct wl_slot *s, int n)
 {
