@@ -23,6 +23,7 @@ mod cores;
 mod cow;
 mod describe;
 mod files;
+mod freezer;
 pub mod known_state;
 mod locks;
 mod mm;
@@ -58,6 +59,8 @@ pub struct DumpOptions {
     /// Names of unknown kernel state (a VmFlags letter, a /proc/PID/status field) the
     /// user accepts to lose (`--allow-unknown-state`); refused otherwise.
     pub allow_unknown_state: Vec<String>,
+    /// A cgroup v2 holding the tree, frozen while the tree is seized (`--freeze-cgroup`).
+    pub freeze_cgroup: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -126,7 +129,8 @@ pub fn dump_with_progress(
     // only during the seize, on its own then): a refusal touches nothing.
     let identity = validate::before_seize(pid)?;
     let mut rss = proc::status(pid)?.vmrss.unwrap_or(0) * 1024;
-    for c in tree::descendants(pid)? {
+    let descendants = tree::descendants(pid)?;
+    for &c in &descendants {
         rss = rss.max(proc::status(c).ok().and_then(|s| s.vmrss).unwrap_or(0) * 1024);
     }
     // Create the sink before touching the task, so an unusable directory fails early.
@@ -138,9 +142,22 @@ pub fn dump_with_progress(
     let t_seize = Instant::now();
     abort::phase("seizing the process");
     // From here every early return drops the seized tasks, which puts each back as it was.
+    // Frozen, nothing in the cgroup forks or exits while the tree is walked; thawed once
+    // every task is in its ptrace-stop (freezer.rs). Dropped on any error: thawed.
+    let cgroup = opts
+        .freeze_cgroup
+        .clone()
+        .or_else(|| freezer::own_cgroup(pid, &descendants));
+    let frozen = match &cgroup {
+        Some(path) => Some(freezer::Frozen::freeze(path, pid)?),
+        None => None,
+    };
     let task = seize::Seized::seize(pid)?;
     identity.verify(pid)?;
     let mut tree = tree::seize(tree::Member { task, id: identity })?;
+    if let Some(f) = frozen {
+        f.thaw()?;
+    }
     tracing::info!(
         pid = opts.pid,
         processes = tree.live.len(),
