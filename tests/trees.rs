@@ -526,7 +526,7 @@ fn freeze_cgroup_without_the_process_is_refused() {
 fn tree_alone_in_its_cgroup_is_frozen_automatically() {
     let env = Env::new();
     let cg = TestCgroup::new("auto").expect("a cgroup v2 for the test");
-    let mut w = env.start("forky");
+    let mut w = env.start("ring");
     cg.enter(w.pid);
     env.check(&mut w);
     let dir = env.subdir("img");

@@ -35,43 +35,90 @@ const USER_END: u64 = (1 << 47) - PAGE;
 /// Address ranges, sorted and disjoint.
 pub type Ranges = Vec<(u64, u64)>;
 
-/// The anonymous pages of `child` that are its parent's very pages (same PFN), as
-/// ranges. Empty where the kernel has no PAGEMAP_SCAN or hides PFNs.
-pub fn same_pages(child: Pid, parent: Pid) -> Result<Ranges, DumpError> {
-    let mine = Pagemap::open(child)?;
-    let Ok(theirs) = Pagemap::open(parent) else {
-        return Ok(Vec::new());
-    };
-    let mut present = Vec::new();
-    if !mine.scan(
+/// A process's present anonymous pages and their pagemap entries (PFNs), read once for
+/// all its children.
+pub struct Frames {
+    ranges: Ranges,
+    /// The entries of each range, back to back; `starts[i]`: where range i's begin.
+    entries: Vec<u64>,
+    starts: Vec<usize>,
+}
+
+impl Frames {
+    /// The entry of the page at `addr`, if present and anonymous.
+    fn entry(&self, addr: u64) -> Option<u64> {
+        let i = self.ranges.partition_point(|r| r.1 <= addr);
+        let r = self.ranges.get(i).filter(|r| r.0 <= addr)?;
+        Some(self.entries[self.starts[i] + ((addr - r.0) / PAGE) as usize])
+    }
+}
+
+/// Ranges, their entries back to back, and where each range's entries begin.
+type Present = (Ranges, Vec<u64>, Vec<usize>);
+
+/// The present anonymous pages of `pid` (PAGEMAP_SCAN) and their entries; None where the
+/// kernel has no PAGEMAP_SCAN.
+fn present(pm: &Pagemap) -> Result<Option<Present>, DumpError> {
+    let mut ranges = Vec::new();
+    if !pm.scan(
         0,
         USER_END,
         PAGE_IS_PRESENT,
         PAGE_IS_FILE | PAGE_IS_PFNZERO,
-        &mut present,
+        &mut ranges,
     )? {
-        return Ok(Vec::new());
+        return Ok(None);
     }
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    let mut out: Ranges = Vec::new();
-    for (s, e) in present {
+    let mut entries = Vec::new();
+    let mut starts = Vec::with_capacity(ranges.len());
+    let mut chunk = Vec::new();
+    for &(s, e) in &ranges {
+        starts.push(entries.len());
         let mut p = s;
         while p < e {
             let to = e.min(p + CHUNK * PAGE);
-            mine.read(p, to, &mut a)?;
-            theirs.read(p, to, &mut b)?;
-            for (i, (&x, &y)) in a.iter().zip(&b).enumerate() {
-                let pfn = x & PM_PFN_MASK;
-                if x & PM_PRESENT != 0 && y & PM_PRESENT != 0 && pfn != 0 && pfn == y & PM_PFN_MASK
-                {
-                    let page = p + i as u64 * PAGE;
-                    match out.last_mut() {
-                        Some(last) if last.1 == page => last.1 += PAGE,
-                        _ => out.push((page, page + PAGE)),
-                    }
+            pm.read(p, to, &mut chunk)?;
+            entries.extend_from_slice(&chunk);
+            p = to;
+        }
+    }
+    Ok(Some((ranges, entries, starts)))
+}
+
+/// [`Frames`] of `pid`.
+pub fn frames(pid: Pid) -> Result<Option<Frames>, DumpError> {
+    let pm = Pagemap::open(pid)?;
+    Ok(present(&pm)?.map(|(ranges, entries, starts)| Frames {
+        ranges,
+        entries,
+        starts,
+    }))
+}
+
+/// The anonymous pages of `child` that are its parent's very pages (same PFN), as
+/// ranges. Empty where the kernel hides PFNs.
+pub fn same_pages(child: Pid, parent: &Frames) -> Result<Ranges, DumpError> {
+    let pm = Pagemap::open(child)?;
+    let Some((ranges, entries, starts)) = present(&pm)? else {
+        return Ok(Vec::new());
+    };
+    let mut out: Ranges = Vec::new();
+    for (i, &(s, e)) in ranges.iter().enumerate() {
+        let n = ((e - s) / PAGE) as usize;
+        for (k, &x) in entries[starts[i]..starts[i] + n].iter().enumerate() {
+            let page = s + k as u64 * PAGE;
+            let pfn = x & PM_PFN_MASK;
+            let same = x & PM_PRESENT != 0
+                && pfn != 0
+                && parent
+                    .entry(page)
+                    .is_some_and(|y| y & PM_PRESENT != 0 && y & PM_PFN_MASK == pfn);
+            if same {
+                match out.last_mut() {
+                    Some(last) if last.1 == page => last.1 += PAGE,
+                    _ => out.push((page, page + PAGE)),
                 }
             }
-            p = to;
         }
     }
     Ok(out)

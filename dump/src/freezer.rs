@@ -87,7 +87,8 @@ pub fn own_cgroup(root: Pid, descendants: &[Pid]) -> Option<PathBuf> {
     all.then_some(path)
 }
 
-/// `pid` is the root, a listed descendant or (forked since the list was made) below one.
+/// `pid` is the root, a listed descendant or (forked since the list was made) below one;
+/// or it has exited meanwhile (nothing of it is left to freeze).
 fn in_tree(pid: Pid, root: Pid, descendants: &[Pid]) -> bool {
     let mut p = pid;
     for _ in 0..64 {
@@ -96,7 +97,8 @@ fn in_tree(pid: Pid, root: Pid, descendants: &[Pid]) -> bool {
         }
         match ckpt_sys::proc::stat(p) {
             Ok(s) if s.ppid > 1 => p = Pid::from_raw(s.ppid),
-            _ => return false,
+            Ok(_) => return false,
+            Err(_) => return true,
         }
     }
     false

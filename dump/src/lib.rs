@@ -181,12 +181,22 @@ pub fn dump_with_progress(
     let live: std::collections::HashSet<i32> =
         tree.live.iter().map(|m| m.task.pid().as_raw()).collect();
     let mut same: std::collections::HashMap<i32, cow::Ranges> = Default::default();
+    let mut frames: std::collections::HashMap<i32, Option<cow::Frames>> = Default::default();
     for m in &tree.live[1..] {
         let pid = m.task.pid();
         if let Some(&pp) = parents.get(&pid.as_raw()).filter(|pp| live.contains(pp)) {
-            same.insert(pid.as_raw(), cow::same_pages(pid, Pid::from_raw(pp))?);
+            let f = match frames.entry(pp) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(cow::frames(Pid::from_raw(pp))?)
+                }
+            };
+            if let Some(f) = f {
+                same.insert(pid.as_raw(), cow::same_pages(pid, f)?);
+            }
         }
     }
+    drop(frames);
     let mut held: std::collections::HashMap<i32, cow::Ranges> = Default::default();
     for (i, m) in tree.live.iter_mut().enumerate() {
         let pid = m.task.pid().as_raw();
