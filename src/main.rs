@@ -56,6 +56,10 @@ enum Cmd {
         /// given several times.
         #[arg(long = "allow-unknown-state", value_name = "NAME")]
         allow_unknown_state: Vec<String>,
+        /// Freeze this cgroup (v2: its cgroup.freeze) while the tree is seized, so that
+        /// nothing in it forks or exits meanwhile; the tree's root must be in it.
+        #[arg(long = "freeze-cgroup", value_name = "PATH")]
+        freeze_cgroup: Option<PathBuf>,
     },
     /// Restore a process from an image directory.
     Restore {
@@ -254,6 +258,7 @@ fn run(cli: Cli) -> Result<i32> {
             compress_level,
             sync,
             allow_unknown_state,
+            freeze_cgroup,
         } => {
             let opts = ckpt_dump::DumpOptions {
                 pid,
@@ -262,6 +267,7 @@ fn run(cli: Cli) -> Result<i32> {
                 compress: compress.then_some(compress_level),
                 sync,
                 allow_unknown_state,
+                freeze_cgroup,
             };
             // SIGINT/SIGTERM/SIGHUP: abort in order, the workload put back untouched.
             let _armed = ckpt_sys::abort::arm().context("signal handlers")?;

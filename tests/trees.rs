@@ -386,3 +386,165 @@ fn exited_leaders_three_cycles_and_leave_running() {
     env.check(&mut w);
     finish_tree(&env, &w, &pids);
 }
+
+/// Summed Pss (KiB) of `pids`, from smaps_rollup.
+fn summed_pss(pids: &[i32]) -> u64 {
+    pids.iter()
+        .filter_map(|p| fs::read_to_string(format!("/proc/{p}/smaps_rollup")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// A parent's 32 MiB heap shared copy-on-write with 8 children (odd ones write a page of
+/// it at every check): the image holds the heap about once, not nine times, and every
+/// child still reads its inherited pages right (and its own writes, which the parent
+/// never sees) through three cycles. The restore does not share the pages again yet
+/// (each process gets its own copy: the summed Pss printed grows ninefold), so only the
+/// first image, of the original tree, is smaller.
+#[test]
+fn copy_on_write_heap_is_stored_once() {
+    let env = Env::new();
+    let mut w = env.start_with("cow", &["32", "8"]);
+    env.check(&mut w);
+    let mut pids = Vec::new();
+    for i in 1..=3 {
+        let before = summed_pss(&read_inventory_pids_of(&env, &w));
+        let dir = env.subdir(&format!("img{i}"));
+        pids = tree_cycle(&env, &mut w, &dir);
+        assert_eq!(pids.len(), 9);
+        let stored = image_bytes(&dir, "pages-");
+        eprintln!(
+            "cycle {i}: pages file {} KiB, summed Pss {before} KiB before, {} KiB after",
+            stored >> 10,
+            summed_pss(&pids)
+        );
+        assert!(
+            i > 1 || stored < 48 << 20,
+            "the 32 MiB heap of 9 processes takes {stored} bytes of the pages file"
+        );
+    }
+    finish_tree(&env, &w, &pids);
+}
+
+/// The pids of `w`'s tree as it runs (the root and its children).
+fn read_inventory_pids_of(_env: &Env, w: &Workload) -> Vec<i32> {
+    let mut out = vec![w.pid];
+    let children =
+        fs::read_to_string(format!("/proc/{0}/task/{0}/children", w.pid)).unwrap_or_default();
+    out.extend(
+        children
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok()),
+    );
+    out
+}
+
+/// A cgroup v2 of the test's own under the unified hierarchy, removed when dropped (its
+/// processes are the test's, killed by then).
+struct TestCgroup(std::path::PathBuf);
+
+impl TestCgroup {
+    fn new(name: &str) -> Option<TestCgroup> {
+        let mount = fs::read_to_string("/proc/self/mountinfo")
+            .ok()?
+            .lines()
+            .filter(|l| l.contains(" - cgroup2 "))
+            .find_map(|l| l.split(' ').nth(4).map(std::path::PathBuf::from))?;
+        let path = mount.join(format!("ckpt-test-{}-{name}", std::process::id()));
+        fs::create_dir(&path).ok()?;
+        Some(TestCgroup(path))
+    }
+
+    fn enter(&self, pid: i32) {
+        fs::write(self.0.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let start = Instant::now();
+        while fs::remove_dir(&self.0).is_err() && start.elapsed() < Duration::from_secs(5) {
+            sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// `--freeze-cgroup`: a process that forks and reaps as fast as it can, in a cgroup of
+/// its own, is frozen before the seize and thawed after it: three consistent cycles (it
+/// checks its own bookkeeping of children), and the cgroup is thawed after each dump.
+#[test]
+fn fork_heavy_tree_in_a_frozen_cgroup() {
+    let env = Env::new();
+    let Some(cg) = TestCgroup::new("forky") else {
+        panic!("cannot create a cgroup v2 for the test");
+    };
+    let mut w = env.start("forky");
+    env.check(&mut w);
+    let arg = cg.0.display().to_string();
+    let mut pids = Vec::new();
+    for i in 1..=3 {
+        cg.enter(w.pid);
+        let dir = env.subdir(&format!("img{i}"));
+        pids = tree_cycle_with(&env, &mut w, &dir, &["--freeze-cgroup", &arg]);
+        let state = fs::read_to_string(cg.0.join("cgroup.freeze")).unwrap();
+        assert_eq!(state.trim(), "0", "the cgroup is left frozen");
+    }
+    cg.enter(w.pid);
+    let dir = env.subdir("running");
+    env.dump(w.pid, &dir, &["--leave-running", "--freeze-cgroup", &arg])
+        .ok();
+    assert_running_untraced(w.pid);
+    env.check(&mut w);
+    finish_tree(&env, &w, &pids);
+}
+
+/// `--freeze-cgroup` naming a cgroup the process is not in: refused by name, nothing
+/// frozen, the process left running.
+#[test]
+fn freeze_cgroup_without_the_process_is_refused() {
+    let env = Env::new();
+    let cg = TestCgroup::new("empty").expect("a cgroup v2 for the test");
+    let mut w = env.start("tree");
+    let dir = env.subdir("img");
+    let arg = cg.0.display().to_string();
+    let out = env.dump(w.pid, &dir, &["--freeze-cgroup", &arg]);
+    out.failed_naming("--freeze-cgroup");
+    assert_running_untraced(w.pid);
+    env.check(&mut w);
+    let all = env.subdir("all");
+    env.dump(w.pid, &all, &["--leave-running"]).ok();
+    finish_tree(&env, &w, &tree_pids(&all));
+}
+
+/// Without `--freeze-cgroup`, a tree alone in a cgroup v2 of its own is frozen all the
+/// same (ckpt says so at -vv), thawed after, and restores.
+#[test]
+fn tree_alone_in_its_cgroup_is_frozen_automatically() {
+    let env = Env::new();
+    let cg = TestCgroup::new("auto").expect("a cgroup v2 for the test");
+    let mut w = env.start("ring");
+    cg.enter(w.pid);
+    env.check(&mut w);
+    let dir = env.subdir("img");
+    let mut args = vec![std::ffi::OsString::from("-vv")];
+    args.extend(dump_args(w.pid, &dir, &[]));
+    let out = env.ckpt(&args).ok();
+    assert!(
+        out.stderr.contains("frozen cgroup=") && out.stderr.contains("ckpt-test-"),
+        "no freeze logged:\n{}",
+        out.stderr
+    );
+    let state = fs::read_to_string(cg.0.join("cgroup.freeze")).unwrap();
+    assert_eq!(state.trim(), "0", "the cgroup is left frozen");
+    let pids = tree_pids(&dir);
+    env.reap_dumped(w.pid);
+    wait_gone(&pids);
+    env.restore_detached(&dir).ok();
+    env.track(w.pid);
+    env.check(&mut w);
+    finish_tree(&env, &w, &pids);
+}

@@ -211,5 +211,7 @@ pub fn process(
         membarrier_registrations: inj.task.membarrier_registrations,
         posix_timers: inj.posix_timers.clone(),
         timerslack_ns: Some(inj.task.timerslack_ns),
+        // Filled by the caller (seccomp.rs).
+        seccomp_filters: Vec::new(),
     })
 }

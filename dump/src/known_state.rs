@@ -116,9 +116,9 @@ pub const STATUS_FIELDS: &[(&str, Treatment)] = &[
     ("CapBnd", Restored),
     ("CapAmb", Restored),
     ("NoNewPrivs", Restored),
-    // Refused by validate when non-zero, with its own message.
-    ("Seccomp", Expect("0")),
-    ("Seccomp_filters", Expect("0")),
+    // Per thread, with the filters (seccomp.rs).
+    ("Seccomp", Restored),
+    ("Seccomp_filters", Restored),
     // PR_SET_SPECULATION_CTRL: no restore yet; the process inherits ckpt's.
     ("Speculation_Store_Bypass", SameAsCkpt),
     ("SpeculationIndirectBranch", SameAsCkpt),

@@ -20,9 +20,11 @@
 
 mod blockers;
 mod cores;
+mod cow;
 mod describe;
 mod fdtable;
 mod files;
+mod freezer;
 pub mod known_state;
 mod locks;
 mod mm;
@@ -30,6 +32,7 @@ mod pages;
 mod release;
 mod remote;
 mod rseq;
+mod seccomp;
 mod seize;
 mod sockets;
 mod task_state;
@@ -57,6 +60,8 @@ pub struct DumpOptions {
     /// Names of unknown kernel state (a VmFlags letter, a /proc/PID/status field) the
     /// user accepts to lose (`--allow-unknown-state`); refused otherwise.
     pub allow_unknown_state: Vec<String>,
+    /// A cgroup v2 holding the tree, frozen while the tree is seized (`--freeze-cgroup`).
+    pub freeze_cgroup: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -129,7 +134,8 @@ pub fn dump_with_progress(
     // not stored unless copied-on-write, and then they count as anonymous).
     let copied = |s: &proc::Status| (s.rssanon.unwrap_or(0) + s.rssshmem.unwrap_or(0)) * 1024;
     let mut rss = copied(&proc::status(pid)?);
-    for c in tree::descendants(pid)? {
+    let descendants = tree::descendants(pid)?;
+    for &c in &descendants {
         rss = rss.max(proc::status(c).map(|s| copied(&s)).unwrap_or(0));
     }
     // Create the sink before touching the task, so an unusable directory fails early.
@@ -141,9 +147,22 @@ pub fn dump_with_progress(
     let t_seize = Instant::now();
     abort::phase("seizing the process");
     // From here every early return drops the seized tasks, which puts each back as it was.
+    // Frozen, nothing in the cgroup forks or exits while the tree is walked; thawed once
+    // every task is in its ptrace-stop (freezer.rs). Dropped on any error: thawed.
+    let cgroup = opts
+        .freeze_cgroup
+        .clone()
+        .or_else(|| freezer::own_cgroup(pid, &descendants));
+    let frozen = match &cgroup {
+        Some(path) => Some(freezer::Frozen::freeze(path, pid)?),
+        None => None,
+    };
     let task = seize::Seized::seize(pid)?;
     identity.verify(pid)?;
     let mut tree = tree::seize(tree::Member { task, id: identity }, &mut describer)?;
+    if let Some(f) = frozen {
+        f.thaw()?;
+    }
     tracing::info!(
         pid = opts.pid,
         processes = tree.live.len(),
@@ -164,16 +183,50 @@ pub fn dump_with_progress(
         locks: locks::read_once_stopped()?,
     };
     let mut root_vdso = 0;
+    // Copy-on-write pages each child shares with its parent, found before any copy
+    // unshares them (cow.rs); then what each process's image holds, for its children.
+    let parents: std::collections::HashMap<i32, i32> =
+        tree.nodes.iter().map(|n| (n.pid, n.ppid)).collect();
+    let live: std::collections::HashSet<i32> =
+        tree.live.iter().map(|m| m.task.pid().as_raw()).collect();
+    let mut same: std::collections::HashMap<i32, cow::Ranges> = Default::default();
+    let mut frames: std::collections::HashMap<i32, Option<cow::Frames>> = Default::default();
+    for m in &tree.live[1..] {
+        let pid = m.task.pid();
+        if let Some(&pp) = parents.get(&pid.as_raw()).filter(|pp| live.contains(pp)) {
+            let f = match frames.entry(pp) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(cow::frames(Pid::from_raw(pp))?)
+                }
+            };
+            if let Some(f) = f {
+                same.insert(pid.as_raw(), cow::same_pages(pid, f)?);
+            }
+        }
+    }
+    drop(frames);
+    let mut held: std::collections::HashMap<i32, cow::Ranges> = Default::default();
     for (i, m) in tree.live.iter_mut().enumerate() {
+        let pid = m.task.pid().as_raw();
+        let parent = (i > 0)
+            .then(|| parents.get(&pid))
+            .flatten()
+            .and_then(|pp| held.get(pp))
+            .zip(same.get(&pid));
         let one = process(
             &mut m.task,
             opts,
             &mut sink,
             &mut pages_w,
-            &mut shared,
+            Dedup {
+                tree: &mut shared,
+                parent,
+            },
             &mut buffers,
             progress,
         )?;
+        held.insert(pid, one.held);
         if i == 0 {
             root_vdso = one.vdso_xxh3;
         } else if one.vdso_xxh3 != root_vdso {
@@ -285,15 +338,25 @@ fn release(tree: tree::Tree, leave_running: bool) -> Result<(), DumpError> {
 }
 
 /// What the processes of a tree share, met process after process: shared memory objects
-/// (pages stored once) and open file descriptions (one record each).
+/// (pages stored once), open file descriptions (one record each) and /proc/locks.
 struct TreeWide {
     memory: ckpt_images::intervals::Covered,
     files: fdtable::FdTable,
     locks: locks::AllLocks,
 }
 
+/// What a process's pages may leave out: the pages of shared memory an earlier process
+/// of the tree stored, and a child's pages that are its parent's (what the parent's image
+/// holds, and the pages the child shares with it: `cow.rs`).
+struct Dedup<'a> {
+    tree: &'a mut TreeWide,
+    parent: Option<(&'a cow::Ranges, &'a cow::Ranges)>,
+}
+
 /// What one process added to the dump.
 struct OneProcess {
+    /// What its image holds (stored or its parent's), for its children.
+    held: cow::Ranges,
     pages: u64,
     injected: u64,
     vdso_xxh3: u64,
@@ -306,7 +369,7 @@ fn process(
     opts: &DumpOptions,
     sink: &mut ImageSink,
     pages_w: &mut ckpt_images::PagesWriter,
-    shared: &mut TreeWide,
+    dedup: Dedup,
     buffers: &mut pages::Buffers,
     progress: &dyn ckpt_images::progress::Progress,
 ) -> Result<OneProcess, DumpError> {
@@ -322,9 +385,13 @@ fn process(
         &known_state::Allowed(opts.allow_unknown_state.clone()),
     )?;
     let mut mm = mm::collect(pid, &stat, &maps)?;
-    let mut fds = files::collect(pid, &mut shared.files)?;
+    let mut fds = files::collect(pid, &mut dedup.tree.files)?;
     let accounted = locks::attach(pid, &mut fds)?;
     let threads = cores::threads(task)?;
+    let tids: Vec<Pid> = std::iter::once(pid)
+        .chain(task.threads.iter().map(|t| t.tid))
+        .collect();
+    let seccomp = seccomp::collect(pid, &tids)?;
     tracing::debug!(
         %pid,
         ms = ms(t),
@@ -345,7 +412,11 @@ fn process(
     let t = Instant::now();
     abort::phase("copying memory");
     let plan = pages::plan(pid, &mm.vmas)?;
-    let plan = pages::drop_stored_shared(plan, &mm.vmas, &mut shared.memory);
+    let plan = pages::drop_stored_shared(plan, &mm.vmas, &mut dedup.tree.memory);
+    let (plan, from_parent) = match dedup.parent {
+        Some((parent_held, same)) => cow::split(plan, &mm.vmas, same, parent_held),
+        None => (plan, Vec::new()),
+    };
     let mut pagemap = sink.records(&names::pagemap(raw), Kind::Pagemap)?;
     let copied = pages::copy(
         pid,
@@ -356,9 +427,22 @@ fn process(
         buffers,
         progress,
     )?;
+    for &(s, e) in &from_parent {
+        pagemap.write(&pb::PageRun {
+            vaddr: s,
+            nr_pages: (e - s) / ckpt_images::PAGE_SIZE as u64,
+            offset: 0,
+            from_parent: true,
+        })?;
+    }
     sink.commit_records(&names::pagemap(raw), pagemap)?;
+    let held = cow::held(&plan, &from_parent);
     tracing::info!(
         %pid,
+        inherited_pages = from_parent
+            .iter()
+            .map(|(s, e)| (e - s) / ckpt_images::PAGE_SIZE as u64)
+            .sum::<u64>(),
         ms = ms(t),
         pages = copied.pages,
         runs = copied.runs,
@@ -367,13 +451,19 @@ fn process(
         "memory written"
     );
 
-    locks::through_mappings(pid, &accounted, &mut shared.locks, &maps, &mut mm.vmas)?;
+    locks::through_mappings(pid, &accounted, &mut dedup.tree.locks, &maps, &mut mm.vmas)?;
     abort::phase("writing the images");
     abort::check()?;
-    let process_core = cores::process(pid, &stat, &status, &injected, threads.len())?;
+    let mut process_core = cores::process(pid, &stat, &status, &injected, threads.len())?;
+    process_core.seccomp_filters = seccomp.filters;
     let mut w = sink.records(&names::core(raw), Kind::Core)?;
     w.write(&process_core)?;
-    for t in cores::thread_records(threads, &injected)? {
+    for (mut t, (mode, chain)) in cores::thread_records(threads, &injected)?
+        .into_iter()
+        .zip(seccomp.threads)
+    {
+        t.seccomp_mode = mode;
+        t.seccomp_chain = chain;
         w.write(&t)?;
     }
     sink.commit_records(&names::core(raw), w)?;
@@ -391,6 +481,7 @@ fn process(
     }
     sink.commit_records(&names::files(raw), w)?;
     Ok(OneProcess {
+        held,
         pages: copied.pages,
         injected: injected.calls,
         vdso_xxh3: mm.vdso.xxh3,

@@ -527,6 +527,7 @@ fn flush<W: Write>(
                     vaddr: r.vaddr,
                     nr_pages: r.nr_pages,
                     offset,
+                    from_parent: false,
                 });
             }
         }

@@ -199,7 +199,7 @@ fn wait_stop(pid: Pid, tid: Pid) -> Result<Waited, DumpError> {
 /// The lines of /proc/PID/task/TID/status that restore gives every thread from the
 /// process: a thread whose lines differ from the leader's is refused. The credentials
 /// (`CREDS_STATUS`) may differ: such a thread has them recorded and restored as its own.
-const SHARED_STATUS: [&str; 10] = [
+const SHARED_STATUS: [&str; 9] = [
     "Uid:",
     "Gid:",
     "Groups:",
@@ -209,7 +209,6 @@ const SHARED_STATUS: [&str; 10] = [
     "CapBnd:",
     "CapAmb:",
     "NoNewPrivs:",
-    "Seccomp:",
 ];
 const CREDS_STATUS: usize = 8;
 
@@ -224,8 +223,8 @@ fn shared_status(pid: Pid, tid: Pid) -> Result<Vec<String>, DumpError> {
         .collect())
 }
 
-/// Per-thread state that restore gives every thread from the process (seccomp,
-/// no_new_privs, scheduling): refused by name where a thread differs. A thread with
+/// Per-thread state that restore gives every thread from the process (no_new_privs,
+/// scheduling; seccomp is per thread, `seccomp.rs`): refused by name where a thread differs. A thread with
 /// credentials of its own is marked to have them recorded.
 fn check(task: &mut Seized) -> Result<(), DumpError> {
     let pid = task.pid;

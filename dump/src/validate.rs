@@ -203,14 +203,6 @@ fn process_blockers(
         return Ok(());
     }
     let status = proc::status(pid).map_err(gone)?;
-    // Restore cannot reinstall filters yet: dropping them silently would unsandbox it.
-    if let Some(mode @ 1..) = status.seccomp {
-        out.push(
-            pid,
-            format!("seccomp mode {mode}"),
-            "seccomp is not supported yet",
-        );
-    }
     if status.tracerpid != 0 {
         out.push(
             pid,

@@ -295,7 +295,7 @@ pub fn memory_by_kind(vmas: &[pb::Vma], runs: &[pb::PageRun]) -> (Vec<KindStat>,
         stats[i].bytes = stats[i].bytes.saturating_add(v.end.saturating_sub(v.start));
     }
     let mut outside = 0u64;
-    for r in runs {
+    for r in runs.iter().filter(|r| !r.from_parent) {
         // The last VMA starting at or below the run's address.
         let at = order.partition_point(|&i| vmas[i].start <= r.vaddr);
         let owner = at
@@ -315,7 +315,9 @@ pub fn memory_by_kind(vmas: &[pb::Vma], runs: &[pb::PageRun]) -> (Vec<KindStat>,
 
 /// Pages the runs of a pagemap store, in total.
 pub fn pages_in_runs(runs: &[pb::PageRun]) -> u64 {
-    runs.iter().fold(0u64, |a, r| a.saturating_add(r.nr_pages))
+    runs.iter()
+        .filter(|r| !r.from_parent)
+        .fold(0u64, |a, r| a.saturating_add(r.nr_pages))
 }
 
 pub fn human_bytes(n: u64) -> String {
@@ -670,16 +672,19 @@ mod tests {
                 vaddr: 0x1000,
                 nr_pages: 1,
                 offset: 4096,
+                from_parent: false,
             },
             pb::PageRun {
                 vaddr: 0x3000,
                 nr_pages: 1,
                 offset: 8192,
+                from_parent: false,
             },
             pb::PageRun {
                 vaddr: 0x5000,
                 nr_pages: 2,
                 offset: 12288,
+                from_parent: false,
             },
         ];
         let (k, outside) = memory_by_kind(&vmas, &runs);
@@ -702,6 +707,7 @@ mod tests {
                 vaddr: 5,
                 nr_pages: u64::MAX,
                 offset: 0,
+                from_parent: false,
             };
             3
         ];

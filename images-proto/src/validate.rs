@@ -323,6 +323,98 @@ pub fn runs_from(
     Ok(next_offset)
 }
 
+/// The runs a process has from its parent (`PageRun.from_parent`): in address order, each
+/// inside one private VMA (anonymous, or a private file mapping's written pages), none
+/// overlapping `stored` (its own runs, already checked by [`runs_from`]).
+pub fn parent_runs(
+    vmas: &[pb::Vma],
+    from_parent: &[pb::PageRun],
+    stored: &[pb::PageRun],
+) -> Result<(), String> {
+    let page = PAGE_SIZE as u64;
+    let mut prev_end = 0u64;
+    let mut si = 0usize;
+    for (i, r) in from_parent.iter().enumerate() {
+        let end = r
+            .nr_pages
+            .checked_mul(page)
+            .and_then(|l| r.vaddr.checked_add(l))
+            .ok_or(format!("parent's run {i}: size overflows"))?;
+        if r.vaddr % page != 0 || r.nr_pages == 0 || r.vaddr < prev_end || r.offset != 0 {
+            return Err(format!(
+                "parent's run {i} at {:#x} is misaligned, empty, out of order or has an offset",
+                r.vaddr
+            ));
+        }
+        let vi = vmas.partition_point(|v| v.end <= r.vaddr);
+        let private = vmas.get(vi).is_some_and(|v| {
+            v.start <= r.vaddr
+                && end <= v.end
+                && (v.kind == pb::VmaKind::VmaAnon as i32
+                    || v.kind == pb::VmaKind::VmaFilePrivate as i32)
+        });
+        if !private {
+            return Err(format!(
+                "parent's run {i} [{:#x}, {end:#x}) is not inside a private VMA",
+                r.vaddr
+            ));
+        }
+        while si < stored.len() && stored[si].vaddr + stored[si].nr_pages * page <= r.vaddr {
+            si += 1;
+        }
+        if stored.get(si).is_some_and(|s| s.vaddr < end) {
+            return Err(format!(
+                "parent's run {i} [{:#x}, {end:#x}) overlaps a stored run",
+                r.vaddr
+            ));
+        }
+        prev_end = end;
+    }
+    Ok(())
+}
+
+/// BPF_MAXINSNS: the kernel's limit on one classic BPF program.
+const BPF_MAXINSNS: usize = 4096;
+/// SECCOMP_FILTER_FLAG_LOG, the one flag a dumped filter may carry.
+const SECCOMP_FLAG_LOG: u64 = 2;
+
+/// The seccomp filters of a process: whole instructions, no more than the kernel takes,
+/// known flags.
+pub fn seccomp_filters(filters: &[pb::SeccompFilter]) -> Result<(), String> {
+    for (i, f) in filters.iter().enumerate() {
+        let n = f.program.len();
+        if n == 0 || n % 8 != 0 || n / 8 > BPF_MAXINSNS {
+            return Err(format!(
+                "seccomp filter {i}: {n} bytes is not a program of 1 to {BPF_MAXINSNS} instructions"
+            ));
+        }
+        if f.flags & !SECCOMP_FLAG_LOG != 0 {
+            return Err(format!("seccomp filter {i}: flags {:#x}", f.flags));
+        }
+    }
+    Ok(())
+}
+
+/// One thread's seccomp state: a known mode, a chain only in filter mode (mode 2, where
+/// it may not be empty), every entry one of the process's `filters` (`count` of them).
+pub fn seccomp_thread(mode: u32, chain: &[u32], count: usize) -> Result<(), String> {
+    let ok = match mode {
+        0 | 1 => chain.is_empty(),
+        2 => !chain.is_empty() && chain.len() <= 512,
+        _ => false,
+    };
+    if !ok {
+        return Err(format!(
+            "seccomp mode {mode} with a chain of {} filters",
+            chain.len()
+        ));
+    }
+    if let Some(i) = chain.iter().find(|&&i| i as usize >= count) {
+        return Err(format!("seccomp chain names filter {i} of {count}"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,6 +433,7 @@ mod tests {
             vaddr,
             nr_pages,
             offset,
+            ..Default::default()
         }
     }
 
@@ -453,5 +546,22 @@ mod tests {
         assert!(runs(&v, &ok, 4, 4 * p).is_err());
         // Sizes that overflow are refused, not wrapped.
         assert!(runs(&v, &[run(0x10000, u64::MAX, p)], u64::MAX, u64::MAX).is_err());
+    }
+
+    #[test]
+    fn seccomp_state() {
+        let f = |program: Vec<u8>, flags| pb::SeccompFilter { program, flags };
+        seccomp_filters(&[f(vec![0; 8], 2), f(vec![0; 32], 0)]).unwrap();
+        assert!(seccomp_filters(&[f(vec![0; 7], 0)]).is_err());
+        assert!(seccomp_filters(&[f(Vec::new(), 0)]).is_err());
+        assert!(seccomp_filters(&[f(vec![0; 8 * 4097], 0)]).is_err());
+        assert!(seccomp_filters(&[f(vec![0; 8], 4)]).is_err());
+        seccomp_thread(0, &[], 0).unwrap();
+        seccomp_thread(1, &[], 0).unwrap();
+        seccomp_thread(2, &[0, 1, 0], 2).unwrap();
+        assert!(seccomp_thread(2, &[2], 2).is_err());
+        assert!(seccomp_thread(2, &[], 2).is_err());
+        assert!(seccomp_thread(1, &[0], 2).is_err());
+        assert!(seccomp_thread(3, &[], 2).is_err());
     }
 }

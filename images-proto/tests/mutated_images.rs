@@ -138,11 +138,13 @@ fn valid_pagemap() -> Vec<u8> {
         vaddr: 0x60_0000,
         nr_pages: 2,
         offset: 4096,
+        from_parent: false,
     };
     let r2 = pb::PageRun {
         vaddr: 0x40_0000,
         nr_pages: 1,
         offset: 12288,
+        from_parent: false,
     };
     records(Kind::Pagemap, &[rec(head), rec(r1), rec(r2)])
 }

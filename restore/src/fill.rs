@@ -405,6 +405,7 @@ mod tests {
             vaddr,
             nr_pages,
             offset,
+            ..Default::default()
         }
     }
 

@@ -51,12 +51,23 @@ pub struct ProcessImage {
     pub pages_entry: pb::ImageFile,
     /// The zstd frames of a compressed pages file (None: raw pages).
     pub frames: Option<Vec<ckpt_images::pages::Frame>>,
+    /// Page runs in address order: its own, and (once `cow::resolve` ran) those it has
+    /// from its parent, pointing at the parent's bytes in the file.
     pub runs: Vec<pb::PageRun>,
+    /// The runs that are its parent's pages (`PageRun.from_parent`), until resolved.
+    pub from_parent: Vec<pb::PageRun>,
     /// Where this process's pages end in the pages file.
     pub pages_end: u64,
     /// Length of the (uncompressed) page stream.
     pub stream_len: u64,
     pub fds: Vec<pb::Fd>,
+}
+
+/// `runs` in file order (a child's runs from its parent point back into the file).
+pub fn by_offset(runs: &[pb::PageRun]) -> Vec<pb::PageRun> {
+    let mut out = runs.to_vec();
+    out.sort_unstable_by_key(|r| r.offset);
+    out
 }
 
 fn bad(d: &ImageDir, name: &str, reason: String) -> RestoreError {
@@ -135,7 +146,10 @@ pub fn load(d: &ImageDir, pid: i32, pages_first: u64) -> Result<ProcessImage, Re
             "thread ids are not positive and distinct".into(),
         ));
     }
+    validate::seccomp_filters(&core.seccomp_filters).map_err(|e| bad(d, &core_name, e))?;
     for t in &threads {
+        validate::seccomp_thread(t.seccomp_mode, &t.seccomp_chain, core.seccomp_filters.len())
+            .map_err(|e| bad(d, &core_name, format!("thread {}: {e}", t.tid)))?;
         if let Some(c) = &t.creds {
             validate::creds(c).map_err(|e| bad(d, &core_name, format!("thread {}: {e}", t.tid)))?;
         }
@@ -243,7 +257,10 @@ pub fn load(d: &ImageDir, pid: i32, pages_first: u64) -> Result<ProcessImage, Re
     let pm_name = names::pagemap(pid);
     let mut r = d.records(&pm_name, Kind::Pagemap)?;
     let head: pb::PagemapHead = r.expect("PagemapHead")?;
-    let runs: Vec<pb::PageRun> = r.rest("PageRun")?;
+    let (from_parent, runs): (Vec<pb::PageRun>, Vec<pb::PageRun>) = r
+        .rest::<pb::PageRun>("PageRun")?
+        .into_iter()
+        .partition(|r| r.from_parent);
     let pages_entry = d
         .inventory()
         .files
@@ -287,6 +304,7 @@ pub fn load(d: &ImageDir, pid: i32, pages_first: u64) -> Result<ProcessImage, Re
     // where the previous one's end (`pages_first`, checked by the caller).
     let pages_end = validate::runs_from(&vmas, &runs, head.nr_pages, stream_len, pages_first)
         .map_err(|e| bad(d, &pm_name, e))?;
+    validate::parent_runs(&vmas, &from_parent, &runs).map_err(|e| bad(d, &pm_name, e))?;
 
     let files_name = names::files(pid);
     let mut r = d.records(&files_name, Kind::Files)?;
@@ -357,6 +375,7 @@ pub fn load(d: &ImageDir, pid: i32, pages_first: u64) -> Result<ProcessImage, Re
         pages_entry: pages_entry.clone(),
         frames,
         runs,
+        from_parent,
         pages_end,
         stream_len,
         fds,
@@ -453,6 +472,7 @@ impl ProcessImage {
                     vaddr: r.vaddr + (a - lo),
                     nr_pages: (b - a) / page,
                     offset: r.offset + (a - lo),
+                    from_parent: false,
                 });
             }
         }

@@ -7,6 +7,7 @@
 //! waits for their reports and seizes them (`seeds.rs`), shared memory is made once
 //! (`shared.rs`), and any failure before the release kills everything (`rollback.rs`).
 
+mod cow;
 mod fdtable;
 mod fill;
 mod image;
@@ -117,6 +118,12 @@ pub fn restore_with_progress(
             last.stream_len
         )));
     }
+    // A child's pages that were its parent's point at the parent's bytes (cow.rs).
+    let parents: Vec<Option<usize>> = tree
+        .live()
+        .map(|n| n.parent.and_then(|p| tree.nodes[p].live))
+        .collect();
+    cow::resolve(&mut imgs, &parents)?;
     if !opts.lazy {
         let mut seen = ckpt_images::intervals::Covered::default();
         for img in &mut imgs {
@@ -124,7 +131,7 @@ pub fn restore_with_progress(
             // A compressed file's frames hold every process's pages: each process
             // decompresses only those that hold some of its own.
             if let Some(frames) = img.frames.as_mut() {
-                let runs = &img.runs;
+                let runs = image::by_offset(&img.runs);
                 frames.retain(|f| {
                     let end = f.raw_offset + f.raw_len;
                     let first = runs.partition_point(|r| {

@@ -2,6 +2,7 @@
 //! it is the dumped process. The order matters and is explained step by step; the facts
 //! behind it are in ../shared/notes/restore-facts.md.
 
+mod seccomp;
 mod threads;
 
 use crate::fill;
@@ -148,6 +149,10 @@ impl<'a> Puppet<'a> {
             // The threads clone3 creates are attached at once (with these options).
             opts |= Options::PTRACE_O_TRACECLONE;
         }
+        if self.has_seccomp() {
+            // The filters installed below must not judge the calls injected after them.
+            opts |= Options::from_bits_retain(libc::PTRACE_O_SUSPEND_SECCOMP);
+        }
         ptrace::set_options(self.pid, opts)?;
         // Nothing may be delivered while the puppet is half built; SIGTRAP stays open for
         // the trampoline's int3 (a blocked SIGTRAP would be reset to SIG_DFL by the kernel).
@@ -181,6 +186,7 @@ impl<'a> Puppet<'a> {
         )?;
         self.set_sigactions(reset_sigs, false)?;
         self.thread_state(0)?;
+        self.seccomp_shared()?;
         self.create_threads()?;
         self.itimers()?;
         // POSIX timers (after the threads: one may be directed at a thread), locks and
@@ -190,6 +196,7 @@ impl<'a> Puppet<'a> {
         crate::timers::restore(&mut self.remote, scratch, &self.img.core.posix_timers)?;
         crate::locks::restore(&mut self.remote, scratch, &self.img.fds)?;
         crate::task_state::restore(&mut self.remote, &self.img.core)?;
+        self.seccomp_own()?;
         let changed = self.creds(self.img.core.creds.clone())?;
         // The threads were cloned with the seed's credentials, the main thread's until
         // just now: they need theirs unless nothing changed for anyone.
@@ -648,9 +655,10 @@ impl<'a> Puppet<'a> {
         let by_uffd_now: Vec<bool> = by_uffd.iter().map(|&b| b && uffd.is_some()).collect();
         let mut verified = Vec::new();
         if let Some(frames) = img.frames.as_deref() {
+            let runs = crate::image::by_offset(&img.runs);
             let dest = fill::FrameDest {
                 pid: self.pid,
-                runs: &img.runs,
+                runs: &runs,
                 vmas: &img.vmas,
                 uffd_vma: &by_uffd_now,
                 uffd: uffd.as_ref().map(|(u, _)| u),

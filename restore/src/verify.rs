@@ -181,7 +181,11 @@ fn status_fields(text: &str, img: &ProcessImage) -> R<()> {
     let mut want: Vec<(&str, String)> = vec![
         ("Umask", format!("{:04o}", c.umask)),
         ("NoNewPrivs", u32::from(c.no_new_privs).to_string()),
-        ("Seccomp", "0".into()),
+        ("Seccomp", img.threads[0].seccomp_mode.to_string()),
+        (
+            "Seccomp_filters",
+            img.threads[0].seccomp_chain.len().to_string(),
+        ),
         ("SigBlk", hex_mask(img.threads[0].sigmask)),
     ];
     let (mut ign, mut cgt) = (0u64, 0u64);

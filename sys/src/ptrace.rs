@@ -301,3 +301,67 @@ pub fn peek_siginfo(pid: Pid, shared: bool) -> Result<Vec<[u8; 128]>> {
         }
     }
 }
+
+const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
+const PTRACE_GET_SECCOMP_METADATA: libc::c_uint = 0x420d;
+
+/// Filter `index` of a stopped tracee's seccomp chain (0: the newest) as the raw classic
+/// BPF program (8 bytes an instruction), or None past the oldest. EINVAL: the thread is
+/// not in filter mode. Needs CAP_SYS_ADMIN.
+pub fn seccomp_filter(pid: Pid, index: u64) -> Result<Option<Vec<u8>>> {
+    let what = || format!("ptrace(SECCOMP_GET_FILTER, {index}) of pid {pid}");
+    // SAFETY: with a null buffer the kernel only returns the instruction count.
+    let n = unsafe {
+        libc::ptrace(
+            PTRACE_SECCOMP_GET_FILTER,
+            pid.as_raw(),
+            index,
+            std::ptr::null_mut::<u8>(),
+        )
+    };
+    match Errno::result(n) {
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(e) => return Err(Error::sys(what(), e)),
+        Ok(_) => {}
+    }
+    let mut buf = vec![0u8; n as usize * 8];
+    // SAFETY: the kernel writes the program's instructions, `n` of 8 bytes each (filters
+    // are immutable, so the count cannot have grown), into `buf`, which holds n * 8 bytes
+    // and lives until the call returns.
+    let r = unsafe {
+        libc::ptrace(
+            PTRACE_SECCOMP_GET_FILTER,
+            pid.as_raw(),
+            index,
+            buf.as_mut_ptr(),
+        )
+    };
+    let got = Errno::result(r).ctx(what)?;
+    buf.truncate(got as usize * 8);
+    Ok(Some(buf))
+}
+
+/// The flags of filter `index` the kernel reports (SECCOMP_FILTER_FLAG_LOG).
+pub fn seccomp_flags(pid: Pid, index: u64) -> Result<u64> {
+    #[repr(C)]
+    struct Meta {
+        filter_off: u64,
+        flags: u64,
+    }
+    let mut m = Meta {
+        filter_off: index,
+        flags: 0,
+    };
+    // SAFETY: the kernel reads filter_off and writes at most `size` (16) bytes of its
+    // seccomp_metadata into `m`, which is 16 bytes and lives until the call returns.
+    let r = unsafe {
+        libc::ptrace(
+            PTRACE_GET_SECCOMP_METADATA,
+            pid.as_raw(),
+            std::mem::size_of::<Meta>(),
+            &mut m as *mut Meta,
+        )
+    };
+    Errno::result(r).ctx(|| format!("ptrace(GET_SECCOMP_METADATA, {index}) of pid {pid}"))?;
+    Ok(m.flags)
+}

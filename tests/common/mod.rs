@@ -1075,17 +1075,20 @@ pub fn edit_mm(dir: &Path, pid: i32, edit: impl FnOnce(&mut pb::MmInfo, &mut Vec
     ImageDir::open(dir).unwrap_or_else(|e| panic!("rewritten {name} does not verify: {e}"));
 }
 
+/// core-PID.img of `dir`: the ProcessCore and every ThreadCore.
+pub fn read_core(dir: &Path, pid: i32) -> (pb::ProcessCore, Vec<pb::ThreadCore>) {
+    let d = ImageDir::open(dir).unwrap();
+    let mut r = d.records(&names::core(pid), Kind::Core).unwrap();
+    (
+        r.expect("ProcessCore").unwrap(),
+        r.rest("ThreadCore").unwrap(),
+    )
+}
+
 /// Rewrites core-PID.img of `dir` with `edit` applied to its ThreadCore records, resealed.
 pub fn edit_threads(dir: &Path, pid: i32, edit: impl FnOnce(&mut Vec<pb::ThreadCore>)) {
     let name = names::core(pid);
-    let (core, mut threads): (pb::ProcessCore, Vec<pb::ThreadCore>) = {
-        let d = ImageDir::open(dir).unwrap();
-        let mut r = d.records(&name, Kind::Core).unwrap();
-        (
-            r.expect("ProcessCore").unwrap(),
-            r.rest("ThreadCore").unwrap(),
-        )
-    };
+    let (core, mut threads) = read_core(dir, pid);
     edit(&mut threads);
     let mut w = RecordWriter::new(Vec::new(), dir.join(&name), Kind::Core).unwrap();
     w.write(&core).unwrap();

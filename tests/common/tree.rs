@@ -1,7 +1,11 @@
-//! Cycles of process trees, shared by the tests of trees and of what they share.
+//! Cycles of a process tree: the root's members end themselves once their parent is
+//! gone, and a dump kills them all, so a cycle waits until every pid of the image is gone
+//! (reaping those that come to the test, a subreaper) before it restores.
 
 use super::*;
 use std::path::Path;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
 
 /// Every pid of the image's tree (zombies included), root first.
 pub fn tree_pids(dir: &Path) -> Vec<i32> {

@@ -71,13 +71,7 @@ static void member(int who)
 	at->in_root_session = at->sid == getsid(root);
 	__sync_synchronize();
 	s->pid = getpid();
-	int last = mb->ping;
-	for (;;) {
-		if (getppid() != root)
-			_exit(0);
-		wl_slot_serve(s, &mb->ping, &last, member_check);
-		wl_sleep_ms(3);
-	}
+	wl_slot_loop(s, &mb->ping, root, member_check, 3);
 }
 
 static int fork_or_die(void)

@@ -86,13 +86,7 @@ static int member_check(void)
 static void member_loop(void)
 {
 	struct wl_slot *s = &mb->s[me];
-	int last = mb->ping;
-	for (;;) {
-		if (getppid() != s->ppid)
-			_exit(0);
-		wl_slot_serve(s, &mb->ping, &last, member_check);
-		wl_sleep_ms(3);
-	}
+	wl_slot_loop(s, &mb->ping, s->ppid, member_check, 3);
 }
 
 /* Forks member `who` (with `child` under it, or -1); returns its pid. */

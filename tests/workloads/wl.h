@@ -333,9 +333,22 @@ __attribute__((unused)) static void wl_slot_serve(struct wl_slot *s, volatile in
 	*last = p;
 	wl_reason[0] = 0;
 	int ok = check() && !wl_reason[0];
-	snprintf(s->reason, sizeof(s->reason), "%s", wl_reason);
+	snprintf(s->reason, sizeof(s->reason), "%.*s", (int)sizeof(s->reason) - 1, wl_reason);
 	__sync_synchronize();
 	s->answered = ok ? p : -p;
+}
+
+/* Member side: serves pings every `ms` ms until its parent is no longer `parent`. */
+__attribute__((unused, noreturn)) static void wl_slot_loop(struct wl_slot *s, volatile int *ping,
+							   int parent, int (*check)(void), long ms)
+{
+	int last = *ping;
+	for (;;) {
+		if (getppid() != parent)
+			_exit(0);
+		wl_slot_serve(s, ping, &last, check);
+		wl_sleep_ms(ms);
+	}
 }
 
 /* Root side: waits (up to ~20 s) until every member has filled in its slot and runs. */

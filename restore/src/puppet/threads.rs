@@ -64,7 +64,7 @@ impl Puppet<'_> {
 
     /// Runs `f` with the syscalls going to created thread `i` (index in `self.threads`)
     /// instead of the main thread.
-    fn in_thread<T>(&mut self, i: usize, f: impl FnOnce(&mut Self) -> R<T>) -> R<T> {
+    pub(super) fn in_thread<T>(&mut self, i: usize, f: impl FnOnce(&mut Self) -> R<T>) -> R<T> {
         std::mem::swap(&mut self.remote, &mut self.threads[i].remote);
         let out = f(self);
         std::mem::swap(&mut self.remote, &mut self.threads[i].remote);
