@@ -71,6 +71,7 @@ fn inspect(
         "anon_inode:[eventfd]" => Some(pb::FdKind::FdEventfd),
         "anon_inode:[signalfd]" => Some(pb::FdKind::FdSignalfd),
         "anon_inode:[timerfd]" => Some(pb::FdKind::FdTimerfd),
+        "anon_inode:inotify" | "anon_inode:[inotify]" => Some(pb::FdKind::FdInotify),
         _ => None,
     };
     if !target.starts_with('/') && anon.is_none() {
@@ -81,6 +82,9 @@ fn inspect(
     let meta = std::fs::metadata(&link)
         .map_err(|e| Problem::Gone(format!("pid {pid}: fd {fd} ({target}): {e}")))?;
     if let Some(kind) = anon {
+        if kind == pb::FdKind::FdInotify {
+            fdtable::anon::inotify_watches(pid, fd).map_err(blocked)?;
+        }
         return Ok((kind, target, meta));
     }
     if let Some(gone) = target.strip_suffix(" (deleted)") {
@@ -286,6 +290,7 @@ fn describe(
         pb::FdKind::FdEventfd => d.eventfd = Some(fdtable::anon::eventfd(&ctx)?),
         pb::FdKind::FdSignalfd => d.signalfd = Some(fdtable::anon::signalfd(&ctx)?),
         pb::FdKind::FdTimerfd => d.timerfd = Some(fdtable::anon::timerfd(&ctx)?),
+        pb::FdKind::FdInotify => d.inotify = Some(fdtable::anon::inotify(&ctx)?),
         pb::FdKind::FdMemfd => {
             let name = target.strip_prefix("/memfd:").unwrap_or(target);
             d.memfd = Some(fdtable::contents::memfd(&ctx, name, meta.size(), table)?);

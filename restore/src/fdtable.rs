@@ -81,9 +81,12 @@ pub fn check(descs: &[pb::FileDesc]) -> Result<(), String> {
         }
         match pb::FdKind::try_from(d.kind) {
             Ok(pb::FdKind::FdPipe) => pipe::check(d)?,
-            Ok(pb::FdKind::FdEventfd | pb::FdKind::FdSignalfd | pb::FdKind::FdTimerfd) => {
-                anon::check(d)?
-            }
+            Ok(
+                pb::FdKind::FdEventfd
+                | pb::FdKind::FdSignalfd
+                | pb::FdKind::FdTimerfd
+                | pb::FdKind::FdInotify,
+            ) => anon::check(d)?,
             Ok(pb::FdKind::FdMemfd | pb::FdKind::FdDeleted) => contents::check(d)?,
             Ok(_) => {
                 if !d.path.starts_with('/') {

@@ -68,3 +68,84 @@ pub fn now(clockid: i32) -> Result<(u64, u64)> {
     Errno::result(r).ctx(|| format!("clock_gettime({clockid})"))?;
     Ok((ts.tv_sec as u64, ts.tv_nsec as u64))
 }
+
+/// inotify_init1(flags).
+pub fn inotify(flags: i32) -> Result<OwnedFd> {
+    // SAFETY: inotify_init1 takes no pointers.
+    let r = unsafe { libc::inotify_init1(flags) };
+    let fd = Errno::result(r).ctx(|| "inotify_init1".to_string())?;
+    // SAFETY: inotify_init1 returned a new fd nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// inotify_add_watch(fd, path, mask): the watch descriptor the kernel gave.
+pub fn inotify_add_watch(fd: &OwnedFd, path: &str, mask: u32) -> Result<i32> {
+    let c = std::ffi::CString::new(path)
+        .map_err(|_| crate::Error::Other(format!("{path:?} has a NUL byte")))?;
+    // SAFETY: `c` is a valid NUL-terminated string for the call's duration.
+    let r = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), mask) };
+    Errno::result(r).ctx(|| format!("inotify_add_watch({path}, {mask:#x})"))
+}
+
+/// The path (in ckpt's mount namespace) of the inode a file handle names, on the
+/// filesystem whose kernel dev_t is `sdev` (as inotify's fdinfo shows it): through
+/// open_by_handle_at on one of its mounts, then /proc/self/fd. None if no mount of it is
+/// found or the inode has no path any more.
+pub fn path_of_handle(sdev: u64, handle_type: i32, handle: &[u8]) -> Result<Option<String>> {
+    let want = format!("{}:{}", sdev >> 20, sdev & 0xfffff);
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| crate::Error::io("/proc/self/mountinfo", e))?;
+    // A mount of the filesystem's root first: paths under a bind mount's subtree only.
+    let mut mounts: Vec<(bool, String)> = info
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.get(2) == Some(&want.as_str())).then(|| {
+                (
+                    f.get(3) != Some(&"/"),
+                    crate::probe::unescape_octal(f.get(4).copied().unwrap_or("")),
+                )
+            })
+        })
+        .collect();
+    mounts.sort();
+    let Some((_, mount)) = mounts.into_iter().next() else {
+        return Ok(None);
+    };
+    // Not O_PATH: open_by_handle_at refuses one (EBADF).
+    let mfd = nix::fcntl::open(
+        mount.as_str(),
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| crate::Error::sys(format!("open {mount}"), e))?;
+    // SAFETY: open returned a new fd nothing else owns.
+    let mfd = unsafe { OwnedFd::from_raw_fd(mfd) };
+    // struct file_handle: u32 handle_bytes, i32 handle_type, then the bytes.
+    let mut fh = Vec::with_capacity(8 + handle.len());
+    fh.extend_from_slice(&(handle.len() as u32).to_ne_bytes());
+    fh.extend_from_slice(&handle_type.to_ne_bytes());
+    fh.extend_from_slice(handle);
+    // SAFETY: `fh` is a complete struct file_handle of handle.len() bytes, valid for the
+    // call; the kernel only reads it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mfd.as_raw_fd(),
+            fh.as_ptr(),
+            libc::O_PATH | libc::O_CLOEXEC,
+        )
+    };
+    let Ok(fd) = Errno::result(r) else {
+        return Ok(None);
+    };
+    // SAFETY: open_by_handle_at returned a new fd nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(|e| crate::Error::io("/proc/self/fd", e))?;
+    let path = link.to_string_lossy().into_owned();
+    if !path.starts_with('/') || path.ends_with(" (deleted)") {
+        return Ok(None);
+    }
+    Ok(Some(path))
+}

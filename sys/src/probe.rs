@@ -801,7 +801,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<(String, String, String)> {
 }
 
 /// mountinfo escapes space, tab, newline and backslash as \ooo.
-fn unescape_octal(s: &str) -> String {
+pub(crate) fn unescape_octal(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -19,17 +19,23 @@
  *   one byte a check. Check: name, seals, size, contents, offset.
  * deleted: WORKDIR/gone.dat, 10 KiB of pattern, unlinked while open, offset moving by a
  *   byte a check. Check: nlink 0, size, contents, offset, link ends in " (deleted)".
+ * inotify: WORKDIR/watched (IN_CREATE|IN_DELETE, wd 1) and WORKDIR/watched.log
+ *   (IN_MODIFY|IN_EXCL_UNLINK, wd 2), non-blocking. Check: drops what is queued (a restore
+ *   keeps no pending events), creates and removes a file in the directory and writes the
+ *   log, then reads exactly those three events with the right wds and name.
  * For the refusals (no check of their own): memfdmap, a memfd also mapped MAP_SHARED;
- *   bigdeleted, a deleted file of 9 MiB.
+ *   bigdeleted, a deleted file of 9 MiB; inotifygap, watch 2 of 3 removed.
  */
 #include "wl.h"
 #include <sys/mman.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/inotify.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
 
+static int ino = -1, ino_n;
 static int ev_a = -1, ev_b = -1, sfd = -1, tm = -1, tr = -1, tt = -1, te = -1, mfd = -1,
 	   dfd = -1;
 static uint64_t ev_a_count = 5;
@@ -193,8 +199,45 @@ static int check_deleted(void)
 	return check_contents(dfd, DEL_LEN, 7, &dpos, "deleted file");
 }
 
+static int check_inotify(void)
+{
+	char buf[4096] __attribute__((aligned(8)));
+	while (read(ino, buf, sizeof(buf)) > 0)
+		;
+	char name[32];
+	snprintf(name, sizeof(name), "f%d", ++ino_n);
+	char path[64];
+	snprintf(path, sizeof(path), "watched/%s", name);
+	int f = open(path, O_CREAT | O_WRONLY, 0600);
+	WL_CHECK(f >= 0, "create %s", path);
+	close(f);
+	WL_CHECK(!unlink(path), "unlink %s", path);
+	int l = open("watched.log", O_WRONLY | O_APPEND);
+	WL_CHECK(l >= 0 && write(l, "x", 1) == 1, "write watched.log");
+	close(l);
+	uint32_t want_mask[3] = { IN_CREATE, IN_DELETE, IN_MODIFY };
+	int want_wd[3] = { 1, 1, 2 };
+	int got = 0;
+	ssize_t n = read(ino, buf, sizeof(buf));
+	WL_CHECK(n > 0, "no inotify event (errno %d)", errno);
+	for (char *p = buf; p < buf + n; got++) {
+		struct inotify_event *e = (struct inotify_event *)p;
+		WL_CHECK(got < 3, "more than 3 events (wd %d mask %#x)", e->wd, e->mask);
+		WL_CHECK(e->wd == want_wd[got] && e->mask == want_mask[got],
+			 "event %d: wd %d mask %#x, expected wd %d mask %#x", got, e->wd, e->mask,
+			 want_wd[got], want_mask[got]);
+		WL_CHECK(got == 2 || (e->len && !strcmp(e->name, name)), "event %d names %s", got,
+			 e->len ? e->name : "nothing");
+		p += sizeof(*e) + e->len;
+	}
+	WL_CHECK(got == 3, "%d events, expected 3", got);
+	return 1;
+}
+
 static int verify(void)
 {
+	if (ino >= 0 && !check_inotify())
+		return 0;
 	return (ev_a < 0 || check_eventfd()) && (sfd < 0 || check_signalfd()) &&
 	       (tm < 0 || check_timerfd()) && (mfd < 0 || check_memfd()) &&
 	       (dfd < 0 || check_deleted());
@@ -257,6 +300,21 @@ int main(int argc, char **argv)
 			    unlink("gone.dat") || lseek(dfd, dpos, SEEK_SET) != dpos)
 				wl_die("deleted file");
 			free(b);
+		} else if (!strcmp(k, "inotify") || !strcmp(k, "inotifygap")) {
+			mkdir("watched", 0700);
+			int l = open("watched.log", O_CREAT | O_WRONLY, 0600);
+			if (l < 0)
+				wl_die("watched.log");
+			close(l);
+			ino = inotify_init1(IN_NONBLOCK);
+			if (ino < 0 || inotify_add_watch(ino, "watched", IN_CREATE | IN_DELETE) != 1 ||
+			    inotify_add_watch(ino, "watched.log", IN_MODIFY | IN_EXCL_UNLINK) != 2)
+				wl_die("inotify");
+			if (!strcmp(k, "inotifygap")) {
+				if (inotify_add_watch(ino, ".", IN_ATTRIB) != 3 || inotify_rm_watch(ino, 2))
+					wl_die("inotify gap");
+				ino = -1;
+			}
 		} else if (!strcmp(k, "memfdmap")) {
 			int fd = memfd_create("wl-mapped", 0);
 			if (fd < 0 || ftruncate(fd, 8192) ||

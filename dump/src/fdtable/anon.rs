@@ -73,6 +73,75 @@ pub fn timerfd(ctx: &FdCtx) -> Result<pb::TimerfdState, DumpError> {
     })
 }
 
+/// An inotify instance's watches, each re-found by path from its file handle. Refused:
+/// watch descriptors that are not 1..n (removed watches: the restore could not give the
+/// same numbers), a watched inode no path leads to. Events not read yet are not kept (the
+/// restored instance starts with none).
+pub fn inotify(ctx: &FdCtx) -> Result<pb::InotifyState, DumpError> {
+    inotify_watches(ctx.pid, ctx.fd)
+        .map_err(|why| crate::refuse(format!("pid {}: fd {} (inotify): {why}", ctx.pid, ctx.fd)))
+}
+
+/// The watches of inotify fd `fd` of `pid`, or why they cannot be restored (also asked
+/// before the seize, for `check -t`: it only reads).
+pub fn inotify_watches(pid: ckpt_sys::Pid, fd: i32) -> Result<pb::InotifyState, String> {
+    let text = ckpt_sys::proc::read_trimmed(&format!("/proc/{pid}/fdinfo/{fd}"))
+        .map_err(|e| e.to_string())?;
+    let refuse = |why: String| why;
+    let mut watches = Vec::new();
+    for l in text.lines().filter_map(|l| l.strip_prefix("inotify ")) {
+        let kv: std::collections::HashMap<&str, &str> = l
+            .split_whitespace()
+            .filter_map(|t| t.split_once(':'))
+            .collect();
+        let hex = |k: &str| kv.get(k).and_then(|v| u64::from_str_radix(v, 16).ok());
+        let (Some(wd), Some(sdev), Some(mask), Some(htype), Some(handle)) = (
+            kv.get("wd").and_then(|v| v.parse::<i32>().ok()),
+            hex("sdev"),
+            hex("mask"),
+            kv.get("fhandle-type")
+                .and_then(|v| i32::from_str_radix(v, 16).ok()),
+            kv.get("f_handle").and_then(|v| unhex(v)),
+        ) else {
+            return Err(refuse(format!("unreadable watch line {l:?}")));
+        };
+        let path = ckpt_sys::anonfd::path_of_handle(sdev, htype, &handle)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                refuse(format!(
+                    "watch {wd} is on an inode no path leads to (deleted?)"
+                ))
+            })?;
+        watches.push(pb::InotifyWatch {
+            wd,
+            path,
+            mask: mask as u32,
+        });
+    }
+    watches.sort_by_key(|w| w.wd);
+    if let Some((i, w)) = watches
+        .iter()
+        .enumerate()
+        .find(|(i, w)| w.wd != *i as i32 + 1)
+    {
+        return Err(refuse(format!(
+            "watch descriptor {} where {} was expected: watches were removed, and a restore \
+             could not give the same numbers again; not supported yet",
+            w.wd,
+            i + 1
+        )));
+    }
+    Ok(pb::InotifyState { watches })
+}
+
+/// "a7c40300" -> bytes.
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

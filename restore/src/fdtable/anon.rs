@@ -44,7 +44,18 @@ pub fn check(d: &pb::FileDesc) -> Result<(), String> {
             }
             Some(_) => Ok(()),
         },
-        _ => bad("not an eventfd, signalfd or timerfd"),
+        Ok(pb::FdKind::FdInotify) => match &d.inotify {
+            None => bad("an inotify without its watches"),
+            Some(i) => {
+                for (n, w) in i.watches.iter().enumerate() {
+                    if w.wd != n as i32 + 1 || !w.path.starts_with('/') || w.path.contains('\0') {
+                        return bad(&format!("inotify watch {} ({:?})", w.wd, w.path));
+                    }
+                }
+                Ok(())
+            }
+        },
+        _ => bad("not an eventfd, signalfd, timerfd or inotify"),
     }
 }
 
@@ -111,6 +122,29 @@ pub fn timerfd(d: &pb::FileDesc, slot: RawFd) -> Result<(), String> {
     }
     if t.ticks != 0 {
         ckpt_sys::anonfd::timerfd_set_ticks(&fd, t.ticks).map_err(|e| e.to_string())?;
+    }
+    at_slot(fd, d, slot)
+}
+
+/// An inotify instance with its watches added again by path, in order (so with the same
+/// watch descriptors, checked), as its holder (the caller switched identity): each path
+/// must be one it could read.
+pub fn inotify(d: &pb::FileDesc, slot: RawFd) -> Result<(), String> {
+    let fd = ckpt_sys::anonfd::inotify(libc_flags()).map_err(|e| e.to_string())?;
+    for w in d
+        .inotify
+        .as_ref()
+        .map(|i| i.watches.as_slice())
+        .unwrap_or_default()
+    {
+        let got = ckpt_sys::anonfd::inotify_add_watch(&fd, &w.path, w.mask)
+            .map_err(|e| format!("watch {}: {e}", w.wd))?;
+        if got != w.wd {
+            return Err(format!(
+                "watch on {} came back as descriptor {got}, not {} (two watches on one inode?)",
+                w.path, w.wd
+            ));
+        }
     }
     at_slot(fd, d, slot)
 }

@@ -14,6 +14,7 @@ pub fn create(objects: &[Object], floor: i32) -> Result<(), String> {
             pb::FdKind::FdEventfd => "eventfd".into(),
             pb::FdKind::FdSignalfd => "signalfd".into(),
             pb::FdKind::FdTimerfd => "timerfd".into(),
+            pb::FdKind::FdInotify => "inotify".into(),
             pb::FdKind::FdMemfd => format!(
                 "memfd:{}",
                 first.memfd.as_ref().map_or("", |m| m.name.as_str())
@@ -27,6 +28,10 @@ pub fn create(objects: &[Object], floor: i32) -> Result<(), String> {
             pb::FdKind::FdEventfd => fdtable::anon::eventfd(first, *slot),
             pb::FdKind::FdSignalfd => fdtable::anon::signalfd(first, *slot),
             pb::FdKind::FdTimerfd => fdtable::anon::timerfd(first, *slot),
+            // Its watches are added as its holder: paths it could read.
+            pb::FdKind::FdInotify => {
+                as_holder(creds.as_ref(), |_| fdtable::anon::inotify(first, *slot))
+            }
             pb::FdKind::FdMemfd => fdtable::contents::create(&o.descs),
             // Made in its directory as its holder would.
             pb::FdKind::FdDeleted => {
