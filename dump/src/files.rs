@@ -97,7 +97,7 @@ fn inspect(
 
 /// Before the seize (and for `ckpt check`): every fd this version cannot restore.
 pub fn blockers(pid: Pid, describer: &mut Describer, out: &mut Blockers) -> Result<(), DumpError> {
-    for fd in proc::fds(pid)? {
+    for fd in crate::track::user_fds(pid)? {
         match inspect(pid, fd, describer) {
             Ok(_) => {}
             // An fd closed while we looked is not a reason to refuse.
@@ -112,7 +112,7 @@ pub fn blockers(pid: Pid, describer: &mut Describer, out: &mut Blockers) -> Resu
 pub fn collect(pid: Pid) -> Result<Vec<pb::Fd>, DumpError> {
     let mut out: Vec<pb::Fd> = Vec::new();
     let mut describer = Describer::new([pid]);
-    for fd in proc::fds(pid)? {
+    for fd in crate::track::user_fds(pid)? {
         let (kind, path, meta) = inspect(pid, fd, &mut describer)?;
         let info = proc::fdinfo(pid, fd)?;
         // A dup of a lower fd shares its offset and flags: restore must dup, not reopen.

@@ -34,6 +34,7 @@ mod sockets;
 mod task_state;
 mod threads;
 mod timers;
+mod track;
 mod tree;
 mod validate;
 
@@ -56,6 +57,18 @@ pub struct DumpOptions {
     /// Names of unknown kernel state (a VmFlags letter, a /proc/PID/status field) the
     /// user accepts to lose (`--allow-unknown-state`); refused otherwise.
     pub allow_unknown_state: Vec<String>,
+    /// `--pre-dump`: arm write tracking, copy the memory while the tree runs on.
+    pub pre_dump: bool,
+    /// `--prev-images-dir`: the image this one builds on (relative to `dir`).
+    pub prev_images_dir: Option<String>,
+    /// `--track-mem`: arm write tracking (and keep it armed) in a dump.
+    pub track_mem: bool,
+}
+
+impl DumpOptions {
+    fn tracking(&self) -> bool {
+        self.pre_dump || self.track_mem || self.prev_images_dir.is_some()
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -123,6 +136,7 @@ pub fn dump_with_progress(
     abort::phase("checking the process");
     // The whole tree is checked before anything is stopped (and a process that appears
     // only during the seize, on its own then): a refusal touches nothing.
+    let parent = track::prepare(opts)?;
     let identity = validate::before_seize(pid)?;
     // What a process's copy can hold: its anonymous and shared memory (file pages are
     // not stored unless copied-on-write, and then they count as anonymous).
@@ -161,16 +175,23 @@ pub fn dump_with_progress(
     let mut shared = ckpt_images::intervals::Covered::default();
     let mut root_vdso = 0;
     let mut accounted = Vec::with_capacity(tree.live.len());
+    let mut trackers = Vec::new();
+    let mut deferred = Vec::new();
     for (i, m) in tree.live.iter_mut().enumerate() {
         let one = process(
             &mut m.task,
             opts,
+            parent.as_ref(),
             &mut sink,
             &mut pages_w,
             &mut shared,
             &mut buffers,
             progress,
         )?;
+        trackers.extend(one.tracker);
+        if let Some(runs) = one.deferred {
+            deferred.push((m.task.pid(), runs));
+        }
         if i == 0 {
             root_vdso = one.vdso_xxh3;
         } else if one.vdso_xxh3 != root_vdso {
@@ -187,9 +208,6 @@ pub fn dump_with_progress(
     let t_locks = Instant::now();
     locks::refuse_unaccounted(all_locks, &accounted)?;
     tracing::debug!(ms = ms(t_locks), "locks through no fd checked");
-    sink.commit_pages(pages::PAGES_ID, pages_w)?;
-    stats.bytes = stats.pages * ckpt_images::PAGE_SIZE as u64;
-    stats.memory_ms = ms(t);
 
     let xsave = tree.live[0].task.xsave();
     let inventory = pb::Inventory {
@@ -211,20 +229,50 @@ pub fn dump_with_progress(
         } else {
             Vec::new()
         },
+        pre_dump: opts.pre_dump,
+        parent: parent.as_ref().map(|p| p.link.clone()),
+        trackers,
     };
     let pids_dumped = inventory.pids.len();
+    let mut tree = Some(tree);
+    if opts.pre_dump {
+        // Tracking is armed in every process: from here a write is seen, so the memory
+        // is copied while the tree runs on.
+        let t_rel = Instant::now();
+        release(tree.take().expect("released once"), true)?;
+        stats.frozen_ms = ms(t_seize);
+        tracing::debug!(ms = ms(t_rel), "released to run during the copy");
+        for (pid, runs) in deferred {
+            abort::phase("copying memory");
+            abort::check()?;
+            let copied = write_pages(
+                pid,
+                &runs,
+                opts,
+                &mut sink,
+                &mut pages_w,
+                &mut buffers,
+                progress,
+            )?;
+            stats.pages += copied;
+        }
+    }
+    sink.commit_pages(pages::PAGES_ID, pages_w)?;
+    stats.bytes = stats.pages * ckpt_images::PAGE_SIZE as u64;
+    stats.memory_ms = ms(t);
     // The last point where an abort (SIGINT/SIGTERM/SIGHUP) is honoured: past it the
     // images are complete and the release runs to its end.
     abort::phase("writing the images");
     abort::check()?;
     sink.finish(inventory)?;
     tracing::debug!(ms = ms(t), "images written");
-
     // The images are complete: from here a failure no longer undoes the dump.
-    let t = Instant::now();
-    release(tree, opts.leave_running)?;
-    tracing::debug!(ms = ms(t), leave_running = opts.leave_running, "released");
-    stats.frozen_ms = ms(t_seize);
+    if let Some(tree) = tree.take() {
+        let t = Instant::now();
+        release(tree, opts.leave_running)?;
+        tracing::debug!(ms = ms(t), leave_running = opts.leave_running, "released");
+        stats.frozen_ms = ms(t_seize);
+    }
     stats.total_ms = ms(t0);
     tracing::info!(
         pid = opts.pid,
@@ -234,6 +282,7 @@ pub fn dump_with_progress(
         injected = stats.injected,
         frozen_ms = stats.frozen_ms,
         total_ms = stats.total_ms,
+        pre_dump = opts.pre_dump,
         "dump done"
     );
     Ok(stats)
@@ -278,13 +327,54 @@ struct OneProcess {
     injected: u64,
     vdso_xxh3: u64,
     locks: locks::Accounted,
+    /// Its write tracker, armed (`track.rs`).
+    tracker: Option<pb::Tracker>,
+    /// A pre-dump's pages, copied once the tree runs again.
+    deferred: Option<Vec<pages::Run>>,
+}
+
+/// Copies `runs` of `pid` into the pages file and writes its pagemap.
+fn write_pages(
+    pid: Pid,
+    runs: &[pages::Run],
+    opts: &DumpOptions,
+    sink: &mut ImageSink,
+    pages_w: &mut ckpt_images::PagesWriter,
+    buffers: &mut pages::Buffers,
+    progress: &dyn ckpt_images::progress::Progress,
+) -> Result<u64, DumpError> {
+    let t = Instant::now();
+    let raw = pid.as_raw();
+    let mut pagemap = sink.records(&names::pagemap(raw), Kind::Pagemap)?;
+    let copied = pages::copy(
+        pid,
+        runs,
+        &mut pagemap,
+        pages_w,
+        opts.compress,
+        buffers,
+        progress,
+    )?;
+    sink.commit_records(&names::pagemap(raw), pagemap)?;
+    tracing::info!(
+        %pid,
+        ms = ms(t),
+        pages = copied.pages,
+        runs = copied.runs,
+        read_ms = ckpt_images::units::tenths(copied.read_ms),
+        write_ms = ckpt_images::units::tenths(copied.write_ms),
+        "memory written"
+    );
+    Ok(copied.pages)
 }
 
 /// Collects one stopped process and writes its core, mm, pagemap and files images; its
 /// pages go to the tree's one pages file.
+#[allow(clippy::too_many_arguments)]
 fn process(
     task: &mut seize::Seized,
     opts: &DumpOptions,
+    parent: Option<&track::Parent>,
     sink: &mut ImageSink,
     pages_w: &mut ckpt_images::PagesWriter,
     shared: &mut ckpt_images::intervals::Covered,
@@ -296,7 +386,10 @@ fn process(
     let t = Instant::now();
     let stat = proc::stat(pid)?;
     let status = proc::status(pid)?;
-    let maps = proc::smaps(pid)?;
+    let mut maps = proc::smaps(pid)?;
+    // As read, with the write-protect letters of a tracker of ckpt's own (`track.rs`).
+    let seen_maps = maps.clone();
+    track::hide_own_letters(pid, &mut maps);
     known_state::check_task(
         pid,
         &maps,
@@ -319,34 +412,46 @@ fn process(
     let wanted_sigs = status.sigign | status.sigcgt;
     abort::phase("injecting syscalls");
     abort::check()?;
-    let injected = remote::collect(task, &maps, &mm.vdso, wanted_sigs)?;
+    let track_plan = if opts.tracking() {
+        Some(track::plan(pid, parent)?)
+    } else {
+        None
+    };
+    let inject_tracker = track_plan.as_ref().is_some_and(|p| p.needs_injection());
+    let injected = remote::collect(task, &maps, &mm.vdso, wanted_sigs, inject_tracker)?;
     locks::set_lease_signals(&mut fds, &injected.lease_signals);
     tracing::debug!(%pid, ms = ms(t), calls = injected.calls, "injected syscalls");
 
-    let t = Instant::now();
+    // Protect first, then plan and copy: a write during the copy is seen by the next round.
+    let round = match track_plan {
+        Some(p) => Some(track::arm(
+            pid,
+            &seen_maps,
+            &mm.vmas,
+            p,
+            injected.tracker_fd,
+        )?),
+        None => None,
+    };
     abort::phase("copying memory");
     let plan = pages::plan(pid, &mm.vmas)?;
     let plan = pages::drop_stored_shared(plan, &mm.vmas, shared);
-    let mut pagemap = sink.records(&names::pagemap(raw), Kind::Pagemap)?;
-    let copied = pages::copy(
-        pid,
-        &plan,
-        &mut pagemap,
-        pages_w,
-        opts.compress,
-        buffers,
-        progress,
-    )?;
-    sink.commit_records(&names::pagemap(raw), pagemap)?;
-    tracing::info!(
-        %pid,
-        ms = ms(t),
-        pages = copied.pages,
-        runs = copied.runs,
-        read_ms = ckpt_images::units::tenths(copied.read_ms),
-        write_ms = ckpt_images::units::tenths(copied.write_ms),
-        "memory written"
-    );
+    let plan = match &round {
+        Some(r) => {
+            let (copy, refs) = track::split(plan, r);
+            if parent.is_some() {
+                track::write_parentmap(sink, raw, &refs)?;
+            }
+            copy
+        }
+        None => plan,
+    };
+    let (pages, deferred) = if opts.pre_dump {
+        (0, Some(plan))
+    } else {
+        let n = write_pages(pid, &plan, opts, sink, pages_w, buffers, progress)?;
+        (n, None)
+    };
 
     abort::phase("writing the images");
     abort::check()?;
@@ -371,9 +476,11 @@ fn process(
     }
     sink.commit_records(&names::files(raw), w)?;
     Ok(OneProcess {
-        pages: copied.pages,
+        pages,
         injected: injected.calls,
         vdso_xxh3: mm.vdso.xxh3,
         locks,
+        tracker: round.map(|r| r.tracker),
+        deferred,
     })
 }

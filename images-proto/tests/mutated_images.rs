@@ -332,6 +332,9 @@ fn decode(kind: Kind, data: &[u8]) {
                 ..Default::default()
             });
         }
+        Kind::ParentMap => {
+            let _ = rest::<pb::ParentRun>(&mut r, "ParentRun");
+        }
         Kind::Pages => unreachable!(),
     }
 }
