@@ -354,6 +354,7 @@ fn write_pages(
         opts.compress,
         buffers,
         progress,
+        opts.pre_dump,
     )?;
     sink.commit_records(&names::pagemap(raw), pagemap)?;
     tracing::info!(

@@ -135,3 +135,58 @@ pub fn pages_of(d: &ImageDir, pid: i32) -> Result<Option<Vec<pb::ParentRun>>> {
     out.sort_unstable_by_key(|p| p.vaddr);
     Ok(Some(out))
 }
+
+/// `show`'s lines about the chain: pre-dump or not, write trackers, and every earlier
+/// image with whether it is there and is the one this image was dumped against (read
+/// only: an image is shown whatever state its chain is in).
+pub fn render(o: &mut String, dir: &Path, inv: &pb::Inventory) {
+    use std::fmt::Write;
+    if inv.pre_dump {
+        let _ = writeln!(
+            o,
+            "  pre-dump: memory copied while the tree ran; the base of a later dump \
+             (--prev-images-dir), not restorable itself"
+        );
+    }
+    for t in &inv.trackers {
+        let _ = writeln!(
+            o,
+            "  write tracker: pid {} fd {} (userfaultfd WP-async, inode {})",
+            t.pid, t.fd, t.inode
+        );
+    }
+    let mut child = dir.to_path_buf();
+    let mut link = inv.parent.clone();
+    let mut n = 0;
+    while let Some(l) = link.take() {
+        n += 1;
+        let path = resolve(&child, &l.dir);
+        let state = match inventory_xxh3(&path) {
+            Err(e) => format!("MISSING ({e})"),
+            Ok(h) if h != l.inventory_xxh3 => "ALTERED: not the image this one was dumped \
+                                               against"
+                .to_string(),
+            Ok(_) => {
+                match ImageDir::open_unverified(&path) {
+                    Ok(d) => link = d.inventory().parent.clone(),
+                    Err(e) => {
+                        let _ = writeln!(o, "  parent image {n}: {} ({e})", path.display());
+                        break;
+                    }
+                }
+                "ok".to_string()
+            }
+        };
+        let _ = writeln!(
+            o,
+            "  parent image {n}: {} (as {:?}), {} image(s) before it: {state}",
+            path.display(),
+            l.dir,
+            l.depth - 1
+        );
+        if n >= MAX_DEPTH {
+            break;
+        }
+        child = path;
+    }
+}
