@@ -245,6 +245,7 @@ pub struct Copied {
 /// process_vm_readv while a writer thread appends the previous ones to the pages file
 /// (getting page cache pages is the slow half on this machine). A few batch buffers go
 /// round between the two, so memory stays bounded whatever the image size.
+#[allow(clippy::too_many_arguments)]
 pub fn copy<W: Write>(
     pid: Pid,
     runs: &[Run],
