@@ -234,6 +234,7 @@ pub fn dump_with_progress(
         trackers,
     };
     let pids_dumped = inventory.pids.len();
+    let armed: Vec<u64> = inventory.trackers.iter().map(|t| t.inode).collect();
     let mut tree = Some(tree);
     if opts.pre_dump {
         // Tracking is armed in every process: from here a write is seen, so the memory
@@ -271,6 +272,9 @@ pub fn dump_with_progress(
         let t = Instant::now();
         release(tree, opts.leave_running)?;
         tracing::debug!(ms = ms(t), leave_running = opts.leave_running, "released");
+        if !opts.leave_running {
+            track::forget(&armed);
+        }
         stats.frozen_ms = ms(t_seize);
     }
     stats.total_ms = ms(t0);

@@ -77,6 +77,13 @@ fn register(ino: u64, pid: Pid, start_time: u64) -> Result<(), DumpError> {
         .map_err(|e| refuse(format!("{REGISTRY}: {e}")))
 }
 
+/// Drops the registry entries of trackers whose processes the dump killed.
+pub fn forget(inodes: &[u64]) {
+    for ino in inodes {
+        let _ = std::fs::remove_file(Path::new(REGISTRY).join(ino.to_string()));
+    }
+}
+
 /// Whether fd `fd` of `pid` is a tracker a ckpt armed (also a copy a child inherited):
 /// not the process's own file, never dumped.
 pub fn is_ours(pid: Pid, fd: i32) -> bool {
