@@ -136,6 +136,35 @@ fn threads_and_a_child_are_tracked_each() {
 }
 
 #[test]
+fn huge_pages_are_tracked() {
+    let env = Env::new();
+    let mut w = env.start_with("rewrite", &["64", "50", "1", "0", "0", "1"]);
+    let thp_kib = || -> u64 {
+        fs::read_to_string(format!("/proc/{}/smaps_rollup", w.pid))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("AnonHugePages:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    if thp_kib() == 0 {
+        eprintln!("no transparent huge pages on this host: nothing to test");
+        env.kill_and_reap(w.pid);
+        return;
+    }
+    for i in 1..=3 {
+        pre_dump(&env, &mut w, &env.subdir(&format!("pre{i}")), None);
+        sleep(Duration::from_millis(300));
+        final_dump_and_restore(
+            &env,
+            &mut w,
+            &env.subdir(&format!("fin{i}")),
+            &format!("../pre{i}"),
+        );
+    }
+}
+
+#[test]
 fn layout_changes_between_rounds_are_seen() {
     let env = Env::new();
     // Every ~50 ms: a MiB dropped (MADV_DONTNEED: must read zero), refilled, the region

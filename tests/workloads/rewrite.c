@@ -1,6 +1,6 @@
 /*
  * rewrite: keeps rewriting part of its memory, for pre-dump and incremental dumps.
- * Usage: rewrite WORKDIR [MIB [RATE [THREADS [CHILD [CHURN]]]]]   (protocol in wl.h)
+ * Usage: rewrite WORKDIR [MIB [RATE [THREADS [CHILD [CHURN [THP]]]]]]   (protocol in wl.h)
  *   MIB      private anonymous memory, MiB (default 64)
  *   RATE     MiB/s rewritten in all (default 50; 0: as fast as it can)
  *   THREADS  writer threads, each rewriting its own slice (default 1: the main thread)
@@ -8,6 +8,8 @@
  *   CHURN    1: every ~50 ms change the layout of a side region: MADV_DONTNEED of a
  *            MiB (must read zero after), refill it, mremap the region elsewhere, munmap
  *            and mmap a fresh MiB
+ *   THP      1: the memory is MADV_HUGEPAGE (2 MiB aligned), in huge pages until written
+ *            under write-protection (a tracked write splits the huge page)
  *
  * Every page i holds 512 words derived from (i, gen[i]); gen[] lives in the heap. A
  * writer sets `cur` to the page before rewriting it with gen+1 and bumps gen[i] after:
@@ -263,8 +265,15 @@ int main(int argc, char **argv)
 	churn = argc > 6 && atoi(argv[6]);
 	if (nthreads < 1 || nthreads > MAXT || mib == 0)
 		wl_die("bad arguments");
+	int thp = argc > 7 && atoi(argv[7]);
 	npages = mib << 8;
-	mem = mmap(NULL, mib << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	mem = mmap(NULL, (mib << 20) + (2UL << 20), PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mem != MAP_FAILED) {
+		mem = (uint64_t *)(((uintptr_t)mem + (2UL << 20) - 1) & ~((2UL << 20) - 1));
+		if (thp && madvise(mem, mib << 20, MADV_HUGEPAGE))
+			wl_die("madvise(MADV_HUGEPAGE)");
+	}
 	gen = calloc(npages, sizeof(*gen));
 	mb = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (mem == MAP_FAILED || !gen || mb == MAP_FAILED)
