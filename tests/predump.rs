@@ -297,3 +297,28 @@ fn tracked_dumps_are_refused_with_compress() {
     assert_running_untraced(w.pid);
     env.kill_and_reap(w.pid);
 }
+
+#[test]
+fn track_mem_dumps_write_only_what_changed() {
+    let env = Env::new();
+    let mut w = start_rewrite(&env, 128, 1, false, false);
+    // A full dump that leaves tracking armed and the service running.
+    let d1 = env.subdir("d1");
+    env.dump(w.pid, &d1, &["--track-mem"]).ok();
+    assert_running_untraced(w.pid);
+    assert_eq!(read_inventory(&d1).trackers.len(), 1);
+    env.check(&mut w);
+    // The next one writes only what changed since, and stays armed.
+    let d2 = env.subdir("d2");
+    env.dump(w.pid, &d2, &["--track-mem", "--prev-images-dir", "../d1"])
+        .ok();
+    assert_running_untraced(w.pid);
+    assert!(
+        pages_size(&d2) < pages_size(&d1) / 2,
+        "{} bytes after {}",
+        pages_size(&d2),
+        pages_size(&d1)
+    );
+    env.check(&mut w);
+    final_dump_and_restore(&env, &mut w, &env.subdir("d3"), "../d2");
+}
