@@ -130,6 +130,7 @@ fn round(
     // As every timed step of the bench: memory this VM handed back to the host costs a
     // host fault per page when taken again (`limits::prefault`).
     crate::limits::prefault(bytes)?;
+    let s1 = read_stats(&stats)?;
     let t_pre = Instant::now();
     let m = measure::run_measured(
         ckpt,
