@@ -322,3 +322,25 @@ fn track_mem_dumps_write_only_what_changed() {
     env.check(&mut w);
     final_dump_and_restore(&env, &mut w, &env.subdir("d3"), "../d2");
 }
+
+#[test]
+fn ckpt_killed_while_the_tree_is_stopped_for_a_pre_dump_leaves_it_running() {
+    let env = Env::new();
+    let mut w = start_rewrite(&env, 32, 1, false, false);
+    let dir = env.subdir("pre");
+    let hold = Hold::new(&env, "seized");
+    let bg = env.ckpt_bg_held(&hold, &dump_args(w.pid, &dir, &["--pre-dump"]));
+    let ckpt = bg.child.id() as i32;
+    assert_eq!(hold.reached(), ckpt);
+    assert!(signal(ckpt, libc::SIGKILL));
+    let out = env.finish_bg(bg);
+    assert!(!out.success());
+    // Its tracer gone, the kernel lets it run on; nothing was armed yet.
+    for _ in 0..2 {
+        env.check(&mut w);
+        assert_running_untraced(w.pid);
+    }
+    // A pre-dump and an incremental dump of it still work.
+    pre_dump(&env, &mut w, &env.subdir("pre2"), None);
+    final_dump_and_restore(&env, &mut w, &env.subdir("fin"), "../pre2");
+}
