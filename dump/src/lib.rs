@@ -16,7 +16,10 @@
 //! - `cores`, `mm`, `files`: the records of core-, mm- and files-<pid>.img;
 //! - `pages`: the memory, streamed from every task into one pages-1.img (shared memory
 //!   objects once);
-//! - `release`: kill the tree, or let it run on (`--leave-running`).
+//! - `release`: kill the tree, or let it run on (`--leave-running`);
+//! - `track`: write tracking between dumps (`--pre-dump`, `--prev-images-dir`,
+//!   `--track-mem`): the tracker injected into each process, the pages taken from the
+//!   previous image.
 
 mod blockers;
 mod cores;
