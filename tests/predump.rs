@@ -344,3 +344,48 @@ fn ckpt_killed_while_the_tree_is_stopped_for_a_pre_dump_leaves_it_running() {
     pre_dump(&env, &mut w, &env.subdir("pre2"), None);
     final_dump_and_restore(&env, &mut w, &env.subdir("fin"), "../pre2");
 }
+
+#[test]
+fn a_failed_dump_does_not_leave_a_stale_base() {
+    let env = Env::new();
+    let mut w = start_rewrite(&env, 128, 1, false, false);
+    let pre = env.subdir("pre");
+    pre_dump(&env, &mut w, &pre, None);
+    sleep(Duration::from_millis(500));
+    // A dump on top of it that re-protects what was written, then fails (interrupted
+    // mid-copy): the tree runs on, and its tracker has moved past the pre-dump.
+    let failed = env.subdir("failed");
+    let hold = Hold::new(&env, "copying");
+    let bg = env.ckpt_bg_held(
+        &hold,
+        &dump_args(w.pid, &failed, &["--prev-images-dir", "../pre"]),
+    );
+    let ckpt = bg.child.id() as i32;
+    assert_eq!(hold.reached(), ckpt);
+    assert!(signal(ckpt, libc::SIGINT));
+    assert!(!env.finish_bg(bg).success());
+    assert_running_untraced(w.pid);
+    // The same base again: the pages the failed dump protected were written after the
+    // pre-dump; taken from it they would be stale. The dump copies the process whole.
+    let fin = env.subdir("fin");
+    final_dump_and_restore(&env, &mut w, &fin, "../pre");
+    assert!(
+        pages_size(&fin) > 120 << 20,
+        "{} bytes: pages were taken from a base the failed dump had made stale",
+        pages_size(&fin)
+    );
+}
+
+#[test]
+fn an_older_image_is_no_base_once_a_later_one_re_armed() {
+    let env = Env::new();
+    let mut w = start_rewrite(&env, 64, 1, false, false);
+    pre_dump(&env, &mut w, &env.subdir("p1"), None);
+    sleep(Duration::from_millis(300));
+    pre_dump(&env, &mut w, &env.subdir("p2"), Some("../p1"));
+    sleep(Duration::from_millis(300));
+    // On top of p1 although p2 re-armed since: copied whole, and correct.
+    let fin = env.subdir("fin");
+    final_dump_and_restore(&env, &mut w, &fin, "../p1");
+    assert!(pages_size(&fin) > 60 << 20, "{} bytes", pages_size(&fin));
+}

@@ -16,7 +16,9 @@
 //!
 //! A page of a tracked VMA is taken from the previous image only if all hold: the
 //! previous image recorded this process's tracker (same pid, start time, fd and context
-//! inode) and the page; the VMA was registered before this round (a new, moved or
+//! inode) and the page, and no other dump re-armed that tracker since (the round token
+//! in the registry: a dump that failed after re-protecting, or a later image, makes an
+//! older image unusable as a base, as its re-protected pages would read unwritten); the VMA was registered before this round (a new, moved or
 //! re-mapped VMA is not: mremap without EVENT_REMAP and fork without EVENT_FORK drop the
 //! registration); and the scan does not report the page written. A page the previous
 //! image had that is now neither present nor swapped (munmap, MADV_DONTNEED) is not in
@@ -63,18 +65,37 @@ fn registered(ino: u64) -> bool {
     Path::new(REGISTRY).join(ino.to_string()).exists()
 }
 
-/// The process a registered tracker was armed in: "pid start_time".
-fn owner(ino: u64) -> Option<(i32, u64)> {
+/// A registered tracker's record: "pid start_time round" (the process it was armed in,
+/// and the token of the last dump that armed it).
+fn record(ino: u64) -> Option<(i32, u64, u64)> {
     let s = std::fs::read_to_string(Path::new(REGISTRY).join(ino.to_string())).ok()?;
     let mut it = s.split_whitespace().map(|w| w.parse::<u64>().ok());
-    Some((it.next()?? as i32, it.next()??))
+    Some((it.next()?? as i32, it.next()??, it.next()??))
 }
 
-fn register(ino: u64, pid: Pid, start_time: u64) -> Result<(), DumpError> {
+fn owner(ino: u64) -> Option<(i32, u64)> {
+    record(ino).map(|(p, s, _)| (p, s))
+}
+
+/// Records that this dump (`round`) arms the tracker, before it protects anything: from
+/// then on no earlier image can be the base of the next dump (what it protects again
+/// would be missed), whether or not this dump completes.
+fn register(ino: u64, pid: Pid, start_time: u64, round: u64) -> Result<(), DumpError> {
     let p = Path::new(REGISTRY);
+    let tmp = p.join(format!(".{ino}.{}", std::process::id()));
     std::fs::create_dir_all(p)
-        .and_then(|_| std::fs::write(p.join(ino.to_string()), format!("{pid} {start_time}\n")))
+        .and_then(|_| std::fs::write(&tmp, format!("{pid} {start_time} {round}\n")))
+        .and_then(|_| std::fs::rename(&tmp, p.join(ino.to_string())))
         .map_err(|e| refuse(format!("{REGISTRY}: {e}")))
+}
+
+/// A token for this round: never 0 (images from before the field), unlikely to repeat.
+fn new_round() -> u64 {
+    use std::hash::BuildHasher;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    std::collections::hash_map::RandomState::new().hash_one((now, std::process::id())) | 1
 }
 
 /// Drops the registry entries of trackers whose processes the dump killed.
@@ -235,14 +256,18 @@ pub fn plan(pid: Pid, parent: Option<&Parent>) -> Result<Plan, DumpError> {
         p.trackers
             .iter()
             .find(|t| {
-                t.pid == pid.as_raw() && t.start_time == start_time && mine == Some((t.fd, t.inode))
+                t.pid == pid.as_raw()
+                    && t.start_time == start_time
+                    && mine == Some((t.fd, t.inode))
+                    && record(t.inode).map(|r| r.2) == Some(t.round)
             })
             .map(|t| p.pages.get(&t.pid).cloned().unwrap_or_default())
     });
     if parent.is_some() && parent_pages.is_none() {
         tracing::info!(
             %pid,
-            "not tracked since the previous image (new process, or its tracker is gone): copied whole"
+            "not tracked since the previous image (a new process, its tracker gone, or re-armed \
+             by another dump since): copied whole"
         );
     }
     Ok(Plan {
@@ -286,9 +311,8 @@ pub fn arm(
     let inode = ckpt_sys::track::fd_uffd_inode(pid, fd)
         .ok_or_else(|| DumpError::Lost(format!("pid {pid}: fd {fd} is not a userfaultfd")))?;
     let start_time = ckpt_sys::proc::stat(pid)?.starttime;
-    if first {
-        register(inode, pid, start_time)?;
-    }
+    let round = new_round();
+    register(inode, pid, start_time, round)?;
     let pagemap = Pagemap::open(pid)?;
     let continuing = plan.parent_pages.is_some();
     let mut tracked = Vec::new();
@@ -333,6 +357,7 @@ pub fn arm(
             fd,
             inode,
             start_time,
+            round,
         },
         tracked,
         written,
