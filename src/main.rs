@@ -60,6 +60,20 @@ enum Cmd {
         /// nothing in it forks or exits meanwhile; the tree's root must be in it.
         #[arg(long = "freeze-cgroup", value_name = "PATH")]
         freeze_cgroup: Option<PathBuf>,
+        /// Copy the memory while the tree runs (stopped only to read its state and arm
+        /// write tracking), and leave it running: the base of a later dump with
+        /// --prev-images-dir. Not restorable itself.
+        #[arg(long, conflicts_with_all = ["compress"])]
+        pre_dump: bool,
+        /// The previous image of a chain (a pre-dump, or a dump with --track-mem),
+        /// relative to the images dir unless absolute: only the pages written since are
+        /// copied, the image refers to that one for the rest.
+        #[arg(long, value_name = "DIR", conflicts_with = "compress")]
+        prev_images_dir: Option<String>,
+        /// Arm write tracking and leave it armed (the tree keeps running), so that the next
+        /// dump with --prev-images-dir pointing here writes only what changed.
+        #[arg(long, conflicts_with = "compress")]
+        track_mem: bool,
     },
     /// Restore a process from an image directory.
     Restore {
@@ -259,15 +273,21 @@ fn run(cli: Cli) -> Result<i32> {
             sync,
             allow_unknown_state,
             freeze_cgroup,
+            pre_dump,
+            prev_images_dir,
+            track_mem,
         } => {
             let opts = ckpt_dump::DumpOptions {
                 pid,
                 dir: dir.clone(),
-                leave_running,
+                leave_running: leave_running || track_mem,
                 compress: compress.then_some(compress_level),
                 sync,
                 allow_unknown_state,
                 freeze_cgroup,
+                pre_dump,
+                prev_images_dir,
+                track_mem,
             };
             // SIGINT/SIGTERM/SIGHUP: abort in order, the workload put back untouched.
             let _armed = ckpt_sys::abort::arm().context("signal handlers")?;

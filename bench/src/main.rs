@@ -13,6 +13,7 @@
 
 mod limits;
 mod measure;
+mod predump;
 mod report;
 mod stats;
 mod workload;
@@ -82,6 +83,10 @@ struct Args {
     /// Keep ckpt's logs (one per command) in this directory.
     #[arg(long)]
     log_dir: Option<PathBuf>,
+    /// Size of the pre-dump workload (a pre-dump, then an incremental dump of memory
+    /// being rewritten at ~50 MiB/s), or `none`.
+    #[arg(long, default_value = "1G")]
+    predump: String,
     /// Give up on one ckpt command (or one workload answer) after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
@@ -193,6 +198,8 @@ struct Output {
     workloads: Vec<WorkloadResult>,
     /// With --phases: (workload, command, phase, median ms, min, max).
     phases: Vec<PhaseRow>,
+    /// The pre-dump row (`predump.rs`).
+    predump: Option<predump::PredumpResult>,
 }
 
 #[derive(Serialize)]
@@ -206,6 +213,7 @@ struct PhaseRow {
 fn run(mut args: Args) -> Result<()> {
     if args.quick {
         args.sizes = "64M".into();
+        args.predump = "64M".into();
         args.runs = 3;
         args.no_sleep = false;
     }
@@ -297,6 +305,18 @@ fn run(mut args: Args) -> Result<()> {
         results.push(bench_threads(&ctx, n));
     }
 
+    let predump = if args.predump.trim() == "none" {
+        None
+    } else {
+        let b = parse_size(&args.predump)?;
+        Some(predump::bench(
+            &ctx.ckpt,
+            &ctx.work,
+            b,
+            ctx.runs,
+            ctx.timeout,
+        )?)
+    };
     let rows: Vec<report::Row> = results.iter().flat_map(report::rows).collect();
     let phases = phase_rows(&results);
     let out = Output {
@@ -311,6 +331,7 @@ fn run(mut args: Args) -> Result<()> {
         rows,
         workloads: results,
         phases,
+        predump,
     };
     if let Some(f) = &args.json_file {
         std::fs::write(f, serde_json::to_string_pretty(&out)?)
@@ -328,6 +349,9 @@ fn run(mut args: Args) -> Result<()> {
             out.runs
         );
         print!("{}", report::table(&out.rows));
+        if let Some(p) = &out.predump {
+            print!("{}", predump::render(p));
+        }
         println!("\n{}", report::LEGEND);
         if !out.phases.is_empty() {
             println!(

@@ -29,6 +29,11 @@ pub fn compile_threads(dir: &Path) -> Result<PathBuf> {
     compile(dir, "threads", THREADS_C, &["-pthread"])
 }
 
+/// Compile another workload's source into `dir`.
+pub fn compile_named(dir: &Path, name: &str, source: &str) -> Result<PathBuf> {
+    compile(dir, name, source, &[])
+}
+
 fn compile(dir: &Path, name: &str, source: &str, extra: &[&str]) -> Result<PathBuf> {
     let src = dir.join(format!("{name}.c"));
     let bin = dir.join(name);
@@ -158,7 +163,7 @@ pub fn start_threads(bin: &Path, n: usize, out: &Path, timeout: Duration) -> Res
 
 /// Starts `bin args...` with its output appended to `out`; returns it with its READY (or
 /// FAIL) line.
-fn start_until_ready(
+pub fn start_until_ready(
     bin: &Path,
     args: &[String],
     out: &Path,

@@ -144,7 +144,7 @@ fn inspect(
 
 /// Before the seize (and for `ckpt check`): every fd this version cannot restore.
 pub fn blockers(pid: Pid, describer: &mut Describer, out: &mut Blockers) -> Result<(), DumpError> {
-    for fd in proc::fds(pid)? {
+    for fd in crate::track::user_fds(pid)? {
         match inspect(pid, fd, describer) {
             Ok(_) => {}
             // An fd closed while we looked is not a reason to refuse.
@@ -164,7 +164,7 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<Vec<pb::Fd>, DumpError> 
     // Description -> the first fd of this process that refers to it.
     let mut here: HashMap<u64, i32> = HashMap::new();
     let mut infos = proc::FdInfoDir::open(pid)?;
-    for fd in proc::fds(pid)? {
+    for fd in crate::track::user_fds(pid)? {
         // fdinfo first: its mount and inode are enough to find a description met before
         // (an fd inherited by 100 processes costs this read and a kcmp, nothing more).
         let info = infos.get(fd)?;

@@ -16,7 +16,10 @@
 //! - `cores`, `mm`, `files`: the records of core-, mm- and files-<pid>.img;
 //! - `pages`: the memory, streamed from every task into one pages-1.img (shared memory
 //!   objects once);
-//! - `release`: kill the tree, or let it run on (`--leave-running`).
+//! - `release`: kill the tree, or let it run on (`--leave-running`);
+//! - `track`: write tracking between dumps (`--pre-dump`, `--prev-images-dir`,
+//!   `--track-mem`): the tracker injected into each process, the pages taken from the
+//!   previous image.
 
 mod blockers;
 mod cores;
@@ -38,6 +41,7 @@ mod sockets;
 mod task_state;
 mod threads;
 mod timers;
+mod track;
 mod tree;
 mod validate;
 
@@ -62,6 +66,18 @@ pub struct DumpOptions {
     pub allow_unknown_state: Vec<String>,
     /// A cgroup v2 holding the tree, frozen while the tree is seized (`--freeze-cgroup`).
     pub freeze_cgroup: Option<PathBuf>,
+    /// `--pre-dump`: arm write tracking, copy the memory while the tree runs on.
+    pub pre_dump: bool,
+    /// `--prev-images-dir`: the image this one builds on (relative to `dir`).
+    pub prev_images_dir: Option<String>,
+    /// `--track-mem`: arm write tracking (and keep it armed) in a dump.
+    pub track_mem: bool,
+}
+
+impl DumpOptions {
+    fn tracking(&self) -> bool {
+        self.pre_dump || self.track_mem || self.prev_images_dir.is_some()
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -129,6 +145,7 @@ pub fn dump_with_progress(
     abort::phase("checking the process");
     // The whole tree is checked before anything is stopped (and a process that appears
     // only during the seize, on its own then): a refusal touches nothing.
+    let parent_image = track::prepare(opts)?;
     let (identity, mut describer) = validate::before_seize(pid)?;
     // What a process's copy can hold: its anonymous and shared memory (file pages are
     // not stored unless copied-on-write, and then they count as anonymous).
@@ -191,7 +208,15 @@ pub fn dump_with_progress(
         tree.live.iter().map(|m| m.task.pid().as_raw()).collect();
     let mut same: std::collections::HashMap<i32, cow::Ranges> = Default::default();
     let mut frames: std::collections::HashMap<i32, Option<cow::Frames>> = Default::default();
-    for m in &tree.live[1..] {
+    // Not with write tracking: a pre-dump copies while the tree runs (a parent's write
+    // would then land in pages its child's image points to), and an incremental image's
+    // pages may live in an earlier one.
+    let cow_children = if opts.tracking() {
+        &tree.live[..0]
+    } else {
+        &tree.live[1..]
+    };
+    for m in cow_children {
         let pid = m.task.pid();
         if let Some(&pp) = parents.get(&pid.as_raw()).filter(|pp| live.contains(pp)) {
             let f = match frames.entry(pp) {
@@ -207,6 +232,8 @@ pub fn dump_with_progress(
     }
     drop(frames);
     let mut held: std::collections::HashMap<i32, cow::Ranges> = Default::default();
+    let mut trackers = Vec::new();
+    let mut deferred = Vec::new();
     for (i, m) in tree.live.iter_mut().enumerate() {
         let pid = m.task.pid().as_raw();
         let parent = (i > 0)
@@ -222,11 +249,16 @@ pub fn dump_with_progress(
             Dedup {
                 tree: &mut shared,
                 parent,
+                earlier: parent_image.as_ref(),
             },
             &mut buffers,
             progress,
         )?;
         held.insert(pid, one.held);
+        trackers.extend(one.tracker);
+        if let Some(runs) = one.deferred {
+            deferred.push((m.task.pid(), runs));
+        }
         if i == 0 {
             root_vdso = one.vdso_xxh3;
         } else if one.vdso_xxh3 != root_vdso {
@@ -239,7 +271,6 @@ pub fn dump_with_progress(
         stats.pages += one.pages;
         stats.injected += one.injected;
     }
-    sink.commit_pages(pages::PAGES_ID, pages_w)?;
     let mut w = sink.records(names::FDTABLE, Kind::FileTable)?;
     for d in shared.files.descs() {
         w.write(d)?;
@@ -253,8 +284,6 @@ pub fn dump_with_progress(
         cpu_ms = ckpt_images::units::tenths(shared.files.cpu.as_secs_f64() * 1e3),
         "file table"
     );
-    stats.bytes = stats.pages * ckpt_images::PAGE_SIZE as u64;
-    stats.memory_ms = ms(t);
 
     let xsave = tree.live[0].task.xsave();
     let inventory = pb::Inventory {
@@ -276,20 +305,55 @@ pub fn dump_with_progress(
         } else {
             Vec::new()
         },
+        pre_dump: opts.pre_dump,
+        parent: parent_image.as_ref().map(|p| p.link.clone()),
+        trackers,
     };
     let pids_dumped = inventory.pids.len();
+    let armed: Vec<u64> = inventory.trackers.iter().map(|t| t.inode).collect();
+    let mut tree = Some(tree);
+    if opts.pre_dump {
+        // Tracking is armed in every process: from here a write is seen, so the memory
+        // is copied while the tree runs on.
+        let t_rel = Instant::now();
+        release(tree.take().expect("released once"), true)?;
+        stats.frozen_ms = ms(t_seize);
+        tracing::debug!(ms = ms(t_rel), "released to run during the copy");
+        for (pid, runs) in deferred {
+            abort::phase("copying memory");
+            abort::check()?;
+            let copied = write_pages(
+                pid,
+                &runs,
+                &[],
+                opts,
+                &mut sink,
+                &mut pages_w,
+                &mut buffers,
+                progress,
+            )?;
+            stats.pages += copied;
+        }
+    }
+    sink.commit_pages(pages::PAGES_ID, pages_w)?;
+    stats.bytes = stats.pages * ckpt_images::PAGE_SIZE as u64;
+    stats.memory_ms = ms(t);
     // The last point where an abort (SIGINT/SIGTERM/SIGHUP) is honoured: past it the
     // images are complete and the release runs to its end.
     abort::phase("writing the images");
     abort::check()?;
     sink.finish(inventory)?;
     tracing::debug!(ms = ms(t), "images written");
-
     // The images are complete: from here a failure no longer undoes the dump.
-    let t = Instant::now();
-    release(tree, opts.leave_running)?;
-    tracing::debug!(ms = ms(t), leave_running = opts.leave_running, "released");
-    stats.frozen_ms = ms(t_seize);
+    if let Some(tree) = tree.take() {
+        let t = Instant::now();
+        release(tree, opts.leave_running)?;
+        tracing::debug!(ms = ms(t), leave_running = opts.leave_running, "released");
+        if !opts.leave_running {
+            track::forget(&armed);
+        }
+        stats.frozen_ms = ms(t_seize);
+    }
     stats.total_ms = ms(t0);
     tracing::info!(
         pid = opts.pid,
@@ -299,6 +363,7 @@ pub fn dump_with_progress(
         injected = stats.injected,
         frozen_ms = stats.frozen_ms,
         total_ms = stats.total_ms,
+        pre_dump = opts.pre_dump,
         "dump done"
     );
     Ok(stats)
@@ -347,10 +412,12 @@ struct TreeWide {
 
 /// What a process's pages may leave out: the pages of shared memory an earlier process
 /// of the tree stored, and a child's pages that are its parent's (what the parent's image
-/// holds, and the pages the child shares with it: `cow.rs`).
+/// holds, and the pages the child shares with it: `cow.rs`), and the pages an earlier
+/// image of a chain holds and tracking says are unchanged (`track.rs`).
 struct Dedup<'a> {
     tree: &'a mut TreeWide,
     parent: Option<(&'a cow::Ranges, &'a cow::Ranges)>,
+    earlier: Option<&'a track::Parent>,
 }
 
 /// What one process added to the dump.
@@ -360,6 +427,61 @@ struct OneProcess {
     pages: u64,
     injected: u64,
     vdso_xxh3: u64,
+    /// Its write tracker, armed (`track.rs`).
+    tracker: Option<pb::Tracker>,
+    /// A pre-dump's pages, copied once the tree runs again.
+    deferred: Option<Vec<pages::Run>>,
+}
+
+/// Copies `runs` of `pid` into the pages file and writes its pagemap, with the runs of
+/// `from_parent` (pages that are its parent's: `cow.rs`) after them.
+#[allow(clippy::too_many_arguments)]
+fn write_pages(
+    pid: Pid,
+    runs: &[pages::Run],
+    from_parent: &[(u64, u64)],
+    opts: &DumpOptions,
+    sink: &mut ImageSink,
+    pages_w: &mut ckpt_images::PagesWriter,
+    buffers: &mut pages::Buffers,
+    progress: &dyn ckpt_images::progress::Progress,
+) -> Result<u64, DumpError> {
+    let t = Instant::now();
+    let raw = pid.as_raw();
+    let mut pagemap = sink.records(&names::pagemap(raw), Kind::Pagemap)?;
+    let copied = pages::copy(
+        pid,
+        runs,
+        &mut pagemap,
+        pages_w,
+        opts.compress,
+        buffers,
+        progress,
+        opts.pre_dump,
+    )?;
+    for &(s, e) in from_parent {
+        pagemap.write(&pb::PageRun {
+            vaddr: s,
+            nr_pages: (e - s) / ckpt_images::PAGE_SIZE as u64,
+            offset: 0,
+            from_parent: true,
+        })?;
+    }
+    sink.commit_records(&names::pagemap(raw), pagemap)?;
+    tracing::info!(
+        %pid,
+        inherited_pages = from_parent
+            .iter()
+            .map(|(s, e)| (e - s) / ckpt_images::PAGE_SIZE as u64)
+            .sum::<u64>(),
+        ms = ms(t),
+        pages = copied.pages,
+        runs = copied.runs,
+        read_ms = ckpt_images::units::tenths(copied.read_ms),
+        write_ms = ckpt_images::units::tenths(copied.write_ms),
+        "memory written"
+    );
+    Ok(copied.pages)
 }
 
 /// Collects one stopped process and writes its core, mm, pagemap and files images; its
@@ -373,12 +495,16 @@ fn process(
     buffers: &mut pages::Buffers,
     progress: &dyn ckpt_images::progress::Progress,
 ) -> Result<OneProcess, DumpError> {
+    let parent_image = dedup.earlier;
     let pid = task.pid();
     let raw = pid.as_raw();
     let t = Instant::now();
     let stat = proc::stat(pid)?;
     let status = proc::status(pid)?;
-    let maps = proc::smaps(pid)?;
+    let mut maps = proc::smaps(pid)?;
+    // As read, with the write-protect letters of a tracker of ckpt's own (`track.rs`).
+    let seen_maps = maps.clone();
+    track::hide_own_letters(pid, &mut maps);
     known_state::check_task(
         pid,
         &maps,
@@ -405,11 +531,27 @@ fn process(
     let wanted_sigs = status.sigign | status.sigcgt;
     abort::phase("injecting syscalls");
     abort::check()?;
-    let injected = remote::collect(task, &maps, &mm.vdso, wanted_sigs)?;
+    let track_plan = if opts.tracking() {
+        Some(track::plan(pid, parent_image)?)
+    } else {
+        None
+    };
+    let inject_tracker = track_plan.as_ref().is_some_and(|p| p.needs_injection());
+    let injected = remote::collect(task, &maps, &mm.vdso, wanted_sigs, inject_tracker)?;
     locks::set_lease_signals(&mut fds, &injected.lease_signals);
     tracing::debug!(%pid, ms = ms(t), calls = injected.calls, "injected syscalls");
 
-    let t = Instant::now();
+    // Protect first, then plan and copy: a write during the copy is seen by the next round.
+    let round = match track_plan {
+        Some(p) => Some(track::arm(
+            pid,
+            &seen_maps,
+            &mm.vmas,
+            p,
+            injected.tracker_fd,
+        )?),
+        None => None,
+    };
     abort::phase("copying memory");
     let plan = pages::plan(pid, &mm.vmas)?;
     let plan = pages::drop_stored_shared(plan, &mm.vmas, &mut dedup.tree.memory);
@@ -417,39 +559,32 @@ fn process(
         Some((parent_held, same)) => cow::split(plan, &mm.vmas, same, parent_held),
         None => (plan, Vec::new()),
     };
-    let mut pagemap = sink.records(&names::pagemap(raw), Kind::Pagemap)?;
-    let copied = pages::copy(
-        pid,
-        &plan,
-        &mut pagemap,
-        pages_w,
-        opts.compress,
-        buffers,
-        progress,
-    )?;
-    for &(s, e) in &from_parent {
-        pagemap.write(&pb::PageRun {
-            vaddr: s,
-            nr_pages: (e - s) / ckpt_images::PAGE_SIZE as u64,
-            offset: 0,
-            from_parent: true,
-        })?;
-    }
-    sink.commit_records(&names::pagemap(raw), pagemap)?;
+    let plan = match &round {
+        Some(r) => {
+            let (copy, refs) = track::split(plan, r);
+            if parent_image.is_some() {
+                track::write_parentmap(sink, raw, &refs)?;
+            }
+            copy
+        }
+        None => plan,
+    };
     let held = cow::held(&plan, &from_parent);
-    tracing::info!(
-        %pid,
-        inherited_pages = from_parent
-            .iter()
-            .map(|(s, e)| (e - s) / ckpt_images::PAGE_SIZE as u64)
-            .sum::<u64>(),
-        ms = ms(t),
-        pages = copied.pages,
-        runs = copied.runs,
-        read_ms = ckpt_images::units::tenths(copied.read_ms),
-        write_ms = ckpt_images::units::tenths(copied.write_ms),
-        "memory written"
-    );
+    let (pages, deferred) = if opts.pre_dump {
+        (0, Some(plan))
+    } else {
+        let n = write_pages(
+            pid,
+            &plan,
+            &from_parent,
+            opts,
+            sink,
+            pages_w,
+            buffers,
+            progress,
+        )?;
+        (n, None)
+    };
 
     locks::through_mappings(pid, &accounted, &mut dedup.tree.locks, &maps, &mut mm.vmas)?;
     abort::phase("writing the images");
@@ -482,8 +617,10 @@ fn process(
     sink.commit_records(&names::files(raw), w)?;
     Ok(OneProcess {
         held,
-        pages: copied.pages,
+        pages,
         injected: injected.calls,
         vdso_xxh3: mm.vdso.xxh3,
+        tracker: round.map(|r| r.tracker),
+        deferred,
     })
 }

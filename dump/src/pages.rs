@@ -245,6 +245,7 @@ pub struct Copied {
 /// process_vm_readv while a writer thread appends the previous ones to the pages file
 /// (getting page cache pages is the slow half on this machine). A few batch buffers go
 /// round between the two, so memory stays bounded whatever the image size.
+#[allow(clippy::too_many_arguments)]
 pub fn copy<W: Write>(
     pid: Pid,
     runs: &[Run],
@@ -253,6 +254,7 @@ pub fn copy<W: Write>(
     compress: Option<i32>,
     bufs: &mut Buffers,
     progress: &dyn ckpt_images::progress::Progress,
+    fuzzy: bool,
 ) -> Result<Copied, DumpError> {
     let nr_pages: u64 = runs.iter().map(|r| r.nr_pages).sum();
     pagemap.write(&pb::PagemapHead {
@@ -324,7 +326,7 @@ pub fn copy<W: Write>(
             hash: hasher,
         };
         progress.begin("dumping memory", total_bytes as u64);
-        let read = read_all(pid, runs, &mut out, pagemap, progress);
+        let read = read_all(pid, runs, &mut out, pagemap, progress, fuzzy);
         progress.end();
         let read_ms = out.busy.as_secs_f64() * 1e3;
         let hasher = out.hash.take();
@@ -430,6 +432,7 @@ fn read_all<W: Write>(
     out: &mut Output,
     pagemap: &mut RecordWriter<W>,
     progress: &dyn ckpt_images::progress::Progress,
+    fuzzy: bool,
 ) -> Result<(), DumpError> {
     // Pieces of runs (a run larger than a batch is split) for the current batch, each
     // with whether it continues the piece before it (the same run).
@@ -453,7 +456,7 @@ fn read_all<W: Write>(
             left -= n;
             if batch_len == BATCH {
                 ckpt_sys::abort::check()?;
-                flush(pid, &batch, batch_len, out, pagemap, &mut pending)?;
+                flush(pid, &batch, batch_len, out, pagemap, &mut pending, fuzzy)?;
                 progress.advance(batch_len as u64);
                 ckpt_sys::testhold::hold("copying", &|| false);
                 batch.clear();
@@ -462,7 +465,7 @@ fn read_all<W: Write>(
         }
     }
     if batch_len > 0 {
-        flush(pid, &batch, batch_len, out, pagemap, &mut pending)?;
+        flush(pid, &batch, batch_len, out, pagemap, &mut pending, fuzzy)?;
     }
     if let Some(p) = pending {
         pagemap.write(&p)?;
@@ -479,6 +482,7 @@ fn flush<W: Write>(
     out: &mut Output,
     pagemap: &mut RecordWriter<W>,
     pending: &mut Option<pb::PageRun>,
+    fuzzy: bool,
 ) -> Result<(), DumpError> {
     let mut owned = out.take()?;
     let t = std::time::Instant::now();
@@ -492,7 +496,12 @@ fn flush<W: Write>(
         let r = &batch[i].0;
         if r.unreadable {
             let l = len(r);
-            mem::peek(pid, r.vaddr, &mut buf[at..at + l])?;
+            let got = mem::peek(pid, r.vaddr, &mut buf[at..at + l]);
+            if got.is_err() && fuzzy {
+                read_fuzzy(pid, &[(r.vaddr, l)], &mut buf[at..at + l]);
+            } else {
+                got?;
+            }
             at += l;
             i += 1;
             continue;
@@ -505,7 +514,12 @@ fn flush<W: Write>(
             at += len(r);
             i += 1;
         }
-        mem::read_ranges(pid, &ranges, &mut buf[from..at])?;
+        let got = mem::read_ranges(pid, &ranges, &mut buf[from..at]);
+        if got.is_err() && fuzzy {
+            read_fuzzy(pid, &ranges, &mut buf[from..at]);
+        } else {
+            got?;
+        }
     }
     if let Some(h) = out.hash.as_mut() {
         h.update(buf);
@@ -534,6 +548,25 @@ fn flush<W: Write>(
         offset += r.nr_pages * PAGE;
     }
     Ok(())
+}
+
+/// A pre-dump's copy of a running process, after a read failed: the process unmapped or
+/// moved some of the pages since they were planned. Each page is read on its own; one
+/// that is gone reads zero. No later dump takes such a page from this image: its address
+/// is no longer in a VMA the tracker had registered (`track.rs`).
+fn read_fuzzy(pid: Pid, ranges: &[(u64, usize)], buf: &mut [u8]) {
+    let mut at = 0usize;
+    for &(addr, len) in ranges {
+        for off in (0..len).step_by(PAGE_SIZE) {
+            let page = &mut buf[at + off..at + off + PAGE_SIZE];
+            if mem::read(pid, addr + off as u64, page).is_err()
+                && mem::peek(pid, addr + off as u64, page).is_err()
+            {
+                page.fill(0);
+            }
+        }
+        at += len;
+    }
 }
 
 #[cfg(test)]

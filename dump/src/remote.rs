@@ -70,6 +70,8 @@ pub struct Injected {
     pub posix_timers: Vec<pb::PosixTimer>,
     /// (fd, F_GETSIG) of each fd holding a lease.
     pub lease_signals: Vec<(i32, i32)>,
+    /// The write tracker's fd, when one was asked for (`track.rs`).
+    pub tracker_fd: Option<i32>,
     pub calls: u64,
 }
 
@@ -111,6 +113,7 @@ pub fn collect(
     maps: &[Mapping],
     vdso: &Vdso,
     wanted_sigs: u64,
+    tracker: bool,
 ) -> Result<Injected, DumpError> {
     let pid = task.pid();
     let (vdso_start, code) = vdso
@@ -305,6 +308,10 @@ pub fn collect(
         });
     }
 
+    if tracker {
+        inj.tracker_fd = Some(inject_tracker(&mut remote)?);
+    }
+
     let (threads, thread_calls) = crate::threads::query(task, insn, data + OFF_THREAD)?;
     inj.threads = threads;
 
@@ -321,6 +328,29 @@ pub fn collect(
     task.unblock_signals()?;
     inj.calls = remote.calls + thread_calls;
     Ok(inj)
+}
+
+/// A userfaultfd created in the task (it binds to the caller's address space), moved high
+/// (lowest free fd at or above its soft RLIMIT_NOFILE minus 64), close-on-exec, non-blocking.
+fn inject_tracker(remote: &mut Remote) -> Result<i32, DumpError> {
+    let pid = remote.pid();
+    let soft = ckpt_sys::proc::limits(pid)?
+        .get(libc::RLIMIT_NOFILE as usize)
+        .map_or(1024, |l| l.0)
+        .min(1 << 20);
+    let low = soft.saturating_sub(64).max(3);
+    let fd = remote.syscall(
+        || "userfaultfd(O_CLOEXEC|O_NONBLOCK)".into(),
+        libc::SYS_userfaultfd,
+        &[(libc::O_CLOEXEC | libc::O_NONBLOCK) as u64],
+    )?;
+    let high = remote.syscall(
+        || format!("fcntl(F_DUPFD_CLOEXEC, {low}) of the userfaultfd"),
+        libc::SYS_fcntl,
+        &[fd, libc::F_DUPFD_CLOEXEC as u64, low],
+    );
+    remote.syscall(|| "close of the userfaultfd".into(), libc::SYS_close, &[fd])?;
+    Ok(high? as i32)
 }
 
 #[cfg(test)]

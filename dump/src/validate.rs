@@ -146,9 +146,10 @@ fn tree_blockers_with(root: Pid) -> Result<(Blockers, Describer), DumpError> {
 pub fn known_state_blockers(root: Pid, out: &mut Blockers) {
     for pid in tree(root) {
         let dead = crate::tree::is_dying(pid);
-        let Ok(maps) = (if dead { continue } else { proc::smaps(pid) }) else {
+        let Ok(mut maps) = (if dead { continue } else { proc::smaps(pid) }) else {
             continue;
         };
+        crate::track::hide_own_letters(pid, &mut maps);
         let allowed = crate::known_state::Allowed::default();
         if let Err(e) = crate::known_state::check_task(pid, &maps, &allowed) {
             let msg = e.to_string();

@@ -19,6 +19,7 @@ pub enum Kind {
     Pages = 5,
     Files = 6,
     FileTable = 7,
+    ParentMap = 8,
 }
 
 impl Kind {
@@ -31,6 +32,7 @@ impl Kind {
             5 => Kind::Pages,
             6 => Kind::Files,
             7 => Kind::FileTable,
+            8 => Kind::ParentMap,
             _ => return None,
         })
     }
@@ -47,6 +49,7 @@ impl Kind {
             "pages" => Kind::Pages,
             "files" => Kind::Files,
             "fdtable" => Kind::FileTable,
+            "parentmap" => Kind::ParentMap,
             _ => return None,
         })
     }

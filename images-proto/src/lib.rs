@@ -2,6 +2,7 @@
 //! checksums and the raw page store. This crate knows nothing about processes; it only
 //! turns records into files and back, and refuses anything it cannot trust.
 
+pub mod chain;
 pub mod chunks;
 pub mod diff;
 pub mod dir;
@@ -43,6 +44,9 @@ pub mod names {
     }
     pub fn pagemap(pid: i32) -> String {
         format!("pagemap-{pid}.img")
+    }
+    pub fn parentmap(pid: i32) -> String {
+        format!("parentmap-{pid}.img")
     }
     pub fn files(pid: i32) -> String {
         format!("files-{pid}.img")

@@ -76,6 +76,11 @@ fn decode(d: &ImageDir, f: &pb::ImageFile) -> Result<Value> {
             let runs: Vec<pb::PageRun> = r.rest("PageRun")?;
             json!({ "head": head, "runs": runs })
         }
+        Some(Kind::ParentMap) => {
+            let mut r = d.records_of(f, Kind::ParentMap)?;
+            let runs: Vec<pb::ParentRun> = r.rest("ParentRun")?;
+            json!({ "parent_runs": runs })
+        }
         Some(Kind::Files) => {
             let mut r = d.records_of(f, Kind::Files)?;
             let fds: Vec<pb::Fd> = r.rest("Fd")?;

@@ -423,6 +423,7 @@ pub fn render(set: &ImageSet) -> String {
         inv.xsave_features,
         inv.xsave_size
     );
+    crate::chain::render(&mut o, &set.dir, inv);
     let files = set.file_index();
     for p in &set.processes {
         o.push('\n');

@@ -338,6 +338,9 @@ fn decode(kind: Kind, data: &[u8]) {
             let descs: Vec<pb::FileDesc> = rest(&mut r, "FileDesc");
             let _ = serde_json::to_string(&descs);
         }
+        Kind::ParentMap => {
+            let _ = rest::<pb::ParentRun>(&mut r, "ParentRun");
+        }
         Kind::Pages => unreachable!(),
     }
 }

@@ -7,6 +7,7 @@
 //! waits for their reports and seizes them (`seeds.rs`), shared memory is made once
 //! (`shared.rs`), and any failure before the release kills everything (`rollback.rs`).
 
+mod chain;
 mod cow;
 mod fdtable;
 mod fill;
@@ -83,6 +84,7 @@ pub fn restore_with_progress(
     let t0 = Instant::now();
     ckpt_sys::abort::phase("reading the images");
     let dir = ImageDir::open_deferring_pages(&opts.dir)?;
+    let chain = chain::open(&dir, opts.lazy)?;
     let inv = dir.inventory();
     image::check_tree(&dir)?;
     let tree = tree::plan(
@@ -165,8 +167,17 @@ pub fn restore_with_progress(
         check_files(img)?;
     }
     let (pages_file, pages_path) = dir.open_pages(pages_id)?;
-    let map = ckpt_sys::process::map_file(&pages_file)?;
-    let pages_entry = &imgs[0].pages_entry;
+    let (map, bases, sizes) = if chain.ancestors.is_empty() {
+        (
+            ckpt_sys::process::map_file(&pages_file)?,
+            vec![0],
+            Vec::new(),
+        )
+    } else {
+        chain::map_all(&chain, &pages_file)?
+    };
+    let pages_entry = &imgs[0].pages_entry.clone();
+    let own_pages = &map[..(pages_entry.size as usize).min(map.len())];
     if opts.lazy {
         // The pager verifies each chunk before it serves a page of it (lazy.rs).
         ckpt_images::chunks::check_entry(&pages_path, pages_entry)?;
@@ -177,7 +188,7 @@ pub fn restore_with_progress(
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         ckpt_images::chunks::verify(
             &pages_path,
-            &map,
+            own_pages,
             pages_entry,
             cpus,
             &|off, len| ckpt_sys::process::populate_read(&map, off, len),
@@ -185,6 +196,7 @@ pub fn restore_with_progress(
         )?;
         debug!(ms = ckpt_images::units::ms(t0), "pages file verified");
     }
+    chain::attach(&dir, &mut imgs, &bases, &sizes)?;
     let pages = PagesReader::new(&pages_path, &map)?;
     let shared = if imgs.len() > 1 {
         Some(shared::SharedObjects::create(&imgs)?)

@@ -16,6 +16,7 @@ pub mod process;
 pub mod ptrace;
 pub mod regs;
 pub mod testhold;
+pub mod track;
 pub mod uffd;
 
 pub use error::{Error, Result};

@@ -159,9 +159,11 @@ pub fn probe_all() -> Vec<Feature> {
     let uffd = userfaultfd();
     let scan = pagemap_scan();
     let soft = soft_dirty(&uffd, &scan);
+    let tracking = dirty_tracking(&uffd, &scan, soft.status == Status::Ok);
     out.push(soft);
     out.push(uffd.feature);
     out.push(scan.feature);
+    out.push(tracking);
     out.push(tcp_repair());
     out.push(sock_diag());
     out.push(time_ns());
@@ -967,6 +969,28 @@ fn soft_dirty(uffd: &Uffd, scan: &Scan) -> Feature {
 struct Uffd {
     feature: Feature,
     wp_async: bool,
+}
+
+/// Which way `dump --pre-dump` / `--prev-images-dir` would track writes here.
+fn dirty_tracking(uffd: &Uffd, scan: &Scan, soft_dirty: bool) -> Feature {
+    if uffd.wp_async && scan.works {
+        return Feature::new(
+            "dirty-tracking",
+            Status::Ok,
+            "userfaultfd write-protect (async) + PAGEMAP_SCAN",
+            "dump --pre-dump and --prev-images-dir (incremental dumps) work",
+        );
+    }
+    Feature::new(
+        "dirty-tracking",
+        Status::Missing,
+        if soft_dirty {
+            "soft-dirty only: ckpt tracks writes with userfaultfd WP-async + PAGEMAP_SCAN (6.7+)"
+        } else {
+            "neither soft-dirty nor userfaultfd WP-async + PAGEMAP_SCAN"
+        },
+        "dump --pre-dump and --prev-images-dir are refused; dumps copy everything while stopped",
+    )
 }
 
 #[repr(C)]

@@ -195,8 +195,8 @@ pub const PM_FILE: u64 = 1 << 61;
 
 /// Opened /proc/PID/pagemap, read a VMA at a time with one pread.
 pub struct Pagemap {
-    file: std::fs::File,
-    path: String,
+    pub(crate) file: std::fs::File,
+    pub(crate) path: String,
 }
 
 impl Pagemap {
@@ -231,7 +231,7 @@ impl Pagemap {
 }
 
 // linux/fs.h (6.7+): PAGEMAP_SCAN = _IOWR('f', 16, struct pm_scan_arg).
-const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
+pub(crate) const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
 /// PAGEMAP_SCAN categories: not an anonymous page (file or shmem).
 pub const PAGE_IS_FILE: u64 = 1 << 2;
 pub const PAGE_IS_PRESENT: u64 = 1 << 3;
@@ -243,10 +243,10 @@ const SCAN_VEC: usize = 4096;
 
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
-struct PageRegion {
-    start: u64,
-    end: u64,
-    categories: u64,
+pub(crate) struct PageRegion {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) categories: u64,
 }
 
 /// `struct pm_scan_arg` of linux/fs.h (also used by the `ckpt check` probe).

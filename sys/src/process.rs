@@ -4,6 +4,7 @@
 use crate::error::{Ctx, Error, Result};
 use nix::errno::Errno;
 use nix::unistd::Pid;
+use std::os::fd::AsRawFd;
 
 /// Result of a fork-like call.
 pub enum Forked {
@@ -265,6 +266,58 @@ pub fn map_file(file: &std::fs::File) -> Result<Mmap> {
     // SAFETY: a read-only mapping of an image file in ckpt's own 0700 directory; nothing
     // in ckpt writes or truncates it while mapped.
     unsafe { Mmap::map(file) }.map_err(|e| Error::Other(format!("mmap of pages file: {e}")))
+}
+
+/// Maps several pages files back to back into one read-only mapping (the files of an
+/// image chain), each at a 2 MiB aligned offset so its huge folios stay PMD-mapped.
+/// Returns the mapping and each file's offset in it (the first at 0); the gaps between
+/// files read zero and are never addressed.
+pub fn map_chain(files: &[&std::fs::File]) -> Result<(Mmap, Vec<u64>)> {
+    const ALIGN: u64 = 2 << 20;
+    let mut bases = Vec::with_capacity(files.len());
+    let mut lens = Vec::with_capacity(files.len());
+    let mut end = 0u64;
+    for f in files {
+        let len = f
+            .metadata()
+            .map_err(|e| Error::Other(format!("pages file: {e}")))?
+            .len();
+        let base = end.next_multiple_of(ALIGN);
+        bases.push(base);
+        lens.push(len);
+        end = base + len.next_multiple_of(4096);
+    }
+    let mut area = MmapMut::map_anon(end.max(4096) as usize)
+        .map_err(|e| Error::Other(format!("mmap of {end} bytes: {e}")))?;
+    for ((f, &base), &len) in files.iter().zip(&bases).zip(&lens) {
+        if len == 0 {
+            continue;
+        }
+        // SAFETY: the target range [base, base+len) lies inside `area`, which this function
+        // owns (MAP_FIXED replaces only its own anonymous pages there); the file is an
+        // image file in ckpt's own 0700 directory, mapped read-only and never truncated
+        // while mapped.
+        let r = unsafe {
+            libc::mmap(
+                area.as_mut_ptr().add(base as usize).cast(),
+                len as usize,
+                libc::PROT_READ,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        if r == libc::MAP_FAILED {
+            return Err(Error::sys(
+                "mmap of a pages file of the chain",
+                Errno::last(),
+            ));
+        }
+    }
+    let map = area
+        .make_read_only()
+        .map_err(|e| Error::Other(format!("mprotect of the chain's pages: {e}")))?;
+    Ok((map, bases))
 }
 
 /// Maps `len` bytes of a file mapping at `offset` in one call (MADV_POPULATE_READ), instead

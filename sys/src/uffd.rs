@@ -68,10 +68,19 @@ impl Uffd {
         Ok(Uffd { fd })
     }
 
+    /// A context that had its API handshake already (in an earlier ckpt run).
+    pub fn adopt(fd: OwnedFd) -> Self {
+        Uffd { fd }
+    }
+
     pub fn register_missing(&self, start: u64, len: u64) -> Result<()> {
+        self.register_mode(start, len, UFFDIO_REGISTER_MODE_MISSING)
+    }
+
+    pub(crate) fn register_mode(&self, start: u64, len: u64, mode: u64) -> Result<()> {
         let mut r = Register {
             range: Range { start, len },
-            mode: UFFDIO_REGISTER_MODE_MISSING,
+            mode,
             ioctls: 0,
         };
         ioctl(&self.fd, UFFDIO_REGISTER, &mut r)
