@@ -1,0 +1,249 @@
+//! Namespaces: `restore --new-pidns` rebuilds a tree in a fresh pid namespace under an
+//! init of ckpt's, with its dumped pids inside it; the workloads check themselves (pids,
+//! parents, groups, sessions, memory, a zombie's status), the tests check from outside
+//! that each copy is a whole tree of its own namespace and that failures leave nothing.
+
+mod common;
+
+use common::tree::*;
+use common::*;
+use std::ffi::OsStr;
+use std::fs;
+use std::path::Path;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// `restore -D DIR --new-pidns EXTRA...`.
+fn new_pidns_args<'a>(dir: &'a Path, extra: &[&'a OsStr]) -> Vec<&'a OsStr> {
+    let mut v: Vec<&OsStr> = vec!["restore".as_ref(), "-D".as_ref(), dir.as_os_str()];
+    v.push("--new-pidns".as_ref());
+    v.extend_from_slice(extra);
+    v
+}
+
+/// `ckpt restore -D DIR --new-pidns -d --pidfile`: the root's pid outside its namespace.
+fn restore_in_new_pidns(env: &Env, dir: &Path, tag: &str) -> i32 {
+    let pidfile = env.path().join(format!("{tag}.pid"));
+    env.ckpt(&new_pidns_args(
+        dir,
+        &["-d".as_ref(), "--pidfile".as_ref(), pidfile.as_ref()],
+    ))
+    .ok();
+    let outer: i32 = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let init = ppid(outer);
+    // Killing the init (from outside) ends the namespace: the test's cleanup.
+    env.track(init);
+    outer
+}
+
+fn ppid(pid: i32) -> i32 {
+    status_field(pid, "PPid").unwrap().parse().unwrap()
+}
+
+fn ns_pids(pid: i32) -> Vec<i32> {
+    status_field(pid, "NSpid")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|t| t.parse().unwrap())
+        .collect()
+}
+
+/// Every process under `init` (outer pid): (outer, its pids in every namespace).
+fn under(init: i32) -> Vec<(i32, Vec<i32>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![init];
+    while let Some(p) = todo.pop() {
+        for t in fs::read_dir(format!("/proc/{p}/task"))
+            .into_iter()
+            .flatten()
+        {
+            let t = t.unwrap().file_name();
+            let kids =
+                fs::read_to_string(format!("/proc/{p}/task/{}/children", t.to_string_lossy()))
+                    .unwrap_or_default();
+            for k in kids.split_whitespace().map(|k| k.parse::<i32>().unwrap()) {
+                out.push((k, ns_pids(k)));
+                todo.push(k);
+            }
+        }
+    }
+    out
+}
+
+/// From outside: the copy whose root is `outer` lives in a pid namespace of its own,
+/// under an init that is pid 1 there, with exactly the dumped pids inside, running
+/// untraced.
+fn assert_whole_copy(dir: &Path, outer: i32) {
+    let init = ppid(outer);
+    assert_eq!(
+        ns_pids(init).last(),
+        Some(&1),
+        "init {init} is not pid 1 inside"
+    );
+    let inv = read_inventory(dir);
+    let mut inside: Vec<i32> = under(init)
+        .iter()
+        .map(|(o, ns)| {
+            assert_eq!(ns.len(), 2, "pid {o}: NSpid {ns:?}");
+            assert_eq!(ns[0], *o);
+            ns[1]
+        })
+        .collect();
+    inside.sort_unstable();
+    let mut want = tree_pids(dir);
+    want.sort_unstable();
+    assert_eq!(inside, want, "the copy under init {init} holds other pids");
+    for (o, _) in under(init) {
+        let tracer = status_field(o, "TracerPid");
+        assert!(
+            matches!(tracer.as_deref(), None | Some("0")),
+            "pid {o} is left traced"
+        );
+    }
+    assert_eq!(ns_pids(outer)[1], inv.root_pid);
+}
+
+/// Asks the copy whose root is `outer` to check itself and waits for its `PASS n` line,
+/// the `count`th such line in the output the copies share.
+fn check_copy(env: &Env, w: &Workload, outer: i32, n: u32, count: usize) {
+    assert!(signal(outer, libc::SIGUSR1));
+    let want = format!("PASS {n}");
+    let start = Instant::now();
+    loop {
+        let text = env.output(w);
+        if let Some(l) = text.lines().find(|l| l.starts_with("FAIL")) {
+            panic!("a copy reported `{l}`:\n{text}");
+        }
+        if text.lines().filter(|l| *l == want).count() >= count {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no {count} `{want}` lines from copy {outer}:\n{text}"
+        );
+        sleep(Duration::from_millis(10));
+    }
+}
+
+/// Ends a copy: its root checks itself once more and exits; the members follow, the init
+/// exits once the namespace is empty, and comes to us (a subreaper) to be reaped.
+fn finish_copy(env: &Env, outer: i32) {
+    let init = ppid(outer);
+    assert!(signal(outer, libc::SIGUSR2));
+    let st = reap(init, Duration::from_secs(30));
+    assert_eq!(st, Some(0), "init {init} of the copy did not end cleanly");
+    env.untrack(init);
+}
+
+/// A tree (groups, sessions, shared memory, a zombie) dumped with --leave-running is
+/// restored twice beside its running original, each copy in a fresh pid namespace with
+/// the dumped pids; all three run and check themselves. Three such cycles.
+#[test]
+fn new_pidns_copies_run_beside_the_original() {
+    let env = Env::new();
+    let mut w = env.start("tree");
+    env.check(&mut w);
+    for i in 1..=3 {
+        let dir = env.subdir(&format!("img{i}"));
+        env.dump(w.pid, &dir, &["--leave-running"]).ok();
+        let a = restore_in_new_pidns(&env, &dir, &format!("a{i}"));
+        let b = restore_in_new_pidns(&env, &dir, &format!("b{i}"));
+        assert!(a != w.pid && b != w.pid && a != b);
+        assert_whole_copy(&dir, a);
+        assert_whole_copy(&dir, b);
+        // The original, then each copy: same `PASS n` (they share the output file).
+        env.check(&mut w);
+        let n = w.passes;
+        check_copy(&env, &w, a, n, 2);
+        check_copy(&env, &w, b, n, 3);
+        finish_copy(&env, a);
+        finish_copy(&env, b);
+    }
+    finish_tree(&env, &w, &[w.pid]);
+}
+
+/// Threads come back in a new pid namespace with their dumped tids (clone3 set_tid
+/// inside it; ckpt follows them by the tids the kernel gives outside); a foreground
+/// restore exits with the root's status once the namespace is empty.
+#[test]
+fn new_pidns_threads_and_foreground_status() {
+    let env = Env::new();
+    let mut w = env.start("threads");
+    env.check(&mut w);
+    let dir = env.subdir("img");
+    env.dump(w.pid, &dir, &["--leave-running"]).ok();
+    let pidfile = env.path().join("fg.pid");
+    let bg = env.ckpt_bg(&new_pidns_args(
+        &dir,
+        &["--pidfile".as_ref(), pidfile.as_ref()],
+    ));
+    let start = Instant::now();
+    while fs::read_to_string(&pidfile).map_or(true, |s| s.trim().is_empty()) {
+        assert!(start.elapsed() < Duration::from_secs(30), "no pidfile");
+        sleep(Duration::from_millis(10));
+    }
+    let outer: i32 = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Cleanup kills the init (the namespace with it) should the test fail.
+    env.track(ppid(outer));
+    assert_eq!(ns_pids(outer), vec![outer, w.pid]);
+    let tids = fs::read_dir(format!("/proc/{outer}/task")).unwrap().count();
+    assert!(tids > 1, "the copy has {tids} threads");
+    env.check(&mut w);
+    check_copy(&env, &w, outer, w.passes, 2);
+    assert!(signal(outer, libc::SIGUSR2));
+    let init = ppid(outer);
+    let out = env.finish_bg(bg);
+    assert_eq!(out.status.code(), Some(0), "{out}");
+    env.untrack(init);
+    env.kill_and_reap(w.pid);
+}
+
+/// A restore into a new pid namespace that fails (a seed cannot open the workload's
+/// output file) leaves no task and no namespace behind; the original runs on.
+#[test]
+fn failed_new_pidns_restore_leaves_nothing() {
+    let env = Env::new();
+    let mut w = env.start("tree");
+    let dir = env.subdir("img");
+    env.dump(w.pid, &dir, &["--leave-running"]).ok();
+    let moved = env.path().join("moved.out");
+    fs::rename(&w.out, &moved).unwrap();
+    let out = env.ckpt(&new_pidns_args(&dir, &["-d".as_ref()]));
+    out.failed_naming("tree.out");
+    fs::rename(&moved, &w.out).unwrap();
+    // No task of any other pid namespace has one of the tree's pids inside.
+    let start = Instant::now();
+    loop {
+        let left: Vec<i32> = fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|&p| {
+                let ns = ns_pids(p);
+                // The original's live pids are its own: no other test's copy has them.
+                ns.len() > 1 && read_inventory(&dir).pids.contains(ns.last().unwrap())
+            })
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        for &p in &left {
+            reap(p, Duration::from_millis(1));
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "left by the failed restore: {left:?}"
+        );
+        sleep(Duration::from_millis(20));
+    }
+    env.check(&mut w);
+    finish_tree(&env, &w, &tree_pids(&dir));
+}
