@@ -6,6 +6,7 @@
 //!   `blockers::Blocker` of the tree, also listed by `ckpt check -t`; `describe` and
 //!   `sockets` say what a pipe, socket or anonymous inode fd is); `known_state`: every
 //!   piece of per-task kernel state ckpt knows, and the refusal of what it does not;
+//!   `ns`: namespaces a process does not share with ckpt, refused by name;
 //! - `tree`: find and seize every descendant, consistently; sessions and groups;
 //! - `seize`: PTRACE_SEIZE + INTERRUPT, and the guard that puts the task back on any error
 //!   (also on SIGINT/SIGTERM/SIGHUP: `ckpt_sys::abort` is checked between steps);
@@ -26,6 +27,7 @@ mod files;
 pub mod known_state;
 mod locks;
 mod mm;
+mod ns;
 mod pages;
 mod release;
 mod remote;

@@ -194,6 +194,7 @@ fn process_blockers(
         }
         return Ok(());
     }
+    crate::ns::blockers(pid, out);
     let status = proc::status(pid).map_err(gone)?;
     // Restore cannot reinstall filters yet: dropping them silently would unsandbox it.
     if let Some(mode @ 1..) = status.seccomp {
