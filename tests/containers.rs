@@ -299,3 +299,189 @@ fn own_namespaces_are_refused_by_name() {
         env.kill_and_reap(w.pid);
     }
 }
+
+/// `unshare --fork --pid --mount-proc --uts --ipc bash -c SCRIPT`: the container's init
+/// (bash, pid 1 inside) once it runs, by its outer pid; `w` is unshare.
+fn start_container(env: &Env, name: &str, script: &str) -> (Workload, i32) {
+    let unshare = which("unshare");
+    let args = [
+        "--fork",
+        "--pid",
+        "--mount-proc",
+        "--uts",
+        "--ipc",
+        "bash",
+        "-c",
+        script,
+    ];
+    let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    let w = env.spawn(name, &unshare, &args);
+    let init = wait_child_of(w.pid, |_| true);
+    env.track(init);
+    (w, init)
+}
+
+/// The first child of `parent` for which `want` holds (waits for it).
+fn wait_child_of(parent: i32, want: impl Fn(i32) -> bool) -> i32 {
+    let start = Instant::now();
+    loop {
+        let kids = fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+            .unwrap_or_default();
+        if let Some(k) = kids
+            .split_whitespace()
+            .map(|k| k.parse::<i32>().unwrap())
+            .find(|&k| want(k))
+        {
+            return k;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no such child of {parent}"
+        );
+        sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs `nsenter -t PID FLAGS... CMD...` and returns its output, trimmed.
+fn nsenter(pid: i32, args: &[&str]) -> String {
+    let out = std::process::Command::new(which("nsenter"))
+        .arg("-t")
+        .arg(pid.to_string())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "nsenter {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn counter(env: &Env) -> u64 {
+    fs::read_to_string(env.path().join("count"))
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// A container as `unshare --fork --pid --mount-proc --uts --ipc` makes it (pid, mount
+/// with its own /proc, uts, ipc namespaces): bash as its pid 1 runs a shell loop counting
+/// into a file and the tree workload (groups, sessions, shared memory, a zombie). Three
+/// cycles of dump and restore into fresh namespaces: the tree checks itself inside
+/// (its pids, parents, groups as it recorded them), and from outside the container's
+/// init is pid 1 of its namespace again, with its hostname and domain name, its own
+/// /proc, the tree's pid inside as before, and the counter going on.
+#[test]
+fn container_three_cycles() {
+    let env = Env::new();
+    let tree = workload_bin("tree");
+    let dir = env.path().display().to_string();
+    let script = format!(
+        "hostname ckpt-box; domainname ckpt-dom; {} {dir} & \
+         while :; do n=$((n+1)); echo $n > {dir}/count; sleep 0.05; done",
+        tree.display()
+    );
+    let (w, mut init) = start_container(&env, "container", &script);
+    let line = env.wait_line(&w, "READY", |l| l.starts_with("READY "));
+    let inner: i32 = line[6..].parse().unwrap();
+    let is_tree = |k: i32| fs::read_link(format!("/proc/{k}/exe")).ok().as_ref() == Some(&tree);
+    let mut t = wait_child_of(init, is_tree);
+    let mut passes = 0;
+    let mut check = |t: i32| {
+        passes += 1;
+        assert!(signal(t, libc::SIGUSR1));
+        let want = format!("PASS {passes}");
+        // Watched through the tree's root (unshare is gone after the first dump).
+        let tw = Workload {
+            pid: t,
+            name: "tree in the container".into(),
+            exe: tree.clone(),
+            out: w.out.clone(),
+            passes: 0,
+        };
+        env.wait_line(&tw, &want, |l| l == want);
+    };
+    check(t);
+    for i in 1..=3 {
+        let img = env.subdir(&format!("img{i}"));
+        env.dump(init, &img, &[]).ok();
+        if i == 1 {
+            // unshare saw its child die.
+            reap(w.pid, Duration::from_secs(10));
+        } else {
+            env.reap_dumped(init);
+        }
+        env.untrack(init);
+        let inv = read_inventory(&img);
+        assert_eq!(inv.root_pid, 1);
+        assert!(inv.container.is_some());
+        let before = counter(&env);
+        let pidfile = env.path().join(format!("c{i}.pid"));
+        env.ckpt(&[
+            OsStr::new("restore"),
+            OsStr::new("-D"),
+            img.as_os_str(),
+            OsStr::new("-d"),
+            OsStr::new("--pidfile"),
+            pidfile.as_os_str(),
+        ])
+        .ok();
+        init = fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        env.track(init);
+        assert_eq!(ns_pids(init), vec![init, 1]);
+        t = wait_child_of(init, is_tree);
+        assert_eq!(ns_pids(t), vec![t, inner]);
+        assert_eq!(nsenter(init, &["-u", "hostname"]), "ckpt-box");
+        assert_eq!(nsenter(init, &["-u", "domainname"]), "ckpt-dom");
+        // Its own /proc: pid 1 there is the container's bash, not the host's init.
+        assert_eq!(nsenter(init, &["-m", "cat", "/proc/1/comm"]), "bash");
+        let start = Instant::now();
+        while counter(&env) <= before + 2 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the counter stopped at {before}"
+            );
+            sleep(Duration::from_millis(20));
+        }
+        check(t);
+    }
+    env.kill_and_reap(init);
+}
+
+/// A container holding SysV IPC objects, or a mount of its own beyond its /proc, is
+/// refused by name and left running.
+#[test]
+fn container_ipc_and_mounts_are_refused_by_name() {
+    let env = Env::new();
+    let (w, init) = start_container(
+        &env,
+        "ipc",
+        "ipcmk -M 4096 && ipcmk -Q && echo made; while :; do sleep 0.05; done",
+    );
+    env.wait_line(&w, "made", |l| l == "made");
+    let img = env.subdir("img-ipc");
+    let out = env.dump(init, &img, &[]);
+    let line = out.failed_naming("SysV shared memory key");
+    assert!(line.contains("(and 1 more"), "{line}");
+    assert_running_untraced(init);
+    env.kill_and_reap(init);
+    reap(w.pid, Duration::from_secs(10));
+    env.untrack(w.pid);
+
+    let m = env.subdir("m");
+    let script = format!(
+        "mount -t tmpfs ckpt-tmp {} && echo made; while :; do sleep 0.05; done",
+        m.display()
+    );
+    let (w, init) = start_container(&env, "mnt", &script);
+    env.wait_line(&w, "made", |l| l == "made");
+    let img = env.subdir("img-mnt");
+    env.dump(init, &img, &[])
+        .failed_naming(&format!("mount {} (tmpfs ckpt-tmp)", m.display()));
+    assert_running_untraced(init);
+    env.kill_and_reap(init);
+    reap(w.pid, Duration::from_secs(10));
+    env.untrack(w.pid);
+}

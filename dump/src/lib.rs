@@ -20,6 +20,7 @@
 //! - `release`: kill the tree, or let it run on (`--leave-running`).
 
 mod blockers;
+mod container;
 mod cores;
 mod describe;
 mod fdtable;
@@ -157,6 +158,28 @@ pub fn dump_with_progress(
     ckpt_sys::testhold::hold("seized", &|| false);
     abort::check()?;
 
+    // A container (the root is pid 1 of its own pid namespace): what it owns, and the
+    // pids as it sees them, which the images hold.
+    let t = Instant::now();
+    let (container, pidmap) = match container::root_namespaces(pid) {
+        Some(_) => {
+            let mut refused = blockers::Blockers::default();
+            let record = container::record(pid, &mut refused);
+            refused.refuse_if_any(pid)?;
+            let map = container::PidMap::of(tree.live.iter().map(|m| m.task.pid()))?;
+            for n in &mut tree.nodes {
+                container::node_inner(n, &map)?;
+            }
+            tracing::debug!(
+                flags = record.clone_flags,
+                ms = ms(t),
+                "container namespaces recorded"
+            );
+            (Some(record), map)
+        }
+        None => (None, container::PidMap::host()),
+    };
+
     let mut stats = DumpStats::default();
     let t = Instant::now();
     let mut pages_w = sink.pages(pages::PAGES_ID)?;
@@ -164,6 +187,7 @@ pub fn dump_with_progress(
         memory: ckpt_images::intervals::Covered::default(),
         files: fdtable::FdTable::new(tree.live.iter().map(|m| m.task.pid())),
         locks: locks::read_once_stopped()?,
+        pids: pidmap,
     };
     let mut root_vdso = 0;
     for (i, m) in tree.live.iter_mut().enumerate() {
@@ -206,8 +230,12 @@ pub fn dump_with_progress(
     let inventory = pb::Inventory {
         format_version: 0, // set by the sink
         ckpt_version: env!("CARGO_PKG_VERSION").into(),
-        root_pid: opts.pid,
-        pids: tree.live.iter().map(|m| m.task.pid().as_raw()).collect(),
+        root_pid: shared.pids.pid(opts.pid),
+        pids: tree
+            .live
+            .iter()
+            .map(|m| shared.pids.pid(m.task.pid().as_raw()))
+            .collect(),
         kernel_release: proc::read_trimmed("/proc/sys/kernel/osrelease")?,
         vdso_xxh3: root_vdso,
         xsave_features: process::xsave_features(xsave),
@@ -222,6 +250,7 @@ pub fn dump_with_progress(
         } else {
             Vec::new()
         },
+        container,
     };
     let pids_dumped = inventory.pids.len();
     // The last point where an abort (SIGINT/SIGTERM/SIGHUP) is honoured: past it the
@@ -271,7 +300,10 @@ fn release(tree: tree::Tree, leave_running: bool) -> Result<(), DumpError> {
                 }
             }
         }
-        for t in dying {
+        // Children first: a container's init, dying, waits in the kernel until every
+        // other task of its pid namespace is reaped, and those are ours to reap (we
+        // trace them).
+        for t in dying.into_iter().rev() {
             if let Err(e) = t.wait_dead() {
                 first_err.get_or_insert(e);
             }
@@ -289,6 +321,8 @@ struct TreeWide {
     memory: ckpt_images::intervals::Covered,
     files: fdtable::FdTable,
     locks: locks::AllLocks,
+    /// The pids the images hold (a container's own view of them).
+    pids: container::PidMap,
 }
 
 /// What one process added to the dump.
@@ -309,8 +343,10 @@ fn process(
     buffers: &mut pages::Buffers,
     progress: &dyn ckpt_images::progress::Progress,
 ) -> Result<OneProcess, DumpError> {
+    let pidmap = &shared.pids;
     let pid = task.pid();
-    let raw = pid.as_raw();
+    // The pid its images are named and recorded by: as its pid namespace sees it.
+    let raw = pidmap.pid(pid.as_raw());
     let t = Instant::now();
     let stat = proc::stat(pid)?;
     let status = proc::status(pid)?;
@@ -369,11 +405,13 @@ fn process(
     locks::through_mappings(pid, &accounted, &mut shared.locks, &maps, &mut mm.vmas)?;
     abort::phase("writing the images");
     abort::check()?;
-    let process_core = cores::process(pid, &stat, &status, &injected, threads.len())?;
+    let mut process_core = cores::process(pid, &stat, &status, &injected, threads.len())?;
+    let mut thread_cores = cores::thread_records(threads, &injected)?;
+    container::core_inner(&mut process_core, &mut thread_cores, pidmap);
     let mut w = sink.records(&names::core(raw), Kind::Core)?;
     w.write(&process_core)?;
-    for t in cores::thread_records(threads, &injected)? {
-        w.write(&t)?;
+    for t in &thread_cores {
+        w.write(t)?;
     }
     sink.commit_records(&names::core(raw), w)?;
 

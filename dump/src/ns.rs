@@ -9,6 +9,9 @@
 use crate::blockers::Blockers;
 use ckpt_sys::Pid;
 
+/// The namespaces a container's root owns, by /proc/PID/ns link name.
+pub type Owned = std::collections::HashMap<&'static str, String>;
+
 /// Every namespace /proc/PID/ns names on 6.18, with what a process in one of its own
 /// would lose. `*_for_children` is where its next children go (set by unshare(2) without
 /// a fork): compared with ckpt's namespace of that kind.
@@ -67,15 +70,17 @@ fn host() -> &'static Host {
     })
 }
 
-/// Pushes a blocker for each namespace `pid` does not share with ckpt. A link that
-/// cannot be read (a kernel without that kind, or the process gone) blocks nothing here:
-/// the other checks of a vanished process say so.
-pub fn blockers(pid: Pid, out: &mut Blockers) {
+/// Pushes a blocker for each namespace `pid` shares neither with ckpt nor, in a container
+/// (`container`: the namespaces its root owns, `container.rs`), with the container's
+/// root. A link that cannot be read (a kernel without that kind, or the process gone)
+/// blocks nothing here: the other checks of a vanished process say so.
+pub fn blockers(pid: Pid, container: Option<&Owned>, out: &mut Blockers) {
     for ((link, _, loses), host) in KINDS.iter().zip(&host().ids) {
         let (Ok(id), Some(host)) = (ckpt_sys::ns::ns_id(pid, link), host) else {
             continue;
         };
-        if &id != host {
+        let owned = container.is_some_and(|c| c.get(link) == Some(&id));
+        if &id != host && !owned {
             let what = if link.ends_with("_for_children") {
                 format!("{link} {id}")
             } else {
@@ -85,8 +90,9 @@ pub fn blockers(pid: Pid, out: &mut Blockers) {
                 pid,
                 what,
                 format!(
-                    "not ckpt's ({host}): a restore would lose {loses}; namespaces are not \
-                     supported yet"
+                    "not ckpt's ({host}): a restore would lose {loses}; not supported \
+                     yet (a container's pid 1 may own its pid, mnt, uts and ipc \
+                     namespaces)"
                 ),
             );
         }

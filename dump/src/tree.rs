@@ -127,7 +127,7 @@ pub fn seize(root: Member) -> Result<Tree, DumpError> {
                     continue;
                 }
                 found = true;
-                if let Some(m) = seize_child(c)? {
+                if let Some(m) = seize_child(c, root_pid)? {
                     tree.live.push(m);
                 }
                 tree.nodes.push(node(c)?);
@@ -146,11 +146,11 @@ pub fn seize(root: Member) -> Result<Tree, DumpError> {
 }
 
 /// Checks and seizes a child; None if it is (or just became) a zombie.
-fn seize_child(c: Pid) -> Result<Option<Member>, DumpError> {
+fn seize_child(c: Pid, root: Pid) -> Result<Option<Member>, DumpError> {
     if is_dying(c) && settle(c) {
         return Ok(None);
     }
-    let id = match validate::before_seize_one(c) {
+    let id = match validate::before_seize_one(c, root) {
         Ok(id) => id,
         Err(_) if is_dying(c) && settle(c) => return Ok(None),
         Err(e) => return Err(e),

@@ -7,6 +7,7 @@
 //! waits for their reports and seizes them (`seeds.rs`), shared memory is made once
 //! (`shared.rs`), and any failure before the release kills everything (`rollback.rs`).
 
+mod container;
 mod fdtable;
 mod fill;
 mod image;
@@ -103,6 +104,7 @@ pub fn restore_with_progress(
             tree.processes()
         )));
     }
+    container::check(inv, opts.new_pidns, opts.lazy)?;
     if opts.lazy && opts.new_pidns {
         return Err(RestoreError::Refused(
             "--lazy and --new-pidns together are not supported yet: restore without --lazy".into(),
@@ -230,12 +232,16 @@ pub fn restore_with_progress(
     let rollback = rollback::Rollback::arm()?;
     debug!(pid, "forking the seeds");
     let seeds = seed::Seeds {
-        // The root seed's parent as it sees it: ckpt, or the new namespace's init.
+        // The root seed's parent as it sees it: ckpt, the new namespace's init, or none
+        // (a container's root: its parent is outside its pid namespace).
         ckpt: if opts.new_pidns {
             1
+        } else if inv.container.is_some() {
+            0
         } else {
             std::process::id() as i32
         },
+        container: inv.container.as_ref(),
         tree: &tree,
         plans: &plans,
         fds: &fds,
@@ -253,6 +259,16 @@ pub fn restore_with_progress(
             "pid and mount namespaces: init forked"
         );
         (None, Some(init))
+    } else if let Some(c) = &inv.container {
+        let t = Instant::now();
+        let child = container::fork_root(&seeds, c, err_w);
+        fdtable::close_from_ckpt(&fds);
+        debug!(
+            flags = c.clone_flags,
+            ms = ckpt_images::units::ms(t),
+            "container namespaces: root forked"
+        );
+        (Some(child?), None)
     } else {
         let child = seeds::fork_root(&seeds, err_w);
         fdtable::close_from_ckpt(&fds);
@@ -262,8 +278,17 @@ pub fn restore_with_progress(
     ckpt_sys::testhold::hold("restore-seeds", &|| false);
     // The pids ckpt names the processes by: the dumped ones, or, in a new pid
     // namespace, those the kernel gave them outside it.
-    let pids: Vec<Pid> = match &init {
-        Some(init) => {
+    let pids: Vec<Pid> = match (&init, child) {
+        (None, Some(root)) if inv.container.is_some() => {
+            let t = Instant::now();
+            let outer = pidns::outer_pids(root, true, &inv.pids)?;
+            debug!(
+                ms = ckpt_images::units::ms(t),
+                "container: outer pids found"
+            );
+            outer
+        }
+        (Some(init), _) => {
             let t = Instant::now();
             let outer = init.outer_pids(&inv.pids)?;
             debug!(
@@ -273,7 +298,7 @@ pub fn restore_with_progress(
             );
             outer
         }
-        None => inv.pids.iter().map(|&p| Pid::from_raw(p)).collect(),
+        _ => inv.pids.iter().map(|&p| Pid::from_raw(p)).collect(),
     };
     let child = child.unwrap_or(pids[0]);
     let source = fill::Source {
@@ -301,6 +326,9 @@ pub fn restore_with_progress(
             debug!(pid, ms = ckpt_images::units::ms(t), "verified");
         }
         write_pidfile(opts, child.as_raw())?;
+        if let Some(c) = &inv.container {
+            container::before_release(c, child)?;
+        }
         for tid in threads {
             ptrace::detach(tid)?;
         }
@@ -318,6 +346,10 @@ pub fn restore_with_progress(
             reset: &reset,
             progress,
             verify: opts.verify,
+            before_release: &|| match &inv.container {
+                Some(c) => container::before_release(c, pids[0]),
+                None => Ok(()),
+            },
         })?;
         drop(shared);
         write_pidfile(opts, pids[0].as_raw())?;

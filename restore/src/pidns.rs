@@ -135,32 +135,10 @@ fn close_all_but(keep: &[RawFd]) {
 }
 
 impl Init {
-    /// The pid in ckpt's namespace of every dumped pid in `pids`, found among the init's
-    /// descendants (each one's innermost NSpid is its dumped pid).
+    /// The pid in ckpt's namespace of every dumped pid in `pids`, among the init's
+    /// descendants.
     pub fn outer_pids(&self, pids: &[i32]) -> R<Vec<Pid>> {
-        let mut inner_to_outer: HashMap<i32, Pid> = HashMap::with_capacity(pids.len());
-        let mut todo = vec![self.pid];
-        while let Some(p) = todo.pop() {
-            for t in ckpt_sys::proc::tasks(p).unwrap_or_default() {
-                for c in ckpt_sys::proc::children(p, t).unwrap_or_default() {
-                    let ns = ckpt_sys::ns::ns_pids(c)?;
-                    if let Some(&inner) = ns.last() {
-                        inner_to_outer.insert(inner, c);
-                    }
-                    todo.push(c);
-                }
-            }
-        }
-        pids.iter()
-            .map(|p| {
-                inner_to_outer.get(p).copied().ok_or_else(|| {
-                    RestoreError::Refused(format!(
-                        "pid {p}: not found in the new pid namespace of init {}",
-                        self.pid
-                    ))
-                })
-            })
-            .collect()
+        outer_pids(self.pid, false, pids)
     }
 
     /// Every process is released: the init starts reaping.
@@ -196,4 +174,38 @@ impl Init {
         })?;
         Ok(i32::from_le_bytes(b))
     }
+}
+
+/// The pid in ckpt's namespace of every dumped pid in `pids`, found among the
+/// descendants of `top` (and `top` itself with `with_top`): each one's innermost NSpid is
+/// its dumped pid.
+pub fn outer_pids(top: Pid, with_top: bool, pids: &[i32]) -> R<Vec<Pid>> {
+    let mut inner_to_outer: HashMap<i32, Pid> = HashMap::with_capacity(pids.len());
+    let mut add = |p: Pid| -> R<()> {
+        if let Some(&inner) = ckpt_sys::ns::ns_pids(p)?.last() {
+            inner_to_outer.insert(inner, p);
+        }
+        Ok(())
+    };
+    if with_top {
+        add(top)?;
+    }
+    let mut todo = vec![top];
+    while let Some(p) = todo.pop() {
+        for t in ckpt_sys::proc::tasks(p).unwrap_or_default() {
+            for c in ckpt_sys::proc::children(p, t).unwrap_or_default() {
+                add(c)?;
+                todo.push(c);
+            }
+        }
+    }
+    pids.iter()
+        .map(|p| {
+            inner_to_outer.get(p).copied().ok_or_else(|| {
+                RestoreError::Refused(format!(
+                    "pid {p}: not found in the pid namespace under pid {top}"
+                ))
+            })
+        })
+        .collect()
 }

@@ -69,3 +69,121 @@ pub fn mount_own_proc() -> Result<()> {
     )
     .map_err(|e| Error::sys("mount proc on /proc", e))
 }
+
+/// Runs `f` on a thread of ckpt that first joined `pid`'s namespace of `kind` (`uts`,
+/// `ipc`: namespaces a thread may join on its own, setns(2)), so that what it reads from
+/// /proc/sys or /proc/sysvipc is that namespace's. ckpt's other threads stay where they
+/// are.
+pub fn in_namespace_of<T: Send>(pid: Pid, kind: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
+    let path = format!("/proc/{pid}/ns/{kind}");
+    let ns = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::empty())
+                .map_err(|e| Error::sys(format!("setns({path})"), e))?;
+            Ok(f())
+        })
+        .join()
+        .unwrap_or_else(|_| Err(Error::Other(format!("thread in {path} panicked"))))
+    })
+}
+
+/// Forks the root of a container: clone3 with `flags` (CLONE_NEWPID and the other
+/// CLONE_NEW* the container owns), so the child is pid 1 of a fresh pid namespace, in
+/// fresh namespaces of the other kinds. The caller must be single-threaded.
+pub fn fork_container_root(flags: u64) -> Result<Forked> {
+    crate::process::fork3(flags | libc::CLONE_NEWPID as u64, libc::SIGCHLD as u64, &[]).map_err(
+        |e| {
+            Error::sys(
+                format!("clone3 of a container's root (flags {flags:#x})"),
+                e,
+            )
+        },
+    )
+}
+
+/// In a fresh mount namespace: makes every mount private, so that nothing mounted in it
+/// reaches the namespace it was copied from (nor the other way).
+pub fn make_mounts_private() -> Result<()> {
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| Error::sys("mount --make-rprivate /", e))
+}
+
+/// sethostname(2) and setdomainname(2) of the caller's uts namespace.
+pub fn set_names(hostname: &str, domainname: &str) -> Result<()> {
+    nix::unistd::sethostname(hostname)
+        .map_err(|e| Error::sys(format!("sethostname({hostname:?})"), e))?;
+    // SAFETY: setdomainname reads `len` bytes from a valid buffer.
+    let r = unsafe { libc::setdomainname(domainname.as_ptr().cast(), domainname.len()) };
+    nix::errno::Errno::result(r)
+        .map(drop)
+        .map_err(|e| Error::sys(format!("setdomainname({domainname:?})"), e))
+}
+
+/// Mounts a proc of `pid`'s pid namespace on /proc of `pid`'s mount namespace, from
+/// outside: proc shows the pid namespace of the task that mounts it, so a child is forked
+/// into that pid namespace (setns of this thread's pid_for_children, put back right
+/// after), joins the mount namespace (a fresh, single-threaded process may) and mounts.
+/// The child has a pid of the namespace for as long as it takes and its parent is ckpt:
+/// the namespace's init sees nothing of it.
+pub fn mount_proc_inside(pid: Pid) -> Result<()> {
+    let open = |what: String| std::fs::File::open(&what).map_err(|e| Error::io(&what, e));
+    let own = open("/proc/thread-self/ns/pid_for_children".into())?;
+    let their_pid = open(format!("/proc/{pid}/ns/pid"))?;
+    let their_mnt = open(format!("/proc/{pid}/ns/mnt"))?;
+    nix::sched::setns(&their_pid, nix::sched::CloneFlags::CLONE_NEWPID)
+        .map_err(|e| Error::sys(format!("setns(/proc/{pid}/ns/pid)"), e))?;
+    let forked = crate::process::fork3(0, libc::SIGCHLD as u64, &[]);
+    if let Ok(Forked::Child) = forked {
+        // Only raw calls from here: the parent may be multi-threaded.
+        let code = match nix::sched::setns(&their_mnt, nix::sched::CloneFlags::CLONE_NEWNS) {
+            Err(e) => 100 + e as i32,
+            Ok(()) => match nix::mount::mount(
+                Some("proc"),
+                "/proc",
+                Some("proc"),
+                nix::mount::MsFlags::MS_NOSUID
+                    | nix::mount::MsFlags::MS_NODEV
+                    | nix::mount::MsFlags::MS_NOEXEC,
+                None::<&str>,
+            ) {
+                Ok(()) => 0,
+                Err(e) => e as i32,
+            },
+        };
+        crate::process::exit_now(code)
+    }
+    let back = nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWPID);
+    let child = match forked {
+        Ok(Forked::Parent(c)) => c,
+        Ok(Forked::Child) => unreachable!("the child exited above"),
+        Err(e) => return Err(Error::sys("fork into the container's pid namespace", e)),
+    };
+    let status = loop {
+        match nix::sys::wait::waitpid(child, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other,
+        }
+    };
+    back.map_err(|e| Error::sys("setns back to ckpt's pid namespace", e))?;
+    match status {
+        Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
+        Ok(nix::sys::wait::WaitStatus::Exited(_, c)) if c > 100 => Err(Error::sys(
+            format!("joining the mount namespace of pid {pid}"),
+            nix::errno::Errno::from_raw(c - 100),
+        )),
+        Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => Err(Error::sys(
+            format!("mounting proc on /proc in the mount namespace of pid {pid}"),
+            nix::errno::Errno::from_raw(c),
+        )),
+        other => Err(Error::Other(format!(
+            "proc mounter for pid {pid}: {other:?}"
+        ))),
+    }
+}
