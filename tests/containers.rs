@@ -485,3 +485,47 @@ fn container_ipc_and_mounts_are_refused_by_name() {
     reap(w.pid, Duration::from_secs(10));
     env.untrack(w.pid);
 }
+
+/// A container restore that fails (a seed cannot open the tree's output file) leaves no
+/// task behind: the fresh namespaces die with their last process.
+#[test]
+fn failed_container_restore_leaves_nothing() {
+    let env = Env::new();
+    let (w, init) = start_container(&env, "failing", "echo made; while :; do sleep 0.05; done");
+    env.wait_line(&w, "made", |l| l == "made");
+    let img = env.subdir("img");
+    env.dump(init, &img, &[]).ok();
+    reap(w.pid, Duration::from_secs(10));
+    env.untrack(w.pid);
+    env.untrack(init);
+    fs::rename(&w.out, env.path().join("moved.out")).unwrap();
+    env.ckpt(&[
+        OsStr::new("restore"),
+        OsStr::new("-D"),
+        img.as_os_str(),
+        OsStr::new("-d"),
+    ])
+    .failed_naming("failing.out");
+    // No pid 1 of a namespace is left working in this test's directory.
+    let start = Instant::now();
+    while !inits_in(env.path()).is_empty() {
+        let left = inits_in(env.path());
+        assert!(start.elapsed() < Duration::from_secs(5), "left: {left:?}");
+        sleep(Duration::from_millis(20));
+    }
+}
+
+/// Tasks whose cwd is `dir` and that are pid 1 of a namespace of their own.
+fn inits_in(dir: &Path) -> Vec<i32> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| {
+            let ns = ns_pids(p);
+            ns.len() > 1
+                && ns.last() == Some(&1)
+                && fs::read_link(format!("/proc/{p}/cwd")).is_ok_and(|c| c == dir)
+        })
+        .collect()
+}

@@ -170,7 +170,7 @@ pub fn dump_with_progress(
             for n in &mut tree.nodes {
                 container::node_inner(n, &map)?;
             }
-            tracing::debug!(
+            tracing::info!(
                 flags = record.clone_flags,
                 ms = ms(t),
                 "container namespaces recorded"

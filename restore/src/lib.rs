@@ -253,7 +253,7 @@ pub fn restore_with_progress(
         let init = pidns::start(&seeds, err_w, opts.detach, &keep);
         fdtable::close_from_ckpt(&fds);
         let init = init?;
-        debug!(
+        info!(
             init = init.pid.as_raw(),
             ms = ckpt_images::units::ms(t),
             "pid and mount namespaces: init forked"
@@ -263,7 +263,7 @@ pub fn restore_with_progress(
         let t = Instant::now();
         let child = container::fork_root(&seeds, c, err_w);
         fdtable::close_from_ckpt(&fds);
-        debug!(
+        info!(
             flags = c.clone_flags,
             ms = ckpt_images::units::ms(t),
             "container namespaces: root forked"
