@@ -2,7 +2,8 @@
 //! `unshare --fork --pid --mount-proc --uts --ipc` makes). The dump records the pids as
 //! that namespace sees them (NSpid, NSpgid, NSsid), the hostname and domain name of its
 //! uts namespace, and which namespaces it owns; what it cannot restore yet is refused by
-//! name: a user, net, cgroup or time namespace of its own, mounts other than a copy of
+//! name: a user, cgroup or time namespace of its own, a net namespace with more than a
+//! loopback (127.0.0.1, ::1), mounts other than a copy of
 //! ckpt's with the container's /proc over /proc, SysV IPC objects, processes of the tree
 //! in namespaces other than the root's.
 
@@ -12,11 +13,12 @@ use ckpt_sys::{ns, Pid};
 use std::collections::HashMap;
 
 /// Namespaces a container may own, with their CLONE_NEW* flag.
-pub const OWNED: [(&str, u64); 4] = [
+pub const OWNED: [(&str, u64); 5] = [
     ("pid", libc::CLONE_NEWPID as u64),
     ("mnt", libc::CLONE_NEWNS as u64),
     ("uts", libc::CLONE_NEWUTS as u64),
     ("ipc", libc::CLONE_NEWIPC as u64),
+    ("net", libc::CLONE_NEWNET as u64),
 ];
 
 /// The namespaces of the root of a container: Some when `root` is pid 1 of a pid
@@ -177,7 +179,47 @@ pub fn record(root: Pid, out: &mut Blockers) -> pb::Container {
     if flags & libc::CLONE_NEWNS as u64 != 0 {
         mount_blockers(root, out);
     }
+    if flags & libc::CLONE_NEWNET as u64 != 0 {
+        c.loopback_up = loopback(root, out);
+    }
     c
+}
+
+/// A network namespace of the container's own: only `lo`, with only 127.0.0.1 and ::1
+/// (interfaces read on a ckpt thread in that namespace); other interfaces and addresses
+/// are refused by name. Whether lo is up.
+fn loopback(root: Pid, out: &mut Blockers) -> bool {
+    let list = match ns::in_namespace_of(root, "net", ns::interfaces) {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) | Err(e) => {
+            out.push(root, "net namespace", e.to_string());
+            return false;
+        }
+    };
+    let mut up = false;
+    for (name, is_up, addr) in list {
+        if name != "lo" {
+            out.push(
+                root,
+                format!("interface {name} (its net namespace)"),
+                "a container's network interfaces other than lo are not restored yet",
+            );
+            continue;
+        }
+        up |= is_up;
+        let allowed = [
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ];
+        if let Some(a) = addr.filter(|a| !allowed.contains(a)) {
+            out.push(
+                root,
+                format!("address {a} on lo (its net namespace)"),
+                "addresses other than 127.0.0.1 and ::1 are not restored yet",
+            );
+        }
+    }
+    up
 }
 
 /// SysV IPC objects of the container's ipc namespace (/proc/sysvipc/* read from inside

@@ -1,8 +1,8 @@
 //! A container's restore (`Inventory.container`: the tree's root was pid 1 of a pid
 //! namespace of its own). ckpt forks the root's seed with clone3(CLONE_NEWPID and the
 //! other CLONE_NEW* the container owned): it is pid 1 again, of fresh namespaces. The root
-//! seed makes the mount namespace's mounts private and sets the hostname and domain name
-//! before it forks the others (with set_tid of their pids inside, as on the host). The
+//! seed makes the mount namespace's mounts private, sets the hostname and domain name and
+//! brings a loopback-only network namespace's lo up (if it was) before it forks the others (with set_tid of their pids inside, as on the host). The
 //! container's own /proc is mounted last, by `ckpt_sys::ns::mount_proc_inside` once every
 //! puppet is done and before any process runs: until then the seeds and puppets see
 //! ckpt's /proc, through which they open ckpt's shared memory objects
@@ -19,8 +19,11 @@ pub fn check(inv: &pb::Inventory, new_pidns: bool, lazy: bool) -> R<()> {
     let Some(c) = &inv.container else {
         return Ok(());
     };
-    let known =
-        (libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC) as u64;
+    let known = (libc::CLONE_NEWPID
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWNET) as u64;
     let refuse = |why: String| {
         Err(RestoreError::Refused(format!(
             "inventory.img: container: {why}"
@@ -63,6 +66,9 @@ pub fn set_up_root(c: &pb::Container) -> Result<(), String> {
     }
     if c.clone_flags & libc::CLONE_NEWUTS as u64 != 0 {
         ckpt_sys::ns::set_names(&c.hostname, &c.domainname).map_err(|e| e.to_string())?;
+    }
+    if c.clone_flags & libc::CLONE_NEWNET as u64 != 0 && c.loopback_up {
+        ckpt_sys::ns::loopback_up().map_err(|e| e.to_string())?;
     }
     Ok(())
 }

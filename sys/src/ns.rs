@@ -187,3 +187,50 @@ pub fn mount_proc_inside(pid: Pid) -> Result<()> {
         ))),
     }
 }
+
+/// The network interfaces of the calling thread's network namespace (getifaddrs(3),
+/// netlink): (name, up, address if any), one entry per address.
+pub fn interfaces() -> Result<Vec<(String, bool, Option<std::net::IpAddr>)>> {
+    let all = nix::ifaddrs::getifaddrs().map_err(|e| Error::sys("getifaddrs", e))?;
+    Ok(all
+        .map(|i| {
+            let up = i.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP);
+            let addr = i.address.as_ref().and_then(|a| {
+                a.as_sockaddr_in()
+                    .map(|v4| std::net::IpAddr::V4(v4.ip()))
+                    .or_else(|| a.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip())))
+            });
+            (i.interface_name, up, addr)
+        })
+        .collect())
+}
+
+/// Brings `lo` of the caller's network namespace up (SIOCSIFFLAGS), which gives it
+/// 127.0.0.1/8 and ::1 as in any fresh namespace.
+pub fn loopback_up() -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| Error::sys("socket for SIOCSIFFLAGS", e))?;
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own; the flags union
+    // member is the one these requests use.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(Error::sys("SIOCGIFFLAGS lo", nix::errno::Errno::last()));
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(Error::sys("SIOCSIFFLAGS lo up", nix::errno::Errno::last()));
+        }
+    }
+    Ok(())
+}
