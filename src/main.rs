@@ -100,6 +100,11 @@ enum Cmd {
         /// KEY, e.g. `pipe:[1234]`, when it needs one). CRIU's spelling; repeatable.
         #[arg(long = "inherit-fd", value_name = "fd[N]:KEY", value_parser = parse_inherit_fd)]
         inherit_fd: Vec<(i32, String)>,
+        /// Restore into a fresh pid namespace, under a minimal init of ckpt's: the
+        /// processes keep their dumped pids inside it (so the image restores even while
+        /// those pids are taken here); the pidfile gets the root's pid outside it.
+        #[arg(long)]
+        new_pidns: bool,
     },
     /// Summarise an image directory (processes, memory, fds, files, checksums), print it
     /// whole as JSON (--json), or compare two directories (--diff A B).
@@ -303,6 +308,7 @@ fn run(cli: Cli) -> Result<i32> {
             lazy,
             no_verify,
             inherit_fd,
+            new_pidns,
         } => {
             let opts = ckpt_restore::RestoreOptions {
                 dir: dir.clone(),
@@ -311,6 +317,7 @@ fn run(cli: Cli) -> Result<i32> {
                 lazy,
                 verify: !no_verify,
                 inherit_fds: inherit_fd,
+                new_pidns,
             };
             // Until the process is released (restore disarms then): abort in order, the
             // half-built process killed and reaped.

@@ -11,8 +11,8 @@
 //! - `SameAsCkpt`: restore cannot set it; the restored process inherits ckpt's own
 //!   value, so the dump refuses unless the task's value equals ckpt's;
 //! - `Expect(v)`: only the default `v` is supported; anything else is refused;
-//! - `OneLevel`: a per-pid-namespace list; refused when the task is in a nested pid
-//!   namespace (more than one value);
+//! - `OneLevel`: a per-pid-namespace list; refused beyond two values (ckpt's namespace
+//!   and a dumped container's, which `ns.rs` checks);
 //! - `Refused(why)`: present (a VmFlags letter set) means refused.
 //!
 //! Other state, outside these two files (all checked by the dump, see the modules):
@@ -285,10 +285,12 @@ pub fn check_status(pid: Pid, text: &str, own: &str, allowed: &Allowed) -> Resul
                 }
             }
             Some(OneLevel) => {
-                if v.split_whitespace().count() > 1 {
+                // Two levels: a container's own pid namespace (`ns.rs` refused the task
+                // unless its namespace is the dumped container's).
+                if v.split_whitespace().count() > 2 {
                     return Err(refuse(format!(
                         "pid {pid}: {k} is {v:?}: it lives in a nested pid namespace; \
-                         namespaces are not supported yet"
+                         not supported yet"
                     )));
                 }
             }
@@ -380,7 +382,7 @@ mod tests {
             &Allowed(vec!["FancyNewThing".into()]),
         )
         .unwrap();
-        assert!(check_status(pid, "NSpid:\t5 1\n", own, &none).is_err());
+        assert!(check_status(pid, "NSpid:\t5 3 1\n", own, &none).is_err());
         assert!(check_status(pid, "CoreDumping:\t1\n", own, &none).is_err());
     }
 

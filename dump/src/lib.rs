@@ -6,6 +6,7 @@
 //!   `blockers::Blocker` of the tree, also listed by `ckpt check -t`; `describe` and
 //!   `sockets` say what a pipe, socket or anonymous inode fd is); `known_state`: every
 //!   piece of per-task kernel state ckpt knows, and the refusal of what it does not;
+//!   `ns`: namespaces a process does not share with ckpt, refused by name;
 //! - `tree`: find and seize every descendant, consistently; sessions and groups;
 //! - `seize`: PTRACE_SEIZE + INTERRUPT, and the guard that puts the task back on any error
 //!   (also on SIGINT/SIGTERM/SIGHUP: `ckpt_sys::abort` is checked between steps);
@@ -22,6 +23,7 @@
 //!   previous image.
 
 mod blockers;
+mod container;
 mod cores;
 mod cow;
 mod describe;
@@ -31,6 +33,7 @@ mod freezer;
 pub mod known_state;
 mod locks;
 mod mm;
+mod ns;
 mod pages;
 mod release;
 mod remote;
@@ -198,6 +201,7 @@ pub fn dump_with_progress(
         memory: ckpt_images::intervals::Covered::default(),
         files: fdtable::FdTable::new(tree.live.iter().map(|m| m.task.pid())),
         locks: locks::read_once_stopped()?,
+        pids: container::PidMap::host(),
     };
     let mut root_vdso = 0;
     // Copy-on-write pages each child shares with its parent, found before any copy
@@ -231,6 +235,29 @@ pub fn dump_with_progress(
         }
     }
     drop(frames);
+
+    // A container (the root is pid 1 of its own pid namespace): what it owns, and the
+    // pids as it sees them, which the images hold.
+    let t_ns = Instant::now();
+    let (container, pidmap) = match container::root_namespaces(pid) {
+        Some(_) => {
+            let mut refused = blockers::Blockers::default();
+            let record = container::record(pid, &mut refused);
+            refused.refuse_if_any(pid)?;
+            let map = container::PidMap::of(tree.live.iter().map(|m| m.task.pid()))?;
+            for n in &mut tree.nodes {
+                container::node_inner(n, &map)?;
+            }
+            tracing::info!(
+                flags = record.clone_flags,
+                ms = ms(t_ns),
+                "container namespaces recorded"
+            );
+            (Some(record), map)
+        }
+        None => (None, container::PidMap::host()),
+    };
+    shared.pids = pidmap;
     let mut held: std::collections::HashMap<i32, cow::Ranges> = Default::default();
     let mut trackers = Vec::new();
     let mut deferred = Vec::new();
@@ -257,7 +284,7 @@ pub fn dump_with_progress(
         held.insert(pid, one.held);
         trackers.extend(one.tracker);
         if let Some(runs) = one.deferred {
-            deferred.push((m.task.pid(), runs));
+            deferred.push((m.task.pid(), shared.pids.pid(pid), runs));
         }
         if i == 0 {
             root_vdso = one.vdso_xxh3;
@@ -289,8 +316,12 @@ pub fn dump_with_progress(
     let inventory = pb::Inventory {
         format_version: 0, // set by the sink
         ckpt_version: env!("CARGO_PKG_VERSION").into(),
-        root_pid: opts.pid,
-        pids: tree.live.iter().map(|m| m.task.pid().as_raw()).collect(),
+        root_pid: shared.pids.pid(opts.pid),
+        pids: tree
+            .live
+            .iter()
+            .map(|m| shared.pids.pid(m.task.pid().as_raw()))
+            .collect(),
         kernel_release: proc::read_trimmed("/proc/sys/kernel/osrelease")?,
         vdso_xxh3: root_vdso,
         xsave_features: process::xsave_features(xsave),
@@ -308,6 +339,7 @@ pub fn dump_with_progress(
         pre_dump: opts.pre_dump,
         parent: parent_image.as_ref().map(|p| p.link.clone()),
         trackers,
+        container,
     };
     let pids_dumped = inventory.pids.len();
     let armed: Vec<u64> = inventory.trackers.iter().map(|t| t.inode).collect();
@@ -319,11 +351,12 @@ pub fn dump_with_progress(
         release(tree.take().expect("released once"), true)?;
         stats.frozen_ms = ms(t_seize);
         tracing::debug!(ms = ms(t_rel), "released to run during the copy");
-        for (pid, runs) in deferred {
+        for (pid, raw, runs) in deferred {
             abort::phase("copying memory");
             abort::check()?;
             let copied = write_pages(
                 pid,
+                raw,
                 &runs,
                 &[],
                 opts,
@@ -390,7 +423,10 @@ fn release(tree: tree::Tree, leave_running: bool) -> Result<(), DumpError> {
                 }
             }
         }
-        for t in dying {
+        // Children first: a container's init, dying, waits in the kernel until every
+        // other task of its pid namespace is reaped, and those are ours to reap (we
+        // trace them).
+        for t in dying.into_iter().rev() {
             if let Err(e) = t.wait_dead() {
                 first_err.get_or_insert(e);
             }
@@ -408,6 +444,8 @@ struct TreeWide {
     memory: ckpt_images::intervals::Covered,
     files: fdtable::FdTable,
     locks: locks::AllLocks,
+    /// The pids the images hold (a container's own view of them).
+    pids: container::PidMap,
 }
 
 /// What a process's pages may leave out: the pages of shared memory an earlier process
@@ -438,6 +476,7 @@ struct OneProcess {
 #[allow(clippy::too_many_arguments)]
 fn write_pages(
     pid: Pid,
+    raw: i32,
     runs: &[pages::Run],
     from_parent: &[(u64, u64)],
     opts: &DumpOptions,
@@ -447,7 +486,6 @@ fn write_pages(
     progress: &dyn ckpt_images::progress::Progress,
 ) -> Result<u64, DumpError> {
     let t = Instant::now();
-    let raw = pid.as_raw();
     let mut pagemap = sink.records(&names::pagemap(raw), Kind::Pagemap)?;
     let copied = pages::copy(
         pid,
@@ -497,7 +535,8 @@ fn process(
 ) -> Result<OneProcess, DumpError> {
     let parent_image = dedup.earlier;
     let pid = task.pid();
-    let raw = pid.as_raw();
+    // The pid its images are named and recorded by: as its pid namespace sees it.
+    let raw = dedup.tree.pids.pid(pid.as_raw());
     let t = Instant::now();
     let stat = proc::stat(pid)?;
     let status = proc::status(pid)?;
@@ -575,6 +614,7 @@ fn process(
     } else {
         let n = write_pages(
             pid,
+            raw,
             &plan,
             &from_parent,
             opts,
@@ -591,12 +631,11 @@ fn process(
     abort::check()?;
     let mut process_core = cores::process(pid, &stat, &status, &injected, threads.len())?;
     process_core.seccomp_filters = seccomp.filters;
+    let mut thread_cores = cores::thread_records(threads, &injected)?;
+    container::core_inner(&mut process_core, &mut thread_cores, &dedup.tree.pids);
     let mut w = sink.records(&names::core(raw), Kind::Core)?;
     w.write(&process_core)?;
-    for (mut t, (mode, chain)) in cores::thread_records(threads, &injected)?
-        .into_iter()
-        .zip(seccomp.threads)
-    {
+    for (mut t, (mode, chain)) in thread_cores.into_iter().zip(seccomp.threads) {
         t.seccomp_mode = mode;
         t.seccomp_chain = chain;
         w.write(&t)?;

@@ -128,7 +128,7 @@ pub fn seize(root: Member, describer: &mut Describer) -> Result<Tree, DumpError>
                     continue;
                 }
                 found = true;
-                if let Some(m) = seize_child(c, describer)? {
+                if let Some(m) = seize_child(c, root_pid, describer)? {
                     tree.live.push(m);
                 }
                 tree.nodes.push(node(c)?);
@@ -147,11 +147,11 @@ pub fn seize(root: Member, describer: &mut Describer) -> Result<Tree, DumpError>
 }
 
 /// Checks and seizes a child; None if it is (or just became) a zombie.
-fn seize_child(c: Pid, describer: &mut Describer) -> Result<Option<Member>, DumpError> {
+fn seize_child(c: Pid, root: Pid, describer: &mut Describer) -> Result<Option<Member>, DumpError> {
     if is_dying(c) && settle(c) {
         return Ok(None);
     }
-    let id = match validate::before_seize_one(c, describer) {
+    let id = match validate::before_seize_one(c, root, describer) {
         Ok(id) => id,
         Err(_) if is_dying(c) && settle(c) => return Ok(None),
         Err(e) => return Err(e),

@@ -100,12 +100,17 @@ pub fn before_seize(pid: Pid) -> Result<(Identity, Describer), DumpError> {
 /// A process that appeared in the tree only while it was being seized (a fork of a
 /// seized parent's, just before its stop): checked on its own, as `before_seize` checked
 /// the others.
-pub fn before_seize_one(pid: Pid, describer: &mut Describer) -> Result<Identity, DumpError> {
+pub fn before_seize_one(
+    pid: Pid,
+    root: Pid,
+    describer: &mut Describer,
+) -> Result<Identity, DumpError> {
     examinable(pid)?;
     let identity = Identity::take(pid)?;
     describer.add(pid);
     let mut out = Blockers::default();
-    process_blockers(pid, true, describer, &mut out)?;
+    let owned = crate::container::root_namespaces(root);
+    process_blockers(pid, true, owned.as_ref(), describer, &mut out)?;
     out.refuse_if_any(pid)?;
     Ok(identity)
 }
@@ -123,10 +128,14 @@ fn tree_blockers_with(root: Pid) -> Result<(Blockers, Describer), DumpError> {
     let tree = tree(root);
     let mut describer = Describer::new(tree.iter().copied());
     let mut out = Blockers::default();
+    let owned = crate::container::root_namespaces(root);
+    if owned.is_some() {
+        crate::container::record(root, &mut out);
+    }
     for &pid in &tree {
         let below = pid != root;
         let mut mine = Blockers::default();
-        let looked = process_blockers(pid, below, &mut describer, &mut mine);
+        let looked = process_blockers(pid, below, owned.as_ref(), &mut describer, &mut mine);
         // A descendant that is exiting (or gone) blocks nothing: what it held is being
         // torn down under our eyes (its maps read empty, its fds vanish), and the seize
         // records it as the zombie it becomes (`tree.rs`).
@@ -184,6 +193,7 @@ fn tree(root: Pid) -> Vec<Pid> {
 fn process_blockers(
     pid: Pid,
     below_root: bool,
+    container: Option<&crate::ns::Owned>,
     describer: &mut Describer,
     out: &mut Blockers,
 ) -> Result<(), DumpError> {
@@ -203,6 +213,7 @@ fn process_blockers(
         }
         return Ok(());
     }
+    crate::ns::blockers(pid, container, out);
     let status = proc::status(pid).map_err(gone)?;
     if status.tracerpid != 0 {
         out.push(

@@ -8,6 +8,7 @@
 //! (`shared.rs`), and any failure before the release kills everything (`rollback.rs`).
 
 mod chain;
+mod container;
 mod cow;
 mod fdtable;
 mod fill;
@@ -15,6 +16,7 @@ mod image;
 mod lazy;
 mod locks;
 mod pidheld;
+mod pidns;
 mod puppet;
 mod puppets;
 mod regs;
@@ -51,6 +53,9 @@ pub struct RestoreOptions {
     /// `--inherit-fd fd[N]:KEY`: ckpt's fd N stands for the external object KEY of the
     /// image (a pipe the dumped tree shared with the outside).
     pub inherit_fds: Vec<(i32, String)>,
+    /// `--new-pidns`: rebuild the tree in a fresh pid namespace under an init of ckpt's
+    /// (`pidns.rs`), its pids as dumped inside, whatever they are outside.
+    pub new_pidns: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +106,12 @@ pub fn restore_with_progress(
             dir.path(ckpt_images::names::INVENTORY).display(),
             tree.processes()
         )));
+    }
+    container::check(inv, opts.new_pidns, opts.lazy)?;
+    if opts.lazy && opts.new_pidns {
+        return Err(RestoreError::Refused(
+            "--lazy and --new-pidns together are not supported yet: restore without --lazy".into(),
+        ));
     }
     // The processes' pages lie back to back in one pages file, covering it.
     let mut imgs: Vec<image::ProcessImage> = Vec::with_capacity(inv.pids.len());
@@ -199,7 +210,10 @@ pub fn restore_with_progress(
     chain::attach(&dir, &mut imgs, &bases, &sizes)?;
     let pages = PagesReader::new(&pages_path, &map)?;
     let shared = if imgs.len() > 1 {
-        Some(shared::SharedObjects::create(&imgs)?)
+        Some(shared::SharedObjects::create(
+            &imgs,
+            opts.new_pidns.then_some(1),
+        )?)
     } else {
         None
     };
@@ -237,18 +251,75 @@ pub fn restore_with_progress(
     let rollback = rollback::Rollback::arm()?;
     debug!(pid, "forking the seeds");
     let seeds = seed::Seeds {
-        ckpt: std::process::id() as i32,
+        // The root seed's parent as it sees it: ckpt, the new namespace's init, or none
+        // (a container's root: its parent is outside its pid namespace).
+        ckpt: if opts.new_pidns {
+            1
+        } else if inv.container.is_some() {
+            0
+        } else {
+            std::process::id() as i32
+        },
+        container: inv.container.as_ref(),
         tree: &tree,
         plans: &plans,
         fds: &fds,
     };
     fdtable::place_from_ckpt(&fds)?;
-    let child = seeds::fork_root(&seeds, err_w);
-    fdtable::close_from_ckpt(&fds);
-    let child = child?;
+    let (child, mut init) = if opts.new_pidns {
+        let keep: Vec<i32> = shared.as_ref().map_or(Vec::new(), |s| s.raw_fds());
+        let t = Instant::now();
+        let init = pidns::start(&seeds, err_w, opts.detach, &keep);
+        fdtable::close_from_ckpt(&fds);
+        let init = init?;
+        info!(
+            init = init.pid.as_raw(),
+            ms = ckpt_images::units::ms(t),
+            "pid and mount namespaces: init forked"
+        );
+        (None, Some(init))
+    } else if let Some(c) = &inv.container {
+        let t = Instant::now();
+        let child = container::fork_root(&seeds, c, err_w);
+        fdtable::close_from_ckpt(&fds);
+        info!(
+            flags = c.clone_flags,
+            ms = ckpt_images::units::ms(t),
+            "container namespaces: root forked"
+        );
+        (Some(child?), None)
+    } else {
+        let child = seeds::fork_root(&seeds, err_w);
+        fdtable::close_from_ckpt(&fds);
+        (Some(child?), None)
+    };
     seeds::wait_ready(err_r, &inv.pids)?;
     ckpt_sys::testhold::hold("restore-seeds", &|| false);
-    let pids: Vec<Pid> = inv.pids.iter().map(|&p| Pid::from_raw(p)).collect();
+    // The pids ckpt names the processes by: the dumped ones, or, in a new pid
+    // namespace, those the kernel gave them outside it.
+    let pids: Vec<Pid> = match (&init, child) {
+        (None, Some(root)) if inv.container.is_some() => {
+            let t = Instant::now();
+            let outer = pidns::outer_pids(root, true, &inv.pids)?;
+            debug!(
+                ms = ckpt_images::units::ms(t),
+                "container: outer pids found"
+            );
+            outer
+        }
+        (Some(init), _) => {
+            let t = Instant::now();
+            let outer = init.outer_pids(&inv.pids)?;
+            debug!(
+                init = init.pid.as_raw(),
+                ms = ckpt_images::units::ms(t),
+                "pid namespace: outer pids found"
+            );
+            outer
+        }
+        _ => inv.pids.iter().map(|&p| Pid::from_raw(p)).collect(),
+    };
+    let child = child.unwrap_or(pids[0]);
     let source = fill::Source {
         reader: &pages,
         map: &map,
@@ -273,7 +344,10 @@ pub fn restore_with_progress(
             verify::check(child, &imgs[0], opts.lazy)?;
             debug!(pid, ms = ckpt_images::units::ms(t), "verified");
         }
-        write_pidfile(opts, pid)?;
+        write_pidfile(opts, child.as_raw())?;
+        if let Some(c) = &inv.container {
+            container::before_release(c, child)?;
+        }
         for tid in threads {
             ptrace::detach(tid)?;
         }
@@ -291,9 +365,16 @@ pub fn restore_with_progress(
             reset: &reset,
             progress,
             verify: opts.verify,
+            before_release: &|| match &inv.container {
+                Some(c) => container::before_release(c, pids[0]),
+                None => Ok(()),
+            },
         })?;
         drop(shared);
-        write_pidfile(opts, pid)?;
+        write_pidfile(opts, pids[0].as_raw())?;
+    }
+    if let Some(init) = init.as_mut() {
+        init.release()?;
     }
     rollback.disarm();
     // Released: from here SIGINT/SIGTERM/SIGHUP act as they always did (ckpt armed them).
@@ -336,7 +417,15 @@ pub fn restore_with_progress(
             tracing::error!("lazy restore of pid {pid}: {e}");
         }
     } else if opts.detach {
-        return Ok(Outcome::Detached(pid));
+        return Ok(Outcome::Detached(child.as_raw()));
+    }
+    if let Some(init) = init {
+        let status = init.wait()?;
+        return Ok(if status & 0x7f == 0 {
+            Outcome::Exited((status >> 8) & 0xff)
+        } else {
+            Outcome::Killed(status & 0x7f)
+        });
     }
     loop {
         match waitpid(child, None) {

@@ -869,7 +869,8 @@ impl<'a> Puppet<'a> {
 
     /// Re-queues the signals that were pending at dump, while everything is blocked.
     fn pending_signals(&mut self) -> R<()> {
-        let pid = self.pid.as_raw() as u64;
+        // The process's own pid as it sees it (in a new pid namespace, not ckpt's).
+        let pid = self.img.core.pid as u64;
         let shared = self.img.core.shared_pending.iter().map(|s| (true, s));
         let private = self.img.threads[0].pending.iter().map(|s| (false, s));
         let others = self.thread_pending();
@@ -888,7 +889,7 @@ impl<'a> Puppet<'a> {
         let mut all: Vec<(bool, i32, &Vec<u8>)> = shared
             .chain(private)
             .chain(traps)
-            .map(|(s, i)| (s, self.pid.as_raw(), i))
+            .map(|(s, i)| (s, self.img.core.pid, i))
             .collect();
         all.extend(others.iter().map(|(tid, i)| (false, *tid, i)));
         for (is_shared, tid, info) in all {

@@ -26,6 +26,8 @@ pub struct Tree<'a> {
     pub progress: &'a dyn Progress,
     /// Check each process against its image before anything is released (`verify.rs`).
     pub verify: bool,
+    /// Run once every puppet is done, before any is released (a container's /proc).
+    pub before_release: &'a (dyn Fn() -> R<()> + Sync),
 }
 
 /// Seizes, rebuilds and then releases every process of `t`, on every CPU.
@@ -58,6 +60,15 @@ pub fn run_all(t: &Tree) -> R<()> {
             }
         }
         // Nobody is released before every puppet is done (or one failed).
+        if barrier.wait().is_leader() && !failed.load(Ordering::Acquire) {
+            if let Err(e) = (t.before_release)() {
+                failed.store(true, Ordering::Release);
+                first_err
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(e);
+            }
+        }
         barrier.wait();
         if result.is_ok() && !failed.load(Ordering::Acquire) {
             for p in mine {

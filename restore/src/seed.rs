@@ -85,7 +85,12 @@ pub fn run(seeds: &Seeds, me: usize) -> ! {
     }
     // Until `prepare` moved it, the status pipe is where ckpt left it.
     // The shared files its descendants hold are made before they are forked.
-    let early = join_groups(p)
+    let container = match seeds.container.filter(|_| me == 0) {
+        Some(c) => crate::container::set_up_root(c),
+        None => Ok(()),
+    };
+    let early = container
+        .and_then(|()| join_groups(p))
         .and_then(|()| objects::create(&seeds.fds.creates[me], seeds.fds.end))
         .and_then(|()| family::fork_children(seeds, me));
     let result = early

@@ -1,6 +1,8 @@
 //! Shared anonymous memory of a tree: an object that several processes map (a
 //! MAP_SHARED region made before a fork) is one object again. ckpt creates it once, as a
-//! memfd of its own; every puppet maps it by opening /proc/<ckpt>/fd/N, and its pages are
+//! memfd of its own; every puppet maps it by opening /proc/<ckpt>/fd/N (in a new pid
+//! namespace /proc/1/fd/N: its init inherited ckpt's fds and keeps them until the
+//! release, and ckpt is not in that namespace's /proc), and its pages are
 //! filled once, through the first process whose image holds them (the others' runs are
 //! dropped, `ProcessImage::drop_shared_duplicates`).
 
@@ -17,8 +19,9 @@ pub struct SharedObjects {
 }
 
 impl SharedObjects {
-    /// The objects mapped by more than one process of the tree.
-    pub fn create(imgs: &[ProcessImage]) -> R<SharedObjects> {
+    /// The objects mapped by more than one process of the tree; `holder` is the pid the
+    /// puppets see holding ckpt's fds (None: ckpt itself).
+    pub fn create(imgs: &[ProcessImage], holder: Option<i32>) -> R<SharedObjects> {
         let mut users: HashMap<u64, (usize, ShmObject)> = HashMap::new();
         for img in imgs {
             for (id, o) in img.shm_objects_all() {
@@ -33,7 +36,7 @@ impl SharedObjects {
                 e.1.size = e.1.size.max(o.size);
             }
         }
-        let me = nix::unistd::getpid();
+        let me = holder.unwrap_or_else(|| nix::unistd::getpid().as_raw());
         let mut paths = HashMap::new();
         let mut fds = Vec::new();
         for (id, (n, o)) in users {
@@ -51,5 +54,10 @@ impl SharedObjects {
             fds.push(fd);
         }
         Ok(SharedObjects { paths, _fds: fds })
+    }
+
+    /// ckpt's fds of the objects (an init of a new pid namespace keeps them open).
+    pub fn raw_fds(&self) -> Vec<i32> {
+        self._fds.iter().map(|f| f.as_raw_fd()).collect()
     }
 }

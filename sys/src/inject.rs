@@ -204,25 +204,28 @@ impl Remote {
 ///  5: mov rax, [r12] ; mov rdi, [r12+8] ; mov rsi, [r12+16] ; mov rdx, [r12+24]
 ///     mov r10, [r12+32] ; mov r8, [r12+40] ; mov r9, [r12+48]
 /// 27: syscall ; mov [r12+56], rax ; add r12, 64 ; dec r13 ; jmp 0
-/// 37: mov eax, 234 (tgkill) ; mov rdi, r14 ; mov rsi, r15 ; mov edx, 19 (SIGSTOP)
-/// 47: syscall ; jmp 0x37
+/// 37: getpid ; mov r14, rax ; gettid ; mov rsi, rax ; mov rdi, r14
+/// 4e: mov eax, 234 (tgkill) ; mov edx, 19 (SIGSTOP) ; syscall ; jmp 0x37
 /// ```
 ///
-/// The stop is a SIGSTOP the task sends itself: every other signal is blocked while ckpt
-/// injects, and a SIGSTOP cannot be, nor can its handler be changed. An int3 or a fault
-/// would be delivered by force_sig, which resets a blocked handler to SIG_DFL. ckpt sees
-/// the signal-delivery stop and discards the SIGSTOP (resuming with no signal), so no
-/// group-stop follows. Its one side effect: a SIGCONT pending at that moment is dropped,
-/// as any SIGSTOP drops it.
-pub const BATCH_CODE: [u8; 75] = [
+/// The stop is a SIGSTOP the task sends itself (to its own ids as its pid namespace sees
+/// them): every other signal is blocked while ckpt injects, and a SIGSTOP cannot be, nor
+/// can its handler be changed. An int3 or a fault would be delivered by force_sig, which
+/// resets a blocked handler to SIG_DFL. ckpt sees the signal-delivery stop and discards
+/// the SIGSTOP (resuming with no signal), so no group-stop follows. Its one side effect:
+/// a SIGCONT pending at that moment is dropped, as any SIGSTOP drops it. The init of a
+/// pid namespace ignores a SIGSTOP from inside it: `Remote::batch` runs its calls one by
+/// one instead.
+pub const BATCH_CODE: [u8; 92] = [
     0x4d, 0x85, 0xed, 0x74, 0x32, 0x49, 0x8b, 0x04, 0x24, 0x49, 0x8b, 0x7c, 0x24, 0x08, 0x49, 0x8b,
     0x74, 0x24, 0x10, 0x49, 0x8b, 0x54, 0x24, 0x18, 0x4d, 0x8b, 0x54, 0x24, 0x20, 0x4d, 0x8b, 0x44,
     0x24, 0x28, 0x4d, 0x8b, 0x4c, 0x24, 0x30, 0x0f, 0x05, 0x49, 0x89, 0x44, 0x24, 0x38, 0x49, 0x83,
-    0xc4, 0x40, 0x49, 0xff, 0xcd, 0xeb, 0xc9, 0xb8, 0xea, 0x00, 0x00, 0x00, 0x4c, 0x89, 0xf7, 0x4c,
-    0x89, 0xfe, 0xba, 0x13, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xeb, 0xec,
+    0xc4, 0x40, 0x49, 0xff, 0xcd, 0xeb, 0xc9, 0xb8, 0x27, 0x00, 0x00, 0x00, 0x0f, 0x05, 0x49, 0x89,
+    0xc6, 0xb8, 0xba, 0x00, 0x00, 0x00, 0x0f, 0x05, 0x48, 0x89, 0xc6, 0x4c, 0x89, 0xf7, 0xb8, 0xea,
+    0x00, 0x00, 0x00, 0xba, 0x13, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xeb, 0xdb,
 ];
 /// Where the task stands once `BATCH_CODE` has stopped it: right after its tgkill.
-const BATCH_DONE: u64 = 0x49;
+const BATCH_DONE: u64 = 0x5a;
 /// Bytes per table entry: nr, six arguments, the result.
 pub const BATCH_ENTRY: u64 = 64;
 
@@ -253,6 +256,18 @@ impl Remote {
         if calls.is_empty() {
             return Ok(Vec::new());
         }
+        // The pid the task's own tgkill names (and the siginfo then shows).
+        let own = crate::ns::ns_pids(self.pid)?
+            .last()
+            .copied()
+            .unwrap_or(self.pid.as_raw());
+        if own == 1 {
+            // A pid namespace's init ignores the SIGSTOP it sends itself.
+            return calls
+                .iter()
+                .map(|c| self.syscall_raw(c.nr, &c.args))
+                .collect();
+        }
         let mut t = Vec::with_capacity(calls.len() * BATCH_ENTRY as usize);
         for c in calls {
             t.extend_from_slice(&(c.nr as u64).to_le_bytes());
@@ -266,8 +281,6 @@ impl Remote {
         r.rip = code;
         r.r12 = table;
         r.r13 = calls.len() as u64;
-        r.r14 = self.pid.as_raw() as u64;
-        r.r15 = self.pid.as_raw() as u64;
         r.orig_rax = u64::MAX;
         ptrace::set_regs(self.pid, &r)?;
         self.calls += calls.len() as u64;
@@ -280,10 +293,7 @@ impl Remote {
                     let code_of = i32::from_le_bytes(info[8..12].try_into().expect("4 bytes"));
                     let from = i32::from_le_bytes(info[16..20].try_into().expect("4 bytes"));
                     let now = ptrace::get_regs(self.pid)?;
-                    if code_of == libc::SI_TKILL
-                        && from == self.pid.as_raw()
-                        && now.rip == code + BATCH_DONE
-                    {
+                    if code_of == libc::SI_TKILL && from == own && now.rip == code + BATCH_DONE {
                         break;
                     }
                     // Someone else wants the task stopped: passed on, as in `wait_for`.

@@ -9,6 +9,7 @@ pub mod error;
 pub mod inject;
 pub mod kstate;
 pub mod mem;
+pub mod ns;
 pub mod pipe;
 pub mod probe;
 pub mod proc;

@@ -45,22 +45,40 @@ pub fn fork_sibling_with_pid(want: Pid) -> Result<Forked> {
 }
 
 fn clone_with_pid(want: Pid, sibling: bool) -> Result<Forked> {
-    let tid: libc::pid_t = want.as_raw();
-    let args = CloneArgs {
-        flags: if sibling {
-            libc::CLONE_PARENT as u64
-        } else {
-            0
-        },
+    let (flags, exit_signal) = if sibling {
         // clone3 refuses an exit signal with CLONE_PARENT.
-        exit_signal: if sibling { 0 } else { libc::SIGCHLD as u64 },
-        set_tid: &tid as *const libc::pid_t as u64,
-        set_tid_size: 1,
+        (libc::CLONE_PARENT as u64, 0)
+    } else {
+        (0, libc::SIGCHLD as u64)
+    };
+    fork3(flags, exit_signal, &[want.as_raw()])
+        .map_err(|e| Error::sys(format!("clone3 with pid {want}"), e))
+}
+
+/// clone3(2) without CLONE_VM (a fork) with `flags`, `exit_signal` and the pids of
+/// `set_tid` (innermost namespace first; empty: the kernel's choice).
+///
+/// The caller must be single-threaded: the child runs on a copy of the caller's memory.
+pub(crate) fn fork3(
+    flags: u64,
+    exit_signal: u64,
+    set_tid: &[libc::pid_t],
+) -> std::result::Result<Forked, Errno> {
+    let args = CloneArgs {
+        flags,
+        exit_signal,
+        set_tid: if set_tid.is_empty() {
+            0
+        } else {
+            set_tid.as_ptr() as u64
+        },
+        set_tid_size: set_tid.len() as u64,
         ..Default::default()
     };
-    // SAFETY: clone3 without CLONE_VM duplicates the process like fork(); `args` and `tid`
-    // are valid for the duration of the call. The caller guarantees it is single-threaded,
-    // so the child's copy of the address space holds no lock owned by another thread.
+    // SAFETY: clone3 without CLONE_VM duplicates the process like fork(); `args` and
+    // `set_tid` are valid for the duration of the call. The caller guarantees it is
+    // single-threaded, so the child's copy of the address space holds no lock owned by
+    // another thread.
     let r = unsafe {
         libc::syscall(
             libc::SYS_clone3,
@@ -68,10 +86,9 @@ fn clone_with_pid(want: Pid, sibling: bool) -> Result<Forked> {
             std::mem::size_of::<CloneArgs>(),
         )
     };
-    match Errno::result(r) {
-        Ok(0) => Ok(Forked::Child),
-        Ok(p) => Ok(Forked::Parent(Pid::from_raw(p as i32))),
-        Err(e) => Err(Error::sys(format!("clone3 with pid {want}"), e)),
+    match Errno::result(r)? {
+        0 => Ok(Forked::Child),
+        p => Ok(Forked::Parent(Pid::from_raw(p as i32))),
     }
 }
 
@@ -193,7 +210,7 @@ pub fn map_trampoline(addr: u64) -> Result<()> {
     }
     let batch = &crate::inject::BATCH_CODE;
     // SAFETY: `p` points to 8192 freshly mapped writable bytes; both copies end inside
-    // the first page (16 + 75 bytes).
+    // the first page (16 + 92 bytes).
     unsafe {
         std::ptr::copy_nonoverlapping(TRAMPOLINE_CODE.as_ptr(), p.cast::<u8>(), 3);
         std::ptr::copy_nonoverlapping(

@@ -204,9 +204,15 @@ impl Puppet<'_> {
         let want = t.tid;
         let fail =
             |what: String| RestoreError::Refused(format!("pid {main}: thread {want}: {what}"));
+        // The new thread's tid as ckpt names it (another than `want` in a new pid
+        // namespace): the event's message.
+        let mut outer = None;
         loop {
             match ptrace::wait(main)? {
-                Stop::Event(libc::PTRACE_EVENT_CLONE) => ptrace::cont(main, None)?,
+                Stop::Event(libc::PTRACE_EVENT_CLONE) => {
+                    outer = Some(ptrace::event_msg(main)? as i32);
+                    ptrace::cont(main, None)?
+                }
                 Stop::Signal(libc::SIGTRAP) => break,
                 other => return Err(fail(format!("unexpected stop {other:?} during clone3"))),
             }
@@ -223,7 +229,7 @@ impl Puppet<'_> {
         if ret != want as i64 {
             return Err(fail(format!("clone3 gave tid {ret}")));
         }
-        let tid = Pid::from_raw(want);
+        let tid = Pid::from_raw(outer.unwrap_or(want));
         match ptrace::wait(tid)? {
             Stop::Signal(libc::SIGSTOP) | Stop::EventStop(_) => Ok(tid),
             other => Err(fail(format!("unexpected first stop {other:?}"))),

@@ -22,6 +22,8 @@ pub struct Seeds<'a> {
     pub ckpt: i32,
     /// The tree's shared files: who creates which, in which slot.
     pub fds: &'a crate::fdtable::Plan,
+    /// The namespaces the root's seed sets up (a container's, `container.rs`).
+    pub container: Option<&'a ckpt_images::pb::Container>,
 }
 
 impl Seeds<'_> {

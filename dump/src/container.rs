@@ -1,0 +1,315 @@
+//! A tree that owns namespaces: its root is pid 1 of a pid namespace of its own (what
+//! `unshare --fork --pid --mount-proc --uts --ipc` makes). The dump records the pids as
+//! that namespace sees them (NSpid, NSpgid, NSsid), the hostname and domain name of its
+//! uts namespace, and which namespaces it owns; what it cannot restore yet is refused by
+//! name: a user, cgroup or time namespace of its own, a net namespace with more than a
+//! loopback (127.0.0.1, ::1), mounts other than a copy of
+//! ckpt's with the container's /proc over /proc, SysV IPC objects, processes of the tree
+//! in namespaces other than the root's.
+
+use crate::blockers::Blockers;
+use ckpt_images::pb;
+use ckpt_sys::{ns, Pid};
+use std::collections::HashMap;
+
+/// Namespaces a container may own, with their CLONE_NEW* flag.
+pub const OWNED: [(&str, u64); 5] = [
+    ("pid", libc::CLONE_NEWPID as u64),
+    ("mnt", libc::CLONE_NEWNS as u64),
+    ("uts", libc::CLONE_NEWUTS as u64),
+    ("ipc", libc::CLONE_NEWIPC as u64),
+    ("net", libc::CLONE_NEWNET as u64),
+];
+
+/// The namespaces of the root of a container: Some when `root` is pid 1 of a pid
+/// namespace that is not ckpt's.
+pub fn root_namespaces(root: Pid) -> Option<HashMap<&'static str, String>> {
+    let me = nix::unistd::getpid();
+    let own_pid = ns::ns_id(root, "pid").ok()?;
+    if own_pid == ns::ns_id(me, "pid").ok()? || ns::ns_pids(root).ok()?.last() != Some(&1) {
+        return None;
+    }
+    let mut out = HashMap::new();
+    for (kind, _) in OWNED {
+        out.insert(kind, ns::ns_id(root, kind).ok()?);
+    }
+    out.insert("pid_for_children", own_pid);
+    Some(out)
+}
+
+/// Pids as the container sees them, by ckpt's pid: every task of the tree.
+#[derive(Default)]
+pub struct PidMap {
+    inner: HashMap<i32, i32>,
+    active: bool,
+}
+
+impl PidMap {
+    /// Identity (a tree in ckpt's namespaces).
+    pub fn host() -> PidMap {
+        PidMap::default()
+    }
+
+    /// Every task (threads too) of `pids`, from each one's NSpid.
+    pub fn of(pids: impl Iterator<Item = Pid>) -> Result<PidMap, crate::DumpError> {
+        let mut inner = HashMap::new();
+        for p in pids {
+            for t in ckpt_sys::proc::tasks(p)? {
+                let path = format!("/proc/{p}/task/{t}/status");
+                let text =
+                    std::fs::read_to_string(&path).map_err(|e| ckpt_sys::Error::io(&path, e))?;
+                if let Some(v) = ns_field(&text, "NSpid") {
+                    inner.insert(t.as_raw(), v);
+                }
+            }
+        }
+        Ok(PidMap {
+            inner,
+            active: true,
+        })
+    }
+
+    /// The pid `outer` as the container sees it (0: not in the container, e.g. the
+    /// root's parent).
+    pub fn pid(&self, outer: i32) -> i32 {
+        if !self.active {
+            return outer;
+        }
+        self.inner.get(&outer).copied().unwrap_or(0)
+    }
+
+    pub fn active(&self) -> bool {
+        self.active
+    }
+}
+
+/// The last (innermost) value of an NS* line of a status file.
+pub fn ns_field(status: &str, name: &str) -> Option<i32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
+}
+
+/// Rewrites a tree node's pids as the container sees them (pgid and sid from the
+/// namespace's own view: a leader may have exited).
+pub fn node_inner(n: &mut pb::TreeNode, map: &PidMap) -> Result<(), crate::DumpError> {
+    if !map.active() {
+        return Ok(());
+    }
+    let outer = n.pid;
+    n.ppid = map.pid(n.ppid);
+    let status = std::fs::read_to_string(format!("/proc/{outer}/status")).unwrap_or_default();
+    // A zombie is in no map of live tasks: its own NSpid.
+    n.pid = ns_field(&status, "NSpid").unwrap_or_else(|| map.pid(outer));
+    if n.pid == 0 {
+        return Err(crate::DumpError::Lost(format!(
+            "pid {outer}: no pid in the container's namespace"
+        )));
+    }
+    if let (Some(pg), Some(sid)) = (ns_field(&status, "NSpgid"), ns_field(&status, "NSsid")) {
+        n.pgid = pg;
+        n.sid = sid;
+    } else if !n.zombie {
+        return Err(crate::DumpError::Lost(format!(
+            "pid {outer}: no NSpgid/NSsid in its status"
+        )));
+    }
+    Ok(())
+}
+
+/// Rewrites a process's core (its pid, links and threads' tids, thread-directed timers)
+/// as the container sees them.
+pub fn core_inner(c: &mut pb::ProcessCore, threads: &mut [pb::ThreadCore], map: &PidMap) {
+    if !map.active() {
+        return;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", c.pid)).unwrap_or_default();
+    c.pid = map.pid(c.pid);
+    c.ppid = map.pid(c.ppid);
+    c.pgid = ns_field(&status, "NSpgid").unwrap_or(c.pgid);
+    c.sid = ns_field(&status, "NSsid").unwrap_or(c.sid);
+    for t in threads {
+        t.tid = map.pid(t.tid);
+    }
+    for t in &mut c.posix_timers {
+        if t.notify_tid != 0 {
+            t.notify_tid = map.pid(t.notify_tid);
+        }
+    }
+}
+
+/// What a container's root owns that the restore cannot rebuild yet, and the record of
+/// what it can. `root` is the container's init.
+pub fn record(root: Pid, out: &mut Blockers) -> pb::Container {
+    let me = nix::unistd::getpid();
+    let mut flags = 0;
+    for (kind, flag) in OWNED {
+        if ns::ns_id(root, kind).ok() != ns::ns_id(me, kind).ok() {
+            flags |= flag;
+        }
+    }
+    let mut c = pb::Container {
+        clone_flags: flags,
+        ..Default::default()
+    };
+    if flags & libc::CLONE_NEWUTS as u64 != 0 {
+        match ns::in_namespace_of(root, "uts", || {
+            (
+                std::fs::read_to_string("/proc/sys/kernel/hostname"),
+                std::fs::read_to_string("/proc/sys/kernel/domainname"),
+            )
+        }) {
+            Ok((Ok(h), Ok(d))) => {
+                c.hostname = h.trim_end_matches('\n').to_string();
+                c.domainname = d.trim_end_matches('\n').to_string();
+            }
+            Ok((Err(e), _)) | Ok((_, Err(e))) => {
+                out.push(root, "uts namespace", format!("cannot read its names: {e}"))
+            }
+            Err(e) => out.push(root, "uts namespace", e.to_string()),
+        }
+    }
+    if flags & libc::CLONE_NEWIPC as u64 != 0 {
+        ipc_blockers(root, out);
+    }
+    if flags & libc::CLONE_NEWNS as u64 != 0 {
+        mount_blockers(root, out);
+    }
+    if flags & libc::CLONE_NEWNET as u64 != 0 {
+        c.loopback_up = loopback(root, out);
+    }
+    c
+}
+
+/// A network namespace of the container's own: only `lo`, with only 127.0.0.1 and ::1
+/// (interfaces read on a ckpt thread in that namespace); other interfaces and addresses
+/// are refused by name. Whether lo is up.
+fn loopback(root: Pid, out: &mut Blockers) -> bool {
+    let list = match ns::in_namespace_of(root, "net", ns::interfaces) {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) | Err(e) => {
+            out.push(root, "net namespace", e.to_string());
+            return false;
+        }
+    };
+    let mut up = false;
+    for (name, is_up, addr) in list {
+        if name != "lo" {
+            out.push(
+                root,
+                format!("interface {name} (its net namespace)"),
+                "a container's network interfaces other than lo are not restored yet",
+            );
+            continue;
+        }
+        up |= is_up;
+        let allowed = [
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ];
+        if let Some(a) = addr.filter(|a| !allowed.contains(a)) {
+            out.push(
+                root,
+                format!("address {a} on lo (its net namespace)"),
+                "addresses other than 127.0.0.1 and ::1 are not restored yet",
+            );
+        }
+    }
+    up
+}
+
+/// SysV IPC objects of the container's ipc namespace (/proc/sysvipc/* read from inside
+/// it): not restored yet, each refused by name.
+fn ipc_blockers(root: Pid, out: &mut Blockers) {
+    let read = ns::in_namespace_of(root, "ipc", || {
+        ["shm", "sem", "msg"].map(|k| {
+            (
+                k,
+                std::fs::read_to_string(format!("/proc/sysvipc/{k}")).unwrap_or_default(),
+            )
+        })
+    });
+    let tables = match read {
+        Ok(t) => t,
+        Err(e) => return out.push(root, "ipc namespace", e.to_string()),
+    };
+    for (kind, text) in tables {
+        for l in text.lines().skip(1) {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (key, id) = (f.first().unwrap_or(&"?"), f.get(1).unwrap_or(&"?"));
+            let what = match kind {
+                "shm" => "SysV shared memory",
+                "sem" => "SysV semaphore set",
+                _ => "SysV message queue",
+            };
+            out.push(
+                root,
+                format!("{what} key {key} id {id} (its ipc namespace)"),
+                "SysV IPC objects of a container are not restored yet",
+            );
+        }
+    }
+}
+
+/// (root, mount point, fs type, source) of every mount in /proc/PID/mountinfo.
+fn mounts(pid: Pid) -> Vec<(String, String, String, String)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let (a, b) = l.split_once(" - ")?;
+            let a: Vec<&str> = a.split_whitespace().collect();
+            let b: Vec<&str> = b.split_whitespace().collect();
+            Some((
+                a.get(3)?.to_string(),
+                a.get(4)?.to_string(),
+                b.first()?.to_string(),
+                b.get(1)?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// The container's mounts must be ckpt's (a copy: the restore makes a copy again) plus
+/// one proc over /proc; anything else is refused by name.
+fn mount_blockers(root: Pid, out: &mut Blockers) {
+    let mut host = mounts(nix::unistd::getpid());
+    let mut extra = Vec::new();
+    for m in mounts(root) {
+        match host.iter().position(|h| *h == m) {
+            Some(i) => {
+                host.remove(i);
+            }
+            None => extra.push(m),
+        }
+    }
+    let mut own_proc = false;
+    for (_, at, fs, src) in extra {
+        if at == "/proc" && fs == "proc" && !own_proc {
+            own_proc = true;
+            continue;
+        }
+        out.push(
+            root,
+            format!("mount {at} ({fs} {src}) in its mount namespace"),
+            "mounts of a container other than its /proc are not restored yet",
+        );
+    }
+    if !own_proc {
+        out.push(
+            root,
+            "its mount namespace",
+            "no proc of its own on /proc: not restored yet",
+        );
+    }
+    for (_, at, fs, src) in host {
+        out.push(
+            root,
+            format!("mount {at} ({fs} {src}) missing from its mount namespace"),
+            "a container without one of ckpt's mounts is not restored yet",
+        );
+    }
+}

@@ -1,0 +1,82 @@
+//! A container's restore (`Inventory.container`: the tree's root was pid 1 of a pid
+//! namespace of its own). ckpt forks the root's seed with clone3(CLONE_NEWPID and the
+//! other CLONE_NEW* the container owned): it is pid 1 again, of fresh namespaces. The root
+//! seed makes the mount namespace's mounts private, sets the hostname and domain name and
+//! brings a loopback-only network namespace's lo up (if it was) before it forks the others (with set_tid of their pids inside, as on the host). The
+//! container's own /proc is mounted last, by `ckpt_sys::ns::mount_proc_inside` once every
+//! puppet is done and before any process runs: until then the seeds and puppets see
+//! ckpt's /proc, through which they open ckpt's shared memory objects
+//! (/proc/<ckpt>/fd/N). ckpt drives the processes by their outer pids, as for
+//! `--new-pidns` (`pidns.rs`).
+
+use crate::{RestoreError, R};
+use ckpt_images::pb;
+use ckpt_sys::process::Forked;
+use ckpt_sys::Pid;
+
+/// The refusals of an image's container before anything is created.
+pub fn check(inv: &pb::Inventory, new_pidns: bool, lazy: bool) -> R<()> {
+    let Some(c) = &inv.container else {
+        return Ok(());
+    };
+    let known = (libc::CLONE_NEWPID
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWNET) as u64;
+    let refuse = |why: String| {
+        Err(RestoreError::Refused(format!(
+            "inventory.img: container: {why}"
+        )))
+    };
+    if inv.root_pid != 1 {
+        return refuse(format!("its root is pid {}, not 1", inv.root_pid));
+    }
+    if c.clone_flags & !known != 0 || c.clone_flags & libc::CLONE_NEWPID as u64 == 0 {
+        return refuse(format!("namespaces {:#x} are not restored", c.clone_flags));
+    }
+    if new_pidns {
+        return refuse("it gets fresh namespaces of its own: --new-pidns does not apply".into());
+    }
+    if lazy {
+        return refuse("--lazy does not restore containers yet".into());
+    }
+    Ok(())
+}
+
+/// Forks the root's seed into fresh namespaces; ckpt gets its outer pid.
+pub fn fork_root(
+    seeds: &crate::seed::Seeds,
+    c: &pb::Container,
+    status_w: std::os::fd::OwnedFd,
+) -> R<Pid> {
+    match ckpt_sys::ns::fork_container_root(c.clone_flags)? {
+        Forked::Child => crate::seed::run(seeds, 0),
+        Forked::Parent(p) => {
+            drop(status_w);
+            Ok(p)
+        }
+    }
+}
+
+/// In the root's seed, before it forks the others: its mounts private, its names.
+pub fn set_up_root(c: &pb::Container) -> Result<(), String> {
+    if c.clone_flags & libc::CLONE_NEWNS as u64 != 0 {
+        ckpt_sys::ns::make_mounts_private().map_err(|e| e.to_string())?;
+    }
+    if c.clone_flags & libc::CLONE_NEWUTS as u64 != 0 {
+        ckpt_sys::ns::set_names(&c.hostname, &c.domainname).map_err(|e| e.to_string())?;
+    }
+    if c.clone_flags & libc::CLONE_NEWNET as u64 != 0 && c.loopback_up {
+        ckpt_sys::ns::loopback_up().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Once every puppet is done, before anything runs: the container's own /proc.
+pub fn before_release(c: &pb::Container, root: Pid) -> R<()> {
+    if c.clone_flags & libc::CLONE_NEWNS as u64 != 0 {
+        ckpt_sys::ns::mount_proc_inside(root)?;
+    }
+    Ok(())
+}

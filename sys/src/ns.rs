@@ -1,0 +1,236 @@
+//! Namespaces: a child forked into a fresh pid namespace, the pids a task has in each
+//! pid namespace it is in, and which namespaces a task shares with another.
+
+use crate::error::{Error, Result};
+use crate::process::Forked;
+use nix::unistd::Pid;
+
+/// Forks (clone3(2) with CLONE_NEWPID and CLONE_NEWNS, no CLONE_VM) a child that is pid 1
+/// of a fresh pid namespace, in a mount namespace that is a copy of the caller's; the
+/// parent gets its pid in the caller's namespace, whatever the kernel gives. The pid
+/// namespace lives as long as that child: when it exits, the kernel kills every other
+/// task of the namespace.
+///
+/// The caller must be single-threaded (the child runs on a copy of its memory).
+pub fn fork_into_new_pidns() -> Result<Forked> {
+    crate::process::fork3(
+        (libc::CLONE_NEWPID | libc::CLONE_NEWNS) as u64,
+        libc::SIGCHLD as u64,
+        &[],
+    )
+    .map_err(|e| Error::sys("clone3(CLONE_NEWPID | CLONE_NEWNS)", e))
+}
+
+/// The pids of `pid` (as /proc names it) in every pid namespace it is in, outermost
+/// first: /proc/PID/status's NSpid line.
+pub fn ns_pids(pid: Pid) -> Result<Vec<i32>> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .ok_or_else(|| Error::Other(format!("{path}: no NSpid line")))?;
+    line.split_whitespace()
+        .map(|t| {
+            t.parse()
+                .map_err(|_| Error::Other(format!("{path}: bad NSpid {line:?}")))
+        })
+        .collect()
+}
+
+/// The namespace `/proc/PID/ns/NAME` names, as the link reads (`uts:[4026531838]`).
+pub fn ns_id(pid: Pid, name: &str) -> Result<String> {
+    let path = format!("/proc/{pid}/ns/{name}");
+    std::fs::read_link(&path)
+        .map(|p| p.to_string_lossy().into_owned())
+        .map_err(|e| Error::io(&path, e))
+}
+
+/// In a fresh mount namespace: makes every mount private (nothing mounted here reaches
+/// the namespace it was copied from, nor the other way), then mounts a proc of the
+/// caller's pid namespace at /proc, over the one it inherited (what `unshare
+/// --mount-proc` does).
+pub fn mount_own_proc() -> Result<()> {
+    use nix::mount::{mount, MsFlags};
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| Error::sys("mount --make-rprivate /", e))?;
+    mount(
+        Some("proc"),
+        "/proc",
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| Error::sys("mount proc on /proc", e))
+}
+
+/// Runs `f` on a thread of ckpt that first joined `pid`'s namespace of `kind` (`uts`,
+/// `ipc`: namespaces a thread may join on its own, setns(2)), so that what it reads from
+/// /proc/sys or /proc/sysvipc is that namespace's. ckpt's other threads stay where they
+/// are.
+pub fn in_namespace_of<T: Send>(pid: Pid, kind: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
+    let path = format!("/proc/{pid}/ns/{kind}");
+    let ns = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::empty())
+                .map_err(|e| Error::sys(format!("setns({path})"), e))?;
+            Ok(f())
+        })
+        .join()
+        .unwrap_or_else(|_| Err(Error::Other(format!("thread in {path} panicked"))))
+    })
+}
+
+/// Forks the root of a container: clone3 with `flags` (CLONE_NEWPID and the other
+/// CLONE_NEW* the container owns), so the child is pid 1 of a fresh pid namespace, in
+/// fresh namespaces of the other kinds. The caller must be single-threaded.
+pub fn fork_container_root(flags: u64) -> Result<Forked> {
+    crate::process::fork3(flags | libc::CLONE_NEWPID as u64, libc::SIGCHLD as u64, &[]).map_err(
+        |e| {
+            Error::sys(
+                format!("clone3 of a container's root (flags {flags:#x})"),
+                e,
+            )
+        },
+    )
+}
+
+/// In a fresh mount namespace: makes every mount private, so that nothing mounted in it
+/// reaches the namespace it was copied from (nor the other way).
+pub fn make_mounts_private() -> Result<()> {
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| Error::sys("mount --make-rprivate /", e))
+}
+
+/// sethostname(2) and setdomainname(2) of the caller's uts namespace.
+pub fn set_names(hostname: &str, domainname: &str) -> Result<()> {
+    nix::unistd::sethostname(hostname)
+        .map_err(|e| Error::sys(format!("sethostname({hostname:?})"), e))?;
+    // SAFETY: setdomainname reads `len` bytes from a valid buffer.
+    let r = unsafe { libc::setdomainname(domainname.as_ptr().cast(), domainname.len()) };
+    nix::errno::Errno::result(r)
+        .map(drop)
+        .map_err(|e| Error::sys(format!("setdomainname({domainname:?})"), e))
+}
+
+/// Mounts a proc of `pid`'s pid namespace on /proc of `pid`'s mount namespace, from
+/// outside: proc shows the pid namespace of the task that mounts it, so a child is forked
+/// into that pid namespace (setns of this thread's pid_for_children, put back right
+/// after), joins the mount namespace (a fresh, single-threaded process may) and mounts.
+/// The child has a pid of the namespace for as long as it takes and its parent is ckpt:
+/// the namespace's init sees nothing of it.
+pub fn mount_proc_inside(pid: Pid) -> Result<()> {
+    let open = |what: String| std::fs::File::open(&what).map_err(|e| Error::io(&what, e));
+    let own = open("/proc/thread-self/ns/pid_for_children".into())?;
+    let their_pid = open(format!("/proc/{pid}/ns/pid"))?;
+    let their_mnt = open(format!("/proc/{pid}/ns/mnt"))?;
+    nix::sched::setns(&their_pid, nix::sched::CloneFlags::CLONE_NEWPID)
+        .map_err(|e| Error::sys(format!("setns(/proc/{pid}/ns/pid)"), e))?;
+    let forked = crate::process::fork3(0, libc::SIGCHLD as u64, &[]);
+    if let Ok(Forked::Child) = forked {
+        // Only raw calls from here: the parent may be multi-threaded.
+        let code = match nix::sched::setns(&their_mnt, nix::sched::CloneFlags::CLONE_NEWNS) {
+            Err(e) => 100 + e as i32,
+            Ok(()) => match nix::mount::mount(
+                Some("proc"),
+                "/proc",
+                Some("proc"),
+                nix::mount::MsFlags::MS_NOSUID
+                    | nix::mount::MsFlags::MS_NODEV
+                    | nix::mount::MsFlags::MS_NOEXEC,
+                None::<&str>,
+            ) {
+                Ok(()) => 0,
+                Err(e) => e as i32,
+            },
+        };
+        crate::process::exit_now(code)
+    }
+    let back = nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWPID);
+    let child = match forked {
+        Ok(Forked::Parent(c)) => c,
+        Ok(Forked::Child) => unreachable!("the child exited above"),
+        Err(e) => return Err(Error::sys("fork into the container's pid namespace", e)),
+    };
+    let status = loop {
+        match nix::sys::wait::waitpid(child, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other,
+        }
+    };
+    back.map_err(|e| Error::sys("setns back to ckpt's pid namespace", e))?;
+    match status {
+        Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
+        Ok(nix::sys::wait::WaitStatus::Exited(_, c)) if c > 100 => Err(Error::sys(
+            format!("joining the mount namespace of pid {pid}"),
+            nix::errno::Errno::from_raw(c - 100),
+        )),
+        Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => Err(Error::sys(
+            format!("mounting proc on /proc in the mount namespace of pid {pid}"),
+            nix::errno::Errno::from_raw(c),
+        )),
+        other => Err(Error::Other(format!(
+            "proc mounter for pid {pid}: {other:?}"
+        ))),
+    }
+}
+
+/// The network interfaces of the calling thread's network namespace (getifaddrs(3),
+/// netlink): (name, up, address if any), one entry per address.
+pub fn interfaces() -> Result<Vec<(String, bool, Option<std::net::IpAddr>)>> {
+    let all = nix::ifaddrs::getifaddrs().map_err(|e| Error::sys("getifaddrs", e))?;
+    Ok(all
+        .map(|i| {
+            let up = i.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP);
+            let addr = i.address.as_ref().and_then(|a| {
+                a.as_sockaddr_in()
+                    .map(|v4| std::net::IpAddr::V4(v4.ip()))
+                    .or_else(|| a.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip())))
+            });
+            (i.interface_name, up, addr)
+        })
+        .collect())
+}
+
+/// Brings `lo` of the caller's network namespace up (SIOCSIFFLAGS), which gives it
+/// 127.0.0.1/8 and ::1 as in any fresh namespace.
+pub fn loopback_up() -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| Error::sys("socket for SIOCSIFFLAGS", e))?;
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own; the flags union
+    // member is the one these requests use.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(Error::sys("SIOCGIFFLAGS lo", nix::errno::Errno::last()));
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(Error::sys("SIOCSIFFLAGS lo up", nix::errno::Errno::last()));
+        }
+    }
+    Ok(())
+}
