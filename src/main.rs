@@ -56,6 +56,11 @@ enum Cmd {
         /// given several times.
         #[arg(long = "allow-unknown-state", value_name = "NAME")]
         allow_unknown_state: Vec<String>,
+        /// Take established TCP connections along (TCP_REPAIR). Their packets are dropped
+        /// by an nftables table (`ckpt_lock_PID`) from the dump until the restore removes
+        /// it, so the peer sees a pause, never a reset.
+        #[arg(long)]
+        tcp_established: bool,
     },
     /// Restore a process from an image directory.
     Restore {
@@ -116,6 +121,10 @@ enum Cmd {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        /// With -t: as a dump with --tcp-established would see it (established TCP
+        /// connections are no blockers then).
+        #[arg(long)]
+        tcp_established: bool,
     },
     /// Print a shell completion script (e.g. `ckpt completions bash > /etc/bash_completion.d/ckpt`).
     Completions {
@@ -249,6 +258,7 @@ fn run(cli: Cli) -> Result<i32> {
             compress_level,
             sync,
             allow_unknown_state,
+            tcp_established,
         } => {
             let opts = ckpt_dump::DumpOptions {
                 pid,
@@ -257,6 +267,7 @@ fn run(cli: Cli) -> Result<i32> {
                 compress: compress.then_some(compress_level),
                 sync,
                 allow_unknown_state,
+                tcp_established,
             };
             // SIGINT/SIGTERM/SIGHUP: abort in order, the workload put back untouched.
             let _armed = ckpt_sys::abort::arm().context("signal handlers")?;
@@ -291,11 +302,14 @@ fn run(cli: Cli) -> Result<i32> {
             })
         }
         Cmd::Show { dir, json, diff } => show(dir, json, diff),
-        Cmd::Check { pid: None, json } => check::run(json),
+        Cmd::Check {
+            pid: None, json, ..
+        } => check::run(json),
         Cmd::Check {
             pid: Some(pid),
             json,
-        } => Ok(match check::tree(pid, json) {
+            tcp_established,
+        } => Ok(match check::tree(pid, json, tcp_established) {
             Ok(code) => code,
             Err(e) => {
                 report(&e);

@@ -55,6 +55,21 @@ fn inspect(
         })
     };
     let unsupported = |what: &str| blocked(format!("{what}; not supported yet"));
+    if target.starts_with("socket:[") {
+        match crate::net::refusal(pid, fd) {
+            None => {
+                let meta = std::fs::metadata(&link)
+                    .map_err(|e| Problem::Gone(format!("pid {pid}: fd {fd} ({target}): {e}")))?;
+                return Ok((pb::FdKind::FdInetSocket, target, meta));
+            }
+            Some(Some(why)) => {
+                return Err(Problem::Blocked(
+                    describer.refused_socket(pid, fd, &target, why),
+                ))
+            }
+            Some(None) => {}
+        }
+    }
     if !target.starts_with('/') {
         // pipe:[N], socket:[N], anon_inode:[eventfd], ...
         return Err(Problem::Blocked(describer.blocker(pid, fd, &target)));
@@ -109,7 +124,7 @@ pub fn blockers(pid: Pid, describer: &mut Describer, out: &mut Blockers) -> Resu
 }
 
 /// One Fd record per open descriptor of the stopped task.
-pub fn collect(pid: Pid) -> Result<Vec<pb::Fd>, DumpError> {
+pub fn collect(pid: Pid, net: &mut crate::net::Session) -> Result<Vec<pb::Fd>, DumpError> {
     let mut out: Vec<pb::Fd> = Vec::new();
     let mut describer = Describer::new([pid]);
     for fd in proc::fds(pid)? {
@@ -123,6 +138,11 @@ pub fn collect(pid: Pid) -> Result<Vec<pb::Fd>, DumpError> {
                 break;
             }
         }
+        // A socket's state belongs to the socket, not the fd: read once.
+        let mut inet = None;
+        if kind == pb::FdKind::FdInetSocket && dup_of.is_none() {
+            inet = Some(net.collect(pid, fd, meta.ino())?);
+        }
         // A FIFO's unread bytes belong to the pipe, not the fd: store them once.
         let (mut pipe_data, mut pipe_size) = (Vec::new(), 0);
         if kind == pb::FdKind::FdFifo && dup_of.is_none() {
@@ -135,6 +155,7 @@ pub fn collect(pid: Pid) -> Result<Vec<pb::Fd>, DumpError> {
         out.push(pb::Fd {
             locks: Vec::new(),
             lease_signal: 0,
+            inet,
             pipe_data,
             pipe_size,
             is_dup: dup_of.is_some(),

@@ -25,6 +25,7 @@ mod files;
 pub mod known_state;
 mod locks;
 mod mm;
+mod net;
 mod pages;
 mod release;
 mod remote;
@@ -56,6 +57,9 @@ pub struct DumpOptions {
     /// Names of unknown kernel state (a VmFlags letter, a /proc/PID/status field) the
     /// user accepts to lose (`--allow-unknown-state`); refused otherwise.
     pub allow_unknown_state: Vec<String>,
+    /// Established TCP connections are dumped (TCP_REPAIR, locked by nftables until the
+    /// restore) rather than refused (`--tcp-established`).
+    pub tcp_established: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -95,7 +99,8 @@ pub(crate) use ckpt_images::units::ms;
 
 /// Everything that keeps the tree of `pid` from being dumped (empty: dumpable), found
 /// without stopping or touching any process of it: the same checks a dump makes first.
-pub fn check_tree(pid: i32) -> Result<Vec<Blocker>, DumpError> {
+pub fn check_tree(pid: i32, tcp_established: bool) -> Result<Vec<Blocker>, DumpError> {
+    net::allow_established(tcp_established);
     let root = Pid::from_raw(pid);
     let mut out = validate::tree_blockers(root)?;
     validate::known_state_blockers(root, &mut out);
@@ -119,6 +124,7 @@ pub fn dump_with_progress(
         )));
     }
     let pid = Pid::from_raw(opts.pid);
+    net::allow_established(opts.tcp_established);
     abort::phase("checking the process");
     // The whole tree is checked before anything is stopped (and a process that appears
     // only during the seize, on its own then): a refusal touches nothing.
@@ -155,10 +161,14 @@ pub fn dump_with_progress(
     let mut pages_w = sink.pages(pages::PAGES_ID)?;
     let mut shared = ckpt_images::intervals::Covered::default();
     let mut root_vdso = 0;
+    // Declared after the tree: on an error it is dropped first, so connections are
+    // switched back and unlocked while their processes are still stopped.
+    let mut net = net::Session::new(pid);
     for (i, m) in tree.live.iter_mut().enumerate() {
         let one = process(
             &mut m.task,
             opts,
+            &mut net,
             &mut sink,
             &mut pages_w,
             &mut shared,
@@ -212,7 +222,16 @@ pub fn dump_with_progress(
 
     // The images are complete: from here a failure no longer undoes the dump.
     let t = Instant::now();
-    release(tree, opts.leave_running)?;
+    // A tree left running gets its connections back before it runs (a send in repair
+    // mode fails); a killed one closes them in repair mode (silently), lock kept.
+    if opts.leave_running {
+        net.finish(false)?;
+        release(tree, true)?;
+    } else {
+        let released = release(tree, false);
+        net.finish(true)?;
+        released?;
+    }
     tracing::debug!(ms = ms(t), leave_running = opts.leave_running, "released");
     stats.frozen_ms = ms(t_seize);
     stats.total_ms = ms(t0);
@@ -271,9 +290,11 @@ struct OneProcess {
 
 /// Collects one stopped process and writes its core, mm, pagemap and files images; its
 /// pages go to the tree's one pages file.
+#[allow(clippy::too_many_arguments)] // the dump's state, each piece borrowed on its own
 fn process(
     task: &mut seize::Seized,
     opts: &DumpOptions,
+    net: &mut net::Session,
     sink: &mut ImageSink,
     pages_w: &mut ckpt_images::PagesWriter,
     shared: &mut ckpt_images::intervals::Covered,
@@ -292,7 +313,7 @@ fn process(
         &known_state::Allowed(opts.allow_unknown_state.clone()),
     )?;
     let mm = mm::collect(pid, &stat, &maps)?;
-    let mut fds = files::collect(pid)?;
+    let mut fds = files::collect(pid, net)?;
     locks::attach(pid, &mut fds)?;
     let threads = cores::threads(task)?;
     tracing::debug!(

@@ -321,6 +321,13 @@ pub fn load(d: &ImageDir, pid: i32, pages_first: u64) -> Result<ProcessImage, Re
             ));
         }
         crate::locks::check(f).map_err(|e| bad(d, &files_name, e))?;
+        if f.kind == pb::FdKind::FdInetSocket as i32 {
+            if !f.is_dup {
+                crate::net::check(f)
+                    .map_err(|e| bad(d, &files_name, format!("fd {}: {e}", f.fd)))?;
+            }
+            continue;
+        }
         if f.path.is_empty() || !f.path.starts_with('/') {
             return Err(bad(
                 d,

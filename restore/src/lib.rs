@@ -11,6 +11,7 @@ mod fill;
 mod image;
 mod lazy;
 mod locks;
+mod net;
 mod pidheld;
 mod puppet;
 mod puppets;
@@ -236,6 +237,7 @@ pub fn restore_with_progress(
             verify::check(child, &imgs[0], opts.lazy)?;
             debug!(pid, ms = ckpt_images::units::ms(t), "verified");
         }
+        net::resume_connections(&[(child, &imgs[0].fds)]).map_err(RestoreError::Refused)?;
         write_pidfile(opts, pid)?;
         for tid in threads {
             ptrace::detach(tid)?;
@@ -254,6 +256,14 @@ pub fn restore_with_progress(
             reset: &reset,
             progress,
             verify: opts.verify,
+            before_release: &|| {
+                let procs: Vec<(Pid, &[pb::Fd])> = pids
+                    .iter()
+                    .zip(&imgs)
+                    .map(|(&p, img)| (p, img.fds.as_slice()))
+                    .collect();
+                net::resume_connections(&procs).map_err(RestoreError::Refused)
+            },
         })?;
         drop(shared);
         write_pidfile(opts, pid)?;

@@ -26,6 +26,8 @@ pub struct Tree<'a> {
     pub progress: &'a dyn Progress,
     /// Check each process against its image before anything is released (`verify.rs`).
     pub verify: bool,
+    /// Run once every puppet is done, before any process is released (net/resume.rs).
+    pub before_release: &'a (dyn Fn() -> R<()> + Sync),
 }
 
 /// Seizes, rebuilds and then releases every process of `t`, on every CPU.
@@ -57,7 +59,14 @@ pub fn run_all(t: &Tree) -> R<()> {
                 break;
             }
         }
-        // Nobody is released before every puppet is done (or one failed).
+        // Nobody is released before every puppet is done (or one failed), and the last
+        // step for all of them has run.
+        if barrier.wait().is_leader() && !failed.load(Ordering::Acquire) {
+            if let Err(e) = (t.before_release)() {
+                failed.store(true, Ordering::Release);
+                result = Err(e);
+            }
+        }
         barrier.wait();
         if result.is_ok() && !failed.load(Ordering::Acquire) {
             for p in mine {

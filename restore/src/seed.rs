@@ -180,6 +180,37 @@ fn place_fd(f: &pb::Fd, mut flags: OFlag, spare: RawFd, id: &Identity) -> Result
     access::place(file, f.fd)
 }
 
+/// The sockets of the network, listening and unconnected ones first: an established
+/// connection comes back in repair mode, which shares its port with anyone, while a
+/// listening socket without SO_REUSEADDR binding after it would find the port taken.
+fn place_sockets<'a>(fds: impl Iterator<Item = &'a pb::Fd>) -> Result<(), String> {
+    let (conns, others): (Vec<&pb::Fd>, Vec<&pb::Fd>) =
+        fds.partition(|f| f.inet.as_ref().is_some_and(|i| i.tcp.is_some()) || f.is_dup);
+    for f in others.into_iter().chain(conns) {
+        if f.is_dup {
+            dup2(f.dup_of, f.fd)
+                .map_err(|e| format!("fd {}: dup of fd {}: {e}", f.fd, f.dup_of))?;
+        } else {
+            let what = |e: String| {
+                let i = f.inet.as_ref();
+                format!(
+                    "fd {} (socket {} {}): {e}",
+                    f.fd,
+                    i.map_or("", |i| i.local.as_str()),
+                    i.map_or("", |i| i.peer.as_str())
+                )
+            };
+            let sock = crate::net::create(f).map_err(what)?;
+            access::place(std::fs::File::from(sock), f.fd)?;
+            let flags = OFlag::from_bits_retain(f.flags as i32) - OFlag::O_ACCMODE;
+            fcntl(f.fd, FcntlArg::F_SETFL(flags))
+                .map_err(|e| what(format!("F_SETFL {:#o}: {e}", f.flags)))?;
+        }
+        set_cloexec(f.fd, f.cloexec)?;
+    }
+    Ok(())
+}
+
 /// A helper of ckpt's (the exe, a mapped file) at fd `at`, opened as the process too:
 /// what it maps or names must be a file it could open itself.
 fn place_helper(
@@ -276,7 +307,17 @@ fn prepare(p: &SeedPlan) -> Result<(), String> {
     ckpt_sys::process::close_range(0, p.helper_base as u32 - 1).map_err(|e| e.to_string())?;
     ckpt_sys::process::close_range(p.helper_end() as u32, u32::MAX).map_err(|e| e.to_string())?;
 
-    for f in &p.fds {
+    // Sockets after the files, made as root (TCP_REPAIR needs CAP_NET_ADMIN, a datagram
+    // put back CAP_NET_RAW): see below.
+    let is_socket = |f: &pb::Fd| {
+        let src = if f.is_dup {
+            p.fds.iter().find(|o| o.fd == f.dup_of)
+        } else {
+            Some(f)
+        };
+        src.is_some_and(|s| s.kind == pb::FdKind::FdInetSocket as i32)
+    };
+    for f in p.fds.iter().filter(|f| !is_socket(f)) {
         if f.is_dup {
             // Shares the open file description (offset, flags) of a lower fd.
             dup2(f.dup_of, f.fd)
@@ -302,6 +343,7 @@ fn prepare(p: &SeedPlan) -> Result<(), String> {
         set_cloexec(f.fd, f.cloexec)?;
     }
     id.root()?;
+    place_sockets(p.fds.iter().filter(|f| is_socket(f)))?;
 
     if p.root != "/" {
         chroot(p.root.as_str()).map_err(|e| format!("chroot {}: {e}", p.root))?;

@@ -8,12 +8,14 @@ pub mod error;
 pub mod inject;
 pub mod kstate;
 pub mod mem;
+pub mod nft;
 pub mod pipe;
 pub mod probe;
 pub mod proc;
 pub mod process;
 pub mod ptrace;
 pub mod regs;
+pub mod socket;
 pub mod testhold;
 pub mod uffd;
 

@@ -41,6 +41,7 @@ impl Expect {
             Ok(pb::FdKind::FdDirectory) => Expect::Directory,
             Ok(pb::FdKind::FdFifo) => Expect::Fifo,
             Ok(pb::FdKind::FdChardev) => Expect::Chardev(f.rdev),
+            Ok(pb::FdKind::FdInetSocket) => return Err("a socket has no path to open".into()),
             Err(_) => return Err(format!("unknown fd kind {}", f.kind)),
         })
     }
