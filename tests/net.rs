@@ -247,3 +247,73 @@ fn established_tcp_leave_running_unlocks() {
     env.kill_and_reap(server.pid);
     env.kill_and_reap(client.pid);
 }
+
+/// A dump that fails after the connection was locked and put in repair mode (SIGTERM once it
+/// read the connection): the lock is gone, the server runs on untraced, and the stream goes
+/// on without a reset.
+#[test]
+fn failed_dump_unlocks_the_connection() {
+    let env = Env::new();
+    let (mut server, mut client) = stream_pair(&env, "4");
+    let table = format!("ckpt_lock_{}", server.pid);
+    let dir = env.subdir("img");
+    let hold = Hold::new(&env, "tcp-repair");
+    let bg = env.ckpt_bg_held(&hold, &dump_args(server.pid, &dir, &["--tcp-established"]));
+    let ckpt = bg.child.id() as i32;
+    assert_eq!(hold.reached(), ckpt);
+    assert!(ckpt_sys::nft::is_locked(&table), "not locked while dumping");
+    assert!(signal(ckpt, libc::SIGTERM));
+    let out = env.finish_bg(bg);
+    assert_eq!(out.status.code(), Some(1), "ckpt should exit 1: {out}");
+    assert!(
+        !ckpt_sys::nft::is_locked(&table),
+        "lock left by a failed dump"
+    );
+    assert_running_untraced(server.pid);
+    env.check(&mut server);
+    env.check(&mut client);
+    env.kill_and_reap(server.pid);
+    env.kill_and_reap(client.pid);
+}
+
+/// A restore that fails (SIGTERM while it rebuilds the process) leaves no process but
+/// keeps the lock, so the peer still sees no reset; restoring again carries on.
+#[test]
+fn failed_restore_keeps_the_lock_for_a_retry() {
+    let env = Env::new();
+    let (mut server, mut client) = stream_pair(&env, "4");
+    let table = format!("ckpt_lock_{}", server.pid);
+    let dir = env.subdir("img");
+    env.dump(server.pid, &dir, &["--tcp-established"]).ok();
+    env.reap_dumped(server.pid);
+    let hold = Hold::new(&env, "restore-puppet");
+    let bg = env.ckpt_bg_held(
+        &hold,
+        &[
+            std::ffi::OsStr::new("restore"),
+            std::ffi::OsStr::new("-D"),
+            dir.as_os_str(),
+            std::ffi::OsStr::new("-d"),
+        ],
+    );
+    let ckpt = bg.child.id() as i32;
+    env.track(server.pid);
+    assert_eq!(hold.reached(), ckpt);
+    assert!(signal(ckpt, libc::SIGTERM));
+    let out = env.finish_bg(bg);
+    assert_eq!(out.status.code(), Some(1), "ckpt should exit 1: {out}");
+    env.assert_gone(server.pid);
+    assert!(
+        ckpt_sys::nft::is_locked(&table),
+        "a failed restore unlocked"
+    );
+    env.restore_detached(&dir).ok();
+    assert!(
+        !ckpt_sys::nft::is_locked(&table),
+        "lock left after the restore"
+    );
+    env.check(&mut server);
+    env.check(&mut client);
+    env.kill_and_reap(server.pid);
+    env.kill_and_reap(client.pid);
+}

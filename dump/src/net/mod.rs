@@ -192,6 +192,7 @@ impl Session {
                 let sock = self.repaired.last().expect("just pushed").as_fd();
                 out.tcp = Some(tcp::read(sock).map_err(sys)?);
                 out.lock_table = self.table.clone();
+                ckpt_sys::testhold::hold("tcp-repair", &|| false);
             }
             _ => {}
         }
