@@ -82,6 +82,11 @@ enum Cmd {
         /// is let go.
         #[arg(long)]
         no_verify: bool,
+        /// Use ckpt's open fd N for the object KEY that the dumped tree shared with
+        /// the outside (a pipe from the shell that started it: the restore names the
+        /// KEY, e.g. `pipe:[1234]`, when it needs one). CRIU's spelling; repeatable.
+        #[arg(long = "inherit-fd", value_name = "fd[N]:KEY", value_parser = parse_inherit_fd)]
+        inherit_fd: Vec<(i32, String)>,
     },
     /// Summarise an image directory (processes, memory, fds, files, checksums), print it
     /// whole as JSON (--json), or compare two directories (--diff A B).
@@ -282,6 +287,7 @@ fn run(cli: Cli) -> Result<i32> {
             pidfile,
             lazy,
             no_verify,
+            inherit_fd,
         } => {
             let opts = ckpt_restore::RestoreOptions {
                 dir: dir.clone(),
@@ -289,6 +295,7 @@ fn run(cli: Cli) -> Result<i32> {
                 pidfile,
                 lazy,
                 verify: !no_verify,
+                inherit_fds: inherit_fd,
             };
             // Until the process is released (restore disarms then): abort in order, the
             // half-built process killed and reaped.
@@ -394,4 +401,16 @@ fn emit_bytes(bytes: &[u8]) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => Ok(r?),
     }
+}
+
+/// `fd[N]:KEY` of `--inherit-fd`.
+fn parse_inherit_fd(s: &str) -> Result<(i32, String), String> {
+    let bad = || format!("{s:?}: expected fd[N]:KEY, e.g. fd[3]:pipe:[1234]");
+    let rest = s.strip_prefix("fd[").ok_or_else(bad)?;
+    let (n, key) = rest.split_once("]:").ok_or_else(bad)?;
+    let n: i32 = n.parse().map_err(|_| bad())?;
+    if n < 0 || key.is_empty() {
+        return Err(bad());
+    }
+    Ok((n, key.to_string()))
 }

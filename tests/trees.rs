@@ -7,83 +7,12 @@
 
 mod common;
 
+use common::tree::*;
 use common::*;
 use std::ffi::OsStr;
 use std::fs;
-use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
-
-/// Every pid of the image's tree (zombies included), root first.
-fn tree_pids(dir: &Path) -> Vec<i32> {
-    let inv = read_inventory(dir);
-    if inv.tree.is_empty() {
-        inv.pids
-    } else {
-        inv.tree.iter().map(|n| n.pid).collect()
-    }
-}
-
-/// Waits until none of `pids` exists: the dumped tree's processes other than the root
-/// come to the test (a subreaper) once the root is gone, to be reaped.
-fn wait_gone(pids: &[i32]) {
-    let start = Instant::now();
-    while pids.iter().any(|&p| exists(p)) {
-        for &p in pids {
-            if proc_state(p) == Some('Z') {
-                reap(p, Duration::from_millis(1));
-            }
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "processes of the dumped tree still exist: {:?}",
-            pids.iter()
-                .filter(|&&p| exists(p))
-                .map(|&p| (p, proc_state(p)))
-                .collect::<Vec<_>>()
-        );
-        sleep(Duration::from_millis(20));
-    }
-}
-
-/// One cycle of a tree: dump (killing it), reap the root, wait for the rest to be gone,
-/// restore detached, every live process back running untraced, then the root's check.
-fn tree_cycle(env: &Env, w: &mut Workload, dir: &Path) -> Vec<i32> {
-    tree_cycle_with(env, w, dir, &[])
-}
-
-/// [`tree_cycle`] with extra dump arguments.
-fn tree_cycle_with(env: &Env, w: &mut Workload, dir: &Path, dump_args: &[&str]) -> Vec<i32> {
-    env.dump(w.pid, dir, dump_args).ok();
-    let pids = tree_pids(dir);
-    env.reap_dumped(w.pid);
-    wait_gone(&pids);
-    env.restore_detached(dir).ok();
-    env.track(w.pid);
-    assert_running_untraced(w.pid);
-    // The others run untraced too, or have already exited (forky's children do, and are
-    // reaped by their restored parent, which checks their statuses).
-    for &p in &read_inventory(dir).pids {
-        assert!(
-            !matches!(proc_state(p), Some('T' | 't')),
-            "pid {p} is left stopped"
-        );
-        let tracer = status_field(p, "TracerPid");
-        assert!(
-            matches!(tracer.as_deref(), None | Some("0")),
-            "pid {p} is left traced by {tracer:?}"
-        );
-    }
-    env.check(w);
-    pids
-}
-
-/// Kills the tree's root; its members end themselves once it is gone (each workload's
-/// members exit when their parent changes) and come to us to be reaped.
-fn finish_tree(env: &Env, w: &Workload, pids: &[i32]) {
-    env.kill_and_reap(w.pid);
-    wait_gone(pids);
-}
 
 /// No process of `pids` is alive (after a failed restore: ckpt reaped what it made).
 fn assert_none_alive(pids: &[i32], except: i32) {

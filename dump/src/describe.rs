@@ -1,6 +1,7 @@
 //! Fds that are not paths (pipes, sockets, anonymous inodes, namespaces) described for a
 //! blocker: what they are and, for a pipe, who else holds it, so that the user can see
-//! what to change (a pipe inherited from a harness is not the program's own doing).
+//! what to change; and whether a pipe is the tree's own or also held outside it
+//! (`PipeClass`).
 
 use crate::blockers::Blocker;
 use crate::sockets::SocketTables;
@@ -44,6 +45,7 @@ impl Describer {
             return b(what, why);
         }
         if bracketed(target, "pipe:").is_some() {
+            // Only the pipes `pipe_class` refuses reach here.
             return self.pipe(pid, fd, target);
         }
         if let Some(kind) = target.strip_prefix("anon_inode:") {
@@ -98,13 +100,30 @@ impl Describer {
         }
     }
 
+    /// Whether the pipe behind fd `fd` of `pid` (link `target`) is held only inside the
+    /// tree (restored as it is), also outside it at one end only (external: restored from
+    /// an fd the caller of the restore hands over), or refused.
+    pub fn pipe_class(&mut self, pid: Pid, fd: i32, target: &str) -> Result<PipeClass, Blocker> {
+        let holders = self.pipes.get_or_insert_with(pipe_holders);
+        let all = holders.get(target).cloned().unwrap_or_default();
+        let (inside, outside): (Vec<Holder>, Vec<Holder>) =
+            all.iter().partition(|(p, _)| self.tree.contains(p));
+        if outside.is_empty() {
+            return Ok(PipeClass::Internal);
+        }
+        let ends: BTreeSet<Option<bool>> = inside.iter().map(|&(p, f)| pipe_end(p, f)).collect();
+        if ends.contains(&Some(true)) && ends.contains(&Some(false)) {
+            return Err(self.pipe(pid, fd, target));
+        }
+        Ok(PipeClass::External)
+    }
+
     fn pipe(&mut self, pid: Pid, fd: i32, target: &str) -> Blocker {
-        let (end, other_end) = match pipe_end(pid.as_raw(), fd) {
+        let (end, _) = match pipe_end(pid.as_raw(), fd) {
             Some(true) => ("write end", "read end"),
             Some(false) => ("read end", "write end"),
             None => ("end unknown", "other end"),
         };
-        let mine = pipe_end(pid.as_raw(), fd);
         let holders = self.pipes.get_or_insert_with(pipe_holders);
         let mut others: Vec<Holder> = holders
             .get(target)
@@ -117,50 +136,39 @@ impl Describer {
             .unwrap_or_default();
         // Other processes first: they are what the user needs to know about.
         others.sort_by_key(|&(p, f)| (p == pid.as_raw(), p, f));
-        let list = |hs: Vec<&Holder>| -> String {
-            let mut names: Vec<String> = hs
-                .iter()
-                .take(3)
-                .map(|&&(p, f)| format!("pid {p} ({}) fd {f}", comm(p)))
-                .collect();
-            if hs.len() > 3 {
-                names.push(format!("{} more", hs.len() - 3));
-            }
-            names.join(", ")
-        };
-        let (outside, inside): (Vec<&Holder>, Vec<&Holder>) =
-            others.iter().partition(|(p, _)| !self.tree.contains(p));
-        let (far, near): (Vec<&Holder>, Vec<&Holder>) = outside
+        let outside: Vec<&Holder> = others
             .iter()
-            .partition(|&&&(p, f)| mine.is_some() && pipe_end(p, f) != mine);
-        let advice = "inherited from whatever started it, most likely; pipes are not \
-                      supported yet, so start the workload without it (e.g. `setsid CMD \
-                      </dev/null >LOG 2>&1 &`, or close the fd first)";
-        let why = if !far.is_empty() {
-            format!(
-                "an anonymous pipe whose {other_end} is held outside the process tree, by \
-                 {}: {advice}",
-                list(far)
-            )
-        } else if !near.is_empty() {
-            format!(
-                "an anonymous pipe also held outside the process tree, by {}: {advice}",
-                list(near)
-            )
-        } else if !inside.is_empty() {
-            format!(
-                "an anonymous pipe shared with {} in the tree; pipes are not supported yet",
-                list(inside)
-            )
-        } else {
-            "an anonymous pipe no other fd holds; pipes are not supported yet".into()
-        };
+            .filter(|(p, _)| !self.tree.contains(p))
+            .collect();
+        let mut names: Vec<String> = outside
+            .iter()
+            .take(3)
+            .map(|&&(p, f)| format!("pid {p} ({}) fd {f}", comm(p)))
+            .collect();
+        if outside.len() > 3 {
+            names.push(format!("{} more", outside.len() - 3));
+        }
         Blocker {
             pid: pid.as_raw(),
             what: format!("fd {fd} ({target}, {end})"),
-            why,
+            why: format!(
+                "an anonymous pipe whose both ends are held in the process tree and also \
+                 outside it, by {}: the restored pipe could not be the one those hold \
+                 (close it there, or dump the tree that holds them too)",
+                names.join(", ")
+            ),
         }
     }
+}
+
+/// What a pipe is to the dumped tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipeClass {
+    /// Held by processes of the tree only: restored as a new pipe, shared as it was.
+    Internal,
+    /// One end (at least) held outside the tree too: named `pipe:[INODE]` in the image,
+    /// plugged in at restore from an fd the caller passes (`--inherit-fd`).
+    External,
 }
 
 /// The family of socket `fd` of `pid` in a word, from ckpt's own copy of it.
@@ -206,6 +214,8 @@ fn comm(pid: i32) -> String {
 /// Every pipe fd of every process of the host (those we may read), by link target.
 fn pipe_holders() -> HashMap<String, Vec<Holder>> {
     let mut out: HashMap<String, Vec<Holder>> = HashMap::new();
+    // ckpt's own copies (a pipe it peeks into) are not holders.
+    let me = std::process::id() as i32;
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return out;
     };
@@ -213,6 +223,9 @@ fn pipe_holders() -> HashMap<String, Vec<Holder>> {
         let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
+        if pid == me {
+            continue;
+        }
         let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
             continue;
         };

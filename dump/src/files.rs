@@ -1,12 +1,16 @@
 //! Open file descriptors: regular files, directories, FIFOs and the stateless character
-//! devices, reopened by path at restore. Everything else is refused, naming the fd and
-//! what it is.
+//! devices, reopened by path at restore, anonymous pipes (`fdtable/pipe.rs`) and TCP and
+//! UDP sockets (`net/`). Every
+//! fd names its open file description in the tree's table (`fdtable.rs`). Everything else
+//! is refused, naming the fd and what it is.
 
 use crate::blockers::{Blocker, Blockers};
-use crate::describe::Describer;
+use crate::describe::{Describer, PipeClass};
+use crate::fdtable::{self, FdCtx, FdTable};
 use crate::DumpError;
 use ckpt_images::pb;
 use ckpt_sys::{proc, Pid};
+use std::collections::HashMap;
 use std::fs::Metadata;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
@@ -55,6 +59,15 @@ fn inspect(
         })
     };
     let unsupported = |what: &str| blocked(format!("{what}; not supported yet"));
+    if target.starts_with("pipe:[") {
+        // Refused only when held at both ends inside the tree and also outside it.
+        describer
+            .pipe_class(pid, fd, &target)
+            .map_err(Problem::Blocked)?;
+        let meta = std::fs::metadata(&link)
+            .map_err(|e| Problem::Gone(format!("pid {pid}: fd {fd} ({target}): {e}")))?;
+        return Ok((pb::FdKind::FdPipe, target, meta));
+    }
     if target.starts_with("socket:[") {
         match crate::net::refusal(pid, fd) {
             None => {
@@ -67,11 +80,12 @@ fn inspect(
                     describer.refused_socket(pid, fd, &target, why),
                 ))
             }
+            // Not TCP or UDP: the describer names it below.
             Some(None) => {}
         }
     }
     if !target.starts_with('/') {
-        // pipe:[N], socket:[N], anon_inode:[eventfd], ...
+        // socket:[N], anon_inode:[eventfd], ...
         return Err(Problem::Blocked(describer.blocker(pid, fd, &target)));
     }
     if target.ends_with(" (deleted)") {
@@ -123,46 +137,46 @@ pub fn blockers(pid: Pid, describer: &mut Describer, out: &mut Blockers) -> Resu
     Ok(())
 }
 
-/// One Fd record per open descriptor of the stopped task.
-pub fn collect(pid: Pid, net: &mut crate::net::Session) -> Result<Vec<pb::Fd>, DumpError> {
+/// One Fd record per open descriptor of the stopped task, each naming its description in
+/// `table` (new descriptions are added to it).
+pub fn collect(pid: Pid, table: &mut FdTable) -> Result<Vec<pb::Fd>, DumpError> {
     let mut out: Vec<pb::Fd> = Vec::new();
-    let mut describer = Describer::new([pid]);
+    // Description -> the first fd of this process that refers to it.
+    let mut here: HashMap<u64, i32> = HashMap::new();
     for fd in proc::fds(pid)? {
-        let (kind, path, meta) = inspect(pid, fd, &mut describer)?;
+        let (kind, path, meta) = inspect(pid, fd, table.describer())?;
         let info = proc::fdinfo(pid, fd)?;
-        // A dup of a lower fd shares its offset and flags: restore must dup, not reopen.
-        let mut dup_of = None;
-        for prev in out.iter().filter(|p| !p.is_dup && p.path == path) {
-            if ckpt_sys::process::same_file_description(pid, prev.fd, pid, fd)? {
-                dup_of = Some(prev.fd);
-                break;
+        let inode = (meta.dev(), meta.ino());
+        let desc = match table.find(pid, fd, inode)? {
+            Some(id) => id,
+            None => {
+                let d = describe(pid, fd, kind, &path, &meta, &info, table)?;
+                table.insert(pid, fd, inode, d)
             }
-        }
-        // A socket's state belongs to the socket, not the fd: read once.
-        let mut inet = None;
-        if kind == pb::FdKind::FdInetSocket && dup_of.is_none() {
-            inet = Some(net.collect(pid, fd, meta.ino())?);
-        }
-        // A FIFO's unread bytes belong to the pipe, not the fd: store them once.
+        };
+        // A dup of a lower fd of this process: restore dups it rather than reopening.
+        let dup_of = here.get(&desc).copied();
+        here.entry(desc).or_insert(fd);
+        // A FIFO's unread bytes belong to the pipe, not the fd: stored once in the tree.
         let (mut pipe_data, mut pipe_size) = (Vec::new(), 0);
         if kind == pb::FdKind::FdFifo && dup_of.is_none() {
             let mine = ckpt_sys::process::steal_fd(pid, fd)?;
             pipe_size = ckpt_sys::pipe::capacity(&mine)?;
-            if !out.iter().any(|p| p.path == path && p.kind == kind as i32) {
+            if table.first_to_store(inode) {
                 pipe_data = ckpt_sys::pipe::peek(&mine)?;
             }
         }
+        let path_kind = kind != pb::FdKind::FdPipe && kind != pb::FdKind::FdInetSocket;
         out.push(pb::Fd {
             locks: Vec::new(),
             lease_signal: 0,
-            inet,
             pipe_data,
             pipe_size,
             is_dup: dup_of.is_some(),
             dup_of: dup_of.unwrap_or(0),
             fd,
             kind: kind as i32,
-            path,
+            path: if path_kind { path } else { String::new() },
             flags: info.flags & !O_CLOEXEC,
             pos: info.pos,
             cloexec: info.flags & O_CLOEXEC != 0,
@@ -176,7 +190,58 @@ pub fn collect(pid: Pid, net: &mut crate::net::Session) -> Result<Vec<pb::Fd>, D
             } else {
                 0
             },
+            desc,
         });
     }
     Ok(out)
+}
+
+/// The table's record of a description met for the first time, at fd `fd` of `pid`.
+fn describe(
+    pid: Pid,
+    fd: i32,
+    kind: pb::FdKind,
+    target: &str,
+    meta: &Metadata,
+    info: &proc::FdInfo,
+    table: &mut FdTable,
+) -> Result<pb::FileDesc, DumpError> {
+    let ctx = FdCtx {
+        pid,
+        fd,
+        info,
+        inode: (meta.dev(), meta.ino()),
+    };
+    let mut d = pb::FileDesc {
+        id: 0,
+        kind: kind as i32,
+        flags: info.flags & !O_CLOEXEC,
+        pos: info.pos,
+        object: meta.ino(),
+        ..Default::default()
+    };
+    match kind {
+        pb::FdKind::FdPipe => {
+            let class = table
+                .describer()
+                .pipe_class(pid, fd, target)
+                .map_err(DumpError::from)?;
+            let external = class == PipeClass::External;
+            if external {
+                d.external = target.to_string();
+            }
+            d.pipe = Some(fdtable::pipe::dump(&ctx, external, table)?);
+        }
+        pb::FdKind::FdInetSocket => d.inet = Some(table.net.collect(pid, fd, meta.ino())?),
+        _ => {
+            d.path = target.to_string();
+            if kind == pb::FdKind::FdRegular {
+                d.file_size = meta.size();
+            }
+            if kind == pb::FdKind::FdChardev {
+                d.rdev = meta.rdev();
+            }
+        }
+    }
+    Ok(d)
 }

@@ -21,6 +21,7 @@
 mod blockers;
 mod cores;
 mod describe;
+mod fdtable;
 mod files;
 pub mod known_state;
 mod locks;
@@ -159,16 +160,15 @@ pub fn dump_with_progress(
     let mut stats = DumpStats::default();
     let t = Instant::now();
     let mut pages_w = sink.pages(pages::PAGES_ID)?;
-    let mut shared = ckpt_images::intervals::Covered::default();
+    let mut shared = TreeWide {
+        memory: ckpt_images::intervals::Covered::default(),
+        files: fdtable::FdTable::new(tree.live.iter().map(|m| m.task.pid())),
+    };
     let mut root_vdso = 0;
-    // Declared after the tree: on an error it is dropped first, so connections are
-    // switched back and unlocked while their processes are still stopped.
-    let mut net = net::Session::new(pid);
     for (i, m) in tree.live.iter_mut().enumerate() {
         let one = process(
             &mut m.task,
             opts,
-            &mut net,
             &mut sink,
             &mut pages_w,
             &mut shared,
@@ -188,6 +188,16 @@ pub fn dump_with_progress(
         stats.injected += one.injected;
     }
     sink.commit_pages(pages::PAGES_ID, pages_w)?;
+    let mut w = sink.records(names::FDTABLE, Kind::FileTable)?;
+    for d in shared.files.descs() {
+        w.write(d)?;
+    }
+    sink.commit_records(names::FDTABLE, w)?;
+    tracing::debug!(
+        descriptions = shared.files.descs().len(),
+        kcmps = shared.files.kcmps,
+        "file table"
+    );
     stats.bytes = stats.pages * ckpt_images::PAGE_SIZE as u64;
     stats.memory_ms = ms(t);
 
@@ -224,12 +234,14 @@ pub fn dump_with_progress(
     let t = Instant::now();
     // A tree left running gets its connections back before it runs (a send in repair
     // mode fails); a killed one closes them in repair mode (silently), lock kept.
+    // (`shared`, declared after the tree, is dropped before it on an error: connections
+    // are switched back and unlocked while their processes are still stopped.)
     if opts.leave_running {
-        net.finish(false)?;
+        shared.files.net.finish(false)?;
         release(tree, true)?;
     } else {
         let released = release(tree, false);
-        net.finish(true)?;
+        shared.files.net.finish(true)?;
         released?;
     }
     tracing::debug!(ms = ms(t), leave_running = opts.leave_running, "released");
@@ -281,6 +293,13 @@ fn release(tree: tree::Tree, leave_running: bool) -> Result<(), DumpError> {
     }
 }
 
+/// What the processes of a tree share, met process after process: shared memory objects
+/// (pages stored once) and open file descriptions (one record each).
+struct TreeWide {
+    memory: ckpt_images::intervals::Covered,
+    files: fdtable::FdTable,
+}
+
 /// What one process added to the dump.
 struct OneProcess {
     pages: u64,
@@ -290,14 +309,12 @@ struct OneProcess {
 
 /// Collects one stopped process and writes its core, mm, pagemap and files images; its
 /// pages go to the tree's one pages file.
-#[allow(clippy::too_many_arguments)] // the dump's state, each piece borrowed on its own
 fn process(
     task: &mut seize::Seized,
     opts: &DumpOptions,
-    net: &mut net::Session,
     sink: &mut ImageSink,
     pages_w: &mut ckpt_images::PagesWriter,
-    shared: &mut ckpt_images::intervals::Covered,
+    shared: &mut TreeWide,
     buffers: &mut pages::Buffers,
     progress: &dyn ckpt_images::progress::Progress,
 ) -> Result<OneProcess, DumpError> {
@@ -313,7 +330,7 @@ fn process(
         &known_state::Allowed(opts.allow_unknown_state.clone()),
     )?;
     let mm = mm::collect(pid, &stat, &maps)?;
-    let mut fds = files::collect(pid, net)?;
+    let mut fds = files::collect(pid, &mut shared.files)?;
     locks::attach(pid, &mut fds)?;
     let threads = cores::threads(task)?;
     tracing::debug!(
@@ -336,7 +353,7 @@ fn process(
     let t = Instant::now();
     abort::phase("copying memory");
     let plan = pages::plan(pid, &mm.vmas)?;
-    let plan = pages::drop_stored_shared(plan, &mm.vmas, shared);
+    let plan = pages::drop_stored_shared(plan, &mm.vmas, &mut shared.memory);
     let mut pagemap = sink.records(&names::pagemap(raw), Kind::Pagemap)?;
     let copied = pages::copy(
         pid,

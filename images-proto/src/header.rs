@@ -18,6 +18,7 @@ pub enum Kind {
     Pagemap = 4,
     Pages = 5,
     Files = 6,
+    FileTable = 7,
 }
 
 impl Kind {
@@ -29,6 +30,7 @@ impl Kind {
             4 => Kind::Pagemap,
             5 => Kind::Pages,
             6 => Kind::Files,
+            7 => Kind::FileTable,
             _ => return None,
         })
     }
@@ -44,6 +46,7 @@ impl Kind {
             "pagemap" => Kind::Pagemap,
             "pages" => Kind::Pages,
             "files" => Kind::Files,
+            "fdtable" => Kind::FileTable,
             _ => return None,
         })
     }

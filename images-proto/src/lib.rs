@@ -46,6 +46,8 @@ pub mod names {
     pub fn files(pid: i32) -> String {
         format!("files-{pid}.img")
     }
+    /// The tree's open file descriptions (one file for the whole tree).
+    pub const FDTABLE: &str = "fdtable.img";
     pub fn pages(id: u32) -> String {
         format!("pages-{id}.img")
     }

@@ -81,6 +81,11 @@ fn decode(d: &ImageDir, f: &pb::ImageFile) -> Result<Value> {
             let fds: Vec<pb::Fd> = r.rest("Fd")?;
             json!({ "fds": fds })
         }
+        Some(Kind::FileTable) => {
+            let mut r = d.records_of(f, Kind::FileTable)?;
+            let descs: Vec<pb::FileDesc> = r.rest("FileDesc")?;
+            json!({ "descs": descs })
+        }
         Some(Kind::Pages) => json!({ "pages": (f.size.saturating_sub(4096)) / 4096 }),
         _ => json!({}),
     })

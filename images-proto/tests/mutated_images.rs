@@ -332,6 +332,10 @@ fn decode(kind: Kind, data: &[u8]) {
                 ..Default::default()
             });
         }
+        Kind::FileTable => {
+            let descs: Vec<pb::FileDesc> = rest(&mut r, "FileDesc");
+            let _ = serde_json::to_string(&descs);
+        }
         Kind::Pages => unreachable!(),
     }
 }

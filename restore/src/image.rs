@@ -299,6 +299,16 @@ pub fn load(d: &ImageDir, pid: i32, pages_first: u64) -> Result<ProcessImage, Re
                 ),
             ));
         }
+        let slot_kind =
+            f.kind == pb::FdKind::FdPipe as i32 || f.kind == pb::FdKind::FdInetSocket as i32;
+        let path_kind = !slot_kind;
+        if slot_kind && f.desc == 0 {
+            return Err(bad(
+                d,
+                &files_name,
+                format!("fd {} is a pipe or socket with no description", f.fd),
+            ));
+        }
         if !f.is_dup && pb::FdKind::try_from(f.kind).is_err() {
             return Err(bad(
                 d,
@@ -321,14 +331,7 @@ pub fn load(d: &ImageDir, pid: i32, pages_first: u64) -> Result<ProcessImage, Re
             ));
         }
         crate::locks::check(f).map_err(|e| bad(d, &files_name, e))?;
-        if f.kind == pb::FdKind::FdInetSocket as i32 {
-            if !f.is_dup {
-                crate::net::check(f)
-                    .map_err(|e| bad(d, &files_name, format!("fd {}: {e}", f.fd)))?;
-            }
-            continue;
-        }
-        if f.path.is_empty() || !f.path.starts_with('/') {
+        if path_kind && (f.path.is_empty() || !f.path.starts_with('/')) {
             return Err(bad(
                 d,
                 &files_name,
@@ -349,6 +352,17 @@ pub fn load(d: &ImageDir, pid: i32, pages_first: u64) -> Result<ProcessImage, Re
         stream_len,
         fds,
     })
+}
+
+/// The tree's open file descriptions (fdtable.img; none in an image from before it).
+pub fn load_table(d: &ImageDir) -> Result<Vec<pb::FileDesc>, RestoreError> {
+    if !d.inventory().files.iter().any(|f| f.name == names::FDTABLE) {
+        return Ok(Vec::new());
+    }
+    let mut r = d.records(names::FDTABLE, Kind::FileTable)?;
+    let descs: Vec<pb::FileDesc> = r.rest("FileDesc")?;
+    crate::fdtable::check(&descs).map_err(|e| bad(d, names::FDTABLE, e))?;
+    Ok(descs)
 }
 
 impl ProcessImage {

@@ -7,6 +7,7 @@
 //! waits for their reports and seizes them (`seeds.rs`), shared memory is made once
 //! (`shared.rs`), and any failure before the release kills everything (`rollback.rs`).
 
+mod fdtable;
 mod fill;
 mod image;
 mod lazy;
@@ -46,6 +47,9 @@ pub struct RestoreOptions {
     /// Compare the restored process's kernel-visible state with the image before it is
     /// let go (verify.rs); `restore --no-verify` turns it off.
     pub verify: bool,
+    /// `--inherit-fd fd[N]:KEY`: ckpt's fd N stands for the external object KEY of the
+    /// image (a pipe the dumped tree shared with the outside).
+    pub inherit_fds: Vec<(i32, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +197,16 @@ pub fn restore_with_progress(
         let tramp = pick_trampoline(img, &own)?;
         plans.push(seed_plan(img, node, tramp, err_w.as_raw_fd(), opts.detach));
     }
+    let descs = image::load_table(&dir)?;
+    let floor = plans
+        .iter()
+        .map(|p| p.helper_end())
+        .chain(ckpt_sys::proc::fds(nix::unistd::getpid())?)
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let fds = fdtable::plan(&descs, &tree, &imgs, &opts.inherit_fds, floor)?;
+    fdtable::make_room(&fds)?;
     let mut reset = ckpt_sys::process::own_non_default_signals();
     reset.extend([32, 33]);
     debug!(
@@ -208,8 +222,12 @@ pub fn restore_with_progress(
         ckpt: std::process::id() as i32,
         tree: &tree,
         plans: &plans,
+        fds: &fds,
     };
-    let child = seeds::fork_root(&seeds, err_w)?;
+    fdtable::place_from_ckpt(&fds)?;
+    let child = seeds::fork_root(&seeds, err_w);
+    fdtable::close_from_ckpt(&fds);
+    let child = child?;
     seeds::wait_ready(err_r, &inv.pids)?;
     ckpt_sys::testhold::hold("restore-seeds", &|| false);
     let pids: Vec<Pid> = inv.pids.iter().map(|&p| Pid::from_raw(p)).collect();
@@ -237,7 +255,8 @@ pub fn restore_with_progress(
             verify::check(child, &imgs[0], opts.lazy)?;
             debug!(pid, ms = ckpt_images::units::ms(t), "verified");
         }
-        net::resume_connections(&[(child, &imgs[0].fds)]).map_err(RestoreError::Refused)?;
+        net::resume_connections(&net::connections(&[child], &imgs, &descs))
+            .map_err(RestoreError::Refused)?;
         write_pidfile(opts, pid)?;
         for tid in threads {
             ptrace::detach(tid)?;
@@ -257,12 +276,8 @@ pub fn restore_with_progress(
             progress,
             verify: opts.verify,
             before_release: &|| {
-                let procs: Vec<(Pid, &[pb::Fd])> = pids
-                    .iter()
-                    .zip(&imgs)
-                    .map(|(&p, img)| (p, img.fds.as_slice()))
-                    .collect();
-                net::resume_connections(&procs).map_err(RestoreError::Refused)
+                net::resume_connections(&net::connections(&pids, &imgs, &descs))
+                    .map_err(RestoreError::Refused)
             },
         })?;
         drop(shared);

@@ -11,6 +11,7 @@
 
 mod access;
 mod family;
+mod objects;
 
 pub use family::Seeds;
 
@@ -80,10 +81,13 @@ pub fn run(seeds: &Seeds, me: usize) -> ! {
         ckpt_sys::process::exit_now(1)
     }
     // Until `prepare` moved it, the status pipe is where ckpt left it.
-    let early = join_groups(p).and_then(|()| family::fork_children(seeds, me));
+    // The shared files its descendants hold are made before they are forked.
+    let early = join_groups(p)
+        .and_then(|()| objects::create(&seeds.fds.creates[me], seeds.fds.end))
+        .and_then(|()| family::fork_children(seeds, me));
     let result = early
         .map_err(|m| (m, p.err_fd))
-        .and_then(|()| prepare(p).map_err(|m| (m, status_fd(p))));
+        .and_then(|()| prepare(p, seeds.fds).map_err(|m| (m, status_fd(p))));
     match result {
         Ok(()) => {
             report(p.helper_base, p.pid, "ok");
@@ -180,37 +184,6 @@ fn place_fd(f: &pb::Fd, mut flags: OFlag, spare: RawFd, id: &Identity) -> Result
     access::place(file, f.fd)
 }
 
-/// The sockets of the network, listening and unconnected ones first: an established
-/// connection comes back in repair mode, which shares its port with anyone, while a
-/// listening socket without SO_REUSEADDR binding after it would find the port taken.
-fn place_sockets<'a>(fds: impl Iterator<Item = &'a pb::Fd>) -> Result<(), String> {
-    let (conns, others): (Vec<&pb::Fd>, Vec<&pb::Fd>) =
-        fds.partition(|f| f.inet.as_ref().is_some_and(|i| i.tcp.is_some()) || f.is_dup);
-    for f in others.into_iter().chain(conns) {
-        if f.is_dup {
-            dup2(f.dup_of, f.fd)
-                .map_err(|e| format!("fd {}: dup of fd {}: {e}", f.fd, f.dup_of))?;
-        } else {
-            let what = |e: String| {
-                let i = f.inet.as_ref();
-                format!(
-                    "fd {} (socket {} {}): {e}",
-                    f.fd,
-                    i.map_or("", |i| i.local.as_str()),
-                    i.map_or("", |i| i.peer.as_str())
-                )
-            };
-            let sock = crate::net::create(f).map_err(what)?;
-            access::place(std::fs::File::from(sock), f.fd)?;
-            let flags = OFlag::from_bits_retain(f.flags as i32) - OFlag::O_ACCMODE;
-            fcntl(f.fd, FcntlArg::F_SETFL(flags))
-                .map_err(|e| what(format!("F_SETFL {:#o}: {e}", f.flags)))?;
-        }
-        set_cloexec(f.fd, f.cloexec)?;
-    }
-    Ok(())
-}
-
 /// A helper of ckpt's (the exe, a mapped file) at fd `at`, opened as the process too:
 /// what it maps or names must be a file it could open itself.
 fn place_helper(
@@ -281,7 +254,27 @@ fn raise_nofile(p: &SeedPlan) -> Result<(), String> {
         .map_err(|e| format!("raising the soft RLIMIT_NOFILE from {cur} to {need}: {e}"))
 }
 
-fn prepare(p: &SeedPlan) -> Result<(), String> {
+/// Opens the fd `f` of the image by its path, as `id`, at its number, with its offset.
+fn open_one(f: &pb::Fd, spare: RawFd, id: &mut Identity) -> Result<(), String> {
+    let flags = OFlag::from_bits_retain(f.flags as i32) - OFlag::O_CLOEXEC;
+    if f.kind == pb::FdKind::FdFifo as i32 {
+        place_fifo(f, flags, spare, id)
+            .map_err(|e| format!("fd {} (FIFO {}): {e}", f.fd, f.path))?;
+    } else {
+        place_fd(f, flags, spare, id).map_err(|e| format!("fd {}: {e}", f.fd))?;
+    }
+    if f.kind == pb::FdKind::FdRegular as i32 && f.pos != 0 {
+        lseek(f.fd, f.pos as i64, Whence::SeekSet)
+            .map_err(|e| format!("fd {}: seek {} to {}: {e}", f.fd, f.path, f.pos))?;
+    }
+    if f.kind == pb::FdKind::FdDirectory as i32 && f.pos != 0 {
+        // Directory offsets are cookies of the filesystem; best effort.
+        let _ = lseek(f.fd, f.pos as i64, Whence::SeekSet);
+    }
+    set_cloexec(f.fd, f.cloexec)
+}
+
+fn prepare(p: &SeedPlan, fds: &crate::fdtable::Plan) -> Result<(), String> {
     raise_nofile(p)?;
     // Helpers first, above every fd the process will own.
     dup2(p.err_fd, p.helper_base).map_err(|e| format!("dup2 error pipe: {e}"))?;
@@ -305,19 +298,17 @@ fn prepare(p: &SeedPlan) -> Result<(), String> {
             .map_err(|e| format!("mapped file: {e}"))?;
     }
     ckpt_sys::process::close_range(0, p.helper_base as u32 - 1).map_err(|e| e.to_string())?;
-    ckpt_sys::process::close_range(p.helper_end() as u32, u32::MAX).map_err(|e| e.to_string())?;
+    // Up to the slots of the tree's shared files (`fdtable.rs`), closed once placed.
+    ckpt_sys::process::close_range(p.helper_end() as u32, fds.base as u32 - 1)
+        .map_err(|e| e.to_string())?;
 
-    // Sockets after the files, made as root (TCP_REPAIR needs CAP_NET_ADMIN, a datagram
-    // put back CAP_NET_RAW): see below.
-    let is_socket = |f: &pb::Fd| {
-        let src = if f.is_dup {
-            p.fds.iter().find(|o| o.fd == f.dup_of)
-        } else {
-            Some(f)
-        };
-        src.is_some_and(|s| s.kind == pb::FdKind::FdInetSocket as i32)
-    };
-    for f in p.fds.iter().filter(|f| !is_socket(f)) {
+    for f in &p.fds {
+        if let Some(slot) = fds.slot(f.desc) {
+            // Created once for the tree (`fdtable.rs`), inherited from a seed above.
+            dup2(slot, f.fd).map_err(|e| format!("fd {}: from slot {slot}: {e}", f.fd))?;
+            set_cloexec(f.fd, f.cloexec)?;
+            continue;
+        }
         if f.is_dup {
             // Shares the open file description (offset, flags) of a lower fd.
             dup2(f.dup_of, f.fd)
@@ -325,25 +316,11 @@ fn prepare(p: &SeedPlan) -> Result<(), String> {
             set_cloexec(f.fd, f.cloexec)?;
             continue;
         }
-        let flags = OFlag::from_bits_retain(f.flags as i32) - OFlag::O_CLOEXEC;
-        if f.kind == pb::FdKind::FdFifo as i32 {
-            place_fifo(f, flags, spare, &mut id)
-                .map_err(|e| format!("fd {} (FIFO {}): {e}", f.fd, f.path))?;
-        } else {
-            place_fd(f, flags, spare, &id).map_err(|e| format!("fd {}: {e}", f.fd))?;
-        }
-        if f.kind == pb::FdKind::FdRegular as i32 && f.pos != 0 {
-            lseek(f.fd, f.pos as i64, Whence::SeekSet)
-                .map_err(|e| format!("fd {}: seek {} to {}: {e}", f.fd, f.path, f.pos))?;
-        }
-        if f.kind == pb::FdKind::FdDirectory as i32 && f.pos != 0 {
-            // Directory offsets are cookies of the filesystem; best effort.
-            let _ = lseek(f.fd, f.pos as i64, Whence::SeekSet);
-        }
-        set_cloexec(f.fd, f.cloexec)?;
+        open_one(f, spare, &mut id)?;
     }
+    // Every slot: those this process holds are dup2()ed into place by now.
+    ckpt_sys::process::close_range(fds.base as u32, u32::MAX).map_err(|e| e.to_string())?;
     id.root()?;
-    place_sockets(p.fds.iter().filter(|f| is_socket(f)))?;
 
     if p.root != "/" {
         chroot(p.root.as_str()).map_err(|e| format!("chroot {}: {e}", p.root))?;

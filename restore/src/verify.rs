@@ -21,6 +21,8 @@ use std::collections::BTreeSet;
 
 /// VmFlags letters left out of the comparison (see the module doc).
 const NOT_COMPARED: [&str; 5] = ["ac", "sd", "um", "uw", "ui"];
+/// Set by every open(2) on 64-bit, never by pipe2().
+const O_LARGEFILE: u32 = 0o100000;
 const O_CLOEXEC: u32 = 0o2000000;
 
 type R<T> = Result<T, String>;
@@ -310,7 +312,13 @@ fn fd_state(infos: &[(i32, String)], img: &ProcessImage) -> R<()> {
         let flags = fdinfo_field(text, "flags")
             .and_then(|v| u32::from_str_radix(v, 8).ok())
             .unwrap_or(u32::MAX);
-        let want_flags = src.flags | if f.cloexec { O_CLOEXEC } else { 0 };
+        let mut want_flags = src.flags | if f.cloexec { O_CLOEXEC } else { 0 };
+        let mut flags = flags;
+        if src.kind == pb::FdKind::FdPipe as i32 {
+            // O_LARGEFILE means nothing to a pipe, and a pipe handed over with
+            // --inherit-fd was opened (by the caller) with it.
+            (flags, want_flags) = (flags & !O_LARGEFILE, want_flags & !O_LARGEFILE);
+        }
         if flags != want_flags {
             return Err(format!(
                 "fd {} ({}): flags {flags:#o}, image {want_flags:#o}",

@@ -13,6 +13,8 @@
 #![allow(dead_code)]
 #![forbid(unsafe_code)]
 
+pub mod tree;
+
 use ckpt_images::{names, pb, ImageDir, Kind, RecordWriter};
 use nix::errno::Errno;
 use nix::fcntl;

@@ -14,7 +14,6 @@ use crate::{refuse, DumpError};
 use ckpt_images::pb;
 use ckpt_sys::socket as s;
 use ckpt_sys::Pid;
-use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -124,8 +123,6 @@ pub struct Session {
     locked: bool,
     /// ckpt's copies of the sockets in repair mode.
     repaired: Vec<OwnedFd>,
-    /// Socket inode -> the first pid seen holding it.
-    seen: HashMap<u64, i32>,
 }
 
 impl Session {
@@ -135,22 +132,13 @@ impl Session {
             table: ckpt_sys::nft::table_name(root.as_raw()),
             locked: false,
             repaired: Vec::new(),
-            seen: HashMap::new(),
         }
     }
 
-    /// The record of socket fd `fd` of the stopped process `pid`.
+    /// The record of socket fd `fd` of the stopped process `pid` (once per socket: the fd
+    /// table shares it between every fd and process holding it).
     pub fn collect(&mut self, pid: Pid, fd: i32, inode: u64) -> Result<pb::InetSocket, DumpError> {
         let named = |why: String| refuse(format!("pid {pid}: fd {fd} (socket:[{inode}]): {why}"));
-        if let Some(&other) = self.seen.get(&inode) {
-            if other != pid.as_raw() {
-                return Err(named(format!(
-                    "also held by pid {other}; a socket shared by several processes is not \
-                     supported yet"
-                )));
-            }
-        }
-        self.seen.insert(inode, pid.as_raw());
         let inet = look(pid, fd)
             .map_err(named)?
             .ok_or_else(|| named("not a TCP or UDP socket".into()))?;
@@ -202,7 +190,7 @@ impl Session {
     /// The dump is over: killed processes took their connections along, silently (closed
     /// in repair mode), and the lock stays for the restore; a tree left running gets its
     /// connections back.
-    pub fn finish(mut self, killed: bool) -> Result<(), DumpError> {
+    pub fn finish(&mut self, killed: bool) -> Result<(), DumpError> {
         if killed {
             self.repaired.clear();
             self.locked = false;

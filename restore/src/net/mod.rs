@@ -7,12 +7,13 @@
 mod resume;
 mod tcp;
 
-pub use resume::resume_connections;
+pub use resume::{connections, resume_connections};
 
 use ckpt_images::pb;
 use ckpt_sys::socket as s;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 fn addr(what: &str, text: &str) -> Result<SocketAddr, String> {
     text.parse()
@@ -20,9 +21,9 @@ fn addr(what: &str, text: &str) -> Result<SocketAddr, String> {
 }
 
 /// Checks an image's socket record before anything is created.
-pub fn check(f: &pb::Fd) -> Result<(), String> {
-    let Some(i) = &f.inet else {
-        return Err("a socket fd without its socket record".into());
+pub fn check(d: &pb::FileDesc) -> Result<(), String> {
+    let Some(i) = &d.inet else {
+        return Err("a socket without its socket record".into());
     };
     let tcp = i.r#type == libc::SOCK_STREAM && i.protocol == libc::IPPROTO_TCP;
     let udp = i.r#type == libc::SOCK_DGRAM && i.protocol == libc::IPPROTO_UDP;
@@ -47,9 +48,47 @@ pub fn check(f: &pb::Fd) -> Result<(), String> {
     Ok(())
 }
 
-/// The socket of `f`, made by the seed (still root); the caller places it at its fd.
-pub fn create(f: &pb::Fd) -> Result<OwnedFd, String> {
-    let i = f.inet.as_ref().ok_or("no socket record")?;
+/// Whether description `d` is an established TCP connection.
+pub fn is_connection(d: &pb::FileDesc) -> bool {
+    d.inet.as_ref().is_some_and(|i| i.tcp.is_some())
+}
+
+/// "tcp 127.0.0.1:80 -> 127.0.0.1:4000", for messages.
+pub fn name(i: &pb::InetSocket) -> String {
+    let proto = if i.protocol == libc::IPPROTO_TCP {
+        "tcp"
+    } else {
+        "udp"
+    };
+    let local = if i.local.is_empty() {
+        "(unbound)"
+    } else {
+        &i.local
+    };
+    if i.peer.is_empty() {
+        format!("{proto} {local}")
+    } else {
+        format!("{proto} {local} -> {}", i.peer)
+    }
+}
+
+/// The socket of description `descs[0]` (a socket has one description), made by a seed
+/// (still root: TCP_REPAIR needs CAP_NET_ADMIN, a datagram put back CAP_NET_RAW), at
+/// its slot with its status flags.
+pub fn create_at(descs: &[(pb::FileDesc, RawFd)]) -> Result<(), String> {
+    let [(d, slot)] = descs else {
+        return Err(format!("a socket with {} descriptions", descs.len()));
+    };
+    let i = d.inet.as_ref().ok_or("no socket record")?;
+    let sock = create(i)?;
+    nix::unistd::dup2(sock.as_raw_fd(), *slot).map_err(|e| format!("dup2 to slot {slot}: {e}"))?;
+    let flags = OFlag::from_bits_retain(d.flags as i32) - OFlag::O_ACCMODE;
+    fcntl(*slot, FcntlArg::F_SETFL(flags)).map_err(|e| format!("F_SETFL {:#o}: {e}", d.flags))?;
+    Ok(())
+}
+
+/// The socket `i`, bound, listening or connected as it was.
+fn create(i: &pb::InetSocket) -> Result<OwnedFd, String> {
     let sock = s::new(i.family, i.r#type, i.protocol).map_err(|e| e.to_string())?;
     let fd = sock.as_fd();
     let sys = |e: ckpt_sys::Error| e.to_string();

@@ -11,22 +11,40 @@ use ckpt_sys::Pid;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-/// For every process (pid and its fds), in any order; Err names the pid and fd.
-pub fn resume_connections(procs: &[(Pid, &[pb::Fd])]) -> Result<(), String> {
-    let mut conns = Vec::new();
-    let mut tables: Vec<&str> = Vec::new();
-    for &(pid, fds) in procs {
-        for f in fds {
-            let Some(i) = f.inet.as_ref().filter(|i| i.tcp.is_some()) else {
+/// Every established connection of the tree, once each: one (pid, fd) holding it.
+pub fn connections<'a>(
+    pids: &[Pid],
+    imgs: &'a [crate::image::ProcessImage],
+    descs: &'a [pb::FileDesc],
+) -> Vec<(Pid, i32, &'a pb::InetSocket)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for (&pid, img) in pids.iter().zip(imgs) {
+        for f in &img.fds {
+            let Some(d) = descs.get((f.desc as usize).wrapping_sub(1)) else {
                 continue;
             };
-            let sock = ckpt_sys::process::steal_fd(pid, f.fd)
-                .map_err(|e| format!("pid {pid}: fd {}: {e}", f.fd))?;
-            if !i.lock_table.is_empty() && !tables.contains(&i.lock_table.as_str()) {
-                tables.push(&i.lock_table);
+            if let Some(i) = d.inet.as_ref().filter(|i| i.tcp.is_some()) {
+                if seen.insert(d.id) {
+                    out.push((pid, f.fd, i));
+                }
             }
-            conns.push((pid, f.fd, sock, i));
         }
+    }
+    out
+}
+
+/// For every connection (a pid and fd holding it); Err names the pid and fd.
+pub fn resume_connections(held: &[(Pid, i32, &pb::InetSocket)]) -> Result<(), String> {
+    let mut conns = Vec::new();
+    let mut tables: Vec<&str> = Vec::new();
+    for &(pid, fd, i) in held {
+        let sock =
+            ckpt_sys::process::steal_fd(pid, fd).map_err(|e| format!("pid {pid}: fd {fd}: {e}"))?;
+        if !i.lock_table.is_empty() && !tables.contains(&i.lock_table.as_str()) {
+            tables.push(&i.lock_table);
+        }
+        conns.push((pid, fd, sock, i));
     }
     for t in tables {
         ckpt_sys::nft::unlock(t).map_err(|e| format!("removing the TCP lock {t}: {e}"))?;

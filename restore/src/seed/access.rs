@@ -41,7 +41,8 @@ impl Expect {
             Ok(pb::FdKind::FdDirectory) => Expect::Directory,
             Ok(pb::FdKind::FdFifo) => Expect::Fifo,
             Ok(pb::FdKind::FdChardev) => Expect::Chardev(f.rdev),
-            Ok(pb::FdKind::FdInetSocket) => return Err("a socket has no path to open".into()),
+            Ok(pb::FdKind::FdPipe) => return Err("an anonymous pipe has no path".into()),
+            Ok(pb::FdKind::FdInetSocket) => return Err("a socket has no path".into()),
             Err(_) => return Err(format!("unknown fd kind {}", f.kind)),
         })
     }

@@ -14,6 +14,8 @@ pub struct Seeds<'a> {
     pub plans: &'a [SeedPlan],
     /// ckpt's pid: the root seed's parent.
     pub ckpt: i32,
+    /// The tree's shared files: who creates which, in which slot.
+    pub fds: &'a crate::fdtable::Plan,
 }
 
 impl Seeds<'_> {

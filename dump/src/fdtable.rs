@@ -1,0 +1,110 @@
+//! The tree's open file descriptions: one `pb::FileDesc` per description, however many
+//! fds of however many processes refer to it (a file inherited across fork shares its
+//! offset; a pipe end held by a parent and its child is one end). Each `pb::Fd` names its
+//! description by id (`Fd.desc`); the table is written once, as fdtable.img, and restore
+//! creates each description once and hands it to every holder (restore/src/fdtable.rs).
+//!
+//! Sharing is found with kcmp(KCMP_FILE), but only between fds of the same inode (st_dev,
+//! st_ino of the /proc link, which every fd costs one stat anyway): a tree of 100
+//! processes with 100 fds each makes a handful of kcmp calls per shared file, not 10^8.
+//!
+//! A new kind of file plugs in with one function here and one in restore:
+//! - dump: `files.rs` tells the kind from the /proc link (`inspect`); add the kind to
+//!   `pb::FdKind`, its state as a message in `pb::FileDesc`, and a `dump` function in a
+//!   module of `fdtable/` (see `fdtable/pipe.rs`) that fills it from the fd (a copy of it
+//!   can be taken with `ckpt_sys::process::steal_fd`; /proc/PID/fdinfo is in `FdCtx`).
+//!   It runs once per description, with the process stopped; it must not change the
+//!   object (a `--leave-running` dump leaves the workload as it was).
+//! - restore: a `create` function in `restore/src/fdtable/` that makes the object and
+//!   puts each of its descriptions at the fd number it is given (see there).
+//!   Sharing, the fd numbers, who creates what and the rollback are the table's business.
+
+pub mod pipe;
+
+use crate::describe::Describer;
+use crate::DumpError;
+use ckpt_images::pb;
+use ckpt_sys::Pid;
+use std::collections::{HashMap, HashSet};
+
+/// What a kind's `dump` gets to look at.
+pub struct FdCtx<'a> {
+    pub pid: Pid,
+    pub fd: i32,
+    /// /proc/PID/fdinfo/FD flags (O_CLOEXEC included) and pos.
+    pub info: &'a ckpt_sys::proc::FdInfo,
+    /// (st_dev, st_ino) of the object.
+    pub inode: (u64, u64),
+}
+
+/// A description met before: its index in `descs`, and one (pid, fd) holding it.
+type Known = (usize, Pid, i32);
+
+/// Every description met so far, tree-wide.
+pub struct FdTable {
+    descs: Vec<pb::FileDesc>,
+    /// (st_dev, st_ino) -> the descriptions of that inode.
+    by_inode: HashMap<(u64, u64), Vec<Known>>,
+    /// Objects whose contents are already stored (a pipe's unread bytes, once per pipe).
+    stored: HashSet<(u64, u64)>,
+    describer: Describer,
+    /// kcmp calls made (for the cost in the log).
+    pub kcmps: u64,
+    /// The network sockets' side: connections locked and in repair mode (`net/`).
+    pub net: crate::net::Session,
+}
+
+impl FdTable {
+    /// For the tree made of `pids`.
+    pub fn new(pids: impl IntoIterator<Item = Pid>) -> FdTable {
+        let pids: Vec<Pid> = pids.into_iter().collect();
+        FdTable {
+            descs: Vec::new(),
+            by_inode: HashMap::new(),
+            stored: HashSet::new(),
+            net: crate::net::Session::new(pids.first().copied().unwrap_or(Pid::from_raw(0))),
+            describer: Describer::new(pids),
+            kcmps: 0,
+        }
+    }
+
+    pub fn describer(&mut self) -> &mut Describer {
+        &mut self.describer
+    }
+
+    /// The id of the description fd `fd` of `pid` refers to, if it was met before.
+    pub fn find(&mut self, pid: Pid, fd: i32, inode: (u64, u64)) -> Result<Option<u64>, DumpError> {
+        let Some(cands) = self.by_inode.get(&inode) else {
+            return Ok(None);
+        };
+        for &(i, p, f) in cands {
+            self.kcmps += 1;
+            if ckpt_sys::process::same_file_description(p, f, pid, fd)? {
+                return Ok(Some(self.descs[i].id));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Adds a new description, first seen at fd `fd` of `pid`; returns its id.
+    pub fn insert(&mut self, pid: Pid, fd: i32, inode: (u64, u64), mut desc: pb::FileDesc) -> u64 {
+        desc.id = self.descs.len() as u64 + 1;
+        let id = desc.id;
+        self.by_inode
+            .entry(inode)
+            .or_default()
+            .push((self.descs.len(), pid, fd));
+        self.descs.push(desc);
+        id
+    }
+
+    /// True the first time it is asked for `inode`: whoever gets true stores the object's
+    /// contents (a pipe's bytes belong to the pipe, not to either end).
+    pub fn first_to_store(&mut self, inode: (u64, u64)) -> bool {
+        self.stored.insert(inode)
+    }
+
+    pub fn descs(&self) -> &[pb::FileDesc] {
+        &self.descs
+    }
+}

@@ -1,0 +1,322 @@
+//! The tree's open file descriptions (fdtable.img, `pb::FileDesc`): each is created once
+//! and handed to every process that held it, so a file offset or a pipe shared by a
+//! parent and its child is shared again.
+//!
+//! How one description reaches several seeds: the seed of the holders' lowest common
+//! ancestor creates it before it forks its children (`seed/objects.rs`), at a fixed fd
+//! number of the tree ("slot", from `base` up, above every fd ckpt or a seed holds before
+//! `prepare`); every child seed forked after inherits every slot its ancestors filled.
+//! Each seed then dup2()s the slots it holds to its own fd numbers and closes every slot.
+//! The seeds never talk to each other, nothing waits on another seed, and the rollback is
+//! unchanged: the objects live only in seeds, which die with the restore. (pidfd_getfd
+//! between seeds would order them and need ptrace rights over each other; SCM_RIGHTS from
+//! ckpt a socket per seed; neither is needed when the creator is an ancestor anyway.)
+//! A description of the caller's (`--inherit-fd fd[N]:KEY`, an external pipe) goes into
+//! its slot in ckpt itself, before the root's seed is forked.
+//!
+//! Descriptions held by one process only and reopened by path (regular files,
+//! directories, FIFOs, devices) stay with their holder's `prepare`, as before the table:
+//! only what is shared, or cannot be reopened by a path, goes through a slot.
+//!
+//! A new kind: a `create(descs)` in a module here (see `pipe.rs`) that makes the object
+//! and puts each of its descriptions at the slot given with it (with its status flags);
+//! `seed/objects.rs` calls it by kind, in the creating seed (root, single-threaded, a
+//! copy of ckpt: it may allocate, it must not block). `check` says what an image's record
+//! of the kind may hold, and `object_key` which descriptions make one object.
+
+pub mod pipe;
+
+use crate::image::ProcessImage;
+use crate::tree;
+use crate::RestoreError;
+use ckpt_images::pb;
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::RawFd;
+
+/// Largest pipe capacity an image may ask for (the kernel's pipe-max-size default is 1 MiB;
+/// root may set more, up to this).
+const MAX_PIPE: u32 = 1 << 30;
+
+/// One object to create: its descriptions and the slot each goes to.
+#[derive(Clone, Debug)]
+pub struct Object {
+    pub kind: pb::FdKind,
+    pub descs: Vec<(pb::FileDesc, RawFd)>,
+    /// Kinds opened by path: the first holder's fd record (what to open, its FIFO bytes)
+    /// and that holder's credentials, which the open is checked against.
+    pub by_path: Option<(pb::Fd, Option<pb::Creds>)>,
+}
+
+/// Who creates what, and where each description waits.
+#[derive(Default)]
+pub struct Plan {
+    /// The first slot; slots end at `end`.
+    pub base: RawFd,
+    pub end: RawFd,
+    pub slots: HashMap<u64, RawFd>,
+    /// Per node of the tree plan: the objects its seed creates before forking.
+    pub creates: Vec<Vec<Object>>,
+    /// Descriptions handed over by the caller: ckpt's fd (`--inherit-fd`), dup2()ed to
+    /// its slot before the root's seed is forked, and the image's status flags.
+    pub from_ckpt: Vec<(RawFd, RawFd, u32)>,
+}
+
+impl Plan {
+    /// The slot of description `desc`, if it goes through one.
+    pub fn slot(&self, desc: u64) -> Option<RawFd> {
+        self.slots.get(&desc).copied()
+    }
+}
+
+/// Checks the table's records (untrusted) on their own; `name` names the file in errors.
+pub fn check(descs: &[pb::FileDesc]) -> Result<(), String> {
+    for (i, d) in descs.iter().enumerate() {
+        if d.id != i as u64 + 1 {
+            return Err(format!("description {} is record {}", d.id, i + 1));
+        }
+        match pb::FdKind::try_from(d.kind) {
+            Ok(pb::FdKind::FdPipe) => pipe::check(d)?,
+            Ok(pb::FdKind::FdInetSocket) => {
+                crate::net::check(d).map_err(|e| format!("description {}: {e}", d.id))?
+            }
+            Ok(_) => {
+                if !d.path.starts_with('/') {
+                    return Err(format!(
+                        "description {}: path {:?} is not absolute",
+                        d.id, d.path
+                    ));
+                }
+            }
+            Err(_) => {
+                return Err(format!(
+                    "description {} is of unknown kind {}",
+                    d.id, d.kind
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Descriptions of one object are created together (a pipe's two ends).
+fn object_key(d: &pb::FileDesc) -> (i32, u64) {
+    match pb::FdKind::try_from(d.kind) {
+        Ok(pb::FdKind::FdPipe) if d.external.is_empty() => (d.kind, d.object),
+        _ => (-1, d.id),
+    }
+}
+
+/// Kinds that cannot be reopened by a path: always created through a slot.
+fn needs_slot(d: &pb::FileDesc) -> bool {
+    matches!(
+        pb::FdKind::try_from(d.kind),
+        Ok(pb::FdKind::FdPipe | pb::FdKind::FdInetSocket)
+    )
+}
+
+/// The plan for `imgs` (live processes, in `tree.live()` order). `inherit`: the caller's
+/// fds for external descriptions, by key. `floor`: every fd ckpt holds is below it.
+pub fn plan(
+    descs: &[pb::FileDesc],
+    tree: &tree::Plan,
+    imgs: &[ProcessImage],
+    inherit: &[(RawFd, String)],
+    floor: RawFd,
+) -> Result<Plan, RestoreError> {
+    let refuse = |m: String| RestoreError::Refused(m);
+    let nodes: Vec<usize> = tree
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.live.is_some())
+        .map(|(i, _)| i)
+        .collect();
+    // Description -> (node, fd record) of every holder, in tree order.
+    let mut holders: BTreeMap<u64, Vec<(usize, &pb::Fd)>> = BTreeMap::new();
+    for (img, &node) in imgs.iter().zip(&nodes) {
+        for f in img.fds.iter().filter(|f| f.desc != 0) {
+            let d = descs.get(f.desc as usize - 1).ok_or_else(|| {
+                refuse(format!(
+                    "pid {} fd {}: description {} is not in {}",
+                    img.core.pid,
+                    f.fd,
+                    f.desc,
+                    ckpt_images::names::FDTABLE
+                ))
+            })?;
+            if d.kind != f.kind {
+                return Err(refuse(format!(
+                    "pid {} fd {}: kind {} but its description {} is of kind {}",
+                    img.core.pid, f.fd, f.kind, d.id, d.kind
+                )));
+            }
+            holders.entry(f.desc).or_default().push((node, f));
+        }
+    }
+    if let Some((n, k)) = inherit
+        .iter()
+        .find(|(_, k)| !descs.iter().any(|d| d.external == *k))
+    {
+        let known: Vec<&str> = descs
+            .iter()
+            .filter(|d| !d.external.is_empty())
+            .map(|d| d.external.as_str())
+            .collect();
+        return Err(refuse(format!(
+            "--inherit-fd fd[{n}]:{k}: the image holds nothing external by that key ({})",
+            if known.is_empty() {
+                "it holds nothing external".to_string()
+            } else {
+                format!("it holds {}", known.join(", "))
+            }
+        )));
+    }
+    let mut plan = Plan {
+        creates: vec![Vec::new(); tree.nodes.len()],
+        ..Plan::default()
+    };
+    // Object -> its descriptions and the nodes holding any of them.
+    type Holders<'a> = (Vec<&'a pb::FileDesc>, Vec<usize>);
+    let mut objects: BTreeMap<(i32, u64), Holders> = BTreeMap::new();
+    let mut next = floor;
+    for (&id, hs) in &holders {
+        let d = &descs[id as usize - 1];
+        let mut procs: Vec<usize> = hs.iter().map(|(n, _)| *n).collect();
+        procs.dedup();
+        if !needs_slot(d) && procs.len() < 2 {
+            continue;
+        }
+        plan.slots.insert(id, next);
+        if !d.external.is_empty() {
+            let (pid, fd) = (tree.nodes[hs[0].0].pid, hs[0].1.fd);
+            let mine = inherited(d, inherit, pid, fd)?;
+            plan.from_ckpt.push((mine, next, d.flags));
+        } else {
+            let o = objects.entry(object_key(d)).or_default();
+            o.0.push(d);
+            o.1.extend(procs);
+        }
+        next += 1;
+    }
+    plan.base = floor;
+    plan.end = next;
+    for (_, (ds, procs)) in objects {
+        let creator = common_ancestor(tree, &procs);
+        let kind = pb::FdKind::try_from(ds[0].kind).expect("checked");
+        let by_path = (kind != pb::FdKind::FdPipe && kind != pb::FdKind::FdInetSocket).then(|| {
+            let (node, f) = holders[&ds[0].id][0];
+            let live = tree.nodes[node].live.expect("a live holder");
+            (f.clone(), imgs[live].core.creds.clone())
+        });
+        plan.creates[creator].push(Object {
+            kind,
+            descs: ds
+                .iter()
+                .map(|d| ((*d).clone(), plan.slots[&d.id]))
+                .collect(),
+            by_path,
+        });
+    }
+    Ok(plan)
+}
+
+/// ckpt's own fd for external description `d` (first held at fd `fd` of `pid`), from
+/// `--inherit-fd`; refused, saying how to pass it, when none was given.
+fn inherited(
+    d: &pb::FileDesc,
+    inherit: &[(RawFd, String)],
+    pid: i32,
+    fd: i32,
+) -> Result<RawFd, RestoreError> {
+    let end = match &d.pipe {
+        Some(p) if p.write_end => " (write end)",
+        Some(_) => " (read end)",
+        None => "",
+    };
+    let Some((n, _)) = inherit.iter().find(|(_, k)| *k == d.external) else {
+        return Err(RestoreError::Refused(format!(
+            "pid {pid} fd {fd}: {}{end} was held outside the dumped tree; hand over the fd \
+             to use instead: ckpt restore --inherit-fd fd[N]:{} (N: an fd of ckpt's, e.g. \
+             `N>&...` in the shell)",
+            d.external, d.external
+        )));
+    };
+    let what = format!("--inherit-fd fd[{n}]:{}", d.external);
+    let fl = nix::fcntl::fcntl(*n, nix::fcntl::FcntlArg::F_GETFL)
+        .map_err(|e| RestoreError::Refused(format!("{what}: fd {n} of ckpt: {e}")))?
+        as u32;
+    if fl & 3 != d.flags & 3 {
+        let mode = |f: u32| ["read-only", "write-only", "read-write", "?"][(f & 3) as usize];
+        return Err(RestoreError::Refused(format!(
+            "{what}: fd {n} is open {}, pid {pid} fd {fd} was {}",
+            mode(fl),
+            mode(d.flags)
+        )));
+    }
+    Ok(*n)
+}
+
+/// The deepest node that is an ancestor of (or is) every node of `procs`.
+fn common_ancestor(tree: &tree::Plan, procs: &[usize]) -> usize {
+    let chain = |mut n: usize| {
+        let mut v = vec![n];
+        while let Some(p) = tree.nodes[n].parent {
+            v.push(p);
+            n = p;
+        }
+        v.reverse();
+        v
+    };
+    let mut common = chain(procs[0]);
+    for &p in &procs[1..] {
+        let c = chain(p);
+        let same = common.iter().zip(&c).take_while(|(a, b)| a == b).count();
+        common.truncate(same);
+    }
+    *common.last().unwrap_or(&0)
+}
+
+/// Places ckpt's own descriptions (the caller's) in their slots; the root's seed inherits
+/// them. ckpt's copies are closed again once it is forked (`close_from_ckpt`).
+pub fn place_from_ckpt(plan: &Plan) -> Result<(), RestoreError> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    for (fd, slot, flags) in &plan.from_ckpt {
+        nix::unistd::dup2(*fd, *slot)
+            .map_err(|e| ckpt_sys::Error::sys(format!("dup2 to slot {slot}"), e))?;
+        // The process had these (O_NONBLOCK, ...) on the description: it gets them back,
+        // on the description the caller shares with it.
+        let settable = OFlag::from_bits_retain(*flags as i32)
+            & (OFlag::O_NONBLOCK | OFlag::O_APPEND | OFlag::O_NOATIME);
+        fcntl(*slot, FcntlArg::F_SETFL(settable))
+            .map_err(|e| ckpt_sys::Error::sys(format!("F_SETFL of --inherit-fd fd {fd}"), e))?;
+    }
+    Ok(())
+}
+
+/// Closes the slots ckpt filled itself (the root's seed has its copies).
+pub fn close_from_ckpt(plan: &Plan) {
+    for (_, slot, _) in &plan.from_ckpt {
+        let _ = nix::unistd::close(*slot);
+    }
+}
+
+/// ckpt's soft RLIMIT_NOFILE covers every slot (and the seeds', which inherit it, the
+/// handles they open above them); raised up to the hard limit if needed.
+pub fn make_room(plan: &Plan) -> Result<(), RestoreError> {
+    const RLIMIT_NOFILE: u32 = 7;
+    let need = plan.end as u64 + 64;
+    let (cur, max) = ckpt_sys::process::get_rlimit(nix::unistd::getpid(), RLIMIT_NOFILE)?;
+    if cur >= need {
+        return Ok(());
+    }
+    if max < need {
+        return Err(RestoreError::Refused(format!(
+            "the tree's {} shared files above fd {} need RLIMIT_NOFILE {need}, but the hard \
+             limit here is {max} (raise it, e.g. ulimit -Hn {need})",
+            plan.slots.len(),
+            plan.base
+        )));
+    }
+    ckpt_sys::process::set_rlimit(RLIMIT_NOFILE, need, max)?;
+    Ok(())
+}
