@@ -72,6 +72,30 @@ impl Describer {
         b(format!("fd {fd} ({target})"), "not supported yet".into())
     }
 
+    /// Another process of the tree holding the epoll at fd `fd` of `pid`, if any (its
+    /// watches name the registering process's fd numbers: not supported shared).
+    pub fn epoll_sharer(&self, pid: Pid, fd: i32) -> Option<(i32, i32)> {
+        for &other in self.tree.iter().filter(|&&p| p != pid.as_raw()) {
+            let Ok(fds) = std::fs::read_dir(format!("/proc/{other}/fd")) else {
+                continue;
+            };
+            for f in fds.flatten() {
+                let Some(ofd) = f.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                    continue;
+                };
+                let epoll = std::fs::read_link(f.path())
+                    .is_ok_and(|t| t.as_os_str() == "anon_inode:[eventpoll]");
+                if epoll
+                    && ckpt_sys::process::same_file_description(pid, fd, Pid::from_raw(other), ofd)
+                        .unwrap_or(false)
+                {
+                    return Some((other, ofd));
+                }
+            }
+        }
+        None
+    }
+
     /// The blocker for a network socket the dump refuses (`why` from net/mod.rs).
     pub fn refused_socket(&mut self, pid: Pid, fd: i32, target: &str, why: String) -> Blocker {
         let inode = bracketed(target, "socket:").unwrap_or(0);

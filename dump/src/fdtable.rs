@@ -19,6 +19,7 @@
 //!   puts each of its descriptions at the fd number it is given (see there).
 //!   Sharing, the fd numbers, who creates what and the rollback are the table's business.
 
+pub mod epoll;
 pub mod pipe;
 
 use crate::describe::Describer;
@@ -102,6 +103,16 @@ impl FdTable {
     /// contents (a pipe's bytes belong to the pipe, not to either end).
     pub fn first_to_store(&mut self, inode: (u64, u64)) -> bool {
         self.stored.insert(inode)
+    }
+
+    /// The first (pid, fd) met holding description `id`.
+    pub fn holder(&self, id: u64) -> Option<(Pid, i32)> {
+        let i = id.checked_sub(1)? as usize;
+        self.by_inode
+            .values()
+            .flatten()
+            .find(|&&(idx, _, _)| idx == i)
+            .map(|&(_, p, f)| (p, f))
     }
 
     pub fn descs(&self) -> &[pb::FileDesc] {

@@ -84,6 +84,25 @@ fn inspect(
             Some(None) => {}
         }
     }
+    if target == "anon_inode:[eventpoll]" {
+        let epoll_blocked = |why: String| {
+            Problem::Blocked(Blocker {
+                pid: pid.as_raw(),
+                what: format!("fd {fd} (epoll, {target})"),
+                why,
+            })
+        };
+        fdtable::epoll::check(pid, fd).map_err(epoll_blocked)?;
+        if let Some((other, ofd)) = describer.epoll_sharer(pid, fd) {
+            return Err(epoll_blocked(format!(
+                "shared with pid {other} (fd {ofd}); an epoll held by several processes is \
+                 not supported yet"
+            )));
+        }
+        let meta = std::fs::metadata(&link)
+            .map_err(|e| Problem::Gone(format!("pid {pid}: fd {fd} ({target}): {e}")))?;
+        return Ok((pb::FdKind::FdEpoll, target, meta));
+    }
     if !target.starts_with('/') {
         // socket:[N], anon_inode:[eventfd], ...
         return Err(Problem::Blocked(describer.blocker(pid, fd, &target)));
@@ -148,6 +167,16 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<Vec<pb::Fd>, DumpError> 
         let info = proc::fdinfo(pid, fd)?;
         let inode = (meta.dev(), meta.ino());
         let desc = match table.find(pid, fd, inode)? {
+            Some(id) if kind == pb::FdKind::FdEpoll => {
+                // Its watches name fds of the process that registered them.
+                if let Some((other, ofd)) = table.holder(id).filter(|&(p, _)| p != pid) {
+                    return Err(crate::refuse(format!(
+                        "pid {pid}: fd {fd} (epoll, {path}): shared with pid {other} (fd {ofd}); \
+                         an epoll held by several processes is not supported yet"
+                    )));
+                }
+                id
+            }
             Some(id) => id,
             None => {
                 let d = describe(pid, fd, kind, &path, &meta, &info, table)?;
@@ -166,7 +195,10 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<Vec<pb::Fd>, DumpError> 
                 pipe_data = ckpt_sys::pipe::peek(&mine)?;
             }
         }
-        let path_kind = kind != pb::FdKind::FdPipe && kind != pb::FdKind::FdInetSocket;
+        let path_kind = !matches!(
+            kind,
+            pb::FdKind::FdPipe | pb::FdKind::FdInetSocket | pb::FdKind::FdEpoll
+        );
         out.push(pb::Fd {
             locks: Vec::new(),
             lease_signal: 0,
@@ -233,6 +265,11 @@ fn describe(
             d.pipe = Some(fdtable::pipe::dump(&ctx, external, table)?);
         }
         pb::FdKind::FdInetSocket => d.inet = Some(table.net.collect(pid, fd, meta.ino())?),
+        pb::FdKind::FdEpoll => {
+            let named =
+                |why: String| crate::refuse(format!("pid {pid}: fd {fd} (epoll, {target}): {why}"));
+            d.epoll = Some(fdtable::epoll::dump(&ctx).map_err(named)?);
+        }
         _ => {
             d.path = target.to_string();
             if kind == pb::FdKind::FdRegular {

@@ -24,6 +24,7 @@
 //! copy of ckpt: it may allocate, it must not block). `check` says what an image's record
 //! of the kind may hold, and `object_key` which descriptions make one object.
 
+pub mod epoll;
 pub mod pipe;
 
 use crate::image::ProcessImage;
@@ -76,6 +77,7 @@ pub fn check(descs: &[pb::FileDesc]) -> Result<(), String> {
         }
         match pb::FdKind::try_from(d.kind) {
             Ok(pb::FdKind::FdPipe) => pipe::check(d)?,
+            Ok(pb::FdKind::FdEpoll) => epoll::check(d)?,
             Ok(pb::FdKind::FdInetSocket) => {
                 crate::net::check(d).map_err(|e| format!("description {}: {e}", d.id))?
             }

@@ -299,14 +299,20 @@ pub fn load(d: &ImageDir, pid: i32, pages_first: u64) -> Result<ProcessImage, Re
                 ),
             ));
         }
-        let slot_kind =
-            f.kind == pb::FdKind::FdPipe as i32 || f.kind == pb::FdKind::FdInetSocket as i32;
-        let path_kind = !slot_kind;
-        if slot_kind && f.desc == 0 {
+        // Kinds made from their description in the table, not opened by a path.
+        let table_kind = [
+            pb::FdKind::FdPipe,
+            pb::FdKind::FdInetSocket,
+            pb::FdKind::FdEpoll,
+        ]
+        .iter()
+        .any(|&k| f.kind == k as i32);
+        let path_kind = !table_kind;
+        if table_kind && f.desc == 0 {
             return Err(bad(
                 d,
                 &files_name,
-                format!("fd {} is a pipe or socket with no description", f.fd),
+                format!("fd {} is a pipe, socket or epoll with no description", f.fd),
             ));
         }
         if !f.is_dup && pb::FdKind::try_from(f.kind).is_err() {

@@ -198,6 +198,9 @@ pub fn restore_with_progress(
         plans.push(seed_plan(img, node, tramp, err_w.as_raw_fd(), opts.detach));
     }
     let descs = image::load_table(&dir)?;
+    for p in &mut plans {
+        fdtable::epoll::attach(p, &descs).map_err(RestoreError::Refused)?;
+    }
     let floor = plans
         .iter()
         .map(|p| p.helper_end())
@@ -474,6 +477,7 @@ fn seed_plan(
         rt_priority: c.rt_priority,
         loginuid: c.loginuid,
         timerslack_ns: c.timerslack_ns,
+        epolls: Vec::new(),
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod abort;
 pub mod caps;
+pub mod epoll;
 pub mod error;
 pub mod inject;
 pub mod kstate;

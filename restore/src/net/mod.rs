@@ -101,7 +101,20 @@ fn create(i: &pb::InetSocket) -> Result<OwnedFd, String> {
         s::set_int(fd, s::SOL_TCP, s::TCP_REPAIR, s::TCP_REPAIR_ON).map_err(sys)?;
     }
     if !i.local.is_empty() {
-        s::bind(fd, addr("local", &i.local)?).map_err(sys)?;
+        s::bind(fd, addr("local", &i.local)?).map_err(|e| {
+            let reuse = i
+                .opts
+                .iter()
+                .any(|o| o.level == s::SOL_SOCKET && o.name == libc::SO_REUSEADDR);
+            if e.errno() == Some(nix::errno::Errno::EADDRINUSE) && !reuse && i.tcp.is_none() {
+                format!(
+                    "{e} (the socket had no SO_REUSEADDR: connections of the old one in \
+                     TIME_WAIT hold the port for up to a minute, as for any restarted server)"
+                )
+            } else {
+                e.to_string()
+            }
+        })?;
     }
     if let Some(c) = &i.tcp {
         tcp::connect(fd, c, addr("peer", &i.peer)?, &i.opts)?;

@@ -43,6 +43,7 @@ impl Expect {
             Ok(pb::FdKind::FdChardev) => Expect::Chardev(f.rdev),
             Ok(pb::FdKind::FdPipe) => return Err("an anonymous pipe has no path".into()),
             Ok(pb::FdKind::FdInetSocket) => return Err("a socket has no path".into()),
+            Ok(pb::FdKind::FdEpoll) => return Err("an epoll has no path".into()),
             Err(_) => return Err(format!("unknown fd kind {}", f.kind)),
         })
     }
