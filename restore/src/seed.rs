@@ -202,6 +202,12 @@ fn place_helper(
     access::place(file, at)
 }
 
+/// Puts a new object at fd number `at` (its own number if that is the one: dup2 onto
+/// itself and closing the original would lose it).
+pub fn place_owned(fd: std::os::fd::OwnedFd, at: RawFd) -> Result<(), String> {
+    access::place(std::fs::File::from(fd), at)
+}
+
 /// The close-on-exec flag belongs to the fd, not to the file description a dup shares.
 fn set_cloexec(fd: RawFd, on: bool) -> Result<(), String> {
     let flags = if on {

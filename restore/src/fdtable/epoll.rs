@@ -6,7 +6,6 @@
 use crate::seed::SeedPlan;
 use ckpt_images::pb;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
-use std::os::fd::AsRawFd;
 
 /// What an image's epoll description may hold.
 pub fn check(d: &pb::FileDesc) -> Result<(), String> {
@@ -60,7 +59,7 @@ pub fn place(p: &SeedPlan) -> Result<(), String> {
     };
     for f in p.fds.iter().filter(|f| is_epoll(f) && !f.is_dup) {
         let ep = ckpt_sys::epoll::create().map_err(|e| format!("fd {}: {e}", f.fd))?;
-        nix::unistd::dup2(ep.as_raw_fd(), f.fd).map_err(|e| format!("fd {}: dup2: {e}", f.fd))?;
+        crate::seed::place_owned(ep, f.fd)?;
         let flags = OFlag::from_bits_retain(f.flags as i32) - OFlag::O_ACCMODE;
         fcntl(f.fd, FcntlArg::F_SETFL(flags)).map_err(|e| format!("fd {}: F_SETFL: {e}", f.fd))?;
         cloexec(f.fd, f.cloexec)?;

@@ -13,7 +13,7 @@ use ckpt_images::pb;
 use ckpt_sys::socket as s;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 
 fn addr(what: &str, text: &str) -> Result<SocketAddr, String> {
     text.parse()
@@ -80,8 +80,7 @@ pub fn create_at(descs: &[(pb::FileDesc, RawFd)]) -> Result<(), String> {
         return Err(format!("a socket with {} descriptions", descs.len()));
     };
     let i = d.inet.as_ref().ok_or("no socket record")?;
-    let sock = create(i)?;
-    nix::unistd::dup2(sock.as_raw_fd(), *slot).map_err(|e| format!("dup2 to slot {slot}: {e}"))?;
+    crate::seed::place_owned(create(i)?, *slot)?;
     let flags = OFlag::from_bits_retain(d.flags as i32) - OFlag::O_ACCMODE;
     fcntl(*slot, FcntlArg::F_SETFL(flags)).map_err(|e| format!("F_SETFL {:#o}: {e}", d.flags))?;
     Ok(())
