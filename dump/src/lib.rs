@@ -14,6 +14,8 @@
 //! - `rseq`: a task stopped inside an rseq critical section resumes at its abort handler;
 //! - `remote`: syscalls injected through a `syscall` of the vDSO (sigactions, itimers, ...);
 //! - `cores`, `mm`, `files`: the records of core-, mm- and files-<pid>.img;
+//! - `net`: TCP and UDP sockets (`--tcp-established`: connections through TCP_REPAIR,
+//!   locked with nftables until the restore);
 //! - `pages`: the memory, streamed from every task into one pages-1.img (shared memory
 //!   objects once);
 //! - `release`: kill the tree, or let it run on (`--leave-running`).

@@ -6,6 +6,8 @@
 //! `tree.rs` plans who forks whom, the seeds fork each other (`seed/family.rs`), ckpt
 //! waits for their reports and seizes them (`seeds.rs`), shared memory is made once
 //! (`shared.rs`), and any failure before the release kills everything (`rollback.rs`).
+//! Sockets and epolls are kinds of the fd table (`fdtable.rs`, `net/`); established TCP
+//! connections leave repair mode and their lock just before the release (`net/resume.rs`).
 
 mod fdtable;
 mod fill;
