@@ -317,3 +317,63 @@ fn failed_restore_keeps_the_lock_for_a_retry() {
     env.kill_and_reap(server.pid);
     env.kill_and_reap(client.pid);
 }
+
+/// A pre-forking server: one listening socket held by a parent and its child, restored
+/// once and shared again (the same socket at the same fd in both), both serving clients.
+#[test]
+fn prefork_server_shares_its_listener_three_cycles() {
+    let env = Env::new();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workloads/prefork.py");
+    let mut w = env.spawn(
+        "prefork",
+        &python3(),
+        &[script.as_os_str(), env.path().as_os_str()],
+    );
+    env.wait_ready(&w);
+    let port: u16 = env
+        .wait_line(&w, "PORT", |l| l.starts_with("PORT "))
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let child: i32 = env
+        .wait_line(&w, "CHILD", |l| l.starts_with("CHILD "))
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    env.track(child);
+    env.check(&mut w);
+    let mut pids = Vec::new();
+    for i in 1..=CYCLES {
+        let dir = env.subdir(&format!("img{i}"));
+        pids = common::tree::tree_cycle(&env, &mut w, &dir);
+        assert!(
+            pids.contains(&child),
+            "cycle {i}: the child is not in the image"
+        );
+        // Both processes answer, from the one socket.
+        let mut served = std::collections::HashSet::new();
+        for n in 0..200 {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            s.write_all(format!("hello {n}\n").as_bytes()).unwrap();
+            let mut got = String::new();
+            s.read_to_string(&mut got).unwrap();
+            let who: i32 = got.split_whitespace().nth(1).unwrap().parse().unwrap();
+            served.insert(who);
+            if served.len() == 2 {
+                break;
+            }
+        }
+        assert_eq!(
+            served,
+            [w.pid, child].into_iter().collect(),
+            "cycle {i}: who served"
+        );
+    }
+    common::tree::finish_tree(&env, &w, &pids);
+}
