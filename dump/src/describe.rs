@@ -27,6 +27,11 @@ impl Describer {
         }
     }
 
+    /// `pid` is of the tree too (found while the tree is seized).
+    pub fn add(&mut self, pid: Pid) {
+        self.tree.insert(pid.as_raw());
+    }
+
     /// The blocker for fd `fd` of `pid`, whose /proc link reads `target` (not a path).
     pub fn blocker(&mut self, pid: Pid, fd: i32, target: &str) -> Blocker {
         let b = |what: String, why: String| Blocker {
@@ -185,6 +190,23 @@ impl Describer {
     }
 }
 
+impl Describer {
+    /// A process of the tree that maps the memfd of inode `ino`, if any: a memfd that is
+    /// both an fd and a mapping would come back as two objects.
+    pub fn memfd_mapped_by(&self, ino: u64) -> Option<i32> {
+        let ino = ino.to_string();
+        self.tree.iter().copied().find(|p| {
+            std::fs::read(format!("/proc/{p}/maps")).is_ok_and(|m| {
+                String::from_utf8_lossy(&m).lines().any(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    f.get(4) == Some(&ino.as_str())
+                        && f.get(5).is_some_and(|n| n.starts_with("/memfd:"))
+                })
+            })
+        })
+    }
+}
+
 /// What a pipe is to the dumped tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PipeClass {
@@ -237,6 +259,21 @@ fn comm(pid: i32) -> String {
 
 /// Every pipe fd of every process of the host (those we may read), by link target.
 fn pipe_holders() -> HashMap<String, Vec<Holder>> {
+    let t = std::time::Instant::now();
+    let cpu = crate::fdtable::thread_cpu();
+    let out = scan_pipes();
+    tracing::debug!(
+        pipes = out.len(),
+        ms = ckpt_images::units::tenths(t.elapsed().as_secs_f64() * 1e3),
+        cpu_ms = ckpt_images::units::tenths(
+            (crate::fdtable::thread_cpu().saturating_sub(cpu)).as_secs_f64() * 1e3
+        ),
+        "read every process's pipes"
+    );
+    out
+}
+
+fn scan_pipes() -> HashMap<String, Vec<Holder>> {
     let mut out: HashMap<String, Vec<Holder>> = HashMap::new();
     // ckpt's own copies (a pipe it peeks into) are not holders.
     let me = std::process::id() as i32;

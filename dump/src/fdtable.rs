@@ -4,9 +4,11 @@
 //! description by id (`Fd.desc`); the table is written once, as fdtable.img, and restore
 //! creates each description once and hands it to every holder (restore/src/fdtable.rs).
 //!
-//! Sharing is found with kcmp(KCMP_FILE), but only between fds of the same inode (st_dev,
-//! st_ino of the /proc link, which every fd costs one stat anyway): a tree of 100
-//! processes with 100 fds each makes a handful of kcmp calls per shared file, not 10^8.
+//! Sharing is found with kcmp(KCMP_FILE), but only between fds of the same mount and
+//! inode (`mnt_id:` and `ino:` of /proc/PID/fdinfo, which every fd is read for anyway: one
+//! description has one of each): a tree of 100 processes with 100 fds each makes a
+//! handful of kcmp calls per shared file, not 10^8, and an fd whose description was met
+//! before costs that fdinfo read and one kcmp, no readlink or stat.
 //!
 //! A new kind of file plugs in with one function here and one in restore:
 //! - dump: `files.rs` tells the kind from the /proc link (`inspect`); add the kind to
@@ -19,6 +21,8 @@
 //!   puts each of its descriptions at the fd number it is given (see there).
 //!   Sharing, the fd numbers, who creates what and the rollback are the table's business.
 
+pub mod anon;
+pub mod contents;
 pub mod epoll;
 pub mod pipe;
 
@@ -34,7 +38,7 @@ pub struct FdCtx<'a> {
     pub fd: i32,
     /// /proc/PID/fdinfo/FD flags (O_CLOEXEC included) and pos.
     pub info: &'a ckpt_sys::proc::FdInfo,
-    /// (st_dev, st_ino) of the object.
+    /// (mount id, inode) of the object, as fdinfo shows them: the table's key.
     pub inode: (u64, u64),
 }
 
@@ -44,15 +48,26 @@ type Known = (usize, Pid, i32);
 /// Every description met so far, tree-wide.
 pub struct FdTable {
     descs: Vec<pb::FileDesc>,
-    /// (st_dev, st_ino) -> the descriptions of that inode.
+    /// (mount id, inode) -> the descriptions of that inode.
     by_inode: HashMap<(u64, u64), Vec<Known>>,
     /// Objects whose contents are already stored (a pipe's unread bytes, once per pipe).
     stored: HashSet<(u64, u64)>,
     describer: Describer,
-    /// kcmp calls made (for the cost in the log).
+    /// kcmp calls made, and the time spent on fds (`files::collect`), for the log.
     pub kcmps: u64,
     /// The network sockets' side: connections locked and in repair mode (`net/`).
     pub net: crate::net::Session,
+    pub fds: u64,
+    pub spent: std::time::Duration,
+    /// CPU time of ckpt's thread in the same (what the load of the host does not inflate).
+    pub cpu: std::time::Duration,
+}
+
+/// CPU time of the calling thread so far.
+pub fn thread_cpu() -> std::time::Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(std::time::Duration::from)
+        .unwrap_or_default()
 }
 
 impl FdTable {
@@ -66,6 +81,9 @@ impl FdTable {
             net: crate::net::Session::new(pids.first().copied().unwrap_or(Pid::from_raw(0))),
             describer: Describer::new(pids),
             kcmps: 0,
+            fds: 0,
+            spent: std::time::Duration::ZERO,
+            cpu: std::time::Duration::ZERO,
         }
     }
 
@@ -113,6 +131,11 @@ impl FdTable {
             .flatten()
             .find(|&&(idx, _, _)| idx == i)
             .map(|&(_, p, f)| (p, f))
+    }
+
+    /// The description of id `id` (from `find` or `insert`).
+    pub fn desc(&self, id: u64) -> &pb::FileDesc {
+        &self.descs[id as usize - 1]
     }
 
     pub fn descs(&self) -> &[pb::FileDesc] {

@@ -1,6 +1,6 @@
 //! Open file descriptors: regular files, directories, FIFOs and the stateless character
-//! devices, reopened by path at restore, anonymous pipes (`fdtable/pipe.rs`) and TCP and
-//! UDP sockets (`net/`). Every
+//! devices, reopened by path at restore, anonymous pipes (`fdtable/pipe.rs`), TCP and UDP
+//! sockets (`net/`) and epolls (`fdtable/epoll.rs`). Every
 //! fd names its open file description in the tree's table (`fdtable.rs`). Everything else
 //! is refused, naming the fd and what it is.
 
@@ -103,16 +103,47 @@ fn inspect(
             .map_err(|e| Problem::Gone(format!("pid {pid}: fd {fd} ({target}): {e}")))?;
         return Ok((pb::FdKind::FdEpoll, target, meta));
     }
-    if !target.starts_with('/') {
-        // socket:[N], anon_inode:[eventfd], ...
+    let anon = match target.as_str() {
+        "anon_inode:[eventfd]" => Some(pb::FdKind::FdEventfd),
+        "anon_inode:[signalfd]" => Some(pb::FdKind::FdSignalfd),
+        "anon_inode:[timerfd]" => Some(pb::FdKind::FdTimerfd),
+        _ => None,
+    };
+    if !target.starts_with('/') && anon.is_none() {
+        // socket:[N], anon_inode:[eventpoll], ...
         return Err(Problem::Blocked(describer.blocker(pid, fd, &target)));
-    }
-    if target.ends_with(" (deleted)") {
-        return Err(unsupported("an unlinked file"));
     }
     // Follows the magic link to the open file itself.
     let meta = std::fs::metadata(&link)
         .map_err(|e| Problem::Gone(format!("pid {pid}: fd {fd} ({target}): {e}")))?;
+    if let Some(kind) = anon {
+        return Ok((kind, target, meta));
+    }
+    if let Some(gone) = target.strip_suffix(" (deleted)") {
+        if !meta.file_type().is_file() {
+            return Err(unsupported("a deleted file that is not a regular file"));
+        }
+        let kind = if gone.starts_with("/memfd:") {
+            if let Some(p) = describer.memfd_mapped_by(meta.ino()) {
+                return Err(blocked(format!(
+                    "also mapped by pid {p}; a memfd that is both an fd and a mapping is not \
+                     supported yet"
+                )));
+            }
+            pb::FdKind::FdMemfd
+        } else {
+            pb::FdKind::FdDeleted
+        };
+        if meta.size() > fdtable::contents::MAX_CONTENTS {
+            return Err(blocked(format!(
+                "{} bytes of contents, more than the {} MiB ckpt stores for a memfd or a \
+                 file deleted while open",
+                meta.size(),
+                fdtable::contents::MAX_CONTENTS >> 20
+            )));
+        }
+        return Ok((kind, gone.to_string(), meta));
+    }
     let ft = meta.file_type();
     let kind = if ft.is_file() {
         pb::FdKind::FdRegular
@@ -159,46 +190,72 @@ pub fn blockers(pid: Pid, describer: &mut Describer, out: &mut Blockers) -> Resu
 /// One Fd record per open descriptor of the stopped task, each naming its description in
 /// `table` (new descriptions are added to it).
 pub fn collect(pid: Pid, table: &mut FdTable) -> Result<Vec<pb::Fd>, DumpError> {
+    let t = std::time::Instant::now();
+    let cpu = fdtable::thread_cpu();
     let mut out: Vec<pb::Fd> = Vec::new();
     // Description -> the first fd of this process that refers to it.
     let mut here: HashMap<u64, i32> = HashMap::new();
+    let mut infos = proc::FdInfoDir::open(pid)?;
     for fd in proc::fds(pid)? {
-        let (kind, path, meta) = inspect(pid, fd, table.describer())?;
-        let info = proc::fdinfo(pid, fd)?;
-        let inode = (meta.dev(), meta.ino());
-        let desc = match table.find(pid, fd, inode)? {
-            Some(id) if kind == pb::FdKind::FdEpoll => {
+        // fdinfo first: its mount and inode are enough to find a description met before
+        // (an fd inherited by 100 processes costs this read and a kcmp, nothing more).
+        let info = infos.get(fd)?;
+        let mut looked = None;
+        let key = if info.ino != 0 {
+            (info.mnt_id, info.ino)
+        } else {
+            // A kernel without `ino:` in fdinfo: stat the link instead.
+            let l = inspect(pid, fd, table.describer())?;
+            let k = (l.2.dev() | 1 << 63, l.2.ino());
+            looked = Some(l);
+            k
+        };
+        // New: the file's (st_dev, st_ino), which a FIFO's bytes are stored once by (one
+        // FIFO seen through two mounts has two mount ids).
+        let (desc, new) = match table.find(pid, fd, key)? {
+            Some(id) if table.desc(id).kind == pb::FdKind::FdEpoll as i32 => {
                 // Its watches name fds of the process that registered them.
                 if let Some((other, ofd)) = table.holder(id).filter(|&(p, _)| p != pid) {
                     return Err(crate::refuse(format!(
-                        "pid {pid}: fd {fd} (epoll, {path}): shared with pid {other} (fd {ofd}); \
-                         an epoll held by several processes is not supported yet"
+                        "pid {pid}: fd {fd} (epoll): shared with pid {other} (fd {ofd}); an \
+                         epoll held by several processes is not supported yet"
                     )));
                 }
-                id
+                (id, None)
             }
-            Some(id) => id,
+            Some(id) => (id, None),
             None => {
-                let d = describe(pid, fd, kind, &path, &meta, &info, table)?;
-                table.insert(pid, fd, inode, d)
+                let (kind, path, meta) = match looked.take() {
+                    Some(l) => l,
+                    None => inspect(pid, fd, table.describer())?,
+                };
+                let d = describe(pid, fd, key, kind, &path, &meta, &info, table)?;
+                (
+                    table.insert(pid, fd, key, d),
+                    Some((meta.dev() | 1 << 62, meta.ino())),
+                )
             }
         };
         // A dup of a lower fd of this process: restore dups it rather than reopening.
         let dup_of = here.get(&desc).copied();
         here.entry(desc).or_insert(fd);
-        // A FIFO's unread bytes belong to the pipe, not the fd: stored once in the tree.
+        let d = table.desc(desc);
+        let kind = pb::FdKind::try_from(d.kind).unwrap_or(pb::FdKind::FdRegular);
+        let (path, file_size, rdev) = if is_path_kind(kind) {
+            (d.path.clone(), d.file_size, d.rdev)
+        } else {
+            (String::new(), 0, 0)
+        };
+        // A FIFO's unread bytes belong to the pipe, not the fd: stored once in the tree,
+        // with the description that first holds them (a shared one is made from there).
         let (mut pipe_data, mut pipe_size) = (Vec::new(), 0);
-        if kind == pb::FdKind::FdFifo && dup_of.is_none() {
+        if let (pb::FdKind::FdFifo, Some(file)) = (kind, new) {
             let mine = ckpt_sys::process::steal_fd(pid, fd)?;
             pipe_size = ckpt_sys::pipe::capacity(&mine)?;
-            if table.first_to_store(inode) {
+            if table.first_to_store(file) {
                 pipe_data = ckpt_sys::pipe::peek(&mine)?;
             }
         }
-        let path_kind = !matches!(
-            kind,
-            pb::FdKind::FdPipe | pb::FdKind::FdInetSocket | pb::FdKind::FdEpoll
-        );
         out.push(pb::Fd {
             locks: Vec::new(),
             lease_signal: 0,
@@ -208,30 +265,38 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<Vec<pb::Fd>, DumpError> 
             dup_of: dup_of.unwrap_or(0),
             fd,
             kind: kind as i32,
-            path: if path_kind { path } else { String::new() },
+            path,
             flags: info.flags & !O_CLOEXEC,
             pos: info.pos,
             cloexec: info.flags & O_CLOEXEC != 0,
-            file_size: if kind == pb::FdKind::FdRegular {
-                meta.size()
-            } else {
-                0
-            },
-            rdev: if kind == pb::FdKind::FdChardev {
-                meta.rdev()
-            } else {
-                0
-            },
+            file_size,
+            rdev,
             desc,
         });
     }
+    table.fds += out.len() as u64;
+    table.spent += t.elapsed();
+    table.cpu += fdtable::thread_cpu().saturating_sub(cpu);
     Ok(out)
 }
 
+/// Kinds reopened by their path (the rest are made again from the table's record).
+fn is_path_kind(kind: pb::FdKind) -> bool {
+    matches!(
+        kind,
+        pb::FdKind::FdRegular
+            | pb::FdKind::FdDirectory
+            | pb::FdKind::FdChardev
+            | pb::FdKind::FdFifo
+    )
+}
+
 /// The table's record of a description met for the first time, at fd `fd` of `pid`.
+#[allow(clippy::too_many_arguments)]
 fn describe(
     pid: Pid,
     fd: i32,
+    key: (u64, u64),
     kind: pb::FdKind,
     target: &str,
     meta: &Metadata,
@@ -242,7 +307,7 @@ fn describe(
         pid,
         fd,
         info,
-        inode: (meta.dev(), meta.ino()),
+        inode: key,
     };
     let mut d = pb::FileDesc {
         id: 0,
@@ -264,11 +329,28 @@ fn describe(
             }
             d.pipe = Some(fdtable::pipe::dump(&ctx, external, table)?);
         }
+        pb::FdKind::FdEventfd => d.eventfd = Some(fdtable::anon::eventfd(&ctx)?),
+        pb::FdKind::FdSignalfd => d.signalfd = Some(fdtable::anon::signalfd(&ctx)?),
+        pb::FdKind::FdTimerfd => d.timerfd = Some(fdtable::anon::timerfd(&ctx)?),
+        pb::FdKind::FdMemfd => {
+            let name = target.strip_prefix("/memfd:").unwrap_or(target);
+            d.memfd = Some(fdtable::contents::memfd(&ctx, name, meta.size(), table)?);
+        }
         pb::FdKind::FdInetSocket => d.inet = Some(table.net.collect(pid, fd, meta.ino())?),
         pb::FdKind::FdEpoll => {
             let named =
                 |why: String| crate::refuse(format!("pid {pid}: fd {fd} (epoll, {target}): {why}"));
             d.epoll = Some(fdtable::epoll::dump(&ctx).map_err(named)?);
+        }
+        pb::FdKind::FdDeleted => {
+            d.path = target.to_string();
+            d.deleted = Some(fdtable::contents::deleted(
+                &ctx,
+                target,
+                meta.size(),
+                meta.mode() & 0o7777,
+                table,
+            )?);
         }
         _ => {
             d.path = target.to_string();

@@ -131,7 +131,7 @@ pub fn dump_with_progress(
     abort::phase("checking the process");
     // The whole tree is checked before anything is stopped (and a process that appears
     // only during the seize, on its own then): a refusal touches nothing.
-    let identity = validate::before_seize(pid)?;
+    let (identity, mut describer) = validate::before_seize(pid)?;
     let mut rss = proc::status(pid)?.vmrss.unwrap_or(0) * 1024;
     for c in tree::descendants(pid)? {
         rss = rss.max(proc::status(c).ok().and_then(|s| s.vmrss).unwrap_or(0) * 1024);
@@ -147,7 +147,7 @@ pub fn dump_with_progress(
     // From here every early return drops the seized tasks, which puts each back as it was.
     let task = seize::Seized::seize(pid)?;
     identity.verify(pid)?;
-    let mut tree = tree::seize(tree::Member { task, id: identity })?;
+    let mut tree = tree::seize(tree::Member { task, id: identity }, &mut describer)?;
     tracing::info!(
         pid = opts.pid,
         processes = tree.live.len(),
@@ -195,9 +195,12 @@ pub fn dump_with_progress(
         w.write(d)?;
     }
     sink.commit_records(names::FDTABLE, w)?;
-    tracing::debug!(
+    tracing::info!(
+        fds = shared.files.fds,
         descriptions = shared.files.descs().len(),
         kcmps = shared.files.kcmps,
+        ms = ckpt_images::units::tenths(shared.files.spent.as_secs_f64() * 1e3),
+        cpu_ms = ckpt_images::units::tenths(shared.files.cpu.as_secs_f64() * 1e3),
         "file table"
     );
     stats.bytes = stats.pages * ckpt_images::PAGE_SIZE as u64;

@@ -8,6 +8,7 @@
 //! there), so no task is missing, none is added, and on any error every seized task is
 //! put back (each `Seized` guard detaches on drop).
 
+use crate::describe::Describer;
 use crate::seize::Seized;
 use crate::validate::{self, Identity};
 use crate::{refuse, DumpError};
@@ -109,7 +110,7 @@ fn node(pid: Pid) -> Result<pb::TreeNode, DumpError> {
 }
 
 /// Seizes every descendant of the (seized) root, re-walking until stable.
-pub fn seize(root: Member) -> Result<Tree, DumpError> {
+pub fn seize(root: Member, describer: &mut Describer) -> Result<Tree, DumpError> {
     let root_pid = root.task.pid();
     let mut tree = Tree {
         nodes: vec![node(root_pid)?],
@@ -127,7 +128,7 @@ pub fn seize(root: Member) -> Result<Tree, DumpError> {
                     continue;
                 }
                 found = true;
-                if let Some(m) = seize_child(c)? {
+                if let Some(m) = seize_child(c, describer)? {
                     tree.live.push(m);
                 }
                 tree.nodes.push(node(c)?);
@@ -146,11 +147,11 @@ pub fn seize(root: Member) -> Result<Tree, DumpError> {
 }
 
 /// Checks and seizes a child; None if it is (or just became) a zombie.
-fn seize_child(c: Pid) -> Result<Option<Member>, DumpError> {
+fn seize_child(c: Pid, describer: &mut Describer) -> Result<Option<Member>, DumpError> {
     if is_dying(c) && settle(c) {
         return Ok(None);
     }
-    let id = match validate::before_seize_one(c) {
+    let id = match validate::before_seize_one(c, describer) {
         Ok(id) => id,
         Err(_) if is_dying(c) && settle(c) => return Ok(None),
         Err(e) => return Err(e),

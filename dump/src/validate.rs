@@ -86,23 +86,26 @@ fn examinable(pid: Pid) -> Result<(), DumpError> {
 
 /// Everything that can be refused before the task is touched; returns who `pid` is, for
 /// [`Identity::verify`] after the seize.
-pub fn before_seize(pid: Pid) -> Result<Identity, DumpError> {
+/// The describer comes back for the processes met during the seize (`before_seize_one`):
+/// what it read of the host (every process's pipes) is read once per dump.
+pub fn before_seize(pid: Pid) -> Result<(Identity, Describer), DumpError> {
     examinable(pid)?;
     // First, so that every check below is known to be about this one process.
     let identity = Identity::take(pid)?;
-    tree_blockers(pid)?.refuse_if_any(pid)?;
-    Ok(identity)
+    let (blockers, describer) = tree_blockers_with(pid)?;
+    blockers.refuse_if_any(pid)?;
+    Ok((identity, describer))
 }
 
 /// A process that appeared in the tree only while it was being seized (a fork of a
 /// seized parent's, just before its stop): checked on its own, as `before_seize` checked
 /// the others.
-pub fn before_seize_one(pid: Pid) -> Result<Identity, DumpError> {
+pub fn before_seize_one(pid: Pid, describer: &mut Describer) -> Result<Identity, DumpError> {
     examinable(pid)?;
     let identity = Identity::take(pid)?;
-    let mut describer = Describer::new([pid]);
+    describer.add(pid);
     let mut out = Blockers::default();
-    process_blockers(pid, true, &mut describer, &mut out)?;
+    process_blockers(pid, true, describer, &mut out)?;
     out.refuse_if_any(pid)?;
     Ok(identity)
 }
@@ -111,6 +114,11 @@ pub fn before_seize_one(pid: Pid) -> Result<Identity, DumpError> {
 /// stopping or otherwise touching any of them. An error only when `root` itself cannot
 /// be looked at.
 pub fn tree_blockers(root: Pid) -> Result<Blockers, DumpError> {
+    Ok(tree_blockers_with(root)?.0)
+}
+
+/// `tree_blockers`, and the describer that looked (it knows the tree).
+fn tree_blockers_with(root: Pid) -> Result<(Blockers, Describer), DumpError> {
     examinable(root)?;
     let tree = tree(root);
     let mut describer = Describer::new(tree.iter().copied());
@@ -128,7 +136,7 @@ pub fn tree_blockers(root: Pid) -> Result<Blockers, DumpError> {
         looked?;
         out.list.extend(mine.list);
     }
-    Ok(out)
+    Ok((out, describer))
 }
 
 /// What the stopped-task checks of `known_state` (unknown or non-default status fields

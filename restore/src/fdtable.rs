@@ -24,6 +24,8 @@
 //! copy of ckpt: it may allocate, it must not block). `check` says what an image's record
 //! of the kind may hold, and `object_key` which descriptions make one object.
 
+pub mod anon;
+pub mod contents;
 pub mod epoll;
 pub mod pipe;
 
@@ -43,9 +45,12 @@ const MAX_PIPE: u32 = 1 << 30;
 pub struct Object {
     pub kind: pb::FdKind,
     pub descs: Vec<(pb::FileDesc, RawFd)>,
-    /// Kinds opened by path: the first holder's fd record (what to open, its FIFO bytes)
-    /// and that holder's credentials, which the open is checked against.
-    pub by_path: Option<(pb::Fd, Option<pb::Creds>)>,
+    /// The first holder's fd record (for a kind opened by path: what to open, its FIFO
+    /// bytes) and that holder's credentials, which opening or creating a file is checked
+    /// against.
+    pub holder: (pb::Fd, Option<pb::Creds>),
+    /// That holder's pid, for errors.
+    pub holder_pid: i32,
 }
 
 /// Who creates what, and where each description waits.
@@ -77,6 +82,10 @@ pub fn check(descs: &[pb::FileDesc]) -> Result<(), String> {
         }
         match pb::FdKind::try_from(d.kind) {
             Ok(pb::FdKind::FdPipe) => pipe::check(d)?,
+            Ok(pb::FdKind::FdEventfd | pb::FdKind::FdSignalfd | pb::FdKind::FdTimerfd) => {
+                anon::check(d)?
+            }
+            Ok(pb::FdKind::FdMemfd | pb::FdKind::FdDeleted) => contents::check(d)?,
             Ok(pb::FdKind::FdEpoll) => epoll::check(d)?,
             Ok(pb::FdKind::FdInetSocket) => {
                 crate::net::check(d).map_err(|e| format!("description {}: {e}", d.id))?
@@ -100,19 +109,27 @@ pub fn check(descs: &[pb::FileDesc]) -> Result<(), String> {
     Ok(())
 }
 
-/// Descriptions of one object are created together (a pipe's two ends).
+/// Descriptions of one object are created together (a pipe's two ends, two opens of one
+/// memfd).
 fn object_key(d: &pb::FileDesc) -> (i32, u64) {
     match pb::FdKind::try_from(d.kind) {
         Ok(pb::FdKind::FdPipe) if d.external.is_empty() => (d.kind, d.object),
+        Ok(pb::FdKind::FdMemfd | pb::FdKind::FdDeleted) => (d.kind, d.object),
         _ => (-1, d.id),
     }
 }
 
 /// Kinds that cannot be reopened by a path: always created through a slot.
-fn needs_slot(d: &pb::FileDesc) -> bool {
-    matches!(
-        pb::FdKind::try_from(d.kind),
-        Ok(pb::FdKind::FdPipe | pb::FdKind::FdInetSocket)
+/// (An epoll is neither: its own process's seed makes it once every other fd is in place,
+/// `fdtable/epoll.rs`.)
+pub fn needs_slot(kind: i32) -> bool {
+    !matches!(
+        pb::FdKind::try_from(kind),
+        Ok(pb::FdKind::FdRegular
+            | pb::FdKind::FdDirectory
+            | pb::FdKind::FdChardev
+            | pb::FdKind::FdFifo
+            | pb::FdKind::FdEpoll)
     )
 }
 
@@ -146,7 +163,9 @@ pub fn plan(
                     ckpt_images::names::FDTABLE
                 ))
             })?;
-            if d.kind != f.kind {
+            // A kind opened by path may be told by the fd's own record (which the seed
+            // checks against the file it finds); a made one must be the table's.
+            if d.kind != f.kind && (needs_slot(d.kind) || needs_slot(f.kind)) {
                 return Err(refuse(format!(
                     "pid {} fd {}: kind {} but its description {} is of kind {}",
                     img.core.pid, f.fd, f.kind, d.id, d.kind
@@ -185,7 +204,7 @@ pub fn plan(
         let d = &descs[id as usize - 1];
         let mut procs: Vec<usize> = hs.iter().map(|(n, _)| *n).collect();
         procs.dedup();
-        if !needs_slot(d) && procs.len() < 2 {
+        if !needs_slot(d.kind) && procs.len() < 2 {
             continue;
         }
         plan.slots.insert(id, next);
@@ -205,18 +224,21 @@ pub fn plan(
     for (_, (ds, procs)) in objects {
         let creator = common_ancestor(tree, &procs);
         let kind = pb::FdKind::try_from(ds[0].kind).expect("checked");
-        let by_path = (kind != pb::FdKind::FdPipe && kind != pb::FdKind::FdInetSocket).then(|| {
+        let (holder_node, _) = holders[&ds[0].id][0];
+        let holder = {
             let (node, f) = holders[&ds[0].id][0];
             let live = tree.nodes[node].live.expect("a live holder");
             (f.clone(), imgs[live].core.creds.clone())
-        });
+        };
+        let holder_pid = tree.nodes[holder_node].pid;
         plan.creates[creator].push(Object {
             kind,
             descs: ds
                 .iter()
                 .map(|d| ((*d).clone(), plan.slots[&d.id]))
                 .collect(),
-            by_path,
+            holder,
+            holder_pid,
         });
     }
     Ok(plan)
@@ -306,6 +328,10 @@ pub fn close_from_ckpt(plan: &Plan) {
 /// handles they open above them); raised up to the hard limit if needed.
 pub fn make_room(plan: &Plan) -> Result<(), RestoreError> {
     const RLIMIT_NOFILE: u32 = 7;
+    if plan.slots.is_empty() {
+        // Nothing goes above the seeds' own helpers (whose limit `prepare` raises).
+        return Ok(());
+    }
     let need = plan.end as u64 + 64;
     let (cur, max) = ckpt_sys::process::get_rlimit(nix::unistd::getpid(), RLIMIT_NOFILE)?;
     if cur >= need {

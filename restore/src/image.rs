@@ -299,20 +299,13 @@ pub fn load(d: &ImageDir, pid: i32, pages_first: u64) -> Result<ProcessImage, Re
                 ),
             ));
         }
-        // Kinds made from their description in the table, not opened by a path.
-        let table_kind = [
-            pb::FdKind::FdPipe,
-            pb::FdKind::FdInetSocket,
-            pb::FdKind::FdEpoll,
-        ]
-        .iter()
-        .any(|&k| f.kind == k as i32);
-        let path_kind = !table_kind;
-        if table_kind && f.desc == 0 {
+        let epoll = f.kind == pb::FdKind::FdEpoll as i32;
+        let path_kind = !crate::fdtable::needs_slot(f.kind) && !epoll;
+        if (!path_kind || epoll) && f.desc == 0 {
             return Err(bad(
                 d,
                 &files_name,
-                format!("fd {} is a pipe, socket or epoll with no description", f.fd),
+                format!("fd {} of kind {} has no description", f.fd, f.kind),
             ));
         }
         if !f.is_dup && pb::FdKind::try_from(f.kind).is_err() {

@@ -325,7 +325,14 @@ fn fd_state(infos: &[(i32, String)], img: &ProcessImage) -> R<()> {
                 f.fd, src.path
             ));
         }
-        if src.kind == pb::FdKind::FdRegular as i32 {
+        if [
+            pb::FdKind::FdRegular,
+            pb::FdKind::FdMemfd,
+            pb::FdKind::FdDeleted,
+        ]
+        .iter()
+        .any(|&k| src.kind == k as i32)
+        {
             let pos: u64 = fdinfo_field(text, "pos")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(u64::MAX);

@@ -3,6 +3,7 @@
 //! doc comment.
 
 pub mod abort;
+pub mod anonfd;
 pub mod caps;
 pub mod epoll;
 pub mod error;

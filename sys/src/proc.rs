@@ -384,20 +384,78 @@ pub fn zero_page_pfn() -> Option<u64> {
 pub struct FdInfo {
     pub pos: u64,
     pub flags: u32,
+    /// The mount and inode of the open file (0 when the kernel does not say): one open
+    /// file description has one of each, so fds with different ones never share one.
+    pub mnt_id: u64,
+    pub ino: u64,
 }
 
 pub fn fdinfo(pid: Pid, fd: i32) -> Result<FdInfo> {
     let path = format!("/proc/{pid}/fdinfo/{fd}");
     let text = read_string(&path)?;
+    Ok(parse_fdinfo(&text))
+}
+
+/// Reads the fdinfo of many fds of one process cheaply: the directory is opened once,
+/// each file with openat() and one read into a buffer kept between calls (an fd of a
+/// tree of 100 processes costs three short syscalls, no path walk from /proc).
+pub struct FdInfoDir {
+    dir: std::os::fd::OwnedFd,
+    pid: Pid,
+    buf: Vec<u8>,
+}
+
+impl FdInfoDir {
+    pub fn open(pid: Pid) -> Result<FdInfoDir> {
+        use nix::fcntl::OFlag;
+        let path = format!("/proc/{pid}/fdinfo");
+        let fd = nix::fcntl::open(
+            path.as_str(),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| Error::sys(path, e))?;
+        Ok(FdInfoDir {
+            dir: crate::process::file_from_raw(fd).into(),
+            pid,
+            buf: vec![0; 4096],
+        })
+    }
+
+    /// The fdinfo of `fd` (only its first 4 KiB: the fields ckpt reads come first).
+    pub fn get(&mut self, fd: i32) -> Result<FdInfo> {
+        use nix::fcntl::OFlag;
+        use std::os::fd::AsRawFd;
+        let name = fd.to_string();
+        let path = || format!("/proc/{}/fdinfo/{fd}", self.pid);
+        let f = nix::fcntl::openat(
+            Some(self.dir.as_raw_fd()),
+            name.as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| Error::sys(path(), e))?;
+        let f = crate::process::file_from_raw(f);
+        let n =
+            nix::unistd::read(f.as_raw_fd(), &mut self.buf).map_err(|e| Error::sys(path(), e))?;
+        Ok(parse_fdinfo(&String::from_utf8_lossy(&self.buf[..n])))
+    }
+}
+
+fn parse_fdinfo(text: &str) -> FdInfo {
     let mut info = FdInfo::default();
     for line in text.lines() {
         if let Some(v) = line.strip_prefix("pos:") {
             info.pos = v.trim().parse().unwrap_or(0);
         } else if let Some(v) = line.strip_prefix("flags:") {
             info.flags = u32::from_str_radix(v.trim(), 8).unwrap_or(0);
+        } else if let Some(v) = line.strip_prefix("mnt_id:") {
+            info.mnt_id = v.trim().parse().unwrap_or(0);
+        } else if let Some(v) = line.strip_prefix("ino:") {
+            info.ino = v.trim().parse().unwrap_or(0);
         }
     }
-    Ok(info)
+    info
 }
 
 /// Open fd numbers of a process.

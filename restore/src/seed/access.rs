@@ -41,9 +41,12 @@ impl Expect {
             Ok(pb::FdKind::FdDirectory) => Expect::Directory,
             Ok(pb::FdKind::FdFifo) => Expect::Fifo,
             Ok(pb::FdKind::FdChardev) => Expect::Chardev(f.rdev),
-            Ok(pb::FdKind::FdPipe) => return Err("an anonymous pipe has no path".into()),
-            Ok(pb::FdKind::FdInetSocket) => return Err("a socket has no path".into()),
-            Ok(pb::FdKind::FdEpoll) => return Err("an epoll has no path".into()),
+            Ok(_) => {
+                return Err(format!(
+                    "fd {}: made from the image, not opened by path",
+                    f.fd
+                ))
+            }
             Err(_) => return Err(format!("unknown fd kind {}", f.kind)),
         })
     }

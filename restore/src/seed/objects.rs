@@ -13,31 +13,66 @@ pub fn create(objects: &[Object], floor: i32) -> Result<(), String> {
         .iter()
         .partition(|o| crate::net::is_connection(&o.descs[0].0));
     for o in others.into_iter().chain(conns) {
-        let first = &o.descs[0].0;
-        let what = match (&first.pipe, &first.inet) {
-            (Some(_), _) => format!("pipe:[{}]", first.object),
-            (_, Some(i)) => crate::net::name(i),
+        let (first, slot) = &o.descs[0];
+        let what = match o.kind {
+            pb::FdKind::FdPipe => format!("pipe:[{}]", first.object),
+            pb::FdKind::FdEventfd => "eventfd".into(),
+            pb::FdKind::FdSignalfd => "signalfd".into(),
+            pb::FdKind::FdTimerfd => "timerfd".into(),
+            pb::FdKind::FdMemfd => format!(
+                "memfd:{}",
+                first.memfd.as_ref().map_or("", |m| m.name.as_str())
+            ),
+            pb::FdKind::FdDeleted => format!("{} (deleted)", first.path),
+            pb::FdKind::FdInetSocket => first
+                .inet
+                .as_ref()
+                .map(crate::net::name)
+                .unwrap_or_default(),
             _ => first.path.clone(),
         };
-        match (o.kind, &o.by_path) {
-            (pb::FdKind::FdPipe, _) => fdtable::pipe::create(&o.descs),
-            (pb::FdKind::FdInetSocket, _) => crate::net::create_at(&o.descs),
-            (_, Some((fd, creds))) => by_path(fd, creds.as_ref(), o.descs[0].1, floor),
-            _ => Err("nothing says how to create it".into()),
+        let (fd, creds) = &o.holder;
+        match o.kind {
+            pb::FdKind::FdPipe => fdtable::pipe::create(&o.descs),
+            pb::FdKind::FdEventfd => fdtable::anon::eventfd(first, *slot),
+            pb::FdKind::FdSignalfd => fdtable::anon::signalfd(first, *slot),
+            pb::FdKind::FdTimerfd => fdtable::anon::timerfd(first, *slot),
+            pb::FdKind::FdMemfd => fdtable::contents::create(&o.descs),
+            pb::FdKind::FdInetSocket => crate::net::create_at(&o.descs),
+            // Made in its directory as its holder would.
+            pb::FdKind::FdDeleted => {
+                as_holder(creds.as_ref(), |_| fdtable::contents::create(&o.descs))
+            }
+            _ => by_path(fd, creds.as_ref(), *slot, floor),
         }
-        .map_err(|e| format!("shared {what}: {e}"))?;
+        .map_err(|e| {
+            format!(
+                "(shared with pid {} fd {}, {what}): {e}",
+                o.holder_pid, fd.fd
+            )
+        })?;
     }
     Ok(())
 }
 
-/// A description opened by path, as its first holder (`fd`, with `creds`) would, at `slot`.
-fn by_path(fd: &pb::Fd, creds: Option<&pb::Creds>, slot: i32, floor: i32) -> Result<(), String> {
+/// Runs `f` under the file-system identity of a holder with `creds`.
+fn as_holder(
+    creds: Option<&pb::Creds>,
+    f: impl FnOnce(&mut Identity) -> Result<(), String>,
+) -> Result<(), String> {
     let mut id = Identity::new(creds)?;
     id.image()?;
-    let mut at = fd.clone();
-    at.fd = slot;
-    at.cloexec = false;
-    let r = super::open_one(&at, floor, &mut id);
+    let r = f(&mut id);
     id.root()?;
     r
+}
+
+/// A description opened by path, as its first holder (`fd`, with `creds`) would, at `slot`.
+fn by_path(fd: &pb::Fd, creds: Option<&pb::Creds>, slot: i32, floor: i32) -> Result<(), String> {
+    as_holder(creds, |id| {
+        let mut at = fd.clone();
+        at.fd = slot;
+        at.cloexec = false;
+        super::open_one(&at, floor, id)
+    })
 }

@@ -1,0 +1,84 @@
+//! Fds that are kernel objects rather than paths: eventfd, signalfd, timerfd, memfd and
+//! files deleted while open, each with its state in flight, through three cycles (the
+//! workload checks them); and what is still refused, by name, the workload left running.
+
+mod common;
+
+use common::*;
+
+fn three_cycles(kind: &str) {
+    let env = Env::new();
+    let mut w = env.start_with("anonfds", &[kind]);
+    env.check(&mut w);
+    env.cycles(&mut w, 3, &[], |_, _| {});
+    env.check(&mut w);
+}
+
+/// A counting eventfd (non-blocking) and a semaphore one keep counts, modes and flags.
+#[test]
+fn eventfd_three_cycles() {
+    three_cycles("eventfd");
+}
+
+/// A signalfd keeps its mask and reads the signal queued before the dump.
+#[test]
+fn signalfd_three_cycles() {
+    three_cycles("signalfd");
+}
+
+/// Timers keep their clocks, time left, intervals, absolute flag and unread expirations.
+#[test]
+fn timerfd_three_cycles() {
+    three_cycles("timerfd");
+}
+
+/// A memfd keeps its name, contents, seals and offset.
+#[test]
+fn memfd_three_cycles() {
+    three_cycles("memfd");
+}
+
+/// A file unlinked while open keeps its contents, mode and offset, still unlinked.
+#[test]
+fn deleted_file_three_cycles() {
+    three_cycles("deleted");
+}
+
+/// All of them in one process, once.
+#[test]
+fn all_kinds_at_once() {
+    let env = Env::new();
+    let mut w = env.start_with(
+        "anonfds",
+        &["eventfd", "signalfd", "timerfd", "memfd", "deleted"],
+    );
+    env.check(&mut w);
+    env.cycles(&mut w, 1, &[], |_, _| {});
+    env.check(&mut w);
+}
+
+/// `check -t` and the dump refuse what is not supported, naming pid, fd and why; the
+/// process runs on.
+fn refused(kind: &str, needle: &str) {
+    let env = Env::new();
+    let w = env.start_with("anonfds", &[kind]);
+    let checked = env.ckpt(&["check", "-t", &w.pid.to_string()]);
+    assert_eq!(checked.status.code(), Some(1), "{checked}");
+    assert!(checked.stdout.contains(needle), "{checked}");
+    let dumped = env.dump(w.pid, &env.subdir("img"), &[]);
+    let line = dumped.failed_naming(needle);
+    assert!(line.contains(&format!("pid {}", w.pid)), "{line}");
+    assert_running_untraced(w.pid);
+}
+
+/// A memfd that is also mapped MAP_SHARED would come back as two objects: refused.
+#[test]
+fn memfd_also_mapped_is_refused() {
+    refused("memfdmap", "also mapped");
+}
+
+/// A deleted file above the size ckpt stores is refused, saying the cap.
+#[test]
+fn big_deleted_file_is_refused() {
+    refused("bigdeleted", "more than the 8 MiB");
+}
