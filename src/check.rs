@@ -19,9 +19,10 @@ pub fn run(as_json: bool) -> anyhow::Result<i32> {
 
 /// `check -t PID`: 0 dumpable, 1 blockers (each printed), an error if `pid` cannot be
 /// looked at.
-pub fn tree(pid: i32, as_json: bool) -> anyhow::Result<i32> {
+pub fn tree(pid: i32, as_json: bool, tcp_established: bool) -> anyhow::Result<i32> {
     use anyhow::Context;
-    let blockers = ckpt_dump::check_tree(pid).with_context(|| format!("check -t {pid}"))?;
+    let blockers =
+        ckpt_dump::check_tree(pid, tcp_established).with_context(|| format!("check -t {pid}"))?;
     if as_json {
         let v = json!({
             "pid": pid,

@@ -74,6 +74,11 @@ enum Cmd {
         /// dump with --prev-images-dir pointing here writes only what changed.
         #[arg(long, conflicts_with = "compress")]
         track_mem: bool,
+        /// Take established TCP connections along (TCP_REPAIR). Their packets are dropped
+        /// by an nftables table (`ckpt_lock_PID`) from the dump until the restore removes
+        /// it, so the peer sees a pause, never a reset.
+        #[arg(long)]
+        tcp_established: bool,
     },
     /// Restore a process from an image directory.
     Restore {
@@ -144,6 +149,10 @@ enum Cmd {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        /// With -t: as a dump with --tcp-established would see it (established TCP
+        /// connections are no blockers then).
+        #[arg(long)]
+        tcp_established: bool,
     },
     /// Print a shell completion script (e.g. `ckpt completions bash > /etc/bash_completion.d/ckpt`).
     Completions {
@@ -281,6 +290,7 @@ fn run(cli: Cli) -> Result<i32> {
             pre_dump,
             prev_images_dir,
             track_mem,
+            tcp_established,
         } => {
             let opts = ckpt_dump::DumpOptions {
                 pid,
@@ -293,6 +303,7 @@ fn run(cli: Cli) -> Result<i32> {
                 pre_dump,
                 prev_images_dir,
                 track_mem,
+                tcp_established,
             };
             // SIGINT/SIGTERM/SIGHUP: abort in order, the workload put back untouched.
             let _armed = ckpt_sys::abort::arm().context("signal handlers")?;
@@ -331,11 +342,14 @@ fn run(cli: Cli) -> Result<i32> {
             })
         }
         Cmd::Show { dir, json, diff } => show(dir, json, diff),
-        Cmd::Check { pid: None, json } => check::run(json),
+        Cmd::Check {
+            pid: None, json, ..
+        } => check::run(json),
         Cmd::Check {
             pid: Some(pid),
             json,
-        } => Ok(match check::tree(pid, json) {
+            tcp_established,
+        } => Ok(match check::tree(pid, json, tcp_established) {
             Ok(code) => code,
             Err(e) => {
                 report(&e);

@@ -14,6 +14,7 @@
 mod limits;
 mod measure;
 mod predump;
+mod redis;
 mod report;
 mod stats;
 mod workload;
@@ -56,6 +57,10 @@ struct Args {
     /// Thread counts of the multi-threaded workload, comma-separated, or `none`.
     #[arg(long, default_value = "64")]
     threads: String,
+    /// Keys of the redis workload (redis-server with a client connected, dumped with
+    /// --tcp-established), K/M suffixes, or `none`; skipped when redis-server is missing.
+    #[arg(long, default_value = "1M")]
+    redis: String,
     /// Dump with `--compress` (zstd): the image MiB row then shows the compression ratio,
     /// and dump/restore times include compressing and decompressing.
     #[arg(long)]
@@ -304,6 +309,10 @@ fn run(mut args: Args) -> Result<()> {
     for &n in &thread_counts {
         results.push(bench_threads(&ctx, n));
     }
+    if args.redis.trim() != "none" {
+        let keys = parse_count(&args.redis)?;
+        results.push(bench_redis(&ctx, keys));
+    }
 
     let predump = if args.predump.trim() == "none" {
         None
@@ -545,9 +554,22 @@ fn ckpt_cmd(
 /// the bench then reaps (its pid is free again for the restore); on failure the workload is
 /// killed and reaped too. Records the dump's time, peak RSS and image size.
 fn dump(ctx: &Ctx, run: &mut Run, wl: &mut Proc, img: &Path, log: &Path) -> Result<()> {
+    dump_with(ctx, run, wl, img, log, &[])
+}
+
+/// `dump` with more arguments.
+fn dump_with(
+    ctx: &Ctx,
+    run: &mut Run,
+    wl: &mut Proc,
+    img: &Path,
+    log: &Path,
+    extra: &[&str],
+) -> Result<()> {
     let pid = wl.pid.to_string();
     let img_s = img.to_str().context("work dir path is not UTF-8")?;
     let mut args = vec!["dump", "-t", &pid, "-D", img_s];
+    args.extend_from_slice(extra);
     if ctx.compress {
         args.push("--compress");
     }
@@ -706,6 +728,49 @@ fn bench_threads(ctx: &Ctx, n: usize) -> WorkloadResult {
         small_round(ctx, run, &tag, wl, |p| {
             workload::verify_pass(p, &out, ctx.timeout)
         })
+    })
+}
+
+/// `keys` in `N`, `NK` or `NM`.
+fn parse_count(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (num, mul) = match s.chars().last() {
+        Some('k' | 'K') => (&s[..s.len() - 1], 1_000),
+        Some('m' | 'M') => (&s[..s.len() - 1], 1_000_000),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .map(|n| n * mul)
+        .with_context(|| format!("{s:?} is not a count (N, NK or NM)"))
+}
+
+/// redis-server with `keys` keys and a client connected across the dump and restore.
+fn bench_redis(ctx: &Ctx, keys: u64) -> WorkloadResult {
+    let name = format!("redis {}", keys);
+    if !redis::available() {
+        let mut res = bench_small(ctx, &name, |_| Ok(()));
+        res.runs.clear();
+        res.skipped = Some("redis-server is not installed".into());
+        return res;
+    }
+    bench_small(ctx, &name, |run| {
+        let out = ctx.work.join("redis.out");
+        let (mut wl, port, mut client) = redis::start(keys, &out, ctx.timeout)?;
+        let img = ctx.work.join("img");
+        let img_s = img.to_str().context("work dir path is not UTF-8")?;
+        let log = ctx.log(&format!("redis-r{}-dump.log", run.run));
+        dump_with(ctx, run, &mut wl, &img, &log, &["--tcp-established"])?;
+        let log = ctx.log(&format!("redis-r{}-restore.log", run.run));
+        let m = ckpt_cmd(ctx, run, "restore", &["restore", "-D", img_s, "-d"], &log)?;
+        run.restore_ms = Some(m.wall_ms);
+        run.restore_rss_kib = Some(m.maxrss_kib);
+        let mut restored = adopt_restored(wl.pid)?;
+        run.verify = Some(match redis::verify(&mut client, port, keys, ctx.timeout) {
+            Ok(v) => v,
+            Err(e) => format!("{e:#}"),
+        });
+        restored.kill_reap()?;
+        Ok(())
     })
 }
 

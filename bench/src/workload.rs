@@ -64,6 +64,15 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// A child the bench started.
+    pub fn child(c: Child) -> Proc {
+        Proc {
+            pid: c.id() as i32,
+            child: Some(c),
+            reaped: false,
+        }
+    }
+
     pub fn adopt(pid: i32) -> Proc {
         Proc {
             pid,

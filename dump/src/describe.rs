@@ -40,11 +40,14 @@ impl Describer {
             why,
         };
         if let Some(inode) = bracketed(target, "socket:") {
-            let what = match self.sockets.describe(pid, inode) {
-                Some(d) => format!("fd {fd} ({d}, {target})"),
-                None => format!("fd {fd} ({target}, in no socket table of its netns)"),
+            let (what, kind) = self.socket(pid, fd, target, inode);
+            let why = match kind.as_str() {
+                "unix" => "unix sockets are not supported yet".to_string(),
+                "netlink" => "netlink sockets are not supported yet".to_string(),
+                "packet" => "packet sockets are not supported yet".to_string(),
+                _ => "this kind of socket is not supported".to_string(),
             };
-            return b(what, "sockets are not supported yet".into());
+            return b(what, why);
         }
         if bracketed(target, "pipe:").is_some() {
             // Only the pipes `pipe_class` refuses reach here.
@@ -72,6 +75,58 @@ impl Describer {
             );
         }
         b(format!("fd {fd} ({target})"), "not supported yet".into())
+    }
+
+    /// Another process of the tree holding the epoll at fd `fd` of `pid`, if any (its
+    /// watches name the registering process's fd numbers: not supported shared).
+    pub fn epoll_sharer(&self, pid: Pid, fd: i32) -> Option<(i32, i32)> {
+        for &other in self.tree.iter().filter(|&&p| p != pid.as_raw()) {
+            let Ok(fds) = std::fs::read_dir(format!("/proc/{other}/fd")) else {
+                continue;
+            };
+            for f in fds.flatten() {
+                let Some(ofd) = f.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                    continue;
+                };
+                let epoll = std::fs::read_link(f.path())
+                    .is_ok_and(|t| t.as_os_str() == "anon_inode:[eventpoll]");
+                if epoll
+                    && ckpt_sys::process::same_file_description(pid, fd, Pid::from_raw(other), ofd)
+                        .unwrap_or(false)
+                {
+                    return Some((other, ofd));
+                }
+            }
+        }
+        None
+    }
+
+    /// The blocker for a network socket the dump refuses (`why` from net/mod.rs).
+    pub fn refused_socket(&mut self, pid: Pid, fd: i32, target: &str, why: String) -> Blocker {
+        let inode = bracketed(target, "socket:").unwrap_or(0);
+        Blocker {
+            pid: pid.as_raw(),
+            what: self.socket(pid, fd, target, inode).0,
+            why,
+        }
+    }
+
+    /// "fd N (tcp 127.0.0.1:80 LISTEN, socket:[I])" and the first word of the description.
+    fn socket(&mut self, pid: Pid, fd: i32, target: &str, inode: u64) -> (String, String) {
+        match self.sockets.describe(pid, inode) {
+            Some(d) => {
+                let kind = d.split(' ').next().unwrap_or("").to_string();
+                (format!("fd {fd} ({d}, {target})"), kind)
+            }
+            // Not bound (an unbound netlink socket is in no table): its family says.
+            None => match family(pid, fd) {
+                Some(kind) => (format!("fd {fd} ({kind} socket, {target})"), kind.into()),
+                None => (
+                    format!("fd {fd} ({target}, in no socket table of its netns)"),
+                    String::new(),
+                ),
+            },
+        }
     }
 
     /// Whether the pipe behind fd `fd` of `pid` (link `target`) is held only inside the
@@ -160,6 +215,20 @@ pub enum PipeClass {
     /// One end (at least) held outside the tree too: named `pipe:[INODE]` in the image,
     /// plugged in at restore from an fd the caller passes (`--inherit-fd`).
     External,
+}
+
+/// The family of socket `fd` of `pid` in a word, from ckpt's own copy of it.
+fn family(pid: Pid, fd: i32) -> Option<&'static str> {
+    let sock = ckpt_sys::process::steal_fd(pid, fd).ok()?;
+    let (domain, _, _) = ckpt_sys::socket::kind(std::os::fd::AsFd::as_fd(&sock)).ok()?;
+    Some(match domain {
+        libc::AF_UNIX => "unix",
+        libc::AF_NETLINK => "netlink",
+        libc::AF_PACKET => "packet",
+        libc::AF_INET => "inet",
+        libc::AF_INET6 => "inet6",
+        _ => return None,
+    })
 }
 
 /// (pid, fd) of a process holding a pipe.

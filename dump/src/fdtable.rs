@@ -23,6 +23,7 @@
 
 pub mod anon;
 pub mod contents;
+pub mod epoll;
 pub mod pipe;
 
 use crate::describe::Describer;
@@ -54,6 +55,8 @@ pub struct FdTable {
     describer: Describer,
     /// kcmp calls made, and the time spent on fds (`files::collect`), for the log.
     pub kcmps: u64,
+    /// The network sockets' side: connections locked and in repair mode (`net/`).
+    pub net: crate::net::Session,
     pub fds: u64,
     pub spent: std::time::Duration,
     /// CPU time of ckpt's thread in the same (what the load of the host does not inflate).
@@ -70,10 +73,12 @@ pub fn thread_cpu() -> std::time::Duration {
 impl FdTable {
     /// For the tree made of `pids`.
     pub fn new(pids: impl IntoIterator<Item = Pid>) -> FdTable {
+        let pids: Vec<Pid> = pids.into_iter().collect();
         FdTable {
             descs: Vec::new(),
             by_inode: HashMap::new(),
             stored: HashSet::new(),
+            net: crate::net::Session::new(pids.first().copied().unwrap_or(Pid::from_raw(0))),
             describer: Describer::new(pids),
             kcmps: 0,
             fds: 0,
@@ -116,6 +121,16 @@ impl FdTable {
     /// contents (a pipe's bytes belong to the pipe, not to either end).
     pub fn first_to_store(&mut self, inode: (u64, u64)) -> bool {
         self.stored.insert(inode)
+    }
+
+    /// The first (pid, fd) met holding description `id`.
+    pub fn holder(&self, id: u64) -> Option<(Pid, i32)> {
+        let i = id.checked_sub(1)? as usize;
+        self.by_inode
+            .values()
+            .flatten()
+            .find(|&&(idx, _, _)| idx == i)
+            .map(|&(_, p, f)| (p, f))
     }
 
     /// The description of id `id` (from `find` or `insert`).

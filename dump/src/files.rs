@@ -1,5 +1,6 @@
 //! Open file descriptors: regular files, directories, FIFOs and the stateless character
-//! devices, reopened by path at restore, and anonymous pipes (`fdtable/pipe.rs`). Every
+//! devices, reopened by path at restore, anonymous pipes (`fdtable/pipe.rs`), TCP and UDP
+//! sockets (`net/`) and epolls (`fdtable/epoll.rs`). Every
 //! fd names its open file description in the tree's table (`fdtable.rs`). Everything else
 //! is refused, naming the fd and what it is.
 
@@ -66,6 +67,41 @@ fn inspect(
         let meta = std::fs::metadata(&link)
             .map_err(|e| Problem::Gone(format!("pid {pid}: fd {fd} ({target}): {e}")))?;
         return Ok((pb::FdKind::FdPipe, target, meta));
+    }
+    if target.starts_with("socket:[") {
+        match crate::net::refusal(pid, fd) {
+            None => {
+                let meta = std::fs::metadata(&link)
+                    .map_err(|e| Problem::Gone(format!("pid {pid}: fd {fd} ({target}): {e}")))?;
+                return Ok((pb::FdKind::FdInetSocket, target, meta));
+            }
+            Some(Some(why)) => {
+                return Err(Problem::Blocked(
+                    describer.refused_socket(pid, fd, &target, why),
+                ))
+            }
+            // Not TCP or UDP: the describer names it below.
+            Some(None) => {}
+        }
+    }
+    if target == "anon_inode:[eventpoll]" {
+        let epoll_blocked = |why: String| {
+            Problem::Blocked(Blocker {
+                pid: pid.as_raw(),
+                what: format!("fd {fd} (epoll, {target})"),
+                why,
+            })
+        };
+        fdtable::epoll::check(pid, fd).map_err(epoll_blocked)?;
+        if let Some((other, ofd)) = describer.epoll_sharer(pid, fd) {
+            return Err(epoll_blocked(format!(
+                "shared with pid {other} (fd {ofd}); an epoll held by several processes is \
+                 not supported yet"
+            )));
+        }
+        let meta = std::fs::metadata(&link)
+            .map_err(|e| Problem::Gone(format!("pid {pid}: fd {fd} ({target}): {e}")))?;
+        return Ok((pb::FdKind::FdEpoll, target, meta));
     }
     let anon = match target.as_str() {
         "anon_inode:[eventfd]" => Some(pb::FdKind::FdEventfd),
@@ -181,6 +217,16 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<Vec<pb::Fd>, DumpError> 
         // New: the file's (st_dev, st_ino), which a FIFO's bytes are stored once by (one
         // FIFO seen through two mounts has two mount ids).
         let (desc, new) = match table.find(pid, fd, key)? {
+            Some(id) if table.desc(id).kind == pb::FdKind::FdEpoll as i32 => {
+                // Its watches name fds of the process that registered them.
+                if let Some((other, ofd)) = table.holder(id).filter(|&(p, _)| p != pid) {
+                    return Err(crate::refuse(format!(
+                        "pid {pid}: fd {fd} (epoll): shared with pid {other} (fd {ofd}); an \
+                         epoll held by several processes is not supported yet"
+                    )));
+                }
+                (id, None)
+            }
             Some(id) => (id, None),
             None => {
                 let (kind, path, meta) = match looked.take() {
@@ -294,6 +340,12 @@ fn describe(
         pb::FdKind::FdMemfd => {
             let name = target.strip_prefix("/memfd:").unwrap_or(target);
             d.memfd = Some(fdtable::contents::memfd(&ctx, name, meta.size(), table)?);
+        }
+        pb::FdKind::FdInetSocket => d.inet = Some(table.net.collect(pid, fd, meta.ino())?),
+        pb::FdKind::FdEpoll => {
+            let named =
+                |why: String| crate::refuse(format!("pid {pid}: fd {fd} (epoll, {target}): {why}"));
+            d.epoll = Some(fdtable::epoll::dump(&ctx).map_err(named)?);
         }
         pb::FdKind::FdDeleted => {
             d.path = target.to_string();

@@ -15,6 +15,8 @@
 //! - `rseq`: a task stopped inside an rseq critical section resumes at its abort handler;
 //! - `remote`: syscalls injected through a `syscall` of the vDSO (sigactions, itimers, ...);
 //! - `cores`, `mm`, `files`: the records of core-, mm- and files-<pid>.img;
+//! - `net`: TCP and UDP sockets (`--tcp-established`: connections through TCP_REPAIR,
+//!   locked with nftables until the restore);
 //! - `pages`: the memory, streamed from every task into one pages-1.img (shared memory
 //!   objects once);
 //! - `release`: kill the tree, or let it run on (`--leave-running`);
@@ -33,6 +35,7 @@ mod freezer;
 pub mod known_state;
 mod locks;
 mod mm;
+mod net;
 mod ns;
 mod pages;
 mod release;
@@ -75,6 +78,9 @@ pub struct DumpOptions {
     pub prev_images_dir: Option<String>,
     /// `--track-mem`: arm write tracking (and keep it armed) in a dump.
     pub track_mem: bool,
+    /// Established TCP connections are dumped (TCP_REPAIR, locked by nftables until the
+    /// restore) rather than refused (`--tcp-established`).
+    pub tcp_established: bool,
 }
 
 impl DumpOptions {
@@ -120,7 +126,8 @@ pub(crate) use ckpt_images::units::ms;
 
 /// Everything that keeps the tree of `pid` from being dumped (empty: dumpable), found
 /// without stopping or touching any process of it: the same checks a dump makes first.
-pub fn check_tree(pid: i32) -> Result<Vec<Blocker>, DumpError> {
+pub fn check_tree(pid: i32, tcp_established: bool) -> Result<Vec<Blocker>, DumpError> {
+    net::allow_established(tcp_established);
     let root = Pid::from_raw(pid);
     let mut out = validate::tree_blockers(root)?;
     validate::known_state_blockers(root, &mut out);
@@ -145,6 +152,7 @@ pub fn dump_with_progress(
     }
     let pid = Pid::from_raw(opts.pid);
     locks::warm_up();
+    net::allow_established(opts.tcp_established);
     abort::phase("checking the process");
     // The whole tree is checked before anything is stopped (and a process that appears
     // only during the seize, on its own then): a refusal touches nothing.
@@ -348,6 +356,7 @@ pub fn dump_with_progress(
         // Tracking is armed in every process: from here a write is seen, so the memory
         // is copied while the tree runs on.
         let t_rel = Instant::now();
+        shared.files.net.finish(false)?;
         release(tree.take().expect("released once"), true)?;
         stats.frozen_ms = ms(t_seize);
         tracing::debug!(ms = ms(t_rel), "released to run during the copy");
@@ -380,11 +389,20 @@ pub fn dump_with_progress(
     // The images are complete: from here a failure no longer undoes the dump.
     if let Some(tree) = tree.take() {
         let t = Instant::now();
-        release(tree, opts.leave_running)?;
-        tracing::debug!(ms = ms(t), leave_running = opts.leave_running, "released");
-        if !opts.leave_running {
+        // A tree left running gets its connections back before it runs (a send in repair
+        // mode fails); a killed one closes them in repair mode (silently), lock kept.
+        // (`shared`, declared after the tree, is dropped before it on an error: connections
+        // are switched back and unlocked while their processes are still stopped.)
+        if opts.leave_running {
+            shared.files.net.finish(false)?;
+            release(tree, true)?;
+        } else {
+            let released = release(tree, false);
+            shared.files.net.finish(true)?;
+            released?;
             track::forget(&armed);
         }
+        tracing::debug!(ms = ms(t), leave_running = opts.leave_running, "released");
         stats.frozen_ms = ms(t_seize);
     }
     stats.total_ms = ms(t0);

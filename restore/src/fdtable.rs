@@ -26,6 +26,7 @@
 
 pub mod anon;
 pub mod contents;
+pub mod epoll;
 pub mod pipe;
 
 use crate::image::ProcessImage;
@@ -88,6 +89,10 @@ pub fn check(descs: &[pb::FileDesc]) -> Result<(), String> {
                 | pb::FdKind::FdInotify,
             ) => anon::check(d)?,
             Ok(pb::FdKind::FdMemfd | pb::FdKind::FdDeleted) => contents::check(d)?,
+            Ok(pb::FdKind::FdEpoll) => epoll::check(d)?,
+            Ok(pb::FdKind::FdInetSocket) => {
+                crate::net::check(d).map_err(|e| format!("description {}: {e}", d.id))?
+            }
             Ok(_) => {
                 if !d.path.starts_with('/') {
                     return Err(format!(
@@ -118,13 +123,16 @@ fn object_key(d: &pb::FileDesc) -> (i32, u64) {
 }
 
 /// Kinds that cannot be reopened by a path: always created through a slot.
+/// (An epoll is neither: its own process's seed makes it once every other fd is in place,
+/// `fdtable/epoll.rs`.)
 pub fn needs_slot(kind: i32) -> bool {
     !matches!(
         pb::FdKind::try_from(kind),
         Ok(pb::FdKind::FdRegular
             | pb::FdKind::FdDirectory
             | pb::FdKind::FdChardev
-            | pb::FdKind::FdFifo)
+            | pb::FdKind::FdFifo
+            | pb::FdKind::FdEpoll)
     )
 }
 

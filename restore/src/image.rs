@@ -328,8 +328,9 @@ pub fn load(d: &ImageDir, pid: i32, pages_first: u64) -> Result<ProcessImage, Re
                 ),
             ));
         }
-        let path_kind = !crate::fdtable::needs_slot(f.kind);
-        if !path_kind && f.desc == 0 {
+        let epoll = f.kind == pb::FdKind::FdEpoll as i32;
+        let path_kind = !crate::fdtable::needs_slot(f.kind) && !epoll;
+        if (!path_kind || epoll) && f.desc == 0 {
             return Err(bad(
                 d,
                 &files_name,

@@ -6,6 +6,8 @@
 //! `tree.rs` plans who forks whom, the seeds fork each other (`seed/family.rs`), ckpt
 //! waits for their reports and seizes them (`seeds.rs`), shared memory is made once
 //! (`shared.rs`), and any failure before the release kills everything (`rollback.rs`).
+//! Sockets and epolls are kinds of the fd table (`fdtable.rs`, `net/`); established TCP
+//! connections leave repair mode and their lock just before the release (`net/resume.rs`).
 
 mod chain;
 mod container;
@@ -15,6 +17,7 @@ mod fill;
 mod image;
 mod lazy;
 mod locks;
+mod net;
 mod pidheld;
 mod pidns;
 mod puppet;
@@ -230,6 +233,9 @@ pub fn restore_with_progress(
         plans.push(seed_plan(img, node, tramp, err_w.as_raw_fd(), opts.detach));
     }
     let descs = image::load_table(&dir)?;
+    for p in &mut plans {
+        fdtable::epoll::attach(p, &descs).map_err(RestoreError::Refused)?;
+    }
     let floor = plans
         .iter()
         .map(|p| p.helper_end())
@@ -348,6 +354,8 @@ pub fn restore_with_progress(
         if let Some(c) = &inv.container {
             container::before_release(c, child)?;
         }
+        net::resume_connections(&net::connections(&[child], &imgs, &descs))
+            .map_err(RestoreError::Refused)?;
         for tid in threads {
             ptrace::detach(tid)?;
         }
@@ -365,9 +373,12 @@ pub fn restore_with_progress(
             reset: &reset,
             progress,
             verify: opts.verify,
-            before_release: &|| match &inv.container {
-                Some(c) => container::before_release(c, pids[0]),
-                None => Ok(()),
+            before_release: &|| {
+                if let Some(c) = &inv.container {
+                    container::before_release(c, pids[0])?;
+                }
+                net::resume_connections(&net::connections(&pids, &imgs, &descs))
+                    .map_err(RestoreError::Refused)
             },
         })?;
         drop(shared);
@@ -584,6 +595,7 @@ fn seed_plan(
         rt_priority: c.rt_priority,
         loginuid: c.loginuid,
         timerslack_ns: c.timerslack_ns,
+        epolls: Vec::new(),
     }
 }
 

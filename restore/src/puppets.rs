@@ -26,7 +26,8 @@ pub struct Tree<'a> {
     pub progress: &'a dyn Progress,
     /// Check each process against its image before anything is released (`verify.rs`).
     pub verify: bool,
-    /// Run once every puppet is done, before any is released (a container's /proc).
+    /// Run once every puppet is done, before any process is released (a container's
+    /// /proc, net/resume.rs).
     pub before_release: &'a (dyn Fn() -> R<()> + Sync),
 }
 

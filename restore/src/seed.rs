@@ -55,6 +55,9 @@ pub struct SeedPlan {
     /// The audit login uid (None: older image, left as inherited).
     pub loginuid: Option<u32>,
     pub timerslack_ns: Option<u64>,
+    /// The epolls of `fds` (fd, what it watches), from the tree's table
+    /// (`fdtable/epoll.rs`).
+    pub epolls: Vec<(i32, pb::EpollState)>,
 }
 
 impl SeedPlan {
@@ -212,6 +215,12 @@ fn place_helper(
     access::place(file, at)
 }
 
+/// Puts a new object at fd number `at` (its own number if that is the one: dup2 onto
+/// itself and closing the original would lose it).
+pub fn place_owned(fd: std::os::fd::OwnedFd, at: RawFd) -> Result<(), String> {
+    access::place(std::fs::File::from(fd), at)
+}
+
 /// The close-on-exec flag belongs to the fd, not to the file description a dup shares.
 fn set_cloexec(fd: RawFd, on: bool) -> Result<(), String> {
     let flags = if on {
@@ -325,7 +334,7 @@ fn prepare(p: &SeedPlan, fds: &crate::fdtable::Plan) -> Result<(), String> {
     ckpt_sys::process::close_range(p.helper_end() as u32, fds.base as u32 - 1)
         .map_err(|e| e.to_string())?;
 
-    for f in &p.fds {
+    for f in p.fds.iter().filter(|f| !crate::fdtable::epoll::is_epoll(f)) {
         if let Some(slot) = fds.slot(f.desc) {
             // Created once for the tree (`fdtable.rs`), inherited from a seed above.
             dup2(slot, f.fd).map_err(|e| format!("fd {}: from slot {slot}: {e}", f.fd))?;
@@ -343,6 +352,8 @@ fn prepare(p: &SeedPlan, fds: &crate::fdtable::Plan) -> Result<(), String> {
     }
     // Every slot: those this process holds are dup2()ed into place by now.
     ckpt_sys::process::close_range(fds.base as u32, u32::MAX).map_err(|e| e.to_string())?;
+    // Last: they watch the others by fd number.
+    crate::fdtable::epoll::place(p)?;
     id.root()?;
 
     if p.root != "/" {

@@ -165,6 +165,7 @@ pub fn probe_all() -> Vec<Feature> {
     out.push(scan.feature);
     out.push(tracking);
     out.push(tcp_repair());
+    out.push(tcp_lock());
     out.push(sock_diag());
     out.push(time_ns());
     out
@@ -1144,7 +1145,7 @@ fn tcp_repair() -> Feature {
             "tcp-repair",
             Status::Ok,
             "TCP_REPAIR on a fresh socket",
-            "established TCP connections can be checkpointed (when ckpt supports sockets)",
+            "established TCP connections can be checkpointed (dump --tcp-established)",
         ),
         Err(Errno::EPERM) => Feature::new(
             "tcp-repair",
@@ -1157,6 +1158,38 @@ fn tcp_repair() -> Feature {
             Status::Missing,
             format!("TCP_REPAIR: {e}"),
             "established TCP connections cannot be checkpointed",
+        ),
+    }
+}
+
+/// The `nft` command that locks connections during a `--tcp-established` dump: its
+/// version asked, and the ruleset listed (nf_tables answers); nothing is changed.
+fn tcp_lock() -> Feature {
+    let run = |args: &[&str]| {
+        std::process::Command::new("nft")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+    };
+    match (run(&["--version"]), run(&["list", "tables"])) {
+        (Ok(v), Ok(l)) if v.success() && l.success() => Feature::new(
+            "tcp-lock",
+            Status::Ok,
+            "nft --version and nft list tables",
+            "connections are locked with an nftables table while they are checkpointed",
+        ),
+        (Err(e), _) => Feature::new(
+            "tcp-lock",
+            Status::Missing,
+            format!("nft: {e} (install the nftables package)"),
+            "dump --tcp-established cannot lock connections, so it fails",
+        ),
+        _ => Feature::new(
+            "tcp-lock",
+            Status::Missing,
+            "nft list tables failed (no nf_tables, or no CAP_NET_ADMIN)",
+            "dump --tcp-established cannot lock connections, so it fails",
         ),
     }
 }

@@ -8,7 +8,8 @@
 //! [`hold`] costs one look at a cached `Option`.
 //!
 //! Points: `seized` (dump: the task is stopped, nothing injected yet), `copying` (dump:
-//! the first batch of memory is written), `restore-seeds` (restore: every seed is made
+//! the first batch of memory is written), `tcp-repair` (dump: a TCP connection is
+//! locked and in repair mode), `restore-seeds` (restore: every seed is made
 //! and waits, not yet seized), `restore-puppet` (restore: the process exists, before its
 //! state is put back), `lazy-copy` (lazy pager: before the background
 //! copy starts; faults are still served).

@@ -7,7 +7,12 @@ use ckpt_images::pb;
 
 /// Creates every object of `objects` (this seed's share of the plan).
 pub fn create(objects: &[Object], floor: i32) -> Result<(), String> {
-    for o in objects {
+    // Established TCP connections last: in repair mode they share their port with anyone,
+    // but a listener without SO_REUSEADDR binding after them would find it taken.
+    let (conns, others): (Vec<&Object>, Vec<&Object>) = objects
+        .iter()
+        .partition(|o| crate::net::is_connection(&o.descs[0].0));
+    for o in others.into_iter().chain(conns) {
         let (first, slot) = &o.descs[0];
         let what = match o.kind {
             pb::FdKind::FdPipe => format!("pipe:[{}]", first.object),
@@ -20,6 +25,11 @@ pub fn create(objects: &[Object], floor: i32) -> Result<(), String> {
                 first.memfd.as_ref().map_or("", |m| m.name.as_str())
             ),
             pb::FdKind::FdDeleted => format!("{} (deleted)", first.path),
+            pb::FdKind::FdInetSocket => first
+                .inet
+                .as_ref()
+                .map(crate::net::name)
+                .unwrap_or_default(),
             _ => first.path.clone(),
         };
         let (fd, creds) = &o.holder;
@@ -33,6 +43,7 @@ pub fn create(objects: &[Object], floor: i32) -> Result<(), String> {
                 as_holder(creds.as_ref(), |_| fdtable::anon::inotify(first, *slot))
             }
             pb::FdKind::FdMemfd => fdtable::contents::create(&o.descs),
+            pb::FdKind::FdInetSocket => crate::net::create_at(&o.descs),
             // Made in its directory as its holder would.
             pb::FdKind::FdDeleted => {
                 as_holder(creds.as_ref(), |_| fdtable::contents::create(&o.descs))

@@ -1,0 +1,255 @@
+//! Sockets of the network: TCP (listening, unconnected, and established with
+//! `--tcp-established`) and UDP, over IPv4 and IPv6, in ckpt's own network namespace.
+//! Looked at through ckpt's own copy of each socket (pidfd_getfd), never through the
+//! process. Every other socket (unix, netlink, packet, raw, another netns) is refused,
+//! named by `describe.rs`.
+//!
+//! - `options`: the options to set back;
+//! - `tcp`: an established connection through TCP_REPAIR.
+
+mod options;
+mod tcp;
+
+use crate::{refuse, DumpError};
+use ckpt_images::pb;
+use ckpt_sys::socket as s;
+use ckpt_sys::Pid;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// `--tcp-established`: whether established TCP connections are dumped (through
+/// TCP_REPAIR, locked with nftables) or refused. Process-wide, set by the caller of a dump
+/// or a check before it starts: every check of every fd reads it.
+static TCP_ESTABLISHED: AtomicBool = AtomicBool::new(false);
+
+pub fn allow_established(on: bool) {
+    TCP_ESTABLISHED.store(on, Ordering::Relaxed);
+}
+
+fn established_allowed() -> bool {
+    TCP_ESTABLISHED.load(Ordering::Relaxed)
+}
+
+/// A socket of the network, as ckpt sees it through its copy.
+struct Inet {
+    sock: OwnedFd,
+    family: i32,
+    ty: i32,
+    protocol: i32,
+    /// TCP: tcp_info's state; UDP: 0.
+    state: u8,
+    info: s::TcpInfo,
+}
+
+/// What a socket fd of `pid` is: Ok(None) if it is not TCP or UDP over IP (describe.rs
+/// names it), Err(why) if it is one that cannot be dumped.
+fn look(pid: Pid, fd: i32) -> Result<Option<Inet>, String> {
+    let sock = ckpt_sys::process::steal_fd(pid, fd).map_err(|e| e.to_string())?;
+    let (family, ty, protocol) = s::kind(sock.as_fd()).map_err(|e| e.to_string())?;
+    if family != libc::AF_INET && family != libc::AF_INET6 {
+        return Ok(None);
+    }
+    let tcp = ty == libc::SOCK_STREAM && protocol == libc::IPPROTO_TCP;
+    let udp = ty == libc::SOCK_DGRAM && protocol == libc::IPPROTO_UDP;
+    if !tcp && !udp {
+        return Err(format!(
+            "an IP socket of type {ty} protocol {protocol}; only TCP and UDP are supported"
+        ));
+    }
+    let here = s::own_netns_inode().map_err(|e| e.to_string())?;
+    let ns = s::netns_inode(sock.as_fd()).map_err(|e| e.to_string())?;
+    if ns != here {
+        return Err(format!(
+            "a socket of another network namespace (net:[{ns}]); network namespaces are \
+             not supported yet"
+        ));
+    }
+    let info = if tcp {
+        s::tcp_info(sock.as_fd()).map_err(|e| e.to_string())?
+    } else {
+        s::TcpInfo::default()
+    };
+    if tcp {
+        match info.state {
+            s::TCP_LISTEN | s::TCP_CLOSE => {}
+            s::TCP_ESTABLISHED if established_allowed() => {}
+            s::TCP_ESTABLISHED => {
+                return Err(
+                    "an established TCP connection; dump with --tcp-established to \
+                            take it along (its packets are dropped by an nftables rule until \
+                            the restore)"
+                        .into(),
+                )
+            }
+            st => {
+                return Err(format!(
+                    "a TCP connection in state {st} (include/net/tcp_states.h); only listening, \
+                     unconnected and established TCP sockets are supported"
+                ))
+            }
+        }
+        if info.state == s::TCP_LISTEN && info.unacked > 0 {
+            return Err(format!(
+                "a listening socket with {} connections not accepted yet; they cannot be \
+                 restored (accept them first)",
+                info.unacked
+            ));
+        }
+    }
+    Ok(Some(Inet {
+        sock,
+        family,
+        ty,
+        protocol,
+        state: info.state,
+        info,
+    }))
+}
+
+/// For a `socket:[N]` fd: None if the dump can take it, Some(None) if it is not a network
+/// socket (describe.rs says what it is), Some(Some(why)) if it is one that is refused.
+pub fn refusal(pid: Pid, fd: i32) -> Option<Option<String>> {
+    match look(pid, fd) {
+        Ok(Some(_)) => None,
+        Ok(None) => Some(None),
+        Err(why) => Some(Some(why)),
+    }
+}
+
+/// The network side of one dump: the connections it locked and put in repair mode,
+/// switched back and unlocked unless the dump ends by killing their processes.
+pub struct Session {
+    table: String,
+    locked: bool,
+    /// ckpt's copies of the sockets in repair mode.
+    repaired: Vec<OwnedFd>,
+}
+
+impl Session {
+    /// For the dump of the tree rooted at `root`.
+    pub fn new(root: Pid) -> Session {
+        Session {
+            table: ckpt_sys::nft::table_name(root.as_raw()),
+            locked: false,
+            repaired: Vec::new(),
+        }
+    }
+
+    /// The record of socket fd `fd` of the stopped process `pid` (once per socket: the fd
+    /// table shares it between every fd and process holding it).
+    pub fn collect(&mut self, pid: Pid, fd: i32, inode: u64) -> Result<pb::InetSocket, DumpError> {
+        let named = |why: String| refuse(format!("pid {pid}: fd {fd} (socket:[{inode}]): {why}"));
+        let inet = look(pid, fd)
+            .map_err(named)?
+            .ok_or_else(|| named("not a TCP or UDP socket".into()))?;
+        let sock = inet.sock.as_fd();
+        let sys = |e: ckpt_sys::Error| named(e.to_string());
+        let local = s::local_addr(sock).map_err(sys)?;
+        let peer = s::peer_addr(sock).map_err(sys)?;
+        let mut out = pb::InetSocket {
+            family: inet.family,
+            r#type: inet.ty,
+            protocol: inet.protocol,
+            state: inet.state as u32,
+            local: if local.port() != 0 {
+                local.to_string()
+            } else {
+                String::new()
+            },
+            peer: peer.map(|p| p.to_string()).unwrap_or_default(),
+            opts: options::differing(sock, inet.family, inet.ty, inet.protocol).map_err(sys)?,
+            ..Default::default()
+        };
+        if inet.protocol == libc::IPPROTO_UDP {
+            out.state = if peer.is_some() {
+                s::TCP_ESTABLISHED as u32
+            } else {
+                s::TCP_CLOSE as u32
+            };
+            out.datagrams = datagrams(sock).map_err(sys)?;
+            return Ok(out);
+        }
+        match inet.state {
+            s::TCP_LISTEN => out.backlog = inet.info.sacked as i32,
+            s::TCP_ESTABLISHED => {
+                let peer = peer.ok_or_else(|| named("established but has no peer".into()))?;
+                ckpt_sys::nft::lock(&self.table, local, peer).map_err(sys)?;
+                self.locked = true;
+                s::set_int(sock, s::SOL_TCP, s::TCP_REPAIR, s::TCP_REPAIR_ON).map_err(sys)?;
+                self.repaired.push(inet.sock);
+                let sock = self.repaired.last().expect("just pushed").as_fd();
+                out.tcp = Some(tcp::read(sock).map_err(sys)?);
+                out.lock_table = self.table.clone();
+                ckpt_sys::testhold::hold("tcp-repair", &|| false);
+            }
+            _ => {}
+        }
+        Ok(out)
+    }
+
+    /// The dump is over: killed processes took their connections along, silently (closed
+    /// in repair mode), and the lock stays for the restore; a tree left running gets its
+    /// connections back.
+    pub fn finish(&mut self, killed: bool) -> Result<(), DumpError> {
+        if killed {
+            self.repaired.clear();
+            self.locked = false;
+            return Ok(());
+        }
+        self.release().map_err(|e| refuse(e.to_string()))
+    }
+
+    /// Lets the connections go on: lock removed, then repair mode off (the window probe
+    /// that sends reaches the peer).
+    fn release(&mut self) -> ckpt_sys::Result<()> {
+        let mut first = None;
+        if self.locked {
+            if let Err(e) = ckpt_sys::nft::unlock(&self.table) {
+                first.get_or_insert(e);
+            }
+            self.locked = false;
+        }
+        for sock in self.repaired.drain(..) {
+            if let Err(e) = s::set_int(sock.as_fd(), s::SOL_TCP, s::TCP_REPAIR, s::TCP_REPAIR_OFF) {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Session {
+    /// A failed dump: every connection as it was.
+    fn drop(&mut self) {
+        if let Err(e) = self.release() {
+            tracing::warn!("putting TCP connections back: {e}");
+        }
+    }
+}
+
+/// The datagrams queued on a UDP socket, oldest first, left in place: SO_PEEK_OFF makes
+/// each MSG_PEEK move past the one before; the socket's own peek offset is put back.
+fn datagrams(sock: std::os::fd::BorrowedFd<'_>) -> ckpt_sys::Result<Vec<pb::Datagram>> {
+    if s::queued(sock, s::Queue::In)? == 0 {
+        return Ok(Vec::new());
+    }
+    let before = s::get_int(sock, s::SOL_SOCKET, s::SO_PEEK_OFF)?;
+    s::set_int(sock, s::SOL_SOCKET, s::SO_PEEK_OFF, 0)?;
+    let mut out = Vec::new();
+    let got = (|| {
+        while let Some((from, data)) = s::peek_datagram(sock)? {
+            out.push(pb::Datagram {
+                from: from.to_string(),
+                data,
+            });
+            if out.len() > 1 << 20 {
+                return Err(ckpt_sys::Error::Other(
+                    "more than a million queued datagrams".into(),
+                ));
+            }
+        }
+        Ok(())
+    })();
+    s::set_int(sock, s::SOL_SOCKET, s::SO_PEEK_OFF, before)?;
+    got.map(|()| out)
+}

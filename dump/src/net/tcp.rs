@@ -1,0 +1,70 @@
+//! An established TCP connection read through TCP_REPAIR (net/ipv4/tcp.c): on ckpt's own
+//! copy of the socket (pidfd_getfd: the same socket the process holds), repair mode on,
+//! then both queues peeked (the send queue through TCP_REPAIR_QUEUE, which makes a
+//! MSG_PEEK read it), the sequence numbers, the negotiated options and the window.
+//!
+//! Repair mode stays on until the dump ends: a socket closed in repair mode disappears
+//! without a FIN or a reset (the kill), and one let go (`--leave-running`, a failed dump)
+//! is switched back. The connection's packets are dropped meanwhile (`ckpt_sys::nft`).
+
+use ckpt_images::pb;
+use ckpt_sys::socket as s;
+use std::os::fd::BorrowedFd;
+
+/// Everything of the connection TCP_REPAIR can give back; `sock` is in repair mode.
+pub fn read(sock: BorrowedFd<'_>) -> ckpt_sys::Result<pb::TcpConnection> {
+    let info = s::tcp_info(sock)?;
+    s::set_int(sock, s::SOL_TCP, s::TCP_REPAIR_QUEUE, s::TCP_SEND_QUEUE)?;
+    let write_seq = s::get_int(sock, s::SOL_TCP, s::TCP_QUEUE_SEQ)? as u32;
+    let outq = s::queued(sock, s::Queue::Out)?;
+    let unsent = s::queued(sock, s::Queue::OutNotSent)?;
+    let send_queue = peek_all(sock, outq, "send")?;
+    s::set_int(sock, s::SOL_TCP, s::TCP_REPAIR_QUEUE, s::TCP_RECV_QUEUE)?;
+    let rcv_nxt = s::get_int(sock, s::SOL_TCP, s::TCP_QUEUE_SEQ)? as u32;
+    let inq = s::queued(sock, s::Queue::In)?;
+    let recv_queue = peek_all(sock, inq, "receive")?;
+    s::set_int(sock, s::SOL_TCP, s::TCP_REPAIR_QUEUE, 0)?;
+    // In repair mode TCP_MAXSEG is the MSS the peer announced (mss_clamp).
+    let mss = s::get_int(sock, s::SOL_TCP, libc::TCP_MAXSEG)? as u32;
+    let timestamps = info.options & 1 != 0;
+    let timestamp = if timestamps {
+        s::get_int(sock, s::SOL_TCP, s::TCP_TIMESTAMP)? as u32
+    } else {
+        0
+    };
+    let w = s::repair_window(sock)?;
+    Ok(pb::TcpConnection {
+        send_seq: write_seq.wrapping_sub(outq),
+        recv_seq: rcv_nxt.wrapping_sub(inq),
+        send_queue,
+        unsent,
+        recv_queue,
+        mss,
+        timestamps,
+        sack: info.options & 2 != 0,
+        wscale: info.options & 4 != 0,
+        snd_wscale: info.snd_wscale as u32,
+        rcv_wscale: info.rcv_wscale as u32,
+        timestamp,
+        snd_wl1: w.snd_wl1,
+        snd_wnd: w.snd_wnd,
+        max_window: w.max_window,
+        rcv_wnd: w.rcv_wnd,
+        rcv_wup: w.rcv_wup,
+    })
+}
+
+/// The `len` bytes of the queue TCP_REPAIR_QUEUE selects, left where they are.
+fn peek_all(sock: BorrowedFd<'_>, len: u32, which: &str) -> ckpt_sys::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len as usize];
+    if len == 0 {
+        return Ok(buf);
+    }
+    let got = s::peek(sock, &mut buf, 0)?;
+    if got != buf.len() {
+        return Err(ckpt_sys::Error::Other(format!(
+            "the {which} queue holds {len} bytes but a peek read {got}"
+        )));
+    }
+    Ok(buf)
+}

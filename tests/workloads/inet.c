@@ -1,0 +1,281 @@
+/*
+ * inet: TCP and UDP sockets (IPv4 and IPv6) survive a checkpoint: their fd numbers,
+ * flags, bindings, options, listening state and backlog, a UDP peer, and the datagrams
+ * queued on UDP sockets (left unread until the final check).
+ * Usage: inet WORKDIR   (protocol in wl.h)
+ *
+ * Setup (fd: what):
+ *   10  TCP 127.0.0.1:0 listening, backlog 17, O_NONBLOCK, SO_REUSEADDR, TCP_NODELAY,
+ *       SO_KEEPALIVE + TCP_KEEPIDLE 77 / KEEPINTVL 7 / KEEPCNT 5, SO_RCVBUF 65536
+ *   11  TCP [::1]:0 listening, backlog 5, IPV6_V6ONLY, SO_REUSEPORT, close-on-exec
+ *   12  UDP 127.0.0.1:0, 3 datagrams queued (from fd 14)
+ *   13  UDP [::1]:0 connected to fd 15, 2 datagrams queued (from fd 15)
+ *   14  UDP 127.0.0.1:0 (sender)
+ *   15  UDP [::1]:0 (sender, connected to fd 13)
+ *   16  TCP, never bound
+ *   17  dup of fd 10
+ * Prints "PORTS <tcp4> <tcp6>". The main loop accepts on both listeners: a client that
+ * sends a line gets "echo <line>" back (the test connects after each restore).
+ * Checks: every fd as above (getsockname, peers, options, SO_ACCEPTCONN, TCP_INFO's
+ * backlog, flags); the queued datagrams are all there, in order (peeked with
+ * SO_PEEK_OFF, which is then switched off again). SIGUSR2 also reads them for real.
+ */
+#include "wl.h"
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+static struct sockaddr_storage addr0[18];
+static int served;
+
+static int mk(int fd, int family, int type)
+{
+	int s = socket(family, type, 0);
+	if (s < 0)
+		wl_die("socket");
+	if (dup2(s, fd) < 0)
+		wl_die("dup2");
+	close(s);
+	return fd;
+}
+
+static void seti(int fd, int level, int name, int v)
+{
+	if (setsockopt(fd, level, name, &v, sizeof(v)))
+		wl_die("setsockopt %d/%d on fd %d", level, name, fd);
+}
+
+static int geti(int fd, int level, int name)
+{
+	int v = -12345;
+	socklen_t l = sizeof(v);
+	if (getsockopt(fd, level, name, &v, &l))
+		return -12345;
+	return v;
+}
+
+static void bind_lo(int fd, int family)
+{
+	struct sockaddr_storage ss;
+	memset(&ss, 0, sizeof(ss));
+	socklen_t len;
+	if (family == AF_INET) {
+		struct sockaddr_in *a = (void *)&ss;
+		a->sin_family = AF_INET;
+		a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		len = sizeof(*a);
+	} else {
+		struct sockaddr_in6 *a = (void *)&ss;
+		a->sin6_family = AF_INET6;
+		a->sin6_addr = in6addr_loopback;
+		len = sizeof(*a);
+	}
+	if (bind(fd, (void *)&ss, len))
+		wl_die("bind fd %d", fd);
+	socklen_t l = sizeof(addr0[fd]);
+	getsockname(fd, (void *)&addr0[fd], &l);
+}
+
+static int port_of(int fd)
+{
+	struct sockaddr_storage *ss = &addr0[fd];
+	if (ss->ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)ss)->sin_port);
+	return ntohs(((struct sockaddr_in6 *)ss)->sin6_port);
+}
+
+static void send_dgram(int from, int to, const char *msg)
+{
+	socklen_t len = addr0[to].ss_family == AF_INET ? sizeof(struct sockaddr_in)
+							: sizeof(struct sockaddr_in6);
+	if (sendto(from, msg, strlen(msg), 0, (void *)&addr0[to], len) != (ssize_t)strlen(msg))
+		wl_die("sendto");
+}
+
+static const char *q12[] = { "first v4 datagram", "second", "third, a longer one: 0123456789" };
+static const char *q13[] = { "v6 one", "v6 two" };
+
+/* The queued datagrams of `fd`, peeked in order, must be `want`. */
+static int check_queue(int fd, const char **want, int n)
+{
+	WL_CHECK(geti(fd, SOL_SOCKET, SO_PEEK_OFF) == -1, "fd %d: SO_PEEK_OFF %d", fd,
+		 geti(fd, SOL_SOCKET, SO_PEEK_OFF));
+	seti(fd, SOL_SOCKET, SO_PEEK_OFF, 0);
+	int i = 0, ok = 1;
+	char buf[256];
+	for (;;) {
+		ssize_t r = recv(fd, buf, sizeof(buf) - 1, MSG_PEEK | MSG_DONTWAIT);
+		if (r < 0)
+			break;
+		buf[r] = 0;
+		if (i >= n || strcmp(buf, want[i])) {
+			wl_fail("fd %d: datagram %d is \"%s\", want \"%s\"", fd, i, buf,
+				i < n ? want[i] : "(none)");
+			ok = 0;
+			break;
+		}
+		i++;
+	}
+	seti(fd, SOL_SOCKET, SO_PEEK_OFF, -1);
+	if (ok && i != n) {
+		wl_fail("fd %d: %d datagrams queued, want %d", fd, i, n);
+		ok = 0;
+	}
+	return ok;
+}
+
+static int same_name(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t l = sizeof(ss);
+	WL_CHECK(getsockname(fd, (void *)&ss, &l) == 0, "fd %d: getsockname: %s", fd,
+		 strerror(errno));
+	WL_CHECK(memcmp(&ss, &addr0[fd], l) == 0, "fd %d: bound elsewhere than at start (port %d)",
+		 fd, port_of(fd));
+	return 1;
+}
+
+static int verify(void)
+{
+	WL_CHECK(same_name(10) && same_name(11) && same_name(12) && same_name(13) &&
+			 same_name(14) && same_name(15),
+		 "names");
+	WL_CHECK(geti(10, SOL_SOCKET, SO_ACCEPTCONN) == 1, "fd 10 not listening");
+	WL_CHECK(geti(11, SOL_SOCKET, SO_ACCEPTCONN) == 1, "fd 11 not listening");
+	WL_CHECK(geti(16, SOL_SOCKET, SO_ACCEPTCONN) == 0, "fd 16 listening");
+	WL_CHECK(geti(10, SOL_SOCKET, SO_REUSEADDR) == 1, "fd 10 SO_REUSEADDR off");
+	WL_CHECK(geti(11, SOL_SOCKET, SO_REUSEADDR) == 0, "fd 11 SO_REUSEADDR on");
+	WL_CHECK(geti(11, SOL_SOCKET, SO_REUSEPORT) == 1, "fd 11 SO_REUSEPORT off");
+	WL_CHECK(geti(10, IPPROTO_TCP, TCP_NODELAY) == 1, "fd 10 TCP_NODELAY off");
+	WL_CHECK(geti(11, IPPROTO_TCP, TCP_NODELAY) == 0, "fd 11 TCP_NODELAY on");
+	WL_CHECK(geti(10, SOL_SOCKET, SO_KEEPALIVE) == 1, "fd 10 SO_KEEPALIVE off");
+	WL_CHECK(geti(10, IPPROTO_TCP, TCP_KEEPIDLE) == 77, "fd 10 TCP_KEEPIDLE %d",
+		 geti(10, IPPROTO_TCP, TCP_KEEPIDLE));
+	WL_CHECK(geti(10, IPPROTO_TCP, TCP_KEEPINTVL) == 7, "fd 10 TCP_KEEPINTVL");
+	WL_CHECK(geti(10, IPPROTO_TCP, TCP_KEEPCNT) == 5, "fd 10 TCP_KEEPCNT");
+	WL_CHECK(geti(10, SOL_SOCKET, SO_RCVBUF) == 2 * 65536, "fd 10 SO_RCVBUF %d",
+		 geti(10, SOL_SOCKET, SO_RCVBUF));
+	WL_CHECK(geti(11, IPPROTO_IPV6, IPV6_V6ONLY) == 1, "fd 11 IPV6_V6ONLY off");
+	struct tcp_info ti;
+	socklen_t l = sizeof(ti);
+	WL_CHECK(getsockopt(10, IPPROTO_TCP, TCP_INFO, &ti, &l) == 0 && ti.tcpi_sacked == 17,
+		 "fd 10 backlog %u, want 17", ti.tcpi_sacked);
+	l = sizeof(ti);
+	WL_CHECK(getsockopt(11, IPPROTO_TCP, TCP_INFO, &ti, &l) == 0 && ti.tcpi_sacked == 5,
+		 "fd 11 backlog %u, want 5", ti.tcpi_sacked);
+	WL_CHECK(fcntl(10, F_GETFL) & O_NONBLOCK, "fd 10 lost O_NONBLOCK");
+	WL_CHECK(!(fcntl(11, F_GETFL) & O_NONBLOCK), "fd 11 gained O_NONBLOCK");
+	WL_CHECK(fcntl(11, F_GETFD) == FD_CLOEXEC, "fd 11 lost FD_CLOEXEC");
+	WL_CHECK(fcntl(10, F_GETFD) == 0, "fd 10 gained FD_CLOEXEC");
+	struct sockaddr_storage peer;
+	l = sizeof(peer);
+	WL_CHECK(getpeername(13, (void *)&peer, &l) == 0 && memcmp(&peer, &addr0[15], l) == 0,
+		 "fd 13 not connected to fd 15");
+	l = sizeof(peer);
+	WL_CHECK(getpeername(12, (void *)&peer, &l) == -1 && errno == ENOTCONN, "fd 12 connected");
+	WL_CHECK(check_queue(12, q12, 3), "queue 12");
+	WL_CHECK(check_queue(13, q13, 2), "queue 13");
+	/* fd 17 is fd 10: the same open file description */
+	int fl = fcntl(10, F_GETFL);
+	fcntl(17, F_SETFL, fl & ~O_NONBLOCK);
+	int shared = !(fcntl(10, F_GETFL) & O_NONBLOCK);
+	fcntl(17, F_SETFL, fl);
+	WL_CHECK(shared, "fd 17 is not a dup of fd 10");
+	if (wl_exit_req) {
+		/* the final check takes them for real */
+		char buf[64];
+		for (int i = 0; i < 3; i++)
+			WL_CHECK(recv(12, buf, sizeof(buf), MSG_DONTWAIT) == (ssize_t)strlen(q12[i]),
+				 "recv fd 12 #%d", i);
+		WL_CHECK(recv(12, buf, sizeof(buf), MSG_DONTWAIT) == -1, "a 4th datagram on fd 12");
+	}
+	return 1;
+}
+
+static void corrupt(void)
+{
+	char buf[64];
+	recv(13, buf, sizeof(buf), MSG_DONTWAIT);
+}
+
+/* Answers one client of listener `fd`: a line in, "echo LINE" out. */
+static void serve(int fd)
+{
+	int c = accept(fd, NULL, NULL);
+	if (c < 0)
+		return;
+	struct pollfd p = { c, POLLIN, 0 };
+	char buf[128];
+	ssize_t r = 0;
+	if (poll(&p, 1, 5000) == 1)
+		r = read(c, buf, sizeof(buf) - 1);
+	if (r > 0) {
+		buf[r] = 0;
+		char out[160];
+		int n = snprintf(out, sizeof(out), "echo %s", buf);
+		if (write(c, out, n) != n)
+			wl_fail("echo write: %s", strerror(errno));
+		served++;
+	}
+	close(c);
+}
+
+int main(int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	wl_init();
+	mk(10, AF_INET, SOCK_STREAM);
+	seti(10, SOL_SOCKET, SO_REUSEADDR, 1);
+	seti(10, IPPROTO_TCP, TCP_NODELAY, 1);
+	seti(10, SOL_SOCKET, SO_KEEPALIVE, 1);
+	seti(10, IPPROTO_TCP, TCP_KEEPIDLE, 77);
+	seti(10, IPPROTO_TCP, TCP_KEEPINTVL, 7);
+	seti(10, IPPROTO_TCP, TCP_KEEPCNT, 5);
+	seti(10, SOL_SOCKET, SO_RCVBUF, 65536);
+	bind_lo(10, AF_INET);
+	if (listen(10, 17))
+		wl_die("listen 10");
+	fcntl(10, F_SETFL, fcntl(10, F_GETFL) | O_NONBLOCK);
+	mk(11, AF_INET6, SOCK_STREAM);
+	seti(11, IPPROTO_IPV6, IPV6_V6ONLY, 1);
+	seti(11, SOL_SOCKET, SO_REUSEPORT, 1);
+	bind_lo(11, AF_INET6);
+	if (listen(11, 5))
+		wl_die("listen 11");
+	fcntl(11, F_SETFD, FD_CLOEXEC);
+	mk(12, AF_INET, SOCK_DGRAM);
+	bind_lo(12, AF_INET);
+	mk(13, AF_INET6, SOCK_DGRAM);
+	bind_lo(13, AF_INET6);
+	mk(14, AF_INET, SOCK_DGRAM);
+	bind_lo(14, AF_INET);
+	mk(15, AF_INET6, SOCK_DGRAM);
+	bind_lo(15, AF_INET6);
+	socklen_t l6 = sizeof(struct sockaddr_in6);
+	if (connect(13, (void *)&addr0[15], l6) || connect(15, (void *)&addr0[13], l6))
+		wl_die("connect udp6");
+	for (int i = 0; i < 3; i++)
+		send_dgram(14, 12, q12[i]);
+	for (int i = 0; i < 2; i++)
+		if (send(15, q13[i], strlen(q13[i]), 0) < 0)
+			wl_die("send");
+	mk(16, AF_INET, SOCK_STREAM);
+	if (dup2(10, 17) < 0)
+		wl_die("dup2 17");
+	printf("PORTS %d %d\n", port_of(10), port_of(11));
+	wl_ready();
+	for (;;) {
+		struct pollfd p[2] = { { 10, POLLIN, 0 }, { 11, POLLIN, 0 } };
+		int n = poll(p, 2, 20);
+		if (n > 0) {
+			if (p[0].revents & POLLIN)
+				serve(10);
+			if (p[1].revents & POLLIN)
+				serve(11);
+		}
+		wl_poll(verify, corrupt);
+	}
+}
