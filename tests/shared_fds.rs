@@ -169,7 +169,6 @@ fn fdtable(dir: &std::path::Path) -> Vec<ckpt_images::pb::FileDesc> {
 #[test]
 fn shell_pipeline_keeps_its_line_count() {
     use std::ffi::OsStr;
-    use std::time::{Duration, Instant};
     let env = Env::new();
     let count = env.path().join("count");
     let bad = env.path().join("bad");
@@ -189,22 +188,9 @@ fn shell_pipeline_keeps_its_line_count() {
             "the consumer saw {}",
             std::fs::read_to_string(&bad).unwrap_or_default()
         );
-        std::fs::read_to_string(&count)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0)
+        read_count(&count)
     };
-    let wait_above = |n: u64| {
-        let start = Instant::now();
-        while read() <= n {
-            assert!(
-                start.elapsed() < LINE_TIMEOUT,
-                "the count stays at {} (want > {n})",
-                read()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    };
+    let wait_above = |n: u64| wait_count_above(read, n, "the count");
     wait_above(1000);
     for i in 1..=3 {
         let dir = env.subdir(&format!("img{i}"));

@@ -121,23 +121,8 @@ fn bash_sleep_loop_keeps_its_count() {
     );
     let bash = which("bash");
     let w = env.spawn("bash", &bash, &[OsStr::new("-c"), OsStr::new(&script)]);
-    let read = || -> u64 {
-        fs::read_to_string(&count)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0)
-    };
-    let wait_above = |n: u64| {
-        let start = Instant::now();
-        while read() <= n {
-            assert!(
-                start.elapsed() < LINE_TIMEOUT,
-                "bash's count stays at {} (want > {n})",
-                read()
-            );
-            sleep(Duration::from_millis(10));
-        }
-    };
+    let read = || read_count(&count);
+    let wait_above = |n: u64| wait_count_above(read, n, "bash's count");
     wait_above(3);
     for i in 1..=3 {
         let dir = env.subdir(&format!("img{i}"));

@@ -77,3 +77,24 @@ pub fn finish_tree(env: &Env, w: &Workload, pids: &[i32]) {
     env.kill_and_reap(w.pid);
     wait_gone(pids);
 }
+
+/// The number a shell workload keeps writing to `path` (0 until it exists and parses).
+pub fn read_count(path: &Path) -> u64 {
+    fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits (up to LINE_TIMEOUT) until `read()` is above `n`; `what` names the count.
+pub fn wait_count_above(read: impl Fn() -> u64, n: u64, what: &str) {
+    let start = Instant::now();
+    while read() <= n {
+        assert!(
+            start.elapsed() < LINE_TIMEOUT,
+            "{what} stays at {} (want > {n})",
+            read()
+        );
+        sleep(Duration::from_millis(10));
+    }
+}
