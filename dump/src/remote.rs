@@ -248,10 +248,7 @@ pub fn collect(
             calls.clone()
         })?
     } else {
-        calls
-            .iter()
-            .map(|c| remote.syscall_raw(c.nr, &c.args))
-            .collect::<Result<Vec<_>, _>>()?
+        remote.each(&calls)?
     };
     for ((what, _), &r) in named.iter().zip(&results) {
         if (-4095..0).contains(&r) {

@@ -245,6 +245,14 @@ impl Call {
 }
 
 impl Remote {
+    /// Runs `calls` one by one (where a batch cannot), returning each raw result.
+    pub fn each(&mut self, calls: &[Call]) -> Result<Vec<i64>> {
+        calls
+            .iter()
+            .map(|c| self.syscall_raw(c.nr, &c.args))
+            .collect()
+    }
+
     /// Runs `calls` in one go with `BATCH_CODE` (already written at `code`, in memory
     /// the task may execute), the table at `table` (`calls.len() * BATCH_ENTRY` bytes of
     /// the task's writable memory), and returns each raw result (-errno on failure). One
@@ -263,10 +271,7 @@ impl Remote {
             .unwrap_or(self.pid.as_raw());
         if own == 1 {
             // A pid namespace's init ignores the SIGSTOP it sends itself.
-            return calls
-                .iter()
-                .map(|c| self.syscall_raw(c.nr, &c.args))
-                .collect();
+            return self.each(calls);
         }
         let mut t = Vec::with_capacity(calls.len() * BATCH_ENTRY as usize);
         for c in calls {
