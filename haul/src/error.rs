@@ -39,4 +39,12 @@ impl HaulError {
     }
 }
 
+/// SIGINT/SIGTERM/SIGHUP arrived (`ckpt_sys::abort`, armed by `ckpt migrate`): the error
+/// to stop with, reported (so that disarming does not raise it again).
+pub(crate) fn interrupted() -> Option<HaulError> {
+    let sig = ckpt_sys::abort::requested()?;
+    let _ = ckpt_sys::abort::check();
+    Some(HaulError::Interrupted(format!("{sig}")))
+}
+
 pub type R<T> = Result<T, HaulError>;

@@ -103,19 +103,20 @@ impl Drop for Stage {
     }
 }
 
-/// Runs `fut` unless SIGINT/SIGTERM/SIGHUP arrives first.
+/// Runs `fut` unless SIGINT/SIGTERM/SIGHUP arrives first. Only for waits (a dump, an
+/// answer): a send is never cut in the middle of a frame (it checks by itself).
 async fn guarded<T>(fut: impl std::future::Future<Output = R<T>>) -> R<T> {
     let abort = async {
         loop {
-            if let Some(sig) = ckpt_sys::abort::requested() {
-                return sig;
+            if let Some(e) = crate::error::interrupted() {
+                return e;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
     tokio::select! {
         r = fut => r,
-        sig = abort => Err(HaulError::Interrupted(format!("{sig}"))),
+        e = abort => Err(e),
     }
 }
 
@@ -133,14 +134,14 @@ async fn run(
     let t0 = Instant::now();
     let mut src = Source::start(opts.pid, opts.tcp_established);
     let mut link = None;
-    let outcome = guarded(transfer(opts, psk, stage, &mut src, &mut link, progress)).await;
+    let outcome = transfer(opts, psk, stage, &mut src, &mut link, progress).await;
     match outcome {
         Ok(mut report) => {
             src.ask(Cmd::Kill);
             let ended = ended(&mut src).await;
             if let Some(l) = link.as_mut() {
                 let (k, b) = Msg::Commit.encode();
-                let _ = l.send(k, &b).await;
+                let _ = l.send_anyway(k, &b).await;
             }
             match ended {
                 Some(Reply::Ended(Ok(()))) => {}
@@ -163,7 +164,7 @@ async fn run(
         Err(e) => {
             if let Some(l) = link.as_mut() {
                 let (k, b) = Msg::Abort(e.to_string()).encode();
-                let _ = tokio::time::timeout(Duration::from_secs(1), l.send(k, &b)).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), l.send_anyway(k, &b)).await;
             }
             src.ask(Cmd::Resume);
             let resumed = match ended(&mut src).await {
@@ -182,6 +183,31 @@ struct Sent {
     ms: f64,
 }
 
+impl Sent {
+    /// The round's report, told to `progress` as it ends.
+    fn round(
+        &self,
+        round: u16,
+        kind: &'static str,
+        dump_ms: f64,
+        began: Instant,
+        stats: &DumpStats,
+        progress: &(dyn Fn(&str) + Sync),
+    ) -> Round {
+        let r = Round {
+            round,
+            kind,
+            bytes: self.bytes,
+            page_bytes: self.page_bytes,
+            dump_ms,
+            send_ms: self.ms,
+            ms: ms(began),
+        };
+        progress(&round_line(&r, stats));
+        r
+    }
+}
+
 async fn transfer(
     opts: &MigrateOptions,
     psk: &[u8; 32],
@@ -191,14 +217,19 @@ async fn transfer(
     progress: &(dyn Fn(&str) + Sync),
 ) -> R<Report> {
     let t0 = Instant::now();
-    let stream = tokio::time::timeout(
-        opts.timeout,
-        tokio::net::TcpStream::connect(opts.to.as_str()),
-    )
-    .await
-    .map_err(|_| HaulError::Stalled(format!("connecting to {}", opts.to), opts.timeout.as_secs()))?
-    .map_err(|e| HaulError::io(format!("connecting to {}", opts.to), e))?;
-    let link = link_slot.insert(Link::connect(stream, psk, opts.timeout).await?);
+    let stream = guarded(async {
+        tokio::time::timeout(
+            opts.timeout,
+            tokio::net::TcpStream::connect(opts.to.as_str()),
+        )
+        .await
+        .map_err(|_| {
+            HaulError::Stalled(format!("connecting to {}", opts.to), opts.timeout.as_secs())
+        })?
+        .map_err(|e| HaulError::io(format!("connecting to {}", opts.to), e))
+    })
+    .await?;
+    let link = link_slot.insert(guarded(Link::connect(stream, psk, opts.timeout)).await?);
     let mut rounds = Vec::new();
     let mut sent_bytes = 0u64;
     let mut sent_ms = 0f64;
@@ -215,7 +246,7 @@ async fn transfer(
                 dir: dir.clone(),
                 prev: prev.clone(),
             });
-            let stats = match dumped(src).await {
+            let stats = match guarded(dumped(src)).await {
                 Ok(s) => s,
                 Err(e) if round == 0 => {
                     tracing::warn!("pre-copy is not possible here ({e}): stop-and-copy");
@@ -226,21 +257,11 @@ async fn transfer(
             };
             let dump_ms = ms(t);
             let sent = send_round(link, &dir, round, false).await?;
-            expect_ack(link, round).await?;
+            guarded(expect_ack(link, round)).await?;
             mode = "pre-copy";
             sent_bytes += sent.bytes;
             sent_ms += sent.ms;
-            let r = Round {
-                round,
-                kind: "pre-copy",
-                bytes: sent.bytes,
-                page_bytes: sent.page_bytes,
-                dump_ms,
-                send_ms: sent.ms,
-                ms: ms(t),
-            };
-            progress(&round_line(&r, &stats));
-            rounds.push(r);
+            rounds.push(sent.round(round, "pre-copy", dump_ms, t, &stats, progress));
             prev = Some(format!("../r{round}"));
             round += 1;
             // What the link carries per ms, and how much of the budget it may use (the
@@ -280,7 +301,7 @@ async fn transfer(
         dir: dir.clone(),
         prev,
     });
-    let stats = dumped(src).await?;
+    let stats = guarded(dumped(src)).await?;
     let dump_ms = ms(t);
     // From the seize: the dump's time before it is not downtime.
     let frozen_from = t + Duration::from_secs_f64(((dump_ms - stats.frozen_ms).max(0.0)) / 1e3);
@@ -289,8 +310,12 @@ async fn transfer(
     sent_bytes += sent.bytes;
     sent_ms += sent.ms;
     let verdict_wait = (opts.timeout * 4).max(Duration::from_secs(120));
-    let (k, body) = link.recv_within(verdict_wait).await?;
-    let (new_pid, restore_ms) = match Msg::decode(k, body)? {
+    let verdict = guarded(async {
+        let (k, body) = link.recv_within(verdict_wait).await?;
+        Msg::decode(k, body)
+    })
+    .await?;
+    let (new_pid, restore_ms) = match verdict {
         Msg::Running { pid, restore_ms } => (pid, restore_ms),
         Msg::Failed(why) => return Err(HaulError::Destination(why)),
         other => {
@@ -300,17 +325,7 @@ async fn transfer(
         }
     };
     let downtime_ms = ms(frozen_from);
-    let r = Round {
-        round,
-        kind: "final",
-        bytes: sent.bytes,
-        page_bytes: sent.page_bytes,
-        dump_ms,
-        send_ms: sent.ms,
-        ms: ms(t),
-    };
-    progress(&round_line(&r, &stats));
-    rounds.push(r);
+    rounds.push(sent.round(round, "final", dump_ms, t, &stats, progress));
     Ok(Report {
         pid: opts.pid,
         to: opts.to.clone(),

@@ -160,7 +160,11 @@ impl Link {
         if initiator {
             let n = hs.write_message(&[], &mut io.cipher).map_err(bad)?;
             io.write_frame(n).await?;
-            let n = io.read_frame().await?;
+            // A responder that cannot open the first message (another key) hangs up.
+            let n = io.read_frame().await.map_err(|e| match e {
+                HaulError::Protocol(m) => HaulError::Handshake(m),
+                e => e,
+            })?;
             hs.read_message(&io.cipher[..n], &mut io.plain)
                 .map_err(bad)?;
         } else {
@@ -175,7 +179,17 @@ impl Link {
     }
 
     /// Sends one message: `kind`, then `body` (at most `MAX_PLAIN - 1` bytes).
+    /// An interruption (SIGINT to `ckpt migrate`) is honoured here, between frames, so
+    /// that the link stays whole for the abort message.
     pub async fn send(&mut self, kind: u8, body: &[u8]) -> R<()> {
+        if let Some(e) = crate::error::interrupted() {
+            return Err(e);
+        }
+        self.send_anyway(kind, body).await
+    }
+
+    /// `send`, also once interrupted: the last word (abort, commit).
+    pub async fn send_anyway(&mut self, kind: u8, body: &[u8]) -> R<()> {
         if body.len() + 1 > MAX_PLAIN {
             return Err(HaulError::Protocol(format!(
                 "a message of {} bytes is over the frame limit",
