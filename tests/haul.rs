@@ -535,3 +535,25 @@ fn a_failed_restore_at_the_destination_leaves_the_workload_running() {
     assert_eq!(server.wait_log("dropped").len(), 1, "{}", server.log());
     assert_still_here(&env, &mut w);
 }
+
+/// 256 MiB, a quarter of it rewritten at 50 MiB/s while the rounds run: the first round
+/// carries all of it, the later ones only what was written since, the final one the rest
+/// while the tree is stopped; the copy verifies every page.
+#[test]
+fn pre_copy_moves_a_busy_workload_and_every_page_arrives() {
+    let (mut s, _) = Scene::new("256", None);
+    let out = finish(&s.env, s.migrate_bg(&["--pre-copy", "--json"], None)).ok();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON report");
+    eprintln!("{report:#}");
+    assert_eq!(report["mode"], "pre-copy");
+    let rounds = report["rounds"].as_array().unwrap();
+    assert!(rounds.len() >= 2, "{report}");
+    assert_eq!(rounds[0]["kind"], "pre-copy");
+    assert!(rounds[0]["page_bytes"].as_u64().unwrap() >= 256 << 20);
+    let last = rounds.last().unwrap();
+    assert_eq!(last["kind"], "final");
+    // The final round carries only what the tree wrote since the round before.
+    assert!(last["page_bytes"].as_u64().unwrap() < 128 << 20, "{report}");
+    assert!(report["pre_copy_end"].is_string());
+    assert_moved(&s.env, &mut s.w, &report);
+}
