@@ -67,9 +67,11 @@ async fn exchange_hello(stream: &mut TcpStream, t: Duration) -> R<()> {
     Ok(())
 }
 
-/// The byte stream with its frame buffers (reused for every frame) and its timeout.
+/// The byte stream (buffered both ways: a frame's length and bytes go out in one write,
+/// and reads take whatever the socket holds) with its frame buffers (reused for every
+/// frame) and its timeout.
 struct Framed {
-    stream: TcpStream,
+    stream: tokio::io::BufStream<TcpStream>,
     timeout: Duration,
     cipher: Vec<u8>,
     plain: Vec<u8>,
@@ -81,7 +83,8 @@ impl Framed {
         let (stream, cipher) = (&mut self.stream, &self.cipher);
         within(self.timeout, "sending", async {
             stream.write_all(&len).await?;
-            stream.write_all(&cipher[..n]).await
+            stream.write_all(&cipher[..n]).await?;
+            stream.flush().await
         })
         .await
     }
@@ -152,7 +155,7 @@ impl Link {
         }
         .map_err(bad)?;
         let mut io = Framed {
-            stream,
+            stream: tokio::io::BufStream::with_capacity(256 << 10, MAX_FRAME + 4, stream),
             timeout,
             cipher: vec![0; MAX_FRAME],
             plain: vec![0; MAX_FRAME],
