@@ -557,3 +557,26 @@ fn pre_copy_moves_a_busy_workload_and_every_page_arrives() {
     assert!(report["pre_copy_end"].is_string());
     assert_moved(&s.env, &mut s.w, &report);
 }
+
+/// Refused before anything is stopped or sent: a key file that is no key, a destination
+/// where nobody listens, a pid that does not exist.
+#[test]
+fn bad_input_is_refused_in_one_line_and_the_workload_runs_on() {
+    let (mut s, _) = Scene::new("16", None);
+    let bad = s.env.path().join("bad.key");
+    fs::write(&bad, "not a key\n").unwrap();
+    let out = migrate(&s.env, &s.hosts, s.w.pid, &s.server.to(), &bad, &[]);
+    out.failed_naming("expected 32 bytes, or 64 hex digits");
+    // A port nobody listens on (the server's port + 1 on the same host is free: the
+    // namespace is the test's own).
+    let nobody = format!("{DST_ADDR}:{}", s.server.port.wrapping_add(1).max(1));
+    let out = migrate(&s.env, &s.hosts, s.w.pid, &nobody, &s.key, &[]);
+    out.failed_naming("connecting to");
+    // No such process: refused by the dump, the destination told.
+    let gone = unused_pid();
+    let out = migrate(&s.env, &s.hosts, gone, &s.server.to(), &s.key, &[]);
+    let line = out.failed_naming("runs on here");
+    assert!(mentions_number(&line, gone as i64), "{line}");
+    s.server.wait_log("the source gave up");
+    assert_still_here(&s.env, &mut s.w);
+}
