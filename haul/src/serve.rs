@@ -316,7 +316,12 @@ async fn finish(link: &mut Link, opts: &ServeOptions, dir: &Path, name: &str, la
         .and_then(|s| s.trim().parse().ok())
         .ok_or_else(|| HaulError::Protocol("the restore wrote no pid".into()))?;
     tracing::warn!(migration = name, pid, restore_ms, "restored, running");
-    println!("migration {name}: running as pid {pid}");
+    {
+        // Not println!: a closed stdout must not end the session (it panics).
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "migration {name}: running as pid {pid}");
+        let _ = out.flush();
+    }
     let (k, b) = Msg::Running { pid, restore_ms }.encode();
     // From here the copy runs whatever the link does: a source that never hears of it
     // resumes its own tree (two copies run; the alternative, killing this one without
