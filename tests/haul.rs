@@ -219,10 +219,15 @@ impl Server {
 
 /// Starts `rewrite MIB RATE` in the source's network namespace and checks it once.
 fn start_workload(env: &Env, hosts: &Hosts, mib: &str, rate: &str) -> Workload {
+    start_named(env, hosts, "rewrite", mib, rate)
+}
+
+/// `start_workload` with its output in `<name>.out`.
+fn start_named(env: &Env, hosts: &Hosts, name: &str, mib: &str, rate: &str) -> Workload {
     let bin = workload_bin("rewrite");
     let net = Hosts::net(&hosts.src);
     let mut w = env.spawn(
-        "rewrite",
+        name,
         Path::new("/usr/bin/nsenter"),
         &[
             OsStr::new(&net),
@@ -579,4 +584,42 @@ fn bad_input_is_refused_in_one_line_and_the_workload_runs_on() {
     assert!(mentions_number(&line, gone as i64), "{line}");
     s.server.wait_log("the source gave up");
     assert_still_here(&s.env, &mut s.w);
+}
+
+/// Two migrations to one server at once: each in a directory of the server's naming, each
+/// copy whole and correct.
+#[test]
+fn two_migrations_at_once_each_in_its_own_directory() {
+    let (mut s, hold) = Scene::new("32", Some("haul-received"));
+    let hold = hold.unwrap();
+    let mut w2 = start_named(&s.env, &s.hosts, "second", "32", "50");
+    // The first waits at the server with everything received, while the second runs.
+    let first = s.migrate_bg(&["--json"], None);
+    hold.reached();
+    let second = migrate_bg(
+        &s.env,
+        &s.hosts,
+        w2.pid,
+        &s.server.to(),
+        &s.key,
+        &["--json"],
+        None,
+    );
+    let out2 = finish(&s.env, second).ok();
+    let dirs: Vec<String> = fs::read_dir(s.env.path().join("serve"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    // The held one's directory is still there; the second's is gone once it ended.
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    assert!(dirs[0].starts_with('m'), "{dirs:?}");
+    hold.release();
+    let out1 = finish(&s.env, first).ok();
+    let r1: serde_json::Value = serde_json::from_str(&out1.stdout).unwrap();
+    let r2: serde_json::Value = serde_json::from_str(&out2.stdout).unwrap();
+    assert_ne!(r1["new_pid"], r2["new_pid"]);
+    assert_moved(&s.env, &mut s.w, &r1);
+    assert_moved(&s.env, &mut w2, &r2);
+    let logged = s.server.wait_log("restored, running");
+    assert_eq!(logged.len(), 2, "{}", s.server.log());
 }
