@@ -86,6 +86,10 @@ pub struct MigrateArgs {
     /// Take established TCP connections along (as `dump --tcp-established`).
     #[arg(long)]
     tcp_established: bool,
+    /// Send every chunk raw (by default a chunk goes zstd-compressed when that saves an
+    /// eighth of it).
+    #[arg(long)]
+    no_zstd: bool,
     /// Print the report as JSON (total time, downtime, bytes and time per round).
     #[arg(long)]
     json: bool,
@@ -101,6 +105,7 @@ pub fn migrate(a: MigrateArgs) -> Result<i32> {
         timeout: Duration::from_secs(a.timeout.max(1)),
         stage_dir: a.stage_dir,
         tcp_established: a.tcp_established,
+        zstd: !a.no_zstd,
     };
     // SIGINT/SIGTERM/SIGHUP: the migration gives up, the tree runs on here.
     let _armed = ckpt_sys::abort::arm().context("signal handlers")?;

@@ -9,6 +9,7 @@
 //! - `msg`: what the frames carry (files of a round, round ends, the verdict);
 //! - `serve`: the destination: one directory per migration, named here, files checked
 //!   against their size and hash, the last round restored with `restore --new-pidns`;
+//! - `squeeze`: zstd on the wire, for the chunks where it pays;
 //! - `source`: the thread that dumps and holds the tree (ptrace answers only it);
 //! - `migrate`: the source's side of the protocol: rounds, verdict, kill or resume;
 //! - `report`: what a migration measured (`--json`).
@@ -21,6 +22,7 @@ mod msg;
 pub mod report;
 mod serve;
 mod source;
+mod squeeze;
 mod wire;
 
 pub use error::HaulError;

@@ -12,6 +12,7 @@ use crate::error::{HaulError, R};
 use crate::msg::{self, Msg};
 use crate::report::{Report, Round};
 use crate::source::{Cmd, Reply, Source};
+use crate::squeeze::{Packed, Squeezer};
 use crate::wire::{Link, MAX_PLAIN};
 use ckpt_dump::DumpStats;
 use ckpt_images::units::ms;
@@ -35,6 +36,8 @@ pub struct MigrateOptions {
     /// Where the rounds are staged (default: a fresh directory in /dev/shm).
     pub stage_dir: Option<PathBuf>,
     pub tcp_established: bool,
+    /// zstd on the wire where it pays (`squeeze`).
+    pub zstd: bool,
 }
 
 /// Most pre-copy rounds before the final one.
@@ -179,6 +182,8 @@ async fn run(
 /// What was sent of one round.
 struct Sent {
     bytes: u64,
+    /// What went over the link for the files' data (compressed where it paid).
+    wire_bytes: u64,
     page_bytes: u64,
     ms: f64,
 }
@@ -198,6 +203,7 @@ impl Sent {
             round,
             kind,
             bytes: self.bytes,
+            wire_bytes: self.wire_bytes,
             page_bytes: self.page_bytes,
             dump_ms,
             send_ms: self.ms,
@@ -230,7 +236,9 @@ async fn transfer(
     })
     .await?;
     let link = link_slot.insert(guarded(Link::connect(stream, psk, opts.timeout)).await?);
+    let mut squeeze = Squeezer::new(opts.zstd);
     let mut rounds = Vec::new();
+    let mut wire_bytes = 0u64;
     let mut sent_bytes = 0u64;
     let mut sent_ms = 0f64;
     let mut prev: Option<String> = None;
@@ -256,10 +264,11 @@ async fn transfer(
                 Err(e) => return Err(e),
             };
             let dump_ms = ms(t);
-            let sent = send_round(link, &dir, round, false).await?;
+            let sent = send_round(link, &mut squeeze, &dir, round, false).await?;
             guarded(expect_ack(link, round)).await?;
             mode = "pre-copy";
             sent_bytes += sent.bytes;
+            wire_bytes += sent.wire_bytes;
             sent_ms += sent.ms;
             rounds.push(sent.round(round, "pre-copy", dump_ms, t, &stats, progress));
             prev = Some(format!("../r{round}"));
@@ -306,8 +315,9 @@ async fn transfer(
     // From the seize: the dump's time before it is not downtime.
     let frozen_from = t + Duration::from_secs_f64(((dump_ms - stats.frozen_ms).max(0.0)) / 1e3);
     hold("haul-dumped");
-    let sent = send_round(link, &dir, round, true).await?;
+    let sent = send_round(link, &mut squeeze, &dir, round, true).await?;
     sent_bytes += sent.bytes;
+    wire_bytes += sent.wire_bytes;
     sent_ms += sent.ms;
     let verdict_wait = (opts.timeout * 4).max(Duration::from_secs(120));
     let verdict = guarded(async {
@@ -334,6 +344,7 @@ async fn transfer(
         downtime_ms,
         restore_ms: restore_ms as f64,
         bytes: sent_bytes,
+        wire_bytes,
         send_mb_s: (sent_bytes as f64 / 1e6) / (sent_ms.max(0.001) / 1e3),
         new_pid,
         rounds,
@@ -385,7 +396,13 @@ async fn expect_ack(link: &mut Link, round: u16) -> R<()> {
 
 /// Streams the files of the image in `dir` (those its inventory lists, then the
 /// inventory), each with the xxh3 of its bytes, then the round's end.
-async fn send_round(link: &mut Link, dir: &Path, round: u16, last: bool) -> R<Sent> {
+async fn send_round(
+    link: &mut Link,
+    squeeze: &mut Squeezer,
+    dir: &Path,
+    round: u16,
+    last: bool,
+) -> R<Sent> {
     let t = Instant::now();
     let mut names: Vec<String> = {
         let d = ckpt_images::ImageDir::open_unverified(dir)?;
@@ -393,6 +410,7 @@ async fn send_round(link: &mut Link, dir: &Path, round: u16, last: bool) -> R<Se
     };
     names.push(ckpt_images::names::INVENTORY.to_string());
     let mut bytes = 0;
+    let mut wire_bytes = 0;
     let mut page_bytes = 0;
     let mut buf = vec![0u8; MAX_PLAIN - 1];
     let mut first = true;
@@ -418,7 +436,12 @@ async fn send_round(link: &mut Link, dir: &Path, round: u16, last: bool) -> R<Se
             f.read_exact(&mut buf[..want])
                 .map_err(|e| HaulError::io(format!("{}", path.display()), e))?;
             h.write(&buf[..want]);
-            link.send(msg::DATA, &buf[..want]).await?;
+            let (kind, data) = match squeeze.pack(&buf[..want]) {
+                Packed::Raw(d) => (msg::DATA, d),
+                Packed::Zstd(d) => (msg::DATA_ZSTD, d),
+            };
+            wire_bytes += data.len() as u64;
+            link.send(kind, data).await?;
             left -= want as u64;
             if first && last {
                 first = false;
@@ -436,6 +459,7 @@ async fn send_round(link: &mut Link, dir: &Path, round: u16, last: bool) -> R<Se
     link.send(k, &b).await?;
     Ok(Sent {
         bytes,
+        wire_bytes,
         page_bytes,
         ms: ms(t),
     })

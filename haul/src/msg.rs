@@ -11,6 +11,8 @@ use crate::error::{HaulError, R};
 pub const FILE_BEGIN: u8 = 0x10;
 pub const DATA: u8 = 0x11;
 pub const FILE_END: u8 = 0x12;
+/// A data chunk compressed with zstd (`squeeze`).
+pub const DATA_ZSTD: u8 = 0x13;
 pub const ROUND_END: u8 = 0x20;
 pub const COMMIT: u8 = 0x30;
 pub const ABORT: u8 = 0x31;

@@ -10,6 +10,8 @@ pub struct Round {
     pub kind: &'static str,
     /// Bytes of image files sent (pages and records).
     pub bytes: u64,
+    /// Of those, what went over the link (zstd where it paid).
+    pub wire_bytes: u64,
     /// Of those, memory pages.
     pub page_bytes: u64,
     /// The dump of this round (for a pre-copy round: with its copy while the tree ran).
@@ -33,7 +35,8 @@ pub struct Report {
     /// The destination's restore alone.
     pub restore_ms: f64,
     pub bytes: u64,
-    /// Link throughput while sending (bytes over send time, all rounds), MB/s.
+    pub wire_bytes: u64,
+    /// Image bytes over send time (all rounds), MB/s.
     pub send_mb_s: f64,
     /// The copy's root pid at the destination (outside its pid namespace).
     pub new_pid: i32,

@@ -148,12 +148,18 @@ async fn receive(link: &mut Link, opts: &ServeOptions, dir: &Path, name: &str) -
     let mut total: u64 = 0;
     let mut file: Option<Incoming> = None;
     let mut first_data = true;
+    let mut unz = crate::squeeze::Unsqueezer::new();
     loop {
         let (kind, body) = link.recv().await?;
-        if kind == msg::DATA {
+        if kind == msg::DATA || kind == msg::DATA_ZSTD {
             let f = file
                 .as_mut()
                 .ok_or_else(|| HaulError::Protocol("data outside a file: garbage".into()))?;
+            let body = if kind == msg::DATA_ZSTD {
+                unz.unpack(body, f.left)?
+            } else {
+                body
+            };
             if body.len() as u64 > f.left {
                 return Err(HaulError::Protocol(format!(
                     "{}: more bytes than its declared size",
