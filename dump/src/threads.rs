@@ -280,6 +280,7 @@ fn squeeze(line: &str) -> String {
 /// registers and mask back right after. Returns the answers in thread order and the
 /// number of calls.
 pub fn query(task: &mut Seized, insn: u64, slot: u64) -> Result<(Vec<Answers>, u64), DumpError> {
+    let task_pid = task.pid();
     let mut out = Vec::with_capacity(task.threads.len());
     let mut calls = 0;
     let pinned = if task.threads.is_empty() {
@@ -319,9 +320,17 @@ pub fn query(task: &mut Seized, insn: u64, slot: u64) -> Result<(Vec<Answers>, u
         } else {
             None
         };
+        let numa = remote.syscall_raw(libc::SYS_get_mempolicy, &[slot + 32, 0, 0, 0, 0])?;
         calls += remote.calls;
-        let mut b = [0u8; 32];
+        let mut b = [0u8; 36];
         mem::read(tid, slot, &mut b)?;
+        if numa == 0 {
+            let mode = i32::from_le_bytes(b[32..36].try_into().expect("4 bytes"));
+            crate::task_state::numa_policy_is_default(
+                &format!("pid {} thread {tid}", task_pid),
+                mode,
+            )?;
+        }
         let u = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
         out.push(Answers {
             tid_address: u(0),
