@@ -425,21 +425,42 @@ fn container_three_cycles() {
     env.kill_and_reap(init);
 }
 
-/// A container holding SysV IPC objects, or a mount of its own beyond its /proc, is
-/// refused by name and left running.
+/// A container holding SysV IPC objects (shared memory, a semaphore set, a message
+/// queue) or a POSIX message queue that no process holds open (made, then closed: only
+/// its ipc namespace's mqueue filesystem shows it), or a mount of its own beyond its
+/// /proc, is refused by name and left running: `check -t` names every one of them, the
+/// dump the first and how many more.
 #[test]
 fn container_ipc_and_mounts_are_refused_by_name() {
     let env = Env::new();
-    let (w, init) = start_container(
-        &env,
-        "ipc",
-        "ipcmk -M 4096 && ipcmk -Q && echo made; while :; do sleep 0.05; done",
+    let mq = "import ctypes, os; l = ctypes.CDLL(None, use_errno=True); \
+              fd = l.mq_open(b'/ckpt-q', os.O_CREAT | os.O_RDWR, 0o640, None); \
+              assert fd >= 0, ctypes.get_errno(); \
+              assert l.mq_send(fd, b'hello', 5, 3) == 0; os.close(fd)";
+    let script = format!(
+        "ipcmk -M 4096 && ipcmk -S 2 && ipcmk -Q && {} -c \"{mq}\" && echo made; \
+         while :; do sleep 0.05; done",
+        python3().display()
     );
+    let (w, init) = start_container(&env, "ipc", &script);
     env.wait_line(&w, "made", |l| l == "made");
+    let check = env.ckpt(&["check", "-t", &init.to_string()]);
+    assert_eq!(check.status.code(), Some(1), "{check}");
+    for what in [
+        "SysV shared memory key",
+        "SysV semaphore set key",
+        "SysV message queue key",
+        "POSIX message queue /ckpt-q (1 messages",
+    ] {
+        assert!(
+            check.stdout.contains(what),
+            "check does not name {what}: {check}"
+        );
+    }
     let img = env.subdir("img-ipc");
     let out = env.dump(init, &img, &[]);
-    let line = out.failed_naming("SysV shared memory key");
-    assert!(line.contains("(and 1 more"), "{line}");
+    let line = out.failed_naming("POSIX message queue /ckpt-q");
+    assert!(line.contains("(and 3 more"), "{line}");
     assert_running_untraced(init);
     env.kill_and_reap(init);
     reap(w.pid, Duration::from_secs(10));

@@ -223,7 +223,9 @@ fn loopback(root: Pid, out: &mut Blockers) -> bool {
 }
 
 /// SysV IPC objects of the container's ipc namespace (/proc/sysvipc/* read from inside
-/// it): not restored yet, each refused by name.
+/// it) and its POSIX message queues (held open or not: `ckpt_sys::mqueue` lists them
+/// from a detached mount of the namespace's mqueue filesystem): not restored yet, each
+/// refused by name.
 fn ipc_blockers(root: Pid, out: &mut Blockers) {
     let read = ns::in_namespace_of(root, "ipc", || {
         ["shm", "sem", "msg"].map(|k| {
@@ -237,6 +239,21 @@ fn ipc_blockers(root: Pid, out: &mut Blockers) {
         Ok(t) => t,
         Err(e) => return out.push(root, "ipc namespace", e.to_string()),
     };
+    match ns::in_namespace_of(root, "ipc", ckpt_sys::mqueue::list) {
+        Ok(Ok(queues)) => {
+            for q in queues {
+                out.push(
+                    root,
+                    format!(
+                        "POSIX message queue /{} ({} messages, its ipc namespace)",
+                        q.name, q.curmsgs
+                    ),
+                    "message queues of a container are not restored yet",
+                );
+            }
+        }
+        Ok(Err(e)) | Err(e) => out.push(root, "ipc namespace's message queues", e.to_string()),
+    }
     for (kind, text) in tables {
         for l in text.lines().skip(1) {
             let f: Vec<&str> = l.split_whitespace().collect();
