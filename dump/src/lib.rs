@@ -36,6 +36,7 @@ mod freezer;
 pub mod known_state;
 mod locks;
 mod mm;
+mod mounts;
 mod net;
 mod ns;
 mod pages;
@@ -254,6 +255,7 @@ pub fn dump_with_progress(
             let mut refused = blockers::Blockers::default();
             let record = container::record(pid, &mut refused);
             refused.refuse_if_any(pid)?;
+            mounts::write_files(pid, &record.mounts, &mut sink)?;
             let map = container::PidMap::of(tree.live.iter().map(|m| m.task.pid()))?;
             for n in &mut tree.nodes {
                 container::node_inner(n, &map)?;

@@ -17,6 +17,7 @@ mod fill;
 mod image;
 mod lazy;
 mod locks;
+mod mounts;
 mod net;
 mod pidheld;
 mod pidns;
@@ -59,6 +60,8 @@ pub struct RestoreOptions {
     /// `--new-pidns`: rebuild the tree in a fresh pid namespace under an init of ckpt's
     /// (`pidns.rs`), its pids as dumped inside, whatever they are outside.
     pub new_pidns: bool,
+    /// `--ext-mount-map KEY:PATH`: a container's external mount KEY is at PATH here.
+    pub ext_mount_map: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +114,16 @@ pub fn restore_with_progress(
         )));
     }
     container::check(inv, opts.new_pidns, opts.lazy)?;
+    let mount_plan = match &inv.container {
+        Some(c) => Some(mounts::plan(
+            &dir,
+            c,
+            &mounts::Places {
+                ext_map: opts.ext_mount_map.clone(),
+            },
+        )?),
+        None => None,
+    };
     if opts.lazy && opts.new_pidns {
         return Err(RestoreError::Refused(
             "--lazy and --new-pidns together are not supported yet: restore without --lazy".into(),
@@ -267,6 +280,7 @@ pub fn restore_with_progress(
             std::process::id() as i32
         },
         container: inv.container.as_ref(),
+        mounts: mount_plan.as_ref(),
         tree: &tree,
         plans: &plans,
         fds: &fds,
