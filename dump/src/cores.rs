@@ -217,6 +217,8 @@ pub fn process(
         posix_timers: inj.posix_timers.clone(),
         timerslack_ns: Some(inj.task.timerslack_ns),
         coredump_filter: Some(coredump_filter),
+        // Filled by the caller, which seized the task.
+        stop_signal: 0,
         // Filled by the caller (seccomp.rs).
         seccomp_filters: Vec::new(),
     })

@@ -663,6 +663,7 @@ fn process(
     abort::check()?;
     let mut process_core = cores::process(pid, &stat, &status, &injected, threads.len())?;
     process_core.seccomp_filters = seccomp.filters;
+    process_core.stop_signal = task.stop_signal;
     let mut thread_cores = cores::thread_records(threads, &injected)?;
     container::core_inner(&mut process_core, &mut thread_cores, &dedup.tree.pids);
     let mut w = sink.records(&names::core(raw), Kind::Core)?;

@@ -8,7 +8,7 @@
 //! stopped, the list is final. A thread that exits before it stops is simply not part of
 //! the dump. Facts: ../shared/notes/threads-facts.md.
 
-use crate::seize::{sig_name, Seized};
+use crate::seize::Seized;
 use crate::{refuse, DumpError};
 use ckpt_images::pb;
 use ckpt_sys::inject::{Remote, Via};
@@ -171,14 +171,8 @@ fn exited(pid: Pid, tid: Pid) -> bool {
 fn wait_stop(pid: Pid, tid: Pid) -> Result<Waited, DumpError> {
     for _ in 0..MAX_SIGNALS {
         match ptrace::wait_interruptible(tid)? {
-            Stop::EventStop(libc::SIGTRAP) => return Ok(Waited::Stopped),
-            Stop::EventStop(sig) => {
-                return Err(refuse(format!(
-                    "pid {pid}: thread {tid} entered a group-stop ({}) while being seized; \
-                     stopped processes are not supported yet",
-                    sig_name(sig)
-                )))
-            }
+            // A group-stop stops every thread: the leader's records it.
+            Stop::EventStop(_) => return Ok(Waited::Stopped),
             Stop::Signal(sig) => ptrace::cont(tid, Signal::try_from(sig).ok())?,
             Stop::Exited(_) | Stop::Killed(_) => {
                 tracing::debug!(%pid, %tid, "thread exited while being seized");

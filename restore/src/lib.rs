@@ -370,6 +370,7 @@ pub fn restore_with_progress(
         }
         net::resume_connections(&net::connections(&[child], &imgs, &descs))
             .map_err(RestoreError::Refused)?;
+        stop_again(&[child], &imgs)?;
         for tid in threads {
             ptrace::detach(tid)?;
         }
@@ -392,7 +393,8 @@ pub fn restore_with_progress(
                     container::before_release(c, pids[0])?;
                 }
                 net::resume_connections(&net::connections(&pids, &imgs, &descs))
-                    .map_err(RestoreError::Refused)
+                    .map_err(RestoreError::Refused)?;
+                stop_again(&pids, &imgs)
             },
         })?;
         drop(shared);
@@ -544,6 +546,19 @@ fn pick_trampoline(img: &image::ProcessImage, own: &[(u64, u64)]) -> R<u64> {
     Err(RestoreError::Refused(
         "no address is free for the restore trampoline".into(),
     ))
+}
+
+/// A process dumped in a group-stop is sent SIGSTOP while its puppet still holds it: the
+/// signal waits, queued, and stops the whole process as the detach lets it run (SIGSTOP
+/// rather than the SIGTSTP or SIGTTIN it may have stopped for: those a handler may catch).
+fn stop_again(pids: &[Pid], imgs: &[image::ProcessImage]) -> R<()> {
+    for (&pid, img) in pids.iter().zip(imgs) {
+        if img.core.stop_signal != 0 {
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP)
+                .map_err(|e| ckpt_sys::Error::sys(format!("kill(pid {pid}, SIGSTOP)"), e))?;
+        }
+    }
+    Ok(())
 }
 
 /// `detach`: a root restored with `-d` outlives ckpt, so it gets a session of its own
