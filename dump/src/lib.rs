@@ -45,6 +45,7 @@ mod remote;
 mod rseq;
 mod seccomp;
 mod seize;
+mod sharing;
 mod sockets;
 mod task_state;
 mod threads;
@@ -194,6 +195,8 @@ pub fn dump_with_progress(
     if let Some(f) = frozen {
         f.thaw()?;
     }
+    let live: Vec<_> = tree.live.iter().map(|m| m.task.pid()).collect();
+    sharing::refuse_shared(&live, pid)?;
     tracing::info!(
         pid = opts.pid,
         processes = tree.live.len(),

@@ -145,6 +145,13 @@ fn tree_blockers_with(root: Pid) -> Result<(Blockers, Describer), DumpError> {
         looked?;
         out.list.extend(mine.list);
     }
+    // A zombie has no fd table or memory left to share (kcmp sees two as "equal").
+    let alive: Vec<Pid> = tree
+        .iter()
+        .copied()
+        .filter(|&p| !crate::tree::is_dying(p))
+        .collect();
+    crate::sharing::blockers(&alive, &mut out);
     Ok((out, describer))
 }
 
