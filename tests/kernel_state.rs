@@ -110,6 +110,12 @@ fn numa_policy_of_a_mapping_is_refused() {
     refused("mbind", "mbind");
 }
 
+/// SCHED_DEADLINE (its runtime and period need admission at restore) is refused by name.
+#[test]
+fn deadline_scheduling_is_refused() {
+    refused("deadline", "SCHED_DEADLINE");
+}
+
 #[test]
 fn parent_death_signal_is_refused() {
     refused("pdeathsig", "PR_SET_PDEATHSIG");

@@ -25,10 +25,13 @@
  *    get_mempolicy.
  *  - mbind: a mapping with MPOL_PREFERRED node 0 of its own (refused); checks
  *    get_mempolicy(MPOL_F_ADDR) on it.
+ *  - deadline: SCHED_DEADLINE (runtime 1 ms, deadline and period 30 ms; ckpt refuses
+ *    it); checks sched_getscheduler.
  * Corruption (SIGTERM) undoes the state (membarrier: cannot unregister, faked).
  */
 #include "wl.h"
 #include <sys/mman.h>
+#include <sched.h>
 #include <sys/prctl.h>
 
 #define PAGE 4096
@@ -123,6 +126,8 @@ static int verify(void)
 	} else if (!strcmp(mode, "ioprio")) {
 		long p = syscall(SYS_ioprio_get, 1, 0);
 		WL_CHECK(p == IOPRIO, "ioprio %#lx, want %#x", p, IOPRIO);
+	} else if (!strcmp(mode, "deadline")) {
+		WL_CHECK(sched_getscheduler(0) == 6, "policy %d", sched_getscheduler(0));
 	} else if (!strcmp(mode, "mempolicy")) {
 		WL_CHECK(policy_at(NULL) == MPOL_PREFERRED, "policy %d", policy_at(NULL));
 	} else if (!strcmp(mode, "mbind")) {
@@ -231,6 +236,16 @@ int main(int argc, char **argv)
 		unsigned long node0 = 1;
 		if (syscall(SYS_set_mempolicy, MPOL_PREFERRED, &node0, 64))
 			wl_die("set_mempolicy");
+	} else if (!strcmp(mode, "deadline")) {
+		struct {
+			uint32_t size, policy;
+			uint64_t flags;
+			int32_t nice;
+			uint32_t prio;
+			uint64_t runtime, deadline, period;
+		} a = { sizeof(a), 6, 0, 0, 0, 1000000, 30000000, 30000000 };
+		if (syscall(SYS_sched_setattr, 0, &a, 0))
+			wl_die("sched_setattr(SCHED_DEADLINE)");
 	} else if (!strcmp(mode, "mbind")) {
 		unsigned long node0 = 1;
 		S = map(MAP_PRIVATE, 0);
