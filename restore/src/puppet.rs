@@ -44,6 +44,10 @@ pub struct Puppet<'a> {
     pinned: Option<threads::Pinned>,
     /// Shared memory objects of the tree, made by ckpt: opened by path (`shared.rs`).
     shared: Option<&'a std::collections::HashMap<u64, String>>,
+    /// What it keeps of its seed's memory, shared copy-on-write (`sharing.rs`).
+    sharing: Option<&'a crate::sharing::Task>,
+    /// The runs the fill copies: all of the image's but those `sharing` keeps.
+    fill_runs: Option<Vec<ckpt_images::pb::PageRun>>,
 }
 
 type R<T> = Result<T, RestoreError>;
@@ -70,12 +74,20 @@ impl<'a> Puppet<'a> {
             threads: Vec::new(),
             pinned: None,
             shared: None,
+            sharing: None,
+            fill_runs: None,
         })
     }
 
     /// The tree's shared memory objects (see `shared.rs`).
     pub fn shared(mut self, paths: &'a std::collections::HashMap<u64, String>) -> Self {
         self.shared = Some(paths);
+        self
+    }
+
+    /// Copy-on-write sharing with its parent and children (see `sharing.rs`).
+    pub fn sharing(mut self, task: &'a crate::sharing::Task) -> Self {
+        self.sharing = Some(task);
         self
     }
 

@@ -17,16 +17,23 @@ const MCL_ONFAULT: u32 = 4;
 const ARCH_MAP_VDSO_64: u64 = 0x2003;
 
 impl Puppet<'_> {
-    /// Everything of the seed but the trampoline goes ([vsyscall] lies above TASK_SIZE).
+    /// Everything of the seed but the trampoline goes ([vsyscall] lies above TASK_SIZE),
+    /// and but the VMAs it keeps from its seed, shared copy-on-write (`sharing.rs`).
     pub(super) fn unmap_seed(&mut self) -> R<()> {
-        let t = self.tramp;
-        self.call("munmap below the trampoline", libc::SYS_munmap, &[0, t])?;
-        let after = t + 2 * PAGE_SIZE as u64;
-        self.call(
-            "munmap above the trampoline",
-            libc::SYS_munmap,
-            &[after, TASK_SIZE - after],
-        )?;
+        let mut keep = vec![(self.tramp, self.tramp + 2 * PAGE_SIZE as u64)];
+        keep.extend(self.sharing.iter().flat_map(|t| t.kept.iter().copied()));
+        keep.sort_unstable();
+        let mut at = 0;
+        for (s, e) in keep.into_iter().chain([(TASK_SIZE, TASK_SIZE)]) {
+            if s > at {
+                self.call(
+                    &format!("munmap of the seed's [{at:#x}, {s:#x})"),
+                    libc::SYS_munmap,
+                    &[at, s - at],
+                )?;
+            }
+            at = at.max(e);
+        }
         Ok(())
     }
 
@@ -75,7 +82,14 @@ impl Puppet<'_> {
         let objects = img.shm_objects();
         let mut shm_fds: std::collections::HashMap<u64, u64> = Default::default();
         let mut mmaps = Vec::with_capacity(img.vmas.len());
+        let mut mapped = Vec::with_capacity(img.vmas.len());
+        let kept = self.sharing.map_or(&[][..], |t| &t.kept[..]);
         for (i, v) in img.vmas.iter().enumerate() {
+            if kept.binary_search(&(v.start, v.end)).is_ok() {
+                // In place since the seed, read-write, private and anonymous.
+                continue;
+            }
+            mapped.push(i);
             let kind = pb::VmaKind::try_from(v.kind).unwrap_or(pb::VmaKind::VmaAnon);
             let mut prot = v.prot as u64;
             if with_pages[i] {
@@ -152,7 +166,7 @@ impl Puppet<'_> {
             ));
         }
         self.calls(&mmaps, |i, got| {
-            let v = &img.vmas[i];
+            let v = &img.vmas[mapped[i]];
             (got != v.start)
                 .then(|| format!("VMA [{:#x}, {:#x}) landed at {got:#x}", v.start, v.end))
         })?;
@@ -174,6 +188,7 @@ impl Puppet<'_> {
             })
             .collect();
         self.calls(&advice, |_, _| None)?;
+        self.drop_stale()?;
         // The fill runs on every CPU, in threads of ckpt's: not pinned meanwhile.
         let pinned = self.unpin();
         self.fill(pages, &with_pages)?;
@@ -198,6 +213,29 @@ impl Puppet<'_> {
             })
             .collect();
         self.calls(&protect, |_, _| None)
+    }
+
+    /// In the VMAs kept from the seed, drops every page that is not the image's (a
+    /// parent's page the process had its own of, or none at all); the fill copies only
+    /// the runs that are not there already.
+    fn drop_stale(&mut self) -> R<()> {
+        let Some(t) = self.sharing else {
+            return Ok(());
+        };
+        const MADV_DONTNEED: u64 = 4;
+        let zaps: Vec<(String, Call)> = t
+            .stale()
+            .into_iter()
+            .map(|(s, e)| {
+                (
+                    format!("madvise(MADV_DONTNEED) of [{s:#x}, {e:#x})"),
+                    Call::new(libc::SYS_madvise, &[s, e - s, MADV_DONTNEED]),
+                )
+            })
+            .collect();
+        self.calls(&zaps, |_, _| None)?;
+        self.fill_runs = Some(t.to_fill(&self.img.runs));
+        Ok(())
     }
 
     /// Names of anonymous memory ("[anon:NAME]", "[anon_shmem:NAME]", PR_SET_VMA_ANON_NAME).

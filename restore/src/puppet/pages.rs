@@ -21,8 +21,9 @@ impl Puppet<'_> {
             return self.copy_pages(pages, with_pages);
         }
         let total: u64 = self
-            .img
-            .runs
+            .fill_runs
+            .as_deref()
+            .unwrap_or(&self.img.runs)
             .iter()
             .map(|r| r.nr_pages * PAGE_SIZE as u64)
             .sum();
@@ -80,7 +81,9 @@ impl Puppet<'_> {
             };
             fill::copy_frames(&dest, pages, &self.pages_path, frames)?;
         } else {
-            let jobs = fill::plan(&img.runs, &img.vmas, &by_uffd_now, self.lazy);
+            // Without the pages kept from the seed (`sharing.rs`).
+            let runs = self.fill_runs.as_deref().unwrap_or(&img.runs);
+            let jobs = fill::plan(runs, &img.vmas, &by_uffd_now, self.lazy);
             if self.lazy {
                 // Not verified up front in a lazy restore: the chunks of what is copied
                 // now (and of the rseq area's pages, copied below) are checked here, once

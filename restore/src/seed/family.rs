@@ -24,6 +24,9 @@ pub struct Seeds<'a> {
     pub fds: &'a crate::fdtable::Plan,
     /// The namespaces the root's seed sets up (a container's, `container.rs`).
     pub container: Option<&'a ckpt_images::pb::Container>,
+    /// Memory the seeds map and fill before they fork, for their children to share
+    /// copy-on-write (`sharing.rs`).
+    pub sharing: Option<super::sharing::Shared<'a>>,
 }
 
 impl Seeds<'_> {
