@@ -20,6 +20,7 @@ pub mod proc;
 pub mod process;
 pub mod ptrace;
 pub mod regs;
+pub mod reserve;
 pub mod socket;
 pub mod testhold;
 pub mod track;
