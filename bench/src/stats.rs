@@ -83,6 +83,9 @@ pub struct Run {
     pub lazy_all_in_ms: Option<f64>,
     /// The workload's own verdict after the lazy restore, once every page was in.
     pub lazy_verify: Option<String>,
+    /// A tree's summed Pss (KiB) before the dump and after the restore.
+    pub pss_before_kib: Option<u64>,
+    pub pss_after_kib: Option<u64>,
     /// The workload's own verdict after restore ("PASS ..." or "FAIL ...").
     pub verify: Option<String>,
     /// What went wrong in this round, if anything (ckpt's error line, or the bench's).
