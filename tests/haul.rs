@@ -562,6 +562,12 @@ fn pre_copy_moves_a_busy_workload_and_every_page_arrives() {
     // The final round carries only what the tree wrote since the round before.
     assert!(last["page_bytes"].as_u64().unwrap() < 128 << 20, "{report}");
     assert!(report["pre_copy_end"].is_string());
+    // Each pre-copy round says what sending it again would take; from the second on, the
+    // tree's write rate.
+    for (i, r) in rounds.iter().filter(|r| r["kind"] == "pre-copy").enumerate() {
+        assert!(r["est_send_ms"].is_number(), "{r}");
+        assert_eq!(r["dirty_mb_s"].is_number(), i > 0, "{r}");
+    }
     assert_moved(&s.env, &mut s.w, &report);
 }
 

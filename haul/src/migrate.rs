@@ -208,6 +208,8 @@ impl Sent {
             dump_ms,
             send_ms: self.ms,
             ms: ms(began),
+            dirty_mb_s: None,
+            est_send_ms: None,
         };
         progress(&round_line(&r, stats));
         r
@@ -247,6 +249,7 @@ async fn transfer(
     let mut mode = "stop-and-copy";
     if opts.pre_copy {
         let mut last_pages: Option<u64> = None;
+        let mut last_round_ms: Option<f64> = None;
         loop {
             let t = Instant::now();
             let dir = stage.join(format!("r{round}"));
@@ -277,6 +280,20 @@ async fn transfer(
             // freeze and the restore take the rest).
             let per_ms = sent_bytes as f64 / sent_ms.max(0.1);
             let budget = per_ms * opts.max_downtime_ms as f64 / 2.0;
+            if let Some(r) = rounds.last_mut() {
+                // This round copied what the tree wrote during the one before.
+                if let Some(before) = last_round_ms {
+                    r.dirty_mb_s = Some(sent.page_bytes as f64 / 1e3 / before);
+                }
+                r.est_send_ms = Some(sent.page_bytes as f64 / per_ms);
+                progress(&format!(
+                    "  dirty rate {} MB/s, sending the same again would take {:.0} ms (budget {} ms)",
+                    r.dirty_mb_s.map_or("-".into(), |d| format!("{d:.0}")),
+                    sent.page_bytes as f64 / per_ms,
+                    opts.max_downtime_ms
+                ));
+                last_round_ms = Some(r.ms);
+            }
             if round > 1 && (sent.page_bytes as f64) <= budget {
                 pre_copy_end = Some(format!(
                     "converged: the last round's {} KiB fit the budget",

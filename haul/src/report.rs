@@ -20,6 +20,13 @@ pub struct Round {
     pub send_ms: f64,
     /// The whole round, dump, send and the destination's answer.
     pub ms: f64,
+    /// Pre-copy: what this round copied over the time of the round before (MB/s the
+    /// tree wrote).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dirty_mb_s: Option<f64>,
+    /// Pre-copy: sending this round's pages again at the measured link speed (ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub est_send_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
