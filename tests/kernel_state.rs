@@ -110,6 +110,12 @@ fn numa_policy_of_a_mapping_is_refused() {
     refused("mbind", "mbind");
 }
 
+/// An O_TMPFILE file (never linked) is refused by name (its flags cannot be given back).
+#[test]
+fn o_tmpfile_is_refused() {
+    refused("tmpfile", "O_TMPFILE");
+}
+
 /// SCHED_DEADLINE (its runtime and period need admission at restore) is refused by name.
 #[test]
 fn deadline_scheduling_is_refused() {

@@ -27,6 +27,7 @@
  *    get_mempolicy(MPOL_F_ADDR) on it.
  *  - deadline: SCHED_DEADLINE (runtime 1 ms, deadline and period 30 ms; ckpt refuses
  *    it); checks sched_getscheduler.
+ *  - tmpfile: an O_TMPFILE file in WORKDIR with 5 bytes (ckpt refuses it); checks them.
  * Corruption (SIGTERM) undoes the state (membarrier: cannot unregister, faked).
  */
 #include "wl.h"
@@ -49,6 +50,7 @@
 #define MPOL_F_ADDR 2
 
 static const char *mode;
+static int tmpfd = -1;
 static uint8_t *S, *R, *N, *D, *A;
 static int named = 1;
 
@@ -126,6 +128,9 @@ static int verify(void)
 	} else if (!strcmp(mode, "ioprio")) {
 		long p = syscall(SYS_ioprio_get, 1, 0);
 		WL_CHECK(p == IOPRIO, "ioprio %#lx, want %#x", p, IOPRIO);
+	} else if (!strcmp(mode, "tmpfile")) {
+		char b[8] = { 0 };
+		WL_CHECK(pread(tmpfd, b, 5, 0) == 5 && !memcmp(b, "hello", 5), "tmpfile reads %s", b);
 	} else if (!strcmp(mode, "deadline")) {
 		WL_CHECK(sched_getscheduler(0) == 6, "policy %d", sched_getscheduler(0));
 	} else if (!strcmp(mode, "mempolicy")) {
@@ -236,6 +241,10 @@ int main(int argc, char **argv)
 		unsigned long node0 = 1;
 		if (syscall(SYS_set_mempolicy, MPOL_PREFERRED, &node0, 64))
 			wl_die("set_mempolicy");
+	} else if (!strcmp(mode, "tmpfile")) {
+		tmpfd = open(argv[1], O_TMPFILE | O_RDWR, 0600);
+		if (tmpfd < 0 || write(tmpfd, "hello", 5) != 5)
+			wl_die("O_TMPFILE in %s", argv[1]);
 	} else if (!strcmp(mode, "deadline")) {
 		struct {
 			uint32_t size, policy;
