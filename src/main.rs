@@ -2,6 +2,7 @@
 
 mod check;
 mod completions;
+mod haul;
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
@@ -159,6 +160,15 @@ enum Cmd {
         #[arg(long)]
         tcp_established: bool,
     },
+    /// Live migration, the receiving end (`ckpt haul serve`).
+    Haul {
+        #[command(subcommand)]
+        cmd: haul::HaulCmd,
+    },
+    /// Move a running process tree to another host running `ckpt haul serve`: dumped
+    /// (with --pre-copy: in rounds while it runs), streamed encrypted, restored there;
+    /// killed here only once it runs there. On any failure it runs on here.
+    Migrate(haul::MigrateArgs),
     /// Print a shell completion script (e.g. `ckpt completions bash > /etc/bash_completion.d/ckpt`).
     Completions {
         /// The shell to complete for.
@@ -363,6 +373,8 @@ fn run(cli: Cli) -> Result<i32> {
                 2
             }
         }),
+        Cmd::Haul { cmd } => haul::serve(cmd),
+        Cmd::Migrate(args) => haul::migrate(args),
         Cmd::Completions { shell } => {
             emit_bytes(&completions::completions(Cli::command(), shell))?;
             Ok(0)

@@ -147,6 +147,75 @@ pub fn dump_with_progress(
     opts: &DumpOptions,
     progress: &dyn ckpt_images::progress::Progress,
 ) -> Result<DumpStats, DumpError> {
+    dump_inner(opts, progress, false).map(|(stats, _)| stats)
+}
+
+/// A dump that leaves the tree stopped once its images are complete (`opts.leave_running`
+/// is not looked at): the caller then [`Held::kill`]s it, or [`Held::resume`]s it as it
+/// was (also what dropping it does). Live migration keeps the source this way until the
+/// destination runs the copy. The tree is ptrace-stopped by this thread: the `Held` must
+/// be ended on the thread that called this (ptrace answers only the tracing thread).
+pub fn dump_held(
+    opts: &DumpOptions,
+    progress: &dyn ckpt_images::progress::Progress,
+) -> Result<(DumpStats, Held), DumpError> {
+    let (stats, held) = dump_inner(opts, progress, !opts.pre_dump)?;
+    match held {
+        Some(h) => Ok((stats, h)),
+        None => Err(refuse(
+            "a pre-dump leaves its tree running: nothing to hold",
+        )),
+    }
+}
+
+/// A tree left stopped by [`dump_held`], its images complete.
+pub struct Held {
+    inner: Option<(tree::Tree, TreeWide, Vec<u64>)>,
+    seized_at: Instant,
+}
+
+impl Held {
+    /// Kills the tree (it was moved elsewhere).
+    pub fn kill(mut self) -> Result<(), DumpError> {
+        let (tree, mut shared, armed) = self.inner.take().expect("ended once");
+        let released = release(tree, false);
+        shared.files.net.finish(true)?;
+        released?;
+        track::forget(&armed);
+        Ok(())
+    }
+
+    /// Lets the tree run on exactly as it was before the dump.
+    pub fn resume(mut self) -> Result<(), DumpError> {
+        Self::let_run(self.inner.take().expect("ended once"))
+    }
+
+    /// How long the tree has been stopped, in ms.
+    pub fn stopped_ms(&self) -> f64 {
+        ms(self.seized_at)
+    }
+
+    fn let_run((tree, mut shared, _): (tree::Tree, TreeWide, Vec<u64>)) -> Result<(), DumpError> {
+        shared.files.net.finish(false)?;
+        release(tree, true)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            if let Err(e) = Self::let_run(inner) {
+                tracing::warn!("resuming the held tree: {e}");
+            }
+        }
+    }
+}
+
+fn dump_inner(
+    opts: &DumpOptions,
+    progress: &dyn ckpt_images::progress::Progress,
+    hold: bool,
+) -> Result<(DumpStats, Option<Held>), DumpError> {
     let t0 = Instant::now();
     if opts.pid <= 0 {
         return Err(refuse(format!(
@@ -395,7 +464,14 @@ pub fn dump_with_progress(
     sink.finish(inventory)?;
     tracing::debug!(ms = ms(t), "images written");
     // The images are complete: from here a failure no longer undoes the dump.
-    if let Some(tree) = tree.take() {
+    let mut held = None;
+    if hold && tree.is_some() {
+        stats.frozen_ms = ms(t_seize);
+        held = Some(Held {
+            inner: tree.take().map(|tree| (tree, shared, armed)),
+            seized_at: t_seize,
+        });
+    } else if let Some(tree) = tree.take() {
         let t = Instant::now();
         // A tree left running gets its connections back before it runs (a send in repair
         // mode fails); a killed one closes them in repair mode (silently), lock kept.
@@ -424,9 +500,10 @@ pub fn dump_with_progress(
         frozen_ms = stats.frozen_ms,
         total_ms = stats.total_ms,
         pre_dump = opts.pre_dump,
+        held = held.is_some(),
         "dump done"
     );
-    Ok(stats)
+    Ok((stats, held))
 }
 
 /// Lets the whole tree run on (`--leave-running`), or kills it: every task first, then

@@ -895,7 +895,7 @@ impl Hold {
         }
     }
 
-    fn var(&self) -> OsString {
+    pub fn var(&self) -> OsString {
         let mut v = OsString::from(format!("{}:", self.point));
         v.push(&self.marker);
         v
