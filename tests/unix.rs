@@ -1,0 +1,103 @@
+//! Unix sockets: socketpairs of every type shared by a parent and its child, listeners
+//! (path and abstract) with an accepted connection and connections still queued, bound
+//! datagram sockets with queued datagrams from named and unnamed senders, a pair whose one
+//! end is closed and one shut down, each with data in flight both ways, through three
+//! cycles and a `--leave-running` dump (the workload checks everything itself); and what
+//! is refused, by name, the workload left running.
+
+mod common;
+
+use common::tree::*;
+use common::*;
+
+fn three_cycles(modes: &[&str]) {
+    let env = Env::new();
+    let mut w = env.start_with("unixsock", modes);
+    env.check(&mut w);
+    let mut pids = Vec::new();
+    for i in 1..=3 {
+        pids = tree_cycle(&env, &mut w, &env.subdir(&format!("img{i}")));
+    }
+    env.check(&mut w);
+    finish_tree(&env, &w, &pids);
+}
+
+/// Stream, dgram and seqpacket socketpairs, one end in the parent and one in its child,
+/// data queued both ways (message boundaries kept), SO_PEERCRED naming the parent.
+#[test]
+fn socketpairs_three_cycles() {
+    three_cycles(&["pair"]);
+}
+
+/// Listeners on a path (its file re-bound, mode kept) and an abstract name, each with
+/// an accepted connection holding data both ways and two connections not accepted yet,
+/// accepted after the restore in their order.
+#[test]
+fn listeners_three_cycles() {
+    three_cycles(&["listen"]);
+}
+
+/// A datagram socket bound to a path with datagrams queued from an unnamed sender, a
+/// sender bound to an abstract name (recvfrom still names it) and a connected one.
+#[test]
+fn datagrams_three_cycles() {
+    three_cycles(&["dgram"]);
+}
+
+/// A stream whose peer was closed with bytes unread (bytes, then EOF) and a pair shut
+/// down one way.
+#[test]
+fn closed_and_shut_down_three_cycles() {
+    three_cycles(&["closed"]);
+}
+
+/// A `--leave-running` dump drains nothing: the workload still finds every queue as it
+/// left it; the image then restores (the path the original held is re-bound once it is
+/// killed).
+#[test]
+fn leave_running_changes_nothing() {
+    let env = Env::new();
+    let mut w = env.start_with("unixsock", &["pair", "listen", "dgram", "closed"]);
+    env.check(&mut w);
+    let dir = env.subdir("img");
+    env.dump(w.pid, &dir, &["--leave-running"]).ok();
+    assert_running_untraced(w.pid);
+    env.check(&mut w);
+    // The image holds the state before that check: restore it and check again.
+    let dir2 = env.subdir("img2");
+    env.dump(w.pid, &dir2, &["--leave-running"]).ok();
+    let pids = tree_pids(&dir2);
+    env.kill_and_reap(w.pid);
+    wait_gone(&pids);
+    env.restore_detached(&dir2).ok();
+    env.track(w.pid);
+    assert_running_untraced(w.pid);
+    env.check(&mut w);
+    finish_tree(&env, &w, &pids);
+}
+
+/// `check -t` and the dump refuse, naming pid, fd and why; the process runs on.
+fn refused(mode: &str, needle: &str) {
+    let env = Env::new();
+    let w = env.start_with("unixsock", &[mode]);
+    let dumped = env.dump(w.pid, &env.subdir("img"), &[]);
+    let line = dumped.failed_naming(needle);
+    assert!(line.contains("pid "), "{line}");
+    assert!(line.contains("socket:["), "{line}");
+    assert_running_untraced(w.pid);
+    let pids: Vec<i32> = vec![w.pid];
+    finish_tree(&env, &w, &pids);
+}
+
+/// An fd in flight (SCM_RIGHTS, sent and not received) is refused by name.
+#[test]
+fn fds_in_flight_are_refused() {
+    refused("rights", "SCM_RIGHTS");
+}
+
+/// A connection a child made to its parent's listener: SO_PEERCRED names the child, which
+/// the restoring seed (the parent) could not give; refused by name.
+#[test]
+fn peer_credentials_of_another_process_are_refused() {
+    refused("childconn", "SO_PEERCRED");
+}
