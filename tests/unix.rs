@@ -101,3 +101,102 @@ fn fds_in_flight_are_refused() {
 fn peer_credentials_of_another_process_are_refused() {
     refused("childconn", "SO_PEERCRED");
 }
+
+/// Reads one line from `conn` (the test's end of a workload's external socket).
+fn line_from(conn: &mut std::os::unix::net::UnixStream) -> String {
+    use std::io::BufRead;
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(conn).read_line(&mut line).unwrap();
+    line
+}
+
+/// A workload connected to a listener of the test's (outside the tree), with bytes from
+/// the test unread in its socket: refused naming pid, fd and the peer, left running.
+#[test]
+fn external_peer_with_unread_bytes_is_refused() {
+    use std::io::Write;
+    let env = Env::new();
+    let listener = std::os::unix::net::UnixListener::bind(env.path().join("ext.sock")).unwrap();
+    let mut w = env.start_with("unixsock", &["ext"]);
+    let (mut conn, _) = listener.accept().unwrap();
+    env.check(&mut w);
+    assert_eq!(line_from(&mut conn), "ping 1\n");
+    conn.write_all(b"unread").unwrap();
+    let dumped = env.dump(w.pid, &env.subdir("img"), &[]);
+    let line = dumped.failed_naming("outside the dumped tree");
+    assert!(line.contains(&format!("pid {}: fd ", w.pid)), "{line}");
+    assert!(line.contains("6 bytes"), "{line}");
+    assert_running_untraced(w.pid);
+    env.check(&mut w);
+    env.kill_and_reap(w.pid);
+}
+
+/// The same socket with nothing unread is external: the dump records it by its key
+/// (`socket:[INODE]`), a restore without `--inherit-fd` refuses in one line naming pid,
+/// fd and key (leaving nothing behind), and one handed a new connection to the same
+/// listener (`--inherit-fd fd[5]:socket:[INODE]`) plugs it in: the workload's next
+/// "ping" arrives there.
+#[test]
+fn external_peer_is_plugged_in_with_inherit_fd() {
+    let env = Env::new();
+    let path = env.path().join("ext.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let mut w = env.start_with("unixsock", &["ext"]);
+    let (mut conn, _) = listener.accept().unwrap();
+    env.check(&mut w);
+    assert_eq!(line_from(&mut conn), "ping 1\n");
+    let fd = (3..64)
+        .find(|fd| {
+            std::fs::read_link(format!("/proc/{}/fd/{fd}", w.pid))
+                .is_ok_and(|l| l.to_string_lossy().starts_with("socket:["))
+        })
+        .expect("the workload's socket");
+    let key = std::fs::read_link(format!("/proc/{}/fd/{fd}", w.pid))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let dir = env.subdir("img");
+    env.dump(w.pid, &dir, &[]).ok();
+    env.reap_dumped(w.pid);
+    let refused = env.ckpt(&["restore", "-d", "-D", dir.to_str().unwrap()]);
+    let line = refused.failed_naming(&format!("pid {} fd {fd}: {key}", w.pid));
+    assert!(
+        line.contains(&format!("--inherit-fd fd[N]:{key}")),
+        "{line}"
+    );
+    assert!(
+        !exists(w.pid),
+        "a refused restore left pid {} behind",
+        w.pid
+    );
+
+    // ckpt gets, as its fd 5, a new connection to the test's listener (made by python,
+    // which then execs ckpt).
+    let script = format!(
+        "exec {} -c 'import os, socket, sys\n\
+         s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); os.dup2(s.fileno(), 5)\n\
+         os.execv(sys.argv[2], sys.argv[2:])' {} \"$0\" \"$@\"",
+        python3().display(),
+        path.display()
+    );
+    let inherit = format!("fd[5]:{key}");
+    let (_, restored) = env.ckpt_sh(
+        &script,
+        &[
+            "restore".as_ref(),
+            "-d".as_ref(),
+            "-D".as_ref(),
+            dir.as_os_str(),
+            "--inherit-fd".as_ref(),
+            inherit.as_ref(),
+        ],
+    );
+    restored.ok();
+    env.track(w.pid);
+    let (mut conn2, _) = listener.accept().unwrap();
+    env.check(&mut w);
+    assert_eq!(line_from(&mut conn2), "ping 2\n");
+    env.kill_and_reap(w.pid);
+}

@@ -20,6 +20,9 @@
  * closed: a stream pair whose one end was closed with bytes still unread at the other
  *   (read them, then EOF), and a pair shut down for writing on one side (bytes, then EOF
  *   there; the other way still works).
+ * ext: a stream connected to WORKDIR/ext.sock, a listener of the test's (outside the
+ *   tree). Check: its peer is still that name, and "ping N" written to it goes through
+ *   (the test reads it on its side).
  * rights: an fd sent over a socketpair with SCM_RIGHTS, not received (refused).
  * childconn: the child connects to the parent's listener, which accepts (SO_PEERCRED then
  *   names the child: refused).
@@ -32,7 +35,8 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 
-static int want_pair, want_listen, want_dgram, want_closed;
+static int want_pair, want_listen, want_dgram, want_closed, ext = -1;
+static char ext_path[200];
 static pid_t child = -1;
 /* Batch numbers, one per mode, growing by one per check. */
 static int gen, lgen, dgen, cgen;
@@ -432,8 +436,19 @@ static int verify_closed(void)
 	return 1;
 }
 
+static int verify_ext(void)
+{
+	char line[64];
+	int n = snprintf(line, sizeof(line), "ping %d\n", wl_checks + 1);
+	WL_CHECK(name_is(ext, 1, ext_path, 0), "external: its peer is not %s", ext_path);
+	WL_CHECK(send(ext, line, n, MSG_NOSIGNAL) == n, "external: send: errno %d", errno);
+	return 1;
+}
+
 static int verify(void)
 {
+	if (ext >= 0 && !verify_ext())
+		return 0;
 	if (want_pair && !verify_pair())
 		return 0;
 	if (want_listen && !verify_listen())
@@ -478,6 +493,13 @@ int main(int argc, char **argv)
 		} else if (!strcmp(k, "closed")) {
 			want_closed = 1;
 			setup_closed();
+		} else if (!strcmp(k, "ext")) {
+			snprintf(ext_path, sizeof(ext_path), "%s/ext.sock", dir);
+			struct sockaddr_un a;
+			socklen_t len = mkaddr(&a, ext_path, 0);
+			ext = socket(AF_UNIX, SOCK_STREAM, 0);
+			if (ext < 0 || connect(ext, (struct sockaddr *)&a, len))
+				wl_die("connect %s", ext_path);
 		} else if (!strcmp(k, "rights")) {
 			int sv[2];
 			if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))

@@ -349,8 +349,11 @@ pub fn finish(
         let maker = common_ancestor(&pids, parents);
         for &i in members {
             let s = sock(table, i);
-            if !creds_matter(&s) || s.peer_pid == maker {
-                if let Some(u) = table.descs[i].unix.as_mut().filter(|_| creds_matter(&s)) {
+            // An external socket is the caller's at restore, credentials and all.
+            let external = !table.descs[i].external.is_empty();
+            if !creds_matter(&s) || s.peer_pid == maker || external {
+                let kept = creds_matter(&s) && !external;
+                if let Some(u) = table.descs[i].unix.as_mut().filter(|_| kept) {
                     u.peer_pid = image_pid(s.peer_pid);
                 }
                 continue;
