@@ -95,11 +95,20 @@ fn fds_in_flight_are_refused() {
     refused("rights", "SCM_RIGHTS");
 }
 
-/// A connection a child made to its parent's listener: SO_PEERCRED names the child, which
-/// the restoring seed (the parent) could not give; refused by name.
+/// A connection a child made to its parent's listener: SO_PEERCRED of the accepted end
+/// names the child (made again by a helper with the child's pid, before the child is
+/// forked), the child's names the parent; the parent closed its listener (the child still
+/// holds its copy).
 #[test]
-fn peer_credentials_of_another_process_are_refused() {
-    refused("childconn", "SO_PEERCRED");
+fn a_childs_connection_keeps_its_peer_credentials_three_cycles() {
+    three_cycles(&["childconn"]);
+}
+
+/// A socketpair the parent made and only its child holds: SO_PEERCRED names the parent,
+/// alive when the child's seed remakes the pair; refused by name.
+#[test]
+fn peer_credentials_of_a_live_ancestor_are_refused() {
+    refused("oldpair", "SO_PEERCRED");
 }
 
 /// Reads one line from `conn` (the test's end of a workload's external socket).

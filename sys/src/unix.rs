@@ -402,6 +402,18 @@ pub fn pair(ty: i32) -> Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// A socketpair whose ends replace fds `a` and `b` (dup3, close-on-exec; both ends stay
+/// non-blocking): for a caller that must make it in another task sharing its fd table.
+pub fn pair_at(ty: i32, a: i32, b: i32) -> Result<()> {
+    let (x, y) = pair(ty)?;
+    for (from, to) in [(&x, a), (&y, b)] {
+        // SAFETY: dup3 takes no pointers; `to` is an fd the caller holds for this.
+        let r = unsafe { libc::dup3(from.as_raw_fd(), to, libc::O_CLOEXEC) };
+        Errno::result(r).ctx(|| format!("dup3 to fd {to}"))?;
+    }
+    Ok(())
+}
+
 pub fn bind(fd: BorrowedFd<'_>, name: &[u8]) -> Result<()> {
     let (sa, len) = addr_of(name)?;
     // SAFETY: the kernel reads `len` bytes of `sa`.

@@ -24,8 +24,12 @@
  *   tree). Check: its peer is still that name, and "ping N" written to it goes through
  *   (the test reads it on its side).
  * rights: an fd sent over a socketpair with SCM_RIGHTS, not received (refused).
- * childconn: the child connects to the parent's listener, which accepts (SO_PEERCRED then
- *   names the child: refused).
+ * childconn: the child connects to the parent's listener, which accepts: SO_PEERCRED of
+ *   the accepted end names the child, the child's names the parent. Check: the parent
+ *   sends "N", the child answers "N ok" if its own SO_PEERCRED still names the parent;
+ *   the parent's must name the child.
+ * oldpair: a socketpair made by the parent, then held by its child only (SO_PEERCRED
+ *   names the parent, alive when the child's seed remakes it: refused).
  */
 #include "wl.h"
 #include <stddef.h>
@@ -445,8 +449,64 @@ static int verify_ext(void)
 	return 1;
 }
 
+/* ---- childconn ---- */
+
+static int want_childconn, cc_sock;
+static pid_t cc_child;
+
+static void setup_childconn(const char *dir)
+{
+	char path[200];
+	snprintf(path, sizeof(path), "%s/c.sock", dir);
+	struct sockaddr_un a;
+	socklen_t len = mkaddr(&a, path, 0);
+	int l = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (bind(l, (struct sockaddr *)&a, len) || listen(l, 4))
+		wl_die("listen");
+	pid_t parent = getpid();
+	cc_child = fork();
+	if (cc_child == 0) {
+		int c = socket(AF_UNIX, SOCK_STREAM, 0);
+		if (connect(c, (struct sockaddr *)&a, len))
+			_exit(1);
+		for (;;) {
+			char buf[32];
+			ssize_t n = read(c, buf, sizeof(buf) - 1);
+			if (n <= 0 || getppid() != parent)
+				_exit(0);
+			buf[n] = 0;
+			char out[64];
+			int m = snprintf(out, sizeof(out), "%s %s", buf,
+					 peer_pid(c) == parent ? "ok" : "bad");
+			if (write(c, out, m) != m)
+				_exit(1);
+		}
+	}
+	cc_sock = accept(l, NULL, NULL);
+	if (cc_sock < 0)
+		wl_die("accept");
+	close(l);
+}
+
+static int verify_childconn(void)
+{
+	WL_CHECK(peer_pid(cc_sock) == cc_child, "accepted end: SO_PEERCRED pid %d, want the child %d",
+		 peer_pid(cc_sock), cc_child);
+	char msg[16], want[32], got[64];
+	int n = snprintf(msg, sizeof(msg), "%d", wl_checks + 1);
+	snprintf(want, sizeof(want), "%s ok", msg);
+	WL_CHECK(write(cc_sock, msg, n) == n, "write to the child: errno %d", errno);
+	ssize_t r = read(cc_sock, got, sizeof(got) - 1);
+	WL_CHECK(r > 0, "read from the child: %zd errno %d", r, errno);
+	got[r] = 0;
+	WL_CHECK(!strcmp(got, want), "the child answered %s, want %s", got, want);
+	return 1;
+}
+
 static int verify(void)
 {
+	if (want_childconn && !verify_childconn())
+		return 0;
 	if (ext >= 0 && !verify_ext())
 		return 0;
 	if (want_pair && !verify_pair())
@@ -519,25 +579,21 @@ int main(int argc, char **argv)
 			if (sendmsg(sv[0], &m, 0) != 1)
 				wl_die("sendmsg SCM_RIGHTS");
 		} else if (!strcmp(k, "childconn")) {
-			char path[200];
-			snprintf(path, sizeof(path), "%s/c.sock", dir);
-			struct sockaddr_un a;
-			socklen_t len = mkaddr(&a, path, 0);
-			int l = socket(AF_UNIX, SOCK_STREAM, 0);
-			if (bind(l, (struct sockaddr *)&a, len) || listen(l, 4))
-				wl_die("listen");
+			want_childconn = 1;
+			setup_childconn(dir);
+		} else if (!strcmp(k, "oldpair")) {
+			int sv[2];
+			if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
+				wl_die("socketpair");
 			pid_t parent = getpid();
 			child = fork();
 			if (child == 0) {
-				int c = socket(AF_UNIX, SOCK_STREAM, 0);
-				if (connect(c, (struct sockaddr *)&a, len))
-					_exit(1);
 				while (getppid() == parent)
 					wl_sleep_ms(5);
 				_exit(0);
 			}
-			if (accept(l, NULL, NULL) < 0)
-				wl_die("accept");
+			close(sv[0]);
+			close(sv[1]);
 		} else {
 			wl_die("unknown mode %s", k);
 		}

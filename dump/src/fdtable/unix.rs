@@ -6,7 +6,8 @@
 //! (everything connected to each other is made at once by one seed), marks a socket whose
 //! peer is outside the tree as external, and refuses, by name, what a restore could not
 //! make again: fds in flight (SCM_RIGHTS), bytes sent on a connection not accepted yet,
-//! a name no longer the socket's, peer credentials the restoring seed could not give.
+//! a name no longer the socket's, peer credentials naming a pid that is alive when the
+//! restore remakes the socket (an ancestor of its maker, another branch of the tree).
 
 use super::{FdCtx, FdTable};
 use crate::{refuse, DumpError};
@@ -351,23 +352,44 @@ pub fn finish(
             let s = sock(table, i);
             // An external socket is the caller's at restore, credentials and all.
             let external = !table.descs[i].external.is_empty();
-            if !creds_matter(&s) || s.peer_pid == maker || external {
-                let kept = creds_matter(&s) && !external;
-                if let Some(u) = table.descs[i].unix.as_mut().filter(|_| kept) {
-                    u.peer_pid = image_pid(s.peer_pid);
-                }
+            if !creds_matter(&s) || external {
                 continue;
             }
-            return Err(refuse(format!(
-                "{}: its peer credentials (SO_PEERCRED) name pid {}, but a restore remakes \
-                 the socket in pid {maker} (the common ancestor of its holders); a \
-                 connection made by another process than that is not supported yet",
-                what(&table.descs[i], &table.unix.first),
-                s.peer_pid
-            )));
+            // The seed of `maker` makes the socket: itself, or a helper with the pid
+            // (free then: a descendant not forked yet, or a process gone since).
+            let p = s.peer_pid;
+            let later = p == maker || descends(p, maker, parents);
+            let gone = !parents.contains_key(&p) && image_pid(p) != 0;
+            if !later && !gone {
+                return Err(refuse(format!(
+                    "{}: its peer credentials (SO_PEERCRED) name pid {p}, which is alive \
+                     when a restore remakes the socket (in pid {maker}, the common \
+                     ancestor of its holders, or in a helper with the pid); not supported",
+                    what(&table.descs[i], &table.unix.first),
+                )));
+            }
+            if let Some(u) = table.descs[i].unix.as_mut() {
+                u.peer_pid = image_pid(p);
+            }
         }
     }
     Ok(())
+}
+
+/// Whether `pid` is a descendant of `of` in the tree.
+fn descends(mut pid: i32, of: i32, parents: &HashMap<i32, i32>) -> bool {
+    let mut steps = 0;
+    while let Some(&pp) = parents.get(&pid) {
+        if pp == of {
+            return true;
+        }
+        pid = pp;
+        steps += 1;
+        if steps > parents.len() {
+            return false;
+        }
+    }
+    false
 }
 
 /// Whether a socket's SO_PEERCRED carries a pid a restore must give back (the kernel sets

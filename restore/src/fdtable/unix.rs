@@ -21,7 +21,7 @@ use ckpt_images::pb;
 use ckpt_sys::unix as u;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use std::collections::HashMap;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 /// What an image's unix socket record may hold.
@@ -103,11 +103,11 @@ pub fn create(descs: &[(pb::FileDesc, RawFd)]) -> Result<(), String> {
             .flatten()
             .filter(|p| p.peer == s.inode && !p.accepted);
         if let Some(p) = mutual {
-            let (a, b) = as_creds(s, || u::pair(s.r#type))?;
+            let (a, b) = pair_as(s)?;
             m.socks.insert(s.inode, a);
             m.socks.insert(p.inode, b);
         } else if s.peer_closed && s.listener == 0 {
-            let (a, b) = as_creds(s, || u::pair(s.r#type))?;
+            let (a, b) = pair_as(s)?;
             m.socks.insert(s.inode, a);
             m.standins.insert(s.inode, b);
         } else if !s.accepted {
@@ -208,9 +208,39 @@ pub fn create(descs: &[(pb::FileDesc, RawFd)]) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs `f` with the effective uid and gid of the peer credentials `s` recorded (the
-/// kernel stamps them on the socket made), root again after.
-fn as_creds<T>(s: &pb::UnixSocket, f: impl FnOnce() -> ckpt_sys::Result<T>) -> Result<T, String> {
+/// Runs `f` as the maker of the peer credentials `s` recorded (the kernel stamps the
+/// caller's pid, euid and egid on the socket made): with that euid and egid and, when the
+/// pid is not this seed's, in a short-lived helper forked with that pid and sharing this
+/// seed's fd table (free now: the dump checked it is a descendant of this seed, forked
+/// only later, or a process gone since; the kernel keeps reporting a pid after it exited).
+fn as_creds(s: &pb::UnixSocket, f: impl FnOnce() -> ckpt_sys::Result<()>) -> Result<(), String> {
+    let me = nix::unistd::getpid().as_raw();
+    if s.peer_pid <= 0 || s.peer_pid == me {
+        return as_ids(s, f);
+    }
+    let want = nix::unistd::Pid::from_raw(s.peer_pid);
+    let forked = ckpt_sys::process::fork_with_pid_sharing_files(want)
+        .map_err(|e| format!("a helper with the peer credentials' pid: {e}"))?;
+    match forked {
+        ckpt_sys::process::Forked::Child => {
+            let code = match as_ids(s, f) {
+                Ok(()) => 0,
+                Err(_) => 1,
+            };
+            ckpt_sys::process::exit_now(code)
+        }
+        ckpt_sys::process::Forked::Parent(pid) => match nix::sys::wait::waitpid(pid, None) {
+            Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
+            Ok(st) => Err(format!(
+                "the helper with pid {pid} (the peer credentials' pid) failed: {st:?}"
+            )),
+            Err(e) => Err(format!("waiting for the helper with pid {pid}: {e}")),
+        },
+    }
+}
+
+/// Runs `f` with the effective uid and gid of `s`'s peer credentials, root again after.
+fn as_ids(s: &pb::UnixSocket, f: impl FnOnce() -> ckpt_sys::Result<()>) -> Result<(), String> {
     use nix::unistd::{setegid, seteuid, Gid, Uid};
     let switch = s.peer_pid > 0 && (s.peer_uid != 0 || s.peer_gid != 0);
     if switch {
@@ -223,6 +253,16 @@ fn as_creds<T>(s: &pb::UnixSocket, f: impl FnOnce() -> ckpt_sys::Result<T>) -> R
         setegid(Gid::from_raw(0)).map_err(|e| format!("setegid(0): {e}"))?;
     }
     r.map_err(|e| e.to_string())
+}
+
+/// A socketpair made as `s`'s peer credentials say (in a helper, its ends land on two
+/// fd numbers this seed holds for them).
+fn pair_as(s: &pb::UnixSocket) -> Result<(OwnedFd, OwnedFd), String> {
+    let a = u::new(s.r#type).map_err(|e| e.to_string())?;
+    let b = u::new(s.r#type).map_err(|e| e.to_string())?;
+    let (ra, rb) = (a.as_raw_fd(), b.as_raw_fd());
+    as_creds(s, || u::pair_at(s.r#type, ra, rb))?;
+    Ok((a, b))
 }
 
 /// Buffer sizes the program set (through the FORCE variants: the kernel doubles what it is
