@@ -80,8 +80,21 @@ fn inspect(
                     describer.refused_socket(pid, fd, &target, why),
                 ))
             }
-            // Not TCP or UDP: the describer names it below.
-            Some(None) => {}
+            // Not TCP or UDP: a unix socket, or the describer names it below.
+            Some(None) => match fdtable::unix::is_unix(pid, fd) {
+                Ok(true) => {
+                    let meta = std::fs::metadata(&link).map_err(|e| {
+                        Problem::Gone(format!("pid {pid}: fd {fd} ({target}): {e}"))
+                    })?;
+                    return Ok((pb::FdKind::FdUnixSocket, target, meta));
+                }
+                Ok(false) => {}
+                Err(why) => {
+                    return Err(Problem::Blocked(
+                        describer.refused_socket(pid, fd, &target, why),
+                    ))
+                }
+            },
         }
     }
     if target == "anon_inode:[eventpoll]" {
@@ -240,6 +253,9 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<Vec<pb::Fd>, DumpError> 
                 )
             }
         };
+        if table.desc(desc).kind == pb::FdKind::FdUnixSocket as i32 {
+            table.unix.held(desc, pid, fd);
+        }
         // A dup of a lower fd of this process: restore dups it rather than reopening.
         let dup_of = here.get(&desc).copied();
         here.entry(desc).or_insert(fd);
@@ -350,6 +366,7 @@ fn describe(
             d.memfd = Some(fdtable::contents::memfd(&ctx, name, meta.size(), table)?);
         }
         pb::FdKind::FdInetSocket => d.inet = Some(table.net.collect(pid, fd, meta.ino())?),
+        pb::FdKind::FdUnixSocket => d.unix = Some(fdtable::unix::dump(&ctx, table)?),
         pb::FdKind::FdEpoll => {
             let named =
                 |why: String| crate::refuse(format!("pid {pid}: fd {fd} (epoll, {target}): {why}"));

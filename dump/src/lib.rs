@@ -382,6 +382,7 @@ fn dump_inner(
         stats.pages += one.pages;
         stats.injected += one.injected;
     }
+    fdtable::unix::finish(&mut shared.files, &parents, &|p| shared.pids.pid(p))?;
     let mut w = sink.records(names::FDTABLE, Kind::FileTable)?;
     for d in shared.files.descs() {
         w.write(d)?;
