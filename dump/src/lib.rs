@@ -197,7 +197,7 @@ impl Held {
 
     fn let_run((tree, mut shared, _): (tree::Tree, TreeWide, Vec<u64>)) -> Result<(), DumpError> {
         shared.files.net.finish(false)?;
-        release(tree, true)
+        release(tree, true).map(|_thawed| ())
     }
 }
 
