@@ -197,7 +197,7 @@ impl Held {
 
     fn let_run((tree, mut shared, _): (tree::Tree, TreeWide, Vec<u64>)) -> Result<(), DumpError> {
         shared.files.net.finish(false)?;
-        release(tree, true).map(|_| ())
+        release(tree, true).map(|_thawed| ())
     }
 }
 
@@ -322,6 +322,7 @@ fn dump_inner(
     // A container (the root is pid 1 of its own pid namespace): what it owns, and the
     // pids as it sees them, which the images hold.
     let t_ns = Instant::now();
+    let mut inside_new_pidns = false;
     let (container, pidmap) = match container::root_namespaces(pid) {
         Some(_) => {
             let mut refused = blockers::Blockers::default();
@@ -338,6 +339,17 @@ fn dump_inner(
                 "container namespaces recorded"
             );
             (Some(record), map)
+        }
+        None if container::in_ckpt_pidns(pid).is_some() => {
+            let mut refused = blockers::Blockers::default();
+            container::ckpt_pidns_blockers(pid, &mut refused);
+            refused.refuse_if_any(pid)?;
+            let map = container::PidMap::of(tree.live.iter().map(|m| m.task.pid()))?;
+            for n in &mut tree.nodes {
+                container::node_inner(n, &map)?;
+            }
+            inside_new_pidns = true;
+            (None, map)
         }
         None => (None, container::PidMap::host()),
     };
@@ -382,6 +394,7 @@ fn dump_inner(
         stats.pages += one.pages;
         stats.injected += one.injected;
     }
+    fdtable::unix::finish(&mut shared.files, &parents, &|p| shared.pids.pid(p))?;
     let mut w = sink.records(names::FDTABLE, Kind::FileTable)?;
     for d in shared.files.descs() {
         w.write(d)?;
@@ -424,6 +437,7 @@ fn dump_inner(
         parent: parent_image.as_ref().map(|p| p.link.clone()),
         trackers,
         container,
+        new_pidns: inside_new_pidns,
     };
     let pids_dumped = inventory.pids.len();
     let armed: Vec<u64> = inventory.trackers.iter().map(|t| t.inode).collect();

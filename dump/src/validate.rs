@@ -109,7 +109,8 @@ pub fn before_seize_one(
     let identity = Identity::take(pid)?;
     describer.add(pid);
     let mut out = Blockers::default();
-    let owned = crate::container::root_namespaces(root);
+    let owned =
+        crate::container::root_namespaces(root).or_else(|| crate::container::in_ckpt_pidns(root));
     process_blockers(pid, true, owned.as_ref(), describer, &mut out)?;
     out.refuse_if_any(pid)?;
     Ok(identity)
@@ -128,9 +129,12 @@ fn tree_blockers_with(root: Pid) -> Result<(Blockers, Describer), DumpError> {
     let tree = tree(root);
     let mut describer = Describer::new(tree.iter().copied());
     let mut out = Blockers::default();
-    let owned = crate::container::root_namespaces(root);
+    let mut owned = crate::container::root_namespaces(root);
     if owned.is_some() {
         crate::container::record(root, &mut out);
+    } else if let Some(o) = crate::container::in_ckpt_pidns(root) {
+        crate::container::ckpt_pidns_blockers(root, &mut out);
+        owned = Some(o);
     }
     for &pid in &tree {
         let below = pid != root;

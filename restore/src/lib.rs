@@ -98,6 +98,18 @@ pub fn restore_with_progress(
     let dir = ImageDir::open_deferring_pages(&opts.dir)?;
     let chain = chain::open(&dir, opts.lazy)?;
     let inv = dir.inventory();
+    // A tree dumped inside a ckpt-init's pid namespace has only the pids it had there.
+    let forced;
+    let opts = if inv.new_pidns && !opts.new_pidns {
+        tracing::info!("dumped inside a pid namespace of ckpt's: restored into a new one");
+        forced = RestoreOptions {
+            new_pidns: true,
+            ..opts.clone()
+        };
+        &forced
+    } else {
+        opts
+    };
     image::check_tree(&dir)?;
     let tree = tree::plan(
         inv,

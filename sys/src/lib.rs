@@ -25,6 +25,7 @@ pub mod socket;
 pub mod testhold;
 pub mod track;
 pub mod uffd;
+pub mod unix;
 
 pub use error::{Error, Result};
 pub use nix::unistd::Pid;

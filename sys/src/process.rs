@@ -37,6 +37,17 @@ pub fn fork_with_pid(want: Pid) -> Result<Forked> {
     clone_with_pid(want, false)
 }
 
+/// [`fork_with_pid`], the child sharing the caller's fd table (CLONE_FILES): what it opens
+/// or closes, the caller has or has not.
+pub fn fork_with_pid_sharing_files(want: Pid) -> Result<Forked> {
+    fork3(
+        libc::CLONE_FILES as u64,
+        libc::SIGCHLD as u64,
+        &[want.as_raw()],
+    )
+    .map_err(|e| Error::sys(format!("clone3 with pid {want}"), e))
+}
+
 /// [`fork_with_pid`], but the child is the caller's sibling (CLONE_PARENT): its parent is
 /// the caller's, its session and process group still the caller's. Its exit signal is
 /// the caller's own (the kernel's rule for CLONE_PARENT).
