@@ -115,6 +115,7 @@ fn key_file(env: &Env, name: &str) -> PathBuf {
 /// `ckpt haul serve` in the destination's namespace (optionally under `wrap`, a shell
 /// script ending in `exec "$@"`), with its stdout and stderr in files.
 struct Server {
+    addr: &'static str,
     pid: i32,
     port: u16,
     err: PathBuf,
@@ -122,12 +123,14 @@ struct Server {
 
 impl Server {
     fn start(env: &Env, hosts: &Hosts, key: &Path, hold: Option<&Hold>) -> Server {
-        Self::start_wrapped(env, hosts, key, hold, None, &env.subdir("serve"))
+        let dir = env.subdir("serve");
+        Self::start_wrapped(env, (&hosts.dst, DST_ADDR), key, hold, None, &dir)
     }
 
+    /// At `(namespace, address)`.
     fn start_wrapped(
         env: &Env,
-        hosts: &Hosts,
+        (ns, addr): (&str, &'static str),
         key: &Path,
         hold: Option<&Hold>,
         wrap: Option<&str>,
@@ -137,18 +140,12 @@ impl Server {
         let out = env.path().join(format!("serve-{n}.out"));
         let err = env.path().join(format!("serve-{n}.err"));
         let mut cmd = Command::new("nsenter");
-        cmd.arg(Hosts::net(&hosts.dst)).arg("--");
+        cmd.arg(Hosts::net(ns)).arg("--");
         if let Some(script) = wrap {
             cmd.args(["unshare", "-m", "sh", "-c", script, "sh"]);
         }
         cmd.arg(CKPT)
-            .args([
-                "haul",
-                "serve",
-                "--listen",
-                &format!("{DST_ADDR}:0"),
-                "--dir",
-            ])
+            .args(["haul", "serve", "--listen", &format!("{addr}:0"), "--dir"])
             .arg(dir)
             .arg("--key-file")
             .arg(key)
@@ -183,11 +180,16 @@ impl Server {
             );
             sleep(Duration::from_millis(10));
         };
-        Server { pid, port, err }
+        Server {
+            addr,
+            pid,
+            port,
+            err,
+        }
     }
 
     fn to(&self) -> String {
-        format!("{DST_ADDR}:{}", self.port)
+        format!("{}:{}", self.addr, self.port)
     }
 
     fn log(&self) -> String {
@@ -277,7 +279,7 @@ impl Scene {
     fn migrate_bg(&self, extra: &[&str], hold: Option<&Hold>) -> Bg {
         migrate_bg(
             &self.env,
-            &self.hosts,
+            &self.hosts.src,
             self.w.pid,
             &self.server.to(),
             &self.key,
@@ -292,7 +294,7 @@ type Bg = (std::process::Child, Vec<OsString>, PathBuf, PathBuf);
 /// `ckpt migrate -t PID --to ... EXTRA` in the source's namespace, in the background.
 fn migrate_bg(
     env: &Env,
-    hosts: &Hosts,
+    ns: &str,
     pid: i32,
     to: &str,
     key: &Path,
@@ -317,10 +319,7 @@ fn migrate_bg(
     ];
     args.extend(extra.iter().map(OsString::from));
     let mut cmd = Command::new("nsenter");
-    cmd.arg(Hosts::net(&hosts.src))
-        .arg("--")
-        .arg(CKPT)
-        .args(&args);
+    cmd.arg(Hosts::net(ns)).arg("--").arg(CKPT).args(&args);
     if let Some(h) = hold {
         cmd.env("CKPT_TEST_HOLD", h.var());
     }
@@ -354,7 +353,7 @@ fn finish(env: &Env, (mut child, args, out, err): Bg) -> CkptOutput {
 }
 
 fn migrate(env: &Env, hosts: &Hosts, pid: i32, to: &str, key: &Path, extra: &[&str]) -> CkptOutput {
-    finish(env, migrate_bg(env, hosts, pid, to, key, extra, None))
+    finish(env, migrate_bg(env, &hosts.src, pid, to, key, extra, None))
 }
 
 fn ppid(pid: i32) -> i32 {
@@ -529,7 +528,7 @@ fn a_failed_restore_at_the_destination_leaves_the_workload_running() {
     );
     let server = Server::start_wrapped(
         &env,
-        &hosts,
+        (&hosts.dst, DST_ADDR),
         &key,
         None,
         Some(&script),
@@ -564,7 +563,11 @@ fn pre_copy_moves_a_busy_workload_and_every_page_arrives() {
     assert!(report["pre_copy_end"].is_string());
     // Each pre-copy round says what sending it again would take; from the second on, the
     // tree's write rate.
-    for (i, r) in rounds.iter().filter(|r| r["kind"] == "pre-copy").enumerate() {
+    for (i, r) in rounds
+        .iter()
+        .filter(|r| r["kind"] == "pre-copy")
+        .enumerate()
+    {
         assert!(r["est_send_ms"].is_number(), "{r}");
         assert_eq!(r["dirty_mb_s"].is_number(), i > 0, "{r}");
     }
@@ -606,7 +609,7 @@ fn two_migrations_at_once_each_in_its_own_directory() {
     hold.reached();
     let second = migrate_bg(
         &s.env,
-        &s.hosts,
+        &s.hosts.src,
         w2.pid,
         &s.server.to(),
         &s.key,
@@ -630,4 +633,59 @@ fn two_migrations_at_once_each_in_its_own_directory() {
     assert_moved(&s.env, &mut w2, &r2);
     let logged = s.server.wait_log("restored, running");
     assert_eq!(logged.len(), 2, "{}", s.server.log());
+}
+
+/// Back and forth three times: to the destination, back to the source (a server there),
+/// and again; each copy (in a pid namespace of the restore's) is dumped by its outer pid
+/// and passes its check with the next count.
+#[test]
+fn three_migrations_back_and_forth() {
+    let (mut s, _) = Scene::new("32", None);
+    let back_dir = s.env.subdir("serve-back");
+    let back = Server::start_wrapped(
+        &s.env,
+        (&s.hosts.src, SRC_ADDR),
+        &s.key,
+        None,
+        None,
+        &back_dir,
+    );
+    for (i, (from, to)) in [
+        (&s.hosts.src, s.server.to()),
+        (&s.hosts.dst, back.to()),
+        (&s.hosts.src, s.server.to()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let old_init = (i > 0).then(|| ppid(s.w.pid));
+        let bg = migrate_bg(&s.env, from, s.w.pid, &to, &s.key, &["--json"], None);
+        let out = finish(&s.env, bg).ok();
+        let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let new_pid = report["new_pid"].as_i64().unwrap() as i32;
+        if i == 0 {
+            assert_moved(&s.env, &mut s.w, &report);
+        } else {
+            // The copy before was under an init of a restore (ours to reap): it ends with
+            // its only process.
+            let old = s.w.pid;
+            for p in [old, old_init.unwrap()] {
+                let start = Instant::now();
+                while exists(p) && start.elapsed() < LINE_TIMEOUT {
+                    let _ = reap(p, Duration::from_millis(50));
+                }
+                assert!(
+                    !exists(p),
+                    "pid {p} still there after the migration of {old}"
+                );
+                s.env.untrack(p);
+            }
+            s.env.track(ppid(new_pid));
+            s.env.track(new_pid);
+            assert_running_untraced(new_pid);
+            s.w.pid = new_pid;
+            s.env.check(&mut s.w);
+        }
+    }
+    assert_eq!(s.w.passes, 4);
 }
