@@ -32,6 +32,7 @@ mod describe;
 mod fdtable;
 mod files;
 mod freezer;
+pub mod hooks;
 pub mod known_state;
 mod locks;
 mod mm;
@@ -158,6 +159,7 @@ pub fn dump_with_progress(
     // only during the seize, on its own then): a refusal touches nothing.
     let parent_image = track::prepare(opts)?;
     let (identity, mut describer) = validate::before_seize(pid)?;
+    hooks::run(hooks::Stage::PreDump)?;
     // What a process's copy can hold: its anonymous and shared memory (file pages are
     // not stored unless copied-on-write, and then they count as anonymous).
     let copied = |s: &proc::Status| (s.rssanon.unwrap_or(0) + s.rssshmem.unwrap_or(0)) * 1024;
@@ -198,6 +200,12 @@ pub fn dump_with_progress(
         ms = ms(t_seize),
         "seized"
     );
+    // As CRIU: the network is locked while the tree is stopped when it has a net namespace
+    // of its own or connections are taken along; unlocked again if it runs on.
+    let net_locked = hooks::installed() && (opts.tcp_established || hooks::own_net_namespace(pid));
+    if net_locked {
+        hooks::run(hooks::Stage::NetworkLock)?;
+    }
     abort::phase("collecting its state");
     ckpt_sys::testhold::hold("seized", &|| false);
     abort::check()?;
@@ -386,6 +394,7 @@ pub fn dump_with_progress(
     abort::check()?;
     sink.finish(inventory)?;
     tracing::debug!(ms = ms(t), "images written");
+    hooks::run(hooks::Stage::PostDump)?;
     // The images are complete: from here a failure no longer undoes the dump.
     if let Some(tree) = tree.take() {
         let t = Instant::now();
@@ -403,6 +412,9 @@ pub fn dump_with_progress(
             track::forget(&armed);
         }
         tracing::debug!(ms = ms(t), leave_running = opts.leave_running, "released");
+        if net_locked && opts.leave_running {
+            hooks::run(hooks::Stage::NetworkUnlock)?;
+        }
         stats.frozen_ms = ms(t_seize);
     }
     stats.total_ms = ms(t0);

@@ -14,6 +14,7 @@ mod container;
 mod cow;
 mod fdtable;
 mod fill;
+pub mod hooks;
 mod image;
 mod lazy;
 mod locks;
@@ -253,6 +254,7 @@ pub fn restore_with_progress(
         "images verified and loaded"
     );
 
+    hooks::run(hooks::Stage::PreRestore)?;
     // From here any error kills everything the restore created (rollback.rs).
     let rollback = rollback::Rollback::arm()?;
     debug!(pid, "forking the seeds");
@@ -326,6 +328,8 @@ pub fn restore_with_progress(
         _ => inv.pids.iter().map(|&p| Pid::from_raw(p)).collect(),
     };
     let child = child.unwrap_or(pids[0]);
+    hooks::run(hooks::Stage::SetupNamespaces(child.as_raw()))?;
+    hooks::run(hooks::Stage::PostSetupNamespaces)?;
     let source = fill::Source {
         reader: &pages,
         map: &map,
@@ -351,6 +355,7 @@ pub fn restore_with_progress(
             debug!(pid, ms = ckpt_images::units::ms(t), "verified");
         }
         write_pidfile(opts, child.as_raw())?;
+        hooks::before_resume(child.as_raw())?;
         if let Some(c) = &inv.container {
             container::before_release(c, child)?;
         }
@@ -374,6 +379,7 @@ pub fn restore_with_progress(
             progress,
             verify: opts.verify,
             before_release: &|| {
+                hooks::before_resume(pids[0].as_raw())?;
                 if let Some(c) = &inv.container {
                     container::before_release(c, pids[0])?;
                 }
@@ -388,6 +394,11 @@ pub fn restore_with_progress(
         init.release()?;
     }
     rollback.disarm();
+    // The tree runs: a failed post-resume can no longer undo the restore (CRIU only
+    // reports it too).
+    if let Err(e) = hooks::run(hooks::Stage::PostResume) {
+        tracing::error!("{e}");
+    }
     // Released: from here SIGINT/SIGTERM/SIGHUP act as they always did (ckpt armed them).
     ckpt_sys::abort::disarm();
     info!(

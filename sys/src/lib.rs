@@ -18,6 +18,7 @@ pub mod proc;
 pub mod process;
 pub mod ptrace;
 pub mod regs;
+pub mod seqpacket;
 pub mod socket;
 pub mod testhold;
 pub mod track;
