@@ -110,6 +110,11 @@ enum Cmd {
         /// those pids are taken here); the pidfile gets the root's pid outside it.
         #[arg(long)]
         new_pidns: bool,
+        /// A container's external mount KEY (the host path it was bound from, as the
+        /// image names it) is found at PATH here; by default at KEY itself. CRIU's
+        /// spelling; repeatable.
+        #[arg(long = "ext-mount-map", value_name = "KEY:PATH", value_parser = parse_ext_mount)]
+        ext_mount_map: Vec<(String, String)>,
     },
     /// Summarise an image directory (processes, memory, fds, files, checksums), print it
     /// whole as JSON (--json), or compare two directories (--diff A B).
@@ -339,6 +344,7 @@ fn run(cli: Cli) -> Result<i32> {
             no_verify,
             inherit_fd,
             new_pidns,
+            ext_mount_map,
         } => {
             let opts = ckpt_restore::RestoreOptions {
                 dir: dir.clone(),
@@ -348,6 +354,7 @@ fn run(cli: Cli) -> Result<i32> {
                 verify: !no_verify,
                 inherit_fds: inherit_fd,
                 new_pidns,
+                ext_mount_map,
             };
             // Until the process is released (restore disarms then): abort in order, the
             // half-built process killed and reaped.
@@ -458,6 +465,13 @@ fn emit_bytes(bytes: &[u8]) -> Result<()> {
 }
 
 /// `fd[N]:KEY` of `--inherit-fd`.
+fn parse_ext_mount(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((k, p)) if k.starts_with('/') && p.starts_with('/') => Ok((k.into(), p.into())),
+        _ => Err(format!("{s:?}: want KEY:PATH, both absolute paths")),
+    }
+}
+
 fn parse_inherit_fd(s: &str) -> Result<(i32, String), String> {
     let bad = || format!("{s:?}: expected fd[N]:KEY, e.g. fd[3]:pipe:[1234]");
     let rest = s.strip_prefix("fd[").ok_or_else(bad)?;

@@ -15,6 +15,8 @@ pub enum CriuError {
     Restore(#[from] ckpt_restore::RestoreError),
     #[error(transparent)]
     Sys(#[from] ckpt_sys::Error),
+    #[error(transparent)]
+    Image(#[from] ckpt_images::ImageError),
 }
 
 impl CriuError {

@@ -2,7 +2,7 @@
 //! own terms.
 
 use crate::error::{invalid, unsupported, CriuError};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tracing::info;
 
 /// ckpt's own image inside a CRIU images directory. That directory also holds what the
@@ -78,22 +78,11 @@ pub fn dump(d: &Dump) -> Result<(), CriuError> {
 
 /// The restored root's pid once it runs (detached), or how the tree ended (foreground).
 pub fn restore(r: &Restore) -> Result<ckpt_restore::Outcome, CriuError> {
-    if let Some(root) = r.root.as_deref().filter(|&p| p != "/") {
-        return Err(unsupported(format!(
-            "root {root}: restoring into another root directory (a container's rootfs) is \
-             not supported yet"
-        )));
-    }
     if r.sibling {
         return Err(unsupported(
             "restore-sibling (rst_sibling): the restored root as a child of the caller is not \
              supported yet",
         ));
-    }
-    for (key, val) in &r.ext_mnt {
-        // ckpt's images record no mount but a container's /proc yet, so no key names a
-        // mount of the image: ignored, as CRIU ignores a key it has no mount for.
-        info!(key, val, "external mount named");
     }
     let dir = r.images.join(SUBDIR);
     if !dir.is_dir() {
@@ -102,6 +91,7 @@ pub fn restore(r: &Restore) -> Result<ckpt_restore::Outcome, CriuError> {
             r.images.display()
         )));
     }
+    let ext_mount_map = mount_map(&dir, r)?;
     let opts = ckpt_restore::RestoreOptions {
         dir,
         detach: r.detach,
@@ -110,6 +100,46 @@ pub fn restore(r: &Restore) -> Result<ckpt_restore::Outcome, CriuError> {
         verify: true,
         inherit_fds: r.inherit_fds.clone(),
         new_pidns: false,
+        ext_mount_map,
     };
     Ok(ckpt_restore::restore(&opts)?)
+}
+
+/// ckpt's `--ext-mount-map` for a CRIU restore. A container's binds of host paths are
+/// named in ckpt's image by the host path they had; CRIU's callers name them by where
+/// they are mounted in the container (runc: mount point -> host path now) or by the name
+/// given at dump: either is mapped to ckpt's name. A key naming no external mount of the
+/// image is ignored, as CRIU does (runc names every device node). `root` (CRIU's --root,
+/// runc's bind of the rootfs) is where the container's `/` mount comes from.
+fn mount_map(dir: &Path, r: &Restore) -> Result<Vec<(String, String)>, CriuError> {
+    let image = ckpt_images::ImageDir::open_unverified(dir)?;
+    let external: Vec<(String, String)> = image
+        .inventory()
+        .container
+        .as_ref()
+        .map(|c| {
+            c.mounts
+                .iter()
+                .filter(|m| m.kind == ckpt_images::pb::MountKind::MountExternal as i32)
+                .map(|m| (m.mountpoint.clone(), m.external.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut map = Vec::new();
+    for (key, val) in &r.ext_mnt {
+        match external.iter().find(|(at, name)| at == key || name == key) {
+            Some((_, name)) => map.push((name.clone(), val.clone())),
+            None => info!(key, val, "external mount named: no such mount in the image"),
+        }
+    }
+    if let Some(root) = r.root.as_deref().filter(|&p| p != "/") {
+        let Some((_, name)) = external.iter().find(|(at, _)| at == "/") else {
+            return Err(unsupported(format!(
+                "root {root}: the image has no root mount of its own to restore from there"
+            )));
+        };
+        map.retain(|(n, _)| n != name);
+        map.push((name.clone(), root.to_string()));
+    }
+    Ok(map)
 }

@@ -3,8 +3,7 @@
 //! that namespace sees them (NSpid, NSpgid, NSsid), the hostname and domain name of its
 //! uts namespace, and which namespaces it owns; what it cannot restore yet is refused by
 //! name: a user, cgroup or time namespace of its own, a net namespace with more than a
-//! loopback (127.0.0.1, ::1), mounts other than a copy of
-//! ckpt's with the container's /proc over /proc, SysV IPC objects, processes of the tree
+//! loopback (127.0.0.1, ::1), mounts `mounts.rs` cannot record, SysV IPC objects, processes of the tree
 //! in namespaces other than the root's.
 
 use crate::blockers::Blockers;
@@ -177,7 +176,7 @@ pub fn record(root: Pid, out: &mut Blockers) -> pb::Container {
         ipc_blockers(root, out);
     }
     if flags & libc::CLONE_NEWNS as u64 != 0 {
-        mount_blockers(root, out);
+        c.mounts = crate::mounts::record(root, out);
     }
     if flags & libc::CLONE_NEWNET as u64 != 0 {
         c.loopback_up = loopback(root, out);
@@ -223,7 +222,9 @@ fn loopback(root: Pid, out: &mut Blockers) -> bool {
 }
 
 /// SysV IPC objects of the container's ipc namespace (/proc/sysvipc/* read from inside
-/// it): not restored yet, each refused by name.
+/// it) and its POSIX message queues (held open or not: `ckpt_sys::mqueue` lists them
+/// from a detached mount of the namespace's mqueue filesystem): not restored yet, each
+/// refused by name.
 fn ipc_blockers(root: Pid, out: &mut Blockers) {
     let read = ns::in_namespace_of(root, "ipc", || {
         ["shm", "sem", "msg"].map(|k| {
@@ -237,6 +238,21 @@ fn ipc_blockers(root: Pid, out: &mut Blockers) {
         Ok(t) => t,
         Err(e) => return out.push(root, "ipc namespace", e.to_string()),
     };
+    match ns::in_namespace_of(root, "ipc", ckpt_sys::mqueue::list) {
+        Ok(Ok(queues)) => {
+            for q in queues {
+                out.push(
+                    root,
+                    format!(
+                        "POSIX message queue /{} ({} messages, its ipc namespace)",
+                        q.name, q.curmsgs
+                    ),
+                    "message queues of a container are not restored yet",
+                );
+            }
+        }
+        Ok(Err(e)) | Err(e) => out.push(root, "ipc namespace's message queues", e.to_string()),
+    }
     for (kind, text) in tables {
         for l in text.lines().skip(1) {
             let f: Vec<&str> = l.split_whitespace().collect();
@@ -252,64 +268,5 @@ fn ipc_blockers(root: Pid, out: &mut Blockers) {
                 "SysV IPC objects of a container are not restored yet",
             );
         }
-    }
-}
-
-/// (root, mount point, fs type, source) of every mount in /proc/PID/mountinfo.
-fn mounts(pid: Pid) -> Vec<(String, String, String, String)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let (a, b) = l.split_once(" - ")?;
-            let a: Vec<&str> = a.split_whitespace().collect();
-            let b: Vec<&str> = b.split_whitespace().collect();
-            Some((
-                a.get(3)?.to_string(),
-                a.get(4)?.to_string(),
-                b.first()?.to_string(),
-                b.get(1)?.to_string(),
-            ))
-        })
-        .collect()
-}
-
-/// The container's mounts must be ckpt's (a copy: the restore makes a copy again) plus
-/// one proc over /proc; anything else is refused by name.
-fn mount_blockers(root: Pid, out: &mut Blockers) {
-    let mut host = mounts(nix::unistd::getpid());
-    let mut extra = Vec::new();
-    for m in mounts(root) {
-        match host.iter().position(|h| *h == m) {
-            Some(i) => {
-                host.remove(i);
-            }
-            None => extra.push(m),
-        }
-    }
-    let mut own_proc = false;
-    for (_, at, fs, src) in extra {
-        if at == "/proc" && fs == "proc" && !own_proc {
-            own_proc = true;
-            continue;
-        }
-        out.push(
-            root,
-            format!("mount {at} ({fs} {src}) in its mount namespace"),
-            "mounts of a container other than its /proc are not restored yet",
-        );
-    }
-    if !own_proc {
-        out.push(
-            root,
-            "its mount namespace",
-            "no proc of its own on /proc: not restored yet",
-        );
-    }
-    for (_, at, fs, src) in host {
-        out.push(
-            root,
-            format!("mount {at} ({fs} {src}) missing from its mount namespace"),
-            "a container without one of ckpt's mounts is not restored yet",
-        );
     }
 }

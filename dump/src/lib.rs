@@ -24,6 +24,7 @@
 //!   `--track-mem`): the tracker injected into each process, the pages taken from the
 //!   previous image.
 
+mod background;
 mod blockers;
 mod container;
 mod cores;
@@ -36,6 +37,7 @@ pub mod hooks;
 pub mod known_state;
 mod locks;
 mod mm;
+mod mounts;
 mod net;
 mod ns;
 mod pages;
@@ -95,7 +97,8 @@ pub struct DumpStats {
     /// Pages written to pages-1.img.
     pub pages: u64,
     pub bytes: u64,
-    /// From the seize to the end of the release: how long the task did not run.
+    /// From the seize to the release (the last detach, or the last SIGKILL sent): how long
+    /// the tree waited, stopped. The teardown of a killed tree is not in it.
     pub frozen_ms: f64,
     /// Time spent copying memory.
     pub memory_ms: f64,
@@ -123,7 +126,7 @@ pub(crate) fn refuse(msg: impl Into<String>) -> DumpError {
     DumpError::Refused(msg.into())
 }
 
-pub(crate) use ckpt_images::units::ms;
+pub(crate) use ckpt_images::units::{ms, ms_between};
 
 /// Everything that keeps the tree of `pid` from being dumped (empty: dumpable), found
 /// without stopping or touching any process of it: the same checks a dump makes first.
@@ -260,6 +263,7 @@ pub fn dump_with_progress(
             let mut refused = blockers::Blockers::default();
             let record = container::record(pid, &mut refused);
             refused.refuse_if_any(pid)?;
+            mounts::write_files(pid, &record.mounts, &mut sink)?;
             let map = container::PidMap::of(tree.live.iter().map(|m| m.task.pid()))?;
             for n in &mut tree.nodes {
                 container::node_inner(n, &map)?;
@@ -365,9 +369,10 @@ pub fn dump_with_progress(
         // is copied while the tree runs on.
         let t_rel = Instant::now();
         shared.files.net.finish(false)?;
-        release(tree.take().expect("released once"), true)?;
-        stats.frozen_ms = ms(t_seize);
+        let thawed = release(tree.take().expect("released once"), true)?;
+        stats.frozen_ms = ms_between(t_seize, thawed);
         tracing::debug!(ms = ms(t_rel), "released to run during the copy");
+        let _background = background::Background::enter();
         for (pid, raw, runs) in deferred {
             abort::phase("copying memory");
             abort::check()?;
@@ -402,20 +407,21 @@ pub fn dump_with_progress(
         // mode fails); a killed one closes them in repair mode (silently), lock kept.
         // (`shared`, declared after the tree, is dropped before it on an error: connections
         // are switched back and unlocked while their processes are still stopped.)
-        if opts.leave_running {
+        let thawed = if opts.leave_running {
             shared.files.net.finish(false)?;
-            release(tree, true)?;
+            release(tree, true)?
         } else {
             let released = release(tree, false);
             shared.files.net.finish(true)?;
-            released?;
+            let thawed = released?;
             track::forget(&armed);
-        }
+            thawed
+        };
         tracing::debug!(ms = ms(t), leave_running = opts.leave_running, "released");
         if net_locked && opts.leave_running {
             hooks::run(hooks::Stage::NetworkUnlock)?;
         }
-        stats.frozen_ms = ms(t_seize);
+        stats.frozen_ms = ms_between(t_seize, thawed);
     }
     stats.total_ms = ms(t0);
     tracing::info!(
@@ -433,38 +439,46 @@ pub fn dump_with_progress(
 }
 
 /// Lets the whole tree run on (`--leave-running`), or kills it: every task first, then
-/// waits for each, so they die in parallel.
-fn release(tree: tree::Tree, leave_running: bool) -> Result<(), DumpError> {
+/// waits for each, so they die in parallel. Returns when the tree stopped being frozen:
+/// once every task is detached, or once every SIGKILL is sent (the teardown after it,
+/// the kernel freeing the memory, is no longer time the workload waits).
+fn release(tree: tree::Tree, leave_running: bool) -> Result<Instant, DumpError> {
     let _finish = abort::Shield::new();
     let mut first_err = None;
+    let thawed;
     if leave_running {
         for m in tree.live.into_iter().rev() {
             if let Err(e) = m.task.release_running() {
                 first_err.get_or_insert(e);
             }
         }
+        thawed = Instant::now();
     } else {
         let mut dying = Vec::with_capacity(tree.live.len());
         for mut m in tree.live {
-            match m.task.kill_now(m.id.pidfd()) {
-                Ok(()) => dying.push(m.task),
+            match m.task.kill_now() {
+                Ok(()) => dying.push(m),
                 Err(e) => {
                     first_err.get_or_insert(e);
                 }
             }
         }
+        thawed = Instant::now();
+        for m in &dying {
+            m.task.release_memory(m.id.pidfd());
+        }
         // Children first: a container's init, dying, waits in the kernel until every
         // other task of its pid namespace is reaped, and those are ours to reap (we
         // trace them).
-        for t in dying.into_iter().rev() {
-            if let Err(e) = t.wait_dead() {
+        for m in dying.into_iter().rev() {
+            if let Err(e) = m.task.wait_dead() {
                 first_err.get_or_insert(e);
             }
         }
     }
     match first_err {
         Some(e) => Err(e),
-        None => Ok(()),
+        None => Ok(thawed),
     }
 }
 
@@ -661,6 +675,7 @@ fn process(
     abort::check()?;
     let mut process_core = cores::process(pid, &stat, &status, &injected, threads.len())?;
     process_core.seccomp_filters = seccomp.filters;
+    process_core.stop_signal = task.stop_signal;
     let mut thread_cores = cores::thread_records(threads, &injected)?;
     container::core_inner(&mut process_core, &mut thread_cores, &dedup.tree.pids);
     let mut w = sink.records(&names::core(raw), Kind::Core)?;

@@ -47,7 +47,7 @@ const OFF_ALTSTACK: u64 = 2056; // stack_t: 24 bytes
 const OFF_ITIMERS: u64 = 2080; // 3 x struct itimerval (32 bytes)
 const OFF_TASK_STATE: u64 = 2176; // task_state::SCRATCH_LEN bytes
 const OFF_TIMERS: u64 = 2304; // the rest: struct itimerspec per POSIX timer
-                              // The other threads' answers (32 bytes), read back after each thread: the timers'
+                              // The other threads' answers (36 bytes), read back after each thread: the timers'
                               // results were read before.
 const OFF_THREAD: u64 = 3072;
 
@@ -308,6 +308,7 @@ pub fn collect(
     if tracker {
         inj.tracker_fd = Some(inject_tracker(&mut remote)?);
     }
+    vma_numa_policies(&mut remote, batch.then_some(scratch), data, maps)?;
 
     let (threads, thread_calls) = crate::threads::query(task, insn, data + OFF_THREAD)?;
     inj.threads = threads;
@@ -325,6 +326,50 @@ pub fn collect(
     task.unblock_signals()?;
     inj.calls = remote.calls + thread_calls;
     Ok(inj)
+}
+
+/// A NUMA policy set on a range (mbind, or on shared memory) is not restored: every
+/// mapping is asked (get_mempolicy with MPOL_F_ADDR, in batches whose answers fill the
+/// data page), and one whose policy is not the default is refused. The task's own policy,
+/// which an address without one of its own reports, was checked to be the default first.
+fn vma_numa_policies(
+    remote: &mut Remote,
+    code: Option<u64>,
+    data: u64,
+    maps: &[Mapping],
+) -> Result<(), DumpError> {
+    const MPOL_F_ADDR: u64 = 2;
+    let pid = remote.pid();
+    let user: Vec<&Mapping> = maps.iter().filter(|m| m.start < TASK_SIZE).collect();
+    for chunk in user.chunks(TABLE_ENTRIES.min((PAGE / 4) as usize)) {
+        let calls: Vec<Call> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                Call::new(
+                    libc::SYS_get_mempolicy,
+                    &[data + 4 * i as u64, 0, 0, m.start, MPOL_F_ADDR],
+                )
+            })
+            .collect();
+        let results = match code {
+            Some(code) => remote.batch(code, code + TABLE, &calls)?,
+            None => remote.each(&calls)?,
+        };
+        let mut modes = vec![0u8; 4 * chunk.len()];
+        mem::read(pid, data, &mut modes)?;
+        for ((m, r), mode) in chunk.iter().zip(results).zip(modes.chunks_exact(4)) {
+            let mode = i32::from_le_bytes(mode.try_into().expect("4 bytes"));
+            if r == 0 && mode != 0 {
+                return Err(refuse(format!(
+                    "pid {pid}: mapping {:#x}-{:#x} {} has a NUMA memory policy of its own \
+                     (mbind) of mode {mode:#x}; restoring it is not supported yet",
+                    m.start, m.end, m.name
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A userfaultfd created in the task (it binds to the caller's address space), moved high

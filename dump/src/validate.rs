@@ -222,11 +222,11 @@ fn process_blockers(
             "already traced by another process",
         );
     }
-    if stat.state == 'T' || stat.state == 't' {
+    if stat.state == 't' {
         out.push(
             pid,
             format!("state {}", stat.state),
-            "stopped processes are not supported yet",
+            "in a tracing stop (traced by another process)",
         );
     }
     let maps = proc::read_bytes(&format!("/proc/{pid}/maps")).map_err(gone)?;

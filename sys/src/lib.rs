@@ -10,6 +10,8 @@ pub mod error;
 pub mod inject;
 pub mod kstate;
 pub mod mem;
+pub mod mounts;
+pub mod mqueue;
 pub mod nft;
 pub mod ns;
 pub mod pipe;

@@ -427,6 +427,31 @@ pub fn get_nice(pid: Pid) -> Result<i32> {
     Ok(r)
 }
 
+/// ioprio_get(IOPRIO_WHO_PROCESS, tid): a thread's I/O class and level (class << 13 |
+/// level; 0 when never set: the class then follows the nice value).
+pub fn get_ioprio(tid: Pid) -> Result<u32> {
+    // SAFETY: ioprio_get takes no pointers.
+    let r = unsafe { libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, tid.as_raw()) };
+    Ok(Errno::result(r).ctx(|| format!("ioprio_get(thread {tid})"))? as u32)
+}
+
+/// ioprio_set(IOPRIO_WHO_PROCESS, tid, prio) of another thread (root may set any).
+pub fn set_ioprio(tid: Pid, prio: u32) -> Result<()> {
+    // SAFETY: ioprio_set takes no pointers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            tid.as_raw(),
+            prio as libc::c_int,
+        )
+    };
+    Errno::result(r).ctx(|| format!("ioprio_set(thread {tid}, {prio:#x})"))?;
+    Ok(())
+}
+
+const IOPRIO_WHO_PROCESS: libc::c_int = 1;
+
 /// setpriority(2) on the calling process.
 pub fn set_nice(nice: i32) -> Result<()> {
     // SAFETY: setpriority takes no pointers.

@@ -19,6 +19,12 @@
  *  - mdwe: PR_SET_MDWE (memory-deny-write-execute; ckpt refuses it, and cannot map its
  *    executable scratch area in such a process); checks PR_GET_MDWE. It cannot be undone:
  *    corruption is faked.
+ *  - coredump: writes 0x7b to /proc/self/coredump_filter; checks it reads 0000007b.
+ *  - ioprio: ioprio_set(IOPRIO_WHO_PROCESS, 0, best-effort level 5); checks ioprio_get.
+ *  - mempolicy: set_mempolicy(MPOL_PREFERRED, node 0) (which ckpt refuses); checks
+ *    get_mempolicy.
+ *  - mbind: a mapping with MPOL_PREFERRED node 0 of its own (refused); checks
+ *    get_mempolicy(MPOL_F_ADDR) on it.
  * Corruption (SIGTERM) undoes the state (membarrier: cannot unregister, faked).
  */
 #include "wl.h"
@@ -34,6 +40,11 @@
 #define SLACK 123456
 #define MB_REGS (4 | 16 | 64 | 256)
 
+#define COREDUMP_FILTER 0x7b
+#define IOPRIO ((2 << 13) | 5)
+#define MPOL_PREFERRED 1
+#define MPOL_F_ADDR 2
+
 static const char *mode;
 static uint8_t *S, *R, *N, *D, *A;
 static int named = 1;
@@ -44,6 +55,23 @@ static int read_loginuid(void)
 	if (wl_read_file("/proc/self/loginuid", b, sizeof(b) - 1) <= 0)
 		return -1;
 	return (int)strtoul(b, NULL, 10);
+}
+
+static int read_coredump_filter(void)
+{
+	char b[32] = { 0 };
+	if (wl_read_file("/proc/self/coredump_filter", b, sizeof(b) - 1) <= 0)
+		return -1;
+	return (int)strtoul(b, NULL, 16);
+}
+
+static int policy_at(void *addr)
+{
+	int pol = -1;
+	unsigned long nodes = 0;
+	if (syscall(SYS_get_mempolicy, &pol, &nodes, 64, addr, addr ? MPOL_F_ADDR : 0))
+		return -1;
+	return pol;
 }
 
 static int verify(void)
@@ -89,6 +117,17 @@ static int verify(void)
 	} else if (!strcmp(mode, "mdwe")) {
 		WL_CHECK(prctl(66 /* PR_GET_MDWE */, 0, 0, 0, 0) == 1, "PR_GET_MDWE %d",
 			 prctl(66, 0, 0, 0, 0));
+	} else if (!strcmp(mode, "coredump")) {
+		WL_CHECK(read_coredump_filter() == COREDUMP_FILTER, "coredump_filter %#x, want %#x",
+			 read_coredump_filter(), COREDUMP_FILTER);
+	} else if (!strcmp(mode, "ioprio")) {
+		long p = syscall(SYS_ioprio_get, 1, 0);
+		WL_CHECK(p == IOPRIO, "ioprio %#lx, want %#x", p, IOPRIO);
+	} else if (!strcmp(mode, "mempolicy")) {
+		WL_CHECK(policy_at(NULL) == MPOL_PREFERRED, "policy %d", policy_at(NULL));
+	} else if (!strcmp(mode, "mbind")) {
+		WL_CHECK(policy_at(S) == MPOL_PREFERRED, "policy of S %d", policy_at(S));
+		WL_CHECK(wl_cmp(S, NP * PAGE, 1) == (size_t)-1, "S data");
 	} else if (!strcmp(mode, "timerslack")) {
 		WL_CHECK(prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) == SLACK, "timer slack %d",
 			 prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0));
@@ -114,6 +153,15 @@ static void corrupt(void)
 		prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0);
 	} else if (!strcmp(mode, "pdeathsig")) {
 		prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
+	} else if (!strcmp(mode, "coredump")) {
+		int fd = open("/proc/self/coredump_filter", O_WRONLY);
+		if (fd < 0 || write(fd, "0x33", 4) != 4)
+			wl_die("write coredump_filter");
+		close(fd);
+	} else if (!strcmp(mode, "ioprio")) {
+		syscall(SYS_ioprio_set, 1, 0, 0);
+	} else if (!strcmp(mode, "mempolicy")) {
+		syscall(SYS_set_mempolicy, 0, NULL, 0);
 	} else {
 		wl_fail("corrupted on request");
 	}
@@ -171,6 +219,24 @@ int main(int argc, char **argv)
 	} else if (!strcmp(mode, "pdeathsig")) {
 		if (prctl(PR_SET_PDEATHSIG, SIGWINCH, 0, 0, 0))
 			wl_die("PR_SET_PDEATHSIG");
+	} else if (!strcmp(mode, "coredump")) {
+		int fd = open("/proc/self/coredump_filter", O_WRONLY);
+		if (fd < 0 || write(fd, "0x7b", 4) != 4)
+			wl_die("write coredump_filter");
+		close(fd);
+	} else if (!strcmp(mode, "ioprio")) {
+		if (syscall(SYS_ioprio_set, 1, 0, IOPRIO))
+			wl_die("ioprio_set");
+	} else if (!strcmp(mode, "mempolicy")) {
+		unsigned long node0 = 1;
+		if (syscall(SYS_set_mempolicy, MPOL_PREFERRED, &node0, 64))
+			wl_die("set_mempolicy");
+	} else if (!strcmp(mode, "mbind")) {
+		unsigned long node0 = 1;
+		S = map(MAP_PRIVATE, 0);
+		if (syscall(SYS_mbind, S, NP * PAGE, MPOL_PREFERRED, &node0, 64, 0))
+			wl_die("mbind");
+		wl_fill(S, NP * PAGE, 1);
 	} else if (!strcmp(mode, "mdwe")) {
 		if (prctl(65 /* PR_SET_MDWE */, 1 /* MDWE_REFUSE_EXEC_GAIN */, 0, 0, 0))
 			wl_die("PR_SET_MDWE");
