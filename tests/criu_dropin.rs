@@ -463,6 +463,37 @@ fn swrk_refusals_answer_with_errno_message_and_log_line_and_touch_nothing() {
 // ---------------------------------------------------------------------------------
 // runc
 
+/// A busybox root filesystem at `rootfs` (the static busybox and the applets the tests'
+/// scripts use).
+fn busybox_rootfs(rootfs: &Path) {
+    for d in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
+        fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    fs::copy(which("busybox"), rootfs.join("bin/busybox")).unwrap();
+    for applet in ["sh", "sleep", "cat", "echo", "mv"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+}
+
+/// Runs `cmd` (stdin /dev/null) to its end; its stdout and stderr go through files of the
+/// temp dir, not pipes: a container started with `run -d` keeps its runtime's stdio, and
+/// a pipe would never end.
+fn run_to_files(env: &Env, mut cmd: Command) -> std::process::Output {
+    let (out, err) = (env.path().join("cmd.out"), env.path().join("cmd.err"));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out).unwrap())
+        .stderr(fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let status = wait_child(&mut child, CKPT_TIMEOUT).expect("command did not exit");
+    std::process::Output {
+        status,
+        stdout: fs::read(&out).unwrap_or_default(),
+        stderr: fs::read(&err).unwrap_or_default(),
+    }
+}
+
 /// A runc container of the test's: a busybox rootfs built now, `runc spec` with a
 /// writable root and no terminal, running `args`; its state under the temp dir.
 struct Runc<'a> {
@@ -475,14 +506,7 @@ struct Runc<'a> {
 impl<'a> Runc<'a> {
     fn create(env: &'a Env, script: &str) -> Runc<'a> {
         let bundle = env.subdir("bundle");
-        let rootfs = bundle.join("rootfs");
-        for d in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
-            fs::create_dir_all(rootfs.join(d)).unwrap();
-        }
-        fs::copy(which("busybox"), rootfs.join("bin/busybox")).unwrap();
-        for applet in ["sh", "sleep", "cat", "echo", "mv"] {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-        }
+        busybox_rootfs(&bundle.join("rootfs"));
         let spec = Command::new("runc")
             .arg("spec")
             .current_dir(&bundle)
@@ -510,29 +534,12 @@ impl<'a> Runc<'a> {
         r
     }
 
-    /// `runc --root STATE args...`; its stdout and stderr go through files, not pipes: a
-    /// container started with `run -d` keeps runc's stdio, and a pipe would not end.
+    /// `runc --root STATE args...`.
     fn runc(&self, args: &[&str]) -> std::process::Output {
-        let (out, err) = (
-            self.env.path().join("runc.out"),
-            self.env.path().join("runc.err"),
-        );
-        let mut child = Command::new("runc")
-            .arg("--root")
-            .arg(&self.root)
-            .args(args)
-            .current_dir(&self.bundle)
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&out).unwrap())
-            .stderr(fs::File::create(&err).unwrap())
-            .spawn()
-            .unwrap();
-        let status = wait_child(&mut child, CKPT_TIMEOUT).expect("runc did not exit");
-        std::process::Output {
-            status,
-            stdout: fs::read(&out).unwrap_or_default(),
-            stderr: fs::read(&err).unwrap_or_default(),
-        }
+        let mut cmd = Command::new("runc");
+        cmd.arg("--root").arg(&self.root).args(args);
+        cmd.current_dir(&self.bundle);
+        run_to_files(self.env, cmd)
     }
 
     fn state(&self) -> String {
@@ -619,4 +626,126 @@ fn runc_checkpoint_of_a_container_ckpt_cannot_take_is_a_readable_runc_error() {
     // runc's own file is where it put it: ckpt's image would go to ckpt/ beside it.
     assert!(images.join("descriptors.json").is_file());
     assert!(!images.join("ckpt").exists());
+}
+
+// ---------------------------------------------------------------------------------
+// podman
+
+/// podman 4.3 with runc as its runtime, its storage (vfs: plain directories, no overlay
+/// mounts) and run state under the test's temp dir, `criu` found on PATH in the test's
+/// directory; the image imported from a busybox rootfs built now.
+struct Podman<'a> {
+    env: &'a Env,
+    path: String,
+    name: String,
+}
+
+impl<'a> Podman<'a> {
+    fn start(env: &'a Env, criu: &Path, script: &str) -> Podman<'a> {
+        let rootfs = env.subdir("pm-rootfs");
+        busybox_rootfs(&rootfs);
+        let tar = env.path().join("rootfs.tar");
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(&rootfs)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let p = Podman {
+            env,
+            path: format!(
+                "{}:{}",
+                criu.parent().unwrap().display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+            name: format!("ckpt-criu-{}", std::process::id()),
+        };
+        let out = p.podman(&["import", tar.to_str().unwrap(), "localhost/ckpt-bb:1"]);
+        assert!(out.status.success(), "podman import: {out:?}");
+        let out = p.podman(&[
+            "run",
+            "-d",
+            "--name",
+            &p.name.clone(),
+            "--network",
+            "none",
+            "localhost/ckpt-bb:1",
+            "/bin/sh",
+            "-c",
+            script,
+        ]);
+        assert!(out.status.success(), "podman run: {out:?}");
+        p
+    }
+
+    fn podman(&self, args: &[&str]) -> std::process::Output {
+        let base = self.env.path();
+        let mut cmd = Command::new("podman");
+        cmd.arg("--root").arg(base.join("pm-storage"));
+        cmd.arg("--runroot").arg(base.join("pm-run"));
+        cmd.args(["--storage-driver", "vfs", "--runtime", "runc"]);
+        cmd.args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"]);
+        cmd.args(args).env("PATH", &self.path);
+        run_to_files(self.env, cmd)
+    }
+
+    fn count(&self) -> u64 {
+        let start = Instant::now();
+        loop {
+            let out = self.podman(&["exec", &self.name, "cat", "/tmp/count"]);
+            if let Ok(n) = String::from_utf8_lossy(&out.stdout).trim().parse() {
+                return n;
+            }
+            assert!(start.elapsed() < LINE_TIMEOUT, "no count: {out:?}");
+            sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Podman<'_> {
+    fn drop(&mut self) {
+        let _ = self.podman(&["rm", "-f", "-t", "0", &self.name.clone()]);
+    }
+}
+
+#[test]
+fn podman_checkpoint_with_runc_through_ckpt_is_refused_readably() {
+    let env = Env::new();
+    let criu = criu_in_path(&env);
+    let pm = Podman::start(&env, &criu, COUNTING);
+    let before = pm.count();
+    let out = pm.podman(&["container", "checkpoint", &pm.name.clone()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    // podman checked the CRIU version through ckpt (else it would not have run runc),
+    // and runc's error names the log where ckpt's `Error` line says why.
+    assert!(
+        stderr.contains("criu failed: type DUMP errno 95"),
+        "{stderr}"
+    );
+    let log = stderr
+        .split("log file: ")
+        .nth(1)
+        .and_then(|s| s.split(['"', '\n']).next())
+        .map(|s| s.trim_end_matches('\\').to_string())
+        .unwrap_or_default();
+    let text = fs::read_to_string(&log).unwrap_or_else(|e| panic!("{log}: {e}\n{stderr}"));
+    let err = text
+        .lines()
+        .find(|l| l.starts_with("Error (ckpt):"))
+        .unwrap_or("");
+    assert!(err.contains("mount"), "{text}");
+    let st = pm.podman(&["inspect", "-f", "{{.State.Status}}", &pm.name.clone()]);
+    assert_eq!(String::from_utf8_lossy(&st.stdout).trim(), "running");
+    let start = Instant::now();
+    while pm.count() <= before {
+        assert!(
+            start.elapsed() < LINE_TIMEOUT,
+            "the container stopped counting"
+        );
+        sleep(Duration::from_millis(50));
+    }
 }
