@@ -355,6 +355,7 @@ fn run(cli: Cli) -> Result<i32> {
                 inherit_fds: inherit_fd,
                 new_pidns,
                 ext_mount_map,
+                sibling: false,
             };
             // Until the process is released (restore disarms then): abort in order, the
             // half-built process killed and reaped.

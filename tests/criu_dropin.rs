@@ -352,7 +352,7 @@ fn dump_opts(dir: &fs::File, pid: i32) -> CriuOpts {
 }
 
 #[test]
-fn swrk_dump_restore_three_cycles_with_notifications_in_criu_order() {
+fn swrk_dump_restore_three_cycles_as_siblings_with_notifications_in_criu_order() {
     let env = Env::new();
     let criu = criu_in_path(&env);
     let mut w = env.start("mem");
@@ -382,6 +382,8 @@ fn swrk_dump_restore_three_cycles_with_notifications_in_criu_order() {
             notify_scripts: Some(true),
             evasive_devices: Some(true),
             manage_cgroups: Some(true),
+            // As runc: the restored root a child of the client, which waits for it.
+            rst_sibling: Some(true),
             ..Default::default()
         };
         let (resp, seen) = s.call(&request(CriuReqType::Restore, Some(opts)), |_| true);
@@ -407,6 +409,11 @@ fn swrk_dump_restore_three_cycles_with_notifications_in_criu_order() {
             ]
         );
         assert_running_untraced(w.pid);
+        assert_eq!(
+            status_field(w.pid, "PPid"),
+            Some(std::process::id().to_string()),
+            "rst_sibling: the restored root is the client's child"
+        );
         env.check(&mut w);
     }
 }
@@ -748,4 +755,56 @@ fn podman_checkpoint_with_runc_through_ckpt_is_refused_readably() {
         );
         sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn a_sibling_restore_the_client_fails_leaves_nothing_behind() {
+    let env = Env::new();
+    let criu = criu_in_path(&env);
+    let mut w = env.start("mem");
+    let path = env.subdir("img");
+    let dir = fs::File::open(&path).unwrap();
+    let s = Swrk::start(&env, &criu);
+    let (resp, _) = s.call(
+        &request(CriuReqType::Dump, Some(dump_opts(&dir, w.pid))),
+        |_| true,
+    );
+    assert!(resp.success, "{resp:?}");
+    assert!(s.finish(&env).success());
+    env.reap_dumped(w.pid);
+    let opts = CriuOpts {
+        images_dir_fd: dir.as_raw_fd(),
+        log_file: Some("restore.log".into()),
+        notify_scripts: Some(true),
+        rst_sibling: Some(true),
+        ..Default::default()
+    };
+    // The root exists (our child) when setup-namespaces comes; failing it kills the root.
+    let s = Swrk::start(&env, &criu);
+    let (resp, seen) = s.call(
+        &request(CriuReqType::Restore, Some(opts.clone())),
+        |script| script != "setup-namespaces",
+    );
+    assert!(!resp.success);
+    assert_eq!(
+        seen,
+        [
+            "pre-restore 0".to_string(),
+            format!("setup-namespaces {}", w.pid)
+        ]
+    );
+    assert!(resp
+        .cr_errmsg
+        .unwrap_or_default()
+        .contains("setup-namespaces"));
+    assert!(!s.finish(&env).success());
+    env.assert_gone(w.pid);
+    // The image is intact: the next restore brings the workload back.
+    let s = Swrk::start(&env, &criu);
+    let (resp, _) = s.call(&request(CriuReqType::Restore, Some(opts)), |_| true);
+    assert!(resp.success, "{resp:?}");
+    assert!(s.finish(&env).success());
+    env.track(w.pid);
+    assert_running_untraced(w.pid);
+    env.check(&mut w);
 }

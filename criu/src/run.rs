@@ -78,12 +78,6 @@ pub fn dump(d: &Dump) -> Result<(), CriuError> {
 
 /// The restored root's pid once it runs (detached), or how the tree ended (foreground).
 pub fn restore(r: &Restore) -> Result<ckpt_restore::Outcome, CriuError> {
-    if r.sibling {
-        return Err(unsupported(
-            "restore-sibling (rst_sibling): the restored root as a child of the caller is not \
-             supported yet",
-        ));
-    }
     let dir = r.images.join(SUBDIR);
     if !dir.is_dir() {
         return Err(invalid(format!(
@@ -94,13 +88,15 @@ pub fn restore(r: &Restore) -> Result<ckpt_restore::Outcome, CriuError> {
     let ext_mount_map = mount_map(&dir, r)?;
     let opts = ckpt_restore::RestoreOptions {
         dir,
-        detach: r.detach,
+        // A sibling is its parent's to wait for: ckpt returns once it runs, as CRIU does.
+        detach: r.detach || r.sibling,
         pidfile: r.pidfile.clone(),
         lazy: false,
         verify: true,
         inherit_fds: r.inherit_fds.clone(),
         new_pidns: false,
         ext_mount_map,
+        sibling: r.sibling,
     };
     Ok(ckpt_restore::restore(&opts)?)
 }

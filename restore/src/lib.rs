@@ -63,6 +63,9 @@ pub struct RestoreOptions {
     pub new_pidns: bool,
     /// `--ext-mount-map KEY:PATH`: a container's external mount KEY is at PATH here.
     pub ext_mount_map: Vec<(String, String)>,
+    /// The root forked as ckpt's sibling (CLONE_PARENT): a child of whoever started ckpt,
+    /// which waits for it (CRIU's --restore-sibling, runc's rst_sibling). With `detach`.
+    pub sibling: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,9 +270,16 @@ pub fn restore_with_progress(
         "images verified and loaded"
     );
 
+    if opts.sibling && (!opts.detach || opts.new_pidns || inv.container.is_some()) {
+        return Err(RestoreError::Refused(
+            "the root as ckpt's sibling: only detached, and not yet for a new pid namespace \
+             or a container"
+                .into(),
+        ));
+    }
     hooks::run(hooks::Stage::PreRestore)?;
     // From here any error kills everything the restore created (rollback.rs).
-    let rollback = rollback::Rollback::arm()?;
+    let mut rollback = rollback::Rollback::arm()?;
     debug!(pid, "forking the seeds");
     let seeds = seed::Seeds {
         // The root seed's parent as it sees it: ckpt, the new namespace's init, or none
@@ -278,9 +288,12 @@ pub fn restore_with_progress(
             1
         } else if inv.container.is_some() {
             0
+        } else if opts.sibling {
+            nix::unistd::getppid().as_raw()
         } else {
             std::process::id() as i32
         },
+        sibling: opts.sibling,
         container: inv.container.as_ref(),
         mounts: mount_plan.as_ref(),
         tree: &tree,
@@ -313,7 +326,11 @@ pub fn restore_with_progress(
     } else {
         let child = seeds::fork_root(&seeds, err_w);
         fdtable::close_from_ckpt(&fds);
-        (Some(child?), None)
+        let child = child?;
+        if opts.sibling {
+            rollback.adopt(child);
+        }
+        (Some(child), None)
     };
     seeds::wait_ready(err_r, &inv.pids)?;
     ckpt_sys::testhold::hold("restore-seeds", &|| false);
