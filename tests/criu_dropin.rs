@@ -418,13 +418,19 @@ fn swrk_dump_restore_three_cycles_as_siblings_with_notifications_in_criu_order()
     }
 }
 
+/// The mem workload, and an images directory opened as a client passes it (its fd).
+fn mem_and_images(env: &Env) -> (Workload, PathBuf, fs::File) {
+    let w = env.start("mem");
+    let path = env.subdir("img");
+    let dir = fs::File::open(&path).unwrap();
+    (w, path, dir)
+}
+
 #[test]
 fn swrk_refusals_answer_with_errno_message_and_log_line_and_touch_nothing() {
     let env = Env::new();
     let criu = criu_in_path(&env);
-    let mut w = env.start("mem");
-    let path = env.subdir("img");
-    let dir = fs::File::open(&path).unwrap();
+    let (mut w, path, dir) = mem_and_images(&env);
 
     // An option ckpt does not implement: refused by name before anything is stopped.
     let s = Swrk::start(&env, &criu);
@@ -761,9 +767,7 @@ fn podman_checkpoint_with_runc_through_ckpt_is_refused_readably() {
 fn a_sibling_restore_the_client_fails_leaves_nothing_behind() {
     let env = Env::new();
     let criu = criu_in_path(&env);
-    let mut w = env.start("mem");
-    let path = env.subdir("img");
-    let dir = fs::File::open(&path).unwrap();
+    let (mut w, _, dir) = mem_and_images(&env);
     let s = Swrk::start(&env, &criu);
     let (resp, _) = s.call(
         &request(CriuReqType::Dump, Some(dump_opts(&dir, w.pid))),
