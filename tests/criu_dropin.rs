@@ -719,9 +719,30 @@ impl<'a> Podman<'a> {
 }
 
 impl Drop for Podman<'_> {
+    /// Removes the container, then waits (10 s at most) for conmon's `podman container
+    /// cleanup`, which runs after the container died and would make the run directory
+    /// again after the temp dir is gone.
     fn drop(&mut self) {
         let _ = self.podman(&["rm", "-f", "-t", "0", &self.name.clone()]);
+        let ours = self.env.path().display().to_string();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) && uses_path(&ours) {
+            sleep(Duration::from_millis(50));
+        }
     }
+}
+
+/// Whether a process other than this one has `path` on its command line.
+fn uses_path(path: &str) -> bool {
+    let me = std::process::id().to_string();
+    fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        name.bytes().all(|b| b.is_ascii_digit())
+            && name != me
+            && fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(path))
+    })
 }
 
 #[test]
