@@ -2,6 +2,7 @@
 
 mod check;
 mod completions;
+mod haul;
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
@@ -167,6 +168,15 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Live migration, the receiving end (`ckpt haul serve`).
+    Haul {
+        #[command(subcommand)]
+        cmd: haul::HaulCmd,
+    },
+    /// Move a running process tree to another host running `ckpt haul serve`: dumped
+    /// (with --pre-copy: in rounds while it runs), streamed encrypted, restored there;
+    /// killed here only once it runs there. On any failure it runs on here.
+    Migrate(haul::MigrateArgs),
     /// Print a shell completion script (e.g. `ckpt completions bash > /etc/bash_completion.d/ckpt`).
     Completions {
         /// The shell to complete for.
@@ -385,6 +395,8 @@ fn run(cli: Cli) -> Result<i32> {
         }),
         // Reached only when argv was not what main() recognised (e.g. `ckpt -v criu`).
         Cmd::Criu { args } => Ok(ckpt_criu::main(&args)),
+        Cmd::Haul { cmd } => haul::serve(cmd),
+        Cmd::Migrate(args) => haul::migrate(args),
         Cmd::Completions { shell } => {
             emit_bytes(&completions::completions(Cli::command(), shell))?;
             Ok(0)

@@ -166,6 +166,56 @@ fn new_pidns_copies_run_beside_the_original() {
     finish_tree(&env, &w, &[w.pid]);
 }
 
+/// A copy restored in a new pid namespace (as haul's destination does) is dumped again
+/// from outside, with the pids it has inside, and restored into a fresh namespace without
+/// being asked (`Inventory.new_pidns`); twice, each generation checking itself beside the
+/// running original.
+#[test]
+fn tree_restored_in_a_new_pidns_is_dumped_again() {
+    let env = Env::new();
+    let mut w = env.start("tree");
+    env.check(&mut w);
+    let first = env.subdir("img0");
+    env.dump(w.pid, &first, &["--leave-running"]).ok();
+    let mut copy = restore_in_new_pidns(&env, &first, "gen0");
+    for i in 1..=2 {
+        env.check(&mut w);
+        check_copy(&env, &w, copy, w.passes, 2);
+        let dir = env.subdir(&format!("img{i}"));
+        let init = ppid(copy);
+        env.dump(copy, &dir, &[]).ok();
+        assert!(read_inventory(&dir).new_pidns, "generation {i}");
+        // Its namespace empty, the copy's init exits and comes to us.
+        assert!(
+            reap(init, Duration::from_secs(30)).is_some(),
+            "init {init} did not end"
+        );
+        env.untrack(init);
+        // No --new-pidns: the image asks for it.
+        let pidfile = env.path().join(format!("gen{i}.pid"));
+        env.ckpt(&[
+            "restore".as_ref(),
+            "-D".as_ref(),
+            dir.as_os_str(),
+            "-d".as_ref(),
+            "--pidfile".as_ref(),
+            pidfile.as_os_str(),
+        ])
+        .ok();
+        copy = fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        env.track(ppid(copy));
+        assert_whole_copy(&dir, copy);
+    }
+    env.check(&mut w);
+    check_copy(&env, &w, copy, w.passes, 2);
+    finish_copy(&env, copy);
+    finish_tree(&env, &w, &[w.pid]);
+}
+
 /// Threads come back in a new pid namespace with their dumped tids (clone3 set_tid
 /// inside it; ckpt follows them by the tids the kernel gives outside); a foreground
 /// restore exits with the root's status once the namespace is empty.

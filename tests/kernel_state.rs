@@ -110,6 +110,25 @@ fn numa_policy_of_a_mapping_is_refused() {
     refused("mbind", "mbind");
 }
 
+/// A single-threaded process that had a thread keeps its private futex hash (the kernel
+/// made it for the thread; it was refused before).
+#[test]
+fn private_futex_hash_survives() {
+    survives("kstate", &["futexhash"]);
+}
+
+/// An O_TMPFILE file (never linked) is refused by name (its flags cannot be given back).
+#[test]
+fn o_tmpfile_is_refused() {
+    refused("tmpfile", "O_TMPFILE");
+}
+
+/// SCHED_DEADLINE (its runtime and period need admission at restore) is refused by name.
+#[test]
+fn deadline_scheduling_is_refused() {
+    refused("deadline", "SCHED_DEADLINE");
+}
+
 #[test]
 fn parent_death_signal_is_refused() {
     refused("pdeathsig", "PR_SET_PDEATHSIG");

@@ -36,6 +36,68 @@ pub fn root_namespaces(root: Pid) -> Option<HashMap<&'static str, String>> {
     Some(out)
 }
 
+/// The namespaces of the root of a tree restored with `restore --new-pidns` (or migrated
+/// by haul): Some when `root` lives in a pid namespace that is not ckpt's, not as its
+/// pid 1, and that namespace's pid 1 is a `ckpt-init` (`restore/src/pidns.rs`) whose mount
+/// namespace the root shares. Such a tree is dumped with the pids it has inside and
+/// restored into a fresh namespace under a new init again (`Inventory.new_pidns`); the
+/// init itself is not part of it.
+pub fn in_ckpt_pidns(root: Pid) -> Option<HashMap<&'static str, String>> {
+    let me = nix::unistd::getpid();
+    let own_pid = ns::ns_id(root, "pid").ok()?;
+    if own_pid == ns::ns_id(me, "pid").ok()? || ns::ns_pids(root).ok()?.last() == Some(&1) {
+        return None;
+    }
+    // Up the parents to the namespace's pid 1.
+    let mut p = root;
+    let init = loop {
+        let ppid = ckpt_sys::proc::stat(p).ok()?.ppid;
+        if ppid <= 0 {
+            return None;
+        }
+        p = Pid::from_raw(ppid);
+        if ns::ns_id(p, "pid").ok()? != own_pid {
+            return None;
+        }
+        if ns::ns_pids(p).ok()?.last() == Some(&1) {
+            break p;
+        }
+    };
+    let comm = ckpt_sys::proc::read_trimmed(&format!("/proc/{init}/comm")).ok()?;
+    let mnt = ns::ns_id(init, "mnt").ok()?;
+    if comm != "ckpt-init" || ns::ns_id(root, "mnt").ok()? != mnt {
+        return None;
+    }
+    let mut out = HashMap::new();
+    out.insert("pid", own_pid.clone());
+    out.insert("pid_for_children", own_pid);
+    out.insert("mnt", mnt);
+    Some(out)
+}
+
+/// What a tree in a `ckpt-init` namespace (`in_ckpt_pidns`) would lose: mounts in its
+/// mount namespace other than ckpt's own and the namespace's /proc (a restore makes the
+/// same again: a copy of ckpt's mounts and a /proc).
+pub fn ckpt_pidns_blockers(root: Pid, out: &mut Blockers) {
+    let host = crate::mounts::mountinfo(nix::unistd::getpid());
+    let mut proc_seen = false;
+    for m in crate::mounts::mountinfo(root) {
+        if host.iter().any(|h| h.same_mount(&m)) {
+            continue;
+        }
+        if m.mountpoint == "/proc" && m.fstype == "proc" && !proc_seen {
+            proc_seen = true;
+            continue;
+        }
+        out.push(
+            root,
+            format!("mount {} ({} {})", m.mountpoint, m.fstype, m.source),
+            "made inside the mount namespace of the pid namespace ckpt restored it into; \
+             not restored yet",
+        );
+    }
+}
+
 /// Pids as the container sees them, by ckpt's pid: every task of the tree.
 #[derive(Default)]
 pub struct PidMap {

@@ -219,6 +219,7 @@ pub fn process(
         coredump_filter: Some(coredump_filter),
         // Filled by the caller, which seized the task.
         stop_signal: 0,
+        futex_hash_slots: inj.task.futex_hash_slots,
         // Filled by the caller (seccomp.rs).
         seccomp_filters: Vec::new(),
     })

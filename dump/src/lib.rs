@@ -46,6 +46,7 @@ mod remote;
 mod rseq;
 mod seccomp;
 mod seize;
+mod sharing;
 mod sockets;
 mod task_state;
 mod threads;
@@ -147,6 +148,75 @@ pub fn dump_with_progress(
     opts: &DumpOptions,
     progress: &dyn ckpt_images::progress::Progress,
 ) -> Result<DumpStats, DumpError> {
+    dump_inner(opts, progress, false).map(|(stats, _)| stats)
+}
+
+/// A dump that leaves the tree stopped once its images are complete (`opts.leave_running`
+/// is not looked at): the caller then [`Held::kill`]s it, or [`Held::resume`]s it as it
+/// was (also what dropping it does). Live migration keeps the source this way until the
+/// destination runs the copy. The tree is ptrace-stopped by this thread: the `Held` must
+/// be ended on the thread that called this (ptrace answers only the tracing thread).
+pub fn dump_held(
+    opts: &DumpOptions,
+    progress: &dyn ckpt_images::progress::Progress,
+) -> Result<(DumpStats, Held), DumpError> {
+    let (stats, held) = dump_inner(opts, progress, !opts.pre_dump)?;
+    match held {
+        Some(h) => Ok((stats, h)),
+        None => Err(refuse(
+            "a pre-dump leaves its tree running: nothing to hold",
+        )),
+    }
+}
+
+/// A tree left stopped by [`dump_held`], its images complete.
+pub struct Held {
+    inner: Option<(tree::Tree, TreeWide, Vec<u64>)>,
+    seized_at: Instant,
+}
+
+impl Held {
+    /// Kills the tree (it was moved elsewhere).
+    pub fn kill(mut self) -> Result<(), DumpError> {
+        let (tree, mut shared, armed) = self.inner.take().expect("ended once");
+        let released = release(tree, false);
+        shared.files.net.finish(true)?;
+        released?;
+        track::forget(&armed);
+        Ok(())
+    }
+
+    /// Lets the tree run on exactly as it was before the dump.
+    pub fn resume(mut self) -> Result<(), DumpError> {
+        Self::let_run(self.inner.take().expect("ended once"))
+    }
+
+    /// How long the tree has been stopped, in ms.
+    pub fn stopped_ms(&self) -> f64 {
+        ms(self.seized_at)
+    }
+
+    fn let_run((tree, mut shared, _): (tree::Tree, TreeWide, Vec<u64>)) -> Result<(), DumpError> {
+        shared.files.net.finish(false)?;
+        release(tree, true).map(|_thawed| ())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            if let Err(e) = Self::let_run(inner) {
+                tracing::warn!("resuming the held tree: {e}");
+            }
+        }
+    }
+}
+
+fn dump_inner(
+    opts: &DumpOptions,
+    progress: &dyn ckpt_images::progress::Progress,
+    hold: bool,
+) -> Result<(DumpStats, Option<Held>), DumpError> {
     let t0 = Instant::now();
     if opts.pid <= 0 {
         return Err(refuse(format!(
@@ -196,6 +266,8 @@ pub fn dump_with_progress(
     if let Some(f) = frozen {
         f.thaw()?;
     }
+    let live: Vec<_> = tree.live.iter().map(|m| m.task.pid()).collect();
+    sharing::refuse_shared(&live, pid)?;
     tracing::info!(
         pid = opts.pid,
         processes = tree.live.len(),
@@ -258,6 +330,7 @@ pub fn dump_with_progress(
     // A container (the root is pid 1 of its own pid namespace): what it owns, and the
     // pids as it sees them, which the images hold.
     let t_ns = Instant::now();
+    let mut inside_new_pidns = false;
     let (container, pidmap) = match container::root_namespaces(pid) {
         Some(_) => {
             let mut refused = blockers::Blockers::default();
@@ -274,6 +347,17 @@ pub fn dump_with_progress(
                 "container namespaces recorded"
             );
             (Some(record), map)
+        }
+        None if container::in_ckpt_pidns(pid).is_some() => {
+            let mut refused = blockers::Blockers::default();
+            container::ckpt_pidns_blockers(pid, &mut refused);
+            refused.refuse_if_any(pid)?;
+            let map = container::PidMap::of(tree.live.iter().map(|m| m.task.pid()))?;
+            for n in &mut tree.nodes {
+                container::node_inner(n, &map)?;
+            }
+            inside_new_pidns = true;
+            (None, map)
         }
         None => (None, container::PidMap::host()),
     };
@@ -318,6 +402,7 @@ pub fn dump_with_progress(
         stats.pages += one.pages;
         stats.injected += one.injected;
     }
+    fdtable::unix::finish(&mut shared.files, &parents, &|p| shared.pids.pid(p))?;
     let mut w = sink.records(names::FDTABLE, Kind::FileTable)?;
     for d in shared.files.descs() {
         w.write(d)?;
@@ -360,6 +445,7 @@ pub fn dump_with_progress(
         parent: parent_image.as_ref().map(|p| p.link.clone()),
         trackers,
         container,
+        new_pidns: inside_new_pidns,
     };
     let pids_dumped = inventory.pids.len();
     let armed: Vec<u64> = inventory.trackers.iter().map(|t| t.inode).collect();
@@ -401,7 +487,14 @@ pub fn dump_with_progress(
     tracing::debug!(ms = ms(t), "images written");
     hooks::run(hooks::Stage::PostDump)?;
     // The images are complete: from here a failure no longer undoes the dump.
-    if let Some(tree) = tree.take() {
+    let mut held = None;
+    if hold && tree.is_some() {
+        stats.frozen_ms = ms(t_seize);
+        held = Some(Held {
+            inner: tree.take().map(|tree| (tree, shared, armed)),
+            seized_at: t_seize,
+        });
+    } else if let Some(tree) = tree.take() {
         let t = Instant::now();
         // A tree left running gets its connections back before it runs (a send in repair
         // mode fails); a killed one closes them in repair mode (silently), lock kept.
@@ -433,9 +526,10 @@ pub fn dump_with_progress(
         frozen_ms = stats.frozen_ms,
         total_ms = stats.total_ms,
         pre_dump = opts.pre_dump,
+        held = held.is_some(),
         "dump done"
     );
-    Ok(stats)
+    Ok((stats, held))
 }
 
 /// Lets the whole tree run on (`--leave-running`), or kills it: every task first, then

@@ -37,6 +37,11 @@ impl Line {
     fn key(&self) -> (&str, &str, &str, &str) {
         (&self.root, &self.mountpoint, &self.fstype, &self.source)
     }
+
+    /// The same mount as `other` sees it from another (copied) mount namespace.
+    pub fn same_mount(&self, other: &Line) -> bool {
+        self.key() == other.key()
+    }
 }
 
 /// mountinfo escapes space, tab, newline and backslash as \ooo.

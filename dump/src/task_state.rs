@@ -34,6 +34,10 @@ pub struct TaskState {
     pub membarrier_registrations: u32,
     /// /proc/PID/timerslack_ns.
     pub timerslack_ns: u64,
+    /// The slots of a single-threaded process's private futex hash (one made when it had
+    /// threads, or asked for), or 0. A multi-threaded process's is made again by its
+    /// threads' creation.
+    pub futex_hash_slots: u32,
 }
 
 /// /proc/PID/loginuid (4294967295: never set).
@@ -148,9 +152,7 @@ pub fn finish(pid: Pid, results: &[i64], b: &[u8], threads: usize) -> Result<Tas
         ));
     }
     if threads == 1 && slots > 0 {
-        return Err(not_default(format!(
-            "it has a private futex hash of {slots} slots (PR_FUTEX_HASH)"
-        )));
+        st.futex_hash_slots = slots as u32;
     }
     if core != -EINVAL && core >= 0 && cookie != 0 {
         return Err(not_default(format!(

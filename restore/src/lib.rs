@@ -29,6 +29,7 @@ mod rollback;
 mod seed;
 mod seeds;
 mod shared;
+mod sharing;
 mod task_state;
 mod timers;
 mod tree;
@@ -101,6 +102,18 @@ pub fn restore_with_progress(
     let dir = ImageDir::open_deferring_pages(&opts.dir)?;
     let chain = chain::open(&dir, opts.lazy)?;
     let inv = dir.inventory();
+    // A tree dumped inside a ckpt-init's pid namespace has only the pids it had there.
+    let forced;
+    let opts = if inv.new_pidns && !opts.new_pidns {
+        tracing::info!("dumped inside a pid namespace of ckpt's: restored into a new one");
+        forced = RestoreOptions {
+            new_pidns: true,
+            ..opts.clone()
+        };
+        &forced
+    } else {
+        opts
+    };
     image::check_tree(&dir)?;
     let tree = tree::plan(
         inv,
@@ -244,9 +257,16 @@ pub fn restore_with_progress(
         .iter()
         .map(|m| (m.start, m.end))
         .collect();
+    // Memory the seeds share with their children copy-on-write (sharing.rs): its ranges
+    // are kept free of trampolines.
+    let mut sharing = (!opts.lazy && imgs.len() > 1)
+        .then(|| sharing::plan(&tree, &imgs, &own, fill::thp_mode()))
+        .flatten();
+    let mut busy = own.clone();
+    busy.extend(sharing.iter().flat_map(|s| s.reserved.iter().copied()));
     let mut plans = Vec::with_capacity(imgs.len());
     for (node, img) in tree.live().zip(&imgs) {
-        let tramp = pick_trampoline(img, &own)?;
+        let tramp = pick_trampoline(img, &busy)?;
         plans.push(seed_plan(img, node, tramp, err_w.as_raw_fd(), opts.detach));
     }
     let descs = image::load_table(&dir)?;
@@ -281,6 +301,31 @@ pub fn restore_with_progress(
     // From here any error kills everything the restore created (rollback.rs).
     let mut rollback = rollback::Rollback::arm()?;
     debug!(pid, "forking the seeds");
+    let source = fill::Source {
+        reader: &pages,
+        map: &map,
+    };
+    // Placeholders over the shared regions until the root's seed is forked: nothing of
+    // ckpt's may land there meanwhile. Should one be taken already, nothing is shared.
+    let reservation = match sharing
+        .as_ref()
+        .map(|s| ckpt_sys::reserve::Reservation::new(&s.reserved))
+    {
+        Some(Ok(r)) => Some(r),
+        Some(Err(e)) => {
+            debug!("memory not shared copy-on-write: {e}");
+            sharing = None;
+            None
+        }
+        None => None,
+    };
+    if let Some(s) = &sharing {
+        debug!(
+            regions = s.reserved.len(),
+            ms = ckpt_images::units::ms(t0),
+            "memory shared copy-on-write"
+        );
+    }
     let seeds = seed::Seeds {
         // The root seed's parent as it sees it: ckpt, the new namespace's init, or none
         // (a container's root: its parent is outside its pid namespace).
@@ -299,6 +344,14 @@ pub fn restore_with_progress(
         tree: &tree,
         plans: &plans,
         fds: &fds,
+        sharing: sharing
+            .as_ref()
+            .zip(reservation.as_ref())
+            .map(|(plan, reservation)| seed::sharing::Shared {
+                plan,
+                reservation,
+                source: &source,
+            }),
     };
     fdtable::place_from_ckpt(&fds)?;
     let (child, mut init) = if opts.new_pidns {
@@ -332,6 +385,8 @@ pub fn restore_with_progress(
         }
         (Some(child), None)
     };
+    // Every seed is forked from the root's: ckpt's placeholders can go.
+    drop(reservation);
     seeds::wait_ready(err_r, &inv.pids)?;
     ckpt_sys::testhold::hold("restore-seeds", &|| false);
     // The pids ckpt names the processes by: the dumped ones, or, in a new pid
@@ -361,10 +416,6 @@ pub fn restore_with_progress(
     let child = child.unwrap_or(pids[0]);
     hooks::run(hooks::Stage::SetupNamespaces(child.as_raw()))?;
     hooks::run(hooks::Stage::PostSetupNamespaces)?;
-    let source = fill::Source {
-        reader: &pages,
-        map: &map,
-    };
     let mut handoff = None;
     ckpt_sys::abort::phase("rebuilding the process");
     if pids.len() == 1 {
@@ -409,6 +460,7 @@ pub fn restore_with_progress(
             source: &source,
             reset: &reset,
             progress,
+            sharing: sharing.as_ref(),
             verify: opts.verify,
             before_release: &|| {
                 hooks::before_resume(pids[0].as_raw())?;

@@ -12,6 +12,7 @@
 mod access;
 mod family;
 mod objects;
+pub mod sharing;
 
 pub use family::Seeds;
 
@@ -95,6 +96,7 @@ pub fn run(seeds: &Seeds, me: usize) -> ! {
     let early = container
         .and_then(|()| join_groups(p))
         .and_then(|()| objects::create(&seeds.fds.creates[me], seeds.fds.end))
+        .and_then(|()| sharing::prepare(seeds.sharing.as_ref(), me))
         .and_then(|()| family::fork_children(seeds, me));
     let result = early
         .map_err(|m| (m, p.err_fd))

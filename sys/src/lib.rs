@@ -20,11 +20,13 @@ pub mod proc;
 pub mod process;
 pub mod ptrace;
 pub mod regs;
+pub mod reserve;
 pub mod seqpacket;
 pub mod socket;
 pub mod testhold;
 pub mod track;
 pub mod uffd;
+pub mod unix;
 
 pub use error::{Error, Result};
 pub use nix::unistd::Pid;

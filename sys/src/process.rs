@@ -37,6 +37,17 @@ pub fn fork_with_pid(want: Pid) -> Result<Forked> {
     clone_with_pid(want, false)
 }
 
+/// [`fork_with_pid`], the child sharing the caller's fd table (CLONE_FILES): what it opens
+/// or closes, the caller has or has not.
+pub fn fork_with_pid_sharing_files(want: Pid) -> Result<Forked> {
+    fork3(
+        libc::CLONE_FILES as u64,
+        libc::SIGCHLD as u64,
+        &[want.as_raw()],
+    )
+    .map_err(|e| Error::sys(format!("clone3 with pid {want}"), e))
+}
+
 /// [`fork_with_pid`], but the child is the caller's sibling (CLONE_PARENT): its parent is
 /// the caller's, its session and process group still the caller's. Its exit signal is
 /// the caller's own (the kernel's rule for CLONE_PARENT).
@@ -414,6 +425,39 @@ pub fn same_mm(pid1: Pid, pid2: Pid) -> Result<bool> {
     // SAFETY: kcmp only compares kernel objects; it takes no pointers.
     let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1.as_raw(), pid2.as_raw(), KCMP_VM, 0, 0) };
     Ok(Errno::result(r).ctx(|| format!("kcmp(pid {pid1}, pid {pid2}, KCMP_VM)"))? == 0)
+}
+
+/// What two processes may share since a clone(2) without a new copy: the fd table
+/// (CLONE_FILES), the cwd/root/umask (CLONE_FS), the address space (CLONE_VM), the signal
+/// handlers (CLONE_SIGHAND). The values are kcmp(2)'s types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shared {
+    Vm = 1,
+    Files = 2,
+    Fs = 3,
+    Sighand = 4,
+}
+
+/// kcmp(2) of one kind of object of two processes, as an order: equal when they share
+/// it. The order is the kernel's (pointers, obfuscated) and the same for every call of
+/// one boot, so sorting by it puts the sharers of one object side by side.
+pub fn kcmp_order(pid1: Pid, pid2: Pid, what: Shared) -> Result<std::cmp::Ordering> {
+    // SAFETY: kcmp only compares kernel objects; it takes no pointers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid1.as_raw(),
+            pid2.as_raw(),
+            what as libc::c_long,
+            0,
+            0,
+        )
+    };
+    match Errno::result(r).ctx(|| format!("kcmp(pid {pid1}, pid {pid2}, {what:?})"))? {
+        0 => Ok(std::cmp::Ordering::Equal),
+        1 => Ok(std::cmp::Ordering::Less),
+        _ => Ok(std::cmp::Ordering::Greater),
+    }
 }
 
 /// getpriority(2) of another process: its nice value.

@@ -25,10 +25,18 @@
  *    get_mempolicy.
  *  - mbind: a mapping with MPOL_PREFERRED node 0 of its own (refused); checks
  *    get_mempolicy(MPOL_F_ADDR) on it.
+ *  - deadline: SCHED_DEADLINE (runtime 1 ms, deadline and period 30 ms; ckpt refuses
+ *    it); checks sched_getscheduler.
+ *  - tmpfile: an O_TMPFILE file in WORKDIR with 5 bytes (ckpt refuses it); checks them.
+ *  - futexhash: makes a thread and joins it (the kernel gives the process a private
+ *    futex hash then); checks PR_FUTEX_HASH_GET_SLOTS still says what it said after the
+ *    join, and that a futex wait/wake pair still works.
  * Corruption (SIGTERM) undoes the state (membarrier: cannot unregister, faked).
  */
 #include "wl.h"
 #include <sys/mman.h>
+#include <pthread.h>
+#include <sched.h>
 #include <sys/prctl.h>
 
 #define PAGE 4096
@@ -46,6 +54,13 @@
 #define MPOL_F_ADDR 2
 
 static const char *mode;
+static int tmpfd = -1;
+static long hash_slots;
+
+static void *nothing(void *arg)
+{
+	return arg;
+}
 static uint8_t *S, *R, *N, *D, *A;
 static int named = 1;
 
@@ -123,6 +138,17 @@ static int verify(void)
 	} else if (!strcmp(mode, "ioprio")) {
 		long p = syscall(SYS_ioprio_get, 1, 0);
 		WL_CHECK(p == IOPRIO, "ioprio %#lx, want %#x", p, IOPRIO);
+	} else if (!strcmp(mode, "futexhash")) {
+		long now = prctl(78, 2, 0, 0, 0);
+		WL_CHECK(now == hash_slots, "futex hash slots %ld, want %ld", now, hash_slots);
+		pthread_t t;
+		WL_CHECK(pthread_create(&t, NULL, nothing, NULL) == 0 && pthread_join(t, NULL) == 0,
+			 "a thread after the restore");
+	} else if (!strcmp(mode, "tmpfile")) {
+		char b[8] = { 0 };
+		WL_CHECK(pread(tmpfd, b, 5, 0) == 5 && !memcmp(b, "hello", 5), "tmpfile reads %s", b);
+	} else if (!strcmp(mode, "deadline")) {
+		WL_CHECK(sched_getscheduler(0) == 6, "policy %d", sched_getscheduler(0));
 	} else if (!strcmp(mode, "mempolicy")) {
 		WL_CHECK(policy_at(NULL) == MPOL_PREFERRED, "policy %d", policy_at(NULL));
 	} else if (!strcmp(mode, "mbind")) {
@@ -162,6 +188,8 @@ static void corrupt(void)
 		syscall(SYS_ioprio_set, 1, 0, 0);
 	} else if (!strcmp(mode, "mempolicy")) {
 		syscall(SYS_set_mempolicy, 0, NULL, 0);
+	} else if (!strcmp(mode, "futexhash")) {
+		hash_slots += 1;
 	} else {
 		wl_fail("corrupted on request");
 	}
@@ -231,6 +259,27 @@ int main(int argc, char **argv)
 		unsigned long node0 = 1;
 		if (syscall(SYS_set_mempolicy, MPOL_PREFERRED, &node0, 64))
 			wl_die("set_mempolicy");
+	} else if (!strcmp(mode, "futexhash")) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, nothing, NULL) || pthread_join(t, NULL))
+			wl_die("pthread");
+		hash_slots = prctl(78 /* PR_FUTEX_HASH */, 2 /* GET_SLOTS */, 0, 0, 0);
+		if (hash_slots < 0)
+			hash_slots = 0; /* a kernel without private futex hashes */
+	} else if (!strcmp(mode, "tmpfile")) {
+		tmpfd = open(argv[1], O_TMPFILE | O_RDWR, 0600);
+		if (tmpfd < 0 || write(tmpfd, "hello", 5) != 5)
+			wl_die("O_TMPFILE in %s", argv[1]);
+	} else if (!strcmp(mode, "deadline")) {
+		struct {
+			uint32_t size, policy;
+			uint64_t flags;
+			int32_t nice;
+			uint32_t prio;
+			uint64_t runtime, deadline, period;
+		} a = { sizeof(a), 6, 0, 0, 0, 1000000, 30000000, 30000000 };
+		if (syscall(SYS_sched_setattr, 0, &a, 0))
+			wl_die("sched_setattr(SCHED_DEADLINE)");
 	} else if (!strcmp(mode, "mbind")) {
 		unsigned long node0 = 1;
 		S = map(MAP_PRIVATE, 0);

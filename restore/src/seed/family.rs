@@ -28,6 +28,9 @@ pub struct Seeds<'a> {
     pub container: Option<&'a ckpt_images::pb::Container>,
     /// The container's own mounts, which its root's seed makes (`mounts.rs`).
     pub mounts: Option<&'a crate::mounts::Plan>,
+    /// Memory the seeds map and fill before they fork, for their children to share
+    /// copy-on-write (`sharing.rs`).
+    pub sharing: Option<super::sharing::Shared<'a>>,
 }
 
 impl Seeds<'_> {
