@@ -160,6 +160,14 @@ enum Cmd {
         #[arg(long)]
         tcp_established: bool,
     },
+    /// Act as CRIU (also when started through a symlink named `criu`): `ckpt criu
+    /// dump|pre-dump|restore|check|swrk N|--version` with CRIU's options, for runc, podman
+    /// and LXC.
+    Criu {
+        /// CRIU's command and options.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Live migration, the receiving end (`ckpt haul serve`).
     Haul {
         #[command(subcommand)]
@@ -183,6 +191,17 @@ enum Cmd {
 }
 
 fn main() {
+    // Started as `criu` (a symlink named so), or `ckpt criu ...`: CRIU's command line and
+    // RPC (ckpt-criu), before clap and ckpt's own logging see anything.
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if args.first().is_some_and(|a| ckpt_criu::started_as_criu(a)) {
+        std::process::exit(ckpt_criu::main(&args[1..]));
+    }
+    if args.get(1).is_some_and(|a| a == "criu") {
+        std::process::exit(ckpt_criu::main(&args[2..]));
+    }
     let cli = Cli::parse();
     if let Err(e) = init_logging(cli.verbose, cli.log_file.as_deref()) {
         eprintln!("ckpt: error: {e}");
@@ -346,6 +365,7 @@ fn run(cli: Cli) -> Result<i32> {
                 inherit_fds: inherit_fd,
                 new_pidns,
                 ext_mount_map,
+                sibling: false,
             };
             // Until the process is released (restore disarms then): abort in order, the
             // half-built process killed and reaped.
@@ -373,6 +393,8 @@ fn run(cli: Cli) -> Result<i32> {
                 2
             }
         }),
+        // Reached only when argv was not what main() recognised (e.g. `ckpt -v criu`).
+        Cmd::Criu { args } => Ok(ckpt_criu::main(&args)),
         Cmd::Haul { cmd } => haul::serve(cmd),
         Cmd::Migrate(args) => haul::migrate(args),
         Cmd::Completions { shell } => {

@@ -33,6 +33,7 @@ mod describe;
 mod fdtable;
 mod files;
 mod freezer;
+pub mod hooks;
 pub mod known_state;
 mod locks;
 mod mm;
@@ -231,6 +232,7 @@ fn dump_inner(
     // only during the seize, on its own then): a refusal touches nothing.
     let parent_image = track::prepare(opts)?;
     let (identity, mut describer) = validate::before_seize(pid)?;
+    hooks::run(hooks::Stage::PreDump)?;
     // What a process's copy can hold: its anonymous and shared memory (file pages are
     // not stored unless copied-on-write, and then they count as anonymous).
     let copied = |s: &proc::Status| (s.rssanon.unwrap_or(0) + s.rssshmem.unwrap_or(0)) * 1024;
@@ -273,6 +275,12 @@ fn dump_inner(
         ms = ms(t_seize),
         "seized"
     );
+    // As CRIU: the network is locked while the tree is stopped when it has a net namespace
+    // of its own or connections are taken along; unlocked again if it runs on.
+    let net_locked = hooks::installed() && (opts.tcp_established || hooks::own_net_namespace(pid));
+    if net_locked {
+        hooks::run(hooks::Stage::NetworkLock)?;
+    }
     abort::phase("collecting its state");
     ckpt_sys::testhold::hold("seized", &|| false);
     abort::check()?;
@@ -477,6 +485,7 @@ fn dump_inner(
     abort::check()?;
     sink.finish(inventory)?;
     tracing::debug!(ms = ms(t), "images written");
+    hooks::run(hooks::Stage::PostDump)?;
     // The images are complete: from here a failure no longer undoes the dump.
     let mut held = None;
     if hold && tree.is_some() {
@@ -502,6 +511,9 @@ fn dump_inner(
             thawed
         };
         tracing::debug!(ms = ms(t), leave_running = opts.leave_running, "released");
+        if net_locked && opts.leave_running {
+            hooks::run(hooks::Stage::NetworkUnlock)?;
+        }
         stats.frozen_ms = ms_between(t_seize, thawed);
     }
     stats.total_ms = ms(t0);

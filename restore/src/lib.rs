@@ -14,6 +14,7 @@ mod container;
 mod cow;
 mod fdtable;
 mod fill;
+pub mod hooks;
 mod image;
 mod lazy;
 mod locks;
@@ -63,6 +64,9 @@ pub struct RestoreOptions {
     pub new_pidns: bool,
     /// `--ext-mount-map KEY:PATH`: a container's external mount KEY is at PATH here.
     pub ext_mount_map: Vec<(String, String)>,
+    /// The root forked as ckpt's sibling (CLONE_PARENT): a child of whoever started ckpt,
+    /// which waits for it (CRIU's --restore-sibling, runc's rst_sibling). With `detach`.
+    pub sibling: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,8 +290,16 @@ pub fn restore_with_progress(
         "images verified and loaded"
     );
 
+    if opts.sibling && (!opts.detach || opts.new_pidns || inv.container.is_some()) {
+        return Err(RestoreError::Refused(
+            "the root as ckpt's sibling: only detached, and not yet for a new pid namespace \
+             or a container"
+                .into(),
+        ));
+    }
+    hooks::run(hooks::Stage::PreRestore)?;
     // From here any error kills everything the restore created (rollback.rs).
-    let rollback = rollback::Rollback::arm()?;
+    let mut rollback = rollback::Rollback::arm()?;
     debug!(pid, "forking the seeds");
     let source = fill::Source {
         reader: &pages,
@@ -321,9 +333,12 @@ pub fn restore_with_progress(
             1
         } else if inv.container.is_some() {
             0
+        } else if opts.sibling {
+            nix::unistd::getppid().as_raw()
         } else {
             std::process::id() as i32
         },
+        sibling: opts.sibling,
         container: inv.container.as_ref(),
         mounts: mount_plan.as_ref(),
         tree: &tree,
@@ -364,7 +379,11 @@ pub fn restore_with_progress(
     } else {
         let child = seeds::fork_root(&seeds, err_w);
         fdtable::close_from_ckpt(&fds);
-        (Some(child?), None)
+        let child = child?;
+        if opts.sibling {
+            rollback.adopt(child);
+        }
+        (Some(child), None)
     };
     // Every seed is forked from the root's: ckpt's placeholders can go.
     drop(reservation);
@@ -395,6 +414,8 @@ pub fn restore_with_progress(
         _ => inv.pids.iter().map(|&p| Pid::from_raw(p)).collect(),
     };
     let child = child.unwrap_or(pids[0]);
+    hooks::run(hooks::Stage::SetupNamespaces(child.as_raw()))?;
+    hooks::run(hooks::Stage::PostSetupNamespaces)?;
     let mut handoff = None;
     ckpt_sys::abort::phase("rebuilding the process");
     if pids.len() == 1 {
@@ -416,6 +437,7 @@ pub fn restore_with_progress(
             debug!(pid, ms = ckpt_images::units::ms(t), "verified");
         }
         write_pidfile(opts, child.as_raw())?;
+        hooks::before_resume(child.as_raw())?;
         if let Some(c) = &inv.container {
             container::before_release(c, child)?;
         }
@@ -441,6 +463,7 @@ pub fn restore_with_progress(
             sharing: sharing.as_ref(),
             verify: opts.verify,
             before_release: &|| {
+                hooks::before_resume(pids[0].as_raw())?;
                 if let Some(c) = &inv.container {
                     container::before_release(c, pids[0])?;
                 }
@@ -456,6 +479,11 @@ pub fn restore_with_progress(
         init.release()?;
     }
     rollback.disarm();
+    // The tree runs: a failed post-resume can no longer undo the restore (CRIU only
+    // reports it too).
+    if let Err(e) = hooks::run(hooks::Stage::PostResume) {
+        tracing::error!("{e}");
+    }
     // Released: from here SIGINT/SIGTERM/SIGHUP act as they always did (ckpt armed them).
     ckpt_sys::abort::disarm();
     info!(

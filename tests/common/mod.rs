@@ -533,6 +533,12 @@ impl Env {
         (pid, out)
     }
 
+    /// Runs `program args...` as [`Env::ckpt`] runs ckpt (e.g. ckpt through a symlink
+    /// under another name).
+    pub fn run_program<S: AsRef<OsStr>>(&self, program: &Path, args: &[S]) -> CkptOutput {
+        self.run_captured(program, args).1
+    }
+
     fn run_captured<S: AsRef<OsStr>>(&self, program: &Path, args: &[S]) -> (i32, CkptOutput) {
         let bg = self.spawn_captured(program, args, None);
         let pid = bg.child.id() as i32;

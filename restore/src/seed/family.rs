@@ -18,8 +18,10 @@ pub struct Seeds<'a> {
     pub tree: &'a tree::Plan,
     /// One per live process, indexed by `Node::live`.
     pub plans: &'a [SeedPlan],
-    /// ckpt's pid: the root seed's parent.
+    /// ckpt's pid: the root seed's parent (ckpt's own parent when `sibling`).
     pub ckpt: i32,
+    /// The root is forked as ckpt's sibling (CLONE_PARENT).
+    pub sibling: bool,
     /// The tree's shared files: who creates which, in which slot.
     pub fds: &'a crate::fdtable::Plan,
     /// The namespaces the root's seed sets up (a container's, `container.rs`).
