@@ -385,17 +385,8 @@ fn container_three_cycles() {
     let mut passes = 0;
     let mut check = |t: i32| {
         passes += 1;
-        assert!(signal(t, libc::SIGUSR1));
-        let want = format!("PASS {passes}");
         // Watched through the tree's root (unshare is gone after the first dump).
-        let tw = Workload {
-            pid: t,
-            name: "tree in the container".into(),
-            exe: tree.clone(),
-            out: w.out.clone(),
-            passes: 0,
-        };
-        env.wait_line(&tw, &want, |l| l == want);
+        check_inside(&env, &w, &tree, t, passes);
     };
     check(t);
     for i in 1..=3 {
@@ -425,32 +416,42 @@ fn container_three_cycles() {
     env.kill_and_reap(init);
 }
 
-/// A container holding SysV IPC objects (shared memory, a semaphore set, a message
-/// queue) or a POSIX message queue that no process holds open (made, then closed: only
-/// its ipc namespace's mqueue filesystem shows it), or a mount of its own beyond its
-/// /proc, is refused by name and left running: `check -t` names every one of them, the
-/// dump the first and how many more.
+/// IPC state that is not restored yet is refused by name and the container left
+/// running: a SysV segment marked for removal while still attached (no key or id names
+/// it again), a POSIX message queue a process registered for notification (the dump's
+/// refill would fire it); `check -t` names both, the dump the first and how many more.
+/// Outside a container, a process with a SysV segment of ckpt's ipc namespace attached
+/// is refused by name. Unsupported mounts are refused by name too.
 #[test]
 fn container_ipc_and_mounts_are_refused_by_name() {
     let env = Env::new();
-    let mq = "import ctypes, os; l = ctypes.CDLL(None, use_errno=True); \
-              fd = l.mq_open(b'/ckpt-q', os.O_CREAT | os.O_RDWR, 0o640, None); \
-              assert fd >= 0, ctypes.get_errno(); \
-              assert l.mq_send(fd, b'hello', 5, 3) == 0; os.close(fd)";
-    let script = format!(
-        "ipcmk -M 4096 && ipcmk -S 2 && ipcmk -Q && {} -c \"{mq}\" && echo made; \
-         while :; do sleep 0.05; done",
-        python3().display()
-    );
+    let py = python3().display().to_string();
+    let rmid = "import ctypes, time; l = ctypes.CDLL(None, use_errno=True); \
+                l.shmat.restype = ctypes.c_void_p; i = l.shmget(0, 4096, 0o1600); \
+                assert l.shmat(i, None, 0) not in (None, 2**64 - 1); \
+                assert l.shmctl(i, 0, None) == 0; print('made', flush=True); time.sleep(1000)";
+    let notify = "import ctypes, os, struct, time; l = ctypes.CDLL(None, use_errno=True); \
+                  fd = l.mq_open(b'/ckpt-q', os.O_CREAT | os.O_RDWR, 0o640, None); \
+                  sev = ctypes.create_string_buffer(64); struct.pack_into('<qii', sev, 0, 0, 0, 1); \
+                  assert fd >= 0 and l.mq_notify(fd, sev) == 0, ctypes.get_errno(); \
+                  print('made', flush=True); time.sleep(1000)";
+    let script =
+        format!("{py} -c \"{rmid}\" & {py} -c \"{notify}\" & while :; do sleep 0.05; done");
     let (w, init) = start_container(&env, "ipc", &script);
-    env.wait_line(&w, "made", |l| l == "made");
+    let start = Instant::now();
+    while env.output(&w).lines().filter(|l| *l == "made").count() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{}",
+            env.output(&w)
+        );
+        sleep(Duration::from_millis(20));
+    }
     let check = env.ckpt(&["check", "-t", &init.to_string()]);
     assert_eq!(check.status.code(), Some(1), "{check}");
     for what in [
-        "SysV shared memory key",
-        "SysV semaphore set key",
-        "SysV message queue key",
-        "POSIX message queue /ckpt-q (1 messages",
+        "marked for removal while attached",
+        "POSIX message queue /ckpt-q (its ipc namespace): a process is registered",
     ] {
         assert!(
             check.stdout.contains(what),
@@ -459,12 +460,18 @@ fn container_ipc_and_mounts_are_refused_by_name() {
     }
     let img = env.subdir("img-ipc");
     let out = env.dump(init, &img, &[]);
-    let line = out.failed_naming("POSIX message queue /ckpt-q");
-    assert!(line.contains("(and 3 more"), "{line}");
+    out.failed_naming("(its ipc namespace)");
     assert_running_untraced(init);
     env.kill_and_reap(init);
     reap(w.pid, Duration::from_secs(10));
     env.untrack(w.pid);
+
+    let host = env.spawn("host-shm", &python3(), &["-c".as_ref(), OsStr::new(rmid)]);
+    env.wait_line(&host, "made", |l| l == "made");
+    env.dump(host.pid, &env.subdir("img-host"), &[])
+        .failed_naming("System V shared memory outside a container");
+    assert_running_untraced(host.pid);
+    env.kill_and_reap(host.pid);
 
     // Mounts that are not restored yet: a shared one (propagation), a bind of the
     // container's own tmpfs, and a tmpfs that a host directory hides.
@@ -749,4 +756,54 @@ fn dump_started(env: &Env, w: &Workload, init: i32) -> std::path::PathBuf {
     env.untrack(w.pid);
     env.untrack(init);
     img
+}
+
+/// A container whose ipc namespace holds a SysV segment and a semaphore set two of its
+/// processes use (the segment attached three times, once read-only), a SysV message
+/// queue and a POSIX message queue no fd holds, with messages: three cycles of dump and
+/// restore into fresh namespaces; after each the workload checks the same ids, keys,
+/// modes, sizes, attach count, bytes, semaphore values and messages in order (the
+/// segment written by both processes through it under the semaphore); `ckpt show`
+/// lists the objects.
+#[test]
+fn container_ipc_namespace_three_cycles() {
+    let env = Env::new();
+    let bin = workload_bin("ipcns");
+    let script = format!(
+        "{} {} & while :; do sleep 0.05; done",
+        bin.display(),
+        env.path().display()
+    );
+    let (w, mut init) = start_container(&env, "ipcns", &script);
+    env.wait_line(&w, "READY", |l| l.starts_with("READY "));
+    let is_wl = |k: i32| fs::read_link(format!("/proc/{k}/exe")).ok().as_ref() == Some(&bin);
+    let mut passes = 0;
+    let mut check = |root: i32| {
+        passes += 1;
+        check_inside(&env, &w, &bin, root, passes);
+    };
+    check(wait_child_of(init, is_wl));
+    for i in 1..=3 {
+        let img = env.subdir(&format!("img{i}"));
+        (init, _) = container_cycle(&env, &w, init, &img, i);
+        check(wait_child_of(init, is_wl));
+        let show = env.ckpt(&[OsStr::new("show"), OsStr::new("-D"), img.as_os_str()]);
+        assert!(show.status.success(), "{show}");
+    }
+    env.kill_and_reap(init);
+}
+
+/// Asks the workload `exe` running inside a container as `pid` to check itself and
+/// waits for its `PASS n` line in `w`'s output.
+fn check_inside(env: &Env, w: &Workload, exe: &Path, pid: i32, n: u32) {
+    assert!(signal(pid, libc::SIGUSR1));
+    let want = format!("PASS {n}");
+    let inside = Workload {
+        pid,
+        name: format!("{} in the container", exe.display()),
+        exe: exe.to_path_buf(),
+        out: w.out.clone(),
+        passes: 0,
+    };
+    env.wait_line(&inside, &want, |l| l == want);
 }

@@ -32,6 +32,7 @@ mod describe;
 mod fdtable;
 mod files;
 mod freezer;
+mod ipc;
 pub mod known_state;
 mod locks;
 mod mm;
@@ -254,6 +255,10 @@ pub fn dump_with_progress(
             let record = container::record(pid, &mut refused);
             refused.refuse_if_any(pid)?;
             mounts::write_files(pid, &record.mounts, &mut sink)?;
+            let mut record = record;
+            if record.clone_flags & libc::CLONE_NEWIPC as u64 != 0 {
+                record.ipc_objects = ipc::write(pid, &mut sink)?;
+            }
             let map = container::PidMap::of(tree.live.iter().map(|m| m.task.pid()))?;
             for n in &mut tree.nodes {
                 container::node_inner(n, &map)?;

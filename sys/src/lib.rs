@@ -21,6 +21,7 @@ pub mod process;
 pub mod ptrace;
 pub mod regs;
 pub mod socket;
+pub mod sysvipc;
 pub mod testhold;
 pub mod track;
 pub mod uffd;
