@@ -636,10 +636,11 @@ fn container_cycle(env: &Env, w: &Workload, init: i32, img: &Path, i: usize) -> 
 /// A container with mounts of its own: a tmpfs (size and mode options, a directory, a
 /// file, a symlink, a hard link) that its shell loop keeps its counter in (read back and
 /// incremented each turn: a tmpfs restored empty would restart it), and a read-only bind
-/// of a host directory (external: found again at the same path). Three cycles: after
+/// of a host directory (external: found again at the same path), and fresh mqueue,
+/// read-only sysfs and cgroup2 mounts on directories of the tmpfs. Three cycles: after
 /// each, from inside, the tmpfs holds what it held with its mode, the bind shows the host
-/// directory and is read-only, the counter goes on from where it was; the host never
-/// sees the tmpfs.
+/// directory and is read-only, the fresh mounts are there with their flags, the counter
+/// goes on from where it was; the host never sees the tmpfs.
 #[test]
 fn container_tmpfs_and_bind_mounts_three_cycles() {
     let env = Env::new();
@@ -653,6 +654,8 @@ fn container_tmpfs_and_bind_mounts_three_cycles() {
         "mount -t tmpfs -o size=4m,mode=750 ckpt-tmp {t} && mkdir {t}/sub && \
          echo kept > {t}/sub/f && ln -s sub/f {t}/link && ln {t}/sub/f {t}/hard && \
          mount --bind {src} {b} && mount -o remount,bind,ro {b} && echo 0 > {t}/count && \
+         mkdir {t}/mq {t}/sys {t}/cg && mount -t mqueue ckpt-mq {t}/mq && \
+         mount -t sysfs -o ro,nosuid ckpt-sys {t}/sys && mount -t cgroup2 ckpt-cg {t}/cg && \
          echo made; \
          while :; do n=$(cat {t}/count); n=$((n+1)); echo $n > {t}/count; \
          echo $n > {dir}/count; sleep 0.05; done",
@@ -687,6 +690,23 @@ fn container_tmpfs_and_bind_mounts_three_cycles() {
             !Path::new(&t).join("count").exists(),
             "the host sees the tmpfs"
         );
+        // Fresh mounts of their kind again: an mqueue, a read-only sysfs, a cgroup2.
+        let info = inside("cat /proc/1/mountinfo");
+        for (at, fs, opts) in [
+            ("mq", "mqueue", "rw,"),
+            ("sys", "sysfs", "ro,nosuid"),
+            ("cg", "cgroup2", "rw,"),
+        ] {
+            let line = info
+                .lines()
+                .find(|l| l.contains(&format!(" {t}/{at} ")))
+                .unwrap_or_else(|| panic!("no mount on {t}/{at}:\n{info}"));
+            assert!(
+                line.contains(&format!(" - {fs} ")) && line.contains(&format!(" {opts}")),
+                "{line}"
+            );
+        }
+        assert!(inside(&format!("ls {t}/sys")).contains("kernel"));
         let start = Instant::now();
         while counter(&env) <= before + 2 {
             assert!(
