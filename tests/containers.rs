@@ -5,6 +5,7 @@
 
 mod common;
 
+use ckpt_images::{pb, ImageDir, Kind, RecordWriter};
 use common::tree::*;
 use common::*;
 use std::ffi::OsStr;
@@ -826,4 +827,59 @@ fn check_inside(env: &Env, w: &Workload, exe: &Path, pid: i32, n: u32) {
         passes: 0,
     };
     env.wait_line(&inside, &want, |l| l == want);
+}
+
+/// A hostile mounts.img (resealed, so it verifies) cannot make the restore write
+/// through a symlink of the container's tmpfs to the host's files: a file under a
+/// symlink to a host directory is refused in one line, before anything is created.
+#[test]
+fn container_tmpfs_image_cannot_write_through_a_symlink() {
+    let env = Env::new();
+    let t = env.subdir("t");
+    let victim = env.subdir("victim");
+    let script = format!(
+        "mount -t tmpfs ckpt-tmp {t} && ln -s {v} {t}/a && echo made; \
+         while :; do sleep 0.05; done",
+        t = t.display(),
+        v = victim.display()
+    );
+    let (w, init) = start_container(&env, "hostile", &script);
+    env.wait_line(&w, "made", |l| l == "made");
+    let img = dump_started(&env, &w, init);
+    let name = ckpt_images::names::MOUNTS;
+    let mut files: Vec<pb::MountFile> = {
+        let d = ImageDir::open(&img).unwrap();
+        let mut r = d.records(name, Kind::Mounts).unwrap();
+        r.rest("MountFile").unwrap()
+    };
+    let mount = files[0].mount;
+    files.push(pb::MountFile {
+        mount,
+        path: "a/evil".into(),
+        mode: libc::S_IFREG | 0o644,
+        data: b"written through the symlink".to_vec(),
+        size: 27,
+        ..Default::default()
+    });
+    let mut wr = RecordWriter::new(Vec::new(), img.join(name), Kind::Mounts).unwrap();
+    for f in &files {
+        wr.write(f).unwrap();
+    }
+    let (bytes, size, xxh3) = wr.finish().unwrap();
+    replace_record_file(&img, name, bytes, size, xxh3);
+    env.ckpt(&[
+        OsStr::new("restore"),
+        OsStr::new("-D"),
+        img.as_os_str(),
+        OsStr::new("-d"),
+    ])
+    .failed_naming("\"a/evil\" is not under a directory listed before it");
+    assert!(
+        !victim.join("evil").exists(),
+        "the restore wrote a host file"
+    );
+    assert!(
+        inits_in(env.path()).is_empty(),
+        "a failed restore left a container"
+    );
 }
