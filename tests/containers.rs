@@ -5,6 +5,7 @@
 
 mod common;
 
+use ckpt_images::{pb, ImageDir, Kind, RecordWriter};
 use common::tree::*;
 use common::*;
 use std::ffi::OsStr;
@@ -435,17 +436,8 @@ fn container_three_cycles() {
     let mut passes = 0;
     let mut check = |t: i32| {
         passes += 1;
-        assert!(signal(t, libc::SIGUSR1));
-        let want = format!("PASS {passes}");
         // Watched through the tree's root (unshare is gone after the first dump).
-        let tw = Workload {
-            pid: t,
-            name: "tree in the container".into(),
-            exe: tree.clone(),
-            out: w.out.clone(),
-            passes: 0,
-        };
-        env.wait_line(&tw, &want, |l| l == want);
+        check_inside(&env, &w, &tree, t, passes);
     };
     check(t);
     for i in 1..=3 {
@@ -475,32 +467,42 @@ fn container_three_cycles() {
     env.kill_and_reap(init);
 }
 
-/// A container holding SysV IPC objects (shared memory, a semaphore set, a message
-/// queue) or a POSIX message queue that no process holds open (made, then closed: only
-/// its ipc namespace's mqueue filesystem shows it), or a mount of its own beyond its
-/// /proc, is refused by name and left running: `check -t` names every one of them, the
-/// dump the first and how many more.
+/// IPC state that is not restored yet is refused by name and the container left
+/// running: a SysV segment marked for removal while still attached (no key or id names
+/// it again), a POSIX message queue a process registered for notification (the dump's
+/// refill would fire it); `check -t` names both, the dump the first and how many more.
+/// Outside a container, a process with a SysV segment of ckpt's ipc namespace attached
+/// is refused by name. Unsupported mounts are refused by name too.
 #[test]
 fn container_ipc_and_mounts_are_refused_by_name() {
     let env = Env::new();
-    let mq = "import ctypes, os; l = ctypes.CDLL(None, use_errno=True); \
-              fd = l.mq_open(b'/ckpt-q', os.O_CREAT | os.O_RDWR, 0o640, None); \
-              assert fd >= 0, ctypes.get_errno(); \
-              assert l.mq_send(fd, b'hello', 5, 3) == 0; os.close(fd)";
-    let script = format!(
-        "ipcmk -M 4096 && ipcmk -S 2 && ipcmk -Q && {} -c \"{mq}\" && echo made; \
-         while :; do sleep 0.05; done",
-        python3().display()
-    );
+    let py = python3().display().to_string();
+    let rmid = "import ctypes, time; l = ctypes.CDLL(None, use_errno=True); \
+                l.shmat.restype = ctypes.c_void_p; i = l.shmget(0, 4096, 0o1600); \
+                assert l.shmat(i, None, 0) not in (None, 2**64 - 1); \
+                assert l.shmctl(i, 0, None) == 0; print('made', flush=True); time.sleep(1000)";
+    let notify = "import ctypes, os, struct, time; l = ctypes.CDLL(None, use_errno=True); \
+                  fd = l.mq_open(b'/ckpt-q', os.O_CREAT | os.O_RDWR, 0o640, None); \
+                  sev = ctypes.create_string_buffer(64); struct.pack_into('<qii', sev, 0, 0, 0, 1); \
+                  assert fd >= 0 and l.mq_notify(fd, sev) == 0, ctypes.get_errno(); \
+                  print('made', flush=True); time.sleep(1000)";
+    let script =
+        format!("{py} -c \"{rmid}\" & {py} -c \"{notify}\" & while :; do sleep 0.05; done");
     let (w, init) = start_container(&env, "ipc", &script);
-    env.wait_line(&w, "made", |l| l == "made");
+    let start = Instant::now();
+    while env.output(&w).lines().filter(|l| *l == "made").count() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{}",
+            env.output(&w)
+        );
+        sleep(Duration::from_millis(20));
+    }
     let check = env.ckpt(&["check", "-t", &init.to_string()]);
     assert_eq!(check.status.code(), Some(1), "{check}");
     for what in [
-        "SysV shared memory key",
-        "SysV semaphore set key",
-        "SysV message queue key",
-        "POSIX message queue /ckpt-q (1 messages",
+        "marked for removal while attached",
+        "POSIX message queue /ckpt-q (its ipc namespace): a process is registered",
     ] {
         assert!(
             check.stdout.contains(what),
@@ -509,12 +511,18 @@ fn container_ipc_and_mounts_are_refused_by_name() {
     }
     let img = env.subdir("img-ipc");
     let out = env.dump(init, &img, &[]);
-    let line = out.failed_naming("POSIX message queue /ckpt-q");
-    assert!(line.contains("(and 3 more"), "{line}");
+    out.failed_naming("(its ipc namespace)");
     assert_running_untraced(init);
     env.kill_and_reap(init);
     reap(w.pid, Duration::from_secs(10));
     env.untrack(w.pid);
+
+    let host = env.spawn("host-shm", &python3(), &["-c".as_ref(), OsStr::new(rmid)]);
+    env.wait_line(&host, "made", |l| l == "made");
+    env.dump(host.pid, &env.subdir("img-host"), &[])
+        .failed_naming("System V shared memory outside a container");
+    assert_running_untraced(host.pid);
+    env.kill_and_reap(host.pid);
 
     // Mounts that are not restored yet: a shared one (propagation), a bind of the
     // container's own tmpfs, and a tmpfs that a host directory hides.
@@ -679,10 +687,11 @@ fn container_cycle(env: &Env, w: &Workload, init: i32, img: &Path, i: usize) -> 
 /// A container with mounts of its own: a tmpfs (size and mode options, a directory, a
 /// file, a symlink, a hard link) that its shell loop keeps its counter in (read back and
 /// incremented each turn: a tmpfs restored empty would restart it), and a read-only bind
-/// of a host directory (external: found again at the same path). Three cycles: after
+/// of a host directory (external: found again at the same path), and fresh mqueue,
+/// read-only sysfs and cgroup2 mounts on directories of the tmpfs. Three cycles: after
 /// each, from inside, the tmpfs holds what it held with its mode, the bind shows the host
-/// directory and is read-only, the counter goes on from where it was; the host never
-/// sees the tmpfs.
+/// directory and is read-only, the fresh mounts are there with their flags, the counter
+/// goes on from where it was; the host never sees the tmpfs.
 #[test]
 fn container_tmpfs_and_bind_mounts_three_cycles() {
     let env = Env::new();
@@ -696,6 +705,8 @@ fn container_tmpfs_and_bind_mounts_three_cycles() {
         "mount -t tmpfs -o size=4m,mode=750 ckpt-tmp {t} && mkdir {t}/sub && \
          echo kept > {t}/sub/f && ln -s sub/f {t}/link && ln {t}/sub/f {t}/hard && \
          mount --bind {src} {b} && mount -o remount,bind,ro {b} && echo 0 > {t}/count && \
+         mkdir {t}/mq {t}/sys {t}/cg && mount -t mqueue ckpt-mq {t}/mq && \
+         mount -t sysfs -o ro,nosuid ckpt-sys {t}/sys && mount -t cgroup2 ckpt-cg {t}/cg && \
          echo made; \
          while :; do n=$(cat {t}/count); n=$((n+1)); echo $n > {t}/count; \
          echo $n > {dir}/count; sleep 0.05; done",
@@ -730,6 +741,23 @@ fn container_tmpfs_and_bind_mounts_three_cycles() {
             !Path::new(&t).join("count").exists(),
             "the host sees the tmpfs"
         );
+        // Fresh mounts of their kind again: an mqueue, a read-only sysfs, a cgroup2.
+        let info = inside("cat /proc/1/mountinfo");
+        for (at, fs, opts) in [
+            ("mq", "mqueue", "rw,"),
+            ("sys", "sysfs", "ro,nosuid"),
+            ("cg", "cgroup2", "rw,"),
+        ] {
+            let line = info
+                .lines()
+                .find(|l| l.contains(&format!(" {t}/{at} ")))
+                .unwrap_or_else(|| panic!("no mount on {t}/{at}:\n{info}"));
+            assert!(
+                line.contains(&format!(" - {fs} ")) && line.contains(&format!(" {opts}")),
+                "{line}"
+            );
+        }
+        assert!(inside(&format!("ls {t}/sys")).contains("kernel"));
         let start = Instant::now();
         while counter(&env) <= before + 2 {
             assert!(
@@ -799,4 +827,109 @@ fn dump_started(env: &Env, w: &Workload, init: i32) -> std::path::PathBuf {
     env.untrack(w.pid);
     env.untrack(init);
     img
+}
+
+/// A container whose ipc namespace holds a SysV segment and a semaphore set two of its
+/// processes use (the segment attached three times, once read-only), a SysV message
+/// queue and a POSIX message queue no fd holds, with messages: three cycles of dump and
+/// restore into fresh namespaces; after each the workload checks the same ids, keys,
+/// modes, sizes, attach count, bytes, semaphore values and messages in order (the
+/// segment written by both processes through it under the semaphore); `ckpt show`
+/// lists the objects.
+#[test]
+fn container_ipc_namespace_three_cycles() {
+    let env = Env::new();
+    let bin = workload_bin("ipcns");
+    let script = format!(
+        "{} {} & while :; do sleep 0.05; done",
+        bin.display(),
+        env.path().display()
+    );
+    let (w, mut init) = start_container(&env, "ipcns", &script);
+    env.wait_line(&w, "READY", |l| l.starts_with("READY "));
+    let is_wl = |k: i32| fs::read_link(format!("/proc/{k}/exe")).ok().as_ref() == Some(&bin);
+    let mut passes = 0;
+    let mut check = |root: i32| {
+        passes += 1;
+        check_inside(&env, &w, &bin, root, passes);
+    };
+    check(wait_child_of(init, is_wl));
+    for i in 1..=3 {
+        let img = env.subdir(&format!("img{i}"));
+        (init, _) = container_cycle(&env, &w, init, &img, i);
+        check(wait_child_of(init, is_wl));
+        let show = env.ckpt(&[OsStr::new("show"), OsStr::new("-D"), img.as_os_str()]);
+        assert!(show.status.success(), "{show}");
+    }
+    env.kill_and_reap(init);
+}
+
+/// Asks the workload `exe` running inside a container as `pid` to check itself and
+/// waits for its `PASS n` line in `w`'s output.
+fn check_inside(env: &Env, w: &Workload, exe: &Path, pid: i32, n: u32) {
+    assert!(signal(pid, libc::SIGUSR1));
+    let want = format!("PASS {n}");
+    let inside = Workload {
+        pid,
+        name: format!("{} in the container", exe.display()),
+        exe: exe.to_path_buf(),
+        out: w.out.clone(),
+        passes: 0,
+    };
+    env.wait_line(&inside, &want, |l| l == want);
+}
+
+/// A hostile mounts.img (resealed, so it verifies) cannot make the restore write
+/// through a symlink of the container's tmpfs to the host's files: a file under a
+/// symlink to a host directory is refused in one line, before anything is created.
+#[test]
+fn container_tmpfs_image_cannot_write_through_a_symlink() {
+    let env = Env::new();
+    let t = env.subdir("t");
+    let victim = env.subdir("victim");
+    let script = format!(
+        "mount -t tmpfs ckpt-tmp {t} && ln -s {v} {t}/a && echo made; \
+         while :; do sleep 0.05; done",
+        t = t.display(),
+        v = victim.display()
+    );
+    let (w, init) = start_container(&env, "hostile", &script);
+    env.wait_line(&w, "made", |l| l == "made");
+    let img = dump_started(&env, &w, init);
+    let name = ckpt_images::names::MOUNTS;
+    let mut files: Vec<pb::MountFile> = {
+        let d = ImageDir::open(&img).unwrap();
+        let mut r = d.records(name, Kind::Mounts).unwrap();
+        r.rest("MountFile").unwrap()
+    };
+    let mount = files[0].mount;
+    files.push(pb::MountFile {
+        mount,
+        path: "a/evil".into(),
+        mode: libc::S_IFREG | 0o644,
+        data: b"written through the symlink".to_vec(),
+        size: 27,
+        ..Default::default()
+    });
+    let mut wr = RecordWriter::new(Vec::new(), img.join(name), Kind::Mounts).unwrap();
+    for f in &files {
+        wr.write(f).unwrap();
+    }
+    let (bytes, size, xxh3) = wr.finish().unwrap();
+    replace_record_file(&img, name, bytes, size, xxh3);
+    env.ckpt(&[
+        OsStr::new("restore"),
+        OsStr::new("-D"),
+        img.as_os_str(),
+        OsStr::new("-d"),
+    ])
+    .failed_naming("\"a/evil\" is not under a directory listed before it");
+    assert!(
+        !victim.join("evil").exists(),
+        "the restore wrote a host file"
+    );
+    assert!(
+        inits_in(env.path()).is_empty(),
+        "a failed restore left a container"
+    );
 }

@@ -3,8 +3,8 @@
 //! that namespace sees them (NSpid, NSpgid, NSsid), the hostname and domain name of its
 //! uts namespace, and which namespaces it owns; what it cannot restore yet is refused by
 //! name: a user, cgroup or time namespace of its own, a net namespace with more than a
-//! loopback (127.0.0.1, ::1), mounts `mounts.rs` cannot record, SysV IPC objects, processes of the tree
-//! in namespaces other than the root's.
+//! loopback (127.0.0.1, ::1), mounts `mounts.rs` cannot record, IPC state `ipc.rs`
+//! cannot, processes of the tree in namespaces other than the root's.
 
 use crate::blockers::Blockers;
 use ckpt_images::pb;
@@ -235,7 +235,7 @@ pub fn record(root: Pid, out: &mut Blockers) -> pb::Container {
         }
     }
     if flags & libc::CLONE_NEWIPC as u64 != 0 {
-        ipc_blockers(root, out);
+        crate::ipc::blockers(root, out);
     }
     if flags & libc::CLONE_NEWNS as u64 != 0 {
         c.mounts = crate::mounts::record(root, out);
@@ -281,54 +281,4 @@ fn loopback(root: Pid, out: &mut Blockers) -> bool {
         }
     }
     up
-}
-
-/// SysV IPC objects of the container's ipc namespace (/proc/sysvipc/* read from inside
-/// it) and its POSIX message queues (held open or not: `ckpt_sys::mqueue` lists them
-/// from a detached mount of the namespace's mqueue filesystem): not restored yet, each
-/// refused by name.
-fn ipc_blockers(root: Pid, out: &mut Blockers) {
-    let read = ns::in_namespace_of(root, "ipc", || {
-        ["shm", "sem", "msg"].map(|k| {
-            (
-                k,
-                std::fs::read_to_string(format!("/proc/sysvipc/{k}")).unwrap_or_default(),
-            )
-        })
-    });
-    let tables = match read {
-        Ok(t) => t,
-        Err(e) => return out.push(root, "ipc namespace", e.to_string()),
-    };
-    match ns::in_namespace_of(root, "ipc", ckpt_sys::mqueue::list) {
-        Ok(Ok(queues)) => {
-            for q in queues {
-                out.push(
-                    root,
-                    format!(
-                        "POSIX message queue /{} ({} messages, its ipc namespace)",
-                        q.name, q.curmsgs
-                    ),
-                    "message queues of a container are not restored yet",
-                );
-            }
-        }
-        Ok(Err(e)) | Err(e) => out.push(root, "ipc namespace's message queues", e.to_string()),
-    }
-    for (kind, text) in tables {
-        for l in text.lines().skip(1) {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let (key, id) = (f.first().unwrap_or(&"?"), f.get(1).unwrap_or(&"?"));
-            let what = match kind {
-                "shm" => "SysV shared memory",
-                "sem" => "SysV semaphore set",
-                _ => "SysV message queue",
-            };
-            out.push(
-                root,
-                format!("{what} key {key} id {id} (its ipc namespace)"),
-                "SysV IPC objects of a container are not restored yet",
-            );
-        }
-    }
 }

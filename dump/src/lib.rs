@@ -34,6 +34,7 @@ mod fdtable;
 mod files;
 mod freezer;
 pub mod hooks;
+mod ipc;
 pub mod known_state;
 mod locks;
 mod mm;
@@ -337,6 +338,10 @@ fn dump_inner(
             let record = container::record(pid, &mut refused);
             refused.refuse_if_any(pid)?;
             mounts::write_files(pid, &record.mounts, &mut sink)?;
+            let mut record = record;
+            if record.clone_flags & libc::CLONE_NEWIPC as u64 != 0 {
+                record.ipc_objects = ipc::write(pid, &mut sink)?;
+            }
             let map = container::PidMap::of(tree.live.iter().map(|m| m.task.pid()))?;
             for n in &mut tree.nodes {
                 container::node_inner(n, &map)?;

@@ -77,6 +77,16 @@ pub fn classify(pid: Pid, m: &Mapping) -> Result<Class, Blocker> {
     }
     let file = m.is_file();
     if m.shared {
+        // A System V segment ("/SYSV<key>", "(deleted)" when its key is IPC_PRIVATE; its
+        // inode is its id, 0 for the first one of a namespace, so not `file`):
+        // restored by attaching it again, in a container's own ipc namespace only
+        // (`validate.rs` refuses the others).
+        if m.name.starts_with("/SYSV") {
+            if m.offset != 0 {
+                return Err(no("part of a System V segment (not from its start)"));
+            }
+            return Ok(Class::Vma(pb::VmaKind::VmaSysvShm));
+        }
         if file && m.deleted {
             if m.name == "/dev/zero" {
                 return Ok(Class::Vma(pb::VmaKind::VmaAnonShared));
@@ -88,9 +98,6 @@ pub fn classify(pid: Pid, m: &Mapping) -> Result<Class, Blocker> {
                     return Err(no("a hugetlb memfd; not supported yet"));
                 }
                 return Ok(Class::Vma(pb::VmaKind::VmaAnonShared));
-            }
-            if m.name.starts_with("/SYSV") {
-                return Err(no("System V shared memory; not supported yet"));
             }
             if m.name == "/[aio]" {
                 return Err(no(
@@ -287,6 +294,10 @@ pub fn collect(pid: Pid, stat: &Stat, maps: &[Mapping]) -> Result<Mm, DumpError>
             (true, false) => 1,
             (true, true) => 2,
         };
+        if kind == pb::VmaKind::VmaSysvShm {
+            // /proc/PID/maps shows a SysV segment's id as its inode.
+            vma.sysv_shmid = m.inode as i32;
+        }
         if kind == pb::VmaKind::VmaAnonShared {
             // One shmem object per inode: the VMAs of a split or twice mapped object
             // share it (pgoff places each in it).
@@ -414,11 +425,16 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("deleted file") && e.contains("/tmp/gone"), "{e}");
-        let e = c(
-            "5555-6666 rw-s 00000000 00:01 9  /SYSV00000000 (deleted)",
-            "rd wr sh",
-        )
-        .unwrap_err();
+        // A SysV segment is attached again (in a container's own ipc namespace only:
+        // validate.rs refuses the others), whole: a part of one is refused.
+        assert_eq!(
+            c(
+                "5555-6666 rw-s 00000000 00:01 0  /SYSV00000000 (deleted)",
+                "rd wr sh"
+            ),
+            Ok(Class::Vma(VmaSysvShm))
+        );
+        let e = c("5555-6666 rw-s 00001000 00:01 9  /SYSV0000abcd", "rd wr sh").unwrap_err();
         assert!(e.contains("System V"), "{e}");
     }
 }

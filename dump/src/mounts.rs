@@ -8,7 +8,8 @@
 //!   external, named by its host path, bound again at restore from that path or the one
 //!   `--ext-mount-map` gives;
 //!
-//! with their per-mount flags. Refused by name: a shared or slave mount (propagation is
+//! with their per-mount flags. Refused by name: a root of its own (pivot_root, as runc
+//! and LXC make it), a shared or slave mount (propagation is
 //! not restored yet: everything comes back private), a mount stacked over a tmpfs, a
 //! bind of a container's own tmpfs, a mount of anything else, a mount of ckpt's the
 //! container lacks.
@@ -118,9 +119,24 @@ const FRESH: [&str; 5] = ["sysfs", "mqueue", "cgroup2", "devpts", "proc"];
 /// The container's own mounts, recorded; what cannot be restored is pushed to `out`.
 pub fn record(root: Pid, out: &mut Blockers) -> Vec<pb::Mount> {
     let host_all = mountinfo(nix::unistd::getpid());
+    let theirs = mountinfo(root);
+    let top = |l: &[Line]| l.iter().find(|m| m.mountpoint == "/").cloned();
+    if let (Some(t), Some(h)) = (top(&theirs), top(&host_all)) {
+        if t.key() != h.key() {
+            // pivot_root (runc, LXC): none of ckpt's mounts is theirs.
+            let from =
+                host_path(&host_all, &t).unwrap_or_else(|| format!("{} {}", t.fstype, t.source));
+            out.push(
+                root,
+                format!("its root / ({from}) in its mount namespace"),
+                "a container on a root of its own (pivot_root: runc, LXC) is not restored yet",
+            );
+            return Vec::new();
+        }
+    }
     let mut host = host_all.clone();
     let mut extra = Vec::new();
-    for m in mountinfo(root) {
+    for m in theirs {
         match host.iter().position(|h| h.key() == m.key()) {
             Some(i) => {
                 host.remove(i);

@@ -71,7 +71,8 @@ pub fn keep(kind: pb::VmaKind, entry: u64) -> bool {
     match kind {
         pb::VmaKind::VmaAnon | pb::VmaKind::VmaAnonShared => entry & (PM_PRESENT | PM_SWAP) != 0,
         pb::VmaKind::VmaFilePrivate => entry & (PM_PRESENT | PM_SWAP) != 0 && entry & PM_FILE == 0,
-        pb::VmaKind::VmaFileShared => false,
+        // Its bytes are the segment's, stored once with the container's ipc namespace.
+        pb::VmaKind::VmaFileShared | pb::VmaKind::VmaSysvShm => false,
     }
 }
 
@@ -127,7 +128,7 @@ pub fn plan(pid: Pid, vmas: &[VmaInfo]) -> Result<Vec<Run>, DumpError> {
     let mut found = Vec::new();
     for v in vmas {
         let kind = v.kind();
-        if kind == pb::VmaKind::VmaFileShared {
+        if kind == pb::VmaKind::VmaFileShared || kind == pb::VmaKind::VmaSysvShm {
             continue;
         }
         let unreadable = !v.readable;

@@ -275,9 +275,22 @@ fn process_blockers(
     let text = String::from_utf8_lossy(&maps);
     let parsed =
         proc::parse_smaps(&text).map_err(|e| DumpError::Lost(format!("/proc/{pid}/maps: {e}")))?;
+    let own_ipc = container.and_then(|c| c.get("ipc"));
     for m in &parsed {
-        if let Err(b) = mm::classify(pid, m) {
-            out.add(b);
+        match mm::classify(pid, m) {
+            Err(b) => out.add(b),
+            Ok(mm::Class::Vma(ckpt_images::pb::VmaKind::VmaSysvShm))
+                if own_ipc.is_none()
+                    || ckpt_sys::ns::ns_id(pid, "ipc").ok().as_ref() != own_ipc =>
+            {
+                out.push(
+                    pid,
+                    format!("mapping {:#x}-{:#x} {}", m.start, m.end, m.name),
+                    "System V shared memory outside a container's own ipc namespace; not \
+                     supported yet",
+                )
+            }
+            Ok(_) => {}
         }
     }
     Ok(())

@@ -22,6 +22,10 @@ pub enum Kind {
     ParentMap = 8,
     /// A container's tmpfs files (`mounts.img`).
     Mounts = 24,
+    /// A container's IPC objects (`ipc.img`).
+    Ipc = 25,
+    /// The bytes of its SysV shared memory (`ipcshm.img`).
+    IpcShm = 26,
 }
 
 impl Kind {
@@ -36,6 +40,8 @@ impl Kind {
             7 => Kind::FileTable,
             8 => Kind::ParentMap,
             24 => Kind::Mounts,
+            25 => Kind::Ipc,
+            26 => Kind::IpcShm,
             _ => return None,
         })
     }
@@ -54,6 +60,8 @@ impl Kind {
             "fdtable" => Kind::FileTable,
             "parentmap" => Kind::ParentMap,
             "mounts" => Kind::Mounts,
+            "ipc" => Kind::Ipc,
+            "ipcshm" => Kind::IpcShm,
             _ => return None,
         })
     }

@@ -55,6 +55,9 @@ pub mod names {
     pub const FDTABLE: &str = "fdtable.img";
     /// A container's tmpfs files.
     pub const MOUNTS: &str = "mounts.img";
+    /// A container's IPC objects, and its SysV segments' bytes.
+    pub const IPC: &str = "ipc.img";
+    pub const IPC_SHM: &str = "ipcshm.img";
     pub fn pages(id: u32) -> String {
         format!("pages-{id}.img")
     }

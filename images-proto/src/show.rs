@@ -104,6 +104,19 @@ fn decode(d: &ImageDir, f: &pb::ImageFile) -> Result<Value> {
                 .collect();
             json!({ "files": files })
         }
+        Some(Kind::Ipc) => {
+            let mut r = d.records_of(f, Kind::Ipc)?;
+            let objects: Vec<pb::IpcObject> = r.rest("IpcObject")?;
+            json!({ "objects": objects.iter().map(|o| json!({ "kind": o.kind, "id": o.id,
+                "key": o.key, "name": o.name, "size": o.size, "sem_values": o.sem_values,
+                "messages": o.messages.len() })).collect::<Vec<_>>() })
+        }
+        Some(Kind::IpcShm) => {
+            let mut r = d.records_of(f, Kind::IpcShm)?;
+            let pieces: Vec<pb::ShmPiece> = r.rest("ShmPiece")?;
+            json!({ "pieces": pieces.iter().map(|p| json!({ "id": p.id, "offset": p.offset,
+                "bytes": p.data.len() })).collect::<Vec<_>>() })
+        }
         Some(Kind::Pages) => json!({ "pages": (f.size.saturating_sub(4096)) / 4096 }),
         _ => json!({}),
     })

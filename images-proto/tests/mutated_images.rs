@@ -344,6 +344,12 @@ fn decode(kind: Kind, data: &[u8]) {
         Kind::Mounts => {
             let _ = rest::<pb::MountFile>(&mut r, "MountFile");
         }
+        Kind::Ipc => {
+            let _ = rest::<pb::IpcObject>(&mut r, "IpcObject");
+        }
+        Kind::IpcShm => {
+            let _ = rest::<pb::ShmPiece>(&mut r, "ShmPiece");
+        }
         Kind::Pages => unreachable!(),
     }
 }

@@ -44,6 +44,26 @@ pub fn check(inv: &pb::Inventory, new_pidns: bool, lazy: bool) -> R<()> {
     Ok(())
 }
 
+/// What the root's seed makes in its fresh namespaces besides the names: mounts and IPC
+/// objects.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub mounts: crate::mounts::Plan,
+    pub ipc: crate::ipc::Plan,
+}
+
+/// Reads and checks what the root's seed will make (nothing is created yet).
+pub fn plan(
+    dir: &ckpt_images::ImageDir,
+    c: &pb::Container,
+    places: &crate::mounts::Places,
+) -> R<Plan> {
+    Ok(Plan {
+        mounts: crate::mounts::plan(dir, c, places)?,
+        ipc: crate::ipc::plan(dir, c)?,
+    })
+}
+
 /// Forks the root's seed into fresh namespaces; ckpt gets its outer pid.
 pub fn fork_root(
     seeds: &crate::seed::Seeds,
@@ -59,13 +79,18 @@ pub fn fork_root(
     }
 }
 
-/// In the root's seed, before it forks the others: its mounts private, its own mounts
-/// (`mounts.rs`), its names.
-pub fn set_up_root(c: &pb::Container, mounts: Option<&crate::mounts::Plan>) -> Result<(), String> {
+/// In the root's seed, before it forks the others: its IPC objects (`ipc.rs`), its
+/// mounts private, its own mounts (`mounts.rs`), its names.
+pub fn set_up_root(c: &pb::Container, plan: Option<&Plan>) -> Result<(), String> {
+    if c.clone_flags & libc::CLONE_NEWIPC as u64 != 0 {
+        if let Some(plan) = plan {
+            crate::ipc::create_all(&plan.ipc)?;
+        }
+    }
     if c.clone_flags & libc::CLONE_NEWNS as u64 != 0 {
         ckpt_sys::ns::make_mounts_private().map_err(|e| e.to_string())?;
-        if let Some(plan) = mounts {
-            crate::mounts::mount_all(plan)?;
+        if let Some(plan) = plan {
+            crate::mounts::mount_all(&plan.mounts)?;
         }
     }
     if c.clone_flags & libc::CLONE_NEWUTS as u64 != 0 {

@@ -16,6 +16,7 @@ mod fdtable;
 mod fill;
 pub mod hooks;
 mod image;
+mod ipc;
 mod lazy;
 mod locks;
 mod mounts;
@@ -131,8 +132,8 @@ pub fn restore_with_progress(
         )));
     }
     container::check(inv, opts.new_pidns, opts.lazy)?;
-    let mount_plan = match &inv.container {
-        Some(c) => Some(mounts::plan(
+    let ns_plan = match &inv.container {
+        Some(c) => Some(container::plan(
             &dir,
             c,
             &mounts::Places {
@@ -153,6 +154,11 @@ pub fn restore_with_progress(
             .last()
             .map_or(ckpt_images::PAGE_SIZE as u64, |i| i.pages_end);
         imgs.push(image::load(&dir, p, first)?);
+    }
+    let no_ipc = ipc::Plan::default();
+    let ipc_plan = ns_plan.as_ref().map_or(&no_ipc, |p| &p.ipc);
+    for img in &imgs {
+        ipc::check_attached(ipc_plan, img.core.pid, &img.vmas)?;
     }
     let last = imgs.last().expect("at least the root");
     if last.pages_end != last.stream_len {
@@ -340,7 +346,7 @@ pub fn restore_with_progress(
         },
         sibling: opts.sibling,
         container: inv.container.as_ref(),
-        mounts: mount_plan.as_ref(),
+        ns: ns_plan.as_ref(),
         tree: &tree,
         plans: &plans,
         fds: &fds,

@@ -94,8 +94,53 @@ pub fn plan(dir: &ImageDir, c: &pb::Container, places: &Places) -> R<Plan> {
             }
             plan.files.entry(f.mount).or_default().push(f);
         }
+        for (m, files) in &plan.files {
+            check_tree(*m, files).map_err(|why| {
+                RestoreError::Refused(format!("{}: {why}", dir.path(names::MOUNTS).display()))
+            })?;
+        }
     }
     Ok(plan)
+}
+
+/// Every file's parent is a directory listed before it (the mount's root first), and
+/// no path is listed twice but as pieces of one file: the fill then never follows a
+/// symlink, whatever the image says (a path through one could reach the host's files
+/// from the namespace's copy of its mounts).
+fn check_tree(m: u32, files: &[pb::MountFile]) -> Result<(), String> {
+    let mut dirs = std::collections::HashSet::new();
+    let mut seen = std::collections::HashSet::new();
+    for f in files {
+        let dir = f.mode & libc::S_IFMT == libc::S_IFDIR && f.link_to.is_empty();
+        if f.path.is_empty() {
+            if !dir || !dirs.is_empty() {
+                return Err(format!("mount {m}: its root is not its first directory"));
+            }
+            dirs.insert(String::new());
+            continue;
+        }
+        let parent = f.path.rsplit_once('/').map_or("", |(p, _)| p);
+        if !dirs.contains(parent) {
+            return Err(format!(
+                "mount {m}: {:?} is not under a directory listed before it",
+                f.path
+            ));
+        }
+        if !f.link_to.is_empty() && (!seen.contains(&f.link_to) || dirs.contains(&f.link_to)) {
+            return Err(format!(
+                "mount {m}: {:?} links to {:?}, not a file listed before it",
+                f.path, f.link_to
+            ));
+        }
+        let again = !seen.insert(f.path.clone());
+        if again && (f.offset == 0 || f.mode & libc::S_IFMT != libc::S_IFREG) {
+            return Err(format!("mount {m}: {:?} is listed twice", f.path));
+        }
+        if dir {
+            dirs.insert(f.path.clone());
+        }
+    }
+    Ok(())
 }
 
 /// In the root's seed: every mount of the plan, in order.

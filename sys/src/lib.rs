@@ -23,6 +23,7 @@ pub mod regs;
 pub mod reserve;
 pub mod seqpacket;
 pub mod socket;
+pub mod sysvipc;
 pub mod testhold;
 pub mod track;
 pub mod uffd;

@@ -131,6 +131,7 @@ impl Puppet<'_> {
                     }
                     None => flags |= (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64,
                 },
+                pb::VmaKind::VmaSysvShm => {}
                 pb::VmaKind::VmaFilePrivate | pb::VmaKind::VmaFileShared => {
                     flags |= if kind == pb::VmaKind::VmaFileShared {
                         libc::MAP_SHARED
@@ -150,6 +151,25 @@ impl Puppet<'_> {
                     fd = self.plan.vma_fd(file_index) as u64;
                     off = v.pgoff;
                 }
+            }
+            if kind == pb::VmaKind::VmaSysvShm {
+                // Attached again (the container's ipc namespace holds the segment under
+                // its dumped id, made by the root's seed).
+                let mut shmflg = 0u64;
+                if v.prot & libc::PROT_WRITE as u32 == 0 {
+                    shmflg |= libc::SHM_RDONLY as u64;
+                }
+                if v.prot & libc::PROT_EXEC as u32 != 0 {
+                    shmflg |= libc::SHM_EXEC as u64;
+                }
+                mmaps.push((
+                    format!(
+                        "shmat of SysV segment {} at [{:#x}, {:#x})",
+                        v.sysv_shmid, v.start, v.end
+                    ),
+                    Call::new(libc::SYS_shmat, &[v.sysv_shmid as u64, v.start, shmflg]),
+                ));
+                continue;
             }
             if v.growsdown {
                 flags |= libc::MAP_GROWSDOWN as u64;
