@@ -94,7 +94,6 @@ fn refused(kind: &str, needle: &str, extra: &[&str]) {
              wl.run(lambda: None, lambda: None)\n",
             dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workloads"),
             setup = match kind {
-                "unix" => "a, b = socket.socketpair()",
                 "netlink" => "a = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)",
                 "packet" => "a = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)",
                 "raw" => "a = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)",
@@ -126,11 +125,6 @@ fn refused(kind: &str, needle: &str, extra: &[&str]) {
     assert_running_untraced(w.pid);
     env.check(&mut w);
     env.kill_and_reap(w.pid);
-}
-
-#[test]
-fn unix_socket_refused() {
-    refused("unix", "unix sockets are not supported yet", &[]);
 }
 
 #[test]

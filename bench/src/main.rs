@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+mod haul;
 mod limits;
 mod measure;
 mod predump;
@@ -100,6 +101,10 @@ struct Args {
     /// being rewritten at ~50 MiB/s), or `none`.
     #[arg(long, default_value = "1G")]
     predump: String,
+    /// Size of the migration workload (the pre-dump one, moved with `ckpt migrate` to a
+    /// `ckpt haul serve` on loopback, stop-and-copy and --pre-copy), or `none`.
+    #[arg(long, default_value = "1G")]
+    migrate: String,
     /// Give up on one ckpt command (or one workload answer) after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
@@ -228,6 +233,8 @@ struct Output {
     phases: Vec<PhaseRow>,
     /// The pre-dump row (`predump.rs`).
     predump: Option<predump::PredumpResult>,
+    /// The migration row (`haul.rs`).
+    migrate: Option<haul::HaulResult>,
 }
 
 #[derive(Serialize)]
@@ -242,6 +249,7 @@ fn run(mut args: Args) -> Result<()> {
     if args.quick {
         args.sizes = "64M".into();
         args.predump = "64M".into();
+        args.migrate = "64M".into();
         args.runs = 3;
         args.no_sleep = false;
     }
@@ -363,6 +371,12 @@ fn run(mut args: Args) -> Result<()> {
             ctx.timeout,
         )?)
     };
+    let migrate = if args.migrate.trim() == "none" {
+        None
+    } else {
+        let b = parse_size(&args.migrate)?;
+        Some(haul::bench(&ctx.ckpt, &ctx.work, b, ctx.runs, ctx.timeout)?)
+    };
     let rows: Vec<report::Row> = results.iter().flat_map(report::rows).collect();
     let phases = phase_rows(&results);
     let out = Output {
@@ -378,6 +392,7 @@ fn run(mut args: Args) -> Result<()> {
         workloads: results,
         phases,
         predump,
+        migrate,
     };
     if let Some(f) = &args.json_file {
         std::fs::write(f, serde_json::to_string_pretty(&out)?)
@@ -397,6 +412,9 @@ fn run(mut args: Args) -> Result<()> {
         print!("{}", report::table(&out.rows));
         if let Some(p) = &out.predump {
             print!("{}", predump::render(p));
+        }
+        if let Some(m) = &out.migrate {
+            print!("{}", haul::render(m));
         }
         println!("\n{}", report::LEGEND);
         if !out.phases.is_empty() {

@@ -25,6 +25,7 @@ pub mod anon;
 pub mod contents;
 pub mod epoll;
 pub mod pipe;
+pub mod unix;
 
 use crate::describe::Describer;
 use crate::DumpError;
@@ -57,6 +58,8 @@ pub struct FdTable {
     pub kcmps: u64,
     /// The network sockets' side: connections locked and in repair mode (`net/`).
     pub net: crate::net::Session,
+    /// The unix sockets' side (`unix.rs`).
+    pub unix: unix::Unix,
     pub fds: u64,
     pub spent: std::time::Duration,
     /// CPU time of ckpt's thread in the same (what the load of the host does not inflate).
@@ -80,6 +83,7 @@ impl FdTable {
             stored: HashSet::new(),
             net: crate::net::Session::new(pids.first().copied().unwrap_or(Pid::from_raw(0))),
             describer: Describer::new(pids),
+            unix: unix::Unix::default(),
             kcmps: 0,
             fds: 0,
             spent: std::time::Duration::ZERO,

@@ -80,8 +80,21 @@ fn inspect(
                     describer.refused_socket(pid, fd, &target, why),
                 ))
             }
-            // Not TCP or UDP: the describer names it below.
-            Some(None) => {}
+            // Not TCP or UDP: a unix socket, or the describer names it below.
+            Some(None) => match fdtable::unix::is_unix(pid, fd) {
+                Ok(true) => {
+                    let meta = std::fs::metadata(&link).map_err(|e| {
+                        Problem::Gone(format!("pid {pid}: fd {fd} ({target}): {e}"))
+                    })?;
+                    return Ok((pb::FdKind::FdUnixSocket, target, meta));
+                }
+                Ok(false) => {}
+                Err(why) => {
+                    return Err(Problem::Blocked(
+                        describer.refused_socket(pid, fd, &target, why),
+                    ))
+                }
+            },
         }
     }
     if target == "anon_inode:[eventpoll]" {
@@ -240,6 +253,9 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<Vec<pb::Fd>, DumpError> 
                 )
             }
         };
+        if table.desc(desc).kind == pb::FdKind::FdUnixSocket as i32 {
+            table.unix.held(desc, pid, fd);
+        }
         // A dup of a lower fd of this process: restore dups it rather than reopening.
         let dup_of = here.get(&desc).copied();
         here.entry(desc).or_insert(fd);
@@ -284,6 +300,9 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<Vec<pb::Fd>, DumpError> 
     Ok(out)
 }
 
+/// __O_TMPFILE, which the kernel keeps in an O_TMPFILE file's flags.
+const O_TMPFILE_BIT: u32 = 0o20000000;
+
 /// Kinds reopened by their path (the rest are made again from the table's record).
 fn is_path_kind(kind: pb::FdKind) -> bool {
     matches!(
@@ -313,6 +332,11 @@ fn describe(
         info,
         inode: key,
     };
+    if info.flags & O_TMPFILE_BIT != 0 {
+        return Err(crate::refuse(format!(
+            "pid {pid}: fd {fd} ({target}): a file opened with O_TMPFILE is not supported yet"
+        )));
+    }
     let mut d = pb::FileDesc {
         id: 0,
         kind: kind as i32,
@@ -342,6 +366,7 @@ fn describe(
             d.memfd = Some(fdtable::contents::memfd(&ctx, name, meta.size(), table)?);
         }
         pb::FdKind::FdInetSocket => d.inet = Some(table.net.collect(pid, fd, meta.ino())?),
+        pb::FdKind::FdUnixSocket => d.unix = Some(fdtable::unix::dump(&ctx, table)?),
         pb::FdKind::FdEpoll => {
             let named =
                 |why: String| crate::refuse(format!("pid {pid}: fd {fd} (epoll, {target}): {why}"));

@@ -17,6 +17,7 @@ mod fill;
 mod image;
 mod lazy;
 mod locks;
+mod mounts;
 mod net;
 mod pidheld;
 mod pidns;
@@ -60,6 +61,8 @@ pub struct RestoreOptions {
     /// `--new-pidns`: rebuild the tree in a fresh pid namespace under an init of ckpt's
     /// (`pidns.rs`), its pids as dumped inside, whatever they are outside.
     pub new_pidns: bool,
+    /// `--ext-mount-map KEY:PATH`: a container's external mount KEY is at PATH here.
+    pub ext_mount_map: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +98,18 @@ pub fn restore_with_progress(
     let dir = ImageDir::open_deferring_pages(&opts.dir)?;
     let chain = chain::open(&dir, opts.lazy)?;
     let inv = dir.inventory();
+    // A tree dumped inside a ckpt-init's pid namespace has only the pids it had there.
+    let forced;
+    let opts = if inv.new_pidns && !opts.new_pidns {
+        tracing::info!("dumped inside a pid namespace of ckpt's: restored into a new one");
+        forced = RestoreOptions {
+            new_pidns: true,
+            ..opts.clone()
+        };
+        &forced
+    } else {
+        opts
+    };
     image::check_tree(&dir)?;
     let tree = tree::plan(
         inv,
@@ -112,6 +127,16 @@ pub fn restore_with_progress(
         )));
     }
     container::check(inv, opts.new_pidns, opts.lazy)?;
+    let mount_plan = match &inv.container {
+        Some(c) => Some(mounts::plan(
+            &dir,
+            c,
+            &mounts::Places {
+                ext_map: opts.ext_mount_map.clone(),
+            },
+        )?),
+        None => None,
+    };
     if opts.lazy && opts.new_pidns {
         return Err(RestoreError::Refused(
             "--lazy and --new-pidns together are not supported yet: restore without --lazy".into(),
@@ -300,6 +325,7 @@ pub fn restore_with_progress(
             std::process::id() as i32
         },
         container: inv.container.as_ref(),
+        mounts: mount_plan.as_ref(),
         tree: &tree,
         plans: &plans,
         fds: &fds,
@@ -395,6 +421,7 @@ pub fn restore_with_progress(
         }
         net::resume_connections(&net::connections(&[child], &imgs, &descs))
             .map_err(RestoreError::Refused)?;
+        stop_again(&[child], &imgs)?;
         for tid in threads {
             ptrace::detach(tid)?;
         }
@@ -418,7 +445,8 @@ pub fn restore_with_progress(
                     container::before_release(c, pids[0])?;
                 }
                 net::resume_connections(&net::connections(&pids, &imgs, &descs))
-                    .map_err(RestoreError::Refused)
+                    .map_err(RestoreError::Refused)?;
+                stop_again(&pids, &imgs)
             },
         })?;
         drop(shared);
@@ -570,6 +598,19 @@ fn pick_trampoline(img: &image::ProcessImage, own: &[(u64, u64)]) -> R<u64> {
     Err(RestoreError::Refused(
         "no address is free for the restore trampoline".into(),
     ))
+}
+
+/// A process dumped in a group-stop is sent SIGSTOP while its puppet still holds it: the
+/// signal waits, queued, and stops the whole process as the detach lets it run (SIGSTOP
+/// rather than the SIGTSTP or SIGTTIN it may have stopped for: those a handler may catch).
+fn stop_again(pids: &[Pid], imgs: &[image::ProcessImage]) -> R<()> {
+    for (&pid, img) in pids.iter().zip(imgs) {
+        if img.core.stop_signal != 0 {
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP)
+                .map_err(|e| ckpt_sys::Error::sys(format!("kill(pid {pid}, SIGSTOP)"), e))?;
+        }
+    }
+    Ok(())
 }
 
 /// `detach`: a root restored with `-d` outlives ckpt, so it gets a session of its own

@@ -378,6 +378,14 @@ impl<'a> Puppet<'a> {
             // Best effort: the machine may have fewer CPUs than the one dumped on.
             let _ = ckpt_sys::process::set_affinity(self.pid, core.cpu_affinity);
         }
+        if t.ioprio != 0 {
+            ckpt_sys::process::set_ioprio(self.pid, t.ioprio)?;
+        }
+        if let Some(f) = core.coredump_filter {
+            let path = format!("/proc/{}/coredump_filter", self.pid);
+            std::fs::write(&path, format!("{f:#x}"))
+                .map_err(|e| RestoreError::Refused(format!("writing {f:#x} to {path}: {e}")))?;
+        }
         let r = self.remote.syscall_to_exit(
             libc::SYS_munmap,
             &[self.tramp, 2 * PAGE_SIZE as u64],

@@ -90,7 +90,7 @@ pub fn run(seeds: &Seeds, me: usize) -> ! {
     // Until `prepare` moved it, the status pipe is where ckpt left it.
     // The shared files its descendants hold are made before they are forked.
     let container = match seeds.container.filter(|_| me == 0) {
-        Some(c) => crate::container::set_up_root(c),
+        Some(c) => crate::container::set_up_root(c, seeds.mounts),
         None => Ok(()),
     };
     let early = container

@@ -10,6 +10,8 @@ pub mod error;
 pub mod inject;
 pub mod kstate;
 pub mod mem;
+pub mod mounts;
+pub mod mqueue;
 pub mod nft;
 pub mod ns;
 pub mod pipe;
@@ -23,6 +25,7 @@ pub mod socket;
 pub mod testhold;
 pub mod track;
 pub mod uffd;
+pub mod unix;
 
 pub use error::{Error, Result};
 pub use nix::unistd::Pid;

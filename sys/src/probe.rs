@@ -1210,15 +1210,7 @@ fn sock_diag_query(sock: &OwnedFd, family: u8, protocol: u8) -> std::result::Res
         p[1] = protocol;
         p
     };
-    let len = 16 + payload.len() as u32;
-    let mut msg = Vec::with_capacity(len as usize);
-    msg.extend_from_slice(&len.to_ne_bytes());
-    msg.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    let flags: u16 = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
-    msg.extend_from_slice(&flags.to_ne_bytes());
-    msg.extend_from_slice(&1u32.to_ne_bytes()); // seq
-    msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it
-    msg.extend_from_slice(&payload);
+    let msg = crate::unix::diag_request(&payload);
     sendto(
         sock.as_raw_fd(),
         &msg,

@@ -24,6 +24,8 @@ pub struct Seeds<'a> {
     pub fds: &'a crate::fdtable::Plan,
     /// The namespaces the root's seed sets up (a container's, `container.rs`).
     pub container: Option<&'a ckpt_images::pb::Container>,
+    /// The container's own mounts, which its root's seed makes (`mounts.rs`).
+    pub mounts: Option<&'a crate::mounts::Plan>,
     /// Memory the seeds map and fill before they fork, for their children to share
     /// copy-on-write (`sharing.rs`).
     pub sharing: Option<super::sharing::Shared<'a>>,

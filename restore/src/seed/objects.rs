@@ -30,6 +30,10 @@ pub fn create(objects: &[Object], floor: i32) -> Result<(), String> {
                 .as_ref()
                 .map(crate::net::name)
                 .unwrap_or_default(),
+            pb::FdKind::FdUnixSocket => format!(
+                "unix socket:[{}]",
+                first.unix.as_ref().map_or(0, |u| u.inode)
+            ),
             _ => first.path.clone(),
         };
         let (fd, creds) = &o.holder;
@@ -44,6 +48,7 @@ pub fn create(objects: &[Object], floor: i32) -> Result<(), String> {
             }
             pb::FdKind::FdMemfd => fdtable::contents::create(&o.descs),
             pb::FdKind::FdInetSocket => crate::net::create_at(&o.descs),
+            pb::FdKind::FdUnixSocket => fdtable::unix::create(&o.descs),
             // Made in its directory as its holder would.
             pb::FdKind::FdDeleted => {
                 as_holder(creds.as_ref(), |_| fdtable::contents::create(&o.descs))

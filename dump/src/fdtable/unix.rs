@@ -1,0 +1,443 @@
+//! Unix sockets: each socket's own state through ckpt's copy of it (name, peer's name,
+//! SO_PEERCRED, options, its receive queue peeked without draining), and how the sockets
+//! hang together from the kernel's unix sock_diag table (read once per dump: peers,
+//! the connections waiting in a listener's queue, queue lengths, the bound file,
+//! shutdown). Once every process is read, `finish` links the tree's sockets into objects
+//! (everything connected to each other is made at once by one seed), marks a socket whose
+//! peer is outside the tree as external, and refuses, by name, what a restore could not
+//! make again: fds in flight (SCM_RIGHTS), bytes sent on a connection not accepted yet,
+//! a name no longer the socket's, peer credentials naming a pid that is alive when the
+//! restore remakes the socket (an ancestor of its maker, another branch of the tree).
+
+use super::{FdCtx, FdTable};
+use crate::{refuse, DumpError};
+use ckpt_images::pb;
+use ckpt_sys::unix as u;
+use ckpt_sys::Pid;
+use std::collections::{BTreeSet, HashMap};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+/// The unix side of one dump: the kernel's table and where each socket was met.
+#[derive(Default)]
+pub struct Unix {
+    diag: Option<HashMap<u64, u::Diag>>,
+    /// Description id -> every pid holding it.
+    pub holders: HashMap<u64, BTreeSet<i32>>,
+    /// Description id -> the first (pid, fd) met holding it, for messages.
+    first: HashMap<u64, (i32, i32)>,
+    /// Socket inode -> bytes it sent that its peer has not read (sock_diag's wqueue).
+    unsent: HashMap<u64, u32>,
+}
+
+impl Unix {
+    /// Fd `fd` of `pid` holds unix description `id`.
+    pub fn held(&mut self, id: u64, pid: Pid, fd: i32) {
+        self.holders.entry(id).or_default().insert(pid.as_raw());
+        self.first.entry(id).or_insert((pid.as_raw(), fd));
+    }
+}
+
+/// Whether fd `fd` of `pid` is a unix socket (in ckpt's network namespace), or why it is
+/// one that cannot be dumped; Ok(false): not a unix socket.
+pub fn is_unix(pid: Pid, fd: i32) -> Result<bool, String> {
+    let sock = ckpt_sys::process::steal_fd(pid, fd).map_err(|e| e.to_string())?;
+    let (family, ty, _) = ckpt_sys::socket::kind(sock.as_fd()).map_err(|e| e.to_string())?;
+    if family != libc::AF_UNIX {
+        return Ok(false);
+    }
+    if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(&ty) {
+        return Err(format!("a unix socket of type {ty}"));
+    }
+    let here = ckpt_sys::socket::own_netns_inode().map_err(|e| e.to_string())?;
+    let ns = ckpt_sys::socket::netns_inode(sock.as_fd()).map_err(|e| e.to_string())?;
+    if ns != here {
+        return Err(format!(
+            "a unix socket of another network namespace (net:[{ns}]); not supported yet"
+        ));
+    }
+    Ok(true)
+}
+
+/// The record of the unix socket at `ctx` (once per description).
+pub fn dump(ctx: &FdCtx, table: &mut FdTable) -> Result<pb::UnixSocket, DumpError> {
+    let (pid, fd, ino) = (ctx.pid, ctx.fd, ctx.inode.1);
+    let named = |why: String| refuse(format!("pid {pid}: fd {fd} (socket:[{ino}]): {why}"));
+    let sys = |e: ckpt_sys::Error| named(e.to_string());
+    if table.unix.diag.is_none() {
+        table.unix.diag = Some(u::diag_all()?);
+    }
+    let d = table
+        .unix
+        .diag
+        .as_ref()
+        .and_then(|m| m.get(&ino))
+        .cloned()
+        .ok_or_else(|| named("not in the kernel's unix socket table (sock_diag)".into()))?;
+    let sock = ckpt_sys::process::steal_fd(pid, fd)?;
+    let s = sock.as_fd();
+    let int = |level, name| ckpt_sys::socket::get_int(s, level, name);
+    let locks = int(libc::SOL_SOCKET, ckpt_sys::socket::SO_BUF_LOCK).map_err(sys)?;
+    let (peer_pid, peer_uid, peer_gid) = u::peer_cred(s).map_err(sys)?;
+    // A datagram socket that another connect()ed to shows as connected (for poll): only
+    // its own peer makes it so here.
+    let state = if d.ty == libc::SOCK_DGRAM as u8 && d.peer == 0 && d.state == u::ST_CONNECTED {
+        u::ST_UNCONNECTED
+    } else {
+        d.state
+    };
+    let mut out = pb::UnixSocket {
+        r#type: d.ty as i32,
+        state: state as u32,
+        inode: ino,
+        name: u::name(s, false).map_err(sys)?,
+        peer: d.peer,
+        shutdown: d.shutdown as u32,
+        peer_pid,
+        peer_uid,
+        peer_gid,
+        sndbuf: if locks & 1 != 0 {
+            int(libc::SOL_SOCKET, libc::SO_SNDBUF).map_err(sys)?
+        } else {
+            0
+        },
+        rcvbuf: if locks & 2 != 0 {
+            int(libc::SOL_SOCKET, libc::SO_RCVBUF).map_err(sys)?
+        } else {
+            0
+        },
+        passcred: int(libc::SOL_SOCKET, libc::SO_PASSCRED).map_err(sys)? != 0,
+        peek_off: int(libc::SOL_SOCKET, libc::SO_PEEK_OFF).map_err(sys)?,
+        ..Default::default()
+    };
+    if state == u::ST_CONNECTED {
+        out.peer_name = u::name(s, true).map_err(sys)?;
+    }
+    if let Some(path) = out.name.first().filter(|&&c| c != 0).map(|_| &out.name) {
+        let path = String::from_utf8_lossy(path).into_owned();
+        if !path.starts_with('/') {
+            return Err(named(format!(
+                "bound to the relative path {path:?}; only absolute paths and abstract names \
+                 are supported"
+            )));
+        }
+        let meta = std::fs::symlink_metadata(&path);
+        match meta {
+            Ok(m) if m.file_type().is_socket() && m.ino() == d.vfs_ino => {
+                out.file_ino = m.ino();
+                out.file_mode = m.mode() & 0o7777;
+                out.file_uid = m.uid();
+                out.file_gid = m.gid();
+            }
+            _ if d.vfs_ino == 0 => {}
+            _ => {
+                return Err(named(format!(
+                    "bound to {path}, which no longer leads to it (the socket file was \
+                     removed or replaced); it could not be bound there again"
+                )))
+            }
+        }
+    }
+    if d.state == u::ST_LISTEN {
+        out.backlog = d.wqueue as i32;
+        out.queued = d.icons.clone();
+        return Ok(out);
+    }
+    if d.rqueue > 0 || d.ty != libc::SOCK_STREAM as u8 {
+        let q = u::peek_queue(s, d.ty == libc::SOCK_STREAM as u8).map_err(|p| match p {
+            u::PeekProblem::Rights => named(
+                "file descriptors in flight (SCM_RIGHTS) wait in its queue; passing fds \
+                 through a checkpoint is not supported yet"
+                    .into(),
+            ),
+            u::PeekProblem::Control(t) => named(format!(
+                "messages with control data (type {t}: credentials or a security label, \
+                 SO_PASSCRED) wait in its queue; not supported yet"
+            )),
+            u::PeekProblem::Sys(e) => named(e.to_string()),
+        })?;
+        for m in q {
+            out.senders.push(m.from);
+            out.queue.push(m.data);
+        }
+    }
+    if d.ty == libc::SOCK_STREAM as u8 {
+        out.senders.clear();
+    }
+    table.unix.unsent.insert(ino, d.wqueue);
+    Ok(out)
+}
+
+/// How a socket of the tree reads in refusals.
+fn what(d: &pb::FileDesc, first: &HashMap<u64, (i32, i32)>) -> String {
+    let u = d.unix.as_ref().expect("a unix description");
+    let (pid, fd) = first.get(&d.id).copied().unwrap_or((0, -1));
+    let ty = match u.r#type {
+        libc::SOCK_STREAM => "stream",
+        libc::SOCK_DGRAM => "dgram",
+        _ => "seqpacket",
+    };
+    let name = if u.name.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", u::display(&u.name))
+    };
+    format!("pid {pid}: fd {fd} (unix {ty}{name}, socket:[{}])", u.inode)
+}
+
+/// Once every process is read: objects, externals and the tree-wide refusals (see the
+/// module doc). `parents`: pid -> parent pid, for who will make each object.
+/// `image_pid`: a pid as the images hold it (a container's own view), for SO_PEERCRED.
+pub fn finish(
+    table: &mut FdTable,
+    parents: &HashMap<i32, i32>,
+    image_pid: &dyn Fn(i32) -> i32,
+) -> Result<(), DumpError> {
+    let ids: Vec<usize> = (0..table.descs.len())
+        .filter(|&i| table.descs[i].unix.is_some())
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let by_ino: HashMap<u64, usize> = ids
+        .iter()
+        .map(|&i| (table.descs[i].unix.as_ref().expect("unix").inode, i))
+        .collect();
+    let sock = |t: &FdTable, i: usize| t.descs[i].unix.clone().expect("unix");
+    let mut group = UnionFind::new(table.descs.len());
+    let listeners: Vec<usize> = ids
+        .iter()
+        .copied()
+        .filter(|&i| sock(table, i).state == u::ST_LISTEN as u32)
+        .collect();
+    for &i in &ids {
+        let mut s = sock(table, i);
+        let first = &table.unix.first;
+        let refused = |why: String| refuse(format!("{}: {why}", what(&table.descs[i], first)));
+        let unsent = table.unix.unsent.get(&s.inode).copied().unwrap_or(0);
+        let stream = s.r#type != libc::SOCK_DGRAM;
+        if s.state == u::ST_LISTEN as u32 {
+            for c in &s.queued {
+                let Some(&ci) = by_ino.get(c) else {
+                    return Err(refused(format!(
+                        "a connection from socket:[{c}], outside the dumped tree, waits in \
+                         its queue (accept it first)"
+                    )));
+                };
+                group.join(i, ci);
+            }
+        } else if !s.name.is_empty() && stream {
+            // A connection's name is its listener's (accepted) or a binding of its own.
+            let l = listeners
+                .iter()
+                .copied()
+                .find(|&l| sock(table, l).name == s.name);
+            match l {
+                Some(l) if s.state == u::ST_CONNECTED as u32 => {
+                    s.accepted = true;
+                    s.listener = sock(table, l).inode;
+                    group.join(i, l);
+                }
+                _ if s.state == u::ST_CONNECTED as u32 => {
+                    return Err(refused(
+                        "a connection named like a listening socket the tree no longer has \
+                         open (or bound to a name of its own before connecting); not \
+                         supported yet"
+                            .into(),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        // A datagram's named sender sends it again at restore: made with it.
+        for from in s.senders.iter().filter(|f| !f.is_empty()) {
+            let sender = ids
+                .iter()
+                .copied()
+                .find(|&o| o != i && sock(table, o).name == *from);
+            let Some(o) = sender else {
+                return Err(refused(format!(
+                    "a datagram from {}, which is not a socket of the dumped tree, waits \
+                     in its queue (its sender's name could not be given back)",
+                    u::display(from)
+                )));
+            };
+            group.join(i, o);
+        }
+        if s.state == u::ST_CONNECTED as u32 && !s.accepted {
+            if let Some(&pi) = by_ino.get(&s.peer).filter(|_| s.peer != 0) {
+                let p = sock(table, pi);
+                if !stream && p.peer != s.inode && s.peer_name.is_empty() {
+                    return Err(refused(format!(
+                        "connected to the unnamed datagram socket socket:[{}], which is not \
+                         connected back; not supported",
+                        p.inode
+                    )));
+                }
+                group.join(i, pi);
+            } else if s.peer != 0 {
+                // The peer is outside the tree.
+                if !stream && !s.peer_name.is_empty() {
+                    // Connected to a named datagram socket (a log socket): connected
+                    // again by name at restore.
+                } else if !s.queue.is_empty() {
+                    return Err(refused(format!(
+                        "its peer socket:[{}] is outside the dumped tree, and {} bytes it \
+                         sent wait unread here (they would be lost)",
+                        s.peer,
+                        s.queue.iter().map(Vec::len).sum::<usize>()
+                    )));
+                } else {
+                    table.descs[i].external = format!("socket:[{}]", s.inode);
+                }
+            } else if let Some(&l) = listeners
+                .iter()
+                .find(|&&l| sock(table, l).queued.contains(&s.inode))
+            {
+                // Waiting in a listener's queue.
+                if unsent > 0 {
+                    return Err(refused(format!(
+                        "{unsent} bytes sent on a connection not accepted yet; they cannot \
+                         be put back (accept the connection first)"
+                    )));
+                }
+                s.listener = sock(table, l).inode;
+                group.join(i, l);
+            } else if stream {
+                s.peer_closed = true;
+                if !s.peer_name.is_empty() {
+                    let l = listeners
+                        .iter()
+                        .copied()
+                        .find(|&l| sock(table, l).name == s.peer_name);
+                    let Some(l) = l else {
+                        return Err(refused(format!(
+                            "its peer ({}) is closed, and no listening socket of that name \
+                             is open in the tree to connect it again; not supported yet",
+                            u::display(&s.peer_name)
+                        )));
+                    };
+                    s.listener = sock(table, l).inode;
+                    group.join(i, l);
+                }
+            } else {
+                return Err(refused(
+                    "a datagram socket connected to a socket that is gone; not supported yet"
+                        .into(),
+                ));
+            }
+        }
+        table.descs[i].unix = Some(s);
+    }
+    // Who makes each object: the holders' lowest common ancestor, whose pid every peer
+    // credential made there carries.
+    let mut objects: HashMap<usize, Vec<usize>> = HashMap::new();
+    for &i in &ids {
+        objects.entry(group.find(i)).or_default().push(i);
+    }
+    for members in objects.values() {
+        let object = members
+            .iter()
+            .map(|&i| sock(table, i).inode)
+            .min()
+            .unwrap_or(0);
+        let mut pids: Vec<i32> = Vec::new();
+        for &i in members {
+            table.descs[i].object = object;
+            let id = table.descs[i].id;
+            pids.extend(table.unix.holders.get(&id).into_iter().flatten());
+        }
+        let maker = common_ancestor(&pids, parents);
+        for &i in members {
+            let s = sock(table, i);
+            // An external socket is the caller's at restore, credentials and all.
+            let external = !table.descs[i].external.is_empty();
+            if !creds_matter(&s) || external {
+                continue;
+            }
+            // The seed of `maker` makes the socket: itself, or a helper with the pid
+            // (free then: a descendant not forked yet, or a process gone since).
+            let p = s.peer_pid;
+            let later = p == maker || descends(p, maker, parents);
+            let gone = !parents.contains_key(&p) && image_pid(p) != 0;
+            if !later && !gone {
+                return Err(refuse(format!(
+                    "{}: its peer credentials (SO_PEERCRED) name pid {p}, which is alive \
+                     when a restore remakes the socket (in pid {maker}, the common \
+                     ancestor of its holders, or in a helper with the pid); not supported",
+                    what(&table.descs[i], &table.unix.first),
+                )));
+            }
+            if let Some(u) = table.descs[i].unix.as_mut() {
+                u.peer_pid = image_pid(p);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `pid` is a descendant of `of` in the tree.
+fn descends(mut pid: i32, of: i32, parents: &HashMap<i32, i32>) -> bool {
+    let mut steps = 0;
+    while let Some(&pp) = parents.get(&pid) {
+        if pp == of {
+            return true;
+        }
+        pid = pp;
+        steps += 1;
+        if steps > parents.len() {
+            return false;
+        }
+    }
+    false
+}
+
+/// Whether a socket's SO_PEERCRED carries a pid a restore must give back (the kernel sets
+/// one by socketpair(), listen() and a stream connect(); else pid 0).
+fn creds_matter(s: &pb::UnixSocket) -> bool {
+    s.peer_pid > 0
+}
+
+fn common_ancestor(pids: &[i32], parents: &HashMap<i32, i32>) -> i32 {
+    let chain = |mut p: i32| {
+        let mut v = vec![p];
+        while let Some(&pp) = parents.get(&p) {
+            if v.contains(&pp) || !parents.contains_key(&pp) {
+                break;
+            }
+            v.push(pp);
+            p = pp;
+        }
+        v.reverse();
+        v
+    };
+    let Some((&first, rest)) = pids.split_first() else {
+        return 0;
+    };
+    let mut common = chain(first);
+    for &p in rest {
+        let c = chain(p);
+        let same = common.iter().zip(&c).take_while(|(a, b)| a == b).count();
+        common.truncate(same);
+    }
+    common.last().copied().unwrap_or(first)
+}
+
+struct UnionFind(Vec<usize>);
+
+impl UnionFind {
+    fn new(n: usize) -> Self {
+        UnionFind((0..n).collect())
+    }
+    fn find(&mut self, mut i: usize) -> usize {
+        while self.0[i] != i {
+            self.0[i] = self.0[self.0[i]];
+            i = self.0[i];
+        }
+        i
+    }
+    fn join(&mut self, a: usize, b: usize) {
+        let (a, b) = (self.find(a), self.find(b));
+        self.0[a.max(b)] = a.min(b);
+    }
+}
