@@ -49,6 +49,34 @@ fn strict_thread_three_cycles() {
     env.cycles(&mut w, 3, &[], |_, _| {});
 }
 
+/// `ckpt check -t` lists the same filter (it stops the thread with filters just long
+/// enough to read them), exits 1, and leaves the process running untraced; a process
+/// whose filters a dump takes is not listed.
+#[test]
+fn check_lists_a_user_notification_filter() {
+    let env = Env::new();
+    let mut w = env.start_with("seccomp", &["notify"]);
+    let pid = w.pid.to_string();
+    let out = env.ckpt(&["check", "-t", &pid]);
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("SECCOMP_RET_USER_NOTIF"))
+        .unwrap_or_else(|| panic!("no seccomp blocker listed:\n{out}"));
+    assert!(line.starts_with(&format!("pid {pid} (")), "{line}");
+    assert!(line.contains("seccomp filter"), "{line}");
+    assert_running_untraced(w.pid);
+    env.check(&mut w);
+    let other = Env::new();
+    let mut fine = other.start_with("seccomp", &["filters"]);
+    let pid = fine.pid.to_string();
+    let out = other.ckpt(&["check", "-t", &pid]);
+    assert_eq!(out.status.code(), Some(0), "{out}");
+    assert_running_untraced(fine.pid);
+    other.check(&mut fine);
+}
+
 /// A filter whose syscalls a supervisor answers (SECCOMP_RET_USER_NOTIF) is refused at
 /// dump by name, the process left running.
 #[test]

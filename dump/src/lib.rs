@@ -137,6 +137,7 @@ pub fn check_tree(pid: i32, tcp_established: bool) -> Result<Vec<Blocker>, DumpE
     let root = Pid::from_raw(pid);
     let mut out = validate::tree_blockers(root)?;
     validate::known_state_blockers(root, &mut out);
+    validate::seccomp_blockers(root, &mut out);
     Ok(out.list)
 }
 

@@ -82,6 +82,58 @@ fn mode(pid: Pid, tid: Pid) -> Result<u32, DumpError> {
         .unwrap_or(0))
 }
 
+/// For `ckpt check -t`: what the seccomp filters of `pid`'s threads would refuse at a
+/// dump. A filter can only be read from a thread in a ptrace-stop, so each thread that
+/// has filters (and only those) is seized, interrupted, read and detached at once, as a
+/// dump would: an interrupted syscall restarts, a signal that arrives meanwhile is passed
+/// on. A thread that exits meanwhile blocks nothing.
+pub fn check_blockers(pid: Pid, out: &mut crate::blockers::Blockers) {
+    for tid in proc::tasks(pid).unwrap_or_default() {
+        if mode(pid, tid).ok() != Some(2) {
+            continue;
+        }
+        if let Err(e) = peek(pid, tid) {
+            let msg = e.to_string();
+            let own = format!("pid {pid}: ");
+            let why = msg.strip_prefix(&own).unwrap_or(&msg).to_string();
+            out.push(pid, "seccomp filter", why);
+        }
+    }
+}
+
+/// Stops `tid` just long enough to judge its filters.
+fn peek(pid: Pid, tid: Pid) -> Result<(), DumpError> {
+    if ptrace::seize(tid, ptrace::Options::empty()).is_err() {
+        // Gone, or traced by someone else (which the check lists by itself).
+        return Ok(());
+    }
+    let judged = ptrace::interrupt(tid)
+        .map_err(DumpError::from)
+        .and_then(|()| loop {
+            match ptrace::wait(tid)? {
+                ptrace::Stop::EventStop(_) => break judge(pid, tid),
+                ptrace::Stop::Signal(sig) => {
+                    ptrace::cont(tid, nix::sys::signal::Signal::try_from(sig).ok())?
+                }
+                ptrace::Stop::Exited(_) | ptrace::Stop::Killed(_) => return Ok(()),
+                _ => ptrace::cont(tid, None)?,
+            }
+        });
+    let _ = ptrace::detach(tid);
+    judged
+}
+
+/// Every filter of stopped `tid`, judged.
+fn judge(pid: Pid, tid: Pid) -> Result<(), DumpError> {
+    let mut index = 0u64;
+    while let Some(program) = ptrace::seccomp_filter(tid, index)? {
+        let flags = ptrace::seccomp_flags(tid, index)?;
+        check(pid, tid, index, &program, flags)?;
+        index += 1;
+    }
+    Ok(())
+}
+
 /// A filter restore can install as it was: known flags, and every action a constant
 /// that is not a supervisor's.
 fn check(pid: Pid, tid: Pid, index: u64, program: &[u8], flags: u64) -> Result<(), DumpError> {

@@ -180,6 +180,16 @@ pub fn known_state_blockers(root: Pid, out: &mut Blockers) {
     }
 }
 
+/// What the seccomp filters of the tree would refuse (`seccomp::check_blockers`: the
+/// one check that stops a thread, briefly, since filters show only to a tracer).
+pub fn seccomp_blockers(root: Pid, out: &mut Blockers) {
+    for pid in tree(root) {
+        if !crate::tree::is_dying(pid) {
+            crate::seccomp::check_blockers(pid, out);
+        }
+    }
+}
+
 /// `root` and its descendants (the children of each of their threads), parents first.
 fn tree(root: Pid) -> Vec<Pid> {
     let me = nix::unistd::getpid();

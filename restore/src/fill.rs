@@ -195,7 +195,12 @@ pub fn copy(
     for j in jobs {
         left[(j.off / WINDOW) as usize].fetch_add(1, Ordering::Relaxed);
     }
-    on_every_cpu(
+    // A small process is filled on this thread: a helper thread would cost more than
+    // it saves, and in a tree the puppets already keep every CPU busy.
+    let total: u64 = jobs.iter().map(|j| j.len).sum();
+    let threads = if total <= JOB { 1 } else { cpus() };
+    on_cpus(
+        threads,
         jobs.len(),
         || Ok(()),
         |_, i| {
@@ -329,10 +334,26 @@ fn place_frame(dest: &FrameDest, f: &Frame, data: &[u8]) -> R<()> {
     Ok(())
 }
 
+/// This machine's CPUs (read once: the standard library reads cgroup files for it).
+pub fn cpus() -> usize {
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |c| c.get()))
+}
+
 /// Runs `work(state, i)` for every i in 0..n on every CPU, each thread with a `state` of
 /// its own; threads take the next i from a shared counter, so the jobs start in order.
 /// The first error stops the others and is returned.
 fn on_every_cpu<S>(
+    n: usize,
+    init: impl Fn() -> R<S> + Sync,
+    work: impl Fn(&mut S, usize) -> R<()> + Sync,
+) -> R<()> {
+    on_cpus(cpus(), n, init, work)
+}
+
+/// `on_every_cpu` on `cpus` threads (this one included).
+fn on_cpus<S>(
+    cpus: usize,
     n: usize,
     init: impl Fn() -> R<S> + Sync,
     work: impl Fn(&mut S, usize) -> R<()> + Sync,
@@ -353,7 +374,6 @@ fn on_every_cpu<S>(
         }
         Ok(())
     };
-    let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
     let helpers = cpus.min(n).saturating_sub(1);
     std::thread::scope(|s| {
         let others: Vec<_> = (0..helpers).map(|_| s.spawn(worker)).collect();

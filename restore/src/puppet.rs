@@ -21,7 +21,6 @@ use std::time::Instant;
 use tracing::debug;
 
 const SIGTRAP: u32 = 5;
-const RSEQ_FLAG_UNREGISTER: u64 = 1;
 const PR_SET_MM: u64 = 35;
 const PR_SET_MM_MAP: u64 = 14;
 const PR_SET_DUMPABLE: u64 = 4;
@@ -51,6 +50,30 @@ pub struct Puppet<'a> {
 }
 
 type R<T> = Result<T, RestoreError>;
+
+/// A call of a batch (`Puppet::batched`), with the bytes one argument points at.
+pub(super) struct Batched {
+    what: String,
+    call: Call,
+    /// (argument index, bytes): the argument becomes their address in the scratch page.
+    data: Option<(usize, Vec<u8>)>,
+}
+
+impl Batched {
+    fn new(what: impl Into<String>, nr: i64, args: &[u64]) -> Batched {
+        Batched {
+            what: what.into(),
+            call: Call::new(nr, args),
+            data: None,
+        }
+    }
+
+    /// With `bytes` passed by address as argument `arg`.
+    fn with(mut self, arg: usize, bytes: Vec<u8>) -> Batched {
+        self.data = Some((arg, bytes));
+        self
+    }
+}
 
 impl<'a> Puppet<'a> {
     pub fn new(
@@ -118,25 +141,84 @@ impl<'a> Puppet<'a> {
         calls: &[(String, Call)],
         want: impl Fn(usize, u64) -> Option<String>,
     ) -> R<()> {
-        let per = (PAGE_SIZE as u64 / BATCH_ENTRY) as usize;
+        let with: Vec<Batched> = calls
+            .iter()
+            .map(|(what, call)| Batched {
+                what: what.clone(),
+                call: *call,
+                data: None,
+            })
+            .collect();
+        self.batched(&with, want)
+    }
+
+    /// `calls` for calls that take a pointer to bytes of their own (`Batched::data`): the
+    /// bytes go into the scratch page after the table, as many calls a batch as fit.
+    /// Main thread only (a batch's stop is recognised by the process's own pid).
+    fn batched(&mut self, calls: &[Batched], want: impl Fn(usize, u64) -> Option<String>) -> R<()> {
+        let page = PAGE_SIZE as u64;
         let code = self.tramp + ckpt_sys::process::TRAMPOLINE_BATCH_AT;
-        for (n, chunk) in calls.chunks(per).enumerate() {
-            let list: Vec<Call> = chunk.iter().map(|(_, c)| *c).collect();
+        let room = |c: &Batched| {
+            c.data
+                .as_ref()
+                .map_or(0, |(_, b)| b.len().next_multiple_of(8) as u64)
+        };
+        let mut start = 0;
+        while start < calls.len() {
+            let (mut end, mut data) = (start, 0);
+            while end < calls.len()
+                && (end - start + 1) as u64 * BATCH_ENTRY + data + room(&calls[end]) <= page
+            {
+                data += room(&calls[end]);
+                end += 1;
+            }
+            if end == start {
+                return Err(RestoreError::Refused(format!(
+                    "pid {}: {}: its data does not fit a page",
+                    self.pid, calls[start].what
+                )));
+            }
+            let table = (end - start) as u64 * BATCH_ENTRY;
+            let mut blob = Vec::with_capacity(data as usize);
+            let mut list = Vec::with_capacity(end - start);
+            for c in &calls[start..end] {
+                let mut call = c.call;
+                if let Some((arg, bytes)) = &c.data {
+                    call.args[*arg] = self.scratch() + table + blob.len() as u64;
+                    blob.extend_from_slice(bytes);
+                    blob.resize(blob.len().next_multiple_of(8), 0);
+                }
+                list.push(call);
+            }
+            if !blob.is_empty() {
+                mem::write(self.pid, self.scratch() + table, &blob)?;
+            }
             let got = self.remote.batch(code, self.scratch(), &list)?;
-            for (j, ((what, _), r)) in chunk.iter().zip(got).enumerate() {
+            for (j, (c, r)) in calls[start..end].iter().zip(got).enumerate() {
                 if (-4095..0).contains(&r) {
                     return Err(ckpt_sys::Error::sys(
-                        format!("{what} (injected into pid {})", self.pid),
+                        format!("{} (injected into pid {})", c.what, self.pid),
                         nix::errno::Errno::from_raw(-r as i32),
                     )
                     .into());
                 }
-                if let Some(why) = want(n * per + j, r as u64) {
+                if let Some(why) = want(start + j, r as u64) {
                     return Err(RestoreError::Refused(format!("pid {}: {why}", self.pid)));
                 }
             }
+            start = end;
         }
         Ok(())
+    }
+
+    /// One call on its own (through `self.remote`: in a thread's too), its bytes at the
+    /// start of the scratch page.
+    fn one(&mut self, c: &Batched) -> R<u64> {
+        let mut args = c.call.args;
+        if let Some((arg, bytes)) = &c.data {
+            args[*arg] = self.put(0, bytes)?;
+        }
+        self.call(&c.what, c.call.nr, &args)
     }
 
     /// Copies `bytes` into the scratch page at `off` and returns their address there.
@@ -161,25 +243,18 @@ impl<'a> Puppet<'a> {
         // Nothing may be delivered while the puppet is half built; SIGTRAP stays open for
         // the trampoline's int3 (a blocked SIGTRAP would be reset to SIG_DFL by the kernel).
         ptrace::set_sigmask(self.pid, !(1u64 << (SIGTRAP - 1)))?;
-        // The seed's own guard against a dead ckpt (seed.rs); EXITKILL guards from here.
-        self.call(
-            "prctl(PR_SET_PDEATHSIG, 0)",
-            libc::SYS_prctl,
-            &[libc::PR_SET_PDEATHSIG as u64, 0],
-        )?;
         if self.img.threads.len() > 1 {
             // Hundreds of injections to come (thread stacks, the threads themselves).
             self.pin()?;
         }
         self.check_cpu()?;
-        self.drop_seed_rseq()?;
-        self.unmap_seed()?;
-        self.place_vdso()?;
+        self.clear_seed()?;
         let t_map = Instant::now();
         self.map_vmas(pages)?;
         let t_fill = t_map.elapsed();
         self.set_mm()?;
-        self.call(
+        // One batch: the seed's helper fds, the sigactions, the main thread's state.
+        let mut calls = vec![Batched::new(
             "close_range of the seed's helper fds",
             libc::SYS_close_range,
             &[
@@ -187,9 +262,10 @@ impl<'a> Puppet<'a> {
                 self.plan.helper_end() as u64,
                 0,
             ],
-        )?;
-        self.set_sigactions(reset_sigs, false)?;
-        self.thread_state(0)?;
+        )];
+        calls.extend(self.sigactions(reset_sigs, false));
+        calls.extend(self.thread_calls(0));
+        self.batched(&calls, |_, _| None)?;
         self.seccomp_shared()?;
         self.create_threads()?;
         self.itimers()?;
@@ -212,11 +288,18 @@ impl<'a> Puppet<'a> {
         self.mlock()?;
         // From here no int3 runs: the trampoline's `syscall` is driven to its exit stop.
         self.remote.set_via(Via::SyscallInsn(self.tramp));
-        self.set_sigactions(reset_sigs, true)?;
         // Pending signals last, with SIGTRAP blocked too: a re-queued SIGTRAP would
-        // otherwise be delivered at the next int3 call and swallowed as its trap.
+        // otherwise be delivered at the next int3 call and swallowed as its trap. One
+        // batch: SIGTRAP's action, the pending signals, dumpable.
         ptrace::set_sigmask(self.pid, !0)?;
-        self.pending_signals()?;
+        let mut calls = self.sigactions(reset_sigs, true);
+        calls.extend(self.pending_signals());
+        calls.push(Batched::new(
+            "prctl(PR_SET_DUMPABLE)",
+            libc::SYS_prctl,
+            &[PR_SET_DUMPABLE, dumpable_to_set(self.img.core.dumpable)],
+        ));
+        self.batched(&calls, |_, _| None)?;
         // Every thread's last int3 is behind it: its final state goes in now.
         self.finish_threads()?;
         self.finish()?;
@@ -224,6 +307,7 @@ impl<'a> Puppet<'a> {
             pid = %self.pid,
             threads = self.img.threads.len(),
             injected = self.remote.calls + self.threads.iter().map(|t| t.remote.calls).sum::<u64>(),
+            stops = self.remote.stops + self.threads.iter().map(|t| t.remote.stops).sum::<u64>(),
             memory_ms = ckpt_images::units::tenths(t_fill.as_secs_f64() * 1e3),
             total_ms = ckpt_images::units::ms(t0),
             "puppet done"
@@ -247,25 +331,6 @@ impl<'a> Puppet<'a> {
                     seed.len()
                 )));
             }
-        }
-        Ok(())
-    }
-
-    /// glibc registered rseq for the seed; the area dies with the seed's memory, and the
-    /// kernel would fault (SIGSEGV) on the next resume if it were still registered.
-    fn drop_seed_rseq(&mut self) -> R<()> {
-        let conf = ptrace::get_rseq(self.pid)?;
-        if conf.ptr != 0 {
-            self.call(
-                "rseq unregister of the seed",
-                libc::SYS_rseq,
-                &[
-                    conf.ptr,
-                    conf.len as u64,
-                    RSEQ_FLAG_UNREGISTER,
-                    conf.sig as u64,
-                ],
-            )?;
         }
         Ok(())
     }
@@ -303,17 +368,12 @@ impl<'a> Puppet<'a> {
         Ok(())
     }
 
-    /// The last steps: dumpable, then the munmap of the trampoline, stopped at its
+    /// The last steps: affinity, then the munmap of the trampoline, stopped at its
     /// syscall exit where the final registers, FPU state and sigmask are set, so the task
     /// never runs another instruction of ours.
     fn finish(&mut self) -> R<()> {
         let core = &self.img.core;
         let t = &self.img.threads[0];
-        self.call(
-            "prctl(PR_SET_DUMPABLE)",
-            libc::SYS_prctl,
-            &[PR_SET_DUMPABLE, dumpable_to_set(core.dumpable)],
-        )?;
         if core.cpu_affinity != 0 {
             // Best effort: the machine may have fewer CPUs than the one dumped on.
             let _ = ckpt_sys::process::set_affinity(self.pid, core.cpu_affinity);

@@ -36,7 +36,7 @@ pub struct Tree<'a> {
 /// Seizes, rebuilds and then releases every process of `t`, on every CPU.
 pub fn run_all(t: &Tree) -> R<()> {
     let n = t.pids.len();
-    let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let cpus = fill::cpus();
     let workers = cpus.min(n).max(1);
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);

@@ -34,6 +34,11 @@ pub struct Remote {
     base: Regs,
     /// Number of syscalls injected, for the logs.
     pub calls: u64,
+    /// Number of times the task was resumed and waited for (each a round trip through
+    /// the scheduler: what an injection costs), for the logs.
+    pub stops: u64,
+    /// The task's pid in its own pid namespace (`batch`), once read.
+    own_pid: Option<i32>,
     /// SIGTRAPs someone else sent during the calls (raw 128-byte siginfo): kept out of
     /// the way of the trampoline's own, for the caller to queue again.
     external_traps: Vec<[u8; 128]>,
@@ -47,6 +52,8 @@ impl Remote {
             via,
             base,
             calls: 0,
+            stops: 0,
+            own_pid: None,
             external_traps: Vec::new(),
         })
     }
@@ -88,14 +95,17 @@ impl Remote {
         r.r9 = a(5);
         r.orig_rax = u64::MAX;
         self.calls += 1;
+        tracing::trace!(pid = %self.pid, nr, "injected");
         match via {
             Via::Trampoline(ip) => {
+                self.stops += 1;
                 r.rip = ip;
                 ptrace::set_regs(self.pid, &r)?;
                 ptrace::cont(self.pid, None)?;
                 self.wait_for(|s| s == Stop::Signal(libc::SIGTRAP), nr, false)?;
             }
             Via::SyscallInsn(ip) => {
+                self.stops += 2;
                 r.rip = ip;
                 ptrace::set_regs(self.pid, &r)?;
                 ptrace::syscall(self.pid)?;
@@ -265,10 +275,17 @@ impl Remote {
             return Ok(Vec::new());
         }
         // The pid the task's own tgkill names (and the siginfo then shows).
-        let own = crate::ns::ns_pids(self.pid)?
-            .last()
-            .copied()
-            .unwrap_or(self.pid.as_raw());
+        let own = match self.own_pid {
+            Some(p) => p,
+            None => {
+                let p = crate::ns::ns_pids(self.pid)?
+                    .last()
+                    .copied()
+                    .unwrap_or(self.pid.as_raw());
+                self.own_pid = Some(p);
+                p
+            }
+        };
         if own == 1 {
             // A pid namespace's init ignores the SIGSTOP it sends itself.
             return self.each(calls);
@@ -289,6 +306,7 @@ impl Remote {
         r.orig_rax = u64::MAX;
         ptrace::set_regs(self.pid, &r)?;
         self.calls += calls.len() as u64;
+        self.stops += 1;
         ptrace::cont(self.pid, None)?;
         loop {
             let s = ptrace::wait(self.pid)?;
@@ -318,6 +336,17 @@ impl Remote {
                     } else {
                         ptrace::cont(self.pid, Signal::try_from(sig).ok())?;
                     }
+                }
+                Stop::Signal(libc::SIGTRAP) => {
+                    // No int3 runs in a batch: a SIGTRAP was sent from outside (the
+                    // restore's puppet leaves it unblocked). Kept for the caller to
+                    // queue again, as in `wait_for`.
+                    tracing::info!(
+                        pid = %self.pid,
+                        "a SIGTRAP sent from outside arrived during injected syscalls: kept for after the restore"
+                    );
+                    self.external_traps.push(siginfo(self.pid)?);
+                    ptrace::cont(self.pid, None)?;
                 }
                 Stop::EventStop(_) => ptrace::cont(self.pid, None)?,
                 Stop::Exited(_) | Stop::Killed(_) => {

@@ -122,6 +122,13 @@ pub fn smaps(pid: Pid) -> Result<Vec<Mapping>> {
     parse_smaps(&text).map_err(|r| Error::Other(format!("{path}: {r}")))
 }
 
+/// Parses /proc/PID/maps (no page counts or flags: no walk of the page tables).
+pub fn maps(pid: Pid) -> Result<Vec<Mapping>> {
+    let path = format!("/proc/{pid}/maps");
+    let text = read_string(&path)?;
+    parse_smaps(&text).map_err(|r| Error::Other(format!("{path}: {r}")))
+}
+
 pub fn parse_smaps(text: &str) -> std::result::Result<Vec<Mapping>, String> {
     let mut out: Vec<Mapping> = Vec::new();
     for line in text.lines() {

@@ -3,53 +3,75 @@
 //! mapped files through the seed's fds), advised, filled (`pages.rs`), protected and,
 //! as the process, locked.
 
-use super::{Puppet, R};
+use super::{Batched, Puppet, R};
 use crate::fill;
 use crate::image::TASK_SIZE;
 use crate::RestoreError;
 use ckpt_images::{pb, PAGE_SIZE};
 use ckpt_sys::inject::Call;
+use ckpt_sys::ptrace;
 
 const MFD_CLOEXEC: u64 = 1;
 const MLOCK_ONFAULT: u64 = 1;
 const MCL_FUTURE: u32 = 2;
 const MCL_ONFAULT: u32 = 4;
 const ARCH_MAP_VDSO_64: u64 = 0x2003;
+const RSEQ_FLAG_UNREGISTER: u64 = 1;
 
 impl Puppet<'_> {
-    /// Everything of the seed but the trampoline goes ([vsyscall] lies above TASK_SIZE),
-    /// and but the VMAs it keeps from its seed, shared copy-on-write (`sharing.rs`).
-    pub(super) fn unmap_seed(&mut self) -> R<()> {
+    /// The seed goes, in one batch: its guard against a dead ckpt (PR_SET_PDEATHSIG;
+    /// EXITKILL guards from here), the rseq area glibc registered for it (it dies with
+    /// the seed's memory, and the kernel would fault, SIGSEGV, on the next resume if it
+    /// were still registered), all its memory but the trampoline ([vsyscall] lies above
+    /// TASK_SIZE) and the VMAs it keeps shared copy-on-write (`sharing.rs`); then the
+    /// vDSO block ([vvar], [vvar_vclock], [vdso]) is mapped at its dumped address, which
+    /// is only a hint to the kernel, so the result is checked in /proc.
+    pub(super) fn clear_seed(&mut self) -> R<()> {
+        let mut calls = vec![Batched::new(
+            "prctl(PR_SET_PDEATHSIG, 0)",
+            libc::SYS_prctl,
+            &[libc::PR_SET_PDEATHSIG as u64, 0],
+        )];
+        let conf = ptrace::get_rseq(self.pid)?;
+        if conf.ptr != 0 {
+            calls.push(Batched::new(
+                "rseq unregister of the seed",
+                libc::SYS_rseq,
+                &[
+                    conf.ptr,
+                    conf.len as u64,
+                    RSEQ_FLAG_UNREGISTER,
+                    conf.sig as u64,
+                ],
+            ));
+        }
         let mut keep = vec![(self.tramp, self.tramp + 2 * PAGE_SIZE as u64)];
         keep.extend(self.sharing.iter().flat_map(|t| t.kept.iter().copied()));
         keep.sort_unstable();
         let mut at = 0;
         for (s, e) in keep.into_iter().chain([(TASK_SIZE, TASK_SIZE)]) {
             if s > at {
-                self.call(
-                    &format!("munmap of the seed's [{at:#x}, {s:#x})"),
+                calls.push(Batched::new(
+                    format!("munmap of the seed's [{at:#x}, {s:#x})"),
                     libc::SYS_munmap,
                     &[at, s - at],
-                )?;
+                ));
             }
             at = at.max(e);
         }
-        Ok(())
-    }
-
-    /// Maps the vDSO block ([vvar], [vvar_vclock], [vdso]) at its dumped address. The
-    /// address is only a hint to the kernel, so the result is checked in /proc.
-    pub(super) fn place_vdso(&mut self) -> R<()> {
         let mm = &self.img.mm;
+        if mm.vdso_block_start != 0 {
+            calls.push(Batched::new(
+                "arch_prctl(ARCH_MAP_VDSO_64)",
+                libc::SYS_arch_prctl,
+                &[ARCH_MAP_VDSO_64, mm.vdso_block_start],
+            ));
+        }
+        self.batched(&calls, |_, _| None)?;
         if mm.vdso_block_start == 0 {
             return Ok(());
         }
-        self.call(
-            "arch_prctl(ARCH_MAP_VDSO_64)",
-            libc::SYS_arch_prctl,
-            &[ARCH_MAP_VDSO_64, mm.vdso_block_start],
-        )?;
-        let maps = ckpt_sys::proc::smaps(self.pid)?;
+        let maps = ckpt_sys::proc::maps(self.pid)?;
         for part in &mm.vdso_parts {
             if !maps
                 .iter()

@@ -1,13 +1,14 @@
 //! Signal state: actions (SIGTRAP's last, after the final int3), interval timers, and
 //! the signals that were pending at the dump, re-queued while everything is blocked.
 
-use super::{Puppet, R, SIGTRAP};
+use super::{Batched, Puppet, R, SIGTRAP};
 
 impl Puppet<'_> {
-    /// Sets every dumped sigaction and resets what the seed inherited from ckpt. SIGTRAP
-    /// is set only in the last pass (`trap_only`), after the final int3.
-    pub(super) fn set_sigactions(&mut self, reset: &[u32], trap_only: bool) -> R<()> {
+    /// The calls that set every dumped sigaction and reset what the seed inherited from
+    /// ckpt. SIGTRAP is set only in the last pass (`trap_only`), after the final int3.
+    pub(super) fn sigactions(&self, reset: &[u32], trap_only: bool) -> Vec<Batched> {
         let acts = &self.img.core.sigactions;
+        let mut out = Vec::new();
         for sig in 1..=64u32 {
             if sig == 9 || sig == 19 || (sig == SIGTRAP) != trap_only {
                 continue;
@@ -16,21 +17,23 @@ impl Puppet<'_> {
             if act.is_none() && !reset.contains(&sig) {
                 continue;
             }
-            let mut b = [0u8; 32];
+            let mut b = vec![0u8; 32];
             if let Some(a) = act {
                 b[0..8].copy_from_slice(&a.handler.to_le_bytes());
                 b[8..16].copy_from_slice(&a.flags.to_le_bytes());
                 b[16..24].copy_from_slice(&a.restorer.to_le_bytes());
                 b[24..32].copy_from_slice(&a.mask.to_le_bytes());
             }
-            let at = self.put(0, &b)?;
-            self.call(
-                &format!("rt_sigaction({sig})"),
-                libc::SYS_rt_sigaction,
-                &[sig as u64, at, 0, 8],
-            )?;
+            out.push(
+                Batched::new(
+                    format!("rt_sigaction({sig})"),
+                    libc::SYS_rt_sigaction,
+                    &[sig as u64, 0, 0, 8],
+                )
+                .with(1, b),
+            );
         }
-        Ok(())
+        out
     }
 
     pub(super) fn itimers(&mut self) -> R<()> {
@@ -60,8 +63,9 @@ impl Puppet<'_> {
         Ok(())
     }
 
-    /// Re-queues the signals that were pending at dump, while everything is blocked.
-    pub(super) fn pending_signals(&mut self) -> R<()> {
+    /// The calls that re-queue the signals that were pending at dump (made while
+    /// everything is blocked).
+    pub(super) fn pending_signals(&mut self) -> Vec<Batched> {
         // The process's own pid as it sees it (in a new pid namespace, not ckpt's).
         let pid = self.img.core.pid as u64;
         let shared = self.img.core.shared_pending.iter().map(|s| (true, s));
@@ -85,6 +89,7 @@ impl Puppet<'_> {
             .map(|(s, i)| (s, self.img.core.pid, i))
             .collect();
         all.extend(others.iter().map(|(tid, i)| (false, *tid, i)));
+        let mut out = Vec::new();
         for (is_shared, tid, info) in all {
             if info.len() != 128 {
                 continue;
@@ -93,21 +98,22 @@ impl Puppet<'_> {
             if sig == 0 || sig > 64 || sig == 9 || sig == 19 {
                 continue;
             }
-            let at = self.put(0, info)?;
-            if is_shared {
-                self.call(
-                    &format!("rt_sigqueueinfo({sig})"),
+            out.push(if is_shared {
+                Batched::new(
+                    format!("rt_sigqueueinfo({sig})"),
                     libc::SYS_rt_sigqueueinfo,
-                    &[pid, sig as u64, at],
-                )?;
+                    &[pid, sig as u64, 0],
+                )
+                .with(2, info.clone())
             } else {
-                self.call(
-                    &format!("rt_tgsigqueueinfo({sig}) to thread {tid}"),
+                Batched::new(
+                    format!("rt_tgsigqueueinfo({sig}) to thread {tid}"),
                     libc::SYS_rt_tgsigqueueinfo,
-                    &[pid, tid as u64, sig as u64, at],
-                )?;
-            }
+                    &[pid, tid as u64, sig as u64, 0],
+                )
+                .with(3, info.clone())
+            });
         }
-        Ok(())
+        out
     }
 }

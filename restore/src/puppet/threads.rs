@@ -14,7 +14,7 @@
 //!    trampoline again) until every thread is detached, after the main thread's final
 //!    munmap of the trampoline.
 
-use super::{Puppet, R};
+use super::{Batched, Puppet, R};
 use crate::RestoreError;
 use ckpt_sys::inject::{Remote, Via};
 use ckpt_sys::ptrace::{self, Stop};
@@ -76,27 +76,38 @@ impl Puppet<'_> {
     /// memory. A new thread has no robust list, altstack or rseq yet, and its tid address
     /// came with CLONE_CHILD_CLEARTID.
     pub(super) fn thread_state(&mut self, idx: usize) -> R<()> {
+        // One by one: a batch's stop is recognised by the process's pid, not a thread's.
+        for c in self.thread_calls(idx) {
+            self.one(&c)?;
+        }
+        Ok(())
+    }
+
+    /// The calls that give thread `idx` its state (`thread_state`; the main thread's go
+    /// in a batch).
+    pub(super) fn thread_calls(&self, idx: usize) -> Vec<Batched> {
         let t = &self.img.threads[idx];
         let main = idx == 0;
         let tid = t.tid;
+        let mut out = Vec::new();
         if main || t.robust_list != 0 {
             let len = if t.robust_list_len == 0 {
                 24
             } else {
                 t.robust_list_len
             };
-            self.call(
-                &format!("set_robust_list in thread {tid}"),
+            out.push(Batched::new(
+                format!("set_robust_list in thread {tid}"),
                 libc::SYS_set_robust_list,
                 &[t.robust_list, len],
-            )?;
+            ));
         }
         if main {
-            self.call(
+            out.push(Batched::new(
                 "set_tid_address",
                 libc::SYS_set_tid_address,
                 &[t.tid_address],
-            )?;
+            ));
         }
         let mut ss = [0u8; 24];
         match &t.altstack {
@@ -109,32 +120,36 @@ impl Puppet<'_> {
             _ => ss[8..12].copy_from_slice(&SS_DISABLE.to_le_bytes()),
         }
         if ss != [0u8; 24] {
-            let at = self.put(0, &ss)?;
-            self.call(
-                &format!("sigaltstack in thread {tid}"),
-                libc::SYS_sigaltstack,
-                &[at, 0],
-            )?;
+            out.push(
+                Batched::new(
+                    format!("sigaltstack in thread {tid}"),
+                    libc::SYS_sigaltstack,
+                    &[0, 0],
+                )
+                .with(0, ss.to_vec()),
+            );
         }
         if let Some(r) = t.rseq.as_ref().filter(|r| r.ptr != 0) {
-            self.call(
-                &format!("rseq register in thread {tid}"),
+            out.push(Batched::new(
+                format!("rseq register in thread {tid}"),
                 libc::SYS_rseq,
                 &[r.ptr, r.len as u64, 0, r.sig as u64],
-            )?;
+            ));
         }
         // A new thread has the main thread's name, which the seed set to the process's.
         if !main && t.name != self.img.core.comm {
             let mut name = t.name.as_bytes().to_vec();
             name.push(0);
-            let at = self.put(0, &name)?;
-            self.call(
-                &format!("prctl(PR_SET_NAME, {:?}) in thread {tid}", t.name),
-                libc::SYS_prctl,
-                &[PR_SET_NAME, at],
-            )?;
+            out.push(
+                Batched::new(
+                    format!("prctl(PR_SET_NAME, {:?}) in thread {tid}", t.name),
+                    libc::SYS_prctl,
+                    &[PR_SET_NAME, 0],
+                )
+                .with(1, name),
+            );
         }
-        Ok(())
+        out
     }
 
     /// Creates every thread of the image but the main one, each with its own state.
