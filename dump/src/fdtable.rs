@@ -25,6 +25,7 @@ pub mod anon;
 pub mod contents;
 pub mod epoll;
 pub mod pipe;
+pub mod tty;
 pub mod unix;
 
 use crate::describe::Describer;
@@ -140,6 +141,14 @@ impl FdTable {
     /// The description of id `id` (from `find` or `insert`).
     pub fn desc(&self, id: u64) -> &pb::FileDesc {
         &self.descs[id as usize - 1]
+    }
+
+    /// Indexes (into `descs`) of the descriptions `which` picks; a kind's `finish` works
+    /// on those.
+    fn picked(&self, which: impl Fn(&pb::FileDesc) -> bool) -> Vec<usize> {
+        (0..self.descs.len())
+            .filter(|&i| which(&self.descs[i]))
+            .collect()
     }
 
     pub fn descs(&self) -> &[pb::FileDesc] {

@@ -171,6 +171,9 @@ fn inspect(
             nix::sys::stat::major(meta.rdev()),
             nix::sys::stat::minor(meta.rdev()),
         );
+        if fdtable::tty::end_of(dev).is_some() {
+            return Ok((pb::FdKind::FdTty, target, meta));
+        }
         if !STATELESS_CHARDEVS.contains(&dev) {
             return Err(blocked(format!(
                 "character device {}:{}, which holds state a reopen would lose; only \
@@ -253,7 +256,8 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<Vec<pb::Fd>, DumpError> 
                 )
             }
         };
-        if table.desc(desc).kind == pb::FdKind::FdUnixSocket as i32 {
+        let kind = table.desc(desc).kind;
+        if kind == pb::FdKind::FdUnixSocket as i32 || kind == pb::FdKind::FdTty as i32 {
             table.unix.held(desc, pid, fd);
         }
         // A dup of a lower fd of this process: restore dups it rather than reopening.
@@ -359,6 +363,14 @@ fn describe(
         }
         pb::FdKind::FdInetSocket => d.inet = Some(table.net.collect(pid, fd, meta.ino())?),
         pb::FdKind::FdUnixSocket => d.unix = Some(fdtable::unix::dump(&ctx, table)?),
+        pb::FdKind::FdTty => {
+            let dev = (
+                nix::sys::stat::major(meta.rdev()),
+                nix::sys::stat::minor(meta.rdev()),
+            );
+            let master = fdtable::tty::end_of(dev) == Some(true);
+            d.tty = Some(fdtable::tty::dump(&ctx, master, target)?);
+        }
         pb::FdKind::FdEpoll => {
             let named =
                 |why: String| crate::refuse(format!("pid {pid}: fd {fd} (epoll, {target}): {why}"));

@@ -307,6 +307,7 @@ pub fn dump_with_progress(
         stats.injected += one.injected;
     }
     fdtable::unix::finish(&mut shared.files, &parents, &|p| shared.pids.pid(p))?;
+    fdtable::tty::finish(&mut shared.files, &parents, &|p| shared.pids.pid(p))?;
     let mut w = sink.records(names::FDTABLE, Kind::FileTable)?;
     for d in shared.files.descs() {
         w.write(d)?;

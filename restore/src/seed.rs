@@ -58,6 +58,10 @@ pub struct SeedPlan {
     /// The epolls of `fds` (fd, what it watches), from the tree's table
     /// (`fdtable/epoll.rs`).
     pub epolls: Vec<(i32, pb::EpollState)>,
+    /// The pty (/dev/pts/N) this session leader takes as controlling terminal.
+    pub ctty: Option<u32>,
+    /// It leads the foreground group of its controlling terminal.
+    pub foreground: bool,
 }
 
 impl SeedPlan {
@@ -95,6 +99,7 @@ pub fn run(seeds: &Seeds, me: usize) -> ! {
     let early = container
         .and_then(|()| join_groups(p))
         .and_then(|()| objects::create(&seeds.fds.creates[me], seeds.fds.end))
+        .and_then(|()| crate::fdtable::tty::take(p))
         .and_then(|()| family::fork_children(seeds, me));
     let result = early
         .map_err(|m| (m, p.err_fd))

@@ -21,6 +21,7 @@ pub mod regs;
 pub mod socket;
 pub mod testhold;
 pub mod track;
+pub mod tty;
 pub mod uffd;
 pub mod unix;
 
