@@ -15,6 +15,8 @@ use std::fs::Metadata;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 const O_CLOEXEC: u32 = 0o2000000;
+const O_ASYNC: u32 = 0o20000;
+const F_OWNER_PGRP: i32 = 2;
 
 /// Character devices a fresh open() gives back exactly (major 1: mem): null, zero, full,
 /// random, urandom. Any other device object has state of its own (a pty pair, a tun
@@ -280,7 +282,30 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<Vec<pb::Fd>, DumpError> 
                 pipe_data = ckpt_sys::pipe::peek(&mine)?;
             }
         }
+        // O_ASYNC: whom its signal goes to, read through a copy (the same description).
+        let (mut owner_type, mut owner_pid, mut async_signal) = (0, 0, 0);
+        if info.flags & O_ASYNC != 0 && dup_of.is_none() {
+            let mine = ckpt_sys::process::steal_fd(pid, fd)?;
+            (owner_type, owner_pid, async_signal) =
+                ckpt_sys::process::async_owner(std::os::fd::AsFd::as_fd(&mine))?;
+            // Set again by the owner's own seed, which must be this process (its main
+            // thread) and hold it.
+            if owner_pid != 0 && (owner_pid != pid.as_raw() || owner_type == F_OWNER_PGRP) {
+                return Err(crate::refuse(format!(
+                    "pid {pid}: fd {fd}: O_ASYNC signals go to {} {owner_pid}, not to this \
+                     process; only a process's own fds signalling itself are supported",
+                    if owner_type == F_OWNER_PGRP {
+                        "process group"
+                    } else {
+                        "pid"
+                    }
+                )));
+            }
+        }
         out.push(pb::Fd {
+            owner_type,
+            owner_pid,
+            async_signal,
             locks: Vec::new(),
             lease_signal: 0,
             pipe_data,

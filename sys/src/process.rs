@@ -553,3 +553,43 @@ pub fn pause_forever() -> ! {
         nix::unistd::pause();
     }
 }
+
+/// fcntl.h: F_SETSIG, F_GETSIG, F_SETOWN_EX, F_GETOWN_EX; struct f_owner_ex.
+const F_SETSIG: i32 = 10;
+const F_GETSIG: i32 = 11;
+const F_SETOWN_EX: i32 = 15;
+const F_GETOWN_EX: i32 = 16;
+#[repr(C)]
+struct OwnerEx {
+    type_: i32,
+    pid: i32,
+}
+
+/// F_GETOWN_EX and F_GETSIG of an open file description (through any fd of it): the
+/// owner's type (F_OWNER_TID 0, F_OWNER_PID 1, F_OWNER_PGRP 2) and pid, and the signal.
+pub fn async_owner(fd: std::os::fd::BorrowedFd<'_>) -> Result<(i32, i32, i32)> {
+    use std::os::fd::AsRawFd;
+    let mut o = OwnerEx { type_: 0, pid: 0 };
+    // SAFETY: F_GETOWN_EX writes one struct f_owner_ex into `o`.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), F_GETOWN_EX, &mut o) };
+    Errno::result(r).ctx(|| "fcntl(F_GETOWN_EX)".into())?;
+    // SAFETY: F_GETSIG takes no pointer.
+    let sig = unsafe { libc::fcntl(fd.as_raw_fd(), F_GETSIG) };
+    let sig = Errno::result(sig).ctx(|| "fcntl(F_GETSIG)".into())?;
+    Ok((o.type_, o.pid, sig))
+}
+
+/// F_SETOWN_EX and F_SETSIG (the owner must exist).
+pub fn set_async_owner(fd: i32, owner_type: i32, pid: i32, sig: i32) -> Result<()> {
+    let o = OwnerEx {
+        type_: owner_type,
+        pid,
+    };
+    // SAFETY: F_SETOWN_EX reads one struct f_owner_ex from `o`.
+    let r = unsafe { libc::fcntl(fd, F_SETOWN_EX, &o) };
+    Errno::result(r).ctx(|| format!("fcntl({fd}, F_SETOWN_EX, {pid})"))?;
+    // SAFETY: F_SETSIG takes its signal by value.
+    let r = unsafe { libc::fcntl(fd, F_SETSIG, sig) };
+    Errno::result(r).ctx(|| format!("fcntl({fd}, F_SETSIG, {sig})"))?;
+    Ok(())
+}
