@@ -211,10 +211,12 @@ pub fn blockers(pid: Pid, describer: &mut Describer, out: &mut Blockers) -> Resu
 
 /// One Fd record per open descriptor of the stopped task, each naming its description in
 /// `table` (new descriptions are added to it).
-pub fn collect(pid: Pid, table: &mut FdTable) -> Result<Vec<pb::Fd>, DumpError> {
+/// Beside them, each fd's `lock:` lines of fdinfo (read in the same pass, for `locks.rs`).
+pub fn collect(pid: Pid, table: &mut FdTable) -> Result<(Vec<pb::Fd>, Vec<String>), DumpError> {
     let t = std::time::Instant::now();
     let cpu = fdtable::thread_cpu();
     let mut out: Vec<pb::Fd> = Vec::new();
+    let mut lock_texts = Vec::new();
     // Description -> the first fd of this process that refers to it.
     let mut here: HashMap<u64, i32> = HashMap::new();
     let mut infos = proc::FdInfoDir::open(pid)?;
@@ -253,7 +255,7 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<Vec<pb::Fd>, DumpError> 
                 };
                 let d = describe(pid, fd, key, kind, &path, &meta, &info, table)?;
                 (
-                    table.insert(pid, fd, key, d),
+                    table.insert(pid, fd, key, d)?,
                     Some((meta.dev() | 1 << 62, meta.ino())),
                 )
             }
@@ -282,12 +284,20 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<Vec<pb::Fd>, DumpError> 
                 pipe_data = ckpt_sys::pipe::peek(&mine)?;
             }
         }
-        // O_ASYNC: whom its signal goes to, read through a copy (the same description).
-        let (mut owner_type, mut owner_pid, mut async_signal) = (0, 0, 0);
-        if info.flags & O_ASYNC != 0 && dup_of.is_none() {
+        // O_ASYNC: whom its signal goes to; a lease: the signal its break sends
+        // (F_SETSIG). Read through a copy (they belong to the description).
+        let (mut owner_type, mut owner_pid, mut async_signal, mut lease_signal) = (0, 0, 0, 0);
+        let lease = info.lock_lines.contains("LEASE");
+        if (info.flags & O_ASYNC != 0 || lease) && dup_of.is_none() {
             let mine = ckpt_sys::process::steal_fd(pid, fd)?;
             (owner_type, owner_pid, async_signal) =
                 ckpt_sys::process::async_owner(std::os::fd::AsFd::as_fd(&mine))?;
+            if lease {
+                lease_signal = async_signal;
+            }
+            if info.flags & O_ASYNC == 0 {
+                (owner_type, owner_pid, async_signal) = (0, 0, 0);
+            }
             // Set again by the owner's own seed, which must be this process (its main
             // thread) and hold it.
             if owner_pid != 0 && (owner_pid != pid.as_raw() || owner_type == F_OWNER_PGRP) {
@@ -302,12 +312,13 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<Vec<pb::Fd>, DumpError> 
                 )));
             }
         }
+        lock_texts.push(info.lock_lines.clone());
         out.push(pb::Fd {
             owner_type,
             owner_pid,
             async_signal,
             locks: Vec::new(),
-            lease_signal: 0,
+            lease_signal,
             pipe_data,
             pipe_size,
             is_dup: dup_of.is_some(),
@@ -326,7 +337,7 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<Vec<pb::Fd>, DumpError> 
     table.fds += out.len() as u64;
     table.spent += t.elapsed();
     table.cpu += fdtable::thread_cpu().saturating_sub(cpu);
-    Ok(out)
+    Ok((out, lock_texts))
 }
 
 /// Kinds reopened by their path (the rest are made again from the table's record).

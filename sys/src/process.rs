@@ -403,6 +403,13 @@ pub fn own_non_default_signals() -> Vec<u32> {
 /// kcmp(2) KCMP_FILE: whether two fds of two processes refer to the same open file
 /// description (what dup() and fork() share: offset and status flags).
 pub fn same_file_description(pid1: Pid, fd1: i32, pid2: Pid, fd2: i32) -> Result<bool> {
+    Ok(file_order(pid1, fd1, pid2, fd2)? == std::cmp::Ordering::Equal)
+}
+
+/// kcmp(2) KCMP_FILE as an ordering: the kernel orders open file descriptions
+/// consistently (by obfuscated address), so descriptions can be kept sorted and a new one
+/// found by binary search.
+pub fn file_order(pid1: Pid, fd1: i32, pid2: Pid, fd2: i32) -> Result<std::cmp::Ordering> {
     const KCMP_FILE: libc::c_long = 0;
     // SAFETY: kcmp only compares kernel objects; it takes no pointers.
     let r = unsafe {
@@ -415,7 +422,13 @@ pub fn same_file_description(pid1: Pid, fd1: i32, pid2: Pid, fd2: i32) -> Result
             fd2 as libc::c_ulong,
         )
     };
-    Ok(Errno::result(r).ctx(|| format!("kcmp(pid {pid1} fd {fd1}, pid {pid2} fd {fd2})"))? == 0)
+    let r = Errno::result(r).ctx(|| format!("kcmp(pid {pid1} fd {fd1}, pid {pid2} fd {fd2})"))?;
+    // 0 equal, 1 the first is less, 2 greater (3: not comparable, not for files).
+    Ok(match r {
+        0 => std::cmp::Ordering::Equal,
+        1 => std::cmp::Ordering::Less,
+        _ => std::cmp::Ordering::Greater,
+    })
 }
 
 /// kcmp(2) KCMP_VM: whether two processes share one address space (threads, CLONE_VM
