@@ -13,6 +13,14 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// The tests of this file one at a time: each holds a pty, and a pty number freed by a
+/// dump must still be free at its restore.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// `tmux -S SOCK args...`, outside any tmux; its stdout.
 fn tmux(sock: &Path, args: &[&str]) -> String {
     let out = Command::new(which("tmux"))
@@ -66,6 +74,7 @@ fn stat_fields(pid: i32) -> Vec<String> {
 
 #[test]
 fn tmux_server_with_a_shell_three_cycles() {
+    let _one = one_at_a_time();
     let env = Env::new();
     let sock = env.path().join("tmux.sock");
     tmux(
@@ -132,6 +141,7 @@ fn tmux_server_with_a_shell_three_cycles() {
 /// naming pid, fd and the terminal, and left running.
 #[test]
 fn a_terminal_whose_master_is_outside_is_refused() {
+    let _one = one_at_a_time();
     let env = Env::new();
     let script = env.path().join("onpty.py");
     std::fs::write(
