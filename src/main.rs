@@ -2,6 +2,7 @@
 
 mod check;
 mod completions;
+mod haul;
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
@@ -110,6 +111,11 @@ enum Cmd {
         /// those pids are taken here); the pidfile gets the root's pid outside it.
         #[arg(long)]
         new_pidns: bool,
+        /// A container's external mount KEY (the host path it was bound from, as the
+        /// image names it) is found at PATH here; by default at KEY itself. CRIU's
+        /// spelling; repeatable.
+        #[arg(long = "ext-mount-map", value_name = "KEY:PATH", value_parser = parse_ext_mount)]
+        ext_mount_map: Vec<(String, String)>,
     },
     /// Summarise an image directory (processes, memory, fds, files, checksums), print it
     /// whole as JSON (--json), or compare two directories (--diff A B).
@@ -154,6 +160,23 @@ enum Cmd {
         #[arg(long)]
         tcp_established: bool,
     },
+    /// Act as CRIU (also when started through a symlink named `criu`): `ckpt criu
+    /// dump|pre-dump|restore|check|swrk N|--version` with CRIU's options, for runc, podman
+    /// and LXC.
+    Criu {
+        /// CRIU's command and options.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Live migration, the receiving end (`ckpt haul serve`).
+    Haul {
+        #[command(subcommand)]
+        cmd: haul::HaulCmd,
+    },
+    /// Move a running process tree to another host running `ckpt haul serve`: dumped
+    /// (with --pre-copy: in rounds while it runs), streamed encrypted, restored there;
+    /// killed here only once it runs there. On any failure it runs on here.
+    Migrate(haul::MigrateArgs),
     /// Print a shell completion script (e.g. `ckpt completions bash > /etc/bash_completion.d/ckpt`).
     Completions {
         /// The shell to complete for.
@@ -168,6 +191,17 @@ enum Cmd {
 }
 
 fn main() {
+    // Started as `criu` (a symlink named so), or `ckpt criu ...`: CRIU's command line and
+    // RPC (ckpt-criu), before clap and ckpt's own logging see anything.
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if args.first().is_some_and(|a| ckpt_criu::started_as_criu(a)) {
+        std::process::exit(ckpt_criu::main(&args[1..]));
+    }
+    if args.get(1).is_some_and(|a| a == "criu") {
+        std::process::exit(ckpt_criu::main(&args[2..]));
+    }
     let cli = Cli::parse();
     if let Err(e) = init_logging(cli.verbose, cli.log_file.as_deref()) {
         eprintln!("ckpt: error: {e}");
@@ -320,6 +354,7 @@ fn run(cli: Cli) -> Result<i32> {
             no_verify,
             inherit_fd,
             new_pidns,
+            ext_mount_map,
         } => {
             let opts = ckpt_restore::RestoreOptions {
                 dir: dir.clone(),
@@ -329,6 +364,8 @@ fn run(cli: Cli) -> Result<i32> {
                 verify: !no_verify,
                 inherit_fds: inherit_fd,
                 new_pidns,
+                ext_mount_map,
+                sibling: false,
             };
             // Until the process is released (restore disarms then): abort in order, the
             // half-built process killed and reaped.
@@ -356,6 +393,10 @@ fn run(cli: Cli) -> Result<i32> {
                 2
             }
         }),
+        // Reached only when argv was not what main() recognised (e.g. `ckpt -v criu`).
+        Cmd::Criu { args } => Ok(ckpt_criu::main(&args)),
+        Cmd::Haul { cmd } => haul::serve(cmd),
+        Cmd::Migrate(args) => haul::migrate(args),
         Cmd::Completions { shell } => {
             emit_bytes(&completions::completions(Cli::command(), shell))?;
             Ok(0)
@@ -437,6 +478,13 @@ fn emit_bytes(bytes: &[u8]) -> Result<()> {
 }
 
 /// `fd[N]:KEY` of `--inherit-fd`.
+fn parse_ext_mount(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((k, p)) if k.starts_with('/') && p.starts_with('/') => Ok((k.into(), p.into())),
+        _ => Err(format!("{s:?}: want KEY:PATH, both absolute paths")),
+    }
+}
+
 fn parse_inherit_fd(s: &str) -> Result<(i32, String), String> {
     let bad = || format!("{s:?}: expected fd[N]:KEY, e.g. fd[3]:pipe:[1234]");
     let rest = s.strip_prefix("fd[").ok_or_else(bad)?;

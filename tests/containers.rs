@@ -166,6 +166,56 @@ fn new_pidns_copies_run_beside_the_original() {
     finish_tree(&env, &w, &[w.pid]);
 }
 
+/// A copy restored in a new pid namespace (as haul's destination does) is dumped again
+/// from outside, with the pids it has inside, and restored into a fresh namespace without
+/// being asked (`Inventory.new_pidns`); twice, each generation checking itself beside the
+/// running original.
+#[test]
+fn tree_restored_in_a_new_pidns_is_dumped_again() {
+    let env = Env::new();
+    let mut w = env.start("tree");
+    env.check(&mut w);
+    let first = env.subdir("img0");
+    env.dump(w.pid, &first, &["--leave-running"]).ok();
+    let mut copy = restore_in_new_pidns(&env, &first, "gen0");
+    for i in 1..=2 {
+        env.check(&mut w);
+        check_copy(&env, &w, copy, w.passes, 2);
+        let dir = env.subdir(&format!("img{i}"));
+        let init = ppid(copy);
+        env.dump(copy, &dir, &[]).ok();
+        assert!(read_inventory(&dir).new_pidns, "generation {i}");
+        // Its namespace empty, the copy's init exits and comes to us.
+        assert!(
+            reap(init, Duration::from_secs(30)).is_some(),
+            "init {init} did not end"
+        );
+        env.untrack(init);
+        // No --new-pidns: the image asks for it.
+        let pidfile = env.path().join(format!("gen{i}.pid"));
+        env.ckpt(&[
+            "restore".as_ref(),
+            "-D".as_ref(),
+            dir.as_os_str(),
+            "-d".as_ref(),
+            "--pidfile".as_ref(),
+            pidfile.as_os_str(),
+        ])
+        .ok();
+        copy = fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        env.track(ppid(copy));
+        assert_whole_copy(&dir, copy);
+    }
+    env.check(&mut w);
+    check_copy(&env, &w, copy, w.passes, 2);
+    finish_copy(&env, copy);
+    finish_tree(&env, &w, &[w.pid]);
+}
+
 /// Threads come back in a new pid namespace with their dumped tids (clone3 set_tid
 /// inside it; ckpt follows them by the tids the kernel gives outside); a foreground
 /// restore exits with the root's status once the namespace is empty.
@@ -425,40 +475,82 @@ fn container_three_cycles() {
     env.kill_and_reap(init);
 }
 
-/// A container holding SysV IPC objects, or a mount of its own beyond its /proc, is
-/// refused by name and left running.
+/// A container holding SysV IPC objects (shared memory, a semaphore set, a message
+/// queue) or a POSIX message queue that no process holds open (made, then closed: only
+/// its ipc namespace's mqueue filesystem shows it), or a mount of its own beyond its
+/// /proc, is refused by name and left running: `check -t` names every one of them, the
+/// dump the first and how many more.
 #[test]
 fn container_ipc_and_mounts_are_refused_by_name() {
     let env = Env::new();
-    let (w, init) = start_container(
-        &env,
-        "ipc",
-        "ipcmk -M 4096 && ipcmk -Q && echo made; while :; do sleep 0.05; done",
+    let mq = "import ctypes, os; l = ctypes.CDLL(None, use_errno=True); \
+              fd = l.mq_open(b'/ckpt-q', os.O_CREAT | os.O_RDWR, 0o640, None); \
+              assert fd >= 0, ctypes.get_errno(); \
+              assert l.mq_send(fd, b'hello', 5, 3) == 0; os.close(fd)";
+    let script = format!(
+        "ipcmk -M 4096 && ipcmk -S 2 && ipcmk -Q && {} -c \"{mq}\" && echo made; \
+         while :; do sleep 0.05; done",
+        python3().display()
     );
+    let (w, init) = start_container(&env, "ipc", &script);
     env.wait_line(&w, "made", |l| l == "made");
+    let check = env.ckpt(&["check", "-t", &init.to_string()]);
+    assert_eq!(check.status.code(), Some(1), "{check}");
+    for what in [
+        "SysV shared memory key",
+        "SysV semaphore set key",
+        "SysV message queue key",
+        "POSIX message queue /ckpt-q (1 messages",
+    ] {
+        assert!(
+            check.stdout.contains(what),
+            "check does not name {what}: {check}"
+        );
+    }
     let img = env.subdir("img-ipc");
     let out = env.dump(init, &img, &[]);
-    let line = out.failed_naming("SysV shared memory key");
-    assert!(line.contains("(and 1 more"), "{line}");
+    let line = out.failed_naming("POSIX message queue /ckpt-q");
+    assert!(line.contains("(and 3 more"), "{line}");
     assert_running_untraced(init);
     env.kill_and_reap(init);
     reap(w.pid, Duration::from_secs(10));
     env.untrack(w.pid);
 
+    // Mounts that are not restored yet: a shared one (propagation), a bind of the
+    // container's own tmpfs, and a tmpfs that a host directory hides.
     let m = env.subdir("m");
-    let script = format!(
-        "mount -t tmpfs ckpt-tmp {} && echo made; while :; do sleep 0.05; done",
-        m.display()
-    );
-    let (w, init) = start_container(&env, "mnt", &script);
-    env.wait_line(&w, "made", |l| l == "made");
-    let img = env.subdir("img-mnt");
-    env.dump(init, &img, &[])
-        .failed_naming(&format!("mount {} (tmpfs ckpt-tmp)", m.display()));
-    assert_running_untraced(init);
-    env.kill_and_reap(init);
-    reap(w.pid, Duration::from_secs(10));
-    env.untrack(w.pid);
+    let n = env.subdir("n");
+    let o = env.subdir("o");
+    let (m, n, o) = (m.display(), n.display(), o.display());
+    let cases = [
+        (
+            format!("mount -t tmpfs ckpt-tmp {m} && mount --make-shared {m}"),
+            format!("mount {m} (tmpfs ckpt-tmp)"),
+            "its propagation (shared:",
+        ),
+        (
+            format!("mount -t tmpfs ckpt-tmp {m} && mkdir {m}/d && mount --bind {m}/d {n}"),
+            format!("mount {n} (tmpfs ckpt-tmp)"),
+            "a bind of the container's own tmpfs",
+        ),
+        (
+            format!("mount -t tmpfs ckpt-tmp {m} && mount --bind {o} {m}"),
+            format!("mount {m} (ext4"),
+            "stacked over the tmpfs",
+        ),
+    ];
+    for (i, (setup, what, why)) in cases.iter().enumerate() {
+        let script = format!("{setup} && echo made; while :; do sleep 0.05; done");
+        let (w, init) = start_container(&env, &format!("mnt{i}"), &script);
+        env.wait_line(&w, "made", |l| l == "made");
+        let img = env.subdir(&format!("img-mnt{i}"));
+        let line = env.dump(init, &img, &[]).failed_naming(what);
+        assert!(line.contains(why), "{line}");
+        assert_running_untraced(init);
+        env.kill_and_reap(init);
+        reap(w.pid, Duration::from_secs(10));
+        env.untrack(w.pid);
+    }
 }
 
 /// A container restore that fails (a seed cannot open the tree's output file) leaves no
@@ -468,11 +560,7 @@ fn failed_container_restore_leaves_nothing() {
     let env = Env::new();
     let (w, init) = start_container(&env, "failing", "echo made; while :; do sleep 0.05; done");
     env.wait_line(&w, "made", |l| l == "made");
-    let img = env.subdir("img");
-    env.dump(init, &img, &[]).ok();
-    reap(w.pid, Duration::from_secs(10));
-    env.untrack(w.pid);
-    env.untrack(init);
+    let img = dump_started(&env, &w, init);
     fs::rename(&w.out, env.path().join("moved.out")).unwrap();
     env.ckpt(&[
         OsStr::new("restore"),
@@ -586,4 +674,129 @@ fn container_cycle(env: &Env, w: &Workload, init: i32, img: &Path, i: usize) -> 
         .unwrap();
     env.track(init);
     (init, before)
+}
+
+/// A container with mounts of its own: a tmpfs (size and mode options, a directory, a
+/// file, a symlink, a hard link) that its shell loop keeps its counter in (read back and
+/// incremented each turn: a tmpfs restored empty would restart it), and a read-only bind
+/// of a host directory (external: found again at the same path). Three cycles: after
+/// each, from inside, the tmpfs holds what it held with its mode, the bind shows the host
+/// directory and is read-only, the counter goes on from where it was; the host never
+/// sees the tmpfs.
+#[test]
+fn container_tmpfs_and_bind_mounts_three_cycles() {
+    let env = Env::new();
+    let dir = env.path().display().to_string();
+    let t = env.subdir("t");
+    let src = env.subdir("src");
+    let b = env.subdir("b");
+    fs::write(src.join("from-host"), "host file\n").unwrap();
+    let (t, b) = (t.display().to_string(), b.display().to_string());
+    let script = format!(
+        "mount -t tmpfs -o size=4m,mode=750 ckpt-tmp {t} && mkdir {t}/sub && \
+         echo kept > {t}/sub/f && ln -s sub/f {t}/link && ln {t}/sub/f {t}/hard && \
+         mount --bind {src} {b} && mount -o remount,bind,ro {b} && echo 0 > {t}/count && \
+         echo made; \
+         while :; do n=$(cat {t}/count); n=$((n+1)); echo $n > {t}/count; \
+         echo $n > {dir}/count; sleep 0.05; done",
+        src = src.display()
+    );
+    let (w, mut init) = start_container(&env, "mounts", &script);
+    env.wait_line(&w, "made", |l| l == "made");
+    for i in 1..=3 {
+        let img = env.subdir(&format!("img{i}"));
+        let before;
+        (init, before) = container_cycle(&env, &w, init, &img, i);
+        let inside = |cmd: &str| nsenter(init, &["-m", "sh", "-c", cmd]);
+        assert_eq!(
+            inside(&format!("cat {t}/sub/f {t}/link {t}/hard")),
+            "kept\nkept\nkept"
+        );
+        assert_eq!(inside(&format!("stat -c %a {t}")), "750");
+        assert_eq!(
+            inside(&format!("stat -c %i {t}/sub/f {t}/hard | uniq | wc -l")),
+            "1"
+        );
+        assert_eq!(inside(&format!("cat {b}/from-host")), "host file");
+        assert!(
+            inside(&format!("grep ' {b} ' /proc/1/mountinfo")).contains(" ro,"),
+            "the bind is not read-only"
+        );
+        assert!(
+            inside(&format!("grep ' {t} ' /proc/1/mountinfo")).contains("size=4096k"),
+            "the tmpfs lost its size"
+        );
+        assert!(
+            !Path::new(&t).join("count").exists(),
+            "the host sees the tmpfs"
+        );
+        let start = Instant::now();
+        while counter(&env) <= before + 2 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the counter stopped at {before} (now {})",
+                counter(&env)
+            );
+            sleep(Duration::from_millis(20));
+        }
+        assert!(counter(&env) > before, "the counter restarted");
+    }
+    env.kill_and_reap(init);
+}
+
+/// An external mount whose host path is gone at restore is refused in one line naming
+/// it (nothing is created); `--ext-mount-map KEY:PATH` finds it elsewhere.
+#[test]
+fn container_external_mount_missing_or_mapped() {
+    let env = Env::new();
+    let src = env.subdir("src");
+    let b = env.subdir("b");
+    fs::write(src.join("from-host"), "moved\n").unwrap();
+    let script = format!(
+        "mount --bind {} {} && echo made; while :; do sleep 0.05; done",
+        src.display(),
+        b.display()
+    );
+    let (w, init) = start_container(&env, "ext", &script);
+    env.wait_line(&w, "made", |l| l == "made");
+    let img = dump_started(&env, &w, init);
+    let moved = env.path().join("moved");
+    fs::rename(&src, &moved).unwrap();
+    let restore = |extra: &[&OsStr]| {
+        let pidfile = env.path().join("ext.pid");
+        let mut args: Vec<&OsStr> = ["restore", "-D"].map(OsStr::new).to_vec();
+        args.push(img.as_os_str());
+        args.extend(["-d", "--pidfile"].map(OsStr::new));
+        args.push(pidfile.as_os_str());
+        args.extend_from_slice(extra);
+        (env.ckpt(&args), pidfile)
+    };
+    let (out, _) = restore(&[]);
+    let line = out.failed_naming(&format!("{} does not exist here", src.display()));
+    assert!(line.contains("--ext-mount-map"), "{line}");
+    assert!(
+        inits_in(env.path()).is_empty(),
+        "a failed restore left a container"
+    );
+    let map = format!("{}:{}", src.display(), moved.display());
+    let (out, pidfile) = restore(&["--ext-mount-map".as_ref(), map.as_ref()]);
+    out.ok();
+    let init: i32 = fs::read_to_string(pidfile).unwrap().trim().parse().unwrap();
+    env.track(init);
+    assert_eq!(
+        nsenter(init, &["-m", "cat", &format!("{}/from-host", b.display())]),
+        "moved"
+    );
+    env.kill_and_reap(init);
+}
+
+/// Dumps a container just started by `start_container` (its unshare, `w`, exits with
+/// it and is reaped); the image directory.
+fn dump_started(env: &Env, w: &Workload, init: i32) -> std::path::PathBuf {
+    let img = env.subdir("img");
+    env.dump(init, &img, &[]).ok();
+    reap(w.pid, Duration::from_secs(10));
+    env.untrack(w.pid);
+    env.untrack(init);
+    img
 }

@@ -10,7 +10,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Memory of the workload: enough that copying it takes far longer than our polling.
 const BIG_MIB: &str = "256";
@@ -20,18 +20,6 @@ fn start_safety(env: &Env, mib: &str) -> Workload {
     let w = env.spawn("safety", &bin, &[env.path().as_os_str(), OsStr::new(mib)]);
     env.wait_ready(&w);
     w
-}
-
-/// Polls until `cond` holds, or panics naming `what`.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < LINE_TIMEOUT,
-            "timed out waiting for {what}"
-        );
-        sleep(Duration::from_millis(1));
-    }
 }
 
 /// The dump's staging directories beside `dir` (where a dump writes until it is sealed).

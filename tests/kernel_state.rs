@@ -85,6 +85,50 @@ fn timer_slack_survives() {
 
 /// A prctl state restore cannot give back (PR_SET_PDEATHSIG: the restored process has
 /// another parent) is refused at dump, naming it; the workload runs on untouched.
+/// /proc/self/coredump_filter (0x7b, not the default 0x33) comes back (written from
+/// outside before release).
+#[test]
+fn coredump_filter_survives() {
+    survives("kstate", &["coredump"]);
+}
+
+/// The I/O priority (ioprio_set: best effort, level 5) comes back.
+#[test]
+fn io_priority_survives() {
+    survives("kstate", &["ioprio"]);
+}
+
+/// A NUMA policy of the process (set_mempolicy) is not restored: refused by name.
+#[test]
+fn numa_policy_of_the_process_is_refused() {
+    refused("mempolicy", "set_mempolicy");
+}
+
+/// A NUMA policy of one mapping (mbind) is not restored: refused by name.
+#[test]
+fn numa_policy_of_a_mapping_is_refused() {
+    refused("mbind", "mbind");
+}
+
+/// A single-threaded process that had a thread keeps its private futex hash (the kernel
+/// made it for the thread; it was refused before).
+#[test]
+fn private_futex_hash_survives() {
+    survives("kstate", &["futexhash"]);
+}
+
+/// An O_TMPFILE file (never linked) is refused by name (its flags cannot be given back).
+#[test]
+fn o_tmpfile_is_refused() {
+    refused("tmpfile", "O_TMPFILE");
+}
+
+/// SCHED_DEADLINE (its runtime and period need admission at restore) is refused by name.
+#[test]
+fn deadline_scheduling_is_refused() {
+    refused("deadline", "SCHED_DEADLINE");
+}
+
 #[test]
 fn parent_death_signal_is_refused() {
     refused("pdeathsig", "PR_SET_PDEATHSIG");

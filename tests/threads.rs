@@ -7,8 +7,6 @@ mod common;
 
 use common::*;
 use std::fs;
-use std::thread::sleep;
-use std::time::{Duration, Instant};
 
 /// `threads WORKDIR NTHREADS MIB`, started and READY.
 fn start_threads(env: &Env, n: u32, mib: u32) -> Workload {
@@ -26,17 +24,6 @@ fn tids(pid: i32) -> Vec<i32> {
         .unwrap_or_default();
     t.sort_unstable();
     t
-}
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        sleep(Duration::from_millis(1));
-    }
 }
 
 /// Three cycles of 64 threads; each restore brings back the very same tids (the joined

@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+mod haul;
 mod limits;
 mod measure;
 mod predump;
@@ -57,6 +58,14 @@ struct Args {
     /// Thread counts of the multi-threaded workload, comma-separated, or `none`.
     #[arg(long, default_value = "64")]
     threads: String,
+    /// Process counts of the tree workload (a ring of processes passing a token), or
+    /// `none`.
+    #[arg(long, default_value = "100")]
+    tree: String,
+    /// The copy-on-write workload, `MIB:CHILDREN` (a parent's heap its children only
+    /// read; the row is the restored tree's summed Pss against the original's), or `none`.
+    #[arg(long, default_value = "256:50")]
+    cow: String,
     /// Keys of the redis workload (redis-server with a client connected, dumped with
     /// --tcp-established), K/M suffixes, or `none`; skipped when redis-server is missing.
     #[arg(long, default_value = "1M")]
@@ -92,6 +101,10 @@ struct Args {
     /// being rewritten at ~50 MiB/s), or `none`.
     #[arg(long, default_value = "1G")]
     predump: String,
+    /// Size of the migration workload (the pre-dump one, moved with `ckpt migrate` to a
+    /// `ckpt haul serve` on loopback, stop-and-copy and --pre-copy), or `none`.
+    #[arg(long, default_value = "1G")]
+    migrate: String,
     /// Give up on one ckpt command (or one workload answer) after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
@@ -106,6 +119,7 @@ struct Ctx {
     timeout: Duration,
     memfill: Option<PathBuf>,
     threads: Option<PathBuf>,
+    ring: Option<PathBuf>,
     compress: bool,
     lazy: bool,
 }
@@ -173,6 +187,20 @@ fn parse_size(s: &str) -> Result<u64> {
     Ok(b)
 }
 
+/// A comma-separated list of counts (option `what`), or `none`.
+fn numbers(list: &str, what: &str) -> Result<Vec<usize>> {
+    if list.trim() == "none" {
+        return Ok(Vec::new());
+    }
+    list.split(',')
+        .map(|t| {
+            t.trim()
+                .parse()
+                .with_context(|| format!("{what}: {t:?} is not a number"))
+        })
+        .collect()
+}
+
 fn size_name(b: u64) -> String {
     if b % (1 << 30) == 0 {
         format!("mem {}G", b >> 30)
@@ -205,6 +233,8 @@ struct Output {
     phases: Vec<PhaseRow>,
     /// The pre-dump row (`predump.rs`).
     predump: Option<predump::PredumpResult>,
+    /// The migration row (`haul.rs`).
+    migrate: Option<haul::HaulResult>,
 }
 
 #[derive(Serialize)]
@@ -219,6 +249,7 @@ fn run(mut args: Args) -> Result<()> {
     if args.quick {
         args.sizes = "64M".into();
         args.predump = "64M".into();
+        args.migrate = "64M".into();
         args.runs = 3;
         args.no_sleep = false;
     }
@@ -263,22 +294,29 @@ fn run(mut args: Args) -> Result<()> {
     } else {
         Some(workload::compile_memfill(tmp.path())?)
     };
-    let thread_counts: Vec<usize> = if args.threads.trim() == "none" {
-        Vec::new()
-    } else {
-        args.threads
-            .split(',')
-            .map(|t| {
-                t.trim()
-                    .parse()
-                    .with_context(|| format!("--threads: {t:?} is not a number"))
-            })
-            .collect::<Result<_>>()?
-    };
+    let thread_counts = numbers(&args.threads, "--threads")?;
     let threads = if thread_counts.is_empty() {
         None
     } else {
         Some(workload::compile_threads(tmp.path())?)
+    };
+    let tree_counts = numbers(&args.tree, "--tree")?;
+    let cow: Option<(u64, usize)> = if args.cow.trim() == "none" {
+        None
+    } else {
+        let (m, c) = args
+            .cow
+            .split_once(':')
+            .with_context(|| format!("--cow: {:?} is not MIB:CHILDREN", args.cow))?;
+        Some((
+            m.trim().parse().context("--cow: MIB")?,
+            c.trim().parse().context("--cow: CHILDREN")?,
+        ))
+    };
+    let ring = if tree_counts.is_empty() && cow.is_none() {
+        None
+    } else {
+        Some(workload::compile_ring(tmp.path())?)
     };
     let ctx = Ctx {
         ckpt: ckpt.clone(),
@@ -289,6 +327,7 @@ fn run(mut args: Args) -> Result<()> {
         timeout: Duration::from_secs(args.timeout),
         memfill,
         threads,
+        ring,
         compress: args.compress,
         lazy: !args.no_lazy && !args.compress,
     };
@@ -309,6 +348,12 @@ fn run(mut args: Args) -> Result<()> {
     for &n in &thread_counts {
         results.push(bench_threads(&ctx, n));
     }
+    for &n in &tree_counts {
+        results.push(bench_tree(&ctx, n, 0));
+    }
+    if let Some((mib, children)) = cow {
+        results.push(bench_tree(&ctx, children + 1, mib));
+    }
     if args.redis.trim() != "none" {
         let keys = parse_count(&args.redis)?;
         results.push(bench_redis(&ctx, keys));
@@ -326,6 +371,12 @@ fn run(mut args: Args) -> Result<()> {
             ctx.timeout,
         )?)
     };
+    let migrate = if args.migrate.trim() == "none" {
+        None
+    } else {
+        let b = parse_size(&args.migrate)?;
+        Some(haul::bench(&ctx.ckpt, &ctx.work, b, ctx.runs, ctx.timeout)?)
+    };
     let rows: Vec<report::Row> = results.iter().flat_map(report::rows).collect();
     let phases = phase_rows(&results);
     let out = Output {
@@ -341,6 +392,7 @@ fn run(mut args: Args) -> Result<()> {
         workloads: results,
         phases,
         predump,
+        migrate,
     };
     if let Some(f) = &args.json_file {
         std::fs::write(f, serde_json::to_string_pretty(&out)?)
@@ -360,6 +412,9 @@ fn run(mut args: Args) -> Result<()> {
         print!("{}", report::table(&out.rows));
         if let Some(p) = &out.predump {
             print!("{}", predump::render(p));
+        }
+        if let Some(m) = &out.migrate {
+            print!("{}", haul::render(m));
         }
         println!("\n{}", report::LEGEND);
         if !out.phases.is_empty() {
@@ -728,6 +783,63 @@ fn bench_threads(ctx: &Ctx, n: usize) -> WorkloadResult {
         small_round(ctx, run, &tag, wl, |p| {
             workload::verify_pass(p, &out, ctx.timeout)
         })
+    })
+}
+
+/// The ring of `n` processes (with a `heap_mib` heap its children share copy-on-write,
+/// named `cow`: its summed Pss is taken before the dump and after the restore).
+fn bench_tree(ctx: &Ctx, n: usize, heap_mib: u64) -> WorkloadResult {
+    let cow = heap_mib > 0;
+    let name = match (cow, ctx.compress) {
+        (false, false) => format!("tree {n}"),
+        (false, true) => format!("tree {n} zstd"),
+        (true, false) => format!("cow {heap_mib}M x {}", n - 1),
+        (true, true) => format!("cow {heap_mib}M x {} zstd", n - 1),
+    };
+    let tag = name.replace(' ', "-");
+    bench_small(ctx, &name, |run| {
+        let bin = ctx.ring.as_ref().context("ring workload not built")?;
+        let out = ctx.work.join("ring.out");
+        let (mut wl, children) = workload::start_ring(bin, n, heap_mib, &out, ctx.timeout)?;
+        let mut all = vec![wl.pid];
+        all.extend(&children);
+        if cow {
+            run.pss_before_kib = workload::summed_pss(&all);
+        }
+        let img = ctx.work.join("img");
+        let img_s = img.to_str().context("work dir path is not UTF-8")?;
+        let log = ctx.log(&format!("{tag}-r{}-dump.log", run.run));
+        let dumped = dump(ctx, run, &mut wl, &img, &log);
+        // Killed with the root (by the dump) or on their own once it is gone.
+        if dumped.is_err() {
+            wl.kill_reap()?;
+        }
+        workload::reap_all(&children, ctx.timeout)?;
+        dumped?;
+        let log = ctx.log(&format!("{tag}-r{}-restore.log", run.run));
+        let restored = ckpt_cmd(ctx, run, "restore", &["restore", "-D", img_s, "-d"], &log);
+        let result = restored.and_then(|m| {
+            run.restore_ms = Some(m.wall_ms);
+            run.restore_rss_kib = Some(m.maxrss_kib);
+            let mut root = adopt_restored(wl.pid)?;
+            if cow {
+                run.pss_after_kib = workload::summed_pss(&all);
+            }
+            run.verify = Some(match workload::verify_pass(&mut root, &out, ctx.timeout) {
+                Ok(v) => v,
+                Err(e) => format!("{e:#}"),
+            });
+            root.kill_reap()
+        });
+        // Whatever happened, none of the tree is left.
+        for &p in &children {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        workload::reap_all(&children, ctx.timeout)?;
+        result
     })
 }
 

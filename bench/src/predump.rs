@@ -6,7 +6,7 @@
 //! of write tracking and of sharing the CPUs with the copy).
 
 use crate::measure;
-use crate::stats::Stat;
+use crate::stats::{series, show, verdict, Stat};
 use crate::workload::{self, Proc};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 pub const REWRITER_C: &str = include_str!("../workloads/rewriter.c");
 /// MiB/s the workload rewrites.
-const RATE: u64 = 50;
+pub const RATE: u64 = 50;
 
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Round {
@@ -191,15 +191,8 @@ fn round(
 
 /// The lines printed under the table.
 pub fn render(res: &PredumpResult) -> String {
-    let ser = |f: fn(&Round) -> Option<f64>| {
-        let v: Vec<f64> = res.rounds.iter().filter_map(f).collect();
-        Stat::of(&v)
-    };
-    let show = |s: Option<Stat>| {
-        s.map_or("-".into(), |s| {
-            format!("{:.1} [{:.1}-{:.1}]", s.median, s.min, s.max)
-        })
-    };
+    let ser = |f: fn(&Round) -> Option<f64>| series(&res.rounds, f);
+    let show = |s: Option<Stat>| show(s, 1);
     let mut o = format!(
         "\npre-dump, {} rewriting ~{RATE} MiB/s (median [min-max] of {} rounds):\n",
         crate::size_name(res.bytes),
@@ -239,12 +232,4 @@ pub fn render(res: &PredumpResult) -> String {
         }
     }
     o
-}
-
-fn verdict(ok: Option<bool>) -> &'static str {
-    match ok {
-        Some(true) => "met",
-        Some(false) => "NOT MET",
-        None => "",
-    }
 }

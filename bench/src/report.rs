@@ -195,6 +195,8 @@ pub fn rows(wl: &WorkloadResult) -> Vec<Row> {
                 (Some((15.0, "40-70 ms")), Some((15.0, "40-45 ms")))
             } else if wl.name == "threads 64" {
                 (Some((30.0, "113 ms")), Some((30.0, "50 ms")))
+            } else if wl.name == "tree 100" {
+                (Some((150.0, "542 ms")), Some((100.0, "182 ms")))
             } else {
                 (None, None)
             };
@@ -221,6 +223,20 @@ pub fn rows(wl: &WorkloadResult) -> Vec<Row> {
             let mut r = Row::new(&wl.name, "image KiB");
             r.ckpt = wl.series(|r| r.image_bytes.map(|x| x as f64 / 1024.0));
             out.push(r);
+            if wl.runs.iter().any(|r| r.pss_before_kib.is_some()) {
+                // The bound: the restored tree shares what the original shared.
+                let mut r = compare(
+                    wl,
+                    "summed Pss MiB",
+                    |r| r.pss_after_kib.map(|k| k as f64 / 1024.0),
+                    "before dump",
+                    |r| r.pss_before_kib.map(|k| k as f64 / 1024.0),
+                );
+                if judged {
+                    r.target = Some(Target::Ratio(1.5));
+                }
+                out.push(r.judge());
+            }
         }
     }
     // The workload's own verdict after each restore.

@@ -33,6 +33,34 @@ impl Stat {
     }
 }
 
+/// Median [min-max] of `f` over the runs that have it.
+pub fn series<T>(runs: &[T], f: impl Fn(&T) -> Option<f64>) -> Option<Stat> {
+    let v: Vec<f64> = runs.iter().filter_map(f).collect();
+    Stat::of(&v)
+}
+
+/// `median [min-max]` with `decimals`, or `-`.
+pub fn show(s: Option<Stat>, decimals: usize) -> String {
+    s.map_or("-".into(), |s| {
+        format!(
+            "{:.d$} [{:.d$}-{:.d$}]",
+            s.median,
+            s.min,
+            s.max,
+            d = decimals
+        )
+    })
+}
+
+/// A target's verdict: met, NOT MET, or nothing (no figure).
+pub fn verdict(ok: Option<bool>) -> &'static str {
+    match ok {
+        Some(true) => "met",
+        Some(false) => "NOT MET",
+        None => "",
+    }
+}
+
 /// One round on one workload: the limits, then ckpt dump and restore, then the check.
 #[derive(Serialize, Debug, Default, Clone)]
 pub struct Run {
@@ -55,6 +83,9 @@ pub struct Run {
     pub lazy_all_in_ms: Option<f64>,
     /// The workload's own verdict after the lazy restore, once every page was in.
     pub lazy_verify: Option<String>,
+    /// A tree's summed Pss (KiB) before the dump and after the restore.
+    pub pss_before_kib: Option<u64>,
+    pub pss_after_kib: Option<u64>,
     /// The workload's own verdict after restore ("PASS ..." or "FAIL ...").
     pub verify: Option<String>,
     /// What went wrong in this round, if anything (ckpt's error line, or the bench's).

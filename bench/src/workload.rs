@@ -18,6 +18,7 @@ use crate::limits::Region;
 /// The workloads' sources, built into the bench so the binary is self-contained.
 pub const MEMFILL_C: &str = include_str!("../workloads/memfill.c");
 pub const THREADS_C: &str = include_str!("../workloads/threads.c");
+pub const RING_C: &str = include_str!("../workloads/ring.c");
 
 /// Compile memfill into `dir` with the system `cc`; returns the binary's path.
 pub fn compile_memfill(dir: &Path) -> Result<PathBuf> {
@@ -27,6 +28,11 @@ pub fn compile_memfill(dir: &Path) -> Result<PathBuf> {
 /// Compile the threads workload into `dir`.
 pub fn compile_threads(dir: &Path) -> Result<PathBuf> {
     compile(dir, "threads", THREADS_C, &["-pthread"])
+}
+
+/// Compile the process-tree workload into `dir`.
+pub fn compile_ring(dir: &Path) -> Result<PathBuf> {
+    compile(dir, "ring", RING_C, &[])
 }
 
 /// Compile another workload's source into `dir`.
@@ -168,6 +174,66 @@ pub fn start_threads(bin: &Path, n: usize, out: &Path, timeout: Duration) -> Res
         bail!("threads: {line}");
     }
     Ok(p)
+}
+
+/// Start `ring N [HEAP_MIB]` with its output appended to `out`; wait for READY. Returns
+/// it and the pids of its children.
+pub fn start_ring(
+    bin: &Path,
+    n: usize,
+    heap_mib: u64,
+    out: &Path,
+    timeout: Duration,
+) -> Result<(Proc, Vec<i32>)> {
+    let _ = std::fs::remove_file(out);
+    let args = [n.to_string(), heap_mib.to_string()];
+    let (p, line) = start_until_ready(bin, &args, out, timeout)?;
+    let f: Vec<&str> = line.split_whitespace().collect();
+    if f.len() != n + 2 || f[0] != "READY" || f[1] != p.pid.to_string() {
+        bail!("ring: {line}");
+    }
+    let children = f[3..]
+        .iter()
+        .map(|x| x.parse().context("ring READY pid"))
+        .collect::<Result<_>>()?;
+    Ok((p, children))
+}
+
+/// Reaps `pids` (the members of a tree whose root died: they come to the bench, its
+/// subreaper) until none is left; a pid that is not the bench's child yet (its parent
+/// still exiting) is waited for.
+pub fn reap_all(pids: &[i32], timeout: Duration) -> Result<()> {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus};
+    let t0 = Instant::now();
+    let mut left: Vec<i32> = pids.to_vec();
+    while !left.is_empty() {
+        left.retain(
+            |&p| match waitpid(Pid::from_raw(p), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => true,
+                Ok(_) => false,
+                Err(_) => alive(p),
+            },
+        );
+        if t0.elapsed() > timeout {
+            bail!("tree members {left:?} still exist after {timeout:?}");
+        }
+        if !left.is_empty() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    Ok(())
+}
+
+/// The summed Pss of `pids` in KiB (/proc/PID/smaps_rollup), None if one is unreadable.
+pub fn summed_pss(pids: &[i32]) -> Option<u64> {
+    pids.iter()
+        .map(|p| {
+            let s = std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")).ok()?;
+            s.lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .sum()
 }
 
 /// Starts `bin args...` with its output appended to `out`; returns it with its READY (or

@@ -3,8 +3,7 @@
 //! that namespace sees them (NSpid, NSpgid, NSsid), the hostname and domain name of its
 //! uts namespace, and which namespaces it owns; what it cannot restore yet is refused by
 //! name: a user, cgroup or time namespace of its own, a net namespace with more than a
-//! loopback (127.0.0.1, ::1), mounts other than a copy of
-//! ckpt's with the container's /proc over /proc, SysV IPC objects, processes of the tree
+//! loopback (127.0.0.1, ::1), mounts `mounts.rs` cannot record, SysV IPC objects, processes of the tree
 //! in namespaces other than the root's.
 
 use crate::blockers::Blockers;
@@ -35,6 +34,68 @@ pub fn root_namespaces(root: Pid) -> Option<HashMap<&'static str, String>> {
     }
     out.insert("pid_for_children", own_pid);
     Some(out)
+}
+
+/// The namespaces of the root of a tree restored with `restore --new-pidns` (or migrated
+/// by haul): Some when `root` lives in a pid namespace that is not ckpt's, not as its
+/// pid 1, and that namespace's pid 1 is a `ckpt-init` (`restore/src/pidns.rs`) whose mount
+/// namespace the root shares. Such a tree is dumped with the pids it has inside and
+/// restored into a fresh namespace under a new init again (`Inventory.new_pidns`); the
+/// init itself is not part of it.
+pub fn in_ckpt_pidns(root: Pid) -> Option<HashMap<&'static str, String>> {
+    let me = nix::unistd::getpid();
+    let own_pid = ns::ns_id(root, "pid").ok()?;
+    if own_pid == ns::ns_id(me, "pid").ok()? || ns::ns_pids(root).ok()?.last() == Some(&1) {
+        return None;
+    }
+    // Up the parents to the namespace's pid 1.
+    let mut p = root;
+    let init = loop {
+        let ppid = ckpt_sys::proc::stat(p).ok()?.ppid;
+        if ppid <= 0 {
+            return None;
+        }
+        p = Pid::from_raw(ppid);
+        if ns::ns_id(p, "pid").ok()? != own_pid {
+            return None;
+        }
+        if ns::ns_pids(p).ok()?.last() == Some(&1) {
+            break p;
+        }
+    };
+    let comm = ckpt_sys::proc::read_trimmed(&format!("/proc/{init}/comm")).ok()?;
+    let mnt = ns::ns_id(init, "mnt").ok()?;
+    if comm != "ckpt-init" || ns::ns_id(root, "mnt").ok()? != mnt {
+        return None;
+    }
+    let mut out = HashMap::new();
+    out.insert("pid", own_pid.clone());
+    out.insert("pid_for_children", own_pid);
+    out.insert("mnt", mnt);
+    Some(out)
+}
+
+/// What a tree in a `ckpt-init` namespace (`in_ckpt_pidns`) would lose: mounts in its
+/// mount namespace other than ckpt's own and the namespace's /proc (a restore makes the
+/// same again: a copy of ckpt's mounts and a /proc).
+pub fn ckpt_pidns_blockers(root: Pid, out: &mut Blockers) {
+    let host = crate::mounts::mountinfo(nix::unistd::getpid());
+    let mut proc_seen = false;
+    for m in crate::mounts::mountinfo(root) {
+        if host.iter().any(|h| h.same_mount(&m)) {
+            continue;
+        }
+        if m.mountpoint == "/proc" && m.fstype == "proc" && !proc_seen {
+            proc_seen = true;
+            continue;
+        }
+        out.push(
+            root,
+            format!("mount {} ({} {})", m.mountpoint, m.fstype, m.source),
+            "made inside the mount namespace of the pid namespace ckpt restored it into; \
+             not restored yet",
+        );
+    }
 }
 
 /// Pids as the container sees them, by ckpt's pid: every task of the tree.
@@ -177,7 +238,7 @@ pub fn record(root: Pid, out: &mut Blockers) -> pb::Container {
         ipc_blockers(root, out);
     }
     if flags & libc::CLONE_NEWNS as u64 != 0 {
-        mount_blockers(root, out);
+        c.mounts = crate::mounts::record(root, out);
     }
     if flags & libc::CLONE_NEWNET as u64 != 0 {
         c.loopback_up = loopback(root, out);
@@ -223,7 +284,9 @@ fn loopback(root: Pid, out: &mut Blockers) -> bool {
 }
 
 /// SysV IPC objects of the container's ipc namespace (/proc/sysvipc/* read from inside
-/// it): not restored yet, each refused by name.
+/// it) and its POSIX message queues (held open or not: `ckpt_sys::mqueue` lists them
+/// from a detached mount of the namespace's mqueue filesystem): not restored yet, each
+/// refused by name.
 fn ipc_blockers(root: Pid, out: &mut Blockers) {
     let read = ns::in_namespace_of(root, "ipc", || {
         ["shm", "sem", "msg"].map(|k| {
@@ -237,6 +300,21 @@ fn ipc_blockers(root: Pid, out: &mut Blockers) {
         Ok(t) => t,
         Err(e) => return out.push(root, "ipc namespace", e.to_string()),
     };
+    match ns::in_namespace_of(root, "ipc", ckpt_sys::mqueue::list) {
+        Ok(Ok(queues)) => {
+            for q in queues {
+                out.push(
+                    root,
+                    format!(
+                        "POSIX message queue /{} ({} messages, its ipc namespace)",
+                        q.name, q.curmsgs
+                    ),
+                    "message queues of a container are not restored yet",
+                );
+            }
+        }
+        Ok(Err(e)) | Err(e) => out.push(root, "ipc namespace's message queues", e.to_string()),
+    }
     for (kind, text) in tables {
         for l in text.lines().skip(1) {
             let f: Vec<&str> = l.split_whitespace().collect();
@@ -252,64 +330,5 @@ fn ipc_blockers(root: Pid, out: &mut Blockers) {
                 "SysV IPC objects of a container are not restored yet",
             );
         }
-    }
-}
-
-/// (root, mount point, fs type, source) of every mount in /proc/PID/mountinfo.
-fn mounts(pid: Pid) -> Vec<(String, String, String, String)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let (a, b) = l.split_once(" - ")?;
-            let a: Vec<&str> = a.split_whitespace().collect();
-            let b: Vec<&str> = b.split_whitespace().collect();
-            Some((
-                a.get(3)?.to_string(),
-                a.get(4)?.to_string(),
-                b.first()?.to_string(),
-                b.get(1)?.to_string(),
-            ))
-        })
-        .collect()
-}
-
-/// The container's mounts must be ckpt's (a copy: the restore makes a copy again) plus
-/// one proc over /proc; anything else is refused by name.
-fn mount_blockers(root: Pid, out: &mut Blockers) {
-    let mut host = mounts(nix::unistd::getpid());
-    let mut extra = Vec::new();
-    for m in mounts(root) {
-        match host.iter().position(|h| *h == m) {
-            Some(i) => {
-                host.remove(i);
-            }
-            None => extra.push(m),
-        }
-    }
-    let mut own_proc = false;
-    for (_, at, fs, src) in extra {
-        if at == "/proc" && fs == "proc" && !own_proc {
-            own_proc = true;
-            continue;
-        }
-        out.push(
-            root,
-            format!("mount {at} ({fs} {src}) in its mount namespace"),
-            "mounts of a container other than its /proc are not restored yet",
-        );
-    }
-    if !own_proc {
-        out.push(
-            root,
-            "its mount namespace",
-            "no proc of its own on /proc: not restored yet",
-        );
-    }
-    for (_, at, fs, src) in host {
-        out.push(
-            root,
-            format!("mount {at} ({fs} {src}) missing from its mount namespace"),
-            "a container without one of ckpt's mounts is not restored yet",
-        );
     }
 }

@@ -98,6 +98,7 @@ fn thread(
             pending,
             name,
             cpu_affinity: process::affinity(tid)?,
+            ioprio: process::get_ioprio(tid)?,
             ..Default::default()
         },
     })
@@ -175,6 +176,10 @@ pub fn process(
         .parse()
         .map_err(|e| DumpError::Lost(format!("/proc/{pid}/oom_score_adj: {oom_text:?}: {e}")))?;
     let sched = process::get_sched(pid)?;
+    let filter_text = proc::read_trimmed(&format!("/proc/{pid}/coredump_filter"))?;
+    let coredump_filter = u32::from_str_radix(&filter_text, 16).map_err(|e| {
+        DumpError::Lost(format!("/proc/{pid}/coredump_filter: {filter_text:?}: {e}"))
+    })?;
     Ok(pb::ProcessCore {
         pid: pid.as_raw(),
         ppid: stat.ppid,
@@ -211,6 +216,10 @@ pub fn process(
         membarrier_registrations: inj.task.membarrier_registrations,
         posix_timers: inj.posix_timers.clone(),
         timerslack_ns: Some(inj.task.timerslack_ns),
+        coredump_filter: Some(coredump_filter),
+        // Filled by the caller, which seized the task.
+        stop_signal: 0,
+        futex_hash_slots: inj.task.futex_hash_slots,
         // Filled by the caller (seccomp.rs).
         seccomp_filters: Vec::new(),
     })

@@ -19,6 +19,7 @@
 use crate::mm::VmaInfo;
 use crate::pages::{Coalescer, Run};
 use crate::DumpError;
+use ckpt_images::intervals::intersect;
 use ckpt_images::{pb, PAGE_SIZE};
 use ckpt_sys::proc::{
     Pagemap, PAGE_IS_FILE, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PM_PFN_MASK, PM_PRESENT,
@@ -137,24 +138,6 @@ pub fn held(stored: &[Run], from_parent: &[(u64, u64)]) -> Ranges {
         match out.last_mut() {
             Some(last) if last.1 == s => last.1 = e,
             _ => out.push((s, e)),
-        }
-    }
-    out
-}
-
-/// `a ∩ b`, both sorted and disjoint.
-fn intersect(a: &[(u64, u64)], b: &[(u64, u64)]) -> Ranges {
-    let (mut i, mut j) = (0, 0);
-    let mut out = Vec::new();
-    while i < a.len() && j < b.len() {
-        let (s, e) = (a[i].0.max(b[j].0), a[i].1.min(b[j].1));
-        if s < e {
-            out.push((s, e));
-        }
-        if a[i].1 < b[j].1 {
-            i += 1;
-        } else {
-            j += 1;
         }
     }
     out

@@ -340,6 +340,9 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<(Vec<pb::Fd>, Vec<String
     Ok((out, lock_texts))
 }
 
+/// __O_TMPFILE, which the kernel keeps in an O_TMPFILE file's flags.
+const O_TMPFILE_BIT: u32 = 0o20000000;
+
 /// Kinds reopened by their path (the rest are made again from the table's record).
 fn is_path_kind(kind: pb::FdKind) -> bool {
     matches!(
@@ -369,6 +372,11 @@ fn describe(
         info,
         inode: key,
     };
+    if info.flags & O_TMPFILE_BIT != 0 {
+        return Err(crate::refuse(format!(
+            "pid {pid}: fd {fd} ({target}): a file opened with O_TMPFILE is not supported yet"
+        )));
+    }
     let mut d = pb::FileDesc {
         id: 0,
         kind: kind as i32,

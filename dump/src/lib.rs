@@ -24,6 +24,7 @@
 //!   `--track-mem`): the tracker injected into each process, the pages taken from the
 //!   previous image.
 
+mod background;
 mod blockers;
 mod container;
 mod cores;
@@ -32,9 +33,11 @@ mod describe;
 mod fdtable;
 mod files;
 mod freezer;
+pub mod hooks;
 pub mod known_state;
 mod locks;
 mod mm;
+mod mounts;
 mod net;
 mod ns;
 mod pages;
@@ -43,6 +46,7 @@ mod remote;
 mod rseq;
 mod seccomp;
 mod seize;
+mod sharing;
 mod sockets;
 mod task_state;
 mod threads;
@@ -94,7 +98,8 @@ pub struct DumpStats {
     /// Pages written to pages-1.img.
     pub pages: u64,
     pub bytes: u64,
-    /// From the seize to the end of the release: how long the task did not run.
+    /// From the seize to the release (the last detach, or the last SIGKILL sent): how long
+    /// the tree waited, stopped. The teardown of a killed tree is not in it.
     pub frozen_ms: f64,
     /// Time spent copying memory.
     pub memory_ms: f64,
@@ -122,7 +127,7 @@ pub(crate) fn refuse(msg: impl Into<String>) -> DumpError {
     DumpError::Refused(msg.into())
 }
 
-pub(crate) use ckpt_images::units::ms;
+pub(crate) use ckpt_images::units::{ms, ms_between};
 
 /// Everything that keeps the tree of `pid` from being dumped (empty: dumpable), found
 /// without stopping or touching any process of it: the same checks a dump makes first.
@@ -143,6 +148,75 @@ pub fn dump_with_progress(
     opts: &DumpOptions,
     progress: &dyn ckpt_images::progress::Progress,
 ) -> Result<DumpStats, DumpError> {
+    dump_inner(opts, progress, false).map(|(stats, _)| stats)
+}
+
+/// A dump that leaves the tree stopped once its images are complete (`opts.leave_running`
+/// is not looked at): the caller then [`Held::kill`]s it, or [`Held::resume`]s it as it
+/// was (also what dropping it does). Live migration keeps the source this way until the
+/// destination runs the copy. The tree is ptrace-stopped by this thread: the `Held` must
+/// be ended on the thread that called this (ptrace answers only the tracing thread).
+pub fn dump_held(
+    opts: &DumpOptions,
+    progress: &dyn ckpt_images::progress::Progress,
+) -> Result<(DumpStats, Held), DumpError> {
+    let (stats, held) = dump_inner(opts, progress, !opts.pre_dump)?;
+    match held {
+        Some(h) => Ok((stats, h)),
+        None => Err(refuse(
+            "a pre-dump leaves its tree running: nothing to hold",
+        )),
+    }
+}
+
+/// A tree left stopped by [`dump_held`], its images complete.
+pub struct Held {
+    inner: Option<(tree::Tree, TreeWide, Vec<u64>)>,
+    seized_at: Instant,
+}
+
+impl Held {
+    /// Kills the tree (it was moved elsewhere).
+    pub fn kill(mut self) -> Result<(), DumpError> {
+        let (tree, mut shared, armed) = self.inner.take().expect("ended once");
+        let released = release(tree, false);
+        shared.files.net.finish(true)?;
+        released?;
+        track::forget(&armed);
+        Ok(())
+    }
+
+    /// Lets the tree run on exactly as it was before the dump.
+    pub fn resume(mut self) -> Result<(), DumpError> {
+        Self::let_run(self.inner.take().expect("ended once"))
+    }
+
+    /// How long the tree has been stopped, in ms.
+    pub fn stopped_ms(&self) -> f64 {
+        ms(self.seized_at)
+    }
+
+    fn let_run((tree, mut shared, _): (tree::Tree, TreeWide, Vec<u64>)) -> Result<(), DumpError> {
+        shared.files.net.finish(false)?;
+        release(tree, true).map(|_thawed| ())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            if let Err(e) = Self::let_run(inner) {
+                tracing::warn!("resuming the held tree: {e}");
+            }
+        }
+    }
+}
+
+fn dump_inner(
+    opts: &DumpOptions,
+    progress: &dyn ckpt_images::progress::Progress,
+    hold: bool,
+) -> Result<(DumpStats, Option<Held>), DumpError> {
     let t0 = Instant::now();
     if opts.pid <= 0 {
         return Err(refuse(format!(
@@ -158,6 +232,7 @@ pub fn dump_with_progress(
     // only during the seize, on its own then): a refusal touches nothing.
     let parent_image = track::prepare(opts)?;
     let (identity, mut describer) = validate::before_seize(pid)?;
+    hooks::run(hooks::Stage::PreDump)?;
     // What a process's copy can hold: its anonymous and shared memory (file pages are
     // not stored unless copied-on-write, and then they count as anonymous).
     let copied = |s: &proc::Status| (s.rssanon.unwrap_or(0) + s.rssshmem.unwrap_or(0)) * 1024;
@@ -191,6 +266,8 @@ pub fn dump_with_progress(
     if let Some(f) = frozen {
         f.thaw()?;
     }
+    let live: Vec<_> = tree.live.iter().map(|m| m.task.pid()).collect();
+    sharing::refuse_shared(&live, pid)?;
     tracing::info!(
         pid = opts.pid,
         processes = tree.live.len(),
@@ -198,6 +275,12 @@ pub fn dump_with_progress(
         ms = ms(t_seize),
         "seized"
     );
+    // As CRIU: the network is locked while the tree is stopped when it has a net namespace
+    // of its own or connections are taken along; unlocked again if it runs on.
+    let net_locked = hooks::installed() && (opts.tcp_established || hooks::own_net_namespace(pid));
+    if net_locked {
+        hooks::run(hooks::Stage::NetworkLock)?;
+    }
     abort::phase("collecting its state");
     ckpt_sys::testhold::hold("seized", &|| false);
     abort::check()?;
@@ -247,11 +330,13 @@ pub fn dump_with_progress(
     // A container (the root is pid 1 of its own pid namespace): what it owns, and the
     // pids as it sees them, which the images hold.
     let t_ns = Instant::now();
+    let mut inside_new_pidns = false;
     let (container, pidmap) = match container::root_namespaces(pid) {
         Some(_) => {
             let mut refused = blockers::Blockers::default();
             let record = container::record(pid, &mut refused);
             refused.refuse_if_any(pid)?;
+            mounts::write_files(pid, &record.mounts, &mut sink)?;
             let map = container::PidMap::of(tree.live.iter().map(|m| m.task.pid()))?;
             for n in &mut tree.nodes {
                 container::node_inner(n, &map)?;
@@ -262,6 +347,17 @@ pub fn dump_with_progress(
                 "container namespaces recorded"
             );
             (Some(record), map)
+        }
+        None if container::in_ckpt_pidns(pid).is_some() => {
+            let mut refused = blockers::Blockers::default();
+            container::ckpt_pidns_blockers(pid, &mut refused);
+            refused.refuse_if_any(pid)?;
+            let map = container::PidMap::of(tree.live.iter().map(|m| m.task.pid()))?;
+            for n in &mut tree.nodes {
+                container::node_inner(n, &map)?;
+            }
+            inside_new_pidns = true;
+            (None, map)
         }
         None => (None, container::PidMap::host()),
     };
@@ -350,6 +446,7 @@ pub fn dump_with_progress(
         parent: parent_image.as_ref().map(|p| p.link.clone()),
         trackers,
         container,
+        new_pidns: inside_new_pidns,
     };
     let pids_dumped = inventory.pids.len();
     let armed: Vec<u64> = inventory.trackers.iter().map(|t| t.inode).collect();
@@ -359,9 +456,10 @@ pub fn dump_with_progress(
         // is copied while the tree runs on.
         let t_rel = Instant::now();
         shared.files.net.finish(false)?;
-        release(tree.take().expect("released once"), true)?;
-        stats.frozen_ms = ms(t_seize);
+        let thawed = release(tree.take().expect("released once"), true)?;
+        stats.frozen_ms = ms_between(t_seize, thawed);
         tracing::debug!(ms = ms(t_rel), "released to run during the copy");
+        let _background = background::Background::enter();
         for (pid, raw, runs) in deferred {
             abort::phase("copying memory");
             abort::check()?;
@@ -388,24 +486,36 @@ pub fn dump_with_progress(
     abort::check()?;
     sink.finish(inventory)?;
     tracing::debug!(ms = ms(t), "images written");
+    hooks::run(hooks::Stage::PostDump)?;
     // The images are complete: from here a failure no longer undoes the dump.
-    if let Some(tree) = tree.take() {
+    let mut held = None;
+    if hold && tree.is_some() {
+        stats.frozen_ms = ms(t_seize);
+        held = Some(Held {
+            inner: tree.take().map(|tree| (tree, shared, armed)),
+            seized_at: t_seize,
+        });
+    } else if let Some(tree) = tree.take() {
         let t = Instant::now();
         // A tree left running gets its connections back before it runs (a send in repair
         // mode fails); a killed one closes them in repair mode (silently), lock kept.
         // (`shared`, declared after the tree, is dropped before it on an error: connections
         // are switched back and unlocked while their processes are still stopped.)
-        if opts.leave_running {
+        let thawed = if opts.leave_running {
             shared.files.net.finish(false)?;
-            release(tree, true)?;
+            release(tree, true)?
         } else {
             let released = release(tree, false);
             shared.files.net.finish(true)?;
-            released?;
+            let thawed = released?;
             track::forget(&armed);
-        }
+            thawed
+        };
         tracing::debug!(ms = ms(t), leave_running = opts.leave_running, "released");
-        stats.frozen_ms = ms(t_seize);
+        if net_locked && opts.leave_running {
+            hooks::run(hooks::Stage::NetworkUnlock)?;
+        }
+        stats.frozen_ms = ms_between(t_seize, thawed);
     }
     stats.total_ms = ms(t0);
     tracing::info!(
@@ -417,44 +527,53 @@ pub fn dump_with_progress(
         frozen_ms = stats.frozen_ms,
         total_ms = stats.total_ms,
         pre_dump = opts.pre_dump,
+        held = held.is_some(),
         "dump done"
     );
-    Ok(stats)
+    Ok((stats, held))
 }
 
 /// Lets the whole tree run on (`--leave-running`), or kills it: every task first, then
-/// waits for each, so they die in parallel.
-fn release(tree: tree::Tree, leave_running: bool) -> Result<(), DumpError> {
+/// waits for each, so they die in parallel. Returns when the tree stopped being frozen:
+/// once every task is detached, or once every SIGKILL is sent (the teardown after it,
+/// the kernel freeing the memory, is no longer time the workload waits).
+fn release(tree: tree::Tree, leave_running: bool) -> Result<Instant, DumpError> {
     let _finish = abort::Shield::new();
     let mut first_err = None;
+    let thawed;
     if leave_running {
         for m in tree.live.into_iter().rev() {
             if let Err(e) = m.task.release_running() {
                 first_err.get_or_insert(e);
             }
         }
+        thawed = Instant::now();
     } else {
         let mut dying = Vec::with_capacity(tree.live.len());
         for mut m in tree.live {
-            match m.task.kill_now(m.id.pidfd()) {
-                Ok(()) => dying.push(m.task),
+            match m.task.kill_now() {
+                Ok(()) => dying.push(m),
                 Err(e) => {
                     first_err.get_or_insert(e);
                 }
             }
         }
+        thawed = Instant::now();
+        for m in &dying {
+            m.task.release_memory(m.id.pidfd());
+        }
         // Children first: a container's init, dying, waits in the kernel until every
         // other task of its pid namespace is reaped, and those are ours to reap (we
         // trace them).
-        for t in dying.into_iter().rev() {
-            if let Err(e) = t.wait_dead() {
+        for m in dying.into_iter().rev() {
+            if let Err(e) = m.task.wait_dead() {
                 first_err.get_or_insert(e);
             }
         }
     }
     match first_err {
         Some(e) => Err(e),
-        None => Ok(()),
+        None => Ok(thawed),
     }
 }
 
@@ -650,6 +769,7 @@ fn process(
     abort::check()?;
     let mut process_core = cores::process(pid, &stat, &status, &injected, threads.len())?;
     process_core.seccomp_filters = seccomp.filters;
+    process_core.stop_signal = task.stop_signal;
     let mut thread_cores = cores::thread_records(threads, &injected)?;
     container::core_inner(&mut process_core, &mut thread_cores, &dedup.tree.pids);
     let mut w = sink.records(&names::core(raw), Kind::Core)?;

@@ -92,6 +92,11 @@ pub fn classify(pid: Pid, m: &Mapping) -> Result<Class, Blocker> {
             if m.name.starts_with("/SYSV") {
                 return Err(no("System V shared memory; not supported yet"));
             }
+            if m.name == "/[aio]" {
+                return Err(no(
+                    "the ring of an AIO context (io_setup); not supported yet",
+                ));
+            }
             return Err(no("a deleted file; not supported yet"));
         }
         if file {

@@ -55,20 +55,23 @@ impl Seized {
 
     /// Default end of a dump: SIGKILL while still traced, then [`Seized::wait_dead`]
     /// through ptrace until the task is dead (its real parent reaps it). A tree is killed
-    /// whole first, then waited for, so its tasks die in parallel. Most of that wait is the
-    /// kernel freeing the task's memory, page by page: ckpt frees it too, in parallel
-    /// (process_mrelease on `pidfd`), so that it takes about half as long.
-    pub fn kill_now(&mut self, pidfd: BorrowedFd<'_>) -> Result<(), DumpError> {
+    /// whole first, then waited for, so its tasks die in parallel.
+    pub fn kill_now(&mut self) -> Result<(), DumpError> {
         let pid = self.pid;
         // If even the kill fails, dropping `self` detaches and the task runs on.
         kill(pid, Signal::SIGKILL)
             .map_err(|e| ckpt_sys::Error::sys(format!("kill(pid {pid}, SIGKILL)"), e))?;
         self.released = true;
-        // Only a speed-up: the task dies and its memory goes whether or not this works.
-        if let Err(e) = ckpt_sys::process::release_dying_memory(pidfd) {
-            tracing::debug!(%pid, "{e}");
-        }
         Ok(())
+    }
+
+    /// After [`Seized::kill_now`]: most of a dying task's wait is the kernel freeing its
+    /// memory, page by page. ckpt frees it too, in parallel (process_mrelease on `pidfd`),
+    /// so that it takes about half as long. Only a speed-up: the memory goes anyway.
+    pub fn release_memory(&self, pidfd: BorrowedFd<'_>) {
+        if let Err(e) = ckpt_sys::process::release_dying_memory(pidfd) {
+            tracing::debug!(pid = %self.pid, "{e}");
+        }
     }
 
     /// After [`Seized::kill_now`]: waits until the task is dead.

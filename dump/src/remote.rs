@@ -20,6 +20,7 @@ use ckpt_images::pb;
 use ckpt_sys::inject::{Call, Remote, Via, BATCH_CODE, BATCH_ENTRY};
 use ckpt_sys::mem;
 use ckpt_sys::proc::Mapping;
+use ckpt_sys::Pid;
 
 const PAGE: u64 = 4096;
 /// The scratch area: the batch code, a page of answers, two pages of call table.
@@ -47,9 +48,12 @@ const OFF_ALTSTACK: u64 = 2056; // stack_t: 24 bytes
 const OFF_ITIMERS: u64 = 2080; // 3 x struct itimerval (32 bytes)
 const OFF_TASK_STATE: u64 = 2176; // task_state::SCRATCH_LEN bytes
 const OFF_TIMERS: u64 = 2304; // the rest: struct itimerspec per POSIX timer
-                              // The other threads' answers (32 bytes), read back after each thread: the timers'
+                              // The other threads' answers (36 bytes), read back after each thread: the timers'
                               // results were read before.
 const OFF_THREAD: u64 = 3072;
+/// The mappings' NUMA policy modes (4 bytes each) when they fit in the main batch (read
+/// back before the timers' calls, which may write over them).
+const OFF_NUMA: u64 = 3200;
 
 /// The answers, and how many syscalls it took.
 #[derive(Debug, Default)]
@@ -239,6 +243,15 @@ pub fn collect(
     }
     let mut calls: Vec<Call> = named.iter().map(|(_, c)| *c).collect();
     calls.extend(crate::task_state::calls(data + OFF_TASK_STATE));
+    let task_state_end = calls.len();
+    // The mappings' NUMA policies ride along when they fit (one stop less).
+    let user = user_mappings(maps);
+    let numa_inline = batch
+        && user.len() <= ((PAGE - OFF_NUMA) / 4) as usize
+        && calls.len() + user.len() <= TABLE_ENTRIES;
+    if numa_inline {
+        calls.extend(numa_calls(&user, data + OFF_NUMA));
+    }
     let results = if batch {
         remote.batch(scratch, scratch + TABLE, &{
             mem::write(pid, scratch, &BATCH_CODE)?;
@@ -265,9 +278,18 @@ pub fn collect(
     mem::read(pid, data, &mut page)?;
     let threads = ckpt_sys::proc::tasks(pid)?.len();
     let ts = OFF_TASK_STATE as usize;
+    if numa_inline {
+        let at = OFF_NUMA as usize;
+        check_numa(
+            pid,
+            &user,
+            &results[task_state_end..],
+            &page[at..at + 4 * user.len()],
+        )?;
+    }
     inj.task = crate::task_state::finish(
         pid,
-        &results[named.len()..],
+        &results[named.len()..task_state_end],
         &page[ts..ts + crate::task_state::SCRATCH_LEN as usize],
         threads,
     )?;
@@ -305,6 +327,9 @@ pub fn collect(
     if tracker {
         inj.tracker_fd = Some(inject_tracker(&mut remote)?);
     }
+    if !numa_inline {
+        vma_numa_policies(&mut remote, batch.then_some(scratch), data, &user)?;
+    }
 
     let (threads, thread_calls) = crate::threads::query(task, insn, data + OFF_THREAD)?;
     inj.threads = threads;
@@ -322,6 +347,63 @@ pub fn collect(
     task.unblock_signals()?;
     inj.calls = remote.calls + thread_calls;
     Ok(inj)
+}
+
+/// A NUMA policy set on a range (mbind, or on shared memory) is not restored: every
+/// mapping is asked (get_mempolicy with MPOL_F_ADDR, in the main batch when they fit,
+/// else in batches whose answers fill the data page), and one whose policy is not the
+/// default is refused. The task's own policy, which an address without one of its own
+/// reports, was checked to be the default first (`task_state`).
+fn user_mappings(maps: &[Mapping]) -> Vec<&Mapping> {
+    maps.iter().filter(|m| m.start < TASK_SIZE).collect()
+}
+
+/// get_mempolicy(&mode, NULL, 0, start, MPOL_F_ADDR) of each mapping, the modes at `at`.
+fn numa_calls(maps: &[&Mapping], at: u64) -> Vec<Call> {
+    const MPOL_F_ADDR: u64 = 2;
+    maps.iter()
+        .enumerate()
+        .map(|(i, m)| {
+            Call::new(
+                libc::SYS_get_mempolicy,
+                &[at + 4 * i as u64, 0, 0, m.start, MPOL_F_ADDR],
+            )
+        })
+        .collect()
+}
+
+fn check_numa(pid: Pid, maps: &[&Mapping], results: &[i64], modes: &[u8]) -> Result<(), DumpError> {
+    for ((m, &r), mode) in maps.iter().zip(results).zip(modes.chunks_exact(4)) {
+        let mode = i32::from_le_bytes(mode.try_into().expect("4 bytes"));
+        if r == 0 && mode != 0 {
+            return Err(refuse(format!(
+                "pid {pid}: mapping {:#x}-{:#x} {} has a NUMA memory policy of its own \
+                 (mbind) of mode {mode:#x}; restoring it is not supported yet",
+                m.start, m.end, m.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn vma_numa_policies(
+    remote: &mut Remote,
+    code: Option<u64>,
+    data: u64,
+    user: &[&Mapping],
+) -> Result<(), DumpError> {
+    let pid = remote.pid();
+    for chunk in user.chunks(TABLE_ENTRIES.min((PAGE / 4) as usize)) {
+        let calls = numa_calls(chunk, data);
+        let results = match code {
+            Some(code) => remote.batch(code, code + TABLE, &calls)?,
+            None => remote.each(&calls)?,
+        };
+        let mut modes = vec![0u8; 4 * chunk.len()];
+        mem::read(pid, data, &mut modes)?;
+        check_numa(pid, chunk, &results, &modes)?;
+    }
+    Ok(())
 }
 
 /// A userfaultfd created in the task (it binds to the caller's address space), moved high

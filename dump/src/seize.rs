@@ -2,7 +2,7 @@
 //! then on. Whatever goes wrong after the seize, dropping the guard puts the task back as
 //! it was (scratch page unmapped, registers and sigmask restored) and detaches.
 
-use crate::{refuse, DumpError};
+use crate::DumpError;
 use ckpt_sys::ptrace::{self, Stop};
 use ckpt_sys::regs::Regs;
 use ckpt_sys::Pid;
@@ -31,6 +31,9 @@ pub struct Seized {
     pub(crate) threads: Vec<crate::threads::Stopped>,
     /// Released (detached or killed) already.
     pub(crate) released: bool,
+    /// The signal of the group-stop the task was in when seized (SIGSTOP, SIGTSTP, ...),
+    /// or 0: it was running.
+    pub(crate) stop_signal: i32,
 }
 
 impl Seized {
@@ -50,6 +53,7 @@ impl Seized {
             gone: false,
             released: false,
             threads: Vec::new(),
+            stop_signal: 0,
         };
         ptrace::interrupt(pid)?;
         s.wait_event_stop()?;
@@ -73,11 +77,11 @@ impl Seized {
             })?;
             match stop {
                 Stop::EventStop(sig) if sig == libc::SIGTRAP => return Ok(()),
+                // In a group-stop (SIGSTOP, SIGTSTP, ...): recorded, and the task stays
+                // stopped once released (ptrace's detach puts it back in the stop).
                 Stop::EventStop(sig) => {
-                    return Err(refuse(format!(
-                        "pid {pid} entered a group-stop ({}) while being seized; stopped processes are not supported yet",
-                        sig_name(sig)
-                    )))
+                    self.stop_signal = sig;
+                    return Ok(());
                 }
                 Stop::Signal(sig) => {
                     tracing::debug!(%pid, sig, "signal in delivery at seize: passing it on");

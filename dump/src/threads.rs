@@ -8,7 +8,7 @@
 //! stopped, the list is final. A thread that exits before it stops is simply not part of
 //! the dump. Facts: ../shared/notes/threads-facts.md.
 
-use crate::seize::{sig_name, Seized};
+use crate::seize::Seized;
 use crate::{refuse, DumpError};
 use ckpt_images::pb;
 use ckpt_sys::inject::{Remote, Via};
@@ -171,14 +171,8 @@ fn exited(pid: Pid, tid: Pid) -> bool {
 fn wait_stop(pid: Pid, tid: Pid) -> Result<Waited, DumpError> {
     for _ in 0..MAX_SIGNALS {
         match ptrace::wait_interruptible(tid)? {
-            Stop::EventStop(libc::SIGTRAP) => return Ok(Waited::Stopped),
-            Stop::EventStop(sig) => {
-                return Err(refuse(format!(
-                    "pid {pid}: thread {tid} entered a group-stop ({}) while being seized; \
-                     stopped processes are not supported yet",
-                    sig_name(sig)
-                )))
-            }
+            // A group-stop stops every thread: the leader's records it.
+            Stop::EventStop(_) => return Ok(Waited::Stopped),
             Stop::Signal(sig) => ptrace::cont(tid, Signal::try_from(sig).ok())?,
             Stop::Exited(_) | Stop::Killed(_) => {
                 tracing::debug!(%pid, %tid, "thread exited while being seized");
@@ -280,6 +274,7 @@ fn squeeze(line: &str) -> String {
 /// registers and mask back right after. Returns the answers in thread order and the
 /// number of calls.
 pub fn query(task: &mut Seized, insn: u64, slot: u64) -> Result<(Vec<Answers>, u64), DumpError> {
+    let task_pid = task.pid();
     let mut out = Vec::with_capacity(task.threads.len());
     let mut calls = 0;
     let pinned = if task.threads.is_empty() {
@@ -319,9 +314,17 @@ pub fn query(task: &mut Seized, insn: u64, slot: u64) -> Result<(Vec<Answers>, u
         } else {
             None
         };
+        let numa = remote.syscall_raw(libc::SYS_get_mempolicy, &[slot + 32, 0, 0, 0, 0])?;
         calls += remote.calls;
-        let mut b = [0u8; 32];
+        let mut b = [0u8; 36];
         mem::read(tid, slot, &mut b)?;
+        if numa == 0 {
+            let mode = i32::from_le_bytes(b[32..36].try_into().expect("4 bytes"));
+            crate::task_state::numa_policy_is_default(
+                &format!("pid {} thread {tid}", task_pid),
+                mode,
+            )?;
+        }
         let u = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
         out.push(Answers {
             tid_address: u(0),

@@ -20,6 +20,8 @@ pub enum Kind {
     Files = 6,
     FileTable = 7,
     ParentMap = 8,
+    /// A container's tmpfs files (`mounts.img`).
+    Mounts = 24,
 }
 
 impl Kind {
@@ -33,6 +35,7 @@ impl Kind {
             6 => Kind::Files,
             7 => Kind::FileTable,
             8 => Kind::ParentMap,
+            24 => Kind::Mounts,
             _ => return None,
         })
     }
@@ -50,6 +53,7 @@ impl Kind {
             "files" => Kind::Files,
             "fdtable" => Kind::FileTable,
             "parentmap" => Kind::ParentMap,
+            "mounts" => Kind::Mounts,
             _ => return None,
         })
     }

@@ -53,6 +53,8 @@ pub mod names {
     }
     /// The tree's open file descriptions (one file for the whole tree).
     pub const FDTABLE: &str = "fdtable.img";
+    /// A container's tmpfs files.
+    pub const MOUNTS: &str = "mounts.img";
     pub fn pages(id: u32) -> String {
         format!("pages-{id}.img")
     }

@@ -91,6 +91,19 @@ fn decode(d: &ImageDir, f: &pb::ImageFile) -> Result<Value> {
             let descs: Vec<pb::FileDesc> = r.rest("FileDesc")?;
             json!({ "descs": descs })
         }
+        Some(Kind::Mounts) => {
+            let mut r = d.records_of(f, Kind::Mounts)?;
+            let files: Vec<pb::MountFile> = r.rest("MountFile")?;
+            let files: Vec<Value> = files
+                .iter()
+                .map(|m| {
+                    json!({ "mount": m.mount, "path": m.path, "mode": m.mode,
+                    "bytes": m.data.len(), "offset": m.offset, "symlink": m.symlink,
+                    "link_to": m.link_to })
+                })
+                .collect();
+            json!({ "files": files })
+        }
         Some(Kind::Pages) => json!({ "pages": (f.size.saturating_sub(4096)) / 4096 }),
         _ => json!({}),
     })

@@ -13,6 +13,11 @@ pub fn ms(t: Instant) -> f64 {
     tenths(t.elapsed().as_secs_f64() * 1e3)
 }
 
+/// Milliseconds from `a` to `b`, to 0.1 ms.
+pub fn ms_between(a: Instant, b: Instant) -> f64 {
+    tenths(b.saturating_duration_since(a).as_secs_f64() * 1e3)
+}
+
 /// `bytes` in MiB, to 0.1 MiB.
 pub fn mib(bytes: u64) -> f64 {
     tenths(bytes as f64 / (1u64 << 20) as f64)

@@ -341,6 +341,9 @@ fn decode(kind: Kind, data: &[u8]) {
         Kind::ParentMap => {
             let _ = rest::<pb::ParentRun>(&mut r, "ParentRun");
         }
+        Kind::Mounts => {
+            let _ = rest::<pb::MountFile>(&mut r, "MountFile");
+        }
         Kind::Pages => unreachable!(),
     }
 }

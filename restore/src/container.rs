@@ -59,10 +59,14 @@ pub fn fork_root(
     }
 }
 
-/// In the root's seed, before it forks the others: its mounts private, its names.
-pub fn set_up_root(c: &pb::Container) -> Result<(), String> {
+/// In the root's seed, before it forks the others: its mounts private, its own mounts
+/// (`mounts.rs`), its names.
+pub fn set_up_root(c: &pb::Container, mounts: Option<&crate::mounts::Plan>) -> Result<(), String> {
     if c.clone_flags & libc::CLONE_NEWNS as u64 != 0 {
         ckpt_sys::ns::make_mounts_private().map_err(|e| e.to_string())?;
+        if let Some(plan) = mounts {
+            crate::mounts::mount_all(plan)?;
+        }
     }
     if c.clone_flags & libc::CLONE_NEWUTS as u64 != 0 {
         ckpt_sys::ns::set_names(&c.hostname, &c.domainname).map_err(|e| e.to_string())?;

@@ -38,6 +38,13 @@ pub fn resolve(imgs: &mut [ProcessImage], parent: &[Option<usize>]) -> Result<()
             })?;
         }
         let img = &mut imgs[i];
+        let mut ranges: Vec<(u64, u64)> = img
+            .from_parent
+            .iter()
+            .map(|r| (r.vaddr, r.vaddr + r.nr_pages * PAGE))
+            .collect();
+        ranges.sort_unstable();
+        img.inherited = ckpt_images::intervals::merged(ranges);
         img.from_parent.clear();
         img.runs.extend(add);
         img.runs.sort_unstable_by_key(|r| r.vaddr);

@@ -56,6 +56,9 @@ pub struct ProcessImage {
     pub runs: Vec<pb::PageRun>,
     /// The runs that are its parent's pages (`PageRun.from_parent`), until resolved.
     pub from_parent: Vec<pb::PageRun>,
+    /// The address ranges of `from_parent` once resolved (sorted, merged): pages the
+    /// restore can give it copy-on-write from its parent (`sharing.rs`).
+    pub inherited: Vec<(u64, u64)>,
     /// Where this process's pages end in the pages file.
     pub pages_end: u64,
     /// Length of the (uncompressed) page stream.
@@ -377,6 +380,7 @@ pub fn load(d: &ImageDir, pid: i32, pages_first: u64) -> Result<ProcessImage, Re
         frames,
         runs,
         from_parent,
+        inherited: Vec::new(),
         pages_end,
         stream_len,
         fds,

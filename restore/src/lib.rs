@@ -14,9 +14,11 @@ mod container;
 mod cow;
 mod fdtable;
 mod fill;
+pub mod hooks;
 mod image;
 mod lazy;
 mod locks;
+mod mounts;
 mod net;
 mod pidheld;
 mod pidns;
@@ -27,6 +29,7 @@ mod rollback;
 mod seed;
 mod seeds;
 mod shared;
+mod sharing;
 mod task_state;
 mod timers;
 mod tree;
@@ -59,6 +62,11 @@ pub struct RestoreOptions {
     /// `--new-pidns`: rebuild the tree in a fresh pid namespace under an init of ckpt's
     /// (`pidns.rs`), its pids as dumped inside, whatever they are outside.
     pub new_pidns: bool,
+    /// `--ext-mount-map KEY:PATH`: a container's external mount KEY is at PATH here.
+    pub ext_mount_map: Vec<(String, String)>,
+    /// The root forked as ckpt's sibling (CLONE_PARENT): a child of whoever started ckpt,
+    /// which waits for it (CRIU's --restore-sibling, runc's rst_sibling). With `detach`.
+    pub sibling: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +102,18 @@ pub fn restore_with_progress(
     let dir = ImageDir::open_deferring_pages(&opts.dir)?;
     let chain = chain::open(&dir, opts.lazy)?;
     let inv = dir.inventory();
+    // A tree dumped inside a ckpt-init's pid namespace has only the pids it had there.
+    let forced;
+    let opts = if inv.new_pidns && !opts.new_pidns {
+        tracing::info!("dumped inside a pid namespace of ckpt's: restored into a new one");
+        forced = RestoreOptions {
+            new_pidns: true,
+            ..opts.clone()
+        };
+        &forced
+    } else {
+        opts
+    };
     image::check_tree(&dir)?;
     let tree = tree::plan(
         inv,
@@ -111,6 +131,16 @@ pub fn restore_with_progress(
         )));
     }
     container::check(inv, opts.new_pidns, opts.lazy)?;
+    let mount_plan = match &inv.container {
+        Some(c) => Some(mounts::plan(
+            &dir,
+            c,
+            &mounts::Places {
+                ext_map: opts.ext_mount_map.clone(),
+            },
+        )?),
+        None => None,
+    };
     if opts.lazy && opts.new_pidns {
         return Err(RestoreError::Refused(
             "--lazy and --new-pidns together are not supported yet: restore without --lazy".into(),
@@ -227,9 +257,16 @@ pub fn restore_with_progress(
         .iter()
         .map(|m| (m.start, m.end))
         .collect();
+    // Memory the seeds share with their children copy-on-write (sharing.rs): its ranges
+    // are kept free of trampolines.
+    let mut sharing = (!opts.lazy && imgs.len() > 1)
+        .then(|| sharing::plan(&tree, &imgs, &own, fill::thp_mode()))
+        .flatten();
+    let mut busy = own.clone();
+    busy.extend(sharing.iter().flat_map(|s| s.reserved.iter().copied()));
     let mut plans = Vec::with_capacity(imgs.len());
     for (node, img) in tree.live().zip(&imgs) {
-        let tramp = pick_trampoline(img, &own)?;
+        let tramp = pick_trampoline(img, &busy)?;
         plans.push(seed_plan(img, node, tramp, err_w.as_raw_fd(), opts.detach));
     }
     let descs = image::load_table(&dir)?;
@@ -254,9 +291,42 @@ pub fn restore_with_progress(
         "images verified and loaded"
     );
 
+    if opts.sibling && (!opts.detach || opts.new_pidns || inv.container.is_some()) {
+        return Err(RestoreError::Refused(
+            "the root as ckpt's sibling: only detached, and not yet for a new pid namespace \
+             or a container"
+                .into(),
+        ));
+    }
+    hooks::run(hooks::Stage::PreRestore)?;
     // From here any error kills everything the restore created (rollback.rs).
-    let rollback = rollback::Rollback::arm()?;
+    let mut rollback = rollback::Rollback::arm()?;
     debug!(pid, "forking the seeds");
+    let source = fill::Source {
+        reader: &pages,
+        map: &map,
+    };
+    // Placeholders over the shared regions until the root's seed is forked: nothing of
+    // ckpt's may land there meanwhile. Should one be taken already, nothing is shared.
+    let reservation = match sharing
+        .as_ref()
+        .map(|s| ckpt_sys::reserve::Reservation::new(&s.reserved))
+    {
+        Some(Ok(r)) => Some(r),
+        Some(Err(e)) => {
+            debug!("memory not shared copy-on-write: {e}");
+            sharing = None;
+            None
+        }
+        None => None,
+    };
+    if let Some(s) = &sharing {
+        debug!(
+            regions = s.reserved.len(),
+            ms = ckpt_images::units::ms(t0),
+            "memory shared copy-on-write"
+        );
+    }
     let seeds = seed::Seeds {
         // The root seed's parent as it sees it: ckpt, the new namespace's init, or none
         // (a container's root: its parent is outside its pid namespace).
@@ -264,13 +334,25 @@ pub fn restore_with_progress(
             1
         } else if inv.container.is_some() {
             0
+        } else if opts.sibling {
+            nix::unistd::getppid().as_raw()
         } else {
             std::process::id() as i32
         },
+        sibling: opts.sibling,
         container: inv.container.as_ref(),
+        mounts: mount_plan.as_ref(),
         tree: &tree,
         plans: &plans,
         fds: &fds,
+        sharing: sharing
+            .as_ref()
+            .zip(reservation.as_ref())
+            .map(|(plan, reservation)| seed::sharing::Shared {
+                plan,
+                reservation,
+                source: &source,
+            }),
     };
     fdtable::place_from_ckpt(&fds)?;
     let (child, mut init) = if opts.new_pidns {
@@ -298,8 +380,14 @@ pub fn restore_with_progress(
     } else {
         let child = seeds::fork_root(&seeds, err_w);
         fdtable::close_from_ckpt(&fds);
-        (Some(child?), None)
+        let child = child?;
+        if opts.sibling {
+            rollback.adopt(child);
+        }
+        (Some(child), None)
     };
+    // Every seed is forked from the root's: ckpt's placeholders can go.
+    drop(reservation);
     seeds::wait_ready(err_r, &inv.pids)?;
     ckpt_sys::testhold::hold("restore-seeds", &|| false);
     // The pids ckpt names the processes by: the dumped ones, or, in a new pid
@@ -327,10 +415,8 @@ pub fn restore_with_progress(
         _ => inv.pids.iter().map(|&p| Pid::from_raw(p)).collect(),
     };
     let child = child.unwrap_or(pids[0]);
-    let source = fill::Source {
-        reader: &pages,
-        map: &map,
-    };
+    hooks::run(hooks::Stage::SetupNamespaces(child.as_raw()))?;
+    hooks::run(hooks::Stage::PostSetupNamespaces)?;
     let mut handoff = None;
     ckpt_sys::abort::phase("rebuilding the process");
     if pids.len() == 1 {
@@ -352,11 +438,13 @@ pub fn restore_with_progress(
             debug!(pid, ms = ckpt_images::units::ms(t), "verified");
         }
         write_pidfile(opts, child.as_raw())?;
+        hooks::before_resume(child.as_raw())?;
         if let Some(c) = &inv.container {
             container::before_release(c, child)?;
         }
         net::resume_connections(&net::connections(&[child], &imgs, &descs))
             .map_err(RestoreError::Refused)?;
+        stop_again(&[child], &imgs)?;
         for tid in threads {
             ptrace::detach(tid)?;
         }
@@ -373,13 +461,16 @@ pub fn restore_with_progress(
             source: &source,
             reset: &reset,
             progress,
+            sharing: sharing.as_ref(),
             verify: opts.verify,
             before_release: &|| {
+                hooks::before_resume(pids[0].as_raw())?;
                 if let Some(c) = &inv.container {
                     container::before_release(c, pids[0])?;
                 }
                 net::resume_connections(&net::connections(&pids, &imgs, &descs))
-                    .map_err(RestoreError::Refused)
+                    .map_err(RestoreError::Refused)?;
+                stop_again(&pids, &imgs)
             },
         })?;
         drop(shared);
@@ -389,6 +480,11 @@ pub fn restore_with_progress(
         init.release()?;
     }
     rollback.disarm();
+    // The tree runs: a failed post-resume can no longer undo the restore (CRIU only
+    // reports it too).
+    if let Err(e) = hooks::run(hooks::Stage::PostResume) {
+        tracing::error!("{e}");
+    }
     // Released: from here SIGINT/SIGTERM/SIGHUP act as they always did (ckpt armed them).
     ckpt_sys::abort::disarm();
     info!(
@@ -531,6 +627,19 @@ fn pick_trampoline(img: &image::ProcessImage, own: &[(u64, u64)]) -> R<u64> {
     Err(RestoreError::Refused(
         "no address is free for the restore trampoline".into(),
     ))
+}
+
+/// A process dumped in a group-stop is sent SIGSTOP while its puppet still holds it: the
+/// signal waits, queued, and stops the whole process as the detach lets it run (SIGSTOP
+/// rather than the SIGTSTP or SIGTTIN it may have stopped for: those a handler may catch).
+fn stop_again(pids: &[Pid], imgs: &[image::ProcessImage]) -> R<()> {
+    for (&pid, img) in pids.iter().zip(imgs) {
+        if img.core.stop_signal != 0 {
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP)
+                .map_err(|e| ckpt_sys::Error::sys(format!("kill(pid {pid}, SIGSTOP)"), e))?;
+        }
+    }
+    Ok(())
 }
 
 /// `detach`: a root restored with `-d` outlives ckpt, so it gets a session of its own

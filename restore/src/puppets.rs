@@ -24,6 +24,8 @@ pub struct Tree<'a> {
     pub source: &'a fill::Source<'a>,
     pub reset: &'a [u32],
     pub progress: &'a dyn Progress,
+    /// Memory shared copy-on-write (`sharing.rs`): what each puppet keeps of its seed.
+    pub sharing: Option<&'a crate::sharing::Plan>,
     /// Check each process against its image before anything is released (`verify.rs`).
     pub verify: bool,
     /// Run once every puppet is done, before any process is released (a container's
@@ -110,6 +112,9 @@ fn one(t: &Tree, i: usize) -> R<Vec<Pid>> {
     )?;
     if let Some(s) = t.shared {
         p = p.shared(s);
+    }
+    if let Some(s) = t.sharing {
+        p = p.sharing(s.live(i));
     }
     p.run(t.source, t.reset)?;
     let tids = p.thread_tids();

@@ -6,6 +6,9 @@
 //! ckpt is a child subreaper meanwhile, so whatever a failure orphans comes back to it:
 //! "everything the restore created" is exactly ckpt's descendants. Seeds never reap, so a
 //! pid listed as a descendant stays ours until ckpt reaps it.
+//!
+//! A root forked as ckpt's sibling (`--restore-sibling`) is adopted: it and its
+//! descendants are killed too; its zombie is its parent's to reap.
 
 use ckpt_sys::Pid;
 use nix::sys::signal::{kill, Signal};
@@ -15,12 +18,21 @@ use std::time::{Duration, Instant};
 /// Armed from before the first fork until the release.
 pub struct Rollback {
     armed: bool,
+    sibling: Option<Pid>,
 }
 
 impl Rollback {
     pub fn arm() -> Result<Rollback, ckpt_sys::Error> {
         ckpt_sys::process::set_child_subreaper(true)?;
-        Ok(Rollback { armed: true })
+        Ok(Rollback {
+            armed: true,
+            sibling: None,
+        })
+    }
+
+    /// A root forked as ckpt's sibling: killed with the rest on a failure.
+    pub fn adopt(&mut self, root: Pid) {
+        self.sibling = Some(root);
     }
 
     /// Every process is released: nothing to undo; orphans go to init again.
@@ -34,17 +46,22 @@ impl Drop for Rollback {
     fn drop(&mut self) {
         if self.armed {
             let _shield = ckpt_sys::abort::Shield::new();
-            kill_descendants();
+            kill_descendants(self.sibling);
             let _ = ckpt_sys::process::set_child_subreaper(false);
         }
     }
 }
 
-/// ckpt's descendants, from the children lists of all its threads down.
-fn descendants() -> Vec<Pid> {
+/// ckpt's descendants, from the children lists of all its threads down; and an adopted
+/// sibling root with its own, while it is not a zombie (which its parent reaps).
+fn descendants(sibling: Option<Pid>) -> Vec<Pid> {
     let me = nix::unistd::getpid();
     let mut out: Vec<Pid> = Vec::new();
     let mut todo = vec![me];
+    if let Some(root) = sibling.filter(|&r| alive(r)) {
+        out.push(root);
+        todo.push(root);
+    }
     while let Some(p) = todo.pop() {
         let Ok(tasks) = ckpt_sys::proc::tasks(p) else {
             continue;
@@ -63,10 +80,10 @@ fn descendants() -> Vec<Pid> {
 
 /// SIGKILL to every descendant, then reap (as tracer and as parent or subreaper) until
 /// none is left.
-fn kill_descendants() {
+fn kill_descendants(sibling: Option<Pid>) {
     let start = Instant::now();
     loop {
-        let all = descendants();
+        let all = descendants(sibling);
         for &p in &all {
             let _ = kill(p, Signal::SIGKILL);
         }
@@ -93,4 +110,13 @@ fn kill_descendants() {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
+}
+
+/// Whether `pid` exists and is no zombie (/proc/PID/stat's state).
+fn alive(pid: Pid) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            .is_some_and(|c| c != 'Z' && c != 'X')
+    })
 }

@@ -12,6 +12,7 @@
 mod access;
 mod family;
 mod objects;
+pub mod sharing;
 
 pub use family::Seeds;
 
@@ -93,13 +94,14 @@ pub fn run(seeds: &Seeds, me: usize) -> ! {
     // Until `prepare` moved it, the status pipe is where ckpt left it.
     // The shared files its descendants hold are made before they are forked.
     let container = match seeds.container.filter(|_| me == 0) {
-        Some(c) => crate::container::set_up_root(c),
+        Some(c) => crate::container::set_up_root(c, seeds.mounts),
         None => Ok(()),
     };
     let early = container
         .and_then(|()| join_groups(p))
         .and_then(|()| objects::create(&seeds.fds.creates[me], seeds.fds.end))
         .and_then(|()| crate::fdtable::tty::take(p))
+        .and_then(|()| sharing::prepare(seeds.sharing.as_ref(), me))
         .and_then(|()| family::fork_children(seeds, me));
     let result = early
         .map_err(|m| (m, p.err_fd))

@@ -14,7 +14,12 @@ use std::os::fd::OwnedFd;
 /// is the write end of the status pipe every seed inherits: dropped here once forked.
 pub fn fork_root(seeds: &Seeds, status_w: OwnedFd) -> R<Pid> {
     let root = seeds.tree.nodes[0].pid;
-    match ckpt_sys::process::fork_with_pid(Pid::from_raw(root)) {
+    let fork = if seeds.sibling {
+        ckpt_sys::process::fork_sibling_with_pid
+    } else {
+        ckpt_sys::process::fork_with_pid
+    };
+    match fork(Pid::from_raw(root)) {
         Ok(Forked::Child) => seed::run(seeds, 0),
         Ok(Forked::Parent(p)) => {
             drop(status_w);

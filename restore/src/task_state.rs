@@ -7,6 +7,9 @@ use ckpt_sys::inject::Remote;
 
 const PR_SET_CHILD_SUBREAPER: u64 = 36;
 const PR_SET_THP_DISABLE: u64 = 41;
+const PR_FUTEX_HASH: u64 = 78;
+const PR_FUTEX_HASH_SET_SLOTS: u64 = 1;
+const PR_FUTEX_HASH_GET_SLOTS: u64 = 2;
 /// The MEMBARRIER_CMD_REGISTER_* commands, in the order they are issued again:
 /// GLOBAL_EXPEDITED, PRIVATE_EXPEDITED, PRIVATE_EXPEDITED_SYNC_CORE,
 /// PRIVATE_EXPEDITED_RSEQ.
@@ -40,6 +43,27 @@ pub fn restore(remote: &mut Remote, core: &pb::ProcessCore) -> Result<(), Restor
             libc::SYS_prctl,
             &[PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0],
         )?;
+    }
+    if core.futex_hash_slots != 0 {
+        // Set, where the dumped one may have been made by the kernel when the process
+        // had threads: the same size, which the kernel then no longer grows by itself
+        // if the process makes threads again (a matter of speed only).
+        let slots = u64::from(core.futex_hash_slots);
+        remote.syscall(
+            || format!("prctl(PR_FUTEX_HASH, PR_FUTEX_HASH_SET_SLOTS, {slots})"),
+            libc::SYS_prctl,
+            &[PR_FUTEX_HASH, PR_FUTEX_HASH_SET_SLOTS, slots, 0, 0],
+        )?;
+        let got = remote.syscall(
+            || "prctl(PR_FUTEX_HASH, PR_FUTEX_HASH_GET_SLOTS)".into(),
+            libc::SYS_prctl,
+            &[PR_FUTEX_HASH, PR_FUTEX_HASH_GET_SLOTS, 0, 0, 0],
+        )?;
+        if got != slots {
+            return Err(RestoreError::Refused(format!(
+                "private futex hash: {got} slots after setting {slots}"
+            )));
+        }
     }
     for cmd in MEMBARRIER_REGISTER {
         if core.membarrier_registrations & cmd != 0 {

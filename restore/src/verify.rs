@@ -36,6 +36,8 @@ pub fn check(pid: Pid, img: &ProcessImage, lazy: bool) -> Result<(), RestoreErro
         let limits = proc::limits(pid)?;
         let loginuid = proc::read_trimmed(&format!("/proc/{pid}/loginuid"))?;
         let slack = proc::read_trimmed(&format!("/proc/{pid}/timerslack_ns"))?;
+        let filter = proc::read_trimmed(&format!("/proc/{pid}/coredump_filter"))?;
+        let ioprio = ckpt_sys::process::get_ioprio(pid)?;
         let timers = kstate::timers(pid)?;
         let fds = proc::fds(pid)?;
         let mut infos = Vec::with_capacity(fds.len());
@@ -54,6 +56,7 @@ pub fn check(pid: Pid, img: &ProcessImage, lazy: bool) -> Result<(), RestoreErro
             .and_then(|_| status_fields(&status, img))
             .and_then(|_| rlimits(&limits, img))
             .and_then(|_| proc_values(&loginuid, &slack, img))
+            .and_then(|_| per_mm(&filter, ioprio, img))
             .and_then(|_| fd_state(&infos, img))
             .and_then(|_| posix_timers(&timers, img)))
     };
@@ -265,6 +268,21 @@ fn proc_values(loginuid: &str, slack: &str, img: &ProcessImage) -> R<()> {
         if slack != want.to_string() {
             return Err(format!("timer slack is {slack} ns, image {want} ns"));
         }
+    }
+    Ok(())
+}
+
+/// The core dump filter, and the I/O priority of the leader (the other threads' are set
+/// from outside too, the same way).
+fn per_mm(filter: &str, ioprio: u32, img: &ProcessImage) -> R<()> {
+    if let Some(want) = img.core.coredump_filter {
+        if u32::from_str_radix(filter, 16).ok() != Some(want) {
+            return Err(format!("coredump_filter is {filter}, image {want:08x}"));
+        }
+    }
+    let want = img.threads.first().map_or(0, |t| t.ioprio);
+    if want != 0 && ioprio != want {
+        return Err(format!("I/O priority is {ioprio:#x}, image {want:#x}"));
     }
     Ok(())
 }

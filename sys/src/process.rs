@@ -440,6 +440,39 @@ pub fn same_mm(pid1: Pid, pid2: Pid) -> Result<bool> {
     Ok(Errno::result(r).ctx(|| format!("kcmp(pid {pid1}, pid {pid2}, KCMP_VM)"))? == 0)
 }
 
+/// What two processes may share since a clone(2) without a new copy: the fd table
+/// (CLONE_FILES), the cwd/root/umask (CLONE_FS), the address space (CLONE_VM), the signal
+/// handlers (CLONE_SIGHAND). The values are kcmp(2)'s types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shared {
+    Vm = 1,
+    Files = 2,
+    Fs = 3,
+    Sighand = 4,
+}
+
+/// kcmp(2) of one kind of object of two processes, as an order: equal when they share
+/// it. The order is the kernel's (pointers, obfuscated) and the same for every call of
+/// one boot, so sorting by it puts the sharers of one object side by side.
+pub fn kcmp_order(pid1: Pid, pid2: Pid, what: Shared) -> Result<std::cmp::Ordering> {
+    // SAFETY: kcmp only compares kernel objects; it takes no pointers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid1.as_raw(),
+            pid2.as_raw(),
+            what as libc::c_long,
+            0,
+            0,
+        )
+    };
+    match Errno::result(r).ctx(|| format!("kcmp(pid {pid1}, pid {pid2}, {what:?})"))? {
+        0 => Ok(std::cmp::Ordering::Equal),
+        1 => Ok(std::cmp::Ordering::Less),
+        _ => Ok(std::cmp::Ordering::Greater),
+    }
+}
+
 /// getpriority(2) of another process: its nice value.
 pub fn get_nice(pid: Pid) -> Result<i32> {
     Errno::clear();
@@ -450,6 +483,31 @@ pub fn get_nice(pid: Pid) -> Result<i32> {
     }
     Ok(r)
 }
+
+/// ioprio_get(IOPRIO_WHO_PROCESS, tid): a thread's I/O class and level (class << 13 |
+/// level; 0 when never set: the class then follows the nice value).
+pub fn get_ioprio(tid: Pid) -> Result<u32> {
+    // SAFETY: ioprio_get takes no pointers.
+    let r = unsafe { libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, tid.as_raw()) };
+    Ok(Errno::result(r).ctx(|| format!("ioprio_get(thread {tid})"))? as u32)
+}
+
+/// ioprio_set(IOPRIO_WHO_PROCESS, tid, prio) of another thread (root may set any).
+pub fn set_ioprio(tid: Pid, prio: u32) -> Result<()> {
+    // SAFETY: ioprio_set takes no pointers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            tid.as_raw(),
+            prio as libc::c_int,
+        )
+    };
+    Errno::result(r).ctx(|| format!("ioprio_set(thread {tid}, {prio:#x})"))?;
+    Ok(())
+}
+
+const IOPRIO_WHO_PROCESS: libc::c_int = 1;
 
 /// setpriority(2) on the calling process.
 pub fn set_nice(nice: i32) -> Result<()> {

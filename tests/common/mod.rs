@@ -283,6 +283,18 @@ pub fn signal(pid: i32, sig: i32) -> bool {
     Signal::try_from(sig).is_ok_and(|s| kill(Pid::from_raw(pid), s).is_ok())
 }
 
+/// Polls until `cond` holds, or panics naming `what`.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < LINE_TIMEOUT,
+            "timed out waiting for {what}"
+        );
+        sleep(Duration::from_millis(1));
+    }
+}
+
 /// Does a process with this pid exist (zombies included)?
 pub fn exists(pid: i32) -> bool {
     !matches!(kill(Pid::from_raw(pid), None), Err(Errno::ESRCH))
@@ -519,6 +531,12 @@ impl Env {
         // Shown as `ckpt (sh -c) SCRIPT CKPT args...` in messages.
         out.args[0] = "(sh -c)".into();
         (pid, out)
+    }
+
+    /// Runs `program args...` as [`Env::ckpt`] runs ckpt (e.g. ckpt through a symlink
+    /// under another name).
+    pub fn run_program<S: AsRef<OsStr>>(&self, program: &Path, args: &[S]) -> CkptOutput {
+        self.run_captured(program, args).1
     }
 
     fn run_captured<S: AsRef<OsStr>>(&self, program: &Path, args: &[S]) -> (i32, CkptOutput) {
@@ -883,7 +901,7 @@ impl Hold {
         }
     }
 
-    fn var(&self) -> OsString {
+    pub fn var(&self) -> OsString {
         let mut v = OsString::from(format!("{}:", self.point));
         v.push(&self.marker);
         v

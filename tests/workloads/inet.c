@@ -58,22 +58,7 @@ static int geti(int fd, int level, int name)
 
 static void bind_lo(int fd, int family)
 {
-	struct sockaddr_storage ss;
-	memset(&ss, 0, sizeof(ss));
-	socklen_t len;
-	if (family == AF_INET) {
-		struct sockaddr_in *a = (void *)&ss;
-		a->sin_family = AF_INET;
-		a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		len = sizeof(*a);
-	} else {
-		struct sockaddr_in6 *a = (void *)&ss;
-		a->sin6_family = AF_INET6;
-		a->sin6_addr = in6addr_loopback;
-		len = sizeof(*a);
-	}
-	if (bind(fd, (void *)&ss, len))
-		wl_die("bind fd %d", fd);
+	wl_bind_lo(fd, family);
 	socklen_t l = sizeof(addr0[fd]);
 	getsockname(fd, (void *)&addr0[fd], &l);
 }

@@ -19,10 +19,24 @@
  *  - mdwe: PR_SET_MDWE (memory-deny-write-execute; ckpt refuses it, and cannot map its
  *    executable scratch area in such a process); checks PR_GET_MDWE. It cannot be undone:
  *    corruption is faked.
+ *  - coredump: writes 0x7b to /proc/self/coredump_filter; checks it reads 0000007b.
+ *  - ioprio: ioprio_set(IOPRIO_WHO_PROCESS, 0, best-effort level 5); checks ioprio_get.
+ *  - mempolicy: set_mempolicy(MPOL_PREFERRED, node 0) (which ckpt refuses); checks
+ *    get_mempolicy.
+ *  - mbind: a mapping with MPOL_PREFERRED node 0 of its own (refused); checks
+ *    get_mempolicy(MPOL_F_ADDR) on it.
+ *  - deadline: SCHED_DEADLINE (runtime 1 ms, deadline and period 30 ms; ckpt refuses
+ *    it); checks sched_getscheduler.
+ *  - tmpfile: an O_TMPFILE file in WORKDIR with 5 bytes (ckpt refuses it); checks them.
+ *  - futexhash: makes a thread and joins it (the kernel gives the process a private
+ *    futex hash then); checks PR_FUTEX_HASH_GET_SLOTS still says what it said after the
+ *    join, and that a futex wait/wake pair still works.
  * Corruption (SIGTERM) undoes the state (membarrier: cannot unregister, faked).
  */
 #include "wl.h"
 #include <sys/mman.h>
+#include <pthread.h>
+#include <sched.h>
 #include <sys/prctl.h>
 
 #define PAGE 4096
@@ -34,7 +48,19 @@
 #define SLACK 123456
 #define MB_REGS (4 | 16 | 64 | 256)
 
+#define COREDUMP_FILTER 0x7b
+#define IOPRIO ((2 << 13) | 5)
+#define MPOL_PREFERRED 1
+#define MPOL_F_ADDR 2
+
 static const char *mode;
+static int tmpfd = -1;
+static long hash_slots;
+
+static void *nothing(void *arg)
+{
+	return arg;
+}
 static uint8_t *S, *R, *N, *D, *A;
 static int named = 1;
 
@@ -44,6 +70,23 @@ static int read_loginuid(void)
 	if (wl_read_file("/proc/self/loginuid", b, sizeof(b) - 1) <= 0)
 		return -1;
 	return (int)strtoul(b, NULL, 10);
+}
+
+static int read_coredump_filter(void)
+{
+	char b[32] = { 0 };
+	if (wl_read_file("/proc/self/coredump_filter", b, sizeof(b) - 1) <= 0)
+		return -1;
+	return (int)strtoul(b, NULL, 16);
+}
+
+static int policy_at(void *addr)
+{
+	int pol = -1;
+	unsigned long nodes = 0;
+	if (syscall(SYS_get_mempolicy, &pol, &nodes, 64, addr, addr ? MPOL_F_ADDR : 0))
+		return -1;
+	return pol;
 }
 
 static int verify(void)
@@ -89,6 +132,28 @@ static int verify(void)
 	} else if (!strcmp(mode, "mdwe")) {
 		WL_CHECK(prctl(66 /* PR_GET_MDWE */, 0, 0, 0, 0) == 1, "PR_GET_MDWE %d",
 			 prctl(66, 0, 0, 0, 0));
+	} else if (!strcmp(mode, "coredump")) {
+		WL_CHECK(read_coredump_filter() == COREDUMP_FILTER, "coredump_filter %#x, want %#x",
+			 read_coredump_filter(), COREDUMP_FILTER);
+	} else if (!strcmp(mode, "ioprio")) {
+		long p = syscall(SYS_ioprio_get, 1, 0);
+		WL_CHECK(p == IOPRIO, "ioprio %#lx, want %#x", p, IOPRIO);
+	} else if (!strcmp(mode, "futexhash")) {
+		long now = prctl(78, 2, 0, 0, 0);
+		WL_CHECK(now == hash_slots, "futex hash slots %ld, want %ld", now, hash_slots);
+		pthread_t t;
+		WL_CHECK(pthread_create(&t, NULL, nothing, NULL) == 0 && pthread_join(t, NULL) == 0,
+			 "a thread after the restore");
+	} else if (!strcmp(mode, "tmpfile")) {
+		char b[8] = { 0 };
+		WL_CHECK(pread(tmpfd, b, 5, 0) == 5 && !memcmp(b, "hello", 5), "tmpfile reads %s", b);
+	} else if (!strcmp(mode, "deadline")) {
+		WL_CHECK(sched_getscheduler(0) == 6, "policy %d", sched_getscheduler(0));
+	} else if (!strcmp(mode, "mempolicy")) {
+		WL_CHECK(policy_at(NULL) == MPOL_PREFERRED, "policy %d", policy_at(NULL));
+	} else if (!strcmp(mode, "mbind")) {
+		WL_CHECK(policy_at(S) == MPOL_PREFERRED, "policy of S %d", policy_at(S));
+		WL_CHECK(wl_cmp(S, NP * PAGE, 1) == (size_t)-1, "S data");
 	} else if (!strcmp(mode, "timerslack")) {
 		WL_CHECK(prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) == SLACK, "timer slack %d",
 			 prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0));
@@ -114,6 +179,17 @@ static void corrupt(void)
 		prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0);
 	} else if (!strcmp(mode, "pdeathsig")) {
 		prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
+	} else if (!strcmp(mode, "coredump")) {
+		int fd = open("/proc/self/coredump_filter", O_WRONLY);
+		if (fd < 0 || write(fd, "0x33", 4) != 4)
+			wl_die("write coredump_filter");
+		close(fd);
+	} else if (!strcmp(mode, "ioprio")) {
+		syscall(SYS_ioprio_set, 1, 0, 0);
+	} else if (!strcmp(mode, "mempolicy")) {
+		syscall(SYS_set_mempolicy, 0, NULL, 0);
+	} else if (!strcmp(mode, "futexhash")) {
+		hash_slots += 1;
 	} else {
 		wl_fail("corrupted on request");
 	}
@@ -171,6 +247,45 @@ int main(int argc, char **argv)
 	} else if (!strcmp(mode, "pdeathsig")) {
 		if (prctl(PR_SET_PDEATHSIG, SIGWINCH, 0, 0, 0))
 			wl_die("PR_SET_PDEATHSIG");
+	} else if (!strcmp(mode, "coredump")) {
+		int fd = open("/proc/self/coredump_filter", O_WRONLY);
+		if (fd < 0 || write(fd, "0x7b", 4) != 4)
+			wl_die("write coredump_filter");
+		close(fd);
+	} else if (!strcmp(mode, "ioprio")) {
+		if (syscall(SYS_ioprio_set, 1, 0, IOPRIO))
+			wl_die("ioprio_set");
+	} else if (!strcmp(mode, "mempolicy")) {
+		unsigned long node0 = 1;
+		if (syscall(SYS_set_mempolicy, MPOL_PREFERRED, &node0, 64))
+			wl_die("set_mempolicy");
+	} else if (!strcmp(mode, "futexhash")) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, nothing, NULL) || pthread_join(t, NULL))
+			wl_die("pthread");
+		hash_slots = prctl(78 /* PR_FUTEX_HASH */, 2 /* GET_SLOTS */, 0, 0, 0);
+		if (hash_slots < 0)
+			hash_slots = 0; /* a kernel without private futex hashes */
+	} else if (!strcmp(mode, "tmpfile")) {
+		tmpfd = open(argv[1], O_TMPFILE | O_RDWR, 0600);
+		if (tmpfd < 0 || write(tmpfd, "hello", 5) != 5)
+			wl_die("O_TMPFILE in %s", argv[1]);
+	} else if (!strcmp(mode, "deadline")) {
+		struct {
+			uint32_t size, policy;
+			uint64_t flags;
+			int32_t nice;
+			uint32_t prio;
+			uint64_t runtime, deadline, period;
+		} a = { sizeof(a), 6, 0, 0, 0, 1000000, 30000000, 30000000 };
+		if (syscall(SYS_sched_setattr, 0, &a, 0))
+			wl_die("sched_setattr(SCHED_DEADLINE)");
+	} else if (!strcmp(mode, "mbind")) {
+		unsigned long node0 = 1;
+		S = map(MAP_PRIVATE, 0);
+		if (syscall(SYS_mbind, S, NP * PAGE, MPOL_PREFERRED, &node0, 64, 0))
+			wl_die("mbind");
+		wl_fill(S, NP * PAGE, 1);
 	} else if (!strcmp(mode, "mdwe")) {
 		if (prctl(65 /* PR_SET_MDWE */, 1 /* MDWE_REFUSE_EXEC_GAIN */, 0, 0, 0))
 			wl_die("PR_SET_MDWE");

@@ -153,7 +153,15 @@ int main(int argc, char **argv)
 	if (is_server) {
 		lsn = socket(ss.ss_family, SOCK_STREAM, 0);
 		setsockopt(lsn, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (lsn < 0 || bind(lsn, (void *)&ss, len) || listen(lsn, 4))
+		if (lsn < 0)
+			wl_die("socket");
+		if (argc > 4) {
+			if (bind(lsn, (void *)&ss, len))
+				wl_die("bind");
+		} else {
+			wl_bind_lo(lsn, ss.ss_family);
+		}
+		if (listen(lsn, 4))
 			wl_die("listen");
 		socklen_t l = sizeof(ss);
 		getsockname(lsn, (void *)&ss, &l);

@@ -28,6 +28,8 @@
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 static volatile sig_atomic_t wl_check_req, wl_exit_req, wl_corrupt_req;
 static int wl_checks;
@@ -225,6 +227,42 @@ __attribute__((unused)) static ssize_t wl_read_file(const char *path, char *buf,
 
 /* Whether the mapping starting at addr has VmFlags letter f in /proc/self/smaps: 1 yes,
  * 0 no, -1 no such mapping. */
+/*
+ * Binds fd (AF_INET or AF_INET6 loopback) to a free port below the kernel's ephemeral
+ * range: between a dump and its restore the port is free, and an ephemeral one could
+ * become some client's local port meanwhile (the restore's bind then fails, rightly).
+ */
+static inline void wl_bind_lo(int fd, int family)
+{
+	static unsigned next;
+	if (!next)
+		next = (unsigned)getpid() * 31;
+	for (int i = 0; i < 12000; i++) {
+		int port = 20000 + (int)((next += 7919) % 12000);
+		struct sockaddr_storage ss;
+		memset(&ss, 0, sizeof(ss));
+		socklen_t len;
+		if (family == AF_INET) {
+			struct sockaddr_in *a = (void *)&ss;
+			a->sin_family = AF_INET;
+			a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+			a->sin_port = htons(port);
+			len = sizeof(*a);
+		} else {
+			struct sockaddr_in6 *a = (void *)&ss;
+			a->sin6_family = AF_INET6;
+			a->sin6_addr = in6addr_loopback;
+			a->sin6_port = htons(port);
+			len = sizeof(*a);
+		}
+		if (bind(fd, (void *)&ss, len) == 0)
+			return;
+		if (errno != EADDRINUSE)
+			break;
+	}
+	wl_die("bind fd %d to a loopback port", fd);
+}
+
 static inline int wl_vm_flag(const void *addr, const char *f)
 {
 	FILE *s = fopen("/proc/self/smaps", "r");

@@ -286,6 +286,9 @@ impl Puppet<'_> {
                 // Best effort: the machine may have fewer CPUs than the one dumped on.
                 let _ = ckpt_sys::process::set_affinity(tid, mask);
             }
+            if t.ioprio != 0 {
+                ckpt_sys::process::set_ioprio(tid, t.ioprio)?;
+            }
         }
         Ok(())
     }

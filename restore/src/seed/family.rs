@@ -18,12 +18,19 @@ pub struct Seeds<'a> {
     pub tree: &'a tree::Plan,
     /// One per live process, indexed by `Node::live`.
     pub plans: &'a [SeedPlan],
-    /// ckpt's pid: the root seed's parent.
+    /// ckpt's pid: the root seed's parent (ckpt's own parent when `sibling`).
     pub ckpt: i32,
+    /// The root is forked as ckpt's sibling (CLONE_PARENT).
+    pub sibling: bool,
     /// The tree's shared files: who creates which, in which slot.
     pub fds: &'a crate::fdtable::Plan,
     /// The namespaces the root's seed sets up (a container's, `container.rs`).
     pub container: Option<&'a ckpt_images::pb::Container>,
+    /// The container's own mounts, which its root's seed makes (`mounts.rs`).
+    pub mounts: Option<&'a crate::mounts::Plan>,
+    /// Memory the seeds map and fill before they fork, for their children to share
+    /// copy-on-write (`sharing.rs`).
+    pub sharing: Option<super::sharing::Shared<'a>>,
 }
 
 impl Seeds<'_> {

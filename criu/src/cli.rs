@@ -1,0 +1,345 @@
+//! CRIU's command line, the subset LXC's lxc-checkpoint and scripts use: `dump`,
+//! `pre-dump`, `restore`, `check`, `swrk N`, `--version`. Options as getopt_long takes
+//! them (`-t 1`, `-t1`, `--tree 1`, `--tree=1`, `-v4`, `-vvv`); an option ckpt does not
+//! know is refused by name, never skipped.
+
+use crate::error::{invalid, unsupported, CriuError};
+use crate::notify::Listener;
+use crate::run::{Dump, Restore};
+use crate::{log, opts, run};
+use std::path::{Path, PathBuf};
+
+/// Everything the command line said, before it is checked against the command.
+#[derive(Default)]
+struct Parsed {
+    pid: Option<i32>,
+    images: Option<PathBuf>,
+    work: Option<PathBuf>,
+    log_file: Option<String>,
+    verbosity: Option<i32>,
+    leave_running: bool,
+    tcp_established: bool,
+    root: Option<String>,
+    pidfile: Option<String>,
+    detach: bool,
+    sibling: bool,
+    ext_mnt: Vec<(String, String)>,
+    scripts: Vec<String>,
+    freeze_cgroup: Option<String>,
+    inherit_fds: Vec<(i32, String)>,
+    prev_images_dir: Option<String>,
+    track_mem: bool,
+    cg_roots: Vec<String>,
+}
+
+/// Options that take a value: (long name, short letter).
+const WITH_VALUE: &[(&str, Option<char>)] = &[
+    ("tree", Some('t')),
+    ("images-dir", Some('D')),
+    ("work-dir", Some('W')),
+    ("log-file", Some('o')),
+    ("root", None),
+    ("pidfile", None),
+    ("ext-mount-map", Some('M')),
+    ("action-script", None),
+    ("enable-fs", None),
+    ("freeze-cgroup", None),
+    ("inherit-fd", None),
+    ("prev-images-dir", None),
+    ("cgroup-root", None),
+];
+
+/// Options that take none: (long name, short letter).
+const FLAGS: &[(&str, Option<char>)] = &[
+    ("leave-running", Some('R')),
+    ("tcp-established", None),
+    ("file-locks", Some('l')),
+    ("link-remap", None),
+    ("shell-job", Some('j')),
+    ("restore-detached", Some('d')),
+    ("restore-sibling", None),
+    ("enable-external-masters", None),
+    ("enable-external-sharing", None),
+    ("evasive-devices", None),
+    ("ext-unix-sk", Some('x')),
+    ("track-mem", None),
+    ("manage-cgroups", None),
+];
+
+pub fn main(args: &[String]) -> i32 {
+    let Some(cmd) = args.first() else {
+        eprintln!("criu: usage: criu dump|pre-dump|restore|check|swrk [options] (ckpt as CRIU)");
+        return 1;
+    };
+    match cmd.as_str() {
+        "--version" | "-V" => {
+            print!("{}", crate::VERSION_TEXT);
+            0
+        }
+        "swrk" => match args.get(1) {
+            Some(fd) if args.len() == 2 => crate::swrk::serve(fd),
+            _ => {
+                eprintln!("criu: usage: criu swrk FD");
+                1
+            }
+        },
+        "check" => check(&args[1..]),
+        "dump" | "pre-dump" | "restore" => match parse(&args[1..]) {
+            Ok(p) => act(cmd, p),
+            Err(e) => {
+                eprintln!("criu: {e}");
+                1
+            }
+        },
+        other => {
+            eprintln!("criu: command {other:?} is not supported by ckpt (dump, pre-dump, restore, check, swrk, --version)");
+            1
+        }
+    }
+}
+
+/// `criu check`: "Looks good." when ckpt can dump and restore here, as CRIU says it.
+fn check(args: &[String]) -> i32 {
+    if let Some(a) = args
+        .iter()
+        .find(|a| !matches!(a.as_str(), "--all" | "--extra"))
+    {
+        eprintln!("criu: check: option {a} is not supported by ckpt (--all, --extra)");
+        return 1;
+    }
+    let features = ckpt_sys::probe::probe_all();
+    if ckpt_sys::probe::unusable(&features) {
+        for f in features
+            .iter()
+            .filter(|f| f.required && f.status == ckpt_sys::probe::Status::Missing)
+        {
+            eprintln!("Error (ckpt): {}: {} ({})", f.name, f.detail, f.meaning);
+        }
+        1
+    } else {
+        println!("Looks good.");
+        0
+    }
+}
+
+fn parse(args: &[String]) -> Result<Parsed, CriuError> {
+    let mut p = Parsed::default();
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        i += 1;
+        // -v, -vvv, -v4, --verbosity=N
+        if let Some(v) = a.strip_prefix("-v").filter(|_| !a.starts_with("--")) {
+            let level = if v.chars().all(|c| c == 'v') {
+                2 + 1 + v.len() as i32
+            } else {
+                v.parse()
+                    .map_err(|_| invalid(format!("-v{v}: expected a level 0-4")))?
+            };
+            p.verbosity = Some(level);
+            continue;
+        }
+        let (name, inline) = if let Some(long) = a.strip_prefix("--") {
+            match long.split_once('=') {
+                Some((n, v)) => (n.to_string(), Some(v.to_string())),
+                None => (long.to_string(), None),
+            }
+        } else if let Some(short) = a.strip_prefix('-').and_then(|s| s.chars().next()) {
+            let known = WITH_VALUE
+                .iter()
+                .chain(FLAGS)
+                .find(|(_, s)| *s == Some(short));
+            let Some((long, _)) = known else {
+                return Err(unsupported(format!("option {a} is not supported by ckpt")));
+            };
+            let rest = &a[1 + short.len_utf8()..];
+            (
+                long.to_string(),
+                (!rest.is_empty()).then(|| rest.to_string()),
+            )
+        } else {
+            return Err(invalid(format!("unexpected argument {a:?}")));
+        };
+        if name == "verbosity" {
+            let v = inline.ok_or_else(|| invalid("--verbosity needs =N"))?;
+            p.verbosity = Some(v.parse().map_err(|_| invalid(format!("--verbosity={v}")))?);
+            continue;
+        }
+        if name == "manage-cgroups" {
+            // --manage-cgroups[=MODE]: the tree is restored into ckpt's own cgroups.
+            let mode = inline.as_deref().unwrap_or("soft");
+            if !matches!(mode, "soft" | "ignore" | "none") {
+                return Err(unsupported(format!(
+                    "--manage-cgroups={mode}: ckpt records no cgroup properties (the tree is \
+                     restored into the cgroups ckpt runs in; soft, ignore or none)"
+                )));
+            }
+            continue;
+        }
+        if WITH_VALUE.iter().any(|(l, _)| *l == name) {
+            let value = match inline {
+                Some(v) => v,
+                None => {
+                    let v = args
+                        .get(i)
+                        .ok_or_else(|| invalid(format!("option --{name} needs a value")))?;
+                    i += 1;
+                    v.clone()
+                }
+            };
+            set_value(&mut p, &name, value)?;
+        } else if FLAGS.iter().any(|(l, _)| *l == name) {
+            if inline.is_some() {
+                return Err(invalid(format!("option --{name} takes no value")));
+            }
+            match name.as_str() {
+                "leave-running" => p.leave_running = true,
+                "tcp-established" => p.tcp_established = true,
+                "restore-detached" => p.detach = true,
+                "restore-sibling" => p.sibling = true,
+                "track-mem" => p.track_mem = true,
+                // Accepted: ckpt takes file locks and deleted files along always, lets a
+                // shell job's session go, reopens devices by path, and refuses an external
+                // unix socket or a mount sharing peers outside the tree whatever is said.
+                _ => {}
+            }
+        } else {
+            return Err(unsupported(format!(
+                "option --{name} is not supported by ckpt"
+            )));
+        }
+    }
+    Ok(p)
+}
+
+fn set_value(p: &mut Parsed, name: &str, v: String) -> Result<(), CriuError> {
+    match name {
+        "tree" => {
+            p.pid = Some(
+                v.parse()
+                    .map_err(|_| invalid(format!("--tree {v}: not a pid")))?,
+            )
+        }
+        "images-dir" => p.images = Some(v.into()),
+        "work-dir" => p.work = Some(v.into()),
+        "log-file" => p.log_file = Some(v),
+        "root" => p.root = Some(v),
+        "pidfile" => p.pidfile = Some(v),
+        "ext-mount-map" => {
+            if v == "auto" {
+                return Err(unsupported("--ext-mount-map auto is not supported by ckpt"));
+            }
+            let (k, val) = v
+                .split_once(':')
+                .ok_or_else(|| invalid(format!("--ext-mount-map {v}: expected KEY:VAL")))?;
+            p.ext_mnt.push((k.into(), val.into()));
+        }
+        "action-script" => p.scripts.push(v),
+        // Which filesystems CRIU may dump: ckpt refuses a mount it cannot restore, named.
+        "enable-fs" => {}
+        "freeze-cgroup" => p.freeze_cgroup = Some(v),
+        "inherit-fd" => {
+            let bad = || invalid(format!("--inherit-fd {v}: expected fd[N]:KEY"));
+            let rest = v.strip_prefix("fd[").ok_or_else(bad)?;
+            let (n, key) = rest.split_once("]:").ok_or_else(bad)?;
+            p.inherit_fds
+                .push((n.parse().map_err(|_| bad())?, key.to_string()));
+        }
+        "prev-images-dir" => p.prev_images_dir = Some(v),
+        "cgroup-root" => p.cg_roots.push(v),
+        _ => unreachable!("every option WITH_VALUE is handled"),
+    }
+    Ok(())
+}
+
+/// A path CRIU takes relative to the work directory.
+fn in_work(work: &Path, name: &str) -> PathBuf {
+    work.join(name)
+}
+
+fn act(cmd: &str, p: Parsed) -> i32 {
+    let images = p.images.clone().unwrap_or_else(|| PathBuf::from("."));
+    let work = p.work.clone().unwrap_or_else(|| images.clone());
+    let log_path = p.log_file.as_deref().map(|f| in_work(&work, f));
+    if let Err(e) = log::init(log_path.as_deref(), p.verbosity.unwrap_or(2), false) {
+        eprintln!("criu: {e}");
+        return 1;
+    }
+    if !p.scripts.is_empty() {
+        Listener::Scripts(p.scripts.clone()).install();
+    }
+    match act_inner(cmd, p, images, &work) {
+        Ok(code) => code,
+        Err(e) => {
+            let msg = format!("{cmd}: {e}");
+            log::error_line(log_path.as_deref(), &msg);
+            if log_path.is_none() {
+                eprintln!("Error (ckpt): {msg}");
+            }
+            1
+        }
+    }
+}
+
+fn act_inner(cmd: &str, p: Parsed, images: PathBuf, work: &Path) -> Result<i32, CriuError> {
+    if let Some(r) = p.cg_roots.first() {
+        let (ctrl, path) = r.split_once(':').unwrap_or(("", r.as_str()));
+        if !opts::own_cgroup_cli(ctrl, path) {
+            return Err(unsupported(format!(
+                "--cgroup-root {r}: ckpt restores into the cgroups it runs in, which are others"
+            )));
+        }
+    }
+    if cmd == "restore" {
+        let dump_only = [
+            (p.pid.is_some(), "--tree"),
+            (p.leave_running, "--leave-running"),
+            (p.freeze_cgroup.is_some(), "--freeze-cgroup"),
+            (p.prev_images_dir.is_some(), "--prev-images-dir"),
+            (p.track_mem, "--track-mem"),
+        ];
+        if let Some((_, n)) = dump_only.iter().find(|(s, _)| *s) {
+            return Err(invalid(format!("{n} is a dump option")));
+        }
+        let r = Restore {
+            images,
+            inherit_fds: p.inherit_fds,
+            pidfile: p.pidfile.as_deref().map(|f| in_work(work, f)),
+            detach: p.detach,
+            root: p.root,
+            sibling: p.sibling,
+            ext_mnt: p.ext_mnt,
+        };
+        return Ok(match run::restore(&r)? {
+            ckpt_restore::Outcome::Detached(_) => 0,
+            ckpt_restore::Outcome::Exited(code) => code,
+            ckpt_restore::Outcome::Killed(sig) => 128 + sig,
+        });
+    }
+    let restore_only = [
+        (p.detach, "--restore-detached"),
+        (p.sibling, "--restore-sibling"),
+        (!p.inherit_fds.is_empty(), "--inherit-fd"),
+        (p.pidfile.is_some(), "--pidfile"),
+    ];
+    if let Some((_, n)) = restore_only.iter().find(|(s, _)| *s) {
+        return Err(invalid(format!("{n} is a restore option")));
+    }
+    let pid = p.pid.ok_or_else(|| invalid("-t/--tree PID is required"))?;
+    if let Some(root) = p.root.as_deref() {
+        opts::same_root(pid, root)?;
+    }
+    let d = Dump {
+        pid,
+        images,
+        leave_running: p.leave_running,
+        tcp_established: p.tcp_established,
+        freeze_cgroup: opts::freeze_cgroup(p.freeze_cgroup.as_deref()),
+        pre_dump: cmd == "pre-dump",
+        prev_images_dir: p.prev_images_dir,
+        track_mem: p.track_mem,
+        ext_mnt: p.ext_mnt,
+    };
+    run::dump(&d)?;
+    Ok(0)
+}

@@ -1,0 +1,80 @@
+//! CRIU's notifications, fed from the hooks of ckpt's dump and restore: over the RPC
+//! socket (a NOTIFY response, answered by a NOTIFY request with notify_success) when the
+//! client set notify_scripts, or by running each --action-script of the command line with
+//! CRTOOLS_SCRIPT_ACTION (and CRTOOLS_INIT_PID) set, as CRIU does.
+
+use crate::rpc::{CriuNotify, CriuReq, CriuReqType, CriuResp};
+use ckpt_sys::seqpacket::Endpoint;
+use prost::Message;
+use std::sync::Arc;
+
+/// Who hears of each stage.
+#[derive(Clone)]
+pub enum Listener {
+    Rpc(Arc<Endpoint>),
+    Scripts(Vec<String>),
+}
+
+impl Listener {
+    /// Tells the listener of `script` (with the root's pid for the stages that have one);
+    /// Err: the listener failed it.
+    pub fn notify(&self, script: &str, pid: i32) -> Result<(), String> {
+        tracing::info!(script, pid, "notify");
+        match self {
+            Listener::Rpc(ep) => rpc(ep, script, pid),
+            Listener::Scripts(paths) => {
+                for p in paths {
+                    let mut cmd = std::process::Command::new(p);
+                    cmd.env("CRTOOLS_SCRIPT_ACTION", script);
+                    if pid > 0 {
+                        cmd.env("CRTOOLS_INIT_PID", pid.to_string());
+                    }
+                    let status = cmd
+                        .status()
+                        .map_err(|e| format!("action script {p}: {e}"))?;
+                    if !status.success() {
+                        return Err(format!("action script {p} {script}: {status}"));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Installs this listener as the dump's and the restore's hook.
+    pub fn install(self) {
+        let d = self.clone();
+        ckpt_dump::hooks::install(Box::new(move |s| d.notify(s.script(), 0)));
+        ckpt_restore::hooks::install(Box::new(move |s| self.notify(s.script(), s.pid())));
+    }
+}
+
+fn rpc(ep: &Endpoint, script: &str, pid: i32) -> Result<(), String> {
+    let resp = CriuResp {
+        r#type: CriuReqType::Notify as i32,
+        success: true,
+        notify: Some(CriuNotify {
+            script: Some(script.into()),
+            pid: Some(pid),
+        }),
+        ..Default::default()
+    };
+    ep.send(&resp.encode_to_vec(), &[])
+        .map_err(|e| e.to_string())?;
+    let answer = ep
+        .recv()
+        .map_err(|e| e.to_string())?
+        .ok_or("the client closed the socket instead of answering")?;
+    let req = CriuReq::decode(answer.as_slice())
+        .map_err(|e| format!("the client's answer does not decode: {e}"))?;
+    if req.r#type != CriuReqType::Notify as i32 {
+        return Err(format!(
+            "the client answered with a {:?} request",
+            CriuReqType::try_from(req.r#type).map_or("unknown", |t| t.as_str_name())
+        ));
+    }
+    if req.notify_success != Some(true) {
+        return Err("the client reported a failure".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! The dump and the restore a CRIU request (command line or RPC) comes down to, in ckpt's
+//! own terms.
+
+use crate::error::{invalid, unsupported, CriuError};
+use std::path::{Path, PathBuf};
+use tracing::info;
+
+/// ckpt's own image inside a CRIU images directory. That directory also holds what the
+/// caller put there (runc's descriptors.json, the log file, podman's files) which ckpt's
+/// dump, replacing its image directory whole, must not touch; and CRIU-format records the
+/// tools around CRIU read may sit beside it under CRIU's names.
+pub const SUBDIR: &str = "ckpt";
+
+/// `prev` (CRIU's parent image, relative to the images directory unless absolute) as
+/// ckpt's previous image, relative to ckpt's own subdirectory.
+fn prev_in_subdir(prev: &str) -> String {
+    if prev.starts_with('/') {
+        format!("{prev}/{SUBDIR}")
+    } else {
+        format!("../{prev}/{SUBDIR}")
+    }
+}
+
+/// A dump (or pre-dump) as ckpt runs it.
+#[derive(Debug, Default)]
+pub struct Dump {
+    pub pid: i32,
+    pub images: PathBuf,
+    pub leave_running: bool,
+    pub tcp_established: bool,
+    /// A cgroup v2 to freeze during the seize (a v1 freezer is not used: see opts.rs).
+    pub freeze_cgroup: Option<PathBuf>,
+    pub pre_dump: bool,
+    /// The previous image of a chain, relative to `images` unless absolute.
+    pub prev_images_dir: Option<String>,
+    pub track_mem: bool,
+    /// External mounts (mount point in the tree: name), CRIU's --ext-mount-map / ext_mnt.
+    pub ext_mnt: Vec<(String, String)>,
+}
+
+/// A restore as ckpt runs it.
+#[derive(Debug, Default)]
+pub struct Restore {
+    pub images: PathBuf,
+    /// ckpt's fd N stands for the image's external object KEY.
+    pub inherit_fds: Vec<(i32, String)>,
+    pub pidfile: Option<PathBuf>,
+    pub detach: bool,
+    /// The root directory to restore into (CRIU's --root); None: the one dumped.
+    pub root: Option<String>,
+    /// The restored root a child of ckpt's parent (CRIU's --restore-sibling, rst_sibling).
+    pub sibling: bool,
+    pub ext_mnt: Vec<(String, String)>,
+}
+
+pub fn dump(d: &Dump) -> Result<(), CriuError> {
+    for (key, val) in &d.ext_mnt {
+        // A mount of the tree is refused by the dump unless ckpt records it; a key that is
+        // no mount of the tree is ignored, as CRIU does (runc names every device node).
+        info!(key, val, "external mount named");
+    }
+    let opts = ckpt_dump::DumpOptions {
+        pid: d.pid,
+        dir: d.images.join(SUBDIR),
+        leave_running: d.leave_running || d.pre_dump || d.track_mem,
+        compress: None,
+        sync: false,
+        allow_unknown_state: Vec::new(),
+        freeze_cgroup: d.freeze_cgroup.clone(),
+        pre_dump: d.pre_dump,
+        prev_images_dir: d.prev_images_dir.as_deref().map(prev_in_subdir),
+        track_mem: d.track_mem && !d.pre_dump && d.prev_images_dir.is_none(),
+        tcp_established: d.tcp_established,
+    };
+    ckpt_dump::dump(&opts)?;
+    Ok(())
+}
+
+/// The restored root's pid once it runs (detached), or how the tree ended (foreground).
+pub fn restore(r: &Restore) -> Result<ckpt_restore::Outcome, CriuError> {
+    let dir = r.images.join(SUBDIR);
+    if !dir.is_dir() {
+        return Err(invalid(format!(
+            "{}: no {SUBDIR}/ directory, so no image ckpt dumped as CRIU",
+            r.images.display()
+        )));
+    }
+    let ext_mount_map = mount_map(&dir, r)?;
+    let opts = ckpt_restore::RestoreOptions {
+        dir,
+        // A sibling is its parent's to wait for: ckpt returns once it runs, as CRIU does.
+        detach: r.detach || r.sibling,
+        pidfile: r.pidfile.clone(),
+        lazy: false,
+        verify: true,
+        inherit_fds: r.inherit_fds.clone(),
+        new_pidns: false,
+        ext_mount_map,
+        sibling: r.sibling,
+    };
+    Ok(ckpt_restore::restore(&opts)?)
+}
+
+/// ckpt's `--ext-mount-map` for a CRIU restore. A container's binds of host paths are
+/// named in ckpt's image by the host path they had; CRIU's callers name them by where
+/// they are mounted in the container (runc: mount point -> host path now) or by the name
+/// given at dump: either is mapped to ckpt's name. A key naming no external mount of the
+/// image is ignored, as CRIU does (runc names every device node). `root` (CRIU's --root,
+/// runc's bind of the rootfs) is where the container's `/` mount comes from.
+fn mount_map(dir: &Path, r: &Restore) -> Result<Vec<(String, String)>, CriuError> {
+    let image = ckpt_images::ImageDir::open_unverified(dir)?;
+    let external: Vec<(String, String)> = image
+        .inventory()
+        .container
+        .as_ref()
+        .map(|c| {
+            c.mounts
+                .iter()
+                .filter(|m| m.kind == ckpt_images::pb::MountKind::MountExternal as i32)
+                .map(|m| (m.mountpoint.clone(), m.external.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut map = Vec::new();
+    for (key, val) in &r.ext_mnt {
+        match external.iter().find(|(at, name)| at == key || name == key) {
+            Some((_, name)) => map.push((name.clone(), val.clone())),
+            None => info!(key, val, "external mount named: no such mount in the image"),
+        }
+    }
+    if let Some(root) = r.root.as_deref().filter(|&p| p != "/") {
+        let Some((_, name)) = external.iter().find(|(at, _)| at == "/") else {
+            return Err(unsupported(format!(
+                "root {root}: the image has no root mount of its own to restore from there"
+            )));
+        };
+        map.retain(|(n, _)| n != name);
+        map.push((name.clone(), root.to_string()));
+    }
+    Ok(map)
+}

@@ -1,0 +1,329 @@
+//! A container's mount namespace: its mountinfo against ckpt's. The mounts it shares with
+//! ckpt's (a copy made by `unshare --mount`, matched as (root, mount point, fs type,
+//! source)) are the restore's copy of ckpt's again; its /proc is mounted by the restore
+//! (`mount_proc_inside`); every other mount is recorded in `Container.mounts`:
+//! - a tmpfs (its root): a fresh one with the same options, its files in mounts.img;
+//! - sysfs, mqueue, cgroup2, devpts, another proc (their root): fresh ones;
+//! - a bind of something the host has (a mount of the same device that holds its root):
+//!   external, named by its host path, bound again at restore from that path or the one
+//!   `--ext-mount-map` gives;
+//!
+//! with their per-mount flags. Refused by name: a shared or slave mount (propagation is
+//! not restored yet: everything comes back private), a mount stacked over a tmpfs, a
+//! bind of a container's own tmpfs, a mount of anything else, a mount of ckpt's the
+//! container lacks.
+
+use crate::blockers::Blockers;
+use ckpt_images::{names, pb, ImageSink, Kind};
+use ckpt_sys::Pid;
+use std::collections::HashMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+/// One line of /proc/PID/mountinfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub dev: String,
+    pub root: String,
+    pub mountpoint: String,
+    pub opts: String,
+    pub optional: Vec<String>,
+    pub fstype: String,
+    pub source: String,
+    pub super_opts: String,
+}
+
+impl Line {
+    fn key(&self) -> (&str, &str, &str, &str) {
+        (&self.root, &self.mountpoint, &self.fstype, &self.source)
+    }
+
+    /// The same mount as `other` sees it from another (copied) mount namespace.
+    pub fn same_mount(&self, other: &Line) -> bool {
+        self.key() == other.key()
+    }
+}
+
+/// mountinfo escapes space, tab, newline and backslash as \ooo.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// /proc/PID/mountinfo, in its order.
+pub fn mountinfo(pid: Pid) -> Vec<Line> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let (a, b) = l.split_once(" - ")?;
+            let a: Vec<&str> = a.split_whitespace().collect();
+            let b: Vec<&str> = b.split_whitespace().collect();
+            Some(Line {
+                dev: a.get(2)?.to_string(),
+                root: unescape(a.get(3)?),
+                mountpoint: unescape(a.get(4)?),
+                opts: a.get(5)?.to_string(),
+                optional: a.iter().skip(6).map(|s| s.to_string()).collect(),
+                fstype: b.first()?.to_string(),
+                source: unescape(b.get(1)?),
+                super_opts: b.get(2).unwrap_or(&"").to_string(),
+            })
+        })
+        .collect()
+}
+
+/// MS_* flags of a mount's own options (mountinfo field 6).
+fn flags(opts: &str) -> u64 {
+    use libc::*;
+    let mut f = 0;
+    for o in opts.split(',') {
+        f |= match o {
+            "ro" => MS_RDONLY,
+            "nosuid" => MS_NOSUID,
+            "nodev" => MS_NODEV,
+            "noexec" => MS_NOEXEC,
+            "noatime" => MS_NOATIME,
+            "nodiratime" => MS_NODIRATIME,
+            "relatime" => MS_RELATIME,
+            "nosymfollow" => 256, // MS_NOSYMFOLLOW
+            _ => 0,
+        };
+    }
+    f
+}
+
+/// Superblock options as mount(2) data, without rw/ro (a per-mount matter here).
+fn data(super_opts: &str) -> String {
+    super_opts
+        .split(',')
+        .filter(|o| !o.is_empty() && *o != "rw" && *o != "ro")
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+const FRESH: [&str; 5] = ["sysfs", "mqueue", "cgroup2", "devpts", "proc"];
+
+/// The container's own mounts, recorded; what cannot be restored is pushed to `out`.
+pub fn record(root: Pid, out: &mut Blockers) -> Vec<pb::Mount> {
+    let host_all = mountinfo(nix::unistd::getpid());
+    let mut host = host_all.clone();
+    let mut extra = Vec::new();
+    for m in mountinfo(root) {
+        match host.iter().position(|h| h.key() == m.key()) {
+            Some(i) => {
+                host.remove(i);
+            }
+            None => extra.push(m),
+        }
+    }
+    for h in host {
+        out.push(
+            root,
+            format!(
+                "mount {} ({} {}) missing from its mount namespace",
+                h.mountpoint, h.fstype, h.source
+            ),
+            "a container without one of ckpt's mounts is not restored yet",
+        );
+    }
+    let mut own_proc = false;
+    let mut recorded: Vec<pb::Mount> = Vec::new();
+    let mut tmpfs_devs: Vec<(String, String)> = Vec::new();
+    for m in extra {
+        let what = format!("mount {} ({} {})", m.mountpoint, m.fstype, m.source);
+        if m.mountpoint == "/proc" && m.fstype == "proc" && !own_proc {
+            own_proc = true;
+            continue;
+        }
+        let mut refuse = |why: &str| out.push(root, format!("{what} in its mount namespace"), why);
+        if let Some(p) = m
+            .optional
+            .iter()
+            .find(|o| o.starts_with("shared:") || o.starts_with("master:"))
+        {
+            refuse(&format!(
+                "its propagation ({p}) is not restored yet (only private mounts)"
+            ));
+            continue;
+        }
+        if let Some((at, _)) = tmpfs_devs.iter().find(|(_, mp)| *mp == m.mountpoint) {
+            refuse(&format!("stacked over the tmpfs of {at}: not restored yet"));
+            continue;
+        }
+        let mut rec = pb::Mount {
+            mountpoint: m.mountpoint.clone(),
+            fstype: m.fstype.clone(),
+            source: m.source.clone(),
+            flags: flags(&m.opts),
+            options: data(&m.super_opts),
+            index: recorded.len() as u32,
+            ..Default::default()
+        };
+        if m.fstype == "tmpfs" && m.root == "/" {
+            if tmpfs_devs.iter().any(|(d, _)| *d == m.dev) {
+                refuse("a second mount of one tmpfs is not restored yet");
+                continue;
+            }
+            tmpfs_devs.push((m.dev.clone(), m.mountpoint.clone()));
+            rec.kind = pb::MountKind::MountTmpfs as i32;
+        } else if FRESH.contains(&m.fstype.as_str()) && m.root == "/" {
+            rec.kind = pb::MountKind::MountFresh as i32;
+        } else if tmpfs_devs.iter().any(|(d, _)| *d == m.dev) {
+            refuse("a bind of the container's own tmpfs is not restored yet");
+            continue;
+        } else {
+            match host_path(&host_all, &m) {
+                Some(p) => {
+                    rec.kind = pb::MountKind::MountExternal as i32;
+                    rec.external = p;
+                }
+                None => {
+                    refuse("neither a fresh mount ckpt makes nor a bind of a host path");
+                    continue;
+                }
+            }
+        }
+        recorded.push(rec);
+    }
+    if !own_proc {
+        out.push(
+            root,
+            "its mount namespace",
+            "no proc of its own on /proc: not restored yet",
+        );
+    }
+    recorded
+}
+
+/// Where the host has what `m` binds: a mount of ckpt's of the same device whose root
+/// holds `m`'s root; that mount's point plus the rest of the path.
+fn host_path(host: &[Line], m: &Line) -> Option<String> {
+    host.iter()
+        .filter(|h| h.dev == m.dev)
+        .filter_map(|h| {
+            let rest = if h.root == "/" {
+                m.root.as_str()
+            } else {
+                m.root.strip_prefix(h.root.as_str())?
+            };
+            if !(rest.is_empty() || rest.starts_with('/')) {
+                return None;
+            }
+            let base = h.mountpoint.trim_end_matches('/');
+            let p = format!("{base}{rest}");
+            Some(if p.is_empty() { "/".to_string() } else { p })
+        })
+        .find(|p| Path::new(p).exists())
+}
+
+/// Largest piece of a file in one record.
+const PIECE: usize = 4 << 20;
+
+/// Writes mounts.img: every file of the container's tmpfs mounts, read through
+/// /proc/ROOT/root (the tree is stopped). A directory another mount covers is listed as
+/// a directory (its own files are the other mount's).
+pub fn write_files(
+    root: Pid,
+    mounts: &[pb::Mount],
+    sink: &mut ImageSink,
+) -> Result<(), crate::DumpError> {
+    let tmpfs: Vec<&pb::Mount> = mounts
+        .iter()
+        .filter(|m| m.kind == pb::MountKind::MountTmpfs as i32)
+        .collect();
+    if tmpfs.is_empty() {
+        return Ok(());
+    }
+    let mut w = sink.records(names::MOUNTS, Kind::Mounts)?;
+    for m in tmpfs {
+        let top = format!("/proc/{root}/root{}", m.mountpoint);
+        let dev = std::fs::symlink_metadata(&top)
+            .map_err(|e| ckpt_sys::Error::io(&top, e))?
+            .dev();
+        let mut links: HashMap<u64, String> = HashMap::new();
+        let mut todo = vec![String::new()];
+        while let Some(rel) = todo.pop() {
+            let path = format!("{top}/{rel}");
+            let md = std::fs::symlink_metadata(&path).map_err(|e| ckpt_sys::Error::io(&path, e))?;
+            let mut f = pb::MountFile {
+                mount: m.index,
+                path: rel.clone(),
+                mode: md.mode(),
+                uid: md.uid(),
+                gid: md.gid(),
+                mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+                ..Default::default()
+            };
+            let ft = md.file_type();
+            if md.dev() != dev {
+                // Another mount's root: only the directory under it is this tmpfs's.
+                f.mode = libc::S_IFDIR | 0o755;
+                f.mtime_ns = 0;
+                w.write(&f)?;
+                continue;
+            }
+            if !ft.is_dir() && md.nlink() > 1 {
+                if let Some(first) = links.get(&md.ino()) {
+                    f.link_to = first.clone();
+                    w.write(&f)?;
+                    continue;
+                }
+                links.insert(md.ino(), rel.clone());
+            }
+            if ft.is_dir() {
+                w.write(&f)?;
+                let mut names: Vec<String> = std::fs::read_dir(&path)
+                    .map_err(|e| ckpt_sys::Error::io(&path, e))?
+                    .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+                    .collect();
+                names.sort_unstable_by(|a, b| b.cmp(a));
+                for n in names {
+                    todo.push(if rel.is_empty() {
+                        n
+                    } else {
+                        format!("{rel}/{n}")
+                    });
+                }
+            } else if ft.is_symlink() {
+                f.symlink = std::fs::read_link(&path)
+                    .map_err(|e| ckpt_sys::Error::io(&path, e))?
+                    .to_string_lossy()
+                    .into_owned();
+                w.write(&f)?;
+            } else if ft.is_file() {
+                let bytes = std::fs::read(&path).map_err(|e| ckpt_sys::Error::io(&path, e))?;
+                f.size = bytes.len() as u64;
+                if bytes.is_empty() {
+                    w.write(&f)?;
+                }
+                for (i, piece) in bytes.chunks(PIECE).enumerate() {
+                    f.offset = (i * PIECE) as u64;
+                    f.data = piece.to_vec();
+                    w.write(&f)?;
+                }
+            } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
+                f.rdev = md.rdev();
+                w.write(&f)?;
+            } else {
+                return Err(crate::refuse(format!(
+                    "{}/{rel} in the container's tmpfs: a socket file is not restored",
+                    m.mountpoint
+                )));
+            }
+        }
+    }
+    sink.commit_records(names::MOUNTS, w)?;
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! Live migration (`ckpt haul serve`, `ckpt migrate`): a process tree's images streamed
+//! to another host over an authenticated, encrypted link, restored there, and only then
+//! killed here.
+//!
+//! - `key`: the pre-shared key file both ends must hold;
+//! - `wire`: the link: a version hello in clear, a Noise handshake that proves the key
+//!   both ways, then length-prefixed encrypted frames with hard size limits and a stall
+//!   timeout on every read and write;
+//! - `msg`: what the frames carry (files of a round, round ends, the verdict);
+//! - `serve`: the destination: one directory per migration, named here, files checked
+//!   against their size and hash, the last round restored with `restore --new-pidns`;
+//! - `squeeze`: zstd on the wire, for the chunks where it pays;
+//! - `source`: the thread that dumps and holds the tree (ptrace answers only it);
+//! - `migrate`: the source's side of the protocol: rounds, verdict, kill or resume;
+//! - `report`: what a migration measured (`--json`).
+#![forbid(unsafe_code)]
+
+mod error;
+pub mod key;
+mod migrate;
+mod msg;
+pub mod report;
+mod serve;
+mod source;
+mod squeeze;
+mod wire;
+
+pub use error::HaulError;
+pub use migrate::{migrate, MigrateOptions};
+pub use report::{Report, Round};
+pub use serve::{serve, ServeOptions};

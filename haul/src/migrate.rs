@@ -1,0 +1,483 @@
+//! `ckpt migrate`: the source's side.
+//!
+//! Rounds are dumped into a staging directory on tmpfs (`/dev/shm`, mode 0700, removed
+//! at the end: the images never touch a disk here) and streamed file by file; a pre-copy
+//! round is a pre-dump (the tree runs on, its writes tracked), the final round a dump
+//! that leaves the tree stopped. The destination restores the last round (following the
+//! chain of the earlier ones) and answers with the copy's pid; only then is the tree
+//! killed here. Any failure before — the link, the peer, the key, a checksum, the
+//! destination's restore, SIGINT — lets the tree run on here as it was.
+
+use crate::error::{HaulError, R};
+use crate::msg::{self, Msg};
+use crate::report::{Report, Round};
+use crate::source::{Cmd, Reply, Source};
+use crate::squeeze::{Packed, Squeezer};
+use crate::wire::{Link, MAX_PLAIN};
+use ckpt_dump::DumpStats;
+use ckpt_images::units::ms;
+use std::hash::Hasher;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct MigrateOptions {
+    pub pid: i32,
+    /// HOST:PORT of `ckpt haul serve`.
+    pub to: String,
+    pub key_file: PathBuf,
+    /// Rounds of copying while the tree runs before the final, frozen one.
+    pub pre_copy: bool,
+    /// Pre-copy goes on until the rest is expected to fit this.
+    pub max_downtime_ms: u64,
+    /// How long the link may make no progress.
+    pub timeout: Duration,
+    /// Where the rounds are staged (default: a fresh directory in /dev/shm).
+    pub stage_dir: Option<PathBuf>,
+    pub tcp_established: bool,
+    /// zstd on the wire where it pays (`squeeze`).
+    pub zstd: bool,
+}
+
+/// Most pre-copy rounds before the final one.
+const MAX_PRE_ROUNDS: u16 = 8;
+/// A round that is not below this share of the one before does not converge.
+const SHRINK: f64 = 0.8;
+
+/// Migrates, reporting each round to `progress` (one line each).
+pub fn migrate(opts: &MigrateOptions, progress: &(dyn Fn(&str) + Sync)) -> R<Report> {
+    let psk = crate::key::load(&opts.key_file)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| HaulError::io("starting the runtime", e))?;
+    let stage = Stage::make(opts)?;
+    rt.block_on(run(opts, &psk, &stage.dir, progress))
+}
+
+/// The staging directory, removed whatever happens.
+struct Stage {
+    dir: PathBuf,
+    made: bool,
+}
+
+impl Stage {
+    fn make(opts: &MigrateOptions) -> R<Stage> {
+        use std::os::unix::fs::DirBuilderExt;
+        let (dir, made) = match &opts.stage_dir {
+            Some(d) => (d.clone(), false),
+            None => {
+                let stamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0);
+                (
+                    PathBuf::from(format!(
+                        "/dev/shm/ckpt-haul-{}-{}-{stamp}",
+                        std::process::id(),
+                        opts.pid
+                    )),
+                    true,
+                )
+            }
+        };
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(!made)
+            .create(&dir)
+            .map_err(|e| HaulError::io(format!("staging directory {}", dir.display()), e))?;
+        Ok(Stage { dir, made })
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        let rounds = std::fs::read_dir(&self.dir).into_iter().flatten().flatten();
+        for r in rounds {
+            if r.file_name().to_string_lossy().starts_with('r') {
+                let _ = std::fs::remove_dir_all(r.path());
+            }
+        }
+        if self.made {
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+    }
+}
+
+/// Runs `fut` unless SIGINT/SIGTERM/SIGHUP arrives first. Only for waits (a dump, an
+/// answer): a send is never cut in the middle of a frame (it checks by itself).
+async fn guarded<T>(fut: impl std::future::Future<Output = R<T>>) -> R<T> {
+    let abort = async {
+        loop {
+            if let Some(e) = crate::error::interrupted() {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::select! {
+        r = fut => r,
+        e = abort => Err(e),
+    }
+}
+
+/// Blocks at a test hold point (`CKPT_TEST_HOLD`) without stalling the runtime.
+pub(crate) fn hold(point: &str) {
+    tokio::task::block_in_place(|| ckpt_sys::testhold::hold(point, &|| false));
+}
+
+async fn run(
+    opts: &MigrateOptions,
+    psk: &[u8; 32],
+    stage: &Path,
+    progress: &(dyn Fn(&str) + Sync),
+) -> R<Report> {
+    let t0 = Instant::now();
+    let mut src = Source::start(opts.pid, opts.tcp_established);
+    let mut link = None;
+    let outcome = transfer(opts, psk, stage, &mut src, &mut link, progress).await;
+    match outcome {
+        Ok(mut report) => {
+            src.ask(Cmd::Kill);
+            let ended = ended(&mut src).await;
+            if let Some(l) = link.as_mut() {
+                let (k, b) = Msg::Commit.encode();
+                let _ = l.send_anyway(k, &b).await;
+            }
+            match ended {
+                Some(Reply::Ended(Ok(()))) => {}
+                Some(Reply::Ended(Err(e))) => {
+                    return Err(HaulError::Protocol(format!(
+                        "the copy runs at {} as pid {}, but killing pid {} here failed: {e}",
+                        opts.to, report.new_pid, opts.pid
+                    )))
+                }
+                _ => {
+                    return Err(HaulError::Protocol(format!(
+                        "the copy runs at {} as pid {}, but the source thread of pid {} is gone",
+                        opts.to, report.new_pid, opts.pid
+                    )))
+                }
+            }
+            report.total_ms = ms(t0);
+            Ok(report)
+        }
+        Err(e) => {
+            if let Some(l) = link.as_mut() {
+                let (k, b) = Msg::Abort(e.to_string()).encode();
+                let _ = tokio::time::timeout(Duration::from_secs(1), l.send_anyway(k, &b)).await;
+            }
+            src.ask(Cmd::Resume);
+            let resumed = match ended(&mut src).await {
+                Some(Reply::Ended(Err(r))) => format!("resuming the tree here failed too: {r}"),
+                _ => "the tree runs on here as it was".to_string(),
+            };
+            Err(HaulError::Protocol(format!("{e}; {resumed}")))
+        }
+    }
+}
+
+/// What was sent of one round.
+struct Sent {
+    bytes: u64,
+    /// What went over the link for the files' data (compressed where it paid).
+    wire_bytes: u64,
+    page_bytes: u64,
+    ms: f64,
+}
+
+impl Sent {
+    /// The round's report, told to `progress` as it ends.
+    fn round(
+        &self,
+        round: u16,
+        kind: &'static str,
+        dump_ms: f64,
+        began: Instant,
+        stats: &DumpStats,
+        progress: &(dyn Fn(&str) + Sync),
+    ) -> Round {
+        let r = Round {
+            round,
+            kind,
+            bytes: self.bytes,
+            wire_bytes: self.wire_bytes,
+            page_bytes: self.page_bytes,
+            dump_ms,
+            send_ms: self.ms,
+            ms: ms(began),
+            dirty_mb_s: None,
+            est_send_ms: None,
+        };
+        progress(&round_line(&r, stats));
+        r
+    }
+}
+
+async fn transfer(
+    opts: &MigrateOptions,
+    psk: &[u8; 32],
+    stage: &Path,
+    src: &mut Source,
+    link_slot: &mut Option<Link>,
+    progress: &(dyn Fn(&str) + Sync),
+) -> R<Report> {
+    let t0 = Instant::now();
+    let stream = guarded(async {
+        tokio::time::timeout(
+            opts.timeout,
+            tokio::net::TcpStream::connect(opts.to.as_str()),
+        )
+        .await
+        .map_err(|_| {
+            HaulError::Stalled(format!("connecting to {}", opts.to), opts.timeout.as_secs())
+        })?
+        .map_err(|e| HaulError::io(format!("connecting to {}", opts.to), e))
+    })
+    .await?;
+    let link = link_slot.insert(guarded(Link::connect(stream, psk, opts.timeout)).await?);
+    let mut squeeze = Squeezer::new(opts.zstd);
+    let mut rounds = Vec::new();
+    let mut wire_bytes = 0u64;
+    let mut sent_bytes = 0u64;
+    let mut sent_ms = 0f64;
+    let mut prev: Option<String> = None;
+    let mut round: u16 = 0;
+    let mut pre_copy_end = None;
+    let mut mode = "stop-and-copy";
+    if opts.pre_copy {
+        let mut last_pages: Option<u64> = None;
+        let mut last_round_ms: Option<f64> = None;
+        loop {
+            let t = Instant::now();
+            let dir = stage.join(format!("r{round}"));
+            src.ask(Cmd::PreDump {
+                dir: dir.clone(),
+                prev: prev.clone(),
+            });
+            let stats = match guarded(dumped(src)).await {
+                Ok(s) => s,
+                Err(e) if round == 0 => {
+                    tracing::warn!("pre-copy is not possible here ({e}): stop-and-copy");
+                    pre_copy_end = Some(format!("unavailable: {e}"));
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            let dump_ms = ms(t);
+            let sent = send_round(link, &mut squeeze, &dir, round, false).await?;
+            guarded(expect_ack(link, round)).await?;
+            mode = "pre-copy";
+            sent_bytes += sent.bytes;
+            wire_bytes += sent.wire_bytes;
+            sent_ms += sent.ms;
+            rounds.push(sent.round(round, "pre-copy", dump_ms, t, &stats, progress));
+            prev = Some(format!("../r{round}"));
+            round += 1;
+            // What the link carries per ms, and how much of the budget it may use (the
+            // freeze and the restore take the rest).
+            let per_ms = sent_bytes as f64 / sent_ms.max(0.1);
+            let budget = per_ms * opts.max_downtime_ms as f64 / 2.0;
+            if let Some(r) = rounds.last_mut() {
+                // This round copied what the tree wrote during the one before.
+                if let Some(before) = last_round_ms {
+                    r.dirty_mb_s = Some(sent.page_bytes as f64 / 1e3 / before);
+                }
+                r.est_send_ms = Some(sent.page_bytes as f64 / per_ms);
+                progress(&format!(
+                    "  dirty rate {} MB/s, sending the same again would take {:.0} ms (budget {} ms)",
+                    r.dirty_mb_s.map_or("-".into(), |d| format!("{d:.0}")),
+                    sent.page_bytes as f64 / per_ms,
+                    opts.max_downtime_ms
+                ));
+                last_round_ms = Some(r.ms);
+            }
+            if round > 1 && (sent.page_bytes as f64) <= budget {
+                pre_copy_end = Some(format!(
+                    "converged: the last round's {} KiB fit the budget",
+                    sent.page_bytes >> 10
+                ));
+                break;
+            }
+            if let Some(l) = last_pages.filter(|&l| sent.page_bytes as f64 > l as f64 * SHRINK) {
+                pre_copy_end = Some(format!(
+                    "not converging: {} KiB after {} KiB; the tree writes faster than the link copies",
+                    sent.page_bytes >> 10,
+                    l >> 10
+                ));
+                break;
+            }
+            if round >= MAX_PRE_ROUNDS {
+                pre_copy_end = Some(format!("{MAX_PRE_ROUNDS} rounds"));
+                break;
+            }
+            last_pages = Some(sent.page_bytes);
+        }
+        if let Some(end) = &pre_copy_end {
+            tracing::info!("pre-copy rounds end: {end}");
+        }
+    }
+
+    // The final round: the tree stops here and stays stopped until the verdict.
+    let t = Instant::now();
+    let dir = stage.join(format!("r{round}"));
+    src.ask(Cmd::Final {
+        dir: dir.clone(),
+        prev,
+    });
+    let stats = guarded(dumped(src)).await?;
+    let dump_ms = ms(t);
+    // From the seize: the dump's time before it is not downtime.
+    let frozen_from = t + Duration::from_secs_f64(((dump_ms - stats.frozen_ms).max(0.0)) / 1e3);
+    hold("haul-dumped");
+    let sent = send_round(link, &mut squeeze, &dir, round, true).await?;
+    sent_bytes += sent.bytes;
+    wire_bytes += sent.wire_bytes;
+    sent_ms += sent.ms;
+    let verdict_wait = (opts.timeout * 4).max(Duration::from_secs(120));
+    let verdict = guarded(async {
+        let (k, body) = link.recv_within(verdict_wait).await?;
+        Msg::decode(k, body)
+    })
+    .await?;
+    let (new_pid, restore_ms) = match verdict {
+        Msg::Running { pid, restore_ms } => (pid, restore_ms),
+        Msg::Failed(why) => return Err(HaulError::Destination(why)),
+        other => {
+            return Err(HaulError::Protocol(format!(
+                "the destination answered {other:?} instead of a verdict"
+            )))
+        }
+    };
+    let downtime_ms = ms(frozen_from);
+    rounds.push(sent.round(round, "final", dump_ms, t, &stats, progress));
+    Ok(Report {
+        pid: opts.pid,
+        to: opts.to.clone(),
+        mode,
+        total_ms: ms(t0),
+        downtime_ms,
+        restore_ms: restore_ms as f64,
+        bytes: sent_bytes,
+        wire_bytes,
+        send_mb_s: (sent_bytes as f64 / 1e6) / (sent_ms.max(0.001) / 1e3),
+        new_pid,
+        rounds,
+        pre_copy_end,
+    })
+}
+
+fn round_line(r: &Round, stats: &DumpStats) -> String {
+    format!(
+        "round {} ({}): {:.1} MiB ({:.1} MiB of pages) dumped in {:.0} ms (frozen {:.0} ms), sent in {:.0} ms",
+        r.round,
+        r.kind,
+        r.bytes as f64 / (1 << 20) as f64,
+        r.page_bytes as f64 / (1 << 20) as f64,
+        r.dump_ms,
+        stats.frozen_ms,
+        r.send_ms
+    )
+}
+
+/// The source thread's answer to the kill or the resume (a dump that an interruption
+/// overtook answers first: skipped).
+async fn ended(src: &mut Source) -> Option<Reply> {
+    loop {
+        match src.reply().await {
+            Some(Reply::Dumped(_)) => continue,
+            other => return other,
+        }
+    }
+}
+
+async fn dumped(src: &mut Source) -> R<DumpStats> {
+    match src.reply().await {
+        Some(Reply::Dumped(r)) => Ok(r?),
+        _ => Err(HaulError::Protocol("the source thread went away".into())),
+    }
+}
+
+async fn expect_ack(link: &mut Link, round: u16) -> R<()> {
+    let (k, body) = link.recv().await?;
+    match Msg::decode(k, body)? {
+        Msg::Ack { round: r } if r == round => Ok(()),
+        Msg::Failed(why) => Err(HaulError::Destination(why)),
+        other => Err(HaulError::Protocol(format!(
+            "the destination answered {other:?} to round {round}"
+        ))),
+    }
+}
+
+/// Streams the files of the image in `dir` (those its inventory lists, then the
+/// inventory), each with the xxh3 of its bytes, then the round's end.
+async fn send_round(
+    link: &mut Link,
+    squeeze: &mut Squeezer,
+    dir: &Path,
+    round: u16,
+    last: bool,
+) -> R<Sent> {
+    let t = Instant::now();
+    let mut names: Vec<String> = {
+        let d = ckpt_images::ImageDir::open_unverified(dir)?;
+        d.inventory().files.iter().map(|f| f.name.clone()).collect()
+    };
+    names.push(ckpt_images::names::INVENTORY.to_string());
+    let mut bytes = 0;
+    let mut wire_bytes = 0;
+    let mut page_bytes = 0;
+    let mut buf = vec![0u8; MAX_PLAIN - 1];
+    let mut first = true;
+    for name in names {
+        let path = dir.join(&name);
+        let mut f = std::fs::File::open(&path)
+            .map_err(|e| HaulError::io(format!("{}", path.display()), e))?;
+        let size = f
+            .metadata()
+            .map_err(|e| HaulError::io(format!("{}", path.display()), e))?
+            .len();
+        let (k, b) = Msg::FileBegin {
+            round,
+            name: name.clone(),
+            size,
+        }
+        .encode();
+        link.send(k, &b).await?;
+        let mut h = twox_hash::XxHash3_64::new();
+        let mut left = size;
+        while left > 0 {
+            let want = (left as usize).min(buf.len());
+            f.read_exact(&mut buf[..want])
+                .map_err(|e| HaulError::io(format!("{}", path.display()), e))?;
+            h.write(&buf[..want]);
+            let (kind, data) = match squeeze.pack(&buf[..want]) {
+                Packed::Raw(d) => (msg::DATA, d),
+                Packed::Zstd(d) => (msg::DATA_ZSTD, d),
+            };
+            wire_bytes += data.len() as u64;
+            link.send(kind, data).await?;
+            left -= want as u64;
+            if first && last {
+                first = false;
+                hold("haul-sending");
+            }
+        }
+        let (k, b) = Msg::FileEnd { xxh3: h.finish() }.encode();
+        link.send(k, &b).await?;
+        bytes += size;
+        if ckpt_images::Kind::for_name(&name) == Some(ckpt_images::Kind::Pages) {
+            page_bytes += size;
+        }
+    }
+    let (k, b) = Msg::RoundEnd { round, last }.encode();
+    link.send(k, &b).await?;
+    Ok(Sent {
+        bytes,
+        wire_bytes,
+        page_bytes,
+        ms: ms(t),
+    })
+}

@@ -1,0 +1,249 @@
+//! What the frames carry. Source to destination: the files of a round (begin with name
+//! and size, data, end with the xxh3 of the bytes), the end of a round, then the commit
+//! (the source tree is killed) or an abort. Destination to source: a round received, the
+//! copy running (its pid), or a failure (one line).
+//!
+//! Every field is bounded on decoding: a name is at most `MAX_NAME` plain characters, a
+//! round number below `MAX_ROUNDS`, a message whatever a frame holds.
+
+use crate::error::{HaulError, R};
+
+pub const FILE_BEGIN: u8 = 0x10;
+pub const DATA: u8 = 0x11;
+pub const FILE_END: u8 = 0x12;
+/// A data chunk compressed with zstd (`squeeze`).
+pub const DATA_ZSTD: u8 = 0x13;
+pub const ROUND_END: u8 = 0x20;
+pub const COMMIT: u8 = 0x30;
+pub const ABORT: u8 = 0x31;
+pub const ACK: u8 = 0x80;
+pub const RUNNING: u8 = 0x81;
+pub const FAILED: u8 = 0x82;
+
+pub const MAX_NAME: usize = 64;
+/// Rounds of one migration (pre-copy rounds and the final one).
+pub const MAX_ROUNDS: u16 = 16;
+
+/// A decoded message (data frames are handled without copying, see `serve`).
+#[derive(Debug, PartialEq)]
+pub enum Msg {
+    FileBegin { round: u16, name: String, size: u64 },
+    FileEnd { xxh3: u64 },
+    RoundEnd { round: u16, last: bool },
+    Commit,
+    Abort(String),
+    Ack { round: u16 },
+    Running { pid: i32, restore_ms: u32 },
+    Failed(String),
+}
+
+fn garbage(what: &str) -> HaulError {
+    HaulError::Protocol(format!("a malformed {what} message: garbage"))
+}
+
+struct Take<'a>(&'a [u8], &'static str);
+
+impl<'a> Take<'a> {
+    fn bytes(&mut self, n: usize) -> R<&'a [u8]> {
+        if self.0.len() < n {
+            return Err(garbage(self.1));
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn u16(&mut self) -> R<u16> {
+        Ok(u16::from_be_bytes(self.bytes(2)?.try_into().expect("2")))
+    }
+    fn u32(&mut self) -> R<u32> {
+        Ok(u32::from_be_bytes(self.bytes(4)?.try_into().expect("4")))
+    }
+    fn u64(&mut self) -> R<u64> {
+        Ok(u64::from_be_bytes(self.bytes(8)?.try_into().expect("8")))
+    }
+    fn text(&mut self, max: usize) -> R<String> {
+        let n = self.u16()? as usize;
+        if n > max {
+            return Err(garbage(self.1));
+        }
+        let b = self.bytes(n)?;
+        // Shown in logs: printable ASCII only.
+        Ok(b.iter()
+            .map(|&c| {
+                if (0x20..0x7f).contains(&c) {
+                    c as char
+                } else {
+                    '?'
+                }
+            })
+            .collect())
+    }
+    fn done<T>(self, v: T) -> R<T> {
+        if self.0.is_empty() {
+            Ok(v)
+        } else {
+            Err(garbage(self.1))
+        }
+    }
+}
+
+/// A plain image file name: what a round's file may be called (never a path).
+pub fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-' || c == b'_')
+}
+
+impl Msg {
+    pub fn encode(&self) -> (u8, Vec<u8>) {
+        let mut b = Vec::new();
+        let text = |b: &mut Vec<u8>, s: &str| {
+            let s = &s.as_bytes()[..s.len().min(1024)];
+            b.extend_from_slice(&(s.len() as u16).to_be_bytes());
+            b.extend_from_slice(s);
+        };
+        let kind = match self {
+            Msg::FileBegin { round, name, size } => {
+                b.extend_from_slice(&round.to_be_bytes());
+                b.extend_from_slice(&size.to_be_bytes());
+                text(&mut b, name);
+                FILE_BEGIN
+            }
+            Msg::FileEnd { xxh3 } => {
+                b.extend_from_slice(&xxh3.to_be_bytes());
+                FILE_END
+            }
+            Msg::RoundEnd { round, last } => {
+                b.extend_from_slice(&round.to_be_bytes());
+                b.push(*last as u8);
+                ROUND_END
+            }
+            Msg::Commit => COMMIT,
+            Msg::Abort(why) => {
+                text(&mut b, why);
+                ABORT
+            }
+            Msg::Ack { round } => {
+                b.extend_from_slice(&round.to_be_bytes());
+                ACK
+            }
+            Msg::Running { pid, restore_ms } => {
+                b.extend_from_slice(&pid.to_be_bytes());
+                b.extend_from_slice(&restore_ms.to_be_bytes());
+                RUNNING
+            }
+            Msg::Failed(why) => {
+                text(&mut b, why);
+                FAILED
+            }
+        };
+        (kind, b)
+    }
+
+    pub fn decode(kind: u8, body: &[u8]) -> R<Msg> {
+        match kind {
+            FILE_BEGIN => {
+                let mut t = Take(body, "file");
+                let round = t.u16()?;
+                let size = t.u64()?;
+                let name = t.text(MAX_NAME)?;
+                if round >= MAX_ROUNDS || !plain_name(&name) {
+                    return Err(garbage("file"));
+                }
+                t.done(Msg::FileBegin { round, name, size })
+            }
+            FILE_END => {
+                let mut t = Take(body, "file end");
+                let xxh3 = t.u64()?;
+                t.done(Msg::FileEnd { xxh3 })
+            }
+            ROUND_END => {
+                let mut t = Take(body, "round end");
+                let round = t.u16()?;
+                let last = match t.bytes(1)?[0] {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(garbage("round end")),
+                };
+                t.done(Msg::RoundEnd { round, last })
+            }
+            COMMIT => Take(body, "commit").done(Msg::Commit),
+            ABORT => {
+                let mut t = Take(body, "abort");
+                let why = t.text(1024)?;
+                t.done(Msg::Abort(why))
+            }
+            ACK => {
+                let mut t = Take(body, "ack");
+                let round = t.u16()?;
+                t.done(Msg::Ack { round })
+            }
+            RUNNING => {
+                let mut t = Take(body, "running");
+                let pid = t.u32()? as i32;
+                let restore_ms = t.u32()?;
+                t.done(Msg::Running { pid, restore_ms })
+            }
+            FAILED => {
+                let mut t = Take(body, "failure");
+                let why = t.text(1024)?;
+                t.done(Msg::Failed(why))
+            }
+            k => Err(HaulError::Protocol(format!(
+                "a message of unknown kind {k:#x}: garbage"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_refusals() {
+        for m in [
+            Msg::FileBegin {
+                round: 2,
+                name: "pages-1.img".into(),
+                size: 1 << 30,
+            },
+            Msg::FileEnd { xxh3: 7 },
+            Msg::RoundEnd {
+                round: 3,
+                last: true,
+            },
+            Msg::Commit,
+            Msg::Abort("why".into()),
+            Msg::Ack { round: 1 },
+            Msg::Running {
+                pid: 42,
+                restore_ms: 9,
+            },
+            Msg::Failed("no".into()),
+        ] {
+            let (k, b) = m.encode();
+            assert_eq!(Msg::decode(k, &b).unwrap(), m);
+            // One byte more or less is garbage.
+            let mut longer = b.clone();
+            longer.push(0);
+            assert!(Msg::decode(k, &longer).is_err());
+            if !b.is_empty() {
+                assert!(Msg::decode(k, &b[..b.len() - 1]).is_err());
+            }
+        }
+        for bad in ["../x", "/etc/passwd", ".hidden", "a/b", "", "x\0y"] {
+            let (k, b) = Msg::FileBegin {
+                round: 0,
+                name: bad.into(),
+                size: 1,
+            }
+            .encode();
+            assert!(Msg::decode(k, &b).is_err(), "{bad:?} accepted");
+        }
+        assert!(Msg::decode(0x7f, &[]).is_err());
+    }
+}

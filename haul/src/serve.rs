@@ -1,0 +1,355 @@
+//! `ckpt haul serve`: the destination.
+//!
+//! Each connection must first prove the key (`wire`); then it is a migration of its own,
+//! in a directory this side names (`m<seq>-<unix ms>` under `--dir`, mode 0700): the peer
+//! only names files inside a round's directory, plain names checked by `msg`, created
+//! new (never through a link, never over another file). Sizes are declared before the
+//! bytes and held to, the total is capped, every file's xxh3 is checked on arrival, and
+//! the restore (`ckpt restore --new-pidns`) verifies every image checksum again before it
+//! creates anything. Memory per session is two frame buffers and one write buffer. A
+//! peer that stalls, sends garbage or lies is dropped with one log line, its directory
+//! removed.
+
+use crate::error::{HaulError, R};
+use crate::msg::{self, Msg};
+use crate::wire::Link;
+use std::hash::Hasher;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub listen: String,
+    pub dir: PathBuf,
+    pub key_file: PathBuf,
+    pub timeout: Duration,
+    /// Migrations received at once; more are turned away.
+    pub max_migrations: usize,
+    /// Bytes one migration may send in all.
+    pub max_bytes: u64,
+    /// The ckpt binary that restores.
+    pub ckpt: PathBuf,
+}
+
+/// Files in one round, at most.
+const MAX_FILES: usize = 4096;
+/// How long a restore may take.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Serves until killed; `ready` hears the address once it listens.
+pub fn serve(opts: &ServeOptions, ready: &dyn Fn(std::net::SocketAddr)) -> R<()> {
+    let psk = crate::key::load(&opts.key_file)?;
+    if !opts.dir.is_dir() {
+        return Err(HaulError::Protocol(format!(
+            "--dir {}: not a directory",
+            opts.dir.display()
+        )));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| HaulError::io("starting the runtime", e))?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&opts.listen)
+            .await
+            .map_err(|e| HaulError::io(format!("listening on {}", opts.listen), e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| HaulError::io("local address", e))?;
+        ready(addr);
+        let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_migrations));
+        let seq = Arc::new(AtomicU64::new(0));
+        let opts = Arc::new(opts.clone());
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::warn!(
+                    "{peer}: turned away: {} migrations already running",
+                    opts.max_migrations
+                );
+                continue;
+            };
+            let (opts, seq) = (opts.clone(), seq.clone());
+            tokio::spawn(async move {
+                let n = seq.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = session(stream, &opts, &psk, n).await {
+                    tracing::warn!("{peer}: dropped: {e}");
+                }
+                drop(slot);
+            });
+        }
+    })
+}
+
+/// A migration's directory, removed when it ends (a restored tree no longer needs it).
+struct MigrationDir(PathBuf);
+
+impl Drop for MigrationDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The file being received.
+struct Incoming {
+    name: String,
+    out: std::io::BufWriter<std::fs::File>,
+    left: u64,
+    hash: twox_hash::XxHash3_64,
+}
+
+async fn session(
+    stream: tokio::net::TcpStream,
+    opts: &ServeOptions,
+    psk: &[u8; 32],
+    n: u64,
+) -> R<()> {
+    let mut link = Link::accept(stream, psk, opts.timeout).await?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let name = format!("m{n}-{stamp}");
+    let dir = MigrationDir(opts.dir.join(&name));
+    make_dir(&dir.0)?;
+    tracing::info!(peer = %link.peer, migration = %name, "key proven, receiving");
+    match receive(&mut link, opts, &dir.0, &name).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let (k, b) = Msg::Failed(format!("migration {name}: {e}")).encode();
+            let _ = tokio::time::timeout(Duration::from_secs(1), link.send(k, &b)).await;
+            Err(HaulError::Protocol(format!("migration {name}: {e}")))
+        }
+    }
+}
+
+fn make_dir(p: &Path) -> R<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(p)
+        .map_err(|e| HaulError::io(format!("{}", p.display()), e))
+}
+
+async fn receive(link: &mut Link, opts: &ServeOptions, dir: &Path, name: &str) -> R<()> {
+    let mut round: u16 = 0;
+    let mut files = 0usize;
+    let mut total: u64 = 0;
+    let mut file: Option<Incoming> = None;
+    let mut first_data = true;
+    let mut unz = crate::squeeze::Unsqueezer::new();
+    loop {
+        let (kind, body) = link.recv().await?;
+        if kind == msg::DATA || kind == msg::DATA_ZSTD {
+            let f = file
+                .as_mut()
+                .ok_or_else(|| HaulError::Protocol("data outside a file: garbage".into()))?;
+            let body = if kind == msg::DATA_ZSTD {
+                unz.unpack(body, f.left)?
+            } else {
+                body
+            };
+            if body.len() as u64 > f.left {
+                return Err(HaulError::Protocol(format!(
+                    "{}: more bytes than its declared size",
+                    f.name
+                )));
+            }
+            f.left -= body.len() as u64;
+            f.hash.write(body);
+            f.out
+                .write_all(body)
+                .map_err(|e| HaulError::io(format!("writing {}", f.name), e))?;
+            if first_data {
+                first_data = false;
+                crate::migrate::hold("haul-receiving");
+            }
+            continue;
+        }
+        match Msg::decode(kind, body)? {
+            Msg::FileBegin {
+                round: r,
+                name: fname,
+                size,
+            } => {
+                if file.is_some() || r != round {
+                    return Err(HaulError::Protocol(format!(
+                        "file {fname} of round {r} out of order (round {round})"
+                    )));
+                }
+                files += 1;
+                total = total.saturating_add(size);
+                if files > MAX_FILES || total > opts.max_bytes {
+                    return Err(HaulError::Protocol(format!(
+                        "over the limits ({files} files, {total} bytes; at most {MAX_FILES} files a round, {} bytes)",
+                        opts.max_bytes
+                    )));
+                }
+                let rdir = dir.join(format!("r{round}"));
+                if files == 1 {
+                    make_dir(&rdir)?;
+                }
+                let path = rdir.join(&fname);
+                let f = open_new(&path)?;
+                file = Some(Incoming {
+                    name: fname,
+                    out: std::io::BufWriter::with_capacity(1 << 20, f),
+                    left: size,
+                    hash: twox_hash::XxHash3_64::new(),
+                });
+            }
+            Msg::FileEnd { xxh3 } => {
+                let mut f = file
+                    .take()
+                    .ok_or_else(|| HaulError::Protocol("a file end outside a file".into()))?;
+                if f.left != 0 {
+                    return Err(HaulError::Protocol(format!(
+                        "{}: {} bytes short of its declared size",
+                        f.name, f.left
+                    )));
+                }
+                if f.hash.finish() != xxh3 {
+                    return Err(HaulError::Protocol(format!(
+                        "{}: checksum mismatch on the wire",
+                        f.name
+                    )));
+                }
+                f.out
+                    .flush()
+                    .map_err(|e| HaulError::io(format!("writing {}", f.name), e))?;
+            }
+            Msg::RoundEnd { round: r, last } => {
+                if file.is_some() || r != round || files == 0 {
+                    return Err(HaulError::Protocol(format!(
+                        "round {r} ended out of order (round {round}, {files} files)"
+                    )));
+                }
+                tracing::info!(migration = name, round, files, last, "round received");
+                if last {
+                    return finish(link, opts, dir, name, round).await;
+                }
+                let (k, b) = Msg::Ack { round }.encode();
+                link.send(k, &b).await?;
+                round += 1;
+                files = 0;
+                if round >= msg::MAX_ROUNDS {
+                    return Err(HaulError::Protocol(format!("more than {round} rounds")));
+                }
+            }
+            Msg::Abort(why) => {
+                return Err(HaulError::Protocol(format!("the source gave up: {why}")));
+            }
+            other => {
+                return Err(HaulError::Protocol(format!(
+                    "unexpected {other:?} while receiving"
+                )))
+            }
+        }
+    }
+}
+
+/// Creates a file that did not exist, never through a symbolic link.
+fn open_new(path: &Path) -> R<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc_o_nofollow())
+        .open(path)
+        .map_err(|e| HaulError::io(format!("{}", path.display()), e))
+}
+
+fn libc_o_nofollow() -> i32 {
+    nix::fcntl::OFlag::O_NOFOLLOW.bits()
+}
+
+/// Restores the last round, tells the source, waits for its commit.
+async fn finish(link: &mut Link, opts: &ServeOptions, dir: &Path, name: &str, last: u16) -> R<()> {
+    crate::migrate::hold("haul-received");
+    let t = Instant::now();
+    let pidfile = dir.join("pid");
+    let log = dir.join("restore.log");
+    let err =
+        std::fs::File::create(&log).map_err(|e| HaulError::io(format!("{}", log.display()), e))?;
+    let mut child = tokio::process::Command::new(&opts.ckpt)
+        .arg("restore")
+        .arg("-D")
+        .arg(dir.join(format!("r{last}")))
+        .args(["-d", "--new-pidns", "--pidfile"])
+        .arg(&pidfile)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(err)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| HaulError::io(format!("running {} restore", opts.ckpt.display()), e))?;
+    let status = match tokio::time::timeout(RESTORE_TIMEOUT, child.wait()).await {
+        Ok(s) => s.map_err(|e| HaulError::io("waiting for the restore", e))?,
+        Err(_) => {
+            return Err(HaulError::Protocol(format!(
+                "the restore took over {} s",
+                RESTORE_TIMEOUT.as_secs()
+            )))
+        }
+    };
+    let restore_ms = t.elapsed().as_millis() as u32;
+    if !status.success() {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let line = text
+            .lines()
+            .rfind(|l| !l.trim().is_empty())
+            .unwrap_or("no error line")
+            .trim_start_matches("ckpt: error: ")
+            .to_string();
+        return Err(HaulError::Protocol(format!(
+            "restore failed ({status}): {line}"
+        )));
+    }
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| HaulError::Protocol("the restore wrote no pid".into()))?;
+    tracing::warn!(migration = name, pid, restore_ms, "restored, running");
+    {
+        // Not println!: a closed stdout must not end the session (it panics).
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "migration {name}: running as pid {pid}");
+        let _ = out.flush();
+    }
+    let (k, b) = Msg::Running { pid, restore_ms }.encode();
+    // From here the copy runs whatever the link does: a source that never hears of it
+    // resumes its own tree (two copies run; the alternative, killing this one without
+    // knowing, could leave none).
+    if let Err(e) = link.send(k, &b).await {
+        tracing::warn!(
+            migration = name,
+            pid,
+            "the source did not hear that the copy runs: {e}"
+        );
+        return Ok(());
+    }
+    match link.recv().await.and_then(|(k, b)| Msg::decode(k, b)) {
+        Ok(Msg::Commit) => {
+            tracing::info!(migration = name, pid, "committed: the source tree is gone")
+        }
+        Ok(other) => tracing::warn!(
+            migration = name,
+            pid,
+            "after the restore the source sent {other:?}"
+        ),
+        Err(e) => tracing::warn!(migration = name, pid, "no commit from the source: {e}"),
+    }
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! The source's dumps run on a thread of their own: the tree is ptrace-stopped by the
+//! thread that seized it, and only that thread can let it go or kill it. The migration
+//! asks for rounds and, at the end, for the kill or the resume; if it goes away (any
+//! error, a panic), the thread's channel closes and the held tree is resumed.
+
+use ckpt_dump::{DumpError, DumpOptions, DumpStats, Held};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use tokio::sync::mpsc as amp;
+
+pub enum Cmd {
+    /// A pre-copy round: copy while the tree runs, tracking writes from here on.
+    PreDump { dir: PathBuf, prev: Option<String> },
+    /// The final round: the tree stays stopped (held).
+    Final { dir: PathBuf, prev: Option<String> },
+    /// The copy runs at the destination: kill the held tree.
+    Kill,
+    /// Anything failed: let the held tree run on.
+    Resume,
+}
+
+pub enum Reply {
+    Dumped(Result<DumpStats, DumpError>),
+    Ended(Result<(), DumpError>),
+}
+
+pub struct Source {
+    cmds: mpsc::Sender<Cmd>,
+    pub replies: amp::UnboundedReceiver<Reply>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Source {
+    pub fn start(pid: i32, tcp_established: bool) -> Source {
+        let (cmds, rx) = mpsc::channel();
+        let (tx, replies) = amp::unbounded_channel();
+        let thread = std::thread::Builder::new()
+            .name("ckpt-source".into())
+            .spawn(move || run(pid, tcp_established, rx, tx))
+            .expect("spawn the source thread");
+        Source {
+            cmds,
+            replies,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn ask(&self, c: Cmd) {
+        // The thread only stops once told to end: a send cannot fail before.
+        let _ = self.cmds.send(c);
+    }
+
+    pub async fn reply(&mut self) -> Option<Reply> {
+        self.replies.recv().await
+    }
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        // Closing the channel makes the thread resume a tree it still holds.
+        let (dead, _) = mpsc::channel();
+        self.cmds = dead;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn options(pid: i32, tcp_established: bool, dir: PathBuf, prev: Option<String>) -> DumpOptions {
+    DumpOptions {
+        pid,
+        dir,
+        leave_running: false,
+        compress: None,
+        sync: false,
+        allow_unknown_state: Vec::new(),
+        freeze_cgroup: None,
+        pre_dump: false,
+        prev_images_dir: prev,
+        track_mem: false,
+        tcp_established,
+    }
+}
+
+fn run(
+    pid: i32,
+    tcp_established: bool,
+    cmds: mpsc::Receiver<Cmd>,
+    replies: amp::UnboundedSender<Reply>,
+) {
+    let quiet = ckpt_images::progress::Quiet;
+    let mut held: Option<Held> = None;
+    while let Ok(c) = cmds.recv() {
+        match c {
+            Cmd::PreDump { dir, prev } => {
+                let mut o = options(pid, tcp_established, dir, prev);
+                o.pre_dump = true;
+                o.leave_running = true;
+                let _ = replies.send(Reply::Dumped(ckpt_dump::dump_with_progress(&o, &quiet)));
+            }
+            Cmd::Final { dir, prev } => {
+                let o = options(pid, tcp_established, dir, prev);
+                let r = ckpt_dump::dump_held(&o, &quiet).map(|(stats, h)| {
+                    held = Some(h);
+                    stats
+                });
+                let _ = replies.send(Reply::Dumped(r));
+            }
+            Cmd::Kill => {
+                let r = held.take().map_or(Ok(()), Held::kill);
+                let _ = replies.send(Reply::Ended(r));
+                return;
+            }
+            Cmd::Resume => {
+                let r = held.take().map_or(Ok(()), Held::resume);
+                let _ = replies.send(Reply::Ended(r));
+                return;
+            }
+        }
+    }
+    // The migration went away: `held`, dropped here, resumes the tree.
+}

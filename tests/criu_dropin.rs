@@ -1,0 +1,915 @@
+//! ckpt as a drop-in for CRIU: started as `criu` (a symlink in a PATH directory of the
+//! test's) or as `ckpt criu`, it answers CRIU's command line and CRIU's RPC (`criu swrk
+//! N`, spoken here by a client of the test's own, as go-criu speaks it: one protobuf per
+//! SEQPACKET datagram). Self-checking workloads go through three dump/restore cycles
+//! each way; refused options and refused notifications leave them running untouched; and
+//! runc 1.1.5 checkpoints a busybox container through it.
+
+mod common;
+
+use ckpt_criu::rpc::{CriuFeatures, CriuOpts, CriuReq, CriuReqType, CriuResp};
+use common::*;
+use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use prost::Message;
+use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// A directory of the test's holding `criu`, a symlink to the ckpt under test.
+fn criu_in_path(env: &Env) -> PathBuf {
+    let bin = env.subdir("bin");
+    let criu = bin.join("criu");
+    std::os::unix::fs::symlink(CKPT, &criu).unwrap();
+    criu
+}
+
+// ---------------------------------------------------------------------------------
+// The command line
+
+#[test]
+fn version_and_check_answer_as_criu() {
+    let env = Env::new();
+    let criu = criu_in_path(&env);
+    let v = env.run_program(&criu, &["--version"]).ok();
+    assert_eq!(v.stdout, "Version: 3.17.1\n", "{v}");
+    let v = env.ckpt(&["criu", "--version"]).ok();
+    assert_eq!(v.stdout, "Version: 3.17.1\n", "{v}");
+    let c = env.run_program(&criu, &["check"]).ok();
+    assert_eq!(c.stdout, "Looks good.\n", "{c}");
+}
+
+#[test]
+fn unknown_and_unsupported_options_are_refused_by_name() {
+    let env = Env::new();
+    let criu = criu_in_path(&env);
+    let dir = env.subdir("img");
+    let d = dir.to_str().unwrap();
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["dump", "-t", "1", "-D", d, "--no-such-flag"],
+            "--no-such-flag",
+        ),
+        (&["dump", "-t", "1", "-D", d, "-Z"], "-Z"),
+        (
+            &["dump", "-t", "1", "-D", d, "--manage-cgroups=full"],
+            "--manage-cgroups=full",
+        ),
+        (
+            &["dump", "-t", "1", "-D", d, "--ext-mount-map", "auto"],
+            "auto",
+        ),
+        (&["restore", "-D", d, "--leave-running"], "--leave-running"),
+        (&["frobnicate"], "frobnicate"),
+    ];
+    for (args, needle) in cases {
+        let out = env.run_program(&criu, args);
+        assert!(!out.success(), "{out}");
+        assert!(out.stdout.is_empty(), "{out}");
+        assert!(out.stderr.contains(needle), "should name {needle}: {out}");
+        assert_eq!(out.stderr.trim().lines().count(), 1, "one line: {out}");
+    }
+    // Nothing was dumped into the directory by any of them.
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+}
+
+/// An action script that appends `ACTION PID` to `log` for each notification.
+fn action_script(env: &Env, log: &Path) -> PathBuf {
+    let script = env.path().join("action.sh");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$CRTOOLS_SCRIPT_ACTION ${{CRTOOLS_INIT_PID:-0}}\" >> {}\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+/// `criu dump -t PID -D DIR -o dump.log --action-script SCRIPT EXTRA...`.
+fn criu_dump(
+    env: &Env,
+    criu: &Path,
+    pid: i32,
+    dir: &Path,
+    script: &Path,
+    extra: &[&str],
+) -> CkptOutput {
+    let pid = pid.to_string();
+    let mut args = vec![
+        "dump",
+        "-t",
+        &pid,
+        "-D",
+        dir.to_str().unwrap(),
+        "-o",
+        "dump.log",
+    ];
+    args.extend(["--action-script", script.to_str().unwrap()]);
+    args.extend(extra);
+    env.run_program(criu, &args)
+}
+
+#[test]
+fn command_line_dump_restore_three_cycles_with_action_scripts() {
+    let env = Env::new();
+    let criu = criu_in_path(&env);
+    let calls = env.path().join("actions.log");
+    let script = action_script(&env, &calls);
+    let mut w = env.start("mem");
+    for i in 1..=3 {
+        let dir = env.subdir(&format!("img{i}"));
+        let extra = ["-v4", "--shell-job", "--file-locks"];
+        criu_dump(&env, &criu, w.pid, &dir, &script, &extra).ok();
+        let log = fs::read_to_string(dir.join("dump.log")).unwrap();
+        assert!(log.contains("dump done"), "{log}");
+        assert!(dir.join("ckpt/inventory.img").is_file());
+        env.reap_dumped(w.pid);
+        let args = [
+            "restore",
+            "-D",
+            dir.to_str().unwrap(),
+            "-d",
+            "-o",
+            "restore.log",
+            "--action-script",
+            script.to_str().unwrap(),
+        ];
+        env.run_program(&criu, &args).ok();
+        env.track(w.pid);
+        assert_running_untraced(w.pid);
+        env.check(&mut w);
+        let seen = fs::read_to_string(&calls).unwrap();
+        let p = w.pid;
+        assert_eq!(
+            seen,
+            format!(
+                "pre-dump 0\npost-dump 0\npre-restore 0\nsetup-namespaces {p}\n\
+                 post-setup-namespaces 0\npost-restore {p}\nnetwork-unlock 0\npre-resume 0\n\
+                 post-resume 0\n"
+            ),
+            "CRIU's order, cycle {i}"
+        );
+        fs::remove_file(&calls).unwrap();
+    }
+}
+
+#[test]
+fn a_failing_action_script_fails_the_dump_and_leaves_the_workload_running() {
+    let env = Env::new();
+    let criu = criu_in_path(&env);
+    let script = env.path().join("veto.sh");
+    fs::write(
+        &script,
+        "#!/bin/sh\n[ \"$CRTOOLS_SCRIPT_ACTION\" != post-dump ]\n",
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut w = env.start("mem");
+    let dir = env.subdir("img");
+    let out = criu_dump(&env, &criu, w.pid, &dir, &script, &[]);
+    assert!(!out.success(), "{out}");
+    let log = fs::read_to_string(dir.join("dump.log")).unwrap();
+    let err = log
+        .lines()
+        .find(|l| l.starts_with("Error (ckpt):"))
+        .unwrap_or("");
+    assert!(err.contains("post-dump"), "{log}");
+    assert_running_untraced(w.pid);
+    env.check(&mut w);
+}
+
+// ---------------------------------------------------------------------------------
+// RPC: `criu swrk N`
+
+/// `criu swrk 0` with the server end of a SEQPACKET pair as its stdin (go-criu passes
+/// fd 3; any fd number works), stdout and stderr captured to show nothing is written.
+struct Swrk {
+    child: Child,
+    sock: OwnedFd,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Swrk {
+    fn start(env: &Env, criu: &Path) -> Swrk {
+        let (client, server) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let n = env.path().join(format!(
+            "swrk-{}",
+            fs::read_dir(env.path()).unwrap().count()
+        ));
+        let (out, err) = (n.with_extension("out"), n.with_extension("err"));
+        let child = Command::new(criu)
+            .args(["swrk", "0"])
+            .stdin(Stdio::from(server))
+            .stdout(fs::File::create(&out).unwrap())
+            .stderr(fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        env.track(child.id() as i32);
+        Swrk {
+            child,
+            sock: client,
+            out,
+            err,
+        }
+    }
+
+    fn send(&self, req: &CriuReq) {
+        send(
+            self.sock.as_raw_fd(),
+            &req.encode_to_vec(),
+            MsgFlags::empty(),
+        )
+        .unwrap();
+    }
+
+    fn recv(&self) -> CriuResp {
+        let mut buf = vec![0u8; 1 << 16];
+        let n = recv(self.sock.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
+        assert!(n > 0, "swrk closed the socket without an answer");
+        CriuResp::decode(&buf[..n]).unwrap()
+    }
+
+    /// Sends `req`, answers each NOTIFY with `answer(script)` (recording `script pid`),
+    /// and returns the final response and the notifications seen.
+    fn call(&self, req: &CriuReq, answer: impl Fn(&str) -> bool) -> (CriuResp, Vec<String>) {
+        self.send(req);
+        let mut seen = Vec::new();
+        loop {
+            let resp = self.recv();
+            if resp.r#type != CriuReqType::Notify as i32 {
+                return (resp, seen);
+            }
+            let n = resp.notify.clone().unwrap_or_default();
+            let script = n.script.clone().unwrap_or_default();
+            seen.push(format!("{script} {}", n.pid.unwrap_or(0)));
+            self.send(&CriuReq {
+                r#type: CriuReqType::Notify as i32,
+                notify_success: Some(answer(&script)),
+                ..Default::default()
+            });
+        }
+    }
+
+    /// Waits for swrk to exit; asserts it wrote nothing on stdout or stderr.
+    fn finish(mut self, env: &Env) -> std::process::ExitStatus {
+        let st = wait_child(&mut self.child, CKPT_TIMEOUT).expect("swrk did not exit");
+        env.untrack(self.child.id() as i32);
+        let (o, e) = (
+            fs::read_to_string(&self.out).unwrap(),
+            fs::read_to_string(&self.err).unwrap(),
+        );
+        assert!(o.is_empty() && e.is_empty(), "swrk wrote:\n{o}{e}");
+        st
+    }
+}
+
+fn request(ty: CriuReqType, opts: Option<CriuOpts>) -> CriuReq {
+    CriuReq {
+        r#type: ty as i32,
+        opts,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn swrk_answers_version_and_feature_check() {
+    let env = Env::new();
+    let criu = criu_in_path(&env);
+    let s = Swrk::start(&env, &criu);
+    let (resp, _) = s.call(&request(CriuReqType::Version, None), |_| true);
+    assert!(resp.success);
+    let v = resp.version.expect("version");
+    assert_eq!(
+        (v.major_number, v.minor_number, v.sublevel),
+        (3, 17, Some(1))
+    );
+    assert_eq!(
+        v.gitid, None,
+        "go-criu would count a git id as the next minor"
+    );
+    assert!(s.finish(&env).success());
+
+    let s = Swrk::start(&env, &criu);
+    let mut req = request(CriuReqType::FeatureCheck, None);
+    req.features = Some(CriuFeatures {
+        mem_track: Some(true),
+        lazy_pages: Some(true),
+        pidfd_store: None,
+    });
+    let (resp, _) = s.call(&req, |_| true);
+    assert!(resp.success);
+    let f = resp.features.expect("features");
+    // What `ckpt check` says of dirty tracking.
+    let check = env.ckpt(&["check", "--json"]);
+    let tracking = check
+        .stdout
+        .contains("\"name\": \"dirty-tracking\",\n      \"status\": \"ok\"")
+        || check
+            .stdout
+            .split("\"name\": \"dirty-tracking\"")
+            .nth(1)
+            .is_some_and(|rest| {
+                rest.split('}')
+                    .next()
+                    .unwrap_or("")
+                    .contains("\"status\": \"ok\"")
+            });
+    assert_eq!(f.mem_track, Some(tracking), "{}", check.stdout);
+    assert_eq!(f.lazy_pages, Some(false));
+    assert_eq!(f.pidfd_store, None, "not asked, not answered");
+    assert!(s.finish(&env).success());
+}
+
+fn dump_opts(dir: &fs::File, pid: i32) -> CriuOpts {
+    CriuOpts {
+        images_dir_fd: dir.as_raw_fd(),
+        pid: Some(pid),
+        log_file: Some("dump.log".into()),
+        log_level: Some(4),
+        notify_scripts: Some(true),
+        // What runc sets besides: all accepted.
+        manage_cgroups: Some(true),
+        shell_job: Some(false),
+        file_locks: Some(false),
+        ext_unix_sk: Some(false),
+        orphan_pts_master: Some(true),
+        empty_ns: Some(libc::CLONE_NEWNET as u32),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn swrk_dump_restore_three_cycles_as_siblings_with_notifications_in_criu_order() {
+    let env = Env::new();
+    let criu = criu_in_path(&env);
+    let mut w = env.start("mem");
+    for i in 1..=3 {
+        let path = env.subdir(&format!("img{i}"));
+        let dir = fs::File::open(&path).unwrap();
+        let s = Swrk::start(&env, &criu);
+        let (resp, seen) = s.call(
+            &request(CriuReqType::Dump, Some(dump_opts(&dir, w.pid))),
+            |_| true,
+        );
+        assert!(
+            resp.success,
+            "{resp:?}\n{}",
+            fs::read_to_string(path.join("dump.log")).unwrap()
+        );
+        assert_eq!(resp.r#type, CriuReqType::Dump as i32);
+        assert_eq!(seen, ["pre-dump 0", "post-dump 0"]);
+        assert!(s.finish(&env).success());
+        env.reap_dumped(w.pid);
+
+        let s = Swrk::start(&env, &criu);
+        let opts = CriuOpts {
+            images_dir_fd: dir.as_raw_fd(),
+            log_file: Some("restore.log".into()),
+            log_level: Some(4),
+            notify_scripts: Some(true),
+            evasive_devices: Some(true),
+            manage_cgroups: Some(true),
+            // As runc: the restored root a child of the client, which waits for it.
+            rst_sibling: Some(true),
+            ..Default::default()
+        };
+        let (resp, seen) = s.call(&request(CriuReqType::Restore, Some(opts)), |_| true);
+        assert!(
+            resp.success,
+            "{resp:?}\n{}",
+            fs::read_to_string(path.join("restore.log")).unwrap()
+        );
+        assert!(s.finish(&env).success());
+        env.track(w.pid);
+        assert_eq!(resp.restore.map(|r| r.pid), Some(w.pid));
+        let p = w.pid;
+        assert_eq!(
+            seen,
+            [
+                "pre-restore 0".to_string(),
+                format!("setup-namespaces {p}"),
+                "post-setup-namespaces 0".into(),
+                format!("post-restore {p}"),
+                "network-unlock 0".into(),
+                "pre-resume 0".into(),
+                "post-resume 0".into(),
+            ]
+        );
+        assert_running_untraced(w.pid);
+        assert_eq!(
+            status_field(w.pid, "PPid"),
+            Some(std::process::id().to_string()),
+            "rst_sibling: the restored root is the client's child"
+        );
+        env.check(&mut w);
+    }
+}
+
+/// The mem workload, and an images directory opened as a client passes it (its fd).
+fn mem_and_images(env: &Env) -> (Workload, PathBuf, fs::File) {
+    let w = env.start("mem");
+    let path = env.subdir("img");
+    let dir = fs::File::open(&path).unwrap();
+    (w, path, dir)
+}
+
+#[test]
+fn swrk_refusals_answer_with_errno_message_and_log_line_and_touch_nothing() {
+    let env = Env::new();
+    let criu = criu_in_path(&env);
+    let (mut w, path, dir) = mem_and_images(&env);
+
+    // An option ckpt does not implement: refused by name before anything is stopped.
+    let s = Swrk::start(&env, &criu);
+    let mut opts = dump_opts(&dir, w.pid);
+    opts.lazy_pages = Some(true);
+    let (resp, seen) = s.call(&request(CriuReqType::Dump, Some(opts)), |_| true);
+    assert!(!resp.success);
+    assert_eq!(resp.cr_errno, Some(libc::EOPNOTSUPP));
+    let msg = resp.cr_errmsg.unwrap_or_default();
+    assert!(msg.contains("lazy_pages"), "{msg}");
+    assert!(seen.is_empty(), "{seen:?}");
+    assert!(!s.finish(&env).success());
+    let log = fs::read_to_string(path.join("dump.log")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("Error (ckpt):"))
+        .unwrap_or("");
+    assert!(line.contains("lazy_pages"), "{log}");
+    assert_running_untraced(w.pid);
+    env.check(&mut w);
+
+    // The client fails the post-dump notification: the workload is put back.
+    let s = Swrk::start(&env, &criu);
+    let (resp, seen) = s.call(
+        &request(CriuReqType::Dump, Some(dump_opts(&dir, w.pid))),
+        |script| script != "post-dump",
+    );
+    assert!(!resp.success);
+    assert!(resp.cr_errmsg.unwrap_or_default().contains("post-dump"));
+    assert_eq!(seen, ["pre-dump 0", "post-dump 0"]);
+    assert!(!s.finish(&env).success());
+    assert_running_untraced(w.pid);
+    env.check(&mut w);
+
+    // A request ckpt does not serve.
+    let s = Swrk::start(&env, &criu);
+    let (resp, _) = s.call(&request(CriuReqType::PageServer, None), |_| true);
+    assert!(!resp.success);
+    assert!(resp.cr_errmsg.unwrap_or_default().contains("PAGE_SERVER"));
+    assert!(!s.finish(&env).success());
+}
+
+// ---------------------------------------------------------------------------------
+// runc
+
+/// A busybox root filesystem at `rootfs` (the static busybox and the applets the tests'
+/// scripts use).
+fn busybox_rootfs(rootfs: &Path) {
+    for d in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
+        fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    fs::copy(which("busybox"), rootfs.join("bin/busybox")).unwrap();
+    for applet in ["sh", "sleep", "cat", "echo", "mv"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+}
+
+/// Runs `cmd` (stdin /dev/null) to its end; its stdout and stderr go through files of the
+/// temp dir, not pipes: a container started with `run -d` keeps its runtime's stdio, and
+/// a pipe would never end.
+fn run_to_files(env: &Env, mut cmd: Command) -> std::process::Output {
+    let (out, err) = (env.path().join("cmd.out"), env.path().join("cmd.err"));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out).unwrap())
+        .stderr(fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let status = wait_child(&mut child, CKPT_TIMEOUT).expect("command did not exit");
+    std::process::Output {
+        status,
+        stdout: fs::read(&out).unwrap_or_default(),
+        stderr: fs::read(&err).unwrap_or_default(),
+    }
+}
+
+/// A runc container of the test's: a busybox rootfs built now, `runc spec` with a
+/// writable root and no terminal, running `args`; its state under the temp dir.
+struct Runc<'a> {
+    env: &'a Env,
+    root: PathBuf,
+    bundle: PathBuf,
+    id: String,
+}
+
+impl<'a> Runc<'a> {
+    fn create(env: &'a Env, script: &str) -> Runc<'a> {
+        let bundle = env.subdir("bundle");
+        busybox_rootfs(&bundle.join("rootfs"));
+        let spec = Command::new("runc")
+            .arg("spec")
+            .current_dir(&bundle)
+            .output()
+            .unwrap();
+        assert!(spec.status.success(), "runc spec: {spec:?}");
+        let cfg = fs::read_to_string(bundle.join("config.json")).unwrap();
+        let cfg = cfg
+            .replace("\"terminal\": true", "\"terminal\": false")
+            .replace("\"readonly\": true", "\"readonly\": false")
+            .replace(
+                "\"sh\"\n\t\t]",
+                &format!("\"/bin/sh\", \"-c\", {script:?}\n\t\t]"),
+            );
+        assert!(cfg.contains("\"/bin/sh\", \"-c\""), "config.json: {cfg}");
+        fs::write(bundle.join("config.json"), cfg).unwrap();
+        let r = Runc {
+            env,
+            root: env.subdir("runc-state"),
+            bundle,
+            id: format!("ckpt-criu-{}", std::process::id()),
+        };
+        let out = r.runc(&["run", "-d", &r.id.clone()]);
+        assert!(out.status.success(), "runc run: {out:?}");
+        r
+    }
+
+    /// `runc --root STATE args...`.
+    fn runc(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new("runc");
+        cmd.arg("--root").arg(&self.root).args(args);
+        cmd.current_dir(&self.bundle);
+        run_to_files(self.env, cmd)
+    }
+
+    fn state(&self) -> String {
+        String::from_utf8_lossy(&self.runc(&["state", &self.id]).stdout).into_owned()
+    }
+
+    /// The loop's count, once the file holds a number.
+    fn count(&self) -> u64 {
+        let f = self.bundle.join("rootfs/tmp/count");
+        let start = Instant::now();
+        loop {
+            if let Some(n) = fs::read_to_string(&f)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                return n;
+            }
+            assert!(
+                start.elapsed() < LINE_TIMEOUT,
+                "no count in {}",
+                f.display()
+            );
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn count_above(&self, n: u64) -> u64 {
+        let start = Instant::now();
+        loop {
+            let c = self.count();
+            if c > n {
+                return c;
+            }
+            assert!(start.elapsed() < LINE_TIMEOUT, "count stuck at {c}");
+            sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Runc<'_> {
+    fn drop(&mut self) {
+        let _ = self.runc(&["delete", "-f", &self.id]);
+    }
+}
+
+const COUNTING: &str =
+    "i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.05; done";
+
+#[test]
+fn runc_checkpoint_of_a_container_ckpt_cannot_take_is_a_readable_runc_error() {
+    let env = Env::new();
+    let criu = criu_in_path(&env);
+    let ctr = Runc::create(&env, COUNTING);
+    let before = ctr.count();
+    let images = env.path().join("runc-img");
+    let out = ctr.runc(&[
+        "--criu",
+        criu.to_str().unwrap(),
+        "checkpoint",
+        "--image-path",
+        images.to_str().unwrap(),
+        &ctr.id,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    // runc's own line, and the reason on CRIU's `Error` line of the log it points at.
+    assert!(
+        stderr.contains("criu failed: type DUMP errno 95"),
+        "{stderr}"
+    );
+    let log = fs::read_to_string(images.join("dump.log")).unwrap();
+    let err = log
+        .lines()
+        .find(|l| l.starts_with("Error (ckpt):"))
+        .unwrap_or("");
+    assert!(err.contains("mount"), "{log}");
+    // The container was not touched: still running, still counting.
+    assert!(
+        ctr.state().contains("\"status\": \"running\""),
+        "{}",
+        ctr.state()
+    );
+    ctr.count_above(before + 2);
+    // runc's own file is where it put it: ckpt's image would go to ckpt/ beside it.
+    assert!(images.join("descriptors.json").is_file());
+    assert!(!images.join("ckpt").exists());
+}
+
+// ---------------------------------------------------------------------------------
+// podman
+
+/// podman 4.3 with runc as its runtime, its storage (vfs: plain directories, no overlay
+/// mounts) and run state under the test's temp dir, `criu` found on PATH in the test's
+/// directory; the image imported from a busybox rootfs built now.
+struct Podman<'a> {
+    env: &'a Env,
+    path: String,
+    name: String,
+}
+
+impl<'a> Podman<'a> {
+    fn start(env: &'a Env, criu: &Path, script: &str) -> Podman<'a> {
+        let rootfs = env.subdir("pm-rootfs");
+        busybox_rootfs(&rootfs);
+        let tar = env.path().join("rootfs.tar");
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(&rootfs)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let p = Podman {
+            env,
+            path: format!(
+                "{}:{}",
+                criu.parent().unwrap().display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+            name: format!("ckpt-criu-{}", std::process::id()),
+        };
+        let out = p.podman(&["import", tar.to_str().unwrap(), "localhost/ckpt-bb:1"]);
+        assert!(out.status.success(), "podman import: {out:?}");
+        let out = p.podman(&[
+            "run",
+            "-d",
+            "--name",
+            &p.name.clone(),
+            "--network",
+            "none",
+            "localhost/ckpt-bb:1",
+            "/bin/sh",
+            "-c",
+            script,
+        ]);
+        assert!(out.status.success(), "podman run: {out:?}");
+        p
+    }
+
+    fn podman(&self, args: &[&str]) -> std::process::Output {
+        let base = self.env.path();
+        let mut cmd = Command::new("podman");
+        cmd.arg("--root").arg(base.join("pm-storage"));
+        cmd.arg("--runroot").arg(base.join("pm-run"));
+        cmd.args(["--storage-driver", "vfs", "--runtime", "runc"]);
+        cmd.args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"]);
+        cmd.args(args).env("PATH", &self.path);
+        run_to_files(self.env, cmd)
+    }
+
+    fn count(&self) -> u64 {
+        let start = Instant::now();
+        loop {
+            let out = self.podman(&["exec", &self.name, "cat", "/tmp/count"]);
+            if let Ok(n) = String::from_utf8_lossy(&out.stdout).trim().parse() {
+                return n;
+            }
+            assert!(start.elapsed() < LINE_TIMEOUT, "no count: {out:?}");
+            sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Podman<'_> {
+    /// Removes the container, then waits (10 s at most) for conmon's `podman container
+    /// cleanup`, which runs after the container died and would make the run directory
+    /// again after the temp dir is gone.
+    fn drop(&mut self) {
+        let _ = self.podman(&["rm", "-f", "-t", "0", &self.name.clone()]);
+        let ours = self.env.path().display().to_string();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) && uses_path(&ours) {
+            sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Whether a process other than this one has `path` on its command line.
+fn uses_path(path: &str) -> bool {
+    let me = std::process::id().to_string();
+    fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        name.bytes().all(|b| b.is_ascii_digit())
+            && name != me
+            && fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(path))
+    })
+}
+
+#[test]
+fn podman_checkpoint_with_runc_through_ckpt_is_refused_readably() {
+    let env = Env::new();
+    let criu = criu_in_path(&env);
+    let pm = Podman::start(&env, &criu, COUNTING);
+    let before = pm.count();
+    let out = pm.podman(&["container", "checkpoint", &pm.name.clone()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    // podman checked the CRIU version through ckpt (else it would not have run runc),
+    // and runc's error names the log where ckpt's `Error` line says why.
+    assert!(
+        stderr.contains("criu failed: type DUMP errno 95"),
+        "{stderr}"
+    );
+    let log = stderr
+        .split("log file: ")
+        .nth(1)
+        .and_then(|s| s.split(['"', '\n']).next())
+        .map(|s| s.trim_end_matches('\\').to_string())
+        .unwrap_or_default();
+    let text = fs::read_to_string(&log).unwrap_or_else(|e| panic!("{log}: {e}\n{stderr}"));
+    let err = text
+        .lines()
+        .find(|l| l.starts_with("Error (ckpt):"))
+        .unwrap_or("");
+    assert!(err.contains("mount"), "{text}");
+    let st = pm.podman(&["inspect", "-f", "{{.State.Status}}", &pm.name.clone()]);
+    assert_eq!(String::from_utf8_lossy(&st.stdout).trim(), "running");
+    let start = Instant::now();
+    while pm.count() <= before {
+        assert!(
+            start.elapsed() < LINE_TIMEOUT,
+            "the container stopped counting"
+        );
+        sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_sibling_restore_the_client_fails_leaves_nothing_behind() {
+    let env = Env::new();
+    let criu = criu_in_path(&env);
+    let (mut w, _, dir) = mem_and_images(&env);
+    let s = Swrk::start(&env, &criu);
+    let (resp, _) = s.call(
+        &request(CriuReqType::Dump, Some(dump_opts(&dir, w.pid))),
+        |_| true,
+    );
+    assert!(resp.success, "{resp:?}");
+    assert!(s.finish(&env).success());
+    env.reap_dumped(w.pid);
+    let opts = CriuOpts {
+        images_dir_fd: dir.as_raw_fd(),
+        log_file: Some("restore.log".into()),
+        notify_scripts: Some(true),
+        rst_sibling: Some(true),
+        ..Default::default()
+    };
+    // The root exists (our child) when setup-namespaces comes; failing it kills the root.
+    let s = Swrk::start(&env, &criu);
+    let (resp, seen) = s.call(
+        &request(CriuReqType::Restore, Some(opts.clone())),
+        |script| script != "setup-namespaces",
+    );
+    assert!(!resp.success);
+    assert_eq!(
+        seen,
+        [
+            "pre-restore 0".to_string(),
+            format!("setup-namespaces {}", w.pid)
+        ]
+    );
+    assert!(resp
+        .cr_errmsg
+        .unwrap_or_default()
+        .contains("setup-namespaces"));
+    assert!(!s.finish(&env).success());
+    env.assert_gone(w.pid);
+    // The image is intact: the next restore brings the workload back.
+    let s = Swrk::start(&env, &criu);
+    let (resp, _) = s.call(&request(CriuReqType::Restore, Some(opts)), |_| true);
+    assert!(resp.success, "{resp:?}");
+    assert!(s.finish(&env).success());
+    env.track(w.pid);
+    assert_running_untraced(w.pid);
+    env.check(&mut w);
+}
+
+// ---------------------------------------------------------------------------------
+// LXC
+
+/// An LXC 5.0 busybox container (the busybox template, no network) under the test's
+/// directory; stopped and destroyed at the end.
+struct Lxc<'a> {
+    env: &'a Env,
+    path: PathBuf,
+    name: String,
+}
+
+impl<'a> Lxc<'a> {
+    fn start(env: &'a Env) -> Lxc<'a> {
+        let conf = env.path().join("lxc.conf");
+        fs::write(&conf, "lxc.net.0.type = empty\n").unwrap();
+        let c = Lxc {
+            env,
+            path: env.subdir("lxc"),
+            name: format!("ckpt-criu-{}", std::process::id()),
+        };
+        let out = c.lxc(
+            "lxc-create",
+            &["-t", "busybox", "-f", conf.to_str().unwrap()],
+        );
+        assert!(out.status.success(), "lxc-create: {out:?}");
+        let out = c.lxc("lxc-start", &[]);
+        assert!(out.status.success(), "lxc-start: {out:?}");
+        c
+    }
+
+    /// `TOOL -P PATH -n NAME args...` with `criu` on PATH from the test's directory.
+    fn lxc(&self, tool: &str, args: &[&str]) -> std::process::Output {
+        let bin = self.env.path().join("bin");
+        let mut cmd = Command::new(tool);
+        cmd.arg("-P")
+            .arg(&self.path)
+            .args(["-n", &self.name])
+            .args(args);
+        cmd.env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        );
+        run_to_files(self.env, cmd)
+    }
+
+    fn state(&self) -> String {
+        String::from_utf8_lossy(&self.lxc("lxc-info", &["-s"]).stdout).into_owned()
+    }
+}
+
+impl Drop for Lxc<'_> {
+    fn drop(&mut self) {
+        let _ = self.lxc("lxc-stop", &["-k"]);
+        let _ = self.lxc("lxc-destroy", &[]);
+    }
+}
+
+#[test]
+fn lxc_checkpoint_reaches_ckpt_and_is_refused_by_option_name() {
+    let env = Env::new();
+    criu_in_path(&env);
+    let c = Lxc::start(&env);
+    assert!(c.state().contains("RUNNING"), "{}", c.state());
+    let images = env.path().join("lxc-img");
+    let out = c.lxc("lxc-checkpoint", &["-s", "-D", images.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // lxc-checkpoint checked `criu --version` and ran `criu dump` with its options: the
+    // first one ckpt does not do (cgroup properties) is named in the output LXC shows.
+    assert!(
+        stderr.contains("--manage-cgroups=full") && stderr.contains("no cgroup properties"),
+        "{out:?}"
+    );
+    assert!(!images.join("ckpt").exists());
+    assert!(c.state().contains("RUNNING"), "{}", c.state());
+}

@@ -1,0 +1,691 @@
+//! Live migration between "hosts" that are network namespaces made here: a source and a
+//! destination joined by a veth pair (10.77.0.1 and 10.77.0.2). The workload and
+//! `ckpt migrate` run in the source's network namespace, `ckpt haul serve` in the
+//! destination's (both in the host's mount namespace, through `nsenter --net`), and the
+//! copy is restored there into a fresh pid namespace, the source still holding the pids.
+//! The workload (rewrite.c) verifies every page of its memory and counts its checks; a
+//! migrated copy answers the next check with the next count. Every failure is injected at
+//! a point the test is sure was reached (hold points), and the source is shown still
+//! running, untraced and correct afterwards.
+
+mod common;
+
+use common::*;
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+const SRC_ADDR: &str = "10.77.0.1";
+const DST_ADDR: &str = "10.77.0.2";
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Two network namespaces joined by a veth pair; deleted (by name) when dropped.
+struct Hosts {
+    src: String,
+    dst: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Hosts {
+    fn new() -> Hosts {
+        let tag = format!(
+            "{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let h = Hosts {
+            src: format!("ckpt-haul-{tag}-src"),
+            dst: format!("ckpt-haul-{tag}-dst"),
+        };
+        ip(&["netns", "add", &h.src]);
+        ip(&["netns", "add", &h.dst]);
+        // Unique names while the pair is made in this namespace, before they move.
+        let short = format!("hv{}{}", std::process::id() % 100_000, tag.len() % 10);
+        let (a, b) = (
+            format!("{short}{}a", SEQ.load(Ordering::Relaxed)),
+            format!("{short}{}b", SEQ.load(Ordering::Relaxed)),
+        );
+        ip(&[
+            "link", "add", &a, "netns", &h.src, "type", "veth", "peer", "name", &b, "netns", &h.dst,
+        ]);
+        for (ns, dev, addr) in [(&h.src, &a, SRC_ADDR), (&h.dst, &b, DST_ADDR)] {
+            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        h
+    }
+
+    fn net(ns: &str) -> String {
+        format!("--net=/run/netns/{ns}")
+    }
+
+    /// Cuts the link: the veth pair is deleted (from the source's side).
+    fn cut(&self) {
+        let out = Command::new("ip")
+            .args(["-n", &self.src, "-o", "link", "show", "type", "veth"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let dev = text
+            .split(':')
+            .nth(1)
+            .and_then(|d| d.trim().split('@').next())
+            .unwrap_or_else(|| panic!("no veth in {}: {text}", self.src))
+            .to_string();
+        ip(&["-n", &self.src, "link", "del", &dev]);
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for ns in [&self.src, &self.dst] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// A key file of 64 hex digits from /dev/urandom.
+fn key_file(env: &Env, name: &str) -> PathBuf {
+    let mut k = [0u8; 32];
+    fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut k)
+        .unwrap();
+    let hex: String = k.iter().map(|b| format!("{b:02x}")).collect();
+    let p = env.path().join(name);
+    fs::write(&p, hex + "\n").unwrap();
+    p
+}
+
+/// `ckpt haul serve` in the destination's namespace (optionally under `wrap`, a shell
+/// script ending in `exec "$@"`), with its stdout and stderr in files.
+struct Server {
+    addr: &'static str,
+    pid: i32,
+    port: u16,
+    err: PathBuf,
+}
+
+impl Server {
+    fn start(env: &Env, hosts: &Hosts, key: &Path, hold: Option<&Hold>) -> Server {
+        let dir = env.subdir("serve");
+        Self::start_wrapped(env, (&hosts.dst, DST_ADDR), key, hold, None, &dir)
+    }
+
+    /// At `(namespace, address)`.
+    fn start_wrapped(
+        env: &Env,
+        (ns, addr): (&str, &'static str),
+        key: &Path,
+        hold: Option<&Hold>,
+        wrap: Option<&str>,
+        dir: &Path,
+    ) -> Server {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let out = env.path().join(format!("serve-{n}.out"));
+        let err = env.path().join(format!("serve-{n}.err"));
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(Hosts::net(ns)).arg("--");
+        if let Some(script) = wrap {
+            cmd.args(["unshare", "-m", "sh", "-c", script, "sh"]);
+        }
+        cmd.arg(CKPT)
+            .args(["haul", "serve", "--listen", &format!("{addr}:0"), "--dir"])
+            .arg(dir)
+            .arg("--key-file")
+            .arg(key)
+            .args(["--timeout", "5"]);
+        if let Some(h) = hold {
+            cmd.env("CKPT_TEST_HOLD", h.var());
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&out).unwrap())
+            .stderr(fs::File::create(&err).unwrap())
+            .spawn()
+            .expect("spawn nsenter");
+        let pid = child.id() as i32;
+        env.track(pid);
+        drop(child);
+        let start = Instant::now();
+        let port = loop {
+            let text = fs::read_to_string(&out).unwrap_or_default();
+            if let Some(p) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("listening on "))
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse().ok())
+            {
+                break p;
+            }
+            assert!(
+                start.elapsed() < LINE_TIMEOUT,
+                "haul serve did not listen; stderr:\n{}",
+                fs::read_to_string(&err).unwrap_or_default()
+            );
+            sleep(Duration::from_millis(10));
+        };
+        Server {
+            addr,
+            pid,
+            port,
+            err,
+        }
+    }
+
+    fn to(&self) -> String {
+        format!("{}:{}", self.addr, self.port)
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    /// Waits until the server's log has a line with `needle`; returns the lines with it.
+    fn wait_log(&self, needle: &str) -> Vec<String> {
+        let start = Instant::now();
+        loop {
+            let lines: Vec<String> = self
+                .log()
+                .lines()
+                .filter(|l| l.contains(needle))
+                .map(String::from)
+                .collect();
+            if !lines.is_empty() {
+                return lines;
+            }
+            assert!(
+                start.elapsed() < LINE_TIMEOUT,
+                "the server never logged `{needle}`; log:\n{}",
+                self.log()
+            );
+            sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Starts `rewrite MIB RATE` in the source's network namespace and checks it once.
+fn start_workload(env: &Env, hosts: &Hosts, mib: &str, rate: &str) -> Workload {
+    start_named(env, hosts, "rewrite", mib, rate)
+}
+
+/// `start_workload` with its output in `<name>.out`.
+fn start_named(env: &Env, hosts: &Hosts, name: &str, mib: &str, rate: &str) -> Workload {
+    let bin = workload_bin("rewrite");
+    let net = Hosts::net(&hosts.src);
+    let mut w = env.spawn(
+        name,
+        Path::new("/usr/bin/nsenter"),
+        &[
+            OsStr::new(&net),
+            OsStr::new("--"),
+            bin.as_os_str(),
+            env.path().as_os_str(),
+            OsStr::new(mib),
+            OsStr::new(rate),
+        ],
+    );
+    w.exe = bin;
+    env.wait_ready(&w);
+    env.check(&mut w);
+    w
+}
+
+/// One test's two hosts, key, server and workload (`rewrite MIB 50`).
+struct Scene {
+    env: Env,
+    hosts: Hosts,
+    key: PathBuf,
+    server: Server,
+    w: Workload,
+}
+
+impl Scene {
+    fn new(mib: &str, server_hold: Option<&str>) -> (Scene, Option<Hold>) {
+        let env = Env::new();
+        let hosts = Hosts::new();
+        let key = key_file(&env, "key");
+        let hold = server_hold.map(|p| Hold::new(&env, p));
+        let server = Server::start(&env, &hosts, &key, hold.as_ref());
+        let w = start_workload(&env, &hosts, mib, "50");
+        (
+            Scene {
+                env,
+                hosts,
+                key,
+                server,
+                w,
+            },
+            hold,
+        )
+    }
+
+    /// `ckpt migrate` of the workload to the server, in the background.
+    fn migrate_bg(&self, extra: &[&str], hold: Option<&Hold>) -> Bg {
+        migrate_bg(
+            &self.env,
+            &self.hosts.src,
+            self.w.pid,
+            &self.server.to(),
+            &self.key,
+            extra,
+            hold,
+        )
+    }
+}
+
+type Bg = (std::process::Child, Vec<OsString>, PathBuf, PathBuf);
+
+/// `ckpt migrate -t PID --to ... EXTRA` in the source's namespace, in the background.
+fn migrate_bg(
+    env: &Env,
+    ns: &str,
+    pid: i32,
+    to: &str,
+    key: &Path,
+    extra: &[&str],
+    hold: Option<&Hold>,
+) -> Bg {
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let (out, err) = (
+        env.path().join(format!("migrate-{n}.out")),
+        env.path().join(format!("migrate-{n}.err")),
+    );
+    let mut args: Vec<OsString> = vec![
+        "migrate".into(),
+        "-t".into(),
+        pid.to_string().into(),
+        "--to".into(),
+        to.into(),
+        "--key-file".into(),
+        key.into(),
+        "--timeout".into(),
+        "5".into(),
+    ];
+    args.extend(extra.iter().map(OsString::from));
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(Hosts::net(ns)).arg("--").arg(CKPT).args(&args);
+    if let Some(h) = hold {
+        cmd.env("CKPT_TEST_HOLD", h.var());
+    }
+    let child = cmd
+        .current_dir(env.path())
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out).unwrap())
+        .stderr(fs::File::create(&err).unwrap())
+        .spawn()
+        .expect("spawn nsenter");
+    env.track(child.id() as i32);
+    (child, args, out, err)
+}
+
+fn finish(env: &Env, (mut child, args, out, err): Bg) -> CkptOutput {
+    let pid = child.id() as i32;
+    let status = wait_child(&mut child, CKPT_TIMEOUT).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!(
+            "ckpt migrate hung; stderr:\n{}",
+            fs::read_to_string(&err).unwrap_or_default()
+        )
+    });
+    env.untrack(pid);
+    CkptOutput {
+        args,
+        status,
+        stdout: fs::read_to_string(&out).unwrap_or_default(),
+        stderr: fs::read_to_string(&err).unwrap_or_default(),
+    }
+}
+
+fn migrate(env: &Env, hosts: &Hosts, pid: i32, to: &str, key: &Path, extra: &[&str]) -> CkptOutput {
+    finish(env, migrate_bg(env, &hosts.src, pid, to, key, extra, None))
+}
+
+fn ppid(pid: i32) -> i32 {
+    status_field(pid, "PPid").unwrap().parse().unwrap()
+}
+
+/// After a successful migration: the source was killed (reaped here), the copy runs at
+/// the destination in a pid namespace of its own, untraced, and passes its next check
+/// with the next count.
+fn assert_moved(env: &Env, w: &mut Workload, report: &serde_json::Value) {
+    let new_pid = report["new_pid"].as_i64().expect("new_pid") as i32;
+    env.reap_dumped(w.pid);
+    // The copy's init (ckpt's, pid 1 of the new namespace) is the cleanup handle.
+    env.track(ppid(new_pid));
+    env.track(new_pid);
+    assert_running_untraced(new_pid);
+    let ns = status_field(new_pid, "NSpid").unwrap();
+    assert!(
+        ns.split_whitespace().nth(1) == Some(&w.pid.to_string()),
+        "the copy {new_pid} should hold the dumped pid {} inside its namespace: NSpid {ns}",
+        w.pid
+    );
+    w.pid = new_pid;
+    env.check(w);
+}
+
+/// After a failed migration: the workload runs on at the source, untraced, correct.
+fn assert_still_here(env: &Env, w: &mut Workload) {
+    assert_running_untraced(w.pid);
+    env.check(w);
+}
+
+#[test]
+fn stop_and_copy_between_two_hosts_after_garbage() {
+    let env = Env::new();
+    let hosts = Hosts::new();
+    let key = key_file(&env, "key");
+    let server = Server::start(&env, &hosts, &key, None);
+    // Not a ckpt peer, then a ckpt hello followed by a frame of 4 GiB: each dropped
+    // with one line, the server serving on.
+    let net = Hosts::net(&hosts.src);
+    for (payload, needle) in [
+        ("GET / HTTP/1.0\\r\\n\\r\\n", "not a ckpt haul peer"),
+        (
+            "CKPTHAUL\\000\\001\\377\\377\\377\\377",
+            "a frame of 4294967295 bytes",
+        ),
+    ] {
+        let st = Command::new("nsenter")
+            .args([net.as_str(), "--", "bash", "-c"])
+            .arg(format!(
+                "printf '{payload}' >/dev/tcp/{DST_ADDR}/{}; sleep 0.2",
+                server.port
+            ))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        assert_eq!(server.wait_log(needle).len(), 1, "{}", server.log());
+    }
+    let mut w = start_workload(&env, &hosts, "64", "50");
+    let out = migrate(&env, &hosts, w.pid, &server.to(), &key, &["--json"]).ok();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON report");
+    eprintln!("{report}");
+    assert_eq!(report["mode"], "stop-and-copy");
+    assert!(report["bytes"].as_u64().unwrap() > 64 << 20);
+    // zstd only where it paid: never more on the wire than the images.
+    assert!(report["wire_bytes"].as_u64().unwrap() <= report["bytes"].as_u64().unwrap());
+    assert!(report["downtime_ms"].as_f64().unwrap() > 0.0);
+    assert_moved(&env, &mut w, &report);
+    // The migration's directory is gone once it ended.
+    server.wait_log("restored, running");
+    assert_eq!(
+        fs::read_dir(env.path().join("serve")).unwrap().count(),
+        0,
+        "{}",
+        listing(&env.path().join("serve"))
+    );
+}
+
+#[test]
+fn a_wrong_key_is_refused_and_the_workload_runs_on() {
+    let (mut s, _) = Scene::new("16", None);
+    let other = key_file(&s.env, "other");
+    let out = migrate(&s.env, &s.hosts, s.w.pid, &s.server.to(), &other, &[]);
+    out.failed_naming("handshake failed");
+    out.failed_naming("runs on here");
+    assert_eq!(s.server.wait_log("handshake failed").len(), 1);
+    assert_still_here(&s.env, &mut s.w);
+}
+
+#[test]
+fn sigint_while_streaming_resumes_the_workload() {
+    let (mut s, _) = Scene::new("64", None);
+    let hold = Hold::new(&s.env, "haul-sending");
+    let bg = s.migrate_bg(&[], Some(&hold));
+    let held = hold.reached();
+    // The tree is stopped (traced by migrate's dump thread) while its images stream.
+    assert_ne!(status_field(s.w.pid, "TracerPid").as_deref(), Some("0"));
+    assert!(signal(held, libc::SIGINT));
+    let out = finish(&s.env, bg);
+    out.failed_naming("interrupted by SIGINT");
+    s.server.wait_log("the source gave up");
+    assert_still_here(&s.env, &mut s.w);
+}
+
+#[test]
+fn the_destination_dying_mid_transfer_leaves_the_workload_running() {
+    let (mut s, hold) = Scene::new("64", Some("haul-receiving"));
+    let bg = s.migrate_bg(&[], None);
+    assert_eq!(hold.unwrap().reached(), s.server.pid);
+    s.env.kill_and_reap(s.server.pid);
+    let out = finish(&s.env, bg);
+    let line = out.failed_naming("runs on here");
+    assert!(
+        line.contains("closed the connection") || line.contains("reset"),
+        "{line}"
+    );
+    assert_still_here(&s.env, &mut s.w);
+}
+
+#[test]
+fn a_cut_link_times_out_and_the_workload_runs_on() {
+    let (mut s, hold) = Scene::new("64", Some("haul-receiving"));
+    let hold = hold.unwrap();
+    let bg = s.migrate_bg(&[], None);
+    hold.reached();
+    s.hosts.cut();
+    hold.release();
+    let out = finish(&s.env, bg);
+    out.failed_naming("no progress for 5 s");
+    // The server gives up on its side too, with one line.
+    assert_eq!(s.server.wait_log("dropped").len(), 1, "{}", s.server.log());
+    assert_still_here(&s.env, &mut s.w);
+}
+
+#[test]
+fn a_damaged_image_is_refused_by_the_destination() {
+    let (mut s, _) = Scene::new("16", None);
+    let stage = s.env.path().join("stage");
+    let hold = Hold::new(&s.env, "haul-dumped");
+    let stage_arg = stage.to_string_lossy().to_string();
+    let bg = s.migrate_bg(&["--stage-dir", &stage_arg], Some(&hold));
+    hold.reached();
+    // One byte of memory flipped in the staged image, before it is sent.
+    let pages = stage.join("r0/pages-1.img");
+    let mut bytes = fs::read(&pages).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    fs::write(&pages, bytes).unwrap();
+    hold.release();
+    let out = finish(&s.env, bg);
+    let line = out.failed_naming("restore failed");
+    assert!(line.contains("checksum"), "{line}");
+    assert!(
+        !stage.join("r0").exists(),
+        "the staged round is left behind"
+    );
+    assert_still_here(&s.env, &mut s.w);
+}
+
+#[test]
+fn a_failed_restore_at_the_destination_leaves_the_workload_running() {
+    let env = Env::new();
+    let hosts = Hosts::new();
+    // At the destination the workload's directory is an empty tmpfs: its output file
+    // cannot be reopened there, so the restore fails.
+    let elsewhere = Env::new();
+    let key = key_file(&elsewhere, "key");
+    let script = format!(
+        "mount -t tmpfs none {} && exec \"$@\"",
+        env.path().display()
+    );
+    let server = Server::start_wrapped(
+        &env,
+        (&hosts.dst, DST_ADDR),
+        &key,
+        None,
+        Some(&script),
+        &elsewhere.subdir("serve"),
+    );
+    let mut w = start_workload(&env, &hosts, "16", "50");
+    let out = migrate(&env, &hosts, w.pid, &server.to(), &key, &[]);
+    let line = out.failed_naming("restore failed");
+    assert!(line.contains("runs on here"), "{line}");
+    assert_eq!(server.wait_log("dropped").len(), 1, "{}", server.log());
+    assert_still_here(&env, &mut w);
+}
+
+/// 256 MiB, a quarter of it rewritten at 50 MiB/s while the rounds run: the first round
+/// carries all of it, the later ones only what was written since, the final one the rest
+/// while the tree is stopped; the copy verifies every page.
+#[test]
+fn pre_copy_moves_a_busy_workload_and_every_page_arrives() {
+    let (mut s, _) = Scene::new("256", None);
+    let out = finish(&s.env, s.migrate_bg(&["--pre-copy", "--json"], None)).ok();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON report");
+    eprintln!("{report:#}");
+    assert_eq!(report["mode"], "pre-copy");
+    let rounds = report["rounds"].as_array().unwrap();
+    assert!(rounds.len() >= 2, "{report}");
+    assert_eq!(rounds[0]["kind"], "pre-copy");
+    assert!(rounds[0]["page_bytes"].as_u64().unwrap() >= 256 << 20);
+    let last = rounds.last().unwrap();
+    assert_eq!(last["kind"], "final");
+    // The final round carries only what the tree wrote since the round before.
+    assert!(last["page_bytes"].as_u64().unwrap() < 128 << 20, "{report}");
+    assert!(report["pre_copy_end"].is_string());
+    // Each pre-copy round says what sending it again would take; from the second on, the
+    // tree's write rate.
+    for (i, r) in rounds
+        .iter()
+        .filter(|r| r["kind"] == "pre-copy")
+        .enumerate()
+    {
+        assert!(r["est_send_ms"].is_number(), "{r}");
+        assert_eq!(r["dirty_mb_s"].is_number(), i > 0, "{r}");
+    }
+    assert_moved(&s.env, &mut s.w, &report);
+}
+
+/// Refused before anything is stopped or sent: a key file that is no key, a destination
+/// where nobody listens, a pid that does not exist.
+#[test]
+fn bad_input_is_refused_in_one_line_and_the_workload_runs_on() {
+    let (mut s, _) = Scene::new("16", None);
+    let bad = s.env.path().join("bad.key");
+    fs::write(&bad, "not a key\n").unwrap();
+    let out = migrate(&s.env, &s.hosts, s.w.pid, &s.server.to(), &bad, &[]);
+    out.failed_naming("expected 32 bytes, or 64 hex digits");
+    // A port nobody listens on (the server's port + 1 on the same host is free: the
+    // namespace is the test's own).
+    let nobody = format!("{DST_ADDR}:{}", s.server.port.wrapping_add(1).max(1));
+    let out = migrate(&s.env, &s.hosts, s.w.pid, &nobody, &s.key, &[]);
+    out.failed_naming("connecting to");
+    // No such process: refused by the dump, the destination told.
+    let gone = unused_pid();
+    let out = migrate(&s.env, &s.hosts, gone, &s.server.to(), &s.key, &[]);
+    let line = out.failed_naming("runs on here");
+    assert!(mentions_number(&line, gone as i64), "{line}");
+    s.server.wait_log("the source gave up");
+    assert_still_here(&s.env, &mut s.w);
+}
+
+/// Two migrations to one server at once: each in a directory of the server's naming, each
+/// copy whole and correct.
+#[test]
+fn two_migrations_at_once_each_in_its_own_directory() {
+    let (mut s, hold) = Scene::new("32", Some("haul-received"));
+    let hold = hold.unwrap();
+    let mut w2 = start_named(&s.env, &s.hosts, "second", "32", "50");
+    // The first waits at the server with everything received, while the second runs.
+    let first = s.migrate_bg(&["--json"], None);
+    hold.reached();
+    let second = migrate_bg(
+        &s.env,
+        &s.hosts.src,
+        w2.pid,
+        &s.server.to(),
+        &s.key,
+        &["--json"],
+        None,
+    );
+    let out2 = finish(&s.env, second).ok();
+    let dirs: Vec<String> = fs::read_dir(s.env.path().join("serve"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    // The held one's directory is still there; the second's is gone once it ended.
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    assert!(dirs[0].starts_with('m'), "{dirs:?}");
+    hold.release();
+    let out1 = finish(&s.env, first).ok();
+    let r1: serde_json::Value = serde_json::from_str(&out1.stdout).unwrap();
+    let r2: serde_json::Value = serde_json::from_str(&out2.stdout).unwrap();
+    assert_ne!(r1["new_pid"], r2["new_pid"]);
+    assert_moved(&s.env, &mut s.w, &r1);
+    assert_moved(&s.env, &mut w2, &r2);
+    let logged = s.server.wait_log("restored, running");
+    assert_eq!(logged.len(), 2, "{}", s.server.log());
+}
+
+/// Back and forth three times: to the destination, back to the source (a server there),
+/// and again; each copy (in a pid namespace of the restore's) is dumped by its outer pid
+/// and passes its check with the next count.
+#[test]
+fn three_migrations_back_and_forth() {
+    let (mut s, _) = Scene::new("32", None);
+    let back_dir = s.env.subdir("serve-back");
+    let back = Server::start_wrapped(
+        &s.env,
+        (&s.hosts.src, SRC_ADDR),
+        &s.key,
+        None,
+        None,
+        &back_dir,
+    );
+    for (i, (from, to)) in [
+        (&s.hosts.src, s.server.to()),
+        (&s.hosts.dst, back.to()),
+        (&s.hosts.src, s.server.to()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let old_init = (i > 0).then(|| ppid(s.w.pid));
+        let bg = migrate_bg(&s.env, from, s.w.pid, &to, &s.key, &["--json"], None);
+        let out = finish(&s.env, bg).ok();
+        let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let new_pid = report["new_pid"].as_i64().unwrap() as i32;
+        if i == 0 {
+            assert_moved(&s.env, &mut s.w, &report);
+        } else {
+            // The copy before was under an init of a restore (ours to reap): it ends with
+            // its only process.
+            let old = s.w.pid;
+            for p in [old, old_init.unwrap()] {
+                let start = Instant::now();
+                while exists(p) && start.elapsed() < LINE_TIMEOUT {
+                    let _ = reap(p, Duration::from_millis(50));
+                }
+                assert!(
+                    !exists(p),
+                    "pid {p} still there after the migration of {old}"
+                );
+                s.env.untrack(p);
+            }
+            s.env.track(ppid(new_pid));
+            s.env.track(new_pid);
+            assert_running_untraced(new_pid);
+            s.w.pid = new_pid;
+            s.env.check(&mut s.w);
+        }
+    }
+    assert_eq!(s.w.passes, 4);
+}
