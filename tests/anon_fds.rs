@@ -97,3 +97,9 @@ fn memfd_also_mapped_is_refused() {
 fn big_deleted_file_is_refused() {
     refused("bigdeleted", "more than the 8 MiB");
 }
+
+/// A fanotify group is refused by name, by `check -t` and the dump.
+#[test]
+fn fanotify_is_refused() {
+    refused("fanotify", "fanotify is not supported yet");
+}

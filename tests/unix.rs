@@ -209,3 +209,22 @@ fn external_peer_is_plugged_in_with_inherit_fd() {
     assert_eq!(line_from(&mut conn2), "ping 2\n");
     env.kill_and_reap(w.pid);
 }
+
+/// An fd with O_ASYNC keeps its owner (the process itself) and its signal (F_SETSIG): a
+/// byte written to its peer still raises the signal after each restore.
+#[test]
+fn async_owner_and_signal_three_cycles() {
+    three_cycles(&["async"]);
+}
+
+/// O_ASYNC signals going to another process (here the child) are refused by name.
+#[test]
+fn async_owner_of_another_process_is_refused() {
+    let env = Env::new();
+    let w = env.start_with("unixsock", &["asyncother"]);
+    let dumped = env.dump(w.pid, &env.subdir("img"), &[]);
+    let line = dumped.failed_naming("O_ASYNC signals go to pid");
+    assert!(line.contains(&format!("pid {}: fd ", w.pid)), "{line}");
+    assert_running_untraced(w.pid);
+    finish_tree(&env, &w, &[w.pid]);
+}

@@ -15,6 +15,8 @@ use std::fs::Metadata;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 const O_CLOEXEC: u32 = 0o2000000;
+const O_ASYNC: u32 = 0o20000;
+const F_OWNER_PGRP: i32 = 2;
 
 /// Character devices a fresh open() gives back exactly (major 1: mem): null, zero, full,
 /// random, urandom. Any other device object has state of its own (a pty pair, a tun
@@ -171,6 +173,9 @@ fn inspect(
             nix::sys::stat::major(meta.rdev()),
             nix::sys::stat::minor(meta.rdev()),
         );
+        if fdtable::tty::end_of(dev).is_some() {
+            return Ok((pb::FdKind::FdTty, target, meta));
+        }
         if !STATELESS_CHARDEVS.contains(&dev) {
             return Err(blocked(format!(
                 "character device {}:{}, which holds state a reopen would lose; only \
@@ -206,10 +211,12 @@ pub fn blockers(pid: Pid, describer: &mut Describer, out: &mut Blockers) -> Resu
 
 /// One Fd record per open descriptor of the stopped task, each naming its description in
 /// `table` (new descriptions are added to it).
-pub fn collect(pid: Pid, table: &mut FdTable) -> Result<Vec<pb::Fd>, DumpError> {
+/// Beside them, each fd's `lock:` lines of fdinfo (read in the same pass, for `locks.rs`).
+pub fn collect(pid: Pid, table: &mut FdTable) -> Result<(Vec<pb::Fd>, Vec<String>), DumpError> {
     let t = std::time::Instant::now();
     let cpu = fdtable::thread_cpu();
     let mut out: Vec<pb::Fd> = Vec::new();
+    let mut lock_texts = Vec::new();
     // Description -> the first fd of this process that refers to it.
     let mut here: HashMap<u64, i32> = HashMap::new();
     let mut infos = proc::FdInfoDir::open(pid)?;
@@ -248,12 +255,13 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<Vec<pb::Fd>, DumpError> 
                 };
                 let d = describe(pid, fd, key, kind, &path, &meta, &info, table)?;
                 (
-                    table.insert(pid, fd, key, d),
+                    table.insert(pid, fd, key, d)?,
                     Some((meta.dev() | 1 << 62, meta.ino())),
                 )
             }
         };
-        if table.desc(desc).kind == pb::FdKind::FdUnixSocket as i32 {
+        let kind = table.desc(desc).kind;
+        if kind == pb::FdKind::FdUnixSocket as i32 || kind == pb::FdKind::FdTty as i32 {
             table.unix.held(desc, pid, fd);
         }
         // A dup of a lower fd of this process: restore dups it rather than reopening.
@@ -276,9 +284,41 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<Vec<pb::Fd>, DumpError> 
                 pipe_data = ckpt_sys::pipe::peek(&mine)?;
             }
         }
+        // O_ASYNC: whom its signal goes to; a lease: the signal its break sends
+        // (F_SETSIG). Read through a copy (they belong to the description).
+        let (mut owner_type, mut owner_pid, mut async_signal, mut lease_signal) = (0, 0, 0, 0);
+        let lease = info.lock_lines.contains("LEASE");
+        if (info.flags & O_ASYNC != 0 || lease) && dup_of.is_none() {
+            let mine = ckpt_sys::process::steal_fd(pid, fd)?;
+            (owner_type, owner_pid, async_signal) =
+                ckpt_sys::process::async_owner(std::os::fd::AsFd::as_fd(&mine))?;
+            if lease {
+                lease_signal = async_signal;
+            }
+            if info.flags & O_ASYNC == 0 {
+                (owner_type, owner_pid, async_signal) = (0, 0, 0);
+            }
+            // Set again by the owner's own seed, which must be this process (its main
+            // thread) and hold it.
+            if owner_pid != 0 && (owner_pid != pid.as_raw() || owner_type == F_OWNER_PGRP) {
+                return Err(crate::refuse(format!(
+                    "pid {pid}: fd {fd}: O_ASYNC signals go to {} {owner_pid}, not to this \
+                     process; only a process's own fds signalling itself are supported",
+                    if owner_type == F_OWNER_PGRP {
+                        "process group"
+                    } else {
+                        "pid"
+                    }
+                )));
+            }
+        }
+        lock_texts.push(info.lock_lines.clone());
         out.push(pb::Fd {
+            owner_type,
+            owner_pid,
+            async_signal,
             locks: Vec::new(),
-            lease_signal: 0,
+            lease_signal,
             pipe_data,
             pipe_size,
             is_dup: dup_of.is_some(),
@@ -297,7 +337,7 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<Vec<pb::Fd>, DumpError> 
     table.fds += out.len() as u64;
     table.spent += t.elapsed();
     table.cpu += fdtable::thread_cpu().saturating_sub(cpu);
-    Ok(out)
+    Ok((out, lock_texts))
 }
 
 /// __O_TMPFILE, which the kernel keeps in an O_TMPFILE file's flags.
@@ -367,6 +407,14 @@ fn describe(
         }
         pb::FdKind::FdInetSocket => d.inet = Some(table.net.collect(pid, fd, meta.ino())?),
         pb::FdKind::FdUnixSocket => d.unix = Some(fdtable::unix::dump(&ctx, table)?),
+        pb::FdKind::FdTty => {
+            let dev = (
+                nix::sys::stat::major(meta.rdev()),
+                nix::sys::stat::minor(meta.rdev()),
+            );
+            let master = fdtable::tty::end_of(dev) == Some(true);
+            d.tty = Some(fdtable::tty::dump(&ctx, master, target)?);
+        }
         pb::FdKind::FdEpoll => {
             let named =
                 |why: String| crate::refuse(format!("pid {pid}: fd {fd} (epoll, {target}): {why}"));

@@ -409,6 +409,7 @@ fn dump_inner(
         stats.injected += one.injected;
     }
     fdtable::unix::finish(&mut shared.files, &parents, &|p| shared.pids.pid(p))?;
+    fdtable::tty::finish(&mut shared.files, &parents, &|p| shared.pids.pid(p))?;
     let mut w = sink.records(names::FDTABLE, Kind::FileTable)?;
     for d in shared.files.descs() {
         w.write(d)?;
@@ -694,8 +695,8 @@ fn process(
         &known_state::Allowed(opts.allow_unknown_state.clone()),
     )?;
     let mut mm = mm::collect(pid, &stat, &maps)?;
-    let mut fds = files::collect(pid, &mut dedup.tree.files)?;
-    let accounted = locks::attach(pid, &mut fds)?;
+    let (mut fds, lock_texts) = files::collect(pid, &mut dedup.tree.files)?;
+    let accounted = locks::attach(pid, &mut fds, &lock_texts)?;
     let threads = cores::threads(task)?;
     let tids: Vec<Pid> = std::iter::once(pid)
         .chain(task.threads.iter().map(|t| t.tid))
@@ -721,7 +722,6 @@ fn process(
     };
     let inject_tracker = track_plan.as_ref().is_some_and(|p| p.needs_injection());
     let injected = remote::collect(task, &maps, &mm.vdso, wanted_sigs, inject_tracker)?;
-    locks::set_lease_signals(&mut fds, &injected.lease_signals);
     tracing::debug!(%pid, ms = ms(t), calls = injected.calls, "injected syscalls");
 
     // Protect first, then plan and copy: a write during the copy is seen by the next round.

@@ -6,12 +6,9 @@
 
 use crate::{refuse, DumpError};
 use ckpt_images::pb;
-use ckpt_sys::inject::Remote;
 use ckpt_sys::kstate::{self, LockLine};
 use ckpt_sys::Pid;
 use std::collections::HashSet;
-
-const F_GETSIG: u64 = 11;
 
 fn to_record(pid: Pid, fd: i32, l: &LockLine) -> Result<pb::FileLock, DumpError> {
     let bad = |why: &str| {
@@ -46,10 +43,15 @@ pub type Accounted = HashSet<(String, u64, u64)>;
 
 /// Adds the locks of every fd to its record (the first fd of a shared description
 /// only); returns what they account for, for `refuse_unaccounted`.
-pub fn attach(pid: Pid, fds: &mut [pb::Fd]) -> Result<Accounted, DumpError> {
+pub fn attach(pid: Pid, fds: &mut [pb::Fd], texts: &[String]) -> Result<Accounted, DumpError> {
     let mut seen = Accounted::new();
-    for f in fds.iter_mut() {
-        let lines = kstate::fd_locks(pid, f.fd)?;
+    for (f, text) in fds.iter_mut().zip(texts) {
+        let lines = kstate::fd_locks_of(text).map_err(|l| {
+            DumpError::Lost(format!(
+                "/proc/{pid}/fdinfo/{}: unreadable lock line {l:?}",
+                f.fd
+            ))
+        })?;
         for l in &lines {
             seen.insert((l.inode.clone(), l.start, l.end));
         }
@@ -162,35 +164,4 @@ pub fn through_mappings(
         }
     }
     Ok(())
-}
-
-/// (fd, F_GETSIG) of every fd through which the task holds a lease: the signal a lease
-/// break sends it (F_SETSIG; 0 means SIGIO). Asked by an injected fcntl, as no /proc
-/// file shows it.
-pub fn lease_signals(remote: &mut Remote) -> Result<Vec<(i32, i32)>, DumpError> {
-    let pid = remote.pid();
-    let mut out = Vec::new();
-    for fd in ckpt_sys::proc::fds(pid)? {
-        if kstate::fd_locks(pid, fd)?
-            .iter()
-            .any(|l| l.class == "LEASE")
-        {
-            let sig = remote.syscall(
-                || format!("fcntl({fd}, F_GETSIG)"),
-                libc::SYS_fcntl,
-                &[fd as u64, F_GETSIG],
-            )?;
-            out.push((fd, sig as i32));
-        }
-    }
-    Ok(out)
-}
-
-/// Puts the lease signals into the fd records that carry the leases.
-pub fn set_lease_signals(fds: &mut [pb::Fd], signals: &[(i32, i32)]) {
-    for f in fds.iter_mut() {
-        if let Some(&(_, sig)) = signals.iter().find(|(fd, _)| *fd == f.fd) {
-            f.lease_signal = sig;
-        }
-    }
 }

@@ -72,8 +72,6 @@ pub struct Injected {
     /// prctl and membarrier state, loginuid (task_state.rs).
     pub task: crate::task_state::TaskState,
     pub posix_timers: Vec<pb::PosixTimer>,
-    /// (fd, F_GETSIG) of each fd holding a lease.
-    pub lease_signals: Vec<(i32, i32)>,
     /// The write tracker's fd, when one was asked for (`track.rs`).
     pub tracker_fd: Option<i32>,
     pub calls: u64,
@@ -296,7 +294,6 @@ pub fn collect(
         threads,
     )?;
     inj.posix_timers = crate::timers::collect(&mut remote, data + OFF_TIMERS, PAGE - OFF_TIMERS)?;
-    inj.lease_signals = crate::locks::lease_signals(&mut remote)?;
 
     inj.tid_address = u64_at(&page, OFF_TID_ADDRESS);
     inj.altstack = pb::SigAltStack {

@@ -28,6 +28,7 @@ pub mod anon;
 pub mod contents;
 pub mod epoll;
 pub mod pipe;
+pub mod tty;
 pub mod unix;
 
 use crate::image::ProcessImage;
@@ -92,6 +93,7 @@ pub fn check(descs: &[pb::FileDesc]) -> Result<(), String> {
             Ok(pb::FdKind::FdMemfd | pb::FdKind::FdDeleted) => contents::check(d)?,
             Ok(pb::FdKind::FdEpoll) => epoll::check(d)?,
             Ok(pb::FdKind::FdUnixSocket) => unix::check(d)?,
+            Ok(pb::FdKind::FdTty) => tty::check(d)?,
             Ok(pb::FdKind::FdInetSocket) => {
                 crate::net::check(d).map_err(|e| format!("description {}: {e}", d.id))?
             }
@@ -121,6 +123,7 @@ fn object_key(d: &pb::FileDesc) -> (i32, u64) {
         Ok(pb::FdKind::FdPipe) if d.external.is_empty() => (d.kind, d.object),
         Ok(pb::FdKind::FdMemfd | pb::FdKind::FdDeleted) => (d.kind, d.object),
         Ok(pb::FdKind::FdUnixSocket) if d.external.is_empty() => (d.kind, d.object),
+        Ok(pb::FdKind::FdTty) => (d.kind, d.object),
         _ => (-1, d.id),
     }
 }

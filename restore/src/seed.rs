@@ -59,6 +59,10 @@ pub struct SeedPlan {
     /// The epolls of `fds` (fd, what it watches), from the tree's table
     /// (`fdtable/epoll.rs`).
     pub epolls: Vec<(i32, pb::EpollState)>,
+    /// The pty (/dev/pts/N) this session leader takes as controlling terminal.
+    pub ctty: Option<u32>,
+    /// It leads the foreground group of its controlling terminal.
+    pub foreground: bool,
 }
 
 impl SeedPlan {
@@ -96,6 +100,7 @@ pub fn run(seeds: &Seeds, me: usize) -> ! {
     let early = container
         .and_then(|()| join_groups(p))
         .and_then(|()| objects::create(&seeds.fds.creates[me], seeds.fds.end))
+        .and_then(|()| crate::fdtable::tty::take(p))
         .and_then(|()| sharing::prepare(seeds.sharing.as_ref(), me))
         .and_then(|()| family::fork_children(seeds, me));
     let result = early
@@ -221,6 +226,23 @@ fn place_helper(
 /// itself and closing the original would lose it).
 pub fn place_owned(fd: std::os::fd::OwnedFd, at: RawFd) -> Result<(), String> {
     access::place(std::fs::File::from(fd), at)
+}
+
+/// O_ASYNC, and its owner (this process: the only one the dump accepts) and signal, on
+/// the descriptions that had them; set here, once the description is in place (open(2)
+/// ignores O_ASYNC).
+fn async_owners(p: &SeedPlan) -> Result<(), String> {
+    const O_ASYNC: u32 = 0o20000;
+    for f in p.fds.iter().filter(|f| f.flags & O_ASYNC != 0 && !f.is_dup) {
+        let fl =
+            fcntl(f.fd, FcntlArg::F_GETFL).map_err(|e| format!("fd {}: F_GETFL: {e}", f.fd))?;
+        let on = OFlag::from_bits_retain(fl) | OFlag::O_ASYNC;
+        fcntl(f.fd, FcntlArg::F_SETFL(on)).map_err(|e| format!("fd {}: O_ASYNC: {e}", f.fd))?;
+        let owner = if f.owner_pid != 0 { p.pid } else { 0 };
+        ckpt_sys::process::set_async_owner(f.fd, f.owner_type, owner, f.async_signal)
+            .map_err(|e| format!("fd {}: {e}", f.fd))?;
+    }
+    Ok(())
 }
 
 /// The close-on-exec flag belongs to the fd, not to the file description a dup shares.
@@ -354,6 +376,7 @@ fn prepare(p: &SeedPlan, fds: &crate::fdtable::Plan) -> Result<(), String> {
     }
     // Every slot: those this process holds are dup2()ed into place by now.
     ckpt_sys::process::close_range(fds.base as u32, u32::MAX).map_err(|e| e.to_string())?;
+    async_owners(p)?;
     // Last: they watch the others by fd number.
     crate::fdtable::epoll::place(p)?;
     id.root()?;

@@ -26,6 +26,7 @@ pub mod socket;
 pub mod sysvipc;
 pub mod testhold;
 pub mod track;
+pub mod tty;
 pub mod uffd;
 pub mod unix;
 

@@ -395,6 +395,8 @@ pub struct FdInfo {
     /// file description has one of each, so fds with different ones never share one.
     pub mnt_id: u64,
     pub ino: u64,
+    /// Its `lock:` lines (kstate::fd_locks_of parses them), read in the same pass.
+    pub lock_lines: String,
 }
 
 pub fn fdinfo(pid: Pid, fd: i32) -> Result<FdInfo> {
@@ -460,6 +462,9 @@ fn parse_fdinfo(text: &str) -> FdInfo {
             info.mnt_id = v.trim().parse().unwrap_or(0);
         } else if let Some(v) = line.strip_prefix("ino:") {
             info.ino = v.trim().parse().unwrap_or(0);
+        } else if line.starts_with("lock:") {
+            info.lock_lines.push_str(line);
+            info.lock_lines.push('\n');
         }
     }
     info

@@ -403,6 +403,13 @@ pub fn own_non_default_signals() -> Vec<u32> {
 /// kcmp(2) KCMP_FILE: whether two fds of two processes refer to the same open file
 /// description (what dup() and fork() share: offset and status flags).
 pub fn same_file_description(pid1: Pid, fd1: i32, pid2: Pid, fd2: i32) -> Result<bool> {
+    Ok(file_order(pid1, fd1, pid2, fd2)? == std::cmp::Ordering::Equal)
+}
+
+/// kcmp(2) KCMP_FILE as an ordering: the kernel orders open file descriptions
+/// consistently (by obfuscated address), so descriptions can be kept sorted and a new one
+/// found by binary search.
+pub fn file_order(pid1: Pid, fd1: i32, pid2: Pid, fd2: i32) -> Result<std::cmp::Ordering> {
     const KCMP_FILE: libc::c_long = 0;
     // SAFETY: kcmp only compares kernel objects; it takes no pointers.
     let r = unsafe {
@@ -415,7 +422,13 @@ pub fn same_file_description(pid1: Pid, fd1: i32, pid2: Pid, fd2: i32) -> Result
             fd2 as libc::c_ulong,
         )
     };
-    Ok(Errno::result(r).ctx(|| format!("kcmp(pid {pid1} fd {fd1}, pid {pid2} fd {fd2})"))? == 0)
+    let r = Errno::result(r).ctx(|| format!("kcmp(pid {pid1} fd {fd1}, pid {pid2} fd {fd2})"))?;
+    // 0 equal, 1 the first is less, 2 greater (3: not comparable, not for files).
+    Ok(match r {
+        0 => std::cmp::Ordering::Equal,
+        1 => std::cmp::Ordering::Less,
+        _ => std::cmp::Ordering::Greater,
+    })
 }
 
 /// kcmp(2) KCMP_VM: whether two processes share one address space (threads, CLONE_VM
@@ -610,4 +623,44 @@ pub fn pause_forever() -> ! {
     loop {
         nix::unistd::pause();
     }
+}
+
+/// fcntl.h: F_SETSIG, F_GETSIG, F_SETOWN_EX, F_GETOWN_EX; struct f_owner_ex.
+const F_SETSIG: i32 = 10;
+const F_GETSIG: i32 = 11;
+const F_SETOWN_EX: i32 = 15;
+const F_GETOWN_EX: i32 = 16;
+#[repr(C)]
+struct OwnerEx {
+    type_: i32,
+    pid: i32,
+}
+
+/// F_GETOWN_EX and F_GETSIG of an open file description (through any fd of it): the
+/// owner's type (F_OWNER_TID 0, F_OWNER_PID 1, F_OWNER_PGRP 2) and pid, and the signal.
+pub fn async_owner(fd: std::os::fd::BorrowedFd<'_>) -> Result<(i32, i32, i32)> {
+    use std::os::fd::AsRawFd;
+    let mut o = OwnerEx { type_: 0, pid: 0 };
+    // SAFETY: F_GETOWN_EX writes one struct f_owner_ex into `o`.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), F_GETOWN_EX, &mut o) };
+    Errno::result(r).ctx(|| "fcntl(F_GETOWN_EX)".into())?;
+    // SAFETY: F_GETSIG takes no pointer.
+    let sig = unsafe { libc::fcntl(fd.as_raw_fd(), F_GETSIG) };
+    let sig = Errno::result(sig).ctx(|| "fcntl(F_GETSIG)".into())?;
+    Ok((o.type_, o.pid, sig))
+}
+
+/// F_SETOWN_EX and F_SETSIG (the owner must exist).
+pub fn set_async_owner(fd: i32, owner_type: i32, pid: i32, sig: i32) -> Result<()> {
+    let o = OwnerEx {
+        type_: owner_type,
+        pid,
+    };
+    // SAFETY: F_SETOWN_EX reads one struct f_owner_ex from `o`.
+    let r = unsafe { libc::fcntl(fd, F_SETOWN_EX, &o) };
+    Errno::result(r).ctx(|| format!("fcntl({fd}, F_SETOWN_EX, {pid})"))?;
+    // SAFETY: F_SETSIG takes its signal by value.
+    let r = unsafe { libc::fcntl(fd, F_SETSIG, sig) };
+    Errno::result(r).ctx(|| format!("fcntl({fd}, F_SETSIG, {sig})"))?;
+    Ok(())
 }

@@ -24,12 +24,14 @@
  *   keeps no pending events), creates and removes a file in the directory and writes the
  *   log, then reads exactly those three events with the right wds and name.
  * For the refusals (no check of their own): memfdmap, a memfd also mapped MAP_SHARED;
- *   bigdeleted, a deleted file of 9 MiB; inotifygap, watch 2 of 3 removed.
+ *   bigdeleted, a deleted file of 9 MiB; inotifygap, watch 2 of 3 removed;
+ *   fanotify, a fanotify group.
  */
 #include "wl.h"
 #include <sys/mman.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/fanotify.h>
 #include <sys/inotify.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -320,6 +322,10 @@ int main(int argc, char **argv)
 			if (fd < 0 || ftruncate(fd, 8192) ||
 			    mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) == MAP_FAILED)
 				wl_die("memfdmap");
+		} else if (!strcmp(k, "fanotify")) {
+			/* Refused (mount marks and queued events are not restorable yet). */
+			if (fanotify_init(FAN_CLASS_NOTIF | FAN_NONBLOCK, O_RDONLY) < 0)
+				wl_die("fanotify_init");
 		} else if (!strcmp(k, "bigdeleted")) {
 			int fd = open("big.dat", O_RDWR | O_CREAT | O_TRUNC, 0600);
 			if (fd < 0 || ftruncate(fd, 9 << 20) || unlink("big.dat"))

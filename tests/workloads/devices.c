@@ -6,7 +6,7 @@
  *  fd 5     /dev/null     O_WRONLY|O_APPEND, FD_CLOEXEC
  *  fd 6     /dev/full     O_RDWR
  *  fd 7     /dev/random   O_RDONLY
- *  fd 8     /dev/ptmx     O_RDWR|O_NOCTTY (only with `ptmx`: ckpt must refuse to dump it)
+ *  fd 8     /dev/ptmx     O_RDWR|O_NOCTTY (only with `ptmx`: restored with its number)
  * Checks: each fd is the same device (rdev) with the same access mode, status flags and
  * FD_CLOEXEC; /dev/urandom gives 64 bytes that are not all equal; /dev/null swallows a
  * write; /dev/full gives zeros on read and ENOSPC on write. With ptmx, the pty master is still a pty (TIOCGPTN answers the

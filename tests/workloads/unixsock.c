@@ -23,6 +23,10 @@
  * ext: a stream connected to WORKDIR/ext.sock, a listener of the test's (outside the
  *   tree). Check: its peer is still that name, and "ping N" written to it goes through
  *   (the test reads it on its side).
+ * async: a socketpair end with O_ASYNC, owned by this process (F_SETOWN), signalling
+ *   SIGRTMIN+2 (F_SETSIG). Check: owner, signal and flag as set; a byte written to the
+ *   other end raises the signal here (the handler counts).
+ * asyncother: a socketpair end whose O_ASYNC signals go to the child (refused).
  * rights: an fd sent over a socketpair with SCM_RIGHTS, not received (refused).
  * childconn: the child connects to the parent's listener, which accepts: SO_PEERCRED of
  *   the accepted end names the child, the child's names the parent. Check: the parent
@@ -449,6 +453,46 @@ static int verify_ext(void)
 	return 1;
 }
 
+/* ---- async ---- */
+
+static int want_async, as_a, as_b;
+static volatile sig_atomic_t as_signals;
+
+static void on_async(int sig)
+{
+	(void)sig;
+	as_signals++;
+}
+
+static void setup_async(void)
+{
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
+		wl_die("socketpair");
+	as_a = sv[0];
+	as_b = sv[1];
+	signal(SIGRTMIN + 2, on_async);
+	if (fcntl(as_a, F_SETOWN, getpid()) || fcntl(as_a, F_SETSIG, SIGRTMIN + 2) ||
+	    fcntl(as_a, F_SETFL, fcntl(as_a, F_GETFL) | O_ASYNC | O_NONBLOCK))
+		wl_die("O_ASYNC");
+}
+
+static int verify_async(void)
+{
+	WL_CHECK(fcntl(as_a, F_GETFL) & O_ASYNC, "O_ASYNC lost");
+	WL_CHECK(fcntl(as_a, F_GETOWN) == getpid(), "F_GETOWN %d, want %d", fcntl(as_a, F_GETOWN),
+		 getpid());
+	WL_CHECK(fcntl(as_a, F_GETSIG) == SIGRTMIN + 2, "F_GETSIG %d", fcntl(as_a, F_GETSIG));
+	int before = as_signals;
+	WL_CHECK(write(as_b, "a", 1) == 1, "write");
+	for (int i = 0; i < 2000 && as_signals == before; i++)
+		wl_sleep_ms(1);
+	WL_CHECK(as_signals > before, "no signal for the byte written");
+	char c;
+	WL_CHECK(read(as_a, &c, 1) == 1 && c == 'a', "read back");
+	return 1;
+}
+
 /* ---- childconn ---- */
 
 static int want_childconn, cc_sock;
@@ -505,6 +549,8 @@ static int verify_childconn(void)
 
 static int verify(void)
 {
+	if (want_async && !verify_async())
+		return 0;
 	if (want_childconn && !verify_childconn())
 		return 0;
 	if (ext >= 0 && !verify_ext())
@@ -530,6 +576,20 @@ static void corrupt(void)
 		send(dconn, "z", 1, 0);
 	else
 		send(shut_b, "z", 1, 0);
+}
+
+/* A stream socketpair in `sv`, then a child that idles until this process is gone. */
+static void pair_and_idle_child(int sv[2])
+{
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
+		wl_die("socketpair");
+	pid_t parent = getpid();
+	child = fork();
+	if (child == 0) {
+		while (getppid() == parent)
+			wl_sleep_ms(5);
+		_exit(0);
+	}
 }
 
 int main(int argc, char **argv)
@@ -581,17 +641,18 @@ int main(int argc, char **argv)
 		} else if (!strcmp(k, "childconn")) {
 			want_childconn = 1;
 			setup_childconn(dir);
+		} else if (!strcmp(k, "async")) {
+			want_async = 1;
+			setup_async();
+		} else if (!strcmp(k, "asyncother")) {
+			int sv[2];
+			pair_and_idle_child(sv);
+			if (fcntl(sv[0], F_SETOWN, child) ||
+			    fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_ASYNC))
+				wl_die("O_ASYNC");
 		} else if (!strcmp(k, "oldpair")) {
 			int sv[2];
-			if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
-				wl_die("socketpair");
-			pid_t parent = getpid();
-			child = fork();
-			if (child == 0) {
-				while (getppid() == parent)
-					wl_sleep_ms(5);
-				_exit(0);
-			}
+			pair_and_idle_child(sv);
 			close(sv[0]);
 			close(sv[1]);
 		} else {

@@ -31,7 +31,12 @@ pub struct Unix {
 }
 
 impl Unix {
-    /// Fd `fd` of `pid` holds unix description `id`.
+    /// The first (pid, fd) met holding description `id` (a unix socket or a pty end).
+    pub fn first_holder(&self, id: u64) -> Option<(i32, i32)> {
+        self.first.get(&id).copied()
+    }
+
+    /// Fd `fd` of `pid` holds description `id` (a unix socket or a pty end).
     pub fn held(&mut self, id: u64, pid: Pid, fd: i32) {
         self.holders.entry(id).or_default().insert(pid.as_raw());
         self.first.entry(id).or_insert((pid.as_raw(), fd));
@@ -193,9 +198,7 @@ pub fn finish(
     parents: &HashMap<i32, i32>,
     image_pid: &dyn Fn(i32) -> i32,
 ) -> Result<(), DumpError> {
-    let ids: Vec<usize> = (0..table.descs.len())
-        .filter(|&i| table.descs[i].unix.is_some())
-        .collect();
+    let ids = table.picked(|d| d.unix.is_some());
     if ids.is_empty() {
         return Ok(());
     }

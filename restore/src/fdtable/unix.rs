@@ -3,8 +3,9 @@
 //! 1. each socket: a socketpair() for two ends connected to each other only (or for one
 //!    whose peer is closed: with a stand-in peer, closed at the end), else socket();
 //!    its buffer sizes and SO_PASSCRED;
-//! 2. bindings (a path's stale socket file, if it is still the dumped socket's own inode,
-//!    is removed first; anything else there refuses the restore), mode and owner;
+//! 2. bindings (a socket file at the path that is the dumped socket's own inode, or that
+//!    nothing is bound to any more, is removed first; anything else there refuses the
+//!    restore), mode and owner;
 //! 3. listeners listen (room for every connection about to be made), then per listener
 //!    its accepted connections (the client connects, the listener accepts), its queued
 //!    connections in their order (left unaccepted), the backlog set back; a datagram
@@ -288,17 +289,22 @@ fn bind(fd: BorrowedFd<'_>, s: &pb::UnixSocket) -> Result<(), String> {
     let path = (s.name[0] != 0).then(|| String::from_utf8_lossy(&s.name).into_owned());
     if let Some(path) = &path {
         match std::fs::symlink_metadata(path) {
-            Ok(m) if m.file_type().is_socket() && m.ino() == s.file_ino => {
+            Ok(m) if m.file_type().is_socket() && (m.ino() == s.file_ino || stale(s)) => {
                 std::fs::remove_file(path)
                     .map_err(|e| format!("removing the old socket file {path}: {e}"))?;
             }
             Ok(m) => {
+                let what = if m.file_type().is_socket() {
+                    "a socket something is bound to"
+                } else {
+                    "not a socket file"
+                };
                 return Err(format!(
-                    "{path} is taken by something else (inode {}, the dumped socket's was \
-                     {}); remove it to restore the socket bound there",
+                    "{path} is taken by something else ({what}, inode {}; the dumped \
+                     socket's file was inode {}); remove it to restore the socket bound there",
                     m.ino(),
                     s.file_ino
-                ))
+                ));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(format!("{path}: {e}")),
@@ -313,6 +319,19 @@ fn bind(fd: BorrowedFd<'_>, s: &pb::UnixSocket) -> Result<(), String> {
             .map_err(|e| format!("chown {path}: {e}"))?;
     }
     Ok(())
+}
+
+/// Whether the socket file at `s`'s path is left over with nothing bound to it (a
+/// connect() of a socket of the same type is refused), as a killed program or a failed
+/// restore leaves it.
+fn stale(s: &pb::UnixSocket) -> bool {
+    let Ok(probe) = u::new(s.r#type) else {
+        return false;
+    };
+    matches!(
+        u::connect(probe.as_fd(), &s.name).map_err(|e| e.errno()),
+        Err(Some(nix::errno::Errno::ECONNREFUSED))
+    )
 }
 
 /// Puts the unread messages of `s` back into its receive queue, each sent again by its

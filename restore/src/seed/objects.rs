@@ -34,6 +34,7 @@ pub fn create(objects: &[Object], floor: i32) -> Result<(), String> {
                 "unix socket:[{}]",
                 first.unix.as_ref().map_or(0, |u| u.inode)
             ),
+            pb::FdKind::FdTty => format!("/dev/pts/{}", first.tty.as_ref().map_or(0, |t| t.index)),
             _ => first.path.clone(),
         };
         let (fd, creds) = &o.holder;
@@ -49,6 +50,7 @@ pub fn create(objects: &[Object], floor: i32) -> Result<(), String> {
             pb::FdKind::FdMemfd => fdtable::contents::create(&o.descs),
             pb::FdKind::FdInetSocket => crate::net::create_at(&o.descs),
             pb::FdKind::FdUnixSocket => fdtable::unix::create(&o.descs),
+            pb::FdKind::FdTty => fdtable::tty::create(&o.descs),
             // Made in its directory as its holder would.
             pb::FdKind::FdDeleted => {
                 as_holder(creds.as_ref(), |_| fdtable::contents::create(&o.descs))
