@@ -295,7 +295,10 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<(Vec<pb::Fd>, Vec<String
             if lease {
                 lease_signal = async_signal;
             }
-            if info.flags & O_ASYNC == 0 {
+            if info.flags & O_ASYNC == 0 || new.is_none() {
+                // The owner belongs to the description: recorded with the process that
+                // holds it first (whose seed sets it again), not with those that share
+                // it after (nginx's workers inherit their master's channels).
                 (owner_type, owner_pid, async_signal) = (0, 0, 0);
             }
             // Set again by the owner's own seed, which must be this process (its main

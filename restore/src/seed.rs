@@ -238,6 +238,11 @@ fn async_owners(p: &SeedPlan) -> Result<(), String> {
             fcntl(f.fd, FcntlArg::F_GETFL).map_err(|e| format!("fd {}: F_GETFL: {e}", f.fd))?;
         let on = OFlag::from_bits_retain(fl) | OFlag::O_ASYNC;
         fcntl(f.fd, FcntlArg::F_SETFL(on)).map_err(|e| format!("fd {}: O_ASYNC: {e}", f.fd))?;
+        // Nothing recorded here: the description's owner was set by the process that
+        // held it first (it is shared, from an ancestor's seed): left as it is.
+        if f.owner_pid == 0 && f.async_signal == 0 {
+            continue;
+        }
         let owner = if f.owner_pid != 0 { p.pid } else { 0 };
         ckpt_sys::process::set_async_owner(f.fd, f.owner_type, owner, f.async_signal)
             .map_err(|e| format!("fd {}: {e}", f.fd))?;
