@@ -80,7 +80,8 @@ pub struct MigrateArgs {
     /// Seconds the link may make no progress before the migration gives up.
     #[arg(long, default_value_t = 30, value_name = "S")]
     timeout: u64,
-    /// Stage the rounds' images here (default: a fresh directory in /dev/shm, removed).
+    /// Stage the rounds' images in a fresh subdirectory of DIR made by this run and
+    /// removed at its end, nothing else in DIR touched (default: in /dev/shm).
     #[arg(long, value_name = "DIR")]
     stage_dir: Option<PathBuf>,
     /// Take established TCP connections along (as `dump --tcp-established`).

@@ -489,16 +489,36 @@ fn a_cut_link_times_out_and_the_workload_runs_on() {
     assert_still_here(&s.env, &mut s.w);
 }
 
+/// Also: `--stage-dir` is a place for a fresh directory of the run's own, removed at the
+/// end; what else is in it stays (a directory `rfoo` included).
 #[test]
 fn a_damaged_image_is_refused_by_the_destination() {
     let (mut s, _) = Scene::new("16", None);
     let stage = s.env.path().join("stage");
+    fs::create_dir_all(stage.join("rfoo")).unwrap();
+    fs::write(stage.join("rfoo/keep"), "mine").unwrap();
     let hold = Hold::new(&s.env, "haul-dumped");
     let stage_arg = stage.to_string_lossy().to_string();
     let bg = s.migrate_bg(&["--stage-dir", &stage_arg], Some(&hold));
     hold.reached();
+    let staged: Vec<PathBuf> = fs::read_dir(&stage)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("ckpt-haul-")
+        })
+        .collect();
+    assert_eq!(staged.len(), 1, "{}", listing(&stage));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&staged[0]).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
     // One byte of memory flipped in the staged image, before it is sent.
-    let pages = stage.join("r0/pages-1.img");
+    let pages = staged[0].join("r0/pages-1.img");
     let mut bytes = fs::read(&pages).unwrap();
     let at = bytes.len() / 2;
     bytes[at] ^= 0x40;
@@ -507,9 +527,12 @@ fn a_damaged_image_is_refused_by_the_destination() {
     let out = finish(&s.env, bg);
     let line = out.failed_naming("restore failed");
     assert!(line.contains("checksum"), "{line}");
-    assert!(
-        !stage.join("r0").exists(),
-        "the staged round is left behind"
+    assert!(!staged[0].exists(), "the staged rounds are left behind");
+    assert_eq!(
+        fs::read_to_string(stage.join("rfoo/keep")).unwrap(),
+        "mine",
+        "{}",
+        listing(&stage)
     );
     assert_still_here(&s.env, &mut s.w);
 }

@@ -1,7 +1,8 @@
 //! `ckpt migrate`: the source's side.
 //!
-//! Rounds are dumped into a staging directory on tmpfs (`/dev/shm`, mode 0700, removed
-//! at the end: the images never touch a disk here) and streamed file by file; a pre-copy
+//! Rounds are dumped into a fresh staging directory (in `/dev/shm` unless `--stage-dir`
+//! names another place; mode 0700, removed at the end: by default the images never touch
+//! a disk here) and streamed file by file; a pre-copy
 //! round is a pre-dump (the tree runs on, its writes tracked), the final round a dump
 //! that leaves the tree stopped. The destination restores the last round (following the
 //! chain of the earlier ones) and answers with the copy's pid; only then is the tree
@@ -57,52 +58,47 @@ pub fn migrate(opts: &MigrateOptions, progress: &(dyn Fn(&str) + Sync)) -> R<Rep
     rt.block_on(run(opts, &psk, &stage.dir, progress))
 }
 
-/// The staging directory, removed whatever happens.
+/// The staging directory: a fresh one this run makes (mode 0700, in `--stage-dir` or in
+/// /dev/shm), removed whole whatever happens; nothing else in `--stage-dir` is touched.
 struct Stage {
     dir: PathBuf,
-    made: bool,
 }
 
 impl Stage {
     fn make(opts: &MigrateOptions) -> R<Stage> {
         use std::os::unix::fs::DirBuilderExt;
-        let (dir, made) = match &opts.stage_dir {
-            Some(d) => (d.clone(), false),
-            None => {
-                let stamp = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos())
-                    .unwrap_or(0);
-                (
-                    PathBuf::from(format!(
-                        "/dev/shm/ckpt-haul-{}-{}-{stamp}",
-                        std::process::id(),
-                        opts.pid
-                    )),
-                    true,
-                )
+        let base = match &opts.stage_dir {
+            Some(d) => {
+                std::fs::DirBuilder::new()
+                    .mode(0o700)
+                    .recursive(true)
+                    .create(d)
+                    .map_err(|e| HaulError::io(format!("staging directory {}", d.display()), e))?;
+                d.clone()
             }
+            None => PathBuf::from("/dev/shm"),
         };
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir = base.join(format!(
+            "ckpt-haul-{}-{}-{stamp}",
+            std::process::id(),
+            opts.pid
+        ));
+        // Not recursive: a name that exists is not ours (EEXIST).
         std::fs::DirBuilder::new()
             .mode(0o700)
-            .recursive(!made)
             .create(&dir)
             .map_err(|e| HaulError::io(format!("staging directory {}", dir.display()), e))?;
-        Ok(Stage { dir, made })
+        Ok(Stage { dir })
     }
 }
 
 impl Drop for Stage {
     fn drop(&mut self) {
-        let rounds = std::fs::read_dir(&self.dir).into_iter().flatten().flatten();
-        for r in rounds {
-            if r.file_name().to_string_lossy().starts_with('r') {
-                let _ = std::fs::remove_dir_all(r.path());
-            }
-        }
-        if self.made {
-            let _ = std::fs::remove_dir(&self.dir);
-        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
