@@ -234,6 +234,10 @@ async fn transfer(
     })
     .await?;
     let link = link_slot.insert(guarded(Link::connect(stream, psk, opts.timeout)).await?);
+    // Nothing is stopped before the destination has a slot for this migration.
+    let (k, b) = Msg::Begin.encode();
+    link.send(k, &b).await?;
+    guarded(expect_ready(link)).await?;
     let mut squeeze = Squeezer::new(opts.zstd);
     let mut rounds = Vec::new();
     let mut wire_bytes = 0u64;
@@ -332,7 +336,10 @@ async fn transfer(
     sent_bytes += sent.bytes;
     wire_bytes += sent.wire_bytes;
     sent_ms += sent.ms;
-    let verdict_wait = (opts.timeout * 4).max(Duration::from_secs(120));
+    // Longer than the destination's restore may take: giving up earlier would resume the
+    // tree here while the copy may still start there (it would be killed on our abort,
+    // but only if the link still carries it).
+    let verdict_wait = msg::RESTORE_LIMIT + (opts.timeout * 2);
     let verdict = guarded(async {
         let (k, body) = link.recv_within(verdict_wait).await?;
         Msg::decode(k, body)
@@ -393,6 +400,17 @@ async fn dumped(src: &mut Source) -> R<DumpStats> {
     match src.reply().await {
         Some(Reply::Dumped(r)) => Ok(r?),
         _ => Err(HaulError::Protocol("the source thread went away".into())),
+    }
+}
+
+async fn expect_ready(link: &mut Link) -> R<()> {
+    let (k, body) = link.recv().await?;
+    match Msg::decode(k, body)? {
+        Msg::Ready => Ok(()),
+        Msg::Failed(why) => Err(HaulError::Destination(why)),
+        other => Err(HaulError::Protocol(format!(
+            "the destination answered {other:?} to the beginning"
+        ))),
     }
 }
 
