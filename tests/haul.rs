@@ -805,3 +805,42 @@ fn servers_share_a_dir_and_a_crashed_ones_leftovers_are_removed() {
     assert!(dir.join("mine").is_dir(), "{}", listing(&dir));
     third.wait_log("left by a server that ended");
 }
+
+/// A server with one migration slot, taken: the next source proves the key, hears
+/// "busy" before it stops anything, and its workload runs on; the first completes.
+#[test]
+fn a_full_server_answers_busy_before_anything_is_stopped() {
+    let env = Env::new();
+    let hosts = Hosts::new();
+    let key = key_file(&env, "key");
+    let hold = Hold::new(&env, "haul-received");
+    let server = Server::start_wrapped(
+        &env,
+        (&hosts.dst, DST_ADDR),
+        &key,
+        Some(&hold),
+        Some("exec \"$@\" --max-migrations 1"),
+        &env.subdir("serve"),
+    );
+    let mut w = start_workload(&env, &hosts, "16", "50");
+    let mut w2 = start_named(&env, &hosts, "second", "16", "50");
+    let first = migrate_bg(
+        &env,
+        &hosts.src,
+        w.pid,
+        &server.to(),
+        &key,
+        &["--json"],
+        None,
+    );
+    hold.reached();
+    let out = migrate(&env, &hosts, w2.pid, &server.to(), &key, &[]);
+    let line = out.failed_naming("busy: 1 migrations already running");
+    assert!(line.contains("runs on here"), "{line}");
+    server.wait_log("turned away: busy");
+    assert_still_here(&env, &mut w2);
+    hold.release();
+    let out = finish(&env, first).ok();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_moved(&env, &mut w, &report);
+}
