@@ -844,3 +844,42 @@ fn a_full_server_answers_busy_before_anything_is_stopped() {
     let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_moved(&env, &mut w, &report);
 }
+
+/// A final round whose parent link leaves the migration (here: the source's own staged
+/// round, by absolute path, which exists on this one machine and would restore) is
+/// refused by the destination before any restore; the workload runs on.
+#[test]
+fn a_parent_link_outside_the_migration_is_refused() {
+    let (mut s, _) = Scene::new("16", None);
+    let stage = s.env.path().join("stage");
+    let hold = Hold::new(&s.env, "haul-dumped");
+    let stage_arg = stage.to_string_lossy().to_string();
+    let bg = s.migrate_bg(&["--pre-copy", "--stage-dir", &stage_arg], Some(&hold));
+    hold.reached();
+    let staged = fs::read_dir(&stage)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let last = (0..16)
+        .rev()
+        .find(|k| staged.join(format!("r{k}")).is_dir())
+        .expect("a staged round");
+    assert!(last > 0, "no pre-copy round: {}", listing(&staged));
+    let fin = staged.join(format!("r{last}"));
+    let mut inv = read_inventory(&fin);
+    let link = inv.parent.as_mut().expect("the final round's parent link");
+    assert_eq!(link.dir, format!("../r{}", last - 1));
+    link.dir = staged
+        .join(format!("r{}", last - 1))
+        .to_string_lossy()
+        .into_owned();
+    write_inventory(&fin, &inv);
+    hold.release();
+    let out = finish(&s.env, bg);
+    let line = out.failed_naming("is not an earlier round of this migration");
+    assert!(line.contains("runs on here"), "{line}");
+    assert!(!s.server.log().contains("restored, running"));
+    assert_still_here(&s.env, &mut s.w);
+}
