@@ -9,6 +9,9 @@ use std::time::Duration;
 pub enum HaulCmd {
     /// Receive migrations (`ckpt migrate ... --to` this address) and restore them here,
     /// each in a fresh pid namespace. Prints `listening on ADDR` once it accepts.
+    ///
+    /// Whoever holds the key can make this host restore any image they like, as the user
+    /// serve runs as (root): guard the key file as you would root's password.
     Serve {
         /// Address to listen on (port 0: any free port, printed).
         #[arg(long, value_name = "ADDR")]
@@ -18,6 +21,7 @@ pub enum HaulCmd {
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
         /// The pre-shared key (32 bytes, or 64 hex digits): peers must prove they hold it.
+        /// Holding it is as good as root here (it restores any image).
         #[arg(long, value_name = "FILE")]
         key_file: PathBuf,
         /// Seconds a peer may make no progress before it is dropped.
@@ -80,7 +84,8 @@ pub struct MigrateArgs {
     /// Seconds the link may make no progress before the migration gives up.
     #[arg(long, default_value_t = 30, value_name = "S")]
     timeout: u64,
-    /// Stage the rounds' images here (default: a fresh directory in /dev/shm, removed).
+    /// Stage the rounds' images in a fresh subdirectory of DIR made by this run and
+    /// removed at its end, nothing else in DIR touched (default: in /dev/shm).
     #[arg(long, value_name = "DIR")]
     stage_dir: Option<PathBuf>,
     /// Take established TCP connections along (as `dump --tcp-established`).

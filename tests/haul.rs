@@ -398,7 +398,7 @@ fn stop_and_copy_between_two_hosts_after_garbage() {
     for (payload, needle) in [
         ("GET / HTTP/1.0\\r\\n\\r\\n", "not a ckpt haul peer"),
         (
-            "CKPTHAUL\\000\\001\\377\\377\\377\\377",
+            "CKPTHAUL\\000\\002\\377\\377\\377\\377",
             "a frame of 4294967295 bytes",
         ),
     ] {
@@ -489,16 +489,36 @@ fn a_cut_link_times_out_and_the_workload_runs_on() {
     assert_still_here(&s.env, &mut s.w);
 }
 
+/// Also: `--stage-dir` is a place for a fresh directory of the run's own, removed at the
+/// end; what else is in it stays (a directory `rfoo` included).
 #[test]
 fn a_damaged_image_is_refused_by_the_destination() {
     let (mut s, _) = Scene::new("16", None);
     let stage = s.env.path().join("stage");
+    fs::create_dir_all(stage.join("rfoo")).unwrap();
+    fs::write(stage.join("rfoo/keep"), "mine").unwrap();
     let hold = Hold::new(&s.env, "haul-dumped");
     let stage_arg = stage.to_string_lossy().to_string();
     let bg = s.migrate_bg(&["--stage-dir", &stage_arg], Some(&hold));
     hold.reached();
+    let staged: Vec<PathBuf> = fs::read_dir(&stage)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("ckpt-haul-")
+        })
+        .collect();
+    assert_eq!(staged.len(), 1, "{}", listing(&stage));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&staged[0]).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
     // One byte of memory flipped in the staged image, before it is sent.
-    let pages = stage.join("r0/pages-1.img");
+    let pages = staged[0].join("r0/pages-1.img");
     let mut bytes = fs::read(&pages).unwrap();
     let at = bytes.len() / 2;
     bytes[at] ^= 0x40;
@@ -507,10 +527,69 @@ fn a_damaged_image_is_refused_by_the_destination() {
     let out = finish(&s.env, bg);
     let line = out.failed_naming("restore failed");
     assert!(line.contains("checksum"), "{line}");
-    assert!(
-        !stage.join("r0").exists(),
-        "the staged round is left behind"
+    assert!(!staged[0].exists(), "the staged rounds are left behind");
+    assert_eq!(
+        fs::read_to_string(stage.join("rfoo/keep")).unwrap(),
+        "mine",
+        "{}",
+        listing(&stage)
     );
+    assert_still_here(&s.env, &mut s.w);
+}
+
+/// Processes other than `w` itself running `w`'s program (its command line holds `env`'s
+/// unique directory) with `w`'s pid inside a pid namespace of their own: copies of it.
+fn copies(env: &Env, w: &Workload) -> Vec<i32> {
+    let needle = env.path().to_string_lossy().into_owned();
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| {
+            let ns = status_field(p, "NSpid").unwrap_or_default();
+            let ns: Vec<&str> = ns.split_whitespace().collect();
+            let cmd = fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            p != w.pid
+                && ns.len() >= 2
+                && ns.last() == Some(&w.pid.to_string().as_str())
+                && status_field(p, "State").is_some_and(|s| !s.starts_with('Z'))
+                && String::from_utf8_lossy(&cmd).contains(&needle)
+        })
+        .collect()
+}
+
+/// SIGINT to `ckpt migrate` while the destination's restore is held half-way (the
+/// process exists there, its state not yet back): the source resumes its tree, and the
+/// destination stops the restore: no copy is left there, its directory is gone.
+#[test]
+fn sigint_during_the_destinations_restore_leaves_no_copy_there() {
+    let (mut s, hold) = Scene::new("16", Some("restore-puppet"));
+    let hold = hold.unwrap();
+    let bg = s.migrate_bg(&[], None);
+    let restorer = hold.reached();
+    // Held inside the restore: the copy's process exists at the destination.
+    assert_eq!(copies(&s.env, &s.w).len(), 1, "no copy being restored");
+    assert!(signal(bg.0.id() as i32, libc::SIGINT));
+    let out = finish(&s.env, bg);
+    out.failed_naming("interrupted by SIGINT");
+    s.server.wait_log("the source gave up during the restore");
+    let start = Instant::now();
+    while (exists(restorer) || !copies(&s.env, &s.w).is_empty()) && start.elapsed() < LINE_TIMEOUT {
+        sleep(Duration::from_millis(10));
+    }
+    assert!(!exists(restorer), "the restore {restorer} still runs");
+    assert_eq!(copies(&s.env, &s.w), Vec::<i32>::new(), "a copy was left");
+    let serve = s.env.path().join("serve");
+    while fs::read_dir(&serve).unwrap().count() > 0 && start.elapsed() < LINE_TIMEOUT {
+        sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        fs::read_dir(&serve).unwrap().count(),
+        0,
+        "{}",
+        listing(&serve)
+    );
+    hold.release();
     assert_still_here(&s.env, &mut s.w);
 }
 
@@ -688,4 +767,119 @@ fn three_migrations_back_and_forth() {
         }
     }
     assert_eq!(s.w.passes, 4);
+}
+
+/// Two servers on one `--dir`: the second leaves the first's live migration directory
+/// alone (and names its own differently); a server starting there alone removes what a
+/// crashed one left (`m...` directories), and nothing else.
+#[test]
+fn servers_share_a_dir_and_a_crashed_ones_leftovers_are_removed() {
+    let (mut s, hold) = Scene::new("16", Some("haul-received"));
+    let hold = hold.unwrap();
+    let dir = s.env.path().join("serve");
+    let bg = s.migrate_bg(&["--json"], None);
+    hold.reached();
+    let live: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(live.len(), 1, "{}", listing(&dir));
+    let second = Server::start_wrapped(&s.env, (&s.hosts.dst, DST_ADDR), &s.key, None, None, &dir);
+    assert!(
+        live[0].is_dir(),
+        "the second server removed the first's migration"
+    );
+    hold.release();
+    let out = finish(&s.env, bg).ok();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_moved(&s.env, &mut s.w, &report);
+    // Both servers end as a crash would; one left a migration directory behind.
+    s.env.kill_and_reap(s.server.pid);
+    s.env.kill_and_reap(second.pid);
+    let stale = dir.join("m4242-7-1700000000000");
+    fs::create_dir_all(stale.join("r0")).unwrap();
+    fs::write(stale.join("r0/inventory.img"), "x").unwrap();
+    fs::create_dir(dir.join("mine")).unwrap();
+    let third = Server::start_wrapped(&s.env, (&s.hosts.dst, DST_ADDR), &s.key, None, None, &dir);
+    assert!(!stale.exists(), "{}", listing(&dir));
+    assert!(dir.join("mine").is_dir(), "{}", listing(&dir));
+    third.wait_log("left by a server that ended");
+}
+
+/// A server with one migration slot, taken: the next source proves the key, hears
+/// "busy" before it stops anything, and its workload runs on; the first completes.
+#[test]
+fn a_full_server_answers_busy_before_anything_is_stopped() {
+    let env = Env::new();
+    let hosts = Hosts::new();
+    let key = key_file(&env, "key");
+    let hold = Hold::new(&env, "haul-received");
+    let server = Server::start_wrapped(
+        &env,
+        (&hosts.dst, DST_ADDR),
+        &key,
+        Some(&hold),
+        Some("exec \"$@\" --max-migrations 1"),
+        &env.subdir("serve"),
+    );
+    let mut w = start_workload(&env, &hosts, "16", "50");
+    let mut w2 = start_named(&env, &hosts, "second", "16", "50");
+    let first = migrate_bg(
+        &env,
+        &hosts.src,
+        w.pid,
+        &server.to(),
+        &key,
+        &["--json"],
+        None,
+    );
+    hold.reached();
+    let out = migrate(&env, &hosts, w2.pid, &server.to(), &key, &[]);
+    let line = out.failed_naming("busy: 1 migrations already running");
+    assert!(line.contains("runs on here"), "{line}");
+    server.wait_log("turned away: busy");
+    assert_still_here(&env, &mut w2);
+    hold.release();
+    let out = finish(&env, first).ok();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_moved(&env, &mut w, &report);
+}
+
+/// A final round whose parent link leaves the migration (here: the source's own staged
+/// round, by absolute path, which exists on this one machine and would restore) is
+/// refused by the destination before any restore; the workload runs on.
+#[test]
+fn a_parent_link_outside_the_migration_is_refused() {
+    let (mut s, _) = Scene::new("16", None);
+    let stage = s.env.path().join("stage");
+    let hold = Hold::new(&s.env, "haul-dumped");
+    let stage_arg = stage.to_string_lossy().to_string();
+    let bg = s.migrate_bg(&["--pre-copy", "--stage-dir", &stage_arg], Some(&hold));
+    hold.reached();
+    let staged = fs::read_dir(&stage)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let last = (0..16)
+        .rev()
+        .find(|k| staged.join(format!("r{k}")).is_dir())
+        .expect("a staged round");
+    assert!(last > 0, "no pre-copy round: {}", listing(&staged));
+    let fin = staged.join(format!("r{last}"));
+    let mut inv = read_inventory(&fin);
+    let link = inv.parent.as_mut().expect("the final round's parent link");
+    assert_eq!(link.dir, format!("../r{}", last - 1));
+    link.dir = staged
+        .join(format!("r{}", last - 1))
+        .to_string_lossy()
+        .into_owned();
+    write_inventory(&fin, &inv);
+    hold.release();
+    let out = finish(&s.env, bg);
+    let line = out.failed_naming("is not an earlier round of this migration");
+    assert!(line.contains("runs on here"), "{line}");
+    assert!(!s.server.log().contains("restored, running"));
+    assert_still_here(&s.env, &mut s.w);
 }

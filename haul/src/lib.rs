@@ -7,19 +7,27 @@
 //!   both ways, then length-prefixed encrypted frames with hard size limits and a stall
 //!   timeout on every read and write;
 //! - `msg`: what the frames carry (files of a round, round ends, the verdict);
-//! - `serve`: the destination: one directory per migration, named here, files checked
-//!   against their size and hash, the last round restored with `restore --new-pidns`;
+//! - `serve`: the destination: the key proven within a deadline before a migration slot
+//!   is taken, one directory per migration, named here, files checked against their size
+//!   and hash;
+//! - `dirlock`: the server's lock on `--dir`; a crashed server's leftovers removed;
+//! - `chain`: the rounds' parent links, held inside the migration;
+//! - `restore`: the last round restored with `restore --new-pidns`, the link watched
+//!   meanwhile (an abort stops it and kills the copy);
 //! - `squeeze`: zstd on the wire, for the chunks where it pays;
 //! - `source`: the thread that dumps and holds the tree (ptrace answers only it);
 //! - `migrate`: the source's side of the protocol: rounds, verdict, kill or resume;
 //! - `report`: what a migration measured (`--json`).
 #![forbid(unsafe_code)]
 
+mod chain;
+mod dirlock;
 mod error;
 pub mod key;
 mod migrate;
 mod msg;
 pub mod report;
+mod restore;
 mod serve;
 mod source;
 mod squeeze;

@@ -1,7 +1,8 @@
 //! `ckpt migrate`: the source's side.
 //!
-//! Rounds are dumped into a staging directory on tmpfs (`/dev/shm`, mode 0700, removed
-//! at the end: the images never touch a disk here) and streamed file by file; a pre-copy
+//! Rounds are dumped into a fresh staging directory (in `/dev/shm` unless `--stage-dir`
+//! names another place; mode 0700, removed at the end: by default the images never touch
+//! a disk here) and streamed file by file; a pre-copy
 //! round is a pre-dump (the tree runs on, its writes tracked), the final round a dump
 //! that leaves the tree stopped. The destination restores the last round (following the
 //! chain of the earlier ones) and answers with the copy's pid; only then is the tree
@@ -57,52 +58,47 @@ pub fn migrate(opts: &MigrateOptions, progress: &(dyn Fn(&str) + Sync)) -> R<Rep
     rt.block_on(run(opts, &psk, &stage.dir, progress))
 }
 
-/// The staging directory, removed whatever happens.
+/// The staging directory: a fresh one this run makes (mode 0700, in `--stage-dir` or in
+/// /dev/shm), removed whole whatever happens; nothing else in `--stage-dir` is touched.
 struct Stage {
     dir: PathBuf,
-    made: bool,
 }
 
 impl Stage {
     fn make(opts: &MigrateOptions) -> R<Stage> {
         use std::os::unix::fs::DirBuilderExt;
-        let (dir, made) = match &opts.stage_dir {
-            Some(d) => (d.clone(), false),
-            None => {
-                let stamp = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos())
-                    .unwrap_or(0);
-                (
-                    PathBuf::from(format!(
-                        "/dev/shm/ckpt-haul-{}-{}-{stamp}",
-                        std::process::id(),
-                        opts.pid
-                    )),
-                    true,
-                )
+        let base = match &opts.stage_dir {
+            Some(d) => {
+                std::fs::DirBuilder::new()
+                    .mode(0o700)
+                    .recursive(true)
+                    .create(d)
+                    .map_err(|e| HaulError::io(format!("staging directory {}", d.display()), e))?;
+                d.clone()
             }
+            None => PathBuf::from("/dev/shm"),
         };
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir = base.join(format!(
+            "ckpt-haul-{}-{}-{stamp}",
+            std::process::id(),
+            opts.pid
+        ));
+        // Not recursive: a name that exists is not ours (EEXIST).
         std::fs::DirBuilder::new()
             .mode(0o700)
-            .recursive(!made)
             .create(&dir)
             .map_err(|e| HaulError::io(format!("staging directory {}", dir.display()), e))?;
-        Ok(Stage { dir, made })
+        Ok(Stage { dir })
     }
 }
 
 impl Drop for Stage {
     fn drop(&mut self) {
-        let rounds = std::fs::read_dir(&self.dir).into_iter().flatten().flatten();
-        for r in rounds {
-            if r.file_name().to_string_lossy().starts_with('r') {
-                let _ = std::fs::remove_dir_all(r.path());
-            }
-        }
-        if self.made {
-            let _ = std::fs::remove_dir(&self.dir);
-        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -238,6 +234,10 @@ async fn transfer(
     })
     .await?;
     let link = link_slot.insert(guarded(Link::connect(stream, psk, opts.timeout)).await?);
+    // Nothing is stopped before the destination has a slot for this migration.
+    let (k, b) = Msg::Begin.encode();
+    link.send(k, &b).await?;
+    guarded(expect_ready(link)).await?;
     let mut squeeze = Squeezer::new(opts.zstd);
     let mut rounds = Vec::new();
     let mut wire_bytes = 0u64;
@@ -336,7 +336,10 @@ async fn transfer(
     sent_bytes += sent.bytes;
     wire_bytes += sent.wire_bytes;
     sent_ms += sent.ms;
-    let verdict_wait = (opts.timeout * 4).max(Duration::from_secs(120));
+    // Longer than the destination's restore may take: giving up earlier would resume the
+    // tree here while the copy may still start there (it would be killed on our abort,
+    // but only if the link still carries it).
+    let verdict_wait = msg::RESTORE_LIMIT + (opts.timeout * 2);
     let verdict = guarded(async {
         let (k, body) = link.recv_within(verdict_wait).await?;
         Msg::decode(k, body)
@@ -397,6 +400,17 @@ async fn dumped(src: &mut Source) -> R<DumpStats> {
     match src.reply().await {
         Some(Reply::Dumped(r)) => Ok(r?),
         _ => Err(HaulError::Protocol("the source thread went away".into())),
+    }
+}
+
+async fn expect_ready(link: &mut Link) -> R<()> {
+    let (k, body) = link.recv().await?;
+    match Msg::decode(k, body)? {
+        Msg::Ready => Ok(()),
+        Msg::Failed(why) => Err(HaulError::Destination(why)),
+        other => Err(HaulError::Protocol(format!(
+            "the destination answered {other:?} to the beginning"
+        ))),
     }
 }
 

@@ -1,13 +1,18 @@
-//! What the frames carry. Source to destination: the files of a round (begin with name
+//! What the frames carry. Source to destination: the opening (the first encrypted frame:
+//! until it decrypts, a peer has only replayed a handshake message, and nothing is made
+//! for it), the files of a round (begin with name
 //! and size, data, end with the xxh3 of the bytes), the end of a round, then the commit
-//! (the source tree is killed) or an abort. Destination to source: a round received, the
-//! copy running (its pid), or a failure (one line).
+//! (the source tree is killed) or an abort. Destination to source: ready (a migration
+//! slot is the peer's), a round received, the copy running (its pid), or a failure (one
+//! line: also "busy").
 //!
 //! Every field is bounded on decoding: a name is at most `MAX_NAME` plain characters, a
 //! round number below `MAX_ROUNDS`, a message whatever a frame holds.
 
 use crate::error::{HaulError, R};
 
+pub const BEGIN: u8 = 0x01;
+pub const READY: u8 = 0x02;
 pub const FILE_BEGIN: u8 = 0x10;
 pub const DATA: u8 = 0x11;
 pub const FILE_END: u8 = 0x12;
@@ -23,10 +28,15 @@ pub const FAILED: u8 = 0x82;
 pub const MAX_NAME: usize = 64;
 /// Rounds of one migration (pre-copy rounds and the final one).
 pub const MAX_ROUNDS: u16 = 16;
+/// How long the destination's restore may take: the source waits for the verdict longer
+/// than this (a source that gave up earlier would resume while the copy starts).
+pub const RESTORE_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// A decoded message (data frames are handled without copying, see `serve`).
 #[derive(Debug, PartialEq)]
 pub enum Msg {
+    Begin,
+    Ready,
     FileBegin { round: u16, name: String, size: u64 },
     FileEnd { xxh3: u64 },
     RoundEnd { round: u16, last: bool },
@@ -106,6 +116,8 @@ impl Msg {
             b.extend_from_slice(s);
         };
         let kind = match self {
+            Msg::Begin => BEGIN,
+            Msg::Ready => READY,
             Msg::FileBegin { round, name, size } => {
                 b.extend_from_slice(&round.to_be_bytes());
                 b.extend_from_slice(&size.to_be_bytes());
@@ -145,6 +157,8 @@ impl Msg {
 
     pub fn decode(kind: u8, body: &[u8]) -> R<Msg> {
         match kind {
+            BEGIN => Take(body, "begin").done(Msg::Begin),
+            READY => Take(body, "ready").done(Msg::Ready),
             FILE_BEGIN => {
                 let mut t = Take(body, "file");
                 let round = t.u16()?;
@@ -206,6 +220,8 @@ mod tests {
     #[test]
     fn round_trip_and_refusals() {
         for m in [
+            Msg::Begin,
+            Msg::Ready,
             Msg::FileBegin {
                 round: 2,
                 name: "pages-1.img".into(),

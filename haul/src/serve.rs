@@ -1,7 +1,10 @@
 //! `ckpt haul serve`: the destination.
 //!
-//! Each connection must first prove the key (`wire`); then it is a migration of its own,
-//! in a directory this side names (`m<seq>-<unix ms>` under `--dir`, mode 0700): the peer
+//! Each connection must first prove the key (`wire`, then an opening frame that decrypts:
+//! a replayed handshake message gets no further), all within `HANDSHAKE_LIMIT`, with at
+//! most `MAX_UNPROVEN` such connections at once; only then does it take a migration slot
+//! (none free: "busy"). It is then a migration of its own, in a directory this side
+//! creates and names (`m<server pid>-<seq>-<unix ms>` under `--dir`, mode 0700): the peer
 //! only names files inside a round's directory, plain names checked by `msg`, created
 //! new (never through a link, never over another file). Sizes are declared before the
 //! bytes and held to, the total is capped, every file's xxh3 is checked on arrival, and
@@ -18,7 +21,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -36,8 +39,10 @@ pub struct ServeOptions {
 
 /// Files in one round, at most.
 const MAX_FILES: usize = 4096;
-/// How long a restore may take.
-const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a connection may take to prove the key (handshake and opening frame).
+const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+/// Connections not past the handshake at once; more are turned away.
+const MAX_UNPROVEN: usize = 16;
 
 /// Serves until killed; `ready` hears the address once it listens.
 pub fn serve(opts: &ServeOptions, ready: &dyn Fn(std::net::SocketAddr)) -> R<()> {
@@ -48,6 +53,7 @@ pub fn serve(opts: &ServeOptions, ready: &dyn Fn(std::net::SocketAddr)) -> R<()>
             opts.dir.display()
         )));
     }
+    let _lock = crate::dirlock::take(&opts.dir)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -62,6 +68,7 @@ pub fn serve(opts: &ServeOptions, ready: &dyn Fn(std::net::SocketAddr)) -> R<()>
             .map_err(|e| HaulError::io("local address", e))?;
         ready(addr);
         let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_migrations));
+        let unproven = Arc::new(tokio::sync::Semaphore::new(MAX_UNPROVEN));
         let seq = Arc::new(AtomicU64::new(0));
         let opts = Arc::new(opts.clone());
         loop {
@@ -73,20 +80,18 @@ pub fn serve(opts: &ServeOptions, ready: &dyn Fn(std::net::SocketAddr)) -> R<()>
                     continue;
                 }
             };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
+            let Ok(pass) = unproven.clone().try_acquire_owned() else {
                 tracing::warn!(
-                    "{peer}: turned away: {} migrations already running",
-                    opts.max_migrations
+                    "{peer}: turned away: {MAX_UNPROVEN} connections are proving the key already"
                 );
                 continue;
             };
-            let (opts, seq) = (opts.clone(), seq.clone());
+            let (opts, seq, slots) = (opts.clone(), seq.clone(), slots.clone());
             tokio::spawn(async move {
                 let n = seq.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = session(stream, &opts, &psk, n).await {
+                if let Err(e) = session(stream, &opts, &psk, n, pass, slots).await {
                     tracing::warn!("{peer}: dropped: {e}");
                 }
-                drop(slot);
             });
         }
     })
@@ -114,23 +119,60 @@ async fn session(
     opts: &ServeOptions,
     psk: &[u8; 32],
     n: u64,
+    pass: tokio::sync::OwnedSemaphorePermit,
+    slots: Arc<tokio::sync::Semaphore>,
 ) -> R<()> {
-    let mut link = Link::accept(stream, psk, opts.timeout).await?;
+    // One deadline for the whole proof: a peer that drips bytes holds a pass this long.
+    let opened = tokio::time::timeout(HANDSHAKE_LIMIT, open(stream, psk, opts.timeout)).await;
+    drop(pass);
+    let mut link = opened.map_err(|_| {
+        HaulError::Protocol(format!(
+            "the key was not proven within {} s",
+            HANDSHAKE_LIMIT.as_secs()
+        ))
+    })??;
+    let Ok(_slot) = slots.try_acquire_owned() else {
+        let why = format!("busy: {} migrations already running", opts.max_migrations);
+        let (k, b) = Msg::Failed(why.clone()).encode();
+        let _ = tokio::time::timeout(Duration::from_secs(1), link.send(k, &b)).await;
+        return Err(HaulError::Protocol(format!("turned away: {why}")));
+    };
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
-    let name = format!("m{n}-{stamp}");
-    let dir = MigrationDir(opts.dir.join(&name));
-    make_dir(&dir.0)?;
+    // The server's pid in the name: another server on the same --dir never names the same.
+    let name = format!("m{}-{n}-{stamp}", std::process::id());
+    let path = opts.dir.join(&name);
+    make_dir(&path)?;
+    // Only now ours to remove (a directory that existed is someone else's).
+    let dir = MigrationDir(path);
     tracing::info!(peer = %link.peer, migration = %name, "key proven, receiving");
-    match receive(&mut link, opts, &dir.0, &name).await {
+    let (k, b) = Msg::Ready.encode();
+    let r = match link.send(k, &b).await {
+        Ok(()) => receive(&mut link, opts, &dir.0, &name).await,
+        Err(e) => Err(e),
+    };
+    match r {
         Ok(()) => Ok(()),
         Err(e) => {
             let (k, b) = Msg::Failed(format!("migration {name}: {e}")).encode();
             let _ = tokio::time::timeout(Duration::from_secs(1), link.send(k, &b)).await;
             Err(HaulError::Protocol(format!("migration {name}: {e}")))
         }
+    }
+}
+
+/// The handshake, then the opening frame: the first that must decrypt (a replayed
+/// handshake message passes the handshake, never this).
+async fn open(stream: tokio::net::TcpStream, psk: &[u8; 32], timeout: Duration) -> R<Link> {
+    let mut link = Link::accept(stream, psk, timeout).await?;
+    let (k, b) = link.recv().await?;
+    match Msg::decode(k, b)? {
+        Msg::Begin => Ok(link),
+        other => Err(HaulError::Protocol(format!(
+            "opened with {other:?} instead of a beginning"
+        ))),
     }
 }
 
@@ -278,49 +320,9 @@ fn libc_o_nofollow() -> i32 {
 /// Restores the last round, tells the source, waits for its commit.
 async fn finish(link: &mut Link, opts: &ServeOptions, dir: &Path, name: &str, last: u16) -> R<()> {
     crate::migrate::hold("haul-received");
-    let t = Instant::now();
-    let pidfile = dir.join("pid");
-    let log = dir.join("restore.log");
-    let err =
-        std::fs::File::create(&log).map_err(|e| HaulError::io(format!("{}", log.display()), e))?;
-    let mut child = tokio::process::Command::new(&opts.ckpt)
-        .arg("restore")
-        .arg("-D")
-        .arg(dir.join(format!("r{last}")))
-        .args(["-d", "--new-pidns", "--pidfile"])
-        .arg(&pidfile)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(err)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| HaulError::io(format!("running {} restore", opts.ckpt.display()), e))?;
-    let status = match tokio::time::timeout(RESTORE_TIMEOUT, child.wait()).await {
-        Ok(s) => s.map_err(|e| HaulError::io("waiting for the restore", e))?,
-        Err(_) => {
-            return Err(HaulError::Protocol(format!(
-                "the restore took over {} s",
-                RESTORE_TIMEOUT.as_secs()
-            )))
-        }
-    };
-    let restore_ms = t.elapsed().as_millis() as u32;
-    if !status.success() {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let line = text
-            .lines()
-            .rfind(|l| !l.trim().is_empty())
-            .unwrap_or("no error line")
-            .trim_start_matches("ckpt: error: ")
-            .to_string();
-        return Err(HaulError::Protocol(format!(
-            "restore failed ({status}): {line}"
-        )));
-    }
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| HaulError::Protocol("the restore wrote no pid".into()))?;
+    crate::chain::check(dir, last)?;
+    let crate::restore::Copy { pid, restore_ms } =
+        crate::restore::restore(link, &opts.ckpt, dir, last).await?;
     tracing::warn!(migration = name, pid, restore_ms, "restored, running");
     {
         // Not println!: a closed stdout must not end the session (it panics).
@@ -331,7 +333,7 @@ async fn finish(link: &mut Link, opts: &ServeOptions, dir: &Path, name: &str, la
     let (k, b) = Msg::Running { pid, restore_ms }.encode();
     // From here the copy runs whatever the link does: a source that never hears of it
     // resumes its own tree (two copies run; the alternative, killing this one without
-    // knowing, could leave none).
+    // knowing, could leave none). Only an explicit abort says the source resumed.
     if let Err(e) = link.send(k, &b).await {
         tracing::warn!(
             migration = name,
@@ -343,6 +345,12 @@ async fn finish(link: &mut Link, opts: &ServeOptions, dir: &Path, name: &str, la
     match link.recv().await.and_then(|(k, b)| Msg::decode(k, b)) {
         Ok(Msg::Commit) => {
             tracing::info!(migration = name, pid, "committed: the source tree is gone")
+        }
+        Ok(Msg::Abort(why)) => {
+            crate::restore::kill_copy(pid);
+            return Err(HaulError::Protocol(format!(
+                "the source resumed its tree ({why}): the copy (pid {pid}) is killed"
+            )));
         }
         Ok(other) => tracing::warn!(
             migration = name,

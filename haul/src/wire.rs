@@ -17,7 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub const MAGIC: &[u8; 8] = b"CKPTHAUL";
-pub const VERSION: u16 = 1;
+/// 2: the opening `Begin`/`Ready` exchange (`msg`).
+pub const VERSION: u16 = 2;
 const NOISE: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
 /// The largest frame, ciphertext and tag (Noise's limit).
 pub const MAX_FRAME: usize = 65535;
@@ -225,6 +226,20 @@ impl Link {
             return Err(HaulError::Protocol("an empty message".into()));
         }
         Ok((io.plain[0], &io.plain[1..m]))
+    }
+
+    /// Waits, with no timeout and consuming nothing, until the peer sent something
+    /// (true) or closed the link (false). Cancel-safe (what arrived stays buffered for
+    /// `recv`): for waits that something else may end first.
+    pub async fn peer_spoke(&mut self) -> R<bool> {
+        use tokio::io::AsyncBufReadExt;
+        let b = self
+            .io
+            .stream
+            .fill_buf()
+            .await
+            .map_err(|e| HaulError::io("receiving", e))?;
+        Ok(!b.is_empty())
     }
 
     /// Waits up to `t` (instead of the link's timeout) for the next message.

@@ -1,0 +1,133 @@
+//! The destination's restore of a migration's last round, watched.
+//!
+//! The source waits for the verdict with its tree stopped; if it gives up first (SIGINT,
+//! its own failure, a link that dies) it resumes its tree, and a copy restored here
+//! afterwards would run the workload twice. So while `ckpt restore --new-pidns` runs,
+//! the link is watched too: an abort, anything else, or the link's end stops the restore
+//! and kills whatever of the copy already runs. The restore has `RESTORE_LIMIT`, which
+//! the source's wait outlasts.
+
+use crate::error::{HaulError, R};
+use crate::msg::{Msg, RESTORE_LIMIT};
+use crate::wire::Link;
+use std::path::Path;
+use std::time::Instant;
+
+/// A copy restored and running here.
+pub(crate) struct Copy {
+    /// Its root's pid (outside its pid namespace).
+    pub pid: i32,
+    pub restore_ms: u32,
+}
+
+/// How the wait for the restore ended.
+enum Ended {
+    Exited(std::io::Result<std::process::ExitStatus>),
+    TooLong,
+    /// The peer sent something (true) or closed the link (false).
+    Peer(R<bool>),
+}
+
+/// Restores `dir`'s round `last` with `ckpt`, the link watched (see the module doc).
+pub(crate) async fn restore(link: &mut Link, ckpt: &Path, dir: &Path, last: u16) -> R<Copy> {
+    let t = Instant::now();
+    let pidfile = dir.join("pid");
+    let log = dir.join("restore.log");
+    let err =
+        std::fs::File::create(&log).map_err(|e| HaulError::io(format!("{}", log.display()), e))?;
+    let mut child = tokio::process::Command::new(ckpt)
+        .arg("restore")
+        .arg("-D")
+        .arg(dir.join(format!("r{last}")))
+        .args(["-d", "--new-pidns", "--pidfile"])
+        .arg(&pidfile)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(err)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| HaulError::io(format!("running {} restore", ckpt.display()), e))?;
+    let ended = tokio::select! {
+        s = child.wait() => Ended::Exited(s),
+        _ = tokio::time::sleep(RESTORE_LIMIT) => Ended::TooLong,
+        spoke = link.peer_spoke() => Ended::Peer(spoke),
+    };
+    let status = match ended {
+        Ended::Exited(s) => s.map_err(|e| HaulError::io("waiting for the restore", e))?,
+        Ended::TooLong => {
+            undo(&mut child, &pidfile).await;
+            return Err(HaulError::Protocol(format!(
+                "the restore took over {} s: stopped, no copy runs here",
+                RESTORE_LIMIT.as_secs()
+            )));
+        }
+        Ended::Peer(spoke) => {
+            let why = match spoke {
+                Ok(true) => match link.recv().await.and_then(|(k, b)| Msg::decode(k, b)) {
+                    Ok(Msg::Abort(w)) => format!("the source gave up during the restore: {w}"),
+                    Ok(other) => format!("unexpected {other:?} during the restore"),
+                    Err(e) => format!("during the restore: {e}"),
+                },
+                Ok(false) => "the source closed the link during the restore".to_string(),
+                Err(e) => format!("during the restore: {e}"),
+            };
+            undo(&mut child, &pidfile).await;
+            return Err(HaulError::Protocol(format!(
+                "{why}; the restore is stopped, no copy runs here"
+            )));
+        }
+    };
+    let restore_ms = t.elapsed().as_millis() as u32;
+    if !status.success() {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let line = text
+            .lines()
+            .rfind(|l| !l.trim().is_empty())
+            .unwrap_or("no error line")
+            .trim_start_matches("ckpt: error: ")
+            .to_string();
+        return Err(HaulError::Protocol(format!(
+            "restore failed ({status}): {line}"
+        )));
+    }
+    let pid =
+        read_pid(&pidfile).ok_or_else(|| HaulError::Protocol("the restore wrote no pid".into()))?;
+    Ok(Copy { pid, restore_ms })
+}
+
+fn read_pid(pidfile: &Path) -> Option<i32> {
+    std::fs::read_to_string(pidfile)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// Stops a restore that must not finish: SIGKILL to it (before it releases the tree, its
+/// namespace's init then exits and the kernel kills the namespace), then to the copy if
+/// it was released already.
+async fn undo(child: &mut tokio::process::Child, pidfile: &Path) {
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    if let Some(pid) = read_pid(pidfile) {
+        kill_copy(pid);
+    }
+}
+
+/// Kills a restored copy: its namespace's init (ckpt's `ckpt-init`, the root's parent),
+/// which takes every process of the namespace with it; the root alone if that is not its
+/// parent.
+pub(crate) fn kill_copy(pid: i32) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let init = status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|p| p.trim().parse::<i32>().ok())
+        .filter(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.trim_end() == "ckpt-init")
+        });
+    let target = init.unwrap_or(pid);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(target),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
