@@ -260,13 +260,16 @@ pub struct TcpInfo {
     /// Listening sockets: connections waiting in the accept queue, and the backlog.
     pub unacked: u32,
     pub sacked: u32,
+    /// Segments sent and received (tcpi_segs_out + tcpi_segs_in): 0 for a socket that
+    /// never had a connection.
+    pub segs: u64,
 }
 
 pub fn tcp_info(fd: BorrowedFd<'_>) -> Result<TcpInfo> {
     // struct tcp_info: u8 state, ca_state, retransmits, probes, backoff, options,
     // snd_wscale:4 | rcv_wscale:4, ...; u32 rto, ato, snd_mss, rcv_mss, unacked (at 24),
-    // sacked (at 28).
-    let b = get_bytes(fd, SOL_TCP, libc::TCP_INFO, 104)?;
+    // sacked (at 28), ..., u32 segs_out (at 136), segs_in (at 140).
+    let b = get_bytes(fd, SOL_TCP, libc::TCP_INFO, 160)?;
     if b.len() < 32 {
         return Err(Error::Other(format!("TCP_INFO: {} bytes", b.len())));
     }
@@ -278,6 +281,11 @@ pub fn tcp_info(fd: BorrowedFd<'_>) -> Result<TcpInfo> {
         rcv_wscale: b[6] >> 4,
         unacked: u32_at(24),
         sacked: u32_at(28),
+        segs: if b.len() >= 144 {
+            u64::from(u32_at(136)) + u64::from(u32_at(140))
+        } else {
+            0
+        },
     })
 }
 

@@ -71,6 +71,15 @@ fn look(pid: Pid, fd: i32) -> Result<Option<Inet>, String> {
     };
     if tcp {
         match info.state {
+            s::TCP_CLOSE if info.segs > 0 => {
+                // tcp_done() left it closed with its port released; a socket made anew
+                // and bound would answer reads with ENOTCONN, not the end of file it had.
+                return Err(format!(
+                    "a TCP connection that has ended but is not closed yet (state CLOSE \
+                     after {} segments); not supported yet",
+                    info.segs
+                ));
+            }
             s::TCP_LISTEN | s::TCP_CLOSE => {}
             s::TCP_ESTABLISHED if established_allowed() => {}
             s::TCP_ESTABLISHED => {
