@@ -23,19 +23,13 @@ pub fn blockers(pids: &[Pid], out: &mut Blockers) {
         return;
     }
     for (kind, what) in kinds {
-        let mut sorted = pids.to_vec();
-        let mut failed = false;
-        sorted.sort_by(|&a, &b| {
-            kcmp_order(a, b, kind).unwrap_or_else(|_| {
-                failed = true;
-                std::cmp::Ordering::Equal
-            })
-        });
-        if failed {
-            // A member exited meanwhile: compare pair by pair what is left.
-            sorted.retain(|&p| kcmp_order(p, p, kind).is_ok());
-            sorted.sort_by(|&a, &b| kcmp_order(a, b, kind).unwrap_or(std::cmp::Ordering::Equal));
-        }
+        // A member that exited meanwhile has nothing left to share (and kcmp fails on it).
+        let mut sorted: Vec<Pid> = pids
+            .iter()
+            .copied()
+            .filter(|&p| kcmp_order(p, p, kind).is_ok())
+            .collect();
+        sorted.sort_by(|&a, &b| kcmp_order(a, b, kind).unwrap_or(std::cmp::Ordering::Equal));
         for w in sorted.windows(2) {
             if kcmp_order(w[0], w[1], kind).ok() == Some(std::cmp::Ordering::Equal) {
                 let (a, b) = (w[0].min(w[1]), w[0].max(w[1]));
