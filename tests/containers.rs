@@ -24,12 +24,19 @@ fn new_pidns_args<'a>(dir: &'a Path, extra: &[&'a OsStr]) -> Vec<&'a OsStr> {
 
 /// `ckpt restore -D DIR --new-pidns -d --pidfile`: the root's pid outside its namespace.
 fn restore_in_new_pidns(env: &Env, dir: &Path, tag: &str) -> i32 {
+    restore_detached_outer(env, dir, tag, true)
+}
+
+/// `ckpt restore -D DIR -d --pidfile` (with `--new-pidns` if `ask`): the root's pid
+/// outside its namespace; its init is handed to the cleanup.
+fn restore_detached_outer(env: &Env, dir: &Path, tag: &str, ask: bool) -> i32 {
     let pidfile = env.path().join(format!("{tag}.pid"));
-    env.ckpt(&new_pidns_args(
-        dir,
-        &["-d".as_ref(), "--pidfile".as_ref(), pidfile.as_ref()],
-    ))
-    .ok();
+    let extra: [&OsStr; 3] = ["-d".as_ref(), "--pidfile".as_ref(), pidfile.as_ref()];
+    let mut args = new_pidns_args(dir, &extra);
+    if !ask {
+        args.retain(|a| *a != OsStr::new("--new-pidns"));
+    }
+    env.ckpt(&args).ok();
     let outer: i32 = fs::read_to_string(&pidfile)
         .unwrap()
         .trim()
@@ -193,22 +200,7 @@ fn tree_restored_in_a_new_pidns_is_dumped_again() {
         );
         env.untrack(init);
         // No --new-pidns: the image asks for it.
-        let pidfile = env.path().join(format!("gen{i}.pid"));
-        env.ckpt(&[
-            "restore".as_ref(),
-            "-D".as_ref(),
-            dir.as_os_str(),
-            "-d".as_ref(),
-            "--pidfile".as_ref(),
-            pidfile.as_os_str(),
-        ])
-        .ok();
-        copy = fs::read_to_string(&pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        env.track(ppid(copy));
+        copy = restore_detached_outer(&env, &dir, &format!("gen{i}"), false);
         assert_whole_copy(&dir, copy);
     }
     env.check(&mut w);
