@@ -67,13 +67,14 @@ pub fn plan(
     })
 }
 
-/// Forks the root's seed into fresh namespaces; ckpt gets its outer pid.
+/// Forks the root's seed into fresh namespaces (as ckpt's sibling with `--restore-sibling`:
+/// runc waits for its container's init); ckpt gets its outer pid.
 pub fn fork_root(
     seeds: &crate::seed::Seeds,
     c: &pb::Container,
     status_w: std::os::fd::OwnedFd,
 ) -> R<Pid> {
-    match ckpt_sys::ns::fork_container_root(c.clone_flags)? {
+    match ckpt_sys::ns::fork_container_root(c.clone_flags, seeds.sibling)? {
         Forked::Child => crate::seed::run(seeds, 0),
         Forked::Parent(p) => {
             drop(status_w);

@@ -303,11 +303,9 @@ pub fn restore_with_progress(
         "images verified and loaded"
     );
 
-    if opts.sibling && (!opts.detach || opts.new_pidns || inv.container.is_some()) {
+    if opts.sibling && (!opts.detach || opts.new_pidns) {
         return Err(RestoreError::Refused(
-            "the root as ckpt's sibling: only detached, and not yet for a new pid namespace \
-             or a container"
-                .into(),
+            "the root as ckpt's sibling: only detached, and not yet for a new pid namespace".into(),
         ));
     }
     hooks::run(hooks::Stage::PreRestore)?;
@@ -384,6 +382,9 @@ pub fn restore_with_progress(
         let t = Instant::now();
         let child = container::fork_root(&seeds, c, err_w);
         fdtable::close_from_ckpt(&fds);
+        if let (Ok(child), true) = (&child, opts.sibling) {
+            rollback.adopt(*child);
+        }
         info!(
             flags = c.clone_flags,
             ms = ckpt_images::units::ms(t),

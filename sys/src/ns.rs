@@ -91,16 +91,21 @@ pub fn in_namespace_of<T: Send>(pid: Pid, kind: &str, f: impl FnOnce() -> T + Se
 
 /// Forks the root of a container: clone3 with `flags` (CLONE_NEWPID and the other
 /// CLONE_NEW* the container owns), so the child is pid 1 of a fresh pid namespace, in
-/// fresh namespaces of the other kinds. The caller must be single-threaded.
-pub fn fork_container_root(flags: u64) -> Result<Forked> {
-    crate::process::fork3(flags | libc::CLONE_NEWPID as u64, libc::SIGCHLD as u64, &[]).map_err(
-        |e| {
-            Error::sys(
-                format!("clone3 of a container's root (flags {flags:#x})"),
-                e,
-            )
-        },
-    )
+/// fresh namespaces of the other kinds; with `sibling`, the caller's sibling
+/// (CLONE_PARENT, whose exit signal is the caller's own). The caller must be
+/// single-threaded.
+pub fn fork_container_root(flags: u64, sibling: bool) -> Result<Forked> {
+    let (flags, exit_signal) = if sibling {
+        (flags | libc::CLONE_PARENT as u64, 0)
+    } else {
+        (flags, libc::SIGCHLD as u64)
+    };
+    crate::process::fork3(flags | libc::CLONE_NEWPID as u64, exit_signal, &[]).map_err(|e| {
+        Error::sys(
+            format!("clone3 of a container's root (flags {flags:#x})"),
+            e,
+        )
+    })
 }
 
 /// In a fresh mount namespace: makes every mount private, so that nothing mounted in it
