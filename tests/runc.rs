@@ -31,7 +31,7 @@ impl Runc {
             fs::create_dir_all(bundle.join("rootfs").join(d)).unwrap();
         }
         fs::copy(which("busybox"), bin.join("busybox")).unwrap();
-        for applet in ["sh", "sleep", "cat", "echo"] {
+        for applet in ["sh", "sleep", "cat", "echo", "syslogd", "logger"] {
             std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
         }
         // The container inherits runc's stdio: a file, not a pipe (the container would
@@ -145,8 +145,20 @@ fn mounts_of(pid: i32) -> Vec<String> {
         .collect()
 }
 
-const COUNTING: &str =
-    "n=0; while :; do n=$((n+1)); echo $n > /tmp/count; echo $n; sleep 0.05; done";
+/// Counts into /tmp/count and its stdout, and logs each count through syslogd (its
+/// /dev/log, a unix datagram socket bound in the container's /dev tmpfs, in its own
+/// network namespace) into /tmp/messages.
+const COUNTING: &str = "syslogd -n -O /tmp/messages & n=0; while :; do n=$((n+1)); \
+                        echo $n > /tmp/count; echo $n; logger tick$n; sleep 0.05; done";
+
+/// The ticks syslogd wrote, in order.
+fn ticks(c: &Runc) -> Vec<u64> {
+    fs::read_to_string(c.bundle.join("rootfs/tmp/messages"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.rsplit_once("tick")?.1.parse().ok())
+        .collect()
+}
 
 #[test]
 fn runc_container_three_cycles_and_a_copy_beside_it() {
@@ -189,6 +201,16 @@ fn runc_container_three_cycles_and_a_copy_beside_it() {
         let mut now = mounts_of(init);
         now.sort();
         assert_eq!(now, mounts, "its mounts after cycle {cycle}");
+        // syslogd goes on receiving on its /dev/log.
+        let start = Instant::now();
+        while ticks(&c).last().copied().unwrap_or(0) <= count + 1 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "syslogd got nothing after cycle {cycle}: {:?}",
+                ticks(&c).last()
+            );
+            sleep(Duration::from_millis(20));
+        }
     }
     // A second copy beside it, on a copy of its rootfs (--ext-mount-map ROOTFS:COPY).
     let dir = env.subdir("img-copy");

@@ -18,7 +18,7 @@ use crate::blockers::Blockers;
 use ckpt_images::{names, pb, ImageSink, Kind};
 use ckpt_sys::Pid;
 use std::collections::HashMap;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// One line of /proc/PID/mountinfo.
@@ -440,14 +440,11 @@ pub fn write_files(
                     f.data = piece.to_vec();
                     w.write(&f)?;
                 }
-            } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
+            } else {
+                // A FIFO, a device node, or a socket file (syslogd's /dev/log: made again
+                // unbound, and the restored socket bound to it takes its place).
                 f.rdev = md.rdev();
                 w.write(&f)?;
-            } else {
-                return Err(crate::refuse(format!(
-                    "{}/{rel} in the container's tmpfs: a socket file is not restored",
-                    m.mountpoint
-                )));
             }
         }
     }

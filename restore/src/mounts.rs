@@ -376,7 +376,7 @@ fn fill(top: &Path, files: &[pb::MountFile]) -> Result<(), String> {
             libc::S_IFLNK => {
                 std::os::unix::fs::symlink(&f.symlink, &path).map_err(|e| io(&path, e))?;
             }
-            libc::S_IFIFO | libc::S_IFCHR | libc::S_IFBLK => {
+            libc::S_IFIFO | libc::S_IFCHR | libc::S_IFBLK | libc::S_IFSOCK => {
                 nix::sys::stat::mknod(
                     &path,
                     SFlag::from_bits_truncate(fmt),
