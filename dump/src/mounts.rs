@@ -194,13 +194,6 @@ pub fn record(root: Pid, out: &mut Blockers) -> Vec<pb::Mount> {
             );
             return Vec::new();
         };
-        if let Some(p) = propagation(t) {
-            out.push(
-                root,
-                "its root / in its mount namespace",
-                format!("its propagation ({p}) is not restored yet (only private mounts)"),
-            );
-        }
         recorded.push(pb::Mount {
             kind: pb::MountKind::MountExternal as i32,
             mountpoint: "/".into(),
@@ -210,6 +203,8 @@ pub fn record(root: Pid, out: &mut Blockers) -> Vec<pb::Mount> {
             options: data(&t.super_opts),
             external: from,
             index: 0,
+            shared_group: group(t, "shared:"),
+            master_group: group(t, "master:"),
             ..Default::default()
         });
         sources.push((t.dev.clone(), t.root.clone(), 0));
@@ -242,12 +237,7 @@ pub fn record(root: Pid, out: &mut Blockers) -> Vec<pb::Mount> {
     for m in extra {
         let what = format!("mount {} ({} {})", m.mountpoint, m.fstype, m.source);
         let mut refuse = |why: &str| out.push(root, format!("{what} in its mount namespace"), why);
-        if let Some(p) = propagation(&m) {
-            refuse(&format!(
-                "its propagation ({p}) is not restored yet (only private mounts)"
-            ));
-            continue;
-        }
+
         if tmpfs_at.contains(&m.mountpoint) {
             refuse("stacked over a tmpfs on the same mount point: not restored yet");
             continue;
@@ -260,6 +250,8 @@ pub fn record(root: Pid, out: &mut Blockers) -> Vec<pb::Mount> {
             options: data(&m.super_opts),
             index: recorded.len() as u32,
             super_ro: m.super_opts.split(',').any(|o| o == "ro"),
+            shared_group: group(&m, "shared:"),
+            master_group: group(&m, "master:"),
             ..Default::default()
         };
         let own = sources.iter().find_map(|(dev, r, i)| {
@@ -311,15 +303,87 @@ pub fn record(root: Pid, out: &mut Blockers) -> Vec<pb::Mount> {
             "no proc of its own on /proc: not restored yet",
         );
     }
+    propagation_blockers(root, &recorded, out);
     recorded
 }
 
-/// A shared or slave mount's propagation tag (mountinfo's optional fields).
-fn propagation(m: &Line) -> Option<&str> {
+/// The peer group of a mountinfo optional field (`shared:N`, `master:N`), 0 if none.
+fn group(m: &Line, tag: &str) -> u32 {
     m.optional
         .iter()
-        .find(|o| o.starts_with("shared:") || o.starts_with("master:"))
-        .map(String::as_str)
+        .find_map(|o| o.strip_prefix(tag)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Propagation the restore cannot make again: a slave of a group that is not the
+/// container's own (its master is a mount of the host's), a mount both shared and a
+/// slave, and a member of a group it did not join by a bind of an earlier member (a
+/// restore can only make a mount a peer of another by binding it from that one).
+fn propagation_blockers(root: Pid, recorded: &[pb::Mount], out: &mut Blockers) {
+    let mut seen: Vec<u32> = Vec::new();
+    for m in recorded {
+        let what = format!(
+            "mount {} ({} {}) in its mount namespace",
+            m.mountpoint, m.fstype, m.source
+        );
+        if m.master_group != 0 && m.shared_group != 0 {
+            out.push(
+                root,
+                what,
+                format!(
+                    "shared (peer group {}) and a slave (of group {}) at once: not restored yet",
+                    m.shared_group, m.master_group
+                ),
+            );
+            continue;
+        }
+        if m.master_group != 0 && !recorded.iter().any(|o| o.shared_group == m.master_group) {
+            out.push(
+                root,
+                what,
+                format!(
+                    "a slave of peer group {}, which is not the container's (a mount of the \
+                     host's propagates to it): not restored yet",
+                    m.master_group
+                ),
+            );
+            continue;
+        }
+        let g = if m.shared_group != 0 {
+            m.shared_group
+        } else {
+            m.master_group
+        };
+        if g == 0 {
+            continue;
+        }
+        let first = !seen.contains(&g);
+        let joined = m.kind == pb::MountKind::MountBind as i32
+            && recorded
+                .get(m.bind_of as usize)
+                .is_some_and(|s| s.shared_group == g);
+        if m.shared_group != 0 && !first && !joined {
+            out.push(
+                root,
+                what.clone(),
+                format!(
+                    "in peer group {g} with an earlier mount it is not a bind of: not \
+                     restored yet"
+                ),
+            );
+        }
+        if m.master_group != 0 && !joined {
+            out.push(
+                root,
+                what,
+                format!(
+                    "a slave of peer group {g} but not a bind of one of its mounts: not \
+                     restored yet"
+                ),
+            );
+        }
+        seen.push(g);
+    }
 }
 
 /// Where the host has what `m` binds: a mount of ckpt's of the same device whose root

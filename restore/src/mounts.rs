@@ -213,6 +213,18 @@ pub fn host_view(plan: &Plan, path: &str) -> Option<String> {
     }
 }
 
+/// The propagation flag of `m`: shared (its group is made by its first member, and a bind
+/// of a shared member joins it), a slave (bound from its master's group first), private.
+fn propagation(m: &pb::Mount) -> u64 {
+    if m.shared_group != 0 {
+        libc::MS_SHARED
+    } else if m.master_group != 0 {
+        libc::MS_SLAVE
+    } else {
+        libc::MS_PRIVATE
+    }
+}
+
 /// What a MOUNT_BIND binds: the path of its source mount plus its root below it.
 fn bind_source(plan: &Plan, m: &pb::Mount) -> String {
     let from = plan.mounts[m.bind_of as usize]
@@ -287,9 +299,11 @@ pub fn mount_all(plan: &Plan) -> Result<(), String> {
             }
         }
         ckpt_sys::mounts::set_flags(at, m.flags).map_err(e)?;
+        ckpt_sys::mounts::set_propagation(at, propagation(m)).map_err(e)?;
     }
     if plan.pivoted {
         ckpt_sys::mounts::set_flags("/", plan.mounts[0].flags).map_err(e)?;
+        ckpt_sys::mounts::set_propagation("/", propagation(&plan.mounts[0])).map_err(e)?;
     }
     Ok(())
 }
@@ -326,6 +340,7 @@ pub fn late_steps(plan: &Plan) -> R<Vec<ckpt_sys::mounts::Step>> {
             }
             _ => steps.push(Step::fresh(&m.fstype, &m.source, at, m.flags, &m.options)?),
         }
+        steps.push(Step::propagation(at, propagation(m))?);
     }
     Ok(steps)
 }

@@ -40,6 +40,19 @@ pub fn set_flags(target: &str, flags: u64) -> Result<()> {
         .map_err(|e| Error::sys(format!("remount {target} with flags {flags:#x}"), e))
 }
 
+/// Sets the propagation of the mount on `target`: MS_SHARED (a peer group of its own, or
+/// its source's when it was bound from a shared mount), MS_SLAVE, MS_PRIVATE.
+pub fn set_propagation(target: &str, flag: u64) -> Result<()> {
+    mount(
+        None::<&str>,
+        target,
+        None::<&str>,
+        MsFlags::from_bits_truncate(flag),
+        None::<&str>,
+    )
+    .map_err(|e| Error::sys(format!("propagation {flag:#x} of {target}"), e))
+}
+
 /// A detached copy of the mount at `path` (open_tree with OPEN_TREE_CLONE: a bind not
 /// attached anywhere yet), to `attach` later. Taken before a pivot_root, it stays usable
 /// once the tree it was copied from is gone: bind(2) needs its source in the caller's
@@ -179,6 +192,19 @@ impl Step {
             data: None,
             detach: false,
             what: format!("remount {target} with flags {flags:#x}"),
+        })
+    }
+
+    /// The propagation of the mount on `target` (`set_propagation`).
+    pub fn propagation(target: &str, flag: u64) -> Result<Step> {
+        Ok(Step {
+            source: None,
+            target: cstr(target)?,
+            fstype: None,
+            flags: flag as libc::c_ulong,
+            data: None,
+            detach: false,
+            what: format!("propagation {flag:#x} of {target}"),
         })
     }
 
