@@ -1,18 +1,18 @@
 //! A container's mount namespace: its mountinfo against ckpt's. The mounts it shares with
 //! ckpt's (a copy made by `unshare --mount`, matched as (root, mount point, fs type,
-//! source)) are the restore's copy of ckpt's again; its /proc is mounted by the restore
-//! (`mount_proc_inside`); every other mount is recorded in `Container.mounts`:
+//! source)) are the restore's copy of ckpt's again; a root of its own (pivot_root: runc,
+//! LXC) is a bind of a host directory and none of ckpt's mounts is its; its /proc and
+//! what stands on it are made by the restore from inside its pid namespace
+//! (`ns::mount_inside`); every other mount is recorded in `Container.mounts`:
 //! - a tmpfs (its root): a fresh one with the same options, its files in mounts.img;
 //! - sysfs, mqueue, cgroup2, devpts, another proc (their root): fresh ones;
 //! - a bind of something the host has (a mount of the same device that holds its root):
 //!   external, named by its host path, bound again at restore from that path or the one
 //!   `--ext-mount-map` gives;
+//! - a bind of part of an earlier mount of its own (MOUNT_BIND);
 //!
-//! with their per-mount flags. Refused by name: a root of its own (pivot_root, as runc
-//! and LXC make it), a shared or slave mount (propagation is
-//! not restored yet: everything comes back private), a mount stacked over a tmpfs, a
-//! bind of a container's own tmpfs, a mount of anything else, a mount of ckpt's the
-//! container lacks.
+//! with their per-mount flags. Which of ckpt's mounts it shares is recorded too
+//! (`host_mounts`): ckpt's mounts made after it started are left out of its restore.
 
 use crate::blockers::Blockers;
 use ckpt_images::{names, pb, ImageSink, Kind};
@@ -21,33 +21,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-/// One line of /proc/PID/mountinfo.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Line {
-    /// The mount's id (fdinfo's `mnt_id` names it).
-    pub id: u64,
-    /// The id of the mount it stands on.
-    pub parent: u64,
-    pub dev: String,
-    pub root: String,
-    pub mountpoint: String,
-    pub opts: String,
-    pub optional: Vec<String>,
-    pub fstype: String,
-    pub source: String,
-    pub super_opts: String,
-}
-
-impl Line {
-    fn key(&self) -> (&str, &str, &str, &str) {
-        (&self.root, &self.mountpoint, &self.fstype, &self.source)
-    }
-
-    /// The same mount as `other` sees it from another (copied) mount namespace.
-    pub fn same_mount(&self, other: &Line) -> bool {
-        self.key() == other.key()
-    }
-}
+pub use ckpt_sys::mounts::{mountinfo, Line};
 
 /// `lines` with every mount after the one it stands on, otherwise in their order: the
 /// order a restore can mount them in. mountinfo lists a namespace's mounts by when each
@@ -70,48 +44,6 @@ fn mount_order(lines: Vec<Line>) -> Vec<Line> {
         out.push(l);
     }
     out
-}
-
-/// mountinfo escapes space, tab, newline and backslash as \ooo.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// /proc/PID/mountinfo, in its order.
-pub fn mountinfo(pid: Pid) -> Vec<Line> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let (a, b) = l.split_once(" - ")?;
-            let a: Vec<&str> = a.split_whitespace().collect();
-            let b: Vec<&str> = b.split_whitespace().collect();
-            Some(Line {
-                id: a.first()?.parse().ok()?,
-                parent: a.get(1)?.parse().ok()?,
-                dev: a.get(2)?.to_string(),
-                root: unescape(a.get(3)?),
-                mountpoint: unescape(a.get(4)?),
-                opts: a.get(5)?.to_string(),
-                optional: a.iter().skip(6).map(|s| s.to_string()).collect(),
-                fstype: b.first()?.to_string(),
-                source: unescape(b.get(1)?),
-                super_opts: b.get(2).unwrap_or(&"").to_string(),
-            })
-        })
-        .collect()
 }
 
 /// MS_* flags of a mount's own options (mountinfo field 6). No atime option shown is
@@ -168,6 +100,25 @@ pub fn ids(root: Pid) -> std::collections::HashSet<u64> {
     mountinfo(root).iter().map(|m| m.id).collect()
 }
 
+/// Which of ckpt's mounts a container that shares them (no root of its own) has: the
+/// restore's copy of ckpt's mounts is cut down to these.
+pub fn host_mounts(root: Pid) -> Vec<pb::HostMount> {
+    if pivoted(root) {
+        return Vec::new();
+    }
+    let theirs = mountinfo(root);
+    mountinfo(nix::unistd::getpid())
+        .into_iter()
+        .filter(|h| theirs.iter().any(|m| m.same_mount(h)))
+        .map(|h| pb::HostMount {
+            root: h.root,
+            mountpoint: h.mountpoint,
+            fstype: h.fstype,
+            source: h.source,
+        })
+        .collect()
+}
+
 /// The container's own mounts, recorded; what cannot be restored is pushed to `out`.
 pub fn record(root: Pid, out: &mut Blockers) -> Vec<pb::Mount> {
     let host_all = mountinfo(nix::unistd::getpid());
@@ -220,16 +171,9 @@ pub fn record(root: Pid, out: &mut Blockers) -> Vec<pb::Mount> {
                 None => extra.push(m),
             }
         }
-        for h in host {
-            out.push(
-                root,
-                format!(
-                    "mount {} ({} {}) missing from its mount namespace",
-                    h.mountpoint, h.fstype, h.source
-                ),
-                "a container without one of ckpt's mounts is not restored yet",
-            );
-        }
+        // ckpt's mounts it lacks (made on the host after it started) are no state of its:
+        // the restore leaves them out (`host_mounts`).
+        drop(host);
         extra
     };
     let mut own_proc = false;
