@@ -226,20 +226,21 @@ fn start_workload(env: &Env, hosts: &Hosts, mib: &str, rate: &str) -> Workload {
 
 /// `start_workload` with its output in `<name>.out`.
 fn start_named(env: &Env, hosts: &Hosts, name: &str, mib: &str, rate: &str) -> Workload {
+    start_rewrite(env, hosts, name, &[mib, rate])
+}
+
+/// `rewrite ARGS...` (after its directory) in the source's network namespace, checked once.
+fn start_rewrite(env: &Env, hosts: &Hosts, name: &str, args: &[&str]) -> Workload {
     let bin = workload_bin("rewrite");
     let net = Hosts::net(&hosts.src);
-    let mut w = env.spawn(
-        name,
-        Path::new("/usr/bin/nsenter"),
-        &[
-            OsStr::new(&net),
-            OsStr::new("--"),
-            bin.as_os_str(),
-            env.path().as_os_str(),
-            OsStr::new(mib),
-            OsStr::new(rate),
-        ],
-    );
+    let mut argv = vec![
+        OsStr::new(&net),
+        OsStr::new("--"),
+        bin.as_os_str(),
+        env.path().as_os_str(),
+    ];
+    argv.extend(args.iter().map(OsStr::new));
+    let mut w = env.spawn(name, Path::new("/usr/bin/nsenter"), &argv);
     w.exe = bin;
     env.wait_ready(&w);
     env.check(&mut w);
@@ -721,6 +722,36 @@ fn a_link_cut_during_post_copy_kills_the_copy_and_the_source_resumes() {
         "the copy {copy} still runs at the destination"
     );
     assert_still_here(&s.env, &mut s.w);
+}
+
+/// Post-copy takes one process (the lazy restore's limit): a tree (rewrite with a child)
+/// has its pages sent at once instead, said in the log, and moves whole.
+#[test]
+fn post_copy_of_a_tree_sends_its_pages_at_once() {
+    let env = Env::new();
+    let hosts = Hosts::new();
+    let key = key_file(&env, "key");
+    let server = Server::start(&env, &hosts, &key, None);
+    let mut w = start_rewrite(&env, &hosts, "rewrite", &["16", "50", "1", "1"]);
+    let out = migrate(
+        &env,
+        &hosts,
+        w.pid,
+        &server.to(),
+        &key,
+        &["--post-copy", "--json"],
+    )
+    .ok();
+    assert!(
+        out.stderr
+            .contains("the lazy restore takes one process, this is a tree of 2"),
+        "{}",
+        out.stderr
+    );
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON report");
+    assert_eq!(report["mode"], "stop-and-copy", "{report}");
+    assert!(report["post_copy"].is_null(), "{report}");
+    assert_moved(&env, &mut w, &report);
 }
 
 /// Refused before anything is stopped or sent: a key file that is no key, a destination
