@@ -335,9 +335,7 @@ async fn transfer(
     let dir = stage.join(format!("r{round}"));
     src.ask(Cmd::Final {
         dir: dir.clone(),
-        // A lazy restore takes one image, not a chain: a post-copy final round holds
-        // the whole memory (the rounds before are not used).
-        prev: if post { None } else { prev },
+        prev,
     });
     let stats = guarded(dumped(src)).await?;
     let dump_ms = ms(t);

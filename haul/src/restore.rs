@@ -89,7 +89,12 @@ impl Spawned {
 
 /// Restores `dir`'s round `last` with `ckpt`, the link watched (see the module doc).
 pub(crate) async fn restore(link: &mut Link, ckpt: &Path, dir: &Path, last: u16) -> R<Copy> {
-    let mut sp = spawn(ckpt, dir, last, &[])?;
+    // One process, not a container: restored lazily (`restore --lazy`: it runs as soon
+    // as all but its anonymous memory is back, which a pager then fills from the
+    // files here): the downtime ends milliseconds into the restore.
+    let lazy = lazy_restorable(&dir.join(format!("r{last}")));
+    let extra: &[&std::ffi::OsStr] = if lazy { &["--lazy".as_ref()] } else { &[] };
+    let mut sp = spawn(ckpt, dir, last, extra)?;
     let (child, pidfile) = (&mut sp.child, sp.pidfile.clone());
     let ended = tokio::select! {
         s = child.wait() => Ended::Exited(s),
@@ -122,6 +127,13 @@ pub(crate) async fn restore(link: &mut Link, ckpt: &Path, dir: &Path, last: u16)
         }
     };
     sp.outcome(status)
+}
+
+/// Whether the image in `dir` is one process outside a container (what `restore --lazy`
+/// takes).
+pub(crate) fn lazy_restorable(dir: &Path) -> bool {
+    ckpt_images::ImageDir::open_unverified(dir)
+        .is_ok_and(|d| d.inventory().pids.len() == 1 && d.inventory().container.is_none())
 }
 
 fn read_pid(pidfile: &Path) -> Option<i32> {

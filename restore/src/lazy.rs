@@ -217,13 +217,18 @@ impl<'a> Pages<'a> {
     fn verified(&self, off: usize, len: usize) -> bool {
         let cs = self.entry.chunk_size as usize;
         for i in off / cs..(off + len).div_ceil(cs) {
-            let state = &self.checked[i];
+            // Past the image's own file: an earlier image of its chain, mapped after it
+            // and verified whole before the restore began (`chain::map_all`).
+            let Some(state) = self.checked.get(i) else {
+                continue;
+            };
             if state.load(Relaxed) == UNCHECKED {
                 // A pages file still arriving (post-copy, `feed.rs`): a chunk that never
                 // will counts as damaged.
+                let own = &self.file[..(self.entry.size as usize).min(self.file.len())];
                 let ok = crate::feed::arrived(i)
                     && ckpt_images::chunks::chunk_ok(
-                        self.file,
+                        own,
                         cs,
                         i,
                         self.entry.chunk_xxh3[i],
@@ -922,7 +927,8 @@ pub fn serve(
     let t0 = Instant::now();
     let pidfd = ckpt_sys::uffd::pidfd_open(pid)?;
     ckpt_images::chunks::check_entry(std::path::Path::new(&pages_entry.name), pages_entry)?;
-    if pages_entry.size != map.len() as u64 {
+    // A chain's earlier pages files are mapped after the image's own.
+    if (map.len() as u64) < pages_entry.size {
         return Err(RestoreError::Refused(format!(
             "{}: {} bytes mapped, inventory says {}",
             pages_entry.name,

@@ -146,9 +146,9 @@ pub fn restore_with_progress(
         )?),
         None => None,
     };
-    if opts.page_feed.is_some() && !(opts.lazy && chain.ancestors.is_empty()) {
+    if opts.page_feed.is_some() && !opts.lazy {
         return Err(RestoreError::Refused(
-            "--page-feed serves a lazy restore of an image without a parent: add --lazy".into(),
+            "--page-feed serves a lazy restore: add --lazy".into(),
         ));
     }
     // The processes' pages lie back to back in one pages file, covering it.
