@@ -342,6 +342,7 @@ fn run(cli: Cli) -> Result<i32> {
                 prev_images_dir,
                 track_mem,
                 tcp_established,
+                pages_chunk: None,
             };
             // SIGINT/SIGTERM/SIGHUP: abort in order, the workload put back untouched.
             let _armed = ckpt_sys::abort::arm().context("signal handlers")?;

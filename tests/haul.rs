@@ -818,6 +818,26 @@ fn two_migrations_at_once_each_in_its_own_directory() {
 /// Back and forth three times: to the destination, back to the source (a server there),
 /// and again; each copy (in a pid namespace of the restore's) is dumped by its outer pid
 /// and passes its check with the next count.
+/// Waits until `pid` holds no userfaultfd (a lazy restore's pager has put every page in
+/// and closed the process's copy).
+fn wait_filled(pid: i32) {
+    let start = Instant::now();
+    let holds = || {
+        fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|d| {
+            d.flatten().any(|e| {
+                fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().contains("userfaultfd"))
+            })
+        })
+    };
+    while holds() {
+        assert!(
+            start.elapsed() < LINE_TIMEOUT,
+            "pid {pid} still holds a userfaultfd"
+        );
+        sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn three_migrations_back_and_forth() {
     let (mut s, _) = Scene::new("32", None);
@@ -839,6 +859,9 @@ fn three_migrations_back_and_forth() {
     .enumerate()
     {
         let old_init = (i > 0).then(|| ppid(s.w.pid));
+        // A copy restored lazily migrates again once its pager is done (its userfaultfd
+        // closed): until then the dump refuses it, and it runs on.
+        wait_filled(s.w.pid);
         let bg = migrate_bg(&s.env, from, s.w.pid, &to, &s.key, &["--json"], None);
         let out = finish(&s.env, bg).ok();
         let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();

@@ -71,6 +71,7 @@ pub fn dump(d: &Dump) -> Result<(), CriuError> {
         prev_images_dir: d.prev_images_dir.as_deref().map(prev_in_subdir),
         track_mem: d.track_mem && !d.pre_dump && d.prev_images_dir.is_none(),
         tcp_established: d.tcp_established,
+        pages_chunk: None,
     };
     ckpt_dump::dump(&opts)?;
     Ok(())

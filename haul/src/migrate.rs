@@ -336,6 +336,7 @@ async fn transfer(
     src.ask(Cmd::Final {
         dir: dir.clone(),
         prev,
+        post_copy: post,
     });
     let stats = guarded(dumped(src)).await?;
     let dump_ms = ms(t);
