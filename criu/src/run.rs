@@ -74,6 +74,12 @@ pub fn dump(d: &Dump) -> Result<(), CriuError> {
         pages_chunk: None,
     };
     ckpt_dump::dump(&opts)?;
+    crate::images::write_inventory(&d.images).map_err(|e| {
+        invalid(format!(
+            "{}: writing CRIU's inventory.img beside ckpt's image: {e}",
+            d.images.display()
+        ))
+    })?;
     Ok(())
 }
 
