@@ -370,6 +370,8 @@ fn assert_moved(env: &Env, w: &mut Workload, report: &serde_json::Value) {
     // The copy's init (ckpt's, pid 1 of the new namespace) is the cleanup handle.
     env.track(ppid(new_pid));
     env.track(new_pid);
+    // Restored lazily there: its pager seizes it a moment at the end.
+    wait_filled(new_pid);
     assert_running_untraced(new_pid);
     let ns = status_field(new_pid, "NSpid").unwrap();
     assert!(
@@ -724,6 +726,38 @@ fn a_link_cut_during_post_copy_kills_the_copy_and_the_source_resumes() {
     assert_still_here(&s.env, &mut s.w);
 }
 
+/// `--pre-copy --post-copy`: a writer as fast as it can (its hot quarter rewritten whole
+/// every round) with a budget of 1 ms: the rounds stop shrinking, and post-copy takes
+/// over: the final round (on top of the chain) has its pages sent after the copy runs.
+#[test]
+fn pre_copy_that_does_not_converge_ends_in_post_copy() {
+    let env = Env::new();
+    let hosts = Hosts::new();
+    let key = key_file(&env, "key");
+    let server = Server::start(&env, &hosts, &key, None);
+    let mut w = start_rewrite(&env, &hosts, "rewrite", &["64", "0"]);
+    let out = migrate(
+        &env,
+        &hosts,
+        w.pid,
+        &server.to(),
+        &key,
+        &["--pre-copy", "--post-copy", "--max-downtime", "1", "--json"],
+    )
+    .ok();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON report");
+    eprintln!("{report:#}");
+    assert!(
+        report["pre_copy_end"]
+            .as_str()
+            .is_some_and(|e| e.contains("not converging") && e.ends_with("post-copy")),
+        "{report}"
+    );
+    assert_eq!(report["mode"], "pre-copy, post-copy", "{report}");
+    assert!(report["post_copy"]["page_bytes"].as_u64().unwrap() > 0);
+    assert_moved(&env, &mut w, &report);
+}
+
 /// Post-copy takes one process (the lazy restore's limit): a tree (rewrite with a child)
 /// has its pages sent at once instead, said in the log, and moves whole.
 #[test]
@@ -818,16 +852,18 @@ fn two_migrations_at_once_each_in_its_own_directory() {
 /// Back and forth three times: to the destination, back to the source (a server there),
 /// and again; each copy (in a pid namespace of the restore's) is dumped by its outer pid
 /// and passes its check with the next count.
-/// Waits until `pid` holds no userfaultfd (a lazy restore's pager has put every page in
-/// and closed the process's copy).
+/// Waits until `pid` holds no userfaultfd and is not traced: a lazy restore's pager has
+/// put every page in, closed the process's copy (seized for that) and let it go.
 fn wait_filled(pid: i32) {
     let start = Instant::now();
     let holds = || {
-        fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|d| {
-            d.flatten().any(|e| {
-                fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().contains("userfaultfd"))
+        status_field(pid, "TracerPid").is_some_and(|t| t != "0")
+            || fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|d| {
+                d.flatten().any(|e| {
+                    fs::read_link(e.path())
+                        .is_ok_and(|l| l.to_string_lossy().contains("userfaultfd"))
+                })
             })
-        })
     };
     while holds() {
         assert!(
@@ -885,6 +921,7 @@ fn three_migrations_back_and_forth() {
             }
             s.env.track(ppid(new_pid));
             s.env.track(new_pid);
+            wait_filled(new_pid);
             assert_running_untraced(new_pid);
             s.w.pid = new_pid;
             s.env.check(&mut s.w);
