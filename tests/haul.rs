@@ -258,12 +258,17 @@ struct Scene {
 
 impl Scene {
     fn new(mib: &str, server_hold: Option<&str>) -> (Scene, Option<Hold>) {
+        Self::with(&[mib, "50"], server_hold)
+    }
+
+    /// With `rewrite ARGS...` as the workload.
+    fn with(args: &[&str], server_hold: Option<&str>) -> (Scene, Option<Hold>) {
         let env = Env::new();
         let hosts = Hosts::new();
         let key = key_file(&env, "key");
         let hold = server_hold.map(|p| Hold::new(&env, p));
         let server = Server::start(&env, &hosts, &key, hold.as_ref());
-        let w = start_workload(&env, &hosts, mib, "50");
+        let w = start_rewrite(&env, &hosts, "rewrite", args);
         (
             Scene {
                 env,
@@ -731,18 +736,13 @@ fn a_link_cut_during_post_copy_kills_the_copy_and_the_source_resumes() {
 /// over: the final round (on top of the chain) has its pages sent after the copy runs.
 #[test]
 fn pre_copy_that_does_not_converge_ends_in_post_copy() {
-    let env = Env::new();
-    let hosts = Hosts::new();
-    let key = key_file(&env, "key");
-    let server = Server::start(&env, &hosts, &key, None);
-    let mut w = start_rewrite(&env, &hosts, "rewrite", &["64", "0"]);
-    let out = migrate(
-        &env,
-        &hosts,
-        w.pid,
-        &server.to(),
-        &key,
-        &["--pre-copy", "--post-copy", "--max-downtime", "1", "--json"],
+    let (mut s, _) = Scene::with(&["64", "0"], None);
+    let out = finish(
+        &s.env,
+        s.migrate_bg(
+            &["--pre-copy", "--post-copy", "--max-downtime", "1", "--json"],
+            None,
+        ),
     )
     .ok();
     let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON report");
@@ -755,27 +755,15 @@ fn pre_copy_that_does_not_converge_ends_in_post_copy() {
     );
     assert_eq!(report["mode"], "pre-copy, post-copy", "{report}");
     assert!(report["post_copy"]["page_bytes"].as_u64().unwrap() > 0);
-    assert_moved(&env, &mut w, &report);
+    assert_moved(&s.env, &mut s.w, &report);
 }
 
 /// Post-copy takes one process (the lazy restore's limit): a tree (rewrite with a child)
 /// has its pages sent at once instead, said in the log, and moves whole.
 #[test]
 fn post_copy_of_a_tree_sends_its_pages_at_once() {
-    let env = Env::new();
-    let hosts = Hosts::new();
-    let key = key_file(&env, "key");
-    let server = Server::start(&env, &hosts, &key, None);
-    let mut w = start_rewrite(&env, &hosts, "rewrite", &["16", "50", "1", "1"]);
-    let out = migrate(
-        &env,
-        &hosts,
-        w.pid,
-        &server.to(),
-        &key,
-        &["--post-copy", "--json"],
-    )
-    .ok();
+    let (mut s, _) = Scene::with(&["16", "50", "1", "1"], None);
+    let out = finish(&s.env, s.migrate_bg(&["--post-copy", "--json"], None)).ok();
     assert!(
         out.stderr
             .contains("the lazy restore takes one process, this is a tree of 2"),
@@ -785,7 +773,7 @@ fn post_copy_of_a_tree_sends_its_pages_at_once() {
     let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON report");
     assert_eq!(report["mode"], "stop-and-copy", "{report}");
     assert!(report["post_copy"].is_null(), "{report}");
-    assert_moved(&env, &mut w, &report);
+    assert_moved(&s.env, &mut s.w, &report);
 }
 
 /// Refused before anything is stopped or sent: a key file that is no key, a destination
