@@ -116,6 +116,10 @@ enum Cmd {
         /// spelling; repeatable.
         #[arg(long = "ext-mount-map", value_name = "KEY:PATH", value_parser = parse_ext_mount)]
         ext_mount_map: Vec<(String, String)>,
+        /// With --lazy: the pages file is still arriving; the unix socket SOCKET says
+        /// which chunks are in (post-copy migration: `ckpt haul serve` is the feeder).
+        #[arg(long, value_name = "SOCKET", hide = true, requires = "lazy")]
+        page_feed: Option<PathBuf>,
     },
     /// Summarise an image directory (processes, memory, fds, files, checksums), print it
     /// whole as JSON (--json), or compare two directories (--diff A B).
@@ -338,6 +342,7 @@ fn run(cli: Cli) -> Result<i32> {
                 prev_images_dir,
                 track_mem,
                 tcp_established,
+                pages_chunk: None,
             };
             // SIGINT/SIGTERM/SIGHUP: abort in order, the workload put back untouched.
             let _armed = ckpt_sys::abort::arm().context("signal handlers")?;
@@ -355,6 +360,7 @@ fn run(cli: Cli) -> Result<i32> {
             inherit_fd,
             new_pidns,
             ext_mount_map,
+            page_feed,
         } => {
             let opts = ckpt_restore::RestoreOptions {
                 dir: dir.clone(),
@@ -366,6 +372,7 @@ fn run(cli: Cli) -> Result<i32> {
                 new_pidns,
                 ext_mount_map,
                 sibling: false,
+                page_feed,
             };
             // Until the process is released (restore disarms then): abort in order, the
             // half-built process killed and reaped.

@@ -74,6 +74,7 @@ pub fn dump(d: &Dump) -> Result<(), CriuError> {
         prev_images_dir: d.prev_images_dir.as_deref().map(prev_in_subdir),
         track_mem: d.track_mem && !d.pre_dump && d.prev_images_dir.is_none(),
         tcp_established: d.tcp_established,
+        pages_chunk: None,
     };
     let stats = ckpt_dump::dump(&opts)?;
     crate::images::write_inventory(&d.images)
@@ -110,6 +111,7 @@ pub fn restore(r: &Restore) -> Result<ckpt_restore::Outcome, CriuError> {
         new_pidns: false,
         ext_mount_map,
         sibling: r.sibling,
+        page_feed: None,
     };
     Ok(ckpt_restore::restore(&opts)?)
 }
