@@ -65,14 +65,54 @@ pub fn attach(pid: Pid, fds: &mut [pb::Fd], texts: &[String]) -> Result<Accounte
     Ok(seen)
 }
 
+/// Whether a stopped task could hold a lock through no fd of its own that
+/// `through_mappings` has to look for in /proc/locks: through a description that a
+/// shared mapping of a file opened for writing keeps (flock, mmap MAP_SHARED, close: the
+/// JVM's hsperfdata file; VmFlags `mw`), or one riding in a unix socket's queue
+/// (`may_carry_unlisted`). Reading /proc/locks costs an RCU grace period (see
+/// `AllLocks`), longer than the whole dump of a small process, and nearly every program
+/// maps some file shared read-only (glibc's gconv-modules.cache) or private (its code,
+/// locale files): a lock held only through such a mapping (a file opened read-only, or
+/// mapped MAP_PRIVATE, then its fd closed) is not looked for.
+pub fn may_hold_unlisted(maps: &[ckpt_sys::proc::Mapping], kinds: &[pb::FdKind]) -> bool {
+    maps.iter().any(|m| shared_file(m) && m.has_flag("mw"))
+        || kinds.iter().any(|&k| may_carry_unlisted(k))
+}
+
+/// `may_hold_unlisted` for a running task, from /proc/PID/maps (no VmFlags): the mode
+/// of its /proc/PID/map_files link says whether the file was opened for writing.
+pub fn may_hold_unlisted_running(pid: Pid, maps: &[ckpt_sys::proc::Mapping]) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    maps.iter().any(|m| {
+        shared_file(m)
+            && std::fs::symlink_metadata(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end))
+                .map_or(true, |md| md.permissions().mode() & 0o200 != 0)
+    })
+}
+
+/// A shared mapping of a file: not shared anonymous memory (whose shmem file never had
+/// an fd) nor a System V segment (no description to lock).
+fn shared_file(m: &ckpt_sys::proc::Mapping) -> bool {
+    m.shared && m.is_file() && !(m.deleted && m.name == "/dev/zero") && !m.name.starts_with("/SYSV")
+}
+
+/// An fd through which descriptions can leave the task's fd table and stay alive (in
+/// flight with SCM_RIGHTS), locks and all.
+pub fn may_carry_unlisted(kind: pb::FdKind) -> bool {
+    kind == pb::FdKind::FdUnixSocket
+}
+
 /// /proc/locks, read on a thread of its own. Reading it takes the kernel's file_rwsem
 /// for writing, which first waits for an RCU grace period (5-20 ms here) unless one has
-/// just passed for the same reason: so the dump reads it once as it begins (`warm_up`),
-/// and once the tree is stopped (`read_once_stopped`), both beside the dump's own work
-/// instead of in its frozen time; the first process that needs it waits for the rest.
+/// just passed for the same reason: so a dump whose tree may need it (`may_hold_unlisted`,
+/// seen at validation) reads it once as it begins (`warm_up`) and once the tree is stopped
+/// (`AllLocks::stopped(true)`), both beside the dump's own work instead of in its frozen
+/// time; the first process that needs it waits for the rest. A tree that looked as if it
+/// needed none at validation reads it only if a stopped process turns out to need it
+/// (a cold read then, in the frozen time).
 pub struct AllLocks {
     reading: Option<std::thread::JoinHandle<Result<Vec<LockLine>, DumpError>>>,
-    lines: Vec<LockLine>,
+    lines: Option<Vec<LockLine>>,
 }
 
 fn read_on_a_thread() -> Result<std::thread::JoinHandle<Result<Vec<LockLine>, DumpError>>, DumpError>
@@ -88,22 +128,32 @@ pub fn warm_up() {
     let _ = read_on_a_thread();
 }
 
-/// See `AllLocks`: every task of the tree must be stopped, so the list is final.
-pub fn read_once_stopped() -> Result<AllLocks, DumpError> {
-    Ok(AllLocks {
-        reading: Some(read_on_a_thread()?),
-        lines: Vec::new(),
-    })
-}
-
 impl AllLocks {
+    /// Every task of the tree must be stopped, so the list is final. `warm`: the warm-up
+    /// is under way, so the read starts now, on a thread; otherwise it is made by the
+    /// first process that needs it.
+    pub fn stopped(warm: bool) -> Result<AllLocks, DumpError> {
+        Ok(AllLocks {
+            reading: if warm {
+                Some(read_on_a_thread()?)
+            } else {
+                None
+            },
+            lines: None,
+        })
+    }
+
     fn lines(&mut self) -> Result<&[LockLine], DumpError> {
-        if let Some(r) = self.reading.take() {
-            self.lines = r
-                .join()
-                .map_err(|_| DumpError::Lost("reading /proc/locks panicked".into()))??;
+        if self.lines.is_none() {
+            let lines = match self.reading.take() {
+                Some(r) => r
+                    .join()
+                    .map_err(|_| DumpError::Lost("reading /proc/locks panicked".into()))??,
+                None => kstate::all_locks()?,
+            };
+            self.lines = Some(lines);
         }
-        Ok(&self.lines)
+        Ok(self.lines.as_deref().unwrap_or_default())
     }
 }
 

@@ -285,6 +285,9 @@ fn process_blockers(
     let text = String::from_utf8_lossy(&maps);
     let parsed =
         proc::parse_smaps(&text).map_err(|e| DumpError::Lost(format!("/proc/{pid}/maps: {e}")))?;
+    if crate::locks::may_hold_unlisted_running(pid, &parsed) {
+        describer.lock_candidates = true;
+    }
     let own_ipc = container.and_then(|c| c.get("ipc"));
     for m in &parsed {
         match mm::classify(pid, m) {
