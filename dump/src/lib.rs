@@ -371,6 +371,20 @@ fn dump_inner(
         None => (None, container::PidMap::host()),
     };
     shared.pids = pidmap;
+    sink.create_ahead(
+        tree.live
+            .iter()
+            .map(|m| shared.pids.pid(m.task.pid().as_raw()))
+            .flat_map(|raw| {
+                [
+                    names::pagemap(raw),
+                    names::core(raw),
+                    names::mm(raw),
+                    names::files(raw),
+                ]
+            })
+            .collect(),
+    );
     let mut held: std::collections::HashMap<i32, cow::Ranges> = Default::default();
     let mut trackers = Vec::new();
     let mut deferred = Vec::new();
