@@ -232,7 +232,7 @@ fn dump_inner(
     // The whole tree is checked before anything is stopped (and a process that appears
     // only during the seize, on its own then): a refusal touches nothing.
     let parent_image = track::prepare(opts)?;
-    let (identity, mut describer) = validate::before_seize(pid)?;
+    let (identity, mut describer, validated) = validate::before_seize(pid)?;
     let locks_warm = describer.lock_candidates;
     if locks_warm {
         locks::warm_up();
@@ -267,7 +267,11 @@ fn dump_inner(
     };
     let task = seize::Seized::seize(pid)?;
     identity.verify(pid)?;
-    let mut tree = tree::seize(tree::Member { task, id: identity }, &mut describer)?;
+    let mut tree = tree::seize(
+        tree::Member { task, id: identity },
+        &mut describer,
+        validated,
+    )?;
     if let Some(f) = frozen {
         f.thaw()?;
     }
