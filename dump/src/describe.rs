@@ -15,6 +15,9 @@ pub struct Describer {
     sockets: SocketTables,
     /// Link target ("pipe:[N]") -> every (pid, fd) holding it, on the whole host.
     pipes: Option<HashMap<String, Vec<Holder>>>,
+    /// Some process of the tree could hold a lock through no fd (`locks::may_hold_unlisted`):
+    /// the dump then warms up its read of /proc/locks.
+    pub lock_candidates: bool,
 }
 
 impl Describer {
@@ -24,6 +27,7 @@ impl Describer {
             tree: pids.into_iter().map(|p| p.as_raw()).collect(),
             sockets: SocketTables::default(),
             pipes: None,
+            lock_candidates: false,
         }
     }
 

@@ -200,7 +200,11 @@ fn inspect(
 pub fn blockers(pid: Pid, describer: &mut Describer, out: &mut Blockers) -> Result<(), DumpError> {
     for fd in crate::track::user_fds(pid)? {
         match inspect(pid, fd, describer) {
-            Ok(_) => {}
+            Ok((kind, _, _)) => {
+                if crate::locks::may_carry_unlisted(kind) {
+                    describer.lock_candidates = true;
+                }
+            }
             // An fd closed while we looked is not a reason to refuse.
             Err(Problem::Gone(_)) => {}
             Err(Problem::Blocked(b)) => out.add(b),

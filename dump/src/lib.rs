@@ -230,13 +230,16 @@ fn dump_inner(
         )));
     }
     let pid = Pid::from_raw(opts.pid);
-    locks::warm_up();
     net::allow_established(opts.tcp_established);
     abort::phase("checking the process");
     // The whole tree is checked before anything is stopped (and a process that appears
     // only during the seize, on its own then): a refusal touches nothing.
     let parent_image = track::prepare(opts)?;
-    let (identity, mut describer) = validate::before_seize(pid)?;
+    let (identity, mut describer, validated) = validate::before_seize(pid)?;
+    let locks_warm = describer.lock_candidates;
+    if locks_warm {
+        locks::warm_up();
+    }
     hooks::run(hooks::Stage::PreDump)?;
     // What a process's copy can hold: its anonymous and shared memory (file pages are
     // not stored unless copied-on-write, and then they count as anonymous).
@@ -269,7 +272,11 @@ fn dump_inner(
     };
     let task = seize::Seized::seize(pid)?;
     identity.verify(pid)?;
-    let mut tree = tree::seize(tree::Member { task, id: identity }, &mut describer)?;
+    let mut tree = tree::seize(
+        tree::Member { task, id: identity },
+        &mut describer,
+        validated,
+    )?;
     if let Some(f) = frozen {
         f.thaw()?;
     }
@@ -298,7 +305,7 @@ fn dump_inner(
     let mut shared = TreeWide {
         memory: ckpt_images::intervals::Covered::default(),
         files: fdtable::FdTable::new(tree.live.iter().map(|m| m.task.pid())),
-        locks: locks::read_once_stopped()?,
+        locks: locks::AllLocks::stopped(locks_warm)?,
         pids: container::PidMap::host(),
     };
     let mut root_vdso = 0;
@@ -376,6 +383,20 @@ fn dump_inner(
         None => (None, container::PidMap::host()),
     };
     shared.pids = pidmap;
+    sink.create_ahead(
+        tree.live
+            .iter()
+            .map(|m| shared.pids.pid(m.task.pid().as_raw()))
+            .flat_map(|raw| {
+                [
+                    names::pagemap(raw),
+                    names::core(raw),
+                    names::mm(raw),
+                    names::files(raw),
+                ]
+            })
+            .collect(),
+    );
     let mut held: std::collections::HashMap<i32, cow::Ranges> = Default::default();
     let mut trackers = Vec::new();
     let mut deferred = Vec::new();
@@ -778,7 +799,14 @@ fn process(
         (n, None)
     };
 
-    locks::through_mappings(pid, &accounted, &mut dedup.tree.locks, &maps, &mut mm.vmas)?;
+    let kinds: Vec<pb::FdKind> = fds
+        .iter()
+        .filter(|f| f.desc != 0)
+        .filter_map(|f| pb::FdKind::try_from(dedup.tree.files.desc(f.desc).kind).ok())
+        .collect();
+    if locks::may_hold_unlisted(&maps, &kinds) {
+        locks::through_mappings(pid, &accounted, &mut dedup.tree.locks, &maps, &mut mm.vmas)?;
+    }
     abort::phase("writing the images");
     abort::check()?;
     let mut process_core = cores::process(pid, &stat, &status, &injected, threads.len())?;

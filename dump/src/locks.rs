@@ -65,14 +65,48 @@ pub fn attach(pid: Pid, fds: &mut [pb::Fd], texts: &[String]) -> Result<Accounte
     Ok(seen)
 }
 
+/// Whether a stopped task could hold a lock through no fd of its own that
+/// `through_mappings` has to look for in /proc/locks: through a description a file
+/// mapping keeps (open, flock, mmap, close: the JVM's hsperfdata file, shared; or a
+/// file opened read-only and mapped private or read-only, which no flag tells apart
+/// from a library's mapping), or one riding in a unix socket's queue
+/// (`may_carry_unlisted`). Reading /proc/locks costs an RCU grace period (see
+/// `AllLocks`), longer than the whole dump of a small process; but nothing else shows a
+/// flock() held through a mapping, and a lock lost without a word is what ckpt must
+/// never do. A task with no file mapping (a static program run from memory) and no unix
+/// socket skips it.
+pub fn may_hold_unlisted(maps: &[ckpt_sys::proc::Mapping], kinds: &[pb::FdKind]) -> bool {
+    maps.iter().any(file_mapping) || kinds.iter().any(|&k| may_carry_unlisted(k))
+}
+
+/// `may_hold_unlisted` for a running task, from /proc/PID/maps.
+pub fn may_hold_unlisted_running(_pid: Pid, maps: &[ckpt_sys::proc::Mapping]) -> bool {
+    maps.iter().any(file_mapping)
+}
+
+/// A mapping of a file whose description a lock may hang on: not shared anonymous
+/// memory (whose shmem file never had an fd) nor a System V segment.
+fn file_mapping(m: &ckpt_sys::proc::Mapping) -> bool {
+    m.is_file() && !(m.deleted && m.name == "/dev/zero") && !m.name.starts_with("/SYSV")
+}
+
+/// An fd through which descriptions can leave the task's fd table and stay alive (in
+/// flight with SCM_RIGHTS), locks and all.
+pub fn may_carry_unlisted(kind: pb::FdKind) -> bool {
+    kind == pb::FdKind::FdUnixSocket
+}
+
 /// /proc/locks, read on a thread of its own. Reading it takes the kernel's file_rwsem
 /// for writing, which first waits for an RCU grace period (5-20 ms here) unless one has
-/// just passed for the same reason: so the dump reads it once as it begins (`warm_up`),
-/// and once the tree is stopped (`read_once_stopped`), both beside the dump's own work
-/// instead of in its frozen time; the first process that needs it waits for the rest.
+/// just passed for the same reason: so a dump whose tree may need it (`may_hold_unlisted`,
+/// seen at validation) reads it once as it begins (`warm_up`) and once the tree is stopped
+/// (`AllLocks::stopped(true)`), both beside the dump's own work instead of in its frozen
+/// time; the first process that needs it waits for the rest. A tree that looked as if it
+/// needed none at validation reads it only if a stopped process turns out to need it
+/// (a cold read then, in the frozen time).
 pub struct AllLocks {
     reading: Option<std::thread::JoinHandle<Result<Vec<LockLine>, DumpError>>>,
-    lines: Vec<LockLine>,
+    lines: Option<Vec<LockLine>>,
 }
 
 fn read_on_a_thread() -> Result<std::thread::JoinHandle<Result<Vec<LockLine>, DumpError>>, DumpError>
@@ -88,22 +122,32 @@ pub fn warm_up() {
     let _ = read_on_a_thread();
 }
 
-/// See `AllLocks`: every task of the tree must be stopped, so the list is final.
-pub fn read_once_stopped() -> Result<AllLocks, DumpError> {
-    Ok(AllLocks {
-        reading: Some(read_on_a_thread()?),
-        lines: Vec::new(),
-    })
-}
-
 impl AllLocks {
+    /// Every task of the tree must be stopped, so the list is final. `warm`: the warm-up
+    /// is under way, so the read starts now, on a thread; otherwise it is made by the
+    /// first process that needs it.
+    pub fn stopped(warm: bool) -> Result<AllLocks, DumpError> {
+        Ok(AllLocks {
+            reading: if warm {
+                Some(read_on_a_thread()?)
+            } else {
+                None
+            },
+            lines: None,
+        })
+    }
+
     fn lines(&mut self) -> Result<&[LockLine], DumpError> {
-        if let Some(r) = self.reading.take() {
-            self.lines = r
-                .join()
-                .map_err(|_| DumpError::Lost("reading /proc/locks panicked".into()))??;
+        if self.lines.is_none() {
+            let lines = match self.reading.take() {
+                Some(r) => r
+                    .join()
+                    .map_err(|_| DumpError::Lost("reading /proc/locks panicked".into()))??,
+                None => kstate::all_locks()?,
+            };
+            self.lines = Some(lines);
         }
-        Ok(&self.lines)
+        Ok(self.lines.as_deref().unwrap_or_default())
     }
 }
 

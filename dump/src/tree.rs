@@ -110,7 +110,14 @@ fn node(pid: Pid) -> Result<pb::TreeNode, DumpError> {
 }
 
 /// Seizes every descendant of the (seized) root, re-walking until stable.
-pub fn seize(root: Member, describer: &mut Describer) -> Result<Tree, DumpError> {
+/// A child among `validated` (checked with the rest of the tree before the seize) is
+/// seized as it is, and afterwards verified to be the process that was checked; any other
+/// is checked on its own first.
+pub fn seize(
+    root: Member,
+    describer: &mut Describer,
+    mut validated: validate::Validated,
+) -> Result<Tree, DumpError> {
     let root_pid = root.task.pid();
     let mut tree = Tree {
         nodes: vec![node(root_pid)?],
@@ -128,7 +135,7 @@ pub fn seize(root: Member, describer: &mut Describer) -> Result<Tree, DumpError>
                     continue;
                 }
                 found = true;
-                if let Some(m) = seize_child(c, root_pid, describer)? {
+                if let Some(m) = seize_child(c, root_pid, describer, validated.remove(&c))? {
                     tree.live.push(m);
                 }
                 tree.nodes.push(node(c)?);
@@ -147,20 +154,33 @@ pub fn seize(root: Member, describer: &mut Describer) -> Result<Tree, DumpError>
 }
 
 /// Checks and seizes a child; None if it is (or just became) a zombie.
-fn seize_child(c: Pid, root: Pid, describer: &mut Describer) -> Result<Option<Member>, DumpError> {
+fn seize_child(
+    c: Pid,
+    root: Pid,
+    describer: &mut Describer,
+    checked: Option<validate::Identity>,
+) -> Result<Option<Member>, DumpError> {
     if is_dying(c) && settle(c) {
         return Ok(None);
     }
-    let id = match validate::before_seize_one(c, root, describer) {
-        Ok(id) => id,
-        Err(_) if is_dying(c) && settle(c) => return Ok(None),
-        Err(e) => return Err(e),
+    let was_checked = checked.is_some();
+    let id = match checked {
+        Some(id) => id,
+        None => match validate::before_seize_one(c, root, describer) {
+            Ok(id) => id,
+            Err(_) if is_dying(c) && settle(c) => return Ok(None),
+            Err(e) => return Err(e),
+        },
     };
     let task = match Seized::seize(c) {
         Ok(t) => t,
         Err(_) if is_dying(c) && settle(c) => return Ok(None),
         Err(e) => return Err(e),
     };
+    // Stopped, it can no longer exit and leave its pid to another process.
+    if was_checked {
+        id.verify(c)?;
+    }
     Ok(Some(Member { task, id }))
 }
 

@@ -88,14 +88,21 @@ fn examinable(pid: Pid) -> Result<(), DumpError> {
 /// [`Identity::verify`] after the seize.
 /// The describer comes back for the processes met during the seize (`before_seize_one`):
 /// what it read of the host (every process's pipes) is read once per dump.
-pub fn before_seize(pid: Pid) -> Result<(Identity, Describer), DumpError> {
+/// The descendants come back too, each with who it was when checked (`Validated`): the
+/// seize checks again only a process it finds that is not among them.
+pub fn before_seize(pid: Pid) -> Result<(Identity, Describer, Validated), DumpError> {
     examinable(pid)?;
     // First, so that every check below is known to be about this one process.
     let identity = Identity::take(pid)?;
-    let (blockers, describer) = tree_blockers_with(pid)?;
+    let (blockers, describer, mut validated) = tree_blockers_with(pid)?;
     blockers.refuse_if_any(pid)?;
-    Ok((identity, describer))
+    validated.remove(&pid);
+    Ok((identity, describer, validated))
 }
+
+/// The processes of the tree that were checked, by pid, and who each was then (a pidfd
+/// opened before its checks, the start time they read).
+pub type Validated = std::collections::HashMap<Pid, Identity>;
 
 /// A process that appeared in the tree only while it was being seized (a fork of a
 /// seized parent's, just before its stop): checked on its own, as `before_seize` checked
@@ -112,6 +119,7 @@ pub fn before_seize_one(
     let owned =
         crate::container::root_namespaces(root).or_else(|| crate::container::in_ckpt_pidns(root));
     process_blockers(pid, true, owned.as_ref(), describer, &mut out)?;
+
     out.refuse_if_any(pid)?;
     Ok(identity)
 }
@@ -123,8 +131,9 @@ pub fn tree_blockers(root: Pid) -> Result<Blockers, DumpError> {
     Ok(tree_blockers_with(root)?.0)
 }
 
-/// `tree_blockers`, and the describer that looked (it knows the tree).
-fn tree_blockers_with(root: Pid) -> Result<(Blockers, Describer), DumpError> {
+/// `tree_blockers`, the describer that looked (it knows the tree), and who each process
+/// checked was.
+fn tree_blockers_with(root: Pid) -> Result<(Blockers, Describer, Validated), DumpError> {
     examinable(root)?;
     let tree = tree(root);
     let mut describer = Describer::new(tree.iter().copied());
@@ -136,18 +145,49 @@ fn tree_blockers_with(root: Pid) -> Result<(Blockers, Describer), DumpError> {
         crate::container::ckpt_pidns_blockers(root, &mut out);
         owned = Some(o);
     }
-    for &pid in &tree {
-        let below = pid != root;
-        let mut mine = Blockers::default();
-        let looked = process_blockers(pid, below, owned.as_ref(), &mut describer, &mut mine);
-        // A descendant that is exiting (or gone) blocks nothing: what it held is being
-        // torn down under our eyes (its maps read empty, its fds vanish), and the seize
-        // records it as the zombie it becomes (`tree.rs`).
-        if below && crate::tree::is_dying(pid) {
-            continue;
+    // Each process is looked at on its own: the tree is split between two threads (the
+    // machine has two CPUs; /proc reads are most of a dump's time before the seize), each
+    // with a describer of its own (its caches are only caches), the results kept in tree
+    // order.
+    let looked = std::thread::scope(|s| {
+        let other: Vec<Pid> = tree.iter().copied().skip(1).step_by(2).collect();
+        let helper = (other.len() >= 8).then(|| {
+            let (tree, owned) = (&tree, owned.as_ref());
+            s.spawn(move || {
+                let mut d = Describer::new(tree.iter().copied());
+                let r: Vec<_> = other
+                    .iter()
+                    .map(|&pid| (pid, one_process(pid, root, owned, &mut d)))
+                    .collect();
+                (r, d.lock_candidates)
+            })
+        });
+        let mine: Vec<Pid> = if helper.is_some() {
+            tree.iter().copied().step_by(2).collect()
+        } else {
+            tree.clone()
+        };
+        let mut all: Vec<_> = mine
+            .iter()
+            .map(|&pid| (pid, one_process(pid, root, owned.as_ref(), &mut describer)))
+            .collect();
+        if let Some(h) = helper {
+            let (r, candidates) = h.join().expect("validation thread");
+            describer.lock_candidates |= candidates;
+            all.extend(r);
         }
-        looked?;
-        out.list.extend(mine.list);
+        all
+    });
+    let mut looked: std::collections::HashMap<Pid, _> = looked.into_iter().collect();
+    let mut validated = Validated::new();
+    for pid in &tree {
+        if let Some(r) = looked.remove(pid) {
+            let (mine, id) = r?;
+            out.list.extend(mine.list);
+            if let Some(id) = id {
+                validated.insert(*pid, id);
+            }
+        }
     }
     // A zombie has no fd table or memory left to share (kcmp sees two as "equal").
     let alive: Vec<Pid> = tree
@@ -156,7 +196,7 @@ fn tree_blockers_with(root: Pid) -> Result<(Blockers, Describer), DumpError> {
         .filter(|&p| !crate::tree::is_dying(p))
         .collect();
     crate::sharing::blockers(&alive, &mut out);
-    Ok((out, describer))
+    Ok((out, describer, validated))
 }
 
 /// What the stopped-task checks of `known_state` (unknown or non-default status fields
@@ -210,6 +250,29 @@ fn tree(root: Pid) -> Vec<Pid> {
     out
 }
 
+/// The blockers of one process of the tree of `root`. A descendant that is exiting (or
+/// gone) blocks nothing: what it held is being torn down under our eyes (its maps read
+/// empty, its fds vanish), and the seize records it as the zombie it becomes (`tree.rs`).
+/// With them, who the process was (None if its pidfd could not be had, or it is dying).
+fn one_process(
+    pid: Pid,
+    root: Pid,
+    owned: Option<&crate::ns::Owned>,
+    describer: &mut Describer,
+) -> Result<(Blockers, Option<Identity>), DumpError> {
+    let below = pid != root;
+    let mut mine = Blockers::default();
+    // Before the checks: they are then about the process this refers to, or `verify`
+    // tells.
+    let pidfd = ckpt_sys::probe::pidfd_open(pid).ok();
+    let looked = process_blockers(pid, below, owned, describer, &mut mine);
+    if below && crate::tree::is_dying(pid) {
+        return Ok((Blockers::default(), None));
+    }
+    let starttime = looked?;
+    Ok((mine, pidfd.map(|pidfd| Identity { pidfd, starttime })))
+}
+
 /// What keeps this one process from being dumped.
 const SCHED_DEADLINE: u32 = 6;
 
@@ -219,12 +282,13 @@ fn process_blockers(
     container: Option<&crate::ns::Owned>,
     describer: &mut Describer,
     out: &mut Blockers,
-) -> Result<(), DumpError> {
+) -> Result<u64, DumpError> {
     let gone = |e: ckpt_sys::Error| DumpError::Lost(format!("pid {pid} vanished: {e}"));
     let stat = proc::stat(pid).map_err(gone)?;
+    let started = stat.starttime;
     if stat.flags & PF_KTHREAD != 0 {
         out.push(pid, "process", "a kernel thread");
-        return Ok(());
+        return Ok(started);
     }
     if let Some(why) = self_or_ancestor(pid) {
         out.push(pid, "process", why);
@@ -234,7 +298,7 @@ fn process_blockers(
         if !below_root {
             out.push(pid, "process", "a zombie (it has exited)");
         }
-        return Ok(());
+        return Ok(started);
     }
     crate::ns::blockers(pid, container, out);
     // SCHED_DEADLINE's runtime, deadline and period need sched_setattr and admission
@@ -268,7 +332,7 @@ fn process_blockers(
             "process",
             "no memory or no executable (a kernel thread?)",
         );
-        return Ok(());
+        return Ok(started);
     }
     for (link, what) in [("cwd", "working directory"), ("root", "root directory")] {
         let target = proc::read_link(&format!("/proc/{pid}/{link}")).map_err(gone)?;
@@ -285,6 +349,9 @@ fn process_blockers(
     let text = String::from_utf8_lossy(&maps);
     let parsed =
         proc::parse_smaps(&text).map_err(|e| DumpError::Lost(format!("/proc/{pid}/maps: {e}")))?;
+    if crate::locks::may_hold_unlisted_running(pid, &parsed) {
+        describer.lock_candidates = true;
+    }
     let own_ipc = container.and_then(|c| c.get("ipc"));
     for m in &parsed {
         match mm::classify(pid, m) {
@@ -303,7 +370,7 @@ fn process_blockers(
             Ok(_) => {}
         }
     }
-    Ok(())
+    Ok(started)
 }
 
 /// ckpt cannot stop itself, and stopping an ancestor (its shell, pid 1) would deadlock it
@@ -313,22 +380,30 @@ fn self_or_ancestor(pid: Pid) -> Option<String> {
     if pid == me {
         return Some("ckpt itself".into());
     }
-    let mut p = nix::unistd::getppid();
-    for _ in 0..4096 {
-        if p == pid {
-            return Some(format!(
-                "an ancestor of ckpt (pid {me}); it cannot be dumped from inside"
-            ));
+    ckpt_ancestors()
+        .contains(&pid)
+        .then(|| format!("an ancestor of ckpt (pid {me}); it cannot be dumped from inside"))
+}
+
+/// ckpt's parent, its parent, ... up to pid 1: read once per run (each is a stat read, and
+/// every process of a tree is checked against them).
+fn ckpt_ancestors() -> &'static [Pid] {
+    static ANCESTORS: std::sync::OnceLock<Vec<Pid>> = std::sync::OnceLock::new();
+    ANCESTORS.get_or_init(|| {
+        let mut out = Vec::new();
+        let mut p = nix::unistd::getppid();
+        for _ in 0..4096 {
+            out.push(p);
+            if p.as_raw() <= 1 {
+                break;
+            }
+            match proc::stat(p) {
+                Ok(s) => p = Pid::from_raw(s.ppid),
+                Err(_) => break,
+            }
         }
-        if p.as_raw() <= 1 {
-            break;
-        }
-        match proc::stat(p) {
-            Ok(s) => p = Pid::from_raw(s.ppid),
-            Err(_) => break,
-        }
-    }
-    None
+        out
+    })
 }
 
 #[cfg(test)]

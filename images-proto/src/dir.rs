@@ -26,6 +26,9 @@ use std::path::{Path, PathBuf};
 /// Writes image files into a staging directory beside the image directory, remembers
 /// what it wrote for the inventory, and puts the set in place when `finish` seals it.
 pub struct ImageSink {
+    /// Files being created ahead (`create_ahead`). First, so that an unfinished sink stops
+    /// its thread before the staging directory is removed.
+    ahead: Option<crate::precreate::Precreated>,
     dir: PathBuf,
     staging: Staging,
     files: Vec<pb::ImageFile>,
@@ -50,6 +53,7 @@ impl ImageSink {
             files: Vec::new(),
             sync: false,
             chunk_size: crate::chunks::CHUNK_SIZE,
+            ahead: None,
         })
     }
 
@@ -74,15 +78,24 @@ impl ImageSink {
         &self.dir
     }
 
+    /// Starts creating these files (named as they will be written, in that order) on a
+    /// thread of their own, so that writing them later costs no inode allocation
+    /// (`precreate.rs`). Files of the list never written are removed by `finish`.
+    pub fn create_ahead(&mut self, names: Vec<String>) {
+        if self.ahead.is_none() {
+            self.ahead = Some(crate::precreate::Precreated::start(
+                self.staging.path(),
+                names,
+            ));
+        }
+    }
+
     fn open_file(&mut self, name: &str) -> Result<(File, PathBuf)> {
         let path = self.staging.path().join(name);
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| ImageError::io(&path, e))?;
+        if let Some(f) = self.ahead.as_ref().and_then(|a| a.take(name)) {
+            return Ok((f, path));
+        }
+        let file = crate::precreate::create(&path, false).map_err(|e| ImageError::io(&path, e))?;
         Ok((file, path))
     }
 
@@ -126,6 +139,10 @@ impl ImageSink {
     /// Writes the inventory (listing every committed file), seals it, and puts the new
     /// image in place of the directory's old content.
     pub fn finish(mut self, mut inv: pb::Inventory) -> Result<()> {
+        if let Some(a) = self.ahead.take() {
+            let dir = self.staging.path().to_path_buf();
+            a.finish().map_err(|e| ImageError::io(&dir, e))?;
+        }
         inv.files = std::mem::take(&mut self.files);
         inv.format_version = crate::FORMAT_VERSION as u32;
         let mut w = self.records(names::INVENTORY, Kind::Inventory)?;

@@ -12,6 +12,7 @@ pub mod hash;
 pub mod header;
 pub mod intervals;
 pub mod pages;
+mod precreate;
 pub mod progress;
 pub mod record;
 pub mod shape;

@@ -78,8 +78,15 @@ pub fn fd_locks_of(text: &str) -> std::result::Result<Vec<LockLine>, String> {
 
 /// Every lock of /proc/locks (waiters left out).
 pub fn all_locks() -> Result<Vec<LockLine>> {
+    use std::io::Read;
     let path = "/proc/locks";
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    // Every read(2) of it takes file_rwsem for writing again: a buffer large enough for
+    // the whole list at once, not read_to_string's 32-byte first probe and doublings.
+    let mut bytes = Vec::with_capacity(64 << 10);
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|e| Error::io(path, e))?;
+    let text = String::from_utf8_lossy(&bytes);
     Ok(text.lines().filter_map(parse_lock_line).collect())
 }
 
