@@ -116,6 +116,11 @@ enum Cmd {
         /// spelling; repeatable.
         #[arg(long = "ext-mount-map", value_name = "KEY:PATH", value_parser = parse_ext_mount)]
         ext_mount_map: Vec<(String, String)>,
+        /// Make the tree's own cgroups at PATH (from each hierarchy's root) instead of
+        /// at their dumped paths; `CTL:PATH` for one hierarchy (`v2`, or v1 controllers
+        /// such as `memory`). CRIU's spelling; repeatable.
+        #[arg(long = "cgroup-root", value_name = "[CTL:]PATH")]
+        cgroup_root: Vec<String>,
     },
     /// Summarise an image directory (processes, memory, fds, files, checksums), print it
     /// whole as JSON (--json), or compare two directories (--diff A B).
@@ -355,6 +360,7 @@ fn run(cli: Cli) -> Result<i32> {
             inherit_fd,
             new_pidns,
             ext_mount_map,
+            cgroup_root,
         } => {
             let opts = ckpt_restore::RestoreOptions {
                 dir: dir.clone(),
@@ -366,6 +372,7 @@ fn run(cli: Cli) -> Result<i32> {
                 new_pidns,
                 ext_mount_map,
                 sibling: false,
+                cgroup_root,
             };
             // Until the process is released (restore disarms then): abort in order, the
             // half-built process killed and reaped.

@@ -97,6 +97,7 @@ pub fn restore(r: &Restore) -> Result<ckpt_restore::Outcome, CriuError> {
         new_pidns: false,
         ext_mount_map,
         sibling: r.sibling,
+        cgroup_root: Vec::new(),
     };
     Ok(ckpt_restore::restore(&opts)?)
 }

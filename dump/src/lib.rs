@@ -26,6 +26,7 @@
 
 mod background;
 mod blockers;
+mod cgroups;
 mod container;
 mod cores;
 mod cow;
@@ -368,6 +369,13 @@ fn dump_inner(
         None => (None, container::PidMap::host()),
     };
     shared.pids = pidmap;
+    let cgroups = {
+        let mut refused = blockers::Blockers::default();
+        let members: Vec<Pid> = tree.live.iter().map(|m| m.task.pid()).collect();
+        let record = cgroups::record(pid, &members, &|p| shared.pids.pid(p), &mut refused);
+        refused.refuse_if_any(pid)?;
+        record
+    };
     let mut held: std::collections::HashMap<i32, cow::Ranges> = Default::default();
     let mut trackers = Vec::new();
     let mut deferred = Vec::new();
@@ -453,6 +461,7 @@ fn dump_inner(
         trackers,
         container,
         new_pidns: inside_new_pidns,
+        cgroups,
     };
     let pids_dumped = inventory.pids.len();
     let armed: Vec<u64> = inventory.trackers.iter().map(|t| t.inode).collect();

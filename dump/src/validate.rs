@@ -156,6 +156,7 @@ fn tree_blockers_with(root: Pid) -> Result<(Blockers, Describer), DumpError> {
         .filter(|&p| !crate::tree::is_dying(p))
         .collect();
     crate::sharing::blockers(&alive, &mut out);
+    crate::cgroups::record(root, &alive, &|p| p, &mut out);
     Ok((out, describer))
 }
 

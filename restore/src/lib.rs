@@ -9,6 +9,7 @@
 //! Sockets and epolls are kinds of the fd table (`fdtable.rs`, `net/`); established TCP
 //! connections leave repair mode and their lock just before the release (`net/resume.rs`).
 
+mod cgroups;
 mod chain;
 mod container;
 mod cow;
@@ -68,6 +69,9 @@ pub struct RestoreOptions {
     /// The root forked as ckpt's sibling (CLONE_PARENT): a child of whoever started ckpt,
     /// which waits for it (CRIU's --restore-sibling, runc's rst_sibling). With `detach`.
     pub sibling: bool,
+    /// `--cgroup-root [CTL:]PATH`: the tree's own cgroups are made there instead of at
+    /// their dumped paths (`cgroups.rs`).
+    pub cgroup_root: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +136,8 @@ pub fn restore_with_progress(
         )));
     }
     container::check(inv, opts.new_pidns, opts.lazy)?;
+    let cgroup_plan = cgroups::plan(inv, &opts.cgroup_root)?;
+    let cgroup_dirs = cgroup_plan.root_dirs();
     let ns_plan = match &inv.container {
         Some(c) => Some(container::plan(
             &dir,
@@ -305,6 +311,8 @@ pub fn restore_with_progress(
         ));
     }
     hooks::run(hooks::Stage::PreRestore)?;
+    // Removed again, after the rollback killed the tasks in them, if the restore fails.
+    let made_cgroups = cgroups::make(&cgroup_plan)?;
     // From here any error kills everything the restore created (rollback.rs).
     let mut rollback = rollback::Rollback::arm()?;
     debug!(pid, "forking the seeds");
@@ -348,6 +356,7 @@ pub fn restore_with_progress(
         sibling: opts.sibling,
         container: inv.container.as_ref(),
         ns: ns_plan.as_ref(),
+        cgroups: &cgroup_dirs,
         tree: &tree,
         plans: &plans,
         fds: &fds,
@@ -421,6 +430,9 @@ pub fn restore_with_progress(
         _ => inv.pids.iter().map(|&p| Pid::from_raw(p)).collect(),
     };
     let child = child.unwrap_or(pids[0]);
+    if !cgroup_plan.is_empty() {
+        cgroups::place_others(&cgroup_plan, &inv.pids, &pids)?;
+    }
     hooks::run(hooks::Stage::SetupNamespaces(child.as_raw()))?;
     hooks::run(hooks::Stage::PostSetupNamespaces)?;
     let mut handoff = None;
@@ -486,6 +498,7 @@ pub fn restore_with_progress(
         init.release()?;
     }
     rollback.disarm();
+    made_cgroups.keep();
     // The tree runs: a failed post-resume can no longer undo the restore (CRIU only
     // reports it too).
     if let Err(e) = hooks::run(hooks::Stage::PostResume) {
