@@ -209,9 +209,27 @@ fn enter_script(dirs: &[PathBuf]) -> String {
 /// sub-cgroups, every limit as set, the counter goes on and the tree checks itself.
 #[test]
 fn container_cgroups_three_cycles() {
+    cgroup_cycles("cycles", false);
+}
+
+/// The same with a cgroup namespace of the container's own (`unshare --cgroup` run once
+/// in its cgroups): restored rooted at the restored cgroups, so /proc/PID/cgroup read
+/// inside it is the same after each cycle as before the first (the init at `/`, the
+/// tree's root at `/sub`), wherever `--cgroup-root` put them outside.
+#[test]
+fn container_cgroupns_three_cycles() {
+    cgroup_cycles("cgns", true);
+}
+
+/// /proc/PID/cgroup of `pid` as the cgroup namespace of `init` sees it.
+fn inside_view(init: i32, pid: i32) -> String {
+    nsenter(init, &["-C", "cat", &format!("/proc/{pid}/cgroup")])
+}
+
+fn cgroup_cycles(name: &str, cgroupns: bool) {
     let env = Env::new();
     let hiers = Hier::all();
-    let tag = format!("ckpt-test-{}-cycles", std::process::id());
+    let tag = format!("ckpt-test-{}-{name}", std::process::id());
     let alt = format!("{tag}-alt");
     let mut made = Made { dirs: Vec::new() };
     for h in &hiers {
@@ -224,17 +242,42 @@ fn container_cgroups_three_cycles() {
     let tree = workload_bin("tree");
     let dir = env.path().display().to_string();
     let bases: Vec<PathBuf> = hiers.iter().map(|h| h.dir(&h.path(&tag))).collect();
-    let script = format!(
-        "{}{} {dir} & while :; do n=$((n+1)); echo $n > {dir}/count; sleep 0.05; done",
-        enter_script(&bases),
+    let inner = format!(
+        "{} {dir} & while :; do n=$((n+1)); echo $n > {dir}/count; sleep 0.05; done",
         tree.display()
     );
-    let (w, mut init) = start_container_with(&env, "cg", &[], &script);
+    let (w, mut init) = if cgroupns {
+        // unshare itself enters the cgroups (its cgroup namespace is rooted where it
+        // is), and is moved back to the test's once the init runs: it is not the tree's.
+        let script = format!(
+            "{}exec unshare --cgroup --fork --pid --mount-proc --uts --ipc bash -c '{inner}'",
+            enter_script(&bases)
+        );
+        let w = env.spawn(
+            name,
+            &which("bash"),
+            &[OsStr::new("-c"), OsStr::new(&script)],
+        );
+        let init = wait_child_of(w.pid, |_| true);
+        env.track(init);
+        for h in &hiers {
+            fs::write(h.dir(&h.own).join("cgroup.procs"), w.pid.to_string()).unwrap();
+        }
+        (w, init)
+    } else {
+        let script = format!("{}{inner}", enter_script(&bases));
+        start_container_with(&env, name, &[], &script)
+    };
     env.wait_line(&w, "READY", |l| l.starts_with("READY "));
     let is_tree = |k: i32| fs::read_link(format!("/proc/{k}/exe")).ok().as_ref() == Some(&tree);
     let t = wait_child_of(init, is_tree);
     for b in &bases {
         fs::write(b.join("sub/cgroup.procs"), t.to_string()).unwrap();
+    }
+    let views = cgroupns.then(|| (inside_view(init, init), inside_view(init, t)));
+    if let Some((of_init, of_t)) = &views {
+        assert!(of_init.lines().all(|l| l.ends_with(":/")), "{of_init}");
+        assert!(of_t.contains("pids:/sub"), "{of_t}");
     }
     let mut passes = 0;
     let mut at = tag.clone();
@@ -250,29 +293,15 @@ fn container_cgroups_three_cycles() {
         env.untrack(init);
         made.remove();
         let before = counter(&env);
-        let pidfile = env.path().join(format!("cycle{i}.pid"));
-        let mut args: Vec<String> = vec![
-            "restore".into(),
-            "-D".into(),
-            img.display().to_string(),
-            "-d".into(),
-            "--pidfile".into(),
-            pidfile.display().to_string(),
-        ];
+        let mut extra: Vec<String> = Vec::new();
         if i == 2 {
             at = alt.clone();
             for h in &hiers {
-                args.push("--cgroup-root".into());
-                args.push(format!("{}:{}", h.name(), h.path(&alt)));
+                extra.push("--cgroup-root".into());
+                extra.push(format!("{}:{}", h.name(), h.path(&alt)));
             }
         }
-        env.ckpt(&args).ok();
-        init = fs::read_to_string(&pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        env.track(init);
+        init = restore_with_pidfile(&env, &img, &format!("cycle{i}"), &extra);
         let t = wait_child_of(init, is_tree);
         // A zombie (the tree has one) is in no cgroup any more.
         let others: Vec<i32> = descendants(init)
@@ -297,6 +326,12 @@ fn container_cgroups_three_cycles() {
             assert_eq!(read(&h.dir(&base)).trim(), h.values[0], "{}", h.file);
             assert_eq!(read(&h.dir(&base).join("sub")).trim(), h.values[1]);
         }
+        if let Some((of_init, of_t)) = &views {
+            let ns = |p: i32| fs::read_link(format!("/proc/{p}/ns/cgroup")).unwrap();
+            assert_ne!(ns(init), ns(std::process::id() as i32), "cycle {i}");
+            assert_eq!(&inside_view(init, init), of_init, "cycle {i}: init inside");
+            assert_eq!(&inside_view(init, t), of_t, "cycle {i}: tree root inside");
+        }
         let start = Instant::now();
         while counter(&env) <= before + 2 {
             assert!(
@@ -313,7 +348,8 @@ fn container_cgroups_three_cycles() {
 
 /// What the restore cannot make the same is refused by name at dump, the tree left
 /// running: a process of the tree outside its root's cgroup (and not in ckpt's), a cgroup
-/// holding a process that is not the tree's, a non-default setting ckpt does not write
+/// holding a process that is not the tree's, a cgroup namespace not rooted at the root's
+/// cgroups, a non-default setting ckpt does not write
 /// back (this kernel's memory.shown_ram_in_bytes). A restore that fails (its output
 /// file gone) removes the cgroups it made.
 #[test]
@@ -360,6 +396,22 @@ fn cgroup_refusals_and_failed_restore() {
     assert_running_untraced(init);
     env.kill_and_reap(init);
     env.kill_and_reap(stranger.pid);
+
+    // A cgroup namespace made before the root moved into its cgroups: inside, the root
+    // is not at `/`.
+    let script = format!(
+        "{}echo in; while :; do sleep 0.05; done",
+        enter_script(std::slice::from_ref(&base))
+    );
+    let (w, init) = start_container_with(&env, "late", &["--cgroup"], &script);
+    env.wait_line(&w, "in", |l| l == "in");
+    env.dump(init, &env.subdir("img-late"), &[])
+        .failed_naming(&format!(
+            "cgroup namespace (pids: the root is at {} inside it)",
+            pids.path(&tag)
+        ));
+    assert_running_untraced(init);
+    env.kill_and_reap(init);
 
     let memory = hiers.iter().find(|h| h.ctl == "memory").unwrap();
     let odd = memory.dir(&memory.path(&tag));

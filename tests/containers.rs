@@ -350,18 +350,6 @@ fn start_container(env: &Env, name: &str, script: &str) -> (Workload, i32) {
     start_container_with(env, name, &[], script)
 }
 
-/// Runs `nsenter -t PID FLAGS... CMD...` and returns its output, trimmed.
-fn nsenter(pid: i32, args: &[&str]) -> String {
-    let out = std::process::Command::new(which("nsenter"))
-        .arg("-t")
-        .arg(pid.to_string())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "nsenter {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 fn counter(env: &Env) -> u64 {
     fs::read_to_string(env.path().join("count"))
         .unwrap_or_default()

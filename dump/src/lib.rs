@@ -52,6 +52,7 @@ mod sharing;
 mod sockets;
 mod task_state;
 mod threads;
+mod timens;
 mod timers;
 mod track;
 mod tree;

@@ -91,8 +91,8 @@ pub fn blockers(pid: Pid, container: Option<&Owned>, out: &mut Blockers) {
                 what,
                 format!(
                     "not ckpt's ({host}): a restore would lose {loses}; not supported \
-                     yet (a container's pid 1 may own its pid, mnt, uts and ipc \
-                     namespaces)"
+                     yet (a container's pid 1 may own its pid, mnt, uts, ipc, net, \
+                     cgroup and time namespaces)"
                 ),
             );
         }

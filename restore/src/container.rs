@@ -23,7 +23,9 @@ pub fn check(inv: &pb::Inventory, new_pidns: bool, lazy: bool) -> R<()> {
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWNET) as u64;
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWCGROUP
+        | libc::CLONE_NEWTIME) as u64;
     let refuse = |why: String| {
         Err(RestoreError::Refused(format!(
             "inventory.img: container: {why}"
@@ -70,7 +72,10 @@ pub fn fork_root(
     c: &pb::Container,
     status_w: std::os::fd::OwnedFd,
 ) -> R<Pid> {
-    match ckpt_sys::ns::fork_container_root(c.clone_flags)? {
+    // Made by the root's seed itself (`set_up_root`): a cgroup namespace once it is in
+    // its cgroups, a time namespace once its offsets are written.
+    let later = (libc::CLONE_NEWCGROUP | libc::CLONE_NEWTIME) as u64;
+    match ckpt_sys::ns::fork_container_root(c.clone_flags & !later)? {
         Forked::Child => crate::seed::run(seeds, 0),
         Forked::Parent(p) => {
             drop(status_w);
@@ -82,6 +87,14 @@ pub fn fork_root(
 /// In the root's seed, before it forks the others: its IPC objects (`ipc.rs`), its
 /// mounts private, its own mounts (`mounts.rs`), its names.
 pub fn set_up_root(c: &pb::Container, plan: Option<&Plan>) -> Result<(), String> {
+    if c.clone_flags & libc::CLONE_NEWCGROUP as u64 != 0 {
+        // In its cgroups already (`cgroups::enter_root`): they are the namespace's root.
+        ckpt_sys::ns::unshare_cgroupns().map_err(|e| e.to_string())?;
+    }
+    if c.clone_flags & libc::CLONE_NEWTIME as u64 != 0 {
+        ckpt_sys::ns::enter_new_timens(c.monotonic_offset_ns, c.boottime_offset_ns)
+            .map_err(|e| e.to_string())?;
+    }
     if c.clone_flags & libc::CLONE_NEWIPC as u64 != 0 {
         if let Some(plan) = plan {
             crate::ipc::create_all(&plan.ipc)?;

@@ -234,3 +234,33 @@ pub fn loopback_up() -> Result<()> {
     }
     Ok(())
 }
+
+/// unshare(CLONE_NEWCGROUP): a cgroup namespace rooted at the caller's cgroups.
+pub fn unshare_cgroupns() -> Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+        .map_err(|e| Error::sys("unshare(CLONE_NEWCGROUP)", e))
+}
+
+/// Puts the caller (single-threaded) into a fresh time namespace whose CLOCK_MONOTONIC
+/// and CLOCK_BOOTTIME run `monotonic_ns` and `boottime_ns` ahead of the host's:
+/// unshare(CLONE_NEWTIME) makes it the namespace of the caller's next children, its
+/// offsets are written while no task is in it yet (time_namespaces(7): only then may
+/// they be), and setns() to /proc/self/ns/time_for_children enters it.
+pub fn enter_new_timens(monotonic_ns: i64, boottime_ns: i64) -> Result<()> {
+    const NEWTIME: nix::sched::CloneFlags =
+        nix::sched::CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
+    nix::sched::unshare(NEWTIME).map_err(|e| Error::sys("unshare(CLONE_NEWTIME)", e))?;
+    let line = |clock: &str, ns: i64| {
+        format!(
+            "{clock} {} {}\n",
+            ns.div_euclid(1_000_000_000),
+            ns.rem_euclid(1_000_000_000)
+        )
+    };
+    let text = line("monotonic", monotonic_ns) + &line("boottime", boottime_ns);
+    let path = "/proc/self/timens_offsets";
+    std::fs::write(path, &text).map_err(|e| Error::io(format!("{path} ({text:?})"), e))?;
+    let path = "/proc/self/ns/time_for_children";
+    let ns = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    nix::sched::setns(&ns, NEWTIME).map_err(|e| Error::sys(format!("setns({path})"), e))
+}

@@ -55,3 +55,37 @@ pub fn check_inside(env: &Env, w: &Workload, exe: &Path, pid: i32, n: u32) {
     };
     env.wait_line(&inside, &want, |l| l == want);
 }
+
+/// Runs `nsenter -t PID FLAGS... CMD...` and returns its output, trimmed.
+pub fn nsenter(pid: i32, args: &[&str]) -> String {
+    let out = std::process::Command::new(which("nsenter"))
+        .arg("-t")
+        .arg(pid.to_string())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "nsenter {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `ckpt restore -D IMG -d --pidfile TAG.pid EXTRA...`: the restored root's pid, tracked.
+pub fn restore_with_pidfile(env: &Env, img: &Path, tag: &str, extra: &[String]) -> i32 {
+    let pidfile = env.path().join(format!("{tag}.pid"));
+    let mut args: Vec<OsString> = vec![
+        "restore".into(),
+        "-D".into(),
+        img.into(),
+        "-d".into(),
+        "--pidfile".into(),
+        pidfile.clone().into(),
+    ];
+    args.extend(extra.iter().map(OsString::from));
+    env.ckpt(&args).ok();
+    let pid = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    env.track(pid);
+    pid
+}
