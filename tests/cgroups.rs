@@ -283,14 +283,7 @@ fn cgroup_cycles(name: &str, cgroupns: bool) {
     let mut at = tag.clone();
     for i in 1..=3 {
         let img = env.subdir(&format!("img{i}"));
-        env.dump(init, &img, &[]).ok();
-        if i == 1 {
-            reap(w.pid, Duration::from_secs(10));
-            env.untrack(w.pid);
-        } else {
-            env.reap_dumped(init);
-        }
-        env.untrack(init);
+        dump_container(&env, &w, init, &img, i == 1);
         made.remove();
         let before = counter(&env);
         let mut extra: Vec<String> = Vec::new();

@@ -51,14 +51,7 @@ fn container_time_namespace_three_cycles() {
     check_inside(&env, &w, &bin, wait_child_of(init, is_wl), passes);
     for i in 1..=3 {
         let img = env.subdir(&format!("img{i}"));
-        env.dump(init, &img, &[]).ok();
-        if i == 1 {
-            reap(w.pid, std::time::Duration::from_secs(10));
-            env.untrack(w.pid);
-        } else {
-            env.reap_dumped(init);
-        }
-        env.untrack(init);
+        dump_container(&env, &w, init, &img, i == 1);
         init = restore_with_pidfile(&env, &img, &format!("cycle{i}"), &[]);
         let ns = |p: i32, k: &str| fs::read_link(format!("/proc/{p}/ns/{k}")).unwrap();
         let me = std::process::id() as i32;

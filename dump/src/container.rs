@@ -12,7 +12,7 @@ use ckpt_sys::{ns, Pid};
 use std::collections::HashMap;
 
 /// Namespaces a container may own, with their CLONE_NEW* flag.
-pub const OWNED: [(&str, u64); 7] = [
+pub const OWNED: [(&str, u64); 8] = [
     ("pid", libc::CLONE_NEWPID as u64),
     ("mnt", libc::CLONE_NEWNS as u64),
     ("uts", libc::CLONE_NEWUTS as u64),
@@ -20,6 +20,7 @@ pub const OWNED: [(&str, u64); 7] = [
     ("net", libc::CLONE_NEWNET as u64),
     ("cgroup", libc::CLONE_NEWCGROUP as u64),
     ("time", libc::CLONE_NEWTIME as u64),
+    ("user", libc::CLONE_NEWUSER as u64),
 ];
 
 /// The namespaces of the root of a container: Some when `root` is pid 1 of a pid
@@ -251,6 +252,9 @@ pub fn record(root: Pid, out: &mut Blockers) -> pb::Container {
     }
     if flags & libc::CLONE_NEWCGROUP as u64 != 0 {
         crate::timens::cgroupns_blockers(root, out);
+    }
+    if flags & libc::CLONE_NEWUSER as u64 != 0 {
+        crate::userns::record(root, flags, &mut c, out);
     }
     if flags & libc::CLONE_NEWTIME as u64 != 0 {
         (c.monotonic_offset_ns, c.boottime_offset_ns) = crate::timens::offsets(root, out);

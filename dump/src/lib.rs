@@ -56,6 +56,7 @@ mod timens;
 mod timers;
 mod track;
 mod tree;
+mod userns;
 mod validate;
 
 pub use blockers::Blocker;

@@ -35,6 +35,7 @@ mod sharing;
 mod task_state;
 mod timers;
 mod tree;
+mod userns;
 mod verify;
 
 use ckpt_images::{pb, ImageDir, PagesReader};
@@ -262,6 +263,7 @@ pub fn restore_with_progress(
     } else {
         None
     };
+    userns::check_shared(inv, shared.as_ref())?;
 
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| ckpt_sys::Error::sys("pipe2", e))?;
@@ -271,7 +273,9 @@ pub fn restore_with_progress(
         .collect();
     // Memory the seeds share with their children copy-on-write (sharing.rs): its ranges
     // are kept free of trampolines.
-    let mut sharing = (!opts.lazy && imgs.len() > 1)
+    // The seeds share memory through a userfaultfd each, which a process in a
+    // container's user namespace may not make (`userns.rs`).
+    let mut sharing = (!opts.lazy && imgs.len() > 1 && !userns::owned(inv))
         .then(|| sharing::plan(&tree, &imgs, &own, fill::thp_mode()))
         .flatten();
     let mut busy = own.clone();

@@ -264,3 +264,23 @@ pub fn enter_new_timens(monotonic_ns: i64, boottime_ns: i64) -> Result<()> {
     let ns = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     nix::sched::setns(&ns, NEWTIME).map_err(|e| Error::sys(format!("setns({path})"), e))
 }
+
+/// The user namespace that owns `pid`'s namespace of `kind` (ioctl NS_GET_USERNS on
+/// /proc/PID/ns/KIND), as `user:[INODE]` like the links read.
+pub fn owner(pid: Pid, kind: &str) -> Result<String> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::fs::MetadataExt;
+    const NS_GET_USERNS: libc::c_ulong = 0xb701;
+    let path = format!("/proc/{pid}/ns/{kind}");
+    let ns = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+    // SAFETY: NS_GET_USERNS takes no argument and returns a new fd or -1.
+    let fd = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_USERNS) };
+    let fd = nix::errno::Errno::result(fd)
+        .map_err(|e| Error::sys(format!("NS_GET_USERNS {path}"), e))?;
+    // SAFETY: the kernel just returned this fd: it is open and ours alone.
+    let owner = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let meta = owner
+        .metadata()
+        .map_err(|e| Error::io(format!("owner of {path}"), e))?;
+    Ok(format!("user:[{}]", meta.ino()))
+}

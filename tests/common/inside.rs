@@ -89,3 +89,16 @@ pub fn restore_with_pidfile(env: &Env, img: &Path, tag: &str, extra: &[String]) 
     env.track(pid);
     pid
 }
+
+/// Dumps a container's init (which the dump kills) and waits until it is gone: on the
+/// `first` dump its unshare (`w`), which exits with it, is reaped too.
+pub fn dump_container(env: &Env, w: &Workload, init: i32, img: &Path, first: bool) {
+    env.dump(init, img, &[]).ok();
+    if first {
+        reap(w.pid, Duration::from_secs(10));
+        env.untrack(w.pid);
+    } else {
+        env.reap_dumped(init);
+    }
+    env.untrack(init);
+}
