@@ -471,27 +471,24 @@ fn container_ipc_and_mounts_are_refused_by_name() {
     assert_running_untraced(host.pid);
     env.kill_and_reap(host.pid);
 
-    // Mounts that are not restored yet: a shared one (propagation), a bind of the
-    // container's own tmpfs, and a tmpfs that a host directory hides.
+    // Mounts that are not restored yet: a shared one (propagation), and a tmpfs that a
+    // host directory hides.
     let m = env.subdir("m");
-    let n = env.subdir("n");
     let o = env.subdir("o");
-    let (m, n, o) = (m.display(), n.display(), o.display());
+    let (m, o) = (m.display(), o.display());
     let cases = [
         (
-            format!("mount -t tmpfs ckpt-tmp {m} && mount --make-shared {m}"),
-            format!("mount {m} (tmpfs ckpt-tmp)"),
-            "its propagation (shared:",
-        ),
-        (
-            format!("mount -t tmpfs ckpt-tmp {m} && mkdir {m}/d && mount --bind {m}/d {n}"),
-            format!("mount {n} (tmpfs ckpt-tmp)"),
-            "a bind of the container's own tmpfs",
+            format!(
+                "mount -t tmpfs ckpt-tmp {m} && mount --make-shared {m} && mount --bind {m} {o} \
+                 && mount --make-slave {o} && mount --make-shared {o}"
+            ),
+            format!("mount {o} (tmpfs ckpt-tmp)"),
+            "and a slave (of group",
         ),
         (
             format!("mount -t tmpfs ckpt-tmp {m} && mount --bind {o} {m}"),
             format!("mount {m} (ext4"),
-            "stacked over the tmpfs",
+            "stacked over a tmpfs",
         ),
     ];
     for (i, (setup, what, why)) in cases.iter().enumerate() {
@@ -646,12 +643,21 @@ fn container_tmpfs_and_bind_mounts_three_cycles() {
     let t = env.subdir("t");
     let src = env.subdir("src");
     let b = env.subdir("b");
+    let own = env.subdir("own");
+    let sl = env.subdir("sl");
     fs::write(src.join("from-host"), "host file\n").unwrap();
-    let (t, b) = (t.display().to_string(), b.display().to_string());
+    let (t, b, own, sl) = (
+        t.display().to_string(),
+        b.display().to_string(),
+        own.display().to_string(),
+        sl.display().to_string(),
+    );
     let script = format!(
         "mount -t tmpfs -o size=4m,mode=750 ckpt-tmp {t} && mkdir {t}/sub && \
          echo kept > {t}/sub/f && ln -s sub/f {t}/link && ln {t}/sub/f {t}/hard && \
          mount --bind {src} {b} && mount -o remount,bind,ro {b} && echo 0 > {t}/count && \
+         mount --make-shared {t} && mount --bind {t}/sub {own} && \
+         mount --bind {t} {sl} && mount --make-slave {sl} && \
          mkdir {t}/mq {t}/sys {t}/cg && mount -t mqueue ckpt-mq {t}/mq && \
          mount -t sysfs -o ro,nosuid ckpt-sys {t}/sys && mount -t cgroup2 ckpt-cg {t}/cg && \
          echo made; \
@@ -676,6 +682,11 @@ fn container_tmpfs_and_bind_mounts_three_cycles() {
             "1"
         );
         assert_eq!(inside(&format!("cat {b}/from-host")), "host file");
+        // A bind of part of its own tmpfs: the same files, not a copy.
+        assert_eq!(
+            inside(&format!("stat -c %i {t}/sub/f {own}/f | uniq | wc -l")),
+            "1"
+        );
         assert!(
             inside(&format!("grep ' {b} ' /proc/1/mountinfo")).contains(" ro,"),
             "the bind is not read-only"
@@ -705,6 +716,19 @@ fn container_tmpfs_and_bind_mounts_three_cycles() {
             );
         }
         assert!(inside(&format!("ls {t}/sys")).contains("kernel"));
+        // Propagation: the tmpfs and its bind are peers, the other bind their slave.
+        let tag = |at: &str, pre: &str| {
+            let line = info
+                .lines()
+                .find(|l| l.split_whitespace().nth(4) == Some(at))
+                .unwrap_or_else(|| panic!("no mount on {at}:\n{info}"))
+                .to_string();
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix(pre).map(str::to_string))
+                .unwrap_or_else(|| panic!("{at} is not {pre}: {line}"))
+        };
+        assert_eq!(tag(&t, "shared:"), tag(&own, "shared:"));
+        assert_eq!(tag(&t, "shared:"), tag(&sl, "master:"));
         let start = Instant::now();
         while counter(&env) <= before + 2 {
             assert!(
@@ -716,6 +740,16 @@ fn container_tmpfs_and_bind_mounts_three_cycles() {
         }
         assert!(counter(&env) > before, "the counter restarted");
     }
+    // And it propagates: a mount on the tmpfs shows in its slave, not the other way.
+    let inside = |cmd: &str| nsenter(init, &["-m", "sh", "-c", cmd]);
+    inside(&format!(
+        "mkdir {t}/p {t}/q && mount -t tmpfs p {t}/p && mount -t tmpfs q {sl}/q && touch {t}/p/x"
+    ));
+    assert_eq!(inside(&format!("ls {sl}/p")), "x");
+    assert_eq!(
+        inside(&format!("grep -c ' {t}/q ' /proc/1/mountinfo || true")),
+        "0"
+    );
     env.kill_and_reap(init);
 }
 
