@@ -375,10 +375,12 @@ fn dump_inner(
     };
     shared.pids = pidmap;
     let cgroups = {
+        let t_cg = Instant::now();
         let mut refused = blockers::Blockers::default();
         let members: Vec<Pid> = tree.live.iter().map(|m| m.task.pid()).collect();
         let record = cgroups::record(pid, &members, &|p| shared.pids.pid(p), &mut refused);
         refused.refuse_if_any(pid)?;
+        tracing::info!(hierarchies = record.len(), ms = ms(t_cg), "cgroups recorded");
         record
     };
     let mut held: std::collections::HashMap<i32, cow::Ranges> = Default::default();

@@ -320,7 +320,11 @@ pub fn restore_with_progress(
     }
     hooks::run(hooks::Stage::PreRestore)?;
     // Removed again, after the rollback killed the tasks in them, if the restore fails.
+    let t_cg = Instant::now();
     let made_cgroups = cgroups::make(&cgroup_plan)?;
+    if !cgroup_plan.is_empty() {
+        info!(ms = ckpt_images::units::ms(t_cg), "cgroups made");
+    }
     // From here any error kills everything the restore created (rollback.rs).
     let mut rollback = rollback::Rollback::arm()?;
     debug!(pid, "forking the seeds");
