@@ -380,7 +380,11 @@ fn dump_inner(
         let members: Vec<Pid> = tree.live.iter().map(|m| m.task.pid()).collect();
         let record = cgroups::record(pid, &members, &|p| shared.pids.pid(p), &mut refused);
         refused.refuse_if_any(pid)?;
-        tracing::info!(hierarchies = record.len(), ms = ms(t_cg), "cgroups recorded");
+        tracing::info!(
+            hierarchies = record.len(),
+            ms = ms(t_cg),
+            "cgroups recorded"
+        );
         record
     };
     let mut held: std::collections::HashMap<i32, cow::Ranges> = Default::default();
