@@ -120,6 +120,11 @@ enum Cmd {
         /// which chunks are in (post-copy migration: `ckpt haul serve` is the feeder).
         #[arg(long, value_name = "SOCKET", hide = true, requires = "lazy")]
         page_feed: Option<PathBuf>,
+        /// Make the tree's own cgroups at PATH (from each hierarchy's root) instead of
+        /// at their dumped paths; `CTL:PATH` for one hierarchy (`v2`, or v1 controllers
+        /// such as `memory`). CRIU's spelling; repeatable.
+        #[arg(long = "cgroup-root", value_name = "[CTL:]PATH")]
+        cgroup_root: Vec<String>,
     },
     /// Summarise an image directory (processes, memory, fds, files, checksums), print it
     /// whole as JSON (--json), or compare two directories (--diff A B).
@@ -361,6 +366,7 @@ fn run(cli: Cli) -> Result<i32> {
             new_pidns,
             ext_mount_map,
             page_feed,
+            cgroup_root,
         } => {
             let opts = ckpt_restore::RestoreOptions {
                 dir: dir.clone(),
@@ -373,6 +379,7 @@ fn run(cli: Cli) -> Result<i32> {
                 ext_mount_map,
                 sibling: false,
                 page_feed,
+                cgroup_root,
             };
             // Until the process is released (restore disarms then): abort in order, the
             // half-built process killed and reaped.

@@ -6,6 +6,7 @@
 mod common;
 
 use ckpt_images::{pb, ImageDir, Kind, RecordWriter};
+use common::inside::*;
 use common::tree::*;
 use common::*;
 use std::ffi::OsStr;
@@ -347,52 +348,6 @@ fn own_namespaces_are_refused_by_name() {
 /// (bash, pid 1 inside) once it runs, by its outer pid; `w` is unshare.
 fn start_container(env: &Env, name: &str, script: &str) -> (Workload, i32) {
     start_container_with(env, name, &[], script)
-}
-
-/// [`start_container`] with more unshare flags (`--net`).
-fn start_container_with(env: &Env, name: &str, more: &[&str], script: &str) -> (Workload, i32) {
-    let unshare = which("unshare");
-    let mut args = vec!["--fork", "--pid", "--mount-proc", "--uts", "--ipc"];
-    args.extend_from_slice(more);
-    args.extend(["bash", "-c", script]);
-    let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
-    let w = env.spawn(name, &unshare, &args);
-    let init = wait_child_of(w.pid, |_| true);
-    env.track(init);
-    (w, init)
-}
-
-/// The first child of `parent` for which `want` holds (waits for it).
-fn wait_child_of(parent: i32, want: impl Fn(i32) -> bool) -> i32 {
-    let start = Instant::now();
-    loop {
-        let kids = fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
-            .unwrap_or_default();
-        if let Some(k) = kids
-            .split_whitespace()
-            .map(|k| k.parse::<i32>().unwrap())
-            .find(|&k| want(k))
-        {
-            return k;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no such child of {parent}"
-        );
-        sleep(Duration::from_millis(10));
-    }
-}
-
-/// Runs `nsenter -t PID FLAGS... CMD...` and returns its output, trimmed.
-fn nsenter(pid: i32, args: &[&str]) -> String {
-    let out = std::process::Command::new(which("nsenter"))
-        .arg("-t")
-        .arg(pid.to_string())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "nsenter {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn counter(env: &Env) -> u64 {
@@ -888,21 +843,6 @@ fn container_ipc_namespace_three_cycles() {
         assert!(show.status.success(), "{show}");
     }
     env.kill_and_reap(init);
-}
-
-/// Asks the workload `exe` running inside a container as `pid` to check itself and
-/// waits for its `PASS n` line in `w`'s output.
-fn check_inside(env: &Env, w: &Workload, exe: &Path, pid: i32, n: u32) {
-    assert!(signal(pid, libc::SIGUSR1));
-    let want = format!("PASS {n}");
-    let inside = Workload {
-        pid,
-        name: format!("{} in the container", exe.display()),
-        exe: exe.to_path_buf(),
-        out: w.out.clone(),
-        passes: 0,
-    };
-    env.wait_line(&inside, &want, |l| l == want);
 }
 
 /// A hostile mounts.img (resealed, so it verifies) cannot make the restore write

@@ -101,6 +101,52 @@ impl Drop for Runc {
         let _ = Command::new(which("runc"))
             .args(["delete", "-f", &self.id])
             .output();
+        // The container's cgroups, which a restore by ckpt made again: runc deletes
+        // only those of the container it ran.
+        remove_cgroups_named(&self.id);
+    }
+}
+
+/// Kills what is left in the cgroups named `id` below this test's own (runc makes them
+/// there, in every hierarchy) and removes them.
+fn remove_cgroups_named(id: &str) {
+    let mine = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for line in info.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let (Some(point), mut r) = (left.split(' ').nth(4), right.split(' ')) else {
+            continue;
+        };
+        let (fstype, opts) = (r.next().unwrap_or(""), r.nth(1).unwrap_or(""));
+        let own = mine.lines().find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (n, ctl, path) = (f.next()?, f.next()?, f.next()?);
+            let hit = match fstype {
+                "cgroup2" => n == "0",
+                "cgroup" => {
+                    !ctl.is_empty() && ctl.split(',').all(|c| opts.split(',').any(|o| o == c))
+                }
+                _ => false,
+            };
+            hit.then(|| path.to_string())
+        });
+        let Some(own) = own else {
+            continue;
+        };
+        let dir = Path::new(point).join(own.trim_start_matches('/')).join(id);
+        if !dir.is_dir() {
+            continue;
+        }
+        let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for p in procs.split_whitespace().filter_map(|p| p.parse().ok()) {
+            signal(p, libc::SIGKILL);
+        }
+        let start = Instant::now();
+        while fs::remove_dir(&dir).is_err() && start.elapsed() < Duration::from_secs(5) {
+            sleep(Duration::from_millis(20));
+        }
     }
 }
 

@@ -166,12 +166,14 @@ fn parse(args: &[String]) -> Result<Parsed, CriuError> {
             continue;
         }
         if name == "manage-cgroups" {
-            // --manage-cgroups[=MODE]: the tree is restored into ckpt's own cgroups.
+            // --manage-cgroups[=MODE]: ckpt records and restores a tree's own cgroups
+            // by itself (`dump/src/cgroups.rs`); CRIU's other modes are not mapped.
             let mode = inline.as_deref().unwrap_or("soft");
             if !matches!(mode, "soft" | "ignore" | "none") {
                 return Err(unsupported(format!(
-                    "--manage-cgroups={mode}: ckpt records no cgroup properties (the tree is \
-                     restored into the cgroups ckpt runs in; soft, ignore or none)"
+                    "--manage-cgroups={mode}: ckpt's CRIU interface takes no cgroup properties \
+                     (ckpt records a tree's own cgroups and their settings and restores them \
+                     by itself; soft, ignore or none)"
                 )));
             }
             continue;

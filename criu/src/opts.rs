@@ -129,8 +129,8 @@ fn refused(o: &CriuOpts) -> Option<String> {
             CriuCgMode::Props | CriuCgMode::Full | CriuCgMode::Strict
         ) {
             return Some(format!(
-                "manage_cgroups_mode {} (ckpt records no cgroup properties: the tree is \
-                 restored into the cgroups ckpt runs in)",
+                "manage_cgroups_mode {} (ckpt's CRIU interface takes no cgroup properties: \
+                 ckpt records a tree's own cgroups and restores them by itself)",
                 mode.as_str_name()
             ));
         }

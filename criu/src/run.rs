@@ -112,6 +112,7 @@ pub fn restore(r: &Restore) -> Result<ckpt_restore::Outcome, CriuError> {
         ext_mount_map,
         sibling: r.sibling,
         page_feed: None,
+        cgroup_root: Vec::new(),
     };
     Ok(ckpt_restore::restore(&opts)?)
 }

@@ -12,12 +12,15 @@ use ckpt_sys::{ns, Pid};
 use std::collections::HashMap;
 
 /// Namespaces a container may own, with their CLONE_NEW* flag.
-pub const OWNED: [(&str, u64); 5] = [
+pub const OWNED: [(&str, u64); 8] = [
     ("pid", libc::CLONE_NEWPID as u64),
     ("mnt", libc::CLONE_NEWNS as u64),
     ("uts", libc::CLONE_NEWUTS as u64),
     ("ipc", libc::CLONE_NEWIPC as u64),
     ("net", libc::CLONE_NEWNET as u64),
+    ("cgroup", libc::CLONE_NEWCGROUP as u64),
+    ("time", libc::CLONE_NEWTIME as u64),
+    ("user", libc::CLONE_NEWUSER as u64),
 ];
 
 /// The namespaces of the root of a container: Some when `root` is pid 1 of a pid
@@ -33,6 +36,10 @@ pub fn root_namespaces(root: Pid) -> Option<HashMap<&'static str, String>> {
         out.insert(kind, ns::ns_id(root, kind).ok()?);
     }
     out.insert("pid_for_children", own_pid);
+    // Its next children go where it is (a time namespace it unshared without entering
+    // it is refused).
+    let time = out.get("time").cloned()?;
+    out.insert("time_for_children", time);
     Some(out)
 }
 
@@ -243,6 +250,15 @@ pub fn record(root: Pid, out: &mut Blockers) -> pb::Container {
     }
     if flags & libc::CLONE_NEWNET as u64 != 0 {
         c.loopback_up = loopback(root, out);
+    }
+    if flags & libc::CLONE_NEWCGROUP as u64 != 0 {
+        crate::timens::cgroupns_blockers(root, out);
+    }
+    if flags & libc::CLONE_NEWUSER as u64 != 0 {
+        crate::userns::record(root, flags, &mut c, out);
+    }
+    if flags & libc::CLONE_NEWTIME as u64 != 0 {
+        (c.monotonic_offset_ns, c.boottime_offset_ns) = crate::timens::offsets(root, out);
     }
     c
 }

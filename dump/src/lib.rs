@@ -26,6 +26,7 @@
 
 mod background;
 mod blockers;
+mod cgroups;
 mod container;
 mod cores;
 mod cow;
@@ -51,9 +52,11 @@ mod sharing;
 mod sockets;
 mod task_state;
 mod threads;
+mod timens;
 mod timers;
 mod track;
 mod tree;
+mod userns;
 mod validate;
 
 pub use blockers::Blocker;
@@ -397,6 +400,19 @@ fn dump_inner(
             })
             .collect(),
     );
+    let cgroups = {
+        let t_cg = Instant::now();
+        let mut refused = blockers::Blockers::default();
+        let members: Vec<Pid> = tree.live.iter().map(|m| m.task.pid()).collect();
+        let record = cgroups::record(pid, &members, &|p| shared.pids.pid(p), &mut refused);
+        refused.refuse_if_any(pid)?;
+        tracing::info!(
+            hierarchies = record.len(),
+            ms = ms(t_cg),
+            "cgroups recorded"
+        );
+        record
+    };
     let mut held: std::collections::HashMap<i32, cow::Ranges> = Default::default();
     let mut trackers = Vec::new();
     let mut deferred = Vec::new();
@@ -482,6 +498,7 @@ fn dump_inner(
         trackers,
         container,
         new_pidns: inside_new_pidns,
+        cgroups,
     };
     let pids_dumped = inventory.pids.len();
     let armed: Vec<u64> = inventory.trackers.iter().map(|t| t.inode).collect();

@@ -86,13 +86,18 @@ pub fn blockers(pid: Pid, container: Option<&Owned>, out: &mut Blockers) {
             } else {
                 format!("namespace {id}")
             };
+            let whose = if container.is_some() {
+                format!("neither ckpt's ({host}) nor the container's")
+            } else {
+                format!("not ckpt's ({host})")
+            };
             out.push(
                 pid,
                 what,
                 format!(
-                    "not ckpt's ({host}): a restore would lose {loses}; not supported \
-                     yet (a container's pid 1 may own its pid, mnt, uts and ipc \
-                     namespaces)"
+                    "{whose}: a restore would lose {loses}; not supported yet (a \
+                     container's pid 1 may own its pid, mnt, uts, ipc, net, cgroup, time \
+                     and user namespaces)"
                 ),
             );
         }

@@ -16,6 +16,7 @@ use crate::{RestoreError, R};
 use ckpt_images::pb;
 use ckpt_sys::process::Forked;
 use ckpt_sys::Pid;
+use std::os::fd::AsRawFd;
 
 /// The refusals of an image's container before anything is created.
 pub fn check(inv: &pb::Inventory, new_pidns: bool, lazy: bool) -> R<()> {
@@ -26,7 +27,10 @@ pub fn check(inv: &pb::Inventory, new_pidns: bool, lazy: bool) -> R<()> {
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWNET) as u64;
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWCGROUP
+        | libc::CLONE_NEWTIME
+        | libc::CLONE_NEWUSER) as u64;
     let refuse = |why: String| {
         Err(RestoreError::Refused(format!(
             "inventory.img: container: {why}"
@@ -74,10 +78,33 @@ pub fn fork_root(
     c: &pb::Container,
     status_w: std::os::fd::OwnedFd,
 ) -> R<Pid> {
-    match ckpt_sys::ns::fork_container_root(c.clone_flags, seeds.sibling)? {
-        Forked::Child => crate::seed::run(seeds, 0),
+    // Made by the root's seed itself (`set_up_root`): a cgroup namespace once it is in
+    // its cgroups, a time namespace once its offsets are written.
+    let later = (libc::CLONE_NEWCGROUP | libc::CLONE_NEWTIME) as u64;
+    // In a user namespace of its own, the seed waits for ckpt to write its maps.
+    let gate = (c.clone_flags & libc::CLONE_NEWUSER as u64 != 0)
+        .then(|| nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC))
+        .transpose()
+        .map_err(|e| ckpt_sys::Error::sys("pipe2 for the user namespace's maps", e))?;
+    match ckpt_sys::ns::fork_container_root(c.clone_flags & !later, seeds.sibling)? {
+        Forked::Child => {
+            if let Some((r, w)) = gate {
+                drop(w);
+                let mut byte = [0u8; 1];
+                if !matches!(nix::unistd::read(r.as_raw_fd(), &mut byte), Ok(1)) {
+                    ckpt_sys::process::exit_now(1)
+                }
+            }
+            crate::seed::run(seeds, 0)
+        }
         Forked::Parent(p) => {
             drop(status_w);
+            if let Some((r, w)) = gate {
+                drop(r);
+                crate::userns::write_maps(p, c)?;
+                nix::unistd::write(&w, b"1")
+                    .map_err(|e| ckpt_sys::Error::sys("releasing the container's root", e))?;
+            }
             Ok(p)
         }
     }
@@ -86,6 +113,14 @@ pub fn fork_root(
 /// In the root's seed, before it forks the others: its IPC objects (`ipc.rs`), its
 /// mounts private, its own mounts (`mounts.rs`), its names.
 pub fn set_up_root(c: &pb::Container, plan: Option<&Plan>) -> Result<(), String> {
+    if c.clone_flags & libc::CLONE_NEWCGROUP as u64 != 0 {
+        // In its cgroups already (`cgroups::enter_root`): they are the namespace's root.
+        ckpt_sys::ns::unshare_cgroupns().map_err(|e| e.to_string())?;
+    }
+    if c.clone_flags & libc::CLONE_NEWTIME as u64 != 0 {
+        ckpt_sys::ns::enter_new_timens(c.monotonic_offset_ns, c.boottime_offset_ns)
+            .map_err(|e| e.to_string())?;
+    }
     if c.clone_flags & libc::CLONE_NEWIPC as u64 != 0 {
         if let Some(plan) = plan {
             crate::ipc::create_all(&plan.ipc)?;

@@ -9,6 +9,7 @@
 //! Sockets and epolls are kinds of the fd table (`fdtable.rs`, `net/`); established TCP
 //! connections leave repair mode and their lock just before the release (`net/resume.rs`).
 
+mod cgroups;
 mod chain;
 mod container;
 mod cow;
@@ -35,6 +36,7 @@ mod sharing;
 mod task_state;
 mod timers;
 mod tree;
+mod userns;
 mod verify;
 
 use ckpt_images::{pb, ImageDir, PagesReader};
@@ -72,6 +74,9 @@ pub struct RestoreOptions {
     /// `--page-feed SOCKET` (with `lazy`): the pages file is still arriving; the feeder
     /// at SOCKET says which chunks are in (`feed.rs`, post-copy migration).
     pub page_feed: Option<PathBuf>,
+    /// `--cgroup-root [CTL:]PATH`: the tree's own cgroups are made there instead of at
+    /// their dumped paths (`cgroups.rs`).
+    pub cgroup_root: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +141,8 @@ pub fn restore_with_progress(
         )));
     }
     container::check(inv, opts.new_pidns, opts.lazy)?;
+    let cgroup_plan = cgroups::plan(inv, &opts.cgroup_root)?;
+    let cgroup_dirs = cgroup_plan.root_dirs();
     let ns_plan = match &inv.container {
         Some(c) => Some(container::plan(
             &dir,
@@ -269,6 +276,7 @@ pub fn restore_with_progress(
     } else {
         None
     };
+    userns::check_shared(inv, shared.as_ref())?;
 
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| ckpt_sys::Error::sys("pipe2", e))?;
@@ -278,7 +286,9 @@ pub fn restore_with_progress(
         .collect();
     // Memory the seeds share with their children copy-on-write (sharing.rs): its ranges
     // are kept free of trampolines.
-    let mut sharing = (!opts.lazy && imgs.len() > 1)
+    // The seeds share memory through a userfaultfd each, which a process in a
+    // container's user namespace may not make (`userns.rs`).
+    let mut sharing = (!opts.lazy && imgs.len() > 1 && !userns::owned(inv))
         .then(|| sharing::plan(&tree, &imgs, &own, fill::thp_mode()))
         .flatten();
     let mut busy = own.clone();
@@ -316,6 +326,12 @@ pub fn restore_with_progress(
         ));
     }
     hooks::run(hooks::Stage::PreRestore)?;
+    // Removed again, after the rollback killed the tasks in them, if the restore fails.
+    let t_cg = Instant::now();
+    let made_cgroups = cgroups::make(&cgroup_plan)?;
+    if !cgroup_plan.is_empty() {
+        info!(ms = ckpt_images::units::ms(t_cg), "cgroups made");
+    }
     // From here any error kills everything the restore created (rollback.rs).
     let mut rollback = rollback::Rollback::arm()?;
     debug!(pid, "forking the seeds");
@@ -360,6 +376,7 @@ pub fn restore_with_progress(
         sibling: opts.sibling,
         container: inv.container.as_ref(),
         ns: ns_plan.as_ref(),
+        cgroups: &cgroup_dirs,
         tree: &tree,
         plans: &plans,
         fds: &fds,
@@ -436,6 +453,9 @@ pub fn restore_with_progress(
         _ => inv.pids.iter().map(|&p| Pid::from_raw(p)).collect(),
     };
     let child = child.unwrap_or(pids[0]);
+    if !cgroup_plan.is_empty() {
+        cgroups::place_others(&cgroup_plan, &inv.pids, &pids)?;
+    }
     hooks::run(hooks::Stage::SetupNamespaces(child.as_raw()))?;
     hooks::run(hooks::Stage::PostSetupNamespaces)?;
     let mut handoff = None;
@@ -501,6 +521,7 @@ pub fn restore_with_progress(
         init.release()?;
     }
     rollback.disarm();
+    made_cgroups.keep();
     // The tree runs: a failed post-resume can no longer undo the restore (CRIU only
     // reports it too).
     if let Err(e) = hooks::run(hooks::Stage::PostResume) {

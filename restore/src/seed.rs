@@ -94,10 +94,15 @@ pub fn run(seeds: &Seeds, me: usize) -> ! {
     }
     // Until `prepare` moved it, the status pipe is where ckpt left it.
     // The shared files its descendants hold are made before they are forked.
-    let container = match seeds.container.filter(|_| me == 0) {
+    let entered = if me == 0 {
+        crate::cgroups::enter_root(seeds.cgroups)
+    } else {
+        Ok(())
+    };
+    let container = entered.and_then(|()| match seeds.container.filter(|_| me == 0) {
         Some(c) => crate::container::set_up_root(c, seeds.ns),
         None => Ok(()),
-    };
+    });
     let early = container
         .and_then(|()| join_groups(p))
         .and_then(|()| objects::create(&seeds.fds.creates[me], seeds.fds.end))

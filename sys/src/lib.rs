@@ -5,6 +5,7 @@
 pub mod abort;
 pub mod anonfd;
 pub mod caps;
+pub mod cgroup;
 pub mod epoll;
 pub mod error;
 pub mod inject;

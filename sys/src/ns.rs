@@ -254,3 +254,53 @@ pub fn loopback_up() -> Result<()> {
     }
     Ok(())
 }
+
+/// unshare(CLONE_NEWCGROUP): a cgroup namespace rooted at the caller's cgroups.
+pub fn unshare_cgroupns() -> Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+        .map_err(|e| Error::sys("unshare(CLONE_NEWCGROUP)", e))
+}
+
+/// Puts the caller (single-threaded) into a fresh time namespace whose CLOCK_MONOTONIC
+/// and CLOCK_BOOTTIME run `monotonic_ns` and `boottime_ns` ahead of the host's:
+/// unshare(CLONE_NEWTIME) makes it the namespace of the caller's next children, its
+/// offsets are written while no task is in it yet (time_namespaces(7): only then may
+/// they be), and setns() to /proc/self/ns/time_for_children enters it.
+pub fn enter_new_timens(monotonic_ns: i64, boottime_ns: i64) -> Result<()> {
+    const NEWTIME: nix::sched::CloneFlags =
+        nix::sched::CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
+    nix::sched::unshare(NEWTIME).map_err(|e| Error::sys("unshare(CLONE_NEWTIME)", e))?;
+    let line = |clock: &str, ns: i64| {
+        format!(
+            "{clock} {} {}\n",
+            ns.div_euclid(1_000_000_000),
+            ns.rem_euclid(1_000_000_000)
+        )
+    };
+    let text = line("monotonic", monotonic_ns) + &line("boottime", boottime_ns);
+    let path = "/proc/self/timens_offsets";
+    std::fs::write(path, &text).map_err(|e| Error::io(format!("{path} ({text:?})"), e))?;
+    let path = "/proc/self/ns/time_for_children";
+    let ns = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    nix::sched::setns(&ns, NEWTIME).map_err(|e| Error::sys(format!("setns({path})"), e))
+}
+
+/// The user namespace that owns `pid`'s namespace of `kind` (ioctl NS_GET_USERNS on
+/// /proc/PID/ns/KIND), as `user:[INODE]` like the links read.
+pub fn owner(pid: Pid, kind: &str) -> Result<String> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::fs::MetadataExt;
+    const NS_GET_USERNS: libc::c_ulong = 0xb701;
+    let path = format!("/proc/{pid}/ns/{kind}");
+    let ns = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+    // SAFETY: NS_GET_USERNS takes no argument and returns a new fd or -1.
+    let fd = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_USERNS) };
+    let fd = nix::errno::Errno::result(fd)
+        .map_err(|e| Error::sys(format!("NS_GET_USERNS {path}"), e))?;
+    // SAFETY: the kernel just returned this fd: it is open and ours alone.
+    let owner = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let meta = owner
+        .metadata()
+        .map_err(|e| Error::io(format!("owner of {path}"), e))?;
+    Ok(format!("user:[{}]", meta.ino()))
+}

@@ -13,6 +13,7 @@
 #![allow(dead_code)]
 #![forbid(unsafe_code)]
 
+pub mod inside;
 pub mod tree;
 
 use ckpt_images::{names, pb, ImageDir, Kind, RecordWriter};

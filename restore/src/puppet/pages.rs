@@ -48,12 +48,29 @@ impl Puppet<'_> {
                 with_pages[i] && anon && !droppable && !fill::wants_thp(v, thp)
             })
             .collect();
-        let uffd = if by_uffd.iter().any(|&b| b) {
-            let fd = self.call(
+        let made = if by_uffd.iter().any(|&b| b) {
+            match self.call(
                 "userfaultfd",
                 libc::SYS_userfaultfd,
                 &[(libc::O_CLOEXEC | libc::O_NONBLOCK) as u64],
-            )?;
+            ) {
+                Ok(fd) => Some(fd),
+                // In a container's user namespace the process lacks CAP_SYS_PTRACE of
+                // the initial one, which userfaultfd(2) needs for kernel faults here:
+                // its memory is written by process_vm_writev instead.
+                Err(e) if !self.lazy => {
+                    tracing::debug!(
+                        pid = self.pid.as_raw(),
+                        "no userfaultfd ({e}): filled by writes"
+                    );
+                    None
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        let uffd = if let Some(fd) = made {
             let mine = ckpt_sys::process::steal_fd(self.pid, fd as i32)?;
             let uffd = if self.lazy {
                 ckpt_sys::uffd::Uffd::with_features(mine, ckpt_sys::uffd::lazy_features())?

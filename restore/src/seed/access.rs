@@ -241,7 +241,11 @@ impl Identity {
         if self.as_image {
             return Ok(());
         }
-        setgroups(&i.groups).map_err(|e| format!("setgroups for the image's files: {e}"))?;
+        // Unchanged groups are not set again: in a user namespace whose setgroups is
+        // denied (a container's) setgroups(2) fails even as its root.
+        if i.groups != self.root_groups {
+            setgroups(&i.groups).map_err(|e| format!("setgroups for the image's files: {e}"))?;
+        }
         set_fs_ids(i.fsuid, i.fsgid)?;
         // Leaving fsuid 0 took the file-system capabilities out of the effective set;
         // the process could raise what it holds permitted, so those count.
@@ -261,7 +265,13 @@ impl Identity {
         }
         // Effective caps first: setgroups needs CAP_SETGID again.
         caps::set(self.root_caps).map_err(|e| e.to_string())?;
-        setgroups(&self.root_groups).map_err(|e| format!("setgroups back: {e}"))?;
+        if self
+            .image
+            .as_ref()
+            .is_some_and(|i| i.groups != self.root_groups)
+        {
+            setgroups(&self.root_groups).map_err(|e| format!("setgroups back: {e}"))?;
+        }
         set_fs_ids(0, 0)?;
         // Back at fsuid 0 the kernel raised the permitted file-system caps: be exact.
         caps::set(self.root_caps).map_err(|e| e.to_string())?;

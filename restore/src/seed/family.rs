@@ -28,6 +28,8 @@ pub struct Seeds<'a> {
     pub container: Option<&'a ckpt_images::pb::Container>,
     /// The container's own mounts and IPC objects, which its root's seed makes.
     pub ns: Option<&'a crate::container::Plan>,
+    /// The cgroups the root's seed enters first (`cgroups.rs`; empty: ckpt's).
+    pub cgroups: &'a [std::path::PathBuf],
     /// Memory the seeds map and fill before they fork, for their children to share
     /// copy-on-write (`sharing.rs`).
     pub sharing: Option<super::sharing::Shared<'a>>,
