@@ -80,6 +80,12 @@ enum Cmd {
         /// it, so the peer sees a pause, never a reset.
         #[arg(long)]
         tcp_established: bool,
+        /// The tree is a job started from a shell: its terminal (a pty whose master is
+        /// outside the tree, its controlling terminal) is recorded as the job's terminal,
+        /// to be attached at restore to the terminal `ckpt restore --shell-job` runs in.
+        /// CRIU's spelling.
+        #[arg(short = 'j', long)]
+        shell_job: bool,
     },
     /// Restore a process from an image directory.
     Restore {
@@ -116,6 +122,11 @@ enum Cmd {
         /// spelling; repeatable.
         #[arg(long = "ext-mount-map", value_name = "KEY:PATH", value_parser = parse_ext_mount)]
         ext_mount_map: Vec<(String, String)>,
+        /// A job dumped with --shell-job: attach it to the terminal ckpt runs in (its
+        /// stdin, which must be ckpt's controlling terminal), with the job's termios and
+        /// window size, in ckpt's session, in the foreground if it was. CRIU's spelling.
+        #[arg(short = 'j', long)]
+        shell_job: bool,
     },
     /// Summarise an image directory (processes, memory, fds, files, checksums), print it
     /// whole as JSON (--json), or compare two directories (--diff A B).
@@ -325,6 +336,7 @@ fn run(cli: Cli) -> Result<i32> {
             prev_images_dir,
             track_mem,
             tcp_established,
+            shell_job,
         } => {
             let opts = ckpt_dump::DumpOptions {
                 pid,
@@ -338,6 +350,7 @@ fn run(cli: Cli) -> Result<i32> {
                 prev_images_dir,
                 track_mem,
                 tcp_established,
+                shell_job,
             };
             // SIGINT/SIGTERM/SIGHUP: abort in order, the workload put back untouched.
             let _armed = ckpt_sys::abort::arm().context("signal handlers")?;
@@ -355,6 +368,7 @@ fn run(cli: Cli) -> Result<i32> {
             inherit_fd,
             new_pidns,
             ext_mount_map,
+            shell_job,
         } => {
             let opts = ckpt_restore::RestoreOptions {
                 dir: dir.clone(),
@@ -366,6 +380,7 @@ fn run(cli: Cli) -> Result<i32> {
                 new_pidns,
                 ext_mount_map,
                 sibling: false,
+                shell_job,
             };
             // Until the process is released (restore disarms then): abort in order, the
             // half-built process killed and reaped.

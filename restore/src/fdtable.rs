@@ -143,12 +143,14 @@ pub fn needs_slot(kind: i32) -> bool {
 }
 
 /// The plan for `imgs` (live processes, in `tree.live()` order). `inherit`: the caller's
-/// fds for external descriptions, by key. `floor`: every fd ckpt holds is below it.
+/// fds for external descriptions, by key; `own`: those ckpt opened itself, by
+/// description (the job's terminal, `shelljob.rs`). `floor`: every fd ckpt holds is below it.
 pub fn plan(
     descs: &[pb::FileDesc],
     tree: &tree::Plan,
     imgs: &[ProcessImage],
     inherit: &[(RawFd, String)],
+    own: &[(u64, RawFd)],
     floor: RawFd,
 ) -> Result<Plan, RestoreError> {
     let refuse = |m: String| RestoreError::Refused(m);
@@ -219,7 +221,10 @@ pub fn plan(
         plan.slots.insert(id, next);
         if !d.external.is_empty() {
             let (pid, fd) = (tree.nodes[hs[0].0].pid, hs[0].1.fd);
-            let mine = inherited(d, inherit, pid, fd)?;
+            let mine = match own.iter().find(|(i, _)| *i == id) {
+                Some(&(_, mine)) => mine,
+                None => inherited(d, inherit, pid, fd)?,
+            };
             plan.from_ckpt.push((mine, next, d.flags));
         } else {
             let o = objects.entry(object_key(d)).or_default();
@@ -267,6 +272,14 @@ fn inherited(
         None => "",
     };
     let Some((n, _)) = inherit.iter().find(|(_, k)| *k == d.external) else {
+        if let Some(t) = &d.tty {
+            return Err(RestoreError::Refused(format!(
+                "pid {pid} fd {fd}: /dev/pts/{} was the terminal of a job dumped with \
+                 --shell-job; restore it with --shell-job from a terminal (or hand one over: \
+                 --inherit-fd fd[N]:{})",
+                t.index, d.external
+            )));
+        }
         return Err(RestoreError::Refused(format!(
             "pid {pid} fd {fd}: {}{end} was held outside the dumped tree; hand over the fd \
              to use instead: ckpt restore --inherit-fd fd[N]:{} (N: an fd of ckpt's, e.g. \

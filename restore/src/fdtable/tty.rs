@@ -108,12 +108,16 @@ pub fn create(descs: &[(pb::FileDesc, RawFd)]) -> Result<(), String> {
 
 /// The controlling terminal `plan`'s process takes (from the tree's table): as session
 /// leader (TIOCSCTTY), and as leader of its foreground group (tcsetpgrp).
+/// A job's terminal (external, `--shell-job`) is ckpt's session's already: only its
+/// foreground group.
 pub fn attach(plan: &mut SeedPlan, descs: &[pb::FileDesc]) {
-    for t in descs.iter().filter_map(|d| d.tty.as_ref()) {
-        if t.session == plan.pid {
+    for d in descs {
+        let Some(t) = &d.tty else { continue };
+        let job = !d.external.is_empty();
+        if t.session == plan.pid && !job {
             plan.ctty = Some(t.index);
         }
-        if t.fg_pgrp == plan.pid && t.session != 0 {
+        if t.fg_pgrp == plan.pid && (t.session != 0 || job) {
             plan.foreground = true;
         }
     }
