@@ -1,11 +1,10 @@
 //! Pseudo-terminals of the host's devpts held inside the tree (a `tmux` or `screen`
 //! server with its shells): each end through ckpt's copy of it (the pair's termios and
 //! window size, read through either end; packet mode and the slave's lock from the
-//! master). Bytes waiting at either end of a pair held inside are refused (a terminal
-//! cannot be read without taking them, and writing them back would run them through the
-//! line discipline again). Once the tree is read, `finish` checks every slave's master is
-//! in the tree too, makes each pair one object, and records which session has it as
-//! controlling terminal and its foreground group, from /proc/PID/stat.
+//! master). Once the tree is read, `finish` checks every slave's master is in the tree
+//! too, makes each pair one object, records the bytes queued in it both ways (read out
+//! and put back at once: a terminal has no peek, `ckpt_sys::tty::take_input`), and which
+//! session has it as controlling terminal and its foreground group, from /proc/PID/stat.
 //!
 //! A slave whose master is outside (the terminal a shell started the job from) is the
 //! job's terminal with `--shell-job`: external (`tty:[136:N]`), with its termios and
@@ -60,9 +59,6 @@ pub fn dump(ctx: &FdCtx, master: bool, target: &str) -> Result<pb::TtyState, Dum
             }
         }
     };
-    if master {
-        refuse_unread(f, index, &named)?;
-    }
     let ws = tty::winsize(f).map_err(sys)?;
     Ok(pb::TtyState {
         index,
@@ -74,25 +70,44 @@ pub fn dump(ctx: &FdCtx, master: bool, target: &str) -> Result<pb::TtyState, Dum
         ypixel: ws[3] as u32,
         packet: master && tty::packet_mode(f).map_err(sys)?,
         locked: master && tty::locked(f).map_err(sys)?,
-        session: 0,
-        fg_pgrp: 0,
+        ..Default::default()
     })
 }
 
-/// Bytes waiting at this end (of a pair held inside the tree) refuse the dump.
-fn refuse_unread(
-    f: std::os::fd::BorrowedFd<'_>,
-    index: u32,
-    named: &dyn Fn(String) -> DumpError,
-) -> Result<(), DumpError> {
-    let unread = tty::unread(f).map_err(|e| named(e.to_string()))?;
-    if unread > 0 {
-        return Err(named(format!(
-            "{unread} bytes wait unread at this end of /dev/pts/{index}; a terminal's \
-             queued bytes cannot be kept (read them first)"
-        )));
+/// The bytes queued in the pair whose master is fd `fd` of `pid` (`tty::Queued`): read
+/// out and put back at once, the tree being stopped, so that a `--leave-running` or
+/// failed dump leaves them as they were.
+fn queued(pid: i32, fd: i32, t: &pb::TtyState) -> Result<tty::Queued, String> {
+    let e = |e: ckpt_sys::Error| e.to_string();
+    let master = ckpt_sys::process::steal_fd(ckpt_sys::Pid::from_raw(pid), fd).map_err(e)?;
+    let m = master.as_fd();
+    if t.locked || t.packet {
+        let n = tty::unread(m).map_err(e)?;
+        if n > 0 {
+            return Err(format!(
+                "{n} bytes wait at the master, which is in {} mode; not supported",
+                if t.locked { "locked" } else { "packet" }
+            ));
+        }
+        if t.locked {
+            // No slave is open: nothing typed waits at one.
+            return Ok(tty::Queued::default());
+        }
     }
-    Ok(())
+    let slave = tty::open_slave(m, libc::O_RDWR | libc::O_NONBLOCK).map_err(e)?;
+    let s = slave.as_fd();
+    let output = if t.packet {
+        Vec::new()
+    } else {
+        tty::take_output(m).map_err(e)?
+    };
+    let input = tty::take_input(s);
+    let put = tty::put_output(m, &output);
+    let input = input.map_err(e)?;
+    let back = tty::put_input(s, &input);
+    put.map_err(e)?;
+    back.map_err(e)?;
+    Ok(tty::Queued { input, output })
 }
 
 /// The key of the job's terminal /dev/pts/`n` (external, `--shell-job`).
@@ -155,16 +170,18 @@ pub fn finish(
             outside.push(i);
             continue;
         };
-        if let Some((pid, fd)) = holder {
-            // A slave's bytes (typed, not read yet) are refused only now: on the job's
-            // terminal they are the terminal's, not the tree's.
-            let named = |why: String| refuse(format!("{who} (/dev/pts/{}): {why}", t.index));
-            let mine = ckpt_sys::process::steal_fd(ckpt_sys::Pid::from_raw(pid), fd)?;
-            refuse_unread(mine.as_fd(), t.index, &named)?;
-        }
         t.packet = packet;
         t.locked = locked;
         d.object = t.index as u64;
+        if let (true, Some((pid, fd))) = (t.master, holder) {
+            let q = queued(pid, fd, t).map_err(|why| {
+                refuse(format!(
+                    "{who} (/dev/pts/{}): the bytes queued in the terminal: {why}",
+                    t.index
+                ))
+            })?;
+            (t.input, t.input_eof, t.output) = (q.input.bytes, q.input.eofs, q.output);
+        }
     }
     if !outside.is_empty() {
         job_terminal(table, &outside, parents, image_pid)?;
