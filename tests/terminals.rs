@@ -189,12 +189,5 @@ fn a_terminal_whose_master_is_outside_is_refused() {
 #[test]
 fn bytes_queued_in_a_pty_three_cycles() {
     let _one = one_at_a_time();
-    let env = Env::new();
-    let mut w = env.start("ptybytes");
-    env.check(&mut w);
-    env.dump(w.pid, &env.subdir("running"), &["--leave-running"])
-        .ok();
-    env.check(&mut w);
-    env.cycles(&mut w, 3, &[], |_, _| {});
-    env.kill_and_reap(w.pid);
+    leave_running_then_three_cycles("ptybytes");
 }
