@@ -127,6 +127,10 @@ enum Cmd {
         /// window size, in ckpt's session, in the foreground if it was. CRIU's spelling.
         #[arg(short = 'j', long)]
         shell_job: bool,
+        /// With --lazy: the pages file is still arriving; the unix socket SOCKET says
+        /// which chunks are in (post-copy migration: `ckpt haul serve` is the feeder).
+        #[arg(long, value_name = "SOCKET", hide = true, requires = "lazy")]
+        page_feed: Option<PathBuf>,
     },
     /// Summarise an image directory (processes, memory, fds, files, checksums), print it
     /// whole as JSON (--json), or compare two directories (--diff A B).
@@ -351,6 +355,7 @@ fn run(cli: Cli) -> Result<i32> {
                 track_mem,
                 tcp_established,
                 shell_job,
+                pages_chunk: None,
             };
             // SIGINT/SIGTERM/SIGHUP: abort in order, the workload put back untouched.
             let _armed = ckpt_sys::abort::arm().context("signal handlers")?;
@@ -369,6 +374,7 @@ fn run(cli: Cli) -> Result<i32> {
             new_pidns,
             ext_mount_map,
             shell_job,
+            page_feed,
         } => {
             let opts = ckpt_restore::RestoreOptions {
                 dir: dir.clone(),
@@ -381,6 +387,7 @@ fn run(cli: Cli) -> Result<i32> {
                 ext_mount_map,
                 sibling: false,
                 shell_job,
+                page_feed,
             };
             // Until the process is released (restore disarms then): abort in order, the
             // half-built process killed and reaped.

@@ -89,6 +89,9 @@ pub struct DumpOptions {
     /// The tree is a job on the shell's terminal (`--shell-job`): a pty slave whose
     /// master is outside is recorded as the job's terminal, not refused.
     pub shell_job: bool,
+    /// The pages file's checksum chunk in bytes (None: 16 MiB): smaller for an image
+    /// whose pages are fetched a chunk at a time (a post-copy migration's).
+    pub pages_chunk: Option<u64>,
 }
 
 impl DumpOptions {
@@ -248,7 +251,9 @@ fn dump_inner(
     }
     // Create the sink before touching the task, so an unusable directory fails early.
     // Dropped unfinished (any error below), it deletes what it wrote.
-    let mut sink = ImageSink::create(&opts.dir)?.with_sync(opts.sync);
+    let mut sink = ImageSink::create(&opts.dir)?
+        .with_sync(opts.sync)
+        .with_chunk_size(opts.pages_chunk);
     let mut buffers = pages::Buffers::prepare(rss)?;
     tracing::debug!(pid = opts.pid, ms = ms(t0), "validated");
 
@@ -345,6 +350,9 @@ fn dump_inner(
             let mut record = record;
             if record.clone_flags & libc::CLONE_NEWIPC as u64 != 0 {
                 record.ipc_objects = ipc::write(pid, &mut sink)?;
+            }
+            if record.clone_flags & libc::CLONE_NEWNS as u64 != 0 && mounts::pivoted(pid) {
+                shared.files.container_mounts = Some(mounts::ids(pid));
             }
             let map = container::PidMap::of(tree.live.iter().map(|m| m.task.pid()))?;
             for n in &mut tree.nodes {

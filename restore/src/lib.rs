@@ -13,6 +13,7 @@ mod chain;
 mod container;
 mod cow;
 mod fdtable;
+mod feed;
 mod fill;
 pub mod hooks;
 mod image;
@@ -72,6 +73,9 @@ pub struct RestoreOptions {
     /// `--shell-job`: the image's job terminal is the one ckpt runs in (`shelljob.rs`),
     /// and the root stays in ckpt's session, detached or not.
     pub shell_job: bool,
+    /// `--page-feed SOCKET` (with `lazy`): the pages file is still arriving; the feeder
+    /// at SOCKET says which chunks are in (`feed.rs`, post-copy migration).
+    pub page_feed: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,9 +150,9 @@ pub fn restore_with_progress(
         )?),
         None => None,
     };
-    if opts.lazy && opts.new_pidns {
+    if opts.page_feed.is_some() && !opts.lazy {
         return Err(RestoreError::Refused(
-            "--lazy and --new-pidns together are not supported yet: restore without --lazy".into(),
+            "--page-feed serves a lazy restore: add --lazy".into(),
         ));
     }
     // The processes' pages lie back to back in one pages file, covering it.
@@ -217,8 +221,14 @@ pub fn restore_with_progress(
         )));
     }
     check_vdso(inv)?;
+    // A container's files are found through its mounts (`mounts::host_view`); those of
+    // mounts made at restore are checked by the seed that opens them.
+    let view = |p: &str| match &ns_plan {
+        Some(n) => mounts::host_view(&n.mounts, p),
+        None => Some(p.to_string()),
+    };
     for img in &imgs {
-        check_files(img)?;
+        check_files(img, &view)?;
     }
     let (pages_file, pages_path) = dir.open_pages(pages_id)?;
     let (map, bases, sizes) = if chain.ancestors.is_empty() {
@@ -235,6 +245,9 @@ pub fn restore_with_progress(
     if opts.lazy {
         // The pager verifies each chunk before it serves a page of it (lazy.rs).
         ckpt_images::chunks::check_entry(&pages_path, pages_entry)?;
+        if let Some(sock) = &opts.page_feed {
+            feed::connect(sock, pages_entry.chunk_xxh3.len()).map_err(RestoreError::Refused)?;
+        }
     } else {
         // Every byte is checked before any process exists, on every CPU, a chunk at a time
         // (populated in one call, hashed, then unmapped again: the fill maps the file
@@ -313,11 +326,9 @@ pub fn restore_with_progress(
         "images verified and loaded"
     );
 
-    if opts.sibling && (!opts.detach || opts.new_pidns || inv.container.is_some()) {
+    if opts.sibling && (!opts.detach || opts.new_pidns) {
         return Err(RestoreError::Refused(
-            "the root as ckpt's sibling: only detached, and not yet for a new pid namespace \
-             or a container"
-                .into(),
+            "the root as ckpt's sibling: only detached, and not yet for a new pid namespace".into(),
         ));
     }
     hooks::run(hooks::Stage::PreRestore)?;
@@ -349,6 +360,7 @@ pub fn restore_with_progress(
             "memory shared copy-on-write"
         );
     }
+    seed::set_ckpt(nix::unistd::getpid().as_raw());
     let seeds = seed::Seeds {
         // The root seed's parent as it sees it: ckpt, the new namespace's init, or none
         // (a container's root: its parent is outside its pid namespace).
@@ -393,6 +405,9 @@ pub fn restore_with_progress(
         let t = Instant::now();
         let child = container::fork_root(&seeds, c, err_w);
         fdtable::close_from_ckpt(&fds);
+        if let (Ok(child), true) = (&child, opts.sibling) {
+            rollback.adopt(*child);
+        }
         info!(
             flags = c.clone_flags,
             ms = ckpt_images::units::ms(t),
@@ -462,7 +477,7 @@ pub fn restore_with_progress(
         write_pidfile(opts, child.as_raw())?;
         hooks::before_resume(child.as_raw())?;
         if let Some(c) = &inv.container {
-            container::before_release(c, child)?;
+            container::before_release(c, ns_plan.as_ref(), child)?;
         }
         net::resume_connections(&net::connections(&[child], &imgs, &descs))
             .map_err(RestoreError::Refused)?;
@@ -488,7 +503,7 @@ pub fn restore_with_progress(
             before_release: &|| {
                 hooks::before_resume(pids[0].as_raw())?;
                 if let Some(c) = &inv.container {
-                    container::before_release(c, pids[0])?;
+                    container::before_release(c, ns_plan.as_ref(), pids[0])?;
                 }
                 net::resume_connections(&net::connections(&pids, &imgs, &descs))
                     .map_err(RestoreError::Refused)?;
@@ -541,7 +556,7 @@ pub fn restore_with_progress(
             }
             drop(ready_w);
             let _ = std::fs::File::from(ready_r).read(&mut [0u8; 1]);
-            return Ok(Outcome::Detached(pid));
+            return Ok(Outcome::Detached(child.as_raw()));
         }
         if let Err(e) = lazy::serve(child, h, &img.runs, &map, &img.pages_entry) {
             tracing::error!("lazy restore of pid {pid}: {e}");
@@ -595,18 +610,23 @@ fn check_vdso(inv: &pb::Inventory) -> R<()> {
 }
 
 /// Refuses a missing or changed executable or mapped library of `img`.
-fn check_files(img: &image::ProcessImage) -> R<()> {
+fn check_files(img: &image::ProcessImage, view: &dyn Fn(&str) -> Option<String>) -> R<()> {
     let exe = &img.mm.exe_path;
-    std::fs::metadata(exe).map_err(|e| {
-        RestoreError::Refused(format!("executable {exe} of pid {}: {e}", img.core.pid))
-    })?;
+    if let Some(here) = view(exe) {
+        std::fs::metadata(&here).map_err(|e| {
+            RestoreError::Refused(format!("executable {exe} of pid {}: {e}", img.core.pid))
+        })?;
+    }
     for v in &img.vmas {
         if v.kind != pb::VmaKind::VmaFilePrivate as i32
             && v.kind != pb::VmaKind::VmaFileShared as i32
         {
             continue;
         }
-        let m = std::fs::metadata(&v.path).map_err(|e| {
+        let Some(here) = view(&v.path) else {
+            continue;
+        };
+        let m = std::fs::metadata(&here).map_err(|e| {
             RestoreError::Refused(format!(
                 "mapped file {} (VMA at {:#x}): {e}",
                 v.path, v.start
