@@ -80,6 +80,12 @@ enum Cmd {
         /// it, so the peer sees a pause, never a reset.
         #[arg(long)]
         tcp_established: bool,
+        /// The tree is a job started from a shell: its terminal (a pty whose master is
+        /// outside the tree, its controlling terminal) is recorded as the job's terminal,
+        /// to be attached at restore to the terminal `ckpt restore --shell-job` runs in.
+        /// CRIU's spelling.
+        #[arg(short = 'j', long)]
+        shell_job: bool,
     },
     /// Restore a process from an image directory.
     Restore {
@@ -116,6 +122,11 @@ enum Cmd {
         /// spelling; repeatable.
         #[arg(long = "ext-mount-map", value_name = "KEY:PATH", value_parser = parse_ext_mount)]
         ext_mount_map: Vec<(String, String)>,
+        /// A job dumped with --shell-job: attach it to the terminal ckpt runs in (its
+        /// stdin, which must be ckpt's controlling terminal), with the job's termios and
+        /// window size, in ckpt's session, in the foreground if it was. CRIU's spelling.
+        #[arg(short = 'j', long)]
+        shell_job: bool,
         /// With --lazy: the pages file is still arriving; the unix socket SOCKET says
         /// which chunks are in (post-copy migration: `ckpt haul serve` is the feeder).
         #[arg(long, value_name = "SOCKET", hide = true, requires = "lazy")]
@@ -334,6 +345,7 @@ fn run(cli: Cli) -> Result<i32> {
             prev_images_dir,
             track_mem,
             tcp_established,
+            shell_job,
         } => {
             let opts = ckpt_dump::DumpOptions {
                 pid,
@@ -347,6 +359,7 @@ fn run(cli: Cli) -> Result<i32> {
                 prev_images_dir,
                 track_mem,
                 tcp_established,
+                shell_job,
                 pages_chunk: None,
             };
             // SIGINT/SIGTERM/SIGHUP: abort in order, the workload put back untouched.
@@ -365,6 +378,7 @@ fn run(cli: Cli) -> Result<i32> {
             inherit_fd,
             new_pidns,
             ext_mount_map,
+            shell_job,
             page_feed,
             cgroup_root,
         } => {
@@ -378,6 +392,7 @@ fn run(cli: Cli) -> Result<i32> {
                 new_pidns,
                 ext_mount_map,
                 sibling: false,
+                shell_job,
                 page_feed,
                 cgroup_root,
             };

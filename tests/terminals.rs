@@ -3,7 +3,8 @@
 //! `tmux send-keys` reaches the same shell (its variables kept), `capture-pane` shows
 //! its output, the pane keeps its size, the shell still leads its session with the pty
 //! as controlling terminal and is its foreground group; and a job whose terminal's
-//! master is outside the tree is refused by name.
+//! master is outside the tree is refused by name; bytes queued in a pair, both ways,
+//! through three cycles.
 
 mod common;
 
@@ -197,4 +198,14 @@ fn a_terminal_whose_master_is_outside_is_refused() {
     assert_running_untraced(child);
     env.check(&mut w);
     env.kill_and_reap(holder.pid);
+}
+
+/// Bytes queued in pty pairs held inside the tree, both ways (typed and not read at the
+/// slave, written and not read at the master; a canonical pair with an unfinished line
+/// and an end of file, a raw one): the same after a `--leave-running` dump, and after
+/// three cycles (tests/workloads/ptybytes.c reads and queues them again each check).
+#[test]
+fn bytes_queued_in_a_pty_three_cycles() {
+    let _one = one_at_a_time();
+    leave_running_then_three_cycles("ptybytes");
 }

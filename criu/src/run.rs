@@ -74,6 +74,7 @@ pub fn dump(d: &Dump) -> Result<(), CriuError> {
         prev_images_dir: d.prev_images_dir.as_deref().map(prev_in_subdir),
         track_mem: d.track_mem && !d.pre_dump && d.prev_images_dir.is_none(),
         tcp_established: d.tcp_established,
+        shell_job: false,
         pages_chunk: None,
     };
     let stats = ckpt_dump::dump(&opts)?;
@@ -111,6 +112,7 @@ pub fn restore(r: &Restore) -> Result<ckpt_restore::Outcome, CriuError> {
         new_pidns: false,
         ext_mount_map,
         sibling: r.sibling,
+        shell_job: false,
         page_feed: None,
         cgroup_root: Vec::new(),
     };

@@ -350,6 +350,50 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<(Vec<pb::Fd>, Vec<String
 }
 
 /// __O_TMPFILE, which the kernel keeps in an O_TMPFILE file's flags.
+/// The description of a file in flight (SCM_RIGHTS, sent and not received) that a peek
+/// of its unix socket installed in ckpt as `fd` (kept open by the caller until the table
+/// is written: the table compares descriptions with kcmp through it): one met before
+/// (held by a process of the tree too) or a new one, described as a process's would be.
+/// Kinds a restore can make before the socket sends it again (not a socket, an epoll, a
+/// terminal or a FIFO) only.
+pub fn in_flight(fd: i32, table: &mut FdTable, what: &str) -> Result<u64, DumpError> {
+    let me = Pid::this();
+    let info = proc::FdInfoDir::open(me)?.get(fd)?;
+    let (kind, path, meta) = inspect(me, fd, table.describer())?;
+    let key = if info.ino != 0 {
+        (info.mnt_id, info.ino)
+    } else {
+        (meta.dev() | 1 << 63, meta.ino())
+    };
+    if let Some(id) = table.find(me, fd, key)? {
+        if table.desc(id).kind == pb::FdKind::FdEpoll as i32 {
+            return Err(crate::refuse(format!(
+                "{what}: an epoll is in flight; not supported"
+            )));
+        }
+        return Ok(id);
+    }
+    use pb::FdKind as K;
+    if !matches!(
+        kind,
+        K::FdRegular
+            | K::FdDirectory
+            | K::FdChardev
+            | K::FdPipe
+            | K::FdEventfd
+            | K::FdMemfd
+            | K::FdDeleted
+    ) {
+        return Err(crate::refuse(format!(
+            "{what}: a file in flight (SCM_RIGHTS) that is a {}; only files, directories, \
+             devices, pipes, eventfds and memfds are supported in flight",
+            kind.as_str_name()
+        )));
+    }
+    let d = describe(me, fd, key, kind, &path, &meta, &info, table)?;
+    table.insert(me, fd, key, d)
+}
+
 const O_TMPFILE_BIT: u32 = 0o20000000;
 
 /// Kinds reopened by their path (the rest are made again from the table's record).

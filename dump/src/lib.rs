@@ -89,6 +89,9 @@ pub struct DumpOptions {
     /// Established TCP connections are dumped (TCP_REPAIR, locked by nftables until the
     /// restore) rather than refused (`--tcp-established`).
     pub tcp_established: bool,
+    /// The tree is a job on the shell's terminal (`--shell-job`): a pty slave whose
+    /// master is outside is recorded as the job's terminal, not refused.
+    pub shell_job: bool,
     /// The pages file's checksum chunk in bytes (None: 16 MiB): smaller for an image
     /// whose pages are fetched a chunk at a time (a post-copy migration's).
     pub pages_chunk: Option<u64>,
@@ -454,7 +457,12 @@ fn dump_inner(
         stats.injected += one.injected;
     }
     fdtable::unix::finish(&mut shared.files, &parents, &|p| shared.pids.pid(p))?;
-    fdtable::tty::finish(&mut shared.files, &parents, &|p| shared.pids.pid(p))?;
+    fdtable::tty::finish(
+        &mut shared.files,
+        &parents,
+        &|p| shared.pids.pid(p),
+        opts.shell_job,
+    )?;
     let mut w = sink.records(names::FDTABLE, Kind::FileTable)?;
     for d in shared.files.descs() {
         w.write(d)?;

@@ -88,6 +88,7 @@ fn options(pid: i32, tcp_established: bool, dir: PathBuf, prev: Option<String>) 
         prev_images_dir: prev,
         track_mem: false,
         tcp_established,
+        shell_job: false,
         pages_chunk: None,
     }
 }

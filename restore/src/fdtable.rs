@@ -53,6 +53,9 @@ pub struct Object {
     pub holder: (pb::Fd, Option<pb::Creds>),
     /// That holder's pid, for errors.
     pub holder_pid: i32,
+    /// The slots of the files in flight its sockets send again (SCM_RIGHTS), by
+    /// description; made before it (by an ancestor's seed or earlier by this one).
+    pub in_flight: Vec<(u64, RawFd)>,
 }
 
 /// Who creates what, and where each description waits.
@@ -143,12 +146,14 @@ pub fn needs_slot(kind: i32) -> bool {
 }
 
 /// The plan for `imgs` (live processes, in `tree.live()` order). `inherit`: the caller's
-/// fds for external descriptions, by key. `floor`: every fd ckpt holds is below it.
+/// fds for external descriptions, by key; `own`: those ckpt opened itself, by
+/// description (the job's terminal, `shelljob.rs`). `floor`: every fd ckpt holds is below it.
 pub fn plan(
     descs: &[pb::FileDesc],
     tree: &tree::Plan,
     imgs: &[ProcessImage],
     inherit: &[(RawFd, String)],
+    own: &[(u64, RawFd)],
     floor: RawFd,
 ) -> Result<Plan, RestoreError> {
     let refuse = |m: String| RestoreError::Refused(m);
@@ -183,6 +188,17 @@ pub fn plan(
             holders.entry(f.desc).or_default().push((node, f));
         }
     }
+    // A file in flight is held by the seed that makes the socket sending it again.
+    let flying = in_flight(descs, &holders, tree);
+    for (id, node, f) in &flying {
+        if descs.get(*id as usize - 1).is_none() {
+            return Err(refuse(format!(
+                "a unix socket sends description {id} in flight, which is not in {}",
+                ckpt_images::names::FDTABLE
+            )));
+        }
+        holders.entry(*id).or_default().push((*node, f));
+    }
     if let Some((n, k)) = inherit
         .iter()
         .find(|(_, k)| !descs.iter().any(|d| d.external == *k))
@@ -212,14 +228,19 @@ pub fn plan(
     for (&id, hs) in &holders {
         let d = &descs[id as usize - 1];
         let mut procs: Vec<usize> = hs.iter().map(|(n, _)| *n).collect();
+        procs.sort_unstable();
         procs.dedup();
-        if !needs_slot(d.kind) && procs.len() < 2 {
+        let flies = flying.iter().any(|(i, _, _)| *i == id);
+        if !needs_slot(d.kind) && procs.len() < 2 && !flies {
             continue;
         }
         plan.slots.insert(id, next);
         if !d.external.is_empty() {
             let (pid, fd) = (tree.nodes[hs[0].0].pid, hs[0].1.fd);
-            let mine = inherited(d, inherit, pid, fd)?;
+            let mine = match own.iter().find(|(i, _)| *i == id) {
+                Some(&(_, mine)) => mine,
+                None => inherited(d, inherit, pid, fd)?,
+            };
             plan.from_ckpt.push((mine, next, d.flags));
         } else {
             let o = objects.entry(object_key(d)).or_default();
@@ -240,6 +261,12 @@ pub fn plan(
             (f.clone(), imgs[live].core.creds.clone())
         };
         let holder_pid = tree.nodes[holder_node].pid;
+        let in_flight = ds
+            .iter()
+            .filter_map(|d| d.unix.as_ref())
+            .flat_map(|u| u.rights.iter().flat_map(|r| r.descs.iter()))
+            .filter_map(|id| plan.slots.get(id).map(|&s| (*id, s)))
+            .collect();
         plan.creates[creator].push(Object {
             kind,
             descs: ds
@@ -248,9 +275,63 @@ pub fn plan(
                 .collect(),
             holder,
             holder_pid,
+            in_flight,
         });
     }
     Ok(plan)
+}
+
+/// The files in flight of the table's unix sockets (SCM_RIGHTS), each with the node
+/// whose seed makes the socket sending it (the common ancestor of the socket object's
+/// holders) and a stand-in fd record for it there (what to open, for a file reopened
+/// by its path).
+fn in_flight(
+    descs: &[pb::FileDesc],
+    holders: &BTreeMap<u64, Vec<(usize, &pb::Fd)>>,
+    tree: &tree::Plan,
+) -> Vec<(u64, usize, pb::Fd)> {
+    let mut nodes: HashMap<(i32, u64), Vec<usize>> = HashMap::new();
+    for (id, hs) in holders {
+        let d = &descs[*id as usize - 1];
+        if d.unix.is_some() {
+            nodes
+                .entry(object_key(d))
+                .or_default()
+                .extend(hs.iter().map(|(n, _)| *n));
+        }
+    }
+    let mut out = Vec::new();
+    for d in descs {
+        let Some(u) = d.unix.as_ref().filter(|u| !u.rights.is_empty()) else {
+            continue;
+        };
+        let Some(procs) = nodes.get(&object_key(d)) else {
+            continue;
+        };
+        let maker = common_ancestor(tree, procs);
+        for id in u.rights.iter().flat_map(|r| r.descs.iter()) {
+            let Some(f) = descs.get((*id as usize).wrapping_sub(1)) else {
+                out.push((*id, maker, pb::Fd::default()));
+                continue;
+            };
+            out.push((
+                *id,
+                maker,
+                pb::Fd {
+                    fd: -1,
+                    kind: f.kind,
+                    path: f.path.clone(),
+                    flags: f.flags,
+                    pos: f.pos,
+                    file_size: f.file_size,
+                    rdev: f.rdev,
+                    desc: *id,
+                    ..Default::default()
+                },
+            ));
+        }
+    }
+    out
 }
 
 /// ckpt's own fd for external description `d` (first held at fd `fd` of `pid`), from
@@ -267,6 +348,14 @@ fn inherited(
         None => "",
     };
     let Some((n, _)) = inherit.iter().find(|(_, k)| *k == d.external) else {
+        if let Some(t) = &d.tty {
+            return Err(RestoreError::Refused(format!(
+                "pid {pid} fd {fd}: /dev/pts/{} was the terminal of a job dumped with \
+                 --shell-job; restore it with --shell-job from a terminal (or hand one over: \
+                 --inherit-fd fd[N]:{})",
+                t.index, d.external
+            )));
+        }
         return Err(RestoreError::Refused(format!(
             "pid {pid} fd {fd}: {}{end} was held outside the dumped tree; hand over the fd \
              to use instead: ckpt restore --inherit-fd fd[N]:{} (N: an fd of ckpt's, e.g. \

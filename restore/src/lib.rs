@@ -33,6 +33,7 @@ mod seed;
 mod seeds;
 mod shared;
 mod sharing;
+mod shelljob;
 mod task_state;
 mod timers;
 mod tree;
@@ -71,6 +72,9 @@ pub struct RestoreOptions {
     /// The root forked as ckpt's sibling (CLONE_PARENT): a child of whoever started ckpt,
     /// which waits for it (CRIU's --restore-sibling, runc's rst_sibling). With `detach`.
     pub sibling: bool,
+    /// `--shell-job`: the image's job terminal is the one ckpt runs in (`shelljob.rs`),
+    /// and the root stays in ckpt's session, detached or not.
+    pub shell_job: bool,
     /// `--page-feed SOCKET` (with `lazy`): the pages file is still arriving; the feeder
     /// at SOCKET says which chunks are in (`feed.rs`, post-copy migration).
     pub page_feed: Option<PathBuf>,
@@ -296,7 +300,13 @@ pub fn restore_with_progress(
     let mut plans = Vec::with_capacity(imgs.len());
     for (node, img) in tree.live().zip(&imgs) {
         let tramp = pick_trampoline(img, &busy)?;
-        plans.push(seed_plan(img, node, tramp, err_w.as_raw_fd(), opts.detach));
+        plans.push(seed_plan(
+            img,
+            node,
+            tramp,
+            err_w.as_raw_fd(),
+            opts.detach && !opts.shell_job,
+        ));
     }
     let descs = image::load_table(&dir)?;
     for p in &mut plans {
@@ -310,7 +320,13 @@ pub fn restore_with_progress(
         .max()
         .unwrap_or(0)
         + 1;
-    let fds = fdtable::plan(&descs, &tree, &imgs, &opts.inherit_fds, floor)?;
+    // Held until the root's seed has its copies (`place_from_ckpt`).
+    let terminal = shelljob::attach(&descs, opts.shell_job, &opts.inherit_fds)?;
+    let own: Vec<(u64, i32)> = terminal
+        .iter()
+        .map(|(id, f)| (*id, f.as_raw_fd()))
+        .collect();
+    let fds = fdtable::plan(&descs, &tree, &imgs, &opts.inherit_fds, &own, floor)?;
     fdtable::make_room(&fds)?;
     let mut reset = ckpt_sys::process::own_non_default_signals();
     reset.extend([32, 33]);
@@ -691,7 +707,7 @@ fn stop_again(pids: &[Pid], imgs: &[image::ProcessImage]) -> R<()> {
 
 /// `detach`: a root restored with `-d` outlives ckpt, so it gets a session of its own
 /// (its dumped session is gone with the dump anyway): closing the terminal ckpt ran in must
-/// not SIGHUP it. In the foreground it stays in ckpt's session and process group, like any
+/// not SIGHUP it. (Not a shell job's: it belongs to the terminal, `--shell-job`.) In the foreground it stays in ckpt's session and process group, like any
 /// child, unless it led its own. The other processes of a tree follow the plan
 /// (`tree.rs`).
 fn seed_plan(

@@ -540,21 +540,46 @@ pub fn set_sched(policy: u32, rt_priority: u32) -> Result<()> {
     Ok(())
 }
 
+thread_local! {
+    /// The pidfd of the process `steal_fd` took an fd from last: a dump takes several of
+    /// most processes' fds in a row (two syscalls fewer each time).
+    static LAST_PIDFD: std::cell::RefCell<Option<(Pid, std::os::fd::OwnedFd)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// A duplicate of another process's fd in ours (pidfd_open(2) + pidfd_getfd(2)): the same
-/// open file description, to inspect without touching the target.
+/// open file description, to inspect without touching the target. The pidfd is kept for
+/// the next call on the same pid (close-on-exec, as every pidfd); one of a process gone
+/// since (its pid maybe reused) is opened anew.
 pub fn steal_fd(pid: Pid, fd: i32) -> Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let getfd = |pidfd: &std::os::fd::OwnedFd| {
+        // SAFETY: pidfd_getfd takes no pointers and returns a new fd we own.
+        let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+        Errno::result(r).map(|r| {
+            // SAFETY: pidfd_getfd returned a fresh fd that nothing else owns.
+            unsafe { std::os::fd::OwnedFd::from_raw_fd(r as i32) }
+        })
+    };
+    let cached = LAST_PIDFD.with(|c| match c.borrow().as_ref() {
+        Some((p, pidfd)) if *p == pid => Some(getfd(pidfd)),
+        _ => None,
+    });
+    match cached {
+        Some(Ok(f)) => return Ok(f),
+        Some(Err(e)) if e != Errno::ESRCH => {
+            return Err(Error::sys(format!("pidfd_getfd(pid {pid}, fd {fd})"), e))
+        }
+        _ => {}
+    }
     // SAFETY: pidfd_open takes no pointers and returns a new fd we own.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
     let pidfd = Errno::result(pidfd).ctx(|| format!("pidfd_open({pid})"))? as i32;
     // SAFETY: pidfd_open returned a fresh fd that nothing else owns.
     let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(pidfd) };
-    use std::os::fd::AsRawFd;
-    // SAFETY: pidfd_getfd takes no pointers and returns a new fd we own.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-    let r = Errno::result(r).ctx(|| format!("pidfd_getfd(pid {pid}, fd {fd})"))? as i32;
-    // SAFETY: pidfd_getfd returned a fresh fd that nothing else owns.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(r) })
+    let r = getfd(&pidfd).ctx(|| format!("pidfd_getfd(pid {pid}, fd {fd})"));
+    LAST_PIDFD.with(|c| *c.borrow_mut() = Some((pid, pidfd)));
+    r
 }
 
 /// process_mrelease(2): frees the memory of a process that is being killed, in the

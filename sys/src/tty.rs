@@ -184,3 +184,217 @@ pub fn set_foreground(pgrp: i32) -> Result<()> {
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
     r
 }
+
+/// The bytes queued in a pty pair: typed (written to the master) but not read at the
+/// slave, and written at the slave but not read at the master. Neither end has a peek:
+/// they are read out (`take`) and put back at once (`put`, also how a restore queues
+/// them in the new pair), while the holders are stopped. See `take_input`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Queued {
+    pub input: Input,
+    pub output: Vec<u8>,
+}
+
+/// More queued than this at either end is refused (n_tty buffers 4 KiB; the flip buffers
+/// behind it hold more while the reader is throttled).
+pub const MAX_QUEUED: usize = 1 << 20;
+
+fn get_termios(fd: BorrowedFd<'_>) -> Result<libc::termios> {
+    // SAFETY: termios is plain data; all zeroes is a valid value.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: TCGETS writes one struct termios into `t`.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TCGETS as _, &mut t) };
+    Errno::result(r).ctx(|| "ioctl(TCGETS)".into())?;
+    Ok(t)
+}
+
+fn put_termios(fd: BorrowedFd<'_>, t: &libc::termios) -> Result<()> {
+    // SAFETY: TCSETS reads one struct termios from `t`.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TCSETS as _, t) };
+    Errno::result(r).ctx(|| "ioctl(TCSETS)".into())?;
+    Ok(())
+}
+
+/// Reads `fd` until it has nothing more. A description of ckpt's own is non-blocking; the
+/// program's (`gated`: a master, whose termios is raw with VMIN 1) is read only when
+/// poll() says it can be. Both a read and a poll that find nothing first wait for the
+/// bytes still in the tty's flip buffers.
+fn drain(fd: BorrowedFd<'_>, gated: bool, what: &str) -> Result<Vec<u8>> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if gated {
+            let mut p = [PollFd::new(fd, PollFlags::POLLIN)];
+            let n = poll(&mut p, PollTimeout::ZERO).ctx(|| format!("poll of {what}"))?;
+            let ready = p[0].revents().unwrap_or(PollFlags::empty());
+            if n == 0 || !ready.contains(PollFlags::POLLIN) {
+                break;
+            }
+        }
+        match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(Errno::EAGAIN) => break,
+            Err(Errno::EINTR) => continue,
+            // A hung-up slave.
+            Err(Errno::EIO) => break,
+            Err(e) => return Err(Error::sys(format!("read of {what}"), e)),
+        }
+        if out.len() > MAX_QUEUED {
+            return Err(Error::Other(format!(
+                "more than {MAX_QUEUED} bytes queued at {what}"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// TIOCSTI, byte by byte: each goes through the line discipline of `fd`'s end as if
+/// received (synchronously, unlike a write to the other end, which a worker delivers
+/// later), under the termios in force.
+fn inject(fd: BorrowedFd<'_>, bytes: &[u8]) -> Result<()> {
+    for b in bytes {
+        // SAFETY: TIOCSTI reads one byte from the pointer.
+        let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSTI as _, b as *const u8) };
+        Errno::result(r).ctx(|| "ioctl(TIOCSTI)".into())?;
+    }
+    Ok(())
+}
+
+/// The bytes typed and not read yet, through `slave` (a non-blocking description of
+/// ckpt's, O_NOCTTY), and where an end of file (VEOF) stands among them (offsets). In
+/// canonical mode the finished lines are read one by one, as the program would (a line
+/// ended by end of file reads without it, an end of file alone as 0 bytes), then the
+/// pair is switched to non-canonical for the line not finished yet (a canonical read
+/// cannot see it) and back, which leaves it empty: `put_input` queues them again.
+pub fn take_input(slave: BorrowedFd<'_>) -> Result<Input> {
+    let t = get_termios(slave)?;
+    if t.c_lflag & libc::ICANON == 0 {
+        return Ok(Input {
+            bytes: drain(slave, false, "the slave")?,
+            eofs: Vec::new(),
+        });
+    }
+    let ends = |c: u8| {
+        c == b'\n'
+            || (c == t.c_cc[libc::VEOL] && c != 0)
+            || (t.c_lflag & libc::IEXTEN != 0 && c == t.c_cc[libc::VEOL2] && c != 0)
+    };
+    let escaped = || Error::Other("a line end escaped (VLNEXT) waits in the input".into());
+    let mut got = Input::default();
+    let mut buf = [0u8; 4096];
+    loop {
+        match nix::unistd::read(slave.as_raw_fd(), &mut buf) {
+            Ok(n) => {
+                let line = &buf[..n];
+                let body = match line.split_last() {
+                    Some((&last, body)) if ends(last) => body,
+                    _ => line,
+                };
+                if body.iter().any(|&c| ends(c)) {
+                    return Err(escaped());
+                }
+                got.bytes.extend_from_slice(line);
+                if body.len() == n {
+                    got.eofs.push(got.bytes.len() as u32);
+                }
+            }
+            Err(Errno::EAGAIN) => break,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys("read of the slave", e)),
+        }
+        if got.bytes.len() + got.eofs.len() > MAX_QUEUED {
+            return Err(Error::Other(format!(
+                "more than {MAX_QUEUED} bytes queued at the slave"
+            )));
+        }
+    }
+    let mut raw = t;
+    raw.c_lflag &= !libc::ICANON;
+    raw.c_cc[libc::VMIN] = 1;
+    raw.c_cc[libc::VTIME] = 0;
+    put_termios(slave, &raw)?;
+    let rest = drain(slave, false, "the slave");
+    let back = put_termios(slave, &t);
+    let rest = rest?;
+    back?;
+    if rest.iter().any(|&c| ends(c)) {
+        return Err(escaped());
+    }
+    got.bytes.extend_from_slice(&rest);
+    Ok(got)
+}
+
+/// Input queued at a slave (`take_input`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Input {
+    pub bytes: Vec<u8>,
+    /// Offsets into `bytes` where an end of file (canonical mode) was typed.
+    pub eofs: Vec<u32>,
+}
+
+/// Queues `input` at `slave` as typed but not read, as `take_input` read it: injected
+/// under a termios that does no input processing (it was done when the bytes came),
+/// no echo, no signals, no flow control, and, in canonical mode, line ends where they
+/// were (a newline, VEOL, VEOL2 as they are; an end of file as a VEOF that is a byte the
+/// input does not hold) while erase, kill and the like are off; then the pair's termios
+/// again.
+pub fn put_input(slave: BorrowedFd<'_>, input: &Input) -> Result<()> {
+    if input.bytes.is_empty() && input.eofs.is_empty() {
+        return Ok(());
+    }
+    let t = get_termios(slave)?;
+    let mut inj = t;
+    // IXON and EXTPROC kept: a packet-mode master is told of their changes.
+    inj.c_iflag &= libc::IXON;
+    inj.c_lflag &= libc::ICANON | libc::IEXTEN | libc::EXTPROC;
+    // (Consumed when they came; changed only if the input holds them after all, as a
+    // packet-mode master is told of a change of flow control.)
+    for i in [libc::VSTART, libc::VSTOP] {
+        if input.bytes.contains(&t.c_cc[i]) {
+            inj.c_cc[i] = 0;
+        }
+    }
+    // NUL is never a special character of the line discipline: 0 turns one off.
+    for i in [
+        libc::VERASE,
+        libc::VKILL,
+        libc::VWERASE,
+        libc::VLNEXT,
+        libc::VREPRINT,
+    ] {
+        inj.c_cc[i] = 0;
+    }
+    if !input.eofs.is_empty() {
+        inj.c_cc[libc::VEOF] = (1..=255u8)
+            .find(|c| !input.bytes.contains(c))
+            .ok_or_else(|| Error::Other("the queued input holds every byte value".into()))?;
+    }
+    put_termios(slave, &inj)?;
+    let mut r = Ok(());
+    let mut at = 0usize;
+    for &e in input.eofs.iter().chain(std::iter::once(&u32::MAX)) {
+        let end = (e as usize).min(input.bytes.len());
+        r = r.and_then(|()| inject(slave, &input.bytes[at.min(end)..end]));
+        if e != u32::MAX {
+            r = r.and_then(|()| inject(slave, &[inj.c_cc[libc::VEOF]]));
+        }
+        at = end;
+    }
+    let back = put_termios(slave, &t);
+    r?;
+    back
+}
+
+/// The bytes the slave wrote that the master has not read, through `master` (the
+/// program's description; not in packet mode, where a read also takes status events).
+/// The master's line discipline does no processing: `put_output` queues them again as
+/// they were.
+pub fn take_output(master: BorrowedFd<'_>) -> Result<Vec<u8>> {
+    drain(master, true, "the master")
+}
+
+pub fn put_output(master: BorrowedFd<'_>, output: &[u8]) -> Result<()> {
+    inject(master, output)
+}

@@ -247,17 +247,20 @@ pub fn peer_cred(fd: BorrowedFd<'_>) -> Result<(i32, u32, u32)> {
     Ok((c.pid, c.uid, c.gid))
 }
 
-/// One message of a receive queue, peeked: its sender's name (datagrams) and bytes.
-#[derive(Clone, Debug, Default)]
+/// One message of a receive queue, peeked: its sender's name (datagrams), bytes, and the
+/// files in flight with it (SCM_RIGHTS): the peek installed new fds of ckpt's for them,
+/// referring to the same open file descriptions.
+#[derive(Debug, Default)]
 pub struct Queued {
     pub from: Vec<u8>,
     pub data: Vec<u8>,
+    pub fds: Vec<OwnedFd>,
 }
 
 /// Why a queue could not be read as plain bytes.
 #[derive(Debug)]
 pub enum PeekProblem {
-    /// Fds in flight (SCM_RIGHTS): the peek installed copies in ckpt, closed again.
+    /// More fds in flight (SCM_RIGHTS) than a peek could take (MSG_CTRUNC).
     Rights,
     /// Something else the kernel attached (credentials, security labels).
     Control(i32),
@@ -313,9 +316,11 @@ fn peek_all(fd: BorrowedFd<'_>, stream: bool) -> std::result::Result<Vec<Queued>
             Err(Errno::EAGAIN) => return Ok(out),
             Err(e) => return Err(Error::sys("recvmsg(MSG_PEEK)", e).into()),
         };
-        if m.msg_controllen > 0 || m.msg_flags & libc::MSG_CTRUNC != 0 {
-            return Err(control(&m));
-        }
+        let fds = if m.msg_controllen > 0 || m.msg_flags & libc::MSG_CTRUNC != 0 {
+            control(&m)?
+        } else {
+            Vec::new()
+        };
         if m.msg_flags & libc::MSG_TRUNC != 0 {
             return Err(Error::Other(format!("a queued message over {} bytes", buf.len())).into());
         }
@@ -331,6 +336,7 @@ fn peek_all(fd: BorrowedFd<'_>, stream: bool) -> std::result::Result<Vec<Queued>
         out.push(Queued {
             from: name_of(&sa, m.msg_namelen),
             data: buf[..n].to_vec(),
+            fds,
         });
         if out.len() > MAX_MESSAGES {
             return Err(Error::Other(format!("more than {MAX_MESSAGES} queued messages")).into());
@@ -338,9 +344,12 @@ fn peek_all(fd: BorrowedFd<'_>, stream: bool) -> std::result::Result<Vec<Queued>
     }
 }
 
-/// What the control data of a peek held; fds it installed are closed.
-fn control(m: &libc::msghdr) -> PeekProblem {
-    let mut problem = PeekProblem::Control(0);
+/// The fds a peek installed for the files in flight (SCM_RIGHTS); anything else in the
+/// control data (credentials, a security label) or a truncated one is a problem (the
+/// fds installed are closed again).
+fn control(m: &libc::msghdr) -> std::result::Result<Vec<OwnedFd>, PeekProblem> {
+    let mut fds = Vec::new();
+    let mut problem = None;
     // SAFETY: `m` is the msghdr recvmsg filled; CMSG_FIRSTHDR/NXTHDR stay inside its
     // control buffer.
     let mut c = unsafe { libc::CMSG_FIRSTHDR(m) };
@@ -355,19 +364,67 @@ fn control(m: &libc::msghdr) -> PeekProblem {
                 // SAFETY: CMSG_DATA points at `n` ints inside the control buffer.
                 let fd = unsafe { (libc::CMSG_DATA(c) as *const i32).add(i).read_unaligned() };
                 // SAFETY: the peek installed this fd in ckpt; nothing else owns it.
-                drop(unsafe { OwnedFd::from_raw_fd(fd) });
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
             }
-            problem = PeekProblem::Rights;
-        } else if !matches!(problem, PeekProblem::Rights) {
-            problem = PeekProblem::Control(h.cmsg_type);
+        } else if problem.is_none() {
+            problem = Some(PeekProblem::Control(h.cmsg_type));
         }
         // SAFETY: as above.
         c = unsafe { libc::CMSG_NXTHDR(m, c) };
     }
     if m.msg_flags & libc::MSG_CTRUNC != 0 {
-        return PeekProblem::Rights;
+        return Err(PeekProblem::Rights);
     }
-    problem
+    match problem {
+        Some(p) => Err(p),
+        None => Ok(fds),
+    }
+}
+
+/// Sends `data` with the files `fds` in flight (SCM_RIGHTS) as one message (to `to`, or
+/// to the peer when empty; a stream may take the bytes in several writes: the fds go
+/// with the first).
+pub fn send_with_fds(fd: BorrowedFd<'_>, data: &[u8], to: &[u8], fds: &[i32]) -> Result<()> {
+    if fds.is_empty() {
+        return send(fd, data, to);
+    }
+    let space = std::mem::size_of_val(fds) as u32;
+    // SAFETY: CMSG_SPACE is a constant computation.
+    let len = unsafe { libc::CMSG_SPACE(space) } as usize;
+    let mut ctl = vec![0u64; len.div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: msghdr is plain data; all zeroes is a valid value.
+    let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
+    m.msg_iov = &mut iov;
+    m.msg_iovlen = 1;
+    m.msg_control = ctl.as_mut_ptr().cast();
+    m.msg_controllen = len;
+    let mut sa = None;
+    if !to.is_empty() {
+        let (a, alen) = addr_of(to)?;
+        let a = sa.insert(a);
+        m.msg_name = (a as *mut libc::sockaddr_un).cast();
+        m.msg_namelen = alen;
+    }
+    // SAFETY: the control buffer holds CMSG_SPACE(space) bytes: one header and `fds`.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&m);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(space) as usize;
+        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c) as *mut i32, fds.len());
+    }
+    // SAFETY: every pointer in `m` points at a live buffer of the length it states; the
+    // kernel only reads them.
+    let r = unsafe { libc::sendmsg(fd.as_raw_fd(), &m, libc::MSG_NOSIGNAL) };
+    let n = Errno::result(r).ctx(|| "sendmsg(SCM_RIGHTS)".into())? as usize;
+    if n < data.len() {
+        send(fd, &data[n..], &[])?;
+    }
+    Ok(())
 }
 
 /// socket(AF_UNIX, ty), non-blocking and close-on-exec (a restore sets its flags later).

@@ -832,6 +832,19 @@ pub fn notices_corruption(env: &Env, w: &Workload) {
     );
 }
 
+/// Starts the C workload `name`, checks it, dumps it with `--leave-running` and checks it
+/// again (a dump must leave its state as it was), then three cycles; kills it.
+pub fn leave_running_then_three_cycles(name: &str) {
+    let env = Env::new();
+    let mut w = env.start(name);
+    env.check(&mut w);
+    env.dump(w.pid, &env.subdir("running"), &["--leave-running"])
+        .ok();
+    env.check(&mut w);
+    env.cycles(&mut w, 3, &[], |_, _| {});
+    env.kill_and_reap(w.pid);
+}
+
 /// The workload alone, no checkpoint: passes twice and exits 0 on SIGUSR2; a second
 /// one notices corruption. If this fails, the workload or the machine is at fault.
 pub fn sanity(start: impl Fn(&Env) -> Workload) {

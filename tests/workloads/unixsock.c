@@ -27,7 +27,8 @@
  *   SIGRTMIN+2 (F_SETSIG). Check: owner, signal and flag as set; a byte written to the
  *   other end raises the signal here (the handler counts).
  * asyncother: a socketpair end whose O_ASYNC signals go to the child (refused).
- * rights: an fd sent over a socketpair with SCM_RIGHTS, not received (refused).
+ * rights: a socketpair's own end sent over it with SCM_RIGHTS, not received (a socket
+ *   in flight: refused).
  * childconn: the child connects to the parent's listener, which accepts: SO_PEERCRED of
  *   the accepted end names the child, the child's names the parent. Check: the parent
  *   sends "N", the child answers "N ok" if its own SO_PEERCRED still names the parent;
@@ -653,8 +654,7 @@ int main(int argc, char **argv)
 			c->cmsg_level = SOL_SOCKET;
 			c->cmsg_type = SCM_RIGHTS;
 			c->cmsg_len = CMSG_LEN(sizeof(int));
-			int one = 1;
-			memcpy(CMSG_DATA(c), &one, sizeof(int));
+			memcpy(CMSG_DATA(c), &sv[1], sizeof(int));
 			if (sendmsg(sv[0], &m, 0) != 1)
 				wl_die("sendmsg SCM_RIGHTS");
 		} else if (!strcmp(k, "childconn")) {

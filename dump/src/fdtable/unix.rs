@@ -29,6 +29,8 @@ pub struct Unix {
     first: HashMap<u64, (i32, i32)>,
     /// Socket inode -> bytes it sent that its peer has not read (sock_diag's wqueue).
     unsent: HashMap<u64, u32>,
+    /// ckpt's copies of the files in flight (SCM_RIGHTS), open while the table is built.
+    in_flight: Vec<std::os::fd::OwnedFd>,
 }
 
 impl Unix {
@@ -160,8 +162,8 @@ pub fn dump(ctx: &FdCtx, table: &mut FdTable) -> Result<pb::UnixSocket, DumpErro
     if d.rqueue > 0 || d.ty != libc::SOCK_STREAM as u8 {
         let q = u::peek_queue(s, d.ty == libc::SOCK_STREAM as u8).map_err(|p| match p {
             u::PeekProblem::Rights => named(
-                "file descriptors in flight (SCM_RIGHTS) wait in its queue; passing fds \
-                 through a checkpoint is not supported yet"
+                "more file descriptors in flight (SCM_RIGHTS) with one message than a peek \
+                 can take"
                     .into(),
             ),
             u::PeekProblem::Control(t) => named(format!(
@@ -171,6 +173,19 @@ pub fn dump(ctx: &FdCtx, table: &mut FdTable) -> Result<pb::UnixSocket, DumpErro
             u::PeekProblem::Sys(e) => named(e.to_string()),
         })?;
         for m in q {
+            if !m.fds.is_empty() {
+                let what = format!("pid {pid}: fd {fd} (socket:[{ino}])");
+                let mut descs = Vec::with_capacity(m.fds.len());
+                for f in m.fds {
+                    use std::os::fd::AsRawFd;
+                    descs.push(crate::files::in_flight(f.as_raw_fd(), table, &what)?);
+                    table.unix.in_flight.push(f);
+                }
+                out.rights.push(pb::InFlight {
+                    message: out.queue.len() as u32,
+                    descs,
+                });
+            }
             out.senders.push(m.from);
             out.queue.push(m.data);
         }

@@ -1,5 +1,6 @@
 //! Pseudo-terminal pairs: the master opened again with its index (`/dev/pts/N` is the
-//! name the programs know: a shell's ttyname), termios, window size, packet mode, each
+//! name the programs know: a shell's ttyname), termios, window size, the bytes queued
+//! both ways (`ckpt_sys::tty::put_input`, `put_output`), packet mode, each
 //! slave description opened through the master (TIOCGPTPEER), the lock put back; then,
 //! in the seed of the session leader that had it as controlling terminal, before it
 //! forks its children (who inherit it), TIOCSCTTY, and tcsetpgrp in the seed of the
@@ -10,6 +11,10 @@ use ckpt_images::pb;
 use ckpt_sys::tty;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use std::os::fd::{AsFd, RawFd};
+
+/// The kernel's O_LARGEFILE (libc's is 0 on x86-64: glibc hides it), which open(2) forces
+/// on every file it opens and TIOCGPTPEER does not.
+const O_LARGEFILE: u32 = 0o100000;
 
 /// What an image's pty record may hold.
 pub fn check(d: &pb::FileDesc) -> Result<(), String> {
@@ -24,6 +29,33 @@ pub fn check(d: &pb::FileDesc) -> Result<(), String> {
             "description {}: a termios of {} bytes",
             d.id,
             t.termios.len()
+        ));
+    }
+    if t.input.len() > tty::MAX_QUEUED || t.output.len() > tty::MAX_QUEUED {
+        return Err(format!(
+            "description {}: {} and {} bytes queued in a terminal",
+            d.id,
+            t.input.len(),
+            t.output.len()
+        ));
+    }
+    if t.input_eof.len() > tty::MAX_QUEUED
+        || t.input_eof.windows(2).any(|w| w[0] > w[1])
+        || t.input_eof
+            .last()
+            .is_some_and(|&e| e as usize > t.input.len())
+    {
+        return Err(format!(
+            "description {}: ends of file out of order or past the queued input",
+            d.id
+        ));
+    }
+    let queued = !t.input.is_empty() || !t.output.is_empty() || !t.input_eof.is_empty();
+    if queued && (!t.master || t.packet || t.locked) {
+        return Err(format!(
+            "description {}: bytes queued on a terminal's record other than an unlocked \
+             master's",
+            d.id
         ));
     }
     if t.index > 1 << 20 || t.rows > u16::MAX as u32 || t.cols > u16::MAX as u32 {
@@ -58,6 +90,22 @@ pub fn create(descs: &[(pb::FileDesc, RawFd)]) -> Result<(), String> {
         tty::set_packet_mode(m, true).map_err(e)?;
     }
     tty::set_locked(m, false).map_err(e)?;
+    // The bytes queued both ways, through a slave of ckpt's (the pair's termios set).
+    if let Some((q, _)) = descs
+        .iter()
+        .find(|(d, _)| d.tty.as_ref().is_some_and(|t| t.master))
+    {
+        let q = q.tty.as_ref().ok_or("no terminal record")?;
+        let input = tty::Input {
+            bytes: q.input.clone(),
+            eofs: q.input_eof.clone(),
+        };
+        if input != tty::Input::default() {
+            let slave = tty::open_slave(m, libc::O_RDWR | libc::O_NONBLOCK).map_err(e)?;
+            tty::put_input(slave.as_fd(), &input).map_err(e)?;
+        }
+        tty::put_output(m, &q.output).map_err(e)?;
+    }
     let mut master = Some(master);
     // Slaves first: each is opened through the master, which then goes to its slot.
     let mut order: Vec<&(pb::FileDesc, RawFd)> = descs.iter().collect();
@@ -72,7 +120,7 @@ pub fn create(descs: &[(pb::FileDesc, RawFd)]) -> Result<(), String> {
             let m = master
                 .as_ref()
                 .ok_or_else(|| format!("/dev/pts/{}: no master", t.index))?;
-            if d.flags & libc::O_LARGEFILE as u32 != 0 {
+            if d.flags & O_LARGEFILE != 0 {
                 // Opened by its path, as the kernel forces O_LARGEFILE on an open().
                 let path = format!("/dev/pts/{}", t.index);
                 let fd = nix::fcntl::open(
@@ -108,12 +156,16 @@ pub fn create(descs: &[(pb::FileDesc, RawFd)]) -> Result<(), String> {
 
 /// The controlling terminal `plan`'s process takes (from the tree's table): as session
 /// leader (TIOCSCTTY), and as leader of its foreground group (tcsetpgrp).
+/// A job's terminal (external, `--shell-job`) is ckpt's session's already: only its
+/// foreground group.
 pub fn attach(plan: &mut SeedPlan, descs: &[pb::FileDesc]) {
-    for t in descs.iter().filter_map(|d| d.tty.as_ref()) {
-        if t.session == plan.pid {
+    for d in descs {
+        let Some(t) = &d.tty else { continue };
+        let job = !d.external.is_empty();
+        if t.session == plan.pid && !job {
             plan.ctty = Some(t.index);
         }
-        if t.fg_pgrp == plan.pid && t.session != 0 {
+        if t.fg_pgrp == plan.pid && (t.session != 0 || job) {
             plan.foreground = true;
         }
     }

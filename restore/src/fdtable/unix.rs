@@ -57,6 +57,16 @@ pub fn check(d: &pb::FileDesc) -> Result<(), String> {
             d.id
         ));
     }
+    if s.rights.len() > s.queue.len()
+        || s.rights.iter().any(|r| {
+            r.message as usize >= s.queue.len() || r.descs.is_empty() || r.descs.len() > 253
+        })
+    {
+        return Err(format!(
+            "description {}: files in flight with no message, or too many",
+            d.id
+        ));
+    }
     let bytes: usize = s.queue.iter().map(Vec::len).sum();
     if bytes > 64 << 20 {
         return Err(format!("description {}: {bytes} queued bytes", d.id));
@@ -70,6 +80,8 @@ struct Made<'a> {
     socks: HashMap<u64, OwnedFd>,
     /// Stand-in peers of sockets whose peer was closed, closed once the queues are full.
     standins: HashMap<u64, OwnedFd>,
+    /// Description -> the slot of a file in flight.
+    in_flight: HashMap<u64, RawFd>,
 }
 
 impl Made<'_> {
@@ -82,11 +94,13 @@ impl Made<'_> {
 }
 
 /// Makes the object whose descriptions are `descs` and puts each at its slot.
-pub fn create(descs: &[(pb::FileDesc, RawFd)]) -> Result<(), String> {
+/// `in_flight`: the slots of the files its queues send again (SCM_RIGHTS).
+pub fn create(descs: &[(pb::FileDesc, RawFd)], in_flight: &[(u64, RawFd)]) -> Result<(), String> {
     let mut m = Made {
         recs: HashMap::new(),
         socks: HashMap::new(),
         standins: HashMap::new(),
+        in_flight: in_flight.iter().copied().collect(),
     };
     for (d, _) in descs {
         let s = d.unix.as_ref().ok_or("no unix socket record")?;
@@ -395,7 +409,26 @@ fn refill(m: &Made, s: &pb::UnixSocket) -> Result<(), String> {
             let to: &[u8] = if sender.peer == s.inode { &[] } else { &s.name };
             (m.fd(sender.inode)?, to)
         };
-        u::send(by, data, to).map_err(|e| {
+        let rights = s.rights.iter().find(|r| r.message as usize == i);
+        let sent = match rights {
+            None => u::send(by, data, to),
+            Some(r) => {
+                let fds = r
+                    .descs
+                    .iter()
+                    .map(|id| {
+                        m.in_flight.get(id).copied().ok_or_else(|| {
+                            format!(
+                                "socket:[{}]: description {id} in flight has no slot",
+                                s.inode
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<RawFd>, String>>()?;
+                u::send_with_fds(by, data, to, &fds)
+            }
+        };
+        sent.map_err(|e| {
             format!(
                 "socket:[{}]: putting back {} queued bytes: {e}",
                 s.inode,

@@ -9,10 +9,13 @@ use ckpt_images::pb;
 pub fn create(objects: &[Object], floor: i32) -> Result<(), String> {
     // Established TCP connections last: in repair mode they share their port with anyone,
     // but a listener without SO_REUSEADDR binding after them would find it taken.
+    // Sockets sending files in flight after those files (made here or by an ancestor).
     let (conns, others): (Vec<&Object>, Vec<&Object>) = objects
         .iter()
         .partition(|o| crate::net::is_connection(&o.descs[0].0));
-    for o in others.into_iter().chain(conns) {
+    let (senders, others): (Vec<&Object>, Vec<&Object>) =
+        others.into_iter().partition(|o| !o.in_flight.is_empty());
+    for o in others.into_iter().chain(senders).chain(conns) {
         let (first, slot) = &o.descs[0];
         let what = match o.kind {
             pb::FdKind::FdPipe => format!("pipe:[{}]", first.object),
@@ -49,7 +52,7 @@ pub fn create(objects: &[Object], floor: i32) -> Result<(), String> {
             }
             pb::FdKind::FdMemfd => fdtable::contents::create(&o.descs),
             pb::FdKind::FdInetSocket => crate::net::create_at(&o.descs),
-            pb::FdKind::FdUnixSocket => fdtable::unix::create(&o.descs),
+            pb::FdKind::FdUnixSocket => fdtable::unix::create(&o.descs, &o.in_flight),
             pb::FdKind::FdTty => fdtable::tty::create(&o.descs),
             // Made in its directory as its holder would.
             pb::FdKind::FdDeleted => {
