@@ -43,7 +43,8 @@ impl Unix {
     }
 }
 
-/// Whether fd `fd` of `pid` is a unix socket (in ckpt's network namespace), or why it is
+/// Whether fd `fd` of `pid` is a unix socket (in ckpt's network namespace or its
+/// container's), or why it is
 /// one that cannot be dumped; Ok(false): not a unix socket.
 pub fn is_unix(pid: Pid, fd: i32) -> Result<bool, String> {
     let sock = ckpt_sys::process::steal_fd(pid, fd).map_err(|e| e.to_string())?;
@@ -54,13 +55,7 @@ pub fn is_unix(pid: Pid, fd: i32) -> Result<bool, String> {
     if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(&ty) {
         return Err(format!("a unix socket of type {ty}"));
     }
-    let here = ckpt_sys::socket::own_netns_inode().map_err(|e| e.to_string())?;
-    let ns = ckpt_sys::socket::netns_inode(sock.as_fd()).map_err(|e| e.to_string())?;
-    if ns != here {
-        return Err(format!(
-            "a unix socket of another network namespace (net:[{ns}]); not supported yet"
-        ));
-    }
+    crate::net::container_socket(pid, sock.as_fd())?;
     Ok(true)
 }
 
