@@ -21,6 +21,7 @@ mod lazy;
 mod locks;
 mod mounts;
 mod net;
+mod netns;
 mod pidheld;
 mod pidns;
 mod puppet;
@@ -65,6 +66,10 @@ pub struct RestoreOptions {
     pub new_pidns: bool,
     /// `--ext-mount-map KEY:PATH`: a container's external mount KEY is at PATH here.
     pub ext_mount_map: Vec<(String, String)>,
+    /// `--veth-pair IN=OUT`: the host end of the container's veth IN is named OUT.
+    pub veth_pairs: Vec<(String, String)>,
+    /// `--veth-bridge OUT=BRIDGE`: host end OUT is made a port of bridge BRIDGE.
+    pub veth_bridges: Vec<(String, String)>,
     /// The root forked as ckpt's sibling (CLONE_PARENT): a child of whoever started ckpt,
     /// which waits for it (CRIU's --restore-sibling, runc's rst_sibling). With `detach`.
     pub sibling: bool,
@@ -138,6 +143,10 @@ pub fn restore_with_progress(
             c,
             &mounts::Places {
                 ext_map: opts.ext_mount_map.clone(),
+            },
+            &netns::Names {
+                pairs: opts.veth_pairs.clone(),
+                bridges: opts.veth_bridges.clone(),
             },
         )?),
         None => None,
@@ -446,7 +455,7 @@ pub fn restore_with_progress(
         write_pidfile(opts, child.as_raw())?;
         hooks::before_resume(child.as_raw())?;
         if let Some(c) = &inv.container {
-            container::before_release(c, child)?;
+            container::before_release(c, ns_plan.as_ref(), child)?;
         }
         net::resume_connections(&net::connections(&[child], &imgs, &descs))
             .map_err(RestoreError::Refused)?;
@@ -472,7 +481,7 @@ pub fn restore_with_progress(
             before_release: &|| {
                 hooks::before_resume(pids[0].as_raw())?;
                 if let Some(c) = &inv.container {
-                    container::before_release(c, pids[0])?;
+                    container::before_release(c, ns_plan.as_ref(), pids[0])?;
                 }
                 net::resume_connections(&net::connections(&pids, &imgs, &descs))
                     .map_err(RestoreError::Refused)?;
@@ -486,6 +495,9 @@ pub fn restore_with_progress(
         init.release()?;
     }
     rollback.disarm();
+    if let Some(p) = &ns_plan {
+        p.net.keep();
+    }
     // The tree runs: a failed post-resume can no longer undo the restore (CRIU only
     // reports it too).
     if let Err(e) = hooks::run(hooks::Stage::PostResume) {

@@ -173,7 +173,12 @@ impl Session {
     }
 
     /// Locks connection `local`-`peer` of the container's network namespace `pid` is in.
-    fn lock_inside(&mut self, pid: Pid, local: SocketAddr, peer: SocketAddr) -> ckpt_sys::Result<()> {
+    fn lock_inside(
+        &mut self,
+        pid: Pid,
+        local: SocketAddr,
+        peer: SocketAddr,
+    ) -> ckpt_sys::Result<()> {
         let path = format!("/proc/{pid}/ns/net");
         let ino = nix::sys::stat::stat(path.as_str())
             .map_err(|e| ckpt_sys::Error::sys(path.clone(), e))?
