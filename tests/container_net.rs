@@ -537,3 +537,80 @@ fn unsupported_container_network_is_refused() {
     reap(w.pid, Duration::from_secs(10));
     env.untrack(w.pid);
 }
+
+/// Asks the counting server at 10.77.0.2:7100, from the host-side namespace `host`, for
+/// its next number.
+fn ask(host: &HostNs, py: &str) -> String {
+    let code = "import socket; s=socket.create_connection(('10.77.0.2',7100),timeout=20); \
+                s.sendall(b'next\\n'); print(s.makefile().readline().strip())";
+    let out = std::process::Command::new("nsenter")
+        .arg(&host.wrap[1])
+        .args([py, "-c", code])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "asking the server: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// One image restored twice side by side, each copy in fresh namespaces of its own with
+/// its veth's host end named on the command line (vhA, vhB), each bridged in a host-side
+/// namespace of its own (both copies have the same address): both answer on their own
+/// address, each going on from the count it had at the dump (a server that numbers its
+/// answers).
+#[test]
+fn container_veth_copies_side_by_side() {
+    let env = Env::new();
+    let (host_a, host_b) = (HostNs::new(&env), HostNs::new(&env));
+    let py = python3().display().to_string();
+    let server = "import socket\n\
+        s = socket.socket()\n\
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+        s.bind(('10.77.0.2', 7100))\n\
+        s.listen(8)\n\
+        n = 0\n\
+        print('serving', flush=True)\n\
+        while True:\n\
+        \x20   c, _ = s.accept()\n\
+        \x20   c.makefile().readline()\n\
+        \x20   n += 1\n\
+        \x20   c.sendall(b'%d\\n' % n)\n\
+        \x20   c.close()\n";
+    let serve = env.path().join("serve.py");
+    fs::write(&serve, server).unwrap();
+    let script = format!(
+        "{VETH_SETUP} {py} {} & echo made; while :; do sleep 0.05; done",
+        serve.display()
+    );
+    let (w, init) = start(&env, "copies", &host_a.wrap(), &script);
+    plug(&host_a, init);
+    env.wait_line(&w, "serving", |l| l == "serving");
+    assert_eq!(ask(&host_a, &py), "1");
+    let img = dump_killed(&env, &host_a.wrap(), &w, init, 1);
+    let a = restore(
+        &env,
+        &host_a.wrap(),
+        &img,
+        "a",
+        &["--veth-pair", "eth0=vhA@br0"],
+    );
+    let b = restore(
+        &env,
+        &host_b.wrap(),
+        &img,
+        "b",
+        &["--veth-pair", "eth0=vhB", "--veth-bridge", "vhB=br0"],
+    );
+    assert_ne!(a, b);
+    assert!(host_a
+        .ip(&["-o", "link", "show", "vhA"])
+        .contains("master br0"));
+    assert!(host_b
+        .ip(&["-o", "link", "show", "vhB"])
+        .contains("master br0"));
+    assert_eq!(ask(&host_a, &py), "2");
+    assert_eq!(ask(&host_b, &py), "2");
+    assert_eq!(ask(&host_a, &py), "3");
+    assert_eq!(ask(&host_b, &py), "3");
+    env.kill_and_reap(a);
+    env.kill_and_reap(b);
+}
