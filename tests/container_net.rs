@@ -385,7 +385,8 @@ fn plug(host: &HostNs, init: i32) {
 /// A container with a veth (its host end a port of a bridge in a namespace standing for
 /// the host), its addresses (v4 and v6), MTU, routes and sysctls, and a TCP server on
 /// its address with a client on the host side (outside the dumped tree), each end
-/// checking every byte of the stream both ways. Three cycles of dump
+/// checking every byte of the stream both ways. A `--leave-running` dump first (the lock
+/// inside the namespace is removed again), then three cycles of dump
 /// (`--tcp-established`) and restore (`--veth-bridge vh0=br0`): after each, the
 /// container's network reads as before (same MAC), the host end is back on the bridge
 /// and up, and both ends of the connection pass their checks (the connection survived:
@@ -415,6 +416,22 @@ fn container_veth_three_cycles() {
     wait_in(&s_out, "READY", |l| l.starts_with("READY"));
     let before = network_of(init);
     assert!(before.contains("mtu 1400") && before.contains("10.88.0.0/16 via 10.77.0.1"));
+    // A dump that leaves it running locks the connection inside the container's
+    // namespace and unlocks it again: both ends go on.
+    let (pid, lr) = (init.to_string(), env.subdir("img-lr").display().to_string());
+    let args = [
+        "dump",
+        "-t",
+        &pid,
+        "-D",
+        &lr,
+        "--tcp-established",
+        "--leave-running",
+    ];
+    run(&env, &host.wrap(), &args).ok();
+    assert!(!inside(init, &["nft", "list", "tables"]).contains("ckpt_lock"));
+    check(by_cmdline(init, "server 4"), &s_out, 1);
+    check(client.pid, &client.out, 1);
     for i in 1..=3 {
         let img = dump_killed(&env, &host.wrap(), &w, init, i);
         init = restore(
@@ -431,8 +448,8 @@ fn container_veth_three_cycles() {
         );
         let vh0 = host.ip(&["-o", "link", "show", "vh0"]);
         assert!(vh0.contains("master br0") && vh0.contains(",UP"), "{vh0}");
-        check(by_cmdline(init, "server 4"), &s_out, i);
-        check(client.pid, &client.out, i);
+        check(by_cmdline(init, "server 4"), &s_out, i + 1);
+        check(client.pid, &client.out, i + 1);
     }
     env.kill_and_reap(init);
 }

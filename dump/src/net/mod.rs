@@ -150,7 +150,7 @@ pub fn refusal(pid: Pid, fd: i32) -> Option<Option<String>> {
 /// one holding only lo needs nothing (nothing outside can reach it, and it dies with the
 /// tree), one with other interfaces (a veth) gets the same nftables table in it, which
 /// dies with the namespace after the kill; the restore keeps the veth's host end down
-/// until the connections are rebuilt (`restore/src/net/links.rs`).
+/// until the connections are rebuilt (`restore/src/netns.rs`).
 pub struct Session {
     table: String,
     locked: bool,
