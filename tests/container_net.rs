@@ -383,8 +383,9 @@ fn plug(host: &HostNs, init: i32) {
 }
 
 /// A container with a veth (its host end a port of a bridge in a namespace standing for
-/// the host), its addresses (v4 and v6), MTU, routes and sysctls, and a TCP server on
-/// its address with a client on the host side (outside the dumped tree), each end
+/// the host), its addresses (v4 and v6), MTU, routes and sysctls, and TCP servers on its
+/// IPv4 and IPv6 addresses, each with a client on the host side (outside the dumped
+/// tree), each end
 /// checking every byte of the stream both ways. A `--leave-running` dump first (the lock
 /// inside the namespace is removed again), then three cycles of dump
 /// (`--tcp-established`) and restore (`--veth-bridge vh0=br0`): after each, the
@@ -398,22 +399,35 @@ fn container_veth_three_cycles() {
     let dir = env.path().display().to_string();
     let ts = workload_bin("tcpstream");
     let script = format!(
-        "{VETH_SETUP} cd {dir}; {} {dir} server 4 7000 10.77.0.2 > s.out 2>&1 & \
+        "{VETH_SETUP} cd {dir}; {ts} {dir} server 4 7004 10.77.0.2 > s4.out 2>&1 & \
+         {ts} {dir} server 6 7006 fd00:77::2 > s6.out 2>&1 & \
          echo made; while :; do sleep 0.05; done",
-        ts.display()
+        ts = ts.display()
     );
     let (w, mut init) = start(&env, "veth", &host.wrap(), &script);
     plug(&host, init);
     env.wait_line(&w, "made", |l| l == "made");
-    let s_out = env.path().join("s.out");
-    wait_in(&s_out, "PORT", |l| l.starts_with("PORT"));
     let wrap = host.wrap();
-    let mut client_args: Vec<&OsStr> = wrap[1..].iter().map(OsStr::new).collect();
     let ts_s = ts.display().to_string();
-    client_args.extend([ts_s.as_str(), &dir, "client", "4", "7000", "10.77.0.2"].map(OsStr::new));
-    let client = env.spawn("client", Path::new(wrap[0]), &client_args);
-    wait_in(&client.out, "READY", |l| l.starts_with("READY"));
-    wait_in(&s_out, "READY", |l| l.starts_with("READY"));
+    // Over IPv4 and IPv6: (server's output, client).
+    let mut ends = Vec::new();
+    for (v, addr) in [("4", "10.77.0.2"), ("6", "fd00:77::2")] {
+        let s_out = env.path().join(format!("s{v}.out"));
+        wait_in(&s_out, "PORT", |l| l.starts_with("PORT"));
+        let port = format!("700{v}");
+        let mut args: Vec<&OsStr> = wrap[1..].iter().map(OsStr::new).collect();
+        args.extend([ts_s.as_str(), &dir, "client", v, &port, addr].map(OsStr::new));
+        let client = env.spawn(&format!("client{v}"), Path::new(wrap[0]), &args);
+        wait_in(&client.out, "READY", |l| l.starts_with("READY"));
+        wait_in(&s_out, "READY", |l| l.starts_with("READY"));
+        ends.push((v, s_out, client));
+    }
+    let check_all = |init: i32, n: usize| {
+        for (v, s_out, client) in &ends {
+            check(by_cmdline(init, &format!("server {v}")), s_out, n);
+            check(client.pid, &client.out, n);
+        }
+    };
     let before = network_of(init);
     assert!(before.contains("mtu 1400") && before.contains("10.88.0.0/16 via 10.77.0.1"));
     // A dump that leaves it running locks the connection inside the container's
@@ -430,8 +444,7 @@ fn container_veth_three_cycles() {
     ];
     run(&env, &host.wrap(), &args).ok();
     assert!(!inside(init, &["nft", "list", "tables"]).contains("ckpt_lock"));
-    check(by_cmdline(init, "server 4"), &s_out, 1);
-    check(client.pid, &client.out, 1);
+    check_all(init, 1);
     for i in 1..=3 {
         let img = dump_killed(&env, &host.wrap(), &w, init, i);
         init = restore(
@@ -448,8 +461,7 @@ fn container_veth_three_cycles() {
         );
         let vh0 = host.ip(&["-o", "link", "show", "vh0"]);
         assert!(vh0.contains("master br0") && vh0.contains(",UP"), "{vh0}");
-        check(by_cmdline(init, "server 4"), &s_out, i + 1);
-        check(client.pid, &client.out, i + 1);
+        check_all(init, i + 1);
     }
     env.kill_and_reap(init);
 }

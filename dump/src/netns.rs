@@ -25,6 +25,17 @@ struct Inside {
 /// Records the network namespace of the container whose init is `root`: whether lo is
 /// up, and the rest (None when it holds only lo).
 pub fn record(root: Pid, out: &mut Blockers) -> (bool, Option<pb::NetNs>) {
+    let t = std::time::Instant::now();
+    let got = record_timed(root, out);
+    tracing::debug!(
+        ms = ckpt_images::units::ms(t),
+        links = got.1.as_ref().map_or(0, |n| n.links.len()),
+        "container network recorded"
+    );
+    got
+}
+
+fn record_timed(root: Pid, out: &mut Blockers) -> (bool, Option<pb::NetNs>) {
     let read = || -> ckpt_sys::Result<Inside> {
         let mut nl = Rtnl::new()?;
         Ok(Inside {
@@ -41,7 +52,7 @@ pub fn record(root: Pid, out: &mut Blockers) -> (bool, Option<pb::NetNs>) {
             return (false, None);
         }
     };
-    let fresh = match ckpt_sys::ns::in_fresh_netns(|| sysctls("/proc/sys/net")) {
+    let fresh = match fresh_sysctls() {
         Ok(f) => f,
         Err(e) => {
             out.push(
@@ -221,6 +232,17 @@ pub fn record(root: Pid, out: &mut Blockers) -> (bool, Option<pb::NetNs>) {
         .sort_by_key(|s| (order(&s.path), s.path.clone()));
     let empty = net.links.is_empty() && net.routes.is_empty() && net.sysctls.is_empty();
     (lo_up, (!empty).then_some(net))
+}
+
+/// What a fresh namespace's sysctls read, once per ckpt run (making a namespace costs
+/// milliseconds, and the check before the freeze already made one).
+fn fresh_sysctls() -> ckpt_sys::Result<&'static [(String, String, bool)]> {
+    static FRESH: std::sync::OnceLock<Vec<(String, String, bool)>> = std::sync::OnceLock::new();
+    if let Some(f) = FRESH.get() {
+        return Ok(f);
+    }
+    let f = ckpt_sys::ns::in_fresh_netns(|| sysctls("/proc/sys/net"))?;
+    Ok(FRESH.get_or_init(|| f))
 }
 
 /// The host end of a veth whose peer has index `peer` in ckpt's namespace and points

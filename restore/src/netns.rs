@@ -59,6 +59,15 @@ fn refuse(why: String) -> RestoreError {
 /// Checks the image's network records and the command line's names against ckpt's
 /// namespace: every veth's host end named and free, every bridge there.
 pub fn plan(net: Option<&pb::NetNs>, names: &Names) -> R<Plan> {
+    let t = std::time::Instant::now();
+    let plan = plan_timed(net, names)?;
+    if !plan.veths.is_empty() {
+        tracing::debug!(ms = ckpt_images::units::ms(t), "container network checked");
+    }
+    Ok(plan)
+}
+
+fn plan_timed(net: Option<&pb::NetNs>, names: &Names) -> R<Plan> {
     let empty = pb::NetNs::default();
     let net = net.unwrap_or(&empty);
     for (inner, _) in &names.pairs {
@@ -251,6 +260,7 @@ impl Plan {
         if self.veths.is_empty() {
             return Ok(());
         }
+        let t = std::time::Instant::now();
         let mut nl = Rtnl::new()?;
         for v in &self.veths {
             let l = nl.link(&v.host)?.ok_or_else(|| {
@@ -261,6 +271,7 @@ impl Plan {
             })?;
             nl.set_up(l.index, true)?;
         }
+        tracing::debug!(ms = ckpt_images::units::ms(t), "veth host ends up");
         Ok(())
     }
 
