@@ -1,7 +1,9 @@
 //! A real `runc` container on a busybox rootfs built at test time (`runc spec`, no
-//! terminal, a shell loop counting into a file of its rootfs). Its root is a root of its
-//! own (runc pivot_root()s into the bundle's rootfs): not restored yet, so `check -t`
-//! and the dump of its init name that in one line, and the container runs on untouched.
+//! terminal, a shell loop counting into a file of its rootfs and printing to its stdout,
+//! a file of the host outside its root). Its root is a root of its own (runc
+//! pivot_root()s into the bundle's rootfs, mounts /dev, /sys, cgroups, masks parts of
+//! /proc): ckpt dumps it by its init's pid and restores it into fresh namespaces, three
+//! times in a row, and a copy beside it on a copy of its rootfs.
 
 mod common;
 
@@ -29,7 +31,7 @@ impl Runc {
             fs::create_dir_all(bundle.join("rootfs").join(d)).unwrap();
         }
         fs::copy(which("busybox"), bin.join("busybox")).unwrap();
-        for applet in ["sh", "sleep", "cat", "echo"] {
+        for applet in ["sh", "sleep", "cat", "echo", "syslogd", "logger"] {
             std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
         }
         // The container inherits runc's stdio: a file, not a pipe (the container would
@@ -102,29 +104,168 @@ impl Drop for Runc {
     }
 }
 
+/// `ckpt restore -D DIR -d --pidfile` (and `extra`): the restored init's pid outside its
+/// namespace, handed to the cleanup (killing it ends the container).
+fn restore_outer(env: &Env, dir: &Path, tag: &str, extra: &[&str]) -> i32 {
+    let pidfile = env.path().join(format!("{tag}.pid"));
+    let mut args = vec![
+        "restore".to_string(),
+        "-D".into(),
+        dir.display().to_string(),
+        "-d".into(),
+        "--pidfile".into(),
+        pidfile.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    env.ckpt(&args).ok();
+    let pid: i32 = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    env.track(pid);
+    pid
+}
+
+/// The lines the container printed to its stdout (runc.log, outside its root).
+fn printed(c: &Runc) -> usize {
+    fs::read_to_string(c.bundle.join("runc.log"))
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+fn mounts_of(pid: i32) -> Vec<String> {
+    // Ids, parents and anonymous device numbers differ from run to run; what is mounted
+    // where, how, does not.
+    fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .unwrap()
+        .lines()
+        .map(|l| l.split_whitespace().skip(3).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+/// Counts into /tmp/count and its stdout, and logs each count through syslogd (its
+/// /dev/log, a unix datagram socket bound in the container's /dev tmpfs, in its own
+/// network namespace) into /tmp/messages.
+const COUNTING: &str = "syslogd -n -O /tmp/messages & n=0; while :; do n=$((n+1)); \
+                        echo $n > /tmp/count; echo $n; logger tick$n; sleep 0.05; done";
+
+/// The ticks syslogd wrote, in order.
+fn ticks(c: &Runc) -> Vec<u64> {
+    fs::read_to_string(c.bundle.join("rootfs/tmp/messages"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.rsplit_once("tick")?.1.parse().ok())
+        .collect()
+}
+
 #[test]
-fn runc_container_on_its_own_root_is_refused_by_name() {
+fn runc_container_three_cycles_and_a_copy_beside_it() {
     let env = Env::new();
-    let (c, init) = Runc::start(
-        env.path(),
-        "loop",
-        "n=0; while :; do n=$((n+1)); echo $n > /tmp/count; sleep 0.05; done",
-    );
+    let (c, mut init) = Runc::start(env.path(), "loop", COUNTING);
     c.wait_counter(2);
-    let rootfs = c.bundle.join("rootfs").display().to_string();
-    let check = env.ckpt(&["check", "-t", &init.to_string()]);
-    assert_eq!(check.status.code(), Some(1), "{check}");
-    assert!(
-        check
-            .stdout
-            .contains(&format!("its root / ({rootfs}) in its mount namespace")),
-        "{check}"
-    );
-    let line = env
-        .dump(init, &env.subdir("img"), &[])
-        .failed_naming(&format!("its root / ({rootfs})"));
-    assert!(line.contains("pivot_root"), "{line}");
-    assert_running_untraced(init);
+    let mut mounts = mounts_of(init);
+    mounts.sort();
+    for cycle in 0..3 {
+        let dir = env.subdir(&format!("img{cycle}"));
+        env.dump(init, &dir, &[]).ok();
+        let (count, lines) = (c.counter(), printed(&c));
+        sleep(Duration::from_millis(200));
+        assert_eq!(c.counter(), count, "the dumped container still runs");
+        init = restore_outer(&env, &dir, &format!("r{cycle}"), &[]);
+        assert_eq!(
+            status_field(init, "NSpid")
+                .unwrap()
+                .split_whitespace()
+                .last(),
+            Some("1"),
+            "the restored init is pid 1 of its namespace"
+        );
+        c.wait_counter(count + 3);
+        // Its stdout, a file of the host outside its root, at its offset.
+        let start = Instant::now();
+        while printed(&c) < lines + 3 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no output after restore"
+            );
+            sleep(Duration::from_millis(20));
+        }
+        let log = fs::read_to_string(c.bundle.join("runc.log")).unwrap();
+        let numbers: Vec<u64> = log.lines().filter_map(|l| l.parse().ok()).collect();
+        assert!(
+            numbers.windows(2).all(|w| w[1] == w[0] + 1),
+            "its stdout skips or repeats after cycle {cycle}"
+        );
+        let mut now = mounts_of(init);
+        now.sort();
+        assert_eq!(now, mounts, "its mounts after cycle {cycle}");
+        // syslogd goes on receiving on its /dev/log.
+        let start = Instant::now();
+        while ticks(&c).last().copied().unwrap_or(0) <= count + 1 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "syslogd got nothing after cycle {cycle}: {:?}",
+                ticks(&c).last()
+            );
+            sleep(Duration::from_millis(20));
+        }
+    }
+    // A second copy beside it, on a copy of its rootfs (--ext-mount-map ROOTFS:COPY).
+    let dir = env.subdir("img-copy");
+    env.dump(init, &dir, &["--leave-running"]).ok();
+    let rootfs = c.bundle.join("rootfs");
+    let copy = env.subdir("rootfs-copy");
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", rootfs.display()))
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    fs::remove_file(copy.join("tmp/count")).unwrap();
+    let map = format!("{}:{}", rootfs.display(), copy.display());
+    let twin = restore_outer(&env, &dir, "copy", &["--ext-mount-map", &map]);
+    let start = Instant::now();
+    let copy_count = || {
+        fs::read_to_string(copy.join("tmp/count"))
+            .unwrap_or_default()
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0)
+    };
+    let first = loop {
+        let n = copy_count();
+        if n > 0 {
+            break n;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the copy does not count"
+        );
+        sleep(Duration::from_millis(20));
+    };
+    while copy_count() < first + 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the copy stopped"
+        );
+        sleep(Duration::from_millis(20));
+    }
     let now = c.counter();
-    c.wait_counter(now + 2);
+    c.wait_counter(now + 3);
+    assert_ne!(
+        fs::read_link(format!("/proc/{twin}/ns/pid")).unwrap(),
+        fs::read_link(format!("/proc/{init}/ns/pid")).unwrap()
+    );
+    // The copy's root is the copy.
+    let root_line = mounts_of(twin)
+        .into_iter()
+        .find(|l| l.split_whitespace().nth(1) == Some("/"))
+        .unwrap();
+    assert!(
+        root_line.contains(&copy.display().to_string()),
+        "{root_line}"
+    );
 }

@@ -44,8 +44,13 @@ fn type_and_see(sock: &Path, line: &str, want: &str) -> String {
     let start = Instant::now();
     loop {
         let pane = tmux(sock, &["capture-pane", "-p", "-t", "w"]);
-        if pane.lines().any(|l| l.trim_end() == want) {
-            return pane;
+        // The output, then the shell's next prompt: it waits for input again and tmux
+        // has read all it wrote (a dump refuses bytes left in a pty).
+        let lines: Vec<&str> = pane.lines().filter(|l| !l.trim().is_empty()).collect();
+        if let Some(at) = lines.iter().rposition(|l| l.trim_end() == want) {
+            if lines[at + 1..].iter().map(|l| l.trim_end()).eq(["$"]) {
+                return pane;
+            }
         }
         assert!(
             start.elapsed() < Duration::from_secs(20),
@@ -108,6 +113,19 @@ fn tmux_server_with_a_shell_three_cycles() {
     let mut w = adopted(server, "tmux", which("tmux"), env.path().join("tmux.out"));
     for i in 1..=3 {
         let dir = env.subdir(&format!("img{i}"));
+        // No tmux client of the test's is connected any more: the server holds its
+        // listening socket only (a client's connection, its peer gone, is not dumped).
+        wait_until("the tmux clients to disconnect", || {
+            std::fs::read_dir(format!("/proc/{}/fd", w.pid))
+                .unwrap()
+                .flatten()
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+                })
+                .count()
+                == 1
+        });
         env.dump(w.pid, &dir, &[]).ok();
         let pids = tree_pids(&dir);
         assert!(

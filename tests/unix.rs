@@ -44,8 +44,8 @@ fn datagrams_three_cycles() {
     three_cycles(&["dgram"]);
 }
 
-/// A stream whose peer was closed with bytes unread (bytes, then EOF) and a pair shut
-/// down one way.
+/// A stream whose peer was closed with bytes unread (bytes, then EOF), a listener's
+/// accepted connection whose client sent bytes and closed, and a pair shut down one way.
 #[test]
 fn closed_and_shut_down_three_cycles() {
     three_cycles(&["closed"]);

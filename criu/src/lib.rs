@@ -10,6 +10,7 @@
 
 mod cli;
 mod error;
+mod images;
 mod log;
 mod notify;
 mod opts;

@@ -73,6 +73,12 @@ pub fn dump(d: &Dump) -> Result<(), CriuError> {
         tcp_established: d.tcp_established,
     };
     ckpt_dump::dump(&opts)?;
+    crate::images::write_inventory(&d.images).map_err(|e| {
+        invalid(format!(
+            "{}: writing CRIU's inventory.img beside ckpt's image: {e}",
+            d.images.display()
+        ))
+    })?;
     Ok(())
 }
 

@@ -65,6 +65,9 @@ pub struct FdTable {
     pub spent: std::time::Duration,
     /// CPU time of ckpt's thread in the same (what the load of the host does not inflate).
     pub cpu: std::time::Duration,
+    /// A container on a root of its own: the ids of its mount namespace's mounts. A file
+    /// on any other mount is outside its root (`FileDesc.outside_root`).
+    pub container_mounts: Option<HashSet<u64>>,
 }
 
 /// CPU time of the calling thread so far.
@@ -89,6 +92,7 @@ impl FdTable {
             fds: 0,
             spent: std::time::Duration::ZERO,
             cpu: std::time::Duration::ZERO,
+            container_mounts: None,
         }
     }
 

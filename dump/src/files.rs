@@ -274,6 +274,7 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<(Vec<pb::Fd>, Vec<String
         } else {
             (String::new(), 0, 0)
         };
+        let outside_root = d.outside_root;
         // A FIFO's unread bytes belong to the pipe, not the fd: stored once in the tree,
         // with the description that first holds them (a shared one is made from there).
         let (mut pipe_data, mut pipe_size) = (Vec::new(), 0);
@@ -335,6 +336,7 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<(Vec<pb::Fd>, Vec<String
             file_size,
             rdev,
             desc,
+            outside_root,
         });
     }
     table.fds += out.len() as u64;
@@ -441,6 +443,11 @@ fn describe(
             if kind == pb::FdKind::FdChardev {
                 d.rdev = meta.rdev();
             }
+            // On a mount a pivoted container's namespace lacks: its path is ckpt's.
+            d.outside_root = table
+                .container_mounts
+                .as_ref()
+                .is_some_and(|ids| !ids.contains(&info.mnt_id));
         }
     }
     Ok(d)

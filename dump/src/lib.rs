@@ -344,6 +344,9 @@ fn dump_inner(
             if record.clone_flags & libc::CLONE_NEWIPC as u64 != 0 {
                 record.ipc_objects = ipc::write(pid, &mut sink)?;
             }
+            if record.clone_flags & libc::CLONE_NEWNS as u64 != 0 && mounts::pivoted(pid) {
+                shared.files.container_mounts = Some(mounts::ids(pid));
+            }
             let map = container::PidMap::of(tree.live.iter().map(|m| m.task.pid()))?;
             for n in &mut tree.nodes {
                 container::node_inner(n, &map)?;

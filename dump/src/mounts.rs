@@ -18,12 +18,16 @@ use crate::blockers::Blockers;
 use ckpt_images::{names, pb, ImageSink, Kind};
 use ckpt_sys::Pid;
 use std::collections::HashMap;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// One line of /proc/PID/mountinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
+    /// The mount's id (fdinfo's `mnt_id` names it).
+    pub id: u64,
+    /// The id of the mount it stands on.
+    pub parent: u64,
     pub dev: String,
     pub root: String,
     pub mountpoint: String,
@@ -43,6 +47,29 @@ impl Line {
     pub fn same_mount(&self, other: &Line) -> bool {
         self.key() == other.key()
     }
+}
+
+/// `lines` with every mount after the one it stands on, otherwise in their order: the
+/// order a restore can mount them in. mountinfo lists a namespace's mounts by when each
+/// was made, and a mount made before the one it was later put on (a tree cloned, then
+/// moved there) comes first.
+fn mount_order(lines: Vec<Line>) -> Vec<Line> {
+    let ids: std::collections::HashSet<u64> = lines.iter().map(|l| l.id).collect();
+    let mut placed: std::collections::HashSet<u64> = std::collections::HashSet::new();
+    let mut left = lines;
+    let mut out = Vec::with_capacity(left.len());
+    while !left.is_empty() {
+        let next = left
+            .iter()
+            .position(|l| {
+                !ids.contains(&l.parent) || l.parent == l.id || placed.contains(&l.parent)
+            })
+            .unwrap_or(0);
+        let l = left.remove(next);
+        placed.insert(l.id);
+        out.push(l);
+    }
+    out
 }
 
 /// mountinfo escapes space, tab, newline and backslash as \ooo.
@@ -72,6 +99,8 @@ pub fn mountinfo(pid: Pid) -> Vec<Line> {
             let a: Vec<&str> = a.split_whitespace().collect();
             let b: Vec<&str> = b.split_whitespace().collect();
             Some(Line {
+                id: a.first()?.parse().ok()?,
+                parent: a.get(1)?.parse().ok()?,
                 dev: a.get(2)?.to_string(),
                 root: unescape(a.get(3)?),
                 mountpoint: unescape(a.get(4)?),
@@ -85,10 +114,16 @@ pub fn mountinfo(pid: Pid) -> Vec<Line> {
         .collect()
 }
 
-/// MS_* flags of a mount's own options (mountinfo field 6).
+/// MS_* flags of a mount's own options (mountinfo field 6). No atime option shown is
+/// strictatime (mount(2) would give relatime).
 fn flags(opts: &str) -> u64 {
     use libc::*;
-    let mut f = 0;
+    let atime = ["relatime", "noatime", "strictatime"];
+    let mut f = if opts.split(',').any(|o| atime.contains(&o)) {
+        0
+    } else {
+        MS_STRICTATIME
+    };
     for o in opts.split(',') {
         f |= match o {
             "ro" => MS_RDONLY,
@@ -99,6 +134,7 @@ fn flags(opts: &str) -> u64 {
             "nodiratime" => MS_NODIRATIME,
             "relatime" => MS_RELATIME,
             "nosymfollow" => 256, // MS_NOSYMFOLLOW
+            "strictatime" => MS_STRICTATIME,
             _ => 0,
         };
     }
@@ -116,66 +152,104 @@ fn data(super_opts: &str) -> String {
 
 const FRESH: [&str; 5] = ["sysfs", "mqueue", "cgroup2", "devpts", "proc"];
 
+/// Whether the container's root is a root of its own (pivot_root into a directory: runc,
+/// LXC), not the copy of ckpt's that `unshare --mount` leaves.
+pub fn pivoted(root: Pid) -> bool {
+    let top = |l: Vec<Line>| l.into_iter().find(|m| m.mountpoint == "/");
+    match (top(mountinfo(root)), top(mountinfo(nix::unistd::getpid()))) {
+        (Some(t), Some(h)) => t.key() != h.key(),
+        _ => false,
+    }
+}
+
+/// The ids of the mounts of `root`'s mount namespace: a file an fd holds on any other
+/// mount lies outside a pivoted container's root (`Fd.outside_root`).
+pub fn ids(root: Pid) -> std::collections::HashSet<u64> {
+    mountinfo(root).iter().map(|m| m.id).collect()
+}
+
 /// The container's own mounts, recorded; what cannot be restored is pushed to `out`.
 pub fn record(root: Pid, out: &mut Blockers) -> Vec<pb::Mount> {
     let host_all = mountinfo(nix::unistd::getpid());
-    let theirs = mountinfo(root);
-    let top = |l: &[Line]| l.iter().find(|m| m.mountpoint == "/").cloned();
-    if let (Some(t), Some(h)) = (top(&theirs), top(&host_all)) {
-        if t.key() != h.key() {
-            // pivot_root (runc, LXC): none of ckpt's mounts is theirs.
-            let from =
-                host_path(&host_all, &t).unwrap_or_else(|| format!("{} {}", t.fstype, t.source));
+    let theirs = mount_order(mountinfo(root));
+    let mut recorded: Vec<pb::Mount> = Vec::new();
+    // (device, root, index) of each recorded mount a later one may bind from.
+    let mut sources: Vec<(String, String, u32)> = Vec::new();
+    let extra = if pivoted(root) {
+        // pivot_root (runc, LXC): none of ckpt's mounts is theirs; their root is a bind
+        // of a host directory, the first mount restored.
+        let Some(t) = theirs.iter().find(|m| m.mountpoint == "/") else {
             out.push(
                 root,
-                format!("its root / ({from}) in its mount namespace"),
-                "a container on a root of its own (pivot_root: runc, LXC) is not restored yet",
+                "its mount namespace",
+                "no mount on / in its mountinfo",
             );
             return Vec::new();
+        };
+        let Some(from) = host_path(&host_all, t) else {
+            out.push(
+                root,
+                format!("its root / ({} {} {})", t.fstype, t.source, t.root),
+                "a root that is not a directory of a filesystem ckpt's namespace has                  mounted (e.g. a device mounted only inside the container) is not restored yet",
+            );
+            return Vec::new();
+        };
+        if let Some(p) = propagation(t) {
+            out.push(
+                root,
+                "its root / in its mount namespace",
+                format!("its propagation ({p}) is not restored yet (only private mounts)"),
+            );
         }
-    }
-    let mut host = host_all.clone();
-    let mut extra = Vec::new();
-    for m in theirs {
-        match host.iter().position(|h| h.key() == m.key()) {
-            Some(i) => {
-                host.remove(i);
+        recorded.push(pb::Mount {
+            kind: pb::MountKind::MountExternal as i32,
+            mountpoint: "/".into(),
+            fstype: t.fstype.clone(),
+            source: t.source.clone(),
+            flags: flags(&t.opts),
+            options: data(&t.super_opts),
+            external: from,
+            index: 0,
+            ..Default::default()
+        });
+        sources.push((t.dev.clone(), t.root.clone(), 0));
+        theirs.into_iter().filter(|m| m.mountpoint != "/").collect()
+    } else {
+        let mut host = host_all.clone();
+        let mut extra = Vec::new();
+        for m in theirs {
+            match host.iter().position(|h| h.key() == m.key()) {
+                Some(i) => {
+                    host.remove(i);
+                }
+                None => extra.push(m),
             }
-            None => extra.push(m),
         }
-    }
-    for h in host {
-        out.push(
-            root,
-            format!(
-                "mount {} ({} {}) missing from its mount namespace",
-                h.mountpoint, h.fstype, h.source
-            ),
-            "a container without one of ckpt's mounts is not restored yet",
-        );
-    }
+        for h in host {
+            out.push(
+                root,
+                format!(
+                    "mount {} ({} {}) missing from its mount namespace",
+                    h.mountpoint, h.fstype, h.source
+                ),
+                "a container without one of ckpt's mounts is not restored yet",
+            );
+        }
+        extra
+    };
     let mut own_proc = false;
-    let mut recorded: Vec<pb::Mount> = Vec::new();
-    let mut tmpfs_devs: Vec<(String, String)> = Vec::new();
+    let mut tmpfs_at: Vec<String> = Vec::new();
     for m in extra {
         let what = format!("mount {} ({} {})", m.mountpoint, m.fstype, m.source);
-        if m.mountpoint == "/proc" && m.fstype == "proc" && !own_proc {
-            own_proc = true;
-            continue;
-        }
         let mut refuse = |why: &str| out.push(root, format!("{what} in its mount namespace"), why);
-        if let Some(p) = m
-            .optional
-            .iter()
-            .find(|o| o.starts_with("shared:") || o.starts_with("master:"))
-        {
+        if let Some(p) = propagation(&m) {
             refuse(&format!(
                 "its propagation ({p}) is not restored yet (only private mounts)"
             ));
             continue;
         }
-        if let Some((at, _)) = tmpfs_devs.iter().find(|(_, mp)| *mp == m.mountpoint) {
-            refuse(&format!("stacked over the tmpfs of {at}: not restored yet"));
+        if tmpfs_at.contains(&m.mountpoint) {
+            refuse("stacked over a tmpfs on the same mount point: not restored yet");
             continue;
         }
         let mut rec = pb::Mount {
@@ -185,20 +259,36 @@ pub fn record(root: Pid, out: &mut Blockers) -> Vec<pb::Mount> {
             flags: flags(&m.opts),
             options: data(&m.super_opts),
             index: recorded.len() as u32,
+            super_ro: m.super_opts.split(',').any(|o| o == "ro"),
             ..Default::default()
         };
-        if m.fstype == "tmpfs" && m.root == "/" {
-            if tmpfs_devs.iter().any(|(d, _)| *d == m.dev) {
-                refuse("a second mount of one tmpfs is not restored yet");
-                continue;
-            }
-            tmpfs_devs.push((m.dev.clone(), m.mountpoint.clone()));
+        let own = sources.iter().find_map(|(dev, r, i)| {
+            let rest = if r == "/" {
+                m.root.as_str()
+            } else {
+                m.root.strip_prefix(r.as_str())?
+            };
+            (*dev == m.dev && (rest.is_empty() || rest.starts_with('/') || r == "/"))
+                .then(|| (*i, rest.trim_start_matches('/').to_string()))
+        });
+        let is_proc = m.mountpoint == "/proc" && m.fstype == "proc" && m.root == "/";
+        if is_proc && !own_proc {
+            // Its own /proc: made last, by a task of its pid namespace.
+            own_proc = true;
+            rec.kind = pb::MountKind::MountFresh as i32;
+        } else if let Some((i, rest)) = own {
+            // A bind of part of a mount of its own (runc: /dev/null over /proc/keys, a
+            // read-only /proc/sys).
+            rec.kind = pb::MountKind::MountBind as i32;
+            rec.bind_of = i;
+            rec.bind_root = rest;
+            recorded.push(rec);
+            continue;
+        } else if m.fstype == "tmpfs" && m.root == "/" {
+            tmpfs_at.push(m.mountpoint.clone());
             rec.kind = pb::MountKind::MountTmpfs as i32;
         } else if FRESH.contains(&m.fstype.as_str()) && m.root == "/" {
             rec.kind = pb::MountKind::MountFresh as i32;
-        } else if tmpfs_devs.iter().any(|(d, _)| *d == m.dev) {
-            refuse("a bind of the container's own tmpfs is not restored yet");
-            continue;
         } else {
             match host_path(&host_all, &m) {
                 Some(p) => {
@@ -211,6 +301,7 @@ pub fn record(root: Pid, out: &mut Blockers) -> Vec<pb::Mount> {
                 }
             }
         }
+        sources.push((m.dev.clone(), m.root.clone(), rec.index));
         recorded.push(rec);
     }
     if !own_proc {
@@ -221,6 +312,14 @@ pub fn record(root: Pid, out: &mut Blockers) -> Vec<pb::Mount> {
         );
     }
     recorded
+}
+
+/// A shared or slave mount's propagation tag (mountinfo's optional fields).
+fn propagation(m: &Line) -> Option<&str> {
+    m.optional
+        .iter()
+        .find(|o| o.starts_with("shared:") || o.starts_with("master:"))
+        .map(String::as_str)
 }
 
 /// Where the host has what `m` binds: a mount of ckpt's of the same device whose root
@@ -242,6 +341,11 @@ fn host_path(host: &[Line], m: &Line) -> Option<String> {
             Some(if p.is_empty() { "/".to_string() } else { p })
         })
         .find(|p| Path::new(p).exists())
+}
+
+/// A mount on or below /proc: made once the container's own proc is there.
+pub fn under_proc(mountpoint: &str) -> bool {
+    mountpoint == "/proc" || mountpoint.starts_with("/proc/")
 }
 
 /// Largest piece of a file in one record.
@@ -283,6 +387,13 @@ pub fn write_files(
                 ..Default::default()
             };
             let ft = md.file_type();
+            if !rel.is_empty() && under_proc(&m.mountpoint) {
+                return Err(crate::refuse(format!(
+                    "{}/{rel}: a file in a tmpfs mounted over the container's /proc is not \
+                     restored (only empty ones, as runc masks paths with)",
+                    m.mountpoint
+                )));
+            }
             if md.dev() != dev {
                 // Another mount's root: only the directory under it is this tmpfs's.
                 f.mode = libc::S_IFDIR | 0o755;
@@ -329,14 +440,11 @@ pub fn write_files(
                     f.data = piece.to_vec();
                     w.write(&f)?;
                 }
-            } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
+            } else {
+                // A FIFO, a device node, or a socket file (syslogd's /dev/log: made again
+                // unbound, and the restored socket bound to it takes its place).
                 f.rdev = md.rdev();
                 w.write(&f)?;
-            } else {
-                return Err(crate::refuse(format!(
-                    "{}/{rel} in the container's tmpfs: a socket file is not restored",
-                    m.mountpoint
-                )));
             }
         }
     }

@@ -3,11 +3,13 @@
 //! other CLONE_NEW* the container owned): it is pid 1 again, of fresh namespaces. The root
 //! seed makes the mount namespace's mounts private, sets the hostname and domain name and
 //! brings the network namespace's lo up (if it was) and makes its veths (`netns.rs`)
-//! before it forks the others (with set_tid of their pids inside, as on the host). The
-//! container's own /proc is mounted last, by `ckpt_sys::ns::mount_proc_inside` once every
-//! puppet is done and before any process runs: until then the seeds and puppets see
-//! ckpt's /proc, through which they open ckpt's shared memory objects
-//! (/proc/<ckpt>/fd/N). ckpt drives the processes by their outer pids, as for
+//! before it forks the others (with set_tid of their pids inside, as on the host). A container on a root of
+//! its own (runc, LXC) gets it there too: the seed pivots into it (`mounts.rs`). The
+//! container's own /proc, and what it mounted over it, come last, by
+//! `ckpt_sys::ns::mount_inside` once every puppet is done and before any process runs:
+//! until then the seeds and puppets see ckpt's /proc, through which they open ckpt's
+//! shared memory objects (/proc/<ckpt>/fd/N) and files outside a pivoted root
+//! (/proc/<ckpt>/root/PATH). ckpt drives the processes by their outer pids, as for
 //! `--new-pidns` (`pidns.rs`).
 
 use crate::{RestoreError, R};
@@ -68,13 +70,14 @@ pub fn plan(
     })
 }
 
-/// Forks the root's seed into fresh namespaces; ckpt gets its outer pid.
+/// Forks the root's seed into fresh namespaces (as ckpt's sibling with `--restore-sibling`:
+/// runc waits for its container's init); ckpt gets its outer pid.
 pub fn fork_root(
     seeds: &crate::seed::Seeds,
     c: &pb::Container,
     status_w: std::os::fd::OwnedFd,
 ) -> R<Pid> {
-    match ckpt_sys::ns::fork_container_root(c.clone_flags)? {
+    match ckpt_sys::ns::fork_container_root(c.clone_flags, seeds.sibling)? {
         Forked::Child => crate::seed::run(seeds, 0),
         Forked::Parent(p) => {
             drop(status_w);
@@ -109,11 +112,14 @@ pub fn set_up_root(c: &pb::Container, plan: Option<&Plan>) -> Result<(), String>
     Ok(())
 }
 
-/// Once every puppet is done, before anything runs: the container's own /proc, its
-/// veths' host ends up (before the TCP connections leave repair mode).
+/// Once every puppet is done, before anything runs: the container's own /proc and the
+/// mounts over it (`mounts::late_steps`), its veths' host ends up (before the TCP
+/// connections leave repair mode).
 pub fn before_release(c: &pb::Container, plan: Option<&Plan>, root: Pid) -> R<()> {
     if c.clone_flags & libc::CLONE_NEWNS as u64 != 0 {
-        ckpt_sys::ns::mount_proc_inside(root)?;
+        let none = crate::mounts::Plan::default();
+        let steps = crate::mounts::late_steps(plan.map_or(&none, |p| &p.mounts))?;
+        ckpt_sys::ns::mount_inside(root, &steps)?;
     }
     if let Some(plan) = plan {
         plan.net.bring_up()?;

@@ -222,8 +222,14 @@ pub fn restore_with_progress(
         )));
     }
     check_vdso(inv)?;
+    // A container's files are found through its mounts (`mounts::host_view`); those of
+    // mounts made at restore are checked by the seed that opens them.
+    let view = |p: &str| match &ns_plan {
+        Some(n) => mounts::host_view(&n.mounts, p),
+        None => Some(p.to_string()),
+    };
     for img in &imgs {
-        check_files(img)?;
+        check_files(img, &view)?;
     }
     let (pages_file, pages_path) = dir.open_pages(pages_id)?;
     let (map, bases, sizes) = if chain.ancestors.is_empty() {
@@ -306,11 +312,9 @@ pub fn restore_with_progress(
         "images verified and loaded"
     );
 
-    if opts.sibling && (!opts.detach || opts.new_pidns || inv.container.is_some()) {
+    if opts.sibling && (!opts.detach || opts.new_pidns) {
         return Err(RestoreError::Refused(
-            "the root as ckpt's sibling: only detached, and not yet for a new pid namespace \
-             or a container"
-                .into(),
+            "the root as ckpt's sibling: only detached, and not yet for a new pid namespace".into(),
         ));
     }
     hooks::run(hooks::Stage::PreRestore)?;
@@ -342,6 +346,7 @@ pub fn restore_with_progress(
             "memory shared copy-on-write"
         );
     }
+    seed::set_ckpt(nix::unistd::getpid().as_raw());
     let seeds = seed::Seeds {
         // The root seed's parent as it sees it: ckpt, the new namespace's init, or none
         // (a container's root: its parent is outside its pid namespace).
@@ -386,6 +391,9 @@ pub fn restore_with_progress(
         let t = Instant::now();
         let child = container::fork_root(&seeds, c, err_w);
         fdtable::close_from_ckpt(&fds);
+        if let (Ok(child), true) = (&child, opts.sibling) {
+            rollback.adopt(*child);
+        }
         info!(
             flags = c.clone_flags,
             ms = ckpt_images::units::ms(t),
@@ -591,18 +599,23 @@ fn check_vdso(inv: &pb::Inventory) -> R<()> {
 }
 
 /// Refuses a missing or changed executable or mapped library of `img`.
-fn check_files(img: &image::ProcessImage) -> R<()> {
+fn check_files(img: &image::ProcessImage, view: &dyn Fn(&str) -> Option<String>) -> R<()> {
     let exe = &img.mm.exe_path;
-    std::fs::metadata(exe).map_err(|e| {
-        RestoreError::Refused(format!("executable {exe} of pid {}: {e}", img.core.pid))
-    })?;
+    if let Some(here) = view(exe) {
+        std::fs::metadata(&here).map_err(|e| {
+            RestoreError::Refused(format!("executable {exe} of pid {}: {e}", img.core.pid))
+        })?;
+    }
     for v in &img.vmas {
         if v.kind != pb::VmaKind::VmaFilePrivate as i32
             && v.kind != pb::VmaKind::VmaFileShared as i32
         {
             continue;
         }
-        let m = std::fs::metadata(&v.path).map_err(|e| {
+        let Some(here) = view(&v.path) else {
+            continue;
+        };
+        let m = std::fs::metadata(&here).map_err(|e| {
             RestoreError::Refused(format!(
                 "mapped file {} (VMA at {:#x}): {e}",
                 v.path, v.start

@@ -31,6 +31,9 @@ pub struct Plan {
     pub external: HashMap<u32, String>,
     /// mounts.img's records, by mount index, in order.
     pub files: HashMap<u32, Vec<pb::MountFile>>,
+    /// The container's root is a directory of its own (runc, LXC): mount 0, on "/", binds
+    /// it (`external[0]`), and the root's seed pivots into it.
+    pub pivoted: bool,
 }
 
 fn refuse(why: String) -> RestoreError {
@@ -51,7 +54,31 @@ pub fn plan(dir: &ImageDir, c: &pb::Container, places: &Places) -> R<Plan> {
                 m.mountpoint
             )));
         }
+        if m.mountpoint == "/" && (i != 0 || m.kind != pb::MountKind::MountExternal as i32) {
+            return Err(refuse(format!(
+                "mount {i} on / is not the first, or not a bind of a host directory"
+            )));
+        }
+        let late = under_proc(&m.mountpoint);
         match pb::MountKind::try_from(m.kind) {
+            Ok(pb::MountKind::MountExternal) if late => {
+                return Err(refuse(format!(
+                    "mount {i} ({}): a host path bound over the container's /proc is not \
+                     restored",
+                    m.mountpoint
+                )))
+            }
+            Ok(pb::MountKind::MountBind) => {
+                if m.bind_of >= m.index
+                    || m.bind_root.starts_with('/')
+                    || m.bind_root.split('/').any(|p| p == ".." || p == ".")
+                {
+                    return Err(refuse(format!(
+                        "mount {i} ({}) binds {:?} of mount {}: malformed",
+                        m.mountpoint, m.bind_root, m.bind_of
+                    )));
+                }
+            }
             Ok(pb::MountKind::MountExternal) => {
                 let path = places
                     .ext_map
@@ -72,6 +99,7 @@ pub fn plan(dir: &ImageDir, c: &pb::Container, places: &Places) -> R<Plan> {
             Err(_) => return Err(refuse(format!("mount {i}: unknown kind {}", m.kind))),
         }
     }
+    plan.pivoted = c.mounts.first().is_some_and(|m| m.mountpoint == "/");
     let tmpfs = c
         .mounts
         .iter()
@@ -95,6 +123,13 @@ pub fn plan(dir: &ImageDir, c: &pb::Container, places: &Places) -> R<Plan> {
             plan.files.entry(f.mount).or_default().push(f);
         }
         for (m, files) in &plan.files {
+            if files.len() > 1 && under_proc(&c.mounts[*m as usize].mountpoint) {
+                return Err(RestoreError::Refused(format!(
+                    "{}: files in the tmpfs over {}: only empty ones are made over /proc",
+                    dir.path(names::MOUNTS).display(),
+                    c.mounts[*m as usize].mountpoint
+                )));
+            }
             check_tree(*m, files).map_err(|why| {
                 RestoreError::Refused(format!("{}: {why}", dir.path(names::MOUNTS).display()))
             })?;
@@ -143,37 +178,156 @@ fn check_tree(m: u32, files: &[pb::MountFile]) -> Result<(), String> {
     Ok(())
 }
 
-/// In the root's seed: every mount of the plan, in order.
+/// A mount on or below /proc: made last, once the container's own proc is mounted by a
+/// task of its pid namespace (`late_steps`).
+pub fn under_proc(mountpoint: &str) -> bool {
+    mountpoint == "/proc" || mountpoint.starts_with("/proc/")
+}
+
+/// Where ckpt, before anything is made, finds the file a process of the container sees at
+/// `path`: through the mount that holds it, when that is a host path (the pivoted root, a
+/// bind of a host directory) or ckpt's own copy; None for a file of a mount the restore
+/// makes (a tmpfs, a fresh filesystem, a bind of one of its own).
+pub fn host_view(plan: &Plan, path: &str) -> Option<String> {
+    let holder = plan
+        .mounts
+        .iter()
+        .filter(|m| {
+            let mp = m.mountpoint.trim_end_matches('/');
+            path == m.mountpoint || path.strip_prefix(mp).is_some_and(|r| r.starts_with('/'))
+        })
+        .max_by_key(|m| m.mountpoint.len());
+    let Some(m) = holder else {
+        // Not below any mount of the container's: ckpt's copy.
+        return (!plan.pivoted).then(|| path.to_string());
+    };
+    let rest = path
+        .strip_prefix(m.mountpoint.trim_end_matches('/'))
+        .unwrap_or("");
+    match pb::MountKind::try_from(m.kind) {
+        Ok(pb::MountKind::MountExternal) => plan
+            .external
+            .get(&m.index)
+            .map(|base| format!("{}{rest}", base.trim_end_matches('/'))),
+        _ => None,
+    }
+}
+
+/// What a MOUNT_BIND binds: the path of its source mount plus its root below it.
+fn bind_source(plan: &Plan, m: &pb::Mount) -> String {
+    let from = plan.mounts[m.bind_of as usize]
+        .mountpoint
+        .trim_end_matches('/');
+    if m.bind_root.is_empty() {
+        if from.is_empty() {
+            "/".into()
+        } else {
+            from.into()
+        }
+    } else {
+        format!("{from}/{}", m.bind_root)
+    }
+}
+
+/// In the root's seed: every mount of the plan but those over /proc, in order. A
+/// container on a root of its own gets it first: its directory bound (a clone of the host
+/// path), pivoted into, the old root let go; until the release ckpt's /proc stands on its
+/// /proc (the seeds and puppets open ckpt's shared memory and files outside the root
+/// through it), and the container's own replaces it then (`late_steps`).
 pub fn mount_all(plan: &Plan) -> Result<(), String> {
-    let mut held = HashMap::new();
+    let e = |e: ckpt_sys::Error| e.to_string();
+    // Every host tree taken before anything is mounted: a mount of the container's could
+    // cover a host path, and after the pivot no host path is reachable.
+    let mut trees = HashMap::new();
     for (i, path) in &plan.external {
-        held.insert(*i, ckpt_sys::mounts::hold(path).map_err(|e| e.to_string())?);
+        trees.insert(*i, ckpt_sys::mounts::clone_tree(path).map_err(e)?);
+    }
+    if plan.pivoted {
+        let procs = ckpt_sys::mounts::clone_tree("/proc").map_err(e)?;
+        let at = &plan.external[&0];
+        ckpt_sys::mounts::attach(&trees[&0], "the container's root", at).map_err(e)?;
+        ckpt_sys::mounts::pivot_into(at).map_err(e)?;
+        ckpt_sys::mounts::attach(&procs, "ckpt's /proc, until the release", "/proc")
+            .map_err(|err| format!("{err} (the container's root has no /proc directory?)"))?;
     }
     for m in &plan.mounts {
         let at = m.mountpoint.as_str();
+        if under_proc(at) || (plan.pivoted && m.index == 0) {
+            continue;
+        }
         let kind = pb::MountKind::try_from(m.kind).unwrap_or(pb::MountKind::MountFresh);
         let rw = m.flags & !(libc::MS_RDONLY);
         match kind {
             pb::MountKind::MountExternal => {
-                let fd = &held[&m.index];
-                ckpt_sys::mounts::bind(fd, &plan.external[&m.index], at)
-                    .map_err(|e| e.to_string())?;
+                ckpt_sys::mounts::attach(&trees[&m.index], &plan.external[&m.index], at)
+                    .map_err(e)?;
+            }
+            pb::MountKind::MountBind => {
+                ckpt_sys::mounts::bind_path(&bind_source(plan, m), at).map_err(e)?;
             }
             pb::MountKind::MountTmpfs => {
-                ckpt_sys::mounts::fresh("tmpfs", &m.source, at, rw, &m.options)
-                    .map_err(|e| e.to_string())?;
+                ckpt_sys::mounts::fresh("tmpfs", &m.source, at, rw, &m.options).map_err(e)?;
                 let none = Vec::new();
                 fill(Path::new(at), plan.files.get(&m.index).unwrap_or(&none))
                     .map_err(|e| format!("filling the tmpfs of {at}: {e}"))?;
+                if m.super_ro {
+                    ckpt_sys::mounts::fresh(
+                        "tmpfs",
+                        &m.source,
+                        at,
+                        rw | libc::MS_REMOUNT | libc::MS_RDONLY,
+                        &m.options,
+                    )
+                    .map_err(e)?;
+                }
             }
             pb::MountKind::MountFresh => {
                 ckpt_sys::mounts::fresh(&m.fstype, &m.source, at, m.flags, &m.options)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(e)?;
             }
         }
-        ckpt_sys::mounts::set_flags(at, m.flags).map_err(|e| e.to_string())?;
+        ckpt_sys::mounts::set_flags(at, m.flags).map_err(e)?;
+    }
+    if plan.pivoted {
+        ckpt_sys::mounts::set_flags("/", plan.mounts[0].flags).map_err(e)?;
     }
     Ok(())
+}
+
+/// The mounts over /proc, made once every puppet is done, before anything runs, by a
+/// task of the container's pid namespace (`ns::mount_inside`): ckpt's /proc let go (a
+/// pivoted root), the container's own proc, then what stands on it (runc's read-only
+/// /proc/sys, /dev/null over /proc/keys, an empty tmpfs over /proc/acpi).
+pub fn late_steps(plan: &Plan) -> R<Vec<ckpt_sys::mounts::Step>> {
+    use ckpt_sys::mounts::Step;
+    let mut steps = Vec::new();
+    if plan.pivoted {
+        steps.push(Step::detach("/proc")?);
+    }
+    let late: Vec<&pb::Mount> = plan
+        .mounts
+        .iter()
+        .filter(|m| under_proc(&m.mountpoint))
+        .collect();
+    if late.is_empty() {
+        // An image from before /proc was recorded.
+        let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        steps.push(Step::fresh("proc", "proc", "/proc", flags, "")?);
+    }
+    for m in late {
+        let at = m.mountpoint.as_str();
+        match pb::MountKind::try_from(m.kind).unwrap_or(pb::MountKind::MountFresh) {
+            pb::MountKind::MountBind => {
+                steps.push(Step::bind(&bind_source(plan, m), at)?);
+                steps.push(Step::remount(at, m.flags)?);
+            }
+            pb::MountKind::MountTmpfs => {
+                steps.push(Step::fresh("tmpfs", &m.source, at, m.flags, &m.options)?)
+            }
+            _ => steps.push(Step::fresh(&m.fstype, &m.source, at, m.flags, &m.options)?),
+        }
+    }
+    Ok(steps)
 }
 
 fn io(path: &Path, e: impl std::fmt::Display) -> String {
@@ -222,7 +376,7 @@ fn fill(top: &Path, files: &[pb::MountFile]) -> Result<(), String> {
             libc::S_IFLNK => {
                 std::os::unix::fs::symlink(&f.symlink, &path).map_err(|e| io(&path, e))?;
             }
-            libc::S_IFIFO | libc::S_IFCHR | libc::S_IFBLK => {
+            libc::S_IFIFO | libc::S_IFCHR | libc::S_IFBLK | libc::S_IFSOCK => {
                 nix::sys::stat::mknod(
                     &path,
                     SFlag::from_bits_truncate(fmt),

@@ -14,6 +14,7 @@ mod family;
 mod objects;
 pub mod sharing;
 
+pub use access::set_ckpt;
 pub use family::Seeds;
 
 use access::{Expect, Identity};
@@ -168,7 +169,10 @@ fn file_from_fd(fd: RawFd) -> std::fs::File {
 /// the pipe alive and lets the real open go through at once. The dumped unread bytes go
 /// back through a writer opened as the process: it must be allowed to write them.
 fn place_fifo(f: &pb::Fd, flags: OFlag, spare: RawFd, id: &mut Identity) -> Result<(), String> {
-    let handle = access::locate(&f.path, Expect::Fifo, spare)?;
+    if f.outside_root {
+        id.root()?;
+    }
+    let handle = access::locate(&access::path_of(f), Expect::Fifo, spare)?;
     id.root()?;
     let keeper = access::reopen(&handle, &f.path, OFlag::O_RDWR | OFlag::O_CLOEXEC, "");
     id.image()?;
@@ -196,13 +200,22 @@ fn place_fifo(f: &pb::Fd, flags: OFlag, spare: RawFd, id: &mut Identity) -> Resu
 
 /// An fd of the image, opened as the process (`id`) after its path is checked to be what
 /// the image says.
-fn place_fd(f: &pb::Fd, mut flags: OFlag, spare: RawFd, id: &Identity) -> Result<(), String> {
+fn place_fd(f: &pb::Fd, mut flags: OFlag, spare: RawFd, id: &mut Identity) -> Result<(), String> {
     let want = Expect::of_fd(f)?;
     if matches!(want, Expect::Chardev(_)) {
         // Never let a device become the controlling terminal on the way.
         flags |= OFlag::O_NOCTTY;
     }
-    let handle = access::locate(&f.path, want, spare)?;
+    // A file outside a pivoted root is reached through ckpt's /proc/PID/root, which only
+    // ckpt's own identity may walk; opening it is still checked as the process.
+    let handle = if f.outside_root {
+        id.root()?;
+        let h = access::locate(&access::path_of(f), want, spare);
+        id.image()?;
+        h?
+    } else {
+        access::locate(&f.path, want, spare)?
+    };
     let file = access::reopen(&handle, &f.path, flags, &id.who())?;
     access::place(file, f.fd)
 }

@@ -33,22 +33,190 @@ pub fn hold(path: &str) -> Result<OwnedFd> {
     .map_err(|e| Error::sys(format!("open {path}"), e))
 }
 
-/// Binds what `held` names (`hold`) on `target`.
-pub fn bind(held: &OwnedFd, what: &str, target: &str) -> Result<()> {
-    let src = format!("/proc/self/fd/{}", held.as_raw_fd());
-    mount(
-        Some(src.as_str()),
-        target,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(|e| Error::sys(format!("bind {what} on {target}"), e))
-}
-
 /// Sets the per-mount flags of the mount on `target` to `flags` (ro, nosuid, ...).
 pub fn set_flags(target: &str, flags: u64) -> Result<()> {
     let f = MsFlags::from_bits_truncate(flags) | MsFlags::MS_REMOUNT | MsFlags::MS_BIND;
     mount(None::<&str>, target, None::<&str>, f, None::<&str>)
         .map_err(|e| Error::sys(format!("remount {target} with flags {flags:#x}"), e))
+}
+
+/// A detached copy of the mount at `path` (open_tree with OPEN_TREE_CLONE: a bind not
+/// attached anywhere yet), to `attach` later. Taken before a pivot_root, it stays usable
+/// once the tree it was copied from is gone: bind(2) needs its source in the caller's
+/// mount namespace, a clone does not.
+pub fn clone_tree(path: &str) -> Result<OwnedFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let c = std::ffi::CString::new(path)
+        .map_err(|_| Error::Other(format!("{path:?}: a NUL byte in a path")))?;
+    // SAFETY: open_tree reads a NUL-terminated path; it returns a new fd or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(Error::sys(
+            format!("open_tree({path}, OPEN_TREE_CLONE)"),
+            nix::errno::Errno::last(),
+        ));
+    }
+    // SAFETY: a new fd that nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+}
+
+/// Attaches a detached tree (`clone_tree`) on `target` (move_mount).
+pub fn attach(tree: &OwnedFd, what: &str, target: &str) -> Result<()> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    let c = std::ffi::CString::new(target)
+        .map_err(|_| Error::Other(format!("{target:?}: a NUL byte in a path")))?;
+    // SAFETY: move_mount reads two NUL-terminated paths ("" and `target`).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(Error::sys(
+            format!("attach {what} on {target}"),
+            nix::errno::Errno::last(),
+        ));
+    }
+    Ok(())
+}
+
+/// Binds `source` on `target`, both paths of the caller's mount namespace.
+pub fn bind_path(source: &str, target: &str) -> Result<()> {
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| Error::sys(format!("bind {source} on {target}"), e))
+}
+
+/// Makes the directory `new_root` the caller's root and the root of its mount namespace,
+/// and lets go of the old root (its mounts go with it): what a container runtime does.
+/// pivot_root(".", ".") stacks the old root over the new one; the old root, taken as
+/// the working directory, is then detached, and the working directory is the new "/".
+pub fn pivot_into(new_root: &str) -> Result<()> {
+    let old = hold("/")?;
+    nix::unistd::chdir(new_root).map_err(|e| Error::sys(format!("chdir {new_root}"), e))?;
+    // SAFETY: pivot_root reads two NUL-terminated paths.
+    let r = unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) };
+    if r < 0 {
+        return Err(Error::sys(
+            format!("pivot_root into {new_root}"),
+            nix::errno::Errno::last(),
+        ));
+    }
+    nix::unistd::fchdir(old.as_raw_fd()).map_err(|e| Error::sys("fchdir to the old root", e))?;
+    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)
+        .map_err(|e| Error::sys("detaching the old root", e))?;
+    nix::unistd::chdir("/").map_err(|e| Error::sys("chdir / in the new root", e))
+}
+
+/// One mount(2) or umount2(2) call, its strings made beforehand: for a child forked from
+/// a multi-threaded ckpt, which must not allocate (`ns::mount_inside`).
+#[derive(Debug)]
+pub struct Step {
+    source: Option<std::ffi::CString>,
+    target: std::ffi::CString,
+    fstype: Option<std::ffi::CString>,
+    flags: libc::c_ulong,
+    data: Option<std::ffi::CString>,
+    detach: bool,
+    what: String,
+}
+
+fn cstr(s: &str) -> Result<std::ffi::CString> {
+    std::ffi::CString::new(s).map_err(|_| Error::Other(format!("{s:?}: a NUL byte in a path")))
+}
+
+impl Step {
+    /// A new `fstype` superblock on `target`.
+    pub fn fresh(fstype: &str, source: &str, target: &str, flags: u64, data: &str) -> Result<Step> {
+        Ok(Step {
+            source: Some(cstr(source)?),
+            target: cstr(target)?,
+            fstype: Some(cstr(fstype)?),
+            flags: flags as libc::c_ulong,
+            data: (!data.is_empty()).then(|| cstr(data)).transpose()?,
+            detach: false,
+            what: format!("mount {fstype} ({data}) on {target}"),
+        })
+    }
+
+    /// A bind of `source` on `target`.
+    pub fn bind(source: &str, target: &str) -> Result<Step> {
+        Ok(Step {
+            source: Some(cstr(source)?),
+            target: cstr(target)?,
+            fstype: None,
+            flags: libc::MS_BIND,
+            data: None,
+            detach: false,
+            what: format!("bind {source} on {target}"),
+        })
+    }
+
+    /// The per-mount flags of the mount on `target` (MS_REMOUNT | MS_BIND).
+    pub fn remount(target: &str, flags: u64) -> Result<Step> {
+        Ok(Step {
+            source: None,
+            target: cstr(target)?,
+            fstype: None,
+            flags: flags as libc::c_ulong | libc::MS_REMOUNT | libc::MS_BIND,
+            data: None,
+            detach: false,
+            what: format!("remount {target} with flags {flags:#x}"),
+        })
+    }
+
+    /// Detaches the mount on `target` (umount2 MNT_DETACH).
+    pub fn detach(target: &str) -> Result<Step> {
+        Ok(Step {
+            source: None,
+            target: cstr(target)?,
+            fstype: None,
+            flags: 0,
+            data: None,
+            detach: true,
+            what: format!("detach the mount on {target}"),
+        })
+    }
+
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+
+    /// The call itself; allocates nothing.
+    pub fn run(&self) -> std::result::Result<(), nix::errno::Errno> {
+        let p = |c: &Option<std::ffi::CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+        let r = if self.detach {
+            // SAFETY: umount2 reads a NUL-terminated path.
+            unsafe { libc::umount2(self.target.as_ptr(), libc::MNT_DETACH) }
+        } else {
+            // SAFETY: every pointer is NUL-terminated or null, as mount(2) allows.
+            unsafe {
+                libc::mount(
+                    p(&self.source),
+                    self.target.as_ptr(),
+                    p(&self.fstype),
+                    self.flags,
+                    p(&self.data).cast(),
+                )
+            }
+        };
+        nix::errno::Errno::result(r).map(drop)
+    }
 }

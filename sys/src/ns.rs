@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 use crate::process::Forked;
 use nix::unistd::Pid;
+use std::os::fd::AsRawFd;
 
 /// Forks (clone3(2) with CLONE_NEWPID and CLONE_NEWNS, no CLONE_VM) a child that is pid 1
 /// of a fresh pid namespace, in a mount namespace that is a copy of the caller's; the
@@ -104,16 +105,21 @@ pub fn in_fresh_netns<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T> {
 
 /// Forks the root of a container: clone3 with `flags` (CLONE_NEWPID and the other
 /// CLONE_NEW* the container owns), so the child is pid 1 of a fresh pid namespace, in
-/// fresh namespaces of the other kinds. The caller must be single-threaded.
-pub fn fork_container_root(flags: u64) -> Result<Forked> {
-    crate::process::fork3(flags | libc::CLONE_NEWPID as u64, libc::SIGCHLD as u64, &[]).map_err(
-        |e| {
-            Error::sys(
-                format!("clone3 of a container's root (flags {flags:#x})"),
-                e,
-            )
-        },
-    )
+/// fresh namespaces of the other kinds; with `sibling`, the caller's sibling
+/// (CLONE_PARENT, whose exit signal is the caller's own). The caller must be
+/// single-threaded.
+pub fn fork_container_root(flags: u64, sibling: bool) -> Result<Forked> {
+    let (flags, exit_signal) = if sibling {
+        (flags | libc::CLONE_PARENT as u64, 0)
+    } else {
+        (flags, libc::SIGCHLD as u64)
+    };
+    crate::process::fork3(flags | libc::CLONE_NEWPID as u64, exit_signal, &[]).map_err(|e| {
+        Error::sys(
+            format!("clone3 of a container's root (flags {flags:#x})"),
+            e,
+        )
+    })
 }
 
 /// In a fresh mount namespace: makes every mount private, so that nothing mounted in it
@@ -140,44 +146,55 @@ pub fn set_names(hostname: &str, domainname: &str) -> Result<()> {
         .map_err(|e| Error::sys(format!("setdomainname({domainname:?})"), e))
 }
 
-/// Mounts a proc of `pid`'s pid namespace on /proc of `pid`'s mount namespace, from
-/// outside: proc shows the pid namespace of the task that mounts it, so a child is forked
-/// into that pid namespace (setns of this thread's pid_for_children, put back right
-/// after), joins the mount namespace (a fresh, single-threaded process may) and mounts.
-/// The child has a pid of the namespace for as long as it takes and its parent is ckpt:
-/// the namespace's init sees nothing of it.
-pub fn mount_proc_inside(pid: Pid) -> Result<()> {
+/// Runs `steps` (mounts, binds, remounts, detaches) in `pid`'s mount namespace as a
+/// task of its pid namespace, from outside: proc shows the pid namespace of the task that
+/// mounts it, so a child is forked into that pid namespace (setns of this thread's
+/// pid_for_children, put back right after), joins the mount namespace (a fresh,
+/// single-threaded process may) and makes the calls, whose strings were made before the
+/// fork (the parent may be multi-threaded: the child allocates nothing). The child has a
+/// pid of the namespace for as long as it takes and its parent is ckpt: the namespace's
+/// init sees nothing of it. A failed step is reported on a pipe: its index and errno.
+pub fn mount_inside(pid: Pid, steps: &[crate::mounts::Step]) -> Result<()> {
     let open = |what: String| std::fs::File::open(&what).map_err(|e| Error::io(&what, e));
     let own = open("/proc/thread-self/ns/pid_for_children".into())?;
     let their_pid = open(format!("/proc/{pid}/ns/pid"))?;
     let their_mnt = open(format!("/proc/{pid}/ns/mnt"))?;
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::sys("pipe for the mounter", e))?;
     nix::sched::setns(&their_pid, nix::sched::CloneFlags::CLONE_NEWPID)
         .map_err(|e| Error::sys(format!("setns(/proc/{pid}/ns/pid)"), e))?;
     let forked = crate::process::fork3(0, libc::SIGCHLD as u64, &[]);
     if let Ok(Forked::Child) = forked {
         // Only raw calls from here: the parent may be multi-threaded.
-        let code = match nix::sched::setns(&their_mnt, nix::sched::CloneFlags::CLONE_NEWNS) {
-            Err(e) => 100 + e as i32,
-            Ok(()) => match nix::mount::mount(
-                Some("proc"),
-                "/proc",
-                Some("proc"),
-                nix::mount::MsFlags::MS_NOSUID
-                    | nix::mount::MsFlags::MS_NODEV
-                    | nix::mount::MsFlags::MS_NOEXEC,
-                None::<&str>,
-            ) {
-                Ok(()) => 0,
-                Err(e) => e as i32,
-            },
+        let failed = match nix::sched::setns(&their_mnt, nix::sched::CloneFlags::CLONE_NEWNS) {
+            Err(e) => Some((u32::MAX, e as i32)),
+            Ok(()) => steps
+                .iter()
+                .enumerate()
+                .find_map(|(i, s)| s.run().err().map(|e| (i as u32, e as i32))),
         };
-        crate::process::exit_now(code)
+        if let Some((i, e)) = failed {
+            let mut msg = [0u8; 8];
+            msg[..4].copy_from_slice(&i.to_ne_bytes());
+            msg[4..].copy_from_slice(&e.to_ne_bytes());
+            let _ = nix::unistd::write(&wr, &msg);
+            crate::process::exit_now(1)
+        }
+        crate::process::exit_now(0)
     }
+    drop(wr);
     let back = nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWPID);
     let child = match forked {
         Ok(Forked::Parent(c)) => c,
         Ok(Forked::Child) => unreachable!("the child exited above"),
         Err(e) => return Err(Error::sys("fork into the container's pid namespace", e)),
+    };
+    let mut msg = [0u8; 8];
+    let got = loop {
+        match nix::unistd::read(rd.as_raw_fd(), &mut msg) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other.unwrap_or(0),
+        }
     };
     let status = loop {
         match nix::sys::wait::waitpid(child, None) {
@@ -186,18 +203,21 @@ pub fn mount_proc_inside(pid: Pid) -> Result<()> {
         }
     };
     back.map_err(|e| Error::sys("setns back to ckpt's pid namespace", e))?;
+    if got == 8 {
+        let i = u32::from_ne_bytes(msg[..4].try_into().unwrap_or_default());
+        let e = nix::errno::Errno::from_raw(i32::from_ne_bytes(
+            msg[4..].try_into().unwrap_or_default(),
+        ));
+        let what = match steps.get(i as usize) {
+            Some(s) => format!("{} in the mount namespace of pid {pid}", s.what()),
+            None => format!("joining the mount namespace of pid {pid}"),
+        };
+        return Err(Error::sys(what, e));
+    }
     match status {
         Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
-        Ok(nix::sys::wait::WaitStatus::Exited(_, c)) if c > 100 => Err(Error::sys(
-            format!("joining the mount namespace of pid {pid}"),
-            nix::errno::Errno::from_raw(c - 100),
-        )),
-        Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => Err(Error::sys(
-            format!("mounting proc on /proc in the mount namespace of pid {pid}"),
-            nix::errno::Errno::from_raw(c),
-        )),
         other => Err(Error::Other(format!(
-            "proc mounter for pid {pid}: {other:?}"
+            "mounter in the namespaces of pid {pid}: {other:?}"
         ))),
     }
 }

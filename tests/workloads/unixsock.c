@@ -405,11 +405,25 @@ static int verify_dgram(void)
 
 /* ---- closed ---- */
 
-static int csurv, shut_a, shut_b;
+static int csurv, shut_a, shut_b, clis, cacc;
 
 static void setup_closed(void)
 {
 	int sv[2];
+	/* A listener's accepted connection whose client sent bytes and closed. */
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int n = snprintf(sa.sun_path + 1, sizeof(sa.sun_path) - 1, "ckpt-closed-%d-%d", getpid(), cgen);
+	socklen_t len = offsetof(struct sockaddr_un, sun_path) + 1 + n;
+	int cl = socket(AF_UNIX, SOCK_STREAM, 0);
+	clis = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (clis < 0 || cl < 0 || bind(clis, (struct sockaddr *)&sa, len) || listen(clis, 4) ||
+	    connect(cl, (struct sockaddr *)&sa, len))
+		wl_die("closed client");
+	cacc = accept(clis, NULL, NULL);
+	if (cacc < 0)
+		wl_die("accept");
+	send_batch(cl, SOCK_STREAM, cgen, 6);
+	close(cl);
 	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
 		wl_die("socketpair");
 	send_batch(sv[1], SOCK_STREAM, cgen, 4);
@@ -429,6 +443,11 @@ static int verify_closed(void)
 	if (!recv_batch(csurv, SOCK_STREAM, cgen, 4, "survivor"))
 		return 0;
 	WL_CHECK(recv(csurv, &c, 1, MSG_DONTWAIT) == 0, "survivor: no EOF after the bytes");
+	if (!recv_batch(cacc, SOCK_STREAM, cgen, 6, "accepted, its client closed"))
+		return 0;
+	WL_CHECK(recv(cacc, &c, 1, MSG_DONTWAIT) == 0, "accepted, its client closed: no EOF");
+	close(cacc);
+	close(clis);
 	if (!recv_batch(shut_b, SOCK_STREAM, cgen, 5, "shut down pair"))
 		return 0;
 	WL_CHECK(recv(shut_b, &c, 1, MSG_DONTWAIT) == 0, "shut down pair: no EOF");

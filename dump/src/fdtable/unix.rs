@@ -21,7 +21,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 /// The unix side of one dump: the kernel's table and where each socket was met.
 #[derive(Default)]
 pub struct Unix {
-    diag: Option<HashMap<u64, u::Diag>>,
+    /// Network namespace inode -> its sock_diag table (ckpt's, a container's own).
+    diag: HashMap<u64, HashMap<u64, u::Diag>>,
     /// Description id -> every pid holding it.
     pub holders: HashMap<u64, BTreeSet<i32>>,
     /// Description id -> the first (pid, fd) met holding it, for messages.
@@ -43,8 +44,7 @@ impl Unix {
     }
 }
 
-/// Whether fd `fd` of `pid` is a unix socket (in ckpt's network namespace or its
-/// container's), or why it is
+/// Whether fd `fd` of `pid` is a unix socket (in ckpt's network namespace), or why it is
 /// one that cannot be dumped; Ok(false): not a unix socket.
 pub fn is_unix(pid: Pid, fd: i32) -> Result<bool, String> {
     let sock = ckpt_sys::process::steal_fd(pid, fd).map_err(|e| e.to_string())?;
@@ -55,7 +55,17 @@ pub fn is_unix(pid: Pid, fd: i32) -> Result<bool, String> {
     if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(&ty) {
         return Err(format!("a unix socket of type {ty}"));
     }
-    crate::net::container_socket(pid, sock.as_fd())?;
+    // ckpt's network namespace, or the process's own (a container's, which the restore
+    // makes again and where its seeds make the sockets).
+    let here = ckpt_sys::socket::own_netns_inode().map_err(|e| e.to_string())?;
+    let ns = ckpt_sys::socket::netns_inode(sock.as_fd()).map_err(|e| e.to_string())?;
+    let theirs = ckpt_sys::ns::ns_id(pid, "net").map_err(|e| e.to_string())?;
+    if ns != here && theirs != format!("net:[{ns}]") {
+        return Err(format!(
+            "a unix socket of another network namespace (net:[{ns}]) than its process's; \
+             not supported yet"
+        ));
+    }
     Ok(true)
 }
 
@@ -64,18 +74,21 @@ pub fn dump(ctx: &FdCtx, table: &mut FdTable) -> Result<pb::UnixSocket, DumpErro
     let (pid, fd, ino) = (ctx.pid, ctx.fd, ctx.inode.1);
     let named = |why: String| refuse(format!("pid {pid}: fd {fd} (socket:[{ino}]): {why}"));
     let sys = |e: ckpt_sys::Error| named(e.to_string());
-    if table.unix.diag.is_none() {
-        table.unix.diag = Some(u::diag_all()?);
-    }
-    let d = table
-        .unix
-        .diag
-        .as_ref()
-        .and_then(|m| m.get(&ino))
-        .cloned()
-        .ok_or_else(|| named("not in the kernel's unix socket table (sock_diag)".into()))?;
     let sock = ckpt_sys::process::steal_fd(pid, fd)?;
     let s = sock.as_fd();
+    // The table of the socket's network namespace, read there once per dump.
+    let ns = ckpt_sys::socket::netns_inode(s).map_err(sys)?;
+    if let std::collections::hash_map::Entry::Vacant(e) = table.unix.diag.entry(ns) {
+        e.insert(if ns == ckpt_sys::socket::own_netns_inode().map_err(sys)? {
+            u::diag_all()?
+        } else {
+            ckpt_sys::ns::in_namespace_of(pid, "net", u::diag_all)??
+        });
+    }
+    let d = table.unix.diag[&ns]
+        .get(&ino)
+        .cloned()
+        .ok_or_else(|| named("not in the kernel's unix socket table (sock_diag)".into()))?;
     let int = |level, name| ckpt_sys::socket::get_int(s, level, name);
     let locks = int(libc::SOL_SOCKET, ckpt_sys::socket::SO_BUF_LOCK).map_err(sys)?;
     let (peer_pid, peer_uid, peer_gid) = u::peer_cred(s).map_err(sys)?;
@@ -121,7 +134,8 @@ pub fn dump(ctx: &FdCtx, table: &mut FdTable) -> Result<pb::UnixSocket, DumpErro
                  are supported"
             )));
         }
-        let meta = std::fs::symlink_metadata(&path);
+        // As the process sees it (a container's root is not ckpt's).
+        let meta = std::fs::symlink_metadata(format!("/proc/{pid}/root{path}"));
         match meta {
             Ok(m) if m.file_type().is_socket() && m.ino() == d.vfs_ino => {
                 out.file_ino = m.ino();

@@ -135,11 +135,24 @@ pub fn create(descs: &[(pb::FileDesc, RawFd)]) -> Result<(), String> {
             .filter(|a| a.accepted && a.listener == l.inode)
             .collect();
         for a in accepted {
-            let c = m.fd(a.peer)?;
+            // Its client closed (what is left to read stays): a stand-in client
+            // connects, refills it and is closed at the end.
+            let standin = if a.peer_closed || a.peer == 0 {
+                Some(u::new(a.r#type).map_err(|e| e.to_string())?)
+            } else {
+                None
+            };
+            let c = match &standin {
+                Some(s) => s.as_fd(),
+                None => m.fd(a.peer)?,
+            };
             as_creds(a, || u::connect(c, &l.name))?;
             let got = u::accept(m.fd(l.inode)?).map_err(|e| e.to_string())?;
             options(got.as_fd(), a)?;
             m.socks.insert(a.inode, got);
+            if let Some(s) = standin {
+                m.standins.insert(a.inode, s);
+            }
         }
         for c in &l.queued {
             u::connect(m.fd(*c)?, &l.name).map_err(|e| e.to_string())?;

@@ -102,6 +102,26 @@ pub fn above(fd: RawFd, floor: RawFd) -> Result<File, String> {
     Ok(ckpt_sys::process::file_from_raw(moved))
 }
 
+/// ckpt's root as the seeds reach it (`/proc/<ckpt>/root`), set before any seed is
+/// forked.
+static CKPT_ROOT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Records ckpt's pid for `path_of`: call before forking the seeds.
+pub fn set_ckpt(pid: i32) {
+    let _ = CKPT_ROOT.set(format!("/proc/{pid}/root"));
+}
+
+/// Where a seed finds the file of `f`: its path, or for a file outside a pivoted
+/// container's root (`Fd.outside_root`: runc's caller's log file as stdout) the same path
+/// under ckpt's root, through ckpt's /proc, which stands on the container's /proc until
+/// the release.
+pub fn path_of(f: &pb::Fd) -> String {
+    match CKPT_ROOT.get().filter(|_| f.outside_root) {
+        Some(root) => format!("{root}{}", f.path),
+        None => f.path.clone(),
+    }
+}
+
 /// An O_PATH handle on `path` (its last component not followed), at or above `floor`,
 /// once it is known to be what the image says.
 pub fn locate(path: &str, want: Expect, floor: RawFd) -> Result<File, String> {
