@@ -359,3 +359,48 @@ pub fn wait_gone(host_ends: &[String]) {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_entries_compare_with_what_a_new_interface_starts_from() {
+        let names: HashMap<u32, String> = [(1, "lo".into()), (2, "eth0".into())].into();
+        let fresh = |p: &str| as_fresh(p, &names);
+        assert_eq!(fresh("ipv4/ip_forward").as_deref(), Some("ipv4/ip_forward"));
+        assert_eq!(
+            fresh("ipv4/conf/eth0/rp_filter").as_deref(),
+            Some("ipv4/conf/default/rp_filter")
+        );
+        assert_eq!(
+            fresh("ipv6/neigh/eth0/retrans_time_ms").as_deref(),
+            Some("ipv6/neigh/lo/retrans_time_ms")
+        );
+        assert_eq!(
+            fresh("ipv4/conf/all/forwarding").as_deref(),
+            Some("ipv4/conf/all/forwarding")
+        );
+        assert_eq!(fresh("ipv4/conf/eth9/forwarding"), None);
+    }
+
+    #[test]
+    fn globals_then_all_then_default_then_interfaces() {
+        let mut paths = vec![
+            "ipv4/conf/eth0/forwarding",
+            "ipv4/conf/default/forwarding",
+            "ipv4/ip_forward",
+            "ipv4/conf/all/forwarding",
+        ];
+        paths.sort_by_key(|p| (order(p), p.to_string()));
+        assert_eq!(
+            paths,
+            [
+                "ipv4/ip_forward",
+                "ipv4/conf/all/forwarding",
+                "ipv4/conf/default/forwarding",
+                "ipv4/conf/eth0/forwarding"
+            ]
+        );
+    }
+}
