@@ -78,6 +78,11 @@ pub struct MigrateArgs {
     /// Copy the memory in rounds while the tree runs, then freeze it for the rest only.
     #[arg(long)]
     pre_copy: bool,
+    /// Resume the tree at the destination before its memory is there and send the
+    /// pages after, those it touches first (at once; with --pre-copy only when the
+    /// rounds do not converge). One process, not a container.
+    #[arg(long)]
+    post_copy: bool,
     /// Downtime budget for --pre-copy: rounds go on until the rest fits it.
     #[arg(long, default_value_t = 300, value_name = "MS")]
     max_downtime: u64,
@@ -106,6 +111,7 @@ pub fn migrate(a: MigrateArgs) -> Result<i32> {
         to: a.to.clone(),
         key_file: a.key_file,
         pre_copy: a.pre_copy,
+        post_copy: a.post_copy,
         max_downtime_ms: a.max_downtime,
         timeout: Duration::from_secs(a.timeout.max(1)),
         stage_dir: a.stage_dir,

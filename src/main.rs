@@ -125,6 +125,10 @@ enum Cmd {
         /// addresses and routes on the host side stay the operator's. Repeatable.
         #[arg(long = "veth-bridge", value_name = "OUT=BRIDGE", value_parser = parse_pair)]
         veth_bridge: Vec<(String, String)>,
+        /// With --lazy: the pages file is still arriving; the unix socket SOCKET says
+        /// which chunks are in (post-copy migration: `ckpt haul serve` is the feeder).
+        #[arg(long, value_name = "SOCKET", hide = true, requires = "lazy")]
+        page_feed: Option<PathBuf>,
     },
     /// Summarise an image directory (processes, memory, fds, files, checksums), print it
     /// whole as JSON (--json), or compare two directories (--diff A B).
@@ -347,6 +351,7 @@ fn run(cli: Cli) -> Result<i32> {
                 prev_images_dir,
                 track_mem,
                 tcp_established,
+                pages_chunk: None,
             };
             // SIGINT/SIGTERM/SIGHUP: abort in order, the workload put back untouched.
             let _armed = ckpt_sys::abort::arm().context("signal handlers")?;
@@ -366,6 +371,7 @@ fn run(cli: Cli) -> Result<i32> {
             ext_mount_map,
             veth_pair,
             mut veth_bridge,
+            page_feed,
         } => {
             for (_, out, bridge) in &veth_pair {
                 if let Some(b) = bridge {
@@ -384,6 +390,7 @@ fn run(cli: Cli) -> Result<i32> {
                 veth_pairs: veth_pair.into_iter().map(|(i, o, _)| (i, o)).collect(),
                 veth_bridges: veth_bridge,
                 sibling: false,
+                page_feed,
             };
             // Until the process is released (restore disarms then): abort in order, the
             // half-built process killed and reaped.

@@ -169,7 +169,7 @@ fn run(env: &Env, wrap: &[&str], args: &[&str]) -> CkptOutput {
 /// unbound socket) and two TCP streams between processes of the container (over
 /// 127.0.0.1 and ::1, each end checking every byte both ways). Three cycles of dump
 /// (`--tcp-established`) and restore into fresh namespaces: each process checks itself
-/// after each; no nftables table is made (the namespace is its own lock).
+/// after each; the lock table is made inside the namespace, none in ckpt's.
 #[test]
 fn container_netns_sockets_three_cycles() {
     let env = Env::new();
@@ -209,7 +209,7 @@ fn container_netns_sockets_three_cycles() {
         let img = dump_killed(&env, &[], &w, init, i);
         assert!(
             !tables().contains(&format!("ckpt_lock_{init}")),
-            "a lock table for a loopback-only namespace"
+            "a lock table of the container's connections in ckpt's namespace"
         );
         init = restore(&env, &[], &img, &format!("r{i}"), &[]);
         for (o, n) in outs.iter().zip(&needles) {

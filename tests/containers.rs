@@ -523,9 +523,12 @@ fn container_ipc_and_mounts_are_refused_by_name() {
     let (m, o) = (m.display(), o.display());
     let cases = [
         (
-            format!("mount -t tmpfs ckpt-tmp {m} && mount --make-shared {m}"),
-            format!("mount {m} (tmpfs ckpt-tmp)"),
-            "its propagation (shared:",
+            format!(
+                "mount -t tmpfs ckpt-tmp {m} && mount --make-shared {m} && mount --bind {m} {o} \
+                 && mount --make-slave {o} && mount --make-shared {o}"
+            ),
+            format!("mount {o} (tmpfs ckpt-tmp)"),
+            "and a slave (of group",
         ),
         (
             format!("mount -t tmpfs ckpt-tmp {m} && mount --bind {o} {m}"),
@@ -686,17 +689,20 @@ fn container_tmpfs_and_bind_mounts_three_cycles() {
     let src = env.subdir("src");
     let b = env.subdir("b");
     let own = env.subdir("own");
+    let sl = env.subdir("sl");
     fs::write(src.join("from-host"), "host file\n").unwrap();
-    let (t, b, own) = (
+    let (t, b, own, sl) = (
         t.display().to_string(),
         b.display().to_string(),
         own.display().to_string(),
+        sl.display().to_string(),
     );
     let script = format!(
         "mount -t tmpfs -o size=4m,mode=750 ckpt-tmp {t} && mkdir {t}/sub && \
          echo kept > {t}/sub/f && ln -s sub/f {t}/link && ln {t}/sub/f {t}/hard && \
          mount --bind {src} {b} && mount -o remount,bind,ro {b} && echo 0 > {t}/count && \
-         mount --bind {t}/sub {own} && \
+         mount --make-shared {t} && mount --bind {t}/sub {own} && \
+         mount --bind {t} {sl} && mount --make-slave {sl} && \
          mkdir {t}/mq {t}/sys {t}/cg && mount -t mqueue ckpt-mq {t}/mq && \
          mount -t sysfs -o ro,nosuid ckpt-sys {t}/sys && mount -t cgroup2 ckpt-cg {t}/cg && \
          echo made; \
@@ -755,6 +761,19 @@ fn container_tmpfs_and_bind_mounts_three_cycles() {
             );
         }
         assert!(inside(&format!("ls {t}/sys")).contains("kernel"));
+        // Propagation: the tmpfs and its bind are peers, the other bind their slave.
+        let tag = |at: &str, pre: &str| {
+            let line = info
+                .lines()
+                .find(|l| l.split_whitespace().nth(4) == Some(at))
+                .unwrap_or_else(|| panic!("no mount on {at}:\n{info}"))
+                .to_string();
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix(pre).map(str::to_string))
+                .unwrap_or_else(|| panic!("{at} is not {pre}: {line}"))
+        };
+        assert_eq!(tag(&t, "shared:"), tag(&own, "shared:"));
+        assert_eq!(tag(&t, "shared:"), tag(&sl, "master:"));
         let start = Instant::now();
         while counter(&env) <= before + 2 {
             assert!(
@@ -766,6 +785,16 @@ fn container_tmpfs_and_bind_mounts_three_cycles() {
         }
         assert!(counter(&env) > before, "the counter restarted");
     }
+    // And it propagates: a mount on the tmpfs shows in its slave, not the other way.
+    let inside = |cmd: &str| nsenter(init, &["-m", "sh", "-c", cmd]);
+    inside(&format!(
+        "mkdir {t}/p {t}/q && mount -t tmpfs p {t}/p && mount -t tmpfs q {sl}/q && touch {t}/p/x"
+    ));
+    assert_eq!(inside(&format!("ls {sl}/p")), "x");
+    assert_eq!(
+        inside(&format!("grep -c ' {t}/q ' /proc/1/mountinfo || true")),
+        "0"
+    );
     env.kill_and_reap(init);
 }
 
@@ -929,4 +958,52 @@ fn container_tmpfs_image_cannot_write_through_a_symlink() {
         inits_in(env.path()).is_empty(),
         "a failed restore left a container"
     );
+}
+
+/// A container shares ckpt's mounts: the host's mounts made after it started are no
+/// state of its (another tool's /run/netns entries, a test's tmpfs): it is dumped all the
+/// same and its restore leaves them out. A host mount it had that is gone at restore is
+/// refused in one line naming it; mounted again, the restore goes through.
+#[test]
+fn host_mounts_made_after_a_container_started_are_not_its() {
+    let env = Env::new();
+    let had = env.path().join("had");
+    env.mount_tmpfs(&had, "size=1m");
+    fs::write(had.join("f"), "x").unwrap();
+    let (w, init) = start_container(
+        &env,
+        "hostmounts",
+        "echo made; while :; do sleep 0.05; done",
+    );
+    env.wait_line(&w, "made", |l| l == "made");
+    let late = env.path().join("late");
+    env.mount_tmpfs(&late, "size=1m");
+    let img = dump_started(&env, &w, init);
+    // The one it had, gone: refused, nothing made.
+    nix::mount::umount2(&had, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    let restore = || {
+        let pidfile = env.path().join("hm.pid");
+        let out = env.ckpt(&[
+            OsStr::new("restore"),
+            OsStr::new("-D"),
+            img.as_os_str(),
+            OsStr::new("-d"),
+            OsStr::new("--pidfile"),
+            pidfile.as_os_str(),
+        ]);
+        (out, pidfile)
+    };
+    let (out, _) = restore();
+    let line = out.failed_naming(&format!("mount {}", had.display()));
+    assert!(line.contains("is not mounted here"), "{line}");
+    env.mount_tmpfs(&had, "size=1m");
+    let (out, pidfile) = restore();
+    out.ok();
+    let init: i32 = fs::read_to_string(pidfile).unwrap().trim().parse().unwrap();
+    env.track(init);
+    let info = nsenter(init, &["-m", "cat", "/proc/1/mountinfo"]);
+    let at = |p: &Path| format!(" {} ", p.display());
+    assert!(info.contains(&at(&had)), "{info}");
+    assert!(!info.contains(&at(&late)), "{info}");
+    env.kill_and_reap(init);
 }

@@ -710,22 +710,27 @@ struct Podman<'a> {
     env: &'a Env,
     path: String,
     name: String,
+    /// Its storage and run state: `pm-storage{store}`, `pm-run{store}` under the temp dir.
+    store: &'static str,
 }
 
 impl<'a> Podman<'a> {
-    fn start(env: &'a Env, criu: &Path, script: &str) -> Podman<'a> {
-        let rootfs = env.subdir("pm-rootfs");
-        busybox_rootfs(&rootfs);
+    /// A podman of its own storage (`store`), the busybox image imported into it.
+    fn new(env: &'a Env, criu: &Path, store: &'static str) -> Podman<'a> {
         let tar = env.path().join("rootfs.tar");
-        let st = Command::new("tar")
-            .arg("-C")
-            .arg(&rootfs)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(st.success());
+        if !tar.exists() {
+            let rootfs = env.subdir("pm-rootfs");
+            busybox_rootfs(&rootfs);
+            let st = Command::new("tar")
+                .arg("-C")
+                .arg(&rootfs)
+                .arg("-cf")
+                .arg(&tar)
+                .arg(".")
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
         let p = Podman {
             env,
             path: format!(
@@ -734,9 +739,15 @@ impl<'a> Podman<'a> {
                 std::env::var("PATH").unwrap_or_default()
             ),
             name: format!("ckpt-criu-{}", std::process::id()),
+            store,
         };
         let out = p.podman(&["import", tar.to_str().unwrap(), "localhost/ckpt-bb:1"]);
         assert!(out.status.success(), "podman import: {out:?}");
+        p
+    }
+
+    fn start(env: &'a Env, criu: &Path, script: &str) -> Podman<'a> {
+        let p = Podman::new(env, criu, "");
         let out = p.podman(&[
             "run",
             "-d",
@@ -756,8 +767,10 @@ impl<'a> Podman<'a> {
     fn podman(&self, args: &[&str]) -> std::process::Output {
         let base = self.env.path();
         let mut cmd = Command::new("podman");
-        cmd.arg("--root").arg(base.join("pm-storage"));
-        cmd.arg("--runroot").arg(base.join("pm-run"));
+        cmd.arg("--root")
+            .arg(base.join(format!("pm-storage{}", self.store)));
+        cmd.arg("--runroot")
+            .arg(base.join(format!("pm-run{}", self.store)));
         cmd.args(["--storage-driver", "vfs", "--runtime", "runc"]);
         cmd.args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"]);
         cmd.args(args).env("PATH", &self.path);
@@ -843,6 +856,48 @@ fn podman_checkpoint_and_restore_with_runc_through_ckpt() {
             );
             sleep(Duration::from_millis(50));
         }
+    }
+    // --export to an archive (with ckpt's statistics), --import into another storage.
+    let archive = env.path().join("export.tar.gz");
+    let before = pm.count();
+    let out = pm.podman(&[
+        "container",
+        "checkpoint",
+        "--print-stats",
+        &format!("--export={}", archive.display()),
+        &name,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // podman read stats-dump: the pages ckpt wrote.
+    assert!(stdout.contains("\"pages_written\""), "{stdout}");
+    let other = Podman::new(&env, &criu, "-other");
+    let out = other.podman(&[
+        "container",
+        "restore",
+        &format!("--import={}", archive.display()),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let start = Instant::now();
+    loop {
+        let now = other.count();
+        assert!(now < before + 200, "{before} -> {now}: started over?");
+        if now > before + 2 {
+            break;
+        }
+        assert!(
+            start.elapsed() < LINE_TIMEOUT,
+            "the imported container does not count"
+        );
+        sleep(Duration::from_millis(50));
     }
 }
 

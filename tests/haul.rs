@@ -226,20 +226,21 @@ fn start_workload(env: &Env, hosts: &Hosts, mib: &str, rate: &str) -> Workload {
 
 /// `start_workload` with its output in `<name>.out`.
 fn start_named(env: &Env, hosts: &Hosts, name: &str, mib: &str, rate: &str) -> Workload {
+    start_rewrite(env, hosts, name, &[mib, rate])
+}
+
+/// `rewrite ARGS...` (after its directory) in the source's network namespace, checked once.
+fn start_rewrite(env: &Env, hosts: &Hosts, name: &str, args: &[&str]) -> Workload {
     let bin = workload_bin("rewrite");
     let net = Hosts::net(&hosts.src);
-    let mut w = env.spawn(
-        name,
-        Path::new("/usr/bin/nsenter"),
-        &[
-            OsStr::new(&net),
-            OsStr::new("--"),
-            bin.as_os_str(),
-            env.path().as_os_str(),
-            OsStr::new(mib),
-            OsStr::new(rate),
-        ],
-    );
+    let mut argv = vec![
+        OsStr::new(&net),
+        OsStr::new("--"),
+        bin.as_os_str(),
+        env.path().as_os_str(),
+    ];
+    argv.extend(args.iter().map(OsStr::new));
+    let mut w = env.spawn(name, Path::new("/usr/bin/nsenter"), &argv);
     w.exe = bin;
     env.wait_ready(&w);
     env.check(&mut w);
@@ -257,12 +258,17 @@ struct Scene {
 
 impl Scene {
     fn new(mib: &str, server_hold: Option<&str>) -> (Scene, Option<Hold>) {
+        Self::with(&[mib, "50"], server_hold)
+    }
+
+    /// With `rewrite ARGS...` as the workload.
+    fn with(args: &[&str], server_hold: Option<&str>) -> (Scene, Option<Hold>) {
         let env = Env::new();
         let hosts = Hosts::new();
         let key = key_file(&env, "key");
         let hold = server_hold.map(|p| Hold::new(&env, p));
         let server = Server::start(&env, &hosts, &key, hold.as_ref());
-        let w = start_workload(&env, &hosts, mib, "50");
+        let w = start_rewrite(&env, &hosts, "rewrite", args);
         (
             Scene {
                 env,
@@ -369,6 +375,8 @@ fn assert_moved(env: &Env, w: &mut Workload, report: &serde_json::Value) {
     // The copy's init (ckpt's, pid 1 of the new namespace) is the cleanup handle.
     env.track(ppid(new_pid));
     env.track(new_pid);
+    // Restored lazily there: its pager seizes it a moment at the end.
+    wait_filled(new_pid);
     assert_running_untraced(new_pid);
     let ns = status_field(new_pid, "NSpid").unwrap();
     assert!(
@@ -398,7 +406,7 @@ fn stop_and_copy_between_two_hosts_after_garbage() {
     for (payload, needle) in [
         ("GET / HTTP/1.0\\r\\n\\r\\n", "not a ckpt haul peer"),
         (
-            "CKPTHAUL\\000\\002\\377\\377\\377\\377",
+            "CKPTHAUL\\000\\003\\377\\377\\377\\377",
             "a frame of 4294967295 bytes",
         ),
     ] {
@@ -653,6 +661,121 @@ fn pre_copy_moves_a_busy_workload_and_every_page_arrives() {
     assert_moved(&s.env, &mut s.w, &report);
 }
 
+/// Post-copy: 256 MiB, a quarter of it rewritten at 50 MiB/s. The tree freezes, every
+/// file but its pages goes, the copy is restored lazily at the destination and runs at
+/// once; its memory follows (the chunks it touches first), and only then is the source
+/// killed. The copy verifies every page of it.
+#[test]
+fn post_copy_runs_the_copy_before_its_memory_and_every_page_arrives() {
+    let (mut s, _) = Scene::new("256", None);
+    let out = finish(&s.env, s.migrate_bg(&["--post-copy", "--json"], None)).ok();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON report");
+    eprintln!("{report:#}\n{}", out.stderr);
+    assert_eq!(report["mode"], "post-copy");
+    let pc = &report["post_copy"];
+    assert!(pc["page_bytes"].as_u64().unwrap() >= 256 << 20, "{report}");
+    assert!(pc["ms"].as_f64().unwrap() > 0.0, "{report}");
+    let rounds = report["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 1, "{report}");
+    assert_eq!(rounds[0]["kind"], "final");
+    assert!(report["downtime_ms"].as_f64().unwrap() > 0.0);
+    assert_moved(&s.env, &mut s.w, &report);
+    // Once more after every page is in: the whole memory checked again.
+    s.env.check(&mut s.w);
+}
+
+/// The link is cut while the copy runs at the destination with most of its memory still
+/// at the source (held at `haul-post-copy`: the copy runs, no page has followed yet).
+/// The copy cannot go on: it is killed there (it never reads a page that did not come);
+/// the source, frozen and whole all along, resumes its tree and says so.
+#[test]
+fn a_link_cut_during_post_copy_kills_the_copy_and_the_source_resumes() {
+    let (mut s, _) = Scene::new("256", None);
+    let hold = Hold::new(&s.env, "haul-post-copy");
+    let bg = s.migrate_bg(&["--post-copy"], Some(&hold));
+    hold.reached();
+    // The copy runs at the destination (its argv, on a stack page still at the source,
+    // cannot be read from outside: found by the pid the server logged); the source's
+    // tree is still stopped here.
+    let line = s.server.wait_log("its memory follows").remove(0);
+    let copy: i32 = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("pid="))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line}"));
+    let ns = status_field(copy, "NSpid").unwrap();
+    assert_eq!(
+        ns.split_whitespace().nth(1),
+        Some(s.w.pid.to_string().as_str()),
+        "{ns}"
+    );
+    assert_ne!(status_field(s.w.pid, "TracerPid").as_deref(), Some("0"));
+    s.hosts.cut();
+    hold.release();
+    let out = finish(&s.env, bg);
+    out.failed_naming("post-copy broke off");
+    out.failed_naming("runs on here");
+    s.server.wait_log("cannot go on and is killed");
+    let start = Instant::now();
+    while !copies(&s.env, &s.w).is_empty() && start.elapsed() < LINE_TIMEOUT {
+        sleep(Duration::from_millis(10));
+    }
+    assert_eq!(copies(&s.env, &s.w), Vec::<i32>::new(), "a copy was left");
+    while exists(copy) && start.elapsed() < LINE_TIMEOUT {
+        sleep(Duration::from_millis(10));
+    }
+    assert!(
+        !exists(copy),
+        "the copy {copy} still runs at the destination"
+    );
+    assert_still_here(&s.env, &mut s.w);
+}
+
+/// `--pre-copy --post-copy`: a writer as fast as it can (its hot quarter rewritten whole
+/// every round) with a budget of 1 ms: the rounds stop shrinking, and post-copy takes
+/// over: the final round (on top of the chain) has its pages sent after the copy runs.
+#[test]
+fn pre_copy_that_does_not_converge_ends_in_post_copy() {
+    let (mut s, _) = Scene::with(&["64", "0"], None);
+    let out = finish(
+        &s.env,
+        s.migrate_bg(
+            &["--pre-copy", "--post-copy", "--max-downtime", "1", "--json"],
+            None,
+        ),
+    )
+    .ok();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON report");
+    eprintln!("{report:#}");
+    assert!(
+        report["pre_copy_end"]
+            .as_str()
+            .is_some_and(|e| e.contains("not converging") && e.ends_with("post-copy")),
+        "{report}"
+    );
+    assert_eq!(report["mode"], "pre-copy, post-copy", "{report}");
+    assert!(report["post_copy"]["page_bytes"].as_u64().unwrap() > 0);
+    assert_moved(&s.env, &mut s.w, &report);
+}
+
+/// Post-copy takes one process (the lazy restore's limit): a tree (rewrite with a child)
+/// has its pages sent at once instead, said in the log, and moves whole.
+#[test]
+fn post_copy_of_a_tree_sends_its_pages_at_once() {
+    let (mut s, _) = Scene::with(&["16", "50", "1", "1"], None);
+    let out = finish(&s.env, s.migrate_bg(&["--post-copy", "--json"], None)).ok();
+    assert!(
+        out.stderr
+            .contains("the lazy restore takes one process, this is a tree of 2"),
+        "{}",
+        out.stderr
+    );
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON report");
+    assert_eq!(report["mode"], "stop-and-copy", "{report}");
+    assert!(report["post_copy"].is_null(), "{report}");
+    assert_moved(&s.env, &mut s.w, &report);
+}
+
 /// Refused before anything is stopped or sent: a key file that is no key, a destination
 /// where nobody listens, a pid that does not exist.
 #[test]
@@ -717,6 +840,28 @@ fn two_migrations_at_once_each_in_its_own_directory() {
 /// Back and forth three times: to the destination, back to the source (a server there),
 /// and again; each copy (in a pid namespace of the restore's) is dumped by its outer pid
 /// and passes its check with the next count.
+/// Waits until `pid` holds no userfaultfd and is not traced: a lazy restore's pager has
+/// put every page in, closed the process's copy (seized for that) and let it go.
+fn wait_filled(pid: i32) {
+    let start = Instant::now();
+    let holds = || {
+        status_field(pid, "TracerPid").is_some_and(|t| t != "0")
+            || fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|d| {
+                d.flatten().any(|e| {
+                    fs::read_link(e.path())
+                        .is_ok_and(|l| l.to_string_lossy().contains("userfaultfd"))
+                })
+            })
+    };
+    while holds() {
+        assert!(
+            start.elapsed() < LINE_TIMEOUT,
+            "pid {pid} still holds a userfaultfd"
+        );
+        sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn three_migrations_back_and_forth() {
     let (mut s, _) = Scene::new("32", None);
@@ -738,6 +883,9 @@ fn three_migrations_back_and_forth() {
     .enumerate()
     {
         let old_init = (i > 0).then(|| ppid(s.w.pid));
+        // A copy restored lazily migrates again once its pager is done (its userfaultfd
+        // closed): until then the dump refuses it, and it runs on.
+        wait_filled(s.w.pid);
         let bg = migrate_bg(&s.env, from, s.w.pid, &to, &s.key, &["--json"], None);
         let out = finish(&s.env, bg).ok();
         let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
@@ -761,6 +909,7 @@ fn three_migrations_back_and_forth() {
             }
             s.env.track(ppid(new_pid));
             s.env.track(new_pid);
+            wait_filled(new_pid);
             assert_running_untraced(new_pid);
             s.w.pid = new_pid;
             s.env.check(&mut s.w);

@@ -105,6 +105,47 @@ fn pre_dump_then_incremental_dump_restores_every_page() {
     }
 }
 
+/// An incremental dump restored lazily: the earlier images of its chain are verified
+/// whole first, the image's own pages and its parent's are served as the process asks
+/// (or the pager reaches them); three cycles, every page checked each time.
+#[test]
+fn incremental_dump_restored_lazily_through_three_cycles() {
+    let env = Env::new();
+    let mut w = start_rewrite(&env, 64, 1, false, false);
+    for i in 1..=3 {
+        let pre = env.subdir(&format!("pre{i}"));
+        let fin = env.subdir(&format!("fin{i}"));
+        pre_dump(&env, &mut w, &pre, None);
+        sleep(Duration::from_millis(200));
+        env.dump(w.pid, &fin, &["--prev-images-dir", &format!("../pre{i}")])
+            .ok();
+        let inv = read_inventory(&fin);
+        assert!(inv.parent.is_some(), "no parent link in {}", fin.display());
+        env.reap_dumped(w.pid);
+        wait_gone(&inv.pids);
+        let out = env
+            .ckpt(&["-v", "restore", "-D", fin.to_str().unwrap(), "-d", "--lazy"])
+            .ok();
+        env.track(w.pid);
+        env.check(&mut w);
+        // The pager ends once every page is in (then the process is no longer lazy
+        // and can be dumped again).
+        let text = format!("{}{}", out.stdout, out.stderr);
+        let pager: i32 = text
+            .split(|c: char| c.is_whitespace() || c == '\u{1b}')
+            .find_map(|t| {
+                t.strip_prefix("pager=")?
+                    .trim_end_matches("[0m")
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no pager=PID in ckpt's log:\n{text}"));
+        wait_gone(&[pager]);
+        assert_running_untraced(w.pid);
+        env.check(&mut w);
+    }
+}
+
 #[test]
 fn chain_of_three_pre_dumps() {
     let env = Env::new();

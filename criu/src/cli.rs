@@ -332,6 +332,7 @@ fn act_inner(cmd: &str, p: Parsed, images: PathBuf, work: &Path) -> Result<i32, 
     let d = Dump {
         pid,
         images,
+        work: p.work.clone(),
         leave_running: p.leave_running,
         tcp_established: p.tcp_established,
         freeze_cgroup: opts::freeze_cgroup(p.freeze_cgroup.as_deref()),

@@ -231,6 +231,10 @@ pub fn dump(o: &CriuOpts, client: i32, pre_dump: bool) -> Result<Dump, CriuError
     Ok(Dump {
         pid,
         images: images_dir(o, client)?,
+        work: match o.work_dir_fd {
+            Some(fd) if fd >= 0 => Some(client_dir(client, fd)?),
+            _ => None,
+        },
         leave_running: o.leave_running(),
         tcp_established: o.tcp_established(),
         freeze_cgroup: freeze_cgroup(o.freeze_cgroup.as_deref()),

@@ -26,6 +26,9 @@ fn prev_in_subdir(prev: &str) -> String {
 pub struct Dump {
     pub pid: i32,
     pub images: PathBuf,
+    /// CRIU's work directory (statistics go there; runc and podman name their container's
+    /// state directory): None, the images directory.
+    pub work: Option<PathBuf>,
     pub leave_running: bool,
     pub tcp_established: bool,
     /// A cgroup v2 to freeze during the seize (a v1 freezer is not used: see opts.rs).
@@ -71,14 +74,19 @@ pub fn dump(d: &Dump) -> Result<(), CriuError> {
         prev_images_dir: d.prev_images_dir.as_deref().map(prev_in_subdir),
         track_mem: d.track_mem && !d.pre_dump && d.prev_images_dir.is_none(),
         tcp_established: d.tcp_established,
+        pages_chunk: None,
     };
-    ckpt_dump::dump(&opts)?;
-    crate::images::write_inventory(&d.images).map_err(|e| {
-        invalid(format!(
-            "{}: writing CRIU's inventory.img beside ckpt's image: {e}",
-            d.images.display()
-        ))
-    })?;
+    let stats = ckpt_dump::dump(&opts)?;
+    crate::images::write_inventory(&d.images)
+        .and_then(|()| {
+            crate::images::write_dump_stats(d.work.as_deref().unwrap_or(&d.images), &stats)
+        })
+        .map_err(|e| {
+            invalid(format!(
+                "{}: writing CRIU's inventory.img and stats-dump beside ckpt's image: {e}",
+                d.images.display()
+            ))
+        })?;
     Ok(())
 }
 
@@ -105,6 +113,7 @@ pub fn restore(r: &Restore) -> Result<ckpt_restore::Outcome, CriuError> {
         veth_pairs: Vec::new(),
         veth_bridges: Vec::new(),
         sibling: r.sibling,
+        page_feed: None,
     };
     Ok(ckpt_restore::restore(&opts)?)
 }

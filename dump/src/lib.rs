@@ -87,6 +87,9 @@ pub struct DumpOptions {
     /// Established TCP connections are dumped (TCP_REPAIR, locked by nftables until the
     /// restore) rather than refused (`--tcp-established`).
     pub tcp_established: bool,
+    /// The pages file's checksum chunk in bytes (None: 16 MiB): smaller for an image
+    /// whose pages are fetched a chunk at a time (a post-copy migration's).
+    pub pages_chunk: Option<u64>,
 }
 
 impl DumpOptions {
@@ -246,7 +249,9 @@ fn dump_inner(
     }
     // Create the sink before touching the task, so an unusable directory fails early.
     // Dropped unfinished (any error below), it deletes what it wrote.
-    let mut sink = ImageSink::create(&opts.dir)?.with_sync(opts.sync);
+    let mut sink = ImageSink::create(&opts.dir)?
+        .with_sync(opts.sync)
+        .with_chunk_size(opts.pages_chunk);
     let mut buffers = pages::Buffers::prepare(rss)?;
     tracing::debug!(pid = opts.pid, ms = ms(t0), "validated");
 

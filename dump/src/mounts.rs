@@ -1,18 +1,18 @@
 //! A container's mount namespace: its mountinfo against ckpt's. The mounts it shares with
 //! ckpt's (a copy made by `unshare --mount`, matched as (root, mount point, fs type,
-//! source)) are the restore's copy of ckpt's again; its /proc is mounted by the restore
-//! (`mount_proc_inside`); every other mount is recorded in `Container.mounts`:
+//! source)) are the restore's copy of ckpt's again; a root of its own (pivot_root: runc,
+//! LXC) is a bind of a host directory and none of ckpt's mounts is its; its /proc and
+//! what stands on it are made by the restore from inside its pid namespace
+//! (`ns::mount_inside`); every other mount is recorded in `Container.mounts`:
 //! - a tmpfs (its root): a fresh one with the same options, its files in mounts.img;
 //! - sysfs, mqueue, cgroup2, devpts, another proc (their root): fresh ones;
 //! - a bind of something the host has (a mount of the same device that holds its root):
 //!   external, named by its host path, bound again at restore from that path or the one
 //!   `--ext-mount-map` gives;
+//! - a bind of part of an earlier mount of its own (MOUNT_BIND);
 //!
-//! with their per-mount flags. Refused by name: a root of its own (pivot_root, as runc
-//! and LXC make it), a shared or slave mount (propagation is
-//! not restored yet: everything comes back private), a mount stacked over a tmpfs, a
-//! bind of a container's own tmpfs, a mount of anything else, a mount of ckpt's the
-//! container lacks.
+//! with their per-mount flags. Which of ckpt's mounts it shares is recorded too
+//! (`host_mounts`): ckpt's mounts made after it started are left out of its restore.
 
 use crate::blockers::Blockers;
 use ckpt_images::{names, pb, ImageSink, Kind};
@@ -21,33 +21,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-/// One line of /proc/PID/mountinfo.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Line {
-    /// The mount's id (fdinfo's `mnt_id` names it).
-    pub id: u64,
-    /// The id of the mount it stands on.
-    pub parent: u64,
-    pub dev: String,
-    pub root: String,
-    pub mountpoint: String,
-    pub opts: String,
-    pub optional: Vec<String>,
-    pub fstype: String,
-    pub source: String,
-    pub super_opts: String,
-}
-
-impl Line {
-    fn key(&self) -> (&str, &str, &str, &str) {
-        (&self.root, &self.mountpoint, &self.fstype, &self.source)
-    }
-
-    /// The same mount as `other` sees it from another (copied) mount namespace.
-    pub fn same_mount(&self, other: &Line) -> bool {
-        self.key() == other.key()
-    }
-}
+pub use ckpt_sys::mounts::{mountinfo, Line};
 
 /// `lines` with every mount after the one it stands on, otherwise in their order: the
 /// order a restore can mount them in. mountinfo lists a namespace's mounts by when each
@@ -70,48 +44,6 @@ fn mount_order(lines: Vec<Line>) -> Vec<Line> {
         out.push(l);
     }
     out
-}
-
-/// mountinfo escapes space, tab, newline and backslash as \ooo.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// /proc/PID/mountinfo, in its order.
-pub fn mountinfo(pid: Pid) -> Vec<Line> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let (a, b) = l.split_once(" - ")?;
-            let a: Vec<&str> = a.split_whitespace().collect();
-            let b: Vec<&str> = b.split_whitespace().collect();
-            Some(Line {
-                id: a.first()?.parse().ok()?,
-                parent: a.get(1)?.parse().ok()?,
-                dev: a.get(2)?.to_string(),
-                root: unescape(a.get(3)?),
-                mountpoint: unescape(a.get(4)?),
-                opts: a.get(5)?.to_string(),
-                optional: a.iter().skip(6).map(|s| s.to_string()).collect(),
-                fstype: b.first()?.to_string(),
-                source: unescape(b.get(1)?),
-                super_opts: b.get(2).unwrap_or(&"").to_string(),
-            })
-        })
-        .collect()
 }
 
 /// MS_* flags of a mount's own options (mountinfo field 6). No atime option shown is
@@ -168,6 +100,25 @@ pub fn ids(root: Pid) -> std::collections::HashSet<u64> {
     mountinfo(root).iter().map(|m| m.id).collect()
 }
 
+/// Which of ckpt's mounts a container that shares them (no root of its own) has: the
+/// restore's copy of ckpt's mounts is cut down to these.
+pub fn host_mounts(root: Pid) -> Vec<pb::HostMount> {
+    if pivoted(root) {
+        return Vec::new();
+    }
+    let theirs = mountinfo(root);
+    mountinfo(nix::unistd::getpid())
+        .into_iter()
+        .filter(|h| theirs.iter().any(|m| m.same_mount(h)))
+        .map(|h| pb::HostMount {
+            root: h.root,
+            mountpoint: h.mountpoint,
+            fstype: h.fstype,
+            source: h.source,
+        })
+        .collect()
+}
+
 /// The container's own mounts, recorded; what cannot be restored is pushed to `out`.
 pub fn record(root: Pid, out: &mut Blockers) -> Vec<pb::Mount> {
     let host_all = mountinfo(nix::unistd::getpid());
@@ -194,13 +145,6 @@ pub fn record(root: Pid, out: &mut Blockers) -> Vec<pb::Mount> {
             );
             return Vec::new();
         };
-        if let Some(p) = propagation(t) {
-            out.push(
-                root,
-                "its root / in its mount namespace",
-                format!("its propagation ({p}) is not restored yet (only private mounts)"),
-            );
-        }
         recorded.push(pb::Mount {
             kind: pb::MountKind::MountExternal as i32,
             mountpoint: "/".into(),
@@ -210,6 +154,8 @@ pub fn record(root: Pid, out: &mut Blockers) -> Vec<pb::Mount> {
             options: data(&t.super_opts),
             external: from,
             index: 0,
+            shared_group: group(t, "shared:"),
+            master_group: group(t, "master:"),
             ..Default::default()
         });
         sources.push((t.dev.clone(), t.root.clone(), 0));
@@ -225,16 +171,9 @@ pub fn record(root: Pid, out: &mut Blockers) -> Vec<pb::Mount> {
                 None => extra.push(m),
             }
         }
-        for h in host {
-            out.push(
-                root,
-                format!(
-                    "mount {} ({} {}) missing from its mount namespace",
-                    h.mountpoint, h.fstype, h.source
-                ),
-                "a container without one of ckpt's mounts is not restored yet",
-            );
-        }
+        // ckpt's mounts it lacks (made on the host after it started) are no state of its:
+        // the restore leaves them out (`host_mounts`).
+        drop(host);
         extra
     };
     let mut own_proc = false;
@@ -242,12 +181,7 @@ pub fn record(root: Pid, out: &mut Blockers) -> Vec<pb::Mount> {
     for m in extra {
         let what = format!("mount {} ({} {})", m.mountpoint, m.fstype, m.source);
         let mut refuse = |why: &str| out.push(root, format!("{what} in its mount namespace"), why);
-        if let Some(p) = propagation(&m) {
-            refuse(&format!(
-                "its propagation ({p}) is not restored yet (only private mounts)"
-            ));
-            continue;
-        }
+
         if tmpfs_at.contains(&m.mountpoint) {
             refuse("stacked over a tmpfs on the same mount point: not restored yet");
             continue;
@@ -260,6 +194,8 @@ pub fn record(root: Pid, out: &mut Blockers) -> Vec<pb::Mount> {
             options: data(&m.super_opts),
             index: recorded.len() as u32,
             super_ro: m.super_opts.split(',').any(|o| o == "ro"),
+            shared_group: group(&m, "shared:"),
+            master_group: group(&m, "master:"),
             ..Default::default()
         };
         let own = sources.iter().find_map(|(dev, r, i)| {
@@ -311,15 +247,87 @@ pub fn record(root: Pid, out: &mut Blockers) -> Vec<pb::Mount> {
             "no proc of its own on /proc: not restored yet",
         );
     }
+    propagation_blockers(root, &recorded, out);
     recorded
 }
 
-/// A shared or slave mount's propagation tag (mountinfo's optional fields).
-fn propagation(m: &Line) -> Option<&str> {
+/// The peer group of a mountinfo optional field (`shared:N`, `master:N`), 0 if none.
+fn group(m: &Line, tag: &str) -> u32 {
     m.optional
         .iter()
-        .find(|o| o.starts_with("shared:") || o.starts_with("master:"))
-        .map(String::as_str)
+        .find_map(|o| o.strip_prefix(tag)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Propagation the restore cannot make again: a slave of a group that is not the
+/// container's own (its master is a mount of the host's), a mount both shared and a
+/// slave, and a member of a group it did not join by a bind of an earlier member (a
+/// restore can only make a mount a peer of another by binding it from that one).
+fn propagation_blockers(root: Pid, recorded: &[pb::Mount], out: &mut Blockers) {
+    let mut seen: Vec<u32> = Vec::new();
+    for m in recorded {
+        let what = format!(
+            "mount {} ({} {}) in its mount namespace",
+            m.mountpoint, m.fstype, m.source
+        );
+        if m.master_group != 0 && m.shared_group != 0 {
+            out.push(
+                root,
+                what,
+                format!(
+                    "shared (peer group {}) and a slave (of group {}) at once: not restored yet",
+                    m.shared_group, m.master_group
+                ),
+            );
+            continue;
+        }
+        if m.master_group != 0 && !recorded.iter().any(|o| o.shared_group == m.master_group) {
+            out.push(
+                root,
+                what,
+                format!(
+                    "a slave of peer group {}, which is not the container's (a mount of the \
+                     host's propagates to it): not restored yet",
+                    m.master_group
+                ),
+            );
+            continue;
+        }
+        let g = if m.shared_group != 0 {
+            m.shared_group
+        } else {
+            m.master_group
+        };
+        if g == 0 {
+            continue;
+        }
+        let first = !seen.contains(&g);
+        let joined = m.kind == pb::MountKind::MountBind as i32
+            && recorded
+                .get(m.bind_of as usize)
+                .is_some_and(|s| s.shared_group == g);
+        if m.shared_group != 0 && !first && !joined {
+            out.push(
+                root,
+                what.clone(),
+                format!(
+                    "in peer group {g} with an earlier mount it is not a bind of: not \
+                     restored yet"
+                ),
+            );
+        }
+        if m.master_group != 0 && !joined {
+            out.push(
+                root,
+                what,
+                format!(
+                    "a slave of peer group {g} but not a bind of one of its mounts: not \
+                     restored yet"
+                ),
+            );
+        }
+        seen.push(g);
+    }
 }
 
 /// Where the host has what `m` binds: a mount of ckpt's of the same device whose root

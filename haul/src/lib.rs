@@ -14,6 +14,9 @@
 //! - `chain`: the rounds' parent links, held inside the migration;
 //! - `restore`: the last round restored with `restore --new-pidns`, the link watched
 //!   meanwhile (an abort stops it and kills the copy);
+//! - `postcopy`: the destination's side of post-copy: the copy restored lazily, its
+//!   pages written as they come, the chunks it waits for asked first;
+//! - `push`: the source's side of post-copy: the chunks asked for first, then the rest;
 //! - `squeeze`: zstd on the wire, for the chunks where it pays;
 //! - `source`: the thread that dumps and holds the tree (ptrace answers only it);
 //! - `migrate`: the source's side of the protocol: rounds, verdict, kill or resume;
@@ -26,6 +29,8 @@ mod error;
 pub mod key;
 mod migrate;
 mod msg;
+mod postcopy;
+mod push;
 pub mod report;
 mod restore;
 mod serve;

@@ -30,6 +30,9 @@ pub struct MigrateOptions {
     pub key_file: PathBuf,
     /// Rounds of copying while the tree runs before the final, frozen one.
     pub pre_copy: bool,
+    /// Resume at the destination before the memory is there (at once, or when pre-copy
+    /// rounds do not converge) and send the pages after (`push`).
+    pub post_copy: bool,
     /// Pre-copy goes on until the rest is expected to fit this.
     pub max_downtime_ms: u64,
     /// How long the link may make no progress.
@@ -134,6 +137,7 @@ async fn run(
     let mut src = Source::start(opts.pid, opts.tcp_established);
     let mut link = None;
     let outcome = transfer(opts, psk, stage, &mut src, &mut link, progress).await;
+
     match outcome {
         Ok(mut report) => {
             src.ask(Cmd::Kill);
@@ -182,6 +186,8 @@ struct Sent {
     wire_bytes: u64,
     page_bytes: u64,
     ms: f64,
+    /// Post-copy: the pages file not sent (name, size, chunk size).
+    deferred: Option<(String, u64, u64)>,
 }
 
 impl Sent {
@@ -247,6 +253,8 @@ async fn transfer(
     let mut round: u16 = 0;
     let mut pre_copy_end = None;
     let mut mode = "stop-and-copy";
+    // Without pre-copy, post-copy at once; with it, only if the rounds do not converge.
+    let mut post = opts.post_copy && !opts.pre_copy;
     if opts.pre_copy {
         let mut last_pages: Option<u64> = None;
         let mut last_round_ms: Option<f64> = None;
@@ -267,7 +275,7 @@ async fn transfer(
                 Err(e) => return Err(e),
             };
             let dump_ms = ms(t);
-            let sent = send_round(link, &mut squeeze, &dir, round, false).await?;
+            let sent = send_round(link, &mut squeeze, &dir, round, false, false).await?;
             guarded(expect_ack(link, round)).await?;
             mode = "pre-copy";
             sent_bytes += sent.bytes;
@@ -303,10 +311,12 @@ async fn transfer(
             }
             if let Some(l) = last_pages.filter(|&l| sent.page_bytes as f64 > l as f64 * SHRINK) {
                 pre_copy_end = Some(format!(
-                    "not converging: {} KiB after {} KiB; the tree writes faster than the link copies",
+                    "not converging: {} KiB after {} KiB; the tree writes faster than the link copies{}",
                     sent.page_bytes >> 10,
-                    l >> 10
+                    l >> 10,
+                    if opts.post_copy { ": post-copy" } else { "" }
                 ));
+                post = opts.post_copy;
                 break;
             }
             if round >= MAX_PRE_ROUNDS {
@@ -326,16 +336,86 @@ async fn transfer(
     src.ask(Cmd::Final {
         dir: dir.clone(),
         prev,
+        post_copy: post,
     });
     let stats = guarded(dumped(src)).await?;
     let dump_ms = ms(t);
     // From the seize: the dump's time before it is not downtime.
     let frozen_from = t + Duration::from_secs_f64(((dump_ms - stats.frozen_ms).max(0.0)) / 1e3);
     hold("haul-dumped");
-    let sent = send_round(link, &mut squeeze, &dir, round, true).await?;
+    let post = post && deferrable(&dir, progress)?;
+    let sent = send_round(link, &mut squeeze, &dir, round, true, post).await?;
     sent_bytes += sent.bytes;
     wire_bytes += sent.wire_bytes;
     sent_ms += sent.ms;
+    if let Some(d) = &sent.deferred {
+        mode = if mode == "pre-copy" {
+            "pre-copy, post-copy"
+        } else {
+            "post-copy"
+        };
+        let path = dir.join(&d.0);
+        let pages = crate::push::Pages {
+            path: &path,
+            size: d.1,
+            chunk_size: d.2,
+        };
+        let t_push = Instant::now();
+        let pushed = guarded(crate::push::push(
+            link,
+            &pages,
+            msg::RESTORE_LIMIT + (opts.timeout * 2),
+        ))
+        .await
+        .map_err(|e| {
+            HaulError::Protocol(format!(
+                "post-copy broke off ({e}): the copy at the destination cannot go on without \
+                 its memory and is killed there; the tree here was held frozen and intact"
+            ))
+        })?;
+        let downtime_ms = pushed
+            .running_at
+            .saturating_duration_since(frozen_from)
+            .as_secs_f64()
+            * 1e3;
+        progress(&format!(
+            "post-copy: running at the destination {downtime_ms:.0} ms after the freeze; its {:.1} MiB of memory followed in {:.0} ms ({} chunks asked for, {} before it ran)",
+            d.1 as f64 / (1 << 20) as f64,
+            pushed.ms,
+            pushed.asked,
+            pushed.asked_before_running
+        ));
+        let push_ms = ms(t_push);
+        sent_bytes += d.1;
+        wire_bytes += d.1;
+        sent_ms += push_ms;
+        let mut r = sent.round(round, "final", dump_ms, t, &stats, progress);
+        r.bytes += d.1;
+        r.wire_bytes += d.1;
+        r.page_bytes += d.1;
+        r.send_ms += push_ms;
+        rounds.push(r);
+        return Ok(Report {
+            pid: opts.pid,
+            to: opts.to.clone(),
+            mode,
+            total_ms: ms(t0),
+            downtime_ms,
+            restore_ms: pushed.restore_ms as f64,
+            bytes: sent_bytes,
+            wire_bytes,
+            send_mb_s: (sent_bytes as f64 / 1e6) / (sent_ms.max(0.001) / 1e3),
+            new_pid: pushed.pid,
+            rounds,
+            pre_copy_end,
+            post_copy: Some(crate::report::PostCopy {
+                ms: pushed.ms,
+                page_bytes: d.1,
+                asked: pushed.asked,
+                asked_before_running: pushed.asked_before_running,
+            }),
+        });
+    }
     // Longer than the destination's restore may take: giving up earlier would resume the
     // tree here while the copy may still start there (it would be killed on our abort,
     // but only if the link still carries it).
@@ -369,7 +449,28 @@ async fn transfer(
         new_pid,
         rounds,
         pre_copy_end,
+        post_copy: None,
     })
+}
+
+/// Whether the final image in `dir` can be restored lazily at the destination: one
+/// process, not a container; else its pages go now (said in the log).
+fn deferrable(dir: &Path, progress: &(dyn Fn(&str) + Sync)) -> R<bool> {
+    let d = ckpt_images::ImageDir::open_unverified(dir)?;
+    let inv = d.inventory();
+    let why = if inv.pids.len() != 1 {
+        format!("a tree of {} processes", inv.pids.len())
+    } else if inv.container.is_some() {
+        "a container".to_string()
+    } else {
+        return Ok(true);
+    };
+    let line = format!(
+        "post-copy: the lazy restore takes one process, this is {why}: its memory goes now"
+    );
+    tracing::warn!("{line}");
+    progress(&line);
+    Ok(false)
 }
 
 fn round_line(r: &Round, stats: &DumpStats) -> String {
@@ -433,19 +534,25 @@ async fn send_round(
     dir: &Path,
     round: u16,
     last: bool,
+    defer_pages: bool,
 ) -> R<Sent> {
     let t = Instant::now();
-    let mut names: Vec<String> = {
+    let mut names: Vec<(String, u64)> = {
         let d = ckpt_images::ImageDir::open_unverified(dir)?;
-        d.inventory().files.iter().map(|f| f.name.clone()).collect()
+        d.inventory()
+            .files
+            .iter()
+            .map(|f| (f.name.clone(), f.chunk_size))
+            .collect()
     };
-    names.push(ckpt_images::names::INVENTORY.to_string());
+    names.push((ckpt_images::names::INVENTORY.to_string(), 0));
+    let mut deferred = None;
     let mut bytes = 0;
     let mut wire_bytes = 0;
     let mut page_bytes = 0;
     let mut buf = vec![0u8; MAX_PLAIN - 1];
     let mut first = true;
-    for name in names {
+    for (name, chunk_size) in names {
         let path = dir.join(&name);
         let mut f = std::fs::File::open(&path)
             .map_err(|e| HaulError::io(format!("{}", path.display()), e))?;
@@ -453,6 +560,24 @@ async fn send_round(
             .metadata()
             .map_err(|e| HaulError::io(format!("{}", path.display()), e))?
             .len();
+        let pages = ckpt_images::Kind::for_name(&name) == Some(ckpt_images::Kind::Pages);
+        if defer_pages && pages && chunk_size > 0 {
+            // Post-copy: its bytes follow once the copy runs (`push`).
+            let mut head = vec![0u8; (size as usize).min(ckpt_images::PAGE_SIZE)];
+            f.read_exact(&mut head)
+                .map_err(|e| HaulError::io(format!("{}", path.display()), e))?;
+            let (k, b) = Msg::Deferred {
+                round,
+                name: name.clone(),
+                size,
+                chunk_size,
+                head,
+            }
+            .encode();
+            link.send(k, &b).await?;
+            deferred = Some((name, size, chunk_size));
+            continue;
+        }
         let (k, b) = Msg::FileBegin {
             round,
             name: name.clone(),
@@ -482,7 +607,7 @@ async fn send_round(
         let (k, b) = Msg::FileEnd { xxh3: h.finish() }.encode();
         link.send(k, &b).await?;
         bytes += size;
-        if ckpt_images::Kind::for_name(&name) == Some(ckpt_images::Kind::Pages) {
+        if pages {
             page_bytes += size;
         }
     }
@@ -493,5 +618,6 @@ async fn send_round(
         wire_bytes,
         page_bytes,
         ms: ms(t),
+        deferred,
     })
 }

@@ -6,6 +6,11 @@
 //! slot is the peer's), a round received, the copy running (its pid), or a failure (one
 //! line: also "busy").
 //!
+//! Post-copy (protocol 3): the final round names its pages file as deferred (size and
+//! chunk size, no bytes); once the copy runs at the destination its bytes follow as
+//! `PAGE` frames (offset, bytes), the chunks the copy waits for first (`WANT`), until the
+//! destination answers `ALL_IN`.
+//!
 //! Every field is bounded on decoding: a name is at most `MAX_NAME` plain characters, a
 //! round number below `MAX_ROUNDS`, a message whatever a frame holds.
 
@@ -18,12 +23,20 @@ pub const DATA: u8 = 0x11;
 pub const FILE_END: u8 = 0x12;
 /// A data chunk compressed with zstd (`squeeze`).
 pub const DATA_ZSTD: u8 = 0x13;
+/// Post-copy: a pages file whose bytes come after the copy runs (`PAGE` frames).
+pub const DEFERRED: u8 = 0x14;
+/// Post-copy: bytes of the deferred pages file, a u64 offset first (handled raw).
+pub const PAGE: u8 = 0x15;
 pub const ROUND_END: u8 = 0x20;
 pub const COMMIT: u8 = 0x30;
 pub const ABORT: u8 = 0x31;
 pub const ACK: u8 = 0x80;
 pub const RUNNING: u8 = 0x81;
 pub const FAILED: u8 = 0x82;
+/// Post-copy: the copy needs this chunk of the deferred pages file now.
+pub const WANT: u8 = 0x83;
+/// Post-copy: every byte of the deferred pages file is in.
+pub const ALL_IN: u8 = 0x84;
 
 pub const MAX_NAME: usize = 64;
 /// Rounds of one migration (pre-copy rounds and the final one).
@@ -37,14 +50,40 @@ pub const RESTORE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30
 pub enum Msg {
     Begin,
     Ready,
-    FileBegin { round: u16, name: String, size: u64 },
-    FileEnd { xxh3: u64 },
-    RoundEnd { round: u16, last: bool },
+    FileBegin {
+        round: u16,
+        name: String,
+        size: u64,
+    },
+    FileEnd {
+        xxh3: u64,
+    },
+    Deferred {
+        round: u16,
+        name: String,
+        size: u64,
+        chunk_size: u64,
+        /// The file's first page (its header: the restore reads it before any chunk).
+        head: Vec<u8>,
+    },
+    RoundEnd {
+        round: u16,
+        last: bool,
+    },
     Commit,
     Abort(String),
-    Ack { round: u16 },
-    Running { pid: i32, restore_ms: u32 },
+    Ack {
+        round: u16,
+    },
+    Running {
+        pid: i32,
+        restore_ms: u32,
+    },
     Failed(String),
+    Want {
+        chunk: u32,
+    },
+    AllIn,
 }
 
 fn garbage(what: &str) -> HaulError {
@@ -133,6 +172,26 @@ impl Msg {
                 b.push(*last as u8);
                 ROUND_END
             }
+            Msg::Deferred {
+                round,
+                name,
+                size,
+                chunk_size,
+                head,
+            } => {
+                b.extend_from_slice(&round.to_be_bytes());
+                b.extend_from_slice(&size.to_be_bytes());
+                b.extend_from_slice(&chunk_size.to_be_bytes());
+                text(&mut b, name);
+                b.extend_from_slice(&(head.len() as u16).to_be_bytes());
+                b.extend_from_slice(head);
+                DEFERRED
+            }
+            Msg::Want { chunk } => {
+                b.extend_from_slice(&chunk.to_be_bytes());
+                WANT
+            }
+            Msg::AllIn => ALL_IN,
             Msg::Commit => COMMIT,
             Msg::Abort(why) => {
                 text(&mut b, why);
@@ -184,6 +243,35 @@ impl Msg {
                 };
                 t.done(Msg::RoundEnd { round, last })
             }
+            DEFERRED => {
+                let mut t = Take(body, "deferred file");
+                let round = t.u16()?;
+                let size = t.u64()?;
+                let chunk_size = t.u64()?;
+                let name = t.text(MAX_NAME)?;
+                let n = t.u16()? as usize;
+                if round >= MAX_ROUNDS
+                    || !plain_name(&name)
+                    || n > ckpt_images::PAGE_SIZE
+                    || n as u64 > size
+                {
+                    return Err(garbage("deferred file"));
+                }
+                let head = t.bytes(n)?.to_vec();
+                t.done(Msg::Deferred {
+                    round,
+                    name,
+                    size,
+                    chunk_size,
+                    head,
+                })
+            }
+            WANT => {
+                let mut t = Take(body, "want");
+                let chunk = t.u32()?;
+                t.done(Msg::Want { chunk })
+            }
+            ALL_IN => Take(body, "all in").done(Msg::AllIn),
             COMMIT => Take(body, "commit").done(Msg::Commit),
             ABORT => {
                 let mut t = Take(body, "abort");
@@ -232,6 +320,15 @@ mod tests {
                 round: 3,
                 last: true,
             },
+            Msg::Deferred {
+                round: 0,
+                name: "pages-1.img".into(),
+                size: 1 << 28,
+                chunk_size: 1 << 24,
+                head: vec![1, 2, 3],
+            },
+            Msg::Want { chunk: 3 },
+            Msg::AllIn,
             Msg::Commit,
             Msg::Abort("why".into()),
             Msg::Ack { round: 1 },

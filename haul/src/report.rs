@@ -33,7 +33,7 @@ pub struct Round {
 pub struct Report {
     pub pid: i32,
     pub to: String,
-    /// "stop-and-copy" or "pre-copy".
+    /// "stop-and-copy", "pre-copy", "post-copy" or "pre-copy, post-copy".
     pub mode: &'static str,
     /// From the call to the source's tree killed.
     pub total_ms: f64,
@@ -51,6 +51,20 @@ pub struct Report {
     /// Why pre-copy stopped its rounds (converged, not shrinking, round limit).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pre_copy_end: Option<String>,
+    /// Post-copy: the memory sent after the copy ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub post_copy: Option<PostCopy>,
+}
+
+/// What post-copy did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PostCopy {
+    /// From the copy running to every page there.
+    pub ms: f64,
+    pub page_bytes: u64,
+    /// Chunks (16 MiB) the destination asked for, and of those before it ran.
+    pub asked: u32,
+    pub asked_before_running: u32,
 }
 
 impl Report {

@@ -28,25 +28,74 @@ enum Ended {
     Peer(R<bool>),
 }
 
-/// Restores `dir`'s round `last` with `ckpt`, the link watched (see the module doc).
-pub(crate) async fn restore(link: &mut Link, ckpt: &Path, dir: &Path, last: u16) -> R<Copy> {
+/// A `ckpt restore` under way.
+pub(crate) struct Spawned {
+    pub child: tokio::process::Child,
+    pub pidfile: std::path::PathBuf,
+    log: std::path::PathBuf,
+    t: Instant,
+}
+
+/// Starts `ckpt restore -D r<last> -d --new-pidns --pidfile` (and `extra`), its log in
+/// `dir`.
+pub(crate) fn spawn(ckpt: &Path, dir: &Path, last: u16, extra: &[&std::ffi::OsStr]) -> R<Spawned> {
     let t = Instant::now();
     let pidfile = dir.join("pid");
     let log = dir.join("restore.log");
     let err =
         std::fs::File::create(&log).map_err(|e| HaulError::io(format!("{}", log.display()), e))?;
-    let mut child = tokio::process::Command::new(ckpt)
+    let child = tokio::process::Command::new(ckpt)
         .arg("restore")
         .arg("-D")
         .arg(dir.join(format!("r{last}")))
         .args(["-d", "--new-pidns", "--pidfile"])
         .arg(&pidfile)
+        .args(extra)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(err)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| HaulError::io(format!("running {} restore", ckpt.display()), e))?;
+    Ok(Spawned {
+        child,
+        pidfile,
+        log,
+        t,
+    })
+}
+
+impl Spawned {
+    /// What the restore's exit means: the copy running, or its last error line.
+    pub(crate) fn outcome(&self, status: std::process::ExitStatus) -> R<Copy> {
+        let restore_ms = self.t.elapsed().as_millis() as u32;
+        if !status.success() {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let line = text
+                .lines()
+                .rfind(|l| !l.trim().is_empty())
+                .unwrap_or("no error line")
+                .trim_start_matches("ckpt: error: ")
+                .to_string();
+            return Err(HaulError::Protocol(format!(
+                "restore failed ({status}): {line}"
+            )));
+        }
+        let pid = read_pid(&self.pidfile)
+            .ok_or_else(|| HaulError::Protocol("the restore wrote no pid".into()))?;
+        Ok(Copy { pid, restore_ms })
+    }
+}
+
+/// Restores `dir`'s round `last` with `ckpt`, the link watched (see the module doc).
+pub(crate) async fn restore(link: &mut Link, ckpt: &Path, dir: &Path, last: u16) -> R<Copy> {
+    // One process, not a container: restored lazily (`restore --lazy`: it runs as soon
+    // as all but its anonymous memory is back, which a pager then fills from the
+    // files here): the downtime ends milliseconds into the restore.
+    let lazy = lazy_restorable(&dir.join(format!("r{last}")));
+    let extra: &[&std::ffi::OsStr] = if lazy { &["--lazy".as_ref()] } else { &[] };
+    let mut sp = spawn(ckpt, dir, last, extra)?;
+    let (child, pidfile) = (&mut sp.child, sp.pidfile.clone());
     let ended = tokio::select! {
         s = child.wait() => Ended::Exited(s),
         _ = tokio::time::sleep(RESTORE_LIMIT) => Ended::TooLong,
@@ -55,7 +104,7 @@ pub(crate) async fn restore(link: &mut Link, ckpt: &Path, dir: &Path, last: u16)
     let status = match ended {
         Ended::Exited(s) => s.map_err(|e| HaulError::io("waiting for the restore", e))?,
         Ended::TooLong => {
-            undo(&mut child, &pidfile).await;
+            undo(child, &pidfile).await;
             return Err(HaulError::Protocol(format!(
                 "the restore took over {} s: stopped, no copy runs here",
                 RESTORE_LIMIT.as_secs()
@@ -71,28 +120,20 @@ pub(crate) async fn restore(link: &mut Link, ckpt: &Path, dir: &Path, last: u16)
                 Ok(false) => "the source closed the link during the restore".to_string(),
                 Err(e) => format!("during the restore: {e}"),
             };
-            undo(&mut child, &pidfile).await;
+            undo(child, &pidfile).await;
             return Err(HaulError::Protocol(format!(
                 "{why}; the restore is stopped, no copy runs here"
             )));
         }
     };
-    let restore_ms = t.elapsed().as_millis() as u32;
-    if !status.success() {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let line = text
-            .lines()
-            .rfind(|l| !l.trim().is_empty())
-            .unwrap_or("no error line")
-            .trim_start_matches("ckpt: error: ")
-            .to_string();
-        return Err(HaulError::Protocol(format!(
-            "restore failed ({status}): {line}"
-        )));
-    }
-    let pid =
-        read_pid(&pidfile).ok_or_else(|| HaulError::Protocol("the restore wrote no pid".into()))?;
-    Ok(Copy { pid, restore_ms })
+    sp.outcome(status)
+}
+
+/// Whether the image in `dir` is one process outside a container (what `restore --lazy`
+/// takes).
+pub(crate) fn lazy_restorable(dir: &Path) -> bool {
+    ckpt_images::ImageDir::open_unverified(dir)
+        .is_ok_and(|d| d.inventory().pids.len() == 1 && d.inventory().container.is_none())
 }
 
 fn read_pid(pidfile: &Path) -> Option<i32> {
@@ -104,7 +145,7 @@ fn read_pid(pidfile: &Path) -> Option<i32> {
 /// Stops a restore that must not finish: SIGKILL to it (before it releases the tree, its
 /// namespace's init then exits and the kernel kills the namespace), then to the copy if
 /// it was released already.
-async fn undo(child: &mut tokio::process::Child, pidfile: &Path) {
+pub(crate) async fn undo(child: &mut tokio::process::Child, pidfile: &Path) {
     let _ = child.start_kill();
     let _ = child.wait().await;
     if let Some(pid) = read_pid(pidfile) {

@@ -191,6 +191,7 @@ async fn receive(link: &mut Link, opts: &ServeOptions, dir: &Path, name: &str) -
     let mut file: Option<Incoming> = None;
     let mut first_data = true;
     let mut unz = crate::squeeze::Unsqueezer::new();
+    let mut deferred: Option<crate::postcopy::Deferred> = None;
     loop {
         let (kind, body) = link.recv().await?;
         if kind == msg::DATA || kind == msg::DATA_ZSTD {
@@ -230,26 +231,36 @@ async fn receive(link: &mut Link, opts: &ServeOptions, dir: &Path, name: &str) -
                         "file {fname} of round {r} out of order (round {round})"
                     )));
                 }
-                files += 1;
-                total = total.saturating_add(size);
-                if files > MAX_FILES || total > opts.max_bytes {
-                    return Err(HaulError::Protocol(format!(
-                        "over the limits ({files} files, {total} bytes; at most {MAX_FILES} files a round, {} bytes)",
-                        opts.max_bytes
-                    )));
-                }
-                let rdir = dir.join(format!("r{round}"));
-                if files == 1 {
-                    make_dir(&rdir)?;
-                }
-                let path = rdir.join(&fname);
-                let f = open_new(&path)?;
+                let path = admit(&mut files, &mut total, size, opts.max_bytes, dir, round)?;
+                let f = open_new(&path.join(&fname))?;
                 file = Some(Incoming {
                     name: fname,
                     out: std::io::BufWriter::with_capacity(1 << 20, f),
                     left: size,
                     hash: twox_hash::XxHash3_64::new(),
                 });
+            }
+            Msg::Deferred {
+                round: r,
+                name: fname,
+                size,
+                chunk_size,
+                head,
+            } => {
+                // Post-copy: the pages file comes after the copy runs (`postcopy`).
+                let pages = ckpt_images::Kind::for_name(&fname) == Some(ckpt_images::Kind::Pages);
+                if file.is_some() || r != round || deferred.is_some() || !pages {
+                    return Err(HaulError::Protocol(format!(
+                        "deferred file {fname} of round {r} out of order (round {round})"
+                    )));
+                }
+                let path = admit(&mut files, &mut total, size, opts.max_bytes, dir, round)?;
+                deferred = Some(crate::postcopy::Deferred::create(
+                    &path.join(&fname),
+                    size,
+                    chunk_size,
+                    &head,
+                )?);
             }
             Msg::FileEnd { xxh3 } => {
                 let mut f = file
@@ -279,7 +290,26 @@ async fn receive(link: &mut Link, opts: &ServeOptions, dir: &Path, name: &str) -
                 }
                 tracing::info!(migration = name, round, files, last, "round received");
                 if last {
+                    if let Some(d) = deferred.take() {
+                        crate::migrate::hold("haul-received");
+                        crate::chain::check(dir, round)?;
+                        return crate::postcopy::finish(
+                            link,
+                            &opts.ckpt,
+                            dir,
+                            name,
+                            round,
+                            d,
+                            opts.timeout,
+                        )
+                        .await;
+                    }
                     return finish(link, opts, dir, name, round).await;
+                }
+                if deferred.is_some() {
+                    return Err(HaulError::Protocol(
+                        "a deferred file in a round that is not the last".into(),
+                    ));
                 }
                 let (k, b) = Msg::Ack { round }.encode();
                 link.send(k, &b).await?;
@@ -301,8 +331,32 @@ async fn receive(link: &mut Link, opts: &ServeOptions, dir: &Path, name: &str) -
     }
 }
 
+/// Counts one more file of `size` bytes of `round` against the limits; the round's
+/// directory (made with its first file).
+fn admit(
+    files: &mut usize,
+    total: &mut u64,
+    size: u64,
+    max_bytes: u64,
+    dir: &Path,
+    round: u16,
+) -> R<PathBuf> {
+    *files += 1;
+    *total = total.saturating_add(size);
+    if *files > MAX_FILES || *total > max_bytes {
+        return Err(HaulError::Protocol(format!(
+            "over the limits ({files} files, {total} bytes; at most {MAX_FILES} files a round, {max_bytes} bytes)"
+        )));
+    }
+    let rdir = dir.join(format!("r{round}"));
+    if *files == 1 {
+        make_dir(&rdir)?;
+    }
+    Ok(rdir)
+}
+
 /// Creates a file that did not exist, never through a symbolic link.
-fn open_new(path: &Path) -> R<std::fs::File> {
+pub(crate) fn open_new(path: &Path) -> R<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .write(true)
@@ -317,6 +371,14 @@ fn libc_o_nofollow() -> i32 {
     nix::fcntl::OFlag::O_NOFOLLOW.bits()
 }
 
+/// Says on stdout that migration `name` runs as `pid`.
+pub(crate) fn announce(name: &str, pid: i32) {
+    // Not println!: a closed stdout must not end the session (it panics).
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "migration {name}: running as pid {pid}");
+    let _ = out.flush();
+}
+
 /// Restores the last round, tells the source, waits for its commit.
 async fn finish(link: &mut Link, opts: &ServeOptions, dir: &Path, name: &str, last: u16) -> R<()> {
     crate::migrate::hold("haul-received");
@@ -324,12 +386,7 @@ async fn finish(link: &mut Link, opts: &ServeOptions, dir: &Path, name: &str, la
     let crate::restore::Copy { pid, restore_ms } =
         crate::restore::restore(link, &opts.ckpt, dir, last).await?;
     tracing::warn!(migration = name, pid, restore_ms, "restored, running");
-    {
-        // Not println!: a closed stdout must not end the session (it panics).
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "migration {name}: running as pid {pid}");
-        let _ = out.flush();
-    }
+    announce(name, pid);
     let (k, b) = Msg::Running { pid, restore_ms }.encode();
     // From here the copy runs whatever the link does: a source that never hears of it
     // resumes its own tree (two copies run; the alternative, killing this one without

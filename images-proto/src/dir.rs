@@ -31,6 +31,8 @@ pub struct ImageSink {
     files: Vec<pb::ImageFile>,
     /// Make the image durable before `finish` returns, even when it replaces nothing.
     sync: bool,
+    /// The pages file's checksum chunk (`chunks::CHUNK_SIZE` unless told otherwise).
+    chunk_size: u64,
 }
 
 pub type FileRecords = RecordWriter<BufWriter<File>>;
@@ -47,6 +49,7 @@ impl ImageSink {
             staging: Staging::prepare(dir)?,
             files: Vec::new(),
             sync: false,
+            chunk_size: crate::chunks::CHUNK_SIZE,
         })
     }
 
@@ -54,6 +57,15 @@ impl ImageSink {
     /// (`dump --sync`). Without it, that is so only when the image replaces an older one.
     pub fn with_sync(mut self, sync: bool) -> Self {
         self.sync = sync;
+        self
+    }
+
+    /// The pages file checksummed in chunks of `chunk_size` bytes (a multiple of the
+    /// page size; None: the default), for a file read a chunk at a time as it arrives.
+    pub fn with_chunk_size(mut self, chunk_size: Option<u64>) -> Self {
+        if let Some(cs) = chunk_size.filter(|&c| c > 0 && c % crate::PAGE_SIZE as u64 == 0) {
+            self.chunk_size = cs;
+        }
         self
     }
 
@@ -95,16 +107,17 @@ impl ImageSink {
 
     pub fn pages(&mut self, id: u32) -> Result<PagesWriter> {
         let (file, path) = self.open_file(&names::pages(id))?;
-        PagesWriter::new(file, path)
+        PagesWriter::with_chunk_size(file, path, self.chunk_size)
     }
 
     pub fn commit_pages(&mut self, id: u32, w: PagesWriter) -> Result<()> {
+        let chunk_size = w.chunk_size();
         let (_file, size, chunk_xxh3, xxh3) = w.finish()?;
         self.files.push(pb::ImageFile {
             name: names::pages(id),
             size,
             xxh3,
-            chunk_size: crate::chunks::CHUNK_SIZE,
+            chunk_size,
             chunk_xxh3,
         });
         Ok(())

@@ -69,6 +69,7 @@ pub fn zstd_frames(file: &File, path: &Path, size: u64) -> Result<Vec<Frame>> {
 pub struct PagesWriter {
     file: File,
     path: PathBuf,
+    chunk_size: u64,
     /// None while the caller hashes the bytes itself (`hash_elsewhere`).
     hash: Option<ChunkHasher>,
     /// Bytes the chunk hashes cover, which must be every byte written (`finish`).
@@ -95,15 +96,26 @@ impl PagesHasher {
 }
 
 impl PagesWriter {
-    pub fn new(mut file: File, path: impl Into<PathBuf>) -> Result<Self> {
+    pub fn new(file: File, path: impl Into<PathBuf>) -> Result<Self> {
+        Self::with_chunk_size(file, path, CHUNK_SIZE)
+    }
+
+    /// With checksums over chunks of `chunk_size` bytes (a multiple of the page size):
+    /// smaller chunks for a file read a piece at a time as it arrives (post-copy).
+    pub fn with_chunk_size(
+        mut file: File,
+        path: impl Into<PathBuf>,
+        chunk_size: u64,
+    ) -> Result<Self> {
         let path = path.into();
         let mut first = [0u8; PAGE_SIZE];
         first[..header::HEADER_LEN].copy_from_slice(&header::encode(Kind::Pages));
         file.write_all(&first)
             .map_err(|e| ImageError::io(&path, e))?;
-        let mut hash = ChunkHasher::new(CHUNK_SIZE);
+        let mut hash = ChunkHasher::new(chunk_size);
         hash.update(&first);
         Ok(PagesWriter {
+            chunk_size,
             file,
             path,
             hash: Some(hash),
@@ -111,6 +123,11 @@ impl PagesWriter {
             offset: PAGE_SIZE as u64,
             raw_offset: PAGE_SIZE as u64,
         })
+    }
+
+    /// The bytes each chunk checksum covers.
+    pub fn chunk_size(&self) -> u64 {
+        self.chunk_size
     }
 
     /// Where the next page will land.

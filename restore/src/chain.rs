@@ -35,13 +35,9 @@ pub fn open(dir: &ImageDir, lazy: bool) -> Result<Chain, RestoreError> {
             ancestors: Vec::new(),
         });
     }
-    if lazy {
-        return Err(refused(format!(
-            "{}: --lazy serves pages from one image, and this one refers to earlier images \
-             of its chain; restore it without --lazy",
-            dir.dir().display()
-        )));
-    }
+    // Lazy: the ancestors are verified whole before anything is created, as for an
+    // eager restore; only the image's own pages are served as they are asked for.
+    let _ = lazy;
     let ancestors = ckpt_images::chain::ancestors(dir, ImageDir::open_deferring_pages)?;
     Ok(Chain { ancestors })
 }

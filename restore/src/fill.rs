@@ -239,9 +239,14 @@ pub fn verify_chunks(
         |_, n| {
             let i = todo[n];
             let want = entry.chunk_xxh3.get(i).copied().unwrap_or(!0);
-            let ok = ckpt_images::chunks::chunk_ok(src.reader.bytes(), cs, i, want, &|off, len| {
-                ckpt_sys::process::populate_read(src.map, off, len)
-            });
+            // A pages file still arriving (post-copy): the chunk's bytes first.
+            // The image's own file only (a chain's earlier files are mapped after it).
+            let bytes = src.reader.bytes();
+            let own = &bytes[..(entry.size as usize).min(bytes.len())];
+            let ok = crate::feed::arrived(i)
+                && ckpt_images::chunks::chunk_ok(own, cs, i, want, &|off, len| {
+                    ckpt_sys::process::populate_read(src.map, off, len)
+                });
             if ok {
                 Ok(())
             } else {

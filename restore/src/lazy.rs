@@ -217,22 +217,30 @@ impl<'a> Pages<'a> {
     fn verified(&self, off: usize, len: usize) -> bool {
         let cs = self.entry.chunk_size as usize;
         for i in off / cs..(off + len).div_ceil(cs) {
-            let state = &self.checked[i];
+            // Past the image's own file: an earlier image of its chain, mapped after it
+            // and verified whole before the restore began (`chain::map_all`).
+            let Some(state) = self.checked.get(i) else {
+                continue;
+            };
             if state.load(Relaxed) == UNCHECKED {
-                let ok = ckpt_images::chunks::chunk_ok(
-                    self.file,
-                    cs,
-                    i,
-                    self.entry.chunk_xxh3[i],
-                    &|off, len| ckpt_sys::process::populate_read(self.map, off, len),
-                );
+                // A pages file still arriving (post-copy, `feed.rs`): a chunk that never
+                // will counts as damaged.
+                let own = &self.file[..(self.entry.size as usize).min(self.file.len())];
+                let ok = crate::feed::arrived(i)
+                    && ckpt_images::chunks::chunk_ok(
+                        own,
+                        cs,
+                        i,
+                        self.entry.chunk_xxh3[i],
+                        &|off, len| ckpt_sys::process::populate_read(self.map, off, len),
+                    );
                 state.store(if ok { GOOD } else { BAD }, Relaxed);
             }
             if state.load(Relaxed) == BAD {
                 if !self.corrupt.swap(true, Relaxed) {
                     tracing::error!(
                         pid = %self.pid,
-                        "{}: checksum mismatch in bytes {}..{}: killing the lazily restored process before it reads them",
+                        "{}: bytes {}..{} missing (never arrived) or not matching their checksum: killing the lazily restored process before it reads them",
                         self.entry.name,
                         i * cs,
                         ((i + 1) * cs).min(self.file.len())
@@ -338,6 +346,18 @@ impl<'a> Pages<'a> {
         }
     }
 
+    /// Waits (outside `lock`, which the event handlers need) for the chunks that the
+    /// next copy of `pages` pages at `off` reads, where the pages file is still arriving
+    /// (`feed.rs`); `verified` decides what a missing one means.
+    fn await_chunks(&self, off: u64, pages: u64) {
+        let cs = self.entry.chunk_size.max(1);
+        for c in off / cs..(off + pages * PAGE).div_ceil(cs) {
+            if !crate::feed::arrived(c as usize) {
+                return;
+            }
+        }
+    }
+
     fn copy_all_runs(&self) {
         let mut released = 0;
         'runs: for ri in 0..self.runs.len() {
@@ -349,6 +369,7 @@ impl<'a> Pages<'a> {
                     return;
                 }
                 self.release_below(self.runs[ri].offset + p * PAGE, &mut released);
+                self.await_chunks(self.runs[ri].offset + p * PAGE, (n - p).min(CHUNK_PAGES));
                 let s = {
                     let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
                     self.step((self.uffd, 0), ri, p, n, CHUNK_PAGES, true)
@@ -906,7 +927,8 @@ pub fn serve(
     let t0 = Instant::now();
     let pidfd = ckpt_sys::uffd::pidfd_open(pid)?;
     ckpt_images::chunks::check_entry(std::path::Path::new(&pages_entry.name), pages_entry)?;
-    if pages_entry.size != map.len() as u64 {
+    // A chain's earlier pages files are mapped after the image's own.
+    if (map.len() as u64) < pages_entry.size {
         return Err(RestoreError::Refused(format!(
             "{}: {} bytes mapped, inventory says {}",
             pages_entry.name,

@@ -13,6 +13,7 @@ mod chain;
 mod container;
 mod cow;
 mod fdtable;
+mod feed;
 mod fill;
 pub mod hooks;
 mod image;
@@ -73,6 +74,9 @@ pub struct RestoreOptions {
     /// The root forked as ckpt's sibling (CLONE_PARENT): a child of whoever started ckpt,
     /// which waits for it (CRIU's --restore-sibling, runc's rst_sibling). With `detach`.
     pub sibling: bool,
+    /// `--page-feed SOCKET` (with `lazy`): the pages file is still arriving; the feeder
+    /// at SOCKET says which chunks are in (`feed.rs`, post-copy migration).
+    pub page_feed: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,9 +155,9 @@ pub fn restore_with_progress(
         )?),
         None => None,
     };
-    if opts.lazy && opts.new_pidns {
+    if opts.page_feed.is_some() && !opts.lazy {
         return Err(RestoreError::Refused(
-            "--lazy and --new-pidns together are not supported yet: restore without --lazy".into(),
+            "--page-feed serves a lazy restore: add --lazy".into(),
         ));
     }
     // The processes' pages lie back to back in one pages file, covering it.
@@ -246,6 +250,9 @@ pub fn restore_with_progress(
     if opts.lazy {
         // The pager verifies each chunk before it serves a page of it (lazy.rs).
         ckpt_images::chunks::check_entry(&pages_path, pages_entry)?;
+        if let Some(sock) = &opts.page_feed {
+            feed::connect(sock, pages_entry.chunk_xxh3.len()).map_err(RestoreError::Refused)?;
+        }
     } else {
         // Every byte is checked before any process exists, on every CPU, a chunk at a time
         // (populated in one call, hashed, then unmapped again: the fill maps the file
@@ -545,7 +552,7 @@ pub fn restore_with_progress(
             }
             drop(ready_w);
             let _ = std::fs::File::from(ready_r).read(&mut [0u8; 1]);
-            return Ok(Outcome::Detached(pid));
+            return Ok(Outcome::Detached(child.as_raw()));
         }
         if let Err(e) = lazy::serve(child, h, &img.runs, &map, &img.pages_entry) {
             tracing::error!("lazy restore of pid {pid}: {e}");

@@ -34,6 +34,9 @@ pub struct Plan {
     /// The container's root is a directory of its own (runc, LXC): mount 0, on "/", binds
     /// it (`external[0]`), and the root's seed pivots into it.
     pub pivoted: bool,
+    /// A container sharing ckpt's mounts: those it had (`Container.host_mounts`; empty
+    /// in older images: the copy is left whole).
+    pub host_mounts: Vec<pb::HostMount>,
 }
 
 fn refuse(why: String) -> RestoreError {
@@ -100,6 +103,19 @@ pub fn plan(dir: &ImageDir, c: &pb::Container, places: &Places) -> R<Plan> {
         }
     }
     plan.pivoted = c.mounts.first().is_some_and(|m| m.mountpoint == "/");
+    // The host mounts it had must be here: the restore's copy of ckpt's holds them.
+    let here = ckpt_sys::mounts::mountinfo(nix::unistd::getpid());
+    if let Some(h) = c
+        .host_mounts
+        .iter()
+        .find(|h| !here.iter().any(|l| same(l, h)))
+    {
+        return Err(RestoreError::Refused(format!(
+            "mount {} ({} {}) of the host, which the container had, is not mounted here",
+            h.mountpoint, h.fstype, h.source
+        )));
+    }
+    plan.host_mounts = c.host_mounts.clone();
     let tmpfs = c
         .mounts
         .iter()
@@ -213,6 +229,18 @@ pub fn host_view(plan: &Plan, path: &str) -> Option<String> {
     }
 }
 
+/// The propagation flag of `m`: shared (its group is made by its first member, and a bind
+/// of a shared member joins it), a slave (bound from its master's group first), private.
+fn propagation(m: &pb::Mount) -> u64 {
+    if m.shared_group != 0 {
+        libc::MS_SHARED
+    } else if m.master_group != 0 {
+        libc::MS_SLAVE
+    } else {
+        libc::MS_PRIVATE
+    }
+}
+
 /// What a MOUNT_BIND binds: the path of its source mount plus its root below it.
 fn bind_source(plan: &Plan, m: &pb::Mount) -> String {
     let from = plan.mounts[m.bind_of as usize]
@@ -229,6 +257,28 @@ fn bind_source(plan: &Plan, m: &pb::Mount) -> String {
     }
 }
 
+fn same(l: &ckpt_sys::mounts::Line, h: &pb::HostMount) -> bool {
+    l.key() == (&*h.root, &*h.mountpoint, &*h.fstype, &*h.source)
+}
+
+/// In the root's seed, in its private copy of ckpt's mounts: lets go of those the
+/// container did not have (mounted on the host after it started; e.g. another tool's
+/// /run/netns entries), deepest first.
+fn trim_host_mounts(plan: &Plan) -> Result<(), String> {
+    if plan.pivoted || plan.host_mounts.is_empty() {
+        return Ok(());
+    }
+    let mine = ckpt_sys::mounts::mountinfo(nix::unistd::getpid());
+    for l in mine.iter().rev() {
+        if l.mountpoint == "/" || plan.host_mounts.iter().any(|h| same(l, h)) {
+            continue;
+        }
+        nix::mount::umount2(l.mountpoint.as_str(), nix::mount::MntFlags::MNT_DETACH)
+            .map_err(|e| format!("detaching {} (not the container's): {e}", l.mountpoint))?;
+    }
+    Ok(())
+}
+
 /// In the root's seed: every mount of the plan but those over /proc, in order. A
 /// container on a root of its own gets it first: its directory bound (a clone of the host
 /// path), pivoted into, the old root let go; until the release ckpt's /proc stands on its
@@ -236,6 +286,7 @@ fn bind_source(plan: &Plan, m: &pb::Mount) -> String {
 /// through it), and the container's own replaces it then (`late_steps`).
 pub fn mount_all(plan: &Plan) -> Result<(), String> {
     let e = |e: ckpt_sys::Error| e.to_string();
+    trim_host_mounts(plan)?;
     // Every host tree taken before anything is mounted: a mount of the container's could
     // cover a host path, and after the pivot no host path is reachable.
     let mut trees = HashMap::new();
@@ -287,9 +338,11 @@ pub fn mount_all(plan: &Plan) -> Result<(), String> {
             }
         }
         ckpt_sys::mounts::set_flags(at, m.flags).map_err(e)?;
+        ckpt_sys::mounts::set_propagation(at, propagation(m)).map_err(e)?;
     }
     if plan.pivoted {
         ckpt_sys::mounts::set_flags("/", plan.mounts[0].flags).map_err(e)?;
+        ckpt_sys::mounts::set_propagation("/", propagation(&plan.mounts[0])).map_err(e)?;
     }
     Ok(())
 }
@@ -326,6 +379,7 @@ pub fn late_steps(plan: &Plan) -> R<Vec<ckpt_sys::mounts::Step>> {
             }
             _ => steps.push(Step::fresh(&m.fstype, &m.source, at, m.flags, &m.options)?),
         }
+        steps.push(Step::propagation(at, propagation(m))?);
     }
     Ok(steps)
 }

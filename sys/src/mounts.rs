@@ -40,6 +40,19 @@ pub fn set_flags(target: &str, flags: u64) -> Result<()> {
         .map_err(|e| Error::sys(format!("remount {target} with flags {flags:#x}"), e))
 }
 
+/// Sets the propagation of the mount on `target`: MS_SHARED (a peer group of its own, or
+/// its source's when it was bound from a shared mount), MS_SLAVE, MS_PRIVATE.
+pub fn set_propagation(target: &str, flag: u64) -> Result<()> {
+    mount(
+        None::<&str>,
+        target,
+        None::<&str>,
+        MsFlags::from_bits_truncate(flag),
+        None::<&str>,
+    )
+    .map_err(|e| Error::sys(format!("propagation {flag:#x} of {target}"), e))
+}
+
 /// A detached copy of the mount at `path` (open_tree with OPEN_TREE_CLONE: a bind not
 /// attached anywhere yet), to `attach` later. Taken before a pivot_root, it stays usable
 /// once the tree it was copied from is gone: bind(2) needs its source in the caller's
@@ -182,6 +195,19 @@ impl Step {
         })
     }
 
+    /// The propagation of the mount on `target` (`set_propagation`).
+    pub fn propagation(target: &str, flag: u64) -> Result<Step> {
+        Ok(Step {
+            source: None,
+            target: cstr(target)?,
+            fstype: None,
+            flags: flag as libc::c_ulong,
+            data: None,
+            detach: false,
+            what: format!("propagation {flag:#x} of {target}"),
+        })
+    }
+
     /// Detaches the mount on `target` (umount2 MNT_DETACH).
     pub fn detach(target: &str) -> Result<Step> {
         Ok(Step {
@@ -219,4 +245,74 @@ impl Step {
         };
         nix::errno::Errno::result(r).map(drop)
     }
+}
+
+/// One line of /proc/PID/mountinfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// The mount's id (fdinfo's `mnt_id` names it).
+    pub id: u64,
+    /// The id of the mount it stands on.
+    pub parent: u64,
+    pub dev: String,
+    pub root: String,
+    pub mountpoint: String,
+    pub opts: String,
+    pub optional: Vec<String>,
+    pub fstype: String,
+    pub source: String,
+    pub super_opts: String,
+}
+
+impl Line {
+    pub fn key(&self) -> (&str, &str, &str, &str) {
+        (&self.root, &self.mountpoint, &self.fstype, &self.source)
+    }
+
+    /// The same mount as `other` sees it from another (copied) mount namespace.
+    pub fn same_mount(&self, other: &Line) -> bool {
+        self.key() == other.key()
+    }
+}
+
+/// mountinfo escapes space, tab, newline and backslash as \ooo.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// /proc/PID/mountinfo, in its order.
+pub fn mountinfo(pid: nix::unistd::Pid) -> Vec<Line> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let (a, b) = l.split_once(" - ")?;
+            let a: Vec<&str> = a.split_whitespace().collect();
+            let b: Vec<&str> = b.split_whitespace().collect();
+            Some(Line {
+                id: a.first()?.parse().ok()?,
+                parent: a.get(1)?.parse().ok()?,
+                dev: a.get(2)?.to_string(),
+                root: unescape(a.get(3)?),
+                mountpoint: unescape(a.get(4)?),
+                opts: a.get(5)?.to_string(),
+                optional: a.iter().skip(6).map(|s| s.to_string()).collect(),
+                fstype: b.first()?.to_string(),
+                source: unescape(b.get(1)?),
+                super_opts: b.get(2).unwrap_or(&"").to_string(),
+            })
+        })
+        .collect()
 }

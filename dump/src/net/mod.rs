@@ -147,15 +147,14 @@ pub fn refusal(pid: Pid, fd: i32) -> Option<Option<String>> {
 /// switched back and unlocked unless the dump ends by killing their processes.
 ///
 /// A connection of a container's own network namespace is locked inside that namespace:
-/// one holding only lo needs nothing (nothing outside can reach it, and it dies with the
-/// tree), one with other interfaces (a veth) gets the same nftables table in it, which
-/// dies with the namespace after the kill; the restore keeps the veth's host end down
-/// until the connections are rebuilt (`restore/src/netns.rs`).
+/// the same nftables table in it, which dies with the namespace after the kill; the
+/// restore keeps a veth's host end down until the connections are rebuilt
+/// (`restore/src/netns.rs`).
 pub struct Session {
     table: String,
     locked: bool,
-    /// Network namespaces of containers (by inode): a process in each, and whether the
-    /// lock table was added there (false: only lo, the namespace is its own lock).
+    /// Network namespaces of containers (by inode) where the lock table was added: a
+    /// process in each, and true.
     inner: Vec<(u64, Pid, bool)>,
     /// ckpt's copies of the sockets in repair mode.
     repaired: Vec<OwnedFd>,
@@ -172,7 +171,12 @@ impl Session {
         }
     }
 
-    /// Locks connection `local`-`peer` of the container's network namespace `pid` is in.
+    /// Locks connection `local`-`peer` of the container's network namespace `pid` is in:
+    /// the nftables table inside that namespace. Even one holding only lo needs it: the
+    /// two ends of a connection between processes of the container are read one after
+    /// the other while the kernel's timers (retransmission, delayed ACK, window probes)
+    /// still move bytes between them (measured: without it, a stream over the loopback
+    /// of a loopback-only namespace stalled after a restore under load).
     fn lock_inside(
         &mut self,
         pid: Pid,
@@ -183,19 +187,11 @@ impl Session {
         let ino = nix::sys::stat::stat(path.as_str())
             .map_err(|e| ckpt_sys::Error::sys(path.clone(), e))?
             .st_ino;
-        let tabled = match self.inner.iter().find(|(i, _, _)| *i == ino) {
-            Some(&(_, _, t)) => t,
-            None => {
-                let links = ckpt_sys::ns::in_namespace_of(pid, "net", ckpt_sys::ns::interfaces)??;
-                let t = links.iter().any(|(name, _, _)| name != "lo");
-                self.inner.push((ino, pid, t));
-                t
-            }
-        };
-        if tabled {
-            let table = &self.table;
-            ckpt_sys::ns::in_namespace_of(pid, "net", || ckpt_sys::nft::lock(table, local, peer))??;
+        if !self.inner.iter().any(|(i, _, _)| *i == ino) {
+            self.inner.push((ino, pid, true));
         }
+        let table = &self.table;
+        ckpt_sys::ns::in_namespace_of(pid, "net", || ckpt_sys::nft::lock(table, local, peer))??;
         Ok(())
     }
 
