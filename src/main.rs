@@ -127,6 +127,15 @@ enum Cmd {
         /// window size, in ckpt's session, in the foreground if it was. CRIU's spelling.
         #[arg(short = 'j', long)]
         shell_job: bool,
+        /// The host end of the container's veth IN is created as OUT (by default the
+        /// name it had at the dump), optionally a port of bridge BRIDGE
+        /// (`IN=OUT@BRIDGE`). CRIU's spelling; repeatable.
+        #[arg(long = "veth-pair", value_name = "IN=OUT[@BRIDGE]", value_parser = parse_veth_pair)]
+        veth_pair: Vec<(String, String, Option<String>)>,
+        /// Makes the veth host end OUT a port of the existing bridge BRIDGE; its
+        /// addresses and routes on the host side stay the operator's. Repeatable.
+        #[arg(long = "veth-bridge", value_name = "OUT=BRIDGE", value_parser = parse_pair)]
+        veth_bridge: Vec<(String, String)>,
         /// With --lazy: the pages file is still arriving; the unix socket SOCKET says
         /// which chunks are in (post-copy migration: `ckpt haul serve` is the feeder).
         #[arg(long, value_name = "SOCKET", hide = true, requires = "lazy")]
@@ -379,9 +388,16 @@ fn run(cli: Cli) -> Result<i32> {
             new_pidns,
             ext_mount_map,
             shell_job,
+            veth_pair,
+            mut veth_bridge,
             page_feed,
             cgroup_root,
         } => {
+            for (_, out, bridge) in &veth_pair {
+                if let Some(b) = bridge {
+                    veth_bridge.push((out.clone(), b.clone()));
+                }
+            }
             let opts = ckpt_restore::RestoreOptions {
                 dir: dir.clone(),
                 detach,
@@ -391,6 +407,8 @@ fn run(cli: Cli) -> Result<i32> {
                 inherit_fds: inherit_fd,
                 new_pidns,
                 ext_mount_map,
+                veth_pairs: veth_pair.into_iter().map(|(i, o, _)| (i, o)).collect(),
+                veth_bridges: veth_bridge,
                 sibling: false,
                 shell_job,
                 page_feed,
@@ -511,6 +529,24 @@ fn parse_ext_mount(s: &str) -> Result<(String, String), String> {
     match s.split_once(':') {
         Some((k, p)) if k.starts_with('/') && p.starts_with('/') => Ok((k.into(), p.into())),
         _ => Err(format!("{s:?}: want KEY:PATH, both absolute paths")),
+    }
+}
+
+/// `A=B`, both non-empty.
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok((a.into(), b.into())),
+        _ => Err(format!("{s:?}: want NAME=NAME")),
+    }
+}
+
+/// `IN=OUT` or `IN=OUT@BRIDGE`.
+fn parse_veth_pair(s: &str) -> Result<(String, String, Option<String>), String> {
+    let (inner, out) = parse_pair(s)?;
+    match out.split_once('@') {
+        Some((o, b)) if !o.is_empty() && !b.is_empty() => Ok((inner, o.into(), Some(b.into()))),
+        Some(_) => Err(format!("{s:?}: want IN=OUT or IN=OUT@BRIDGE")),
+        None => Ok((inner, out, None)),
     }
 }
 

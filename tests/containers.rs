@@ -547,8 +547,7 @@ fn inits_in(dir: &Path) -> Vec<i32> {
 
 /// A container with a network namespace of its own holding only an up loopback: three
 /// cycles, after each a fresh socket inside connects over 127.0.0.1; one with another
-/// address on lo is refused by name, left running (this kernel has no dummy or veth
-/// module to make another interface with; those are refused the same way, by name).
+/// address on lo is refused by name, left running (veths: tests/container_net.rs).
 #[test]
 fn container_loopback_netns_three_cycles() {
     let env = Env::new();

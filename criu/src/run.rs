@@ -111,6 +111,8 @@ pub fn restore(r: &Restore) -> Result<ckpt_restore::Outcome, CriuError> {
         inherit_fds: r.inherit_fds.clone(),
         new_pidns: false,
         ext_mount_map,
+        veth_pairs: Vec::new(),
+        veth_bridges: Vec::new(),
         sibling: r.sibling,
         shell_job: false,
         page_feed: None,

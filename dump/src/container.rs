@@ -2,9 +2,9 @@
 //! `unshare --fork --pid --mount-proc --uts --ipc` makes). The dump records the pids as
 //! that namespace sees them (NSpid, NSpgid, NSsid), the hostname and domain name of its
 //! uts namespace, and which namespaces it owns; what it cannot restore yet is refused by
-//! name: a user, cgroup or time namespace of its own, a net namespace with more than a
-//! loopback (127.0.0.1, ::1), mounts `mounts.rs` cannot record, IPC state `ipc.rs`
-//! cannot, processes of the tree in namespaces other than the root's.
+//! name: a user, cgroup or time namespace of its own, network state `netns.rs` cannot
+//! record, mounts `mounts.rs` cannot record, IPC state `ipc.rs` cannot, processes of the
+//! tree in namespaces other than the root's.
 
 use crate::blockers::Blockers;
 use ckpt_images::pb;
@@ -249,7 +249,7 @@ pub fn record(root: Pid, out: &mut Blockers) -> pb::Container {
         c.host_mounts = crate::mounts::host_mounts(root);
     }
     if flags & libc::CLONE_NEWNET as u64 != 0 {
-        c.loopback_up = loopback(root, out);
+        (c.loopback_up, c.net) = crate::netns::record(root, out);
     }
     if flags & libc::CLONE_NEWCGROUP as u64 != 0 {
         crate::timens::cgroupns_blockers(root, out);
@@ -261,41 +261,4 @@ pub fn record(root: Pid, out: &mut Blockers) -> pb::Container {
         (c.monotonic_offset_ns, c.boottime_offset_ns) = crate::timens::offsets(root, out);
     }
     c
-}
-
-/// A network namespace of the container's own: only `lo`, with only 127.0.0.1 and ::1
-/// (interfaces read on a ckpt thread in that namespace); other interfaces and addresses
-/// are refused by name. Whether lo is up.
-fn loopback(root: Pid, out: &mut Blockers) -> bool {
-    let list = match ns::in_namespace_of(root, "net", ns::interfaces) {
-        Ok(Ok(l)) => l,
-        Ok(Err(e)) | Err(e) => {
-            out.push(root, "net namespace", e.to_string());
-            return false;
-        }
-    };
-    let mut up = false;
-    for (name, is_up, addr) in list {
-        if name != "lo" {
-            out.push(
-                root,
-                format!("interface {name} (its net namespace)"),
-                "a container's network interfaces other than lo are not restored yet",
-            );
-            continue;
-        }
-        up |= is_up;
-        let allowed = [
-            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-        ];
-        if let Some(a) = addr.filter(|a| !allowed.contains(a)) {
-            out.push(
-                root,
-                format!("address {a} on lo (its net namespace)"),
-                "addresses other than 127.0.0.1 and ::1 are not restored yet",
-            );
-        }
-    }
-    up
 }

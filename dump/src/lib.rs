@@ -41,6 +41,7 @@ mod locks;
 mod mm;
 mod mounts;
 mod net;
+mod netns;
 mod ns;
 mod pages;
 mod release;
@@ -509,6 +510,7 @@ fn dump_inner(
         cgroups,
     };
     let pids_dumped = inventory.pids.len();
+    let host_ends = netns::host_ends(inventory.container.as_ref());
     let armed: Vec<u64> = inventory.trackers.iter().map(|t| t.inode).collect();
     let mut tree = Some(tree);
     if opts.pre_dump {
@@ -569,6 +571,7 @@ fn dump_inner(
             shared.files.net.finish(true)?;
             let thawed = released?;
             track::forget(&armed);
+            netns::wait_gone(&host_ends);
             thawed
         };
         tracing::debug!(ms = ms(t), leave_running = opts.leave_running, "released");

@@ -2,8 +2,8 @@
 //! namespace of its own). ckpt forks the root's seed with clone3(CLONE_NEWPID and the
 //! other CLONE_NEW* the container owned): it is pid 1 again, of fresh namespaces. The root
 //! seed makes the mount namespace's mounts private, sets the hostname and domain name and
-//! brings a loopback-only network namespace's lo up (if it was) before it forks the
-//! others (with set_tid of their pids inside, as on the host). A container on a root of
+//! brings the network namespace's lo up (if it was) and makes its veths (`netns.rs`)
+//! before it forks the others (with set_tid of their pids inside, as on the host). A container on a root of
 //! its own (runc, LXC) gets it there too: the seed pivots into it (`mounts.rs`). The
 //! container's own /proc, and what it mounted over it, come last, by
 //! `ckpt_sys::ns::mount_inside` once every puppet is done and before any process runs:
@@ -51,12 +51,13 @@ pub fn check(inv: &pb::Inventory, new_pidns: bool, lazy: bool) -> R<()> {
     Ok(())
 }
 
-/// What the root's seed makes in its fresh namespaces besides the names: mounts and IPC
-/// objects.
+/// What the root's seed makes in its fresh namespaces besides the names: mounts, IPC
+/// objects, network interfaces.
 #[derive(Debug, Default)]
 pub struct Plan {
     pub mounts: crate::mounts::Plan,
     pub ipc: crate::ipc::Plan,
+    pub net: crate::netns::Plan,
 }
 
 /// Reads and checks what the root's seed will make (nothing is created yet).
@@ -64,10 +65,12 @@ pub fn plan(
     dir: &ckpt_images::ImageDir,
     c: &pb::Container,
     places: &crate::mounts::Places,
+    veths: &crate::netns::Names,
 ) -> R<Plan> {
     Ok(Plan {
         mounts: crate::mounts::plan(dir, c, places)?,
         ipc: crate::ipc::plan(dir, c)?,
+        net: crate::netns::plan(c.net.as_ref(), veths)?,
     })
 }
 
@@ -138,16 +141,23 @@ pub fn set_up_root(c: &pb::Container, plan: Option<&Plan>) -> Result<(), String>
     if c.clone_flags & libc::CLONE_NEWNET as u64 != 0 && c.loopback_up {
         ckpt_sys::ns::loopback_up().map_err(|e| e.to_string())?;
     }
+    if let (Some(net), Some(plan)) = (&c.net, plan) {
+        crate::netns::set_up(&plan.net, net)?;
+    }
     Ok(())
 }
 
 /// Once every puppet is done, before anything runs: the container's own /proc and the
-/// mounts over it (`mounts::late_steps`).
+/// mounts over it (`mounts::late_steps`), its veths' host ends up (before the TCP
+/// connections leave repair mode).
 pub fn before_release(c: &pb::Container, plan: Option<&Plan>, root: Pid) -> R<()> {
     if c.clone_flags & libc::CLONE_NEWNS as u64 != 0 {
         let none = crate::mounts::Plan::default();
         let steps = crate::mounts::late_steps(plan.map_or(&none, |p| &p.mounts))?;
         ckpt_sys::ns::mount_inside(root, &steps)?;
+    }
+    if let Some(plan) = plan {
+        plan.net.bring_up()?;
     }
     Ok(())
 }

@@ -23,6 +23,7 @@ mod lazy;
 mod locks;
 mod mounts;
 mod net;
+mod netns;
 mod pidheld;
 mod pidns;
 mod puppet;
@@ -69,6 +70,10 @@ pub struct RestoreOptions {
     pub new_pidns: bool,
     /// `--ext-mount-map KEY:PATH`: a container's external mount KEY is at PATH here.
     pub ext_mount_map: Vec<(String, String)>,
+    /// `--veth-pair IN=OUT`: the host end of the container's veth IN is named OUT.
+    pub veth_pairs: Vec<(String, String)>,
+    /// `--veth-bridge OUT=BRIDGE`: host end OUT is made a port of bridge BRIDGE.
+    pub veth_bridges: Vec<(String, String)>,
     /// The root forked as ckpt's sibling (CLONE_PARENT): a child of whoever started ckpt,
     /// which waits for it (CRIU's --restore-sibling, runc's rst_sibling). With `detach`.
     pub sibling: bool,
@@ -153,6 +158,10 @@ pub fn restore_with_progress(
             c,
             &mounts::Places {
                 ext_map: opts.ext_mount_map.clone(),
+            },
+            &netns::Names {
+                pairs: opts.veth_pairs.clone(),
+                bridges: opts.veth_bridges.clone(),
             },
         )?),
         None => None,
@@ -538,6 +547,9 @@ pub fn restore_with_progress(
     }
     rollback.disarm();
     made_cgroups.keep();
+    if let Some(p) = &ns_plan {
+        p.net.keep();
+    }
     // The tree runs: a failed post-resume can no longer undo the restore (CRIU only
     // reports it too).
     if let Err(e) = hooks::run(hooks::Stage::PostResume) {

@@ -22,6 +22,7 @@ pub mod process;
 pub mod ptrace;
 pub mod regs;
 pub mod reserve;
+pub mod rtnl;
 pub mod seqpacket;
 pub mod socket;
 pub mod sysvipc;

@@ -89,6 +89,20 @@ pub fn in_namespace_of<T: Send>(pid: Pid, kind: &str, f: impl FnOnce() -> T + Se
     })
 }
 
+/// Runs `f` on a ckpt thread in a network namespace of its own, fresh (unshare(2) of
+/// CLONE_NEWNET, which a thread may do alone), to see what a new namespace starts with.
+pub fn in_fresh_netns<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| Error::sys("unshare(CLONE_NEWNET)", e))?;
+            Ok(f())
+        })
+        .join()
+        .unwrap_or_else(|_| Err(Error::Other("thread in a fresh netns panicked".into())))
+    })
+}
+
 /// Forks the root of a container: clone3 with `flags` (CLONE_NEWPID and the other
 /// CLONE_NEW* the container owns), so the child is pid 1 of a fresh pid namespace, in
 /// fresh namespaces of the other kinds; with `sibling`, the caller's sibling

@@ -5,6 +5,8 @@
  * Usage: tcpstream WORKDIR server 4|6       listens on 127.0.0.1 or ::1, prints
  *                                           "PORT <p>", READY, then accepts one client
  *        tcpstream WORKDIR client 4|6 PORT  connects, READY
+ *        ... PORT ADDR                      listens on / connects to ADDR instead of
+ *                                           the loopback (a container's veth address)
  * (protocol in wl.h). The server is the process that is checkpointed; the client runs
  * outside the dumped tree and never stops.
  *
@@ -140,12 +142,16 @@ int main(int argc, char **argv)
 		struct sockaddr_in6 *a = (void *)&ss;
 		a->sin6_family = AF_INET6;
 		a->sin6_addr = in6addr_loopback;
+		if (argc > 5 && inet_pton(AF_INET6, argv[5], &a->sin6_addr) != 1)
+			wl_die("bad address %s", argv[5]);
 		a->sin6_port = htons(argc > 4 ? atoi(argv[4]) : 0);
 		len = sizeof(*a);
 	} else {
 		struct sockaddr_in *a = (void *)&ss;
 		a->sin_family = AF_INET;
 		a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		if (argc > 5 && inet_pton(AF_INET, argv[5], &a->sin_addr) != 1)
+			wl_die("bad address %s", argv[5]);
 		a->sin_port = htons(argc > 4 ? atoi(argv[4]) : 0);
 		len = sizeof(*a);
 	}

@@ -1,8 +1,9 @@
 //! Sockets of the network: TCP (listening, unconnected, and established with
-//! `--tcp-established`) and UDP, over IPv4 and IPv6, in ckpt's own network namespace.
-//! Looked at through ckpt's own copy of each socket (pidfd_getfd), never through the
-//! process. Every other socket (unix, netlink, packet, raw, another netns) is refused,
-//! named by `describe.rs`.
+//! `--tcp-established`) and UDP, over IPv4 and IPv6, in ckpt's own network namespace or
+//! in the container's (the namespace of the process holding it, when that is not ckpt's:
+//! `container.rs` allows only the root's own). Looked at through ckpt's own copy of each
+//! socket (pidfd_getfd), never through the process. Every other socket (unix, netlink,
+//! packet, raw, another netns) is refused, named by `describe.rs`.
 //!
 //! - `options`: the options to set back;
 //! - `tcp`: an established connection through TCP_REPAIR.
@@ -14,6 +15,7 @@ use crate::{refuse, DumpError};
 use ckpt_images::pb;
 use ckpt_sys::socket as s;
 use ckpt_sys::Pid;
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -39,6 +41,28 @@ struct Inet {
     /// TCP: tcp_info's state; UDP: 0.
     state: u8,
     info: s::TcpInfo,
+    /// In the container's network namespace (the holder's), not ckpt's.
+    in_container: bool,
+}
+
+/// Whether socket `sock` of `pid` lives in a container's network namespace (Ok(true):
+/// restored in the container's fresh namespace) or in ckpt's (Ok(false)). It must be in
+/// its holder's namespace (where the restore makes it again); one of any other (made
+/// before a setns, or passed in from outside) is refused.
+pub fn container_socket(pid: Pid, sock: std::os::fd::BorrowedFd<'_>) -> Result<bool, String> {
+    let here = s::own_netns_inode().map_err(|e| e.to_string())?;
+    let ns = s::netns_inode(sock).map_err(|e| e.to_string())?;
+    let path = format!("/proc/{pid}/ns/net");
+    let theirs = nix::sys::stat::stat(path.as_str())
+        .map_err(|e| format!("{path}: {e}"))?
+        .st_ino;
+    if ns != theirs {
+        return Err(format!(
+            "a socket of another network namespace (net:[{ns}]) than its process's \
+             (net:[{theirs}]); not supported yet"
+        ));
+    }
+    Ok(ns != here)
 }
 
 /// What a socket fd of `pid` is: Ok(None) if it is not TCP or UDP over IP (describe.rs
@@ -56,14 +80,7 @@ fn look(pid: Pid, fd: i32) -> Result<Option<Inet>, String> {
             "an IP socket of type {ty} protocol {protocol}; only TCP and UDP are supported"
         ));
     }
-    let here = s::own_netns_inode().map_err(|e| e.to_string())?;
-    let ns = s::netns_inode(sock.as_fd()).map_err(|e| e.to_string())?;
-    if ns != here {
-        return Err(format!(
-            "a socket of another network namespace (net:[{ns}]); network namespaces are \
-             not supported yet"
-        ));
-    }
+    let in_container = container_socket(pid, sock.as_fd())?;
     let info = if tcp {
         s::tcp_info(sock.as_fd()).map_err(|e| e.to_string())?
     } else {
@@ -112,6 +129,7 @@ fn look(pid: Pid, fd: i32) -> Result<Option<Inet>, String> {
         protocol,
         state: info.state,
         info,
+        in_container,
     }))
 }
 
@@ -127,9 +145,17 @@ pub fn refusal(pid: Pid, fd: i32) -> Option<Option<String>> {
 
 /// The network side of one dump: the connections it locked and put in repair mode,
 /// switched back and unlocked unless the dump ends by killing their processes.
+///
+/// A connection of a container's own network namespace is locked inside that namespace:
+/// the same nftables table in it, which dies with the namespace after the kill; the
+/// restore keeps a veth's host end down until the connections are rebuilt
+/// (`restore/src/netns.rs`).
 pub struct Session {
     table: String,
     locked: bool,
+    /// Network namespaces of containers (by inode) where the lock table was added: a
+    /// process in each, and true.
+    inner: Vec<(u64, Pid, bool)>,
     /// ckpt's copies of the sockets in repair mode.
     repaired: Vec<OwnedFd>,
 }
@@ -140,8 +166,33 @@ impl Session {
         Session {
             table: ckpt_sys::nft::table_name(root.as_raw()),
             locked: false,
+            inner: Vec::new(),
             repaired: Vec::new(),
         }
+    }
+
+    /// Locks connection `local`-`peer` of the container's network namespace `pid` is in:
+    /// the nftables table inside that namespace. Even one holding only lo needs it: the
+    /// two ends of a connection between processes of the container are read one after
+    /// the other while the kernel's timers (retransmission, delayed ACK, window probes)
+    /// still move bytes between them (measured: without it, a stream over the loopback
+    /// of a loopback-only namespace stalled after a restore under load).
+    fn lock_inside(
+        &mut self,
+        pid: Pid,
+        local: SocketAddr,
+        peer: SocketAddr,
+    ) -> ckpt_sys::Result<()> {
+        let path = format!("/proc/{pid}/ns/net");
+        let ino = nix::sys::stat::stat(path.as_str())
+            .map_err(|e| ckpt_sys::Error::sys(path.clone(), e))?
+            .st_ino;
+        if !self.inner.iter().any(|(i, _, _)| *i == ino) {
+            self.inner.push((ino, pid, true));
+        }
+        let table = &self.table;
+        ckpt_sys::ns::in_namespace_of(pid, "net", || ckpt_sys::nft::lock(table, local, peer))??;
+        Ok(())
     }
 
     /// The record of socket fd `fd` of the stopped process `pid` (once per socket: the fd
@@ -182,13 +233,17 @@ impl Session {
             s::TCP_LISTEN => out.backlog = inet.info.sacked as i32,
             s::TCP_ESTABLISHED => {
                 let peer = peer.ok_or_else(|| named("established but has no peer".into()))?;
-                ckpt_sys::nft::lock(&self.table, local, peer).map_err(sys)?;
-                self.locked = true;
+                if inet.in_container {
+                    self.lock_inside(pid, local, peer).map_err(sys)?;
+                } else {
+                    ckpt_sys::nft::lock(&self.table, local, peer).map_err(sys)?;
+                    self.locked = true;
+                    out.lock_table = self.table.clone();
+                }
                 s::set_int(sock, s::SOL_TCP, s::TCP_REPAIR, s::TCP_REPAIR_ON).map_err(sys)?;
                 self.repaired.push(inet.sock);
                 let sock = self.repaired.last().expect("just pushed").as_fd();
                 out.tcp = Some(tcp::read(sock).map_err(sys)?);
-                out.lock_table = self.table.clone();
                 ckpt_sys::testhold::hold("tcp-repair", &|| false);
             }
             _ => {}
@@ -203,6 +258,7 @@ impl Session {
         if killed {
             self.repaired.clear();
             self.locked = false;
+            self.inner.clear();
             return Ok(());
         }
         self.release().map_err(|e| refuse(e.to_string()))
@@ -217,6 +273,15 @@ impl Session {
                 first.get_or_insert(e);
             }
             self.locked = false;
+        }
+        for (_, pid, tabled) in self.inner.drain(..) {
+            if tabled {
+                let table = &self.table;
+                let r = ckpt_sys::ns::in_namespace_of(pid, "net", || ckpt_sys::nft::unlock(table));
+                if let Err(e) = r.and_then(|r| r) {
+                    first.get_or_insert(e);
+                }
+            }
         }
         for sock in self.repaired.drain(..) {
             if let Err(e) = s::set_int(sock.as_fd(), s::SOL_TCP, s::TCP_REPAIR, s::TCP_REPAIR_OFF) {
