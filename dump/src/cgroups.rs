@@ -18,11 +18,12 @@ use std::path::{Path, PathBuf};
 
 /// The record of the cgroups the tree of `root` (`members`: its live processes) owns;
 /// what stands in the way goes to `out`. `inner` gives a process's pid as the images
-/// name it.
+/// name it; `stopped`: the tree is seized (else a running tree is checked).
 pub fn record(
     root: Pid,
     members: &[Pid],
     inner: &dyn Fn(i32) -> i32,
+    stopped: bool,
     out: &mut Blockers,
 ) -> Vec<pb::CgroupHierarchy> {
     let me = nix::unistd::getpid();
@@ -41,6 +42,10 @@ pub fn record(
             Ok(_) if ckpt_sys::proc::stat(p).map_or(true, |s| matches!(s.state, 'Z' | 'X')) => {
                 continue
             }
+            // A task being forked shows every hierarchy's root until the kernel puts it
+            // in its parent's cgroups (cgroup_post_fork): in a running tree (the checks
+            // before the seize) that is no state of its; once stopped it has its own.
+            Ok(m) if !stopped && p != root && m.iter().all(|(_, at)| at == "/") => continue,
             Ok(m) => {
                 threads_agree(p, &m, out);
                 wheres.insert(p.as_raw(), m);

@@ -408,7 +408,7 @@ fn dump_inner(
         let t_cg = Instant::now();
         let mut refused = blockers::Blockers::default();
         let members: Vec<Pid> = tree.live.iter().map(|m| m.task.pid()).collect();
-        let record = cgroups::record(pid, &members, &|p| shared.pids.pid(p), &mut refused);
+        let record = cgroups::record(pid, &members, &|p| shared.pids.pid(p), true, &mut refused);
         refused.refuse_if_any(pid)?;
         tracing::info!(
             hierarchies = record.len(),

@@ -196,7 +196,7 @@ fn tree_blockers_with(root: Pid) -> Result<(Blockers, Describer, Validated), Dum
         .filter(|&p| !crate::tree::is_dying(p))
         .collect();
     crate::sharing::blockers(&alive, &mut out);
-    crate::cgroups::record(root, &alive, &|p| p, &mut out);
+    crate::cgroups::record(root, &alive, &|p| p, false, &mut out);
     Ok((out, describer, validated))
 }
 
