@@ -1,6 +1,7 @@
 //! A real `runc` container on a busybox rootfs built at test time (`runc spec`, no
 //! terminal, a shell loop counting into a file of its rootfs and printing to its stdout,
-//! a file of the host outside its root). Its root is a root of its own (runc
+//! a file of the host outside its root, syslogd on /dev/log and busybox httpd on its
+//! loopback serving the count). Its root is a root of its own (runc
 //! pivot_root()s into the bundle's rootfs, mounts /dev, /sys, cgroups, masks parts of
 //! /proc): ckpt dumps it by its init's pid and restores it into fresh namespaces, three
 //! times in a row, and a copy beside it on a copy of its rootfs.
@@ -31,7 +32,7 @@ impl Runc {
             fs::create_dir_all(bundle.join("rootfs").join(d)).unwrap();
         }
         fs::copy(which("busybox"), bin.join("busybox")).unwrap();
-        for applet in ["sh", "sleep", "cat", "echo", "syslogd", "logger"] {
+        for applet in ["sh", "sleep", "cat", "echo", "syslogd", "logger", "httpd"] {
             std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
         }
         // The container inherits runc's stdio: a file, not a pipe (the container would
@@ -194,8 +195,25 @@ fn mounts_of(pid: i32) -> Vec<String> {
 /// Counts into /tmp/count and its stdout, and logs each count through syslogd (its
 /// /dev/log, a unix datagram socket bound in the container's /dev tmpfs, in its own
 /// network namespace) into /tmp/messages.
-const COUNTING: &str = "syslogd -n -O /tmp/messages & n=0; while :; do n=$((n+1)); \
-                        echo $n > /tmp/count; echo $n; logger tick$n; sleep 0.05; done";
+const COUNTING: &str = "syslogd -n -O /tmp/messages & httpd -f -p 127.0.0.1:8080 -h /tmp & \
+                        n=0; while :; do n=$((n+1)); echo $n > /tmp/count; echo $n; \
+                        logger tick$n; sleep 0.05; done";
+
+/// GET /count from busybox httpd inside the container (its loopback, in its network
+/// namespace: the client runs there through nsenter -n).
+fn served_count(init: i32) -> u64 {
+    let out = Command::new(which("nsenter"))
+        .args(["-t", &init.to_string(), "-n"])
+        .arg(python3())
+        .args([
+            "-c",
+            "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8080/count', timeout=10).read().decode().strip())",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "GET /count inside: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
 
 /// The ticks syslogd wrote, in order.
 fn ticks(c: &Runc) -> Vec<u64> {
@@ -211,6 +229,7 @@ fn runc_container_three_cycles_and_a_copy_beside_it() {
     let env = Env::new();
     let (c, mut init) = Runc::start(env.path(), "loop", COUNTING);
     c.wait_counter(2);
+    assert!(served_count(init) >= 1);
     let mut mounts = mounts_of(init);
     mounts.sort();
     for cycle in 0..3 {
@@ -247,6 +266,8 @@ fn runc_container_three_cycles_and_a_copy_beside_it() {
         let mut now = mounts_of(init);
         now.sort();
         assert_eq!(now, mounts, "its mounts after cycle {cycle}");
+        // Its web server, listening across the cycle, serves the count.
+        assert!(served_count(init) > count, "httpd after cycle {cycle}");
         // syslogd goes on receiving on its /dev/log.
         let start = Instant::now();
         while ticks(&c).last().copied().unwrap_or(0) <= count + 1 {
