@@ -39,6 +39,18 @@ pub struct Plan {
     pub host_mounts: Vec<pb::HostMount>,
 }
 
+/// What `Mount.flags` may hold (what the dump records from mountinfo): anything else
+/// (MS_MOVE, MS_REC, ...) in a hostile image would make the mount calls do other things.
+const PER_MOUNT_FLAGS: u64 = libc::MS_RDONLY
+    | libc::MS_NOSUID
+    | libc::MS_NODEV
+    | libc::MS_NOEXEC
+    | libc::MS_NOATIME
+    | libc::MS_NODIRATIME
+    | libc::MS_RELATIME
+    | libc::MS_STRICTATIME
+    | 256; // MS_NOSYMFOLLOW
+
 fn refuse(why: String) -> RestoreError {
     RestoreError::Refused(format!("inventory.img: container mounts: {why}"))
 }
@@ -60,6 +72,12 @@ pub fn plan(dir: &ImageDir, c: &pb::Container, places: &Places) -> R<Plan> {
         if m.mountpoint == "/" && (i != 0 || m.kind != pb::MountKind::MountExternal as i32) {
             return Err(refuse(format!(
                 "mount {i} on / is not the first, or not a bind of a host directory"
+            )));
+        }
+        if m.flags & !PER_MOUNT_FLAGS != 0 {
+            return Err(refuse(format!(
+                "mount {i} ({}): flags {:#x} are not per-mount flags",
+                m.mountpoint, m.flags
             )));
         }
         let late = under_proc(&m.mountpoint);

@@ -3,20 +3,11 @@
 //! changed afterwards (MS_REMOUNT | MS_BIND, which leaves the superblock alone).
 
 use crate::error::{Error, Result};
-use nix::mount::{mount, MsFlags};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 /// Mounts a new `fstype` superblock on `target` with `flags` and `data` (its options).
 pub fn fresh(fstype: &str, source: &str, target: &str, flags: u64, data: &str) -> Result<()> {
-    let f = MsFlags::from_bits_truncate(flags);
-    mount(
-        Some(source),
-        target,
-        Some(fstype),
-        f,
-        (!data.is_empty()).then_some(data),
-    )
-    .map_err(|e| Error::sys(format!("mount {fstype} ({data}) on {target}"), e))
+    Step::fresh(fstype, source, target, flags, data)?.call()
 }
 
 /// Opens `path` (a directory or file to bind later) as an O_PATH fd.
@@ -35,22 +26,13 @@ pub fn hold(path: &str) -> Result<OwnedFd> {
 
 /// Sets the per-mount flags of the mount on `target` to `flags` (ro, nosuid, ...).
 pub fn set_flags(target: &str, flags: u64) -> Result<()> {
-    let f = MsFlags::from_bits_truncate(flags) | MsFlags::MS_REMOUNT | MsFlags::MS_BIND;
-    mount(None::<&str>, target, None::<&str>, f, None::<&str>)
-        .map_err(|e| Error::sys(format!("remount {target} with flags {flags:#x}"), e))
+    Step::remount(target, flags)?.call()
 }
 
 /// Sets the propagation of the mount on `target`: MS_SHARED (a peer group of its own, or
 /// its source's when it was bound from a shared mount), MS_SLAVE, MS_PRIVATE.
 pub fn set_propagation(target: &str, flag: u64) -> Result<()> {
-    mount(
-        None::<&str>,
-        target,
-        None::<&str>,
-        MsFlags::from_bits_truncate(flag),
-        None::<&str>,
-    )
-    .map_err(|e| Error::sys(format!("propagation {flag:#x} of {target}"), e))
+    Step::propagation(target, flag)?.call()
 }
 
 /// A detached copy of the mount at `path` (open_tree with OPEN_TREE_CLONE: a bind not
@@ -107,14 +89,7 @@ pub fn attach(tree: &OwnedFd, what: &str, target: &str) -> Result<()> {
 
 /// Binds `source` on `target`, both paths of the caller's mount namespace.
 pub fn bind_path(source: &str, target: &str) -> Result<()> {
-    mount(
-        Some(source),
-        target,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(|e| Error::sys(format!("bind {source} on {target}"), e))
+    Step::bind(source, target)?.call()
 }
 
 /// Makes the directory `new_root` the caller's root and the root of its mount namespace,
@@ -139,7 +114,8 @@ pub fn pivot_into(new_root: &str) -> Result<()> {
 }
 
 /// One mount(2) or umount2(2) call, its strings made beforehand: for a child forked from
-/// a multi-threaded ckpt, which must not allocate (`ns::mount_inside`).
+/// a multi-threaded ckpt, which must not allocate (`ns::mount_inside`); the functions
+/// above make one and call it at once.
 #[derive(Debug)]
 pub struct Step {
     source: Option<std::ffi::CString>,
@@ -223,6 +199,11 @@ impl Step {
 
     pub fn what(&self) -> &str {
         &self.what
+    }
+
+    /// `run`, its failure named.
+    pub fn call(&self) -> Result<()> {
+        self.run().map_err(|e| Error::sys(self.what.clone(), e))
     }
 
     /// The call itself; allocates nothing.
