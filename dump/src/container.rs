@@ -245,8 +245,7 @@ pub fn record(root: Pid, out: &mut Blockers) -> pb::Container {
         crate::ipc::blockers(root, out);
     }
     if flags & libc::CLONE_NEWNS as u64 != 0 {
-        c.mounts = crate::mounts::record(root, out);
-        c.host_mounts = crate::mounts::host_mounts(root);
+        (c.mounts, c.host_mounts) = crate::mounts::record(root, out);
     }
     if flags & libc::CLONE_NEWNET as u64 != 0 {
         (c.loopback_up, c.net) = crate::netns::record(root, out);

@@ -362,7 +362,8 @@ fn dump_inner(
             if record.clone_flags & libc::CLONE_NEWIPC as u64 != 0 {
                 record.ipc_objects = ipc::write(pid, &mut sink)?;
             }
-            if record.clone_flags & libc::CLONE_NEWNS as u64 != 0 && mounts::pivoted(pid) {
+            // A root of its own: the first mount recorded is "/".
+            if record.mounts.first().is_some_and(|m| m.mountpoint == "/") {
                 shared.files.container_mounts = Some(mounts::ids(pid));
             }
             let map = container::PidMap::of(tree.live.iter().map(|m| m.task.pid()))?;

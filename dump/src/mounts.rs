@@ -84,49 +84,28 @@ fn data(super_opts: &str) -> String {
 
 const FRESH: [&str; 5] = ["sysfs", "mqueue", "cgroup2", "devpts", "proc"];
 
-/// Whether the container's root is a root of its own (pivot_root into a directory: runc,
-/// LXC), not the copy of ckpt's that `unshare --mount` leaves.
-pub fn pivoted(root: Pid) -> bool {
-    let top = |l: Vec<Line>| l.into_iter().find(|m| m.mountpoint == "/");
-    match (top(mountinfo(root)), top(mountinfo(nix::unistd::getpid()))) {
-        (Some(t), Some(h)) => t.key() != h.key(),
-        _ => false,
-    }
-}
-
 /// The ids of the mounts of `root`'s mount namespace: a file an fd holds on any other
 /// mount lies outside a pivoted container's root (`Fd.outside_root`).
 pub fn ids(root: Pid) -> std::collections::HashSet<u64> {
     mountinfo(root).iter().map(|m| m.id).collect()
 }
 
-/// Which of ckpt's mounts a container that shares them (no root of its own) has: the
-/// restore's copy of ckpt's mounts is cut down to these.
-pub fn host_mounts(root: Pid) -> Vec<pb::HostMount> {
-    if pivoted(root) {
-        return Vec::new();
-    }
-    let theirs = mountinfo(root);
-    mountinfo(nix::unistd::getpid())
-        .into_iter()
-        .filter(|h| theirs.iter().any(|m| m.same_mount(h)))
-        .map(|h| pb::HostMount {
-            root: h.root,
-            mountpoint: h.mountpoint,
-            fstype: h.fstype,
-            source: h.source,
-        })
-        .collect()
+/// The "/" line's (root, mount point, fs type, source).
+fn top_key(lines: &[Line]) -> Option<(&str, &str, &str, &str)> {
+    lines.iter().find(|m| m.mountpoint == "/").map(Line::key)
 }
 
-/// The container's own mounts, recorded; what cannot be restored is pushed to `out`.
-pub fn record(root: Pid, out: &mut Blockers) -> Vec<pb::Mount> {
+/// The container's own mounts, recorded, and which of ckpt's mounts it shares (none for
+/// a root of its own: the restore's copy of ckpt's mounts is cut down to these); what
+/// cannot be restored is pushed to `out`.
+pub fn record(root: Pid, out: &mut Blockers) -> (Vec<pb::Mount>, Vec<pb::HostMount>) {
     let host_all = mountinfo(nix::unistd::getpid());
     let theirs = mount_order(mountinfo(root));
+    let mut shared_with_host = Vec::new();
     let mut recorded: Vec<pb::Mount> = Vec::new();
     // (device, root, index) of each recorded mount a later one may bind from.
     let mut sources: Vec<(String, String, u32)> = Vec::new();
-    let extra = if pivoted(root) {
+    let extra = if top_key(&theirs) != top_key(&host_all) {
         // pivot_root (runc, LXC): none of ckpt's mounts is theirs; their root is a bind
         // of a host directory, the first mount restored.
         let Some(t) = theirs.iter().find(|m| m.mountpoint == "/") else {
@@ -135,7 +114,7 @@ pub fn record(root: Pid, out: &mut Blockers) -> Vec<pb::Mount> {
                 "its mount namespace",
                 "no mount on / in its mountinfo",
             );
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         };
         let Some(from) = host_path(&host_all, t) else {
             out.push(
@@ -143,7 +122,7 @@ pub fn record(root: Pid, out: &mut Blockers) -> Vec<pb::Mount> {
                 format!("its root / ({} {} {})", t.fstype, t.source, t.root),
                 "a root that is not a directory of a filesystem ckpt's namespace has                  mounted (e.g. a device mounted only inside the container) is not restored yet",
             );
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         };
         recorded.push(pb::Mount {
             kind: pb::MountKind::MountExternal as i32,
@@ -166,7 +145,13 @@ pub fn record(root: Pid, out: &mut Blockers) -> Vec<pb::Mount> {
         for m in theirs {
             match host.iter().position(|h| h.key() == m.key()) {
                 Some(i) => {
-                    host.remove(i);
+                    let h = host.remove(i);
+                    shared_with_host.push(pb::HostMount {
+                        root: h.root,
+                        mountpoint: h.mountpoint,
+                        fstype: h.fstype,
+                        source: h.source,
+                    });
                 }
                 None => extra.push(m),
             }
@@ -248,7 +233,7 @@ pub fn record(root: Pid, out: &mut Blockers) -> Vec<pb::Mount> {
         );
     }
     propagation_blockers(root, &recorded, out);
-    recorded
+    (recorded, shared_with_host)
 }
 
 /// The peer group of a mountinfo optional field (`shared:N`, `master:N`), 0 if none.
