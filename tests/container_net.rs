@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::inside::reap_dumped_container;
 use common::*;
 use std::ffi::OsStr;
 use std::fs;
@@ -122,14 +123,7 @@ fn dump_killed(env: &Env, wrap: &[&str], w: &Workload, init: i32, i: usize) -> P
         &["dump", "-t", &pid, "-D", &img_s, "--tcp-established"],
     )
     .ok();
-    if i == 1 {
-        // unshare exits with its child; the init is its child, not ours.
-        reap(w.pid, Duration::from_secs(10));
-        env.untrack(w.pid);
-    } else {
-        env.reap_dumped(init);
-    }
-    env.untrack(init);
+    reap_dumped_container(env, w, init, i == 1);
     img
 }
 

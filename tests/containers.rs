@@ -599,14 +599,7 @@ fn container_loopback_netns_three_cycles() {
 /// One cycle of a container: dump its init (the first time, unshare, `w`, exits too and
 /// is reaped), restore it detached; the new init's outer pid and the counter at the dump.
 fn container_cycle(env: &Env, w: &Workload, init: i32, img: &Path, i: usize) -> (i32, u64) {
-    env.dump(init, img, &[]).ok();
-    if i == 1 {
-        reap(w.pid, Duration::from_secs(10));
-        env.untrack(w.pid);
-    } else {
-        env.reap_dumped(init);
-    }
-    env.untrack(init);
+    dump_container(env, w, init, img, i == 1);
     let before = counter(env);
     let pidfile = env.path().join(format!("cycle{i}.pid"));
     env.ckpt(&[

@@ -94,6 +94,12 @@ pub fn restore_with_pidfile(env: &Env, img: &Path, tag: &str, extra: &[String]) 
 /// `first` dump its unshare (`w`), which exits with it, is reaped too.
 pub fn dump_container(env: &Env, w: &Workload, init: i32, img: &Path, first: bool) {
     env.dump(init, img, &[]).ok();
+    reap_dumped_container(env, w, init, first);
+}
+
+/// After a dump killed a container's init: waits until it is gone (on the `first` dump
+/// its unshare, `w`, which exits with it and is the test's child, is reaped instead).
+pub fn reap_dumped_container(env: &Env, w: &Workload, init: i32, first: bool) {
     if first {
         reap(w.pid, Duration::from_secs(10));
         env.untrack(w.pid);
