@@ -205,15 +205,7 @@ fn sigterm_mid_restore_leaves_no_process() {
     env.dump(w.pid, &dir, &[]).ok();
     env.reap_dumped(w.pid);
     let hold = Hold::new(&env, "restore-puppet");
-    let bg = env.ckpt_bg_held(
-        &hold,
-        &[
-            OsStr::new("restore"),
-            OsStr::new("-D"),
-            dir.as_os_str(),
-            OsStr::new("-d"),
-        ],
-    );
+    let bg = env.restore_detached_held(&hold, &dir);
     let ckpt = bg.child.id() as i32;
     env.track(w.pid);
     assert_eq!(hold.reached(), ckpt);

@@ -281,15 +281,7 @@ fn failed_restore_keeps_the_lock_for_a_retry() {
     env.dump(server.pid, &dir, &["--tcp-established"]).ok();
     env.reap_dumped(server.pid);
     let hold = Hold::new(&env, "restore-puppet");
-    let bg = env.ckpt_bg_held(
-        &hold,
-        &[
-            std::ffi::OsStr::new("restore"),
-            std::ffi::OsStr::new("-D"),
-            dir.as_os_str(),
-            std::ffi::OsStr::new("-d"),
-        ],
-    );
+    let bg = env.restore_detached_held(&hold, &dir);
     let ckpt = bg.child.id() as i32;
     env.track(server.pid);
     assert_eq!(hold.reached(), ckpt);

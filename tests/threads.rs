@@ -224,3 +224,76 @@ fn threads_created_and_exiting_during_dumps() {
     }
     env.cycles(&mut w, 2, &[], |_, _| {});
 }
+
+/// The three wake-up signals of tests/workloads/sigwake.c, one per blocked task.
+const WAKE: [i32; 3] = [libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH];
+
+/// Waits for sigwake's verdict and reaps it: each task's blocked call ended as the
+/// kernel's restart rules say for its kind and its handler.
+fn sigwake_done(env: &Env, w: &Workload) {
+    let line = env.wait_line(w, "DONE", |l| l.starts_with("DONE"));
+    assert_eq!(line, "DONE ok", "output:\n{}", env.output(w));
+}
+
+/// Without a checkpoint, sigwake's three tasks wake as they should (the baseline the
+/// restored runs are held to).
+#[test]
+fn sigwake_sane() {
+    let env = Env::new();
+    let w = env.start("sigwake");
+    for s in WAKE {
+        assert!(signal(w.pid, s));
+    }
+    sigwake_done(&env, &w);
+}
+
+/// Signals sent while the restore rebuilds the process are pending when it is released:
+/// each blocked call sees its handler run and then fails with EINTR (pause, a read
+/// without SA_RESTART) or runs on (a read with SA_RESTART), in the main thread and in
+/// the others alike. (A restart made by rewinding the registers instead runs the handler
+/// and then blocks the call again, for ever.)
+#[test]
+fn signals_pending_at_the_release_wake_blocked_calls() {
+    signals_while_held("restore-puppet");
+}
+
+/// The same signals sent before the puppet phase, to the seed that stands in for the
+/// process: they wait for its own handlers (rather than kill the seed).
+#[test]
+fn signals_to_a_seed_wait_for_the_restored_handlers() {
+    signals_while_held("restore-seeds");
+}
+
+fn signals_while_held(point: &str) {
+    let env = Env::new();
+    let w = env.start("sigwake");
+    let dir = env.subdir("img");
+    env.dump(w.pid, &dir, &[]).ok();
+    env.reap_dumped(w.pid);
+    let hold = Hold::new(&env, point);
+    let bg = env.restore_detached_held(&hold, &dir);
+    env.track(w.pid);
+    hold.reached();
+    for s in WAKE {
+        assert!(signal(w.pid, s), "signal {s} to the seed of {}", w.pid);
+    }
+    hold.release();
+    env.finish_bg(bg).ok();
+    sigwake_done(&env, &w);
+}
+
+/// The same signals sent once the restored process runs.
+#[test]
+fn signals_after_a_restore_wake_blocked_calls() {
+    let env = Env::new();
+    let w = env.start("sigwake");
+    let dir = env.subdir("img");
+    env.dump(w.pid, &dir, &[]).ok();
+    env.reap_dumped(w.pid);
+    env.restore_detached(&dir).ok();
+    env.track(w.pid);
+    for s in WAKE {
+        assert!(signal(w.pid, s));
+    }
+    sigwake_done(&env, &w);
+}

@@ -327,15 +327,7 @@ fn restore_killed_before_the_seize_leaves_nothing() {
     let env = Env::new();
     let (dir, pids) = dumped_ring(&env);
     let hold = Hold::new(&env, "restore-seeds");
-    let bg = env.ckpt_bg_held(
-        &hold,
-        &[
-            OsStr::new("restore"),
-            OsStr::new("-D"),
-            dir.as_os_str(),
-            OsStr::new("-d"),
-        ],
-    );
+    let bg = env.restore_detached_held(&hold, &dir);
     let ckpt = bg.child.id() as i32;
     assert_eq!(hold.reached(), ckpt);
     assert!(

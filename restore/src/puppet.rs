@@ -15,7 +15,7 @@ use crate::seed::SeedPlan;
 use crate::RestoreError;
 use ckpt_images::PAGE_SIZE;
 use ckpt_sys::inject::{Call, Remote, Via, BATCH_ENTRY};
-use ckpt_sys::ptrace::{self, Options};
+use ckpt_sys::ptrace::{self, Options, Stop};
 use ckpt_sys::{mem, Pid};
 use std::time::Instant;
 use tracing::debug;
@@ -397,6 +397,7 @@ impl<'a> Puppet<'a> {
                 self.pid
             )));
         }
+        self.stop_in_get_signal()?;
         let mut regs = crate::regs::from_image(t.regs.as_ref().expect("checked at load"));
         ckpt_sys::regs::fix_syscall_restart(&mut regs);
         ptrace::set_regs(self.pid, &regs)?;
@@ -405,6 +406,30 @@ impl<'a> Puppet<'a> {
         // registers, after the detach, not stop an injected call half way.
         ptrace::set_sigmask(self.pid, t.sigmask)?;
         Ok(())
+    }
+
+    /// From the munmap's syscall-exit stop to an interrupt's event stop, which is inside
+    /// get_signal: the final registers set there pass through the kernel's syscall-restart
+    /// rules on the way out (`fix_syscall_restart`). Every signal but SIGKILL and SIGSTOP
+    /// is blocked, so nothing else runs meanwhile; a SIGSTOP is passed on and its
+    /// group-stop (inside get_signal too) serves as well.
+    fn stop_in_get_signal(&mut self) -> R<()> {
+        ptrace::interrupt(self.pid)?;
+        ptrace::cont(self.pid, None)?;
+        loop {
+            match ptrace::wait(self.pid)? {
+                Stop::EventStop(_) => return Ok(()),
+                Stop::Signal(sig) => {
+                    ptrace::cont(self.pid, nix::sys::signal::Signal::try_from(sig).ok())?
+                }
+                other => {
+                    return Err(RestoreError::Refused(format!(
+                        "pid {}: unexpected stop {other:?} after the final munmap",
+                        self.pid
+                    )))
+                }
+            }
+        }
     }
 }
 

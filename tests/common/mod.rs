@@ -651,6 +651,19 @@ impl Env {
         ])
     }
 
+    /// [`Env::restore_detached`] in the background, held at `hold`'s point.
+    pub fn restore_detached_held(&self, hold: &Hold, dir: &Path) -> BgCkpt {
+        self.ckpt_bg_held(
+            hold,
+            &[
+                OsStr::new("restore"),
+                OsStr::new("-D"),
+                dir.as_os_str(),
+                OsStr::new("-d"),
+            ],
+        )
+    }
+
     /// Reaps a workload that a dump killed; asserts it died.
     pub fn reap_dumped(&self, pid: i32) {
         match reap(pid, Duration::from_secs(10)) {
