@@ -415,6 +415,7 @@ pub fn restore_with_progress(
             }),
     };
     fdtable::place_from_ckpt(&fds)?;
+    let blocked = ckpt_sys::process::block_signals()?;
     let (child, mut init) = if opts.new_pidns {
         let keep: Vec<i32> = shared.as_ref().map_or(Vec::new(), |s| s.raw_fds());
         let t = Instant::now();
@@ -449,6 +450,7 @@ pub fn restore_with_progress(
         }
         (Some(child), None)
     };
+    drop(blocked);
     // Every seed is forked from the root's: ckpt's placeholders can go.
     drop(reservation);
     seeds::wait_ready(err_r, &inv.pids)?;

@@ -689,3 +689,30 @@ pub fn set_async_owner(fd: i32, owner_type: i32, pid: i32, sig: i32) -> Result<(
     Errno::result(r).ctx(|| format!("fcntl({fd}, F_SETSIG, {sig})"))?;
     Ok(())
 }
+
+/// Every signal blocked in the calling thread until it is dropped (the mask it found
+/// back); a process forked meanwhile starts with them all blocked. For the seeds of a
+/// restore: a signal sent to a pid before its process is rebuilt must wait for the
+/// process's own handlers, not kill the seed or run one of ckpt's.
+pub struct SignalsBlocked(nix::sys::signal::SigSet);
+
+pub fn block_signals() -> Result<SignalsBlocked> {
+    let mut old = nix::sys::signal::SigSet::empty();
+    nix::sys::signal::pthread_sigmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::all()),
+        Some(&mut old),
+    )
+    .map_err(|e| Error::sys("blocking every signal", e))?;
+    Ok(SignalsBlocked(old))
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_SETMASK,
+            Some(&self.0),
+            None,
+        );
+    }
+}
