@@ -150,6 +150,7 @@ pub fn restore_with_progress(
         )));
     }
     container::check(inv, opts.new_pidns, opts.lazy)?;
+    let (external_net, inherit_fds) = container::external_net(inv, &opts.inherit_fds)?;
     let cgroup_plan = cgroups::plan(inv, &opts.cgroup_root)?;
     let cgroup_dirs = cgroup_plan.root_dirs();
     let ns_plan = match &inv.container {
@@ -330,12 +331,12 @@ pub fn restore_with_progress(
         .unwrap_or(0)
         + 1;
     // Held until the root's seed has its copies (`place_from_ckpt`).
-    let terminal = shelljob::attach(&descs, opts.shell_job, &opts.inherit_fds)?;
+    let terminal = shelljob::attach(&descs, opts.shell_job, &inherit_fds)?;
     let own: Vec<(u64, i32)> = terminal
         .iter()
         .map(|(id, f)| (*id, f.as_raw_fd()))
         .collect();
-    let fds = fdtable::plan(&descs, &tree, &imgs, &opts.inherit_fds, &own, floor)?;
+    let fds = fdtable::plan(&descs, &tree, &imgs, &inherit_fds, &own, floor)?;
     fdtable::make_room(&fds)?;
     let mut reset = ckpt_sys::process::own_non_default_signals();
     reset.extend([32, 33]);
@@ -430,7 +431,12 @@ pub fn restore_with_progress(
         (None, Some(init))
     } else if let Some(c) = &inv.container {
         let t = Instant::now();
-        let child = container::fork_root(&seeds, c, err_w);
+        let child = container::fork_root(
+            &seeds,
+            c,
+            err_w,
+            external_net.as_ref().map(std::os::fd::AsFd::as_fd),
+        );
         fdtable::close_from_ckpt(&fds);
         if let (Ok(child), true) = (&child, opts.sibling) {
             rollback.adopt(*child);

@@ -122,6 +122,36 @@ pub fn fork_container_root(flags: u64, sibling: bool) -> Result<Forked> {
     })
 }
 
+/// [`fork_container_root`], the root joining the network namespace `net` (an fd of one
+/// made outside, e.g. by podman) rather than a fresh one: the calling thread enters it
+/// for the clone and goes back to its own in the parent. (Joined from the child, a
+/// namespace of the host's user namespace would be out of reach once the child is in a
+/// user namespace of its own.)
+pub fn fork_container_root_in(
+    flags: u64,
+    sibling: bool,
+    net: std::os::fd::BorrowedFd<'_>,
+) -> Result<Forked> {
+    let own = std::fs::File::open("/proc/thread-self/ns/net")
+        .map_err(|e| Error::io("/proc/thread-self/ns/net", e))?;
+    nix::sched::setns(net, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+        Error::sys(
+            format!(
+                "setns into the network namespace given (fd {})",
+                net.as_raw_fd()
+            ),
+            e,
+        )
+    })?;
+    let forked = fork_container_root(flags & !(libc::CLONE_NEWNET as u64), sibling);
+    if let Ok(Forked::Child) = forked {
+        return forked;
+    }
+    nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| Error::sys("setns back to ckpt's network namespace", e))?;
+    forked
+}
+
 /// In a fresh mount namespace: makes every mount private, so that nothing mounted in it
 /// reaches the namespace it was copied from (nor the other way).
 pub fn make_mounts_private() -> Result<()> {
