@@ -89,6 +89,8 @@ pub struct Plan {
     pub mounts: crate::mounts::Plan,
     pub ipc: crate::ipc::Plan,
     pub net: crate::netns::Plan,
+    /// Its connections locked in the network namespace made outside it (`net/external.rs`).
+    pub external_lock: Option<crate::net::external::Lock>,
 }
 
 /// Reads and checks what the root's seed will make (nothing is created yet).
@@ -102,6 +104,7 @@ pub fn plan(
         mounts: crate::mounts::plan(dir, c, places)?,
         ipc: crate::ipc::plan(dir, c)?,
         net: crate::netns::plan(c.net.as_ref(), veths)?,
+        external_lock: None,
     })
 }
 
@@ -196,6 +199,9 @@ pub fn before_release(c: &pb::Container, plan: Option<&Plan>, root: Pid) -> R<()
     }
     if let Some(plan) = plan {
         plan.net.bring_up()?;
+        if let Some(l) = &plan.external_lock {
+            l.unlock()?;
+        }
     }
     Ok(())
 }

@@ -153,7 +153,7 @@ pub fn restore_with_progress(
     let (external_net, inherit_fds) = container::external_net(inv, &opts.inherit_fds)?;
     let cgroup_plan = cgroups::plan(inv, &opts.cgroup_root)?;
     let cgroup_dirs = cgroup_plan.root_dirs();
-    let ns_plan = match &inv.container {
+    let mut ns_plan = match &inv.container {
         Some(c) => Some(container::plan(
             &dir,
             c,
@@ -319,6 +319,11 @@ pub fn restore_with_progress(
         ));
     }
     let descs = image::load_table(&dir)?;
+    // Connections into a namespace made outside: locked there before anything can make
+    // their sockets (net/external.rs).
+    if let (Some(plan), Some(ns)) = (ns_plan.as_mut(), external_net.as_ref()) {
+        plan.external_lock = net::external::lock(ns, &descs)?;
+    }
     for p in &mut plans {
         fdtable::epoll::attach(p, &descs).map_err(RestoreError::Refused)?;
         fdtable::tty::attach(p, &descs);

@@ -89,6 +89,27 @@ pub fn in_namespace_of<T: Send>(pid: Pid, kind: &str, f: impl FnOnce() -> T + Se
     })
 }
 
+/// [`in_namespace_of`] for the network namespace `ns` (an fd of one, e.g. given by
+/// `--inherit-fd`).
+pub fn in_net_namespace<T: Send>(
+    ns: std::os::fd::BorrowedFd<'_>,
+    f: impl FnOnce() -> T + Send,
+) -> Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| Error::sys("setns into the network namespace given", e))?;
+            Ok(f())
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            Err(Error::Other(
+                "thread in a network namespace panicked".into(),
+            ))
+        })
+    })
+}
+
 /// Runs `f` on a ckpt thread in a network namespace of its own, fresh (unshare(2) of
 /// CLONE_NEWNET, which a thread may do alone), to see what a new namespace starts with.
 pub fn in_fresh_netns<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T> {
