@@ -200,19 +200,26 @@ const COUNTING: &str = "syslogd -n -O /tmp/messages & httpd -f -p 127.0.0.1:8080
                         logger tick$n; sleep 0.05; done";
 
 /// GET /count from busybox httpd inside the container (its loopback, in its network
-/// namespace: the client runs there through nsenter -n).
+/// namespace: the client runs there through nsenter -n). The shell truncates the file
+/// before it writes the next number, so a GET can meet it empty: asked again then.
 fn served_count(init: i32) -> u64 {
-    let out = Command::new(which("nsenter"))
-        .args(["-t", &init.to_string(), "-n"])
-        .arg(python3())
-        .args([
-            "-c",
-            "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8080/count', timeout=10).read().decode().strip())",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "GET /count inside: {out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    for _ in 0..20 {
+        let out = Command::new(which("nsenter"))
+            .args(["-t", &init.to_string(), "-n"])
+            .arg(python3())
+            .args([
+                "-c",
+                "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8080/count', timeout=10).read().decode().strip())",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "GET /count inside: {out:?}");
+        if let Ok(n) = String::from_utf8_lossy(&out.stdout).trim().parse() {
+            return n;
+        }
+        sleep(Duration::from_millis(10));
+    }
+    panic!("GET /count inside: always empty");
 }
 
 /// The ticks syslogd wrote, in order.
