@@ -8,8 +8,10 @@
 
 #![forbid(unsafe_code)]
 
+mod cgroups;
 mod cli;
 mod error;
+mod external;
 mod images;
 mod log;
 mod notify;

@@ -172,11 +172,6 @@ fn own_cgroup(ctrl: Option<&str>, path: &str) -> bool {
     })
 }
 
-/// `--cgroup-root [CTRL:]PATH` of the command line: whether ckpt is in it already.
-pub fn own_cgroup_cli(ctrl: &str, path: &str) -> bool {
-    own_cgroup(Some(ctrl), path)
-}
-
 /// A configuration file that exists and holds more than comments and blank lines.
 fn config_has_options(path: &str) -> bool {
     std::fs::read_to_string(path).is_ok_and(|t| {
@@ -289,5 +284,8 @@ pub fn restore(o: &CriuOpts, client: i32) -> Result<Restore, CriuError> {
             .iter()
             .map(|m| (m.key.clone(), m.val.clone()))
             .collect(),
+        // cg_root may only name ckpt's own cgroups (`refused`): nothing to pass on.
+        cgroup_root: Vec::new(),
+        veths: Vec::new(),
     })
 }

@@ -54,6 +54,10 @@ pub struct Restore {
     /// The restored root a child of ckpt's parent (CRIU's --restore-sibling, rst_sibling).
     pub sibling: bool,
     pub ext_mnt: Vec<(String, String)>,
+    /// ckpt's `--cgroup-root` values: where the tree's cgroups are made.
+    pub cgroup_root: Vec<String>,
+    /// (IN, OUT, BRIDGE): the host end of the container's veth IN and its bridge.
+    pub veths: Vec<(String, String, Option<String>)>,
 }
 
 pub fn dump(d: &Dump) -> Result<(), CriuError> {
@@ -111,12 +115,20 @@ pub fn restore(r: &Restore) -> Result<ckpt_restore::Outcome, CriuError> {
         inherit_fds: r.inherit_fds.clone(),
         new_pidns: false,
         ext_mount_map,
-        veth_pairs: Vec::new(),
-        veth_bridges: Vec::new(),
+        veth_pairs: r
+            .veths
+            .iter()
+            .map(|(inner, out, _)| (inner.clone(), out.clone()))
+            .collect(),
+        veth_bridges: r
+            .veths
+            .iter()
+            .filter_map(|(_, out, br)| Some((out.clone(), br.clone()?)))
+            .collect(),
         sibling: r.sibling,
         shell_job: false,
         page_feed: None,
-        cgroup_root: Vec::new(),
+        cgroup_root: r.cgroup_root.clone(),
     };
     Ok(ckpt_restore::restore(&opts)?)
 }
