@@ -21,10 +21,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-/// The init's loop: a counter in the rootfs, replaced whole each time.
+/// The init's loop: a counter in the rootfs, replaced whole each time. rcS starts only
+/// syslogd (the template's also runs udhcpc, which would keep a packet socket open).
 const INITTAB: &str = "::sysinit:/etc/init.d/rcS\n\
     ::once:/bin/sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; \
     mv /tmp/count.new /tmp/count; sleep 0.05; done'\n";
+const RCS: &str = "#!/bin/sh\n/bin/syslogd\n";
 
 /// What every container of these tests has on top of the template's configuration.
 const NO_TTYS: &str = "lxc.console.path = none\nlxc.tty.max = 0\n";
@@ -41,8 +43,9 @@ struct Lxc<'a> {
 
 impl<'a> Lxc<'a> {
     /// Created with `net` as its network and `more` appended to its configuration
-    /// (after the template's, which would override it otherwise), then started.
-    fn start(env: &'a Env, net: &str, more: &str) -> Lxc<'a> {
+    /// (after the template's, which would override it otherwise), `services` more lines
+    /// of its inittab, then started.
+    fn start(env: &'a Env, net: &str, more: &str, services: &str) -> Lxc<'a> {
         let conf = env.path().join("lxc.conf");
         fs::write(&conf, net).unwrap();
         let c = Lxc {
@@ -63,7 +66,12 @@ impl<'a> Lxc<'a> {
         let mut config = fs::read_to_string(dir.join("config")).unwrap();
         config.push_str(more);
         fs::write(dir.join("config"), config).unwrap();
-        fs::write(c.rootfs().join("etc/inittab"), INITTAB).unwrap();
+        fs::write(
+            c.rootfs().join("etc/inittab"),
+            format!("{INITTAB}{services}"),
+        )
+        .unwrap();
+        fs::write(c.rootfs().join("etc/init.d/rcS"), RCS).unwrap();
         let out = c.lxc("lxc-start", &[]);
         assert!(out.status.success(), "lxc-start: {out:?}");
         c.count_above(2);
@@ -230,7 +238,7 @@ fn goes_on(c: &Lxc, at: u64) {
 fn lxc_checkpoint_and_restore_three_cycles_then_stop() {
     let env = Env::new();
     criu_in_path(&env);
-    let c = Lxc::start(&env, "lxc.net.0.type = empty\n", NO_TTYS);
+    let c = Lxc::start(&env, "lxc.net.0.type = empty\n", NO_TTYS, "");
     for cycle in 0..3 {
         let images = env.path().join(format!("img{cycle}"));
         c.checkpoint(&images);
@@ -262,7 +270,7 @@ fn lxc_checkpoint_and_restore_three_cycles_then_stop() {
 fn lxc_checkpoint_of_a_console_is_refused_by_option_name() {
     let env = Env::new();
     criu_in_path(&env);
-    let c = Lxc::start(&env, "lxc.net.0.type = empty\n", "lxc.tty.max = 0\n");
+    let c = Lxc::start(&env, "lxc.net.0.type = empty\n", "lxc.tty.max = 0\n", "");
     let images = env.path().join("img");
     let out = c.lxc("lxc-checkpoint", &["-s", "-D", images.to_str().unwrap()]);
     assert!(!out.status.success(), "{out:?}");
@@ -280,4 +288,127 @@ fn lxc_checkpoint_of_a_console_is_refused_by_option_name() {
     assert!(c.state().contains("RUNNING"), "{}", c.state());
     let at = c.count();
     c.count_above(at + 2);
+}
+
+/// A bridge of the test's on the host, with an address: removed at the end.
+struct Bridge {
+    name: String,
+}
+
+impl Bridge {
+    fn new(name: &str, addr: &str) -> Bridge {
+        let b = Bridge { name: name.into() };
+        for args in [
+            vec!["link", "add", name, "type", "bridge"],
+            vec!["addr", "add", addr, "dev", name],
+            vec!["link", "set", name, "up"],
+        ] {
+            let out = Command::new("ip").args(&args).output().unwrap();
+            assert!(out.status.success(), "ip {args:?}: {out:?}");
+        }
+        b
+    }
+
+    /// The interfaces that are its ports.
+    fn ports(&self) -> Vec<String> {
+        fs::read_dir(format!("/sys/class/net/{}/brif", self.name))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.name])
+            .output();
+    }
+}
+
+/// `GET /count` from busybox httpd inside (serving the container's /tmp), over the veth.
+fn http_count(addr: &str) -> u64 {
+    use std::io::{Read, Write};
+    let start = Instant::now();
+    loop {
+        let got = std::net::TcpStream::connect_timeout(
+            &format!("{addr}:8080").parse().unwrap(),
+            Duration::from_secs(2),
+        )
+        .and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(b"GET /count HTTP/1.0\r\n\r\n")?;
+            let mut reply = String::new();
+            s.read_to_string(&mut reply)?;
+            Ok(reply)
+        });
+        if let Ok(reply) = &got {
+            if let Some(n) = reply
+                .split("\r\n\r\n")
+                .nth(1)
+                .and_then(|b| b.trim().parse().ok())
+            {
+                return n;
+            }
+        }
+        assert!(
+            start.elapsed() < LINE_TIMEOUT,
+            "no count from http://{addr}:8080/count: {got:?}"
+        );
+        sleep(Duration::from_millis(100));
+    }
+}
+
+/// LXC's default network, a veth whose host end is a port of a bridge (the test's): at
+/// each restore LXC names a new host end (`--external veth[eth0]:vethXXXXXX@BRIDGE`),
+/// ckpt makes it a port of the bridge, and busybox httpd inside answers over it with the
+/// count, which went on from the dump. Then `lxc-stop` leaves no port behind.
+#[test]
+fn lxc_checkpoint_and_restore_with_a_veth_on_a_bridge_three_cycles() {
+    let env = Env::new();
+    criu_in_path(&env);
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    let br = Bridge::new(
+        &format!("ckl{}x{n}", pid % 100_000),
+        &format!("10.213.{}.1/24", pid % 250),
+    );
+    let addr = format!("10.213.{}.2", pid % 250);
+    let net = format!(
+        "lxc.net.0.type = veth\nlxc.net.0.link = {}\nlxc.net.0.flags = up\n\
+         lxc.net.0.ipv4.address = {addr}/24\n",
+        br.name
+    );
+    let c = Lxc::start(
+        &env,
+        &net,
+        NO_TTYS,
+        "::once:/bin/httpd -f -p 8080 -h /tmp\n",
+    );
+    let first = http_count(&addr);
+    assert!(first > 0);
+    assert_eq!(br.ports().len(), 1, "{:?}", br.ports());
+    for cycle in 0..3 {
+        let before = br.ports();
+        let images = env.path().join(format!("img{cycle}"));
+        c.checkpoint(&images);
+        assert!(br.ports().is_empty(), "{:?}", br.ports());
+        let at = c.count();
+        c.restore(&images);
+        let ports = br.ports();
+        assert_eq!(ports.len(), 1, "{ports:?}");
+        assert_ne!(ports, before, "LXC names a new host end each time");
+        let seen = http_count(&addr);
+        assert!(seen >= at, "{seen} < {at}");
+        goes_on(&c, at);
+    }
+    let init = c.init_pid();
+    let monitor = parent_of(init);
+    let out = c.lxc("lxc-stop", &[]);
+    assert!(out.status.success(), "lxc-stop: {out:?}");
+    c.assert_nothing_left(init, monitor);
+    assert!(br.ports().is_empty(), "{:?}", br.ports());
 }
