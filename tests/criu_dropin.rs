@@ -52,8 +52,8 @@ fn unknown_and_unsupported_options_are_refused_by_name() {
             "--manage-cgroups=strict",
         ),
         (
-            &["dump", "-t", "1", "-D", d, "--external", "tty[8800:1a]"],
-            "--external tty[8800:1a]",
+            &["dump", "-t", "1", "-D", d, "--external", "unix[1234]"],
+            "--external unix[1234]",
         ),
         (
             &["restore", "-D", d, "--external", "macvlan[eth0]:eno1"],

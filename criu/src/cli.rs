@@ -336,11 +336,16 @@ fn act_inner(cmd: &str, p: Parsed, images: PathBuf, work: &Path) -> Result<i32, 
         return Err(invalid(format!("{n} is a restore option")));
     }
     let pid = p.pid.ok_or_else(|| invalid("-t/--tree PID is required"))?;
-    if let Some(e) = p.externals.first() {
-        return Err(unsupported(format!(
-            "--external {e}: not supported by ckpt at a dump"
-        )));
+    let mut ttys = Vec::new();
+    for e in &p.externals {
+        if !e.starts_with("tty[") {
+            return Err(unsupported(format!(
+                "--external {e}: not supported by ckpt at a dump (tty[RDEV:DEV] only)"
+            )));
+        }
+        ttys.push((e.clone(), crate::console::parse(e)?));
     }
+    crate::console::check_not_held(pid, &ttys)?;
     crate::cgroups::check_dump(pid, &p.cg_roots)?;
     if let Some(root) = p.root.as_deref() {
         opts::same_root(pid, root)?;

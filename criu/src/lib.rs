@@ -10,10 +10,12 @@
 
 mod cgroups;
 mod cli;
+mod console;
 mod error;
 mod external;
 mod images;
 mod log;
+mod mount_names;
 mod notify;
 mod opts;
 mod run;

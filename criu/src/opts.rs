@@ -124,13 +124,12 @@ fn refused(o: &CriuOpts) -> Option<String> {
     }
     if o.manage_cgroups_mode.is_some() {
         let mode = o.manage_cgroups_mode();
-        if matches!(
-            mode,
-            CriuCgMode::Props | CriuCgMode::Full | CriuCgMode::Strict
-        ) {
+        // ckpt makes a tree's cgroups and writes their dumped settings, made or found:
+        // FULL (and more than SOFT, IGNORE, NONE ask), not PROPS or STRICT.
+        if matches!(mode, CriuCgMode::Props | CriuCgMode::Strict) {
             return Some(format!(
-                "manage_cgroups_mode {} (ckpt's CRIU interface takes no cgroup properties: \
-                 ckpt records a tree's own cgroups and restores them by itself)",
+                "manage_cgroups_mode {} (ckpt makes a tree's cgroups and writes their \
+                 dumped settings, made or found: FULL)",
                 mode.as_str_name()
             ));
         }
