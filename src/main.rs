@@ -86,6 +86,11 @@ enum Cmd {
         /// CRIU's spelling.
         #[arg(short = 'j', long)]
         shell_job: bool,
+        /// A container's network namespace made outside it (podman's CNI, a netns path
+        /// in runc's config), by inode: recorded as KEY, not by its contents; the restore
+        /// joins the namespace `--inherit-fd fd[N]:KEY` gives. CRIU's spelling.
+        #[arg(long, value_name = "net[INODE]:KEY")]
+        external: Vec<String>,
     },
     /// Restore a process from an image directory.
     Restore {
@@ -355,6 +360,7 @@ fn run(cli: Cli) -> Result<i32> {
             track_mem,
             tcp_established,
             shell_job,
+            external,
         } => {
             let opts = ckpt_dump::DumpOptions {
                 pid,
@@ -370,6 +376,7 @@ fn run(cli: Cli) -> Result<i32> {
                 tcp_established,
                 shell_job,
                 pages_chunk: None,
+                external,
             };
             // SIGINT/SIGTERM/SIGHUP: abort in order, the workload put back untouched.
             let _armed = ckpt_sys::abort::arm().context("signal handlers")?;

@@ -20,6 +20,14 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+/// A container name (and so a cgroup, a runtime state directory) no other test of this
+/// run uses: the tests of one binary run in parallel.
+fn unique_name() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("ckpt-criu-{}-{n}", std::process::id())
+}
+
 // ---------------------------------------------------------------------------------
 // The command line
 
@@ -513,7 +521,9 @@ fn busybox_rootfs(rootfs: &Path) {
         fs::create_dir_all(rootfs.join(d)).unwrap();
     }
     fs::copy(which("busybox"), rootfs.join("bin/busybox")).unwrap();
-    for applet in ["sh", "sleep", "cat", "echo", "mv"] {
+    for applet in [
+        "sh", "sleep", "cat", "echo", "mv", "mkdir", "httpd", "wget", "nc",
+    ] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
     }
 }
@@ -551,7 +561,7 @@ impl<'a> Runc<'a> {
             env,
             root: env.subdir("runc-state"),
             bundle,
-            id: format!("ckpt-criu-{}", std::process::id()),
+            id: unique_name(),
         };
         let out = r.runc(&["run", "-d", &r.id.clone()]);
         assert!(out.status.success(), "runc run: {out:?}");
@@ -608,8 +618,9 @@ fn runc_checkpoint_and_restore_through_ckpt_three_cycles_and_leave_running() {
         let out = runc_checkpoint(&ctr, &criu, &images, &[]);
         assert!(
             out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+            "{}\ndump.log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            fs::read_to_string(images.join("dump.log")).unwrap_or_default()
         );
         // runc deleted it: gone from its list, not counting.
         assert!(!ctr.state().contains("\"running\""), "{}", ctr.state());
@@ -700,11 +711,26 @@ struct Podman<'a> {
     name: String,
     /// Its storage and run state: `pm-storage{store}`, `pm-run{store}` under the temp dir.
     store: &'static str,
+    /// Its storage driver: vfs (plain directories) unless told otherwise.
+    driver: &'static str,
+    /// Its CNI network configuration directory, if it has one of its own.
+    net_dir: Option<PathBuf>,
 }
 
 impl<'a> Podman<'a> {
     /// A podman of its own storage (`store`), the busybox image imported into it.
     fn new(env: &'a Env, criu: &Path, store: &'static str) -> Podman<'a> {
+        Podman::with(env, criu, store, "vfs", None)
+    }
+
+    /// [`Podman::new`] with storage driver `driver` and CNI configuration `net_dir`.
+    fn with(
+        env: &'a Env,
+        criu: &Path,
+        store: &'static str,
+        driver: &'static str,
+        net_dir: Option<PathBuf>,
+    ) -> Podman<'a> {
         let tar = env.path().join("rootfs.tar");
         if !tar.exists() {
             let rootfs = env.subdir("pm-rootfs");
@@ -726,12 +752,18 @@ impl<'a> Podman<'a> {
                 criu.parent().unwrap().display(),
                 std::env::var("PATH").unwrap_or_default()
             ),
-            name: format!("ckpt-criu-{}", std::process::id()),
+            name: unique_name(),
             store,
+            driver,
+            net_dir,
         };
-        let out = p.podman(&["import", tar.to_str().unwrap(), "localhost/ckpt-bb:1"]);
-        assert!(out.status.success(), "podman import: {out:?}");
+        p.import(&tar);
         p
+    }
+
+    fn import(&self, tar: &Path) {
+        let out = self.podman(&["import", tar.to_str().unwrap(), "localhost/ckpt-bb:1"]);
+        assert!(out.status.success(), "podman import: {out:?}");
     }
 
     fn start(env: &'a Env, criu: &Path, script: &str) -> Podman<'a> {
@@ -754,15 +786,46 @@ impl<'a> Podman<'a> {
 
     fn podman(&self, args: &[&str]) -> std::process::Output {
         let base = self.env.path();
-        let mut cmd = Command::new("podman");
+        // In the test's own mount namespace: podman's mounts (its storage, the
+        // containers' shm, network namespaces) must not show in the host's, where other
+        // tests copy the host's mounts into their containers at any moment.
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &podman_mount_ns(self.env).to_string(), "-m", "podman"]);
         cmd.arg("--root")
             .arg(base.join(format!("pm-storage{}", self.store)));
         cmd.arg("--runroot")
             .arg(base.join(format!("pm-run{}", self.store)));
-        cmd.args(["--storage-driver", "vfs", "--runtime", "runc"]);
+        cmd.args(["--storage-driver", self.driver, "--runtime", "runc"]);
+        if let Some(d) = &self.net_dir {
+            cmd.arg("--network-config-dir").arg(d);
+        }
         cmd.args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"]);
         cmd.args(args).env("PATH", &self.path);
         run_to_files(self.env, cmd)
+    }
+
+    /// `{{.State.Status}}` and the like of the container.
+    fn inspect(&self, what: &str) -> String {
+        let st = self.podman(&["inspect", "-f", what, &self.name]);
+        String::from_utf8_lossy(&st.stdout).trim().to_string()
+    }
+
+    /// `podman container checkpoint`, then `restore`: exited between, running after.
+    fn checkpoint_and_restore(&self, cycle: u32) {
+        let out = self.podman(&["container", "checkpoint", &self.name]);
+        assert!(
+            out.status.success(),
+            "cycle {cycle}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(self.inspect("{{.State.Status}}"), "exited");
+        let out = self.podman(&["container", "restore", &self.name]);
+        assert!(
+            out.status.success(),
+            "cycle {cycle}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(self.inspect("{{.State.Status}}"), "running");
     }
 
     fn count(&self) -> u64 {
@@ -811,26 +874,9 @@ fn podman_checkpoint_and_restore_with_runc_through_ckpt() {
     let criu = criu_in_path(&env);
     let pm = Podman::start(&env, &criu, COUNTING);
     let name = pm.name.clone();
-    let inspect = |what: &str| {
-        let st = pm.podman(&["inspect", "-f", what, &name]);
-        String::from_utf8_lossy(&st.stdout).trim().to_string()
-    };
     for cycle in 0..2 {
         let before = pm.count();
-        let out = pm.podman(&["container", "checkpoint", &name]);
-        assert!(
-            out.status.success(),
-            "cycle {cycle}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(inspect("{{.State.Status}}"), "exited");
-        let out = pm.podman(&["container", "restore", &name]);
-        assert!(
-            out.status.success(),
-            "cycle {cycle}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(inspect("{{.State.Status}}"), "running");
+        pm.checkpoint_and_restore(cycle);
         let start = Instant::now();
         loop {
             let now = pm.count();
@@ -863,7 +909,9 @@ fn podman_checkpoint_and_restore_with_runc_through_ckpt() {
     );
     // podman read stats-dump: the pages ckpt wrote.
     assert!(stdout.contains("\"pages_written\""), "{stdout}");
-    let other = Podman::new(&env, &criu, "-other");
+    let mut other = Podman::new(&env, &criu, "-other");
+    // The imported container keeps its name.
+    other.name = name.clone();
     let out = other.podman(&[
         "container",
         "restore",
@@ -937,4 +985,205 @@ fn a_sibling_restore_the_client_fails_leaves_nothing_behind() {
     env.track(w.pid);
     assert_running_untraced(w.pid);
     env.check(&mut w);
+}
+
+/// The pid of a process holding a mount namespace of the test's own (a private copy of
+/// the host's), where its podman commands run; made at the first call.
+fn podman_mount_ns(env: &Env) -> i32 {
+    let marker = env.path().join("pm-mntns.pid");
+    if let Some(pid) = fs::read_to_string(&marker)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+    {
+        return pid;
+    }
+    let args = ["--mount", "--propagation", "private", "sleep", "1000000"];
+    let holder = env.spawn(
+        "pm-mntns",
+        &which("unshare"),
+        &args.map(std::ffi::OsStr::new),
+    );
+    let ours = fs::read_link("/proc/self/ns/mnt").unwrap();
+    wait_until("podman's mount namespace", || {
+        fs::read_link(format!("/proc/{}/ns/mnt", holder.pid)).is_ok_and(|n| n != ours)
+    });
+    fs::write(&marker, holder.pid.to_string()).unwrap();
+    holder.pid
+}
+
+/// A CNI network of the test's own for podman: a bridge of its own with no address on
+/// the host side, no firewall, NAT or port plugins (nothing of the host's network changes
+/// but the bridge), its address bookkeeping in the test's directory; the bridge is
+/// removed at the end.
+struct CniNet {
+    dir: PathBuf,
+    name: String,
+    bridge: String,
+}
+
+impl CniNet {
+    fn new(env: &Env) -> CniNet {
+        // Names and subnets no other test of this run (or of another run) takes.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = std::process::id();
+        let net = CniNet {
+            dir: env.subdir("cni"),
+            name: format!("ckpt-{id}-{n}"),
+            bridge: format!("ckb{}-{n}", id % 1_000_000),
+        };
+        let k = id.wrapping_mul(4).wrapping_add(n);
+        let subnet = format!("10.{}.{}.0/24", 200 + (k >> 8) % 50, k % 256);
+        let conf = format!(
+            r#"{{"cniVersion": "0.4.0", "name": "{}", "plugins": [{{"type": "bridge",
+            "bridge": "{}", "isGateway": false, "ipMasq": false, "ipam": {{"type":
+            "host-local", "dataDir": "{}", "ranges": [[{{"subnet": "{subnet}"}}]]}}}}]}}"#,
+            net.name,
+            net.bridge,
+            env.path().join("cni-ipam").display()
+        );
+        fs::write(net.dir.join(format!("{}.conflist", net.name)), conf).unwrap();
+        net
+    }
+}
+
+impl Drop for CniNet {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Serves its count over HTTP on its own address (busybox httpd) besides counting.
+const SERVING: &str = "mkdir -p /tmp/www && httpd -p 8080 -h /tmp/www && i=0; while true; do \
+    i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; \
+    echo $i > /tmp/www/count.new; mv /tmp/www/count.new /tmp/www/count; sleep 0.05; done";
+
+/// podman's defaults but for the network's name: overlay storage and a CNI bridge network.
+/// The container's network namespace is podman's (CRIU's `--external
+/// net[INODE]:extRootNetNS` at dump); at restore podman makes a new one with the same
+/// address and gives it (`--inherit-fd`), and the restored container joins it: its web
+/// server answers on that address, its count goes on. Two cycles.
+#[test]
+fn podman_on_a_bridge_network_and_overlay_storage_through_ckpt() {
+    let env = Env::new();
+    let criu = criu_in_path(&env);
+    let net = CniNet::new(&env);
+    let pm = Podman::with(&env, &criu, "", "overlay", Some(net.dir.clone()));
+    let name = pm.name.clone();
+    let out = pm.podman(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        &net.name,
+        "localhost/ckpt-bb:1",
+        "/bin/sh",
+        "-c",
+        SERVING,
+    ]);
+    assert!(out.status.success(), "podman run: {out:?}");
+    let inspect = |what: &str| pm.inspect(what);
+    let ip_of = format!(
+        "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
+        net.name
+    );
+    let ip = inspect(&ip_of);
+    assert!(ip.starts_with("10."), "no address on {}: {ip:?}", net.name);
+    let url = format!("http://{ip}:8080/count");
+    // The count as the container serves it on its own address.
+    let served = || -> Option<u64> {
+        let out = pm.podman(&["exec", &name, "wget", "-q", "-O", "-", &url]);
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    };
+    wait_until("the container serving its count", || served().is_some());
+    for cycle in 0..2 {
+        let before = pm.count();
+        pm.checkpoint_and_restore(cycle);
+        assert_eq!(inspect(&ip_of), ip, "cycle {cycle}: another address");
+        let first = served().unwrap_or_else(|| panic!("cycle {cycle}: nothing served at {url}"));
+        assert!(
+            first >= before && first < before + 200,
+            "cycle {cycle}: {before} -> {first}: started over?"
+        );
+        wait_until("the count served going on", || {
+            served().is_some_and(|n| n > first)
+        });
+    }
+}
+
+/// An established TCP connection into a podman container (busybox nc echoing with cat)
+/// from a client in another container on the same CNI bridge (outside the dumped tree)
+/// survives `podman container checkpoint --tcp-established` and `restore
+/// --tcp-established`, twice: the client sends a line after each restore and gets it
+/// back, and everything it got is every line it sent, in order. The client is idle while
+/// the server is checkpointed: a segment reaching podman's new namespace while podman
+/// sets it up, before ckpt runs and locks it, would be answered with a reset (ckpt locks
+/// the connections there before it makes anything, `restore/src/net/external.rs`).
+#[test]
+fn podman_tcp_connection_from_another_container_survives_two_cycles() {
+    let env = Env::new();
+    let criu = criu_in_path(&env);
+    let net = CniNet::new(&env);
+    let server = Podman::with(&env, &criu, "", "overlay", Some(net.dir.clone()));
+    let client = Podman::with(&env, &criu, "", "overlay", Some(net.dir.clone()));
+    let run = |pm: &Podman, script: &str| {
+        let out = pm.podman(&[
+            "run",
+            "-d",
+            "--name",
+            &pm.name,
+            "--network",
+            &net.name,
+            "localhost/ckpt-bb:1",
+            "/bin/sh",
+            "-c",
+            script,
+        ]);
+        assert!(out.status.success(), "podman run: {out:?}");
+    };
+    run(&server, "nc -ll -p 9000 -e /bin/cat");
+    let ip_of = format!(
+        "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
+        net.name
+    );
+    let ip = server.inspect(&ip_of);
+    // The client sends what is written to its FIFO (held open by a sleeper).
+    run(
+        &client,
+        &format!("mkfifo /tmp/in; sleep 1000000 > /tmp/in & nc {ip} 9000 < /tmp/in > /tmp/got"),
+    );
+    let echoed = || -> Vec<String> {
+        let out = client.podman(&["exec", &client.name, "cat", "/tmp/got"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    let mut sent = Vec::new();
+    let mut ping = |n: usize| {
+        let line = format!("ping {n}");
+        let script = format!("echo {line} > /tmp/in");
+        let out = client.podman(&["exec", &client.name, "sh", "-c", &script]);
+        assert!(out.status.success(), "{out:?}");
+        sent.push(line);
+        let want = sent.clone();
+        wait_until("the echo", || echoed() == want);
+    };
+    ping(0);
+    for cycle in 1..=2 {
+        for verb in ["checkpoint", "restore"] {
+            let out = server.podman(&["container", verb, "--tcp-established", &server.name]);
+            assert!(
+                out.status.success(),
+                "cycle {cycle}: {verb}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert_eq!(server.inspect("{{.State.Status}}"), "running");
+        ping(cycle);
+    }
 }

@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+mod container;
 mod haul;
 mod limits;
 mod measure;
@@ -70,6 +71,10 @@ struct Args {
     /// --tcp-established), K/M suffixes, or `none`; skipped when redis-server is missing.
     #[arg(long, default_value = "1M")]
     redis: String,
+    /// The container workload, `PROCESSES:MIB` (the ring workload as pid 1 of an unshare
+    /// container, and the same without one in the same round), or `none`.
+    #[arg(long, default_value = "10:64")]
+    container: String,
     /// Dump with `--compress` (zstd): the image MiB row then shows the compression ratio,
     /// and dump/restore times include compressing and decompressing.
     #[arg(long)]
@@ -313,7 +318,19 @@ fn run(mut args: Args) -> Result<()> {
             c.trim().parse().context("--cow: CHILDREN")?,
         ))
     };
-    let ring = if tree_counts.is_empty() && cow.is_none() {
+    let container: Option<(usize, u64)> = if args.container.trim() == "none" {
+        None
+    } else {
+        let (n, m) = args
+            .container
+            .split_once(':')
+            .with_context(|| format!("--container: {:?} is not PROCESSES:MIB", args.container))?;
+        Some((
+            n.trim().parse().context("--container: PROCESSES")?,
+            m.trim().parse().context("--container: MIB")?,
+        ))
+    };
+    let ring = if tree_counts.is_empty() && cow.is_none() && container.is_none() {
         None
     } else {
         Some(workload::compile_ring(tmp.path())?)
@@ -353,6 +370,9 @@ fn run(mut args: Args) -> Result<()> {
     }
     if let Some((mib, children)) = cow {
         results.push(bench_tree(&ctx, children + 1, mib));
+    }
+    if let Some((n, mib)) = container {
+        results.push(container::bench_container(&ctx, n, mib));
     }
     if args.redis.trim() != "none" {
         let keys = parse_count(&args.redis)?;

@@ -214,6 +214,28 @@ pub fn rows(wl: &WorkloadResult) -> Vec<Row> {
                 r.criu = Some(criu.into());
             }
             out.push(r.judge());
+            if wl.name.starts_with("container ") {
+                // What the namespaces cost on top of the same tree without them.
+                for (metric, with, without) in [
+                    (
+                        "namespaces on top of dump ms",
+                        (|r: &Run| r.dump_ms) as fn(&Run) -> Option<f64>,
+                        (|r: &Run| r.plain_dump_ms) as fn(&Run) -> Option<f64>,
+                    ),
+                    (
+                        "namespaces on top of restore ms",
+                        |r| r.restore_ms,
+                        |r| r.plain_restore_ms,
+                    ),
+                ] {
+                    let mut r = Row::new(&wl.name, metric);
+                    r.ckpt = wl.series(|r| Some(with(r)? - without(r)?));
+                    if judged {
+                        r.target = Some(Target::Ms(20.0));
+                    }
+                    out.push(r.judge());
+                }
+            }
             let mut r = Row::new(&wl.name, "dump peak RSS MiB");
             r.ckpt = wl.series(|r| kib_to_mib(r.dump_rss_kib));
             out.push(r);

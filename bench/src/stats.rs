@@ -90,6 +90,10 @@ pub struct Run {
     pub verify: Option<String>,
     /// What went wrong in this round, if anything (ckpt's error line, or the bench's).
     pub error: Option<String>,
+    /// The container row: the same ring dumped and restored without a container in the
+    /// same round.
+    pub plain_dump_ms: Option<f64>,
+    pub plain_restore_ms: Option<f64>,
     /// With --phases: (command, phase, ms) from ckpt's -vv log.
     pub phases: Vec<(String, String, f64)>,
 }

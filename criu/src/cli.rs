@@ -361,6 +361,7 @@ fn act_inner(cmd: &str, p: Parsed, images: PathBuf, work: &Path) -> Result<i32, 
         prev_images_dir: p.prev_images_dir,
         track_mem: p.track_mem,
         ext_mnt: p.ext_mnt,
+        external: Vec::new(),
     };
     run::dump(&d)?;
     Ok(0)

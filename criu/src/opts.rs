@@ -112,8 +112,8 @@ fn refused(o: &CriuOpts) -> Option<String> {
     if let Some((_, name)) = checks.iter().find(|(set, _)| *set) {
         return Some(name.to_string());
     }
-    if let Some(e) = o.external.first() {
-        return Some(format!("external {e:?}"));
+    if let Some(e) = o.external.iter().find(|e| !e.starts_with("net[")) {
+        return Some(format!("external {e:?} (ckpt takes only net[INODE]:KEY)"));
     }
     let empty_ns = o.empty_ns.unwrap_or(0);
     if empty_ns & !(libc::CLONE_NEWNET as u32) != 0 {
@@ -240,6 +240,7 @@ pub fn dump(o: &CriuOpts, client: i32, pre_dump: bool) -> Result<Dump, CriuError
             .iter()
             .map(|m| (m.key.clone(), m.val.clone()))
             .collect(),
+        external: o.external.clone(),
     })
 }
 

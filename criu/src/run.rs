@@ -39,6 +39,8 @@ pub struct Dump {
     pub track_mem: bool,
     /// External mounts (mount point in the tree: name), CRIU's --ext-mount-map / ext_mnt.
     pub ext_mnt: Vec<(String, String)>,
+    /// External network namespaces, `net[INODE]:KEY` (CRIU's --external / external).
+    pub external: Vec<String>,
 }
 
 /// A restore as ckpt runs it.
@@ -80,6 +82,7 @@ pub fn dump(d: &Dump) -> Result<(), CriuError> {
         tcp_established: d.tcp_established,
         shell_job: false,
         pages_chunk: None,
+        external: d.external.clone(),
     };
     let stats = ckpt_dump::dump(&opts)?;
     crate::images::write_inventory(&d.images)

@@ -248,7 +248,10 @@ pub fn record(root: Pid, out: &mut Blockers) -> pb::Container {
         (c.mounts, c.host_mounts) = crate::mounts::record(root, out);
     }
     if flags & libc::CLONE_NEWNET as u64 != 0 {
-        (c.loopback_up, c.net) = crate::netns::record(root, out);
+        match crate::netns::external_key(root) {
+            Some(key) => c.net_external = key,
+            None => (c.loopback_up, c.net) = crate::netns::record(root, out),
+        }
     }
     if flags & libc::CLONE_NEWCGROUP as u64 != 0 {
         crate::timens::cgroupns_blockers(root, out);

@@ -96,6 +96,9 @@ pub struct DumpOptions {
     /// The pages file's checksum chunk in bytes (None: 16 MiB): smaller for an image
     /// whose pages are fetched a chunk at a time (a post-copy migration's).
     pub pages_chunk: Option<u64>,
+    /// `--external net[INODE]:KEY`: the container's network namespace was made outside
+    /// it; recorded by key, not by its contents (`netns.rs`).
+    pub external: Vec<String>,
 }
 
 impl DumpOptions {
@@ -238,6 +241,13 @@ fn dump_inner(
     }
     let pid = Pid::from_raw(opts.pid);
     net::allow_established(opts.tcp_established);
+    let external = opts
+        .external
+        .iter()
+        .map(|e| netns::parse_external(e))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(refuse)?;
+    netns::set_external(external);
     abort::phase("checking the process");
     // The whole tree is checked before anything is stopped (and a process that appears
     // only during the seize, on its own then): a refusal touches nothing.

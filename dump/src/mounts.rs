@@ -117,12 +117,26 @@ pub fn record(root: Pid, out: &mut Blockers) -> (Vec<pb::Mount>, Vec<pb::HostMou
             return (Vec::new(), Vec::new());
         };
         let Some(from) = host_path(&host_all, t) else {
-            out.push(
-                root,
-                format!("its root / ({} {} {})", t.fstype, t.source, t.root),
-                "a root that is not a directory of a filesystem ckpt's namespace has                  mounted (e.g. a device mounted only inside the container) is not restored yet",
-            );
-            return (Vec::new(), Vec::new());
+            match device(t) {
+                Ok(rec) => {
+                    recorded.push(rec);
+                    sources.push((t.dev.clone(), t.root.clone(), 0));
+                    let rest: Vec<Line> =
+                        theirs.into_iter().filter(|m| m.mountpoint != "/").collect();
+                    return record_rest(root, rest, recorded, sources, &host_all, Vec::new(), out);
+                }
+                Err(why) => {
+                    out.push(
+                        root,
+                        format!("its root / ({} {} {})", t.fstype, t.source, t.root),
+                        format!(
+                            "neither a directory of a filesystem ckpt's namespace has mounted \
+                             nor {why}"
+                        ),
+                    );
+                    return (Vec::new(), Vec::new());
+                }
+            }
         };
         recorded.push(pb::Mount {
             kind: pb::MountKind::MountExternal as i32,
@@ -161,6 +175,29 @@ pub fn record(root: Pid, out: &mut Blockers) -> (Vec<pb::Mount>, Vec<pb::HostMou
         drop(host);
         extra
     };
+    record_rest(
+        root,
+        extra,
+        recorded,
+        sources,
+        &host_all,
+        shared_with_host,
+        out,
+    )
+}
+
+/// The container's mounts after its root (`extra`, in mount order), recorded after
+/// `recorded`; `sources`: (device, root, index) of each recorded mount a later one may
+/// bind from.
+fn record_rest(
+    root: Pid,
+    extra: Vec<Line>,
+    mut recorded: Vec<pb::Mount>,
+    mut sources: Vec<(String, String, u32)>,
+    host_all: &[Line],
+    shared_with_host: Vec<pb::HostMount>,
+    out: &mut Blockers,
+) -> (Vec<pb::Mount>, Vec<pb::HostMount>) {
     let mut own_proc = false;
     let mut tmpfs_at: Vec<String> = Vec::new();
     for m in extra {
@@ -211,13 +248,21 @@ pub fn record(root: Pid, out: &mut Blockers) -> (Vec<pb::Mount>, Vec<pb::HostMou
         } else if FRESH.contains(&m.fstype.as_str()) && m.root == "/" {
             rec.kind = pb::MountKind::MountFresh as i32;
         } else {
-            match host_path(&host_all, &m) {
-                Some(p) => {
+            match (host_path(host_all, &m), device(&m)) {
+                (Some(p), _) => {
                     rec.kind = pb::MountKind::MountExternal as i32;
                     rec.external = p;
                 }
-                None => {
-                    refuse("neither a fresh mount ckpt makes nor a bind of a host path");
+                (None, Ok(dev)) => {
+                    rec = pb::Mount {
+                        index: rec.index,
+                        ..dev
+                    }
+                }
+                (None, Err(why)) => {
+                    refuse(&format!(
+                        "neither a fresh mount ckpt makes, nor a bind of a host path, nor {why}"
+                    ));
                     continue;
                 }
             }
@@ -234,6 +279,51 @@ pub fn record(root: Pid, out: &mut Blockers) -> (Vec<pb::Mount>, Vec<pb::HostMou
     }
     propagation_blockers(root, &recorded, out);
     (recorded, shared_with_host)
+}
+
+/// A filesystem on a block device that ckpt's namespace has not mounted (an image file
+/// loop-mounted inside the container), mounted again from its device or loop file; why
+/// not, if `m` is none.
+fn device(m: &Line) -> Result<pb::Mount, String> {
+    if !m.source.starts_with("/dev/") || !ckpt_sys::loopdev::is_block_device(&m.dev) {
+        return Err("a filesystem on a block device".into());
+    }
+    if m.root != "/" {
+        return Err(format!(
+            "the root of a block device's filesystem (it binds {} of {})",
+            m.root, m.source
+        ));
+    }
+    let mut rec = pb::Mount {
+        kind: pb::MountKind::MountDevice as i32,
+        mountpoint: m.mountpoint.clone(),
+        fstype: m.fstype.clone(),
+        source: m.source.clone(),
+        flags: flags(&m.opts),
+        options: data(&m.super_opts),
+        super_ro: m.super_opts.split(',').any(|o| o == "ro"),
+        shared_group: group(m, "shared:"),
+        master_group: group(m, "master:"),
+        device: m.dev.clone(),
+        ..Default::default()
+    };
+    match ckpt_sys::loopdev::backing(&m.dev) {
+        Some(b) if b.file.ends_with(" (deleted)") || !b.file.starts_with('/') => {
+            return Err(format!(
+                "a loop device whose file is still there ({} reads {})",
+                m.source, b.file
+            ))
+        }
+        Some(b) => {
+            rec.r#loop = true;
+            rec.external = b.file;
+            rec.loop_offset = b.offset;
+            rec.loop_sizelimit = b.sizelimit;
+            rec.loop_read_only = b.read_only;
+        }
+        None => rec.external = m.source.clone(),
+    }
+    Ok(rec)
 }
 
 /// The peer group of a mountinfo optional field (`shared:N`, `master:N`), 0 if none.

@@ -13,6 +13,43 @@ use ckpt_sys::rtnl::{self, Rtnl};
 use ckpt_sys::Pid;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::unix::fs::MetadataExt;
+use std::sync::Mutex;
+
+/// `--external net[INODE]:KEY`: network namespaces made and configured outside the tree
+/// (podman's CNI, runc's configured netns path), by inode, with the key the restore is
+/// given their replacement under. Process-wide, set by the caller of a dump before it
+/// starts.
+static EXTERNAL: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
+
+pub fn set_external(v: Vec<(u64, String)>) {
+    *EXTERNAL.lock().unwrap_or_else(|e| e.into_inner()) = v;
+}
+
+/// The key of the container's network namespace if it is an external one.
+pub fn external_key(root: Pid) -> Option<String> {
+    let list = EXTERNAL.lock().unwrap_or_else(|e| e.into_inner());
+    if list.is_empty() {
+        return None;
+    }
+    let ino = std::fs::metadata(format!("/proc/{root}/ns/net"))
+        .ok()?
+        .ino();
+    list.iter().find(|(i, _)| *i == ino).map(|(_, k)| k.clone())
+}
+
+/// `net[INODE]:KEY`, CRIU's spelling of an external network namespace; any other kind of
+/// external resource is not one ckpt takes.
+pub fn parse_external(s: &str) -> Result<(u64, String), String> {
+    let bad = || format!("external {s:?}: ckpt takes only net[INODE]:KEY");
+    let rest = s.strip_prefix("net[").ok_or_else(bad)?;
+    let (ino, key) = rest.split_once("]:").ok_or_else(bad)?;
+    let ino = ino.parse().map_err(|_| bad())?;
+    if key.is_empty() {
+        return Err(bad());
+    }
+    Ok((ino, key.to_string()))
+}
 
 /// What the namespace holds, read inside it.
 struct Inside {

@@ -90,6 +90,7 @@ fn options(pid: i32, tcp_established: bool, dir: PathBuf, prev: Option<String>) 
         tcp_established,
         shell_job: false,
         pages_chunk: None,
+        external: Vec::new(),
     }
 }
 

@@ -51,6 +51,37 @@ pub fn check(inv: &pb::Inventory, new_pidns: bool, lazy: bool) -> R<()> {
     Ok(())
 }
 
+/// `--inherit-fd`s: ckpt's fd N for the image's external object KEY.
+pub type InheritFds = Vec<(i32, String)>;
+
+/// The network namespace an external one is replaced by (reopened from ckpt's fd), and
+/// the caller's other `--inherit-fd`s; refused when the image names an external
+/// namespace and no open fd is given for its key.
+pub fn external_net(
+    inv: &pb::Inventory,
+    inherit: &[(i32, String)],
+) -> R<(Option<std::fs::File>, InheritFds)> {
+    let key = inv
+        .container
+        .as_ref()
+        .map(|c| c.net_external.as_str())
+        .filter(|k| !k.is_empty());
+    let Some(key) = key else {
+        return Ok((None, inherit.to_vec()));
+    };
+    let Some((fd, _)) = inherit.iter().find(|(_, k)| k == key) else {
+        return Err(RestoreError::Refused(format!(
+            "inventory.img: the container's network namespace was made outside it ({key}): \
+             give the one to join with --inherit-fd fd[N]:{key}"
+        )));
+    };
+    let path = format!("/proc/self/fd/{fd}");
+    let ns = std::fs::File::open(&path)
+        .map_err(|e| RestoreError::Refused(format!("--inherit-fd fd[{fd}]:{key}: {path}: {e}")))?;
+    let rest = inherit.iter().filter(|(_, k)| k != key).cloned().collect();
+    Ok((Some(ns), rest))
+}
+
 /// What the root's seed makes in its fresh namespaces besides the names: mounts, IPC
 /// objects, network interfaces.
 #[derive(Debug, Default)]
@@ -58,6 +89,8 @@ pub struct Plan {
     pub mounts: crate::mounts::Plan,
     pub ipc: crate::ipc::Plan,
     pub net: crate::netns::Plan,
+    /// Its connections locked in the network namespace made outside it (`net/external.rs`).
+    pub external_lock: Option<crate::net::external::Lock>,
 }
 
 /// Reads and checks what the root's seed will make (nothing is created yet).
@@ -71,6 +104,7 @@ pub fn plan(
         mounts: crate::mounts::plan(dir, c, places)?,
         ipc: crate::ipc::plan(dir, c)?,
         net: crate::netns::plan(c.net.as_ref(), veths)?,
+        external_lock: None,
     })
 }
 
@@ -80,6 +114,7 @@ pub fn fork_root(
     seeds: &crate::seed::Seeds,
     c: &pb::Container,
     status_w: std::os::fd::OwnedFd,
+    external_net: Option<std::os::fd::BorrowedFd<'_>>,
 ) -> R<Pid> {
     // Made by the root's seed itself (`set_up_root`): a cgroup namespace once it is in
     // its cgroups, a time namespace once its offsets are written.
@@ -89,7 +124,13 @@ pub fn fork_root(
         .then(|| nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC))
         .transpose()
         .map_err(|e| ckpt_sys::Error::sys("pipe2 for the user namespace's maps", e))?;
-    match ckpt_sys::ns::fork_container_root(c.clone_flags & !later, seeds.sibling)? {
+    let forked = match external_net {
+        Some(net) => {
+            ckpt_sys::ns::fork_container_root_in(c.clone_flags & !later, seeds.sibling, net)
+        }
+        None => ckpt_sys::ns::fork_container_root(c.clone_flags & !later, seeds.sibling),
+    };
+    match forked? {
         Forked::Child => {
             if let Some((r, w)) = gate {
                 drop(w);
@@ -158,6 +199,9 @@ pub fn before_release(c: &pb::Container, plan: Option<&Plan>, root: Pid) -> R<()
     }
     if let Some(plan) = plan {
         plan.net.bring_up()?;
+        if let Some(l) = &plan.external_lock {
+            l.unlock()?;
+        }
     }
     Ok(())
 }

@@ -150,9 +150,10 @@ pub fn restore_with_progress(
         )));
     }
     container::check(inv, opts.new_pidns, opts.lazy)?;
+    let (external_net, inherit_fds) = container::external_net(inv, &opts.inherit_fds)?;
     let cgroup_plan = cgroups::plan(inv, &opts.cgroup_root)?;
     let cgroup_dirs = cgroup_plan.root_dirs();
-    let ns_plan = match &inv.container {
+    let mut ns_plan = match &inv.container {
         Some(c) => Some(container::plan(
             &dir,
             c,
@@ -318,6 +319,11 @@ pub fn restore_with_progress(
         ));
     }
     let descs = image::load_table(&dir)?;
+    // Connections into a namespace made outside: locked there before anything can make
+    // their sockets (net/external.rs).
+    if let (Some(plan), Some(ns)) = (ns_plan.as_mut(), external_net.as_ref()) {
+        plan.external_lock = net::external::lock(ns, &descs)?;
+    }
     for p in &mut plans {
         fdtable::epoll::attach(p, &descs).map_err(RestoreError::Refused)?;
         fdtable::tty::attach(p, &descs);
@@ -330,12 +336,12 @@ pub fn restore_with_progress(
         .unwrap_or(0)
         + 1;
     // Held until the root's seed has its copies (`place_from_ckpt`).
-    let terminal = shelljob::attach(&descs, opts.shell_job, &opts.inherit_fds)?;
+    let terminal = shelljob::attach(&descs, opts.shell_job, &inherit_fds)?;
     let own: Vec<(u64, i32)> = terminal
         .iter()
         .map(|(id, f)| (*id, f.as_raw_fd()))
         .collect();
-    let fds = fdtable::plan(&descs, &tree, &imgs, &opts.inherit_fds, &own, floor)?;
+    let fds = fdtable::plan(&descs, &tree, &imgs, &inherit_fds, &own, floor)?;
     fdtable::make_room(&fds)?;
     let mut reset = ckpt_sys::process::own_non_default_signals();
     reset.extend([32, 33]);
@@ -431,7 +437,12 @@ pub fn restore_with_progress(
         (None, Some(init))
     } else if let Some(c) = &inv.container {
         let t = Instant::now();
-        let child = container::fork_root(&seeds, c, err_w);
+        let child = container::fork_root(
+            &seeds,
+            c,
+            err_w,
+            external_net.as_ref().map(std::os::fd::AsFd::as_fd),
+        );
         fdtable::close_from_ckpt(&fds);
         if let (Ok(child), true) = (&child, opts.sibling) {
             rollback.adopt(*child);

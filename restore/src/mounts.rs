@@ -37,7 +37,17 @@ pub struct Plan {
     /// A container sharing ckpt's mounts: those it had (`Container.host_mounts`; empty
     /// in older images: the copy is left whole).
     pub host_mounts: Vec<pb::HostMount>,
+    /// The device each MOUNT_DEVICE is mounted from, by index, and the loop device ckpt
+    /// attached for it (held until the seed has mounted it; it detaches itself once the
+    /// container's mount is gone).
+    pub devices: HashMap<u32, (String, Option<ckpt_sys::loopdev::Attached>)>,
 }
+
+/// The filesystems a MOUNT_DEVICE may be (block-device filesystems): an image cannot
+/// make the seed mount anything else from a device path.
+const DEVICE_FS: [&str; 9] = [
+    "ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "squashfs", "erofs", "iso9660",
+];
 
 /// What `Mount.flags` may hold (what the dump records from mountinfo): anything else
 /// (MS_MOVE, MS_REC, ...) in a hostile image would make the mount calls do other things.
@@ -69,9 +79,12 @@ pub fn plan(dir: &ImageDir, c: &pb::Container, places: &Places) -> R<Plan> {
                 m.mountpoint
             )));
         }
-        if m.mountpoint == "/" && (i != 0 || m.kind != pb::MountKind::MountExternal as i32) {
+        let root_kind = m.kind == pb::MountKind::MountExternal as i32
+            || m.kind == pb::MountKind::MountDevice as i32;
+        if m.mountpoint == "/" && (i != 0 || !root_kind) {
             return Err(refuse(format!(
-                "mount {i} on / is not the first, or not a bind of a host directory"
+                "mount {i} on / is not the first, or neither a bind of a host directory nor \
+                 a device"
             )));
         }
         if m.flags & !PER_MOUNT_FLAGS != 0 {
@@ -99,6 +112,17 @@ pub fn plan(dir: &ImageDir, c: &pb::Container, places: &Places) -> R<Plan> {
                         m.mountpoint, m.bind_root, m.bind_of
                     )));
                 }
+            }
+            Ok(pb::MountKind::MountDevice) if late => {
+                return Err(refuse(format!(
+                    "mount {i} ({}): a device mounted over the container's /proc is not \
+                     restored",
+                    m.mountpoint
+                )))
+            }
+            Ok(pb::MountKind::MountDevice) => {
+                let dev = device(m, places)?;
+                plan.devices.insert(m.index, dev);
             }
             Ok(pb::MountKind::MountExternal) => {
                 let path = places
@@ -170,6 +194,55 @@ pub fn plan(dir: &ImageDir, c: &pb::Container, places: &Places) -> R<Plan> {
         }
     }
     Ok(plan)
+}
+
+/// Where MOUNT_DEVICE `m` is mounted from here: the device the dump saw if it still
+/// reads the same loop file, else a loop device attached now to that file (or to the
+/// one `--ext-mount-map FILE:COPY` names); a plain block device by its path.
+fn device(m: &pb::Mount, places: &Places) -> R<(String, Option<ckpt_sys::loopdev::Attached>)> {
+    if !DEVICE_FS.contains(&m.fstype.as_str()) {
+        return Err(refuse(format!(
+            "mount {} ({}): {:?} is no block-device filesystem ckpt mounts",
+            m.index, m.mountpoint, m.fstype
+        )));
+    }
+    let key = places
+        .ext_map
+        .iter()
+        .find(|(k, _)| *k == m.external)
+        .map_or(m.external.as_str(), |(_, p)| p.as_str());
+    let gone = |what: &str| {
+        RestoreError::Refused(format!(
+            "the container's mount {} ({} on {}): {what} (--ext-mount-map {}:PATH names \
+             another)",
+            m.mountpoint, m.fstype, m.source, m.external
+        ))
+    };
+    if !m.r#loop {
+        let is_block = std::fs::metadata(key)
+            .is_ok_and(|md| std::os::unix::fs::FileTypeExt::is_block_device(&md.file_type()));
+        if !is_block {
+            return Err(gone(&format!("{key} is no block device here")));
+        }
+        return Ok((key.to_string(), None));
+    }
+    let want = ckpt_sys::loopdev::Backing {
+        file: key.to_string(),
+        offset: m.loop_offset,
+        sizelimit: m.loop_sizelimit,
+        read_only: m.loop_read_only,
+    };
+    if ckpt_sys::loopdev::backing(&m.device).as_ref() == Some(&want) {
+        if let Some(path) = ckpt_sys::loopdev::dev_path(&m.device) {
+            return Ok((path, None));
+        }
+    }
+    if !Path::new(key).is_file() {
+        return Err(gone(&format!("its image file {key} does not exist here")));
+    }
+    let attached = ckpt_sys::loopdev::attach(&want).map_err(|e| gone(&e.to_string()))?;
+    tracing::debug!(file = key, device = attached.path, "loop device attached");
+    Ok((attached.path.clone(), Some(attached)))
 }
 
 /// Every file's parent is a directory listed before it (the mount's root first), and
@@ -311,9 +384,18 @@ pub fn mount_all(plan: &Plan) -> Result<(), String> {
     for (i, path) in &plan.external {
         trees.insert(*i, ckpt_sys::mounts::clone_tree(path).map_err(e)?);
     }
+    // Devices too: their paths are ckpt's (/dev), gone after the pivot.
+    for (i, (source, _)) in &plan.devices {
+        let m = &plan.mounts[*i as usize];
+        let tree =
+            ckpt_sys::mounts::device_tree(&m.fstype, source, &m.options, m.super_ro).map_err(e)?;
+        trees.insert(*i, tree);
+    }
     if plan.pivoted {
         let procs = ckpt_sys::mounts::clone_tree("/proc").map_err(e)?;
-        let at = &plan.external[&0];
+        // A device root is attached over ckpt's /dev, which the private copy of ckpt's
+        // mounts always has and which goes with the old root.
+        let at = plan.external.get(&0).map_or("/dev", String::as_str);
         ckpt_sys::mounts::attach(&trees[&0], "the container's root", at).map_err(e)?;
         ckpt_sys::mounts::pivot_into(at).map_err(e)?;
         ckpt_sys::mounts::attach(&procs, "ckpt's /proc, until the release", "/proc")
@@ -330,6 +412,10 @@ pub fn mount_all(plan: &Plan) -> Result<(), String> {
             pb::MountKind::MountExternal => {
                 ckpt_sys::mounts::attach(&trees[&m.index], &plan.external[&m.index], at)
                     .map_err(e)?;
+            }
+            pb::MountKind::MountDevice => {
+                let what = format!("{} on {}", m.fstype, plan.devices[&m.index].0);
+                ckpt_sys::mounts::attach(&trees[&m.index], &what, at).map_err(e)?;
             }
             pb::MountKind::MountBind => {
                 ckpt_sys::mounts::bind_path(&bind_source(plan, m), at).map_err(e)?;

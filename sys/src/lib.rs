@@ -10,6 +10,7 @@ pub mod epoll;
 pub mod error;
 pub mod inject;
 pub mod kstate;
+pub mod loopdev;
 pub mod mem;
 pub mod mounts;
 pub mod mqueue;

@@ -62,6 +62,79 @@ pub fn clone_tree(path: &str) -> Result<OwnedFd> {
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
 }
 
+/// A new `fstype` superblock on the block device `source`, with `data` (its options, as
+/// mount(2) would take them) and read-only if `read_only`, as a detached mount
+/// (fsopen, fsconfig, fsmount) to `attach` later: made before a pivot_root, while
+/// `source` is still reachable by its path.
+pub fn device_tree(fstype: &str, source: &str, data: &str, read_only: bool) -> Result<OwnedFd> {
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    let cstr =
+        |s: &str| std::ffi::CString::new(s).map_err(|_| Error::Other(format!("{s:?}: a NUL byte")));
+    let what = format!("{fstype} on {source}");
+    let fs = cstr(fstype)?;
+    // SAFETY: fsopen reads a NUL-terminated name; it returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_fsopen, fs.as_ptr(), FSOPEN_CLOEXEC) };
+    if fd < 0 {
+        return Err(Error::sys(
+            format!("fsopen({fstype})"),
+            nix::errno::Errno::last(),
+        ));
+    }
+    // SAFETY: a new fd that nothing else owns.
+    let ctx = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    let set = |cmd: libc::c_uint, key: Option<&str>, value: Option<&str>| -> Result<()> {
+        let k = key.map(cstr).transpose()?;
+        let v = value.map(cstr).transpose()?;
+        // SAFETY: fsconfig reads the NUL-terminated key and value (or takes null).
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                ctx.as_raw_fd(),
+                cmd,
+                k.as_ref().map_or(std::ptr::null(), |k| k.as_ptr()),
+                v.as_ref().map_or(std::ptr::null(), |v| v.as_ptr()),
+                0,
+            )
+        };
+        if r < 0 {
+            return Err(Error::sys(
+                format!(
+                    "fsconfig of {what}: {} {}",
+                    key.unwrap_or("create"),
+                    value.unwrap_or("")
+                ),
+                nix::errno::Errno::last(),
+            ));
+        }
+        Ok(())
+    };
+    set(FSCONFIG_SET_STRING, Some("source"), Some(source))?;
+    for opt in data.split(',').filter(|o| !o.is_empty()) {
+        match opt.split_once('=') {
+            Some((k, v)) => set(FSCONFIG_SET_STRING, Some(k), Some(v))?,
+            None => set(FSCONFIG_SET_FLAG, Some(opt), None)?,
+        }
+    }
+    if read_only {
+        set(FSCONFIG_SET_FLAG, Some("ro"), None)?;
+    }
+    set(FSCONFIG_CMD_CREATE, None, None)?;
+    // SAFETY: fsmount takes the context fd and two flag words; it returns a new fd or -1.
+    let m = unsafe { libc::syscall(libc::SYS_fsmount, ctx.as_raw_fd(), FSMOUNT_CLOEXEC, 0) };
+    if m < 0 {
+        return Err(Error::sys(
+            format!("fsmount of {what}"),
+            nix::errno::Errno::last(),
+        ));
+    }
+    // SAFETY: a new fd that nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(m as i32) })
+}
+
 /// Attaches a detached tree (`clone_tree`) on `target` (move_mount).
 pub fn attach(tree: &OwnedFd, what: &str, target: &str) -> Result<()> {
     const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;

@@ -80,6 +80,25 @@ pub fn unlock(table: &str) -> Result<()> {
     ))
 }
 
+/// Deletes every lock table of ckpt's (`ckpt_lock_*`) in the caller's network namespace:
+/// in a container's namespace made outside it, the dump's lock and the restore's.
+pub fn unlock_all() -> Result<()> {
+    let out = Command::new("nft")
+        .args(["list", "tables", "inet"])
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| Error::Other(format!("running nft list tables: {e}")))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    for t in text
+        .lines()
+        .filter_map(|l| l.strip_prefix("table inet "))
+        .filter(|t| t.starts_with("ckpt_lock_"))
+    {
+        unlock(t.trim())?;
+    }
+    Ok(())
+}
+
 /// Whether table `table` exists (for tests and `ckpt show`).
 pub fn is_locked(table: &str) -> bool {
     Command::new("nft")

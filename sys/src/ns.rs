@@ -89,6 +89,27 @@ pub fn in_namespace_of<T: Send>(pid: Pid, kind: &str, f: impl FnOnce() -> T + Se
     })
 }
 
+/// [`in_namespace_of`] for the network namespace `ns` (an fd of one, e.g. given by
+/// `--inherit-fd`).
+pub fn in_net_namespace<T: Send>(
+    ns: std::os::fd::BorrowedFd<'_>,
+    f: impl FnOnce() -> T + Send,
+) -> Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| Error::sys("setns into the network namespace given", e))?;
+            Ok(f())
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            Err(Error::Other(
+                "thread in a network namespace panicked".into(),
+            ))
+        })
+    })
+}
+
 /// Runs `f` on a ckpt thread in a network namespace of its own, fresh (unshare(2) of
 /// CLONE_NEWNET, which a thread may do alone), to see what a new namespace starts with.
 pub fn in_fresh_netns<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T> {
@@ -120,6 +141,36 @@ pub fn fork_container_root(flags: u64, sibling: bool) -> Result<Forked> {
             e,
         )
     })
+}
+
+/// [`fork_container_root`], the root joining the network namespace `net` (an fd of one
+/// made outside, e.g. by podman) rather than a fresh one: the calling thread enters it
+/// for the clone and goes back to its own in the parent. (Joined from the child, a
+/// namespace of the host's user namespace would be out of reach once the child is in a
+/// user namespace of its own.)
+pub fn fork_container_root_in(
+    flags: u64,
+    sibling: bool,
+    net: std::os::fd::BorrowedFd<'_>,
+) -> Result<Forked> {
+    let own = std::fs::File::open("/proc/thread-self/ns/net")
+        .map_err(|e| Error::io("/proc/thread-self/ns/net", e))?;
+    nix::sched::setns(net, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+        Error::sys(
+            format!(
+                "setns into the network namespace given (fd {})",
+                net.as_raw_fd()
+            ),
+            e,
+        )
+    })?;
+    let forked = fork_container_root(flags & !(libc::CLONE_NEWNET as u64), sibling);
+    if let Ok(Forked::Child) = forked {
+        return forked;
+    }
+    nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| Error::sys("setns back to ckpt's network namespace", e))?;
+    forked
 }
 
 /// In a fresh mount namespace: makes every mount private, so that nothing mounted in it

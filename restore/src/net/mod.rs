@@ -4,6 +4,7 @@
 //! Connections stay in repair mode until every process is rebuilt; `resume.rs` then
 //! unlocks them, just before the processes are let go.
 
+pub mod external;
 mod resume;
 mod tcp;
 
