@@ -129,9 +129,22 @@ fn deadline_scheduling_is_refused() {
     refused("deadline", "SCHED_DEADLINE");
 }
 
+/// A root's parent death signal (PR_SET_PDEATHSIG) is recorded; the root keeps it only
+/// when restored as ckpt's sibling (tests/criu_dropin.rs, LXC's init in tests/lxc.rs): a
+/// plain restore, which would make it ckpt's child, is refused naming it and the pid,
+/// with nothing created.
 #[test]
-fn parent_death_signal_is_refused() {
-    refused("pdeathsig", "PR_SET_PDEATHSIG");
+fn parent_death_signal_of_the_root_is_refused_at_a_plain_restore() {
+    let env = Env::new();
+    let mut w = start_with(&env, "kstate", &["pdeathsig"]);
+    env.check(&mut w);
+    let dir = env.subdir("img");
+    env.dump(w.pid, &dir, &[]).ok();
+    env.reap_dumped(w.pid);
+    let line = env.restore_detached(&dir).failed_naming("PR_SET_PDEATHSIG");
+    assert!(mentions_number(&line, w.pid as i64), "{line}");
+    assert!(line.contains("sibling"), "{line}");
+    env.assert_gone(w.pid);
 }
 
 // ------------------------------------------------------------ locks and leases

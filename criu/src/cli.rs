@@ -30,6 +30,7 @@ struct Parsed {
     prev_images_dir: Option<String>,
     track_mem: bool,
     cg_roots: Vec<String>,
+    externals: Vec<String>,
 }
 
 /// Options that take a value: (long name, short letter).
@@ -47,6 +48,7 @@ const WITH_VALUE: &[(&str, Option<char>)] = &[
     ("inherit-fd", None),
     ("prev-images-dir", None),
     ("cgroup-root", None),
+    ("external", None),
 ];
 
 /// Options that take none: (long name, short letter).
@@ -64,6 +66,8 @@ const FLAGS: &[(&str, Option<char>)] = &[
     ("ext-unix-sk", Some('x')),
     ("track-mem", None),
     ("manage-cgroups", None),
+    ("skip-in-flight", None),
+    ("force-irmap", None),
 ];
 
 pub fn main(args: &[String]) -> i32 {
@@ -166,14 +170,17 @@ fn parse(args: &[String]) -> Result<Parsed, CriuError> {
             continue;
         }
         if name == "manage-cgroups" {
-            // --manage-cgroups[=MODE]: ckpt records and restores a tree's own cgroups
-            // by itself (`dump/src/cgroups.rs`); CRIU's other modes are not mapped.
+            // --manage-cgroups[=MODE]: ckpt records a tree's own cgroups with their
+            // settings and, at restore, makes the missing ones and writes the settings
+            // into each, made or found (`restore/src/cgroups.rs`): CRIU's `full`, which
+            // does at least what soft, ignore and none ask. `props` (settings only, no
+            // cgroup made) and `strict` (refuse an existing cgroup) are not mapped.
             let mode = inline.as_deref().unwrap_or("soft");
-            if !matches!(mode, "soft" | "ignore" | "none") {
+            if !matches!(mode, "full" | "soft" | "ignore" | "none") {
                 return Err(unsupported(format!(
-                    "--manage-cgroups={mode}: ckpt's CRIU interface takes no cgroup properties \
-                     (ckpt records a tree's own cgroups and their settings and restores them \
-                     by itself; soft, ignore or none)"
+                    "--manage-cgroups={mode}: not supported by ckpt (it makes a tree's \
+                     cgroups and writes their dumped settings, made or found: full, which \
+                     covers soft, ignore and none)"
                 )));
             }
             continue;
@@ -202,7 +209,10 @@ fn parse(args: &[String]) -> Result<Parsed, CriuError> {
                 "track-mem" => p.track_mem = true,
                 // Accepted: ckpt takes file locks and deleted files along always, lets a
                 // shell job's session go, reopens devices by path, and refuses an external
-                // unix socket or a mount sharing peers outside the tree whatever is said.
+                // unix socket or a mount sharing peers outside the tree whatever is said;
+                // it finds every inotify watch's path itself (--force-irmap), and never
+                // drops a TCP connection not accepted yet: it refuses such a listener by
+                // name where CRIU would drop them (--skip-in-flight).
                 _ => {}
             }
         } else {
@@ -229,7 +239,9 @@ fn set_value(p: &mut Parsed, name: &str, v: String) -> Result<(), CriuError> {
         "pidfile" => p.pidfile = Some(v),
         "ext-mount-map" => {
             if v == "auto" {
-                return Err(unsupported("--ext-mount-map auto is not supported by ckpt"));
+                // ckpt names a bind of a host path by that path and binds it again from
+                // there (or where a KEY:PATH says): what CRIU's auto does.
+                return Ok(());
             }
             let (k, val) = v
                 .split_once(':')
@@ -249,6 +261,7 @@ fn set_value(p: &mut Parsed, name: &str, v: String) -> Result<(), CriuError> {
         }
         "prev-images-dir" => p.prev_images_dir = Some(v),
         "cgroup-root" => p.cg_roots.push(v),
+        "external" => p.externals.push(v),
         _ => unreachable!("every option WITH_VALUE is handled"),
     }
     Ok(())
@@ -284,14 +297,6 @@ fn act(cmd: &str, p: Parsed) -> i32 {
 }
 
 fn act_inner(cmd: &str, p: Parsed, images: PathBuf, work: &Path) -> Result<i32, CriuError> {
-    if let Some(r) = p.cg_roots.first() {
-        let (ctrl, path) = r.split_once(':').unwrap_or(("", r.as_str()));
-        if !opts::own_cgroup_cli(ctrl, path) {
-            return Err(unsupported(format!(
-                "--cgroup-root {r}: ckpt restores into the cgroups it runs in, which are others"
-            )));
-        }
-    }
     if cmd == "restore" {
         let dump_only = [
             (p.pid.is_some(), "--tree"),
@@ -303,7 +308,10 @@ fn act_inner(cmd: &str, p: Parsed, images: PathBuf, work: &Path) -> Result<i32, 
         if let Some((_, n)) = dump_only.iter().find(|(s, _)| *s) {
             return Err(invalid(format!("{n} is a dump option")));
         }
+        let veths = crate::external::restore(&p.externals)?.veths;
         let r = Restore {
+            cgroup_root: crate::cgroups::for_restore(&p.cg_roots),
+            veths,
             images,
             inherit_fds: p.inherit_fds,
             pidfile: p.pidfile.as_deref().map(|f| in_work(work, f)),
@@ -328,6 +336,17 @@ fn act_inner(cmd: &str, p: Parsed, images: PathBuf, work: &Path) -> Result<i32, 
         return Err(invalid(format!("{n} is a restore option")));
     }
     let pid = p.pid.ok_or_else(|| invalid("-t/--tree PID is required"))?;
+    let mut ttys = Vec::new();
+    for e in &p.externals {
+        if !e.starts_with("tty[") {
+            return Err(unsupported(format!(
+                "--external {e}: not supported by ckpt at a dump (tty[RDEV:DEV] only)"
+            )));
+        }
+        ttys.push((e.clone(), crate::console::parse(e)?));
+    }
+    crate::console::check_not_held(pid, &ttys)?;
+    crate::cgroups::check_dump(pid, &p.cg_roots)?;
     if let Some(root) = p.root.as_deref() {
         opts::same_root(pid, root)?;
     }

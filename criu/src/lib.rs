@@ -8,10 +8,14 @@
 
 #![forbid(unsafe_code)]
 
+mod cgroups;
 mod cli;
+mod console;
 mod error;
+mod external;
 mod images;
 mod log;
+mod mount_names;
 mod notify;
 mod opts;
 mod run;

@@ -124,13 +124,12 @@ fn refused(o: &CriuOpts) -> Option<String> {
     }
     if o.manage_cgroups_mode.is_some() {
         let mode = o.manage_cgroups_mode();
-        if matches!(
-            mode,
-            CriuCgMode::Props | CriuCgMode::Full | CriuCgMode::Strict
-        ) {
+        // ckpt makes a tree's cgroups and writes their dumped settings, made or found:
+        // FULL (and more than SOFT, IGNORE, NONE ask), not PROPS or STRICT.
+        if matches!(mode, CriuCgMode::Props | CriuCgMode::Strict) {
             return Some(format!(
-                "manage_cgroups_mode {} (ckpt's CRIU interface takes no cgroup properties: \
-                 ckpt records a tree's own cgroups and restores them by itself)",
+                "manage_cgroups_mode {} (ckpt makes a tree's cgroups and writes their \
+                 dumped settings, made or found: FULL)",
                 mode.as_str_name()
             ));
         }
@@ -170,11 +169,6 @@ fn own_cgroup(ctrl: Option<&str>, path: &str) -> bool {
         };
         named && p == path
     })
-}
-
-/// `--cgroup-root [CTRL:]PATH` of the command line: whether ckpt is in it already.
-pub fn own_cgroup_cli(ctrl: &str, path: &str) -> bool {
-    own_cgroup(Some(ctrl), path)
 }
 
 /// A configuration file that exists and holds more than comments and blank lines.
@@ -290,5 +284,8 @@ pub fn restore(o: &CriuOpts, client: i32) -> Result<Restore, CriuError> {
             .iter()
             .map(|m| (m.key.clone(), m.val.clone()))
             .collect(),
+        // cg_root may only name ckpt's own cgroups (`refused`): nothing to pass on.
+        cgroup_root: Vec::new(),
+        veths: Vec::new(),
     })
 }

@@ -56,6 +56,10 @@ pub struct Restore {
     /// The restored root a child of ckpt's parent (CRIU's --restore-sibling, rst_sibling).
     pub sibling: bool,
     pub ext_mnt: Vec<(String, String)>,
+    /// ckpt's `--cgroup-root` values: where the tree's cgroups are made.
+    pub cgroup_root: Vec<String>,
+    /// (IN, OUT, BRIDGE): the host end of the container's veth IN and its bridge.
+    pub veths: Vec<(String, String, Option<String>)>,
 }
 
 pub fn dump(d: &Dump) -> Result<(), CriuError> {
@@ -82,6 +86,7 @@ pub fn dump(d: &Dump) -> Result<(), CriuError> {
     };
     let stats = ckpt_dump::dump(&opts)?;
     crate::images::write_inventory(&d.images)
+        .and_then(|()| crate::mount_names::write(&d.images, &d.ext_mnt))
         .and_then(|()| {
             crate::images::write_dump_stats(d.work.as_deref().unwrap_or(&d.images), &stats)
         })
@@ -104,6 +109,20 @@ pub fn restore(r: &Restore) -> Result<ckpt_restore::Outcome, CriuError> {
         )));
     }
     let ext_mount_map = mount_map(&dir, r)?;
+    // LXC hands its console over whether or not a process held it; the dump refused one
+    // that did (`console.rs`), so no image needs it.
+    let inherit_fds: Vec<(i32, String)> = r
+        .inherit_fds
+        .iter()
+        .filter(|(n, k)| {
+            let tty = k.starts_with("tty[");
+            if tty {
+                info!(fd = n, key = %k, "--inherit-fd of a terminal no image holds: left");
+            }
+            !tty
+        })
+        .cloned()
+        .collect();
     let opts = ckpt_restore::RestoreOptions {
         dir,
         // A sibling is its parent's to wait for: ckpt returns once it runs, as CRIU does.
@@ -111,15 +130,23 @@ pub fn restore(r: &Restore) -> Result<ckpt_restore::Outcome, CriuError> {
         pidfile: r.pidfile.clone(),
         lazy: false,
         verify: true,
-        inherit_fds: r.inherit_fds.clone(),
+        inherit_fds,
         new_pidns: false,
         ext_mount_map,
-        veth_pairs: Vec::new(),
-        veth_bridges: Vec::new(),
+        veth_pairs: r
+            .veths
+            .iter()
+            .map(|(inner, out, _)| (inner.clone(), out.clone()))
+            .collect(),
+        veth_bridges: r
+            .veths
+            .iter()
+            .filter_map(|(_, out, br)| Some((out.clone(), br.clone()?)))
+            .collect(),
         sibling: r.sibling,
         shell_job: false,
         page_feed: None,
-        cgroup_root: Vec::new(),
+        cgroup_root: r.cgroup_root.clone(),
     };
     Ok(ckpt_restore::restore(&opts)?)
 }
@@ -144,9 +171,15 @@ fn mount_map(dir: &Path, r: &Restore) -> Result<Vec<(String, String)>, CriuError
                 .collect()
         })
         .unwrap_or_default();
+    let named = crate::mount_names::read(&r.images);
     let mut map = Vec::new();
     for (key, val) in &r.ext_mnt {
-        match external.iter().find(|(at, name)| at == key || name == key) {
+        // The name the dump's caller gave it, as its mount point.
+        let by_name = named.iter().find(|(n, _)| n == key).map(|(_, at)| at);
+        match external
+            .iter()
+            .find(|(at, name)| at == key || name == key || Some(at) == by_name)
+        {
             Some((_, name)) => map.push((name.clone(), val.clone())),
             None => info!(key, val, "external mount named: no such mount in the image"),
         }

@@ -220,6 +220,7 @@ pub fn process(
         // Filled by the caller, which seized the task.
         stop_signal: 0,
         futex_hash_slots: inj.task.futex_hash_slots,
+        pdeath_signal: inj.task.pdeath_signal,
         // Filled by the caller (seccomp.rs).
         seccomp_filters: Vec::new(),
     })

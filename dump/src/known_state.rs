@@ -17,8 +17,8 @@
 //!
 //! Other state, outside these two files (all checked by the dump, see the modules):
 //! - prctl values read by injected calls: PR_GET_DUMPABLE, PR_GET_SECUREBITS (keep-caps),
-//!   PR_GET_TID_ADDRESS, PR_GET_THP_DISABLE, PR_GET_CHILD_SUBREAPER (restored);
-//!   PR_GET_PDEATHSIG (0), PR_GET_TSC (PR_TSC_ENABLE), PR_MCE_KILL_GET (default),
+//!   PR_GET_TID_ADDRESS, PR_GET_THP_DISABLE, PR_GET_CHILD_SUBREAPER, PR_GET_PDEATHSIG
+//!   (restored; the root's only as a sibling of ckpt); PR_GET_TSC (PR_TSC_ENABLE), PR_MCE_KILL_GET (default),
 //!   PR_GET_MDWE (0), PR_GET_MEMORY_MERGE (0), PR_FUTEX_HASH_GET_SLOTS (0 for a
 //!   single-threaded process), PR_SCHED_CORE_GET (no cookie, where the kernel has core
 //!   scheduling): checked at their default, refused otherwise (`task_state.rs`); the

@@ -436,7 +436,7 @@ const PIECE: usize = 4 << 20;
 
 /// Writes mounts.img: every file of the container's tmpfs mounts, read through
 /// /proc/ROOT/root (the tree is stopped). A directory another mount covers is listed as
-/// a directory (its own files are the other mount's).
+/// a directory (its own files are the other mount's), a file as an empty file.
 pub fn write_files(
     root: Pid,
     mounts: &[pb::Mount],
@@ -478,8 +478,14 @@ pub fn write_files(
                 )));
             }
             if md.dev() != dev {
-                // Another mount's root: only the directory under it is this tmpfs's.
-                f.mode = libc::S_IFDIR | 0o755;
+                // Another mount's root: only the directory (or, under a bind of a file
+                // such as LXC's /dev/ptmx and /dev/console, the empty file) under it is
+                // this tmpfs's.
+                f.mode = if ft.is_dir() {
+                    libc::S_IFDIR | 0o755
+                } else {
+                    libc::S_IFREG | 0o644
+                };
                 f.mtime_ns = 0;
                 w.write(&f)?;
                 continue;

@@ -38,6 +38,10 @@ pub struct TaskState {
     /// threads, or asked for), or 0. A multi-threaded process's is made again by its
     /// threads' creation.
     pub futex_hash_slots: u32,
+    /// PR_GET_PDEATHSIG (0: none). Recorded, not refused: a process of the tree has its
+    /// parent back; the root only when restored as ckpt's sibling, which the restore
+    /// checks (the dump cannot know how it will be restored).
+    pub pdeath_signal: i32,
 }
 
 /// /proc/PID/loginuid (4294967295: never set).
@@ -129,12 +133,12 @@ pub fn finish(pid: Pid, results: &[i64], b: &[u8], threads: usize) -> Result<Tas
             "pid {pid}: {what}; restoring it is not supported yet (only the default is)"
         ))
     };
-    if pdeathsig != 0 {
-        return Err(not_default(format!(
-            "it asked for signal {pdeathsig} at its parent's death (PR_SET_PDEATHSIG): a \
-             restored process has another parent"
+    if !(0..=64).contains(&pdeathsig) {
+        return Err(DumpError::Lost(format!(
+            "pid {pid}: PR_GET_PDEATHSIG gave {pdeathsig}, no signal"
         )));
     }
+    st.pdeath_signal = pdeathsig;
     if tsc_ok && tsc != PR_TSC_ENABLE {
         return Err(not_default(format!("PR_SET_TSC is {tsc}")));
     }

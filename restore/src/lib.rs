@@ -351,6 +351,7 @@ pub fn restore_with_progress(
         "images verified and loaded"
     );
 
+    task_state::check_root(&imgs[0].core, opts.sibling && !opts.new_pidns)?;
     if opts.sibling && (!opts.detach || opts.new_pidns) {
         return Err(RestoreError::Refused(
             "the root as ckpt's sibling: only detached, and not yet for a new pid namespace".into(),

@@ -299,6 +299,17 @@ impl<'a> Puppet<'a> {
             libc::SYS_prctl,
             &[PR_SET_DUMPABLE, dumpable_to_set(self.img.core.dumpable)],
         ));
+        // After the credentials, which clear it (task_state.rs checked the root's).
+        if self.img.core.pdeath_signal != 0 {
+            calls.push(Batched::new(
+                "prctl(PR_SET_PDEATHSIG)",
+                libc::SYS_prctl,
+                &[
+                    libc::PR_SET_PDEATHSIG as u64,
+                    self.img.core.pdeath_signal as u64,
+                ],
+            ));
+        }
         self.batched(&calls, |_, _| None)?;
         // Every thread's last int3 is behind it: its final state goes in now.
         self.finish_threads()?;

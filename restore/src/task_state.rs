@@ -1,5 +1,6 @@
 //! Process-wide state set by injected calls: PR_SET_THP_DISABLE, PR_SET_CHILD_SUBREAPER
-//! and the membarrier registrations (dump/src/task_state.rs reads them).
+//! and the membarrier registrations (dump/src/task_state.rs reads them); the parent death
+//! signal is set by the puppet's last batch, after the credentials (which clear it).
 
 use crate::RestoreError;
 use ckpt_images::pb;
@@ -15,8 +16,15 @@ const PR_FUTEX_HASH_GET_SLOTS: u64 = 2;
 /// PRIVATE_EXPEDITED_RSEQ.
 pub const MEMBARRIER_REGISTER: [u32; 4] = [1 << 2, 1 << 4, 1 << 6, 1 << 8];
 
-/// Refuses registration bits this restore does not know (checked at load).
+/// Refuses registration bits this restore does not know, and a parent death signal that
+/// is no signal (checked at load).
 pub fn check(core: &pb::ProcessCore) -> Result<(), String> {
+    if !(0..=64).contains(&core.pdeath_signal) {
+        return Err(format!(
+            "parent death signal {} is no signal",
+            core.pdeath_signal
+        ));
+    }
     let known = MEMBARRIER_REGISTER.iter().fold(0, |a, b| a | b);
     if core.membarrier_registrations & !known != 0 {
         return Err(format!(
@@ -25,6 +33,22 @@ pub fn check(core: &pb::ProcessCore) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A root that asked for a signal at its parent's death (PR_SET_PDEATHSIG; LXC's init
+/// does, SIGKILL) keeps it only as ckpt's sibling: its parent is then the one that started
+/// ckpt (LXC's monitor, runc), which stays. As ckpt's child (or a new pid namespace
+/// init's) the signal would come when ckpt exits, so such a restore is refused by name.
+pub fn check_root(core: &pb::ProcessCore, sibling: bool) -> Result<(), RestoreError> {
+    if core.pdeath_signal == 0 || sibling {
+        return Ok(());
+    }
+    Err(RestoreError::Refused(format!(
+        "pid {}: the root asked for signal {} at its parent's death (PR_SET_PDEATHSIG): \
+         it is restored only as a sibling of ckpt (CRIU's --restore-sibling), whose parent \
+         it then has; as ckpt's child it would get the signal when ckpt exits",
+        core.pid, core.pdeath_signal
+    )))
 }
 
 pub fn restore(remote: &mut Remote, core: &pb::ProcessCore) -> Result<(), RestoreError> {

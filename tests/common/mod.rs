@@ -13,6 +13,7 @@
 #![allow(dead_code)]
 #![forbid(unsafe_code)]
 
+pub mod dropin;
 pub mod inside;
 pub mod tree;
 

@@ -14,8 +14,8 @@
  *    checks MEMBARRIER_CMD_GET_REGISTRATIONS and that the private expedited barriers
  *    it registered for succeed (EPERM if the registration was lost).
  *  - timerslack: PR_SET_TIMERSLACK 123456 ns; checks PR_GET_TIMERSLACK.
- *  - pdeathsig: PR_SET_PDEATHSIG SIGWINCH (which ckpt refuses: a restored process has
- *    another parent); checks PR_GET_PDEATHSIG.
+ *  - pdeathsig: PR_SET_PDEATHSIG SIGWINCH (restored only as a sibling of ckpt, whose
+ *    parent it then has); checks PR_GET_PDEATHSIG.
  *  - mdwe: PR_SET_MDWE (memory-deny-write-execute; ckpt refuses it, and cannot map its
  *    executable scratch area in such a process); checks PR_GET_MDWE. It cannot be undone:
  *    corruption is faked.
