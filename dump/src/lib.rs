@@ -30,6 +30,7 @@ mod cgroups;
 mod container;
 mod cores;
 mod cow;
+mod crew;
 mod describe;
 mod fdtable;
 mod files;
@@ -194,7 +195,7 @@ impl Held {
     /// Kills the tree (it was moved elsewhere).
     pub fn kill(mut self) -> Result<(), DumpError> {
         let (tree, mut shared, armed) = self.inner.take().expect("ended once");
-        let released = release(tree, false);
+        let released = release(tree, false, None);
         shared.files.net.finish(true)?;
         released?;
         track::forget(&armed);
@@ -213,7 +214,7 @@ impl Held {
 
     fn let_run((tree, mut shared, _): (tree::Tree, TreeWide, Vec<u64>)) -> Result<(), DumpError> {
         shared.files.net.finish(false)?;
-        release(tree, true).map(|_thawed| ())
+        release(tree, true, None).map(|_thawed| ())
     }
 }
 
@@ -272,6 +273,16 @@ fn dump_inner(
         .with_sync(opts.sync)
         .with_chunk_size(opts.pages_chunk);
     let mut buffers = pages::Buffers::prepare(rss)?;
+    // A second ptrace thread for a tree (`crew.rs`): it seizes, collects and releases
+    // every other process. Not for a dump that keeps the tree stopped for its caller
+    // (`dump_held`: the caller's thread must be able to end it) nor with write tracking
+    // (its tracker is injected between the fds and the pages).
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let crew = if cpus > 1 && !hold && !opts.tracking() && descendants.len() + 1 >= CREW_MIN {
+        Some(crew::Crew::start()?)
+    } else {
+        None
+    };
     tracing::debug!(pid = opts.pid, ms = ms(t0), "validated");
 
     let t_seize = Instant::now();
@@ -290,9 +301,13 @@ fn dump_inner(
     let task = seize::Seized::seize(pid)?;
     identity.verify(pid)?;
     let mut tree = tree::seize(
-        tree::Member { task, id: identity },
+        tree::Member {
+            task: crew::Task::Own(Box::new(task)),
+            id: identity,
+        },
         &mut describer,
         validated,
+        crew.as_ref(),
     )?;
     if let Some(f) = frozen {
         f.thaw()?;
@@ -431,6 +446,27 @@ fn dump_inner(
     let mut held: std::collections::HashMap<i32, cow::Ranges> = Default::default();
     let mut trackers = Vec::new();
     let mut deferred = Vec::new();
+    // With a crew, every process is gathered first, the crew's share on its thread while
+    // this one does its own; then each is finished here in tree order.
+    let mut gathered: Vec<Option<Gathering>> = Vec::new();
+    if let Some(crew) = &crew {
+        for m in &tree.live {
+            gathered.push(match m.task {
+                crew::Task::Crew(pid) => {
+                    let opts = opts.clone();
+                    Some(Gathering::Crew(
+                        crew.with(pid, move |task| gather(task, &opts, None, None)),
+                    ))
+                }
+                crew::Task::Own(_) => None,
+            });
+        }
+        for (m, g) in tree.live.iter_mut().zip(gathered.iter_mut()) {
+            if let crew::Task::Own(task) = &mut m.task {
+                *g = Some(Gathering::Done(Box::new(gather(task, opts, None, None)?)));
+            }
+        }
+    }
     for (i, m) in tree.live.iter_mut().enumerate() {
         let pid = m.task.pid().as_raw();
         let parent = (i > 0)
@@ -438,8 +474,18 @@ fn dump_inner(
             .flatten()
             .and_then(|pp| held.get(pp))
             .zip(same.get(&pid));
-        let one = process(
-            &mut m.task,
+        let g = match gathered.get_mut(i).and_then(Option::take) {
+            Some(Gathering::Done(g)) => *g,
+            Some(Gathering::Crew(p)) => p.wait()?,
+            None => {
+                let task = m.task.own().expect("gathered by the crew");
+                let early = (opts.tracking()).then_some(&mut shared.files);
+                gather(task, opts, parent_image.as_ref(), early)?
+            }
+        };
+        let one = finish(
+            m.task.pid(),
+            g,
             opts,
             &mut sink,
             &mut pages_w,
@@ -489,7 +535,10 @@ fn dump_inner(
         "file table"
     );
 
-    let xsave = tree.live[0].task.xsave();
+    let xsave = match &tree.live[0].task {
+        crew::Task::Own(root) => root.xsave(),
+        crew::Task::Crew(_) => unreachable!("the root is seized by the dump's thread"),
+    };
     let inventory = pb::Inventory {
         format_version: 0, // set by the sink
         ckpt_version: env!("CARGO_PKG_VERSION").into(),
@@ -529,7 +578,7 @@ fn dump_inner(
         // is copied while the tree runs on.
         let t_rel = Instant::now();
         shared.files.net.finish(false)?;
-        let thawed = release(tree.take().expect("released once"), true)?;
+        let thawed = release(tree.take().expect("released once"), true, crew.as_ref())?;
         stats.frozen_ms = ms_between(t_seize, thawed);
         tracing::debug!(ms = ms(t_rel), "released to run during the copy");
         let _background = background::Background::enter();
@@ -576,9 +625,9 @@ fn dump_inner(
         // are switched back and unlocked while their processes are still stopped.)
         let thawed = if opts.leave_running {
             shared.files.net.finish(false)?;
-            release(tree, true)?
+            release(tree, true, crew.as_ref())?
         } else {
-            let released = release(tree, false);
+            let released = release(tree, false, crew.as_ref());
             shared.files.net.finish(true)?;
             let thawed = released?;
             track::forget(&armed);
@@ -611,44 +660,134 @@ fn dump_inner(
 /// waits for each, so they die in parallel. Returns when the tree stopped being frozen:
 /// once every task is detached, or once every SIGKILL is sent (the teardown after it,
 /// the kernel freeing the memory, is no longer time the workload waits).
-fn release(tree: tree::Tree, leave_running: bool) -> Result<Instant, DumpError> {
+fn release(
+    tree: tree::Tree,
+    leave_running: bool,
+    crew: Option<&crew::Crew>,
+) -> Result<Instant, DumpError> {
     let _finish = abort::Shield::new();
     let mut first_err = None;
     let thawed;
+    // The crew's share, in tree order: released on its thread, alongside this one's.
+    let theirs: Vec<Pid> = tree
+        .live
+        .iter()
+        .filter_map(|m| match m.task {
+            crew::Task::Crew(pid) => Some(pid),
+            crew::Task::Own(_) => None,
+        })
+        .collect();
+    let crew = crew.filter(|_| !theirs.is_empty());
     if leave_running {
+        let detached = crew
+            .map(|c| c.run(move |tasks| crew_each(tasks, &theirs, seize::Seized::release_running)));
         for m in tree.live.into_iter().rev() {
-            if let Err(e) = m.task.release_running() {
-                first_err.get_or_insert(e);
+            if let crew::Task::Own(task) = m.task {
+                if let Err(e) = task.release_running() {
+                    first_err.get_or_insert(e);
+                }
             }
+        }
+        if let Some(Err(e)) = detached.map(crew::Pending::wait) {
+            first_err.get_or_insert(e);
         }
         thawed = Instant::now();
     } else {
+        let killed = crew.map(|c| {
+            let pids = theirs.clone();
+            c.run(move |tasks| crew_kill(tasks, &pids))
+        });
         let mut dying = Vec::with_capacity(tree.live.len());
         for mut m in tree.live {
-            match m.task.kill_now() {
+            let killed = match &mut m.task {
+                crew::Task::Own(task) => task.kill_now(),
+                crew::Task::Crew(_) => Ok(()),
+            };
+            match killed {
                 Ok(()) => dying.push(m),
                 Err(e) => {
                     first_err.get_or_insert(e);
                 }
             }
         }
-        thawed = Instant::now();
-        for m in &dying {
-            m.task.release_memory(m.id.pidfd());
+        // The crew's kills: those it could not send left their tasks running, detached.
+        let mut not_killed = Vec::new();
+        if let Some(k) = killed {
+            match k.wait() {
+                Ok(failed) => not_killed = failed,
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
         }
+        for (pid, e) in not_killed.drain(..) {
+            dying.retain(|m| m.task.pid() != pid);
+            first_err.get_or_insert(e);
+        }
+        thawed = Instant::now();
+        // Most of a dying task's wait is the kernel freeing its memory, page by page:
+        // ckpt frees it too, in parallel (process_mrelease), so that it takes about half
+        // as long. Only a speed-up: the memory goes anyway.
+        for m in &dying {
+            if let Err(e) = ckpt_sys::process::release_dying_memory(m.id.pidfd()) {
+                tracing::debug!(pid = %m.task.pid(), "{e}");
+            }
+        }
+        // The crew reaps its share meanwhile: a container's init, dying, waits in the
+        // kernel until every other task of its pid namespace is reaped.
+        let reaped =
+            crew.map(|c| c.run(move |tasks| crew_each(tasks, &theirs, seize::Seized::wait_dead)));
         // Children first: a container's init, dying, waits in the kernel until every
         // other task of its pid namespace is reaped, and those are ours to reap (we
         // trace them).
         for m in dying.into_iter().rev() {
-            if let Err(e) = m.task.wait_dead() {
-                first_err.get_or_insert(e);
+            if let crew::Task::Own(task) = m.task {
+                if let Err(e) = task.wait_dead() {
+                    first_err.get_or_insert(e);
+                }
             }
+        }
+        if let Some(Err(e)) = reaped.map(crew::Pending::wait) {
+            first_err.get_or_insert(e);
         }
     }
     match first_err {
         Some(e) => Err(e),
         None => Ok(thawed),
     }
+}
+
+/// `end` (a detach, or the wait for a killed task's death) for each of the crew's tasks,
+/// `pids` in tree order: children first.
+fn crew_each(
+    tasks: &mut crew::Tasks,
+    pids: &[Pid],
+    end: fn(seize::Seized) -> Result<(), DumpError>,
+) -> Result<(), DumpError> {
+    let mut first_err = None;
+    for pid in pids.iter().rev() {
+        if let Some(task) = tasks.remove(pid) {
+            if let Err(e) = end(task) {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// SIGKILL to each of the crew's tasks; returns those it could not kill (dropped: put
+/// back and detached, as this thread's own are).
+fn crew_kill(tasks: &mut crew::Tasks, pids: &[Pid]) -> Result<Vec<(Pid, DumpError)>, DumpError> {
+    let mut failed = Vec::new();
+    for pid in pids {
+        if let Some(task) = tasks.get_mut(pid) {
+            if let Err(e) = task.kill_now() {
+                tasks.remove(pid);
+                failed.push((*pid, e));
+            }
+        }
+    }
+    Ok(failed)
 }
 
 /// What the processes of a tree share, met process after process: shared memory objects
@@ -735,21 +874,50 @@ fn write_pages(
     Ok(copied.pages)
 }
 
-/// Collects one stopped process and writes its core, mm, pagemap and files images; its
-/// pages go to the tree's one pages file.
-fn process(
+/// What one stopped process tells before its images are written: its /proc state, what
+/// ptrace and the injected calls give (asked by the thread that traces it, which may be
+/// the crew's: `crew.rs`), and its page runs.
+struct Gathered {
+    maps: Vec<proc::Mapping>,
+    mm: mm::Mm,
+    /// Its fds, when collected before the injections (a tracker injected is an fd).
+    files: Option<Files>,
+    process_core: pb::ProcessCore,
+    thread_cores: Vec<pb::ThreadCore>,
+    injected: remote::Injected,
+    round: Option<track::Round>,
+    plan: Vec<pages::Run>,
+}
+
+/// A process being gathered: done, or by the crew (answer to come).
+enum Gathering {
+    Done(Box<Gathered>),
+    Crew(crew::Pending<Gathered>),
+}
+
+/// The smallest tree dumped by two ptrace threads (`crew.rs`): below it, the thread's
+/// start costs more than it saves.
+const CREW_MIN: usize = 8;
+
+/// A process's fds and the locks they account for.
+type Files = (Vec<pb::Fd>, locks::Accounted);
+
+fn collect_files(pid: Pid, table: &mut fdtable::FdTable) -> Result<Files, DumpError> {
+    let (mut fds, lock_texts) = files::collect(pid, table)?;
+    let accounted = locks::attach(pid, &mut fds, &lock_texts)?;
+    Ok((fds, accounted))
+}
+
+/// Collects one stopped process from /proc, ptrace and injected calls, on the thread
+/// that traces it. With `files` (a dump whose tracking injects a tracker), its fds are
+/// read first; else `finish` reads them.
+fn gather(
     task: &mut seize::Seized,
     opts: &DumpOptions,
-    sink: &mut ImageSink,
-    pages_w: &mut ckpt_images::PagesWriter,
-    dedup: Dedup,
-    buffers: &mut pages::Buffers,
-    progress: &dyn ckpt_images::progress::Progress,
-) -> Result<OneProcess, DumpError> {
-    let parent_image = dedup.earlier;
+    parent_image: Option<&track::Parent>,
+    files: Option<&mut fdtable::FdTable>,
+) -> Result<Gathered, DumpError> {
     let pid = task.pid();
-    // The pid its images are named and recorded by: as its pid namespace sees it.
-    let raw = dedup.tree.pids.pid(pid.as_raw());
     let t = Instant::now();
     let stat = proc::stat(pid)?;
     let status = proc::status(pid)?;
@@ -762,9 +930,8 @@ fn process(
         &maps,
         &known_state::Allowed(opts.allow_unknown_state.clone()),
     )?;
-    let mut mm = mm::collect(pid, &stat, &maps)?;
-    let (mut fds, lock_texts) = files::collect(pid, &mut dedup.tree.files)?;
-    let accounted = locks::attach(pid, &mut fds, &lock_texts)?;
+    let mm = mm::collect(pid, &stat, &maps)?;
+    let files = files.map(|table| collect_files(pid, table)).transpose()?;
     let threads = cores::threads(task)?;
     let tids: Vec<Pid> = std::iter::once(pid)
         .chain(task.threads.iter().map(|t| t.tid))
@@ -774,7 +941,6 @@ fn process(
         %pid,
         ms = ms(t),
         vmas = mm.vmas.len(),
-        fds = fds.len(),
         threads = threads.len(),
         "collected /proc and ptrace state"
     );
@@ -805,6 +971,57 @@ fn process(
     };
     abort::phase("copying memory");
     let plan = pages::plan(pid, &mm.vmas)?;
+    let mut process_core = cores::process(pid, &stat, &status, &injected, threads.len())?;
+    process_core.seccomp_filters = seccomp.filters;
+    process_core.stop_signal = task.stop_signal;
+    let mut thread_cores = cores::thread_records(threads, &injected)?;
+    for (t, (mode, chain)) in thread_cores.iter_mut().zip(seccomp.threads) {
+        t.seccomp_mode = mode;
+        t.seccomp_chain = chain;
+    }
+    Ok(Gathered {
+        maps,
+        mm,
+        files,
+        process_core,
+        thread_cores,
+        injected,
+        round,
+        plan,
+    })
+}
+
+/// Writes the core, mm, pagemap and files images of a gathered process; its pages go to
+/// the tree's one pages file. Runs on the dump's thread, process after process in tree
+/// order (what the tree shares is met in that order).
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    pid: Pid,
+    g: Gathered,
+    opts: &DumpOptions,
+    sink: &mut ImageSink,
+    pages_w: &mut ckpt_images::PagesWriter,
+    dedup: Dedup,
+    buffers: &mut pages::Buffers,
+    progress: &dyn ckpt_images::progress::Progress,
+) -> Result<OneProcess, DumpError> {
+    let parent_image = dedup.earlier;
+    // The pid its images are named and recorded by: as its pid namespace sees it.
+    let raw = dedup.tree.pids.pid(pid.as_raw());
+    let Gathered {
+        maps,
+        mut mm,
+        files,
+        mut process_core,
+        mut thread_cores,
+        injected,
+        round,
+        plan,
+    } = g;
+    let (fds, accounted) = match files {
+        Some(f) => f,
+        None => collect_files(pid, &mut dedup.tree.files)?,
+    };
     let plan = pages::drop_stored_shared(plan, &mm.vmas, &mut dedup.tree.memory);
     let (plan, from_parent) = match dedup.parent {
         Some((parent_held, same)) => cow::split(plan, &mm.vmas, same, parent_held),
@@ -848,17 +1065,11 @@ fn process(
     }
     abort::phase("writing the images");
     abort::check()?;
-    let mut process_core = cores::process(pid, &stat, &status, &injected, threads.len())?;
-    process_core.seccomp_filters = seccomp.filters;
-    process_core.stop_signal = task.stop_signal;
-    let mut thread_cores = cores::thread_records(threads, &injected)?;
     container::core_inner(&mut process_core, &mut thread_cores, &dedup.tree.pids);
     let mut w = sink.records(&names::core(raw), Kind::Core)?;
     w.write(&process_core)?;
-    for (mut t, (mode, chain)) in thread_cores.into_iter().zip(seccomp.threads) {
-        t.seccomp_mode = mode;
-        t.seccomp_chain = chain;
-        w.write(&t)?;
+    for t in &thread_cores {
+        w.write(t)?;
     }
     sink.commit_records(&names::core(raw), w)?;
 

@@ -277,45 +277,21 @@ pub fn copy<W: Write>(
         None
     };
     let file = &mut *pages;
+    // A copy that fits one batch (every process of a tree like the bench's ring) is read
+    // and written on this thread: a writer thread would be spawned and joined for a single
+    // buffer, and on a loaded machine each of those waits for the scheduler (a tree of 100
+    // small processes: 95-850 ms of "memory written" in all, against a few ms inline).
+    let inline = total_bytes <= BATCH;
     let (copied, hasher) = std::thread::scope(|s| {
         let (full_tx, full_rx) = sync_channel::<(Buffer, usize)>(BUFFERS);
         let (free_tx, free_rx) = channel::<Buffer>();
-        let writer = s.spawn(move || -> Result<f64, DumpError> {
-            let mut busy = std::time::Duration::ZERO;
-            let mut zbuf = Vec::new();
-            let mut zstd = match compress {
-                Some(level) => {
-                    let mut z = zstd::bulk::Compressor::new(level)
-                        .map_err(|e| DumpError::Refused(format!("zstd level {level}: {e}")))?;
-                    // Both CPUs compress; the copy out of the task is cheap beside it.
-                    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-                    if cpus > 1 {
-                        let _ = z.multithread(cpus as u32);
-                    }
-                    Some(z)
-                }
-                None => None,
-            };
-            for (buf, len) in full_rx {
-                let t = std::time::Instant::now();
-                match zstd.as_mut() {
-                    // One frame per batch: restore decompresses a batch at a time.
-                    Some(z) => {
-                        zbuf.clear();
-                        zbuf.reserve(zstd::zstd_safe::compress_bound(len));
-                        z.compress_to_buffer(&buf[..len], &mut zbuf)
-                            .map_err(|e| DumpError::Refused(format!("zstd compression: {e}")))?;
-                        file.write_frame(len, &zbuf)?;
-                    }
-                    None => {
-                        file.write(&buf[..len])?;
-                    }
-                }
-                busy += t.elapsed();
-                let _ = free_tx.send(buf);
-            }
-            Ok(busy.as_secs_f64() * 1e3)
-        });
+        let mut ends = Some((full_rx, free_tx, file));
+        let writer = if inline {
+            None
+        } else {
+            let (rx, tx, file) = ends.take().expect("taken once");
+            Some(s.spawn(move || write_batches(rx, tx, file, compress)))
+        };
         let mut out = Output {
             free: free_rx,
             full: full_tx,
@@ -335,7 +311,12 @@ pub fn copy<W: Write>(
             free, full, ready, ..
         } = out;
         drop(full);
-        let written = writer.join().expect("the pages writer does not panic");
+        let written = match (writer, ends) {
+            (Some(w), _) => w.join().expect("the pages writer does not panic"),
+            // The one batch (the channel holds BUFFERS) is queued already.
+            (None, Some((rx, tx, file))) => write_batches(rx, tx, file, compress),
+            (None, None) => unreachable!("the writer's ends are kept when it is not spawned"),
+        };
         // The buffers go on to the next process of the tree.
         bufs.0 = ready;
         bufs.0.extend(free.try_iter());
@@ -354,6 +335,51 @@ pub fn copy<W: Write>(
         pages.hashed_elsewhere(h);
     }
     Ok(copied)
+}
+
+/// The writer's end of the pipeline: appends each full buffer to the pages file (one
+/// zstd frame per batch with `--compress`) and hands the buffer back. Returns the time
+/// spent writing, in ms.
+fn write_batches(
+    full_rx: Receiver<(Buffer, usize)>,
+    free_tx: std::sync::mpsc::Sender<Buffer>,
+    file: &mut PagesWriter,
+    compress: Option<i32>,
+) -> Result<f64, DumpError> {
+    let mut busy = std::time::Duration::ZERO;
+    let mut zbuf = Vec::new();
+    let mut zstd = match compress {
+        Some(level) => {
+            let mut z = zstd::bulk::Compressor::new(level)
+                .map_err(|e| DumpError::Refused(format!("zstd level {level}: {e}")))?;
+            // Both CPUs compress; the copy out of the task is cheap beside it.
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            if cpus > 1 {
+                let _ = z.multithread(cpus as u32);
+            }
+            Some(z)
+        }
+        None => None,
+    };
+    for (buf, len) in full_rx {
+        let t = std::time::Instant::now();
+        match zstd.as_mut() {
+            // One frame per batch: restore decompresses a batch at a time.
+            Some(z) => {
+                zbuf.clear();
+                zbuf.reserve(zstd::zstd_safe::compress_bound(len));
+                z.compress_to_buffer(&buf[..len], &mut zbuf)
+                    .map_err(|e| DumpError::Refused(format!("zstd compression: {e}")))?;
+                file.write_frame(len, &zbuf)?;
+            }
+            None => {
+                file.write(&buf[..len])?;
+            }
+        }
+        busy += t.elapsed();
+        let _ = free_tx.send(buf);
+    }
+    Ok(busy.as_secs_f64() * 1e3)
 }
 
 /// Buffers in flight between the reader and the writer.

@@ -6,7 +6,6 @@ use crate::DumpError;
 use ckpt_sys::inject::{Remote, Via};
 use ckpt_sys::ptrace::{self, Stop};
 use nix::sys::signal::{kill, Signal};
-use std::os::fd::BorrowedFd;
 
 /// Stops to wade through after SIGKILL before giving up.
 const MAX_STOPS_AFTER_KILL: usize = 64;
@@ -63,15 +62,6 @@ impl Seized {
             .map_err(|e| ckpt_sys::Error::sys(format!("kill(pid {pid}, SIGKILL)"), e))?;
         self.released = true;
         Ok(())
-    }
-
-    /// After [`Seized::kill_now`]: most of a dying task's wait is the kernel freeing its
-    /// memory, page by page. ckpt frees it too, in parallel (process_mrelease on `pidfd`),
-    /// so that it takes about half as long. Only a speed-up: the memory goes anyway.
-    pub fn release_memory(&self, pidfd: BorrowedFd<'_>) {
-        if let Err(e) = ckpt_sys::process::release_dying_memory(pidfd) {
-            tracing::debug!(pid = %self.pid, "{e}");
-        }
     }
 
     /// After [`Seized::kill_now`]: waits until the task is dead.

@@ -276,7 +276,8 @@ pub fn collect(
 
     let mut page = vec![0u8; PAGE as usize];
     mem::read(pid, data, &mut page)?;
-    let threads = ckpt_sys::proc::tasks(pid)?.len();
+    // Every thread is stopped (none can be created): the ones seized are all there are.
+    let threads = 1 + task.threads.len();
     let ts = OFF_TASK_STATE as usize;
     if numa_inline {
         let at = OFF_NUMA as usize;

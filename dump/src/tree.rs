@@ -8,6 +8,7 @@
 //! there), so no task is missing, none is added, and on any error every seized task is
 //! put back (each `Seized` guard detaches on drop).
 
+use crate::crew::{Crew, Pending, Task};
 use crate::describe::Describer;
 use crate::seize::Seized;
 use crate::validate::{self, Identity};
@@ -16,9 +17,9 @@ use ckpt_images::pb;
 use ckpt_sys::{proc, Pid};
 use std::collections::HashSet;
 
-/// A live process of the tree, stopped.
+/// A live process of the tree, stopped (by the dump's thread or by its crew's).
 pub struct Member {
-    pub task: Seized,
+    pub task: Task,
     pub id: Identity,
 }
 
@@ -112,11 +113,14 @@ fn node(pid: Pid) -> Result<pb::TreeNode, DumpError> {
 /// Seizes every descendant of the (seized) root, re-walking until stable.
 /// A child among `validated` (checked with the rest of the tree before the seize) is
 /// seized as it is, and afterwards verified to be the process that was checked; any other
-/// is checked on its own first.
+/// is checked on its own first. With a `crew`, every other process found is seized by the
+/// crew's thread (which then collects and releases it: `crew.rs`), the siblings of one
+/// parent in parallel; a parent's children are still listed only once it is stopped.
 pub fn seize(
     root: Member,
     describer: &mut Describer,
     mut validated: validate::Validated,
+    crew: Option<&Crew>,
 ) -> Result<Tree, DumpError> {
     let root_pid = root.task.pid();
     let mut tree = Tree {
@@ -124,18 +128,27 @@ pub fn seize(
         live: vec![root],
     };
     let mut known: HashSet<Pid> = HashSet::from([root_pid]);
+    let mut turn = 0usize;
     loop {
         let mut found = false;
         let mut i = 0;
         while i < tree.live.len() {
             ckpt_sys::abort::check()?;
             let parent = tree.live[i].task.pid();
+            // Each child in the order listed: seized here, or by the crew (answer to come).
+            let mut batch: Vec<(Pid, Option<Seizing>)> = Vec::new();
             for c in children(parent)? {
                 if !known.insert(c) {
                     continue;
                 }
                 found = true;
-                if let Some(m) = seize_child(c, root_pid, describer, validated.remove(&c))? {
+                turn += 1;
+                let by = crew.filter(|_| turn % 2 == 1);
+                let seizing = start_child(c, root_pid, describer, validated.remove(&c), by)?;
+                batch.push((c, seizing));
+            }
+            for (c, seizing) in batch {
+                if let Some(m) = seizing.map(|s| s.finish(c)).transpose()?.flatten() {
                     tree.live.push(m);
                 }
                 tree.nodes.push(node(c)?);
@@ -153,13 +166,44 @@ pub fn seize(
     Ok(tree)
 }
 
-/// Checks and seizes a child; None if it is (or just became) a zombie.
-fn seize_child(
+/// A child being seized: done already, or by the crew.
+enum Seizing {
+    Done(Box<Member>),
+    Crew(Pending<()>, validate::Identity, bool),
+}
+
+impl Seizing {
+    /// The member, once seized; None if it became a zombie meanwhile.
+    fn finish(self, c: Pid) -> Result<Option<Member>, DumpError> {
+        match self {
+            Seizing::Done(m) => Ok(Some(*m)),
+            Seizing::Crew(pending, id, was_checked) => {
+                match pending.wait() {
+                    Ok(()) => {}
+                    Err(_) if is_dying(c) && settle(c) => return Ok(None),
+                    Err(e) => return Err(e),
+                }
+                if was_checked {
+                    id.verify(c)?;
+                }
+                Ok(Some(Member {
+                    task: Task::Crew(c),
+                    id,
+                }))
+            }
+        }
+    }
+}
+
+/// Checks a child and seizes it (here, or hands it to `crew`); None if it is (or just
+/// became) a zombie.
+fn start_child(
     c: Pid,
     root: Pid,
     describer: &mut Describer,
     checked: Option<validate::Identity>,
-) -> Result<Option<Member>, DumpError> {
+    crew: Option<&Crew>,
+) -> Result<Option<Seizing>, DumpError> {
     if is_dying(c) && settle(c) {
         return Ok(None);
     }
@@ -172,6 +216,9 @@ fn seize_child(
             Err(e) => return Err(e),
         },
     };
+    if let Some(crew) = crew {
+        return Ok(Some(Seizing::Crew(crew.seize(c), id, was_checked)));
+    }
     let task = match Seized::seize(c) {
         Ok(t) => t,
         Err(_) if is_dying(c) && settle(c) => return Ok(None),
@@ -181,7 +228,10 @@ fn seize_child(
     if was_checked {
         id.verify(c)?;
     }
-    Ok(Some(Member { task, id }))
+    Ok(Some(Seizing::Done(Box::new(Member {
+        task: Task::Own(Box::new(task)),
+        id,
+    }))))
 }
 
 /// Sorts `nodes` and `live` so that every parent comes before its children.
