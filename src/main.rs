@@ -57,8 +57,9 @@ enum Cmd {
         /// given several times.
         #[arg(long = "allow-unknown-state", value_name = "NAME")]
         allow_unknown_state: Vec<String>,
-        /// Freeze this cgroup (v2: its cgroup.freeze) while the tree is seized, so that
-        /// nothing in it forks or exits meanwhile; the tree's root must be in it.
+        /// Freeze this cgroup (v2: its cgroup.freeze; a v1 freezer: its freezer.state)
+        /// while the tree is seized, so that nothing in it forks or exits meanwhile; the
+        /// tree's root must be in it.
         #[arg(long = "freeze-cgroup", value_name = "PATH")]
         freeze_cgroup: Option<PathBuf>,
         /// Copy the memory while the tree runs (stopped only to read its state and arm

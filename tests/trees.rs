@@ -457,6 +457,22 @@ impl TestCgroup {
         Some(TestCgroup(path))
     }
 
+    /// The same in the cgroup v1 freezer hierarchy.
+    fn v1(name: &str) -> Option<TestCgroup> {
+        let mount = fs::read_to_string("/proc/self/mountinfo")
+            .ok()?
+            .lines()
+            .filter(|l| {
+                l.split_once(" - ").is_some_and(|(_, post)| {
+                    post.starts_with("cgroup ") && post.split(',').any(|o| o == "freezer")
+                })
+            })
+            .find_map(|l| l.split(' ').nth(4).map(std::path::PathBuf::from))?;
+        let path = mount.join(format!("ckpt-test-{}-{name}", std::process::id()));
+        fs::create_dir(&path).ok()?;
+        Some(TestCgroup(path))
+    }
+
     fn enter(&self, pid: i32) {
         fs::write(self.0.join("cgroup.procs"), pid.to_string()).unwrap();
     }
@@ -471,6 +487,21 @@ impl Drop for TestCgroup {
     }
 }
 
+/// Three cycles of `w` with `--freeze-cgroup` naming `cg`, whose `state` file must read
+/// thawed after each; the pids of the last restore.
+fn forky_cycles(env: &Env, w: &mut Workload, cg: &TestCgroup, state: (&str, &str)) -> Vec<i32> {
+    let arg = cg.0.display().to_string();
+    let mut pids = Vec::new();
+    for i in 1..=3 {
+        cg.enter(w.pid);
+        let dir = env.subdir(&format!("img{i}"));
+        pids = tree_cycle_with(env, w, &dir, &["--freeze-cgroup", &arg]);
+        let now = fs::read_to_string(cg.0.join(state.0)).unwrap();
+        assert_eq!(now.trim(), state.1, "{} is left frozen", cg.0.display());
+    }
+    pids
+}
+
 /// `--freeze-cgroup`: a process that forks and reaps as fast as it can, in a cgroup of
 /// its own, is frozen before the seize and thawed after it: three consistent cycles (it
 /// checks its own bookkeeping of children), and the cgroup is thawed after each dump.
@@ -483,14 +514,7 @@ fn fork_heavy_tree_in_a_frozen_cgroup() {
     let mut w = env.start("forky");
     env.check(&mut w);
     let arg = cg.0.display().to_string();
-    let mut pids = Vec::new();
-    for i in 1..=3 {
-        cg.enter(w.pid);
-        let dir = env.subdir(&format!("img{i}"));
-        pids = tree_cycle_with(&env, &mut w, &dir, &["--freeze-cgroup", &arg]);
-        let state = fs::read_to_string(cg.0.join("cgroup.freeze")).unwrap();
-        assert_eq!(state.trim(), "0", "the cgroup is left frozen");
-    }
+    let pids = forky_cycles(&env, &mut w, &cg, ("cgroup.freeze", "0"));
     cg.enter(w.pid);
     let dir = env.subdir("running");
     env.dump(w.pid, &dir, &["--leave-running", "--freeze-cgroup", &arg])
@@ -498,6 +522,77 @@ fn fork_heavy_tree_in_a_frozen_cgroup() {
     assert_running_untraced(w.pid);
     env.check(&mut w);
     finish_tree(&env, &w, &pids);
+}
+
+/// `--freeze-cgroup` naming a cgroup v1 freezer (LXC's): the tree is seized whole while
+/// frozen (its stops only come after the thaw), so the fork-heavy process is dumped
+/// consistently; three cycles, --leave-running and a failed dump, the freezer thawed
+/// after each, the process running on untraced after the last two.
+#[test]
+fn fork_heavy_tree_in_a_v1_freezer() {
+    let env = Env::new();
+    let cg = TestCgroup::v1("forky").expect("a cgroup v1 freezer for the test");
+    let mut w = env.start("forky");
+    env.check(&mut w);
+    let arg = cg.0.display().to_string();
+    let pids = forky_cycles(&env, &mut w, &cg, ("freezer.state", "THAWED"));
+    cg.enter(w.pid);
+    let dir = env.subdir("running");
+    let mut args = vec![std::ffi::OsString::from("-vv")];
+    args.extend(dump_args(
+        w.pid,
+        &dir,
+        &["--leave-running", "--freeze-cgroup", &arg],
+    ));
+    let out = env.ckpt(&args).ok();
+    assert!(
+        out.stderr.contains("v1=true")
+            && out.stderr.contains("seized and interrupted while frozen"),
+        "no v1 freeze logged:\n{}",
+        out.stderr
+    );
+    assert_running_untraced(w.pid);
+    env.check(&mut w);
+    // A dump that fails once the tree is seized (no room for its images) leaves the
+    // freezer thawed and the process running untraced.
+    let small = env.path().join("small");
+    env.mount_tmpfs(&small, "size=256k");
+    cg.enter(w.pid);
+    let out = env.dump(w.pid, &small.join("img"), &["--freeze-cgroup", &arg]);
+    assert!(!out.success(), "the dump should not fit in 256 KiB: {out}");
+    let state = fs::read_to_string(cg.0.join("freezer.state")).unwrap();
+    assert_eq!(
+        state.trim(),
+        "THAWED",
+        "a failed dump left the freezer frozen"
+    );
+    assert_running_untraced(w.pid);
+    env.check(&mut w);
+    finish_tree(&env, &w, &pids);
+}
+
+/// A v1 freezer the user froze already: its tasks' stops would never come, so the dump
+/// is refused by name, and the freezer left as it was (frozen); thawed, the tree runs on.
+#[test]
+fn frozen_v1_freezer_is_refused() {
+    let env = Env::new();
+    let cg = TestCgroup::v1("frozen").expect("a cgroup v1 freezer for the test");
+    let mut w = env.start("tree");
+    env.check(&mut w);
+    cg.enter(w.pid);
+    fs::write(cg.0.join("freezer.state"), "FROZEN").unwrap();
+    let dir = env.subdir("img");
+    let arg = cg.0.display().to_string();
+    let out = env.dump(w.pid, &dir, &["--freeze-cgroup", &arg]);
+    out.failed_naming("frozen already");
+    let state = fs::read_to_string(cg.0.join("freezer.state")).unwrap();
+    assert_eq!(state.trim(), "FROZEN", "the user's freeze was undone");
+    fs::write(cg.0.join("freezer.state"), "THAWED").unwrap();
+    assert_running_untraced(w.pid);
+    env.check(&mut w);
+    let all = env.subdir("all");
+    env.dump(w.pid, &all, &["--leave-running"]).ok();
+    finish_tree(&env, &w, &tree_pids(&all));
 }
 
 /// `--freeze-cgroup` naming a cgroup the process is not in: refused by name, nothing

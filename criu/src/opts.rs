@@ -189,17 +189,17 @@ fn refuse_for(what: &str, o: &CriuOpts) -> Result<(), CriuError> {
     }
 }
 
-/// freeze_cgroup: a v2 cgroup is frozen during the seize; a v1 freezer is not used (its
-/// tasks' ptrace stops are not reported until it thaws, shared notes), and ckpt's seize
-/// stops every task of the tree by ptrace alone, which is what CRIU does without one.
+/// freeze_cgroup: the cgroup (v2, or a v1 freezer, as LXC passes) is frozen during the
+/// seize; a path that is neither is logged and the tree stopped by ptrace alone, which is
+/// what CRIU does without one.
 pub fn freeze_cgroup(path: Option<&str>) -> Option<PathBuf> {
     let p = Path::new(path?);
-    if p.join("cgroup.freeze").exists() {
+    if p.join("cgroup.freeze").exists() || p.join("freezer.state").exists() {
         Some(p.to_path_buf())
     } else {
         tracing::info!(
             path = %p.display(),
-            "freeze_cgroup is no cgroup v2: the tree is stopped by ptrace alone"
+            "freeze_cgroup is no cgroup v2 nor a v1 freezer: the tree is stopped by ptrace alone"
         );
         None
     }

@@ -31,7 +31,7 @@ pub struct Dump {
     pub work: Option<PathBuf>,
     pub leave_running: bool,
     pub tcp_established: bool,
-    /// A cgroup v2 to freeze during the seize (a v1 freezer is not used: see opts.rs).
+    /// A cgroup (v2, or a v1 freezer) to freeze during the seize.
     pub freeze_cgroup: Option<PathBuf>,
     pub pre_dump: bool,
     /// The previous image of a chain, relative to `images` unless absolute.

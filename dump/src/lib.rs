@@ -45,6 +45,7 @@ mod net;
 mod netns;
 mod ns;
 mod pages;
+mod preseize;
 mod release;
 mod remote;
 mod rseq;
@@ -80,7 +81,8 @@ pub struct DumpOptions {
     /// Names of unknown kernel state (a VmFlags letter, a /proc/PID/status field) the
     /// user accepts to lose (`--allow-unknown-state`); refused otherwise.
     pub allow_unknown_state: Vec<String>,
-    /// A cgroup v2 holding the tree, frozen while the tree is seized (`--freeze-cgroup`).
+    /// A cgroup (v2, or a v1 freezer) holding the tree, frozen while the tree is seized
+    /// (`--freeze-cgroup`).
     pub freeze_cgroup: Option<PathBuf>,
     /// `--pre-dump`: arm write tracking, copy the memory while the tree runs on.
     pub pre_dump: bool,
@@ -278,7 +280,11 @@ fn dump_inner(
     // (`dump_held`: the caller's thread must be able to end it) nor with write tracking
     // (its tracker is injected between the fds and the pages).
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let crew = if cpus > 1 && !hold && !opts.tracking() && descendants.len() + 1 >= CREW_MIN {
+    // Nor for a tree a v1 freezer holds: its tasks are all seized on this thread
+    // (`preseize.rs`), and a tracee answers only its tracer.
+    let v1 = opts.freeze_cgroup.as_deref().is_some_and(freezer::is_v1);
+    let crew = if cpus > 1 && !hold && !opts.tracking() && !v1 && descendants.len() + 1 >= CREW_MIN
+    {
         Some(crew::Crew::start()?)
     } else {
         None
@@ -294,8 +300,14 @@ fn dump_inner(
         .freeze_cgroup
         .clone()
         .or_else(|| freezer::own_cgroup(pid, &descendants));
-    let frozen = match &cgroup {
+    let mut frozen = match &cgroup {
         Some(path) => Some(freezer::Frozen::freeze(path, pid)?),
+        None => None,
+    };
+    // A v1 freezer reports no ptrace stop until it thaws: the tree is seized whole while
+    // frozen, thawed, and its stops collected by the walk below.
+    let _preseized = match frozen.take_if(|f| f.is_v1()) {
+        Some(f) => Some(preseize::preseize(pid, f)?),
         None => None,
     };
     let task = seize::Seized::seize(pid)?;

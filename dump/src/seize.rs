@@ -41,7 +41,11 @@ impl Seized {
     /// same for its other threads (`threads`). A signal that was being delivered at that
     /// moment is passed on as it would have been.
     pub fn seize(pid: Pid) -> Result<Seized, DumpError> {
-        ptrace::seize(pid, crate::threads::options())?;
+        // Seized and interrupted already while a v1 freezer held it (`preseize`).
+        let pre = crate::preseize::take(pid);
+        if !pre {
+            ptrace::seize(pid, crate::threads::options())?;
+        }
         let mut s = Seized {
             pid,
             regs: zero_regs(),
@@ -55,7 +59,9 @@ impl Seized {
             threads: Vec::new(),
             stop_signal: 0,
         };
-        ptrace::interrupt(pid)?;
+        if !pre {
+            ptrace::interrupt(pid)?;
+        }
         s.wait_event_stop()?;
         s.regs = ptrace::get_regs(pid)?;
         // Before anything runs in the task: these are the registers dumped and put back.

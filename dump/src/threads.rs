@@ -113,6 +113,9 @@ fn seize_all(task: &mut Seized) -> Result<(), DumpError> {
             return Ok(());
         }
         let mut seized = Vec::with_capacity(new.len());
+        // Seized and interrupted while a v1 freezer held them: only their stops to wait.
+        let (pre, new): (Vec<Pid>, Vec<Pid>) =
+            new.into_iter().partition(|&t| crate::preseize::take(t));
         for t in new {
             match ptrace::seize(t, options()) {
                 Ok(()) => seized.push(t),
@@ -122,7 +125,7 @@ fn seize_all(task: &mut Seized) -> Result<(), DumpError> {
             }
         }
         // All interrupts first: the threads stop in parallel.
-        let mut interrupted = Vec::with_capacity(seized.len());
+        let mut interrupted = pre;
         for t in seized {
             match ptrace::interrupt(t) {
                 Ok(()) => interrupted.push(t),

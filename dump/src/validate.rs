@@ -312,14 +312,16 @@ fn process_blockers(
         );
     }
     let status = proc::status(pid).map_err(gone)?;
-    if status.tracerpid != 0 {
+    // Seized by this dump already (a v1 freezer's tree, `preseize.rs`).
+    let ours = crate::preseize::is_pending(pid);
+    if status.tracerpid != 0 && !ours {
         out.push(
             pid,
             format!("tracer pid {}", status.tracerpid),
             "already traced by another process",
         );
     }
-    if stat.state == 't' {
+    if stat.state == 't' && !ours {
         out.push(
             pid,
             format!("state {}", stat.state),
