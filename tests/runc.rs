@@ -32,7 +32,9 @@ impl Runc {
             fs::create_dir_all(bundle.join("rootfs").join(d)).unwrap();
         }
         fs::copy(which("busybox"), bin.join("busybox")).unwrap();
-        for applet in ["sh", "sleep", "cat", "echo", "syslogd", "logger", "httpd"] {
+        for applet in [
+            "sh", "sleep", "cat", "echo", "mv", "syslogd", "logger", "httpd",
+        ] {
             std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
         }
         // The container inherits runc's stdio: a file, not a pipe (the container would
@@ -192,34 +194,28 @@ fn mounts_of(pid: i32) -> Vec<String> {
         .collect()
 }
 
-/// Counts into /tmp/count and its stdout, and logs each count through syslogd (its
-/// /dev/log, a unix datagram socket bound in the container's /dev tmpfs, in its own
-/// network namespace) into /tmp/messages.
+/// Counts into /tmp/count (replaced whole: httpd never meets it half-written) and its
+/// stdout, and logs each count through syslogd (its /dev/log, a unix datagram socket
+/// bound in the container's /dev tmpfs, in its own network namespace) into
+/// /tmp/messages.
 const COUNTING: &str = "syslogd -n -O /tmp/messages & httpd -f -p 127.0.0.1:8080 -h /tmp & \
-                        n=0; while :; do n=$((n+1)); echo $n > /tmp/count; echo $n; \
+                        n=0; while :; do n=$((n+1)); echo $n > /tmp/count.new; mv /tmp/count.new /tmp/count; echo $n; \
                         logger tick$n; sleep 0.05; done";
 
 /// GET /count from busybox httpd inside the container (its loopback, in its network
-/// namespace: the client runs there through nsenter -n). The shell truncates the file
-/// before it writes the next number, so a GET can meet it empty: asked again then.
+/// namespace: the client runs there through nsenter -n).
 fn served_count(init: i32) -> u64 {
-    for _ in 0..20 {
-        let out = Command::new(which("nsenter"))
-            .args(["-t", &init.to_string(), "-n"])
-            .arg(python3())
-            .args([
-                "-c",
-                "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8080/count', timeout=10).read().decode().strip())",
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "GET /count inside: {out:?}");
-        if let Ok(n) = String::from_utf8_lossy(&out.stdout).trim().parse() {
-            return n;
-        }
-        sleep(Duration::from_millis(10));
-    }
-    panic!("GET /count inside: always empty");
+    let out = Command::new(which("nsenter"))
+        .args(["-t", &init.to_string(), "-n"])
+        .arg(python3())
+        .args([
+            "-c",
+            "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8080/count', timeout=10).read().decode().strip())",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "GET /count inside: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
 /// The ticks syslogd wrote, in order.
