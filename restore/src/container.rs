@@ -188,6 +188,17 @@ pub fn set_up_root(c: &pb::Container, plan: Option<&Plan>) -> Result<(), String>
     Ok(())
 }
 
+/// `before_release`, its time in the -v timings (the namespace work shown apart).
+pub fn before_release_timed(c: &pb::Container, plan: Option<&Plan>, root: Pid) -> R<()> {
+    let t = std::time::Instant::now();
+    before_release(c, plan, root)?;
+    tracing::debug!(
+        ms = ckpt_images::units::ms(t),
+        "container namespaces: mounts and links finished"
+    );
+    Ok(())
+}
+
 /// Once every puppet is done, before anything runs: the container's own /proc and the
 /// mounts over it (`mounts::late_steps`), its veths' host ends up (before the TCP
 /// connections leave repair mode).

@@ -153,6 +153,7 @@ pub fn restore_with_progress(
     let (external_net, inherit_fds) = container::external_net(inv, &opts.inherit_fds)?;
     let cgroup_plan = cgroups::plan(inv, &opts.cgroup_root)?;
     let cgroup_dirs = cgroup_plan.root_dirs();
+    let t_plan = Instant::now();
     let mut ns_plan = match &inv.container {
         Some(c) => Some(container::plan(
             &dir,
@@ -167,6 +168,12 @@ pub fn restore_with_progress(
         )?),
         None => None,
     };
+    if ns_plan.is_some() {
+        debug!(
+            ms = ckpt_images::units::ms(t_plan),
+            "container namespaces: planned"
+        );
+    }
     if opts.page_feed.is_some() && !opts.lazy {
         return Err(RestoreError::Refused(
             "--page-feed serves a lazy restore: add --lazy".into(),
@@ -520,7 +527,7 @@ pub fn restore_with_progress(
         write_pidfile(opts, child.as_raw())?;
         hooks::before_resume(child.as_raw())?;
         if let Some(c) = &inv.container {
-            container::before_release(c, ns_plan.as_ref(), child)?;
+            container::before_release_timed(c, ns_plan.as_ref(), child)?;
         }
         net::resume_connections(&net::connections(&[child], &imgs, &descs))
             .map_err(RestoreError::Refused)?;
@@ -546,7 +553,7 @@ pub fn restore_with_progress(
             before_release: &|| {
                 hooks::before_resume(pids[0].as_raw())?;
                 if let Some(c) = &inv.container {
-                    container::before_release(c, ns_plan.as_ref(), pids[0])?;
+                    container::before_release_timed(c, ns_plan.as_ref(), pids[0])?;
                 }
                 net::resume_connections(&net::connections(&pids, &imgs, &descs))
                     .map_err(RestoreError::Refused)?;

@@ -99,10 +99,16 @@ pub fn run(seeds: &Seeds, me: usize) -> ! {
     } else {
         Ok(())
     };
+    let t_ns = std::time::Instant::now();
     let container = entered.and_then(|()| match seeds.container.filter(|_| me == 0) {
         Some(c) => crate::container::set_up_root(c, seeds.ns),
         None => Ok(()),
     });
+    // A container's root tells ckpt what its namespace work took (the -v timings).
+    let ready = match seeds.container.filter(|_| me == 0) {
+        Some(_) => format!("ok {}", t_ns.elapsed().as_micros()),
+        None => "ok".to_string(),
+    };
     let early = container
         .and_then(|()| join_groups(p))
         .and_then(|()| objects::create(&seeds.fds.creates[me], seeds.fds.end))
@@ -114,7 +120,7 @@ pub fn run(seeds: &Seeds, me: usize) -> ! {
         .and_then(|()| prepare(p, seeds.fds).map_err(|m| (m, status_fd(p))));
     match result {
         Ok(()) => {
-            report(p.helper_base, p.pid, "ok");
+            report(p.helper_base, p.pid, &ready);
             let _ = close(p.helper_base);
             // ckpt seizes and interrupts us here (the puppet phase replaces all of this).
             ckpt_sys::process::pause_forever()

@@ -53,7 +53,17 @@ pub fn wait_ready(status_r: OwnedFd, live: &[i32]) -> R<()> {
         let line = line.map_err(|e| ckpt_sys::Error::Other(format!("seed status pipe: {e}")))?;
         let (pid, msg) = line.split_once(' ').unwrap_or((line.as_str(), ""));
         let pid: i32 = pid.parse().unwrap_or(0);
-        if msg == "ok" && live.contains(&pid) {
+        // `ok`, or from a container's root `ok MICROS`: its namespace work in the seed.
+        let ok = msg
+            .strip_prefix("ok")
+            .filter(|rest| rest.is_empty() || rest.starts_with(' '));
+        if let (Some(rest), true) = (ok, live.contains(&pid)) {
+            if let Ok(us) = rest.trim().parse::<u64>() {
+                tracing::debug!(
+                    ms = us as f64 / 1000.0,
+                    "container namespaces: set up in the root's seed"
+                );
+            }
             ready.insert(pid);
         } else {
             return Err(RestoreError::Refused(format!("pid {pid}: {msg}")));
