@@ -71,6 +71,35 @@ pub fn children(pid: Pid, tid: Pid) -> Result<Vec<Pid>> {
         .collect())
 }
 
+/// The pipes among the fds of `pid`: (fd, pipe inode). One open of /proc/PID/fd, each
+/// link read relative to it (no path walk from / per fd): the dump reads every process
+/// of the host this way to find who else holds the tree's pipes.
+pub fn pipe_fds(pid: i32) -> Result<Vec<(i32, u64)>> {
+    use nix::fcntl::OFlag;
+    let path = format!("/proc/{pid}/fd");
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut dir = nix::dir::Dir::open(path.as_str(), flags, nix::sys::stat::Mode::empty())
+        .map_err(|e| Error::sys(&path, e))?;
+    let dfd = std::os::fd::AsRawFd::as_raw_fd(&dir);
+    let mut out = Vec::new();
+    for entry in dir.iter().flatten() {
+        let name = entry.file_name();
+        let Some(fd) = name.to_str().ok().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(target) = nix::fcntl::readlinkat(Some(dfd), name) else {
+            continue;
+        };
+        let ino = target
+            .to_str()
+            .and_then(|t| t.strip_prefix("pipe:[")?.strip_suffix(']')?.parse().ok());
+        if let Some(ino) = ino {
+            out.push((fd, ino));
+        }
+    }
+    Ok(out)
+}
+
 pub fn read_link(path: &str) -> Result<PathBuf> {
     std::fs::read_link(path).map_err(|e| Error::io(path, e))
 }
