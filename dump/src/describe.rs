@@ -12,6 +12,8 @@ use std::collections::{BTreeSet, HashMap};
 /// tables of a netns, every process's pipes) it reads once, and only when needed.
 pub struct Describer {
     tree: BTreeSet<i32>,
+    /// The tree's zombies (no fds to describe; a pidfd may name one).
+    zombies: BTreeSet<i32>,
     sockets: SocketTables,
     /// Link target ("pipe:[N]") -> every (pid, fd) holding it, on the whole host.
     pipes: Option<HashMap<String, Vec<Holder>>>,
@@ -25,6 +27,7 @@ impl Describer {
     pub fn new(pids: impl IntoIterator<Item = Pid>) -> Describer {
         Describer {
             tree: pids.into_iter().map(|p| p.as_raw()).collect(),
+            zombies: BTreeSet::new(),
             sockets: SocketTables::default(),
             pipes: None,
             lock_candidates: false,
@@ -79,6 +82,16 @@ impl Describer {
             );
         }
         b(format!("fd {fd} ({target})"), "not supported yet".into())
+    }
+
+    /// `pid` is a zombie of the tree (seized trees list only their live processes).
+    pub fn add_zombie(&mut self, pid: i32) {
+        self.zombies.insert(pid);
+    }
+
+    /// Whether `pid` is a process of the tree, a zombie included.
+    pub fn has(&self, pid: i32) -> bool {
+        self.tree.contains(&pid) || self.zombies.contains(&pid)
     }
 
     /// Another process of the tree holding the epoll at fd `fd` of `pid`, if any (its

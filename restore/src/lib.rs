@@ -320,6 +320,7 @@ pub fn restore_with_progress(
     let descs = image::load_table(&dir)?;
     for p in &mut plans {
         fdtable::epoll::attach(p, &descs).map_err(RestoreError::Refused)?;
+        fdtable::pidfd::attach(p, &descs).map_err(RestoreError::Refused)?;
         fdtable::tty::attach(p, &descs);
     }
     let floor = plans
@@ -783,6 +784,7 @@ fn seed_plan(
         loginuid: c.loginuid,
         timerslack_ns: c.timerslack_ns,
         epolls: Vec::new(),
+        pidfds: Vec::new(),
         ctty: None,
         foreground: false,
     }
