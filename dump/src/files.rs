@@ -31,6 +31,9 @@ enum Problem {
     /// Closed since it was listed (only possible before the seize).
     Gone(String),
     Blocked(Blocker),
+    /// A write tracker a ckpt armed (`track.rs`): not the process's own file, never
+    /// dumped nor refused.
+    Ours,
 }
 
 impl From<Problem> for DumpError {
@@ -38,6 +41,7 @@ impl From<Problem> for DumpError {
         match p {
             Problem::Gone(m) => DumpError::Lost(m),
             Problem::Blocked(b) => b.into(),
+            Problem::Ours => DumpError::Lost("a write tracker of ckpt's in flight".into()),
         }
     }
 }
@@ -53,6 +57,10 @@ fn inspect(
         Ok(t) => t.to_string_lossy().into_owned(),
         Err(e) => return Err(Problem::Gone(format!("pid {pid}: fd {fd}: {e}"))),
     };
+    // Checked here, where the link is read anyway (not by a readlink of every fd first).
+    if target == "anon_inode:[userfaultfd]" && crate::track::is_ours(pid, fd) {
+        return Err(Problem::Ours);
+    }
     let blocked = |why: String| {
         Problem::Blocked(Blocker {
             pid: pid.as_raw(),
@@ -203,7 +211,7 @@ fn inspect(
 
 /// Before the seize (and for `ckpt check`): every fd this version cannot restore.
 pub fn blockers(pid: Pid, describer: &mut Describer, out: &mut Blockers) -> Result<(), DumpError> {
-    for fd in crate::track::user_fds(pid)? {
+    for fd in proc::fds(pid)? {
         match inspect(pid, fd, describer) {
             Ok((kind, _, _)) => {
                 if crate::locks::may_carry_unlisted(kind) {
@@ -211,7 +219,7 @@ pub fn blockers(pid: Pid, describer: &mut Describer, out: &mut Blockers) -> Resu
                 }
             }
             // An fd closed while we looked is not a reason to refuse.
-            Err(Problem::Gone(_)) => {}
+            Err(Problem::Gone(_) | Problem::Ours) => {}
             Err(Problem::Blocked(b)) => out.add(b),
         }
     }
@@ -229,7 +237,7 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<(Vec<pb::Fd>, Vec<String
     // Description -> the first fd of this process that refers to it.
     let mut here: HashMap<u64, i32> = HashMap::new();
     let mut infos = proc::FdInfoDir::open(pid)?;
-    for fd in crate::track::user_fds(pid)? {
+    for fd in proc::fds(pid)? {
         // fdinfo first: its mount and inode are enough to find a description met before
         // (an fd inherited by 100 processes costs this read and a kcmp, nothing more).
         let info = infos.get(fd)?;
@@ -238,7 +246,9 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<(Vec<pb::Fd>, Vec<String
             (info.mnt_id, info.ino)
         } else {
             // A kernel without `ino:` in fdinfo: stat the link instead.
-            let l = inspect(pid, fd, table.describer())?;
+            let Some(l) = skip_ours(inspect(pid, fd, table.describer()))? else {
+                continue;
+            };
             let k = (l.2.dev() | 1 << 63, l.2.ino());
             looked = Some(l);
             k
@@ -269,7 +279,10 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<(Vec<pb::Fd>, Vec<String
             None => {
                 let (kind, path, meta) = match looked.take() {
                     Some(l) => l,
-                    None => inspect(pid, fd, table.describer())?,
+                    None => match skip_ours(inspect(pid, fd, table.describer()))? {
+                        Some(l) => l,
+                        None => continue,
+                    },
                 };
                 let d = describe(pid, fd, key, kind, &path, &meta, &info, table)?;
                 (
@@ -361,6 +374,19 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<(Vec<pb::Fd>, Vec<String
     table.spent += t.elapsed();
     table.cpu += fdtable::thread_cpu().saturating_sub(cpu);
     Ok((out, lock_texts))
+}
+
+/// What `inspect` found, None for a tracker of ckpt's (skipped: a new description, so
+/// met before the table holds anything of it).
+#[allow(clippy::type_complexity)]
+fn skip_ours(
+    r: Result<(pb::FdKind, String, Metadata), Problem>,
+) -> Result<Option<(pb::FdKind, String, Metadata)>, Problem> {
+    match r {
+        Ok(l) => Ok(Some(l)),
+        Err(Problem::Ours) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// The description of a file in flight (SCM_RIGHTS, sent and not received) that a peek
