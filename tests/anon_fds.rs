@@ -103,3 +103,10 @@ fn big_deleted_file_is_refused() {
 fn fanotify_is_refused() {
     refused("fanotify", "fanotify is not supported yet");
 }
+
+/// An io_uring instance and a userfaultfd of the process's own are refused by name.
+#[test]
+fn io_uring_and_userfaultfd_are_refused() {
+    refused("uring", "io_uring is not supported yet");
+    refused("uffd", "userfaultfd is not supported yet");
+}

@@ -14,11 +14,7 @@ fn three_cycles(modes: &[&str]) {
     let env = Env::new();
     let mut w = env.start_with("unixsock", modes);
     env.check(&mut w);
-    let mut pids = Vec::new();
-    for i in 1..=3 {
-        pids = tree_cycle(&env, &mut w, &env.subdir(&format!("img{i}")));
-    }
-    env.check(&mut w);
+    let pids = three_tree_cycles(&env, &mut w);
     finish_tree(&env, &w, &pids);
 }
 
@@ -87,13 +83,6 @@ fn refused(mode: &str, needle: &str) {
     assert_running_untraced(w.pid);
     let pids: Vec<i32> = vec![w.pid];
     finish_tree(&env, &w, &pids);
-}
-
-/// A socket in flight (SCM_RIGHTS, sent and not received) is refused by name (files,
-/// pipes, eventfds in flight are kept: `files_in_flight_three_cycles`).
-#[test]
-fn a_socket_in_flight_is_refused() {
-    refused("rights", "SCM_RIGHTS");
 }
 
 /// Files in flight (SCM_RIGHTS sent, not received) on a stream and a datagram

@@ -12,9 +12,14 @@ use std::collections::{BTreeSet, HashMap};
 /// tables of a netns, every process's pipes) it reads once, and only when needed.
 pub struct Describer {
     tree: BTreeSet<i32>,
+    /// The tree's zombies (no fds to describe; a pidfd may name one).
+    zombies: BTreeSet<i32>,
     sockets: SocketTables,
     /// Link target ("pipe:[N]") -> every (pid, fd) holding it, on the whole host.
     pipes: Option<HashMap<String, Vec<Holder>>>,
+    /// The same for the tree's own processes, read only when a pipe is also held outside
+    /// (each fd of the tree is not read twice for pipes that are the tree's alone).
+    tree_pipes: Option<HashMap<String, Vec<Holder>>>,
     /// Some process of the tree could hold a lock through no fd (`locks::may_hold_unlisted`):
     /// the dump then warms up its read of /proc/locks.
     pub lock_candidates: bool,
@@ -25,8 +30,10 @@ impl Describer {
     pub fn new(pids: impl IntoIterator<Item = Pid>) -> Describer {
         Describer {
             tree: pids.into_iter().map(|p| p.as_raw()).collect(),
+            zombies: BTreeSet::new(),
             sockets: SocketTables::default(),
             pipes: None,
+            tree_pipes: None,
             lock_candidates: false,
         }
     }
@@ -34,6 +41,8 @@ impl Describer {
     /// `pid` is of the tree too (found while the tree is seized).
     pub fn add(&mut self, pid: Pid) {
         self.tree.insert(pid.as_raw());
+        // Read again with it when asked (the outside scan drops it when asked).
+        self.tree_pipes = None;
     }
 
     /// The blocker for fd `fd` of `pid`, whose /proc link reads `target` (not a path).
@@ -79,6 +88,16 @@ impl Describer {
             );
         }
         b(format!("fd {fd} ({target})"), "not supported yet".into())
+    }
+
+    /// `pid` is a zombie of the tree (seized trees list only their live processes).
+    pub fn add_zombie(&mut self, pid: i32) {
+        self.zombies.insert(pid);
+    }
+
+    /// Whether `pid` is a process of the tree, a zombie included.
+    pub fn has(&self, pid: i32) -> bool {
+        self.tree.contains(&pid) || self.zombies.contains(&pid)
     }
 
     /// Another process of the tree holding the epoll at fd `fd` of `pid`, if any (its
@@ -137,18 +156,37 @@ impl Describer {
     /// tree (restored as it is), also outside it at one end only (external: restored from
     /// an fd the caller of the restore hands over), or refused.
     pub fn pipe_class(&mut self, pid: Pid, fd: i32, target: &str) -> Result<PipeClass, Blocker> {
-        let holders = self.pipes.get_or_insert_with(pipe_holders);
-        let all = holders.get(target).cloned().unwrap_or_default();
-        let (inside, outside): (Vec<Holder>, Vec<Holder>) =
-            all.iter().partition(|(p, _)| self.tree.contains(p));
-        if outside.is_empty() {
+        if self.outside_holders(target).is_empty() {
             return Ok(PipeClass::Internal);
         }
+        let tree = &self.tree;
+        let inside = self
+            .tree_pipes
+            .get_or_insert_with(|| pipe_holders(tree.iter().copied(), "the tree's"))
+            .get(target)
+            .cloned()
+            .unwrap_or_default();
         let ends: BTreeSet<Option<bool>> = inside.iter().map(|&(p, f)| pipe_end(p, f)).collect();
         if ends.contains(&Some(true)) && ends.contains(&Some(false)) {
             return Err(self.pipe(pid, fd, target));
         }
         Ok(PipeClass::External)
+    }
+
+    /// The holders of pipe `target` outside the tree (every process of the host but the
+    /// tree's is read once, on the first pipe asked about).
+    fn outside_holders(&mut self, target: &str) -> Vec<Holder> {
+        let (tree, zombies) = (&self.tree, &self.zombies);
+        let holders = self.pipes.get_or_insert_with(|| {
+            let others = proc_pids().filter(|p| !tree.contains(p) && !zombies.contains(p));
+            pipe_holders(others, "every other process's")
+        });
+        // A process added to the tree since (`add`) is no longer outside.
+        let all = holders.get(target).map_or(&[][..], Vec::as_slice);
+        all.iter()
+            .copied()
+            .filter(|(p, _)| !tree.contains(p))
+            .collect()
     }
 
     fn pipe(&mut self, pid: Pid, fd: i32, target: &str) -> Blocker {
@@ -157,26 +195,12 @@ impl Describer {
             Some(false) => ("read end", "write end"),
             None => ("end unknown", "other end"),
         };
-        let holders = self.pipes.get_or_insert_with(pipe_holders);
-        let mut others: Vec<Holder> = holders
-            .get(target)
-            .map(|v| {
-                v.iter()
-                    .copied()
-                    .filter(|&h| h != (pid.as_raw(), fd))
-                    .collect()
-            })
-            .unwrap_or_default();
-        // Other processes first: they are what the user needs to know about.
-        others.sort_by_key(|&(p, f)| (p == pid.as_raw(), p, f));
-        let outside: Vec<&Holder> = others
-            .iter()
-            .filter(|(p, _)| !self.tree.contains(p))
-            .collect();
+        let mut outside = self.outside_holders(target);
+        outside.sort_unstable();
         let mut names: Vec<String> = outside
             .iter()
             .take(3)
-            .map(|&&(p, f)| format!("pid {p} ({}) fd {f}", comm(p)))
+            .map(|&(p, f)| format!("pid {p} ({}) fd {f}", comm(p)))
             .collect();
         if outside.len() > 3 {
             names.push(format!("{} more", outside.len() - 3));
@@ -261,33 +285,36 @@ fn comm(pid: i32) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-/// Every pipe fd of every process of the host (those we may read), by link target.
-fn pipe_holders() -> HashMap<String, Vec<Holder>> {
+/// Every pipe fd of the processes `pids` (those we may read), by link target.
+fn pipe_holders(pids: impl Iterator<Item = i32>, whose: &str) -> HashMap<String, Vec<Holder>> {
     let t = std::time::Instant::now();
     let cpu = crate::fdtable::thread_cpu();
-    let out = scan_pipes();
+    let out = scan_pipes(pids);
     tracing::debug!(
         pipes = out.len(),
         ms = ckpt_images::units::tenths(t.elapsed().as_secs_f64() * 1e3),
         cpu_ms = ckpt_images::units::tenths(
             (crate::fdtable::thread_cpu().saturating_sub(cpu)).as_secs_f64() * 1e3
         ),
-        "read every process's pipes"
+        "read {whose} pipes"
     );
     out
 }
 
-fn scan_pipes() -> HashMap<String, Vec<Holder>> {
+/// Every process of the host (/proc's numeric entries).
+fn proc_pids() -> impl Iterator<Item = i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|p| p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+}
+
+fn scan_pipes(pids: impl Iterator<Item = i32>) -> HashMap<String, Vec<Holder>> {
     let mut out: HashMap<String, Vec<Holder>> = HashMap::new();
     // ckpt's own copies (a pipe it peeks into) are not holders.
     let me = std::process::id() as i32;
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
+    for pid in pids {
         if pid == me {
             continue;
         }

@@ -24,6 +24,7 @@
 pub mod anon;
 pub mod contents;
 pub mod epoll;
+pub mod pidfd;
 pub mod pipe;
 pub mod tty;
 pub mod unix;

@@ -31,6 +31,9 @@ enum Problem {
     /// Closed since it was listed (only possible before the seize).
     Gone(String),
     Blocked(Blocker),
+    /// A write tracker a ckpt armed (`track.rs`): not the process's own file, never
+    /// dumped nor refused.
+    Ours,
 }
 
 impl From<Problem> for DumpError {
@@ -38,6 +41,7 @@ impl From<Problem> for DumpError {
         match p {
             Problem::Gone(m) => DumpError::Lost(m),
             Problem::Blocked(b) => b.into(),
+            Problem::Ours => DumpError::Lost("a write tracker of ckpt's in flight".into()),
         }
     }
 }
@@ -53,6 +57,10 @@ fn inspect(
         Ok(t) => t.to_string_lossy().into_owned(),
         Err(e) => return Err(Problem::Gone(format!("pid {pid}: fd {fd}: {e}"))),
     };
+    // Checked here, where the link is read anyway (not by a readlink of every fd first).
+    if target == "anon_inode:[userfaultfd]" && crate::track::is_ours(pid, fd) {
+        return Err(Problem::Ours);
+    }
     let blocked = |why: String| {
         Problem::Blocked(Blocker {
             pid: pid.as_raw(),
@@ -118,7 +126,12 @@ fn inspect(
             .map_err(|e| Problem::Gone(format!("pid {pid}: fd {fd} ({target}): {e}")))?;
         return Ok((pb::FdKind::FdEpoll, target, meta));
     }
+    if target == "anon_inode:[pidfd]" {
+        let d = &*describer;
+        fdtable::pidfd::check(pid.as_raw(), fd, &|p| d.has(p)).map_err(blocked)?;
+    }
     let anon = match target.as_str() {
+        "anon_inode:[pidfd]" => Some(pb::FdKind::FdPidfd),
         "anon_inode:[eventfd]" => Some(pb::FdKind::FdEventfd),
         "anon_inode:[signalfd]" => Some(pb::FdKind::FdSignalfd),
         "anon_inode:[timerfd]" => Some(pb::FdKind::FdTimerfd),
@@ -198,7 +211,7 @@ fn inspect(
 
 /// Before the seize (and for `ckpt check`): every fd this version cannot restore.
 pub fn blockers(pid: Pid, describer: &mut Describer, out: &mut Blockers) -> Result<(), DumpError> {
-    for fd in crate::track::user_fds(pid)? {
+    for fd in proc::fds(pid)? {
         match inspect(pid, fd, describer) {
             Ok((kind, _, _)) => {
                 if crate::locks::may_carry_unlisted(kind) {
@@ -206,7 +219,7 @@ pub fn blockers(pid: Pid, describer: &mut Describer, out: &mut Blockers) -> Resu
                 }
             }
             // An fd closed while we looked is not a reason to refuse.
-            Err(Problem::Gone(_)) => {}
+            Err(Problem::Gone(_) | Problem::Ours) => {}
             Err(Problem::Blocked(b)) => out.add(b),
         }
     }
@@ -224,7 +237,7 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<(Vec<pb::Fd>, Vec<String
     // Description -> the first fd of this process that refers to it.
     let mut here: HashMap<u64, i32> = HashMap::new();
     let mut infos = proc::FdInfoDir::open(pid)?;
-    for fd in crate::track::user_fds(pid)? {
+    for fd in proc::fds(pid)? {
         // fdinfo first: its mount and inode are enough to find a description met before
         // (an fd inherited by 100 processes costs this read and a kcmp, nothing more).
         let info = infos.get(fd)?;
@@ -233,7 +246,9 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<(Vec<pb::Fd>, Vec<String
             (info.mnt_id, info.ino)
         } else {
             // A kernel without `ino:` in fdinfo: stat the link instead.
-            let l = inspect(pid, fd, table.describer())?;
+            let Some(l) = skip_ours(inspect(pid, fd, table.describer()))? else {
+                continue;
+            };
             let k = (l.2.dev() | 1 << 63, l.2.ino());
             looked = Some(l);
             k
@@ -241,12 +256,21 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<(Vec<pb::Fd>, Vec<String
         // New: the file's (st_dev, st_ino), which a FIFO's bytes are stored once by (one
         // FIFO seen through two mounts has two mount ids).
         let (desc, new) = match table.find(pid, fd, key)? {
-            Some(id) if table.desc(id).kind == pb::FdKind::FdEpoll as i32 => {
-                // Its watches name fds of the process that registered them.
+            Some(id)
+                if [pb::FdKind::FdEpoll as i32, pb::FdKind::FdPidfd as i32]
+                    .contains(&table.desc(id).kind) =>
+            {
+                // An epoll's watches name fds of the process that registered them; a
+                // pidfd's holder waits at restore for its target to exist.
                 if let Some((other, ofd)) = table.holder(id).filter(|&(p, _)| p != pid) {
+                    let what = if table.desc(id).kind == pb::FdKind::FdEpoll as i32 {
+                        "epoll"
+                    } else {
+                        "pidfd"
+                    };
                     return Err(crate::refuse(format!(
-                        "pid {pid}: fd {fd} (epoll): shared with pid {other} (fd {ofd}); an \
-                         epoll held by several processes is not supported yet"
+                        "pid {pid}: fd {fd} ({what}): shared with pid {other} (fd {ofd}); an \
+                         {what} held by several processes is not supported yet"
                     )));
                 }
                 (id, None)
@@ -255,7 +279,10 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<(Vec<pb::Fd>, Vec<String
             None => {
                 let (kind, path, meta) = match looked.take() {
                     Some(l) => l,
-                    None => inspect(pid, fd, table.describer())?,
+                    None => match skip_ours(inspect(pid, fd, table.describer()))? {
+                        Some(l) => l,
+                        None => continue,
+                    },
                 };
                 let d = describe(pid, fd, key, kind, &path, &meta, &info, table)?;
                 (
@@ -349,15 +376,41 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<(Vec<pb::Fd>, Vec<String
     Ok((out, lock_texts))
 }
 
-/// __O_TMPFILE, which the kernel keeps in an O_TMPFILE file's flags.
+/// What `inspect` found, None for a tracker of ckpt's (skipped: a new description, so
+/// met before the table holds anything of it).
+#[allow(clippy::type_complexity)]
+fn skip_ours(
+    r: Result<(pb::FdKind, String, Metadata), Problem>,
+) -> Result<Option<(pb::FdKind, String, Metadata)>, Problem> {
+    match r {
+        Ok(l) => Ok(Some(l)),
+        Err(Problem::Ours) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The description of a file in flight (SCM_RIGHTS, sent and not received) that a peek
-/// of its unix socket installed in ckpt as `fd` (kept open by the caller until the table
-/// is written: the table compares descriptions with kcmp through it): one met before
-/// (held by a process of the tree too) or a new one, described as a process's would be.
-/// Kinds a restore can make before the socket sends it again (not a socket, an epoll, a
-/// terminal or a FIFO) only.
-pub fn in_flight(fd: i32, table: &mut FdTable, what: &str) -> Result<u64, DumpError> {
+/// of the unix socket `carrier` (its inode) installed in ckpt as `fd` (kept open by the
+/// caller until the table is written: the table compares descriptions with kcmp through
+/// it, and a terminal's queued bytes are read through it): one met before (held by a
+/// process of the tree too) or a new one, described as a process's would be. Every kind
+/// a restore can make before the socket sends it again: files, devices, pipes, FIFOs
+/// (their unread bytes kept with the description when no process of the tree holds
+/// them), the anonymous kinds, memfds, deleted files, unix sockets (which may carry more
+/// in their own queues) and terminals; not an epoll (its watches name fd numbers of
+/// the process that registered them, which the seed making the socket cannot give).
+pub fn in_flight(fd: i32, carrier: u64, table: &mut FdTable, what: &str) -> Result<u64, DumpError> {
     let me = Pid::this();
+    let link = proc::read_link(&format!("/proc/self/fd/{fd}"))
+        .map(|t| t.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if link == "anon_inode:[eventpoll]" {
+        // Before `inspect`, whose check of the watches would name ckpt's own fds.
+        return Err(crate::refuse(format!(
+            "{what}: a file in flight (SCM_RIGHTS) that is an epoll; not supported in flight \
+             (its watches name fd numbers of the process that registered them)"
+        )));
+    }
     let info = proc::FdInfoDir::open(me)?.get(fd)?;
     let (kind, path, meta) = inspect(me, fd, table.describer())?;
     let key = if info.ino != 0 {
@@ -365,33 +418,34 @@ pub fn in_flight(fd: i32, table: &mut FdTable, what: &str) -> Result<u64, DumpEr
     } else {
         (meta.dev() | 1 << 63, meta.ino())
     };
-    if let Some(id) = table.find(me, fd, key)? {
-        if table.desc(id).kind == pb::FdKind::FdEpoll as i32 {
-            return Err(crate::refuse(format!(
-                "{what}: an epoll is in flight; not supported"
-            )));
+    let id = match table.find(me, fd, key)? {
+        Some(id) => id,
+        None => {
+            use pb::FdKind as K;
+            if matches!(kind, K::FdInetSocket | K::FdPidfd) {
+                return Err(crate::refuse(format!(
+                    "{what}: a file in flight (SCM_RIGHTS) that is a {}; not supported in \
+                     flight yet",
+                    if kind == K::FdPidfd {
+                        "pidfd"
+                    } else {
+                        "TCP or UDP socket"
+                    }
+                )));
+            }
+            let mut d = describe(me, fd, key, kind, &path, &meta, &info, table)?;
+            if kind == K::FdFifo && table.first_to_store((meta.dev() | 1 << 62, meta.ino())) {
+                // No process of the tree met so far holds it: its bytes go with this
+                // description (one that does later finds them stored).
+                let mine = ckpt_sys::process::steal_fd(me, fd)?;
+                d.fifo_size = ckpt_sys::pipe::capacity(&mine)?;
+                d.fifo_data = ckpt_sys::pipe::peek(&mine)?;
+            }
+            table.insert(me, fd, key, d)?
         }
-        return Ok(id);
-    }
-    use pb::FdKind as K;
-    if !matches!(
-        kind,
-        K::FdRegular
-            | K::FdDirectory
-            | K::FdChardev
-            | K::FdPipe
-            | K::FdEventfd
-            | K::FdMemfd
-            | K::FdDeleted
-    ) {
-        return Err(crate::refuse(format!(
-            "{what}: a file in flight (SCM_RIGHTS) that is a {}; only files, directories, \
-             devices, pipes, eventfds and memfds are supported in flight",
-            kind.as_str_name()
-        )));
-    }
-    let d = describe(me, fd, key, kind, &path, &meta, &info, table)?;
-    table.insert(me, fd, key, d)
+    };
+    table.unix.flying(id, fd, carrier);
+    Ok(id)
 }
 
 const O_TMPFILE_BIT: u32 = 0o20000000;
@@ -454,6 +508,11 @@ fn describe(
         pb::FdKind::FdSignalfd => d.signalfd = Some(fdtable::anon::signalfd(&ctx)?),
         pb::FdKind::FdTimerfd => d.timerfd = Some(fdtable::anon::timerfd(&ctx)?),
         pb::FdKind::FdInotify => d.inotify = Some(fdtable::anon::inotify(&ctx)?),
+        pb::FdKind::FdPidfd => {
+            let named =
+                |why: String| crate::refuse(format!("pid {pid}: fd {fd} (pidfd, {target}): {why}"));
+            d.pidfd = Some(fdtable::pidfd::dump(&ctx).map_err(named)?);
+        }
         pb::FdKind::FdMemfd => {
             let name = target.strip_prefix("/memfd:").unwrap_or(target);
             d.memfd = Some(fdtable::contents::memfd(&ctx, name, meta.size(), table)?);

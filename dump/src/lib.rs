@@ -352,6 +352,11 @@ fn dump_inner(
         locks: locks::AllLocks::stopped(locks_warm)?,
         pids: container::PidMap::host(),
     };
+    for n in &tree.nodes {
+        if !tree.live.iter().any(|m| m.task.pid().as_raw() == n.pid) {
+            shared.files.describer().add_zombie(n.pid);
+        }
+    }
     let mut root_vdso = 0;
     // Copy-on-write pages each child shares with its parent, found before any copy
     // unshares them (cow.rs); then what each process's image holds, for its children.
@@ -527,6 +532,7 @@ fn dump_inner(
         stats.injected += one.injected;
     }
     fdtable::unix::finish(&mut shared.files, &parents, &|p| shared.pids.pid(p))?;
+    fdtable::pidfd::finish(&mut shared.files, &|p| shared.pids.pid(p));
     fdtable::tty::finish(
         &mut shared.files,
         &parents,

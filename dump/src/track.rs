@@ -111,23 +111,6 @@ pub fn is_ours(pid: Pid, fd: i32) -> bool {
     ckpt_sys::track::fd_uffd_inode(pid, fd).is_some_and(registered)
 }
 
-/// The process's fds but ckpt's trackers: what it opened itself.
-pub fn user_fds(pid: Pid) -> Result<Vec<i32>, DumpError> {
-    let mut fds = ckpt_sys::proc::fds(pid)?;
-    // No tracker armed on this host: none of them can be ours (no readlink per fd).
-    if any_registered() {
-        fds.retain(|&fd| !is_ours(pid, fd));
-    }
-    Ok(fds)
-}
-
-/// Whether any tracker is registered at all.
-fn any_registered() -> bool {
-    std::fs::read_dir(REGISTRY).is_ok_and(|mut d| {
-        d.any(|e| e.is_ok_and(|e| !e.file_name().to_string_lossy().starts_with('.')))
-    })
-}
-
 /// The tracker armed in this very process, if it holds one (a child may also hold a copy
 /// of its parent's, which tracks the parent's memory, not the child's).
 fn find_mine(pid: Pid, start_time: u64) -> Option<(i32, u64)> {

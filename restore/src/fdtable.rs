@@ -27,6 +27,7 @@
 pub mod anon;
 pub mod contents;
 pub mod epoll;
+pub mod pidfd;
 pub mod pipe;
 pub mod tty;
 pub mod unix;
@@ -95,12 +96,28 @@ pub fn check(descs: &[pb::FileDesc]) -> Result<(), String> {
             ) => anon::check(d)?,
             Ok(pb::FdKind::FdMemfd | pb::FdKind::FdDeleted) => contents::check(d)?,
             Ok(pb::FdKind::FdEpoll) => epoll::check(d)?,
+            Ok(pb::FdKind::FdPidfd) => pidfd::check(d)?,
             Ok(pb::FdKind::FdUnixSocket) => unix::check(d)?,
             Ok(pb::FdKind::FdTty) => tty::check(d)?,
             Ok(pb::FdKind::FdInetSocket) => {
                 crate::net::check(d).map_err(|e| format!("description {}: {e}", d.id))?
             }
-            Ok(_) => {
+            Ok(k) => {
+                if k != pb::FdKind::FdFifo && (!d.fifo_data.is_empty() || d.fifo_size != 0) {
+                    return Err(format!(
+                        "description {}: a FIFO's bytes on a {}",
+                        d.id,
+                        k.as_str_name()
+                    ));
+                }
+                if d.fifo_size > MAX_PIPE || d.fifo_data.len() > d.fifo_size.max(1 << 16) as usize {
+                    return Err(format!(
+                        "description {}: {} FIFO bytes, capacity {}",
+                        d.id,
+                        d.fifo_data.len(),
+                        d.fifo_size
+                    ));
+                }
                 if !d.path.starts_with('/') {
                     return Err(format!(
                         "description {}: path {:?} is not absolute",
@@ -132,8 +149,8 @@ fn object_key(d: &pb::FileDesc) -> (i32, u64) {
 }
 
 /// Kinds that cannot be reopened by a path: always created through a slot.
-/// (An epoll is neither: its own process's seed makes it once every other fd is in place,
-/// `fdtable/epoll.rs`.)
+/// (An epoll or a pidfd is neither: its own process's seed makes it once every other fd
+/// is in place, `fdtable/epoll.rs`, `fdtable/pidfd.rs`.)
 pub fn needs_slot(kind: i32) -> bool {
     !matches!(
         pb::FdKind::try_from(kind),
@@ -141,7 +158,8 @@ pub fn needs_slot(kind: i32) -> bool {
             | pb::FdKind::FdDirectory
             | pb::FdKind::FdChardev
             | pb::FdKind::FdFifo
-            | pb::FdKind::FdEpoll)
+            | pb::FdKind::FdEpoll
+            | pb::FdKind::FdPidfd)
     )
 }
 
@@ -231,6 +249,12 @@ pub fn plan(
         procs.sort_unstable();
         procs.dedup();
         let flies = flying.iter().any(|(i, _, _)| *i == id);
+        if d.kind == pb::FdKind::FdPidfd as i32 && (procs.len() > 1 || flies) {
+            // Its holder's seed opens it once its target exists (`fdtable/pidfd.rs`).
+            return Err(refuse(format!(
+                "description {id}: a pidfd held by several processes or in flight"
+            )));
+        }
         if !needs_slot(d.kind) && procs.len() < 2 && !flies {
             continue;
         }
@@ -258,7 +282,12 @@ pub fn plan(
         let holder = {
             let (node, f) = holders[&ds[0].id][0];
             let live = tree.nodes[node].live.expect("a live holder");
-            (f.clone(), imgs[live].core.creds.clone())
+            let mut f = f.clone();
+            if !ds[0].fifo_data.is_empty() {
+                // A FIFO met in flight first: its bytes were kept with the description.
+                (f.pipe_data, f.pipe_size) = (ds[0].fifo_data.clone(), ds[0].fifo_size);
+            }
+            (f, imgs[live].core.creds.clone())
         };
         let holder_pid = tree.nodes[holder_node].pid;
         let in_flight = ds
@@ -284,7 +313,9 @@ pub fn plan(
 /// The files in flight of the table's unix sockets (SCM_RIGHTS), each with the node
 /// whose seed makes the socket sending it (the common ancestor of the socket object's
 /// holders) and a stand-in fd record for it there (what to open, for a file reopened
-/// by its path).
+/// by its path; a FIFO's bytes when they are kept with the description). A socket in
+/// flight is held by that node too, and may carry more in its own queue: the nodes are
+/// propagated until nothing changes (the dump refused objects carrying each other round).
 fn in_flight(
     descs: &[pb::FileDesc],
     holders: &BTreeMap<u64, Vec<(usize, &pb::Fd)>>,
@@ -300,22 +331,60 @@ fn in_flight(
                 .extend(hs.iter().map(|(n, _)| *n));
         }
     }
+    let carriers: Vec<&pb::FileDesc> = descs
+        .iter()
+        .filter(|d| d.unix.as_ref().is_some_and(|u| !u.rights.is_empty()))
+        .collect();
+    let flying = |d: &pb::FileDesc| -> Vec<u64> {
+        let u = d.unix.as_ref().expect("a carrier");
+        u.rights
+            .iter()
+            .flat_map(|r| r.descs.iter().copied())
+            .collect()
+    };
+    // The seed making a carrier's object: its holders' common ancestor, once known.
+    let maker_of = |nodes: &HashMap<(i32, u64), Vec<usize>>, d: &pb::FileDesc| {
+        nodes
+            .get(&object_key(d))
+            .filter(|p| !p.is_empty())
+            .map(|p| common_ancestor(tree, p))
+    };
+    // A bound on the rounds: each adds at least one node to one object.
+    for _ in 0..=descs.len() * tree.nodes.len().max(1) {
+        let mut grew = false;
+        for d in &carriers {
+            let Some(maker) = maker_of(&nodes, d) else {
+                continue;
+            };
+            for id in flying(d) {
+                let Some(f) = descs.get((id as usize).wrapping_sub(1)) else {
+                    continue;
+                };
+                if f.unix.is_some() {
+                    let n = nodes.entry(object_key(f)).or_default();
+                    if !n.contains(&maker) {
+                        n.push(maker);
+                        grew = true;
+                    }
+                }
+            }
+        }
+        if !grew {
+            break;
+        }
+    }
     let mut out = Vec::new();
-    for d in descs {
-        let Some(u) = d.unix.as_ref().filter(|u| !u.rights.is_empty()) else {
+    for d in &carriers {
+        let Some(maker) = maker_of(&nodes, d) else {
             continue;
         };
-        let Some(procs) = nodes.get(&object_key(d)) else {
-            continue;
-        };
-        let maker = common_ancestor(tree, procs);
-        for id in u.rights.iter().flat_map(|r| r.descs.iter()) {
-            let Some(f) = descs.get((*id as usize).wrapping_sub(1)) else {
-                out.push((*id, maker, pb::Fd::default()));
+        for id in flying(d) {
+            let Some(f) = descs.get((id as usize).wrapping_sub(1)) else {
+                out.push((id, maker, pb::Fd::default()));
                 continue;
             };
             out.push((
-                *id,
+                id,
                 maker,
                 pb::Fd {
                     fd: -1,
@@ -325,7 +394,9 @@ fn in_flight(
                     pos: f.pos,
                     file_size: f.file_size,
                     rdev: f.rdev,
-                    desc: *id,
+                    desc: id,
+                    pipe_data: f.fifo_data.clone(),
+                    pipe_size: f.fifo_size,
                     ..Default::default()
                 },
             ));

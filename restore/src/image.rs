@@ -331,7 +331,8 @@ pub fn load(d: &ImageDir, pid: i32, pages_first: u64) -> Result<ProcessImage, Re
                 ),
             ));
         }
-        let epoll = f.kind == pb::FdKind::FdEpoll as i32;
+        // Neither has a slot nor a path: made by its own process's seed.
+        let epoll = [pb::FdKind::FdEpoll as i32, pb::FdKind::FdPidfd as i32].contains(&f.kind);
         let path_kind = !crate::fdtable::needs_slot(f.kind) && !epoll;
         if (!path_kind || epoll) && f.desc == 0 {
             return Err(bad(

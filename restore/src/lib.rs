@@ -333,6 +333,7 @@ pub fn restore_with_progress(
     }
     for p in &mut plans {
         fdtable::epoll::attach(p, &descs).map_err(RestoreError::Refused)?;
+        fdtable::pidfd::attach(p, &descs).map_err(RestoreError::Refused)?;
         fdtable::tty::attach(p, &descs);
     }
     let floor = plans
@@ -802,6 +803,7 @@ fn seed_plan(
         loginuid: c.loginuid,
         timerslack_ns: c.timerslack_ns,
         epolls: Vec::new(),
+        pidfds: Vec::new(),
         ctty: None,
         foreground: false,
     }

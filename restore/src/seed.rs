@@ -57,6 +57,8 @@ pub struct SeedPlan {
     /// The audit login uid (None: older image, left as inherited).
     pub loginuid: Option<u32>,
     pub timerslack_ns: Option<u64>,
+    /// The pidfds of `fds` (fd, whose), from the tree's table (`fdtable/pidfd.rs`).
+    pub pidfds: Vec<(i32, pb::PidfdState)>,
     /// The epolls of `fds` (fd, what it watches), from the tree's table
     /// (`fdtable/epoll.rs`).
     pub epolls: Vec<(i32, pb::EpollState)>,
@@ -252,6 +254,27 @@ pub fn place_owned(fd: std::os::fd::OwnedFd, at: RawFd) -> Result<(), String> {
     access::place(std::fs::File::from(fd), at)
 }
 
+/// Sets or clears FD_CLOEXEC on `fd`.
+pub fn cloexec(fd: RawFd, on: bool) -> Result<(), String> {
+    let fl = if on {
+        FdFlag::FD_CLOEXEC
+    } else {
+        FdFlag::empty()
+    };
+    fcntl(fd, FcntlArg::F_SETFD(fl)).map_err(|e| format!("fd {fd}: F_SETFD: {e}"))?;
+    Ok(())
+}
+
+/// The dups among `p`'s fds picked by `of` (made by their seed after the fds they dup:
+/// epolls, pidfds), each with its close-on-exec flag.
+pub fn place_dups(p: &SeedPlan, of: impl Fn(&pb::Fd) -> bool) -> Result<(), String> {
+    for f in p.fds.iter().filter(|f| of(f) && f.is_dup) {
+        dup2(f.dup_of, f.fd).map_err(|e| format!("fd {}: dup of fd {}: {e}", f.fd, f.dup_of))?;
+        cloexec(f.fd, f.cloexec)?;
+    }
+    Ok(())
+}
+
 /// O_ASYNC, and its owner (this process: the only one the dump accepts) and signal, on
 /// the descriptions that had them; set here, once the description is in place (open(2)
 /// ignores O_ASYNC).
@@ -387,7 +410,9 @@ fn prepare(p: &SeedPlan, fds: &crate::fdtable::Plan) -> Result<(), String> {
     ckpt_sys::process::close_range(p.helper_end() as u32, fds.base as u32 - 1)
         .map_err(|e| e.to_string())?;
 
-    for f in p.fds.iter().filter(|f| !crate::fdtable::epoll::is_epoll(f)) {
+    let later =
+        |f: &pb::Fd| crate::fdtable::epoll::is_epoll(f) || crate::fdtable::pidfd::is_pidfd(f);
+    for f in p.fds.iter().filter(|f| !later(f)) {
         if let Some(slot) = fds.slot(f.desc) {
             // Created once for the tree (`fdtable.rs`), inherited from a seed above.
             dup2(slot, f.fd).map_err(|e| format!("fd {}: from slot {slot}: {e}", f.fd))?;
@@ -406,6 +431,8 @@ fn prepare(p: &SeedPlan, fds: &crate::fdtable::Plan) -> Result<(), String> {
     // Every slot: those this process holds are dup2()ed into place by now.
     ckpt_sys::process::close_range(fds.base as u32, u32::MAX).map_err(|e| e.to_string())?;
     async_owners(p)?;
+    // Once their processes exist (their seeds may come after this one).
+    crate::fdtable::pidfd::place(p)?;
     // Last: they watch the others by fd number.
     crate::fdtable::epoll::place(p)?;
     id.root()?;

@@ -41,6 +41,7 @@ pub fn check(pid: Pid, img: &ProcessImage, lazy: bool) -> Result<(), RestoreErro
         let timers = kstate::timers(pid)?;
         let fds = proc::fds(pid)?;
         let mut infos = Vec::with_capacity(fds.len());
+        let mut dir = proc::FdInfoDir::open(pid)?;
         for &fd in &fds {
             if lazy
                 && proc::read_link(&format!("/proc/{pid}/fd/{fd}"))
@@ -48,9 +49,7 @@ pub fn check(pid: Pid, img: &ProcessImage, lazy: bool) -> Result<(), RestoreErro
             {
                 continue;
             }
-            let path = format!("/proc/{pid}/fdinfo/{fd}");
-            let text = std::fs::read_to_string(&path).map_err(|e| ckpt_sys::Error::io(&path, e))?;
-            infos.push((fd, text));
+            infos.push((fd, dir.text(fd)?));
         }
         Ok(mappings(&maps, img)
             .and_then(|_| status_fields(&status, img))

@@ -609,8 +609,13 @@ fn process_memory(child: &ProbeChild) -> Feature {
 
 /// pidfd_open(2).
 pub fn pidfd_open(pid: Pid) -> Result<OwnedFd> {
+    pidfd_open_with(pid, 0)
+}
+
+/// pidfd_open(2) with `flags` (PIDFD_NONBLOCK, PIDFD_THREAD).
+pub fn pidfd_open_with(pid: Pid, flags: u32) -> Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd; no memory is passed.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), flags) };
     let fd = Errno::result(r).map_err(|e| Error::sys(format!("pidfd_open({pid})"), e))?;
     // SAFETY: the kernel just returned this fd to us; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })

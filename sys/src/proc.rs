@@ -479,23 +479,46 @@ impl FdInfoDir {
         })
     }
 
-    /// The fdinfo of `fd` (only its first 4 KiB: the fields ckpt reads come first).
-    pub fn get(&mut self, fd: i32) -> Result<FdInfo> {
+    /// fdinfo of `fd`, opened in the directory (no path walk).
+    fn open_info(&self, fd: i32) -> Result<std::fs::File> {
         use nix::fcntl::OFlag;
         use std::os::fd::AsRawFd;
-        let name = fd.to_string();
-        let path = || format!("/proc/{}/fdinfo/{fd}", self.pid);
         let f = nix::fcntl::openat(
             Some(self.dir.as_raw_fd()),
-            name.as_str(),
+            fd.to_string().as_str(),
             OFlag::O_RDONLY | OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
         )
-        .map_err(|e| Error::sys(path(), e))?;
-        let f = crate::process::file_from_raw(f);
-        let n =
-            nix::unistd::read(f.as_raw_fd(), &mut self.buf).map_err(|e| Error::sys(path(), e))?;
+        .map_err(|e| Error::sys(format!("/proc/{}/fdinfo/{fd}", self.pid), e))?;
+        Ok(crate::process::file_from_raw(f))
+    }
+
+    /// The fdinfo of `fd` (only its first 4 KiB: the fields ckpt reads come first).
+    pub fn get(&mut self, fd: i32) -> Result<FdInfo> {
+        use std::os::fd::AsRawFd;
+        let f = self.open_info(fd)?;
+        let n = nix::unistd::read(f.as_raw_fd(), &mut self.buf)
+            .map_err(|e| Error::sys(format!("/proc/{}/fdinfo/{fd}", self.pid), e))?;
         Ok(parse_fdinfo(&String::from_utf8_lossy(&self.buf[..n])))
+    }
+
+    /// The whole fdinfo text of `fd` (openat in the directory and, for most fds, one
+    /// read: no path walk, stat or read of the end as `read_to_string` does).
+    pub fn text(&mut self, fd: i32) -> Result<String> {
+        use std::os::fd::AsRawFd;
+        let path = || format!("/proc/{}/fdinfo/{fd}", self.pid);
+        let f = self.open_info(fd)?;
+        let mut out = Vec::new();
+        loop {
+            let n = nix::unistd::read(f.as_raw_fd(), &mut self.buf)
+                .map_err(|e| Error::sys(path(), e))?;
+            out.extend_from_slice(&self.buf[..n]);
+            // fdinfo is one single_open record: a short read is its end.
+            if n < self.buf.len() {
+                break;
+            }
+        }
+        String::from_utf8(out).map_err(|e| Error::Other(format!("{}: {e}", path())))
     }
 }
 

@@ -255,6 +255,9 @@ pub struct Queued {
     pub from: Vec<u8>,
     pub data: Vec<u8>,
     pub fds: Vec<OwnedFd>,
+    /// SCM_CREDENTIALS (pid, uid, gid) as the kernel shows them to a receiver with
+    /// SO_PASSCRED (pid 0: none were attached, or the sender's pid is not visible here).
+    pub creds: Option<(i32, u32, u32)>,
 }
 
 /// Why a queue could not be read as plain bytes.
@@ -316,10 +319,10 @@ fn peek_all(fd: BorrowedFd<'_>, stream: bool) -> std::result::Result<Vec<Queued>
             Err(Errno::EAGAIN) => return Ok(out),
             Err(e) => return Err(Error::sys("recvmsg(MSG_PEEK)", e).into()),
         };
-        let fds = if m.msg_controllen > 0 || m.msg_flags & libc::MSG_CTRUNC != 0 {
+        let (fds, creds) = if m.msg_controllen > 0 || m.msg_flags & libc::MSG_CTRUNC != 0 {
             control(&m)?
         } else {
-            Vec::new()
+            (Vec::new(), None)
         };
         if m.msg_flags & libc::MSG_TRUNC != 0 {
             return Err(Error::Other(format!("a queued message over {} bytes", buf.len())).into());
@@ -337,6 +340,7 @@ fn peek_all(fd: BorrowedFd<'_>, stream: bool) -> std::result::Result<Vec<Queued>
             from: name_of(&sa, m.msg_namelen),
             data: buf[..n].to_vec(),
             fds,
+            creds,
         });
         if out.len() > MAX_MESSAGES {
             return Err(Error::Other(format!("more than {MAX_MESSAGES} queued messages")).into());
@@ -344,11 +348,15 @@ fn peek_all(fd: BorrowedFd<'_>, stream: bool) -> std::result::Result<Vec<Queued>
     }
 }
 
-/// The fds a peek installed for the files in flight (SCM_RIGHTS); anything else in the
-/// control data (credentials, a security label) or a truncated one is a problem (the
-/// fds installed are closed again).
-fn control(m: &libc::msghdr) -> std::result::Result<Vec<OwnedFd>, PeekProblem> {
+/// The fds a peek installed for the files in flight (SCM_RIGHTS) and the credentials
+/// (SCM_CREDENTIALS); anything else in the control data (a security label, a pidfd) or a
+/// truncated one is a problem (the fds installed are closed again).
+#[allow(clippy::type_complexity)]
+fn control(
+    m: &libc::msghdr,
+) -> std::result::Result<(Vec<OwnedFd>, Option<(i32, u32, u32)>), PeekProblem> {
     let mut fds = Vec::new();
+    let mut creds = None;
     let mut problem = None;
     // SAFETY: `m` is the msghdr recvmsg filled; CMSG_FIRSTHDR/NXTHDR stay inside its
     // control buffer.
@@ -366,6 +374,14 @@ fn control(m: &libc::msghdr) -> std::result::Result<Vec<OwnedFd>, PeekProblem> {
                 // SAFETY: the peek installed this fd in ckpt; nothing else owns it.
                 fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
             }
+        } else if h.cmsg_level == libc::SOL_SOCKET
+            && h.cmsg_type == libc::SCM_CREDENTIALS
+            && h.cmsg_len as usize >= CREDS_LEN
+        {
+            // SAFETY: CMSG_DATA points at a struct ucred inside the control buffer (its
+            // length checked above).
+            let c = unsafe { (libc::CMSG_DATA(c) as *const libc::ucred).read_unaligned() };
+            creds = Some((c.pid, c.uid, c.gid));
         } else if problem.is_none() {
             problem = Some(PeekProblem::Control(h.cmsg_type));
         }
@@ -377,20 +393,49 @@ fn control(m: &libc::msghdr) -> std::result::Result<Vec<OwnedFd>, PeekProblem> {
     }
     match problem {
         Some(p) => Err(p),
-        None => Ok(fds),
+        None => Ok((fds, creds)),
     }
 }
+
+/// The length of an SCM_CREDENTIALS header with its struct ucred.
+// SAFETY: CMSG_LEN is a constant computation.
+const CREDS_LEN: usize =
+    unsafe { libc::CMSG_LEN(std::mem::size_of::<libc::ucred>() as u32) } as usize;
 
 /// Sends `data` with the files `fds` in flight (SCM_RIGHTS) as one message (to `to`, or
 /// to the peer when empty; a stream may take the bytes in several writes: the fds go
 /// with the first).
 pub fn send_with_fds(fd: BorrowedFd<'_>, data: &[u8], to: &[u8], fds: &[i32]) -> Result<()> {
-    if fds.is_empty() {
+    send_message(fd, data, to, fds, None)
+}
+
+/// As `send_with_fds`, with credentials (pid, uid, gid) attached too (SCM_CREDENTIALS:
+/// the pid must exist in the caller's pid namespace; another than the caller's, and
+/// other ids than its own, need CAP_SYS_ADMIN, CAP_SETUID, CAP_SETGID).
+pub fn send_message(
+    fd: BorrowedFd<'_>,
+    data: &[u8],
+    to: &[u8],
+    fds: &[i32],
+    creds: Option<(i32, u32, u32)>,
+) -> Result<()> {
+    if fds.is_empty() && creds.is_none() {
         return send(fd, data, to);
     }
     let space = std::mem::size_of_val(fds) as u32;
+    let cspace = std::mem::size_of::<libc::ucred>() as u32;
     // SAFETY: CMSG_SPACE is a constant computation.
-    let len = unsafe { libc::CMSG_SPACE(space) } as usize;
+    let len = unsafe {
+        (if fds.is_empty() {
+            0
+        } else {
+            libc::CMSG_SPACE(space)
+        }) + if creds.is_some() {
+            libc::CMSG_SPACE(cspace)
+        } else {
+            0
+        }
+    } as usize;
     let mut ctl = vec![0u64; len.div_ceil(8)];
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut libc::c_void,
@@ -409,18 +454,30 @@ pub fn send_with_fds(fd: BorrowedFd<'_>, data: &[u8], to: &[u8], fds: &[i32]) ->
         m.msg_name = (a as *mut libc::sockaddr_un).cast();
         m.msg_namelen = alen;
     }
-    // SAFETY: the control buffer holds CMSG_SPACE(space) bytes: one header and `fds`.
+    // SAFETY: the control buffer holds CMSG_SPACE(space) bytes for `fds` (if any) and
+    // CMSG_SPACE(cspace) for the credentials (if any), in that order: each header written
+    // is inside it (CMSG_FIRSTHDR/NXTHDR over msg_controllen).
     unsafe {
-        let c = libc::CMSG_FIRSTHDR(&m);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(space) as usize;
-        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c) as *mut i32, fds.len());
+        let mut c = libc::CMSG_FIRSTHDR(&m);
+        if !fds.is_empty() {
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(space) as usize;
+            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c) as *mut i32, fds.len());
+            c = libc::CMSG_NXTHDR(&m, c);
+        }
+        if let Some((pid, uid, gid)) = creds {
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_CREDENTIALS;
+            (*c).cmsg_len = libc::CMSG_LEN(cspace) as usize;
+            let u = libc::ucred { pid, uid, gid };
+            (libc::CMSG_DATA(c) as *mut libc::ucred).write_unaligned(u);
+        }
     }
     // SAFETY: every pointer in `m` points at a live buffer of the length it states; the
     // kernel only reads them.
     let r = unsafe { libc::sendmsg(fd.as_raw_fd(), &m, libc::MSG_NOSIGNAL) };
-    let n = Errno::result(r).ctx(|| "sendmsg(SCM_RIGHTS)".into())? as usize;
+    let n = Errno::result(r).ctx(|| "sendmsg(SCM_RIGHTS/SCM_CREDENTIALS)".into())? as usize;
     if n < data.len() {
         send(fd, &data[n..], &[])?;
     }

@@ -45,6 +45,28 @@ pub fn tree_cycle(env: &Env, w: &mut Workload, dir: &Path) -> Vec<i32> {
     tree_cycle_with(env, w, dir, &[])
 }
 
+/// Three [`tree_cycle`]s of `w`, checked after the last; the pids of the last image.
+pub fn three_tree_cycles(env: &Env, w: &mut Workload) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for i in 1..=3 {
+        pids = tree_cycle(env, w, &env.subdir(&format!("img{i}")));
+    }
+    env.check(w);
+    pids
+}
+
+/// Starts the C workload `name` (a tree), checks it, dumps it with `--leave-running` and
+/// checks it again, then [`three_tree_cycles`]; kills the tree.
+pub fn leave_running_then_three_tree_cycles(env: &Env, name: &str) {
+    let mut w = env.start(name);
+    env.check(&mut w);
+    env.dump(w.pid, &env.subdir("running"), &["--leave-running"])
+        .ok();
+    env.check(&mut w);
+    let pids = three_tree_cycles(env, &mut w);
+    finish_tree(env, &w, &pids);
+}
+
 /// [`tree_cycle`] with extra dump arguments.
 pub fn tree_cycle_with(env: &Env, w: &mut Workload, dir: &Path, dump_args: &[&str]) -> Vec<i32> {
     env.dump(w.pid, dir, dump_args).ok();

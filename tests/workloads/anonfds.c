@@ -26,6 +26,7 @@
  * For the refusals (no check of their own): memfdmap, a memfd also mapped MAP_SHARED;
  *   bigdeleted, a deleted file of 9 MiB; inotifygap, watch 2 of 3 removed;
  *   fanotify, a fanotify group.
+ *   uring, an io_uring instance; uffd, a userfaultfd (both refused by name).
  */
 #include "wl.h"
 #include <sys/mman.h>
@@ -326,6 +327,16 @@ int main(int argc, char **argv)
 			/* Refused (mount marks and queued events are not restorable yet). */
 			if (fanotify_init(FAN_CLASS_NOTIF | FAN_NONBLOCK, O_RDONLY) < 0)
 				wl_die("fanotify_init");
+		} else if (!strcmp(k, "uring")) {
+			/* Refused by name (its rings and requests in flight are not restorable). */
+			struct { unsigned v[30]; } params;
+			memset(&params, 0, sizeof(params));
+			if (syscall(__NR_io_uring_setup, 4, &params) < 0)
+				wl_die("io_uring_setup");
+		} else if (!strcmp(k, "uffd")) {
+			/* Refused by name (its registrations are the process's own, not ckpt's). */
+			if (syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK) < 0)
+				wl_die("userfaultfd");
 		} else if (!strcmp(k, "bigdeleted")) {
 			int fd = open("big.dat", O_RDWR | O_CREAT | O_TRUNC, 0600);
 			if (fd < 0 || ftruncate(fd, 9 << 20) || unlink("big.dat"))

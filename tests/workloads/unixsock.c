@@ -27,8 +27,6 @@
  *   SIGRTMIN+2 (F_SETSIG). Check: owner, signal and flag as set; a byte written to the
  *   other end raises the signal here (the handler counts).
  * asyncother: a socketpair end whose O_ASYNC signals go to the child (refused).
- * rights: a socketpair's own end sent over it with SCM_RIGHTS, not received (a socket
- *   in flight: refused).
  * childconn: the child connects to the parent's listener, which accepts: SO_PEERCRED of
  *   the accepted end names the child, the child's names the parent. Check: the parent
  *   sends "N", the child answers "N ok" if its own SO_PEERCRED still names the parent;
@@ -640,23 +638,6 @@ int main(int argc, char **argv)
 			ext = socket(AF_UNIX, SOCK_STREAM, 0);
 			if (ext < 0 || connect(ext, (struct sockaddr *)&a, len))
 				wl_die("connect %s", ext_path);
-		} else if (!strcmp(k, "rights")) {
-			int sv[2];
-			if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
-				wl_die("socketpair");
-			char cbuf[CMSG_SPACE(sizeof(int))];
-			memset(cbuf, 0, sizeof(cbuf));
-			char b = 'r';
-			struct iovec iov = { &b, 1 };
-			struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-					    .msg_controllen = sizeof(cbuf) };
-			struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-			c->cmsg_level = SOL_SOCKET;
-			c->cmsg_type = SCM_RIGHTS;
-			c->cmsg_len = CMSG_LEN(sizeof(int));
-			memcpy(CMSG_DATA(c), &sv[1], sizeof(int));
-			if (sendmsg(sv[0], &m, 0) != 1)
-				wl_die("sendmsg SCM_RIGHTS");
 		} else if (!strcmp(k, "childconn")) {
 			want_childconn = 1;
 			setup_childconn(dir);

@@ -135,9 +135,9 @@ pub fn finish(
     if ids.is_empty() {
         return Ok(());
     }
-    let first = |t: &FdTable, i: usize| {
-        let (pid, fd) = t.unix.first_holder(t.descs[i].id).unwrap_or((0, -1));
-        format!("pid {pid}: fd {fd}")
+    let first = |t: &FdTable, i: usize| match t.unix.first_holder(t.descs[i].id) {
+        Some((pid, fd)) => format!("pid {pid}: fd {fd}"),
+        None => "in flight (SCM_RIGHTS)".to_string(),
     };
     // index -> the master's packet mode and lock.
     let mut masters: HashMap<u32, (bool, bool)> = HashMap::new();
@@ -154,7 +154,12 @@ pub fn finish(
     let mut outside: Vec<usize> = Vec::new();
     for &i in &ids {
         let who = first(table, i);
-        let holder = table.unix.first_holder(table.descs[i].id);
+        // A master only in flight (SCM_RIGHTS) is read through ckpt's own copy.
+        let id = table.descs[i].id;
+        let holder = table.unix.first_holder(id).or_else(|| {
+            let me = ckpt_sys::Pid::this().as_raw();
+            table.unix.flying_fd(id).map(|fd| (me, fd))
+        });
         let d = &mut table.descs[i];
         let t = d.tty.as_mut().expect("tty");
         let Some(&(packet, locked)) = masters.get(&t.index) else {

@@ -5,7 +5,8 @@
 //! shutdown). Once every process is read, `finish` links the tree's sockets into objects
 //! (everything connected to each other is made at once by one seed), marks a socket whose
 //! peer is outside the tree as external, and refuses, by name, what a restore could not
-//! make again: fds in flight (SCM_RIGHTS), bytes sent on a connection not accepted yet,
+//! make again: objects carrying each other in flight round (SCM_RIGHTS; what flies is
+//! described by `files::in_flight`), bytes sent on a connection not accepted yet,
 //! a name no longer the socket's, peer credentials naming a pid that is alive when the
 //! restore remakes the socket (an ancestor of its maker, another branch of the tree).
 
@@ -31,12 +32,35 @@ pub struct Unix {
     unsent: HashMap<u64, u32>,
     /// ckpt's copies of the files in flight (SCM_RIGHTS), open while the table is built.
     in_flight: Vec<std::os::fd::OwnedFd>,
+    /// Description id of a file in flight -> ckpt's copy of it (its only holder at the
+    /// dump when no process of the tree holds it: a terminal's bytes are read there).
+    flying: HashMap<u64, i32>,
+    /// (description in flight, the inode of the socket whose queue carries it).
+    carriers: Vec<(u64, u64)>,
+    /// Sockets being described (their inodes): one met in flight in its own queue, or in
+    /// the queue of a socket it carries, is named once the table is complete (`pending`).
+    describing: Vec<u64>,
+    /// (carrier inode, index into its `rights`, position there, the socket in flight's
+    /// inode), filled in by `finish`.
+    pending: Vec<(u64, usize, usize, u64)>,
 }
 
 impl Unix {
     /// The first (pid, fd) met holding description `id` (a unix socket or a pty end).
     pub fn first_holder(&self, id: u64) -> Option<(i32, i32)> {
         self.first.get(&id).copied()
+    }
+
+    /// Description `id` is in flight in the queue of socket `carrier` (its inode); ckpt's
+    /// copy of it is `fd`.
+    pub fn flying(&mut self, id: u64, fd: i32, carrier: u64) {
+        self.flying.entry(id).or_insert(fd);
+        self.carriers.push((id, carrier));
+    }
+
+    /// ckpt's copy of description `id` if it is in flight.
+    pub fn flying_fd(&self, id: u64) -> Option<i32> {
+        self.flying.get(&id).copied()
     }
 
     /// Fd `fd` of `pid` holds description `id` (a unix socket or a pty end).
@@ -73,6 +97,13 @@ pub fn is_unix(pid: Pid, fd: i32) -> Result<bool, String> {
 
 /// The record of the unix socket at `ctx` (once per description).
 pub fn dump(ctx: &FdCtx, table: &mut FdTable) -> Result<pb::UnixSocket, DumpError> {
+    table.unix.describing.push(ctx.inode.1);
+    let r = dump_one(ctx, table);
+    table.unix.describing.pop();
+    r
+}
+
+fn dump_one(ctx: &FdCtx, table: &mut FdTable) -> Result<pb::UnixSocket, DumpError> {
     let (pid, fd, ino) = (ctx.pid, ctx.fd, ctx.inode.1);
     let named = |why: String| refuse(format!("pid {pid}: fd {fd} (socket:[{ino}]): {why}"));
     let sys = |e: ckpt_sys::Error| named(e.to_string());
@@ -167,8 +198,8 @@ pub fn dump(ctx: &FdCtx, table: &mut FdTable) -> Result<pb::UnixSocket, DumpErro
                     .into(),
             ),
             u::PeekProblem::Control(t) => named(format!(
-                "messages with control data (type {t}: credentials or a security label, \
-                 SO_PASSCRED) wait in its queue; not supported yet"
+                "messages with control data (type {t}: a security label or a pidfd, \
+                 SO_PASSSEC or SO_PASSPIDFD) wait in its queue; not supported yet"
             )),
             u::PeekProblem::Sys(e) => named(e.to_string()),
         })?;
@@ -178,12 +209,29 @@ pub fn dump(ctx: &FdCtx, table: &mut FdTable) -> Result<pb::UnixSocket, DumpErro
                 let mut descs = Vec::with_capacity(m.fds.len());
                 for f in m.fds {
                     use std::os::fd::AsRawFd;
-                    descs.push(crate::files::in_flight(f.as_raw_fd(), table, &what)?);
+                    let raw = f.as_raw_fd();
+                    let at = (ino, out.rights.len(), descs.len());
                     table.unix.in_flight.push(f);
+                    // Itself, or a socket whose queue carries it: named by `finish`.
+                    if let Some(s) = being_described(raw, &table.unix.describing) {
+                        table.unix.pending.push((at.0, at.1, at.2, s));
+                        descs.push(0);
+                        continue;
+                    }
+                    descs.push(crate::files::in_flight(raw, ino, table, &what)?);
                 }
                 out.rights.push(pb::InFlight {
                     message: out.queue.len() as u32,
                     descs,
+                });
+            }
+            if let Some((pid, uid, gid)) = m.creds {
+                // As ckpt sees them: `finish` checks the pid and turns it into the image's.
+                out.creds.push(pb::QueuedCreds {
+                    message: out.queue.len() as u32,
+                    pid,
+                    uid,
+                    gid,
                 });
             }
             out.senders.push(m.from);
@@ -197,10 +245,15 @@ pub fn dump(ctx: &FdCtx, table: &mut FdTable) -> Result<pb::UnixSocket, DumpErro
     Ok(out)
 }
 
+/// The inode of ckpt's fd `fd` if it is a socket among `describing`.
+fn being_described(fd: i32, describing: &[u64]) -> Option<u64> {
+    let m = std::fs::metadata(format!("/proc/self/fd/{fd}")).ok()?;
+    (m.file_type().is_socket() && describing.contains(&m.ino())).then(|| m.ino())
+}
+
 /// How a socket of the tree reads in refusals.
 fn what(d: &pb::FileDesc, first: &HashMap<u64, (i32, i32)>) -> String {
     let u = d.unix.as_ref().expect("a unix description");
-    let (pid, fd) = first.get(&d.id).copied().unwrap_or((0, -1));
     let ty = match u.r#type {
         libc::SOCK_STREAM => "stream",
         libc::SOCK_DGRAM => "dgram",
@@ -211,7 +264,10 @@ fn what(d: &pb::FileDesc, first: &HashMap<u64, (i32, i32)>) -> String {
     } else {
         format!(" {}", u::display(&u.name))
     };
-    format!("pid {pid}: fd {fd} (unix {ty}{name}, socket:[{}])", u.inode)
+    match first.get(&d.id) {
+        Some((pid, fd)) => format!("pid {pid}: fd {fd} (unix {ty}{name}, socket:[{}])", u.inode),
+        None => format!("a unix {ty} socket{name} in flight (socket:[{}])", u.inode),
+    }
 }
 
 /// Once every process is read: objects, externals and the tree-wide refusals (see the
@@ -356,26 +412,20 @@ pub fn finish(
         }
         table.descs[i].unix = Some(s);
     }
-    // Who makes each object: the holders' lowest common ancestor, whose pid every peer
-    // credential made there carries.
-    let mut objects: HashMap<usize, Vec<usize>> = HashMap::new();
-    for &i in &ids {
-        objects.entry(group.find(i)).or_default().push(i);
-    }
-    for members in objects.values() {
+    let objects = holders_of_objects(table, &ids, &by_ino, &mut group)?;
+    for (members, pids) in objects.values() {
         let object = members
             .iter()
             .map(|&i| sock(table, i).inode)
             .min()
             .unwrap_or(0);
-        let mut pids: Vec<i32> = Vec::new();
         for &i in members {
             table.descs[i].object = object;
-            let id = table.descs[i].id;
-            pids.extend(table.unix.holders.get(&id).into_iter().flatten());
         }
+        let pids: Vec<i32> = pids.iter().copied().collect();
         let maker = common_ancestor(&pids, parents);
-        for &i in members {
+        for &i in members.iter() {
+            queued_creds(table, i, maker, parents, image_pid)?;
             let s = sock(table, i);
             // An external socket is the caller's at restore, credentials and all.
             let external = !table.descs[i].external.is_empty();
@@ -401,6 +451,132 @@ pub fn finish(
         }
     }
     Ok(())
+}
+
+/// Each object (by its union-find root) with its sockets and the processes a restore
+/// hands it to: those holding its sockets and, for a socket in flight, those of the
+/// object whose queue carries it (whose maker makes it: the common ancestor of the
+/// union is the same). A socket in flight in a queue of its own object is sent by that
+/// object itself; objects carrying each other round are refused (neither could be made
+/// first). Sockets in flight in their own queue are named here (`Unix::pending`).
+#[allow(clippy::type_complexity)]
+fn holders_of_objects(
+    table: &mut FdTable,
+    ids: &[usize],
+    by_ino: &HashMap<u64, usize>,
+    group: &mut UnionFind,
+) -> Result<HashMap<usize, (Vec<usize>, BTreeSet<i32>)>, DumpError> {
+    for (carrier, r, at, flying) in std::mem::take(&mut table.unix.pending) {
+        let id = table.descs[by_ino[&flying]].id;
+        if let Some(u) = table.descs[by_ino[&carrier]].unix.as_mut() {
+            u.rights[r].descs[at] = id;
+        }
+        table.unix.carriers.push((id, carrier));
+    }
+    let mut objects: HashMap<usize, (Vec<usize>, BTreeSet<i32>)> = HashMap::new();
+    for &i in ids {
+        let o = objects.entry(group.find(i)).or_default();
+        o.0.push(i);
+        let id = table.descs[i].id;
+        o.1.extend(table.unix.holders.get(&id).into_iter().flatten());
+    }
+    // (object in flight, object carrying it), distinct objects only.
+    let mut edges: Vec<(usize, usize)> = Vec::new();
+    for &(id, carrier) in &table.unix.carriers {
+        let f = id as usize - 1;
+        if table.descs[f].unix.is_some() {
+            let (a, b) = (group.find(f), group.find(by_ino[&carrier]));
+            if a != b && !edges.contains(&(a, b)) {
+                edges.push((a, b));
+            }
+        }
+    }
+    if let Some(&(a, _)) = edges.iter().find(|&&(a, _)| reaches(&edges, a, a)) {
+        return Err(refuse(format!(
+            "{}: unix sockets in flight in each other's queues (each would have to be made \
+             before the other); not supported",
+            what(&table.descs[a], &table.unix.first)
+        )));
+    }
+    loop {
+        let mut grew = false;
+        for &(a, b) in &edges {
+            let add: Vec<i32> = objects[&b].1.difference(&objects[&a].1).copied().collect();
+            grew |= !add.is_empty();
+            objects.get_mut(&a).expect("an object").1.extend(add);
+        }
+        if !grew {
+            return Ok(objects);
+        }
+    }
+}
+
+/// The credentials of the messages queued at socket `i` (SCM_CREDENTIALS, seen with
+/// SO_PASSCRED), made by `maker`'s seed at restore: the kernel takes a pid that exists
+/// when the message is sent again, so it must be `maker`, an ancestor of it (alive
+/// then), or a descendant (a helper with its pid sends the message before the process
+/// is forked); a pid of another branch of the tree, or outside it, is refused. A
+/// message with none attached (pid 0, the overflow ids) keeps none.
+fn queued_creds(
+    table: &mut FdTable,
+    i: usize,
+    maker: i32,
+    parents: &HashMap<i32, i32>,
+    image_pid: &dyn Fn(i32) -> i32,
+) -> Result<(), DumpError> {
+    const NOBODY: u32 = 65534;
+    let Some(s) = table.descs[i].unix.as_ref().filter(|s| !s.creds.is_empty()) else {
+        return Ok(());
+    };
+    let mut kept = Vec::with_capacity(s.creds.len());
+    for c in &s.creds {
+        let p = c.pid;
+        let why = if p == 0 && c.uid == NOBODY && c.gid == NOBODY {
+            continue;
+        } else if p == 0 {
+            "a pid not visible in ckpt's pid namespace".to_string()
+        } else if !parents.contains_key(&p) {
+            format!("pid {p}, outside the dumped tree")
+        } else if p == maker || descends(p, maker, parents) || descends(maker, p, parents) {
+            kept.push(pb::QueuedCreds {
+                pid: image_pid(p),
+                ..*c
+            });
+            continue;
+        } else {
+            format!(
+                "pid {p}, of another branch of the tree than pid {maker}, which remakes the \
+                 socket (the common ancestor of its holders)"
+            )
+        };
+        return Err(refuse(format!(
+            "{}: a queued message carries credentials (SO_PASSCRED) of {why}; they could \
+             not be given again",
+            what(&table.descs[i], &table.unix.first)
+        )));
+    }
+    if let Some(s) = table.descs[i].unix.as_mut() {
+        s.creds = kept;
+    }
+    Ok(())
+}
+
+/// Whether `to` is reachable from `from` by at least one edge.
+fn reaches(edges: &[(usize, usize)], from: usize, to: usize) -> bool {
+    let mut seen = vec![from];
+    let mut next = vec![from];
+    while let Some(n) = next.pop() {
+        for &(_, b) in edges.iter().filter(|&&(a, _)| a == n) {
+            if b == to {
+                return true;
+            }
+            if !seen.contains(&b) {
+                seen.push(b);
+                next.push(b);
+            }
+        }
+    }
+    false
 }
 
 /// Whether `pid` is a descendant of `of` in the tree.

@@ -5,7 +5,7 @@
 
 use crate::seed::SeedPlan;
 use ckpt_images::pb;
-use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
 /// What an image's epoll description may hold.
 pub fn check(d: &pb::FileDesc) -> Result<(), String> {
@@ -49,26 +49,14 @@ pub fn is_epoll(f: &pb::Fd) -> bool {
 
 /// In the seed, after every other fd: the epolls of `p`, their dups, their watches.
 pub fn place(p: &SeedPlan) -> Result<(), String> {
-    let cloexec = |fd: i32, on: bool| {
-        let fl = if on {
-            FdFlag::FD_CLOEXEC
-        } else {
-            FdFlag::empty()
-        };
-        fcntl(fd, FcntlArg::F_SETFD(fl)).map_err(|e| format!("fd {fd}: F_SETFD: {e}"))
-    };
     for f in p.fds.iter().filter(|f| is_epoll(f) && !f.is_dup) {
         let ep = ckpt_sys::epoll::create().map_err(|e| format!("fd {}: {e}", f.fd))?;
         crate::seed::place_owned(ep, f.fd)?;
         let flags = OFlag::from_bits_retain(f.flags as i32) - OFlag::O_ACCMODE;
         fcntl(f.fd, FcntlArg::F_SETFL(flags)).map_err(|e| format!("fd {}: F_SETFL: {e}", f.fd))?;
-        cloexec(f.fd, f.cloexec)?;
+        crate::seed::cloexec(f.fd, f.cloexec)?;
     }
-    for f in p.fds.iter().filter(|f| is_epoll(f) && f.is_dup) {
-        nix::unistd::dup2(f.dup_of, f.fd)
-            .map_err(|e| format!("fd {}: dup of fd {}: {e}", f.fd, f.dup_of))?;
-        cloexec(f.fd, f.cloexec)?;
-    }
+    crate::seed::place_dups(p, is_epoll)?;
     for (fd, state) in &p.epolls {
         for w in &state.watches {
             let watch = ckpt_sys::epoll::Watch {

@@ -82,6 +82,9 @@ struct Made<'a> {
     standins: HashMap<u64, OwnedFd>,
     /// Description -> the slot of a file in flight.
     in_flight: HashMap<u64, RawFd>,
+    /// Description -> inode of the sockets of this object (one may be in flight in a
+    /// queue of the object: sent from where it is made, its slot is not filled yet).
+    own: HashMap<u64, u64>,
 }
 
 impl Made<'_> {
@@ -101,10 +104,12 @@ pub fn create(descs: &[(pb::FileDesc, RawFd)], in_flight: &[(u64, RawFd)]) -> Re
         socks: HashMap::new(),
         standins: HashMap::new(),
         in_flight: in_flight.iter().copied().collect(),
+        own: HashMap::new(),
     };
     for (d, _) in descs {
         let s = d.unix.as_ref().ok_or("no unix socket record")?;
         m.recs.insert(s.inode, s);
+        m.own.insert(d.id, s.inode);
     }
     let mut order: Vec<&pb::UnixSocket> = m.recs.values().copied().collect();
     order.sort_by_key(|s| s.inode);
@@ -211,6 +216,10 @@ pub fn create(descs: &[(pb::FileDesc, RawFd)], in_flight: &[(u64, RawFd)]) -> Re
         }
     }
     m.standins.clear();
+    for s in order.iter().filter(|s| s.passcred) {
+        let on = ckpt_sys::socket::set_int(m.fd(s.inode)?, libc::SOL_SOCKET, libc::SO_PASSCRED, 1);
+        on.map_err(|e| e.to_string())?;
+    }
     // 5. Credentials, then the slots.
     for s in order.iter().filter(|s| s.peer_pid > 0) {
         let got = u::peer_cred(m.fd(s.inode)?).map_err(|e| e.to_string())?;
@@ -246,23 +255,45 @@ fn as_creds(s: &pb::UnixSocket, f: impl FnOnce() -> ckpt_sys::Result<()>) -> Res
     if s.peer_pid <= 0 || s.peer_pid == me {
         return as_ids(s, f);
     }
-    let want = nix::unistd::Pid::from_raw(s.peer_pid);
+    in_helper_with_pid(s.peer_pid, || as_ids(s, f).map_err(ckpt_sys::Error::Other))
+        .map_err(|e| format!("{e} (the peer credentials' pid)"))
+}
+
+/// Sends one queued message again, with its credentials if it had any: their pid exists
+/// now (this seed or an ancestor's) or is a descendant's not forked yet, whose pid a
+/// short-lived helper takes to send it (the dump refused any other).
+fn send_with_creds(
+    by: BorrowedFd<'_>,
+    data: &[u8],
+    to: &[u8],
+    fds: &[RawFd],
+    creds: Option<(i32, u32, u32)>,
+) -> Result<(), String> {
+    let send = || u::send_message(by, data, to, fds, creds);
+    let Some((pid, _, _)) = creds else {
+        return send().map_err(|e| e.to_string());
+    };
+    let exists = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+    if exists {
+        return send().map_err(|e| e.to_string());
+    }
+    in_helper_with_pid(pid, send)
+}
+
+/// Runs `f` in a short-lived helper forked with pid `pid` (free now) and sharing this
+/// seed's fd table.
+fn in_helper_with_pid(pid: i32, f: impl FnOnce() -> ckpt_sys::Result<()>) -> Result<(), String> {
+    let want = nix::unistd::Pid::from_raw(pid);
     let forked = ckpt_sys::process::fork_with_pid_sharing_files(want)
-        .map_err(|e| format!("a helper with the peer credentials' pid: {e}"))?;
+        .map_err(|e| format!("a helper with pid {pid}: {e}"))?;
     match forked {
         ckpt_sys::process::Forked::Child => {
-            let code = match as_ids(s, f) {
-                Ok(()) => 0,
-                Err(_) => 1,
-            };
-            ckpt_sys::process::exit_now(code)
+            ckpt_sys::process::exit_now(if f().is_ok() { 0 } else { 1 })
         }
-        ckpt_sys::process::Forked::Parent(pid) => match nix::sys::wait::waitpid(pid, None) {
+        ckpt_sys::process::Forked::Parent(p) => match nix::sys::wait::waitpid(p, None) {
             Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
-            Ok(st) => Err(format!(
-                "the helper with pid {pid} (the peer credentials' pid) failed: {st:?}"
-            )),
-            Err(e) => Err(format!("waiting for the helper with pid {pid}: {e}")),
+            Ok(st) => Err(format!("the helper with pid {p} failed: {st:?}")),
+            Err(e) => Err(format!("waiting for the helper with pid {p}: {e}")),
         },
     }
 }
@@ -294,7 +325,8 @@ fn pair_as(s: &pb::UnixSocket) -> Result<(OwnedFd, OwnedFd), String> {
 }
 
 /// Buffer sizes the program set (through the FORCE variants: the kernel doubles what it is
-/// given, and the dump read the doubled value) and SO_PASSCRED.
+/// given, and the dump read the doubled value). SO_PASSCRED comes after the queues are
+/// refilled: on either end it would attach the seed's credentials to every message.
 fn options(fd: BorrowedFd<'_>, s: &pb::UnixSocket) -> Result<(), String> {
     use ckpt_sys::socket::{set_int, SO_RCVBUFFORCE, SO_SNDBUFFORCE};
     let e = |e: ckpt_sys::Error| e.to_string();
@@ -303,9 +335,6 @@ fn options(fd: BorrowedFd<'_>, s: &pb::UnixSocket) -> Result<(), String> {
     }
     if s.rcvbuf > 0 {
         set_int(fd, libc::SOL_SOCKET, SO_RCVBUFFORCE, s.rcvbuf / 2).map_err(e)?;
-    }
-    if s.passcred {
-        set_int(fd, libc::SOL_SOCKET, libc::SO_PASSCRED, 1).map_err(e)?;
     }
     Ok(())
 }
@@ -410,13 +439,21 @@ fn refill(m: &Made, s: &pb::UnixSocket) -> Result<(), String> {
             (m.fd(sender.inode)?, to)
         };
         let rights = s.rights.iter().find(|r| r.message as usize == i);
+        let creds = s
+            .creds
+            .iter()
+            .find(|c| c.message as usize == i)
+            .map(|c| (c.pid, c.uid, c.gid));
         let sent = match rights {
-            None => u::send(by, data, to),
+            None => send_with_creds(by, data, to, &[], creds),
             Some(r) => {
                 let fds = r
                     .descs
                     .iter()
                     .map(|id| {
+                        if let Some(ino) = m.own.get(id) {
+                            return Ok(m.fd(*ino)?.as_raw_fd());
+                        }
                         m.in_flight.get(id).copied().ok_or_else(|| {
                             format!(
                                 "socket:[{}]: description {id} in flight has no slot",
@@ -425,7 +462,7 @@ fn refill(m: &Made, s: &pb::UnixSocket) -> Result<(), String> {
                         })
                     })
                     .collect::<Result<Vec<RawFd>, String>>()?;
-                u::send_with_fds(by, data, to, &fds)
+                send_with_creds(by, data, to, &fds, creds)
             }
         };
         sent.map_err(|e| {

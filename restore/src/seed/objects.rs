@@ -15,6 +15,7 @@ pub fn create(objects: &[Object], floor: i32) -> Result<(), String> {
         .partition(|o| crate::net::is_connection(&o.descs[0].0));
     let (senders, others): (Vec<&Object>, Vec<&Object>) =
         others.into_iter().partition(|o| !o.in_flight.is_empty());
+    let senders = carried_first(senders)?;
     for o in others.into_iter().chain(senders).chain(conns) {
         let (first, slot) = &o.descs[0];
         let what = match o.kind {
@@ -68,6 +69,31 @@ pub fn create(objects: &[Object], floor: i32) -> Result<(), String> {
         })?;
     }
     Ok(())
+}
+
+/// Sockets sending files in flight, each after the sockets it sends (a socket in flight
+/// may carry more in its queue); one sending a socket of its own object sends its own.
+fn carried_first(mut left: Vec<&Object>) -> Result<Vec<&Object>, String> {
+    let ids = |o: &Object| o.descs.iter().map(|(d, _)| d.id).collect::<Vec<u64>>();
+    let mut out: Vec<&Object> = Vec::with_capacity(left.len());
+    while !left.is_empty() {
+        let waiting: Vec<u64> = left.iter().flat_map(|o| ids(o)).collect();
+        let ready = left.iter().position(|o| {
+            let own = ids(o);
+            o.in_flight
+                .iter()
+                .all(|(id, _)| own.contains(id) || !waiting.contains(id))
+        });
+        let Some(at) = ready else {
+            return Err(format!(
+                "unix sockets carry each other in flight round (socket:[{}] among them); none \
+                 can be made first",
+                left[0].descs[0].0.unix.as_ref().map_or(0, |u| u.inode)
+            ));
+        };
+        out.push(left.remove(at));
+    }
+    Ok(out)
 }
 
 /// Runs `f` under the file-system identity of a holder with `creds`.
