@@ -250,6 +250,8 @@ pub struct Plan {
     /// The previous image's pages of this process, if its tracker is the one the
     /// previous image armed.
     parent_pages: Option<Vec<pb::ParentRun>>,
+    /// What this dump copied of it before the freeze (`livecopy.rs`).
+    live: Vec<pb::ParentRun>,
 }
 
 impl Plan {
@@ -258,21 +260,68 @@ impl Plan {
     }
 }
 
-/// Decides how `pid` is tracked this round (read while it is stopped).
-pub fn plan(pid: Pid, parent: Option<&Parent>) -> Result<Plan, DumpError> {
+/// A process whose tracker the previous image armed, not re-armed by any dump since.
+pub struct Continuing {
+    /// Its fd and context inode.
+    pub tracker: (i32, u64),
+    pub start_time: u64,
+    /// Every page the chain holds for it.
+    pub parent_pages: Vec<pb::ParentRun>,
+}
+
+/// Whether `pid` is tracked since `parent` (read while it runs or is stopped).
+pub fn continuing(pid: Pid, parent: &Parent) -> Result<Option<Continuing>, DumpError> {
     let start_time = ckpt_sys::proc::stat(pid)?.starttime;
     let mine = find_mine(pid, start_time);
-    let parent_pages = parent.and_then(|p| {
-        p.trackers
-            .iter()
-            .find(|t| {
-                t.pid == pid.as_raw()
-                    && t.start_time == start_time
-                    && mine == Some((t.fd, t.inode))
-                    && record(t.inode).map(|r| r.2) == Some(t.round)
-            })
-            .map(|t| p.pages.get(&t.pid).cloned().unwrap_or_default())
-    });
+    Ok(parent
+        .trackers
+        .iter()
+        .find(|t| {
+            t.pid == pid.as_raw()
+                && t.start_time == start_time
+                && mine == Some((t.fd, t.inode))
+                && record(t.inode).map(|r| r.2) == Some(t.round)
+        })
+        .map(|t| Continuing {
+            tracker: (t.fd, t.inode),
+            start_time,
+            parent_pages: parent.pages.get(&t.pid).cloned().unwrap_or_default(),
+        }))
+}
+
+/// Draws and registers a new round for the tracker `inode` of `pid` before anything of it
+/// is protected again (see `register`); returns the token.
+pub fn rearm(inode: u64, pid: Pid, start_time: u64) -> Result<u64, DumpError> {
+    let round = new_round();
+    register(inode, pid, start_time, round)?;
+    Ok(round)
+}
+
+/// Decides how `pid` is tracked this round (read while it is stopped). `live`: what this
+/// dump copied of it before the freeze, valid only if nothing re-armed its tracker since.
+pub fn plan(
+    pid: Pid,
+    parent: Option<&Parent>,
+    live: Option<&crate::livecopy::Live>,
+) -> Result<Plan, DumpError> {
+    let start_time = ckpt_sys::proc::stat(pid)?.starttime;
+    let mine = find_mine(pid, start_time);
+    if let Some(l) = live {
+        if mine == Some(l.tracker)
+            && l.start_time == start_time
+            && record(l.tracker.1).map(|r| r.2) == Some(l.round)
+        {
+            return Ok(Plan {
+                existing: mine,
+                parent_pages: Some(l.parent_pages.clone()),
+                live: l.copied.clone(),
+            });
+        }
+    }
+    let parent_pages = match parent {
+        Some(p) => continuing(pid, p)?.map(|c| c.parent_pages),
+        None => None,
+    };
     if parent.is_some() && parent_pages.is_none() {
         tracing::info!(
             %pid,
@@ -283,6 +332,7 @@ pub fn plan(pid: Pid, parent: Option<&Parent>) -> Result<Plan, DumpError> {
     Ok(Plan {
         existing: mine,
         parent_pages,
+        live: Vec::new(),
     })
 }
 
@@ -294,6 +344,8 @@ pub struct Round {
     /// Pages written since then (sorted, merged).
     written: Vec<(u64, u64)>,
     parent_pages: Vec<pb::ParentRun>,
+    /// This dump's copies made before the freeze (sorted, disjoint).
+    live: Vec<pb::ParentRun>,
 }
 
 /// Arms (or re-arms) tracking in the stopped process: its tracker is `injected` (a fresh
@@ -321,8 +373,7 @@ pub fn arm(
     let inode = ckpt_sys::track::fd_uffd_inode(pid, fd)
         .ok_or_else(|| DumpError::Lost(format!("pid {pid}: fd {fd} is not a userfaultfd")))?;
     let start_time = ckpt_sys::proc::stat(pid)?.starttime;
-    let round = new_round();
-    register(inode, pid, start_time, round)?;
+    let round = rearm(inode, pid, start_time)?;
     let pagemap = Pagemap::open(pid)?;
     let continuing = plan.parent_pages.is_some();
     let mut tracked = Vec::new();
@@ -372,6 +423,7 @@ pub fn arm(
         tracked,
         written,
         parent_pages: plan.parent_pages.unwrap_or_default(),
+        live: plan.live,
     })
 }
 
@@ -398,10 +450,11 @@ impl<'a, T> Cursor<'a, T> {
 }
 
 /// Splits the pages to keep into those copied now and those the previous images hold
-/// (unwritten since, in a tracked VMA, and in the chain). Without a previous image of
-/// this process, everything is copied.
+/// (unwritten since, in a tracked VMA, and in the chain) or this dump copied before the
+/// freeze (unwritten since that copy). Without a previous image of this process,
+/// everything is copied.
 pub fn split(plan: Vec<Run>, round: &Round) -> (Vec<Run>, Vec<pb::ParentRun>) {
-    if round.tracked.is_empty() || round.parent_pages.is_empty() {
+    if round.tracked.is_empty() || (round.parent_pages.is_empty() && round.live.is_empty()) {
         return (plan, Vec::new());
     }
     // Pieces never join across the plan's runs, which never span two VMAs.
@@ -410,6 +463,8 @@ pub fn split(plan: Vec<Run>, round: &Round) -> (Vec<Run>, Vec<pb::ParentRun>) {
     let mut tracked = Cursor::new(&round.tracked);
     let mut written = Cursor::new(&round.written);
     let mut parent = Cursor::new(&round.parent_pages);
+    let mut live = Cursor::new(&round.live);
+    let span = |p: &pb::ParentRun| (p.vaddr, p.vaddr + p.nr_pages * PAGE);
     for r in plan {
         let mut piece = Coalescer::default();
         let first_ref = refs.len();
@@ -417,7 +472,7 @@ pub fn split(plan: Vec<Run>, round: &Round) -> (Vec<Run>, Vec<pb::ParentRun>) {
             let a = r.vaddr + i * PAGE;
             let from_parent =
                 if tracked.find(a, |&t| t).is_some() && written.find(a, |&w| w).is_none() {
-                    parent.find(a, |p| (p.vaddr, p.vaddr + p.nr_pages * PAGE))
+                    live.find(a, span).or_else(|| parent.find(a, span))
                 } else {
                     None
                 };
@@ -427,6 +482,7 @@ pub fn split(plan: Vec<Run>, round: &Round) -> (Vec<Run>, Vec<pb::ParentRun>) {
                     match refs[first_ref..].last_mut() {
                         Some(l)
                             if l.link == p.link
+                                && l.pages_id == p.pages_id
                                 && l.vaddr + l.nr_pages * PAGE == a
                                 && l.offset + l.nr_pages * PAGE == offset =>
                         {
@@ -437,6 +493,7 @@ pub fn split(plan: Vec<Run>, round: &Round) -> (Vec<Run>, Vec<pb::ParentRun>) {
                             nr_pages: 1,
                             link: p.link,
                             offset,
+                            pages_id: p.pages_id,
                         }),
                     }
                 }
@@ -475,14 +532,17 @@ mod tests {
                     nr_pages: 4,
                     link: 1,
                     offset: 4096,
+                    pages_id: 1,
                 },
                 pb::ParentRun {
                     vaddr: p(5),
                     nr_pages: 1,
                     link: 2,
                     offset: 8192,
+                    pages_id: 1,
                 },
             ],
+            live: Vec::new(),
         };
         let (copy, refs) = split(vec![run(p(0), 7), run(p(7), 1), run(p(10), 2)], &round);
         let c: Vec<(u64, u64)> = copy.iter().map(|r| (r.vaddr / PAGE, r.nr_pages)).collect();
@@ -496,6 +556,45 @@ mod tests {
         assert_eq!(
             f,
             [(0, 2, 1, 4096), (3, 1, 1, 4096 + 3 * PAGE), (5, 1, 2, 8192)]
+        );
+
+        // Copied before the freeze: 1 and 3-4 (pages-2.img at 0 and 2), 6 at 8. The copy
+        // made here wins over the parent's; 2, written after it, is copied frozen.
+        let mut round = round;
+        round.live = [(1, 1, 0), (3, 2, 2), (6, 1, 8)]
+            .iter()
+            .map(|&(v, n, o)| pb::ParentRun {
+                vaddr: p(v),
+                nr_pages: n,
+                link: 0,
+                offset: p(o),
+                pages_id: 2,
+            })
+            .collect();
+        let (copy, refs) = split(vec![run(p(0), 7), run(p(7), 1), run(p(10), 2)], &round);
+        let c: Vec<(u64, u64)> = copy.iter().map(|r| (r.vaddr / PAGE, r.nr_pages)).collect();
+        assert_eq!(c, [(2, 1), (7, 1), (10, 2)]);
+        let f: Vec<(u64, u64, u32, u32, u64)> = refs
+            .iter()
+            .map(|r| {
+                (
+                    r.vaddr / PAGE,
+                    r.nr_pages,
+                    r.link,
+                    r.pages_id,
+                    r.offset / PAGE,
+                )
+            })
+            .collect();
+        assert_eq!(
+            f,
+            [
+                (0, 1, 1, 1, 1),
+                (1, 1, 0, 2, 0),
+                (3, 2, 0, 2, 2),
+                (5, 1, 2, 1, 2),
+                (6, 1, 0, 2, 8)
+            ]
         );
     }
 }
