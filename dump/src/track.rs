@@ -447,6 +447,19 @@ impl<'a, T> Cursor<'a, T> {
             .get(self.at)
             .filter(|it| span(it).0 <= addr && addr < span(it).1)
     }
+
+    /// Where what [`find`](Self::find) says of `addr` may change next: the end of the
+    /// item holding it, or the start of the next one (u64::MAX past the last).
+    fn boundary(&mut self, addr: u64, span: impl Fn(&T) -> (u64, u64)) -> u64 {
+        while self.at < self.items.len() && span(&self.items[self.at]).1 <= addr {
+            self.at += 1;
+        }
+        match self.items.get(self.at).map(&span) {
+            Some((s, e)) if s <= addr => e,
+            Some((s, _)) => s,
+            None => u64::MAX,
+        }
+    }
 }
 
 /// Splits the pages to keep into those copied now and those the previous images hold
@@ -465,17 +478,26 @@ pub fn split(plan: Vec<Run>, round: &Round) -> (Vec<Run>, Vec<pb::ParentRun>) {
     let mut parent = Cursor::new(&round.parent_pages);
     let mut live = Cursor::new(&round.live);
     let span = |p: &pb::ParentRun| (p.vaddr, p.vaddr + p.nr_pages * PAGE);
+    // The plan is cut where any of the four lists changes, and each piece is decided
+    // whole (a 1 GiB plan is a handful of pieces, not 262144 pages).
     for r in plan {
         let mut piece = Coalescer::default();
         let first_ref = refs.len();
-        for i in 0..r.nr_pages {
-            let a = r.vaddr + i * PAGE;
+        let end = r.vaddr + r.nr_pages * PAGE;
+        let mut a = r.vaddr;
+        while a < end {
+            let b = end
+                .min(tracked.boundary(a, |&t| t))
+                .min(written.boundary(a, |&w| w))
+                .min(live.boundary(a, span))
+                .min(parent.boundary(a, span));
             let from_parent =
                 if tracked.find(a, |&t| t).is_some() && written.find(a, |&w| w).is_none() {
                     live.find(a, span).or_else(|| parent.find(a, span))
                 } else {
                     None
                 };
+            let n = (b - a) / PAGE;
             match from_parent {
                 Some(p) => {
                     let offset = p.offset + (a - p.vaddr);
@@ -486,19 +508,20 @@ pub fn split(plan: Vec<Run>, round: &Round) -> (Vec<Run>, Vec<pb::ParentRun>) {
                                 && l.vaddr + l.nr_pages * PAGE == a
                                 && l.offset + l.nr_pages * PAGE == offset =>
                         {
-                            l.nr_pages += 1
+                            l.nr_pages += n
                         }
                         _ => refs.push(pb::ParentRun {
                             vaddr: a,
-                            nr_pages: 1,
+                            nr_pages: n,
                             link: p.link,
                             offset,
                             pages_id: p.pages_id,
                         }),
                     }
                 }
-                None => piece.push(a, 1, r.unreadable),
+                None => piece.push(a, n, r.unreadable),
             }
+            a = b;
         }
         copy.extend(piece.into_runs());
     }
@@ -596,5 +619,101 @@ mod tests {
                 (6, 1, 0, 2, 8)
             ]
         );
+    }
+
+    /// One page taken from an earlier image: (vaddr, link, pages_id, offset).
+    type PageRef = (u64, u32, u32, u64);
+
+    /// The split decided page by page, as the rule reads: the pages copied (vaddr, 1) and
+    /// the pages referenced.
+    fn split_by_page(plan: &[Run], round: &Round) -> (Vec<(u64, u64)>, Vec<PageRef>) {
+        let within = |a: u64, s: u64, e: u64| s <= a && a < e;
+        let mut copy: Vec<(u64, u64)> = Vec::new();
+        let mut refs: Vec<PageRef> = Vec::new();
+        for r in plan {
+            for i in 0..r.nr_pages {
+                let a = r.vaddr + i * PAGE;
+                let tracked = round.tracked.iter().any(|&(s, e)| within(a, s, e));
+                let written = round.written.iter().any(|&(s, e)| within(a, s, e));
+                let hit = |v: &[pb::ParentRun]| {
+                    v.iter()
+                        .find(|p| within(a, p.vaddr, p.vaddr + p.nr_pages * PAGE))
+                        .map(|p| (a, p.link, p.pages_id, p.offset + (a - p.vaddr)))
+                };
+                match (tracked && !written)
+                    .then(|| hit(&round.live).or_else(|| hit(&round.parent_pages)))
+                    .flatten()
+                {
+                    Some(f) => refs.push(f),
+                    None => copy.push((a, 1)),
+                }
+            }
+        }
+        (copy, refs)
+    }
+
+    #[test]
+    fn range_split_decides_as_page_by_page() {
+        let mut seed = 7u64;
+        let mut rnd = |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        let p = |v: u64| v * PAGE;
+        for _ in 0..300 {
+            let mut ranges = |count: u64| {
+                let mut at = 0;
+                let mut out = Vec::new();
+                for _ in 0..count {
+                    at += rnd(6);
+                    let n = 1 + rnd(6);
+                    out.push((at, n));
+                    at += n;
+                }
+                out
+            };
+            let runs = |v: Vec<(u64, u64)>, link: u32, id: u32, off: u64| -> Vec<pb::ParentRun> {
+                v.into_iter()
+                    .map(|(a, n)| pb::ParentRun {
+                        vaddr: p(a),
+                        nr_pages: n,
+                        link,
+                        offset: p(off + a * 2),
+                        pages_id: id,
+                    })
+                    .collect()
+            };
+            let plan: Vec<Run> = ranges(8).into_iter().map(|(a, n)| run(p(a), n)).collect();
+            let round = Round {
+                tracker: pb::Tracker::default(),
+                tracked: ranges(4)
+                    .into_iter()
+                    .map(|(a, n)| (p(a), p(a + n)))
+                    .collect(),
+                written: ranges(6)
+                    .into_iter()
+                    .map(|(a, n)| (p(a), p(a + n)))
+                    .collect(),
+                parent_pages: runs(ranges(8), 1, 1, 1),
+                live: runs(ranges(5), 0, 2, 3),
+            };
+            let (copy, refs) = split(plan.clone(), &round);
+            let mut pages_copied = Vec::new();
+            for c in &copy {
+                pages_copied.extend((0..c.nr_pages).map(|i| (c.vaddr + i * PAGE, 1)));
+            }
+            let mut pages_ref = Vec::new();
+            for f in &refs {
+                pages_ref.extend(
+                    (0..f.nr_pages)
+                        .map(|i| (f.vaddr + i * PAGE, f.link, f.pages_id, f.offset + i * PAGE)),
+                );
+            }
+            let (want_copy, want_refs) = split_by_page(&plan, &round);
+            assert_eq!(pages_copied, want_copy);
+            assert_eq!(pages_ref, want_refs);
+        }
     }
 }
