@@ -102,6 +102,16 @@ fn pre_dump_then_incremental_dump_restores_every_page() {
             "show does not name the chain:\n{}",
             shown.stdout
         );
+        // What was written since the pre-dump was copied before the freeze, into the
+        // image's own pages-2.img.
+        assert!(
+            read_inventory(&fin)
+                .files
+                .iter()
+                .any(|f| f.name == "pages-2.img" && f.size > 4096),
+            "no pages copied before the freeze in {}",
+            fin.display()
+        );
     }
 }
 
@@ -272,6 +282,27 @@ fn a_damaged_chain_is_refused_before_anything_is_restored() {
     );
     env.assert_gone(w.pid);
     bytes[8192 + 100] ^= 0xff;
+    fs::write(&pages, &bytes).unwrap();
+
+    // A page the final dump copied before its freeze (its own pages-2.img) altered:
+    // refused, naming the file. The workload writes all the time, so the copy holds pages.
+    let pages = fin.join("pages-2.img");
+    let mut bytes = fs::read(&pages).unwrap();
+    assert!(
+        bytes.len() > 8192,
+        "pages-2.img holds {} bytes",
+        bytes.len()
+    );
+    bytes[4096 + 100] ^= 0xff;
+    fs::write(&pages, &bytes).unwrap();
+    let out = env.ckpt(&["restore", "-D", fin.to_str().unwrap(), "-d"]);
+    assert!(
+        !out.success() && out.stderr.contains("pages-2.img"),
+        "{}",
+        out.failed_naming("pages-2.img")
+    );
+    env.assert_gone(w.pid);
+    bytes[4096 + 100] ^= 0xff;
     fs::write(&pages, &bytes).unwrap();
 
     // Another image in the parent's place (same name, its own valid inventory): refused.

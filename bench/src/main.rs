@@ -389,6 +389,7 @@ fn run(mut args: Args) -> Result<()> {
             b,
             ctx.runs,
             ctx.timeout,
+            ctx.log_dir.as_deref(),
         )?)
     };
     let migrate = if args.migrate.trim() == "none" {

@@ -70,6 +70,7 @@ pub fn bench(
     bytes: u64,
     runs: usize,
     timeout: Duration,
+    log_dir: Option<&Path>,
 ) -> Result<PredumpResult> {
     let bin = workload::compile_named(work, "rewriter", REWRITER_C)?;
     let mut res = PredumpResult {
@@ -93,6 +94,11 @@ pub fn bench(
         ));
         for d in ["pre", "fin"] {
             let _ = std::fs::remove_dir_all(work.join(d));
+        }
+        if let Some(dir) = log_dir {
+            for l in ["predump.log", "final.log"] {
+                let _ = std::fs::copy(work.join(l), dir.join(format!("run{}-{l}", i + 1)));
+            }
         }
         res.rounds.push(r);
     }

@@ -38,6 +38,7 @@ mod freezer;
 pub mod hooks;
 mod ipc;
 pub mod known_state;
+mod livecopy;
 mod locks;
 mod mm;
 mod mounts;
@@ -290,6 +291,23 @@ fn dump_inner(
         None
     };
     tracing::debug!(pid = opts.pid, ms = ms(t0), "validated");
+    // An incremental dump copies what was written since the previous image while the
+    // tree still runs (pages-2.img), so that frozen it copies only what was written
+    // during that copy (livecopy.rs).
+    let copied_live = match parent_image.as_ref().filter(|_| !opts.pre_dump) {
+        Some(parent) => {
+            abort::phase("copying memory before the freeze");
+            let id = ckpt_images::chain::LIVE_PAGES_ID;
+            let mut w = sink.pages(id)?;
+            let pids: Vec<Pid> = std::iter::once(pid)
+                .chain(descendants.iter().copied())
+                .collect();
+            let live = livecopy::run(&pids, parent, &mut w, &mut buffers, progress)?;
+            sink.commit_pages(id, w)?;
+            live
+        }
+        None => livecopy::LiveCopies::default(),
+    };
 
     let t_seize = Instant::now();
     abort::phase("seizing the process");
@@ -510,6 +528,7 @@ fn dump_inner(
                 tree: &mut shared,
                 parent,
                 earlier: parent_image.as_ref(),
+                live: &copied_live,
             },
             &mut buffers,
             progress,
@@ -826,6 +845,8 @@ struct Dedup<'a> {
     tree: &'a mut TreeWide,
     parent: Option<(&'a cow::Ranges, &'a cow::Ranges)>,
     earlier: Option<&'a track::Parent>,
+    /// What this dump copied before the freeze (`livecopy.rs`).
+    live: &'a livecopy::LiveCopies,
 }
 
 /// What one process added to the dump.
@@ -968,7 +989,7 @@ fn gather(
     abort::phase("injecting syscalls");
     abort::check()?;
     let track_plan = if opts.tracking() {
-        Some(track::plan(pid, parent_image)?)
+        Some(track::plan(pid, parent_image, dedup.live.get(pid))?)
     } else {
         None
     };

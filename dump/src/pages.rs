@@ -239,6 +239,24 @@ pub struct Copied {
     pub write_ms: f64,
 }
 
+/// Where a copy records the runs it stored: a pagemap file, or a list in memory.
+pub trait RunsOut {
+    fn put(&mut self, r: pb::PageRun) -> Result<(), DumpError>;
+}
+
+impl<W: Write> RunsOut for RecordWriter<W> {
+    fn put(&mut self, r: pb::PageRun) -> Result<(), DumpError> {
+        Ok(self.write(&r)?)
+    }
+}
+
+impl RunsOut for Vec<pb::PageRun> {
+    fn put(&mut self, r: pb::PageRun) -> Result<(), DumpError> {
+        self.push(r);
+        Ok(())
+    }
+}
+
 /// Copies the runs into `pages` and writes the pagemap: a PagemapHead, then one PageRun
 /// per run.
 ///
@@ -267,6 +285,22 @@ pub fn copy<W: Write>(
             pb::Compression::None as i32
         },
     })?;
+    copy_runs(pid, runs, pagemap, pages, compress, bufs, progress, fuzzy)
+}
+
+/// [`copy`] without the PagemapHead: the runs stored go to `pagemap` as they are written.
+#[allow(clippy::too_many_arguments)]
+pub fn copy_runs(
+    pid: Pid,
+    runs: &[Run],
+    pagemap: &mut dyn RunsOut,
+    pages: &mut PagesWriter,
+    compress: Option<i32>,
+    bufs: &mut Buffers,
+    progress: &dyn ckpt_images::progress::Progress,
+    fuzzy: bool,
+) -> Result<Copied, DumpError> {
+    let nr_pages: u64 = runs.iter().map(|r| r.nr_pages).sum();
     let total_bytes = (nr_pages * PAGE) as usize;
     let start = pages.raw_offset();
     // Raw pages are hashed by the reader (see `PagesWriter::hash_elsewhere`); compressed
@@ -453,11 +487,11 @@ fn writer_gone() -> DumpError {
     DumpError::Lost("the pages writer stopped".into())
 }
 
-fn read_all<W: Write>(
+fn read_all(
     pid: Pid,
     runs: &[Run],
     out: &mut Output,
-    pagemap: &mut RecordWriter<W>,
+    pagemap: &mut dyn RunsOut,
     progress: &dyn ckpt_images::progress::Progress,
     fuzzy: bool,
 ) -> Result<(), DumpError> {
@@ -495,19 +529,19 @@ fn read_all<W: Write>(
         flush(pid, &batch, batch_len, out, pagemap, &mut pending, fuzzy)?;
     }
     if let Some(p) = pending {
-        pagemap.write(&p)?;
+        pagemap.put(p)?;
     }
     Ok(())
 }
 
 /// Reads one batch into a buffer, hands it to the writer and records its runs (the
 /// pieces of a run split across batches are joined again).
-fn flush<W: Write>(
+fn flush(
     pid: Pid,
     batch: &[(Run, bool)],
     batch_len: usize,
     out: &mut Output,
-    pagemap: &mut RecordWriter<W>,
+    pagemap: &mut dyn RunsOut,
     pending: &mut Option<pb::PageRun>,
     fuzzy: bool,
 ) -> Result<(), DumpError> {
@@ -562,7 +596,7 @@ fn flush<W: Write>(
             }
             _ => {
                 if let Some(p) = pending.take() {
-                    pagemap.write(&p)?;
+                    pagemap.put(p)?;
                 }
                 *pending = Some(pb::PageRun {
                     vaddr: r.vaddr,

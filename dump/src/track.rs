@@ -233,6 +233,8 @@ pub struct Plan {
     /// The previous image's pages of this process, if its tracker is the one the
     /// previous image armed.
     parent_pages: Option<Vec<pb::ParentRun>>,
+    /// What this dump copied of it before the freeze (`livecopy.rs`).
+    live: Vec<pb::ParentRun>,
 }
 
 impl Plan {
@@ -241,21 +243,68 @@ impl Plan {
     }
 }
 
-/// Decides how `pid` is tracked this round (read while it is stopped).
-pub fn plan(pid: Pid, parent: Option<&Parent>) -> Result<Plan, DumpError> {
+/// A process whose tracker the previous image armed, not re-armed by any dump since.
+pub struct Continuing {
+    /// Its fd and context inode.
+    pub tracker: (i32, u64),
+    pub start_time: u64,
+    /// Every page the chain holds for it.
+    pub parent_pages: Vec<pb::ParentRun>,
+}
+
+/// Whether `pid` is tracked since `parent` (read while it runs or is stopped).
+pub fn continuing(pid: Pid, parent: &Parent) -> Result<Option<Continuing>, DumpError> {
     let start_time = ckpt_sys::proc::stat(pid)?.starttime;
     let mine = find_mine(pid, start_time);
-    let parent_pages = parent.and_then(|p| {
-        p.trackers
-            .iter()
-            .find(|t| {
-                t.pid == pid.as_raw()
-                    && t.start_time == start_time
-                    && mine == Some((t.fd, t.inode))
-                    && record(t.inode).map(|r| r.2) == Some(t.round)
-            })
-            .map(|t| p.pages.get(&t.pid).cloned().unwrap_or_default())
-    });
+    Ok(parent
+        .trackers
+        .iter()
+        .find(|t| {
+            t.pid == pid.as_raw()
+                && t.start_time == start_time
+                && mine == Some((t.fd, t.inode))
+                && record(t.inode).map(|r| r.2) == Some(t.round)
+        })
+        .map(|t| Continuing {
+            tracker: (t.fd, t.inode),
+            start_time,
+            parent_pages: parent.pages.get(&t.pid).cloned().unwrap_or_default(),
+        }))
+}
+
+/// Draws and registers a new round for the tracker `inode` of `pid` before anything of it
+/// is protected again (see `register`); returns the token.
+pub fn rearm(inode: u64, pid: Pid, start_time: u64) -> Result<u64, DumpError> {
+    let round = new_round();
+    register(inode, pid, start_time, round)?;
+    Ok(round)
+}
+
+/// Decides how `pid` is tracked this round (read while it is stopped). `live`: what this
+/// dump copied of it before the freeze, valid only if nothing re-armed its tracker since.
+pub fn plan(
+    pid: Pid,
+    parent: Option<&Parent>,
+    live: Option<&crate::livecopy::Live>,
+) -> Result<Plan, DumpError> {
+    let start_time = ckpt_sys::proc::stat(pid)?.starttime;
+    let mine = find_mine(pid, start_time);
+    if let Some(l) = live {
+        if mine == Some(l.tracker)
+            && l.start_time == start_time
+            && record(l.tracker.1).map(|r| r.2) == Some(l.round)
+        {
+            return Ok(Plan {
+                existing: mine,
+                parent_pages: Some(l.parent_pages.clone()),
+                live: l.copied.clone(),
+            });
+        }
+    }
+    let parent_pages = match parent {
+        Some(p) => continuing(pid, p)?.map(|c| c.parent_pages),
+        None => None,
+    };
     if parent.is_some() && parent_pages.is_none() {
         tracing::info!(
             %pid,
@@ -266,6 +315,7 @@ pub fn plan(pid: Pid, parent: Option<&Parent>) -> Result<Plan, DumpError> {
     Ok(Plan {
         existing: mine,
         parent_pages,
+        live: Vec::new(),
     })
 }
 
@@ -277,6 +327,8 @@ pub struct Round {
     /// Pages written since then (sorted, merged).
     written: Vec<(u64, u64)>,
     parent_pages: Vec<pb::ParentRun>,
+    /// This dump's copies made before the freeze (sorted, disjoint).
+    live: Vec<pb::ParentRun>,
 }
 
 /// Arms (or re-arms) tracking in the stopped process: its tracker is `injected` (a fresh
@@ -304,8 +356,7 @@ pub fn arm(
     let inode = ckpt_sys::track::fd_uffd_inode(pid, fd)
         .ok_or_else(|| DumpError::Lost(format!("pid {pid}: fd {fd} is not a userfaultfd")))?;
     let start_time = ckpt_sys::proc::stat(pid)?.starttime;
-    let round = new_round();
-    register(inode, pid, start_time, round)?;
+    let round = rearm(inode, pid, start_time)?;
     let pagemap = Pagemap::open(pid)?;
     let continuing = plan.parent_pages.is_some();
     let mut tracked = Vec::new();
@@ -355,6 +406,7 @@ pub fn arm(
         tracked,
         written,
         parent_pages: plan.parent_pages.unwrap_or_default(),
+        live: plan.live,
     })
 }
 
@@ -378,13 +430,27 @@ impl<'a, T> Cursor<'a, T> {
             .get(self.at)
             .filter(|it| span(it).0 <= addr && addr < span(it).1)
     }
+
+    /// Where what [`find`](Self::find) says of `addr` may change next: the end of the
+    /// item holding it, or the start of the next one (u64::MAX past the last).
+    fn boundary(&mut self, addr: u64, span: impl Fn(&T) -> (u64, u64)) -> u64 {
+        while self.at < self.items.len() && span(&self.items[self.at]).1 <= addr {
+            self.at += 1;
+        }
+        match self.items.get(self.at).map(&span) {
+            Some((s, e)) if s <= addr => e,
+            Some((s, _)) => s,
+            None => u64::MAX,
+        }
+    }
 }
 
 /// Splits the pages to keep into those copied now and those the previous images hold
-/// (unwritten since, in a tracked VMA, and in the chain). Without a previous image of
-/// this process, everything is copied.
+/// (unwritten since, in a tracked VMA, and in the chain) or this dump copied before the
+/// freeze (unwritten since that copy). Without a previous image of this process,
+/// everything is copied.
 pub fn split(plan: Vec<Run>, round: &Round) -> (Vec<Run>, Vec<pb::ParentRun>) {
-    if round.tracked.is_empty() || round.parent_pages.is_empty() {
+    if round.tracked.is_empty() || (round.parent_pages.is_empty() && round.live.is_empty()) {
         return (plan, Vec::new());
     }
     // Pieces never join across the plan's runs, which never span two VMAs.
@@ -393,38 +459,52 @@ pub fn split(plan: Vec<Run>, round: &Round) -> (Vec<Run>, Vec<pb::ParentRun>) {
     let mut tracked = Cursor::new(&round.tracked);
     let mut written = Cursor::new(&round.written);
     let mut parent = Cursor::new(&round.parent_pages);
+    let mut live = Cursor::new(&round.live);
+    let span = |p: &pb::ParentRun| (p.vaddr, p.vaddr + p.nr_pages * PAGE);
+    // The plan is cut where any of the four lists changes, and each piece is decided
+    // whole (a 1 GiB plan is a handful of pieces, not 262144 pages).
     for r in plan {
         let mut piece = Coalescer::default();
         let first_ref = refs.len();
-        for i in 0..r.nr_pages {
-            let a = r.vaddr + i * PAGE;
+        let end = r.vaddr + r.nr_pages * PAGE;
+        let mut a = r.vaddr;
+        while a < end {
+            let b = end
+                .min(tracked.boundary(a, |&t| t))
+                .min(written.boundary(a, |&w| w))
+                .min(live.boundary(a, span))
+                .min(parent.boundary(a, span));
             let from_parent =
                 if tracked.find(a, |&t| t).is_some() && written.find(a, |&w| w).is_none() {
-                    parent.find(a, |p| (p.vaddr, p.vaddr + p.nr_pages * PAGE))
+                    live.find(a, span).or_else(|| parent.find(a, span))
                 } else {
                     None
                 };
+            let n = (b - a) / PAGE;
             match from_parent {
                 Some(p) => {
                     let offset = p.offset + (a - p.vaddr);
                     match refs[first_ref..].last_mut() {
                         Some(l)
                             if l.link == p.link
+                                && l.pages_id == p.pages_id
                                 && l.vaddr + l.nr_pages * PAGE == a
                                 && l.offset + l.nr_pages * PAGE == offset =>
                         {
-                            l.nr_pages += 1
+                            l.nr_pages += n
                         }
                         _ => refs.push(pb::ParentRun {
                             vaddr: a,
-                            nr_pages: 1,
+                            nr_pages: n,
                             link: p.link,
                             offset,
+                            pages_id: p.pages_id,
                         }),
                     }
                 }
-                None => piece.push(a, 1, r.unreadable),
+                None => piece.push(a, n, r.unreadable),
             }
+            a = b;
         }
         copy.extend(piece.into_runs());
     }
@@ -458,14 +538,17 @@ mod tests {
                     nr_pages: 4,
                     link: 1,
                     offset: 4096,
+                    pages_id: 1,
                 },
                 pb::ParentRun {
                     vaddr: p(5),
                     nr_pages: 1,
                     link: 2,
                     offset: 8192,
+                    pages_id: 1,
                 },
             ],
+            live: Vec::new(),
         };
         let (copy, refs) = split(vec![run(p(0), 7), run(p(7), 1), run(p(10), 2)], &round);
         let c: Vec<(u64, u64)> = copy.iter().map(|r| (r.vaddr / PAGE, r.nr_pages)).collect();
@@ -480,5 +563,140 @@ mod tests {
             f,
             [(0, 2, 1, 4096), (3, 1, 1, 4096 + 3 * PAGE), (5, 1, 2, 8192)]
         );
+
+        // Copied before the freeze: 1 and 3-4 (pages-2.img at 0 and 2), 6 at 8. The copy
+        // made here wins over the parent's; 2, written after it, is copied frozen.
+        let mut round = round;
+        round.live = [(1, 1, 0), (3, 2, 2), (6, 1, 8)]
+            .iter()
+            .map(|&(v, n, o)| pb::ParentRun {
+                vaddr: p(v),
+                nr_pages: n,
+                link: 0,
+                offset: p(o),
+                pages_id: 2,
+            })
+            .collect();
+        let (copy, refs) = split(vec![run(p(0), 7), run(p(7), 1), run(p(10), 2)], &round);
+        let c: Vec<(u64, u64)> = copy.iter().map(|r| (r.vaddr / PAGE, r.nr_pages)).collect();
+        assert_eq!(c, [(2, 1), (7, 1), (10, 2)]);
+        let f: Vec<(u64, u64, u32, u32, u64)> = refs
+            .iter()
+            .map(|r| {
+                (
+                    r.vaddr / PAGE,
+                    r.nr_pages,
+                    r.link,
+                    r.pages_id,
+                    r.offset / PAGE,
+                )
+            })
+            .collect();
+        assert_eq!(
+            f,
+            [
+                (0, 1, 1, 1, 1),
+                (1, 1, 0, 2, 0),
+                (3, 2, 0, 2, 2),
+                (5, 1, 2, 1, 2),
+                (6, 1, 0, 2, 8)
+            ]
+        );
+    }
+
+    /// One page taken from an earlier image: (vaddr, link, pages_id, offset).
+    type PageRef = (u64, u32, u32, u64);
+
+    /// The split decided page by page, as the rule reads: the pages copied (vaddr, 1) and
+    /// the pages referenced.
+    fn split_by_page(plan: &[Run], round: &Round) -> (Vec<(u64, u64)>, Vec<PageRef>) {
+        let within = |a: u64, s: u64, e: u64| s <= a && a < e;
+        let mut copy: Vec<(u64, u64)> = Vec::new();
+        let mut refs: Vec<PageRef> = Vec::new();
+        for r in plan {
+            for i in 0..r.nr_pages {
+                let a = r.vaddr + i * PAGE;
+                let tracked = round.tracked.iter().any(|&(s, e)| within(a, s, e));
+                let written = round.written.iter().any(|&(s, e)| within(a, s, e));
+                let hit = |v: &[pb::ParentRun]| {
+                    v.iter()
+                        .find(|p| within(a, p.vaddr, p.vaddr + p.nr_pages * PAGE))
+                        .map(|p| (a, p.link, p.pages_id, p.offset + (a - p.vaddr)))
+                };
+                match (tracked && !written)
+                    .then(|| hit(&round.live).or_else(|| hit(&round.parent_pages)))
+                    .flatten()
+                {
+                    Some(f) => refs.push(f),
+                    None => copy.push((a, 1)),
+                }
+            }
+        }
+        (copy, refs)
+    }
+
+    #[test]
+    fn range_split_decides_as_page_by_page() {
+        let mut seed = 7u64;
+        let mut rnd = |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        let p = |v: u64| v * PAGE;
+        for _ in 0..300 {
+            let mut ranges = |count: u64| {
+                let mut at = 0;
+                let mut out = Vec::new();
+                for _ in 0..count {
+                    at += rnd(6);
+                    let n = 1 + rnd(6);
+                    out.push((at, n));
+                    at += n;
+                }
+                out
+            };
+            let runs = |v: Vec<(u64, u64)>, link: u32, id: u32, off: u64| -> Vec<pb::ParentRun> {
+                v.into_iter()
+                    .map(|(a, n)| pb::ParentRun {
+                        vaddr: p(a),
+                        nr_pages: n,
+                        link,
+                        offset: p(off + a * 2),
+                        pages_id: id,
+                    })
+                    .collect()
+            };
+            let plan: Vec<Run> = ranges(8).into_iter().map(|(a, n)| run(p(a), n)).collect();
+            let round = Round {
+                tracker: pb::Tracker::default(),
+                tracked: ranges(4)
+                    .into_iter()
+                    .map(|(a, n)| (p(a), p(a + n)))
+                    .collect(),
+                written: ranges(6)
+                    .into_iter()
+                    .map(|(a, n)| (p(a), p(a + n)))
+                    .collect(),
+                parent_pages: runs(ranges(8), 1, 1, 1),
+                live: runs(ranges(5), 0, 2, 3),
+            };
+            let (copy, refs) = split(plan.clone(), &round);
+            let mut pages_copied = Vec::new();
+            for c in &copy {
+                pages_copied.extend((0..c.nr_pages).map(|i| (c.vaddr + i * PAGE, 1)));
+            }
+            let mut pages_ref = Vec::new();
+            for f in &refs {
+                pages_ref.extend(
+                    (0..f.nr_pages)
+                        .map(|i| (f.vaddr + i * PAGE, f.link, f.pages_id, f.offset + i * PAGE)),
+                );
+            }
+            let (want_copy, want_refs) = split_by_page(&plan, &round);
+            assert_eq!(pages_copied, want_copy);
+            assert_eq!(pages_ref, want_refs);
+        }
     }
 }

@@ -561,7 +561,8 @@ async fn send_round(
             .map_err(|e| HaulError::io(format!("{}", path.display()), e))?
             .len();
         let pages = ckpt_images::Kind::for_name(&name) == Some(ckpt_images::Kind::Pages);
-        if defer_pages && pages && chunk_size > 0 {
+        // Only pages-1.img: a pages-2.img (copied before the freeze) goes whole now.
+        if defer_pages && pages && chunk_size > 0 && name == ckpt_images::names::pages(1) {
             // Post-copy: its bytes follow once the copy runs (`push`).
             let mut head = vec![0u8; (size as usize).min(ckpt_images::PAGE_SIZE)];
             f.read_exact(&mut head)

@@ -1,7 +1,8 @@
 //! Chains of images (pre-dump, then dumps with `--prev-images-dir`): an image whose
 //! inventory has a `parent` keeps only the pages written since that parent; the others
 //! are listed in its parentmap-PID.img files by link (1: the parent, 2: the parent's
-//! parent, ...) and offset in that image's pages-1.img.
+//! parent, ...) and offset in that image's pages-1.img, or pages-2.img: the pages a dump
+//! copied while the tree still ran, just before it froze it (link 0: the image's own).
 //!
 //! Each link names its parent's directory (relative to its own unless absolute) and the
 //! xxh3 of the parent's inventory.img bytes: a parent that is missing, replaced or
@@ -15,6 +16,16 @@ use std::path::{Component, Path, PathBuf};
 
 /// Longest chain followed (a loop of links, or a hostile depth, stops here).
 pub const MAX_DEPTH: u32 = 64;
+
+/// pages-2.img: the pages an incremental dump copied before it froze the tree, referred to
+/// by its own parentmap (link 0) and by later images (`ParentRun.pages_id`).
+pub const LIVE_PAGES_ID: u32 = 2;
+
+/// The pages file a ParentRun names in its image: 1 or [`LIVE_PAGES_ID`] (0 reads as 1,
+/// images from before the field).
+pub fn pages_id(r: &pb::ParentRun) -> u32 {
+    r.pages_id.max(1)
+}
 
 /// `link` resolved against `dir` without touching the filesystem (`dir` may not exist
 /// yet when a dump names its parent): `..` removes the last component.
@@ -102,7 +113,7 @@ pub fn ancestors(d: &ImageDir, open: fn(&Path) -> Result<ImageDir>) -> Result<Ve
 }
 
 /// Every page of process `pid` that image `d` holds or refers to, as ParentRuns sorted by
-/// address, with links counted from `d` (0: `d`'s own pages file). None if `d` does not
+/// address, with links counted from `d` (0: `d`'s own pages files). None if `d` does not
 /// hold the process.
 pub fn pages_of(d: &ImageDir, pid: i32) -> Result<Option<Vec<pb::ParentRun>>> {
     if !d.inventory().pids.contains(&pid) {
@@ -125,6 +136,7 @@ pub fn pages_of(d: &ImageDir, pid: i32) -> Result<Option<Vec<pb::ParentRun>>> {
             nr_pages: p.nr_pages,
             link: 0,
             offset: p.offset,
+            pages_id: 1,
         })
         .collect();
     let name = names::parentmap(pid);

@@ -141,6 +141,15 @@ impl PagesWriter {
         self.raw_offset
     }
 
+    /// Writes what was written so far to disk (fdatasync): done before a tree is frozen,
+    /// so that the inventory's fsync, frozen, does not wait for the journal to write
+    /// these bytes out first (ext4's ordered mode, once background writeback started).
+    pub fn sync_data(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| ImageError::io(&self.path, e))
+    }
+
     /// Appends one zstd frame holding `raw_len` bytes of pages (see `Compression`).
     pub fn write_frame(&mut self, raw_len: usize, compressed: &[u8]) -> Result<()> {
         // Frames exist only here: whoever took the hasher cannot have seen these bytes.

@@ -1,8 +1,9 @@
 //! Restoring the last image of a chain (a dump made with `--prev-images-dir`): every
 //! earlier image is opened and checked link by link (`ckpt_images::chain::ancestors`)
-//! before anything is created, its pages file verified like the image's own, and all the
-//! pages files are mapped back to back into one mapping (`map_chain`), so the fill reads
-//! a page of the parent the way it reads one of the image: by offset.
+//! before anything is created, its pages files verified like the image's own, and all the
+//! pages files (with the image's own pages-2.img: what its dump copied before the freeze)
+//! are mapped back to back into one mapping (`map_chain`), so the fill reads a page of the
+//! parent the way it reads one of the image: by offset.
 
 use crate::image::ProcessImage;
 use crate::RestoreError;
@@ -42,51 +43,105 @@ pub fn open(dir: &ImageDir, lazy: bool) -> Result<Chain, RestoreError> {
     Ok(Chain { ancestors })
 }
 
-/// The pages file of each ancestor (path, file, inventory entry), parent first.
-fn ancestor_pages(
-    chain: &Chain,
-) -> Result<Vec<(PathBuf, std::fs::File, pb::ImageFile)>, RestoreError> {
+/// A pages file of the chain other than the image's own pages-1.img: which image (0 the
+/// image itself, 1 its parent, ...), which file of it (`ParentRun.pages_id`), and its
+/// path, file and inventory entry.
+struct Extra {
+    link: u32,
+    pages_id: u32,
+    path: PathBuf,
+    file: std::fs::File,
+    entry: pb::ImageFile,
+}
+
+/// The image's own pages-2.img (what it copied before its freeze), then each ancestor's
+/// pages-1.img and pages-2.img, parent first; a pages-2.img only where its inventory
+/// lists one.
+fn extra_pages(dir: &ImageDir, chain: &Chain) -> Result<Vec<Extra>, RestoreError> {
     let mut out = Vec::new();
-    for d in &chain.ancestors {
-        let name = names::pages(1);
-        let entry = d
-            .inventory()
-            .files
-            .iter()
-            .find(|f| f.name == name)
-            .cloned()
-            .ok_or_else(|| refused(format!("{}: no {name} in the inventory", d.dir().display())))?;
-        let (file, path) = d.open_pages(1)?;
-        out.push((path, file, entry));
+    let live = ckpt_images::chain::LIVE_PAGES_ID;
+    let images = std::iter::once((0, dir)).chain((1..).zip(&chain.ancestors));
+    for (link, d) in images {
+        for id in [1, live] {
+            if link == 0 && id == 1 {
+                continue;
+            }
+            let name = names::pages(id);
+            let entry = d.inventory().files.iter().find(|f| f.name == name).cloned();
+            let entry = match entry {
+                Some(e) => e,
+                None if id == live => continue,
+                None => {
+                    return Err(refused(format!(
+                        "{}: no {name} in the inventory",
+                        d.dir().display()
+                    )))
+                }
+            };
+            let (file, path) = d.open_pages(id)?;
+            out.push(Extra {
+                link,
+                pages_id: id,
+                path,
+                file,
+                entry,
+            });
+        }
     }
     Ok(out)
 }
 
-/// Verifies every ancestor's pages file (on every CPU, a chunk at a time) and maps the
-/// image's own pages file and theirs back to back; returns the mapping and where each
-/// file starts in it (0: the image's own).
+/// Where each pages file of a chain lies in the mapping of them all.
+pub struct ChainFiles {
+    /// (link, pages_id, base, size); the image's own pages-1.img is (0, 1, 0, _).
+    files: Vec<(u32, u32, u64, u64)>,
+}
+
+impl ChainFiles {
+    /// The image's own pages file alone.
+    pub fn own() -> ChainFiles {
+        ChainFiles {
+            files: vec![(0, 1, 0, 0)],
+        }
+    }
+
+    fn find(&self, link: u32, pages_id: u32) -> Option<(u64, u64)> {
+        self.files
+            .iter()
+            .find(|f| f.0 == link && f.1 == pages_id)
+            .map(|f| (f.2, f.3))
+    }
+}
+
+/// Verifies every pages file of the chain but the image's own pages-1.img (on every CPU,
+/// a chunk at a time) and maps them all back to back after it; returns the mapping and
+/// where each file lies in it.
 pub fn map_all(
+    dir: &ImageDir,
     chain: &Chain,
     own: &std::fs::File,
-) -> Result<(Mmap, Vec<u64>, Vec<u64>), RestoreError> {
-    let pages = ancestor_pages(chain)?;
+) -> Result<(Mmap, ChainFiles), RestoreError> {
+    let pages = extra_pages(dir, chain)?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    for (path, file, entry) in &pages {
-        let map = ckpt_sys::process::map_file(file)?;
+    for p in &pages {
+        let map = ckpt_sys::process::map_file(&p.file)?;
         ckpt_images::chunks::verify(
-            path,
+            &p.path,
             &map,
-            entry,
+            &p.entry,
             cpus,
             &|off, len| ckpt_sys::process::populate_read(&map, off, len),
             &|off, len| ckpt_sys::process::release_range(&map, off, len),
         )?;
     }
     let mut files = vec![own];
-    files.extend(pages.iter().map(|(_, f, _)| f));
-    let sizes: Vec<u64> = pages.iter().map(|(_, _, e)| e.size).collect();
+    files.extend(pages.iter().map(|p| &p.file));
     let (map, bases) = ckpt_sys::process::map_chain(&files)?;
-    Ok((map, bases, sizes))
+    let mut out = ChainFiles::own();
+    for (p, &base) in pages.iter().zip(&bases[1..]) {
+        out.files.push((p.link, p.pages_id, base, p.entry.size));
+    }
+    Ok((map, out))
 }
 
 /// Adds to each process the pages its image takes from earlier images (its
@@ -96,8 +151,7 @@ pub fn map_all(
 pub fn attach(
     dir: &ImageDir,
     imgs: &mut [ProcessImage],
-    bases: &[u64],
-    sizes: &[u64],
+    files: &ChainFiles,
 ) -> Result<(), RestoreError> {
     let page = PAGE_SIZE as u64;
     for img in imgs.iter_mut() {
@@ -152,28 +206,33 @@ pub fn attach(
                     r.vaddr
                 )));
             }
-            let link = r.link as usize;
-            if link == 0 || link >= bases.len() {
-                return Err(bad(format!(
-                    "run {i} refers to image {link} of a chain of {} before this one",
-                    bases.len() - 1
-                )));
-            }
-            let size = sizes[link - 1];
+            let id = ckpt_images::chain::pages_id(r);
+            let (base, size) = match files.find(r.link, id) {
+                // Its own pages-1.img is only ever listed in its pagemap.
+                Some(f) if (r.link, id) != (0, 1) => f,
+                _ => {
+                    return Err(bad(format!(
+                        "run {i} refers to pages-{id}.img of image {} of a chain of {} before \
+                         this one (0: this one), which it does not have",
+                        r.link,
+                        dir.inventory().parent.as_ref().map_or(0, |p| p.depth)
+                    )))
+                }
+            };
             let inside_file = r.offset >= page
                 && r.offset % page == 0
                 && r.offset.checked_add(len).is_some_and(|e| e <= size);
             if !inside_file {
                 return Err(bad(format!(
-                    "run {i} points at bytes [{}, +{len}) outside the {size} byte pages file \
-                     of image {link}",
-                    r.offset
+                    "run {i} points at bytes [{}, +{len}) outside the {size} byte pages-{id}.img \
+                     of image {}",
+                    r.offset, r.link
                 )));
             }
             add.push(pb::PageRun {
                 vaddr: r.vaddr,
                 nr_pages: r.nr_pages,
-                offset: bases[link] + r.offset,
+                offset: base + r.offset,
                 from_parent: false,
             });
         }

@@ -255,14 +255,13 @@ pub fn restore_with_progress(
         check_files(img, &view)?;
     }
     let (pages_file, pages_path) = dir.open_pages(pages_id)?;
-    let (map, bases, sizes) = if chain.ancestors.is_empty() {
+    let (map, chain_files) = if chain.ancestors.is_empty() {
         (
             ckpt_sys::process::map_file(&pages_file)?,
-            vec![0],
-            Vec::new(),
+            chain::ChainFiles::own(),
         )
     } else {
-        chain::map_all(&chain, &pages_file)?
+        chain::map_all(&dir, &chain, &pages_file)?
     };
     let pages_entry = &imgs[0].pages_entry.clone();
     let own_pages = &map[..(pages_entry.size as usize).min(map.len())];
@@ -287,7 +286,7 @@ pub fn restore_with_progress(
         )?;
         debug!(ms = ckpt_images::units::ms(t0), "pages file verified");
     }
-    chain::attach(&dir, &mut imgs, &bases, &sizes)?;
+    chain::attach(&dir, &mut imgs, &chain_files)?;
     let pages = PagesReader::new(&pages_path, &map)?;
     let shared = if imgs.len() > 1 {
         Some(shared::SharedObjects::create(

@@ -70,13 +70,37 @@ impl Pagemap {
     /// too, and would not be reported again by the next call from `walk_end`. Reporting a
     /// page twice costs a copy; missing one would lose a write.
     pub fn take_written(&self, start: u64, end: u64, out: &mut Vec<(u64, u64)>) -> Result<()> {
+        self.scan_written(start, end, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, out)
+    }
+
+    /// [`take_written`](Self::take_written) over any range of a process that runs: VMAs
+    /// not registered WP-async in it (new ones, or the range changed since it was read)
+    /// are skipped by the kernel, not refused (no PM_SCAN_CHECK_WPASYNC), so a layout
+    /// that moves under the walk never fails it half-way with pages protected again and
+    /// not reported.
+    pub fn take_written_registered(
+        &self,
+        start: u64,
+        end: u64,
+        out: &mut Vec<(u64, u64)>,
+    ) -> Result<()> {
+        self.scan_written(start, end, PM_SCAN_WP_MATCHING, out)
+    }
+
+    fn scan_written(
+        &self,
+        start: u64,
+        end: u64,
+        flags: u64,
+        out: &mut Vec<(u64, u64)>,
+    ) -> Result<()> {
         let mut vec = vec![PageRegion::default(); VEC];
         let first = out.len();
         let mut at = start;
         while at < end {
             let mut arg = PmScanArg {
                 size: std::mem::size_of::<PmScanArg>() as u64,
-                flags: PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+                flags,
                 start: at,
                 end,
                 vec: vec.as_mut_ptr() as u64,
