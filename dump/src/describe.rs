@@ -310,27 +310,43 @@ fn proc_pids() -> impl Iterator<Item = i32> {
         .filter_map(|p| p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
 }
 
+/// The pipe fds of `pids`: their /proc/PID/fd lists split between a few threads (the
+/// kernel instantiates each fd's inode as the list is read: tens of ms of CPU for the
+/// whole host on a busy machine).
 fn scan_pipes(pids: impl Iterator<Item = i32>) -> HashMap<String, Vec<Holder>> {
-    let mut out: HashMap<String, Vec<Holder>> = HashMap::new();
     // ckpt's own copies (a pipe it peeks into) are not holders.
     let me = std::process::id() as i32;
-    for pid in pids {
-        if pid == me {
-            continue;
-        }
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
-        };
-        for f in fds.flatten() {
-            let Some(fd) = f.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-                continue;
-            };
-            if let Ok(t) = std::fs::read_link(f.path()) {
-                let t = t.to_string_lossy();
-                if t.starts_with("pipe:[") {
-                    out.entry(t.into_owned()).or_default().push((pid, fd));
-                }
+    let pids: Vec<i32> = pids.filter(|&p| p != me).collect();
+    let scan = |pids: &[i32]| {
+        let mut out: HashMap<String, Vec<Holder>> = HashMap::new();
+        for &pid in pids {
+            for (fd, ino) in ckpt_sys::proc::pipe_fds(pid).unwrap_or_default() {
+                out.entry(format!("pipe:[{ino}]"))
+                    .or_default()
+                    .push((pid, fd));
             }
+        }
+        out
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    if threads < 2 || pids.len() < 64 {
+        return scan(&pids);
+    }
+    let chunk = pids.len().div_ceil(threads);
+    let parts: Vec<HashMap<String, Vec<Holder>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = pids
+            .chunks(chunk)
+            .map(|c| s.spawn(move || scan(c)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let mut out: HashMap<String, Vec<Holder>> = HashMap::new();
+    for part in parts {
+        for (k, mut v) in part {
+            out.entry(k).or_default().append(&mut v);
         }
     }
     out

@@ -489,16 +489,18 @@ fn dump_inner(
             gathered.push(match m.task {
                 crew::Task::Crew(pid) => {
                     let opts = opts.clone();
-                    Some(Gathering::Crew(
-                        crew.with(pid, move |task| gather(task, &opts, None, None)),
-                    ))
+                    Some(Gathering::Crew(crew.with(pid, move |task| {
+                        gather(task, &opts, None, None, None)
+                    })))
                 }
                 crew::Task::Own(_) => None,
             });
         }
         for (m, g) in tree.live.iter_mut().zip(gathered.iter_mut()) {
             if let crew::Task::Own(task) = &mut m.task {
-                *g = Some(Gathering::Done(Box::new(gather(task, opts, None, None)?)));
+                *g = Some(Gathering::Done(Box::new(gather(
+                    task, opts, None, None, None,
+                )?)));
             }
         }
     }
@@ -515,7 +517,8 @@ fn dump_inner(
             None => {
                 let task = m.task.own().expect("gathered by the crew");
                 let early = (opts.tracking()).then_some(&mut shared.files);
-                gather(task, opts, parent_image.as_ref(), early)?
+                let live = copied_live.get(task.pid());
+                gather(task, opts, parent_image.as_ref(), live, early)?
             }
         };
         let one = finish(
@@ -528,7 +531,6 @@ fn dump_inner(
                 tree: &mut shared,
                 parent,
                 earlier: parent_image.as_ref(),
-                live: &copied_live,
             },
             &mut buffers,
             progress,
@@ -845,8 +847,6 @@ struct Dedup<'a> {
     tree: &'a mut TreeWide,
     parent: Option<(&'a cow::Ranges, &'a cow::Ranges)>,
     earlier: Option<&'a track::Parent>,
-    /// What this dump copied before the freeze (`livecopy.rs`).
-    live: &'a livecopy::LiveCopies,
 }
 
 /// What one process added to the dump.
@@ -954,6 +954,7 @@ fn gather(
     task: &mut seize::Seized,
     opts: &DumpOptions,
     parent_image: Option<&track::Parent>,
+    live: Option<&livecopy::Live>,
     files: Option<&mut fdtable::FdTable>,
 ) -> Result<Gathered, DumpError> {
     let pid = task.pid();
@@ -989,7 +990,7 @@ fn gather(
     abort::phase("injecting syscalls");
     abort::check()?;
     let track_plan = if opts.tracking() {
-        Some(track::plan(pid, parent_image, dedup.live.get(pid))?)
+        Some(track::plan(pid, parent_image, live)?)
     } else {
         None
     };
