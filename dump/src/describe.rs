@@ -288,14 +288,11 @@ fn comm(pid: i32) -> String {
 /// Every pipe fd of the processes `pids` (those we may read), by link target.
 fn pipe_holders(pids: impl Iterator<Item = i32>, whose: &str) -> HashMap<String, Vec<Holder>> {
     let t = std::time::Instant::now();
-    let cpu = crate::fdtable::thread_cpu();
     let out = scan_pipes(pids);
+    // (Wall time only: the scan runs on several threads.)
     tracing::debug!(
         pipes = out.len(),
         ms = ckpt_images::units::tenths(t.elapsed().as_secs_f64() * 1e3),
-        cpu_ms = ckpt_images::units::tenths(
-            (crate::fdtable::thread_cpu().saturating_sub(cpu)).as_secs_f64() * 1e3
-        ),
         "read {whose} pipes"
     );
     out
