@@ -6,9 +6,11 @@
 //! packet, raw, another netns) is refused, named by `describe.rs`.
 //!
 //! - `options`: the options to set back;
-//! - `tcp`: an established connection through TCP_REPAIR.
+//! - `tcp`: an established connection through TCP_REPAIR;
+//! - `seal`: a killed container's namespace cut off before it is dismantled.
 
 mod options;
+mod seal;
 mod tcp;
 
 use crate::{refuse, DumpError};
@@ -17,6 +19,7 @@ use ckpt_sys::socket as s;
 use ckpt_sys::Pid;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// `--tcp-established`: whether established TCP connections are dumped (through
@@ -153,9 +156,9 @@ pub fn refusal(pid: Pid, fd: i32) -> Option<Option<String>> {
 pub struct Session {
     table: String,
     locked: bool,
-    /// Network namespaces of containers (by inode) where the lock table was added: a
-    /// process in each, and true.
-    inner: Vec<(u64, Pid, bool)>,
+    /// Network namespaces of containers (by inode) where the lock table was added, held
+    /// open: after a kill, ckpt seals them (`seal.rs`) before it lets them go.
+    inner: Vec<(u64, std::fs::File)>,
     /// ckpt's copies of the sockets in repair mode.
     repaired: Vec<OwnedFd>,
 }
@@ -183,15 +186,22 @@ impl Session {
         local: SocketAddr,
         peer: SocketAddr,
     ) -> ckpt_sys::Result<()> {
-        let path = format!("/proc/{pid}/ns/net");
-        let ino = nix::sys::stat::stat(path.as_str())
-            .map_err(|e| ckpt_sys::Error::sys(path.clone(), e))?
-            .st_ino;
-        if !self.inner.iter().any(|(i, _, _)| *i == ino) {
-            self.inner.push((ino, pid, true));
-        }
+        let ns = ckpt_sys::ns::open_namespace(pid, "net")?;
+        let ino = ns
+            .metadata()
+            .map_err(|e| ckpt_sys::Error::io(format!("/proc/{pid}/ns/net"), e))?
+            .ino();
+        let at = match self.inner.iter().position(|(i, _)| *i == ino) {
+            Some(at) => at,
+            None => {
+                self.inner.push((ino, ns));
+                self.inner.len() - 1
+            }
+        };
         let table = &self.table;
-        ckpt_sys::ns::in_namespace_of(pid, "net", || ckpt_sys::nft::lock(table, local, peer))??;
+        ckpt_sys::ns::in_namespace(&self.inner[at].1, &ns_name(ino), || {
+            ckpt_sys::nft::lock(table, local, peer)
+        })??;
         Ok(())
     }
 
@@ -256,9 +266,16 @@ impl Session {
     /// connections back.
     pub fn finish(&mut self, killed: bool) -> Result<(), DumpError> {
         if killed {
+            // The processes are dead; ckpt's copies of their connections and its fds of
+            // their namespaces hold those namespaces (and the lock tables in them) until
+            // the namespaces are cut off from outside.
+            for (ino, ns) in self.inner.drain(..) {
+                if let Err(e) = seal::seal(&ns, &ns_name(ino)) {
+                    tracing::warn!("cutting off the dead container's network: {e}");
+                }
+            }
             self.repaired.clear();
             self.locked = false;
-            self.inner.clear();
             return Ok(());
         }
         self.release().map_err(|e| refuse(e.to_string()))
@@ -274,13 +291,11 @@ impl Session {
             }
             self.locked = false;
         }
-        for (_, pid, tabled) in self.inner.drain(..) {
-            if tabled {
-                let table = &self.table;
-                let r = ckpt_sys::ns::in_namespace_of(pid, "net", || ckpt_sys::nft::unlock(table));
-                if let Err(e) = r.and_then(|r| r) {
-                    first.get_or_insert(e);
-                }
+        for (ino, ns) in self.inner.drain(..) {
+            let table = &self.table;
+            let r = ckpt_sys::ns::in_namespace(&ns, &ns_name(ino), || ckpt_sys::nft::unlock(table));
+            if let Err(e) = r.and_then(|r| r) {
+                first.get_or_insert(e);
             }
         }
         for sock in self.repaired.drain(..) {
@@ -299,6 +314,11 @@ impl Drop for Session {
             tracing::warn!("putting TCP connections back: {e}");
         }
     }
+}
+
+/// `net:[INODE]`, for messages.
+fn ns_name(ino: u64) -> String {
+    format!("net:[{ino}]")
 }
 
 /// The datagrams queued on a UDP socket, oldest first, left in place: SO_PEEK_OFF makes
