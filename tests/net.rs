@@ -1,6 +1,7 @@
 //! Sockets of the network: listening TCP and bound UDP sockets (IPv4, IPv6) with their
 //! options and queued datagrams; established TCP connections with `--tcp-established`,
-//! their peer outside the dumped tree; and the sockets that are refused.
+//! their peer outside the dumped tree; and the sockets that are refused (half closed
+//! connections: tests/tcp_states.rs).
 
 mod common;
 
@@ -103,6 +104,17 @@ fn refused(kind: &str, needle: &str, extra: &[&str]) {
                 "established" =>
                     "a = socket.socket(); a.bind(('127.0.0.1', 0)); a.listen(4)\n\
                      b = socket.create_connection(a.getsockname()); c, _ = a.accept(); a.close()",
+                // The client shut down (and closed): the server's end in CLOSE_WAIT.
+                "close_wait" =>
+                    "a = socket.socket(); a.bind(('127.0.0.1', 0)); a.listen(4)\n\
+                     b = socket.create_connection(a.getsockname()); c, _ = a.accept(); a.close()\n\
+                     b.shutdown(socket.SHUT_WR); assert c.recv(1) == b''; b.close()",
+                // Refused by a bound socket that does not listen: ECONNREFUSED waits in
+                // the socket until the program asks.
+                "ended_with_error" =>
+                    "a = socket.socket(); a.bind(('127.0.0.1', 0))\n\
+                     b = socket.socket(); b.setblocking(False); b.connect_ex(a.getsockname())\n\
+                     import select; select.select([], [b], [], 10)",
                 other => panic!("{other}"),
             }
         ),
@@ -150,6 +162,26 @@ fn listener_with_unaccepted_connection_refused() {
 #[test]
 fn established_connection_refused_without_the_flag() {
     refused("established", "--tcp-established", &[]);
+}
+
+#[test]
+fn half_closed_connection_refused_without_the_flag() {
+    refused(
+        "close_wait",
+        "(state CLOSE_WAIT); dump with --tcp-established",
+        &[],
+    );
+}
+
+/// A connection ended by a reset (here a refused connect) whose error the program has
+/// not read: SO_ERROR would clear it, so the dump cannot know which it is.
+#[test]
+fn ended_connection_with_its_error_unread_refused() {
+    refused(
+        "ended_with_error",
+        "ended with an error the program has not read yet",
+        &["--tcp-established"],
+    );
 }
 
 // ------------------------------------------------------------- established connections

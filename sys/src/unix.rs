@@ -108,15 +108,11 @@ pub fn diag_all() -> Result<HashMap<u64, Diag>> {
 /// A SOCK_DIAG_BY_FAMILY dump request (netlink header, then `payload`: the family's
 /// request struct).
 pub(crate) fn diag_request(payload: &[u8]) -> Vec<u8> {
-    let len = 16 + payload.len() as u32;
-    let mut msg = Vec::with_capacity(len as usize);
-    msg.extend_from_slice(&len.to_ne_bytes());
-    msg.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    msg.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
-    msg.extend_from_slice(&1u32.to_ne_bytes()); // seq
-    msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it
-    msg.extend_from_slice(payload);
-    msg
+    crate::timewait::message(
+        SOCK_DIAG_BY_FAMILY,
+        libc::NLM_F_REQUEST | libc::NLM_F_DUMP,
+        payload,
+    )
 }
 
 /// struct unix_diag_msg (family, type, state, pad, ino, cookie[2]) and its attributes.

@@ -1,5 +1,5 @@
-//! Sockets of the network: TCP (listening, unconnected, and established with
-//! `--tcp-established`) and UDP, over IPv4 and IPv6, in ckpt's own network namespace or
+//! Sockets of the network: TCP (listening, unconnected, connected with
+//! `--tcp-established`: established or half closed, and ended but not closed) and UDP, over IPv4 and IPv6, in ckpt's own network namespace or
 //! in the container's (the namespace of the process holding it, when that is not ckpt's:
 //! `container.rs` allows only the root's own). Looked at through ckpt's own copy of each
 //! socket (pidfd_getfd), never through the process. Every other socket (unix, netlink,
@@ -91,29 +91,32 @@ fn look(pid: Pid, fd: i32) -> Result<Option<Inet>, String> {
     };
     if tcp {
         match info.state {
-            s::TCP_CLOSE if info.segs > 0 => {
-                // tcp_done() left it closed with its port released; a socket made anew
-                // and bound would answer reads with ENOTCONN, not the end of file it had.
-                return Err(format!(
-                    "a TCP connection that has ended but is not closed yet (state CLOSE \
-                     after {} segments); not supported yet",
-                    info.segs
-                ));
-            }
-            s::TCP_LISTEN | s::TCP_CLOSE => {}
-            s::TCP_ESTABLISHED if established_allowed() => {}
-            s::TCP_ESTABLISHED => {
+            s::TCP_CLOSE if info.segs > 0 && s::error_pending(sock.as_fd()).unwrap_or(true) => {
+                // Reset or timed out, its error (ECONNRESET, ETIMEDOUT...) waiting for
+                // the program's next call: SO_ERROR would read (and clear) it.
                 return Err(
-                    "an established TCP connection; dump with --tcp-established to \
-                            take it along (its packets are dropped by an nftables rule until \
-                            the restore)"
+                    "a TCP connection that ended with an error the program has not read \
+                     yet (state CLOSE, poll says POLLERR); not supported yet"
                         .into(),
-                )
+                );
+            }
+            // Ended (tcp_done), not closed yet: taken as a connection ended by FINs.
+            s::TCP_LISTEN | s::TCP_CLOSE => {}
+            st if s::tcp_connected(st) && established_allowed() => {}
+            st if s::tcp_connected(st) => {
+                return Err(format!(
+                    "an established TCP connection (state {}); dump with --tcp-established \
+                     to take it along (its packets are dropped by an nftables rule until \
+                     the restore)",
+                    s::tcp_state_name(st)
+                ))
             }
             st => {
                 return Err(format!(
-                    "a TCP connection in state {st} (include/net/tcp_states.h); only listening, \
-                     unconnected and established TCP sockets are supported"
+                    "a TCP connection in state {} (include/net/tcp_states.h); only \
+                     listening, unconnected, connected (established or half closed) and \
+                     ended TCP sockets are supported",
+                    s::tcp_state_name(st)
                 ))
             }
         }
@@ -241,11 +244,22 @@ impl Session {
         }
         match inet.state {
             s::TCP_LISTEN => out.backlog = inet.info.sacked as i32,
-            s::TCP_ESTABLISHED => {
-                let peer = peer.ok_or_else(|| named("established but has no peer".into()))?;
-                if inet.in_container {
-                    self.lock_inside(pid, local, peer).map_err(sys)?;
+            st if s::tcp_connected(st) || (st == s::TCP_CLOSE && inet.info.segs > 0) => {
+                let ended = st == s::TCP_CLOSE;
+                // getpeername answers ENOTCONN once the connection has ended; SO_PEERNAME
+                // still does, unless it was restored (its peer is not needed then).
+                let peer = if ended {
+                    let unknown = SocketAddr::new(local.ip(), 0);
+                    Some(s::peer_name(sock).map_err(sys)?.unwrap_or(unknown))
                 } else {
+                    peer
+                };
+                let peer = peer.ok_or_else(|| named("connected but has no peer".into()))?;
+                out.peer = peer.to_string();
+                // An ended connection sends and receives nothing: no lock.
+                if !ended && inet.in_container {
+                    self.lock_inside(pid, local, peer).map_err(sys)?;
+                } else if !ended {
                     ckpt_sys::nft::lock(&self.table, local, peer).map_err(sys)?;
                     self.locked = true;
                     out.lock_table = self.table.clone();
@@ -253,7 +267,25 @@ impl Session {
                 s::set_int(sock, s::SOL_TCP, s::TCP_REPAIR, s::TCP_REPAIR_ON).map_err(sys)?;
                 self.repaired.push(inet.sock);
                 let sock = self.repaired.last().expect("just pushed").as_fd();
-                out.tcp = Some(tcp::read(sock).map_err(sys)?);
+                // Read again now that nothing moves it (locked, in repair mode): an
+                // acknowledgement or a FIN may have come since (FIN_WAIT1 to FIN_WAIT2,
+                // LAST_ACK to CLOSE...), and the FINs are recorded by the state.
+                let now = s::tcp_info(sock).map_err(sys)?.state;
+                if now == s::TCP_CLOSE && !ended && s::error_pending(sock).unwrap_or(true) {
+                    return Err(named(
+                        "a TCP connection reset during the dump (state CLOSE, poll says \
+                         POLLERR)"
+                            .into(),
+                    ));
+                }
+                if !s::tcp_connected(now) && now != s::TCP_CLOSE {
+                    return Err(named(format!(
+                        "a TCP connection in state {} during the dump",
+                        s::tcp_state_name(now)
+                    )));
+                }
+                out.state = u32::from(now);
+                out.tcp = Some(tcp::read(sock, now).map_err(sys)?);
                 ckpt_sys::testhold::hold("tcp-repair", &|| false);
             }
             _ => {}
