@@ -95,7 +95,13 @@ fn refused(kind: &str, needle: &str, extra: &[&str]) {
              wl.run(lambda: None, lambda: None)\n",
             dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workloads"),
             setup = match kind {
-                "netlink" => "a = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)",
+                // An RTM_GETLINK request of lo whose answer is not read.
+                "netlink_queued" =>
+                    "import struct\n\
+                     a = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)\n\
+                     a.send(struct.pack('=IHHII', 32, 18, 1, 1, 0) + struct.pack('=BxHiII', 0, 0, 1, 0, 0))\n\
+                     import select; select.select([a], [], [], 10)",
+                "netfilter" => "a = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)",
                 "packet" => "a = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)",
                 "raw" => "a = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)",
                 "unaccepted" =>
@@ -140,8 +146,31 @@ fn refused(kind: &str, needle: &str, extra: &[&str]) {
 }
 
 #[test]
-fn netlink_socket_refused() {
-    refused("netlink", "netlink sockets are not supported yet", &[]);
+fn netlink_socket_with_a_message_unread_refused() {
+    refused("netlink_queued", "a netlink socket with a message", &[]);
+}
+
+#[test]
+fn netlink_socket_of_another_family_refused() {
+    refused("netfilter", "a netlink socket of protocol 12", &[]);
+}
+
+/// Route, generic and uevent netlink sockets (tests/workloads/nlsock.c): port ids, groups
+/// below and above 32, flags, and requests answered after each restore.
+#[test]
+fn netlink_sockets_three_cycles() {
+    let env = Env::new();
+    let mut w = env.start("nlsock");
+    env.check(&mut w);
+    env.cycles(&mut w, 3, &[], |_, _| {});
+    env.kill_and_reap(w.pid);
+}
+
+#[test]
+fn nlsock_notices_corruption() {
+    let env = Env::new();
+    let w = env.start("nlsock");
+    notices_corruption(&env, &w);
 }
 
 #[test]

@@ -90,7 +90,20 @@ fn inspect(
                     })?;
                     return Ok((pb::FdKind::FdUnixSocket, target, meta));
                 }
-                Ok(false) => {}
+                Ok(false) => match crate::net::netlink::check(pid, fd) {
+                    Ok(true) => {
+                        let meta = std::fs::metadata(&link).map_err(|e| {
+                            Problem::Gone(format!("pid {pid}: fd {fd} ({target}): {e}"))
+                        })?;
+                        return Ok((pb::FdKind::FdNetlinkSocket, target, meta));
+                    }
+                    Ok(false) => {}
+                    Err(why) => {
+                        return Err(Problem::Blocked(
+                            describer.refused_socket(pid, fd, &target, why),
+                        ))
+                    }
+                },
                 Err(why) => {
                     return Err(Problem::Blocked(
                         describer.refused_socket(pid, fd, &target, why),
@@ -460,6 +473,12 @@ fn describe(
         }
         pb::FdKind::FdInetSocket => d.inet = Some(table.net.collect(pid, fd, meta.ino())?),
         pb::FdKind::FdUnixSocket => d.unix = Some(fdtable::unix::dump(&ctx, table)?),
+        pb::FdKind::FdNetlinkSocket => {
+            d.netlink =
+                Some(crate::net::netlink::collect(pid, fd).map_err(|why| {
+                    crate::refuse(format!("pid {pid}: fd {fd} ({target}): {why}"))
+                })?)
+        }
         pb::FdKind::FdTty => {
             let dev = (
                 nix::sys::stat::major(meta.rdev()),

@@ -13,6 +13,7 @@ pub mod kstate;
 pub mod mem;
 pub mod mounts;
 pub mod mqueue;
+pub mod netlink;
 pub mod nft;
 pub mod ns;
 pub mod pipe;

@@ -1,14 +1,17 @@
 //! Sockets of the network: TCP (listening, unconnected, connected with
-//! `--tcp-established`: established or half closed, and ended but not closed) and UDP, over IPv4 and IPv6, in ckpt's own network namespace or
-//! in the container's (the namespace of the process holding it, when that is not ckpt's:
-//! `container.rs` allows only the root's own). Looked at through ckpt's own copy of each
-//! socket (pidfd_getfd), never through the process. Every other socket (unix, netlink,
-//! packet, raw, another netns) is refused, named by `describe.rs`.
+//! `--tcp-established`: established or half closed, and ended but not closed) and UDP,
+//! over IPv4 and IPv6, in ckpt's own network namespace or in the container's (the
+//! namespace of the process holding it, when that is not ckpt's: `container.rs` allows
+//! only the root's own), and netlink sockets. Looked at through ckpt's own copy of each
+//! socket (pidfd_getfd), never through the process. Every other socket (packet, raw,
+//! another netns) is refused, named by `describe.rs` (unix sockets: `fdtable/unix.rs`).
 //!
+//! - `netlink`: netlink sockets (route, uevent, generic), with nothing queued;
 //! - `options`: the options to set back;
 //! - `tcp`: an established connection through TCP_REPAIR;
 //! - `seal`: a killed container's namespace cut off before it is dismantled.
 
+pub mod netlink;
 mod options;
 mod seal;
 mod tcp;

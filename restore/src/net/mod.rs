@@ -2,9 +2,10 @@
 //! dump checked they were in): options, binding, then listening, a UDP peer and its
 //! queued datagrams, or an established TCP connection through TCP_REPAIR (`tcp.rs`).
 //! Connections stay in repair mode until every process is rebuilt; `resume.rs` then
-//! unlocks them, just before the processes are let go.
+//! unlocks them, just before the processes are let go. Netlink sockets: `netlink.rs`.
 
 mod fin;
+pub mod netlink;
 mod resume;
 mod tcp;
 
