@@ -102,7 +102,20 @@ fn refused(kind: &str, needle: &str, extra: &[&str]) {
                      a.send(struct.pack('=IHHII', 32, 18, 1, 1, 0) + struct.pack('=BxHiII', 0, 0, 1, 0, 0))\n\
                      import select; select.select([a], [], [], 10)",
                 "netfilter" => "a = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)",
-                "packet" => "a = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)",
+                // Joined to lo's all-multicast (PACKET_ADD_MEMBERSHIP, PACKET_MR_ALLMULTI).
+                "packet_membership" =>
+                    "import struct\n\
+                     a = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x88b7))\n\
+                     a.setsockopt(263, 1, struct.pack('iHH8s', socket.if_nametoindex('lo'), 2, 0, b''))",
+                // In a fanout group (PACKET_FANOUT, hash).
+                "packet_fanout" =>
+                    "a = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x88b7))\n\
+                     a.bind(('lo', 0x88b7)); a.setsockopt(263, 18, 77)",
+                // A frame of its own protocol sent on lo, not read.
+                "packet_queued" =>
+                    "a = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x88b8))\n\
+                     a.bind(('lo', 0x88b8)); a.sendto(b'x' * 60, ('lo', 0x88b8, 0, 0, b'\\0' * 6))\n\
+                     import select; select.select([a], [], [], 10)",
                 "raw" => "a = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)",
                 "unaccepted" =>
                     "a = socket.socket(); a.bind(('127.0.0.1', 0)); a.listen(4)\n\
@@ -174,8 +187,41 @@ fn nlsock_notices_corruption() {
 }
 
 #[test]
-fn packet_socket_refused() {
-    refused("packet", "packet sockets are not supported yet", &[]);
+fn packet_socket_with_a_membership_refused() {
+    refused(
+        "packet_membership",
+        "a packet socket with a membership",
+        &[],
+    );
+}
+
+#[test]
+fn packet_socket_in_a_fanout_group_refused() {
+    refused("packet_fanout", "a packet socket with a fanout group", &[]);
+}
+
+#[test]
+fn packet_socket_with_a_packet_unread_refused() {
+    refused("packet_queued", "a packet socket with a packet", &[]);
+}
+
+/// Packet sockets bound to lo and to every interface (tests/workloads/pktsock.c): type,
+/// protocol, interface, options, and a frame sent on lo that comes back after each
+/// restore.
+#[test]
+fn packet_sockets_three_cycles() {
+    let env = Env::new();
+    let mut w = env.start("pktsock");
+    env.check(&mut w);
+    env.cycles(&mut w, 3, &[], |_, _| {});
+    env.kill_and_reap(w.pid);
+}
+
+#[test]
+fn pktsock_notices_corruption() {
+    let env = Env::new();
+    let w = env.start("pktsock");
+    notices_corruption(&env, &w);
 }
 
 #[test]

@@ -82,7 +82,8 @@ fn inspect(
                     describer.refused_socket(pid, fd, &target, why),
                 ))
             }
-            // Not TCP or UDP: a unix socket, or the describer names it below.
+            // Not TCP or UDP: a unix, netlink or packet socket, or the describer names it
+            // below.
             Some(None) => match fdtable::unix::is_unix(pid, fd) {
                 Ok(true) => {
                     let meta = std::fs::metadata(&link).map_err(|e| {
@@ -90,14 +91,14 @@ fn inspect(
                     })?;
                     return Ok((pb::FdKind::FdUnixSocket, target, meta));
                 }
-                Ok(false) => match crate::net::netlink::check(pid, fd) {
-                    Ok(true) => {
+                Ok(false) => match crate::net::other_kind(pid, fd) {
+                    Ok(Some(kind)) => {
                         let meta = std::fs::metadata(&link).map_err(|e| {
                             Problem::Gone(format!("pid {pid}: fd {fd} ({target}): {e}"))
                         })?;
-                        return Ok((pb::FdKind::FdNetlinkSocket, target, meta));
+                        return Ok((kind, target, meta));
                     }
-                    Ok(false) => {}
+                    Ok(None) => {}
                     Err(why) => {
                         return Err(Problem::Blocked(
                             describer.refused_socket(pid, fd, &target, why),
@@ -473,6 +474,12 @@ fn describe(
         }
         pb::FdKind::FdInetSocket => d.inet = Some(table.net.collect(pid, fd, meta.ino())?),
         pb::FdKind::FdUnixSocket => d.unix = Some(fdtable::unix::dump(&ctx, table)?),
+        pb::FdKind::FdPacketSocket => {
+            d.packet =
+                Some(crate::net::packet::collect(pid, fd).map_err(|why| {
+                    crate::refuse(format!("pid {pid}: fd {fd} ({target}): {why}"))
+                })?)
+        }
         pb::FdKind::FdNetlinkSocket => {
             d.netlink =
                 Some(crate::net::netlink::collect(pid, fd).map_err(|why| {

@@ -103,6 +103,9 @@ pub fn check(descs: &[pb::FileDesc]) -> Result<(), String> {
             Ok(pb::FdKind::FdNetlinkSocket) => {
                 crate::net::netlink::check(d).map_err(|e| format!("description {}: {e}", d.id))?
             }
+            Ok(pb::FdKind::FdPacketSocket) => {
+                crate::net::packet::check(d).map_err(|e| format!("description {}: {e}", d.id))?
+            }
             Ok(_) => {
                 if !d.path.starts_with('/') {
                     return Err(format!(

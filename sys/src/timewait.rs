@@ -12,19 +12,18 @@
 //! of the same tuple is never touched.
 
 use crate::error::{Ctx, Error, Result};
+use crate::sockdiag::{self, message, NLMSG_ERROR, SOCK_DIAG_BY_FAMILY};
 use nix::errno::Errno;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 
-const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const SOCK_DESTROY: u16 = 21;
-const NLMSG_ERROR: u16 = 2;
 const TCP_TIME_WAIT: u8 = 6;
 
 /// Removes the TIME_WAIT entry of `local` -> `peer` in the calling thread's network
 /// namespace; false if there is none (or the tuple belongs to a socket in another state).
 pub fn remove(local: SocketAddr, peer: SocketAddr) -> Result<bool> {
-    let sock = open()?;
+    let sock = sockdiag::open()?;
     let Some((state, cookie)) = find(&sock, local, peer)? else {
         return Ok(false);
     };
@@ -39,17 +38,6 @@ pub fn remove(local: SocketAddr, peer: SocketAddr) -> Result<bool> {
         Answer::Error(e) => Err(Error::sys("sock_diag SOCK_DESTROY", Errno::from_raw(e))),
         Answer::Diag(_) => Err(Error::Other("sock_diag SOCK_DESTROY: an odd answer".into())),
     }
-}
-
-fn open() -> Result<OwnedFd> {
-    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockProtocol, SockType};
-    socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkSockDiag,
-    )
-    .ctx(|| "socket(NETLINK_SOCK_DIAG)".into())
 }
 
 /// The state and cookie of the socket (or TIME_WAIT entry) of the tuple, if any.
@@ -131,17 +119,4 @@ fn request(local: SocketAddr, peer: SocketAddr, cookie: u64) -> Vec<u8> {
     r.extend_from_slice(&0u32.to_ne_bytes());
     r.extend_from_slice(&cookie.to_ne_bytes());
     r
-}
-
-/// A netlink message of `ty` with `flags` carrying `payload`.
-pub(crate) fn message(ty: u16, flags: i32, payload: &[u8]) -> Vec<u8> {
-    let len = 16 + payload.len() as u32;
-    let mut msg = Vec::with_capacity(len as usize);
-    msg.extend_from_slice(&len.to_ne_bytes());
-    msg.extend_from_slice(&ty.to_ne_bytes());
-    msg.extend_from_slice(&(flags as u16).to_ne_bytes());
-    msg.extend_from_slice(&1u32.to_ne_bytes()); // seq
-    msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it
-    msg.extend_from_slice(payload);
-    msg
 }

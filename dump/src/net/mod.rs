@@ -2,17 +2,19 @@
 //! `--tcp-established`: established or half closed, and ended but not closed) and UDP,
 //! over IPv4 and IPv6, in ckpt's own network namespace or in the container's (the
 //! namespace of the process holding it, when that is not ckpt's: `container.rs` allows
-//! only the root's own), and netlink sockets. Looked at through ckpt's own copy of each
-//! socket (pidfd_getfd), never through the process. Every other socket (packet, raw,
+//! only the root's own), and netlink and packet sockets. Looked at through ckpt's own copy of each
+//! socket (pidfd_getfd), never through the process. Every other socket (raw,
 //! another netns) is refused, named by `describe.rs` (unix sockets: `fdtable/unix.rs`).
 //!
 //! - `netlink`: netlink sockets (route, uevent, generic), with nothing queued;
+//! - `packet`: packet sockets without rings, fanout or filter, with nothing queued;
 //! - `options`: the options to set back;
 //! - `tcp`: an established connection through TCP_REPAIR;
 //! - `seal`: a killed container's namespace cut off before it is dismantled.
 
 pub mod netlink;
 mod options;
+pub mod packet;
 mod seal;
 mod tcp;
 
@@ -150,6 +152,18 @@ pub fn refusal(pid: Pid, fd: i32) -> Option<Option<String>> {
         Ok(None) => Some(None),
         Err(why) => Some(Some(why)),
     }
+}
+
+/// The kind of socket fd `fd` of `pid` when it is a netlink or packet socket that can
+/// be dumped (None: neither), Err(why) when it is one that cannot.
+pub fn other_kind(pid: Pid, fd: i32) -> Result<Option<pb::FdKind>, String> {
+    if netlink::check(pid, fd)? {
+        return Ok(Some(pb::FdKind::FdNetlinkSocket));
+    }
+    if packet::check(pid, fd)? {
+        return Ok(Some(pb::FdKind::FdPacketSocket));
+    }
+    Ok(None)
 }
 
 /// The network side of one dump: the connections it locked and put in repair mode,

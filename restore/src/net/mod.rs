@@ -2,10 +2,11 @@
 //! dump checked they were in): options, binding, then listening, a UDP peer and its
 //! queued datagrams, or an established TCP connection through TCP_REPAIR (`tcp.rs`).
 //! Connections stay in repair mode until every process is rebuilt; `resume.rs` then
-//! unlocks them, just before the processes are let go. Netlink sockets: `netlink.rs`.
+//! unlocks them, just before the processes are let go. Netlink sockets: `netlink.rs`; packet sockets: `packet.rs`.
 
 mod fin;
 pub mod netlink;
+pub mod packet;
 mod resume;
 mod tcp;
 

@@ -33,6 +33,11 @@ pub fn create(objects: &[Object], floor: i32) -> Result<(), String> {
                 .as_ref()
                 .map(crate::net::name)
                 .unwrap_or_default(),
+            pb::FdKind::FdPacketSocket => first
+                .packet
+                .as_ref()
+                .map(crate::net::packet::name)
+                .unwrap_or_default(),
             pb::FdKind::FdNetlinkSocket => first
                 .netlink
                 .as_ref()
@@ -58,6 +63,7 @@ pub fn create(objects: &[Object], floor: i32) -> Result<(), String> {
             pb::FdKind::FdMemfd => fdtable::contents::create(&o.descs),
             pb::FdKind::FdInetSocket => crate::net::create_at(&o.descs),
             pb::FdKind::FdNetlinkSocket => crate::net::netlink::create_at(&o.descs),
+            pb::FdKind::FdPacketSocket => crate::net::packet::create_at(&o.descs),
             pb::FdKind::FdUnixSocket => fdtable::unix::create(&o.descs, &o.in_flight),
             pb::FdKind::FdTty => fdtable::tty::create(&o.descs),
             // Made in its directory as its holder would.
