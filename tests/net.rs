@@ -1,6 +1,7 @@
 //! Sockets of the network: listening TCP and bound UDP sockets (IPv4, IPv6) with their
 //! options and queued datagrams; established TCP connections with `--tcp-established`,
-//! their peer outside the dumped tree; and the sockets that are refused.
+//! their peer outside the dumped tree; and the sockets that are refused (half closed
+//! connections: tests/tcp_states.rs).
 
 mod common;
 
@@ -94,8 +95,27 @@ fn refused(kind: &str, needle: &str, extra: &[&str]) {
              wl.run(lambda: None, lambda: None)\n",
             dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workloads"),
             setup = match kind {
-                "netlink" => "a = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)",
-                "packet" => "a = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)",
+                // An RTM_GETLINK request of lo whose answer is not read.
+                "netlink_queued" =>
+                    "import struct\n\
+                     a = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)\n\
+                     a.send(struct.pack('=IHHII', 32, 18, 1, 1, 0) + struct.pack('=BxHiII', 0, 0, 1, 0, 0))\n\
+                     import select; select.select([a], [], [], 10)",
+                "netfilter" => "a = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)",
+                // Joined to lo's all-multicast (PACKET_ADD_MEMBERSHIP, PACKET_MR_ALLMULTI).
+                "packet_membership" =>
+                    "import struct\n\
+                     a = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x88b7))\n\
+                     a.setsockopt(263, 1, struct.pack('iHH8s', socket.if_nametoindex('lo'), 2, 0, b''))",
+                // In a fanout group (PACKET_FANOUT, hash).
+                "packet_fanout" =>
+                    "a = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x88b7))\n\
+                     a.bind(('lo', 0x88b7)); a.setsockopt(263, 18, 77)",
+                // A frame of its own protocol sent on lo, not read.
+                "packet_queued" =>
+                    "a = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x88b8))\n\
+                     a.bind(('lo', 0x88b8)); a.sendto(b'x' * 60, ('lo', 0x88b8, 0, 0, b'\\0' * 6))\n\
+                     import select; select.select([a], [], [], 10)",
                 "raw" => "a = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)",
                 "unaccepted" =>
                     "a = socket.socket(); a.bind(('127.0.0.1', 0)); a.listen(4)\n\
@@ -103,6 +123,17 @@ fn refused(kind: &str, needle: &str, extra: &[&str]) {
                 "established" =>
                     "a = socket.socket(); a.bind(('127.0.0.1', 0)); a.listen(4)\n\
                      b = socket.create_connection(a.getsockname()); c, _ = a.accept(); a.close()",
+                // The client shut down (and closed): the server's end in CLOSE_WAIT.
+                "close_wait" =>
+                    "a = socket.socket(); a.bind(('127.0.0.1', 0)); a.listen(4)\n\
+                     b = socket.create_connection(a.getsockname()); c, _ = a.accept(); a.close()\n\
+                     b.shutdown(socket.SHUT_WR); assert c.recv(1) == b''; b.close()",
+                // Refused by a bound socket that does not listen: ECONNREFUSED waits in
+                // the socket until the program asks.
+                "ended_with_error" =>
+                    "a = socket.socket(); a.bind(('127.0.0.1', 0))\n\
+                     b = socket.socket(); b.setblocking(False); b.connect_ex(a.getsockname())\n\
+                     import select; select.select([], [b], [], 10)",
                 other => panic!("{other}"),
             }
         ),
@@ -128,13 +159,69 @@ fn refused(kind: &str, needle: &str, extra: &[&str]) {
 }
 
 #[test]
-fn netlink_socket_refused() {
-    refused("netlink", "netlink sockets are not supported yet", &[]);
+fn netlink_socket_with_a_message_unread_refused() {
+    refused("netlink_queued", "a netlink socket with a message", &[]);
 }
 
 #[test]
-fn packet_socket_refused() {
-    refused("packet", "packet sockets are not supported yet", &[]);
+fn netlink_socket_of_another_family_refused() {
+    refused("netfilter", "a netlink socket of protocol 12", &[]);
+}
+
+/// Route, generic and uevent netlink sockets (tests/workloads/nlsock.c): port ids, groups
+/// below and above 32, flags, and requests answered after each restore.
+#[test]
+fn netlink_sockets_three_cycles() {
+    let env = Env::new();
+    let mut w = env.start("nlsock");
+    env.check(&mut w);
+    env.cycles(&mut w, 3, &[], |_, _| {});
+    env.kill_and_reap(w.pid);
+}
+
+#[test]
+fn nlsock_notices_corruption() {
+    let env = Env::new();
+    let w = env.start("nlsock");
+    notices_corruption(&env, &w);
+}
+
+#[test]
+fn packet_socket_with_a_membership_refused() {
+    refused(
+        "packet_membership",
+        "a packet socket with a membership",
+        &[],
+    );
+}
+
+#[test]
+fn packet_socket_in_a_fanout_group_refused() {
+    refused("packet_fanout", "a packet socket with a fanout group", &[]);
+}
+
+#[test]
+fn packet_socket_with_a_packet_unread_refused() {
+    refused("packet_queued", "a packet socket with a packet", &[]);
+}
+
+/// Packet sockets bound to lo and to every interface (tests/workloads/pktsock.c): type,
+/// protocol, interface, options, and a frame sent on lo that comes back after each
+/// restore.
+#[test]
+fn packet_sockets_three_cycles() {
+    let env = Env::new();
+    let mut w = env.start("pktsock");
+    env.check(&mut w);
+    env.cycles(&mut w, 3, &[], |_, _| {});
+    env.kill_and_reap(w.pid);
+}
+
+#[test]
+fn pktsock_notices_corruption() {
+    let env = Env::new();
+    let w = env.start("pktsock");
+    notices_corruption(&env, &w);
 }
 
 #[test]
@@ -150,6 +237,26 @@ fn listener_with_unaccepted_connection_refused() {
 #[test]
 fn established_connection_refused_without_the_flag() {
     refused("established", "--tcp-established", &[]);
+}
+
+#[test]
+fn half_closed_connection_refused_without_the_flag() {
+    refused(
+        "close_wait",
+        "(state CLOSE_WAIT); dump with --tcp-established",
+        &[],
+    );
+}
+
+/// A connection ended by a reset (here a refused connect) whose error the program has
+/// not read: SO_ERROR would clear it, so the dump cannot know which it is.
+#[test]
+fn ended_connection_with_its_error_unread_refused() {
+    refused(
+        "ended_with_error",
+        "ended with an error the program has not read yet",
+        &["--tcp-established"],
+    );
 }
 
 // ------------------------------------------------------------- established connections

@@ -90,7 +90,8 @@ fn inspect(
                     describer.refused_socket(pid, fd, &target, why),
                 ))
             }
-            // Not TCP or UDP: a unix socket, or the describer names it below.
+            // Not TCP or UDP: a unix, netlink or packet socket, or the describer names it
+            // below.
             Some(None) => match fdtable::unix::is_unix(pid, fd) {
                 Ok(true) => {
                     let meta = std::fs::metadata(&link).map_err(|e| {
@@ -98,7 +99,20 @@ fn inspect(
                     })?;
                     return Ok((pb::FdKind::FdUnixSocket, target, meta));
                 }
-                Ok(false) => {}
+                Ok(false) => match crate::net::other_kind(pid, fd) {
+                    Ok(Some(kind)) => {
+                        let meta = std::fs::metadata(&link).map_err(|e| {
+                            Problem::Gone(format!("pid {pid}: fd {fd} ({target}): {e}"))
+                        })?;
+                        return Ok((kind, target, meta));
+                    }
+                    Ok(None) => {}
+                    Err(why) => {
+                        return Err(Problem::Blocked(
+                            describer.refused_socket(pid, fd, &target, why),
+                        ))
+                    }
+                },
                 Err(why) => {
                     return Err(Problem::Blocked(
                         describer.refused_socket(pid, fd, &target, why),
@@ -519,6 +533,18 @@ fn describe(
         }
         pb::FdKind::FdInetSocket => d.inet = Some(table.net.collect(pid, fd, meta.ino())?),
         pb::FdKind::FdUnixSocket => d.unix = Some(fdtable::unix::dump(&ctx, table)?),
+        pb::FdKind::FdPacketSocket => {
+            d.packet =
+                Some(crate::net::packet::collect(pid, fd).map_err(|why| {
+                    crate::refuse(format!("pid {pid}: fd {fd} ({target}): {why}"))
+                })?)
+        }
+        pb::FdKind::FdNetlinkSocket => {
+            d.netlink =
+                Some(crate::net::netlink::collect(pid, fd).map_err(|why| {
+                    crate::refuse(format!("pid {pid}: fd {fd} ({target}): {why}"))
+                })?)
+        }
         pb::FdKind::FdTty => {
             let dev = (
                 nix::sys::stat::major(meta.rdev()),

@@ -102,6 +102,12 @@ pub fn check(descs: &[pb::FileDesc]) -> Result<(), String> {
             Ok(pb::FdKind::FdInetSocket) => {
                 crate::net::check(d).map_err(|e| format!("description {}: {e}", d.id))?
             }
+            Ok(pb::FdKind::FdNetlinkSocket) => {
+                crate::net::netlink::check(d).map_err(|e| format!("description {}: {e}", d.id))?
+            }
+            Ok(pb::FdKind::FdPacketSocket) => {
+                crate::net::packet::check(d).map_err(|e| format!("description {}: {e}", d.id))?
+            }
             Ok(k) => {
                 if k != pb::FdKind::FdFifo && (!d.fifo_data.is_empty() || d.fifo_size != 0) {
                     return Err(format!(

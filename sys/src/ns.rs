@@ -76,16 +76,32 @@ pub fn mount_own_proc() -> Result<()> {
 /// /proc/sys or /proc/sysvipc is that namespace's. ckpt's other threads stay where they
 /// are.
 pub fn in_namespace_of<T: Send>(pid: Pid, kind: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
+    let ns = open_namespace(pid, kind)?;
+    in_namespace(&ns, &format!("/proc/{pid}/ns/{kind}"), f)
+}
+
+/// `pid`'s namespace of `kind`, held open: the namespace lives at least as long as the
+/// fd, whatever becomes of its processes.
+pub fn open_namespace(pid: Pid, kind: &str) -> Result<std::fs::File> {
     let path = format!("/proc/{pid}/ns/{kind}");
-    let ns = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+    std::fs::File::open(&path).map_err(|e| Error::io(&path, e))
+}
+
+/// Runs `f` on a thread of ckpt that first joined namespace `ns` (named `what` in
+/// errors), as [`in_namespace_of`] does.
+pub fn in_namespace<T: Send>(
+    ns: &std::fs::File,
+    what: &str,
+    f: impl FnOnce() -> T + Send,
+) -> Result<T> {
     std::thread::scope(|s| {
         s.spawn(|| {
-            nix::sched::setns(&ns, nix::sched::CloneFlags::empty())
-                .map_err(|e| Error::sys(format!("setns({path})"), e))?;
+            nix::sched::setns(ns, nix::sched::CloneFlags::empty())
+                .map_err(|e| Error::sys(format!("setns({what})"), e))?;
             Ok(f())
         })
         .join()
-        .unwrap_or_else(|_| Err(Error::Other(format!("thread in {path} panicked"))))
+        .unwrap_or_else(|_| Err(Error::Other(format!("thread in {what} panicked"))))
     })
 }
 

@@ -45,8 +45,44 @@ pub const TCPOPT_TIMESTAMP: u32 = 8;
 
 /// include/net/tcp_states.h
 pub const TCP_ESTABLISHED: u8 = 1;
+pub const TCP_FIN_WAIT1: u8 = 4;
+pub const TCP_FIN_WAIT2: u8 = 5;
 pub const TCP_CLOSE: u8 = 7;
+pub const TCP_CLOSE_WAIT: u8 = 8;
+pub const TCP_LAST_ACK: u8 = 9;
 pub const TCP_LISTEN: u8 = 10;
+pub const TCP_CLOSING: u8 = 11;
+
+/// Whether a TCP socket in `state` is a connection: established or half closed.
+pub fn tcp_connected(state: u8) -> bool {
+    matches!(
+        state,
+        TCP_ESTABLISHED
+            | TCP_FIN_WAIT1
+            | TCP_FIN_WAIT2
+            | TCP_CLOSE_WAIT
+            | TCP_LAST_ACK
+            | TCP_CLOSING
+    )
+}
+
+/// The name of a TCP state, for messages.
+pub fn tcp_state_name(state: u8) -> String {
+    match state {
+        TCP_ESTABLISHED => "ESTABLISHED".into(),
+        2 => "SYN_SENT".into(),
+        3 => "SYN_RECV".into(),
+        TCP_FIN_WAIT1 => "FIN_WAIT1".into(),
+        TCP_FIN_WAIT2 => "FIN_WAIT2".into(),
+        6 => "TIME_WAIT".into(),
+        TCP_CLOSE => "CLOSE".into(),
+        TCP_CLOSE_WAIT => "CLOSE_WAIT".into(),
+        TCP_LAST_ACK => "LAST_ACK".into(),
+        TCP_LISTEN => "LISTEN".into(),
+        TCP_CLOSING => "CLOSING".into(),
+        n => format!("{n}"),
+    }
+}
 
 /// (domain, type, protocol) of a socket: SO_DOMAIN, SO_TYPE, SO_PROTOCOL.
 pub fn kind(fd: BorrowedFd<'_>) -> Result<(i32, i32, i32)> {
@@ -124,6 +160,48 @@ pub fn peer_addr(fd: BorrowedFd<'_>) -> Result<Option<SocketAddr>> {
         Err(Errno::ENOTCONN) => Ok(None),
         Err(e) => Err(Error::sys("getpeername", e)),
     }
+}
+
+/// The peer's address through SO_PEERNAME, which, unlike getpeername(2), still answers
+/// once the connection has ended (state CLOSE); None if the socket never had one.
+pub fn peer_name(fd: BorrowedFd<'_>) -> Result<Option<SocketAddr>> {
+    const SO_PEERNAME: i32 = 28;
+    let v6 = get_int(fd, SOL_SOCKET, libc::SO_DOMAIN)? == libc::AF_INET6;
+    // The kernel refuses a buffer longer than the address it has.
+    let len = if v6 { 28 } else { 16 };
+    let b = match get_bytes(fd, SOL_SOCKET, SO_PEERNAME, len) {
+        Ok(b) => b,
+        Err(e) if e.errno() == Some(Errno::ENOTCONN) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if b.len() < len {
+        return Err(Error::Other(format!("SO_PEERNAME: {} bytes", b.len())));
+    }
+    let port = u16::from_be_bytes([b[2], b[3]]);
+    let addr = if v6 {
+        let ip: [u8; 16] = b[8..24].try_into().expect("16 bytes");
+        let scope = u32::from_ne_bytes(b[24..28].try_into().expect("4 bytes"));
+        SocketAddr::V6(SocketAddrV6::new(ip.into(), port, 0, scope))
+    } else {
+        let ip: [u8; 4] = b[4..8].try_into().expect("4 bytes");
+        SocketAddr::V4(SocketAddrV4::new(ip.into(), port))
+    };
+    Ok(Some(addr))
+}
+
+/// shutdown(2) of the writing side: a TCP socket queues its FIN.
+pub fn shutdown_write(fd: BorrowedFd<'_>) -> Result<()> {
+    ns::shutdown(fd.as_raw_fd(), ns::Shutdown::Write).ctx(|| "shutdown(SHUT_WR)".into())
+}
+
+/// Whether the socket holds an error not read yet (poll's POLLERR), without reading it
+/// (SO_ERROR would clear it).
+pub fn error_pending(fd: BorrowedFd<'_>) -> Result<bool> {
+    let mut p = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::empty())];
+    nix::poll::poll(&mut p, nix::poll::PollTimeout::ZERO).ctx(|| "poll".into())?;
+    Ok(p[0]
+        .revents()
+        .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLERR)))
 }
 
 /// socket(2), close-on-exec.
@@ -368,15 +446,20 @@ pub fn send_udp_as(from: SocketAddr, to: SocketAddr, data: &[u8]) -> Result<()> 
     send_to(fd, &pkt, unported(to))
 }
 
-/// The inode of the network namespace `sock` belongs to (SIOCGSKNS): the namespace it was
-/// created in, whatever namespace its holder is in now.
-pub fn netns_inode(sock: BorrowedFd<'_>) -> Result<u64> {
+/// The network namespace `sock` belongs to (SIOCGSKNS): the namespace it was created
+/// in, whatever namespace its holder is in now.
+pub fn netns(sock: BorrowedFd<'_>) -> Result<OwnedFd> {
     const SIOCGSKNS: libc::c_ulong = 0x894C;
     // SAFETY: SIOCGSKNS takes no argument and returns a new fd we own.
     let r = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCGSKNS as _) };
     let ns = Errno::result(r).ctx(|| "ioctl(SIOCGSKNS)".into())?;
     // SAFETY: the ioctl returned a fresh fd that nothing else owns.
-    let ns = unsafe { OwnedFd::from_raw_fd(ns) };
+    Ok(unsafe { OwnedFd::from_raw_fd(ns) })
+}
+
+/// The inode of the network namespace `sock` belongs to ([`netns`]).
+pub fn netns_inode(sock: BorrowedFd<'_>) -> Result<u64> {
+    let ns = netns(sock)?;
     let st = nix::sys::stat::fstat(ns.as_raw_fd()).ctx(|| "fstat(netns)".into())?;
     Ok(st.st_ino)
 }

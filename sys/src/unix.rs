@@ -17,9 +17,6 @@ pub const ST_LISTEN: u8 = 10;
 pub const RCV_SHUTDOWN: u8 = 1;
 pub const SEND_SHUTDOWN: u8 = 2;
 
-const SOCK_DIAG_BY_FAMILY: u16 = 20;
-const NLMSG_DONE: u16 = 3;
-const NLMSG_ERROR: u16 = 2;
 // UDIAG_SHOW_* and UNIX_DIAG_* of include/uapi/linux/unix_diag.h.
 const SHOW_VFS: u32 = 0x02;
 const SHOW_PEER: u32 = 0x04;
@@ -54,69 +51,28 @@ pub struct Diag {
 
 /// Every unix socket of ckpt's network namespace, by inode: one dump request.
 pub fn diag_all() -> Result<HashMap<u64, Diag>> {
-    use nix::sys::socket::{recv, sendto, socket, AddressFamily, MsgFlags, NetlinkAddr};
-    use nix::sys::socket::{SockFlag, SockProtocol, SockType};
-    let sock = socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkSockDiag,
-    )
-    .ctx(|| "socket(NETLINK_SOCK_DIAG)".into())?;
     // struct unix_diag_req: family, protocol, pad, states, ino, show, cookie[2].
     let mut req = vec![0u8; 24];
     req[0] = libc::AF_UNIX as u8;
     req[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
     req[12..16].copy_from_slice(&(SHOW_VFS | SHOW_PEER | SHOW_ICONS | SHOW_RQLEN).to_ne_bytes());
-    sendto(
-        sock.as_raw_fd(),
-        &diag_request(&req),
-        &NetlinkAddr::new(0, 0),
-        MsgFlags::empty(),
-    )
-    .ctx(|| "sock_diag request".into())?;
     let mut out = HashMap::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty())
-            .ctx(|| "sock_diag answer".into())?;
-        let mut at = 0;
-        while at + 16 <= n {
-            let mlen = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4")) as usize;
-            let ty = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
-            if mlen < 16 || at + mlen > n {
-                return Err(Error::Other("sock_diag: a truncated answer".into()));
-            }
-            match ty {
-                NLMSG_DONE => return Ok(out),
-                NLMSG_ERROR => {
-                    let err = i32::from_ne_bytes(buf[at + 16..at + 20].try_into().expect("4"));
-                    return Err(Error::sys("sock_diag (unix)", Errno::from_raw(-err)));
-                }
-                SOCK_DIAG_BY_FAMILY => {
-                    if let Some(d) = parse(&buf[at + 16..at + mlen]) {
-                        out.insert(d.ino, d);
-                    }
-                }
-                _ => {}
-            }
-            at += (mlen + 3) & !3;
+    crate::sockdiag::dump(&req, "unix", |b| {
+        if let Some(d) = parse(b) {
+            out.insert(d.ino, d);
         }
-    }
+    })?;
+    Ok(out)
 }
 
 /// A SOCK_DIAG_BY_FAMILY dump request (netlink header, then `payload`: the family's
 /// request struct).
 pub(crate) fn diag_request(payload: &[u8]) -> Vec<u8> {
-    let len = 16 + payload.len() as u32;
-    let mut msg = Vec::with_capacity(len as usize);
-    msg.extend_from_slice(&len.to_ne_bytes());
-    msg.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    msg.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
-    msg.extend_from_slice(&1u32.to_ne_bytes()); // seq
-    msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it
-    msg.extend_from_slice(payload);
-    msg
+    crate::sockdiag::message(
+        crate::sockdiag::SOCK_DIAG_BY_FAMILY,
+        libc::NLM_F_REQUEST | libc::NLM_F_DUMP,
+        payload,
+    )
 }
 
 /// struct unix_diag_msg (family, type, state, pad, ino, cookie[2]) and its attributes.
@@ -130,14 +86,7 @@ fn parse(b: &[u8]) -> Option<Diag> {
         ino: u32_at(b, 4)? as u64,
         ..Diag::default()
     };
-    let mut at = 16;
-    while at + 4 <= b.len() {
-        let alen = u16::from_ne_bytes([b[at], b[at + 1]]) as usize;
-        let aty = u16::from_ne_bytes([b[at + 2], b[at + 3]]);
-        if alen < 4 || at + alen > b.len() {
-            break;
-        }
-        let v = &b[at + 4..at + alen];
+    for (aty, v) in crate::sockdiag::attrs(b, 16) {
         match aty {
             DIAG_VFS => d.vfs_ino = u32_at(v, 0)? as u64,
             DIAG_PEER => d.peer = u32_at(v, 0)? as u64,
@@ -154,7 +103,6 @@ fn parse(b: &[u8]) -> Option<Diag> {
             DIAG_SHUTDOWN => d.shutdown = *v.first()?,
             _ => {}
         }
-        at += (alen + 3) & !3;
     }
     Some(d)
 }

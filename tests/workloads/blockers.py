@@ -5,7 +5,7 @@
 Usage: python3 blockers.py WORKDIR   (protocol of wl.h: READY <pid>, SIGUSR1 -> PASS <n>)
 Holds: a second thread, a TCP socket listening on 127.0.0.1 (port 0: the kernel picks),
 a UDP socket on 127.0.0.1, a listening unix stream socket WORKDIR/blockers.sock (all
-three dumpable), a netlink route socket, an anonymous pipe shared with its forked child, an eventfd, an epoll fd and an inotify fd.
+three dumpable), a netlink netfilter socket (refused), an anonymous pipe shared with its forked child, an eventfd, an epoll fd and an inotify fd.
 Prints "PORT <tcp port>", "UDP <udp port>" and "CHILD <pid>" before READY.
 """
 import ctypes
@@ -27,7 +27,7 @@ path = os.path.join(workdir, "blockers.sock")
 unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 unix.bind(path)
 unix.listen()
-netlink = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)  # unbound: "netlink socket"
+netlink = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)  # NETLINK_NETFILTER: refused
 r, w = os.pipe()
 ev = os.eventfd(0)
 ep = select.epoll()

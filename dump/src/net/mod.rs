@@ -1,14 +1,21 @@
-//! Sockets of the network: TCP (listening, unconnected, and established with
-//! `--tcp-established`) and UDP, over IPv4 and IPv6, in ckpt's own network namespace or
-//! in the container's (the namespace of the process holding it, when that is not ckpt's:
-//! `container.rs` allows only the root's own). Looked at through ckpt's own copy of each
-//! socket (pidfd_getfd), never through the process. Every other socket (unix, netlink,
-//! packet, raw, another netns) is refused, named by `describe.rs`.
+//! Sockets of the network: TCP (listening, unconnected, connected with
+//! `--tcp-established`: established or half closed, and ended but not closed) and UDP,
+//! over IPv4 and IPv6, in ckpt's own network namespace or in the container's (the
+//! namespace of the process holding it, when that is not ckpt's: `container.rs` allows
+//! only the root's own), and netlink and packet sockets. Looked at through ckpt's own copy of each
+//! socket (pidfd_getfd), never through the process. Every other socket (raw,
+//! another netns) is refused, named by `describe.rs` (unix sockets: `fdtable/unix.rs`).
 //!
+//! - `netlink`: netlink sockets (route, uevent, generic), with nothing queued;
+//! - `packet`: packet sockets without rings, fanout or filter, with nothing queued;
 //! - `options`: the options to set back;
-//! - `tcp`: an established connection through TCP_REPAIR.
+//! - `tcp`: an established connection through TCP_REPAIR;
+//! - `seal`: a killed container's namespace cut off before it is dismantled.
 
+pub mod netlink;
 mod options;
+pub mod packet;
+mod seal;
 mod tcp;
 
 use crate::{refuse, DumpError};
@@ -17,6 +24,7 @@ use ckpt_sys::socket as s;
 use ckpt_sys::Pid;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// `--tcp-established`: whether established TCP connections are dumped (through
@@ -88,29 +96,32 @@ fn look(pid: Pid, fd: i32) -> Result<Option<Inet>, String> {
     };
     if tcp {
         match info.state {
-            s::TCP_CLOSE if info.segs > 0 => {
-                // tcp_done() left it closed with its port released; a socket made anew
-                // and bound would answer reads with ENOTCONN, not the end of file it had.
-                return Err(format!(
-                    "a TCP connection that has ended but is not closed yet (state CLOSE \
-                     after {} segments); not supported yet",
-                    info.segs
-                ));
-            }
-            s::TCP_LISTEN | s::TCP_CLOSE => {}
-            s::TCP_ESTABLISHED if established_allowed() => {}
-            s::TCP_ESTABLISHED => {
+            s::TCP_CLOSE if info.segs > 0 && s::error_pending(sock.as_fd()).unwrap_or(true) => {
+                // Reset or timed out, its error (ECONNRESET, ETIMEDOUT...) waiting for
+                // the program's next call: SO_ERROR would read (and clear) it.
                 return Err(
-                    "an established TCP connection; dump with --tcp-established to \
-                            take it along (its packets are dropped by an nftables rule until \
-                            the restore)"
+                    "a TCP connection that ended with an error the program has not read \
+                     yet (state CLOSE, poll says POLLERR); not supported yet"
                         .into(),
-                )
+                );
+            }
+            // Ended (tcp_done), not closed yet: taken as a connection ended by FINs.
+            s::TCP_LISTEN | s::TCP_CLOSE => {}
+            st if s::tcp_connected(st) && established_allowed() => {}
+            st if s::tcp_connected(st) => {
+                return Err(format!(
+                    "an established TCP connection (state {}); dump with --tcp-established \
+                     to take it along (its packets are dropped by an nftables rule until \
+                     the restore)",
+                    s::tcp_state_name(st)
+                ))
             }
             st => {
                 return Err(format!(
-                    "a TCP connection in state {st} (include/net/tcp_states.h); only listening, \
-                     unconnected and established TCP sockets are supported"
+                    "a TCP connection in state {} (include/net/tcp_states.h); only \
+                     listening, unconnected, connected (established or half closed) and \
+                     ended TCP sockets are supported",
+                    s::tcp_state_name(st)
                 ))
             }
         }
@@ -143,6 +154,18 @@ pub fn refusal(pid: Pid, fd: i32) -> Option<Option<String>> {
     }
 }
 
+/// The kind of socket fd `fd` of `pid` when it is a netlink or packet socket that can
+/// be dumped (None: neither), Err(why) when it is one that cannot.
+pub fn other_kind(pid: Pid, fd: i32) -> Result<Option<pb::FdKind>, String> {
+    if netlink::check(pid, fd)? {
+        return Ok(Some(pb::FdKind::FdNetlinkSocket));
+    }
+    if packet::check(pid, fd)? {
+        return Ok(Some(pb::FdKind::FdPacketSocket));
+    }
+    Ok(None)
+}
+
 /// The network side of one dump: the connections it locked and put in repair mode,
 /// switched back and unlocked unless the dump ends by killing their processes.
 ///
@@ -153,9 +176,9 @@ pub fn refusal(pid: Pid, fd: i32) -> Option<Option<String>> {
 pub struct Session {
     table: String,
     locked: bool,
-    /// Network namespaces of containers (by inode) where the lock table was added: a
-    /// process in each, and true.
-    inner: Vec<(u64, Pid, bool)>,
+    /// Network namespaces of containers (by inode) where the lock table was added, held
+    /// open: after a kill, ckpt seals them (`seal.rs`) before it lets them go.
+    inner: Vec<(u64, std::fs::File)>,
     /// ckpt's copies of the sockets in repair mode.
     repaired: Vec<OwnedFd>,
 }
@@ -183,15 +206,22 @@ impl Session {
         local: SocketAddr,
         peer: SocketAddr,
     ) -> ckpt_sys::Result<()> {
-        let path = format!("/proc/{pid}/ns/net");
-        let ino = nix::sys::stat::stat(path.as_str())
-            .map_err(|e| ckpt_sys::Error::sys(path.clone(), e))?
-            .st_ino;
-        if !self.inner.iter().any(|(i, _, _)| *i == ino) {
-            self.inner.push((ino, pid, true));
-        }
+        let ns = ckpt_sys::ns::open_namespace(pid, "net")?;
+        let ino = ns
+            .metadata()
+            .map_err(|e| ckpt_sys::Error::io(format!("/proc/{pid}/ns/net"), e))?
+            .ino();
+        let at = match self.inner.iter().position(|(i, _)| *i == ino) {
+            Some(at) => at,
+            None => {
+                self.inner.push((ino, ns));
+                self.inner.len() - 1
+            }
+        };
         let table = &self.table;
-        ckpt_sys::ns::in_namespace_of(pid, "net", || ckpt_sys::nft::lock(table, local, peer))??;
+        ckpt_sys::ns::in_namespace(&self.inner[at].1, &ns_name(ino), || {
+            ckpt_sys::nft::lock(table, local, peer)
+        })??;
         Ok(())
     }
 
@@ -231,11 +261,22 @@ impl Session {
         }
         match inet.state {
             s::TCP_LISTEN => out.backlog = inet.info.sacked as i32,
-            s::TCP_ESTABLISHED => {
-                let peer = peer.ok_or_else(|| named("established but has no peer".into()))?;
-                if inet.in_container {
-                    self.lock_inside(pid, local, peer).map_err(sys)?;
+            st if s::tcp_connected(st) || (st == s::TCP_CLOSE && inet.info.segs > 0) => {
+                let ended = st == s::TCP_CLOSE;
+                // getpeername answers ENOTCONN once the connection has ended; SO_PEERNAME
+                // still does, unless it was restored (its peer is not needed then).
+                let peer = if ended {
+                    let unknown = SocketAddr::new(local.ip(), 0);
+                    Some(s::peer_name(sock).map_err(sys)?.unwrap_or(unknown))
                 } else {
+                    peer
+                };
+                let peer = peer.ok_or_else(|| named("connected but has no peer".into()))?;
+                out.peer = peer.to_string();
+                // An ended connection sends and receives nothing: no lock.
+                if !ended && inet.in_container {
+                    self.lock_inside(pid, local, peer).map_err(sys)?;
+                } else if !ended {
                     ckpt_sys::nft::lock(&self.table, local, peer).map_err(sys)?;
                     self.locked = true;
                     out.lock_table = self.table.clone();
@@ -243,7 +284,25 @@ impl Session {
                 s::set_int(sock, s::SOL_TCP, s::TCP_REPAIR, s::TCP_REPAIR_ON).map_err(sys)?;
                 self.repaired.push(inet.sock);
                 let sock = self.repaired.last().expect("just pushed").as_fd();
-                out.tcp = Some(tcp::read(sock).map_err(sys)?);
+                // Read again now that nothing moves it (locked, in repair mode): an
+                // acknowledgement or a FIN may have come since (FIN_WAIT1 to FIN_WAIT2,
+                // LAST_ACK to CLOSE...), and the FINs are recorded by the state.
+                let now = s::tcp_info(sock).map_err(sys)?.state;
+                if now == s::TCP_CLOSE && !ended && s::error_pending(sock).unwrap_or(true) {
+                    return Err(named(
+                        "a TCP connection reset during the dump (state CLOSE, poll says \
+                         POLLERR)"
+                            .into(),
+                    ));
+                }
+                if !s::tcp_connected(now) && now != s::TCP_CLOSE {
+                    return Err(named(format!(
+                        "a TCP connection in state {} during the dump",
+                        s::tcp_state_name(now)
+                    )));
+                }
+                out.state = u32::from(now);
+                out.tcp = Some(tcp::read(sock, now).map_err(sys)?);
                 ckpt_sys::testhold::hold("tcp-repair", &|| false);
             }
             _ => {}
@@ -256,9 +315,16 @@ impl Session {
     /// connections back.
     pub fn finish(&mut self, killed: bool) -> Result<(), DumpError> {
         if killed {
+            // The processes are dead; ckpt's copies of their connections and its fds of
+            // their namespaces hold those namespaces (and the lock tables in them) until
+            // the namespaces are cut off from outside.
+            for (ino, ns) in self.inner.drain(..) {
+                if let Err(e) = seal::seal(&ns, &ns_name(ino)) {
+                    tracing::warn!("cutting off the dead container's network: {e}");
+                }
+            }
             self.repaired.clear();
             self.locked = false;
-            self.inner.clear();
             return Ok(());
         }
         self.release().map_err(|e| refuse(e.to_string()))
@@ -274,13 +340,11 @@ impl Session {
             }
             self.locked = false;
         }
-        for (_, pid, tabled) in self.inner.drain(..) {
-            if tabled {
-                let table = &self.table;
-                let r = ckpt_sys::ns::in_namespace_of(pid, "net", || ckpt_sys::nft::unlock(table));
-                if let Err(e) = r.and_then(|r| r) {
-                    first.get_or_insert(e);
-                }
+        for (ino, ns) in self.inner.drain(..) {
+            let table = &self.table;
+            let r = ckpt_sys::ns::in_namespace(&ns, &ns_name(ino), || ckpt_sys::nft::unlock(table));
+            if let Err(e) = r.and_then(|r| r) {
+                first.get_or_insert(e);
             }
         }
         for sock in self.repaired.drain(..) {
@@ -299,6 +363,11 @@ impl Drop for Session {
             tracing::warn!("putting TCP connections back: {e}");
         }
     }
+}
+
+/// `net:[INODE]`, for messages.
+fn ns_name(ino: u64) -> String {
+    format!("net:[{ino}]")
 }
 
 /// The datagrams queued on a UDP socket, oldest first, left in place: SO_PEEK_OFF makes

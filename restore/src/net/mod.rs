@@ -2,9 +2,13 @@
 //! dump checked they were in): options, binding, then listening, a UDP peer and its
 //! queued datagrams, or an established TCP connection through TCP_REPAIR (`tcp.rs`).
 //! Connections stay in repair mode until every process is rebuilt; `resume.rs` then
-//! unlocks them, just before the processes are let go.
+//! unlocks them, just before the processes are let go. Netlink sockets: `netlink.rs`;
+//! packet sockets: `packet.rs`.
 
 pub mod external;
+mod fin;
+pub mod netlink;
+pub mod packet;
 mod resume;
 mod tcp;
 
@@ -43,8 +47,18 @@ pub fn check(d: &pb::FileDesc) -> Result<(), String> {
     for d in &i.datagrams {
         addr("datagram sender", &d.from)?;
     }
-    if i.tcp.is_some() && (i.peer.is_empty() || i.local.is_empty() || !tcp) {
-        return Err("a TCP connection without both its addresses".into());
+    if let Some(c) = &i.tcp {
+        if i.peer.is_empty() || i.local.is_empty() || !tcp {
+            return Err("a TCP connection without both its addresses".into());
+        }
+        let state = i.state as u8;
+        let known = s::tcp_connected(state) || state == s::TCP_CLOSE;
+        if !known || pb::OwnFin::try_from(c.own_fin as i32).is_err() {
+            return Err(format!(
+                "a TCP connection in state {} with own_fin {}",
+                i.state, c.own_fin
+            ));
+        }
     }
     Ok(())
 }
@@ -117,7 +131,7 @@ fn create(i: &pb::InetSocket) -> Result<OwnedFd, String> {
         })?;
     }
     if let Some(c) = &i.tcp {
-        tcp::connect(fd, c, addr("peer", &i.peer)?, &i.opts)?;
+        tcp::connect(fd, c, fin::peer_of(i)?, &i.opts)?;
     } else if i.protocol == libc::IPPROTO_TCP {
         if i.state == s::TCP_LISTEN as u32 {
             s::listen(fd, i.backlog).map_err(sys)?;

@@ -3,8 +3,9 @@
 //! same socket), removes the dump's nftables lock, switches repair mode off (the kernel
 //! sends a window probe, and retransmits what is unacknowledged on its timer) and sends
 //! the bytes the old socket had not sent yet, in order, before the process can add its
-//! own.
+//! own. Connections half or wholly closed get their FINs back first (`fin.rs`).
 
+use super::fin;
 use ckpt_images::pb;
 use ckpt_sys::socket as s;
 use ckpt_sys::Pid;
@@ -49,13 +50,29 @@ pub fn resume_connections(held: &[(Pid, i32, &pb::InetSocket)]) -> Result<(), St
     for t in tables {
         ckpt_sys::nft::unlock(t).map_err(|e| format!("removing the TCP lock {t}: {e}"))?;
     }
-    for (pid, fd, sock, i) in &conns {
+    let named = |n: usize, e: String| {
+        let (pid, fd, _, i) = &conns[n];
+        format!("pid {pid}: fd {fd} (tcp {} -> {}): {e}", i.local, i.peer)
+    };
+    // Half and wholly closed connections get their FINs back (fin.rs), all of them
+    // before any leaves repair mode.
+    let closed: Vec<(usize, fin::Conn<'_>)> = conns
+        .iter()
+        .enumerate()
+        .filter_map(|(n, (_, _, sock, i))| {
+            let c = i.tcp.as_ref().filter(|c| fin::closed_any(c))?;
+            Some((n, fin::conn(sock, i, c)))
+        })
+        .collect();
+    let (which, phases): (Vec<usize>, Vec<fin::Conn<'_>>) = closed.into_iter().unzip();
+    fin::before_repair_off(&phases).map_err(|(k, e)| named(which[k], e))?;
+    for (n, (_, _, sock, i)) in conns.iter().enumerate() {
         let c = i.tcp.as_ref().expect("filtered above");
-        let named = |e: String| format!("pid {pid}: fd {fd} (tcp {} -> {}): {e}", i.local, i.peer);
         s::set_int(sock.as_fd(), s::SOL_TCP, s::TCP_REPAIR, s::TCP_REPAIR_OFF)
-            .map_err(|e| named(format!("TCP_REPAIR off: {e}")))?;
+            .map_err(|e| named(n, format!("TCP_REPAIR off: {e}")))?;
         let unsent = c.send_queue.len().saturating_sub(c.unsent as usize);
-        send_all(sock.as_fd(), &c.send_queue[unsent..]).map_err(named)?;
+        send_all(sock.as_fd(), &c.send_queue[unsent..]).map_err(|e| named(n, e))?;
+        fin::after_unsent(&fin::conn(sock, i, c)).map_err(|e| named(n, e))?;
     }
     Ok(())
 }

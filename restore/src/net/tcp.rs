@@ -3,12 +3,28 @@
 //! options the two ends negotiated, the timestamp clock, both queues, the window. What
 //! the peer had not been sent yet is sent for real once repair mode is off (`resume.rs`);
 //! what it had been sent but not acknowledged goes into the send queue as sent, and is
-//! retransmitted as the kernel sees fit.
+//! retransmitted as the kernel sees fit. A connection half or wholly closed is rebuilt
+//! established, its FINs put back just before repair mode ends (`fin.rs`).
 
 use ckpt_images::pb;
 use ckpt_sys::socket as s;
 use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
+
+/// connect(2) in repair mode, taking over the TIME_WAIT entry the connection's own end
+/// left where the kernel will not let it be reused (`ckpt_sys::timewait`).
+fn connect_over_time_wait(fd: BorrowedFd<'_>, peer: SocketAddr) -> ckpt_sys::Result<()> {
+    match s::connect(fd, peer) {
+        Err(e) if e.errno() == Some(nix::errno::Errno::EADDRNOTAVAIL) => {
+            if ckpt_sys::timewait::remove(s::local_addr(fd)?, peer)? {
+                s::connect(fd, peer)
+            } else {
+                Err(e)
+            }
+        }
+        r => r,
+    }
+}
 
 pub fn connect(
     fd: BorrowedFd<'_>,
@@ -20,11 +36,15 @@ pub fn connect(
     let set = |name: i32, val: i32, what: &'static str| {
         s::set_int(fd, s::SOL_TCP, name, val).map_err(sys(what))
     };
+    // An acknowledged FIN of ours is counted in send_seq: it goes back in (`fin.rs`)
+    // at the sequence number before.
+    let acked_fin = c.own_fin == pb::OwnFin::Acked as u32;
+    let send_seq = c.send_seq.wrapping_sub(u32::from(acked_fin));
     set(s::TCP_REPAIR_QUEUE, s::TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE")?;
-    set(s::TCP_QUEUE_SEQ, c.send_seq as i32, "send sequence")?;
+    set(s::TCP_QUEUE_SEQ, send_seq as i32, "send sequence")?;
     set(s::TCP_REPAIR_QUEUE, s::TCP_RECV_QUEUE, "TCP_REPAIR_QUEUE")?;
     set(s::TCP_QUEUE_SEQ, c.recv_seq as i32, "receive sequence")?;
-    s::connect(fd, peer).map_err(sys("connect in repair mode"))?;
+    connect_over_time_wait(fd, peer).map_err(sys("connect in repair mode"))?;
     let mut o = vec![(s::TCPOPT_MSS, c.mss)];
     if c.wscale {
         o.push((s::TCPOPT_WINDOW, c.snd_wscale | (c.rcv_wscale << 16)));
@@ -55,14 +75,28 @@ pub fn connect(
     set(s::TCP_REPAIR_QUEUE, s::TCP_RECV_QUEUE, "TCP_REPAIR_QUEUE")?;
     fill(fd, recv, "receive")?;
     set(s::TCP_REPAIR_QUEUE, 0, "TCP_REPAIR_QUEUE")?;
+    // The sizes the program set, again: the window the socket announces from now on is
+    // the one its buffer gave (a bigger one would let the peer send what it could not).
+    for o in opts
+        .iter()
+        .filter(|o| o.level == s::SOL_SOCKET && (o.name == s::SO_SNDBUF || o.name == s::SO_RCVBUF))
+    {
+        super::set_option(fd, o)?;
+    }
     s::set_int(fd, s::SOL_SOCKET, s::SO_BUF_LOCK, locks).map_err(sys("SO_BUF_LOCK"))?;
-    let w = s::RepairWindow {
+    let mut w = s::RepairWindow {
         snd_wl1: c.snd_wl1,
         snd_wnd: c.snd_wnd,
         max_window: c.max_window,
         rcv_wnd: c.rcv_wnd,
         rcv_wup: c.rcv_wup,
     };
+    if c.peer_fin {
+        // The window was read with the peer's FIN received (rcv_nxt past it), which the
+        // socket has not yet: the same right edge, one sequence number earlier.
+        w.rcv_wup = w.rcv_wup.wrapping_sub(1);
+        w.rcv_wnd = w.rcv_wnd.wrapping_add(1);
+    }
     s::set_repair_window(fd, &w).map_err(sys("TCP_REPAIR_WINDOW"))?;
     Ok(())
 }

@@ -34,6 +34,16 @@ pub fn create(objects: &[Object], floor: i32) -> Result<(), String> {
                 .as_ref()
                 .map(crate::net::name)
                 .unwrap_or_default(),
+            pb::FdKind::FdPacketSocket => first
+                .packet
+                .as_ref()
+                .map(crate::net::packet::name)
+                .unwrap_or_default(),
+            pb::FdKind::FdNetlinkSocket => first
+                .netlink
+                .as_ref()
+                .map(crate::net::netlink::name)
+                .unwrap_or_default(),
             pb::FdKind::FdUnixSocket => format!(
                 "unix socket:[{}]",
                 first.unix.as_ref().map_or(0, |u| u.inode)
@@ -53,6 +63,8 @@ pub fn create(objects: &[Object], floor: i32) -> Result<(), String> {
             }
             pb::FdKind::FdMemfd => fdtable::contents::create(&o.descs),
             pb::FdKind::FdInetSocket => crate::net::create_at(&o.descs),
+            pb::FdKind::FdNetlinkSocket => crate::net::netlink::create_at(&o.descs),
+            pb::FdKind::FdPacketSocket => crate::net::packet::create_at(&o.descs),
             pb::FdKind::FdUnixSocket => fdtable::unix::create(&o.descs, &o.in_flight),
             pb::FdKind::FdTty => fdtable::tty::create(&o.descs),
             // Made in its directory as its holder would.
