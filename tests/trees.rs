@@ -556,10 +556,10 @@ fn fork_heavy_tree_in_a_v1_freezer() {
     // A dump that fails once the tree is seized (no room for its images) leaves the
     // freezer thawed and the process running untraced.
     let small = env.path().join("small");
-    env.mount_tmpfs(&small, "size=256k");
+    env.mount_tmpfs(&small, "size=8k");
     cg.enter(w.pid);
     let out = env.dump(w.pid, &small.join("img"), &["--freeze-cgroup", &arg]);
-    assert!(!out.success(), "the dump should not fit in 256 KiB: {out}");
+    assert!(!out.success(), "the dump should not fit in 8 KiB: {out}");
     let state = fs::read_to_string(cg.0.join("freezer.state")).unwrap();
     assert_eq!(
         state.trim(),
