@@ -479,7 +479,18 @@ impl TestCgroup {
 }
 
 impl Drop for TestCgroup {
+    /// Thawed, what is left in it killed (all the test's own: a failed test leaves its
+    /// workload there), then removed.
     fn drop(&mut self) {
+        let _ = fs::write(self.0.join("freezer.state"), "THAWED");
+        let _ = fs::write(self.0.join("cgroup.freeze"), "0");
+        for pid in fs::read_to_string(self.0.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse::<i32>().ok())
+        {
+            signal(pid, libc::SIGKILL);
+        }
         let start = Instant::now();
         while fs::remove_dir(&self.0).is_err() && start.elapsed() < Duration::from_secs(5) {
             sleep(Duration::from_millis(20));
