@@ -7,6 +7,7 @@ mod common;
 
 use common::*;
 use std::fs;
+use std::path::Path;
 
 /// `threads WORKDIR NTHREADS MIB`, started and READY.
 fn start_threads(env: &Env, n: u32, mib: u32) -> Workload {
@@ -72,7 +73,13 @@ fn threads64_leave_running() {
     }
     env.check(&mut w);
     env.check(&mut w);
+    let all = tids(w.pid);
     env.kill_and_reap(w.pid);
+    // Its tids free again before they are asked for.
+    wait_until("the dumped threads gone", || {
+        all.iter()
+            .all(|t| !Path::new(&format!("/proc/{t}")).exists())
+    });
     env.restore_detached(&dir).ok();
     env.track(w.pid);
     // Back to the state of the dump: no check had been made yet.

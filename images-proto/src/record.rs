@@ -9,8 +9,11 @@ use prost::Message;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// No single record legitimately comes near this (the largest is an xsave area of a few KiB).
-pub const MAX_RECORD: u64 = 16 << 20;
+/// The largest record: a socket's description carries its queues (a TCP receive queue
+/// grows with the buffer's autotuning, past 16 MiB under load), everything else is small.
+/// Bounded by what a whole file may hold, so a hostile length allocates no more than the
+/// file already did; the writer refuses what a reader would.
+pub const MAX_RECORD: u64 = 128 << 20;
 /// A whole record file is read into memory; refuse anything bigger than this up front.
 pub const MAX_RECORD_FILE: u64 = 256 << 20;
 
@@ -20,6 +23,8 @@ pub struct RecordWriter<W: Write> {
     path: PathBuf,
     hash: Xxh3,
     size: u64,
+    /// Records written so far (the next one's index).
+    records: usize,
 }
 
 impl<W: Write> RecordWriter<W> {
@@ -29,6 +34,7 @@ impl<W: Write> RecordWriter<W> {
             path: path.into(),
             hash: Xxh3::new(),
             size: 0,
+            records: 0,
         };
         w.write_raw(&header::encode(kind))?;
         Ok(w)
@@ -44,7 +50,17 @@ impl<W: Write> RecordWriter<W> {
     }
 
     pub fn write<M: Message>(&mut self, msg: &M) -> Result<()> {
+        let len = msg.encoded_len() as u64;
+        if len > MAX_RECORD {
+            return Err(ImageError::RecordTooLarge {
+                path: self.path.clone(),
+                index: self.records,
+                len,
+                limit: MAX_RECORD,
+            });
+        }
         let buf = msg.encode_length_delimited_to_vec();
+        self.records += 1;
         self.write_raw(&buf)
     }
 

@@ -8,7 +8,7 @@
  *    return EINTR (ERESTARTSYS without SA_RESTART);
  *  - thread "rs": read() of another empty pipe, SIGWINCH handler with SA_RESTART: the read
  *    must run on (ERESTARTSYS with SA_RESTART) and return the byte main writes once it
- *    has seen the other two wake.
+ *    has seen the other two wake and rs's handler run.
  * Each task blocks only the signals meant for the others, so a process-directed signal
  * finds its task. Then prints one line per task and "DONE ok" (exit 0) or "DONE FAIL
  * <what>" (exit 1). A signal handled but its call started over shows as a task that
@@ -99,6 +99,9 @@ int main(int argc, char **argv)
 	printf("nors r=%ld errno=%d handled=%d\n", r_nors.res.r, r_nors.res.err, r_nors.res.handled);
 	if (!fail && (r_nors.res.r != -1 || r_nors.res.err != EINTR || !r_nors.res.handled))
 		fail = "nors's read did not fail with EINTR after its handler";
+	/* The byte only once rs's handler ran: SIGWINCH may be sent after the others. */
+	for (int i = 0; !h_rs && i < 20000; i++)
+		usleep(1000);
 	if (write(pipe_rs[1], "x", 1) != 1)
 		wl_die("write: %s", strerror(errno));
 	pthread_join(b, NULL);
