@@ -88,6 +88,12 @@ static int verify(void)
 	return 1;
 }
 
+/* The child's answer: one more message, sent by it, then a byte on `done`. */
+static int send_m3(char b)
+{
+	return send(d[0], "m3", 2, 0) != 2 || write(done[1], &b, 1) != 1;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2)
@@ -102,16 +108,7 @@ int main(int argc, char **argv)
 		close(d[1]);
 		close(ask[1]);
 		close(done[0]);
-		for (;;) {
-			char b;
-			ssize_t n = read(ask[0], &b, 1);
-			if (n == 0)
-				_exit(0);
-			if (n != 1)
-				continue;
-			if (send(d[0], "m3", 2, 0) != 2 || write(done[1], &b, 1) != 1)
-				_exit(3);
-		}
+		wl_serve(ask[0], send_m3);
 	}
 	queue();
 	if (argc > 2 && !strcmp(argv[2], "outside")) {

@@ -16,7 +16,7 @@
 #define PIDFD_NONBLOCK O_NONBLOCK
 #endif
 
-static int self_fd, child_fd, zombie_fd, ask[2], answer[2];
+static int self_fd, child_fd, zombie_fd, parent_fd, ask[2], answer[2];
 static pid_t child, zombie;
 
 static int pidfd_open(pid_t pid, unsigned flags)
@@ -69,6 +69,13 @@ static int verify(void)
 	return 1;
 }
 
+/* The child's answer: 'y' while its pidfd of its parent names its parent, alive. */
+static int about_parent(char b)
+{
+	b = target(parent_fd) == getppid() && !readable(parent_fd) ? 'y' : 'n';
+	return write(answer[1], &b, 1) != 1;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2)
@@ -83,20 +90,10 @@ int main(int argc, char **argv)
 	if (child == 0) {
 		close(ask[1]);
 		close(answer[0]);
-		int pfd = pidfd_open(parent, 0);
-		if (pfd < 0)
+		parent_fd = pidfd_open(parent, 0);
+		if (parent_fd < 0)
 			_exit(3);
-		for (;;) {
-			char b;
-			ssize_t n = read(ask[0], &b, 1);
-			if (n == 0)
-				_exit(0);
-			if (n != 1)
-				continue;
-			b = target(pfd) == getppid() && !readable(pfd) ? 'y' : 'n';
-			if (write(answer[1], &b, 1) != 1)
-				_exit(3);
-		}
+		wl_serve(ask[0], about_parent);
 	}
 	close(ask[0]);
 	close(answer[1]);

@@ -433,4 +433,19 @@ __attribute__((unused)) static int wl_slots_ping(struct wl_slot *s, int n, volat
 	return 1;
 }
 
+/* The loop of a forked helper child that answers its parent's questions: one byte read
+ * from `ask` per question, answered by `answer` (which returns nonzero when it could not
+ * answer: the child then exits 3). The parent closing its end of `ask` ends the child. */
+static inline void wl_serve(int ask, int (*answer)(char))
+{
+	for (;;) {
+		char b;
+		ssize_t n = read(ask, &b, 1);
+		if (n == 0)
+			_exit(0);
+		if (n == 1 && answer(b))
+			_exit(3);
+	}
+}
+
 #endif
