@@ -69,6 +69,27 @@ fn listening_and_udp_sockets_three_cycles() {
     );
 }
 
+/// A socket filter loaded as eBPF cannot be read back (SO_GET_FILTER: EACCES): `check`
+/// and the dump name it, and the workload (whose classic filters and other options the
+/// three-cycle test restores) runs on untouched.
+#[test]
+fn ebpf_socket_filter_refused_by_name() {
+    let env = Env::new();
+    let mut w = env.start_with("inet", &["ebpf"]);
+    env.wait_line(&w, "PORTS", |l| l.starts_with("PORTS "));
+    let needle = format!("pid {}: fd 15 (udp6", w.pid);
+    let check = env.ckpt(&["check", "-t", &w.pid.to_string()]);
+    assert_eq!(check.status.code(), Some(1), "{check}");
+    assert!(check.stdout.contains("SO_ATTACH_BPF"), "check -t: {check}");
+    let dir = env.subdir("img");
+    let line = env.dump(w.pid, &dir, &[]).failed_naming(&needle);
+    assert!(line.contains("SO_ATTACH_BPF"), "{line}");
+    assert!(!dir.join("inventory.img").exists());
+    assert_running_untraced(w.pid);
+    env.check(&mut w);
+    env.kill_and_reap(w.pid);
+}
+
 #[test]
 fn leave_running_keeps_udp_queues() {
     let env = Env::new();

@@ -128,6 +128,79 @@ pub fn set_bytes(fd: BorrowedFd<'_>, level: i32, name: i32, val: &[u8]) -> Resul
     Ok(())
 }
 
+/// SO_ATTACH_FILTER, which is also SO_GET_FILTER; and SO_LOCK_FILTER.
+pub const SO_ATTACH_FILTER: i32 = libc::SO_ATTACH_FILTER;
+pub const SO_LOCK_FILTER: i32 = libc::SO_LOCK_FILTER;
+
+/// One classic BPF instruction (struct sock_filter), as SO_GET_FILTER copies them.
+const BPF_INSN: usize = 8;
+
+/// The classic BPF program attached to `fd` (SO_ATTACH_FILTER) as the kernel keeps the
+/// original, instructions back to back; empty without one. SO_GET_FILTER counts in
+/// instructions, not bytes: asked with length 0 it says how many there are. A program
+/// attached as eBPF (SO_ATTACH_BPF) has no original to give: EACCES.
+pub fn filter(fd: BorrowedFd<'_>) -> Result<Vec<u8>> {
+    let what = || "getsockopt(SO_GET_FILTER)".to_string();
+    let mut count: libc::socklen_t = 0;
+    // SAFETY: with a length of 0 the kernel only stores the instruction count in `count`
+    // and writes nothing through the null value pointer.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            SOL_SOCKET,
+            SO_ATTACH_FILTER,
+            std::ptr::null_mut(),
+            &mut count,
+        )
+    };
+    Errno::result(r).ctx(what)?;
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let mut buf = vec![0u8; count as usize * BPF_INSN];
+    let mut len = count;
+    // SAFETY: the kernel copies at most `len` instructions (8 bytes each, the size of
+    // `buf`) and stores how many it copied in `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            SOL_SOCKET,
+            SO_ATTACH_FILTER,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    Errno::result(r).ctx(what)?;
+    buf.truncate(len as usize * BPF_INSN);
+    Ok(buf)
+}
+
+/// Attaches the classic BPF program `prog` (instructions back to back, as `filter` reads
+/// them) to `fd`.
+pub fn attach_filter(fd: BorrowedFd<'_>, prog: &[u8]) -> Result<()> {
+    let what = || format!("setsockopt(SO_ATTACH_FILTER, {} bytes)", prog.len());
+    let len = u16::try_from(prog.len() / BPF_INSN)
+        .ok()
+        .filter(|_| prog.len() % BPF_INSN == 0)
+        .ok_or_else(|| Error::sys(what(), Errno::EINVAL))?;
+    let fprog = libc::sock_fprog {
+        len,
+        filter: prog.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `fprog` points at `len` whole instructions in `prog`, which outlives the
+    // call; the kernel copies them and does not write through the pointer.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            SOL_SOCKET,
+            SO_ATTACH_FILTER,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    Errno::result(r).map(drop).ctx(what)
+}
+
 pub fn get_int(fd: BorrowedFd<'_>, level: i32, name: i32) -> Result<i32> {
     let b = get_bytes(fd, level, name, 4)?;
     let mut v = [0u8; 4];

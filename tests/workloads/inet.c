@@ -14,6 +14,12 @@
  *   15  UDP [::1]:0 (sender, connected to fd 13)
  *   16  TCP, never bound
  *   17  dup of fd 10
+ * More options, each differing from a fresh socket's: fd 14 SO_BINDTODEVICE "lo",
+ * SO_NO_CHECK, IP_RECVTTL, SO_PEEK_OFF 5; fd 15 IPV6_RECVHOPLIMIT, IPV6_MTU_DISCOVER
+ * probe; fd 16 SO_DONTROUTE, IP_MTU_DISCOVER probe, TCP_THIN_LINEAR_TIMEOUTS, a classic
+ * BPF filter of one instruction, locked (SO_LOCK_FILTER); fd 12 a filter of two.
+ * With "ebpf" as second argument, fd 15 also gets an eBPF filter (SO_ATTACH_BPF), which
+ * ckpt refuses by name.
  * Prints "PORTS <tcp4> <tcp6>". The main loop accepts on both listeners: a client that
  * sends a line gets "echo <line>" back (the test connects after each restore).
  * Checks: every fd as above (getsockname, peers, options, SO_ACCEPTCONN, TCP_INFO's
@@ -26,6 +32,10 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <linux/bpf.h>
+#include <linux/filter.h>
+#include <net/if.h>
+#include <sys/syscall.h>
 
 static struct sockaddr_storage addr0[18];
 static int served;
@@ -122,8 +132,93 @@ static int same_name(int fd)
 	return 1;
 }
 
+/* fd 16's filter: accept 0xffff bytes; fd 12's: load the length, accept that much. */
+static struct sock_filter f16[] = { BPF_STMT(BPF_RET | BPF_K, 0xffff) };
+static struct sock_filter f12[] = { BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0),
+				    BPF_STMT(BPF_RET | BPF_A, 0) };
+
+static void attach(int fd, struct sock_filter *f, unsigned short n)
+{
+	struct sock_fprog p = { n, f };
+	if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &p, sizeof(p)))
+		wl_die("SO_ATTACH_FILTER on fd %d", fd);
+}
+
+/* Whether fd's filter reads back as the `n` instructions at `f`. */
+static int same_filter(int fd, const struct sock_filter *f, unsigned n)
+{
+	struct sock_filter got[4];
+	socklen_t l = 4; /* in instructions */
+	if (getsockopt(fd, SOL_SOCKET, SO_GET_FILTER, got, &l) || l != n)
+		return 0;
+	return memcmp(got, f, n * sizeof(*f)) == 0;
+}
+
+/* An eBPF socket filter program that accepts every packet whole. */
+static void attach_ebpf(int fd)
+{
+	struct bpf_insn insns[] = {
+		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 0xffff },
+		{ .code = BPF_JMP | BPF_EXIT },
+	};
+	union bpf_attr a;
+	memset(&a, 0, sizeof(a));
+	a.prog_type = BPF_PROG_TYPE_SOCKET_FILTER;
+	a.insns = (unsigned long)insns;
+	a.insn_cnt = 2;
+	a.license = (unsigned long)"GPL";
+	int prog = syscall(SYS_bpf, BPF_PROG_LOAD, &a, sizeof(a));
+	if (prog < 0)
+		wl_die("BPF_PROG_LOAD");
+	if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_BPF, &prog, sizeof(prog)))
+		wl_die("SO_ATTACH_BPF");
+	close(prog);
+}
+
+static void set_more(void)
+{
+	if (setsockopt(14, SOL_SOCKET, SO_BINDTODEVICE, "lo", 3))
+		wl_die("SO_BINDTODEVICE");
+	seti(14, SOL_SOCKET, SO_NO_CHECK, 1);
+	seti(14, IPPROTO_IP, IP_RECVTTL, 1);
+	seti(14, SOL_SOCKET, SO_PEEK_OFF, 5);
+	seti(15, IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1);
+	seti(15, IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_PROBE);
+	seti(16, SOL_SOCKET, SO_DONTROUTE, 1);
+	seti(16, IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE);
+	seti(16, IPPROTO_TCP, TCP_THIN_LINEAR_TIMEOUTS, 1);
+	attach(16, f16, 1);
+	seti(16, SOL_SOCKET, SO_LOCK_FILTER, 1);
+	attach(12, f12, 2);
+}
+
+static int check_more(void)
+{
+	char dev[IFNAMSIZ] = "";
+	socklen_t l = sizeof(dev);
+	WL_CHECK(getsockopt(14, SOL_SOCKET, SO_BINDTODEVICE, dev, &l) == 0 && !strcmp(dev, "lo"),
+		 "fd 14 bound to device \"%s\"", dev);
+	WL_CHECK(geti(14, SOL_SOCKET, SO_NO_CHECK) == 1, "fd 14 SO_NO_CHECK off");
+	WL_CHECK(geti(14, IPPROTO_IP, IP_RECVTTL) == 1, "fd 14 IP_RECVTTL off");
+	WL_CHECK(geti(14, SOL_SOCKET, SO_PEEK_OFF) == 5, "fd 14 SO_PEEK_OFF %d",
+		 geti(14, SOL_SOCKET, SO_PEEK_OFF));
+	WL_CHECK(geti(15, IPPROTO_IPV6, IPV6_RECVHOPLIMIT) == 1, "fd 15 IPV6_RECVHOPLIMIT off");
+	WL_CHECK(geti(15, IPPROTO_IPV6, IPV6_MTU_DISCOVER) == IPV6_PMTUDISC_PROBE,
+		 "fd 15 IPV6_MTU_DISCOVER %d", geti(15, IPPROTO_IPV6, IPV6_MTU_DISCOVER));
+	WL_CHECK(geti(16, SOL_SOCKET, SO_DONTROUTE) == 1, "fd 16 SO_DONTROUTE off");
+	WL_CHECK(geti(16, IPPROTO_IP, IP_MTU_DISCOVER) == IP_PMTUDISC_PROBE,
+		 "fd 16 IP_MTU_DISCOVER %d", geti(16, IPPROTO_IP, IP_MTU_DISCOVER));
+	WL_CHECK(geti(16, IPPROTO_TCP, TCP_THIN_LINEAR_TIMEOUTS) == 1,
+		 "fd 16 TCP_THIN_LINEAR_TIMEOUTS off");
+	WL_CHECK(same_filter(16, f16, 1), "fd 16 lost its filter");
+	WL_CHECK(geti(16, SOL_SOCKET, SO_LOCK_FILTER) == 1, "fd 16 filter not locked");
+	WL_CHECK(same_filter(12, f12, 2), "fd 12 lost its filter");
+	return 1;
+}
+
 static int verify(void)
 {
+	WL_CHECK(check_more(), "options");
 	WL_CHECK(same_name(10) && same_name(11) && same_name(12) && same_name(13) &&
 			 same_name(14) && same_name(15),
 		 "names");
@@ -209,8 +304,6 @@ static void serve(int fd)
 
 int main(int argc, char **argv)
 {
-	(void)argc;
-	(void)argv;
 	wl_init();
 	mk(10, AF_INET, SOCK_STREAM);
 	seti(10, SOL_SOCKET, SO_REUSEADDR, 1);
@@ -248,6 +341,9 @@ int main(int argc, char **argv)
 		if (send(15, q13[i], strlen(q13[i]), 0) < 0)
 			wl_die("send");
 	mk(16, AF_INET, SOCK_STREAM);
+	set_more();
+	if (argc > 2 && !strcmp(argv[2], "ebpf"))
+		attach_ebpf(15);
 	if (dup2(10, 17) < 0)
 		wl_die("dup2 17");
 	printf("PORTS %d %d\n", port_of(10), port_of(11));

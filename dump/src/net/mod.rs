@@ -133,6 +133,15 @@ fn look(pid: Pid, fd: i32) -> Result<Option<Inet>, String> {
             ));
         }
     }
+    if let Err(e) = s::filter(sock.as_fd()) {
+        return Err(if e.errno() == Some(nix::errno::Errno::EACCES) {
+            "a socket filter attached as eBPF (SO_ATTACH_BPF), which the kernel cannot give \
+             back; only classic BPF filters are restored"
+                .into()
+        } else {
+            e.to_string()
+        });
+    }
     Ok(Some(Inet {
         sock,
         family,

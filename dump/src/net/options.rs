@@ -27,6 +27,22 @@ const LIST: &[(i32, i32, usize)] = &[
     (s::SOL_SOCKET, libc::SO_PASSCRED, 4),
     (s::SOL_SOCKET, libc::SO_RCVTIMEO, 16),
     (s::SOL_SOCKET, libc::SO_SNDTIMEO, 16),
+    // The device name with its NUL (IFNAMSIZ at most); nothing when unbound.
+    (s::SOL_SOCKET, libc::SO_BINDTODEVICE, 16),
+    (s::SOL_SOCKET, libc::SO_DONTROUTE, 4),
+    (s::SOL_SOCKET, libc::SO_NO_CHECK, 4),
+    (s::SOL_SOCKET, libc::SO_TIMESTAMPNS, 4),
+    (s::SOL_SOCKET, libc::SO_RXQ_OVFL, 4),
+    (s::SOL_SOCKET, libc::SO_SELECT_ERR_QUEUE, 4),
+    (s::SOL_SOCKET, libc::SO_BUSY_POLL, 4),
+    (s::SOL_SOCKET, libc::SO_PASSSEC, 4),
+    (s::SOL_SOCKET, s::SO_PEEK_OFF, 4),
+    (s::SOL_SOCKET, libc::SO_MAX_PACING_RATE, 8),
+    (s::SOL_SOCKET, libc::SO_ZEROCOPY, 4),
+    (s::SOL_SOCKET, SO_PREFER_BUSY_POLL, 4),
+    (s::SOL_SOCKET, SO_BUSY_POLL_BUDGET, 4),
+    (s::SOL_SOCKET, SO_TXREHASH, 4),
+    (s::SOL_SOCKET, SO_RCVMARK, 4),
     (s::SOL_IP, libc::IP_TOS, 4),
     (s::SOL_IP, libc::IP_TTL, 4),
     (s::SOL_IP, libc::IP_FREEBIND, 4),
@@ -37,6 +53,18 @@ const LIST: &[(i32, i32, usize)] = &[
     (s::SOL_IP, libc::IP_MULTICAST_TTL, 4),
     (s::SOL_IP, libc::IP_MULTICAST_LOOP, 4),
     (s::SOL_IP, libc::IP_BIND_ADDRESS_NO_PORT, 4),
+    (s::SOL_IP, libc::IP_MTU_DISCOVER, 4),
+    (s::SOL_IP, libc::IP_RECVTTL, 4),
+    (s::SOL_IP, libc::IP_RECVOPTS, 4),
+    (s::SOL_IP, libc::IP_RETOPTS, 4),
+    (s::SOL_IP, libc::IP_PASSSEC, 4),
+    (s::SOL_IP, libc::IP_MULTICAST_ALL, 4),
+    (s::SOL_IP, libc::IP_RECVORIGDSTADDR, 4),
+    (s::SOL_IP, IP_CHECKSUM, 4),
+    (s::SOL_IP, IP_RECVFRAGSIZE, 4),
+    (s::SOL_IP, IP_LOCAL_PORT_RANGE, 4),
+    // The interface's address (a choice made by index reads back as 0.0.0.0).
+    (s::SOL_IP, libc::IP_MULTICAST_IF, 4),
     (s::SOL_IPV6, libc::IPV6_V6ONLY, 4),
     (s::SOL_IPV6, libc::IPV6_UNICAST_HOPS, 4),
     (s::SOL_IPV6, libc::IPV6_TCLASS, 4),
@@ -44,6 +72,17 @@ const LIST: &[(i32, i32, usize)] = &[
     (s::SOL_IPV6, libc::IPV6_RECVERR, 4),
     (s::SOL_IPV6, libc::IPV6_MULTICAST_HOPS, 4),
     (s::SOL_IPV6, libc::IPV6_MULTICAST_LOOP, 4),
+    (s::SOL_IPV6, libc::IPV6_MULTICAST_IF, 4),
+    (s::SOL_IPV6, libc::IPV6_MTU_DISCOVER, 4),
+    (s::SOL_IPV6, libc::IPV6_RECVHOPLIMIT, 4),
+    (s::SOL_IPV6, libc::IPV6_RECVTCLASS, 4),
+    (s::SOL_IPV6, libc::IPV6_RECVPATHMTU, 4),
+    (s::SOL_IPV6, libc::IPV6_DONTFRAG, 4),
+    (s::SOL_IPV6, IPV6_AUTOFLOWLABEL, 4),
+    (s::SOL_IPV6, IPV6_FREEBIND, 4),
+    (s::SOL_IPV6, libc::IPV6_TRANSPARENT, 4),
+    (s::SOL_IPV6, IPV6_MULTICAST_ALL, 4),
+    (s::SOL_IPV6, libc::IPV6_RECVORIGDSTADDR, 4),
     (s::SOL_TCP, libc::TCP_NODELAY, 4),
     (s::SOL_TCP, libc::TCP_CORK, 4),
     (s::SOL_TCP, libc::TCP_KEEPIDLE, 4),
@@ -56,14 +95,43 @@ const LIST: &[(i32, i32, usize)] = &[
     (s::SOL_TCP, libc::TCP_NOTSENT_LOWAT, 4),
     (s::SOL_TCP, libc::TCP_CONGESTION, 16),
     (s::SOL_TCP, libc::TCP_FASTOPEN, 4),
+    (s::SOL_TCP, libc::TCP_THIN_LINEAR_TIMEOUTS, 4),
+    (s::SOL_TCP, libc::TCP_SAVE_SYN, 4),
+    (s::SOL_TCP, TCP_INQ, 4),
+    (s::SOL_TCP, TCP_TX_DELAY, 4),
     (s::SOL_UDP, libc::UDP_CORK, 4),
     (s::SOL_UDP, libc::UDP_SEGMENT, 4),
     (s::SOL_UDP, libc::UDP_GRO, 4),
+    (s::SOL_UDP, UDP_NO_CHECK6_TX, 4),
+    (s::SOL_UDP, UDP_NO_CHECK6_RX, 4),
 ];
 
-/// Options that only mean something for datagrams.
+// Option names the libc crate does not carry (include/uapi/asm-generic/socket.h,
+// linux/in.h, linux/in6.h, linux/tcp.h, linux/udp.h).
+const SO_PREFER_BUSY_POLL: i32 = 69;
+const SO_BUSY_POLL_BUDGET: i32 = 70;
+const SO_TXREHASH: i32 = 74;
+const SO_RCVMARK: i32 = 75;
+const IP_CHECKSUM: i32 = 23;
+const IP_RECVFRAGSIZE: i32 = 25;
+const IP_LOCAL_PORT_RANGE: i32 = 51;
+const IPV6_MULTICAST_ALL: i32 = 29;
+const IPV6_AUTOFLOWLABEL: i32 = 70;
+const IPV6_FREEBIND: i32 = 78;
+const TCP_INQ: i32 = 36;
+const TCP_TX_DELAY: i32 = 37;
+const UDP_NO_CHECK6_TX: i32 = 101;
+const UDP_NO_CHECK6_RX: i32 = 102;
+
+/// Options that only mean something for datagrams. (A TCP socket answers for the
+/// multicast interface, but an accepted one holds the interface its SYN came in on, and
+/// setsockopt refuses it for a stream: ENOPROTOOPT.)
 const UDP_ONLY: &[(i32, i32)] = &[
     (s::SOL_SOCKET, libc::SO_BROADCAST),
+    (s::SOL_IP, libc::IP_MULTICAST_IF),
+    (s::SOL_IP, libc::IP_MULTICAST_ALL),
+    (s::SOL_IPV6, libc::IPV6_MULTICAST_IF),
+    (s::SOL_IPV6, IPV6_MULTICAST_ALL),
     (s::SOL_IP, libc::IP_MULTICAST_TTL),
     (s::SOL_IP, libc::IP_MULTICAST_LOOP),
     (s::SOL_IPV6, libc::IPV6_MULTICAST_HOPS),
@@ -129,6 +197,23 @@ pub fn differing(
             name: s::SO_BUF_LOCK,
             value: locks.to_ne_bytes().to_vec(),
         });
+    }
+    // A classic BPF filter (`look` refused an eBPF one), then its lock: once locked, no
+    // filter could be attached.
+    let prog = s::filter(sock)?;
+    if !prog.is_empty() {
+        out.push(pb::SockOpt {
+            level: s::SOL_SOCKET,
+            name: s::SO_ATTACH_FILTER,
+            value: prog,
+        });
+        if s::get_int(sock, s::SOL_SOCKET, s::SO_LOCK_FILTER)? != 0 {
+            out.push(pb::SockOpt {
+                level: s::SOL_SOCKET,
+                name: s::SO_LOCK_FILTER,
+                value: 1i32.to_ne_bytes().to_vec(),
+            });
+        }
     }
     Ok(out)
 }

@@ -161,6 +161,9 @@ fn set_option(fd: BorrowedFd<'_>, o: &pb::SockOpt) -> Result<(), String> {
                 })?;
             s::set_int(fd, s::SOL_SOCKET, name, i32::from_ne_bytes(v) / 2)
         }
+        None if (o.level, o.name) == (s::SOL_SOCKET, s::SO_ATTACH_FILTER) => {
+            s::attach_filter(fd, &o.value)
+        }
         None => s::set_bytes(fd, o.level, o.name, &o.value),
     };
     r.map_err(|e| format!("socket option (level {}, {}): {e}", o.level, o.name))
