@@ -92,6 +92,14 @@ fn coredump_filter_survives() {
     survives("kstate", &["coredump"]);
 }
 
+/// A process chrooted into a directory of its workdir, working in a subdirectory of it,
+/// its executable and libraries mapped from outside its root: the root, the working
+/// directory and its mappings come back.
+#[test]
+fn chroot_survives() {
+    survives("kstate", &["chroot"]);
+}
+
 /// The I/O priority (ioprio_set: best effort, level 5) comes back.
 #[test]
 fn io_priority_survives() {

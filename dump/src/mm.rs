@@ -204,12 +204,26 @@ impl Mm {
     }
 }
 
+/// Where the paths /proc/PID/maps shows for `pid` start. The kernel writes them as seen
+/// from the reader's root (ckpt's) when the file is reachable from it, which it is from
+/// the same mount namespace: a chrooted process's libraries outside its root show with
+/// their host paths, so its /proc/PID/root must not be put in front. A file of another
+/// mount namespace (a container's) shows as seen from that namespace's root, which is the
+/// process's root unless it chrooted inside the container.
+fn paths_root(pid: Pid) -> String {
+    let mine = ckpt_sys::ns::ns_id(Pid::this(), "mnt");
+    match (mine, ckpt_sys::ns::ns_id(pid, "mnt")) {
+        (Ok(a), Ok(b)) if a == b => String::new(),
+        _ => format!("/proc/{pid}/root"),
+    }
+}
+
 pub fn collect(pid: Pid, stat: &Stat, maps: &[Mapping]) -> Result<Mm, DumpError> {
     let mut vmas = Vec::new();
     let mut vdso = Vdso::default();
     // Identity of each mapped path, looked up once ((ino, size, mtime_ns)).
     let mut files: HashMap<&str, (u64, u64, i64)> = HashMap::new();
-    let root = format!("/proc/{pid}/root");
+    let root = paths_root(pid);
     for m in maps {
         let kind = match classify(pid, m)? {
             Class::Vsyscall => continue,
@@ -255,7 +269,6 @@ pub fn collect(pid: Pid, stat: &Stat, maps: &[Mapping]) -> Result<Mm, DumpError>
             let (ino, size, mtime_ns) = match files.get(m.name.as_str()) {
                 Some(&v) => v,
                 None => {
-                    // The path as the task sees it (its root may not be ours).
                     let at = format!("{root}{}", m.name);
                     let meta = std::fs::metadata(&at).map_err(|e| {
                         refuse(format!(

@@ -437,10 +437,6 @@ fn prepare(p: &SeedPlan, fds: &crate::fdtable::Plan) -> Result<(), String> {
     crate::fdtable::epoll::place(p)?;
     id.root()?;
 
-    if p.root != "/" {
-        chroot(p.root.as_str()).map_err(|e| format!("chroot {}: {e}", p.root))?;
-    }
-    chdir(p.cwd.as_str()).map_err(|e| format!("chdir {}: {e}", p.cwd))?;
     umask(Mode::from_bits_truncate(p.umask));
     nix::sys::personality::set(nix::sys::personality::Persona::from_bits_retain(
         p.personality as i32,
@@ -477,6 +473,23 @@ fn prepare(p: &SeedPlan, fds: &crate::fdtable::Plan) -> Result<(), String> {
             nix::sys::prctl::set_timerslack(ns)
                 .map_err(|e| format!("PR_SET_TIMERSLACK {ns}: {e}"))?;
         }
+    }
+    if p.root != "/" {
+        // Both paths were read as ckpt sees them, which is how this seed sees them
+        // before the chroot: the working directory is opened first and entered by fd
+        // (inside the new root or not, as the process had it). After every step above
+        // that needs /proc, which the new root may not have.
+        use std::os::unix::fs::OpenOptionsExt;
+        let cwd = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(&p.cwd)
+            .map_err(|e| format!("working directory {}: {e}", p.cwd))?;
+        chroot(p.root.as_str()).map_err(|e| format!("chroot {}: {e}", p.root))?;
+        nix::unistd::fchdir(std::os::fd::AsRawFd::as_raw_fd(&cwd))
+            .map_err(|e| format!("fchdir {}: {e}", p.cwd))?;
+    } else {
+        chdir(p.cwd.as_str()).map_err(|e| format!("chdir {}: {e}", p.cwd))?;
     }
     ckpt_sys::process::map_trampoline(p.trampoline).map_err(|e| e.to_string())?;
     // Limits last: a lowered RLIMIT_NOFILE must not stop the fds above from being placed.

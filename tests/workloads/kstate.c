@@ -28,6 +28,9 @@
  *  - deadline: SCHED_DEADLINE (runtime 1 ms, deadline and period 30 ms; ckpt refuses
  *    it); checks sched_getscheduler.
  *  - tmpfile: an O_TMPFILE file in WORKDIR with 5 bytes (ckpt refuses it); checks them.
+ *  - chroot: chroot()s into WORKDIR/croot (its libraries and executable stay outside)
+ *    and works in /sub there; checks that / is that directory (inode), the cwd is /sub
+ *    (path and inode), /marker is there and /proc is not (nothing of the host shows).
  *  - futexhash: makes a thread and joins it (the kernel gives the process a private
  *    futex hash then); checks PR_FUTEX_HASH_GET_SLOTS still says what it said after the
  *    join, and that a futex wait/wake pair still works.
@@ -78,6 +81,14 @@ static int read_coredump_filter(void)
 	if (wl_read_file("/proc/self/coredump_filter", b, sizeof(b) - 1) <= 0)
 		return -1;
 	return (int)strtoul(b, NULL, 16);
+}
+
+static struct stat croot_st, sub_st, marker_st;
+
+static int same_inode(const char *path, const struct stat *want)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && st.st_ino == want->st_ino && st.st_dev == want->st_dev;
 }
 
 static int policy_at(void *addr)
@@ -157,6 +168,14 @@ static int verify(void)
 	} else if (!strcmp(mode, "timerslack")) {
 		WL_CHECK(prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) == SLACK, "timer slack %d",
 			 prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0));
+	} else if (!strcmp(mode, "chroot")) {
+		char cwd[256] = "";
+		WL_CHECK(same_inode("/", &croot_st), "/ is not the chroot directory");
+		WL_CHECK(getcwd(cwd, sizeof(cwd)) && !strcmp(cwd, "/sub"), "cwd \"%s\"", cwd);
+		WL_CHECK(same_inode(".", &sub_st), "cwd is not /sub's inode");
+		WL_CHECK(same_inode("/marker", &marker_st), "/marker is not there");
+		struct stat st;
+		WL_CHECK(stat("/proc/self", &st) != 0, "the host's /proc shows inside the chroot");
 	}
 	return 1;
 }
@@ -190,6 +209,9 @@ static void corrupt(void)
 		syscall(SYS_set_mempolicy, 0, NULL, 0);
 	} else if (!strcmp(mode, "futexhash")) {
 		hash_slots += 1;
+	} else if (!strcmp(mode, "chroot")) {
+		if (chdir("/"))
+			wl_fail("chdir /");
 	} else {
 		wl_fail("corrupted on request");
 	}
@@ -211,6 +233,21 @@ int main(int argc, char **argv)
 		wl_die("usage: kstate WORKDIR MODE");
 	wl_init();
 	mode = argv[2];
+	if (!strcmp(mode, "chroot")) {
+		char root[4096], path[4200];
+		snprintf(root, sizeof(root), "%s/croot", argv[1]);
+		snprintf(path, sizeof(path), "%s/sub", root);
+		if (mkdir(root, 0755) || mkdir(path, 0755) || stat(root, &croot_st) ||
+		    stat(path, &sub_st))
+			wl_die("mkdir %s", path);
+		snprintf(path, sizeof(path), "%s/marker", root);
+		int fd = open(path, O_CREAT | O_WRONLY, 0644);
+		if (fd < 0 || fstat(fd, &marker_st))
+			wl_die("create %s", path);
+		close(fd);
+		if (chroot(root) || chdir("/sub"))
+			wl_die("chroot %s", root);
+	}
 	if (!strcmp(mode, "loginuid")) {
 		FILE *f = fopen("/proc/self/loginuid", "w");
 		if (!f || fprintf(f, "%d", LOGINUID) < 0 || fclose(f))
@@ -289,7 +326,7 @@ int main(int argc, char **argv)
 	} else if (!strcmp(mode, "mdwe")) {
 		if (prctl(65 /* PR_SET_MDWE */, 1 /* MDWE_REFUSE_EXEC_GAIN */, 0, 0, 0))
 			wl_die("PR_SET_MDWE");
-	} else {
+	} else if (strcmp(mode, "chroot")) {
 		wl_die("unknown mode %s", mode);
 	}
 	wl_ready();
