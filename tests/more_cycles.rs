@@ -282,3 +282,31 @@ fn oom_score_adj_survives() {
         );
     }
 }
+
+// ------------------------------------------------------------ pipes in packet mode
+
+/// Pipes in packet mode (O_DIRECT from pipe2, or set on one end with F_SETFL) keep each
+/// end's mode and their queued packets, one read() each, over three cycles.
+#[test]
+fn packet_mode_pipes_three_cycles() {
+    let env = Env::new();
+    let mut w = env.start("pktpipe");
+    env.check(&mut w);
+    env.cycles(&mut w, CYCLES, &[], |_, _| {});
+    notices_corruption(&env, &w);
+}
+
+/// A FIFO holding packets: they would come back as one stream, so the dump refuses it
+/// by name and the workload runs on.
+#[test]
+fn fifo_in_packet_mode_with_packets_is_refused() {
+    let env = Env::new();
+    let mut w = env.start_with("pktpipe", &["fifo"]);
+    let line = env
+        .dump(w.pid, &env.subdir("img"), &[])
+        .failed_naming(&format!("pid {}: fd 14: a FIFO holding 2 packets", w.pid));
+    assert!(line.contains("packet mode"), "{line}");
+    assert_running_untraced(w.pid);
+    env.check(&mut w);
+    env.kill_and_reap(w.pid);
+}

@@ -327,7 +327,7 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<(Vec<pb::Fd>, Vec<String
             let mine = ckpt_sys::process::steal_fd(pid, fd)?;
             pipe_size = ckpt_sys::pipe::capacity(&mine)?;
             if table.first_to_store(file) {
-                pipe_data = ckpt_sys::pipe::peek(&mine)?;
+                pipe_data = fifo_bytes(pid, fd, &mine)?;
             }
         }
         // O_ASYNC: whom its signal goes to; a lease: the signal its break sends
@@ -453,7 +453,7 @@ pub fn in_flight(fd: i32, carrier: u64, table: &mut FdTable, what: &str) -> Resu
                 // description (one that does later finds them stored).
                 let mine = ckpt_sys::process::steal_fd(me, fd)?;
                 d.fifo_size = ckpt_sys::pipe::capacity(&mine)?;
-                d.fifo_data = ckpt_sys::pipe::peek(&mine)?;
+                d.fifo_data = fifo_bytes(me, fd, &mine)?;
             }
             table.insert(me, fd, key, d)?
         }
@@ -584,4 +584,18 @@ fn describe(
         }
     }
     Ok(d)
+}
+
+/// The unread bytes of a FIFO; ones written in packet mode (O_DIRECT) would come back as
+/// one stream, so they are refused (an anonymous pipe keeps its packets: `fdtable/pipe.rs`).
+fn fifo_bytes(pid: Pid, fd: i32, mine: &std::os::fd::OwnedFd) -> Result<Vec<u8>, DumpError> {
+    let (data, packets) = ckpt_sys::pipe::peek(mine)?;
+    if !packets.is_empty() {
+        return Err(crate::refuse(format!(
+            "pid {pid}: fd {fd}: a FIFO holding {} packets written in packet mode \
+             (O_DIRECT); not supported yet",
+            packets.len()
+        )));
+    }
+    Ok(data)
 }

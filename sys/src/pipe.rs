@@ -19,8 +19,11 @@ pub fn set_capacity(fd: impl AsFd, size: u32) -> Result<()> {
     Ok(())
 }
 
-/// The bytes waiting in a pipe, left in place for its reader.
-pub fn peek(src: impl AsFd) -> Result<Vec<u8>> {
+/// The bytes waiting in a pipe, left in place for its reader, and where a read of them
+/// stops: a buffer written in packet mode (O_DIRECT) ends a read (the copy made by tee
+/// keeps that mark), so the lengths of the reads, when there are several, are the
+/// packets a reader would see.
+pub fn peek(src: impl AsFd) -> Result<(Vec<u8>, Vec<u32>)> {
     let size = capacity(src.as_fd())?;
     let (r, w) =
         nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).ctx(|| "pipe2".to_string())?;
@@ -38,9 +41,23 @@ pub fn peek(src: impl AsFd) -> Result<Vec<u8>> {
         Err(e) => return Err(crate::Error::sys("tee of a pipe", e)),
     };
     drop(w);
-    let mut out = Vec::with_capacity(n);
-    std::fs::File::from(r)
-        .read_to_end(&mut out)
-        .map_err(|e| crate::Error::io("pipe", e))?;
-    Ok(out)
+    let mut out = vec![0u8; n];
+    let mut reads = Vec::new();
+    let mut at = 0;
+    let mut r = std::fs::File::from(r);
+    while at < n {
+        let got = r
+            .read(&mut out[at..])
+            .map_err(|e| crate::Error::io("pipe", e))?;
+        if got == 0 {
+            break;
+        }
+        reads.push(got as u32);
+        at += got;
+    }
+    out.truncate(at);
+    if reads.len() < 2 {
+        reads.clear();
+    }
+    Ok((out, reads))
 }

@@ -1,5 +1,6 @@
 //! Anonymous pipe ends: which end, the pipe's capacity and its unread bytes (read with
-//! tee(2) through a copy of the fd: the pipe keeps them for its reader), stored once per
+//! tee(2) through a copy of the fd: the pipe keeps them for its reader; in packets where
+//! they were written in packet mode), stored once per
 //! pipe on its first read end. A pipe also held outside the tree is external: named by
 //! its link target, its bytes stay in the pipe the outside holder keeps.
 
@@ -15,15 +16,16 @@ pub fn dump(ctx: &FdCtx, external: bool, table: &mut FdTable) -> Result<pb::Pipe
     let write_end = ctx.info.flags & O_ACCMODE == O_WRONLY;
     let mine = ckpt_sys::process::steal_fd(ctx.pid, ctx.fd)?;
     let size = ckpt_sys::pipe::capacity(&mine)?;
-    let mut data = Vec::new();
+    let (mut data, mut packets) = (Vec::new(), Vec::new());
     // tee() reads only from a read end; a pipe no end of which is read in the tree has
     // nothing anyone restored could read.
     if !external && !write_end && table.first_to_store(ctx.inode) {
-        data = ckpt_sys::pipe::peek(&mine)?;
+        (data, packets) = ckpt_sys::pipe::peek(&mine)?;
     }
     Ok(pb::PipeState {
         write_end,
         data,
         size,
+        packets,
     })
 }

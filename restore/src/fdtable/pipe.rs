@@ -4,6 +4,7 @@
 //! /proc/PID/fd) is opened again through /proc/self/fd, as it was made.
 
 use ckpt_images::pb;
+use ckpt_images::pb::PipeState;
 use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
 use nix::sys::stat::Mode;
 use nix::unistd::{close, dup2};
@@ -20,6 +21,17 @@ pub fn check(d: &pb::FileDesc) -> Result<(), String> {
             "description {}: pipe of {} bytes holding {}",
             d.id,
             p.size,
+            p.data.len()
+        ));
+    }
+    if !p.packets.is_empty()
+        && (p.packets.contains(&0)
+            || p.packets.iter().map(|&n| n as u64).sum::<u64>() != p.data.len() as u64)
+    {
+        return Err(format!(
+            "description {}: {} packets that do not add up to its {} bytes",
+            d.id,
+            p.packets.len(),
             p.data.len()
         ));
     }
@@ -50,11 +62,29 @@ pub fn create(descs: &[(pb::FileDesc, RawFd)]) -> Result<(), String> {
         ckpt_sys::pipe::set_capacity(&w, size).map_err(|e| e.to_string())?;
     }
     for (d, _) in descs {
-        let data = pipe(d).data;
-        if !data.is_empty() {
-            let mut f = std::fs::File::from(w.try_clone().map_err(|e| format!("dup: {e}"))?);
-            f.write_all(&data)
-                .map_err(|e| format!("refilling {} unread bytes: {e}", data.len()))?;
+        let PipeState { data, packets, .. } = pipe(d);
+        if data.is_empty() {
+            continue;
+        }
+        let mut f = std::fs::File::from(w.try_clone().map_err(|e| format!("dup: {e}"))?);
+        let refill = |e| format!("refilling {} unread bytes: {e}", data.len());
+        if packets.is_empty() {
+            f.write_all(&data).map_err(refill)?;
+            continue;
+        }
+        // One write each in packet mode (the slots' own flags are set below).
+        fcntl(
+            w.as_raw_fd(),
+            FcntlArg::F_SETFL(OFlag::O_DIRECT | OFlag::O_NONBLOCK),
+        )
+        .map_err(|e| format!("F_SETFL O_DIRECT: {e}"))?;
+        let mut at = 0;
+        for n in packets {
+            let chunk = &data[at..at + n as usize];
+            if f.write(chunk).map_err(refill)? != chunk.len() {
+                return Err(format!("refilling a packet of {n} bytes: a short write"));
+            }
+            at += n as usize;
         }
     }
     let (mut r_used, mut w_used) = (false, false);
@@ -71,8 +101,10 @@ pub fn create(descs: &[(pb::FileDesc, RawFd)]) -> Result<(), String> {
             dup2(end.as_raw_fd(), *slot).map_err(|e| format!("dup2 to slot {slot}: {e}"))?;
             *used = true;
         }
-        // Access mode and O_DIRECT are the pipe's; the rest is the description's.
-        let settable = status & (OFlag::O_NONBLOCK | OFlag::O_APPEND | OFlag::O_NOATIME);
+        // The access mode is the end's; packet mode (O_DIRECT, which F_SETFL sets and
+        // clears on a pipe) and the rest are the description's.
+        let settable =
+            status & (OFlag::O_NONBLOCK | OFlag::O_APPEND | OFlag::O_NOATIME | OFlag::O_DIRECT);
         fcntl(*slot, FcntlArg::F_SETFL(settable)).map_err(|e| format!("F_SETFL: {e}"))?;
     }
     Ok(())
