@@ -238,8 +238,9 @@ fn restore_failing_in_a_puppet_midway_leaves_nothing() {
         OsStr::new("-vv"),
     ]);
     assert!(!out.success(), "the restore should fail: {out}");
-    // After every process was created: this covers the puppet phase's rollback.
-    assert!(out.stderr.contains("every seed stopped"), "{out}");
+    // In the puppet phase (the puppets may start while the last seeds are being made):
+    // this covers its rollback.
+    assert!(out.stderr.contains("puppets start"), "{out}");
     assert!(
         out.stderr
             .lines()

@@ -59,6 +59,11 @@ pub fn install(hook: Hook) -> bool {
     HOOK.set(hook).is_ok()
 }
 
+/// Whether a hook is installed (it may look at the tree as a whole at each stage).
+pub(crate) fn installed() -> bool {
+    HOOK.get().is_some()
+}
+
 pub(crate) fn run(stage: Stage) -> Result<(), RestoreError> {
     match HOOK.get() {
         Some(h) => h(stage)

@@ -472,8 +472,21 @@ pub fn restore_with_progress(
     drop(blocked);
     // Every seed is forked from the root's: ckpt's placeholders can go.
     drop(reservation);
-    seeds::wait_ready(err_r, &inv.pids)?;
-    ckpt_sys::testhold::hold("restore-seeds", &|| false);
+    // A plain tree's puppets start on each seed as it is ready; anything that needs the
+    // whole tree first (namespaces, cgroups, hooks, a test holding there) waits for all.
+    let overlap = inv.pids.len() > 1
+        && init.is_none()
+        && inv.container.is_none()
+        && cgroup_plan.is_empty()
+        && !hooks::installed()
+        && !ckpt_sys::testhold::wants("restore-seeds");
+    let ready = if overlap {
+        puppets::Ready::Stream(err_r)
+    } else {
+        seeds::wait_ready(err_r, &inv.pids)?;
+        ckpt_sys::testhold::hold("restore-seeds", &|| false);
+        puppets::Ready::All
+    };
     // The pids ckpt names the processes by: the dumped ones, or, in a new pid
     // namespace, those the kernel gave them outside it.
     let pids: Vec<Pid> = match (&init, child) {
@@ -537,29 +550,35 @@ pub fn restore_with_progress(
         }
         ptrace::detach(child)?;
     } else {
-        debug!(ms = ckpt_images::units::ms(t0), "every seed stopped");
+        debug!(
+            ms = ckpt_images::units::ms(t0),
+            overlap, "puppets start (overlap: while seeds are still made)"
+        );
         ckpt_sys::testhold::hold("restore-puppet", &|| false);
-        puppets::run_all(&puppets::Tree {
-            pids: &pids,
-            imgs: &imgs,
-            plans: &plans,
-            shared: shared.as_ref().map(|s| &s.paths),
-            pages_path: &pages_path,
-            source: &source,
-            reset: &reset,
-            progress,
-            sharing: sharing.as_ref(),
-            verify: opts.verify,
-            before_release: &|| {
-                hooks::before_resume(pids[0].as_raw())?;
-                if let Some(c) = &inv.container {
-                    container::before_release_timed(c, ns_plan.as_ref(), pids[0])?;
-                }
-                net::resume_connections(&net::connections(&pids, &imgs, &descs))
-                    .map_err(RestoreError::Refused)?;
-                stop_again(&pids, &imgs)
+        puppets::run_all(
+            &puppets::Tree {
+                pids: &pids,
+                imgs: &imgs,
+                plans: &plans,
+                shared: shared.as_ref().map(|s| &s.paths),
+                pages_path: &pages_path,
+                source: &source,
+                reset: &reset,
+                progress,
+                sharing: sharing.as_ref(),
+                verify: opts.verify,
+                before_release: &|| {
+                    hooks::before_resume(pids[0].as_raw())?;
+                    if let Some(c) = &inv.container {
+                        container::before_release_timed(c, ns_plan.as_ref(), pids[0])?;
+                    }
+                    net::resume_connections(&net::connections(&pids, &imgs, &descs))
+                        .map_err(RestoreError::Refused)?;
+                    stop_again(&pids, &imgs)
+                },
             },
-        })?;
+            ready,
+        )?;
         drop(shared);
         write_pidfile(opts, pids[0].as_raw())?;
     }

@@ -57,6 +57,10 @@ pub(super) struct Batched {
     call: Call,
     /// (argument index, bytes): the argument becomes their address in the scratch page.
     data: Option<(usize, Vec<u8>)>,
+    /// (offset, delta): the bytes hold a pointer into themselves at `offset`, written as
+    /// their address in the scratch page plus `delta` (a struct followed by what it
+    /// points at).
+    inner: Option<(usize, u64)>,
 }
 
 impl Batched {
@@ -65,12 +69,19 @@ impl Batched {
             what: what.into(),
             call: Call::new(nr, args),
             data: None,
+            inner: None,
         }
     }
 
     /// With `bytes` passed by address as argument `arg`.
     fn with(mut self, arg: usize, bytes: Vec<u8>) -> Batched {
         self.data = Some((arg, bytes));
+        self
+    }
+
+    /// With the bytes' own address plus `delta` written into them at `offset`.
+    fn pointing(mut self, offset: usize, delta: u64) -> Batched {
+        self.inner = Some((offset, delta));
         self
     }
 }
@@ -147,6 +158,7 @@ impl<'a> Puppet<'a> {
                 what: what.clone(),
                 call: *call,
                 data: None,
+                inner: None,
             })
             .collect();
         self.batched(&with, want)
@@ -184,8 +196,13 @@ impl<'a> Puppet<'a> {
             for c in &calls[start..end] {
                 let mut call = c.call;
                 if let Some((arg, bytes)) = &c.data {
-                    call.args[*arg] = self.scratch() + table + blob.len() as u64;
-                    blob.extend_from_slice(bytes);
+                    let at = self.scratch() + table + blob.len() as u64;
+                    call.args[*arg] = at;
+                    let mut bytes = bytes.clone();
+                    if let Some((off, delta)) = c.inner {
+                        bytes[off..off + 8].copy_from_slice(&(at + delta).to_le_bytes());
+                    }
+                    blob.extend_from_slice(&bytes);
                     blob.resize(blob.len().next_multiple_of(8), 0);
                 }
                 list.push(call);
@@ -216,7 +233,11 @@ impl<'a> Puppet<'a> {
     fn one(&mut self, c: &Batched) -> R<u64> {
         let mut args = c.call.args;
         if let Some((arg, bytes)) = &c.data {
-            args[*arg] = self.put(0, bytes)?;
+            let mut bytes = bytes.clone();
+            if let Some((off, delta)) = c.inner {
+                bytes[off..off + 8].copy_from_slice(&(self.scratch() + delta).to_le_bytes());
+            }
+            args[*arg] = self.put(0, &bytes)?;
         }
         self.call(&c.what, c.call.nr, &args)
     }
@@ -250,11 +271,12 @@ impl<'a> Puppet<'a> {
         self.check_cpu()?;
         self.clear_seed()?;
         let t_map = Instant::now();
-        self.map_vmas(pages)?;
+        // One batch: the final protections, the mm fields, the seed's helper fds, the
+        // sigactions, the main thread's state.
+        let mut calls = self.map_vmas(pages)?;
         let t_fill = t_map.elapsed();
-        self.set_mm()?;
-        // One batch: the seed's helper fds, the sigactions, the main thread's state.
-        let mut calls = vec![Batched::new(
+        calls.push(self.set_mm());
+        calls.push(Batched::new(
             "close_range of the seed's helper fds",
             libc::SYS_close_range,
             &[
@@ -262,7 +284,7 @@ impl<'a> Puppet<'a> {
                 self.plan.helper_end() as u64,
                 0,
             ],
-        )];
+        ));
         calls.extend(self.sigactions(reset_sigs, false));
         calls.extend(self.thread_calls(0));
         self.batched(&calls, |_, _| None)?;
@@ -347,11 +369,12 @@ impl<'a> Puppet<'a> {
     }
 
     /// brk, arg/env areas, auxv and the exe link, in one PR_SET_MM_MAP (the only form
-    /// that works without CAP_SYS_RESOURCE).
-    fn set_mm(&mut self) -> R<()> {
+    /// that works without CAP_SYS_RESOURCE): the struct prctl_mm_map, the auxv after it.
+    fn set_mm(&self) -> Batched {
+        const AUXV_PTR_AT: usize = 11 * 8;
+        const STRUCT_LEN: usize = 13 * 8;
         let mm = &self.img.mm;
-        let auxv_at = self.put(512, &mm.auxv)?;
-        let mut b = Vec::with_capacity(104);
+        let mut b = Vec::with_capacity(STRUCT_LEN + mm.auxv.len());
         for v in [
             mm.start_code,
             mm.end_code,
@@ -364,19 +387,21 @@ impl<'a> Puppet<'a> {
             mm.arg_end,
             mm.env_start,
             mm.env_end,
-            auxv_at,
+            0, // auxv: the address of the bytes after the struct
         ] {
             b.extend_from_slice(&v.to_le_bytes());
         }
         b.extend_from_slice(&(mm.auxv.len() as u32).to_le_bytes());
         b.extend_from_slice(&(self.plan.exe_fd() as u32).to_le_bytes());
-        let at = self.put(0, &b)?;
-        self.call(
+        debug_assert_eq!(b.len(), STRUCT_LEN);
+        b.extend_from_slice(&mm.auxv);
+        Batched::new(
             "prctl(PR_SET_MM_MAP)",
             libc::SYS_prctl,
-            &[PR_SET_MM, PR_SET_MM_MAP, at, b.len() as u64, 0],
-        )?;
-        Ok(())
+            &[PR_SET_MM, PR_SET_MM_MAP, 0, STRUCT_LEN as u64, 0],
+        )
+        .with(2, b)
+        .pointing(AUXV_PTR_AT, STRUCT_LEN as u64)
     }
 
     /// The last steps: affinity, then the munmap of the trampoline, stopped at its

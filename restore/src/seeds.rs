@@ -35,6 +35,12 @@ pub fn fork_root(seeds: &Seeds, status_w: OwnedFd) -> R<Pid> {
 /// Reads the status pipe until every live process's seed said `ok`; the first failure
 /// reported (or a seed dying without a word) ends the restore.
 pub fn wait_ready(status_r: OwnedFd, live: &[i32]) -> R<()> {
+    read_ready(status_r, live, |_| {})
+}
+
+/// [`wait_ready`], calling `each` with every pid as its seed says `ok` (the puppets
+/// start on it while the others are still being made).
+pub fn read_ready(status_r: OwnedFd, live: &[i32], mut each: impl FnMut(i32)) -> R<()> {
     let mut ready = std::collections::HashSet::with_capacity(live.len());
     let mut lines = BufReader::new(std::fs::File::from(status_r)).lines();
     while ready.len() < live.len() {
@@ -64,7 +70,9 @@ pub fn wait_ready(status_r: OwnedFd, live: &[i32]) -> R<()> {
                     "container namespaces: set up in the root's seed"
                 );
             }
-            ready.insert(pid);
+            if ready.insert(pid) {
+                each(pid);
+            }
         } else {
             return Err(RestoreError::Refused(format!("pid {pid}: {msg}")));
         }

@@ -32,6 +32,12 @@ fn wanted() -> Option<&'static (String, String)> {
         .as_ref()
 }
 
+/// Whether a test asked to hold at `point` (a restore then keeps the order the point
+/// names: every seed made before any is seized).
+pub fn wants(point: &str) -> bool {
+    wanted().is_some_and(|(want, _)| want == point)
+}
+
 /// At `point`: if the test asked to hold here, marks it and waits (see the module doc).
 pub fn hold(point: &str, give_up: &dyn Fn() -> bool) {
     let Some((want, marker)) = wanted() else {

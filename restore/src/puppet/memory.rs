@@ -87,7 +87,9 @@ impl Puppet<'_> {
         Ok(())
     }
 
-    pub(super) fn map_vmas(&mut self, pages: &fill::Source) -> R<()> {
+    /// Maps, advises and fills every VMA; returns the calls that give them their final
+    /// protections, for the caller's next batch.
+    pub(super) fn map_vmas(&mut self, pages: &fill::Source) -> R<Vec<Batched>> {
         let img = self.img;
         let mut with_pages = vec![false; img.vmas.len()];
         let mut vi = 0;
@@ -212,22 +214,24 @@ impl Puppet<'_> {
             (got != v.start)
                 .then(|| format!("VMA [{:#x}, {:#x}) landed at {got:#x}", v.start, v.end))
         })?;
-        for (_, fd) in shm_fds {
-            self.call("close of a shared memory memfd", libc::SYS_close, &[fd])?;
-        }
         self.name_anon_vmas()?;
-        // Advice first: MADV_HUGEPAGE must be in place before the pages arrive.
-        let advice: Vec<(String, Call)> = img
-            .vmas
-            .iter()
-            .flat_map(|v| {
+        // The memfds go in the same batch as the advice, which comes first: MADV_HUGEPAGE
+        // must be in place before the pages arrive.
+        let closes = shm_fds.into_values().map(|fd| {
+            (
+                "close of a shared memory memfd".to_string(),
+                Call::new(libc::SYS_close, &[fd]),
+            )
+        });
+        let advice: Vec<(String, Call)> = closes
+            .chain(img.vmas.iter().flat_map(|v| {
                 v.madvise.iter().map(move |&a| {
                     (
                         format!("madvise({a}) of VMA [{:#x}, {:#x})", v.start, v.end),
                         Call::new(libc::SYS_madvise, &[v.start, v.end - v.start, a as u64]),
                     )
                 })
-            })
+            }))
             .collect();
         self.calls(&advice, |_, _| None)?;
         self.drop_stale()?;
@@ -237,7 +241,7 @@ impl Puppet<'_> {
         if pinned {
             self.pin()?;
         }
-        let protect: Vec<(String, Call)> = img
+        Ok(img
             .vmas
             .iter()
             .enumerate()
@@ -245,16 +249,13 @@ impl Puppet<'_> {
                 with_pages[i] && v.prot != (v.prot | (libc::PROT_READ | libc::PROT_WRITE) as u32)
             })
             .map(|(_, v)| {
-                (
+                Batched::new(
                     format!("mprotect of VMA [{:#x}, {:#x})", v.start, v.end),
-                    Call::new(
-                        libc::SYS_mprotect,
-                        &[v.start, v.end - v.start, v.prot as u64],
-                    ),
+                    libc::SYS_mprotect,
+                    &[v.start, v.end - v.start, v.prot as u64],
                 )
             })
-            .collect();
-        self.calls(&protect, |_, _| None)
+            .collect())
     }
 
     /// In the VMAs kept from the seed, drops every page that is not the image's (a

@@ -48,6 +48,11 @@ impl Puppet<'_> {
                 with_pages[i] && anon && !droppable && !fill::wants_thp(v, thp)
             })
             .collect();
+        let by_uffd = if self.lazy || self.uffd_pays(&by_uffd) {
+            by_uffd
+        } else {
+            vec![false; by_uffd.len()]
+        };
         let made = if by_uffd.iter().any(|&b| b) {
             match self.call(
                 "userfaultfd",
@@ -183,6 +188,27 @@ impl Puppet<'_> {
             self.call("close of the userfaultfd", libc::SYS_close, &[fd])?;
         }
         Ok(())
+    }
+
+    /// Whether the pages of the VMAs marked in `by_uffd` are worth a userfaultfd: its
+    /// injection and close cost two stops of the puppet (on a loaded machine each a wait
+    /// for the scheduler), which a few dozen pages written by process_vm_writev (a fault
+    /// and a zeroed page each, ~1 us) do not repay. A tree's small processes are filled
+    /// by writes.
+    fn uffd_pays(&self, by_uffd: &[bool]) -> bool {
+        const SMALL: u64 = 256 << 10;
+        let runs = self.fill_runs.as_deref().unwrap_or(&self.img.runs);
+        let mut vi = 0;
+        let mut bytes = 0;
+        for r in runs {
+            while self.img.vmas[vi].end <= r.vaddr {
+                vi += 1;
+            }
+            if by_uffd[vi] {
+                bytes += r.nr_pages * PAGE_SIZE as u64;
+            }
+        }
+        bytes > SMALL
     }
 
     /// The dumped pages (file offset, address) holding the first and last byte of every
