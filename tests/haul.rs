@@ -406,7 +406,7 @@ fn stop_and_copy_between_two_hosts_after_garbage() {
     for (payload, needle) in [
         ("GET / HTTP/1.0\\r\\n\\r\\n", "not a ckpt haul peer"),
         (
-            "CKPTHAUL\\000\\003\\377\\377\\377\\377",
+            "CKPTHAUL\\000\\004\\377\\377\\377\\377",
             "a frame of 4294967295 bytes",
         ),
     ] {
@@ -635,7 +635,11 @@ fn a_failed_restore_at_the_destination_leaves_the_workload_running() {
 #[test]
 fn pre_copy_moves_a_busy_workload_and_every_page_arrives() {
     let (mut s, _) = Scene::new("256", None);
-    let out = finish(&s.env, s.migrate_bg(&["--pre-copy", "--json"], None)).ok();
+    let out = finish(&s.env, s.migrate_bg(&["--pre-copy", "--json"], None));
+    if !out.status.success() {
+        eprintln!("the server's log:\n{}", s.server.log());
+    }
+    let out = out.ok();
     let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON report");
     eprintln!("{report:#}");
     assert_eq!(report["mode"], "pre-copy");
@@ -645,8 +649,10 @@ fn pre_copy_moves_a_busy_workload_and_every_page_arrives() {
     assert!(rounds[0]["page_bytes"].as_u64().unwrap() >= 256 << 20);
     let last = rounds.last().unwrap();
     assert_eq!(last["kind"], "final");
-    // The final round carries only what the tree wrote since the round before.
-    assert!(last["page_bytes"].as_u64().unwrap() < 128 << 20, "{report}");
+    // After the freeze, the final round carries only what the tree wrote since the round
+    // before (its copy made while the tree still ran went before the freeze).
+    let after_freeze = last["page_bytes"].as_u64().unwrap() - last["live_bytes"].as_u64().unwrap();
+    assert!(after_freeze < 128 << 20, "{report}");
     assert!(report["pre_copy_end"].is_string());
     // Each pre-copy round says what sending it again would take; from the second on, the
     // tree's write rate.
@@ -1030,5 +1036,81 @@ fn a_parent_link_outside_the_migration_is_refused() {
     let line = out.failed_naming("is not an earlier round of this migration");
     assert!(line.contains("runs on here"), "{line}");
     assert!(!s.server.log().contains("restored, running"));
+    assert_still_here(&s.env, &mut s.w);
+}
+
+/// The staged final round's pages file copied before the freeze, and its copy at the
+/// destination (in the only migration directory of `serve`), once `hold` is reached.
+fn live_files(stage: &Path, serve: &Path) -> (PathBuf, PathBuf) {
+    let staged = fs::read_dir(stage).unwrap().next().unwrap().unwrap().path();
+    let last = (0..16)
+        .rev()
+        .find(|k| staged.join(format!("r{k}")).is_dir())
+        .expect("a staged round");
+    assert!(last > 0, "no pre-copy round: {}", listing(&staged));
+    let migration = fs::read_dir(serve)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with('m'))
+        .unwrap_or_else(|| panic!("no migration directory: {}", listing(serve)));
+    let name = format!("r{last}/pages-2.img");
+    (staged.join(&name), migration.join(&name))
+}
+
+/// Pre-copy of 16 MiB rewritten at 50 MiB/s: the final round's copy made while the tree
+/// still ran (pages-2.img) is at the destination, byte for byte, once the tree is frozen
+/// (hold `haul-dumped`: the final dump is done, nothing of it sent after the freeze yet),
+/// and the report counts it as sent before the freeze. The copy verifies every page.
+#[test]
+fn pre_copy_sends_the_final_rounds_live_copy_before_the_freeze() {
+    let (mut s, _) = Scene::new("16", None);
+    let stage = s.env.path().join("stage");
+    let hold = Hold::new(&s.env, "haul-dumped");
+    let stage_arg = stage.to_string_lossy().to_string();
+    let bg = s.migrate_bg(
+        &["--pre-copy", "--json", "--stage-dir", &stage_arg],
+        Some(&hold),
+    );
+    hold.reached();
+    let (here, there) = live_files(&stage, &s.env.path().join("serve"));
+    let staged = fs::read(&here).unwrap();
+    assert!(staged.len() > 4096, "nothing copied before the freeze");
+    let arrived = fs::read(&there).unwrap_or_else(|e| panic!("{}: {e}", there.display()));
+    assert!(
+        arrived == staged,
+        "{} holds {} bytes of the {} staged, or other ones",
+        there.display(),
+        arrived.len(),
+        staged.len()
+    );
+    // The tree is frozen and nothing else of the final round is there yet.
+    assert_ne!(status_field(s.w.pid, "TracerPid").as_deref(), Some("0"));
+    assert!(!there.with_file_name("inventory.img").exists());
+    hold.release();
+    let out = finish(&s.env, bg).ok();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON report");
+    let last = report["rounds"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["kind"], "final");
+    assert_eq!(
+        last["live_bytes"].as_u64(),
+        Some(staged.len() as u64),
+        "{report}"
+    );
+    assert_moved(&s.env, &mut s.w, &report);
+}
+
+/// SIGINT while the final round's copy before the freeze is being sent (hold `haul-live`:
+/// its first piece went, the tree still runs): the migration fails, the destination
+/// drops it, and the workload runs on here as it was.
+#[test]
+fn sigint_while_sending_the_live_copy_resumes_the_workload() {
+    let (mut s, _) = Scene::new("64", None);
+    let hold = Hold::new(&s.env, "haul-live");
+    let bg = s.migrate_bg(&["--pre-copy"], Some(&hold));
+    let held = hold.reached();
+    assert!(signal(held, libc::SIGINT));
+    let out = finish(&s.env, bg);
+    out.failed_naming("interrupted by SIGINT");
+    s.server.wait_log("the source gave up");
     assert_still_here(&s.env, &mut s.w);
 }

@@ -64,6 +64,7 @@ mod userns;
 mod validate;
 
 pub use blockers::Blocker;
+pub use livecopy::LiveSink;
 
 use ckpt_images::{names, pb, ImageSink, Kind};
 use ckpt_sys::{abort, proc, process, Pid};
@@ -167,7 +168,7 @@ pub fn dump_with_progress(
     opts: &DumpOptions,
     progress: &dyn ckpt_images::progress::Progress,
 ) -> Result<DumpStats, DumpError> {
-    dump_inner(opts, progress, false).map(|(stats, _)| stats)
+    dump_inner(opts, progress, false, None).map(|(stats, _)| stats)
 }
 
 /// A dump that leaves the tree stopped once its images are complete (`opts.leave_running`
@@ -175,11 +176,14 @@ pub fn dump_with_progress(
 /// was (also what dropping it does). Live migration keeps the source this way until the
 /// destination runs the copy. The tree is ptrace-stopped by this thread: the `Held` must
 /// be ended on the thread that called this (ptrace answers only the tracing thread).
+/// `live`, for an incremental dump, is told after each pass of the copy before the
+/// freeze how far pages-2.img is written (migration sends it meanwhile).
 pub fn dump_held(
     opts: &DumpOptions,
     progress: &dyn ckpt_images::progress::Progress,
+    live: Option<&dyn LiveSink>,
 ) -> Result<(DumpStats, Held), DumpError> {
-    let (stats, held) = dump_inner(opts, progress, !opts.pre_dump)?;
+    let (stats, held) = dump_inner(opts, progress, !opts.pre_dump, live)?;
     match held {
         Some(h) => Ok((stats, h)),
         None => Err(refuse(
@@ -235,6 +239,7 @@ fn dump_inner(
     opts: &DumpOptions,
     progress: &dyn ckpt_images::progress::Progress,
     hold: bool,
+    live: Option<&dyn LiveSink>,
 ) -> Result<(DumpStats, Option<Held>), DumpError> {
     let t0 = Instant::now();
     if opts.pid <= 0 {
@@ -302,7 +307,7 @@ fn dump_inner(
             let pids: Vec<Pid> = std::iter::once(pid)
                 .chain(descendants.iter().copied())
                 .collect();
-            let live = livecopy::run(&pids, parent, &mut w, &mut buffers, progress)?;
+            let live = livecopy::run(&pids, parent, &mut w, &mut buffers, progress, live)?;
             sink.commit_pages(id, w)?;
             live
         }

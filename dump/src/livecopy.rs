@@ -15,6 +15,11 @@
 //! error of its walk) drops what the passes learnt of it, and its memory is copied whole,
 //! frozen.
 //!
+//! After each pass a `LiveSink` (live migration) may take the bytes the file holds so far
+//! before the next pass begins: what the tree wrote meanwhile is the next pass's, and the
+//! file is only ever appended to (its header page is written first and never again), so
+//! a prefix once taken stays true.
+//!
 //! The first pass draws a new round token for each tracker (`track.rs`): from then on the
 //! previous image is no base for another dump (the pages protected again here are not in
 //! it), whether or not this dump completes; the frozen part accepts only that token.
@@ -37,6 +42,13 @@ const SMALL: u64 = 4 << 20;
 /// writes about as fast as it is copied, another pass would not shrink the frozen copy.
 const SHRINK_NUM: u64 = 3;
 const SHRINK_DEN: u64 = 4;
+
+/// Told how far pages-2.img is written, after each pass and before the next one begins.
+pub trait LiveSink {
+    /// The first `len` bytes of the pages file at `path` are written and stay as they
+    /// are. May block (the next pass waits); an error ends the dump, the tree untouched.
+    fn written(&self, path: &std::path::Path, len: u64) -> Result<(), DumpError>;
+}
 
 /// What the passes learnt of one process.
 pub struct Live {
@@ -80,6 +92,7 @@ pub fn run(
     pages: &mut PagesWriter,
     buffers: &mut Buffers,
     progress: &dyn ckpt_images::progress::Progress,
+    sink: Option<&dyn LiveSink>,
 ) -> Result<LiveCopies, DumpError> {
     let t0 = Instant::now();
     let mut procs: Vec<Tracked> = pids
@@ -119,6 +132,14 @@ pub fn run(
             ms = ckpt_images::units::ms(t),
             "copied before the freeze"
         );
+        if let Some(s) = sink.filter(|_| bytes > 0) {
+            let t = Instant::now();
+            s.written(pages.path(), pages.offset())?;
+            tracing::debug!(
+                ms = ckpt_images::units::ms(t),
+                "handed over before the freeze"
+            );
+        }
         if bytes <= SMALL || bytes * SHRINK_DEN > prev * SHRINK_NUM {
             break;
         }

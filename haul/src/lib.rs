@@ -16,6 +16,8 @@
 //!   meanwhile (an abort stops it and kills the copy);
 //! - `postcopy`: the destination's side of post-copy: the copy restored lazily, its
 //!   pages written as they come, the chunks it waits for asked first;
+//! - `live`: the final round's pages copied before the freeze, sent pass by pass while
+//!   the dump writes them;
 //! - `push`: the source's side of post-copy: the chunks asked for first, then the rest;
 //! - `squeeze`: zstd on the wire, for the chunks where it pays;
 //! - `source`: the thread that dumps and holds the tree (ptrace answers only it);
@@ -27,6 +29,7 @@ mod chain;
 mod dirlock;
 mod error;
 pub mod key;
+mod live;
 mod migrate;
 mod msg;
 mod postcopy;

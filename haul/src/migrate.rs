@@ -185,6 +185,8 @@ struct Sent {
     /// What went over the link for the files' data (compressed where it paid).
     wire_bytes: u64,
     page_bytes: u64,
+    /// Of `bytes`, those sent before the freeze (the final round's growing file).
+    live_bytes: u64,
     ms: f64,
     /// Post-copy: the pages file not sent (name, size, chunk size).
     deferred: Option<(String, u64, u64)>,
@@ -212,6 +214,7 @@ impl Sent {
             ms: ms(began),
             dirty_mb_s: None,
             est_send_ms: None,
+            live_bytes: self.live_bytes,
         };
         progress(&round_line(&r, stats));
         r
@@ -275,7 +278,7 @@ async fn transfer(
                 Err(e) => return Err(e),
             };
             let dump_ms = ms(t);
-            let sent = send_round(link, &mut squeeze, &dir, round, false, false).await?;
+            let sent = send_round(link, &mut squeeze, &dir, round, false, false, None).await?;
             guarded(expect_ack(link, round)).await?;
             mode = "pre-copy";
             sent_bytes += sent.bytes;
@@ -338,13 +341,26 @@ async fn transfer(
         prev,
         post_copy: post,
     });
-    let stats = guarded(dumped(src)).await?;
+    // Its copy before the freeze goes over the link pass by pass meanwhile.
+    let mut growing = None;
+    let stats = loop {
+        match guarded(async { Ok::<_, HaulError>(src.reply().await) }).await? {
+            Some(Reply::Live { path, len, sent }) => {
+                let r =
+                    crate::live::send(&mut growing, link, &mut squeeze, round, &path, len).await;
+                let _ = sent.send(r.is_ok());
+                r?;
+            }
+            Some(Reply::Dumped(r)) => break r?,
+            _ => return Err(HaulError::Protocol("the source thread went away".into())),
+        }
+    };
     let dump_ms = ms(t);
     // From the seize: the dump's time before it is not downtime.
     let frozen_from = t + Duration::from_secs_f64(((dump_ms - stats.frozen_ms).max(0.0)) / 1e3);
     hold("haul-dumped");
     let post = post && deferrable(&dir, progress)?;
-    let sent = send_round(link, &mut squeeze, &dir, round, true, post).await?;
+    let sent = send_round(link, &mut squeeze, &dir, round, true, post, growing).await?;
     sent_bytes += sent.bytes;
     wire_bytes += sent.wire_bytes;
     sent_ms += sent.ms;
@@ -404,7 +420,7 @@ async fn transfer(
             restore_ms: pushed.restore_ms as f64,
             bytes: sent_bytes,
             wire_bytes,
-            send_mb_s: (sent_bytes as f64 / 1e6) / (sent_ms.max(0.001) / 1e3),
+            send_mb_s: ((sent_bytes - sent.live_bytes) as f64 / 1e6) / (sent_ms.max(0.001) / 1e3),
             new_pid: pushed.pid,
             rounds,
             pre_copy_end,
@@ -445,7 +461,7 @@ async fn transfer(
         restore_ms: restore_ms as f64,
         bytes: sent_bytes,
         wire_bytes,
-        send_mb_s: (sent_bytes as f64 / 1e6) / (sent_ms.max(0.001) / 1e3),
+        send_mb_s: ((sent_bytes - sent.live_bytes) as f64 / 1e6) / (sent_ms.max(0.001) / 1e3),
         new_pid,
         rounds,
         pre_copy_end,
@@ -491,7 +507,8 @@ fn round_line(r: &Round, stats: &DumpStats) -> String {
 async fn ended(src: &mut Source) -> Option<Reply> {
     loop {
         match src.reply().await {
-            Some(Reply::Dumped(_)) => continue,
+            // Unanswered, a pass waiting on it fails its dump.
+            Some(Reply::Dumped(_) | Reply::Live { .. }) => continue,
             other => return other,
         }
     }
@@ -528,6 +545,8 @@ async fn expect_ack(link: &mut Link, round: u16) -> R<()> {
 
 /// Streams the files of the image in `dir` (those its inventory lists, then the
 /// inventory), each with the xxh3 of its bytes, then the round's end.
+/// `growing`: the file of the round sent while the dump wrote it (`live`), of which
+/// only the rest goes now.
 async fn send_round(
     link: &mut Link,
     squeeze: &mut Squeezer,
@@ -535,6 +554,7 @@ async fn send_round(
     round: u16,
     last: bool,
     defer_pages: bool,
+    mut growing: Option<crate::live::Growing>,
 ) -> R<Sent> {
     let t = Instant::now();
     let mut names: Vec<(String, u64)> = {
@@ -550,10 +570,19 @@ async fn send_round(
     let mut bytes = 0;
     let mut wire_bytes = 0;
     let mut page_bytes = 0;
-    let mut buf = vec![0u8; MAX_PLAIN - 1];
     let mut first = true;
+    let mut live_bytes = 0;
     for (name, chunk_size) in names {
         let path = dir.join(&name);
+        if let Some(g) = growing.take_if(|g| g.name == name) {
+            // Sent while the dump wrote it: only its rest now.
+            live_bytes += g.sent;
+            let (size, wire) = g.close(link, squeeze, round, &path).await?;
+            wire_bytes += wire;
+            bytes += size;
+            page_bytes += size;
+            continue;
+        }
         let mut f = std::fs::File::open(&path)
             .map_err(|e| HaulError::io(format!("{}", path.display()), e))?;
         let size = f
@@ -587,24 +616,22 @@ async fn send_round(
         .encode();
         link.send(k, &b).await?;
         let mut h = twox_hash::XxHash3_64::new();
-        let mut left = size;
-        while left > 0 {
-            let want = (left as usize).min(buf.len());
-            f.read_exact(&mut buf[..want])
-                .map_err(|e| HaulError::io(format!("{}", path.display()), e))?;
-            h.write(&buf[..want]);
-            let (kind, data) = match squeeze.pack(&buf[..want]) {
-                Packed::Raw(d) => (msg::DATA, d),
-                Packed::Zstd(d) => (msg::DATA_ZSTD, d),
-            };
-            wire_bytes += data.len() as u64;
-            link.send(kind, data).await?;
-            left -= want as u64;
+        let mut first_frame = || {
             if first && last {
                 first = false;
                 hold("haul-sending");
             }
-        }
+        };
+        wire_bytes += send_data(
+            link,
+            squeeze,
+            &mut f,
+            &path.display().to_string(),
+            size,
+            &mut h,
+            &mut first_frame,
+        )
+        .await?;
         let (k, b) = Msg::FileEnd { xxh3: h.finish() }.encode();
         link.send(k, &b).await?;
         bytes += size;
@@ -612,13 +639,52 @@ async fn send_round(
             page_bytes += size;
         }
     }
+    if let Some(g) = growing {
+        return Err(HaulError::Protocol(format!(
+            "{} was sent before the freeze but is not in the final image",
+            g.name
+        )));
+    }
     let (k, b) = Msg::RoundEnd { round, last }.encode();
     link.send(k, &b).await?;
     Ok(Sent {
         bytes,
         wire_bytes,
         page_bytes,
+        live_bytes,
         ms: ms(t),
         deferred,
     })
+}
+
+/// Sends `n` bytes read from `f` (named `what` in errors) as data frames, zstd where it
+/// pays, hashing them into `h`; `each` runs after every frame. Returns the bytes that
+/// went over the link.
+pub(crate) async fn send_data(
+    link: &mut Link,
+    squeeze: &mut Squeezer,
+    f: &mut impl Read,
+    what: &str,
+    n: u64,
+    h: &mut twox_hash::XxHash3_64,
+    each: &mut (dyn FnMut() + Send),
+) -> R<u64> {
+    let mut buf = vec![0u8; MAX_PLAIN - 1];
+    let mut wire = 0;
+    let mut left = n;
+    while left > 0 {
+        let want = (left as usize).min(buf.len());
+        f.read_exact(&mut buf[..want])
+            .map_err(|e| HaulError::io(what.to_string(), e))?;
+        h.write(&buf[..want]);
+        let (kind, data) = match squeeze.pack(&buf[..want]) {
+            Packed::Raw(d) => (msg::DATA, d),
+            Packed::Zstd(d) => (msg::DATA_ZSTD, d),
+        };
+        wire += data.len() as u64;
+        link.send(kind, data).await?;
+        left -= want as u64;
+        each();
+    }
+    Ok(wire)
 }

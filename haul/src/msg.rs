@@ -11,6 +11,12 @@
 //! `PAGE` frames (offset, bytes), the chunks the copy waits for first (`WANT`), until the
 //! destination answers `ALL_IN`.
 //!
+//! Growing files (protocol 4): the final round of a pre-copy migration sends its pages
+//! file copied before the freeze (pages-2.img) while the dump still writes it: `GROW`
+//! (round, name, bytes that follow) then data frames, again after each pass of that copy,
+//! other messages in between; `GROWN` (the xxh3 of all its bytes) closes it before the
+//! round ends. The file only ever grows at its end, so what came stays true.
+//!
 //! Every field is bounded on decoding: a name is at most `MAX_NAME` plain characters, a
 //! round number below `MAX_ROUNDS`, a message whatever a frame holds.
 
@@ -27,6 +33,10 @@ pub const DATA_ZSTD: u8 = 0x13;
 pub const DEFERRED: u8 = 0x14;
 /// Post-copy: bytes of the deferred pages file, a u64 offset first (handled raw).
 pub const PAGE: u8 = 0x15;
+/// Bytes appended to the round's growing file: data frames of that many follow.
+pub const GROW: u8 = 0x16;
+/// The growing file is complete (the xxh3 of all of it).
+pub const GROWN: u8 = 0x17;
 pub const ROUND_END: u8 = 0x20;
 pub const COMMIT: u8 = 0x30;
 pub const ABORT: u8 = 0x31;
@@ -65,6 +75,14 @@ pub enum Msg {
         chunk_size: u64,
         /// The file's first page (its header: the restore reads it before any chunk).
         head: Vec<u8>,
+    },
+    Grow {
+        round: u16,
+        name: String,
+        more: u64,
+    },
+    Grown {
+        xxh3: u64,
     },
     RoundEnd {
         round: u16,
@@ -167,6 +185,16 @@ impl Msg {
                 b.extend_from_slice(&xxh3.to_be_bytes());
                 FILE_END
             }
+            Msg::Grow { round, name, more } => {
+                b.extend_from_slice(&round.to_be_bytes());
+                b.extend_from_slice(&more.to_be_bytes());
+                text(&mut b, name);
+                GROW
+            }
+            Msg::Grown { xxh3 } => {
+                b.extend_from_slice(&xxh3.to_be_bytes());
+                GROWN
+            }
             Msg::RoundEnd { round, last } => {
                 b.extend_from_slice(&round.to_be_bytes());
                 b.push(*last as u8);
@@ -232,6 +260,22 @@ impl Msg {
                 let mut t = Take(body, "file end");
                 let xxh3 = t.u64()?;
                 t.done(Msg::FileEnd { xxh3 })
+            }
+            GROW => {
+                let mut t = Take(body, "growing file");
+                let round = t.u16()?;
+                let more = t.u64()?;
+                let name = t.text(MAX_NAME)?;
+                let pages = ckpt_images::Kind::for_name(&name) == Some(ckpt_images::Kind::Pages);
+                if round >= MAX_ROUNDS || !plain_name(&name) || !pages || more == 0 {
+                    return Err(garbage("growing file"));
+                }
+                t.done(Msg::Grow { round, name, more })
+            }
+            GROWN => {
+                let mut t = Take(body, "grown file");
+                let xxh3 = t.u64()?;
+                t.done(Msg::Grown { xxh3 })
             }
             ROUND_END => {
                 let mut t = Take(body, "round end");
@@ -316,6 +360,12 @@ mod tests {
                 size: 1 << 30,
             },
             Msg::FileEnd { xxh3: 7 },
+            Msg::Grow {
+                round: 4,
+                name: "pages-2.img".into(),
+                more: 1 << 20,
+            },
+            Msg::Grown { xxh3: 9 },
             Msg::RoundEnd {
                 round: 3,
                 last: true,
@@ -356,6 +406,16 @@ mod tests {
             }
             .encode();
             assert!(Msg::decode(k, &b).is_err(), "{bad:?} accepted");
+        }
+        // Only a pages file grows, and by something.
+        for (name, more) in [("core-1.img", 1), ("pages-2.img", 0), ("../pages-2.img", 1)] {
+            let (k, b) = Msg::Grow {
+                round: 1,
+                name: name.into(),
+                more,
+            }
+            .encode();
+            assert!(Msg::decode(k, &b).is_err(), "{name:?} {more} accepted");
         }
         assert!(Msg::decode(0x7f, &[]).is_err());
     }

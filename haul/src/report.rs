@@ -27,6 +27,9 @@ pub struct Round {
     /// Pre-copy: sending this round's pages again at the measured link speed (ms).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub est_send_ms: Option<f64>,
+    /// The final round after pre-copy: of `bytes`, those sent before the freeze (its
+    /// copy while the tree still ran, pass by pass; their time is in `dump_ms`).
+    pub live_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]

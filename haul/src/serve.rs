@@ -114,6 +114,38 @@ struct Incoming {
     hash: twox_hash::XxHash3_64,
 }
 
+impl Incoming {
+    /// A new file `name` in the round's directory `rdir`, `left` bytes expected.
+    fn create(rdir: &Path, name: String, left: u64) -> R<Incoming> {
+        let f = open_new(&rdir.join(&name))?;
+        Ok(Incoming {
+            name,
+            out: std::io::BufWriter::with_capacity(1 << 20, f),
+            left,
+            hash: twox_hash::XxHash3_64::new(),
+        })
+    }
+
+    /// Every declared byte came and `xxh3` is theirs: written out.
+    fn end(mut self, xxh3: u64) -> R<()> {
+        if self.left != 0 {
+            return Err(HaulError::Protocol(format!(
+                "{}: {} bytes short of its declared size",
+                self.name, self.left
+            )));
+        }
+        if self.hash.finish() != xxh3 {
+            return Err(HaulError::Protocol(format!(
+                "{}: checksum mismatch on the wire",
+                self.name
+            )));
+        }
+        self.out
+            .flush()
+            .map_err(|e| HaulError::io(format!("writing {}", self.name), e))
+    }
+}
+
 async fn session(
     stream: tokio::net::TcpStream,
     opts: &ServeOptions,
@@ -189,14 +221,19 @@ async fn receive(link: &mut Link, opts: &ServeOptions, dir: &Path, name: &str) -
     let mut files = 0usize;
     let mut total: u64 = 0;
     let mut file: Option<Incoming> = None;
+    // The round's growing file (`msg`: GROW), open until GROWN.
+    let mut growing: Option<Incoming> = None;
     let mut first_data = true;
     let mut unz = crate::squeeze::Unsqueezer::new();
     let mut deferred: Option<crate::postcopy::Deferred> = None;
     loop {
         let (kind, body) = link.recv().await?;
         if kind == msg::DATA || kind == msg::DATA_ZSTD {
+            // Into the file begun, else into the growing file while it expects bytes.
+            let piece = file.is_none();
             let f = file
                 .as_mut()
+                .or(growing.as_mut().filter(|g| g.left > 0))
                 .ok_or_else(|| HaulError::Protocol("data outside a file: garbage".into()))?;
             let body = if kind == msg::DATA_ZSTD {
                 unz.unpack(body, f.left)?
@@ -214,6 +251,12 @@ async fn receive(link: &mut Link, opts: &ServeOptions, dir: &Path, name: &str) -
             f.out
                 .write_all(body)
                 .map_err(|e| HaulError::io(format!("writing {}", f.name), e))?;
+            if f.left == 0 && piece {
+                // A piece of the growing file is complete: on disk while the rest waits.
+                f.out
+                    .flush()
+                    .map_err(|e| HaulError::io(format!("writing {}", f.name), e))?;
+            }
             if first_data {
                 first_data = false;
                 crate::migrate::hold("haul-receiving");
@@ -226,19 +269,13 @@ async fn receive(link: &mut Link, opts: &ServeOptions, dir: &Path, name: &str) -
                 name: fname,
                 size,
             } => {
-                if file.is_some() || r != round {
+                if file.is_some() || r != round || growing.as_ref().is_some_and(|g| g.left > 0) {
                     return Err(HaulError::Protocol(format!(
                         "file {fname} of round {r} out of order (round {round})"
                     )));
                 }
                 let path = admit(&mut files, &mut total, size, opts.max_bytes, dir, round)?;
-                let f = open_new(&path.join(&fname))?;
-                file = Some(Incoming {
-                    name: fname,
-                    out: std::io::BufWriter::with_capacity(1 << 20, f),
-                    left: size,
-                    hash: twox_hash::XxHash3_64::new(),
-                });
+                file = Some(Incoming::create(&path, fname, size)?);
             }
             Msg::Deferred {
                 round: r,
@@ -262,28 +299,48 @@ async fn receive(link: &mut Link, opts: &ServeOptions, dir: &Path, name: &str) -
                     &head,
                 )?);
             }
-            Msg::FileEnd { xxh3 } => {
-                let mut f = file
-                    .take()
-                    .ok_or_else(|| HaulError::Protocol("a file end outside a file".into()))?;
-                if f.left != 0 {
+            Msg::Grow {
+                round: r,
+                name: fname,
+                more,
+            } => {
+                let busy = file.is_some() || growing.as_ref().is_some_and(|g| g.left > 0);
+                let other = growing.as_ref().is_some_and(|g| g.name != fname);
+                if busy || other || r != round {
                     return Err(HaulError::Protocol(format!(
-                        "{}: {} bytes short of its declared size",
-                        f.name, f.left
+                        "growing file {fname} of round {r} out of order (round {round})"
                     )));
                 }
-                if f.hash.finish() != xxh3 {
+                match growing.as_mut() {
+                    Some(g) => {
+                        count(&mut total, more, opts.max_bytes, files)?;
+                        g.left = more;
+                    }
+                    None => {
+                        let path = admit(&mut files, &mut total, more, opts.max_bytes, dir, round)?;
+                        growing = Some(Incoming::create(&path, fname, more)?);
+                    }
+                }
+            }
+            Msg::Grown { xxh3 } => {
+                let f = growing.take().ok_or_else(|| {
+                    HaulError::Protocol("the end of a growing file that is not there".into())
+                })?;
+                if file.is_some() {
                     return Err(HaulError::Protocol(format!(
-                        "{}: checksum mismatch on the wire",
+                        "{} ended inside another file",
                         f.name
                     )));
                 }
-                f.out
-                    .flush()
-                    .map_err(|e| HaulError::io(format!("writing {}", f.name), e))?;
+                f.end(xxh3)?;
+            }
+            Msg::FileEnd { xxh3 } => {
+                file.take()
+                    .ok_or_else(|| HaulError::Protocol("a file end outside a file".into()))?
+                    .end(xxh3)?;
             }
             Msg::RoundEnd { round: r, last } => {
-                if file.is_some() || r != round || files == 0 {
+                if file.is_some() || growing.is_some() || r != round || files == 0 {
                     return Err(HaulError::Protocol(format!(
                         "round {r} ended out of order (round {round}, {files} files)"
                     )));
@@ -342,17 +399,23 @@ fn admit(
     round: u16,
 ) -> R<PathBuf> {
     *files += 1;
-    *total = total.saturating_add(size);
-    if *files > MAX_FILES || *total > max_bytes {
-        return Err(HaulError::Protocol(format!(
-            "over the limits ({files} files, {total} bytes; at most {MAX_FILES} files a round, {max_bytes} bytes)"
-        )));
-    }
+    count(total, size, max_bytes, *files)?;
     let rdir = dir.join(format!("r{round}"));
     if *files == 1 {
         make_dir(&rdir)?;
     }
     Ok(rdir)
+}
+
+/// Counts `size` more bytes against the limit (`files` of the round so far).
+fn count(total: &mut u64, size: u64, max_bytes: u64, files: usize) -> R<()> {
+    *total = total.saturating_add(size);
+    if files > MAX_FILES || *total > max_bytes {
+        return Err(HaulError::Protocol(format!(
+            "over the limits ({files} files, {total} bytes; at most {MAX_FILES} files a round, {max_bytes} bytes)"
+        )));
+    }
+    Ok(())
 }
 
 /// Creates a file that did not exist, never through a symbolic link.

@@ -31,6 +31,36 @@ pub const POST_COPY_CHUNK: u64 = 1 << 20;
 pub enum Reply {
     Dumped(Result<DumpStats, DumpError>),
     Ended(Result<(), DumpError>),
+    /// The final round's copy before the freeze wrote the first `len` bytes of the
+    /// pages file at `path`; its pass waits for the answer on `sent` (true: they went
+    /// over the link). Dropping it unanswered fails the dump, the tree left running.
+    Live {
+        path: PathBuf,
+        len: u64,
+        sent: mpsc::SyncSender<bool>,
+    },
+}
+
+/// Hands the final round's copy before the freeze to the migration, pass by pass, and
+/// waits until it is sent: after the freeze only what the last pass missed is left.
+struct ToLink<'a>(&'a amp::UnboundedSender<Reply>);
+
+impl ckpt_dump::LiveSink for ToLink<'_> {
+    fn written(&self, path: &std::path::Path, len: u64) -> Result<(), DumpError> {
+        let (sent, answer) = mpsc::sync_channel(1);
+        let gone = || DumpError::Lost("the migration stopped sending the copy".into());
+        self.0
+            .send(Reply::Live {
+                path: path.to_path_buf(),
+                len,
+                sent,
+            })
+            .map_err(|_| gone())?;
+        match answer.recv() {
+            Ok(true) => Ok(()),
+            _ => Err(gone()),
+        }
+    }
 }
 
 pub struct Source {
@@ -119,7 +149,8 @@ fn run(
                 if post_copy {
                     o.pages_chunk = Some(POST_COPY_CHUNK);
                 }
-                let r = ckpt_dump::dump_held(&o, &quiet).map(|(stats, h)| {
+                let live = ToLink(&replies);
+                let r = ckpt_dump::dump_held(&o, &quiet, Some(&live)).map(|(stats, h)| {
                     held = Some(h);
                     stats
                 });

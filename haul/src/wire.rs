@@ -17,8 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub const MAGIC: &[u8; 8] = b"CKPTHAUL";
-/// 2: the opening `Begin`/`Ready` exchange (`msg`); 3: post-copy.
-pub const VERSION: u16 = 3;
+/// 2: the opening `Begin`/`Ready` exchange (`msg`); 3: post-copy; 4: growing files.
+pub const VERSION: u16 = 4;
 const NOISE: &str = "Noise_NNpsk0_25519_AESGCM_BLAKE2s";
 /// The largest frame, ciphertext and tag (Noise's limit).
 pub const MAX_FRAME: usize = 65535;

@@ -130,6 +130,11 @@ impl PagesWriter {
         self.chunk_size
     }
 
+    /// The file written (in the staging directory until the image is finished).
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     /// Where the next page will land.
     pub fn offset(&self) -> u64 {
         self.offset
