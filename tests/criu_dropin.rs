@@ -20,14 +20,6 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-/// A container name (and so a cgroup, a runtime state directory) no other test of this
-/// run uses: the tests of one binary run in parallel.
-fn unique_name() -> String {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("ckpt-criu-{}-{n}", std::process::id())
-}
-
 // ---------------------------------------------------------------------------------
 // The command line
 
@@ -514,99 +506,6 @@ fn swrk_refusals_answer_with_errno_message_and_log_line_and_touch_nothing() {
 // ---------------------------------------------------------------------------------
 // runc
 
-/// A busybox root filesystem at `rootfs` (the static busybox and the applets the tests'
-/// scripts use).
-fn busybox_rootfs(rootfs: &Path) {
-    for d in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
-        fs::create_dir_all(rootfs.join(d)).unwrap();
-    }
-    fs::copy(which("busybox"), rootfs.join("bin/busybox")).unwrap();
-    for applet in [
-        "sh", "sleep", "cat", "echo", "mv", "mkdir", "httpd", "wget", "nc",
-    ] {
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-    }
-}
-
-/// A runc container of the test's: a busybox rootfs built now, `runc spec` with a
-/// writable root and no terminal, running `args`; its state under the temp dir.
-struct Runc<'a> {
-    env: &'a Env,
-    root: PathBuf,
-    bundle: PathBuf,
-    id: String,
-}
-
-impl<'a> Runc<'a> {
-    fn create(env: &'a Env, script: &str) -> Runc<'a> {
-        let bundle = env.subdir("bundle");
-        busybox_rootfs(&bundle.join("rootfs"));
-        let spec = Command::new("runc")
-            .arg("spec")
-            .current_dir(&bundle)
-            .output()
-            .unwrap();
-        assert!(spec.status.success(), "runc spec: {spec:?}");
-        let cfg = fs::read_to_string(bundle.join("config.json")).unwrap();
-        let cfg = cfg
-            .replace("\"terminal\": true", "\"terminal\": false")
-            .replace("\"readonly\": true", "\"readonly\": false")
-            .replace(
-                "\"sh\"\n\t\t]",
-                &format!("\"/bin/sh\", \"-c\", {script:?}\n\t\t]"),
-            );
-        assert!(cfg.contains("\"/bin/sh\", \"-c\""), "config.json: {cfg}");
-        fs::write(bundle.join("config.json"), cfg).unwrap();
-        let r = Runc {
-            env,
-            root: env.subdir("runc-state"),
-            bundle,
-            id: unique_name(),
-        };
-        let out = r.runc(&["run", "-d", &r.id.clone()]);
-        assert!(out.status.success(), "runc run: {out:?}");
-        r
-    }
-
-    /// `runc --root STATE args...`.
-    fn runc(&self, args: &[&str]) -> std::process::Output {
-        let mut cmd = Command::new("runc");
-        cmd.arg("--root").arg(&self.root).args(args);
-        cmd.current_dir(&self.bundle);
-        run_to_files(self.env, cmd)
-    }
-
-    fn state(&self) -> String {
-        String::from_utf8_lossy(&self.runc(&["state", &self.id]).stdout).into_owned()
-    }
-
-    /// The loop's count, once the file holds a number.
-    fn count(&self) -> u64 {
-        count_in(&self.bundle.join("rootfs/tmp/count"))
-    }
-
-    fn count_above(&self, n: u64) -> u64 {
-        count_above_in(&self.bundle.join("rootfs/tmp/count"), n)
-    }
-}
-
-impl Drop for Runc<'_> {
-    fn drop(&mut self) {
-        let _ = self.runc(&["delete", "-f", &self.id]);
-    }
-}
-
-const COUNTING: &str =
-    "i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.05; done";
-
-/// `runc --criu CKPT checkpoint --image-path DIR [extra] ID`.
-fn runc_checkpoint(ctr: &Runc, criu: &Path, images: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec!["--criu", criu.to_str().unwrap(), "checkpoint"];
-    args.extend_from_slice(extra);
-    args.extend(["--image-path", images.to_str().unwrap(), &ctr.id]);
-    ctr.runc(&args)
-}
-
 #[test]
 fn runc_checkpoint_and_restore_through_ckpt_three_cycles_and_leave_running() {
     let env = Env::new();
@@ -627,21 +526,7 @@ fn runc_checkpoint_and_restore_through_ckpt_three_cycles_and_leave_running() {
         let at = ctr.count();
         sleep(Duration::from_millis(200));
         assert_eq!(ctr.count(), at, "the checkpointed container still counts");
-        let out = ctr.runc(&[
-            "--criu",
-            criu.to_str().unwrap(),
-            "restore",
-            "-d",
-            "--image-path",
-            images.to_str().unwrap(),
-            &ctr.id,
-        ]);
-        assert!(
-            out.status.success(),
-            "cycle {cycle}: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            fs::read_to_string(images.join("restore.log")).unwrap_or_default()
-        );
+        ctr.restore_through(&criu, &images);
         assert!(
             ctr.state().contains("\"status\": \"running\""),
             "{}",
@@ -868,6 +753,19 @@ fn uses_path(path: &str) -> bool {
     })
 }
 
+/// The number after `"key":` in podman's JSON output (0 when absent: podman leaves out
+/// zero statistics).
+fn json_number(json: &str, key: &str) -> u64 {
+    let Some(at) = json.find(&format!("\"{key}\":")) else {
+        return 0;
+    };
+    let rest = json[at + key.len() + 3..].trim_start();
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().unwrap_or(0)
+}
+
 #[test]
 fn podman_checkpoint_and_restore_with_runc_through_ckpt() {
     let env = Env::new();
@@ -907,14 +805,16 @@ fn podman_checkpoint_and_restore_with_runc_through_ckpt() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // podman read stats-dump: the pages ckpt wrote.
-    assert!(stdout.contains("\"pages_written\""), "{stdout}");
+    // podman read stats-dump: the pages ckpt wrote, the time the container was frozen.
+    assert!(json_number(&stdout, "pages_written") > 0, "{stdout}");
+    assert!(json_number(&stdout, "frozen_time") > 0, "{stdout}");
     let mut other = Podman::new(&env, &criu, "-other");
     // The imported container keeps its name.
     other.name = name.clone();
     let out = other.podman(&[
         "container",
         "restore",
+        "--print-stats",
         &format!("--import={}", archive.display()),
     ]);
     assert!(
@@ -922,6 +822,14 @@ fn podman_checkpoint_and_restore_with_runc_through_ckpt() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // podman read stats-restore: this restore's times and the pages it put back.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (forking, restore) = (
+        json_number(&stdout, "forking_time"),
+        json_number(&stdout, "restore_time"),
+    );
+    assert!(0 < forking && forking <= restore, "{stdout}");
+    assert!(json_number(&stdout, "pages_restored") > 0, "{stdout}");
     let start = Instant::now();
     loop {
         let now = other.count();

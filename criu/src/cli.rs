@@ -31,6 +31,13 @@ struct Parsed {
     track_mem: bool,
     cg_roots: Vec<String>,
     externals: Vec<String>,
+    /// `dump --page-server`: the pages go to `--address`:`--port`.
+    page_server: bool,
+    address: Option<String>,
+    port: Option<i32>,
+    /// `page-server` started by `page-server -d`: the listening socket is stdin.
+    serve_stdin: bool,
+    display_stats: bool,
 }
 
 /// Options that take a value: (long name, short letter).
@@ -49,6 +56,9 @@ const WITH_VALUE: &[(&str, Option<char>)] = &[
     ("prev-images-dir", None),
     ("cgroup-root", None),
     ("external", None),
+    ("address", None),
+    ("port", None),
+    ("ghost-limit", None),
 ];
 
 /// Options that take none: (long name, short letter).
@@ -68,7 +78,40 @@ const FLAGS: &[(&str, Option<char>)] = &[
     ("manage-cgroups", None),
     ("skip-in-flight", None),
     ("force-irmap", None),
+    ("page-server", None),
+    ("daemon", None),
+    ("serve-stdin", None),
+    ("display-stats", None),
 ];
+
+/// Long options handled before the tables: their value is optional or they are refused
+/// with a reason.
+const SPECIAL: &[&str] = &["verbosity", "manage-cgroups", "lazy-pages"];
+
+/// A long option as getopt_long takes it: the whole name, or an unambiguous prefix of one.
+fn long_name(given: &str) -> Result<String, CriuError> {
+    let all = || {
+        WITH_VALUE
+            .iter()
+            .chain(FLAGS)
+            .map(|(l, _)| *l)
+            .chain(SPECIAL.iter().copied())
+    };
+    if all().any(|l| l == given) {
+        return Ok(given.to_string());
+    }
+    let matching: Vec<&str> = all().filter(|l| l.starts_with(given)).collect();
+    match matching[..] {
+        [one] => Ok(one.to_string()),
+        [] => Err(unsupported(format!(
+            "option --{given} is not supported by ckpt"
+        ))),
+        _ => Err(invalid(format!(
+            "option --{given} is ambiguous ({})",
+            matching.join(", ")
+        ))),
+    }
+}
 
 pub fn main(args: &[String]) -> i32 {
     let Some(cmd) = args.first() else {
@@ -88,7 +131,7 @@ pub fn main(args: &[String]) -> i32 {
             }
         },
         "check" => check(&args[1..]),
-        "dump" | "pre-dump" | "restore" => match parse(&args[1..]) {
+        "dump" | "pre-dump" | "restore" | "page-server" => match parse(&args[1..]) {
             Ok(p) => act(cmd, p),
             Err(e) => {
                 eprintln!("criu: {e}");
@@ -96,7 +139,7 @@ pub fn main(args: &[String]) -> i32 {
             }
         },
         other => {
-            eprintln!("criu: command {other:?} is not supported by ckpt (dump, pre-dump, restore, check, swrk, --version)");
+            eprintln!("criu: command {other:?} is not supported by ckpt (dump, pre-dump, restore, page-server, check, swrk, --version)");
             1
         }
     }
@@ -145,8 +188,8 @@ fn parse(args: &[String]) -> Result<Parsed, CriuError> {
         }
         let (name, inline) = if let Some(long) = a.strip_prefix("--") {
             match long.split_once('=') {
-                Some((n, v)) => (n.to_string(), Some(v.to_string())),
-                None => (long.to_string(), None),
+                Some((n, v)) => (long_name(n)?, Some(v.to_string())),
+                None => (long_name(long)?, None),
             }
         } else if let Some(short) = a.strip_prefix('-').and_then(|s| s.chars().next()) {
             let known = WITH_VALUE
@@ -168,6 +211,13 @@ fn parse(args: &[String]) -> Result<Parsed, CriuError> {
             let v = inline.ok_or_else(|| invalid("--verbosity needs =N"))?;
             p.verbosity = Some(v.parse().map_err(|_| invalid(format!("--verbosity={v}")))?);
             continue;
+        }
+        if name == "lazy-pages" {
+            return Err(unsupported(
+                "option --lazy-pages is not supported by ckpt (a restore fetching pages from \
+                 a page server; ckpt's own lazy restore, `ckpt restore --lazy`, reads a local \
+                 image)",
+            ));
         }
         if name == "manage-cgroups" {
             // --manage-cgroups[=MODE]: ckpt records a tree's own cgroups with their
@@ -207,6 +257,11 @@ fn parse(args: &[String]) -> Result<Parsed, CriuError> {
                 "restore-detached" => p.detach = true,
                 "restore-sibling" => p.sibling = true,
                 "track-mem" => p.track_mem = true,
+                "page-server" => p.page_server = true,
+                // page-server's -d: the same letter as restore's.
+                "daemon" => p.detach = true,
+                "serve-stdin" => p.serve_stdin = true,
+                "display-stats" => p.display_stats = true,
                 // Accepted: ckpt takes file locks and deleted files along always, lets a
                 // shell job's session go, reopens devices by path, and refuses an external
                 // unix socket or a mount sharing peers outside the tree whatever is said;
@@ -262,6 +317,23 @@ fn set_value(p: &mut Parsed, name: &str, v: String) -> Result<(), CriuError> {
         "prev-images-dir" => p.prev_images_dir = Some(v),
         "cgroup-root" => p.cg_roots.push(v),
         "external" => p.externals.push(v),
+        "address" => p.address = Some(v),
+        // The largest deleted file CRIU keeps in the image: ckpt keeps every one,
+        // whatever its size (more than asked, never less). Checked as CRIU reads it.
+        "ghost-limit" => {
+            let digits = v.trim_end_matches(['K', 'M', 'G', 'k', 'm', 'g']);
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid(format!(
+                    "--ghost-limit {v}: expected a size (N[KMG])"
+                )));
+            }
+        }
+        "port" => {
+            p.port = Some(
+                v.parse()
+                    .map_err(|_| invalid(format!("--port {v}: not a port number")))?,
+            )
+        }
         _ => unreachable!("every option WITH_VALUE is handled"),
     }
     Ok(())
@@ -280,9 +352,7 @@ fn act(cmd: &str, p: Parsed) -> i32 {
         eprintln!("criu: {e}");
         return 1;
     }
-    if !p.scripts.is_empty() {
-        Listener::Scripts(p.scripts.clone()).install();
-    }
+    crate::notify::install((!p.scripts.is_empty()).then(|| Listener::Scripts(p.scripts.clone())));
     match act_inner(cmd, p, images, &work) {
         Ok(code) => code,
         Err(e) => {
@@ -297,6 +367,15 @@ fn act(cmd: &str, p: Parsed) -> i32 {
 }
 
 fn act_inner(cmd: &str, p: Parsed, images: PathBuf, work: &Path) -> Result<i32, CriuError> {
+    if cmd == "page-server" {
+        return page_server(p, images, work).map(|()| 0);
+    }
+    if (p.address.is_some() || p.port.is_some()) && !p.page_server {
+        return Err(invalid(
+            "--address and --port name a page server: with --page-server (dump) or the \
+             page-server command",
+        ));
+    }
     if cmd == "restore" {
         let dump_only = [
             (p.pid.is_some(), "--tree"),
@@ -304,6 +383,7 @@ fn act_inner(cmd: &str, p: Parsed, images: PathBuf, work: &Path) -> Result<i32, 
             (p.freeze_cgroup.is_some(), "--freeze-cgroup"),
             (p.prev_images_dir.is_some(), "--prev-images-dir"),
             (p.track_mem, "--track-mem"),
+            (p.page_server, "--page-server"),
         ];
         if let Some((_, n)) = dump_only.iter().find(|(s, _)| *s) {
             return Err(invalid(format!("{n} is a dump option")));
@@ -313,12 +393,14 @@ fn act_inner(cmd: &str, p: Parsed, images: PathBuf, work: &Path) -> Result<i32, 
             cgroup_root: crate::cgroups::for_restore(&p.cg_roots),
             veths,
             images,
+            work: p.work.clone(),
             inherit_fds: p.inherit_fds,
             pidfile: p.pidfile.as_deref().map(|f| in_work(work, f)),
             detach: p.detach,
             root: p.root,
             sibling: p.sibling,
             ext_mnt: p.ext_mnt,
+            display_stats: p.display_stats,
         };
         return Ok(match run::restore(&r)? {
             ckpt_restore::Outcome::Detached(_) => 0,
@@ -362,7 +444,48 @@ fn act_inner(cmd: &str, p: Parsed, images: PathBuf, work: &Path) -> Result<i32, 
         track_mem: p.track_mem,
         ext_mnt: p.ext_mnt,
         external: Vec::new(),
+        display_stats: p.display_stats,
+        page_server: match p.page_server {
+            true => Some(crate::page_server::address(p.address.as_deref(), p.port)?),
+            false => None,
+        },
     };
     run::dump(&d)?;
     Ok(0)
+}
+
+/// `criu page-server -D DIR --port P [--address A] [-d] [--pidfile F]`: receives a dump's
+/// pages into DIR (`page_server.rs`). Without an address it listens on every one, as CRIU.
+fn page_server(p: Parsed, images: PathBuf, work: &Path) -> Result<(), CriuError> {
+    if p.serve_stdin {
+        return crate::page_server::serve_stdin(&images);
+    }
+    let misplaced = [
+        (p.pid.is_some(), "--tree"),
+        (p.leave_running, "--leave-running"),
+        (p.sibling, "--restore-sibling"),
+        (p.page_server, "--page-server"),
+        (p.prev_images_dir.is_some(), "--prev-images-dir"),
+        (!p.inherit_fds.is_empty(), "--inherit-fd"),
+    ];
+    if let Some((_, n)) = misplaced.iter().find(|(s, _)| *s) {
+        return Err(invalid(format!("{n} is no page-server option")));
+    }
+    let addr =
+        crate::page_server::address(Some(p.address.as_deref().unwrap_or("0.0.0.0")), p.port)?;
+    let mut log_args = Vec::new();
+    if let Some(f) = p.log_file.as_deref() {
+        log_args.push("-o".to_string());
+        log_args.push(in_work(work, f).display().to_string());
+    }
+    if let Some(v) = p.verbosity {
+        log_args.push(format!("-v{v}"));
+    }
+    crate::page_server::serve(&crate::page_server::Serve {
+        images,
+        addr,
+        daemon: p.detach,
+        pidfile: p.pidfile.as_deref().map(|f| in_work(work, f)),
+        log_args,
+    })
 }

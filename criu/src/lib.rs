@@ -18,6 +18,7 @@ mod log;
 mod mount_names;
 mod notify;
 mod opts;
+mod page_server;
 mod run;
 mod swrk;
 mod version;
@@ -26,6 +27,13 @@ mod version;
 pub mod rpc {
     #![allow(clippy::all)]
     include!(concat!(env!("OUT_DIR"), "/_.rs"));
+}
+
+/// CRIU's image records (proto/images/, MIT, see proto/ORIGIN.md): what ckpt writes
+/// beside its own image for the tools that read a CRIU image directory.
+pub mod image_pb {
+    #![allow(clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/images/_.rs"));
 }
 
 pub use error::CriuError;

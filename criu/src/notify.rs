@@ -4,9 +4,11 @@
 //! CRTOOLS_SCRIPT_ACTION (and CRTOOLS_INIT_PID) set, as CRIU does.
 
 use crate::rpc::{CriuNotify, CriuReq, CriuReqType, CriuResp};
+use ckpt_restore::hooks::Stage;
 use ckpt_sys::seqpacket::Endpoint;
 use prost::Message;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 /// Who hears of each stage.
 #[derive(Clone)]
@@ -40,13 +42,41 @@ impl Listener {
             }
         }
     }
+}
 
-    /// Installs this listener as the dump's and the restore's hook.
-    pub fn install(self) {
-        let d = self.clone();
+/// When the restore's processes all existed (setup-namespaces) and when they ran
+/// (post-resume): CRIU's forking and restore times in `stats-restore`.
+static FORKED: OnceLock<Instant> = OnceLock::new();
+static RUNNING: OnceLock<Instant> = OnceLock::new();
+
+pub fn forked_at() -> Option<Instant> {
+    FORKED.get().copied()
+}
+
+pub fn running_at() -> Option<Instant> {
+    RUNNING.get().copied()
+}
+
+/// Installs the restore's hook, which notes the times `stats-restore` reports, and, with
+/// a listener, the dump's; each tells the listener of every stage. Once per process.
+pub fn install(listener: Option<Listener>) {
+    if let Some(d) = listener.clone() {
         ckpt_dump::hooks::install(Box::new(move |s| d.notify(s.script(), 0)));
-        ckpt_restore::hooks::install(Box::new(move |s| self.notify(s.script(), s.pid())));
     }
+    ckpt_restore::hooks::install(Box::new(move |s| {
+        match s {
+            Stage::SetupNamespaces(_) => {
+                let _ = FORKED.set(Instant::now());
+            }
+            Stage::PostResume => {
+                let _ = RUNNING.set(Instant::now());
+            }
+            _ => {}
+        }
+        listener
+            .as_ref()
+            .map_or(Ok(()), |l| l.notify(s.script(), s.pid()))
+    }));
 }
 
 fn rpc(ep: &Endpoint, script: &str, pid: i32) -> Result<(), String> {

@@ -2,7 +2,10 @@
 //! ckpt does; accepted because ckpt does at least that much unasked (file locks, deleted
 //! files, shell jobs, external sharing, cpu/ghost limits: ckpt takes locks and deleted
 //! files along always, refuses a tree it cannot restore whatever the flag, and checks the
-//! CPU's xsave features itself); or refused by name when set. Nothing is dropped silently.
+//! CPU's xsave features itself; force_irmap: ckpt finds every inotify watch's path itself;
+//! tcp_skip_in_flight: ckpt refuses a listener with connections not accepted yet, by
+//! name, where CRIU would drop them); or refused by name when set. Nothing is dropped
+//! silently.
 
 use crate::error::{invalid, unsupported, CriuError};
 use crate::rpc::{CriuCgMode, CriuNetworkLockMethod, CriuOpts};
@@ -39,6 +42,14 @@ pub fn images_dir(o: &CriuOpts, client: i32) -> Result<PathBuf, CriuError> {
     }
 }
 
+/// The work directory of a request (work_dir_fd), if it names one.
+fn work_dir(o: &CriuOpts, client: i32) -> Result<Option<PathBuf>, CriuError> {
+    match o.work_dir_fd {
+        Some(fd) if fd >= 0 => client_dir(client, fd).map(Some),
+        _ => Ok(None),
+    }
+}
+
 /// Where CRIU would write the log the client named: work_dir_fd (else the images
 /// directory) joined with log_file; None when no log file is named.
 pub fn log_path(o: &CriuOpts, client: i32) -> Result<Option<PathBuf>, CriuError> {
@@ -50,9 +61,9 @@ pub fn log_path(o: &CriuOpts, client: i32) -> Result<Option<PathBuf>, CriuError>
             "log_file {name:?}: no directories allowed (CRIU's rule; use work_dir_fd)"
         )));
     }
-    let dir = match o.work_dir_fd {
-        Some(fd) if fd >= 0 => client_dir(client, fd)?,
-        _ => images_dir(o, client)?,
+    let dir = match work_dir(o, client)? {
+        Some(d) => d,
+        None => images_dir(o, client)?,
     };
     Ok(Some(dir.join(name)))
 }
@@ -60,10 +71,12 @@ pub fn log_path(o: &CriuOpts, client: i32) -> Result<Option<PathBuf>, CriuError>
 /// The first option of `o` that ckpt does not implement, as the refusal names it.
 fn refused(o: &CriuOpts) -> Option<String> {
     let yes = |b: Option<bool>| b == Some(true);
-    let checks: [(bool, &str); 32] = [
-        (o.ps.is_some(), "ps (page server)"),
+    let checks: [(bool, &str); 29] = [
+        (
+            o.ps.as_ref().is_some_and(|ps| ps.fd.is_some()),
+            "ps.fd (a page server socket of the client's; ckpt connects to address:port)",
+        ),
         (!o.veths.is_empty(), "veths"),
-        (yes(o.force_irmap), "force_irmap"),
         (!o.exec_cmd.is_empty(), "exec_cmd"),
         (yes(o.auto_ext_mnt), "auto_ext_mnt"),
         (!o.skip_mnt.is_empty(), "skip_mnt"),
@@ -77,7 +90,6 @@ fn refused(o: &CriuOpts) -> Option<String> {
             "cgroup_dump_controller",
         ),
         (o.timeout.is_some_and(|t| t != 0), "timeout"),
-        (yes(o.tcp_skip_in_flight), "tcp_skip_in_flight"),
         (yes(o.weak_sysctls), "weak_sysctls"),
         (yes(o.tcp_close), "tcp_close"),
         (yes(o.lazy_pages), "lazy_pages"),
@@ -98,7 +110,6 @@ fn refused(o: &CriuOpts) -> Option<String> {
         (yes(o.skip_file_rwx_check), "skip_file_rwx_check"),
         (yes(o.unprivileged), "unprivileged"),
         (yes(o.leave_stopped), "leave_stopped"),
-        (yes(o.display_stats), "display_stats"),
         (
             yes(o.log_to_stderr),
             "log_to_stderr (stderr is the restored tree's)",
@@ -225,10 +236,7 @@ pub fn dump(o: &CriuOpts, client: i32, pre_dump: bool) -> Result<Dump, CriuError
     Ok(Dump {
         pid,
         images: images_dir(o, client)?,
-        work: match o.work_dir_fd {
-            Some(fd) if fd >= 0 => Some(client_dir(client, fd)?),
-            _ => None,
-        },
+        work: work_dir(o, client)?,
         leave_running: o.leave_running(),
         tcp_established: o.tcp_established(),
         freeze_cgroup: freeze_cgroup(o.freeze_cgroup.as_deref()),
@@ -241,6 +249,11 @@ pub fn dump(o: &CriuOpts, client: i32, pre_dump: bool) -> Result<Dump, CriuError
             .map(|m| (m.key.clone(), m.val.clone()))
             .collect(),
         external: o.external.clone(),
+        display_stats: o.display_stats(),
+        page_server: match &o.ps {
+            Some(ps) => Some(crate::page_server::address(ps.address.as_deref(), ps.port)?),
+            None => None,
+        },
     })
 }
 
@@ -268,12 +281,14 @@ pub fn restore(o: &CriuOpts, client: i32) -> Result<Restore, CriuError> {
         (o.parent_img.is_some(), "parent_img"),
         (o.track_mem(), "track_mem"),
         (o.freeze_cgroup.is_some(), "freeze_cgroup"),
+        (o.ps.is_some(), "ps (page server)"),
     ];
     if let Some((_, name)) = misplaced.iter().find(|(set, _)| *set) {
         return Err(invalid(format!("restore: {name} is a dump option")));
     }
     Ok(Restore {
         images: images_dir(o, client)?,
+        work: work_dir(o, client)?,
         inherit_fds: o.inherit_fd.iter().map(|f| (f.fd, f.key.clone())).collect(),
         pidfile: None,
         detach: true,
@@ -287,5 +302,6 @@ pub fn restore(o: &CriuOpts, client: i32) -> Result<Restore, CriuError> {
         // cg_root may only name ckpt's own cgroups (`refused`): nothing to pass on.
         cgroup_root: Vec::new(),
         veths: Vec::new(),
+        display_stats: o.display_stats(),
     })
 }

@@ -3,6 +3,7 @@
 
 use crate::error::{invalid, unsupported, CriuError};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 use tracing::info;
 
 /// ckpt's own image inside a CRIU images directory. That directory also holds what the
@@ -41,12 +42,18 @@ pub struct Dump {
     pub ext_mnt: Vec<(String, String)>,
     /// External network namespaces, `net[INODE]:KEY` (CRIU's --external / external).
     pub external: Vec<String>,
+    /// The page server the pages go to (`page_server.rs`); None: into the image.
+    pub page_server: Option<std::net::SocketAddr>,
+    /// The statistics also printed to the log (`--display-stats`).
+    pub display_stats: bool,
 }
 
 /// A restore as ckpt runs it.
 #[derive(Debug, Default)]
 pub struct Restore {
     pub images: PathBuf,
+    /// CRIU's work directory (stats-restore goes there): None, the images directory.
+    pub work: Option<PathBuf>,
     /// ckpt's fd N stands for the image's external object KEY.
     pub inherit_fds: Vec<(i32, String)>,
     pub pidfile: Option<PathBuf>,
@@ -60,9 +67,18 @@ pub struct Restore {
     pub cgroup_root: Vec<String>,
     /// (IN, OUT, BRIDGE): the host end of the container's veth IN and its bridge.
     pub veths: Vec<(String, String, Option<String>)>,
+    /// The statistics also printed to the log (`--display-stats`).
+    pub display_stats: bool,
 }
 
 pub fn dump(d: &Dump) -> Result<(), CriuError> {
+    if d.page_server.is_some() && (d.pre_dump || d.prev_images_dir.is_some()) {
+        return Err(unsupported(
+            "a page server with a pre-dump or a previous image is not supported by ckpt yet \
+             (the chain's earlier pages would be on the page server's host)",
+        ));
+    }
+    crate::page_server::send_pages_to(d.page_server);
     for (key, val) in &d.ext_mnt {
         // A mount of the tree is refused by the dump unless ckpt records it; a key that is
         // no mount of the tree is ignored, as CRIU does (runc names every device node).
@@ -85,14 +101,24 @@ pub fn dump(d: &Dump) -> Result<(), CriuError> {
         external: d.external.clone(),
     };
     let stats = ckpt_dump::dump(&opts)?;
+    if d.display_stats {
+        crate::log::message(&crate::images::display_dump(&stats));
+    }
     crate::images::write_inventory(&d.images)
         .and_then(|()| crate::mount_names::write(&d.images, &d.ext_mnt))
         .and_then(|()| {
             crate::images::write_dump_stats(d.work.as_deref().unwrap_or(&d.images), &stats)
         })
+        .map_err(|e| e.to_string())
+        // A pre-dump is memory only, as CRIU's: no tree, no cores.
+        .and_then(|()| match d.pre_dump {
+            true => Ok(()),
+            false => crate::images::write_tree(&d.images, &opts.dir),
+        })
         .map_err(|e| {
             invalid(format!(
-                "{}: writing CRIU's inventory.img and stats-dump beside ckpt's image: {e}",
+                "{}: writing CRIU's records (inventory.img, pstree.img, core-*.img, \
+                 stats-dump) beside ckpt's image: {e}",
                 d.images.display()
             ))
         })?;
@@ -148,7 +174,33 @@ pub fn restore(r: &Restore) -> Result<ckpt_restore::Outcome, CriuError> {
         page_feed: None,
         cgroup_root: r.cgroup_root.clone(),
     };
-    Ok(ckpt_restore::restore(&opts)?)
+    let t0 = Instant::now();
+    let outcome = ckpt_restore::restore(&opts)?;
+    // Foreground, the call returns when the tree ends: its start is when it ran.
+    let restore_ms =
+        crate::notify::running_at().map_or_else(|| ms_since(t0), |t| ms_between(t0, t));
+    // The tree runs: statistics that cannot be written are logged, the restore stands.
+    let stats = crate::images::RestoreStats {
+        forking_ms: crate::notify::forked_at().map_or(restore_ms, |t| ms_between(t0, t)),
+        restore_ms,
+        pages: crate::images::pages_in_image(&opts.dir),
+    };
+    if r.display_stats {
+        crate::log::message(&crate::images::display_restore(&stats));
+    }
+    let work = r.work.as_deref().unwrap_or(&r.images);
+    if let Err(e) = crate::images::write_restore_stats(work, &stats) {
+        tracing::warn!(dir = %work.display(), "stats-restore not written: {e}");
+    }
+    Ok(outcome)
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+fn ms_between(a: Instant, b: Instant) -> f64 {
+    b.saturating_duration_since(a).as_secs_f64() * 1000.0
 }
 
 /// ckpt's `--ext-mount-map` for a CRIU restore. A container's binds of host paths are

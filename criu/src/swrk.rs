@@ -124,9 +124,7 @@ fn work(
         ckpt = env!("CARGO_PKG_VERSION"),
         "ckpt answering as CRIU"
     );
-    if o.notify_scripts() {
-        Listener::Rpc(ep.clone()).install();
-    }
+    crate::notify::install(o.notify_scripts().then(|| Listener::Rpc(ep.clone())));
     match t {
         CriuReqType::Restore => {
             let r = opts::restore(o, client)?;

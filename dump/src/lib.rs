@@ -45,6 +45,7 @@ mod mounts;
 mod net;
 mod netns;
 mod ns;
+pub mod page_sink;
 mod pages;
 mod preseize;
 mod release;
@@ -368,7 +369,7 @@ fn dump_inner(
 
     let mut stats = DumpStats::default();
     let t = Instant::now();
-    let mut pages_w = sink.pages(pages::PAGES_ID)?;
+    let (mut pages_w, pages_link) = page_sink::pages(&mut sink, pages::PAGES_ID)?;
     let mut shared = TreeWide {
         memory: ckpt_images::intervals::Covered::default(),
         files: fdtable::FdTable::new(tree.live.iter().map(|m| m.task.pid())),
@@ -643,7 +644,7 @@ fn dump_inner(
             stats.pages += copied;
         }
     }
-    sink.commit_pages(pages::PAGES_ID, pages_w)?;
+    page_sink::commit(&mut sink, pages::PAGES_ID, pages_w, pages_link)?;
     stats.bytes = stats.pages * ckpt_images::PAGE_SIZE as u64;
     stats.memory_ms = ms(t);
     // The last point where an abort (SIGINT/SIGTERM/SIGHUP) is honoured: past it the

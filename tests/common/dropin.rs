@@ -63,3 +63,146 @@ pub fn count_above_in(f: &Path, n: u64) -> u64 {
         sleep(Duration::from_millis(20));
     }
 }
+
+/// `criu ARGS...` (the test's `criu`), which must succeed; `log` in `dir` is shown if not.
+pub fn criu_ok(env: &Env, criu: &Path, args: &[&str], dir: &Path, log: &str) {
+    let out = env.run_program(criu, args);
+    assert!(
+        out.success(),
+        "criu {args:?}: {out}\n{log}:\n{}",
+        fs::read_to_string(dir.join(log)).unwrap_or_default()
+    );
+}
+
+/// The pid a pidfile holds.
+pub fn pid_in(pidfile: &Path) -> i32 {
+    let text = fs::read_to_string(pidfile).unwrap();
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{}: {text:?}", pidfile.display()))
+}
+
+/// A container name (and so a cgroup, a runtime state directory) no other test of this
+/// run uses: the tests of one binary run in parallel.
+pub fn unique_name() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("ckpt-criu-{}-{n}", std::process::id())
+}
+
+/// A busybox root filesystem at `rootfs` (the static busybox and the applets the tests'
+/// scripts use).
+pub fn busybox_rootfs(rootfs: &Path) {
+    for d in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
+        fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    fs::copy(which("busybox"), rootfs.join("bin/busybox")).unwrap();
+    for applet in [
+        "sh", "sleep", "cat", "echo", "mv", "mkdir", "httpd", "wget", "nc",
+    ] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+}
+
+/// A runc container of the test's: a busybox rootfs built now, `runc spec` with a
+/// writable root and no terminal, running `args`; its state under the temp dir.
+pub struct Runc<'a> {
+    pub env: &'a Env,
+    pub root: PathBuf,
+    pub bundle: PathBuf,
+    pub id: String,
+}
+
+impl<'a> Runc<'a> {
+    pub fn create(env: &'a Env, script: &str) -> Runc<'a> {
+        let bundle = env.subdir("bundle");
+        busybox_rootfs(&bundle.join("rootfs"));
+        let spec = Command::new("runc")
+            .arg("spec")
+            .current_dir(&bundle)
+            .output()
+            .unwrap();
+        assert!(spec.status.success(), "runc spec: {spec:?}");
+        let cfg = fs::read_to_string(bundle.join("config.json")).unwrap();
+        let cfg = cfg
+            .replace("\"terminal\": true", "\"terminal\": false")
+            .replace("\"readonly\": true", "\"readonly\": false")
+            .replace(
+                "\"sh\"\n\t\t]",
+                &format!("\"/bin/sh\", \"-c\", {script:?}\n\t\t]"),
+            );
+        assert!(cfg.contains("\"/bin/sh\", \"-c\""), "config.json: {cfg}");
+        fs::write(bundle.join("config.json"), cfg).unwrap();
+        let r = Runc {
+            env,
+            root: env.subdir("runc-state"),
+            bundle,
+            id: unique_name(),
+        };
+        let out = r.runc(&["run", "-d", &r.id.clone()]);
+        assert!(out.status.success(), "runc run: {out:?}");
+        r
+    }
+
+    /// `runc --root STATE args...`.
+    pub fn runc(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new("runc");
+        cmd.arg("--root").arg(&self.root).args(args);
+        cmd.current_dir(&self.bundle);
+        run_to_files(self.env, cmd)
+    }
+
+    /// `runc --criu CRIU restore -d --image-path IMAGES ID`, which must succeed.
+    pub fn restore_through(&self, criu: &Path, images: &Path) {
+        let out = self.runc(&[
+            "--criu",
+            criu.to_str().unwrap(),
+            "restore",
+            "-d",
+            "--image-path",
+            images.to_str().unwrap(),
+            &self.id,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}\nrestore.log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            fs::read_to_string(images.join("restore.log")).unwrap_or_default()
+        );
+    }
+
+    pub fn state(&self) -> String {
+        String::from_utf8_lossy(&self.runc(&["state", &self.id]).stdout).into_owned()
+    }
+
+    /// The loop's count, once the file holds a number.
+    pub fn count(&self) -> u64 {
+        count_in(&self.bundle.join("rootfs/tmp/count"))
+    }
+
+    pub fn count_above(&self, n: u64) -> u64 {
+        count_above_in(&self.bundle.join("rootfs/tmp/count"), n)
+    }
+}
+
+impl Drop for Runc<'_> {
+    fn drop(&mut self) {
+        let _ = self.runc(&["delete", "-f", &self.id]);
+    }
+}
+
+pub const COUNTING: &str =
+    "i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.05; done";
+
+/// `runc --criu CKPT checkpoint --image-path DIR [extra] ID`.
+pub fn runc_checkpoint(
+    ctr: &Runc,
+    criu: &Path,
+    images: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec!["--criu", criu.to_str().unwrap(), "checkpoint"];
+    args.extend_from_slice(extra);
+    args.extend(["--image-path", images.to_str().unwrap(), &ctr.id]);
+    ctr.runc(&args)
+}
