@@ -7,6 +7,7 @@ use crate::blockers::Blocker;
 use crate::sockets::SocketTables;
 use ckpt_sys::Pid;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, OnceLock};
 
 /// Describes the fds of the processes of one tree; what it reads for that (the socket
 /// tables of a netns, every process's pipes) it reads once, and only when needed.
@@ -15,27 +16,94 @@ pub struct Describer {
     /// The tree's zombies (no fds to describe; a pidfd may name one).
     zombies: BTreeSet<i32>,
     sockets: SocketTables,
-    /// Link target ("pipe:[N]") -> every (pid, fd) holding it, on the whole host.
-    pipes: Option<HashMap<String, Vec<Holder>>>,
+    /// Link target ("pipe:[N]") -> every (pid, fd) holding it outside the tree, on the
+    /// whole host (shared with the other describers of one pass: `HostPipes`).
+    pipes: HostPipes,
     /// The same for the tree's own processes, read only when a pipe is also held outside
     /// (each fd of the tree is not read twice for pipes that are the tree's alone).
     tree_pipes: Option<HashMap<String, Vec<Holder>>>,
     /// Some process of the tree could hold a lock through no fd (`locks::may_hold_unlisted`):
     /// the dump then warms up its read of /proc/locks.
     pub lock_candidates: bool,
+    /// Some process of the tree holds a pipe: the stopped tree's pass starts its host scan
+    /// as soon as the tree is stopped (`HostPipes::scan_ahead`).
+    pub saw_pipe: bool,
+}
+
+/// Who holds which pipe among the host's processes, outside the tree: read once, on the
+/// first pipe asked about, by whichever describer asks first (validation's two threads
+/// share one; a scan under way is waited for, not repeated). Each pass (before the
+/// seize, then on the stopped tree) has its own: what the first read may have changed
+/// since (a pipe passed out of the tree before it stopped) only a read made once the
+/// tree is stopped can show.
+#[derive(Clone, Default)]
+pub struct HostPipes {
+    read: Arc<OnceLock<HashMap<String, Vec<Holder>>>>,
+    /// The tree's pids as known when this was made (not read: their fds are the tree's).
+    skip: Arc<BTreeSet<i32>>,
+}
+
+impl HostPipes {
+    /// For the tree of `pids` (whose own fds the scan skips).
+    pub fn new(pids: impl IntoIterator<Item = i32>) -> HostPipes {
+        HostPipes {
+            read: Arc::default(),
+            skip: Arc::new(pids.into_iter().collect()),
+        }
+    }
+
+    /// Starts the scan now on a thread of its own (the stopped tree's pass: its fds are
+    /// collected meanwhile, and the first pipe met waits for what is left of it).
+    pub fn scan_ahead(&self) {
+        let me = self.clone();
+        let started = std::thread::Builder::new()
+            .name("ckpt-pipes".into())
+            .spawn(move || {
+                me.get();
+            });
+        // Without a thread, the first pipe asked about reads it as before.
+        if let Err(e) = started {
+            tracing::debug!("no thread for the host's pipes: {e}");
+        }
+    }
+
+    fn get(&self) -> &HashMap<String, Vec<Holder>> {
+        self.read.get_or_init(|| {
+            let others = proc_pids().filter(|p| !self.skip.contains(p));
+            pipe_holders(others, "every other process's")
+        })
+    }
 }
 
 impl Describer {
     /// For the tree made of `pids` (pipes to them are "inside").
     pub fn new(pids: impl IntoIterator<Item = Pid>) -> Describer {
+        let tree: BTreeSet<i32> = pids.into_iter().map(|p| p.as_raw()).collect();
+        let pipes = HostPipes::new(tree.iter().copied());
+        Describer::sharing(tree, pipes)
+    }
+
+    /// For the same tree as `self`, reading the host's pipes once with it (a second
+    /// thread of the same pass).
+    pub fn sibling(&self) -> Describer {
+        Describer::sharing(self.tree.clone(), self.pipes.clone())
+    }
+
+    fn sharing(tree: BTreeSet<i32>, pipes: HostPipes) -> Describer {
         Describer {
-            tree: pids.into_iter().map(|p| p.as_raw()).collect(),
+            tree,
             zombies: BTreeSet::new(),
             sockets: SocketTables::default(),
-            pipes: None,
+            pipes,
             tree_pipes: None,
             lock_candidates: false,
+            saw_pipe: false,
         }
+    }
+
+    /// Starts reading the host's pipes on a thread of its own (`HostPipes::scan_ahead`).
+    pub fn scan_pipes_ahead(&self) {
+        self.pipes.scan_ahead();
     }
 
     /// `pid` is of the tree too (found while the tree is seized).
@@ -156,6 +224,7 @@ impl Describer {
     /// tree (restored as it is), also outside it at one end only (external: restored from
     /// an fd the caller of the restore hands over), or refused.
     pub fn pipe_class(&mut self, pid: Pid, fd: i32, target: &str) -> Result<PipeClass, Blocker> {
+        self.saw_pipe = true;
         if self.outside_holders(target).is_empty() {
             return Ok(PipeClass::Internal);
         }
@@ -174,15 +243,11 @@ impl Describer {
     }
 
     /// The holders of pipe `target` outside the tree (every process of the host but the
-    /// tree's is read once, on the first pipe asked about).
+    /// tree's is read once, on the first pipe asked about: `HostPipes`).
     fn outside_holders(&mut self, target: &str) -> Vec<Holder> {
-        let (tree, zombies) = (&self.tree, &self.zombies);
-        let holders = self.pipes.get_or_insert_with(|| {
-            let others = proc_pids().filter(|p| !tree.contains(p) && !zombies.contains(p));
-            pipe_holders(others, "every other process's")
-        });
+        let tree = &self.tree;
         // A process added to the tree since (`add`) is no longer outside.
-        let all = holders.get(target).map_or(&[][..], Vec::as_slice);
+        let all = self.pipes.get().get(target).map_or(&[][..], Vec::as_slice);
         all.iter()
             .copied()
             .filter(|(p, _)| !tree.contains(p))

@@ -381,6 +381,11 @@ fn dump_inner(
             shared.files.describer().add_zombie(n.pid);
         }
     }
+    // The stopped tree's read of who else holds its pipes runs beside the collection,
+    // started now that nothing of the tree can pass a pipe on (`HostPipes`).
+    if describer.saw_pipe {
+        shared.files.describer().scan_pipes_ahead();
+    }
     let mut root_vdso = 0;
     // Copy-on-write pages each child shares with its parent, found before any copy
     // unshares them (cow.rs); then what each process's image holds, for its children.
@@ -1001,7 +1006,14 @@ fn gather(
         None
     };
     let inject_tracker = track_plan.as_ref().is_some_and(|p| p.needs_injection());
-    let injected = remote::collect(task, &maps, &mm.vdso, wanted_sigs, inject_tracker)?;
+    let locked_kb = status.vmlck.unwrap_or(0);
+    let injected = remote::collect(
+        task,
+        &maps,
+        &mm.vdso,
+        (wanted_sigs, locked_kb),
+        inject_tracker,
+    )?;
     tracing::debug!(%pid, ms = ms(t), calls = injected.calls, "injected syscalls");
 
     // Protect first, then plan and copy: a write during the copy is seen by the next round.

@@ -109,12 +109,14 @@ fn u64_at(page: &[u8], off: u64) -> u64 {
 }
 
 /// Runs every query. `maps` is the task's layout (read before the scratch page exists),
-/// `wanted_sigs` the SigIgn|SigCgt mask: only those actions differ from SIG_DFL.
+/// `wanted_sigs` the SigIgn|SigCgt mask: only those actions differ from SIG_DFL, and
+/// `locked_kb` its VmLck (both from the status the caller read of the stopped task: not
+/// read again here).
 pub fn collect(
     task: &mut Seized,
     maps: &[Mapping],
     vdso: &Vdso,
-    wanted_sigs: u64,
+    (wanted_sigs, locked_kb): (u64, u64),
     tracker: bool,
 ) -> Result<Injected, DumpError> {
     let pid = task.pid();
@@ -135,7 +137,6 @@ pub fn collect(
     })?;
 
     task.block_signals()?;
-    let locked_kb = ckpt_sys::proc::status(pid)?.vmlck.unwrap_or(0);
     let mut remote = Remote::new(pid, Via::SyscallInsn(insn))?;
     task.regs_changed = true;
     // Executable for the batch code; a task that may not have writable and executable

@@ -143,7 +143,7 @@ pub fn seize(
                 }
                 found = true;
                 turn += 1;
-                let by = crew.filter(|_| turn % 2 == 1);
+                let by = crew.filter(|_| crate::crew::takes(turn));
                 let seizing = start_child(c, root_pid, describer, validated.remove(&c), by)?;
                 batch.push((c, seizing));
             }

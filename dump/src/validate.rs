@@ -148,18 +148,18 @@ fn tree_blockers_with(root: Pid) -> Result<(Blockers, Describer, Validated), Dum
     // Each process is looked at on its own: the tree is split between two threads (the
     // machine has two CPUs; /proc reads are most of a dump's time before the seize), each
     // with a describer of its own (its caches are only caches), the results kept in tree
-    // order.
+    // order. The host's pipes, if asked about, are read once for both (`HostPipes`).
     let looked = std::thread::scope(|s| {
         let other: Vec<Pid> = tree.iter().copied().skip(1).step_by(2).collect();
         let helper = (other.len() >= 8).then(|| {
-            let (tree, owned) = (&tree, owned.as_ref());
+            let owned = owned.as_ref();
+            let mut d = describer.sibling();
             s.spawn(move || {
-                let mut d = Describer::new(tree.iter().copied());
                 let r: Vec<_> = other
                     .iter()
                     .map(|&pid| (pid, one_process(pid, root, owned, &mut d)))
                     .collect();
-                (r, d.lock_candidates)
+                (r, d.lock_candidates, d.saw_pipe)
             })
         });
         let mine: Vec<Pid> = if helper.is_some() {
@@ -172,8 +172,9 @@ fn tree_blockers_with(root: Pid) -> Result<(Blockers, Describer, Validated), Dum
             .map(|&pid| (pid, one_process(pid, root, owned.as_ref(), &mut describer)))
             .collect();
         if let Some(h) = helper {
-            let (r, candidates) = h.join().expect("validation thread");
+            let (r, candidates, pipes) = h.join().expect("validation thread");
             describer.lock_candidates |= candidates;
+            describer.saw_pipe |= pipes;
             all.extend(r);
         }
         all

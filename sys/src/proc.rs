@@ -335,7 +335,10 @@ impl Pagemap {
         none: u64,
         out: &mut Vec<(u64, u64)>,
     ) -> Result<bool> {
-        let mut vec = vec![PageRegion::default(); SCAN_VEC];
+        // At most one region per page: a small range needs no more (a 96 KiB vector
+        // zeroed for every mapping was most of a small process's scan time).
+        let cap = (end.saturating_sub(start).div_ceil(4096) as usize).clamp(1, SCAN_VEC);
+        let mut vec = vec![PageRegion::default(); cap];
         let mut at = start;
         while at < end {
             let mut arg = PmScanArg {
