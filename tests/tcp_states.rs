@@ -2,7 +2,8 @@
 //! closed (CLOSE_WAIT, FIN_WAIT1, FIN_WAIT2, LAST_ACK, CLOSING) and ended but not closed
 //! yet (CLOSE). The workload (tests/workloads/tcphalf.c) holds one connection in each
 //! state and checks, at each end, that reads and writes give what the state says and
-//! that data still flows where it can. The refusals are in tests/net.rs.
+//! that data still flows where it can. A connection being made (SYN_SENT) is
+//! tests/workloads/synsent.c. The refusals are in tests/net.rs.
 
 mod common;
 
@@ -15,7 +16,14 @@ const CYCLES: usize = 3;
 fn both_ends_inside(family: &str) {
     let env = Env::new();
     let mut w = env.start_with("tcphalf", &["both", family]);
-    env.check(&mut w);
+    leave_running_then_cycles(&env, &mut w);
+    env.kill_and_reap(w.pid);
+}
+
+/// A dump with `--leave-running` (which must unlock), then three cycles, each locked
+/// between its dump and its restore and unlocked after; `w` checks itself after each.
+fn leave_running_then_cycles(env: &Env, w: &mut Workload) {
+    env.check(w);
     let table = format!("ckpt_lock_{}", w.pid);
     let lr = env.subdir("img-lr");
     env.dump(w.pid, &lr, &["--tcp-established", "--leave-running"])
@@ -24,13 +32,18 @@ fn both_ends_inside(family: &str) {
         !ckpt_sys::nft::is_locked(&table),
         "lock left after --leave-running"
     );
-    env.check(&mut w);
-    env.cycles(&mut w, CYCLES, &["--tcp-established"], |_, _| {});
+    env.check(w);
+    env.cycles(w, CYCLES, &["--tcp-established"], |i, img| {
+        assert!(
+            ckpt_sys::nft::is_locked(&table),
+            "cycle {i}: no lock {table} between dump and restore ({})",
+            img.display()
+        );
+    });
     assert!(
         !ckpt_sys::nft::is_locked(&table),
         "lock left after the restores"
     );
-    env.kill_and_reap(w.pid);
 }
 
 #[test]
@@ -90,4 +103,56 @@ fn tcphalf_notices_corruption() {
     let env = Env::new();
     let w = env.start_with("tcphalf", &["both", "4"]);
     notices_corruption(&env, &w);
+}
+
+/// A connection being made (SYN_SENT): a non-blocking connect whose SYNs the listener, a
+/// process outside the tree, drops while its accept queue is full. It is dumped (once
+/// left running, then three cycles) and restored still being made, from the same
+/// address; once the listener opens its queue, the retransmitted SYN completes it and
+/// bytes go both ways (tests/workloads/synsent.c).
+fn syn_sent(family: &str) {
+    let env = Env::new();
+    let (mut listener, port) = synsent_listener(&env, family);
+    let mut w = env.start_with("synsent", &["connect", family, &port]);
+    leave_running_then_cycles(&env, &mut w);
+    // Opens the queue: the connection completes and echoes.
+    env.check(&mut listener);
+    env.check(&mut w);
+    env.kill_and_reap(w.pid);
+    env.kill_and_reap(listener.pid);
+}
+
+/// synsent's listener (outside the tree), its queue full; and its port.
+fn synsent_listener(env: &Env, family: &str) -> (Workload, String) {
+    let bin = workload_bin("synsent");
+    let dir = env.path().as_os_str();
+    let listener = env.spawn(
+        "listener",
+        &bin,
+        &[dir, OsStr::new("listen"), OsStr::new(family)],
+    );
+    let line = env.wait_line(&listener, "PORT", |l| l.starts_with("PORT "));
+    let port = line.split_whitespace().nth(1).unwrap().to_string();
+    env.wait_ready(&listener);
+    (listener, port)
+}
+
+#[test]
+fn syn_sent_ipv4_three_cycles() {
+    syn_sent("4");
+}
+
+#[test]
+fn syn_sent_ipv6_three_cycles() {
+    syn_sent("6");
+}
+
+/// The workload's check notices a changed local address.
+#[test]
+fn synsent_notices_corruption() {
+    let env = Env::new();
+    let (listener, port) = synsent_listener(&env, "4");
+    let w = env.start_with("synsent", &["connect", "4", &port]);
+    notices_corruption(&env, &w);
+    env.kill_and_reap(listener.pid);
 }

@@ -48,6 +48,10 @@ pub struct FdCtx<'a> {
 /// A description met before: its index in `descs`, and one (pid, fd) holding it.
 type Known = (usize, Pid, i32);
 
+/// A `find` that found nothing: (pid, fd, inode) asked, the position its description
+/// would take among the inode's, and how many the inode had.
+type Missed = ((Pid, i32, (u64, u64)), usize, usize);
+
 /// Every description met so far, tree-wide.
 pub struct FdTable {
     descs: Vec<pb::FileDesc>,
@@ -55,6 +59,12 @@ pub struct FdTable {
     by_inode: HashMap<(u64, u64), Vec<Known>>,
     /// Objects whose contents are already stored (a pipe's unread bytes, once per pipe).
     stored: HashSet<(u64, u64)>,
+    /// Where the last `find` that found nothing would have put its description, and how
+    /// many descriptions its inode had then: `insert` of that one reuses it (when
+    /// nothing of the inode was added between) instead of searching with kcmp again.
+    missed: Option<Missed>,
+    /// Each pipe's capacity (F_GETPIPE_SZ), read through its first end met.
+    pub pipe_sizes: HashMap<(u64, u64), u32>,
     describer: Describer,
     /// kcmp calls made, and the time spent on fds (`files::collect`), for the log.
     pub kcmps: u64,
@@ -86,6 +96,8 @@ impl FdTable {
             descs: Vec::new(),
             by_inode: HashMap::new(),
             stored: HashSet::new(),
+            missed: None,
+            pipe_sizes: HashMap::new(),
             net: crate::net::Session::new(pids.first().copied().unwrap_or(Pid::from_raw(0))),
             describer: Describer::new(pids),
             unix: unix::Unix::default(),
@@ -108,8 +120,13 @@ impl FdTable {
         }
         // Kept in the kernel's order of descriptions: a binary search (one inode opened
         // 1000 times costs ~10 kcmps per fd, not 1000).
-        let at = self.search(pid, fd, inode)?;
-        Ok(at.ok().map(|k| self.descs[self.by_inode[&inode][k].0].id))
+        match self.search(pid, fd, inode)? {
+            Ok(k) => Ok(Some(self.descs[self.by_inode[&inode][k].0].id)),
+            Err(at) => {
+                self.missed = Some(((pid, fd, inode), at, self.by_inode[&inode].len()));
+                Ok(None)
+            }
+        }
     }
 
     /// Where description (`pid`, `fd`) is (Ok) or would go (Err) among those of `inode`.
@@ -144,8 +161,12 @@ impl FdTable {
     ) -> Result<u64, DumpError> {
         desc.id = self.descs.len() as u64 + 1;
         let id = desc.id;
-        let at = match self.search(pid, fd, inode)? {
-            Ok(k) | Err(k) => k,
+        let n = self.by_inode.get(&inode).map_or(0, Vec::len);
+        let at = match self.missed.take() {
+            Some((which, at, then)) if which == (pid, fd, inode) && then == n => at,
+            _ => match self.search(pid, fd, inode)? {
+                Ok(k) | Err(k) => k,
+            },
         };
         self.by_inode
             .entry(inode)

@@ -1167,33 +1167,20 @@ fn tcp_repair() -> Feature {
     }
 }
 
-/// The `nft` command that locks connections during a `--tcp-established` dump: its
-/// version asked, and the ruleset listed (nf_tables answers); nothing is changed.
+/// nf_tables, which locks connections during a `--tcp-established` dump (netlink
+/// messages of ckpt's own, `nft.rs`): the inet tables listed; nothing is changed.
 fn tcp_lock() -> Feature {
-    let run = |args: &[&str]| {
-        std::process::Command::new("nft")
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-    };
-    match (run(&["--version"]), run(&["list", "tables"])) {
-        (Ok(v), Ok(l)) if v.success() && l.success() => Feature::new(
+    match crate::nft::available() {
+        Ok(()) => Feature::new(
             "tcp-lock",
             Status::Ok,
-            "nft --version and nft list tables",
+            "nf_tables listed its inet tables (NETLINK_NETFILTER)",
             "connections are locked with an nftables table while they are checkpointed",
         ),
-        (Err(e), _) => Feature::new(
+        Err(e) => Feature::new(
             "tcp-lock",
             Status::Missing,
-            format!("nft: {e} (install the nftables package)"),
-            "dump --tcp-established cannot lock connections, so it fails",
-        ),
-        _ => Feature::new(
-            "tcp-lock",
-            Status::Missing,
-            "nft list tables failed (no nf_tables, or no CAP_NET_ADMIN)",
+            format!("{e} (no nf_tables, or no CAP_NET_ADMIN)"),
             "dump --tcp-established cannot lock connections, so it fails",
         ),
     }

@@ -45,6 +45,7 @@ pub const TCPOPT_TIMESTAMP: u32 = 8;
 
 /// include/net/tcp_states.h
 pub const TCP_ESTABLISHED: u8 = 1;
+pub const TCP_SYN_SENT: u8 = 2;
 pub const TCP_FIN_WAIT1: u8 = 4;
 pub const TCP_FIN_WAIT2: u8 = 5;
 pub const TCP_CLOSE: u8 = 7;
@@ -70,7 +71,7 @@ pub fn tcp_connected(state: u8) -> bool {
 pub fn tcp_state_name(state: u8) -> String {
     match state {
         TCP_ESTABLISHED => "ESTABLISHED".into(),
-        2 => "SYN_SENT".into(),
+        TCP_SYN_SENT => "SYN_SENT".into(),
         3 => "SYN_RECV".into(),
         TCP_FIN_WAIT1 => "FIN_WAIT1".into(),
         TCP_FIN_WAIT2 => "FIN_WAIT2".into(),
@@ -414,12 +415,17 @@ pub struct TcpInfo {
     /// Segments sent and received (tcpi_segs_out + tcpi_segs_in): 0 for a socket that
     /// never had a connection.
     pub segs: u64,
+    /// Bytes written but not sent (tcpi_notsent_bytes) and segments sent with data
+    /// (tcpi_data_segs_out): both 0 for a connection being made that carries no data.
+    pub notsent: u32,
+    pub data_segs_out: u32,
 }
 
 pub fn tcp_info(fd: BorrowedFd<'_>) -> Result<TcpInfo> {
     // struct tcp_info: u8 state, ca_state, retransmits, probes, backoff, options,
     // snd_wscale:4 | rcv_wscale:4, ...; u32 rto, ato, snd_mss, rcv_mss, unacked (at 24),
-    // sacked (at 28), ..., u32 segs_out (at 136), segs_in (at 140).
+    // sacked (at 28), ..., u32 segs_out (at 136), segs_in (at 140), notsent_bytes (at 144),
+    // ..., data_segs_out (at 156).
     let b = get_bytes(fd, SOL_TCP, libc::TCP_INFO, 160)?;
     if b.len() < 32 {
         return Err(Error::Other(format!("TCP_INFO: {} bytes", b.len())));
@@ -437,6 +443,8 @@ pub fn tcp_info(fd: BorrowedFd<'_>) -> Result<TcpInfo> {
         } else {
             0
         },
+        notsent: if b.len() >= 148 { u32_at(144) } else { 0 },
+        data_segs_out: if b.len() >= 160 { u32_at(156) } else { 0 },
     })
 }
 

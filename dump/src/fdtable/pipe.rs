@@ -14,14 +14,29 @@ const O_WRONLY: u32 = 1;
 /// The state of the pipe end at `ctx`; `external`: the pipe is also held outside the tree.
 pub fn dump(ctx: &FdCtx, external: bool, table: &mut FdTable) -> Result<pb::PipeState, DumpError> {
     let write_end = ctx.info.flags & O_ACCMODE == O_WRONLY;
-    let mine = ckpt_sys::process::steal_fd(ctx.pid, ctx.fd)?;
-    let size = ckpt_sys::pipe::capacity(&mine)?;
-    let (mut data, mut packets) = (Vec::new(), Vec::new());
     // tee() reads only from a read end; a pipe no end of which is read in the tree has
     // nothing anyone restored could read.
-    if !external && !write_end && table.first_to_store(ctx.inode) {
-        (data, packets) = ckpt_sys::pipe::peek(&mine)?;
-    }
+    let store = !external && !write_end && table.first_to_store(ctx.inode);
+    let known = table.pipe_sizes.get(&ctx.inode).copied();
+    // A copy of the fd only for what the pipe's other end did not give already (the
+    // process is stopped: its capacity cannot change meanwhile).
+    let (size, data, packets) = match known {
+        Some(size) if !store => (size, Vec::new(), Vec::new()),
+        _ => {
+            let mine = ckpt_sys::process::steal_fd(ctx.pid, ctx.fd)?;
+            let size = match known {
+                Some(size) => size,
+                None => ckpt_sys::pipe::capacity(&mine)?,
+            };
+            table.pipe_sizes.insert(ctx.inode, size);
+            let (data, packets) = if store {
+                ckpt_sys::pipe::peek(&mine)?
+            } else {
+                Default::default()
+            };
+            (size, data, packets)
+        }
+    };
     Ok(pb::PipeState {
         write_end,
         data,

@@ -16,7 +16,7 @@ use ckpt_images::pb;
 use ckpt_sys::unix as u;
 use ckpt_sys::Pid;
 use std::collections::{BTreeSet, HashMap};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 /// The unix side of one dump: the kernel's table and where each socket was met.
@@ -70,29 +70,26 @@ impl Unix {
     }
 }
 
-/// Whether fd `fd` of `pid` is a unix socket (in ckpt's network namespace), or why it is
-/// one that cannot be dumped; Ok(false): not a unix socket.
-pub fn is_unix(pid: Pid, fd: i32) -> Result<bool, String> {
-    let sock = ckpt_sys::process::steal_fd(pid, fd).map_err(|e| e.to_string())?;
-    let (family, ty, _) = ckpt_sys::socket::kind(sock.as_fd()).map_err(|e| e.to_string())?;
-    if family != libc::AF_UNIX {
-        return Ok(false);
-    }
+/// Whether ckpt's copy `sock` of unix socket `ino` of `pid`, of type `ty`, can be
+/// dumped (Err: why not).
+pub fn check(pid: Pid, sock: BorrowedFd<'_>, ty: i32, ino: u64) -> Result<(), String> {
     if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(&ty) {
         return Err(format!("a unix socket of type {ty}"));
     }
     // ckpt's network namespace, or the process's own (a container's, which the restore
     // makes again and where its seeds make the sockets).
-    let here = ckpt_sys::socket::own_netns_inode().map_err(|e| e.to_string())?;
-    let ns = ckpt_sys::socket::netns_inode(sock.as_fd()).map_err(|e| e.to_string())?;
+    let ns = crate::net::socket_netns(sock, ino)?;
+    if ns == crate::net::own_netns()? {
+        return Ok(());
+    }
     let theirs = ckpt_sys::ns::ns_id(pid, "net").map_err(|e| e.to_string())?;
-    if ns != here && theirs != format!("net:[{ns}]") {
+    if theirs != format!("net:[{ns}]") {
         return Err(format!(
             "a unix socket of another network namespace (net:[{ns}]) than its process's; \
              not supported yet"
         ));
     }
-    Ok(true)
+    Ok(())
 }
 
 /// The record of the unix socket at `ctx` (once per description).
@@ -110,9 +107,9 @@ fn dump_one(ctx: &FdCtx, table: &mut FdTable) -> Result<pb::UnixSocket, DumpErro
     let sock = ckpt_sys::process::steal_fd(pid, fd)?;
     let s = sock.as_fd();
     // The table of the socket's network namespace, read there once per dump.
-    let ns = ckpt_sys::socket::netns_inode(s).map_err(sys)?;
+    let ns = crate::net::socket_netns(s, ino).map_err(named)?;
     if let std::collections::hash_map::Entry::Vacant(e) = table.unix.diag.entry(ns) {
-        e.insert(if ns == ckpt_sys::socket::own_netns_inode().map_err(sys)? {
+        e.insert(if ns == crate::net::own_netns().map_err(named)? {
             u::diag_all()?
         } else {
             ckpt_sys::ns::in_namespace_of(pid, "net", u::diag_all)??

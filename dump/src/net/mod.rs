@@ -40,6 +40,38 @@ fn established_allowed() -> bool {
     TCP_ESTABLISHED.load(Ordering::Relaxed)
 }
 
+/// The inode of ckpt's network namespace, read once: /proc/self/ns/net is the main
+/// thread's, which only enters another one for a moment at restore (`ckpt_sys::ns`), never
+/// while a dump looks at sockets.
+pub fn own_netns() -> Result<u64, String> {
+    static OWN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    if let Some(&ino) = OWN.get() {
+        return Ok(ino);
+    }
+    let ino = s::own_netns_inode().map_err(|e| e.to_string())?;
+    Ok(*OWN.get_or_init(|| ino))
+}
+
+/// The inode of the network namespace of socket `ino`, ckpt's copy `sock` of it: asked
+/// once per socket (SIOCGSKNS opens the namespace: three syscalls), as a unix socket was
+/// asked three times per fd (the check before the seize, the one after, the record). A
+/// socket never changes namespace, and socket inode numbers are not reused before the
+/// kernel's 32-bit counter wraps (0: not known, not kept).
+pub fn socket_netns(sock: std::os::fd::BorrowedFd<'_>, ino: u64) -> Result<u64, String> {
+    thread_local! {
+        static SEEN: std::cell::RefCell<std::collections::HashMap<u64, u64>> =
+            Default::default();
+    }
+    if let Some(ns) = SEEN.with(|c| c.borrow().get(&ino).copied()) {
+        return Ok(ns);
+    }
+    let ns = s::netns_inode(sock).map_err(|e| e.to_string())?;
+    if ino != 0 {
+        SEEN.with(|c| c.borrow_mut().insert(ino, ns));
+    }
+    Ok(ns)
+}
+
 /// A socket of the network, as ckpt sees it through its copy.
 struct Inet {
     sock: OwnedFd,
@@ -58,7 +90,7 @@ struct Inet {
 /// its holder's namespace (where the restore makes it again); one of any other (made
 /// before a setns, or passed in from outside) is refused.
 pub fn container_socket(pid: Pid, sock: std::os::fd::BorrowedFd<'_>) -> Result<bool, String> {
-    let here = s::own_netns_inode().map_err(|e| e.to_string())?;
+    let here = own_netns()?;
     let ns = s::netns_inode(sock).map_err(|e| e.to_string())?;
     let path = format!("/proc/{pid}/ns/net");
     let theirs = nix::sys::stat::stat(path.as_str())
@@ -77,7 +109,14 @@ pub fn container_socket(pid: Pid, sock: std::os::fd::BorrowedFd<'_>) -> Result<b
 /// names it), Err(why) if it is one that cannot be dumped.
 fn look(pid: Pid, fd: i32) -> Result<Option<Inet>, String> {
     let sock = ckpt_sys::process::steal_fd(pid, fd).map_err(|e| e.to_string())?;
-    let (family, ty, protocol) = s::kind(sock.as_fd()).map_err(|e| e.to_string())?;
+    let kind = s::kind(sock.as_fd()).map_err(|e| e.to_string())?;
+    look_at(pid, sock, kind)
+}
+
+/// `look`, on ckpt's copy `sock` of a socket of `pid` whose SO_DOMAIN, SO_TYPE and
+/// SO_PROTOCOL are `kind`.
+fn look_at(pid: Pid, sock: OwnedFd, kind: (i32, i32, i32)) -> Result<Option<Inet>, String> {
+    let (family, ty, protocol) = kind;
     if family != libc::AF_INET && family != libc::AF_INET6 {
         return Ok(None);
     }
@@ -107,8 +146,8 @@ fn look(pid: Pid, fd: i32) -> Result<Option<Inet>, String> {
             }
             // Ended (tcp_done), not closed yet: taken as a connection ended by FINs.
             s::TCP_LISTEN | s::TCP_CLOSE => {}
-            st if s::tcp_connected(st) && established_allowed() => {}
-            st if s::tcp_connected(st) => {
+            st if (s::tcp_connected(st) || st == s::TCP_SYN_SENT) && established_allowed() => {}
+            st if s::tcp_connected(st) || st == s::TCP_SYN_SENT => {
                 return Err(format!(
                     "an established TCP connection (state {}); dump with --tcp-established \
                      to take it along (its packets are dropped by an nftables rule until \
@@ -119,8 +158,8 @@ fn look(pid: Pid, fd: i32) -> Result<Option<Inet>, String> {
             st => {
                 return Err(format!(
                     "a TCP connection in state {} (include/net/tcp_states.h); only \
-                     listening, unconnected, connected (established or half closed) and \
-                     ended TCP sockets are supported",
+                     listening, unconnected, connecting (SYN_SENT), connected (established \
+                     or half closed) and ended TCP sockets are supported",
                     s::tcp_state_name(st)
                 ))
             }
@@ -153,26 +192,32 @@ fn look(pid: Pid, fd: i32) -> Result<Option<Inet>, String> {
     }))
 }
 
-/// For a `socket:[N]` fd: None if the dump can take it, Some(None) if it is not a network
-/// socket (describe.rs says what it is), Some(Some(why)) if it is one that is refused.
-pub fn refusal(pid: Pid, fd: i32) -> Option<Option<String>> {
-    match look(pid, fd) {
-        Ok(Some(_)) => None,
-        Ok(None) => Some(None),
-        Err(why) => Some(Some(why)),
-    }
-}
-
-/// The kind of socket fd `fd` of `pid` when it is a netlink or packet socket that can
-/// be dumped (None: neither), Err(why) when it is one that cannot.
-pub fn other_kind(pid: Pid, fd: i32) -> Result<Option<pb::FdKind>, String> {
-    if netlink::check(pid, fd)? {
-        return Ok(Some(pb::FdKind::FdNetlinkSocket));
-    }
-    if packet::check(pid, fd)? {
-        return Ok(Some(pb::FdKind::FdPacketSocket));
-    }
-    Ok(None)
+/// What a `socket:[N]` fd of `pid` is, looked at once through ckpt's copy of it (one
+/// pidfd_getfd and one SO_DOMAIN/SO_TYPE/SO_PROTOCOL for every family, where each family
+/// took its own copy and read its own kind before): Ok(Some(kind)) a socket the dump can
+/// take, Ok(None) one of no family ckpt knows (describe.rs names it), Err(why) one that
+/// is refused.
+pub fn socket_kind(pid: Pid, fd: i32, ino: u64) -> Result<Option<pb::FdKind>, String> {
+    let sock = ckpt_sys::process::steal_fd(pid, fd).map_err(|e| e.to_string())?;
+    let kind = s::kind(sock.as_fd()).map_err(|e| e.to_string())?;
+    let found = match kind.0 {
+        libc::AF_INET | libc::AF_INET6 => {
+            look_at(pid, sock, kind)?.map(|_| pb::FdKind::FdInetSocket)
+        }
+        libc::AF_UNIX => {
+            crate::fdtable::unix::check(pid, sock.as_fd(), kind.1, ino)?;
+            Some(pb::FdKind::FdUnixSocket)
+        }
+        libc::AF_NETLINK => {
+            netlink::check_at(pid, sock.as_fd(), kind.2)?;
+            Some(pb::FdKind::FdNetlinkSocket)
+        }
+        libc::AF_PACKET => {
+            packet::look_at(pid, sock.as_fd(), kind.1)?.map(|_| pb::FdKind::FdPacketSocket)
+        }
+        _ => None,
+    };
+    Ok(found)
 }
 
 /// The network side of one dump: the connections it locked and put in repair mode,
@@ -270,13 +315,19 @@ impl Session {
         }
         match inet.state {
             s::TCP_LISTEN => out.backlog = inet.info.sacked as i32,
-            st if s::tcp_connected(st) || (st == s::TCP_CLOSE && inet.info.segs > 0) => {
+            st if s::tcp_connected(st)
+                || st == s::TCP_SYN_SENT
+                || (st == s::TCP_CLOSE && inet.info.segs > 0) =>
+            {
                 let ended = st == s::TCP_CLOSE;
-                // getpeername answers ENOTCONN once the connection has ended; SO_PEERNAME
-                // still does, unless it was restored (its peer is not needed then).
+                // getpeername answers ENOTCONN once the connection has ended, and while it
+                // is being made (SYN_SENT); SO_PEERNAME still does, unless it was
+                // restored (an ended one's peer is not needed then).
                 let peer = if ended {
                     let unknown = SocketAddr::new(local.ip(), 0);
                     Some(s::peer_name(sock).map_err(sys)?.unwrap_or(unknown))
+                } else if st == s::TCP_SYN_SENT {
+                    s::peer_name(sock).map_err(sys)?
                 } else {
                     peer
                 };
@@ -304,7 +355,7 @@ impl Session {
                             .into(),
                     ));
                 }
-                if !s::tcp_connected(now) && now != s::TCP_CLOSE {
+                if !s::tcp_connected(now) && now != s::TCP_CLOSE && now != s::TCP_SYN_SENT {
                     return Err(named(format!(
                         "a TCP connection in state {} during the dump",
                         s::tcp_state_name(now)

@@ -25,6 +25,12 @@ pub fn check(pid: Pid, fd: i32) -> Result<bool, String> {
     if family != libc::AF_NETLINK {
         return Ok(false);
     }
+    check_at(pid, sock, protocol)?;
+    Ok(true)
+}
+
+/// `check` of ckpt's copy `sock` of a netlink socket of `pid`, of `protocol`.
+pub fn check_at(pid: Pid, sock: BorrowedFd<'_>, protocol: i32) -> Result<(), String> {
     if !matches!(
         protocol,
         NETLINK_ROUTE | NETLINK_KOBJECT_UEVENT | NETLINK_GENERIC
@@ -42,7 +48,7 @@ pub fn check(pid: Pid, fd: i32) -> Result<bool, String> {
                 .into(),
         );
     }
-    Ok(true)
+    Ok(())
 }
 
 /// The record of netlink socket fd `fd` of the stopped process `pid`.

@@ -8,13 +8,7 @@ use ckpt_images::pb;
 use ckpt_sys::packet as p;
 use ckpt_sys::socket as s;
 use ckpt_sys::Pid;
-use std::os::fd::AsFd;
-
-/// Whether fd `fd` of `pid` is a packet socket that can be dumped (Ok(false): another
-/// kind), Err(why) if it is one that cannot be.
-pub fn check(pid: Pid, fd: i32) -> Result<bool, String> {
-    Ok(look(pid, fd)?.is_some())
-}
+use std::os::fd::{AsFd, BorrowedFd};
 
 /// The record of packet socket fd `fd` of the stopped process `pid`.
 pub fn collect(pid: Pid, fd: i32) -> Result<pb::PacketSocket, String> {
@@ -24,11 +18,20 @@ pub fn collect(pid: Pid, fd: i32) -> Result<pb::PacketSocket, String> {
 fn look(pid: Pid, fd: i32) -> Result<Option<pb::PacketSocket>, String> {
     let err = |e: ckpt_sys::Error| e.to_string();
     let sock = ckpt_sys::process::steal_fd(pid, fd).map_err(err)?;
-    let sock = sock.as_fd();
-    let (family, ty, _) = s::kind(sock).map_err(err)?;
+    let (family, ty, _) = s::kind(sock.as_fd()).map_err(err)?;
     if family != libc::AF_PACKET {
         return Ok(None);
     }
+    look_at(pid, sock.as_fd(), ty)
+}
+
+/// `look` of ckpt's copy `sock` of a packet socket of `pid`, of type `ty`.
+pub fn look_at(
+    pid: Pid,
+    sock: BorrowedFd<'_>,
+    ty: i32,
+) -> Result<Option<pb::PacketSocket>, String> {
+    let err = |e: ckpt_sys::Error| e.to_string();
     if super::container_socket(pid, sock)? {
         return Err("a packet socket of a container's network namespace; not supported yet".into());
     }

@@ -20,6 +20,9 @@ use std::os::fd::BorrowedFd;
 /// Everything of the connection TCP_REPAIR can give back; `sock` is in repair mode, in
 /// `state` (tcp_info's, read before repair mode).
 pub fn read(sock: BorrowedFd<'_>, state: u8) -> ckpt_sys::Result<pb::TcpConnection> {
+    if state == s::TCP_SYN_SENT {
+        return connecting(sock);
+    }
     let info = s::tcp_info(sock)?;
     let peer_fin = matches!(
         state,
@@ -90,6 +93,30 @@ pub fn read(sock: BorrowedFd<'_>, state: u8) -> ckpt_sys::Result<pb::TcpConnecti
         rcv_wup: w.rcv_wup,
         peer_fin,
         own_fin: own_fin as u32,
+    })
+}
+
+/// A connection being made (SYN_SENT: a non-blocking connect in progress, or a blocking
+/// one the process waits in), whose SYN is unanswered: only its initial sequence number
+/// matters (the restore's connect sends its SYN again with it, as CRIU does), the one
+/// before write_seq (the SYN took one). Nothing is queued, as a write waits for the
+/// connection; data a TCP Fast Open connect sent with its SYN is refused.
+fn connecting(sock: BorrowedFd<'_>) -> ckpt_sys::Result<pb::TcpConnection> {
+    s::set_int(sock, s::SOL_TCP, s::TCP_REPAIR_QUEUE, s::TCP_SEND_QUEUE)?;
+    let write_seq = s::get_int(sock, s::SOL_TCP, s::TCP_QUEUE_SEQ)? as u32;
+    s::set_int(sock, s::SOL_TCP, s::TCP_REPAIR_QUEUE, 0)?;
+    let info = s::tcp_info(sock)?;
+    if info.notsent > 0 || info.data_segs_out > 0 {
+        return Err(ckpt_sys::Error::Other(
+            "a TCP connection being made with data already written (TCP Fast Open); not \
+             supported yet"
+                .into(),
+        ));
+    }
+    Ok(pb::TcpConnection {
+        send_seq: write_seq.wrapping_sub(1),
+        own_fin: pb::OwnFin::None as u32,
+        ..Default::default()
     })
 }
 

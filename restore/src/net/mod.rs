@@ -52,7 +52,7 @@ pub fn check(d: &pb::FileDesc) -> Result<(), String> {
             return Err("a TCP connection without both its addresses".into());
         }
         let state = i.state as u8;
-        let known = s::tcp_connected(state) || state == s::TCP_CLOSE;
+        let known = s::tcp_connected(state) || state == s::TCP_CLOSE || state == s::TCP_SYN_SENT;
         if !known || pb::OwnFin::try_from(c.own_fin as i32).is_err() {
             return Err(format!(
                 "a TCP connection in state {} with own_fin {}",
@@ -130,7 +130,9 @@ fn create(i: &pb::InetSocket) -> Result<OwnedFd, String> {
             }
         })?;
     }
-    if let Some(c) = &i.tcp {
+    if let (Some(c), true) = (&i.tcp, i.state == u32::from(s::TCP_SYN_SENT)) {
+        tcp::connect_again(fd, c, fin::peer_of(i)?)?;
+    } else if let Some(c) = &i.tcp {
         tcp::connect(fd, c, fin::peer_of(i)?, &i.opts)?;
     } else if i.protocol == libc::IPPROTO_TCP {
         if i.state == s::TCP_LISTEN as u32 {

@@ -101,6 +101,42 @@ pub fn connect(
     Ok(())
 }
 
+/// A connection that was being made (SYN_SENT), made again as CRIU does: its initial
+/// sequence number set in repair mode, then a real connect (repair off, non-blocking: it
+/// returns EINPROGRESS) sends a SYN with it, which the lock drops; repair goes on again
+/// so that the resume (`resume.rs`) treats it as every connection, and the SYN's
+/// retransmission, once the lock is gone, reaches the peer (measured on 6.18: connected
+/// ~1 s after the lock went, the first retransmission timeout). A peer that answered the
+/// first SYN (its SYN-ACK dropped by the lock) sees the same SYN again and answers again.
+pub fn connect_again(
+    fd: BorrowedFd<'_>,
+    c: &pb::TcpConnection,
+    peer: SocketAddr,
+) -> Result<(), String> {
+    let sys = |what: &'static str| move |e: ckpt_sys::Error| format!("{what}: {e}");
+    let set = |name: i32, val: i32, what: &'static str| {
+        s::set_int(fd, s::SOL_TCP, name, val).map_err(sys(what))
+    };
+    set(s::TCP_REPAIR_QUEUE, s::TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE")?;
+    set(
+        s::TCP_QUEUE_SEQ,
+        c.send_seq as i32,
+        "initial sequence number",
+    )?;
+    set(s::TCP_REPAIR_QUEUE, 0, "TCP_REPAIR_QUEUE")?;
+    set(s::TCP_REPAIR, s::TCP_REPAIR_OFF, "TCP_REPAIR off")?;
+    // The image's status flags are set once the socket is at its slot (`create_at`).
+    let nonblock = nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK);
+    nix::fcntl::fcntl(std::os::fd::AsRawFd::as_raw_fd(&fd), nonblock)
+        .map_err(|e| format!("O_NONBLOCK: {e}"))?;
+    match s::connect(fd, peer) {
+        Ok(()) => {}
+        Err(e) if e.errno() == Some(nix::errno::Errno::EINPROGRESS) => {}
+        Err(e) => return Err(format!("connect (SYN_SENT): {e}")),
+    }
+    set(s::TCP_REPAIR, s::TCP_REPAIR_ON, "TCP_REPAIR on")
+}
+
 /// Raises buffer `name` so that `need` bytes fit, if they do not already.
 fn grow(fd: BorrowedFd<'_>, name: i32, force: i32, need: usize) -> Result<(), String> {
     if need == 0 {
