@@ -53,14 +53,6 @@ fn ppid(pid: i32) -> i32 {
     status_field(pid, "PPid").unwrap().parse().unwrap()
 }
 
-fn ns_pids(pid: i32) -> Vec<i32> {
-    status_field(pid, "NSpid")
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(|t| t.parse().unwrap())
-        .collect()
-}
-
 /// Every process under `init` (outer pid): (outer, its pids in every namespace).
 fn under(init: i32) -> Vec<(i32, Vec<i32>)> {
     let mut out = Vec::new();

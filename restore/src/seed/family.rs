@@ -59,13 +59,23 @@ const OTHERS_FORK: Duration = Duration::from_secs(10);
 /// helpers and waits for its zombies to have exited (left unreaped), so that none is
 /// still running when ckpt takes over.
 pub fn fork_children(seeds: &Seeds, me: usize) -> Result<(), String> {
+    let depth = seeds.tree.nodes[me].nested.len();
+    let mut unshared = false;
     for &c in &seeds.tree.nodes[me].forks {
         let n = &seeds.tree.nodes[c];
         let pid = Pid::from_raw(n.pid);
+        // The rest goes to a pid namespace nested below this one (`nested_pidns.rs`).
+        if n.nested.len() > depth && !unshared {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
+                .map_err(|e| format!("unshare(CLONE_NEWPID) before forking pid {pid}: {e}"))?;
+            unshared = true;
+        }
         let forked = if n.clone_parent {
             ckpt_sys::process::fork_sibling_with_pid(pid)
-        } else {
+        } else if n.nested.is_empty() {
             ckpt_sys::process::fork_with_pid(pid)
+        } else {
+            ckpt_sys::process::fork_with_pids(&crate::nested_pidns::set_tid(seeds.tree, c))
         };
         match forked {
             Ok(Forked::Child) => start(seeds, c),
