@@ -106,8 +106,15 @@ pub fn blockers(tree: &[Pid], out: &mut Blockers) {
         }
         let parent = seen.get(&s.ppid);
         let what = format!("namespace {}", s.pid_ns);
+        // Its parent forks into its namespace, or is in it.
+        let forked_by_parent = parent.is_some_and(|p| p.for_children.as_ref() == Some(&s.pid_ns));
+        let parent_inside = parent.is_some_and(|p| p.pid_ns == s.pid_ns);
+        // A sibling of its namespace's init: forked there by the init's parent.
+        let beside_init = inits
+            .get(s.pid_ns.as_str())
+            .is_some_and(|i| seen.get(i).is_some_and(|c| c.ppid == s.ppid));
         if s.nspids.last() == Some(&1) {
-            if !parent.is_some_and(|p| p.for_children.as_ref() == Some(&s.pid_ns)) {
+            if !forked_by_parent {
                 out.push(
                     pid,
                     what,
@@ -120,11 +127,7 @@ pub fn blockers(tree: &[Pid], out: &mut Blockers) {
                 );
                 continue;
             }
-        } else if !parent.is_some_and(|p| p.pid_ns == s.pid_ns)
-            && !inits
-                .get(s.pid_ns.as_str())
-                .is_some_and(|i| seen.get(i).is_some_and(|c| c.ppid == s.ppid))
-        {
+        } else if !(parent_inside || beside_init) {
             out.push(
                 pid,
                 what,
