@@ -110,6 +110,9 @@ pub fn ckpt_pidns_blockers(root: Pid, out: &mut Blockers) {
 pub struct PidMap {
     inner: HashMap<i32, i32>,
     active: bool,
+    /// The level of the container's pid namespace: which entry of an NS* line is its
+    /// view (a process in a pid namespace nested below it has more, `pidns.rs`).
+    level: usize,
 }
 
 impl PidMap {
@@ -118,15 +121,16 @@ impl PidMap {
         PidMap::default()
     }
 
-    /// Every task (threads too) of `pids`, from each one's NSpid.
-    pub fn of(pids: impl Iterator<Item = Pid>) -> Result<PidMap, crate::DumpError> {
+    /// Every task (threads too) of `pids`, from each one's NSpid; `level`: the
+    /// container's pid namespace's.
+    pub fn of(pids: impl Iterator<Item = Pid>, level: usize) -> Result<PidMap, crate::DumpError> {
         let mut inner = HashMap::new();
         for p in pids {
             for t in ckpt_sys::proc::tasks(p)? {
                 let path = format!("/proc/{p}/task/{t}/status");
                 let text =
                     std::fs::read_to_string(&path).map_err(|e| ckpt_sys::Error::io(&path, e))?;
-                if let Some(v) = ns_field(&text, "NSpid") {
+                if let Some(v) = ns_field(&text, "NSpid", level) {
                     inner.insert(t.as_raw(), v);
                 }
             }
@@ -134,6 +138,7 @@ impl PidMap {
         Ok(PidMap {
             inner,
             active: true,
+            level,
         })
     }
 
@@ -151,13 +156,14 @@ impl PidMap {
     }
 }
 
-/// The last (innermost) value of an NS* line of a status file.
-pub fn ns_field(status: &str, name: &str) -> Option<i32> {
+/// The value at `level` of an NS* line of a status file: the view of the pid namespace
+/// at that level (the innermost one but for a process in a namespace nested below it).
+pub fn ns_field(status: &str, name: &str, level: usize) -> Option<i32> {
     status
         .lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))?
         .split_whitespace()
-        .last()?
+        .nth(level)?
         .parse()
         .ok()
 }
@@ -172,13 +178,16 @@ pub fn node_inner(n: &mut pb::TreeNode, map: &PidMap) -> Result<(), crate::DumpE
     n.ppid = map.pid(n.ppid);
     let status = std::fs::read_to_string(format!("/proc/{outer}/status")).unwrap_or_default();
     // A zombie is in no map of live tasks: its own NSpid.
-    n.pid = ns_field(&status, "NSpid").unwrap_or_else(|| map.pid(outer));
+    n.pid = ns_field(&status, "NSpid", map.level).unwrap_or_else(|| map.pid(outer));
     if n.pid == 0 {
         return Err(crate::DumpError::Lost(format!(
             "pid {outer}: no pid in the container's namespace"
         )));
     }
-    if let (Some(pg), Some(sid)) = (ns_field(&status, "NSpgid"), ns_field(&status, "NSsid")) {
+    if let (Some(pg), Some(sid)) = (
+        ns_field(&status, "NSpgid", map.level),
+        ns_field(&status, "NSsid", map.level),
+    ) {
         n.pgid = pg;
         n.sid = sid;
     } else if !n.zombie {
@@ -198,8 +207,8 @@ pub fn core_inner(c: &mut pb::ProcessCore, threads: &mut [pb::ThreadCore], map: 
     let status = std::fs::read_to_string(format!("/proc/{}/status", c.pid)).unwrap_or_default();
     c.pid = map.pid(c.pid);
     c.ppid = map.pid(c.ppid);
-    c.pgid = ns_field(&status, "NSpgid").unwrap_or(c.pgid);
-    c.sid = ns_field(&status, "NSsid").unwrap_or(c.sid);
+    c.pgid = ns_field(&status, "NSpgid", map.level).unwrap_or(c.pgid);
+    c.sid = ns_field(&status, "NSsid", map.level).unwrap_or(c.sid);
     for t in threads {
         t.tid = map.pid(t.tid);
     }

@@ -47,6 +47,7 @@ mod netns;
 mod ns;
 pub mod page_sink;
 mod pages;
+mod pidns;
 mod preseize;
 mod release;
 mod remote;
@@ -422,6 +423,19 @@ fn dump_inner(
     // A container (the root is pid 1 of its own pid namespace): what it owns, and the
     // pids as it sees them, which the images hold.
     let t_ns = Instant::now();
+    // Pid namespaces nested below the tree's: checked again now that the tree is
+    // stopped, and each process's pids there recorded (`pidns.rs`).
+    let level = pidns::level(pid)?;
+    let mut refused = blockers::Blockers::default();
+    let live: Vec<Pid> = tree
+        .nodes
+        .iter()
+        .filter(|n| !n.zombie)
+        .map(|n| Pid::from_raw(n.pid))
+        .collect();
+    pidns::blockers(&live, &mut refused);
+    refused.refuse_if_any(pid)?;
+    pidns::record(&mut tree.nodes, level + 1)?;
     let mut inside_new_pidns = false;
     let (container, pidmap) = match container::root_namespaces(pid) {
         Some(_) => {
@@ -437,7 +451,7 @@ fn dump_inner(
             if record.mounts.first().is_some_and(|m| m.mountpoint == "/") {
                 shared.files.container_mounts = Some(mounts::ids(pid));
             }
-            let map = container::PidMap::of(tree.live.iter().map(|m| m.task.pid()))?;
+            let map = container::PidMap::of(tree.live.iter().map(|m| m.task.pid()), level)?;
             for n in &mut tree.nodes {
                 container::node_inner(n, &map)?;
             }
@@ -452,7 +466,7 @@ fn dump_inner(
             let mut refused = blockers::Blockers::default();
             container::ckpt_pidns_blockers(pid, &mut refused);
             refused.refuse_if_any(pid)?;
-            let map = container::PidMap::of(tree.live.iter().map(|m| m.task.pid()))?;
+            let map = container::PidMap::of(tree.live.iter().map(|m| m.task.pid()), level)?;
             for n in &mut tree.nodes {
                 container::node_inner(n, &map)?;
             }
@@ -461,6 +475,7 @@ fn dump_inner(
         }
         None => (None, container::PidMap::host()),
     };
+    pidns::check_forkers(&tree.nodes)?;
     shared.pids = pidmap;
     sink.create_ahead(
         tree.live

@@ -73,9 +73,15 @@ fn host() -> &'static Host {
 /// Pushes a blocker for each namespace `pid` shares neither with ckpt nor, in a container
 /// (`container`: the namespaces its root owns, `container.rs`), with the container's
 /// root. A link that cannot be read (a kernel without that kind, or the process gone)
-/// blocks nothing here: the other checks of a vanished process say so.
-pub fn blockers(pid: Pid, container: Option<&Owned>, out: &mut Blockers) {
+/// blocks nothing here: the other checks of a vanished process say so. Pid namespaces
+/// are the tree's business (`pidns.rs`) but for the root's own: a process below the root
+/// is in the root's or in one nested below it, and where children go
+/// (pid_for_children) depends on which of them it forked.
+pub fn blockers(pid: Pid, below_root: bool, container: Option<&Owned>, out: &mut Blockers) {
     for ((link, _, loses), host) in KINDS.iter().zip(&host().ids) {
+        if *link == "pid_for_children" || (below_root && *link == "pid") {
+            continue;
+        }
         let (Ok(id), Some(host)) = (ckpt_sys::ns::ns_id(pid, link), host) else {
             continue;
         };

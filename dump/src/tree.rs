@@ -107,6 +107,8 @@ fn node(pid: Pid) -> Result<pb::TreeNode, DumpError> {
         zombie,
         exit_status: if zombie { s.exit_code.unwrap_or(0) } else { 0 },
         comm: if zombie { s.comm } else { String::new() },
+        // Filled once the tree is stopped (`pidns::record`).
+        nested_pids: Vec::new(),
     })
 }
 

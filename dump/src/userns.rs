@@ -1,9 +1,12 @@
 //! A container's user namespace. Restored by forking the root's seed with CLONE_NEWUSER
 //! and its other CLONE_NEW* at once (so the new user namespace owns them, as it owned
 //! the dumped ones: checked here), ckpt writing the maps before the seed goes on. The
-//! images hold ids as ckpt sees them (/proc/PID/status), which a restore sets from
-//! inside the namespace: only identity ranges (inside id = outside id) keep them the same
-//! there, so other maps are refused by name.
+//! images hold ids as ckpt sees them (/proc/PID/status, stat of the tmpfs files, IPC_STAT:
+//! the parent namespace's view); the restore translates what the tree sets from inside
+//! through the maps (`restore/src/userns.rs`). Refused by name: a map that leaves out
+//! ckpt's own uid or gid 0 (the seeds act as ckpt inside before they become the
+//! processes), a process whose ids the maps do not cover (it could not set them again
+//! from inside).
 
 use crate::blockers::Blockers;
 use ckpt_images::pb;
@@ -35,62 +38,57 @@ pub fn record(root: Pid, flags: u64, c: &mut pb::Container, out: &mut Blockers) 
         out.push(root, "user namespace", "its maps cannot be read");
         return;
     };
+    let mut maps = Vec::new();
     for (name, map) in [("uid_map", &uid), ("gid_map", &gid)] {
-        if map.trim().is_empty() {
-            out.push(
+        match ckpt_sys::idmap::IdMap::parse(map) {
+            Ok(m) if m.inside(0).is_none() => out.push(
                 root,
-                format!("user namespace {name}"),
-                "empty: not restored",
-            );
+                format!("user namespace {name} {:?}", map.trim()),
+                "does not map ckpt's own id 0, which the restore's seeds act as inside \
+                 before they become the processes: not restored yet",
+            ),
+            Ok(m) => maps.push(m),
+            Err(e) => out.push(root, format!("user namespace {name}"), e),
         }
-        for line in map.lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() != 3 || f[0] != f[1] {
-                out.push(
-                    root,
-                    format!("user namespace {name} line {:?}", line.trim()),
-                    "ids inside differ from ckpt's: only identity ranges are restored yet",
-                );
-            }
-        }
+    }
+    if let [uids, gids] = &maps[..] {
+        ids_blockers(root, uids, gids, out);
     }
     c.uid_map = uid;
     c.gid_map = gid;
     c.setgroups_deny = setgroups.trim() == "deny";
-    shared_memory(root, out);
 }
 
-/// Memory shared between the tree's processes is opened by each restored process
-/// through ckpt's /proc/PID/fd, which a process in the container's user namespace may not
-/// do: refused by name (one process alone shares nothing).
-fn shared_memory(root: Pid, out: &mut Blockers) {
-    let all = crate::tree::descendants(root).unwrap_or_default();
-    if all.len() < 2 {
-        return;
-    }
-    for p in all {
-        let maps = std::fs::read_to_string(format!("/proc/{p}/maps")).unwrap_or_default();
-        for line in maps.lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let shared = f.get(1).is_some_and(|perms| perms.ends_with('s'));
-            let path = f.get(5).copied().unwrap_or("");
-            let anon = ["", "/dev/zero", "/memfd:", "/SYSV", "[anon_shmem"]
-                .iter()
-                .any(|k| {
-                    if k.is_empty() {
-                        path.is_empty()
-                    } else {
-                        path.starts_with(k)
-                    }
-                });
-            if shared && anon {
+/// Every process's ids (real, effective, saved, fs; supplementary groups) must have an id
+/// inside the namespace: the restore sets them from there.
+fn ids_blockers(
+    root: Pid,
+    uids: &ckpt_sys::idmap::IdMap,
+    gids: &ckpt_sys::idmap::IdMap,
+    out: &mut Blockers,
+) {
+    for p in crate::tree::descendants(root).unwrap_or_default() {
+        let Ok(st) = ckpt_sys::proc::status(p) else {
+            continue;
+        };
+        let u = [st.ruid, st.euid, st.suid, st.fuid];
+        let g = [st.rgid, st.egid, st.sgid, st.fgid];
+        let groups: Vec<u32> = st.groups.iter().map(|&g| g as u32).collect();
+        let bad_uid = u.iter().find(|&&id| uids.inside(id).is_none());
+        let bad_gid = g
+            .iter()
+            .chain(&groups)
+            .find(|&&id| gids.inside(id).is_none());
+        for (kind, id) in [("uid", bad_uid), ("gid", bad_gid)] {
+            if let Some(id) = id {
                 out.push(
                     p,
-                    format!("shared mapping {}", f[0]),
-                    "shared memory in a container with its own user namespace is not \
-                     restored yet",
+                    format!("{kind} {id}"),
+                    format!(
+                        "not in the container's user namespace's {kind}_map: a restore \
+                         could not set it from inside"
+                    ),
                 );
-                break;
             }
         }
     }

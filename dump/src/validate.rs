@@ -197,6 +197,7 @@ fn tree_blockers_with(root: Pid) -> Result<(Blockers, Describer, Validated), Dum
         .filter(|&p| !crate::tree::is_dying(p))
         .collect();
     crate::sharing::blockers(&alive, &mut out);
+    crate::pidns::blockers(&alive, &mut out);
     crate::cgroups::record(root, &alive, &|p| p, false, &mut out);
     Ok((out, describer, validated))
 }
@@ -302,7 +303,7 @@ fn process_blockers(
         }
         return Ok(started);
     }
-    crate::ns::blockers(pid, container, out);
+    crate::ns::blockers(pid, below_root, container, out);
     // SCHED_DEADLINE's runtime, deadline and period need sched_setattr and admission
     // control at restore; not done.
     if ckpt_sys::process::get_sched(pid).is_ok_and(|(policy, _)| policy == SCHED_DEADLINE) {

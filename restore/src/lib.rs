@@ -22,6 +22,7 @@ mod ipc;
 mod lazy;
 mod locks;
 mod mounts;
+mod nested_pidns;
 mod net;
 mod netns;
 mod pidheld;
@@ -288,7 +289,7 @@ pub fn restore_with_progress(
     }
     chain::attach(&dir, &mut imgs, &chain_files)?;
     let pages = PagesReader::new(&pages_path, &map)?;
-    let shared = if imgs.len() > 1 {
+    let mut shared = if imgs.len() > 1 {
         Some(shared::SharedObjects::create(
             &imgs,
             opts.new_pidns.then_some(1),
@@ -296,7 +297,6 @@ pub fn restore_with_progress(
     } else {
         None
     };
-    userns::check_shared(inv, shared.as_ref())?;
 
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| ckpt_sys::Error::sys("pipe2", e))?;
@@ -348,7 +348,10 @@ pub fn restore_with_progress(
         .iter()
         .map(|(id, f)| (*id, f.as_raw_fd()))
         .collect();
-    let fds = fdtable::plan(&descs, &tree, &imgs, &inherit_fds, &own, floor)?;
+    let mut fds = fdtable::plan(&descs, &tree, &imgs, &inherit_fds, &own, floor)?;
+    if let Some(ids) = userns::Ids::of(inv)? {
+        userns::inside(ids, &mut plans, &mut fds, ns_plan.as_mut())?;
+    }
     fdtable::make_room(&fds)?;
     let mut reset = ckpt_sys::process::own_non_default_signals();
     reset.extend([32, 33]);
@@ -469,6 +472,11 @@ pub fn restore_with_progress(
         }
         (Some(child), None)
     };
+    // A container's own user namespace: its puppets open the shared memory through a
+    // holder in it (`userns::Holder`).
+    if let (Some(root), Some(s), true) = (child, shared.as_mut(), userns::owned(inv)) {
+        s.hold_in_userns(root)?;
+    }
     drop(blocked);
     // Every seed is forked from the root's: ckpt's placeholders can go.
     drop(reservation);
@@ -801,6 +809,7 @@ fn seed_plan(
         vma_flocks,
         fds: img.fds.clone(),
         creds: img.core.creds.clone(),
+        userns: None,
         cwd: c.cwd.clone(),
         root: c.root.clone(),
         umask: c.umask,

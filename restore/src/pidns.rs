@@ -177,12 +177,14 @@ impl Init {
 }
 
 /// The pid in ckpt's namespace of every dumped pid in `pids`, found among the
-/// descendants of `top` (and `top` itself with `with_top`): each one's innermost NSpid is
-/// its dumped pid.
+/// descendants of `top` (and `top` itself with `with_top`): each one's NSpid at the
+/// level of `top`'s namespace is its dumped pid (the innermost but in a pid namespace
+/// nested below it, `nested_pidns.rs`).
 pub fn outer_pids(top: Pid, with_top: bool, pids: &[i32]) -> R<Vec<Pid>> {
     let mut inner_to_outer: HashMap<i32, Pid> = HashMap::with_capacity(pids.len());
+    let level = ckpt_sys::ns::ns_pids(top)?.len().saturating_sub(1);
     let mut add = |p: Pid| -> R<()> {
-        if let Some(&inner) = ckpt_sys::ns::ns_pids(p)?.last() {
+        if let Some(&inner) = ckpt_sys::ns::ns_pids(p)?.get(level) {
             inner_to_outer.insert(inner, p);
         }
         Ok(())

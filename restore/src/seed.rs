@@ -39,8 +39,12 @@ pub struct SeedPlan {
     /// mapping keeps (`Vma.flock`), taken on the one this seed opens for it.
     pub vma_flocks: Vec<(usize, bool)>,
     pub fds: Vec<pb::Fd>,
-    /// The image's credentials: its files are opened as it (None: it stays root).
+    /// The image's credentials: its files are opened as it (None: it stays root). In a
+    /// container's user namespace, the ids inside it (`userns::inside`).
     pub creds: Option<pb::Creds>,
+    /// The maps of the container's user namespace when the ids inside differ from the
+    /// image's: the puppet translates what it injects (`puppet/creds.rs`).
+    pub userns: Option<std::sync::Arc<crate::userns::Ids>>,
     pub cwd: String,
     pub root: String,
     pub umask: u32,
@@ -88,7 +92,7 @@ pub fn run(seeds: &Seeds, me: usize) -> ! {
     // ever: it dies with its parent instead (ckpt, or its parent's seed, which dies with
     // its own). The puppet clears this first thing. A parent gone before the call shows
     // in getppid() (ckpt is a subreaper: orphans would be its, or init's).
-    let parent = node.parent.map_or(seeds.ckpt, |i| seeds.tree.nodes[i].pid);
+    let parent = crate::nested_pidns::parent_seen(seeds.tree, me, seeds.ckpt);
     let dies_with_parent =
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_ok();
     if !dies_with_parent || nix::unistd::getppid().as_raw() != parent {

@@ -2,7 +2,8 @@
 //! MAP_SHARED region made before a fork) is one object again. ckpt creates it once, as a
 //! memfd of its own; every puppet maps it by opening /proc/<ckpt>/fd/N (in a new pid
 //! namespace /proc/1/fd/N: its init inherited ckpt's fds and keeps them until the
-//! release, and ckpt is not in that namespace's /proc), and its pages are
+//! release, and ckpt is not in that namespace's /proc; in a container's own user
+//! namespace /proc/<holder>/fd/N, `userns::Holder`), and its pages are
 //! filled once, through the first process whose image holds them (the others' runs are
 //! dropped, `ProcessImage::drop_shared_duplicates`).
 
@@ -16,6 +17,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 pub struct SharedObjects {
     pub paths: HashMap<u64, String>,
     _fds: Vec<OwnedFd>,
+    /// In a container's own user namespace, the task the puppets open them through
+    /// (`userns::Holder`), until these are dropped.
+    holder: Option<crate::userns::Holder>,
 }
 
 impl SharedObjects {
@@ -53,7 +57,27 @@ impl SharedObjects {
             paths.insert(id, format!("/proc/{me}/fd/{}", fd.as_raw_fd()));
             fds.push(fd);
         }
-        Ok(SharedObjects { paths, _fds: fds })
+        Ok(SharedObjects {
+            paths,
+            _fds: fds,
+            holder: None,
+        })
+    }
+
+    /// Has the puppets of a container with its own user namespace open the objects
+    /// through a holder in it (`userns::Holder`); `root`: the container's root seed.
+    pub fn hold_in_userns(&mut self, root: ckpt_sys::Pid) -> R<()> {
+        if self.paths.is_empty() {
+            return Ok(());
+        }
+        let h = crate::userns::Holder::start(root)?;
+        // The same fd numbers: the holder is a copy of ckpt.
+        for path in self.paths.values_mut() {
+            let fd = path.rsplit('/').next().unwrap_or_default().to_string();
+            *path = format!("/proc/{}/fd/{fd}", h.pid);
+        }
+        self.holder = Some(h);
+        Ok(())
     }
 
     /// ckpt's fds of the objects (an init of a new pid namespace keeps them open).

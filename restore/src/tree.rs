@@ -42,6 +42,9 @@ pub struct Node {
     pub setpgid: bool,
     /// Index of this live process's image and seed plan (None for a zombie).
     pub live: Option<usize>,
+    /// Its pids in the pid namespaces nested below the tree's, outermost first
+    /// (`TreeNode.nested_pids`; `nested_pidns::nest` checks them and orders the forks).
+    pub nested: Vec<i32>,
 }
 
 #[derive(Debug, Clone)]
@@ -169,6 +172,7 @@ pub fn plan(inv: &pb::Inventory, inventory: &str) -> Result<Plan, RestoreError> 
                 live += 1;
                 Some(live - 1)
             },
+            nested: n.nested_pids.clone(),
         });
     }
     let shape = shape::shape(&nodes).map_err(|e| bad(inventory, e))?;
@@ -186,6 +190,7 @@ pub fn plan(inv: &pb::Inventory, inventory: &str) -> Result<Plan, RestoreError> 
                 setsid: false,
                 setpgid: false,
                 live: None,
+                nested: Vec::new(),
             });
             if index.insert(t.pid, i).is_some() {
                 return Err(bad(
@@ -207,16 +212,19 @@ pub fn plan(inv: &pb::Inventory, inventory: &str) -> Result<Plan, RestoreError> 
             out[f].forks.push(i);
         }
     }
-    Ok(Plan { nodes: out })
+    let mut plan = Plan { nodes: out };
+    crate::nested_pidns::nest(&mut plan).map_err(|e| bad(inventory, e))?;
+    Ok(plan)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     use ckpt_images::shape::node as n;
 
-    fn inv(tree: Vec<pb::TreeNode>) -> pb::Inventory {
+    /// An inventory of the tree `tree` (its first node the root).
+    pub(crate) fn inv(tree: Vec<pb::TreeNode>) -> pb::Inventory {
         pb::Inventory {
             root_pid: tree[0].pid,
             pids: tree.iter().filter(|n| !n.zombie).map(|n| n.pid).collect(),

@@ -2,10 +2,19 @@
 //! CLONE_NEWUSER among its flags, so the new user namespace owns the others made with
 //! it; it waits on a pipe while ckpt writes its setgroups, uid_map and gid_map (a map
 //! may be written once, by a process with CAP_SETUID/CAP_SETGID over the parent
-//! namespace: ckpt), then goes on as root inside with every capability there.
+//! namespace: ckpt), then goes on with every capability there, as ckpt's ids seen
+//! inside.
+//!
+//! The images hold ids as ckpt read them, from outside. What the tree's own tasks set
+//! from inside the namespace takes the id inside instead (`inside`): the seeds' file
+//! identity, the credentials each puppet injects, the owners of the tmpfs files and IPC
+//! objects the root's seed makes. The verify reads /proc from outside again and compares
+//! with the image as it is. An id the map does not cover cannot be set from inside:
+//! refused by name before anything is created.
 
 use crate::{RestoreError, R};
 use ckpt_images::pb;
+use ckpt_sys::idmap::IdMap;
 use ckpt_sys::Pid;
 
 /// Writes the dumped maps of `c` for the freshly forked `child`.
@@ -18,14 +27,12 @@ pub fn write_maps(child: Pid, c: &pb::Container) -> R<()> {
         ("uid_map", c.uid_map.clone()),
         ("gid_map", c.gid_map.clone()),
     ] {
-        for line in value.lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if file != "setgroups" && (f.len() != 3 || f[0] != f[1]) {
-                return Err(RestoreError::Refused(format!(
-                    "inventory.img: container: user namespace {file} line {line:?}: only \
-                     identity ranges are restored"
-                )));
-            }
+        if file != "setgroups" {
+            IdMap::parse(&value).map_err(|e| {
+                RestoreError::Refused(format!(
+                    "inventory.img: container: user namespace {file}: {e}"
+                ))
+            })?;
         }
         let text: String = if file == "setgroups" {
             value
@@ -49,16 +56,164 @@ pub fn owned(inv: &pb::Inventory) -> bool {
         .is_some_and(|c| c.clone_flags & libc::CLONE_NEWUSER as u64 != 0)
 }
 
-/// Memory shared between processes is opened by each puppet through ckpt's /proc/PID/fd
-/// (`shared.rs`), which a process in the container's user namespace may not do (no
-/// ptrace access to ckpt): refused before anything is created.
-pub fn check_shared(inv: &pb::Inventory, shared: Option<&crate::shared::SharedObjects>) -> R<()> {
-    match shared {
-        Some(s) if owned(inv) && !s.paths.is_empty() => Err(RestoreError::Refused(format!(
-            "inventory.img: container: {} shared memory object(s) between its processes in \
-             its own user namespace: not restored yet",
-            s.paths.len()
-        ))),
-        _ => Ok(()),
+/// Holds ckpt's memfds of shared memory (`shared.rs`) from inside a container's user
+/// namespace. A puppet opens them through /proc/PID/fd/N, which needs ptrace access to
+/// PID; to ckpt, in the parent namespace with capabilities a puppet has only inside its
+/// own, it has none. So a child of ckpt, a copy that inherited the memfds, joins the
+/// container's user namespace (setns: it gets every capability there and keeps ckpt's
+/// ids, as the seeds do) and waits; the puppets open the memfds through its fd
+/// directory. It is killed once every puppet has mapped them (its drop), and, were the
+/// restore to fail, with the rest of ckpt's descendants.
+pub struct Holder {
+    pub pid: Pid,
+}
+
+impl Holder {
+    /// Forks the holder into the user namespace of `root` (the container's root seed, its
+    /// maps written).
+    pub fn start(root: Pid) -> R<Holder> {
+        let path = format!("/proc/{root}/ns/user");
+        let ns = std::fs::File::open(&path).map_err(|e| ckpt_sys::Error::io(&path, e))?;
+        match ckpt_sys::process::fork_with_pids(&[])? {
+            ckpt_sys::process::Forked::Child => {
+                // Nothing that allocates here: ckpt may have other threads.
+                let ok = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_ok()
+                    && nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWUSER).is_ok();
+                if !ok {
+                    ckpt_sys::process::exit_now(1)
+                }
+                ckpt_sys::process::pause_forever()
+            }
+            ckpt_sys::process::Forked::Parent(pid) => Ok(Holder { pid }),
+        }
     }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+        // Still ckpt's child (not reaped by a rollback): its pid is still its own.
+        if matches!(
+            waitpid(self.pid, Some(WaitPidFlag::WNOHANG)),
+            Ok(WaitStatus::StillAlive)
+        ) {
+            let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = waitpid(self.pid, None);
+        }
+    }
+}
+
+/// The maps of a container's own user namespace, to translate the image's ids (ckpt's
+/// view) into the namespace's.
+#[derive(Debug, Clone)]
+pub struct Ids {
+    uid: IdMap,
+    gid: IdMap,
+}
+
+fn refused(what: String) -> RestoreError {
+    RestoreError::Refused(format!(
+        "{what} has no id in the container's user namespace (its map does not cover it): \
+         it cannot be set from inside"
+    ))
+}
+
+impl Ids {
+    /// The maps of `inv`'s container, when it has a user namespace of its own whose maps
+    /// are not identity ranges (None: the ids inside are the image's).
+    pub fn of(inv: &pb::Inventory) -> R<Option<Ids>> {
+        let Some(c) = inv.container.as_ref().filter(|_| owned(inv)) else {
+            return Ok(None);
+        };
+        let parse = |what: &str, m: &str| {
+            IdMap::parse(m).map_err(|e| {
+                RestoreError::Refused(format!(
+                    "inventory.img: container: user namespace {what}: {e}"
+                ))
+            })
+        };
+        let ids = Ids {
+            uid: parse("uid_map", &c.uid_map)?,
+            gid: parse("gid_map", &c.gid_map)?,
+        };
+        if ids.uid.is_identity() && ids.gid.is_identity() {
+            return Ok(None);
+        }
+        // The seeds act as ckpt, whose ids (root) they keep inside: those must be there.
+        if ids.uid.inside(0).is_none() || ids.gid.inside(0).is_none() {
+            return Err(refused(
+                "ckpt's own uid or gid 0 (what the seeds act as before they become the \
+                 processes)"
+                    .into(),
+            ));
+        }
+        Ok(Some(ids))
+    }
+
+    pub fn uid(&self, outside: u32, whose: &dyn Fn() -> String) -> R<u32> {
+        self.uid
+            .inside(outside)
+            .ok_or_else(|| refused(format!("{}: uid {outside}", whose())))
+    }
+
+    pub fn gid(&self, outside: u32, whose: &dyn Fn() -> String) -> R<u32> {
+        self.gid
+            .inside(outside)
+            .ok_or_else(|| refused(format!("{}: gid {outside}", whose())))
+    }
+
+    /// `c` with its ids, groups included, as the namespace sees them.
+    pub fn creds(&self, c: &pb::Creds, whose: &dyn Fn() -> String) -> R<pb::Creds> {
+        let mut out = c.clone();
+        for u in &mut out.uid {
+            *u = self.uid(*u, whose)?;
+        }
+        for g in out.gid.iter_mut().chain(out.groups.iter_mut()) {
+            *g = self.gid(*g, whose)?;
+        }
+        Ok(out)
+    }
+}
+
+/// Rewrites what the tree sets from inside its user namespace with the ids there: each
+/// seed's credentials (its file identity, `seed/access.rs`), the holders' credentials
+/// of the files the seeds create, the owners of the tmpfs files and IPC objects the
+/// root's seed makes. The puppets translate the credentials they inject with the same
+/// maps (`SeedPlan::userns`). Nothing is made yet.
+pub fn inside(
+    ids: Ids,
+    plans: &mut [crate::seed::SeedPlan],
+    fds: &mut crate::fdtable::Plan,
+    ns: Option<&mut crate::container::Plan>,
+) -> R<()> {
+    let ids = std::sync::Arc::new(ids);
+    for p in plans.iter_mut() {
+        let pid = p.pid;
+        if let Some(c) = &p.creds {
+            p.creds = Some(ids.creds(c, &|| format!("pid {pid}"))?);
+        }
+        p.userns = Some(ids.clone());
+    }
+    for o in fds.creates.iter_mut().flatten() {
+        let pid = o.holder_pid;
+        if let Some(c) = &o.holder.1 {
+            o.holder.1 = Some(ids.creds(c, &|| format!("pid {pid} (a file it holds)"))?);
+        }
+    }
+    let Some(ns) = ns else {
+        return Ok(());
+    };
+    for f in ns.mounts.files.values_mut().flatten() {
+        let path = f.path.clone();
+        let whose = || format!("mounts.img: the owner of {path}");
+        f.uid = ids.uid(f.uid, &whose)?;
+        f.gid = ids.gid(f.gid, &whose)?;
+    }
+    for o in &mut ns.ipc.objects {
+        let id = o.id;
+        let whose = || format!("ipc.img: the owner of IPC object {id}");
+        o.uid = ids.uid(o.uid, &whose)?;
+        o.gid = ids.gid(o.gid, &whose)?;
+    }
+    Ok(())
 }

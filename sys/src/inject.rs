@@ -269,23 +269,26 @@ impl Remote {
     /// resume and one stop instead of one or two per call: on a busy machine each stop
     /// waits for the scheduler. The task's signals must all be blocked (see
     /// `BATCH_CODE`).
+    /// The task's pid as it sees it itself: in its own, innermost, pid namespace.
+    pub fn own_pid(&mut self) -> Result<i32> {
+        if let Some(p) = self.own_pid {
+            return Ok(p);
+        }
+        let p = crate::ns::ns_pids(self.pid)?
+            .last()
+            .copied()
+            .unwrap_or(self.pid.as_raw());
+        self.own_pid = Some(p);
+        Ok(p)
+    }
+
     pub fn batch(&mut self, code: u64, table: u64, calls: &[Call]) -> Result<Vec<i64>> {
         crate::abort::check()?;
         if calls.is_empty() {
             return Ok(Vec::new());
         }
         // The pid the task's own tgkill names (and the siginfo then shows).
-        let own = match self.own_pid {
-            Some(p) => p,
-            None => {
-                let p = crate::ns::ns_pids(self.pid)?
-                    .last()
-                    .copied()
-                    .unwrap_or(self.pid.as_raw());
-                self.own_pid = Some(p);
-                p
-            }
-        };
+        let own = self.own_pid()?;
         if own == 1 {
             // A pid namespace's init ignores the SIGSTOP it sends itself.
             return self.each(calls);

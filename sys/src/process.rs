@@ -37,6 +37,15 @@ pub fn fork_with_pid(want: Pid) -> Result<Forked> {
     clone_with_pid(want, false)
 }
 
+/// [`fork_with_pid`] with a pid at each of several levels of nested pid namespaces:
+/// `pids` innermost first (the caller's pid_for_children namespace's), then one per
+/// namespace above it (clone3 set_tid). Needs CAP_CHECKPOINT_RESTORE in each; pid 1 is
+/// the only one a namespace without an init takes.
+pub fn fork_with_pids(pids: &[i32]) -> Result<Forked> {
+    fork3(0, libc::SIGCHLD as u64, pids)
+        .map_err(|e| Error::sys(format!("clone3 with pids {pids:?}"), e))
+}
+
 /// [`fork_with_pid`], the child sharing the caller's fd table (CLONE_FILES): what it opens
 /// or closes, the caller has or has not.
 pub fn fork_with_pid_sharing_files(want: Pid) -> Result<Forked> {

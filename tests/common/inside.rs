@@ -20,6 +20,15 @@ pub fn start_container_with(env: &Env, name: &str, more: &[&str], script: &str) 
     (w, init)
 }
 
+/// The pids of `pid` in every pid namespace it is in, outermost first (NSpid).
+pub fn ns_pids(pid: i32) -> Vec<i32> {
+    status_field(pid, "NSpid")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|t| t.parse().unwrap())
+        .collect()
+}
+
 /// The first child of `parent` for which `want` holds (waits for it).
 pub fn wait_child_of(parent: i32, want: impl Fn(i32) -> bool) -> i32 {
     let start = Instant::now();

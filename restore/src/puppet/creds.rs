@@ -85,6 +85,11 @@ impl Puppet<'_> {
             &[PR_SET_KEEPCAPS, 1],
         )?;
         if !(same_ids && groups == want_groups) {
+            // Set from inside: in a container's user namespace, its ids there.
+            let c = match &self.plan.userns {
+                Some(ids) => ids.creds(&c, &|| format!("pid {pid}"))?,
+                None => c.clone(),
+            };
             let gb: Vec<u8> = c.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
             let at = self.put(0, &gb)?;
             self.call(

@@ -66,8 +66,9 @@ impl Puppet<'_> {
     /// The calls that re-queue the signals that were pending at dump (made while
     /// everything is blocked).
     pub(super) fn pending_signals(&mut self) -> Vec<Batched> {
-        // The process's own pid as it sees it (in a new pid namespace, not ckpt's).
-        let pid = self.img.core.pid as u64;
+        // The process's own pid as it sees it (in a new pid namespace, not ckpt's; in a
+        // nested one, not the image's either).
+        let pid = self.remote.own_pid().unwrap_or(self.img.core.pid) as u64;
         let shared = self.img.core.shared_pending.iter().map(|s| (true, s));
         let private = self.img.threads[0].pending.iter().map(|s| (false, s));
         let others = self.thread_pending();
@@ -86,7 +87,7 @@ impl Puppet<'_> {
         let mut all: Vec<(bool, i32, &Vec<u8>)> = shared
             .chain(private)
             .chain(traps)
-            .map(|(s, i)| (s, self.img.core.pid, i))
+            .map(|(s, i)| (s, pid as i32, i))
             .collect();
         all.extend(others.iter().map(|(tid, i)| (false, *tid, i)));
         let mut out = Vec::new();

@@ -182,6 +182,8 @@ pub fn place(file: File, want: RawFd) -> Result<(), String> {
 /// seed (root) can always undo.
 pub struct Identity {
     image: Option<ImageIds>,
+    /// The seed's own file-system ids (ckpt's, as its user namespace sees them).
+    root_ids: (u32, u32),
     root_groups: Vec<Gid>,
     root_caps: CapSets,
     as_image: bool,
@@ -214,8 +216,14 @@ impl Identity {
                 })
             }
         };
+        // setfsuid/setfsgid with an invalid id change nothing and return the current.
+        let root_ids = (
+            setfsuid(Uid::from_raw(u32::MAX)).as_raw(),
+            setfsgid(Gid::from_raw(u32::MAX)).as_raw(),
+        );
         Ok(Identity {
             image,
+            root_ids,
             root_groups: nix::unistd::getgroups().map_err(|e| format!("getgroups: {e}"))?,
             root_caps: caps::get().map_err(|e| e.to_string())?,
             as_image: false,
@@ -272,7 +280,7 @@ impl Identity {
         {
             setgroups(&self.root_groups).map_err(|e| format!("setgroups back: {e}"))?;
         }
-        set_fs_ids(0, 0)?;
+        set_fs_ids(self.root_ids.0, self.root_ids.1)?;
         // Back at fsuid 0 the kernel raised the permitted file-system caps: be exact.
         caps::set(self.root_caps).map_err(|e| e.to_string())?;
         self.as_image = false;

@@ -66,17 +66,24 @@ const OTHERS_FORK: Duration = Duration::from_secs(10);
 /// helpers and waits for its zombies to have exited (left unreaped), so that none is
 /// still running when ckpt takes over.
 pub fn fork_children(seeds: &Seeds, me: usize) -> Result<(), String> {
-    let (plain, others): (Vec<usize>, Vec<usize>) = seeds.tree.nodes[me]
-        .forks
-        .iter()
-        .partition(|&&c| is_plain(&seeds.tree.nodes[c], me));
-    for &c in &others {
-        let sibling = seeds.tree.nodes[c].clone_parent;
-        if let Forked::Child = fork_one(seeds, c, sibling)? {
-            start(seeds, c)
+    let node = &seeds.tree.nodes[me];
+    let nests = !node.nested.is_empty()
+        || node.forks.iter().any(|&c| !seeds.tree.nodes[c].nested.is_empty());
+    if nests {
+        fork_in_order(seeds, me)?;
+    } else {
+        let (plain, others): (Vec<usize>, Vec<usize>) = node
+            .forks
+            .iter()
+            .partition(|&&c| is_plain(&seeds.tree.nodes[c], me));
+        for &c in &others {
+            let sibling = seeds.tree.nodes[c].clone_parent;
+            if let Forked::Child = fork_one(seeds, c, sibling)? {
+                start(seeds, c)
+            }
         }
+        fan_out(seeds, &plain, false)?;
     }
-    fan_out(seeds, &plain, false)?;
     if seeds.tree.nodes[me].live.is_none() {
         return Ok(());
     }
@@ -92,6 +99,40 @@ pub fn fork_children(seeds: &Seeds, me: usize) -> Result<(), String> {
                 use nix::sys::wait::{waitid, Id, WaitPidFlag};
                 waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT).map(drop)
             })?;
+        }
+    }
+    Ok(())
+}
+
+/// Forks what `me` forks one after another, where a pid namespace is nested below `me`
+/// or `me` is in one: the rest goes to a namespace nested below this one once the first
+/// child of a deeper level comes (`nested_pidns.rs`), and a child in a nested namespace
+/// gets one pid per level.
+fn fork_in_order(seeds: &Seeds, me: usize) -> Result<(), String> {
+    let depth = seeds.tree.nodes[me].nested.len();
+    let mut unshared = false;
+    for &c in &seeds.tree.nodes[me].forks {
+        let n = &seeds.tree.nodes[c];
+        let pid = Pid::from_raw(n.pid);
+        if n.nested.len() > depth && !unshared {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
+                .map_err(|e| format!("unshare(CLONE_NEWPID) before forking pid {pid}: {e}"))?;
+            unshared = true;
+        }
+        let forked = if n.clone_parent {
+            ckpt_sys::process::fork_sibling_with_pid(pid)
+        } else if n.nested.is_empty() {
+            ckpt_sys::process::fork_with_pid(pid)
+        } else {
+            ckpt_sys::process::fork_with_pids(&crate::nested_pidns::set_tid(seeds.tree, c))
+        };
+        match forked {
+            Ok(Forked::Child) => start(seeds, c),
+            Ok(Forked::Parent(_)) => {}
+            Err(e) if e.errno() == Some(Errno::EEXIST) => {
+                return Err(crate::pidheld::message(n.pid, &seeds.comm(c)))
+            }
+            Err(e) => return Err(format!("pid {}: {e}", n.pid)),
         }
     }
     Ok(())
