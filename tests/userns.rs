@@ -11,14 +11,14 @@ use common::inside::*;
 use common::*;
 use std::fs;
 
-/// The owner (a user namespace inode) of `pid`'s namespace of `kind`, by lsns.
+/// The owner (a user namespace inode) of `pid`'s namespace of `kind` (NS_GET_USERNS;
+/// `lsns` scans every process and exits 1 when one vanishes under it).
 fn owner(pid: i32, kind: &str) -> String {
-    let out = std::process::Command::new(which("lsns"))
-        .args(["-n", "-o", "ONS", "-t", kind, "-p", &pid.to_string()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "lsns: {out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    let user = ckpt_sys::ns::owner(ckpt_sys::Pid::from_raw(pid), kind)
+        .unwrap_or_else(|e| panic!("owner of {kind} of {pid}: {e}"));
+    user.trim_start_matches("user:[")
+        .trim_end_matches(']')
+        .to_string()
 }
 
 fn ns_inode(pid: i32, kind: &str) -> String {
