@@ -68,7 +68,10 @@ const OTHERS_FORK: Duration = Duration::from_secs(10);
 pub fn fork_children(seeds: &Seeds, me: usize) -> Result<(), String> {
     let node = &seeds.tree.nodes[me];
     let nests = !node.nested.is_empty()
-        || node.forks.iter().any(|&c| !seeds.tree.nodes[c].nested.is_empty());
+        || node
+            .forks
+            .iter()
+            .any(|&c| !seeds.tree.nodes[c].nested.is_empty());
     if nests {
         fork_in_order(seeds, me)?;
     } else {
