@@ -148,12 +148,16 @@ fn look_at(pid: Pid, sock: OwnedFd, kind: (i32, i32, i32)) -> Result<Option<Inet
             s::TCP_LISTEN | s::TCP_CLOSE => {}
             st if (s::tcp_connected(st) || st == s::TCP_SYN_SENT) && established_allowed() => {}
             st if s::tcp_connected(st) || st == s::TCP_SYN_SENT => {
+                let what = if st == s::TCP_SYN_SENT {
+                    "a TCP connection being made"
+                } else {
+                    "an established TCP connection"
+                };
                 return Err(format!(
-                    "an established TCP connection (state {}); dump with --tcp-established \
-                     to take it along (its packets are dropped by an nftables rule until \
-                     the restore)",
+                    "{what} (state {}); dump with --tcp-established to take it along (its \
+                     packets are dropped by an nftables rule until the restore)",
                     s::tcp_state_name(st)
-                ))
+                ));
             }
             st => {
                 return Err(format!(
