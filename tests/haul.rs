@@ -406,7 +406,7 @@ fn stop_and_copy_between_two_hosts_after_garbage() {
     for (payload, needle) in [
         ("GET / HTTP/1.0\\r\\n\\r\\n", "not a ckpt haul peer"),
         (
-            "CKPTHAUL\\000\\004\\377\\377\\377\\377",
+            "CKPTHAUL\\000\\005\\377\\377\\377\\377",
             "a frame of 4294967295 bytes",
         ),
     ] {
@@ -465,6 +465,24 @@ fn sigint_while_streaming_resumes_the_workload() {
     out.failed_naming("interrupted by SIGINT");
     s.server.wait_log("the source gave up");
     assert_still_here(&s.env, &mut s.w);
+}
+
+/// A dump that takes longer than both ends' timeout (5 s here; a pre-dump of a big tree,
+/// or a loaded machine): the source keeps the link alive while it waits, and the
+/// migration goes through.
+#[test]
+fn a_dump_longer_than_the_timeout_keeps_the_link_alive() {
+    let (mut s, _) = Scene::new("16", None);
+    let hold = Hold::new(&s.env, "seized");
+    let bg = s.migrate_bg(&["--json"], Some(&hold));
+    hold.reached();
+    // Held past the server's 5 s timeout on purpose: the wait is what is tested.
+    std::thread::sleep(Duration::from_secs(7));
+    hold.release();
+    let out = finish(&s.env, bg).ok();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON report");
+    assert_moved(&s.env, &mut s.w, &report);
+    s.server.wait_log("restored, running");
 }
 
 #[test]

@@ -268,7 +268,7 @@ async fn transfer(
                 dir: dir.clone(),
                 prev: prev.clone(),
             });
-            let stats = match guarded(dumped(src)).await {
+            let stats = match guarded(dumped(src, link, opts.timeout)).await {
                 Ok(s) => s,
                 Err(e) if round == 0 => {
                     tracing::warn!("pre-copy is not possible here ({e}): stop-and-copy");
@@ -344,7 +344,7 @@ async fn transfer(
     // Its copy before the freeze goes over the link pass by pass meanwhile.
     let mut growing = None;
     let stats = loop {
-        match guarded(async { Ok::<_, HaulError>(src.reply().await) }).await? {
+        match guarded(reply_alive(src, link, opts.timeout)).await? {
             Some(Reply::Live { path, len, sent }) => {
                 let r =
                     crate::live::send(&mut growing, link, &mut squeeze, round, &path, len).await;
@@ -514,10 +514,23 @@ async fn ended(src: &mut Source) -> Option<Reply> {
     }
 }
 
-async fn dumped(src: &mut Source) -> R<DumpStats> {
-    match src.reply().await {
+async fn dumped(src: &mut Source, link: &mut Link, timeout: Duration) -> R<DumpStats> {
+    match reply_alive(src, link, timeout).await? {
         Some(Reply::Dumped(r)) => Ok(r?),
         _ => Err(HaulError::Protocol("the source thread went away".into())),
+    }
+}
+
+/// The source thread's next reply; meanwhile a keepalive goes to the destination every
+/// third of `timeout`, whose own timeout a long dump would otherwise run out.
+async fn reply_alive(src: &mut Source, link: &mut Link, timeout: Duration) -> R<Option<Reply>> {
+    let mut tick = tokio::time::interval((timeout / 3).max(Duration::from_millis(100)));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            r = src.reply() => return Ok(r),
+            _ = tick.tick() => link.alive().await?,
+        }
     }
 }
 

@@ -17,8 +17,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub const MAGIC: &[u8; 8] = b"CKPTHAUL";
-/// 2: the opening `Begin`/`Ready` exchange (`msg`); 3: post-copy; 4: growing files.
-pub const VERSION: u16 = 4;
+/// 2: the opening `Begin`/`Ready` exchange (`msg`); 3: post-copy; 4: growing files;
+/// 5: keepalives.
+pub const VERSION: u16 = 5;
+/// A message of this kind and no body says only that the sender is alive: the source
+/// sends one every third of its timeout while it waits for a dump (a pre-dump of a big
+/// tree may take longer than the destination's timeout) and `recv` drops them.
+pub const ALIVE: u8 = 0x03;
 const NOISE: &str = "Noise_NNpsk0_25519_AESGCM_BLAKE2s";
 /// The largest frame, ciphertext and tag (Noise's limit).
 pub const MAX_FRAME: usize = 65535;
@@ -210,22 +215,33 @@ impl Link {
         io.write_frame(n).await
     }
 
-    /// Receives one message: its kind and body (valid until the next call).
+    /// Receives one message: its kind and body (valid until the next call). Keepalives
+    /// (`ALIVE`) are dropped here: each one restarts the wait.
     pub async fn recv(&mut self) -> R<(u8, &[u8])> {
-        let n = self.io.read_frame().await?;
-        let io = &mut self.io;
-        let m = self
-            .noise
-            .read_message(&io.cipher[..n], &mut io.plain)
-            .map_err(|e| {
-                HaulError::Protocol(format!(
-                    "a frame that does not decrypt ({e}): damaged or forged"
-                ))
-            })?;
-        if m == 0 {
-            return Err(HaulError::Protocol("an empty message".into()));
+        loop {
+            let n = self.io.read_frame().await?;
+            let io = &mut self.io;
+            let m = self
+                .noise
+                .read_message(&io.cipher[..n], &mut io.plain)
+                .map_err(|e| {
+                    HaulError::Protocol(format!(
+                        "a frame that does not decrypt ({e}): damaged or forged"
+                    ))
+                })?;
+            if m == 0 {
+                return Err(HaulError::Protocol("an empty message".into()));
+            }
+            if m == 1 && io.plain[0] == ALIVE {
+                continue;
+            }
+            return Ok((self.io.plain[0], &self.io.plain[1..m]));
         }
-        Ok((io.plain[0], &io.plain[1..m]))
+    }
+
+    /// Tells the peer this end is alive (see `ALIVE`).
+    pub async fn alive(&mut self) -> R<()> {
+        self.send(ALIVE, &[]).await
     }
 
     /// Waits, with no timeout and consuming nothing, until the peer sent something
