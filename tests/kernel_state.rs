@@ -83,6 +83,37 @@ fn timer_slack_survives() {
     survives("kstate", &["timerslack"]);
 }
 
+/// CPUID faulting (arch_prctl ARCH_SET_CPUID 0), which record-and-replay tools and
+/// sandboxes turn on, comes back in the main thread and in a thread made after it.
+#[test]
+fn cpuid_faulting_survives() {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    assert!(
+        cpuinfo.split_whitespace().any(|w| w == "cpuid_fault"),
+        "this CPU cannot fault on CPUID: the test needs one that can"
+    );
+    survives("kstate", &["cpuid"]);
+}
+
+/// The nice value of a session's autogroup (/proc/self/autogroup, 7) comes back on the
+/// new autogroup the restored session leader gets.
+#[test]
+fn autogroup_nice_survives() {
+    survives("kstate", &["autogroup"]);
+}
+
+/// A process keyring (keys the process made for itself) is refused by name.
+#[test]
+fn process_keyring_is_refused() {
+    refused("keyring", "process keyring");
+}
+
+/// A local descriptor table (modify_ldt) is refused by name.
+#[test]
+fn local_descriptor_table_is_refused() {
+    refused("ldt", "local descriptor table");
+}
+
 /// A prctl state restore cannot give back (PR_SET_PDEATHSIG: the restored process has
 /// another parent) is refused at dump, naming it; the workload runs on untouched.
 /// /proc/self/coredump_filter (0x7b, not the default 0x33) comes back (written from

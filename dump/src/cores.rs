@@ -220,6 +220,8 @@ pub fn process(
         // Filled by the caller, which seized the task.
         stop_signal: 0,
         futex_hash_slots: inj.task.futex_hash_slots,
+        cpuid_faulting: inj.task.cpuid_faulting,
+        autogroup_nice: inj.task.autogroup_nice,
         pdeath_signal: inj.task.pdeath_signal,
         // Filled by the caller (seccomp.rs).
         seccomp_filters: Vec::new(),

@@ -24,6 +24,14 @@
 //!   scheduling): checked at their default, refused otherwise (`task_state.rs`); the
 //!   timer slack (/proc/PID/timerslack_ns) is restored; membarrier registrations
 //!   (MEMBARRIER_CMD_GET_REGISTRATIONS) are restored; the audit loginuid is restored.
+//! - Other injected queries: arch_prctl(ARCH_GET_CPUID) (CPUID faulting, restored: the
+//!   main thread's flag, for every thread), modify_ldt read (an LDT: refused), keyctl
+//!   KEY_SPEC_PROCESS_KEYRING and the main thread's KEY_SPEC_THREAD_KEYRING (refused
+//!   when they exist). The session keyring is not dumped: the restored process has the
+//!   one it inherits from ckpt (runc's per-container `_ses.ID` keyring is lost, as with
+//!   CRIU); its keys are not part of the process's memory.
+//! - /proc/PID/autogroup: the nice value of the session's autogroup is restored by a
+//!   session leader the restore makes (a new session is a new autogroup).
 //! - prctl state ckpt cannot read and so does not check: PR_SET_PTRACER (Yama's ptracer
 //!   exception: no getter), PR_SET_SYSCALL_USER_DISPATCH (no prctl getter; ptrace has
 //!   one ckpt does not call yet), PR_SET_IO_FLUSHER (its getter needs CAP_SYS_RESOURCE,

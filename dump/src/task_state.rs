@@ -21,9 +21,13 @@ const PR_GET_MEMORY_MERGE: u64 = 68;
 const PR_FUTEX_HASH: u64 = 78;
 const PR_FUTEX_HASH_GET_SLOTS: u64 = 2;
 const MEMBARRIER_CMD_GET_REGISTRATIONS: u64 = 1 << 9;
+const ARCH_GET_CPUID: u64 = 0x1011;
+const KEYCTL_GET_KEYRING_ID: u64 = 0;
+const KEY_SPEC_THREAD_KEYRING: i64 = -1;
+const KEY_SPEC_PROCESS_KEYRING: i64 = -2;
 const EINVAL: i64 = 22;
-/// Bytes of the scratch page this module uses.
-pub const SCRATCH_LEN: u64 = 32;
+/// Bytes of the scratch page this module uses (the LDT's first entry at +32).
+pub const SCRATCH_LEN: u64 = 48;
 
 /// What restore sets again.
 #[derive(Debug, Default, Clone)]
@@ -38,6 +42,13 @@ pub struct TaskState {
     /// threads, or asked for), or 0. A multi-threaded process's is made again by its
     /// threads' creation.
     pub futex_hash_slots: u32,
+    /// CPUID faulting is on (arch_prctl(ARCH_SET_CPUID, 0): a CPUID instruction raises
+    /// SIGSEGV, which record-and-replay tools and sandboxes use to emulate it). The main
+    /// thread's flag, given to every thread at restore.
+    pub cpuid_faulting: bool,
+    /// The nice value of the process's autogroup (/proc/PID/autogroup; the scheduler's
+    /// group of a session), or None where the kernel has no autogroups.
+    pub autogroup_nice: Option<i32>,
     /// PR_GET_PDEATHSIG (0: none). Recorded, not refused: a process of the tree has its
     /// parent back; the root only when restored as ckpt's sibling, which the restore
     /// checks (the dump cannot know how it will be restored).
@@ -50,6 +61,23 @@ pub fn loginuid(pid: Pid) -> Result<u32, DumpError> {
     let text = proc::read_trimmed(&path)?;
     text.parse()
         .map_err(|e| DumpError::Lost(format!("{path}: {text:?}: {e}")))
+}
+
+/// /proc/PID/autogroup reads "/autogroup-N nice K"; the file is missing on a kernel
+/// built without autogroups.
+fn autogroup_nice(pid: Pid) -> Result<Option<i32>, DumpError> {
+    let path = format!("/proc/{pid}/autogroup");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(DumpError::Lost(format!("{path}: {e}"))),
+    };
+    text.split_whitespace()
+        .skip_while(|w| *w != "nice")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .map(Some)
+        .ok_or_else(|| DumpError::Lost(format!("{path}: {:?}: no nice value", text.trim())))
 }
 
 /// The injected queries, answered in `SCRATCH_LEN` bytes of the task's scratch page at
@@ -73,6 +101,21 @@ pub fn calls(scratch: u64) -> Vec<Call> {
         ),
         // The thread's NUMA policy mode at scratch+24 (no nodemask asked).
         Call::new(libc::SYS_get_mempolicy, &[scratch + 24, 0, 0, 0, 0]),
+        // 1 when CPUID runs normally, 0 when it faults (on CPUs without CPUID faulting
+        // it is always 1).
+        Call::new(libc::SYS_arch_prctl, &[ARCH_GET_CPUID, 0]),
+        // modify_ldt(0: read) copies the LDT's entries and returns their size; 0 when
+        // the process never made one.
+        Call::new(libc::SYS_modify_ldt, &[0, scratch + 32, 16]),
+        // A keyring's serial, or -ENOKEY: without `create`, asking makes none.
+        Call::new(
+            libc::SYS_keyctl,
+            &[KEYCTL_GET_KEYRING_ID, KEY_SPEC_PROCESS_KEYRING as u64, 0],
+        ),
+        Call::new(
+            libc::SYS_keyctl,
+            &[KEYCTL_GET_KEYRING_ID, KEY_SPEC_THREAD_KEYRING as u64, 0],
+        ),
     ]
 }
 
@@ -100,13 +143,14 @@ pub fn finish(pid: Pid, results: &[i64], b: &[u8], threads: usize) -> Result<Tas
             t.parse()
                 .map_err(|e| DumpError::Lost(format!("{path}: {t:?}: {e}")))?
         },
+        autogroup_nice: autogroup_nice(pid)?,
         ..Default::default()
     };
-    let &[thp, _subreaper, _pdeathsig, tsc_ok, mce, mdwe, merge, slots, core, regs, mempolicy] =
+    let &[thp, _subreaper, _pdeathsig, tsc_ok, mce, mdwe, merge, slots, core, regs, mempolicy, cpuid, ldt, process_keyring, thread_keyring] =
         results
     else {
         return Err(DumpError::Lost(format!(
-            "pid {pid}: {} task-state results, not 11",
+            "pid {pid}: {} task-state results, not 15",
             results.len()
         )));
     };
@@ -172,5 +216,23 @@ pub fn finish(pid: Pid, results: &[i64], b: &[u8], threads: usize) -> Result<Tas
         )));
     }
     st.membarrier_registrations = regs as u32;
+    // ENODEV: the CPU cannot fault on CPUID, so nothing can have turned it on.
+    st.cpuid_faulting = cpuid == 0;
+    if ldt > 0 {
+        // Segment selectors in the registers may point into it, and restoring the
+        // descriptors (modify_ldt write) is not done.
+        return Err(not_default(
+            "it has a local descriptor table (modify_ldt: Wine, some old runtimes)".into(),
+        ));
+    }
+    for (which, serial) in [("process", process_keyring), ("thread", thread_keyring)] {
+        if serial >= 0 {
+            return Err(not_default(format!(
+                "it has a {which} keyring (key {serial}; keyctl KEY_SPEC_{}_KEYRING) whose \
+                 keys would be lost",
+                which.to_uppercase()
+            )));
+        }
+    }
     Ok(st)
 }

@@ -829,6 +829,7 @@ fn seed_plan(
         rt_priority: c.rt_priority,
         loginuid: c.loginuid,
         timerslack_ns: c.timerslack_ns,
+        autogroup_nice: c.autogroup_nice,
         epolls: Vec::new(),
         pidfds: Vec::new(),
         ctty: None,

@@ -24,6 +24,7 @@ const SIGTRAP: u32 = 5;
 const PR_SET_MM: u64 = 35;
 const PR_SET_MM_MAP: u64 = 14;
 const PR_SET_DUMPABLE: u64 = 4;
+const ARCH_SET_CPUID: u64 = 0x1012;
 
 pub struct Puppet<'a> {
     pid: Pid,
@@ -287,6 +288,14 @@ impl<'a> Puppet<'a> {
         ));
         calls.extend(self.sigactions(reset_sigs, false));
         calls.extend(self.thread_calls(0));
+        if self.img.core.cpuid_faulting {
+            // Before the threads are made: they inherit it.
+            calls.push(Batched::new(
+                "arch_prctl(ARCH_SET_CPUID, 0)",
+                libc::SYS_arch_prctl,
+                &[ARCH_SET_CPUID, 0],
+            ));
+        }
         self.batched(&calls, |_, _| None)?;
         self.seccomp_shared()?;
         self.create_threads()?;

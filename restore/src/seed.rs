@@ -61,6 +61,8 @@ pub struct SeedPlan {
     /// The audit login uid (None: older image, left as inherited).
     pub loginuid: Option<u32>,
     pub timerslack_ns: Option<u64>,
+    /// The nice value of its autogroup (None: older image, or no autogroups).
+    pub autogroup_nice: Option<i32>,
     /// The pidfds of `fds` (fd, whose), from the tree's table (`fdtable/pidfd.rs`).
     pub pidfds: Vec<(i32, pb::PidfdState)>,
     /// The epolls of `fds` (fd, what it watches), from the tree's table
@@ -335,6 +337,25 @@ fn set_loginuid(want: Option<u32>) -> Result<(), String> {
 /// ckpt's soft RLIMIT_NOFILE may be below the image's highest fd (dup2 beyond it is
 /// EBADF): raise it, up to the hard limit, before any fd is placed. The image's own limits
 /// are set last anyway.
+/// A session leader's setsid() made it a new autogroup (nice 0), which the processes of
+/// its session share: it gives the group its dumped nice value. Others are left alone:
+/// their group is their leader's, or, in the session ckpt was started from, the caller's,
+/// which a restore must not change.
+fn set_autogroup_nice(want: Option<i32>) -> Result<(), String> {
+    let Some(want) = want else { return Ok(()) };
+    const PATH: &str = "/proc/self/autogroup";
+    let now = std::fs::read_to_string(PATH).unwrap_or_default();
+    let now = now
+        .split_whitespace()
+        .last()
+        .and_then(|n| n.parse::<i32>().ok());
+    if now == Some(want) {
+        return Ok(());
+    }
+    std::fs::write(PATH, want.to_string())
+        .map_err(|e| format!("autogroup nice {want} (now {now:?}): {e}"))
+}
+
 fn raise_nofile(p: &SeedPlan) -> Result<(), String> {
     const RLIMIT_NOFILE: u32 = 7;
     // The helpers end at helper_end(); a FIFO's keeper fd goes just above them.
@@ -477,6 +498,9 @@ fn prepare(p: &SeedPlan, fds: &crate::fdtable::Plan) -> Result<(), String> {
             nix::sys::prctl::set_timerslack(ns)
                 .map_err(|e| format!("PR_SET_TIMERSLACK {ns}: {e}"))?;
         }
+    }
+    if p.session_leader {
+        set_autogroup_nice(p.autogroup_nice)?;
     }
     if p.root != "/" {
         // Both paths were read as ckpt sees them, which is how this seed sees them

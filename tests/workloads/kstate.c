@@ -34,6 +34,13 @@
  *  - futexhash: makes a thread and joins it (the kernel gives the process a private
  *    futex hash then); checks PR_FUTEX_HASH_GET_SLOTS still says what it said after the
  *    join, and that a futex wait/wake pair still works.
+ *  - cpuid: arch_prctl(ARCH_SET_CPUID, 0) (CPUID faults; where the CPU can), then makes a
+ *    thread, which inherits it; checks ARCH_GET_CPUID is 0 in the main thread and in the
+ *    thread (which answers each request of the main loop).
+ *  - autogroup: setsid() (a new autogroup) and writes 7 to /proc/self/autogroup; checks
+ *    it reads "nice 7".
+ *  - keyring: makes a process keyring (keyctl; ckpt refuses it); checks it is there.
+ *  - ldt: installs one LDT entry (modify_ldt; ckpt refuses it); checks it reads back.
  * Corruption (SIGTERM) undoes the state (membarrier: cannot unregister, faked).
  */
 #include "wl.h"
@@ -59,6 +66,48 @@
 static const char *mode;
 static int tmpfd = -1;
 static long hash_slots;
+
+#define ARCH_GET_CPUID 0x1011
+#define ARCH_SET_CPUID 0x1012
+/* The cpuid thread's answer: -2 asked, else its ARCH_GET_CPUID. */
+static volatile long thread_cpuid = -2;
+static volatile int thread_asked;
+
+static void *cpuid_thread(void *arg)
+{
+	for (;;) {
+		if (thread_asked) {
+			thread_cpuid = syscall(SYS_arch_prctl, ARCH_GET_CPUID, 0);
+			thread_asked = 0;
+		}
+		wl_sleep_ms(5);
+	}
+	return arg;
+}
+
+static long ask_thread_cpuid(void)
+{
+	thread_cpuid = -2;
+	thread_asked = 1;
+	for (int i = 0; i < 2000 && thread_asked; i++)
+		wl_sleep_ms(1);
+	return thread_asked ? -3 : thread_cpuid;
+}
+
+static int autogroup_nice(void)
+{
+	char b[128] = { 0 };
+	if (wl_read_file("/proc/self/autogroup", b, sizeof(b) - 1) <= 0)
+		return -100;
+	char *n = strstr(b, "nice ");
+	return n ? atoi(n + 5) : -101;
+}
+
+static long ldt_bytes(void)
+{
+	uint8_t b[16];
+	return syscall(SYS_modify_ldt, 0, b, sizeof(b));
+}
 
 static void *nothing(void *arg)
 {
@@ -165,6 +214,18 @@ static int verify(void)
 	} else if (!strcmp(mode, "mbind")) {
 		WL_CHECK(policy_at(S) == MPOL_PREFERRED, "policy of S %d", policy_at(S));
 		WL_CHECK(wl_cmp(S, NP * PAGE, 1) == (size_t)-1, "S data");
+	} else if (!strcmp(mode, "cpuid")) {
+		long main_cpuid = syscall(SYS_arch_prctl, ARCH_GET_CPUID, 0);
+		long t = ask_thread_cpuid();
+		WL_CHECK(main_cpuid == 0 && t == 0, "ARCH_GET_CPUID: main %ld, thread %ld", main_cpuid,
+			 t);
+	} else if (!strcmp(mode, "autogroup")) {
+		WL_CHECK(autogroup_nice() == 7, "autogroup nice %d", autogroup_nice());
+	} else if (!strcmp(mode, "keyring")) {
+		long k = syscall(SYS_keyctl, 0 /* GET_KEYRING_ID */, -2 /* PROCESS */, 0);
+		WL_CHECK(k > 0, "process keyring %ld", k);
+	} else if (!strcmp(mode, "ldt")) {
+		WL_CHECK(ldt_bytes() == 16, "LDT read gives %ld bytes", ldt_bytes());
 	} else if (!strcmp(mode, "timerslack")) {
 		WL_CHECK(prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) == SLACK, "timer slack %d",
 			 prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0));
@@ -196,6 +257,13 @@ static void corrupt(void)
 		prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
 	} else if (!strcmp(mode, "timerslack")) {
 		prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0);
+	} else if (!strcmp(mode, "cpuid")) {
+		syscall(SYS_arch_prctl, ARCH_SET_CPUID, 1);
+	} else if (!strcmp(mode, "autogroup")) {
+		int fd = open("/proc/self/autogroup", O_WRONLY);
+		if (fd < 0 || write(fd, "3", 1) != 1)
+			wl_die("write autogroup");
+		close(fd);
 	} else if (!strcmp(mode, "pdeathsig")) {
 		prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
 	} else if (!strcmp(mode, "coredump")) {
@@ -323,6 +391,30 @@ int main(int argc, char **argv)
 		if (syscall(SYS_mbind, S, NP * PAGE, MPOL_PREFERRED, &node0, 64, 0))
 			wl_die("mbind");
 		wl_fill(S, NP * PAGE, 1);
+	} else if (!strcmp(mode, "cpuid")) {
+		pthread_t t;
+		if (syscall(SYS_arch_prctl, ARCH_SET_CPUID, 0))
+			wl_die("ARCH_SET_CPUID 0 (a CPU without CPUID faulting?)");
+		if (pthread_create(&t, NULL, cpuid_thread, NULL))
+			wl_die("pthread_create");
+	} else if (!strcmp(mode, "autogroup")) {
+		int fd;
+		if (getsid(0) != getpid() && setsid() < 0)
+			wl_die("setsid");
+		fd = open("/proc/self/autogroup", O_WRONLY);
+		if (fd < 0 || write(fd, "7", 1) != 1)
+			wl_die("write /proc/self/autogroup");
+		close(fd);
+	} else if (!strcmp(mode, "keyring")) {
+		if (syscall(SYS_keyctl, 0, -2, 1) < 0)
+			wl_die("keyctl: make a process keyring");
+	} else if (!strcmp(mode, "ldt")) {
+		struct {
+			unsigned int entry_number, base_addr, limit, flags;
+		} d = { 0, 0, 0xfffff, 1 /* seg_32bit */ | (1 << 4) /* limit_in_pages */ |
+					       (1 << 6) /* useable */ };
+		if (syscall(SYS_modify_ldt, 1, &d, sizeof(d)))
+			wl_die("modify_ldt");
 	} else if (!strcmp(mode, "mdwe")) {
 		if (prctl(65 /* PR_SET_MDWE */, 1 /* MDWE_REFUSE_EXEC_GAIN */, 0, 0, 0))
 			wl_die("PR_SET_MDWE");
