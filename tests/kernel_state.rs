@@ -102,6 +102,27 @@ fn autogroup_nice_survives() {
     survives("kstate", &["autogroup"]);
 }
 
+/// An fd on a directory removed while open, and a working directory removed while the
+/// process was in it, come back as empty removed directories at their old paths, or, in
+/// the second cycle, whose names are taken again by then, beside them.
+#[test]
+fn removed_directories_survive() {
+    let env = Env::new();
+    let mut w = start_with(&env, "kstate", &["rmdir"]);
+    env.check(&mut w);
+    let taken = [env.path().join("rmd"), env.path().join("cwdgone")];
+    env.cycles(&mut w, CYCLES, &[], |i, _| {
+        for t in &taken {
+            if i == 2 {
+                std::fs::create_dir(t).unwrap();
+            } else if i == 3 {
+                std::fs::remove_dir(t).unwrap();
+            }
+        }
+    });
+    notices_corruption(&env, &w);
+}
+
 /// A process keyring (keys the process made for itself) is refused by name.
 #[test]
 fn process_keyring_is_refused() {

@@ -176,6 +176,10 @@ pub fn process(
         .parse()
         .map_err(|e| DumpError::Lost(format!("/proc/{pid}/oom_score_adj: {oom_text:?}: {e}")))?;
     let sched = process::get_sched(pid)?;
+    let cwd = proc::read_link(&format!("/proc/{pid}/cwd"))?
+        .to_string_lossy()
+        .into_owned();
+    let cwd_removed = crate::validate::cwd_removed(pid) && cwd.ends_with(" (deleted)");
     let filter_text = proc::read_trimmed(&format!("/proc/{pid}/coredump_filter"))?;
     let coredump_filter = u32::from_str_radix(&filter_text, 16).map_err(|e| {
         DumpError::Lost(format!("/proc/{pid}/coredump_filter: {filter_text:?}: {e}"))
@@ -189,9 +193,12 @@ pub fn process(
         creds: Some(creds),
         sigactions: inj.sigactions.clone(),
         umask: status.umask.unwrap_or(0o022),
-        cwd: proc::read_link(&format!("/proc/{pid}/cwd"))?
-            .to_string_lossy()
-            .into_owned(),
+        cwd: if cwd_removed {
+            cwd.trim_end_matches(" (deleted)").to_string()
+        } else {
+            cwd
+        },
+        cwd_removed,
         root: proc::read_link(&format!("/proc/{pid}/root"))?
             .to_string_lossy()
             .into_owned(),

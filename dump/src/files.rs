@@ -138,6 +138,10 @@ fn inspect(pid: Pid, fd: i32, describer: &mut Describer) -> Result<Looked, Probl
     let meta = std::fs::metadata(&link)
         .map_err(|e| Problem::Gone(format!("pid {pid}: fd {fd} ({target}): {e}")))?;
     if let Some(gone) = target.strip_suffix(" (deleted)") {
+        if meta.file_type().is_dir() && meta.nlink() == 0 {
+            // Empty (rmdir needs that): made again at restore (`FileDesc.removed`).
+            return Ok((pb::FdKind::FdDirectory, target, Some(meta)));
+        }
         if !meta.file_type().is_file() {
             return Err(unsupported("a deleted file that is not a regular file"));
         }
@@ -309,6 +313,7 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<(Vec<pb::Fd>, Vec<String
             (String::new(), 0, 0)
         };
         let outside_root = d.outside_root;
+        let removed = d.removed;
         // A FIFO's unread bytes belong to the pipe, not the fd: stored once in the tree,
         // with the description that first holds them (a shared one is made from there).
         let (mut pipe_data, mut pipe_size) = (Vec::new(), 0);
@@ -371,6 +376,7 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<(Vec<pb::Fd>, Vec<String
             rdev,
             desc,
             outside_root,
+            removed,
         });
     }
     table.fds += out.len() as u64;
@@ -570,6 +576,12 @@ fn describe(
         }
         _ => {
             d.path = target.to_string();
+            if kind == pb::FdKind::FdDirectory && stat()?.nlink() == 0 {
+                if let Some(was) = target.strip_suffix(" (deleted)") {
+                    d.path = was.to_string();
+                    d.removed = true;
+                }
+            }
             if kind == pb::FdKind::FdRegular {
                 d.file_size = stat()?.size();
             }

@@ -8,6 +8,13 @@ use ckpt_sys::{proc, Pid};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
+/// The working directory of `pid` was removed (rmdir: no links left; its path then
+/// ends in " (deleted)", which a directory may also be named).
+pub fn cwd_removed(pid: Pid) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/cwd")).is_ok_and(|m| m.is_dir() && m.nlink() == 0)
+}
+
 /// Kernel threads have this in /proc/PID/stat's flags (include/linux/sched.h).
 const PF_KTHREAD: u32 = 0x0020_0000;
 
@@ -342,7 +349,8 @@ fn process_blockers(
     for (link, what) in [("cwd", "working directory"), ("root", "root directory")] {
         let target = proc::read_link(&format!("/proc/{pid}/{link}")).map_err(gone)?;
         let target = target.to_string_lossy();
-        if target.ends_with(" (deleted)") {
+        // A removed working directory is made again (`ProcessCore.cwd_removed`).
+        if target.ends_with(" (deleted)") && !(link == "cwd" && cwd_removed(pid)) {
             out.push(
                 pid,
                 format!("{what} {target}"),

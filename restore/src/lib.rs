@@ -830,6 +830,7 @@ fn seed_plan(
         loginuid: c.loginuid,
         timerslack_ns: c.timerslack_ns,
         autogroup_nice: c.autogroup_nice,
+        cwd_removed: c.cwd_removed,
         epolls: Vec::new(),
         pidfds: Vec::new(),
         ctty: None,

@@ -61,6 +61,8 @@ pub struct SeedPlan {
     /// The audit login uid (None: older image, left as inherited).
     pub loginuid: Option<u32>,
     pub timerslack_ns: Option<u64>,
+    /// Its working directory was removed while it was in it.
+    pub cwd_removed: bool,
     /// The nice value of its autogroup (None: older image, or no autogroups).
     pub autogroup_nice: Option<i32>,
     /// The pidfds of `fds` (fd, whose), from the tree's table (`fdtable/pidfd.rs`).
@@ -227,6 +229,14 @@ fn place_fd(f: &pb::Fd, mut flags: OFlag, spare: RawFd, id: &mut Identity) -> Re
     }
     // A file outside a pivoted root is reached through ckpt's /proc/PID/root, which only
     // ckpt's own identity may walk; opening it is still checked as the process.
+    if f.removed {
+        // Made as the process would have made it, opened, removed again.
+        let made = removed_dir(&f.path, f.fd)?;
+        let handle = access::locate(&made, want, spare);
+        let file = handle.and_then(|h| access::reopen(&h, &made, flags, &id.who()));
+        let gone = std::fs::remove_dir(&made).map_err(|e| format!("rmdir {made}: {e}"));
+        return access::place(file?, f.fd).and(gone);
+    }
     let handle = if f.outside_root {
         id.root()?;
         let h = access::locate(&access::path_of(f), want, spare);
@@ -237,6 +247,31 @@ fn place_fd(f: &pb::Fd, mut flags: OFlag, spare: RawFd, id: &mut Identity) -> Re
     };
     let file = access::reopen(&handle, &f.path, flags, &id.who())?;
     access::place(file, f.fd)
+}
+
+/// A new empty directory standing for one removed while in use (an open fd's, or the
+/// working directory): at its old path, so /proc shows the same "PATH (deleted)", or,
+/// when that name is taken again, beside it. Its parent must still exist. The caller
+/// opens it and removes it.
+pub(crate) fn removed_dir(path: &str, tag: i32) -> Result<String, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mk = |p: &str| std::fs::DirBuilder::new().mode(0o700).create(p);
+    match mk(path) {
+        Ok(()) => return Ok(path.to_string()),
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(format!("removed directory {path}, made again: {e}"))
+        }
+        Err(_) => {}
+    }
+    let parent = std::path::Path::new(path)
+        .parent()
+        .ok_or_else(|| format!("removed directory {path} has no parent"))?;
+    let beside = parent
+        .join(format!(".ckpt-removed-{}-{tag}", std::process::id()))
+        .to_string_lossy()
+        .into_owned();
+    mk(&beside).map_err(|e| format!("removed directory {path}, made again as {beside}: {e}"))?;
+    Ok(beside)
 }
 
 /// A helper of ckpt's (the exe, a mapped file) at fd `at`, opened as the process too:
@@ -502,7 +537,23 @@ fn prepare(p: &SeedPlan, fds: &crate::fdtable::Plan) -> Result<(), String> {
     if p.session_leader {
         set_autogroup_nice(p.autogroup_nice)?;
     }
-    if p.root != "/" {
+    if p.cwd_removed {
+        // Entered by fd (before a chroot, as below), then removed.
+        use std::os::unix::fs::OpenOptionsExt;
+        let made = removed_dir(&p.cwd, -1)?;
+        let cwd = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(&made)
+            .map_err(|e| format!("working directory {made}: {e}"));
+        std::fs::remove_dir(&made).map_err(|e| format!("rmdir {made}: {e}"))?;
+        let cwd = cwd?;
+        if p.root != "/" {
+            chroot(p.root.as_str()).map_err(|e| format!("chroot {}: {e}", p.root))?;
+        }
+        nix::unistd::fchdir(std::os::fd::AsRawFd::as_raw_fd(&cwd))
+            .map_err(|e| format!("fchdir {} (removed): {e}", p.cwd))?;
+    } else if p.root != "/" {
         // Both paths were read as ckpt sees them, which is how this seed sees them
         // before the chroot: the working directory is opened first and entered by fd
         // (inside the new root or not, as the process had it). After every step above

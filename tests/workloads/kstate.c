@@ -41,6 +41,10 @@
  *    it reads "nice 7".
  *  - keyring: makes a process keyring (keyctl; ckpt refuses it); checks it is there.
  *  - ldt: installs one LDT entry (modify_ldt; ckpt refuses it); checks it reads back.
+ *  - rmdir: opens WORKDIR/rmd as fd 7 and enters WORKDIR/cwdgone, then removes both;
+ *    checks fd 7 is a directory with no links whose /proc link is "WORKDIR/... (deleted)",
+ *    that nothing can be made in it (ENOENT), that getcwd() fails (ENOENT) and that the
+ *    working directory is such a directory too.
  * Corruption (SIGTERM) undoes the state (membarrier: cannot unregister, faked).
  */
 #include "wl.h"
@@ -48,6 +52,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 
 #define PAGE 4096
 #define NP 4
@@ -64,6 +69,30 @@
 #define MPOL_F_ADDR 2
 
 static const char *mode;
+static const char *workdir;
+
+/* fd `fd` (or the cwd, fd -1) is an empty directory removed while in use, inside WORKDIR. */
+static int removed_dir(int fd)
+{
+	char link[256], got[512] = { 0 };
+	struct stat st;
+	if (fd < 0)
+		snprintf(link, sizeof(link), "/proc/self/cwd");
+	else
+		snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	if (readlink(link, got, sizeof(got) - 1) < 0)
+		return wl_fail("readlink %s: %s", link, strerror(errno));
+	size_t n = strlen(got), w = strlen(workdir);
+	if (strncmp(got, workdir, w) || n < 10 || strcmp(got + n - 10, " (deleted)"))
+		return wl_fail("%s -> \"%s\", not a removed directory in %s", link, got, workdir);
+	if ((fd < 0 ? stat(".", &st) : fstat(fd, &st)) || !S_ISDIR(st.st_mode) || st.st_nlink)
+		return wl_fail("%s: not a directory without links (nlink %lu)", link,
+			       (unsigned long)st.st_nlink);
+	int c = openat(fd < 0 ? AT_FDCWD : fd, "new", O_CREAT | O_WRONLY, 0600);
+	if (c >= 0 || errno != ENOENT)
+		return wl_fail("%s: a file could be made in it (or errno %d)", link, errno);
+	return 1;
+}
 static int tmpfd = -1;
 static long hash_slots;
 
@@ -214,6 +243,11 @@ static int verify(void)
 	} else if (!strcmp(mode, "mbind")) {
 		WL_CHECK(policy_at(S) == MPOL_PREFERRED, "policy of S %d", policy_at(S));
 		WL_CHECK(wl_cmp(S, NP * PAGE, 1) == (size_t)-1, "S data");
+	} else if (!strcmp(mode, "rmdir")) {
+		char cwd[256];
+		WL_CHECK(removed_dir(7), "fd 7");
+		WL_CHECK(removed_dir(-1), "cwd");
+		WL_CHECK(!getcwd(cwd, sizeof(cwd)) && errno == ENOENT, "getcwd works: %s", cwd);
 	} else if (!strcmp(mode, "cpuid")) {
 		long main_cpuid = syscall(SYS_arch_prctl, ARCH_GET_CPUID, 0);
 		long t = ask_thread_cpuid();
@@ -257,6 +291,9 @@ static void corrupt(void)
 		prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
 	} else if (!strcmp(mode, "timerslack")) {
 		prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0);
+	} else if (!strcmp(mode, "rmdir")) {
+		if (chdir(workdir))
+			wl_fail("chdir");
 	} else if (!strcmp(mode, "cpuid")) {
 		syscall(SYS_arch_prctl, ARCH_SET_CPUID, 1);
 	} else if (!strcmp(mode, "autogroup")) {
@@ -301,6 +338,7 @@ int main(int argc, char **argv)
 		wl_die("usage: kstate WORKDIR MODE");
 	wl_init();
 	mode = argv[2];
+	workdir = argv[1];
 	if (!strcmp(mode, "chroot")) {
 		char root[4096], path[4200];
 		snprintf(root, sizeof(root), "%s/croot", argv[1]);
@@ -391,6 +429,15 @@ int main(int argc, char **argv)
 		if (syscall(SYS_mbind, S, NP * PAGE, MPOL_PREFERRED, &node0, 64, 0))
 			wl_die("mbind");
 		wl_fill(S, NP * PAGE, 1);
+	} else if (!strcmp(mode, "rmdir")) {
+		char a[4200], b[4200];
+		snprintf(a, sizeof(a), "%s/rmd", workdir);
+		snprintf(b, sizeof(b), "%s/cwdgone", workdir);
+		int fd;
+		if (mkdir(a, 0755) || mkdir(b, 0755) || (fd = open(a, O_RDONLY | O_DIRECTORY)) < 0 ||
+		    dup2(fd, 7) != 7 || chdir(b) || rmdir(a) || rmdir(b))
+			wl_die("removed directories in %s", workdir);
+		close(fd);
 	} else if (!strcmp(mode, "cpuid")) {
 		pthread_t t;
 		if (syscall(SYS_arch_prctl, ARCH_SET_CPUID, 0))
