@@ -123,6 +123,13 @@ fn removed_directories_survive() {
     notices_corruption(&env, &w);
 }
 
+/// The owner of a socket (F_SETOWN, who gets SIGURG) without O_ASYNC comes back: a UDP
+/// socket's and a socketpair end's.
+#[test]
+fn socket_owner_survives() {
+    survives("kstate", &["sockown"]);
+}
+
 /// A process keyring (keys the process made for itself) is refused by name.
 #[test]
 fn process_keyring_is_refused() {

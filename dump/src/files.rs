@@ -328,14 +328,24 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<(Vec<pb::Fd>, Vec<String
         // (F_SETSIG). Read through a copy (they belong to the description).
         let (mut owner_type, mut owner_pid, mut async_signal, mut lease_signal) = (0, 0, 0, 0);
         let lease = info.lock_lines.contains("LEASE");
-        if (info.flags & O_ASYNC != 0 || lease) && dup_of.is_none() {
+        // A socket's owner (F_SETOWN) also gets SIGURG when out-of-band data arrives,
+        // with or without O_ASYNC.
+        let socket = matches!(
+            kind,
+            pb::FdKind::FdUnixSocket
+                | pb::FdKind::FdInetSocket
+                | pb::FdKind::FdNetlinkSocket
+                | pb::FdKind::FdPacketSocket
+        );
+        let async_or_socket = info.flags & O_ASYNC != 0 || socket;
+        if (info.flags & O_ASYNC != 0 || lease || (socket && new.is_some())) && dup_of.is_none() {
             let mine = ckpt_sys::process::steal_fd(pid, fd)?;
             (owner_type, owner_pid, async_signal) =
                 ckpt_sys::process::async_owner(std::os::fd::AsFd::as_fd(&mine))?;
             if lease {
                 lease_signal = async_signal;
             }
-            if info.flags & O_ASYNC == 0 || new.is_none() {
+            if !async_or_socket || new.is_none() {
                 // The owner belongs to the description: recorded with the process that
                 // holds it first (whose seed sets it again), not with those that share
                 // it after (nginx's workers inherit their master's channels).

@@ -43,8 +43,9 @@
 //!   ADVISORY) and ACTIVE LEASEs; anything else refused. Locks listed in /proc/locks
 //!   under the task's pid but held through no fd (e.g. flock through a mapping only) are
 //!   refused. The F_SETSIG of a description holding a lease (its break signal) is
-//!   restored; so are F_SETOWN and F_SETSIG of an O_ASYNC fd (files.rs); those of other
-//!   fds are not dumped.
+//!   restored; so are F_SETOWN and F_SETSIG of an O_ASYNC fd and of any socket (its
+//!   owner gets SIGURG) (files.rs); those of other fds (no signal goes to them) are not
+//!   dumped.
 //! - /proc/PID/timers: every POSIX timer restored with its id, clock, notification and
 //!   remaining time (`timers.rs`); one directed at another thread, or on a clock of
 //!   another process, is refused. Its overrun count is recorded but cannot be set back.

@@ -321,11 +321,15 @@ pub fn place_dups(p: &SeedPlan, of: impl Fn(&pb::Fd) -> bool) -> Result<(), Stri
 /// ignores O_ASYNC).
 fn async_owners(p: &SeedPlan) -> Result<(), String> {
     const O_ASYNC: u32 = 0o20000;
-    for f in p.fds.iter().filter(|f| f.flags & O_ASYNC != 0 && !f.is_dup) {
-        let fl =
-            fcntl(f.fd, FcntlArg::F_GETFL).map_err(|e| format!("fd {}: F_GETFL: {e}", f.fd))?;
-        let on = OFlag::from_bits_retain(fl) | OFlag::O_ASYNC;
-        fcntl(f.fd, FcntlArg::F_SETFL(on)).map_err(|e| format!("fd {}: O_ASYNC: {e}", f.fd))?;
+    // A socket's owner is recorded without O_ASYNC too (SIGURG goes to it).
+    let wanted = |f: &&pb::Fd| (f.flags & O_ASYNC != 0 || f.owner_pid != 0) && !f.is_dup;
+    for f in p.fds.iter().filter(wanted) {
+        if f.flags & O_ASYNC != 0 {
+            let fl =
+                fcntl(f.fd, FcntlArg::F_GETFL).map_err(|e| format!("fd {}: F_GETFL: {e}", f.fd))?;
+            let on = OFlag::from_bits_retain(fl) | OFlag::O_ASYNC;
+            fcntl(f.fd, FcntlArg::F_SETFL(on)).map_err(|e| format!("fd {}: O_ASYNC: {e}", f.fd))?;
+        }
         // Nothing recorded here: the description's owner was set by the process that
         // held it first (it is shared, from an ancestor's seed): left as it is.
         if f.owner_pid == 0 && f.async_signal == 0 {

@@ -45,6 +45,8 @@
  *    checks fd 7 is a directory with no links whose /proc link is "WORKDIR/... (deleted)",
  *    that nothing can be made in it (ENOENT), that getcwd() fails (ENOENT) and that the
  *    working directory is such a directory too.
+ *  - sockown: a UDP socket (fd 8) and a socketpair end (fd 9) owned by this process
+ *    (F_SETOWN, no O_ASYNC: the owner gets SIGURG); checks F_GETOWN of both.
  * Corruption (SIGTERM) undoes the state (membarrier: cannot unregister, faked).
  */
 #include "wl.h"
@@ -243,6 +245,9 @@ static int verify(void)
 	} else if (!strcmp(mode, "mbind")) {
 		WL_CHECK(policy_at(S) == MPOL_PREFERRED, "policy of S %d", policy_at(S));
 		WL_CHECK(wl_cmp(S, NP * PAGE, 1) == (size_t)-1, "S data");
+	} else if (!strcmp(mode, "sockown")) {
+		WL_CHECK(fcntl(8, F_GETOWN) == getpid() && fcntl(9, F_GETOWN) == getpid(),
+			 "owners %d and %d, not %d", fcntl(8, F_GETOWN), fcntl(9, F_GETOWN), getpid());
 	} else if (!strcmp(mode, "rmdir")) {
 		char cwd[256];
 		WL_CHECK(removed_dir(7), "fd 7");
@@ -291,6 +296,8 @@ static void corrupt(void)
 		prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
 	} else if (!strcmp(mode, "timerslack")) {
 		prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0);
+	} else if (!strcmp(mode, "sockown")) {
+		fcntl(9, F_SETOWN, 0);
 	} else if (!strcmp(mode, "rmdir")) {
 		if (chdir(workdir))
 			wl_fail("chdir");
@@ -429,6 +436,13 @@ int main(int argc, char **argv)
 		if (syscall(SYS_mbind, S, NP * PAGE, MPOL_PREFERRED, &node0, 64, 0))
 			wl_die("mbind");
 		wl_fill(S, NP * PAGE, 1);
+	} else if (!strcmp(mode, "sockown")) {
+		int u = socket(AF_INET, SOCK_DGRAM, 0), sv[2];
+		if (u < 0 || dup2(u, 8) != 8 || socketpair(AF_UNIX, SOCK_STREAM, 0, sv) ||
+		    dup2(sv[0], 9) != 9 || fcntl(8, F_SETOWN, getpid()) || fcntl(9, F_SETOWN, getpid()))
+			wl_die("owned sockets");
+		close(u);
+		close(sv[0]);
 	} else if (!strcmp(mode, "rmdir")) {
 		char a[4200], b[4200];
 		snprintf(a, sizeof(a), "%s/rmd", workdir);
