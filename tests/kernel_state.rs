@@ -130,6 +130,69 @@ fn socket_owner_survives() {
     survives("kstate", &["sockown"]);
 }
 
+/// The id of the System V segment `pid` has attached (its inode in /proc/PID/maps).
+fn attached_segment(pid: i32) -> i32 {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let line = maps
+        .lines()
+        .find(|l| l.contains("/SYSV"))
+        .unwrap_or_else(|| panic!("no SysV segment in {maps}"));
+    line.split_whitespace().nth(4).unwrap().parse().unwrap()
+}
+
+/// Removes a test's System V segment, which outlives its killed process.
+struct Segment(i32);
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ipcrm")
+            .args(["-m", &self.0.to_string()])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// kstate hostshm, started and checked, and its segment (removed when dropped).
+fn with_host_segment(env: &Env) -> (Workload, Segment) {
+    let mut w = start_with(env, "kstate", &["hostshm"]);
+    let segment = Segment(attached_segment(w.pid));
+    env.check(&mut w);
+    (w, segment)
+}
+
+/// A System V segment of the host's ipc namespace (a plain process, postgres's kind) is
+/// external, like a file: the dump's kill leaves it, and each restore attaches it again
+/// by id, with its bytes.
+#[test]
+fn host_sysv_segment_is_attached_again() {
+    let env = Env::new();
+    let (mut w, _segment) = with_host_segment(&env);
+    env.cycles(&mut w, CYCLES, &[], |_, _| {});
+    notices_corruption(&env, &w);
+}
+
+/// Restored where its segment is gone (removed after the dump): refused naming the
+/// segment, with nothing left behind.
+#[test]
+fn host_sysv_segment_gone_at_restore_is_refused() {
+    let env = Env::new();
+    let (w, segment) = with_host_segment(&env);
+    let dir = env.subdir("img");
+    env.dump(w.pid, &dir, &[]).ok();
+    env.reap_dumped(w.pid);
+    drop(segment);
+    let out = env.restore_detached(&dir);
+    let line = out.failed_naming("System V segment");
+    assert!(line.contains("not here"), "{line}");
+    env.assert_gone(w.pid);
+}
+
+/// A segment removed (IPC_RMID) while attached dies with the dump's kill: refused.
+#[test]
+fn removed_host_sysv_segment_is_refused() {
+    refused("shmrmid", "IPC_RMID");
+}
+
 /// A process keyring (keys the process made for itself) is refused by name.
 #[test]
 fn process_keyring_is_refused() {

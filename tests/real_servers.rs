@@ -1,6 +1,6 @@
 //! Real servers from Debian's packages, checkpointed with their clients connected:
 //! redis-server (100k keys, a client connected across every cycle, new clients after),
-//! memcached (4 worker threads, a client connected across every cycle), nginx (a master
+//! memcached (4 worker threads, a client connected across every cycle), PostgreSQL, nginx (a master
 //! and two workers, reloaded after the restore) and `python3 -m http.server`.
 
 mod common;
@@ -376,5 +376,195 @@ fn nginx_master_and_workers_serve_and_reload() {
     assert!(signal(w.pid, libc::SIGQUIT));
     let st = reap(w.pid, Duration::from_secs(20));
     assert!(st.is_some(), "nginx master did not stop");
+    env.untrack(w.pid);
+}
+
+/// PostgreSQL's server binary (the `postgresql` package), whichever major version.
+fn postgres_bin() -> std::path::PathBuf {
+    let mut found: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("/usr/lib/postgresql: the postgresql package is needed")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("bin"))
+        .filter(|b| b.join("postgres").exists())
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .expect("a postgres binary in /usr/lib/postgresql/*/bin")
+}
+
+/// Runs `cmd` as the postgres user; its output on failure.
+fn as_postgres(cmd: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid",
+            "postgres",
+            "--regid",
+            "postgres",
+            "--init-groups",
+        ])
+        .arg(cmd)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{} {args:?}: {text}", cmd.display());
+    text
+}
+
+/// Removes the System V segment a killed postmaster leaves (a graceful stop removes it
+/// itself): its id is the last word of postmaster.pid's seventh line.
+struct PgSegment(std::path::PathBuf);
+
+impl Drop for PgSegment {
+    fn drop(&mut self) {
+        let text = std::fs::read_to_string(self.0.join("postmaster.pid")).unwrap_or_default();
+        if let Some(id) = text
+            .lines()
+            .nth(6)
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|id| id.parse::<i32>().ok())
+        {
+            let _ = std::process::Command::new("ipcrm")
+                .args(["-m", &id.to_string()])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// PostgreSQL: a postmaster and its five helpers (checkpointer, background writer, WAL
+/// writer, autovacuum and logical replication launchers), sharing anonymous shared
+/// memory and the System V segment of the host's ipc namespace it checks for other
+/// postmasters (attached again by id: it stays while the server is dumped and killed).
+/// After each of three cycles a new client connection (a new backend, forked by the
+/// restored postmaster) reads every row written before and writes one more.
+#[test]
+fn postgres_keeps_its_rows_and_serves_new_backends() {
+    let bin = postgres_bin();
+    let env = Env::new();
+    let root = env.path();
+    std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let data = root.join("pgdata");
+    let sock = root.join("sock");
+    std::fs::create_dir(&sock).unwrap();
+    std::fs::create_dir(&data).unwrap();
+    let chown = std::process::Command::new("chown")
+        .args(["postgres:postgres"])
+        .arg(&sock)
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    as_postgres(
+        &bin.join("initdb"),
+        &[
+            "-D",
+            data.to_str().unwrap(),
+            "-A",
+            "trust",
+            "--no-sync",
+            "-U",
+            "postgres",
+        ],
+    );
+    let _segment = PgSegment(data.clone());
+    let port = free_port();
+    let p = port.to_string();
+    let args = [
+        "--reuid",
+        "postgres",
+        "--regid",
+        "postgres",
+        "--init-groups",
+        bin.join("postgres").to_str().unwrap(),
+        "-D",
+        data.to_str().unwrap(),
+        "-p",
+        &p,
+        "-k",
+        sock.to_str().unwrap(),
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+        "fsync=off",
+    ]
+    .map(String::from);
+    let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    let w = env.spawn("postgres", &which("setpriv"), &args);
+    // Its stdout and stderr: a file the restore opens again as the server's user.
+    let chown = std::process::Command::new("chown")
+        .args(["postgres:postgres"])
+        .arg(&w.out)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let psql = bin.join("psql");
+    let run = |q: &str| {
+        std::process::Command::new(&psql)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &p,
+                "-U",
+                "postgres",
+                "-Atq",
+                "-c",
+                q,
+            ])
+            .output()
+            .unwrap()
+    };
+    let sql = |q: &str| -> String {
+        let out = run(q);
+        assert!(
+            out.status.success(),
+            "psql {q:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let start = Instant::now();
+    loop {
+        let o = run("select 1");
+        if o.status.success() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "postgres did not start: psql: {}; server: {}",
+            String::from_utf8_lossy(&o.stderr),
+            std::fs::read_to_string(&w.out).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sql("create table t (x int); insert into t select generate_series(1, 1000)");
+    for i in 1..=CYCLES {
+        let img = env.subdir(&format!("img{i}"));
+        env.dump(w.pid, &img, &[]).ok();
+        let pids = common::tree::tree_pids(&img);
+        assert_eq!(pids.len(), 6, "a postmaster and five helpers: {pids:?}");
+        env.reap_dumped(w.pid);
+        common::tree::wait_gone(&pids);
+        env.restore_detached(&img).ok();
+        for &pid in &pids {
+            env.track(pid);
+            assert_running_untraced(pid);
+        }
+        let want = 1000 + (i as u64 - 1);
+        assert_eq!(sql("select count(*) from t"), want.to_string(), "cycle {i}");
+        sql(&format!("insert into t values ({})", 5000 + i));
+    }
+    assert_eq!(sql("select sum(x) from t where x > 5000"), "15006");
+    // A fast shutdown: the postmaster stops its helpers and removes its segment.
+    assert!(signal(w.pid, libc::SIGINT));
+    let st = reap(w.pid, Duration::from_secs(30));
+    assert!(st.is_some(), "postgres did not stop");
     env.untrack(w.pid);
 }

@@ -18,6 +18,32 @@ const MADV_NOHUGEPAGE: u32 = 15;
 const MADV_DONTDUMP: u32 = 16;
 const MADV_WIPEONFORK: u32 = 18;
 
+/// A System V segment attached by a process outside a container's own ipc namespace:
+/// supported as an external object when the process shares ckpt's ipc namespace (the
+/// restore attaches it again by id) and the segment is not removed already (IPC_RMID
+/// while attached: it dies with the last detach, the dump's kill). The reason otherwise.
+pub fn external_sysv(pid: Pid, m: &Mapping, in_container: bool) -> Result<(), String> {
+    let mine = ckpt_sys::ns::ns_id(ckpt_sys::Pid::this(), "ipc").ok();
+    if in_container || ckpt_sys::ns::ns_id(pid, "ipc").ok() != mine {
+        return Err(
+            "System V shared memory of an ipc namespace the tree does not own \
+                    (nor ckpt's); not supported yet"
+                .into(),
+        );
+    }
+    let id = m.inode as i32;
+    let (perm, _, _) =
+        ckpt_sys::sysvipc::shm_stat(id).map_err(|e| format!("System V segment {id}: {e}"))?;
+    if perm.mode & ckpt_sys::sysvipc::SHM_DEST != 0 {
+        return Err(format!(
+            "System V segment {id} was removed (IPC_RMID) while attached: it is destroyed \
+             when its last process detaches, so it could not be attached again; not \
+             supported yet"
+        ));
+    }
+    Ok(())
+}
+
 /// VmFlags of smaps and the madvise() that sets each.
 const MADVISE_FLAGS: [(&str, u32); 8] = [
     ("sr", MADV_SEQUENTIAL),
@@ -310,6 +336,15 @@ pub fn collect(pid: Pid, stat: &Stat, maps: &[Mapping]) -> Result<Mm, DumpError>
         if kind == pb::VmaKind::VmaSysvShm {
             // /proc/PID/maps shows a SysV segment's id as its inode.
             vma.sysv_shmid = m.inode as i32;
+            // One of ckpt's own ipc namespace (validate.rs let no other through but a
+            // container's own): external, found again by id, key and size.
+            if ckpt_sys::ns::ns_id(pid, "ipc").ok()
+                == ckpt_sys::ns::ns_id(ckpt_sys::Pid::this(), "ipc").ok()
+            {
+                let (perm, _, _) = ckpt_sys::sysvipc::shm_stat(vma.sysv_shmid)?;
+                vma.sysv_external = true;
+                vma.sysv_key = perm.key;
+            }
         }
         if kind == pb::VmaKind::VmaAnonShared {
             // One shmem object per inode: the VMAs of a split or twice mapped object

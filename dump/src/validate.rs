@@ -373,12 +373,13 @@ fn process_blockers(
                 if own_ipc.is_none()
                     || ckpt_sys::ns::ns_id(pid, "ipc").ok().as_ref() != own_ipc =>
             {
-                out.push(
-                    pid,
-                    format!("mapping {:#x}-{:#x} {}", m.start, m.end, m.name),
-                    "System V shared memory outside a container's own ipc namespace; not \
-                     supported yet",
-                )
+                if let Err(why) = mm::external_sysv(pid, m, own_ipc.is_some()) {
+                    out.push(
+                        pid,
+                        format!("mapping {:#x}-{:#x} {}", m.start, m.end, m.name),
+                        why,
+                    )
+                }
             }
             Ok(_) => {}
         }

@@ -95,9 +95,12 @@ pub fn check_attached(plan: &Plan, pid: i32, vmas: &[pb::Vma]) -> R<()> {
         .iter()
         .filter(|v| v.kind == pb::VmaKind::VmaSysvShm as i32)
     {
-        let ok = plan
-            .shm_size(v.sysv_shmid)
-            .is_some_and(|size| v.pgoff == 0 && v.end - v.start == size.div_ceil(4096) * 4096);
+        let fits = |size: u64| v.pgoff == 0 && v.end - v.start == size.div_ceil(4096) * 4096;
+        if v.sysv_external && plan.shm_size(v.sysv_shmid).is_none() {
+            external(pid, v, fits)?;
+            continue;
+        }
+        let ok = plan.shm_size(v.sysv_shmid).is_some_and(fits);
         if !ok {
             return Err(RestoreError::Refused(format!(
                 "mm-{pid}.img: VMA [{:#x}, {:#x}) attaches SysV segment {} that the \
@@ -105,6 +108,38 @@ pub fn check_attached(plan: &Plan, pid: i32, vmas: &[pb::Vma]) -> R<()> {
                 v.start, v.end, v.sysv_shmid
             )));
         }
+    }
+    Ok(())
+}
+
+/// A host process's segment (`Vma.sysv_external`): still there, in ckpt's ipc namespace,
+/// with the key and size it had, not removed. It is attached again as it is now.
+fn external(pid: i32, v: &pb::Vma, fits: impl Fn(u64) -> bool) -> R<()> {
+    let what = || {
+        format!(
+            "pid {pid}: VMA [{:#x}, {:#x}) attaches System V segment {} (key {:#x})",
+            v.start, v.end, v.sysv_shmid, v.sysv_key
+        )
+    };
+    let (perm, size, _) = sysvipc::shm_stat(v.sysv_shmid).map_err(|e| {
+        RestoreError::Refused(format!(
+            "{}, which is not here ({e}): it lives outside the images, in the host's ipc \
+             namespace; restore where it still exists",
+            what()
+        ))
+    })?;
+    if perm.key != v.sysv_key || !fits(size) || perm.mode & sysvipc::SHM_DEST != 0 {
+        return Err(RestoreError::Refused(format!(
+            "{}: the segment with that id now has key {:#x}, {size} bytes{}: not the one \
+             the process had",
+            what(),
+            perm.key,
+            if perm.mode & sysvipc::SHM_DEST != 0 {
+                ", removed"
+            } else {
+                ""
+            }
+        )));
     }
     Ok(())
 }

@@ -47,6 +47,10 @@
  *    working directory is such a directory too.
  *  - sockown: a UDP socket (fd 8) and a socketpair end (fd 9) owned by this process
  *    (F_SETOWN, no O_ASYNC: the owner gets SIGURG); checks F_GETOWN of both.
+ *  - hostshm: a System V segment of the host's ipc namespace (IPC_PRIVATE, 3 pages,
+ *    filled) attached as H; checks its bytes and that shmctl(IPC_STAT) of the id it got
+ *    still gives 3 pages and one attach.
+ *  - shmrmid: the same, removed (IPC_RMID) while attached (ckpt refuses it).
  * Corruption (SIGTERM) undoes the state (membarrier: cannot unregister, faked).
  */
 #include "wl.h"
@@ -55,6 +59,7 @@
 #include <sched.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/shm.h>
 
 #define PAGE 4096
 #define NP 4
@@ -144,7 +149,8 @@ static void *nothing(void *arg)
 {
 	return arg;
 }
-static uint8_t *S, *R, *N, *D, *A;
+static uint8_t *S, *R, *N, *D, *A, *H;
+static int shmid = -1;
 static int named = 1;
 
 static int read_loginuid(void)
@@ -245,6 +251,12 @@ static int verify(void)
 	} else if (!strcmp(mode, "mbind")) {
 		WL_CHECK(policy_at(S) == MPOL_PREFERRED, "policy of S %d", policy_at(S));
 		WL_CHECK(wl_cmp(S, NP * PAGE, 1) == (size_t)-1, "S data");
+	} else if (!strcmp(mode, "hostshm") || !strcmp(mode, "shmrmid")) {
+		struct shmid_ds ds;
+		WL_CHECK(wl_cmp(H, 3 * PAGE, 3) == (size_t)-1, "segment bytes");
+		WL_CHECK(!shmctl(shmid, IPC_STAT, &ds) && ds.shm_segsz == 3 * PAGE && ds.shm_nattch == 1,
+			 "segment %d: IPC_STAT %s, %zu bytes, %lu attached", shmid, strerror(errno),
+			 (size_t)ds.shm_segsz, (unsigned long)ds.shm_nattch);
 	} else if (!strcmp(mode, "sockown")) {
 		WL_CHECK(fcntl(8, F_GETOWN) == getpid() && fcntl(9, F_GETOWN) == getpid(),
 			 "owners %d and %d, not %d", fcntl(8, F_GETOWN), fcntl(9, F_GETOWN), getpid());
@@ -296,6 +308,8 @@ static void corrupt(void)
 		prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
 	} else if (!strcmp(mode, "timerslack")) {
 		prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0);
+	} else if (!strcmp(mode, "hostshm")) {
+		H[PAGE + 5] ^= 1;
 	} else if (!strcmp(mode, "sockown")) {
 		fcntl(9, F_SETOWN, 0);
 	} else if (!strcmp(mode, "rmdir")) {
@@ -436,6 +450,13 @@ int main(int argc, char **argv)
 		if (syscall(SYS_mbind, S, NP * PAGE, MPOL_PREFERRED, &node0, 64, 0))
 			wl_die("mbind");
 		wl_fill(S, NP * PAGE, 1);
+	} else if (!strcmp(mode, "hostshm") || !strcmp(mode, "shmrmid")) {
+		shmid = shmget(IPC_PRIVATE, 3 * PAGE, IPC_CREAT | 0600);
+		if (shmid < 0 || (H = shmat(shmid, NULL, 0)) == (void *)-1)
+			wl_die("shmget/shmat");
+		wl_fill(H, 3 * PAGE, 3);
+		if (!strcmp(mode, "shmrmid") && shmctl(shmid, IPC_RMID, NULL))
+			wl_die("IPC_RMID");
 	} else if (!strcmp(mode, "sockown")) {
 		int u = socket(AF_INET, SOCK_DGRAM, 0), sv[2];
 		if (u < 0 || dup2(u, 8) != 8 || socketpair(AF_UNIX, SOCK_STREAM, 0, sv) ||
