@@ -349,8 +349,14 @@ fn dump_inner(
     if let Some(f) = frozen {
         f.thaw()?;
     }
-    let live: Vec<_> = tree.live.iter().map(|m| m.task.pid()).collect();
-    sharing::refuse_shared(&live, pid)?;
+    // Sharing an fd table, fs, address space or handlers is made only by clone, never
+    // joined later (unshare and exec only part): processes that shared nothing when the
+    // whole tree was checked share nothing now. Checked again (n log n kcmps per kind)
+    // only when a process was born meanwhile.
+    if tree.met_while_seizing {
+        let live: Vec<_> = tree.live.iter().map(|m| m.task.pid()).collect();
+        sharing::refuse_shared(&live, pid)?;
+    }
     tracing::info!(
         pid = opts.pid,
         processes = tree.live.len(),
