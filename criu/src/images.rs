@@ -147,12 +147,7 @@ pub fn pages_in_image(ckpt_dir: &Path) -> u64 {
     let Ok(d) = ImageDir::open_unverified(ckpt_dir) else {
         return 0;
     };
-    let index: summary::Index = d
-        .inventory()
-        .files
-        .iter()
-        .map(|f| (f.name.as_str(), f))
-        .collect();
+    let index: summary::Index = d.index();
     summary::pids(d.inventory())
         .iter()
         .map(|&p| summary::pages_in_runs(&summary::load_process(&d, &index, p).runs))
@@ -181,7 +176,7 @@ pub fn write_inventory(images: &Path) -> std::io::Result<()> {
 pub fn write_tree(images: &Path, ckpt_dir: &Path) -> Result<(), String> {
     let d = ImageDir::open_unverified(ckpt_dir).map_err(|e| e.to_string())?;
     let inv = d.inventory();
-    let index: summary::Index = inv.files.iter().map(|f| (f.name.as_str(), f)).collect();
+    let index: summary::Index = d.index();
     // Images of one process from before trees have no tree: the root alone.
     let nodes: Vec<ckpt_images::pb::TreeNode> = if inv.tree.is_empty() {
         vec![ckpt_images::pb::TreeNode {

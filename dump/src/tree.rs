@@ -28,6 +28,9 @@ pub struct Member {
 pub struct Tree {
     pub live: Vec<Member>,
     pub nodes: Vec<pb::TreeNode>,
+    /// Some process was found only during the seize (checked on its own, not with the
+    /// rest of the tree before it: `validate::before_seize_one`).
+    pub met_while_seizing: bool,
 }
 
 /// The children of `pid`, from every thread's list.
@@ -128,6 +131,7 @@ pub fn seize(
     let mut tree = Tree {
         nodes: vec![node(root_pid)?],
         live: vec![root],
+        met_while_seizing: false,
     };
     let mut known: HashSet<Pid> = HashSet::from([root_pid]);
     let mut turn = 0usize;
@@ -146,7 +150,9 @@ pub fn seize(
                 found = true;
                 turn += 1;
                 let by = crew.filter(|_| crate::crew::takes(turn));
-                let seizing = start_child(c, root_pid, describer, validated.remove(&c), by)?;
+                let checked = validated.remove(&c);
+                tree.met_while_seizing |= checked.is_none();
+                let seizing = start_child(c, root_pid, describer, checked, by)?;
                 batch.push((c, seizing));
             }
             for (c, seizing) in batch {

@@ -140,7 +140,7 @@ pub fn pages_of(d: &ImageDir, pid: i32) -> Result<Option<Vec<pb::ParentRun>>> {
         })
         .collect();
     let name = names::parentmap(pid);
-    if d.inventory().files.iter().any(|f| f.name == name) {
+    if d.lookup(&name).is_some() {
         let mut r = d.records(&name, Kind::ParentMap)?;
         out.extend(r.rest::<pb::ParentRun>("ParentRun")?);
     }

@@ -178,6 +178,7 @@ mod tests {
             xxh3: top,
             chunk_size: cs,
             chunk_xxh3: chunks,
+            ..Default::default()
         }
     }
 

@@ -5,8 +5,11 @@ use std::path::Path;
 
 pub const MAGIC: [u8; 4] = *b"CKPT";
 pub const HEADER_LEN: usize = 8;
-/// Bumped whenever old code would misread new images.
-pub const FORMAT_VERSION: u16 = 2;
+/// Bumped whenever old code would misread new images. 3: a tree's per-process record
+/// files packed into procs.img (`Inventory.packed`).
+pub const FORMAT_VERSION: u16 = 3;
+/// The oldest format this code reads: a version 2 image is a version 3 one without packs.
+pub const OLDEST_READ_VERSION: u16 = 2;
 
 /// What an image file holds; stored in the header so a file renamed by mistake is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +23,8 @@ pub enum Kind {
     Files = 6,
     FileTable = 7,
     ParentMap = 8,
+    /// The per-process record files of a tree, back to back (`procs.img`).
+    Pack = 9,
     /// A container's tmpfs files (`mounts.img`).
     Mounts = 24,
     /// A container's IPC objects (`ipc.img`).
@@ -39,6 +44,7 @@ impl Kind {
             6 => Kind::Files,
             7 => Kind::FileTable,
             8 => Kind::ParentMap,
+            9 => Kind::Pack,
             24 => Kind::Mounts,
             25 => Kind::Ipc,
             26 => Kind::IpcShm,
@@ -59,11 +65,23 @@ impl Kind {
             "files" => Kind::Files,
             "fdtable" => Kind::FileTable,
             "parentmap" => Kind::ParentMap,
+            "procs" => Kind::Pack,
             "mounts" => Kind::Mounts,
             "ipc" => Kind::Ipc,
             "ipcshm" => Kind::IpcShm,
             _ => return None,
         })
+    }
+}
+
+impl Kind {
+    /// A kind of which each process has a file of its own: packed into procs.img in a
+    /// tree's image.
+    pub fn per_process(self) -> bool {
+        matches!(
+            self,
+            Kind::Core | Kind::Mm | Kind::Files | Kind::Pagemap | Kind::ParentMap
+        )
     }
 }
 
@@ -90,7 +108,7 @@ pub fn check(path: &Path, bytes: &[u8], expected: Kind) -> Result<()> {
         return Err(ImageError::BadMagic { path: path.into() });
     }
     let version = u16::from_le_bytes([bytes[6], bytes[7]]);
-    if version != FORMAT_VERSION {
+    if !(OLDEST_READ_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(ImageError::Version {
             path: path.into(),
             found: version,

@@ -12,7 +12,6 @@ pub mod hash;
 pub mod header;
 pub mod intervals;
 pub mod pages;
-mod precreate;
 pub mod progress;
 pub mod record;
 pub mod shape;
@@ -52,6 +51,8 @@ pub mod names {
     pub fn files(pid: i32) -> String {
         format!("files-{pid}.img")
     }
+    /// The per-process record files of a tree, packed (`Inventory.packed`).
+    pub const PROCS: &str = "procs.img";
     /// The tree's open file descriptions (one file for the whole tree).
     pub const FDTABLE: &str = "fdtable.img";
     /// A container's tmpfs files.

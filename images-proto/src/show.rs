@@ -21,7 +21,7 @@ pub struct Shown {
 pub fn to_json(d: &ImageDir) -> Shown {
     let mut files = serde_json::Map::new();
     let mut intact = true;
-    for f in &d.inventory().files {
+    for f in d.entries() {
         let v = match d.verify_file(f).and_then(|()| decode(d, f)) {
             Ok(mut v) => {
                 if let Some(o) = v.as_object_mut() {

@@ -62,9 +62,8 @@ impl ImageSet {
     /// Verifies every listed file (reporting each result) and decodes every process.
     pub fn load(d: &ImageDir) -> ImageSet {
         let inv = d.inventory().clone();
-        let files = inv
-            .files
-            .iter()
+        let files = d
+            .entries()
             .map(|f| FileCheck {
                 name: f.name.clone(),
                 size: f.size,
@@ -72,12 +71,7 @@ impl ImageSet {
                 result: d.verify_file(f).map_err(|e| e.to_string()),
             })
             .collect();
-        let index: Index = d
-            .inventory()
-            .files
-            .iter()
-            .map(|f| (f.name.as_str(), f))
-            .collect();
+        let index: Index = d.index();
         let all = pids(&inv);
         let processes = all
             .iter()
@@ -121,7 +115,7 @@ pub fn pids(inv: &pb::Inventory) -> Vec<i32> {
     if inv.root_pid != 0 {
         v.push(inv.root_pid);
     }
-    for f in &inv.files {
+    for f in inv.files.iter().chain(&inv.packed) {
         let stem = f.name.strip_suffix(".img").unwrap_or(&f.name);
         if let Some((kind, pid)) = stem.split_once('-') {
             if kind != "pages" {

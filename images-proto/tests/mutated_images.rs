@@ -290,7 +290,7 @@ fn decode(kind: Kind, data: &[u8]) {
     match kind {
         Kind::Inventory => {
             if let Ok(inv) = ImageDir::decode_inventory(r) {
-                for f in &inv.files {
+                for f in inv.files.iter().chain(&inv.packed) {
                     assert!(!f.name.contains('/'), "{:?}", f.name);
                 }
                 let _ = summary::pids(&inv);
@@ -350,7 +350,8 @@ fn decode(kind: Kind, data: &[u8]) {
         Kind::IpcShm => {
             let _ = rest::<pb::ShmPiece>(&mut r, "ShmPiece");
         }
-        Kind::Pages => unreachable!(),
+        // A pack holds whole record files, each checked as what it is when read.
+        Kind::Pack | Kind::Pages => unreachable!(),
     }
 }
 

@@ -67,7 +67,7 @@ fn extra_pages(dir: &ImageDir, chain: &Chain) -> Result<Vec<Extra>, RestoreError
                 continue;
             }
             let name = names::pages(id);
-            let entry = d.inventory().files.iter().find(|f| f.name == name).cloned();
+            let entry = d.lookup(&name).cloned();
             let entry = match entry {
                 Some(e) => e,
                 None if id == live => continue,
@@ -157,7 +157,7 @@ pub fn attach(
     for img in imgs.iter_mut() {
         let pid = img.core.pid;
         let name = names::parentmap(pid);
-        if !dir.inventory().files.iter().any(|f| f.name == name) {
+        if dir.lookup(&name).is_none() {
             continue;
         }
         let bad = |why: String| refused(format!("{}: {why}", dir.path(&name).display()));

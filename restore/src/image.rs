@@ -83,8 +83,7 @@ fn bad(d: &ImageDir, name: &str, reason: String) -> RestoreError {
 pub fn check_tree(d: &ImageDir) -> Result<(), RestoreError> {
     let inv = d.inventory();
     validate::pid_list(inv.root_pid, &inv.pids).map_err(|e| bad(d, names::INVENTORY, e))?;
-    let index: std::collections::HashMap<&str, &pb::ImageFile> =
-        inv.files.iter().map(|f| (f.name.as_str(), f)).collect();
+    let index = d.index();
     let mut parents = Vec::with_capacity(inv.pids.len());
     for &pid in &inv.pids {
         let name = names::core(pid);
@@ -390,7 +389,7 @@ pub fn load(d: &ImageDir, pid: i32, pages_first: u64) -> Result<ProcessImage, Re
 
 /// The tree's open file descriptions (fdtable.img; none in an image from before it).
 pub fn load_table(d: &ImageDir) -> Result<Vec<pb::FileDesc>, RestoreError> {
-    if !d.inventory().files.iter().any(|f| f.name == names::FDTABLE) {
+    if d.lookup(names::FDTABLE).is_none() {
         return Ok(Vec::new());
     }
     let mut r = d.records(names::FDTABLE, Kind::FileTable)?;

@@ -1068,9 +1068,17 @@ pub fn read_inventory(dir: &Path) -> pb::Inventory {
 }
 
 /// Replaces record file `name` with `bytes` and updates its size and checksum in a
-/// resealed inventory.
+/// resealed inventory. A file packed into procs.img (a tree's) becomes a file of its own,
+/// which the reader takes as well.
 pub fn replace_record_file(dir: &Path, name: &str, bytes: Vec<u8>, size: u64, xxh3: u64) {
     let mut inv = read_inventory(dir);
+    if let Some(at) = inv.packed.iter().position(|f| f.name == name) {
+        inv.packed.remove(at);
+        inv.files.push(pb::ImageFile {
+            name: name.into(),
+            ..Default::default()
+        });
+    }
     let entry = inv
         .files
         .iter_mut()
