@@ -278,12 +278,14 @@ fn start_rewrite(env: &Env, hosts: &Hosts, name: &str, args: &[&str]) -> Workloa
 }
 
 /// One test's two hosts, key, server and workload (`rewrite MIB 50`).
+/// Dropped in this order: the server first, while `env`'s directory still holds its
+/// output (the copies it announced are killed), `env` (its processes) before `hosts`.
 struct Scene {
+    server: Server,
+    w: Workload,
     env: Env,
     hosts: Hosts,
     key: PathBuf,
-    server: Server,
-    w: Workload,
 }
 
 impl Scene {
