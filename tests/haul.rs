@@ -91,6 +91,25 @@ impl Hosts {
     }
 }
 
+/// A test that fails between the restore and `assert_moved` (which tracks the copy)
+/// would leave the copy running at the destination: every copy the server announced is
+/// killed with its namespace (its `ckpt-init` parent), by pid.
+impl Drop for Server {
+    fn drop(&mut self) {
+        for pid in self.announced() {
+            let init = status_field(pid, "PPid")
+                .and_then(|p| p.parse::<i32>().ok())
+                .filter(|p| {
+                    fs::read_to_string(format!("/proc/{p}/comm"))
+                        .is_ok_and(|c| c.trim_end() == "ckpt-init")
+                });
+            for p in init.into_iter().chain([pid]) {
+                signal(p, libc::SIGKILL);
+            }
+        }
+    }
+}
+
 impl Drop for Hosts {
     fn drop(&mut self) {
         for ns in [&self.src, &self.dst] {
@@ -118,6 +137,7 @@ struct Server {
     addr: &'static str,
     pid: i32,
     port: u16,
+    out: PathBuf,
     err: PathBuf,
 }
 
@@ -184,8 +204,18 @@ impl Server {
             addr,
             pid,
             port,
+            out,
             err,
         }
+    }
+
+    /// The pids of the copies the server said run (`running as pid N` on its stdout).
+    fn announced(&self) -> Vec<i32> {
+        fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split("running as pid ").nth(1)?.trim().parse().ok())
+            .collect()
     }
 
     fn to(&self) -> String {
@@ -248,12 +278,14 @@ fn start_rewrite(env: &Env, hosts: &Hosts, name: &str, args: &[&str]) -> Workloa
 }
 
 /// One test's two hosts, key, server and workload (`rewrite MIB 50`).
+/// Dropped in this order: the server first, while `env`'s directory still holds its
+/// output (the copies it announced are killed), `env` (its processes) before `hosts`.
 struct Scene {
+    server: Server,
+    w: Workload,
     env: Env,
     hosts: Hosts,
     key: PathBuf,
-    server: Server,
-    w: Workload,
 }
 
 impl Scene {
@@ -616,6 +648,91 @@ fn sigint_during_the_destinations_restore_leaves_no_copy_there() {
         listing(&serve)
     );
     hold.release();
+    assert_still_here(&s.env, &mut s.w);
+}
+
+/// Processes of ckpt restoring (or paging for) a migration of this test's server: their
+/// command line names its directory under `env`.
+fn restorers(env: &Env) -> Vec<i32> {
+    let needle = env.path().join("serve").to_string_lossy().into_owned();
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| {
+            let cmd = fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            cmd.contains("restore")
+                && cmd.contains(&needle)
+                && status_field(p, "State").is_some_and(|s| !s.starts_with('Z'))
+        })
+        .collect()
+}
+
+/// Waits until none of `pids` exists (or the line timeout); those left.
+fn outlived(pids: &[i32]) -> Vec<i32> {
+    let start = Instant::now();
+    let left = || {
+        pids.iter()
+            .copied()
+            .filter(|&p| exists(p) && proc_state(p) != Some('Z'))
+    };
+    while left().next().is_some() && start.elapsed() < LINE_TIMEOUT {
+        sleep(Duration::from_millis(10));
+    }
+    left().collect()
+}
+
+/// The destination's server is killed (SIGKILL: no cleanup of its own) while its
+/// restore is held half-way: the session is lost, so the source resumes its tree, and
+/// the restore must not finish there on its own: it dies with the server, and its
+/// namespace (the copy being made) with it. Checked by pid: the restore, the copy.
+#[test]
+fn a_destination_killed_mid_restore_leaves_no_restore_and_no_copy() {
+    let (mut s, hold) = Scene::new("16", Some("restore-puppet"));
+    let hold = hold.unwrap();
+    let bg = s.migrate_bg(&[], None);
+    let restorer = hold.reached();
+    let made = copies(&s.env, &s.w);
+    assert_eq!(made.len(), 1, "no copy being restored");
+    assert!(signal(s.server.pid, libc::SIGKILL));
+    let mut watched = vec![restorer];
+    watched.extend(&made);
+    nothing_left_after(&mut s, bg, &watched);
+    hold.release();
+}
+
+/// Post-copy: the destination's server is killed while the copy runs there with its
+/// memory still at the source (held at `haul-post-copy`). The copy's pager, which can
+/// no longer get a page, kills it (it never reads one that did not come) and exits;
+/// the source resumes its tree. Checked by pid: the copy, its init, the pager.
+#[test]
+fn a_destination_killed_during_post_copy_leaves_nothing_there() {
+    let (mut s, _) = Scene::new("64", None);
+    let hold = Hold::new(&s.env, "haul-post-copy");
+    let bg = s.migrate_bg(&["--post-copy"], Some(&hold));
+    hold.reached();
+    let copy = s.server.announced();
+    assert_eq!(copy.len(), 1, "{}", s.server.log());
+    let mut watched = restorers(&s.env);
+    assert!(!watched.is_empty(), "no pager for the copy");
+    watched.push(copy[0]);
+    watched.push(ppid(copy[0]));
+    assert!(signal(s.server.pid, libc::SIGKILL));
+    hold.release();
+    nothing_left_after(&mut s, bg, &watched);
+}
+
+/// The migration `bg` failed and the source runs on; none of `watched` (pids at the
+/// destination) outlives the failure, and no restore, pager or copy of this test is left.
+fn nothing_left_after(s: &mut Scene, bg: Bg, watched: &[i32]) {
+    let out = finish(&s.env, bg);
+    out.failed_naming("runs on here");
+    let left = outlived(watched);
+    assert_eq!(left, Vec::<i32>::new(), "left at the destination");
+    let left = restorers(&s.env);
+    assert_eq!(left, Vec::<i32>::new(), "a restore or pager was left");
+    assert_eq!(copies(&s.env, &s.w), Vec::<i32>::new(), "a copy was left");
     assert_still_here(&s.env, &mut s.w);
 }
 

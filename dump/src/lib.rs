@@ -244,6 +244,7 @@ fn dump_inner(
     live: Option<&dyn LiveSink>,
 ) -> Result<(DumpStats, Option<Held>), DumpError> {
     let t0 = Instant::now();
+    let pages_unwritten = live.is_some_and(|l| l.pages_unwritten());
     if opts.pid <= 0 {
         return Err(refuse(format!(
             "pid {} is not a valid process id",
@@ -377,6 +378,9 @@ fn dump_inner(
     let mut stats = DumpStats::default();
     let t = Instant::now();
     let (mut pages_w, pages_link) = page_sink::pages(&mut sink, pages::PAGES_ID)?;
+    if pages_unwritten && opts.compress.is_none() && !opts.pre_dump {
+        pages_w.leave_unwritten();
+    }
     let mut shared = TreeWide {
         memory: ckpt_images::intervals::Covered::default(),
         files: fdtable::FdTable::new(tree.live.iter().map(|m| m.task.pid())),

@@ -48,6 +48,14 @@ pub trait LiveSink {
     /// The first `len` bytes of the pages file at `path` are written and stay as they
     /// are. May block (the next pass waits); an error ends the dump, the tree untouched.
     fn written(&self, path: &std::path::Path, len: u64) -> Result<(), DumpError>;
+
+    /// Whether the frozen copy's pages file (`pages-1.img`) is left unwritten: its pages
+    /// hashed and placed in the pagemap, the file a hole (`PagesWriter::leave_unwritten`),
+    /// because the caller sends those bytes from the stopped tree itself (post-copy
+    /// migration: the tree stays stopped until every byte is at the destination).
+    fn pages_unwritten(&self) -> bool {
+        false
+    }
 }
 
 /// What the passes learnt of one process.

@@ -336,10 +336,14 @@ async fn transfer(
     // The final round: the tree stops here and stays stopped until the verdict.
     let t = Instant::now();
     let dir = stage.join(format!("r{round}"));
+    // Post-copy of one process (what the lazy restore takes): its pages are not written
+    // while it is frozen, only hashed; `push` reads them from the stopped tree.
+    let unwritten = post && alone(opts.pid);
     src.ask(Cmd::Final {
         dir: dir.clone(),
         prev,
         post_copy: post,
+        unwritten,
     });
     // Its copy before the freeze goes over the link pass by pass meanwhile.
     let mut growing = None;
@@ -360,6 +364,12 @@ async fn transfer(
     let frozen_from = t + Duration::from_secs_f64(((dump_ms - stats.frozen_ms).max(0.0)) / 1e3);
     hold("haul-dumped");
     let post = post && deferrable(&dir, progress)?;
+    if unwritten && !post {
+        return Err(HaulError::Protocol(format!(
+            "pid {} forked or is a container's root after all: its pages were left to be sent from memory, which post-copy of a tree cannot",
+            opts.pid
+        )));
+    }
     let sent = send_round(link, &mut squeeze, &dir, round, true, post, growing).await?;
     sent_bytes += sent.bytes;
     wire_bytes += sent.wire_bytes;
@@ -375,6 +385,11 @@ async fn transfer(
             path: &path,
             size: d.1,
             chunk_size: d.2,
+            tree: if unwritten {
+                Some(crate::push::TreePages::read(&dir, opts.pid)?)
+            } else {
+                None
+            },
         };
         let t_push = Instant::now();
         let pushed = guarded(crate::push::push(
@@ -395,11 +410,16 @@ async fn transfer(
             .as_secs_f64()
             * 1e3;
         progress(&format!(
-            "post-copy: running at the destination {downtime_ms:.0} ms after the freeze; its {:.1} MiB of memory followed in {:.0} ms ({} chunks asked for, {} before it ran)",
+            "post-copy: running at the destination {downtime_ms:.0} ms after the freeze; its {:.1} MiB of memory followed in {:.0} ms ({} chunks asked for, {} before it ran){}",
             d.1 as f64 / (1 << 20) as f64,
             pushed.ms,
             pushed.asked,
-            pushed.asked_before_running
+            pushed.asked_before_running,
+            if unwritten {
+                ", read from the stopped process (never written here)"
+            } else {
+                ""
+            }
         ));
         let push_ms = ms(t_push);
         sent_bytes += d.1;
@@ -471,6 +491,24 @@ async fn transfer(
 
 /// Whether the final image in `dir` can be restored lazily at the destination: one
 /// process, not a container; else its pages go now (said in the log).
+/// Whether `pid` looks like one process outside a container (no child in any of its
+/// threads; not pid 1 of a pid namespace): what post-copy restores lazily. Looked at
+/// before the final dump; `deferrable` says after it.
+fn alone(pid: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let ns_root = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .and_then(|l| l.split_whitespace().last())
+        .is_none_or(|p| p == "1");
+    let childless = std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|d| {
+        d.flatten().all(|t| {
+            std::fs::read_to_string(t.path().join("children")).is_ok_and(|c| c.trim().is_empty())
+        })
+    });
+    childless && !ns_root
+}
+
 fn deferrable(dir: &Path, progress: &(dyn Fn(&str) + Sync)) -> R<bool> {
     let d = ckpt_images::ImageDir::open_unverified(dir)?;
     let inv = d.inventory();

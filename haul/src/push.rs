@@ -22,6 +22,87 @@ pub(crate) struct Pages<'a> {
     pub path: &'a Path,
     pub size: u64,
     pub chunk_size: u64,
+    /// Its pages are in the stopped tree, not in the file (a hole past its header:
+    /// `PagesWriter::leave_unwritten`).
+    pub tree: Option<TreePages>,
+}
+
+/// Where the pages of a file left unwritten are: the stopped process's memory, read with
+/// process_vm_readv (/proc/PID/mem where that refuses, as the dump did). The dump hashed
+/// the same bytes, and the tree cannot change before it is killed: the destination
+/// checks each chunk against those hashes before a page of it is placed.
+pub(crate) struct TreePages {
+    pid: nix::unistd::Pid,
+    /// (offset in the file, address, bytes), by offset.
+    runs: Vec<(u64, u64, u64)>,
+}
+
+impl TreePages {
+    /// The stored runs of the pagemap in the image `dir` of one process, `pid` here (the
+    /// image may name it by its pid inside a pid namespace).
+    pub(crate) fn read(dir: &Path, pid: i32) -> R<TreePages> {
+        let d = ckpt_images::ImageDir::open_unverified(dir)?;
+        let &[named] = d.inventory().pids.as_slice() else {
+            return Err(HaulError::Protocol(format!(
+                "{}: not the image of one process",
+                dir.display()
+            )));
+        };
+        let mut r = d.records(
+            &ckpt_images::names::pagemap(named),
+            ckpt_images::Kind::Pagemap,
+        )?;
+        let _: ckpt_images::pb::PagemapHead = r.expect("PagemapHead")?;
+        let page = ckpt_images::PAGE_SIZE as u64;
+        let mut runs: Vec<(u64, u64, u64)> = r
+            .rest::<ckpt_images::pb::PageRun>("PageRun")?
+            .into_iter()
+            .filter(|r| !r.from_parent && r.nr_pages > 0)
+            .map(|r| (r.offset, r.vaddr, r.nr_pages * page))
+            .collect();
+        runs.sort_unstable();
+        Ok(TreePages {
+            pid: nix::unistd::Pid::from_raw(pid),
+            runs,
+        })
+    }
+
+    /// Fills `buf` with the file's bytes from `start`: the runs' from the tree, the rest
+    /// (the header page) from `file`.
+    fn read_at(&self, file: &std::fs::File, path: &Path, buf: &mut [u8], start: u64) -> R<()> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = start + done as u64;
+            let i = self.runs.partition_point(|&(o, _, n)| o + n <= pos);
+            let left = (buf.len() - done) as u64;
+            let piece = &mut buf[done..];
+            let n = match self.runs.get(i) {
+                Some(&(o, a, n)) if o <= pos => {
+                    let n = (o + n - pos).min(left) as usize;
+                    let addr = a + (pos - o);
+                    let dst = &mut piece[..n];
+                    if ckpt_sys::mem::read_ranges(self.pid, &[(addr, n)], dst).is_err() {
+                        ckpt_sys::mem::peek(self.pid, addr, dst).map_err(|e| {
+                            HaulError::Protocol(format!(
+                                "reading pid {} at {addr:#x}: {e}",
+                                self.pid
+                            ))
+                        })?;
+                    }
+                    n
+                }
+                next => {
+                    let upto = next.map_or(u64::MAX, |&(o, _, _)| o);
+                    let n = (upto - pos).min(left) as usize;
+                    file.read_exact_at(&mut piece[..n], pos)
+                        .map_err(|e| HaulError::io(format!("{}", path.display()), e))?;
+                    n
+                }
+            };
+            done += n;
+        }
+        Ok(())
+    }
 }
 
 /// What post-copy did.
@@ -152,8 +233,12 @@ pub(crate) async fn push(link: &mut Link, p: &Pages<'_>, verdict_wait: Duration)
         let start = c as u64 * p.chunk_size + off;
         let len = (chunk_len(c) - off).min((buf.len() - 8) as u64) as usize;
         buf[..8].copy_from_slice(&start.to_be_bytes());
-        file.read_exact_at(&mut buf[8..8 + len], start)
-            .map_err(|e| HaulError::io(format!("{}", p.path.display()), e))?;
+        match &p.tree {
+            Some(t) => t.read_at(&file, p.path, &mut buf[8..8 + len], start)?,
+            None => file
+                .read_exact_at(&mut buf[8..8 + len], start)
+                .map_err(|e| HaulError::io(format!("{}", p.path.display()), e))?,
+        }
         link.send(msg::PAGE, &buf[..8 + len]).await?;
         if off + len as u64 == chunk_len(c) {
             sent[c] = true;

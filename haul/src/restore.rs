@@ -44,7 +44,13 @@ pub(crate) fn spawn(ckpt: &Path, dir: &Path, last: u16, extra: &[&std::ffi::OsSt
     let log = dir.join("restore.log");
     let err =
         std::fs::File::create(&log).map_err(|e| HaulError::io(format!("{}", log.display()), e))?;
-    let child = tokio::process::Command::new(ckpt)
+    let mut cmd = std::process::Command::new(ckpt);
+    // A serve that dies mid-restore (killed, crashed) lost the session: the source
+    // resumes its tree, so the restore must not finish after it (a second copy, no one
+    // to kill it). Dead before the release, the restore takes its namespace with it
+    // (its init exits on the EOF of ckpt's pipe).
+    ckpt_sys::process::die_with_parent(&mut cmd);
+    let child = tokio::process::Command::from(cmd)
         .arg("restore")
         .arg("-D")
         .arg(dir.join(format!("r{last}")))

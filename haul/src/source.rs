@@ -13,10 +13,13 @@ pub enum Cmd {
     PreDump { dir: PathBuf, prev: Option<String> },
     /// The final round: the tree stays stopped (held). `post_copy`: its pages file in
     /// small checksum chunks (`POST_COPY_CHUNK`), fetched one at a time as the copy asks.
+    /// `unwritten`: that file's pages hashed but left unwritten (`push` sends them from
+    /// the stopped tree).
     Final {
         dir: PathBuf,
         prev: Option<String>,
         post_copy: bool,
+        unwritten: bool,
     },
     /// The copy runs at the destination: kill the held tree.
     Kill,
@@ -43,7 +46,8 @@ pub enum Reply {
 
 /// Hands the final round's copy before the freeze to the migration, pass by pass, and
 /// waits until it is sent: after the freeze only what the last pass missed is left.
-struct ToLink<'a>(&'a amp::UnboundedSender<Reply>);
+/// The channel, and whether the frozen copy's pages are left unwritten.
+struct ToLink<'a>(&'a amp::UnboundedSender<Reply>, bool);
 
 impl ckpt_dump::LiveSink for ToLink<'_> {
     fn written(&self, path: &std::path::Path, len: u64) -> Result<(), DumpError> {
@@ -60,6 +64,10 @@ impl ckpt_dump::LiveSink for ToLink<'_> {
             Ok(true) => Ok(()),
             _ => Err(gone()),
         }
+    }
+
+    fn pages_unwritten(&self) -> bool {
+        self.1
     }
 }
 
@@ -144,12 +152,13 @@ fn run(
                 dir,
                 prev,
                 post_copy,
+                unwritten,
             } => {
                 let mut o = options(pid, tcp_established, dir, prev);
                 if post_copy {
                     o.pages_chunk = Some(POST_COPY_CHUNK);
                 }
-                let live = ToLink(&replies);
+                let live = ToLink(&replies, unwritten);
                 let r = ckpt_dump::dump_held(&o, &quiet, Some(&live)).map(|(stats, h)| {
                     held = Some(h);
                     stats

@@ -77,6 +77,8 @@ pub struct PagesWriter {
     offset: u64,
     /// Offset in the uncompressed page stream (the same as `offset` for raw pages).
     raw_offset: u64,
+    /// `leave_unwritten`: pages are hashed and counted, the file only grows (a hole).
+    unwritten: bool,
 }
 
 /// The chunk hashing of a pages file, handed to whoever has the bytes in cache first
@@ -122,6 +124,7 @@ impl PagesWriter {
             hashed: PAGE_SIZE as u64,
             offset: PAGE_SIZE as u64,
             raw_offset: PAGE_SIZE as u64,
+            unwritten: false,
         })
     }
 
@@ -180,13 +183,30 @@ impl PagesWriter {
         Ok(())
     }
 
+    /// From here on, raw pages given to `write` are hashed and their place kept, but
+    /// not written: the file gets a hole there. For a post-copy migration, whose source
+    /// sends those bytes from the stopped tree itself once the copy runs (the frozen
+    /// dump then costs a read and a hash of the memory, not a write of it).
+    pub fn leave_unwritten(&mut self) {
+        self.unwritten = true;
+    }
+
     /// Appends whole pages.
     pub fn write(&mut self, data: &[u8]) -> Result<u64> {
         debug_assert_eq!(data.len() % PAGE_SIZE, 0);
         let at = self.offset;
-        self.file
-            .write_all(data)
-            .map_err(|e| ImageError::io(&self.path, e))?;
+        let end = at + data.len() as u64;
+        if self.unwritten {
+            use std::io::Seek;
+            self.file
+                .set_len(end)
+                .and_then(|()| self.file.seek(std::io::SeekFrom::Start(end)))
+                .map_err(|e| ImageError::io(&self.path, e))?;
+        } else {
+            self.file
+                .write_all(data)
+                .map_err(|e| ImageError::io(&self.path, e))?;
+        }
         if let Some(h) = self.hash.as_mut() {
             h.update(data);
             self.hashed += data.len() as u64;
@@ -305,6 +325,33 @@ mod tests {
     /// The dump's reader hashes raw pages itself: the chunk digests must be exactly the
     /// ones the writer would have computed, and a writer whose hasher was never handed back
     /// must not seal a file with no checksums.
+    /// Pages left unwritten (post-copy's frozen dump) get the digests of the same pages
+    /// written, and a file of the same size that holds only its header: a hole after it.
+    #[test]
+    fn unwritten_pages_keep_their_place_and_digests() {
+        let t = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..40 * PAGE_SIZE).map(|i| (i * 7 + 1) as u8).collect();
+        let mut written = writer(t.path());
+        written.write(&data).unwrap();
+        let (_, size_a, chunks_a, top_a) = written.finish().unwrap();
+
+        let path = t.path().join("hole.img");
+        let mut hole = PagesWriter::new(File::create(&path).unwrap(), &path).unwrap();
+        hole.leave_unwritten();
+        for part in data.chunks(3 * PAGE_SIZE) {
+            hole.write(part).unwrap();
+        }
+        let (_, size_b, chunks_b, top_b) = hole.finish().unwrap();
+        assert_eq!((size_a, &chunks_a, top_a), (size_b, &chunks_b, top_b));
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len() as u64, size_b);
+        assert_eq!(
+            &bytes[..header::HEADER_LEN],
+            &header::encode(Kind::Pages)[..]
+        );
+        assert!(bytes[PAGE_SIZE..].iter().all(|&b| b == 0));
+    }
+
     #[test]
     fn hashing_elsewhere_gives_the_same_digests() {
         let t = tempfile::tempdir().unwrap();

@@ -725,3 +725,28 @@ impl Drop for SignalsBlocked {
         );
     }
 }
+
+/// Makes `cmd`'s child die (SIGKILL) when the thread that spawns it exits: a helper
+/// that must not outlive its parent's decision (haul serve's `ckpt restore`: a serve
+/// killed mid-restore lost its session, the source resumes, and a restore finishing
+/// after it would run the workload twice). Not inherited by the child's own forks. A
+/// parent that is already gone by the time the child runs (`parent` no longer its
+/// parent) makes it exit at once.
+pub fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = nix::unistd::getpid();
+    // SAFETY: between fork and exec the closure only makes two syscalls (prctl,
+    // getppid) and possibly _exit, all async-signal-safe; it allocates nothing and takes
+    // no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent.as_raw() {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
