@@ -12,6 +12,7 @@ pub mod idmap;
 pub mod inject;
 pub mod kstate;
 pub mod loopdev;
+pub mod mcast;
 pub mod mem;
 pub mod mounts;
 pub mod mqueue;

@@ -9,9 +9,11 @@
 //! - `netlink`: netlink sockets (route, uevent, generic), with nothing queued;
 //! - `packet`: packet sockets without rings, fanout or filter, with nothing queued;
 //! - `options`: the options to set back;
+//! - `mcast`: the multicast groups a UDP socket joined, with their source filters;
 //! - `tcp`: an established connection through TCP_REPAIR;
 //! - `seal`: a killed container's namespace cut off before it is dismantled.
 
+mod mcast;
 pub mod netlink;
 mod options;
 pub mod packet;
@@ -309,6 +311,8 @@ impl Session {
             ..Default::default()
         };
         if inet.protocol == libc::IPPROTO_UDP {
+            out.opts
+                .extend(mcast::memberships(pid, sock, inet.family).map_err(named)?);
             out.state = if peer.is_some() {
                 s::TCP_ESTABLISHED as u32
             } else {
