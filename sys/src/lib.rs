@@ -8,6 +8,7 @@ pub mod caps;
 pub mod cgroup;
 pub mod epoll;
 pub mod error;
+pub mod halfopen;
 pub mod idmap;
 pub mod inject;
 pub mod kstate;

@@ -177,6 +177,16 @@ fn look_at(pid: Pid, sock: OwnedFd, kind: (i32, i32, i32)) -> Result<Option<Inet
                 info.unacked
             ));
         }
+        if info.state == s::TCP_LISTEN {
+            let half = half_open(pid, sock.as_fd(), in_container)?;
+            if half > 0 {
+                return Err(format!(
+                    "a listening socket with {half} connections half open (SYN_RECV: the \
+                     handshake's last ACK not arrived yet); a restored listener would answer \
+                     their ACKs with a reset. Retry the dump once they are accepted"
+                ));
+            }
+        }
     }
     if let Err(e) = s::filter(sock.as_fd()) {
         return Err(if e.errno() == Some(nix::errno::Errno::EACCES) {
@@ -196,6 +206,23 @@ fn look_at(pid: Pid, sock: OwnedFd, kind: (i32, i32, i32)) -> Result<Option<Inet
         info,
         in_container,
     }))
+}
+
+/// How many connections the listening socket `sock` of `pid` has half open: asked in
+/// the socket's network namespace (the holder's, in a container).
+fn half_open(
+    pid: Pid,
+    sock: std::os::fd::BorrowedFd<'_>,
+    in_container: bool,
+) -> Result<u32, String> {
+    let local = s::local_addr(sock).map_err(|e| e.to_string())?;
+    let n = if in_container {
+        ckpt_sys::ns::in_namespace_of(pid, "net", || ckpt_sys::halfopen::count(local))
+            .and_then(|r| r)
+    } else {
+        ckpt_sys::halfopen::count(local)
+    };
+    n.map_err(|e| e.to_string())
 }
 
 /// What a `socket:[N]` fd of `pid` is, looked at once through ckpt's copy of it (one
