@@ -1,6 +1,7 @@
 //! Kernel state of sockets that a restore must not lose silently, each in a
 //! self-checking workload that asks its own sockets after every restore: multicast
-//! memberships with their source filters (`mcast`).
+//! memberships with their source filters (`mcast`), options of unix sockets (`unixopts`),
+//! and a listener's half-open connections, refused.
 
 mod common;
 
@@ -17,6 +18,35 @@ fn mcast_sane() {
 #[test]
 fn multicast_memberships_three_cycles() {
     leave_running_then_three_cycles("mcast");
+}
+
+#[test]
+fn unixopts_sane() {
+    sanity(|e| e.start("unixopts"));
+}
+
+/// A unix socket's filter (classic BPF, locked), timeouts, SO_RCVLOWAT, SO_PRIORITY,
+/// SO_MARK, SO_TIMESTAMP, SO_PASSPIDFD, SO_PASSSEC, SO_PASSRIGHTS and SO_BUF_LOCK come
+/// back, the filter still filtering, a queued message still there.
+#[test]
+fn unix_socket_options_three_cycles() {
+    leave_running_then_three_cycles("unixopts");
+}
+
+/// IP_OPTIONS, SO_TXTIME, SO_TIMESTAMPING, SO_TIMESTAMP_NEW, UDP_ENCAP, sticky IPv6
+/// extension headers, IPV6_FLOWINFO_SEND and TCP_FASTOPEN_CONNECT read back the same
+/// after three cycles (tests/workloads/sockopts.py); the check notices a lost one.
+#[test]
+fn ip_options_three_cycles() {
+    let env = Env::new();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workloads/sockopts.py");
+    let py = python3();
+    let args = [std::ffi::OsStr::new(script), env.path().as_os_str()];
+    let mut w = env.spawn("sockopts", &py, &args);
+    env.wait_ready(&w);
+    env.check(&mut w);
+    env.cycles(&mut w, 3, &[], |_, _| {});
+    notices_corruption(&env, &w);
 }
 
 /// An nftables table of the test's own, deleted when dropped.

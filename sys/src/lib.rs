@@ -33,6 +33,7 @@ pub mod seqpacket;
 mod sockdiag;
 pub mod socket;
 pub mod sysvipc;
+pub mod tcpdiag;
 pub mod tcpinject;
 pub mod testhold;
 pub mod timewait;

@@ -11,14 +11,16 @@
 //! - `options`: the options to set back;
 //! - `mcast`: the multicast groups a UDP socket joined, with their source filters;
 //! - `tcp`: an established connection through TCP_REPAIR;
-//! - `seal`: a killed container's namespace cut off before it is dismantled.
+//! - `seal`: a killed container's namespace cut off before it is dismantled;
+//! - `unkept`: state the kernel does not give back (refused by name).
 
 mod mcast;
 pub mod netlink;
-mod options;
+pub(crate) mod options;
 pub mod packet;
 mod seal;
 mod tcp;
+pub(crate) mod unkept;
 
 use crate::{refuse, DumpError};
 use ckpt_images::pb;
@@ -178,7 +180,7 @@ fn look_at(pid: Pid, sock: OwnedFd, kind: (i32, i32, i32)) -> Result<Option<Inet
             ));
         }
         if info.state == s::TCP_LISTEN {
-            let half = half_open(pid, sock.as_fd(), in_container)?;
+            let half = unkept::half_open(pid, sock.as_fd(), in_container)?;
             if half > 0 {
                 return Err(format!(
                     "a listening socket with {half} connections half open (SYN_RECV: the \
@@ -188,14 +190,11 @@ fn look_at(pid: Pid, sock: OwnedFd, kind: (i32, i32, i32)) -> Result<Option<Inet
             }
         }
     }
-    if let Err(e) = s::filter(sock.as_fd()) {
-        return Err(if e.errno() == Some(nix::errno::Errno::EACCES) {
-            "a socket filter attached as eBPF (SO_ATTACH_BPF), which the kernel cannot give \
-             back; only classic BPF filters are restored"
-                .into()
-        } else {
-            e.to_string()
-        });
+    unkept::classic_filter_only(sock.as_fd())?;
+    if tcp {
+        unkept::tcp(pid, sock.as_fd(), info.state, in_container)?;
+    } else {
+        unkept::udp(sock.as_fd())?;
     }
     Ok(Some(Inet {
         sock,
@@ -206,23 +205,6 @@ fn look_at(pid: Pid, sock: OwnedFd, kind: (i32, i32, i32)) -> Result<Option<Inet
         info,
         in_container,
     }))
-}
-
-/// How many connections the listening socket `sock` of `pid` has half open: asked in
-/// the socket's network namespace (the holder's, in a container).
-fn half_open(
-    pid: Pid,
-    sock: std::os::fd::BorrowedFd<'_>,
-    in_container: bool,
-) -> Result<u32, String> {
-    let local = s::local_addr(sock).map_err(|e| e.to_string())?;
-    let n = if in_container {
-        ckpt_sys::ns::in_namespace_of(pid, "net", || ckpt_sys::halfopen::count(local))
-            .and_then(|r| r)
-    } else {
-        ckpt_sys::halfopen::count(local)
-    };
-    n.map_err(|e| e.to_string())
 }
 
 /// What a `socket:[N]` fd of `pid` is, looked at once through ckpt's copy of it (one
