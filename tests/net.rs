@@ -155,6 +155,16 @@ fn refused(kind: &str, needle: &str, extra: &[&str]) {
                     "a = socket.socket(); a.bind(('127.0.0.1', 0))\n\
                      b = socket.socket(); b.setblocking(False); b.connect_ex(a.getsockname())\n\
                      import select; select.select([], [b], [], 10)",
+                // A listener with a TCP-MD5 key for 127.0.0.1 (struct tcp_md5sig).
+                "md5" =>
+                    "import struct\n\
+                     a = socket.socket(); a.bind(('127.0.0.1', 0))\n\
+                     peer = struct.pack('=HH4s120x', socket.AF_INET, 0, socket.inet_aton('127.0.0.1'))\n\
+                     a.setsockopt(6, 14, peer + struct.pack('=BBHi80s', 0, 0, 6, 0, b'secret')); a.listen(4)",
+                // Part of a datagram written under UDP_CORK, not sent yet.
+                "udp_corked" =>
+                    "a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); a.connect(('127.0.0.1', 9))\n\
+                     a.setsockopt(socket.IPPROTO_UDP, 1, 1); a.send(b'part')",
                 other => panic!("{other}"),
             }
         ),
@@ -177,6 +187,18 @@ fn refused(kind: &str, needle: &str, extra: &[&str]) {
     assert_running_untraced(w.pid);
     env.check(&mut w);
     env.kill_and_reap(w.pid);
+}
+
+/// TCP-MD5 keys have no getter (sock_diag shows them): refused, not dropped.
+#[test]
+fn tcp_md5_keys_refused() {
+    refused("md5", "TCP-MD5 keys", &[]);
+}
+
+/// The bytes of a corked UDP datagram wait in the socket: refused, not dropped.
+#[test]
+fn corked_udp_datagram_refused() {
+    refused("udp_corked", "a datagram being built", &[]);
 }
 
 #[test]

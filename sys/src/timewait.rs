@@ -63,14 +63,14 @@ fn find(sock: &OwnedFd, local: SocketAddr, peer: SocketAddr) -> Result<Option<(u
     }
 }
 
-enum Answer {
+pub(crate) enum Answer {
     /// NLMSG_ERROR's errno (0: an acknowledgement).
     Error(i32),
     Diag(Vec<u8>),
 }
 
 /// Sends `msg` and reads the one message answering it (its payload).
-fn answer(sock: &OwnedFd, msg: &[u8], what: &str) -> Result<Answer> {
+pub(crate) fn answer(sock: &OwnedFd, msg: &[u8], what: &str) -> Result<Answer> {
     use nix::sys::socket::{recv, sendto, MsgFlags, NetlinkAddr};
     sendto(
         sock.as_raw_fd(),
@@ -98,7 +98,7 @@ fn answer(sock: &OwnedFd, msg: &[u8], what: &str) -> Result<Answer> {
 
 /// struct inet_diag_req_v2 for TCP: family, protocol, ext, pad, states (any), then the
 /// sockid: ports, source (local) and destination (peer) addresses, interface, cookie.
-fn request(local: SocketAddr, peer: SocketAddr, cookie: u64) -> Vec<u8> {
+pub(crate) fn request(local: SocketAddr, peer: SocketAddr, cookie: u64) -> Vec<u8> {
     let family = if local.is_ipv4() {
         libc::AF_INET
     } else {

@@ -296,9 +296,13 @@ fn peek_all(fd: BorrowedFd<'_>, stream: bool) -> std::result::Result<Vec<Queued>
     }
 }
 
+/// Control messages of a receive time (SCM_TIMESTAMP, SCM_TIMESTAMPNS,
+/// SCM_TIMESTAMPING and their 64-bit time variants, asm-generic/socket.h).
+const RECEIVE_TIME: [i32; 6] = [29, 35, 37, 63, 64, 65];
+
 /// The fds a peek installed for the files in flight (SCM_RIGHTS) and the credentials
-/// (SCM_CREDENTIALS); anything else in the control data (a security label, a pidfd) or a
-/// truncated one is a problem (the fds installed are closed again).
+/// (SCM_CREDENTIALS); receive times are passed over; anything else in the control data
+/// (a security label, a pidfd) or a truncated one is a problem (the fds installed are closed again).
 #[allow(clippy::type_complexity)]
 fn control(
     m: &libc::msghdr,
@@ -330,6 +334,9 @@ fn control(
             // length checked above).
             let c = unsafe { (libc::CMSG_DATA(c) as *const libc::ucred).read_unaligned() };
             creds = Some((c.pid, c.uid, c.gid));
+        } else if h.cmsg_level == libc::SOL_SOCKET && RECEIVE_TIME.contains(&h.cmsg_type) {
+            // The time the message arrived (SO_TIMESTAMP*): a property of the receipt,
+            // which the restore's refill renews; nothing to keep.
         } else if problem.is_none() {
             problem = Some(PeekProblem::Control(h.cmsg_type));
         }

@@ -78,6 +78,7 @@ pub fn check(pid: Pid, sock: BorrowedFd<'_>, ty: i32, ino: u64) -> Result<(), St
     }
     // ckpt's network namespace, or the process's own (a container's, which the restore
     // makes again and where its seeds make the sockets).
+    crate::net::unkept::classic_filter_only(sock)?;
     let ns = crate::net::socket_netns(sock, ino)?;
     if ns == crate::net::own_netns()? {
         return Ok(());
@@ -151,6 +152,7 @@ fn dump_one(ctx: &FdCtx, table: &mut FdTable) -> Result<pb::UnixSocket, DumpErro
         },
         passcred: int(libc::SOL_SOCKET, libc::SO_PASSCRED).map_err(sys)? != 0,
         peek_off: int(libc::SOL_SOCKET, libc::SO_PEEK_OFF).map_err(sys)?,
+        opts: crate::net::options::unix_differing(s, d.ty as i32).map_err(sys)?,
         ..Default::default()
     };
     if state == u::ST_CONNECTED {

@@ -9,14 +9,18 @@
 //! - `netlink`: netlink sockets (route, uevent, generic), with nothing queued;
 //! - `packet`: packet sockets without rings, fanout or filter, with nothing queued;
 //! - `options`: the options to set back;
+//! - `mcast`: the multicast groups a UDP socket joined, with their source filters;
 //! - `tcp`: an established connection through TCP_REPAIR;
-//! - `seal`: a killed container's namespace cut off before it is dismantled.
+//! - `seal`: a killed container's namespace cut off before it is dismantled;
+//! - `unkept`: state the kernel does not give back (refused by name).
 
+mod mcast;
 pub mod netlink;
-mod options;
+pub(crate) mod options;
 pub mod packet;
 mod seal;
 mod tcp;
+pub(crate) mod unkept;
 
 use crate::{refuse, DumpError};
 use ckpt_images::pb;
@@ -175,15 +179,22 @@ fn look_at(pid: Pid, sock: OwnedFd, kind: (i32, i32, i32)) -> Result<Option<Inet
                 info.unacked
             ));
         }
+        if info.state == s::TCP_LISTEN {
+            let half = unkept::half_open(pid, sock.as_fd(), in_container)?;
+            if half > 0 {
+                return Err(format!(
+                    "a listening socket with {half} connections half open (SYN_RECV: the \
+                     handshake's last ACK not arrived yet); a restored listener would answer \
+                     their ACKs with a reset. Retry the dump once they are accepted"
+                ));
+            }
+        }
     }
-    if let Err(e) = s::filter(sock.as_fd()) {
-        return Err(if e.errno() == Some(nix::errno::Errno::EACCES) {
-            "a socket filter attached as eBPF (SO_ATTACH_BPF), which the kernel cannot give \
-             back; only classic BPF filters are restored"
-                .into()
-        } else {
-            e.to_string()
-        });
+    unkept::classic_filter_only(sock.as_fd())?;
+    if tcp {
+        unkept::tcp(pid, sock.as_fd(), info.state, in_container)?;
+    } else {
+        unkept::udp(sock.as_fd())?;
     }
     Ok(Some(Inet {
         sock,
@@ -309,6 +320,8 @@ impl Session {
             ..Default::default()
         };
         if inet.protocol == libc::IPPROTO_UDP {
+            out.opts
+                .extend(mcast::memberships(pid, sock, inet.family).map_err(named)?);
             out.state = if peer.is_some() {
                 s::TCP_ESTABLISHED as u32
             } else {

@@ -23,6 +23,9 @@ const LIST: &[(i32, i32, usize)] = &[
     (s::SOL_SOCKET, libc::SO_RCVLOWAT, 4),
     (s::SOL_SOCKET, libc::SO_MARK, 4),
     (s::SOL_SOCKET, libc::SO_LINGER, 8),
+    // struct so_timestamping: flags and the PHC index bound to. Before SO_TIMESTAMP and
+    // its variants: setting it forgets which of the old and new variants was chosen.
+    (s::SOL_SOCKET, libc::SO_TIMESTAMPING, 8),
     (s::SOL_SOCKET, libc::SO_TIMESTAMP, 4),
     (s::SOL_SOCKET, libc::SO_PASSCRED, 4),
     (s::SOL_SOCKET, libc::SO_RCVTIMEO, 16),
@@ -43,6 +46,12 @@ const LIST: &[(i32, i32, usize)] = &[
     (s::SOL_SOCKET, SO_BUSY_POLL_BUDGET, 4),
     (s::SOL_SOCKET, SO_TXREHASH, 4),
     (s::SOL_SOCKET, SO_RCVMARK, 4),
+    (s::SOL_SOCKET, SO_PASSPIDFD, 4),
+    (s::SOL_SOCKET, SO_PASSRIGHTS, 4),
+    (s::SOL_SOCKET, SO_TIMESTAMP_NEW, 4),
+    (s::SOL_SOCKET, SO_TIMESTAMPNS_NEW, 4),
+    // struct sock_txtime: clock and flags.
+    (s::SOL_SOCKET, SO_TXTIME, 8),
     (s::SOL_IP, libc::IP_TOS, 4),
     (s::SOL_IP, libc::IP_TTL, 4),
     (s::SOL_IP, libc::IP_FREEBIND, 4),
@@ -63,6 +72,8 @@ const LIST: &[(i32, i32, usize)] = &[
     (s::SOL_IP, IP_CHECKSUM, 4),
     (s::SOL_IP, IP_RECVFRAGSIZE, 4),
     (s::SOL_IP, IP_LOCAL_PORT_RANGE, 4),
+    // The options every datagram sent carries (40 bytes at most).
+    (s::SOL_IP, libc::IP_OPTIONS, 40),
     // The interface's address (a choice made by index reads back as 0.0.0.0).
     (s::SOL_IP, libc::IP_MULTICAST_IF, 4),
     (s::SOL_IPV6, libc::IPV6_V6ONLY, 4),
@@ -83,6 +94,14 @@ const LIST: &[(i32, i32, usize)] = &[
     (s::SOL_IPV6, libc::IPV6_TRANSPARENT, 4),
     (s::SOL_IPV6, IPV6_MULTICAST_ALL, 4),
     (s::SOL_IPV6, libc::IPV6_RECVORIGDSTADDR, 4),
+    (s::SOL_IPV6, IPV6_FLOWINFO, 4),
+    (s::SOL_IPV6, IPV6_FLOWINFO_SEND, 4),
+    // Sticky extension headers, as the kernel keeps them ((hdrlen + 1) * 8 bytes, 2048
+    // at most); the routing header's destination options before the routing header.
+    (s::SOL_IPV6, IPV6_HOPOPTS, 2048),
+    (s::SOL_IPV6, IPV6_RTHDRDSTOPTS, 2048),
+    (s::SOL_IPV6, IPV6_RTHDR, 2048),
+    (s::SOL_IPV6, IPV6_DSTOPTS, 2048),
     (s::SOL_TCP, libc::TCP_NODELAY, 4),
     (s::SOL_TCP, libc::TCP_CORK, 4),
     (s::SOL_TCP, libc::TCP_KEEPIDLE, 4),
@@ -99,11 +118,14 @@ const LIST: &[(i32, i32, usize)] = &[
     (s::SOL_TCP, libc::TCP_SAVE_SYN, 4),
     (s::SOL_TCP, TCP_INQ, 4),
     (s::SOL_TCP, TCP_TX_DELAY, 4),
+    (s::SOL_TCP, TCP_FASTOPEN_CONNECT, 4),
+    (s::SOL_TCP, TCP_FASTOPEN_NO_COOKIE, 4),
     (s::SOL_UDP, libc::UDP_CORK, 4),
     (s::SOL_UDP, libc::UDP_SEGMENT, 4),
     (s::SOL_UDP, libc::UDP_GRO, 4),
     (s::SOL_UDP, UDP_NO_CHECK6_TX, 4),
     (s::SOL_UDP, UDP_NO_CHECK6_RX, 4),
+    (s::SOL_UDP, UDP_ENCAP, 4),
 ];
 
 // Option names the libc crate does not carry (include/uapi/asm-generic/socket.h,
@@ -112,6 +134,20 @@ const SO_PREFER_BUSY_POLL: i32 = 69;
 const SO_BUSY_POLL_BUDGET: i32 = 70;
 const SO_TXREHASH: i32 = 74;
 const SO_RCVMARK: i32 = 75;
+const SO_PASSPIDFD: i32 = 76;
+const SO_PASSRIGHTS: i32 = 83;
+const SO_TXTIME: i32 = 61;
+const SO_TIMESTAMP_NEW: i32 = 63;
+const SO_TIMESTAMPNS_NEW: i32 = 64;
+const IPV6_FLOWINFO: i32 = 11;
+const IPV6_FLOWINFO_SEND: i32 = 33;
+const IPV6_HOPOPTS: i32 = 54;
+const IPV6_RTHDRDSTOPTS: i32 = 55;
+const IPV6_RTHDR: i32 = 57;
+const IPV6_DSTOPTS: i32 = 59;
+const TCP_FASTOPEN_CONNECT: i32 = 30;
+const TCP_FASTOPEN_NO_COOKIE: i32 = 34;
+const UDP_ENCAP: i32 = 100;
 const IP_CHECKSUM: i32 = 23;
 const IP_RECVFRAGSIZE: i32 = 25;
 const IP_LOCAL_PORT_RANGE: i32 = 51;
@@ -216,4 +252,19 @@ pub fn differing(
         }
     }
     Ok(out)
+}
+
+/// The options of unix socket `sock` (of type `ty`) that differ from a fresh one, but for
+/// those its record carries in fields of their own (buffer sizes, SO_PASSCRED,
+/// SO_PEEK_OFF). Only SOL_SOCKET applies to unix sockets.
+pub fn unix_differing(sock: BorrowedFd<'_>, ty: i32) -> ckpt_sys::Result<Vec<pb::SockOpt>> {
+    let own = [
+        libc::SO_PASSCRED,
+        s::SO_PEEK_OFF,
+        s::SO_SNDBUF,
+        s::SO_RCVBUF,
+    ];
+    let mut all = differing(sock, libc::AF_UNIX, ty, 0)?;
+    all.retain(|o| o.level == s::SOL_SOCKET && !own.contains(&o.name));
+    Ok(all)
 }

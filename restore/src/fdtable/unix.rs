@@ -2,7 +2,7 @@
 //! the dump's `fdtable/unix.rs`) is made here at once, in one seed, in this order:
 //! 1. each socket: a socketpair() for two ends connected to each other only (or for one
 //!    whose peer is closed: with a stand-in peer, closed at the end), else socket();
-//!    its buffer sizes and SO_PASSCRED;
+//!    its buffer sizes;
 //! 2. bindings (a socket file at the path that is the dumped socket's own inode, or that
 //!    nothing is bound to any more, is removed first; anything else there refuses the
 //!    restore), mode and owner;
@@ -11,7 +11,8 @@
 //!    connections in their order (left unaccepted), the backlog set back; a datagram
 //!    socket connects to its peer's name;
 //! 4. every receive queue is refilled by its peer (or by the message's sender), then
-//!    shutdowns, then the stand-ins are closed;
+//!    shutdowns, then the stand-ins are closed; then SO_PASSCRED and the other options
+//!    (a filter or SO_PASSCRED set before the refill would act on the refilled messages);
 //! 5. SO_PEERCRED is compared with the image (the dump refused what this seed could not
 //!    give), and each socket goes to its slot with its status flags and SO_PEEK_OFF.
 //!
@@ -46,6 +47,12 @@ pub fn check(d: &pb::FileDesc) -> Result<(), String> {
         return Err(format!(
             "description {}: unix socket state {}",
             d.id, s.state
+        ));
+    }
+    if let Some(o) = s.opts.iter().find(|o| o.level != libc::SOL_SOCKET) {
+        return Err(format!(
+            "description {}: a unix socket option of level {}",
+            d.id, o.level
         ));
     }
     if s.name.len() >= 108 || s.peer_name.len() >= 108 {
@@ -219,6 +226,11 @@ pub fn create(descs: &[(pb::FileDesc, RawFd)], in_flight: &[(u64, RawFd)]) -> Re
     for s in order.iter().filter(|s| s.passcred) {
         let on = ckpt_sys::socket::set_int(m.fd(s.inode)?, libc::SOL_SOCKET, libc::SO_PASSCRED, 1);
         on.map_err(|e| e.to_string())?;
+    }
+    for s in &order {
+        for o in &s.opts {
+            crate::net::set_option(m.fd(s.inode)?, o)?;
+        }
     }
     // 5. Credentials, then the slots.
     for s in order.iter().filter(|s| s.peer_pid > 0) {

@@ -149,7 +149,7 @@ fn create(i: &pb::InetSocket) -> Result<OwnedFd, String> {
 
 /// One option back as the dump read it; buffer sizes through the FORCE variants (the
 /// kernel doubles what it is given, and the dump read the doubled value).
-fn set_option(fd: BorrowedFd<'_>, o: &pb::SockOpt) -> Result<(), String> {
+pub(crate) fn set_option(fd: BorrowedFd<'_>, o: &pb::SockOpt) -> Result<(), String> {
     let forced = match (o.level, o.name) {
         (s::SOL_SOCKET, s::SO_SNDBUF) => Some(s::SO_SNDBUFFORCE),
         (s::SOL_SOCKET, s::SO_RCVBUF) => Some(s::SO_RCVBUFFORCE),
