@@ -264,6 +264,7 @@ fn dump_inner(
     // The whole tree is checked before anything is stopped (and a process that appears
     // only during the seize, on its own then): a refusal touches nothing.
     let parent_image = track::prepare(opts)?;
+    net::unkept::new_pass();
     let (identity, mut describer, validated) = validate::before_seize(pid)?;
     let locks_warm = describer.lock_candidates;
     if locks_warm {
@@ -373,6 +374,7 @@ fn dump_inner(
     }
     abort::phase("collecting its state");
     ckpt_sys::testhold::hold("seized", &|| false);
+    net::unkept::new_pass();
     abort::check()?;
 
     let mut stats = DumpStats::default();

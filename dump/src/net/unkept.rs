@@ -6,7 +6,10 @@
 
 use ckpt_sys::socket as s;
 use ckpt_sys::Pid;
+use std::collections::HashMap;
 use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Refuses a socket whose filter was attached as eBPF (inet and unix sockets alike).
 pub fn classic_filter_only(sock: BorrowedFd<'_>) -> Result<(), String> {
@@ -25,7 +28,50 @@ pub fn classic_filter_only(sock: BorrowedFd<'_>) -> Result<(), String> {
 /// the socket's network namespace (the holder's, in a container).
 pub fn half_open(pid: Pid, sock: BorrowedFd<'_>, in_container: bool) -> Result<u32, String> {
     let local = s::local_addr(sock).map_err(|e| e.to_string())?;
-    in_socket_ns(pid, in_container, || ckpt_sys::halfopen::count(local))
+    let requests = requests_of(pid, in_container)?;
+    Ok(ckpt_sys::halfopen::count(&requests, local))
+}
+
+/// The pass the half-open table was read in: `new_pass` starts another (the check
+/// before the seize, the frozen collection), so each pass asks each namespace once.
+static PASS: AtomicU64 = AtomicU64::new(0);
+type Cached = HashMap<u64, (u64, Arc<ckpt_sys::halfopen::Requests>)>;
+static REQUESTS: Mutex<Option<Cached>> = Mutex::new(None);
+
+/// The next looks at listeners read the kernel's half-open connections again.
+pub fn new_pass() {
+    PASS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The half-open connections of the socket's network namespace (the holder's, in a
+/// container), read once in this pass.
+fn requests_of(pid: Pid, in_container: bool) -> Result<Arc<ckpt_sys::halfopen::Requests>, String> {
+    use std::os::unix::fs::MetadataExt;
+    let whose = if in_container {
+        pid.to_string()
+    } else {
+        "self".into()
+    };
+    let path = format!("/proc/{whose}/ns/net");
+    let ns = std::fs::metadata(&path)
+        .map_err(|e| format!("{path}: {e}"))?
+        .ino();
+    let pass = PASS.load(Ordering::Relaxed);
+    let mut cache = REQUESTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((p, r)) = cache.get_or_insert_with(HashMap::new).get(&ns) {
+        if *p == pass {
+            return Ok(r.clone());
+        }
+    }
+    let r = Arc::new(in_socket_ns(
+        pid,
+        in_container,
+        ckpt_sys::halfopen::requests,
+    )?);
+    cache
+        .get_or_insert_with(HashMap::new)
+        .insert(ns, (pass, r.clone()));
+    Ok(r)
 }
 
 /// Runs `f` in the network namespace of the socket: the holder's, in a container.
