@@ -1143,6 +1143,7 @@ fn finish(
     }
     abort::phase("writing the images");
     abort::check()?;
+    pidns::record_threads(&mut thread_cores, dedup.tree.pids.level() + 1)?;
     container::core_inner(&mut process_core, &mut thread_cores, &dedup.tree.pids);
     let mut w = sink.records(&names::core(raw), Kind::Core)?;
     w.write(&process_core)?;
