@@ -48,11 +48,14 @@ pub fn dump(
     use std::os::unix::fs::MetadataExt;
     // The slave's device says which devpts instance the pair is of, whichever end this is
     // and whatever path it was opened by (a container's /dev/console is a bind of it).
+    // A locked master has no slave to open (EIO): its own node's device then says which
+    // devpts it came from (a pts/ptmx), or nothing (/dev/ptmx: the host's /dev/pts).
     let slave = if master {
-        Some(tty::open_slave(f, libc::O_RDONLY | libc::O_NONBLOCK).map_err(sys)?)
+        tty::open_slave(f, libc::O_RDONLY | libc::O_NONBLOCK).ok()
     } else {
         None
     };
+    let locked_master = master && slave.is_none();
     let st = std::fs::File::from(
         slave
             .as_ref()
@@ -65,6 +68,8 @@ pub fn dump(
     let host = std::fs::metadata("/dev/pts").map_err(|e| named(e.to_string()))?;
     let devpts = if st.dev() == host.dev() {
         String::new()
+    } else if locked_master {
+        container_devpts(pid, st.dev(), own_mounts).unwrap_or_default()
     } else {
         container_devpts(pid, st.dev(), own_mounts).map_err(named)?
     };
