@@ -87,6 +87,11 @@ enum Cmd {
         /// CRIU's spelling.
         #[arg(short = 'j', long)]
         shell_job: bool,
+        /// A container's console (a pty of its own devpts whose master its engine holds,
+        /// runc's `terminal: true`) is recorded; the restore makes a new pair and hands
+        /// the master over (`restore --console-socket`). CRIU's spelling.
+        #[arg(long)]
+        orphan_pts_master: bool,
         /// A container's network namespace made outside it (podman's CNI, a netns path
         /// in runc's config), by inode: recorded as KEY, not by its contents; the restore
         /// joins the namespace `--inherit-fd fd[N]:KEY` gives. CRIU's spelling.
@@ -151,6 +156,11 @@ enum Cmd {
         /// such as `memory`). CRIU's spelling; repeatable.
         #[arg(long = "cgroup-root", value_name = "[CTL:]PATH")]
         cgroup_root: Vec<String>,
+        /// A container's console dumped with --orphan-pts-master gets a new pty pair; its
+        /// master is sent to the unix socket PATH (SCM_RIGHTS on a stream connection, as
+        /// runc sends a console to its --console-socket).
+        #[arg(long, value_name = "PATH")]
+        console_socket: Option<PathBuf>,
     },
     /// Summarise an image directory (processes, memory, fds, files, checksums), print it
     /// whole as JSON (--json), or compare two directories (--diff A B).
@@ -361,6 +371,7 @@ fn run(cli: Cli) -> Result<i32> {
             track_mem,
             tcp_established,
             shell_job,
+            orphan_pts_master,
             external,
         } => {
             let opts = ckpt_dump::DumpOptions {
@@ -376,6 +387,7 @@ fn run(cli: Cli) -> Result<i32> {
                 track_mem,
                 tcp_established,
                 shell_job,
+                orphan_pts_master,
                 pages_chunk: None,
                 external,
             };
@@ -400,6 +412,7 @@ fn run(cli: Cli) -> Result<i32> {
             mut veth_bridge,
             page_feed,
             cgroup_root,
+            console_socket,
         } => {
             for (_, out, bridge) in &veth_pair {
                 if let Some(b) = bridge {
@@ -421,6 +434,7 @@ fn run(cli: Cli) -> Result<i32> {
                 shell_job,
                 page_feed,
                 cgroup_root,
+                console_socket,
             };
             // Until the process is released (restore disarms then): abort in order, the
             // half-built process killed and reaped.

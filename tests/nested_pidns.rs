@@ -104,30 +104,93 @@ fn nested_pid_namespace_below_the_host_three_cycles() {
     env.kill_and_reap(w.pid);
 }
 
-/// What is not restored is refused by name and the container runs on: a process whose
-/// children would go to a pid namespace it forked no init into (`unshare --pid` without
-/// --fork: the command itself stays outside it), and a process with threads in a nested
-/// namespace (the restore's clone3 of a thread sets one pid).
+/// Every thread's NSpid (outermost first) of `pid`, sorted.
+fn thread_pids(pid: i32) -> Vec<Vec<i32>> {
+    let mut all: Vec<Vec<i32>> = fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .map(|t| {
+            let status = fs::read_to_string(t.path().join("status")).unwrap();
+            let line = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+            line[6..]
+                .split_whitespace()
+                .map(|p| p.parse().unwrap())
+                .collect()
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+/// A multi-threaded process (the threads workload, 16 threads each checking its own tid,
+/// TLS, sigmask, rseq...) as pid 1 of a namespace nested in a container's
+/// (`unshare --pid --fork threads`): three cycles, after each every thread has its tid
+/// at the container's level and the nested one as before, and the workload passes its
+/// own checks.
 #[test]
-fn nested_pid_namespaces_not_restored_are_refused_by_name() {
+fn threads_in_a_nested_pid_namespace_three_cycles() {
     let env = Env::new();
     let threads = workload_bin("threads");
     let dir = env.path().display().to_string();
     let script = format!(
-        "unshare --pid sleep 1000 & unshare --pid --fork {} {dir} 16 & \
-         while :; do sleep 0.05; done",
+        "unshare --pid --fork {} {dir} 16 & while :; do sleep 0.05; done",
         threads.display()
     );
-    let (w, init) = start_container_with(&env, "nested-refused", &[], &script);
+    let (w, mut init) = start_container_with(&env, "nested-threads", &[], &script);
     env.wait_line(&w, "READY", |l| l.starts_with("READY "));
-    let sleeper = wait_child_of(init, |k| comm_is(k, "sleep"));
     let unshare = wait_child_of(init, |k| comm_is(k, "unshare"));
     let threaded = wait_child_of(unshare, |_| true);
+    // Below the host's level: the container's and the nested namespace's tids.
+    let inner = |pid: i32| -> Vec<Vec<i32>> {
+        thread_pids(pid)
+            .into_iter()
+            .map(|t| t[1..].to_vec())
+            .collect()
+    };
+    // A check restarts one thread (the one joined): the tids are taken after it.
+    check_inside(&env, &w, &threads, threaded, 1);
+    let mut before = inner(threaded);
+    assert_eq!(before.len(), 17, "{before:?}");
+    assert!(before.iter().all(|t| t.len() == 2), "{before:?}");
+    for i in 1..=3 {
+        let img = env.subdir(&format!("img{i}"));
+        dump_container(&env, &w, init, &img, i == 1);
+        init = restore_with_pidfile(&env, &img, &format!("cycle{i}"), &[]);
+        let u = wait_child_of(init, |k| comm_is(k, "unshare"));
+        let t = wait_child_of(u, |_| true);
+        assert_eq!(inner(t), before);
+        check_inside(&env, &w, &threads, t, i as u32 + 1);
+        before = inner(t);
+    }
+    env.kill_and_reap(init);
+}
+
+/// What is not restored is refused by name and the container runs on: a process whose
+/// children would go to a pid namespace it forked no init into (`unshare --pid` without
+/// --fork: the command itself stays outside it), and a nested pid namespace with a /proc
+/// of its own (`unshare --pid --fork --mount-proc`: a mount namespace below the
+/// container's).
+#[test]
+fn nested_pid_namespaces_not_restored_are_refused_by_name() {
+    let env = Env::new();
+    let script = "unshare --pid sleep 1000 & unshare --pid --fork --mount-proc sleep 2000 & \
+                  while :; do sleep 0.05; done";
+    let (_w, init) = start_container_with(&env, "nested-refused", &[], script);
+    // Not the loop's `sleep 0.05`s.
+    let with_arg = |arg: &'static str| {
+        move |k: i32| {
+            fs::read_to_string(format!("/proc/{k}/cmdline")).is_ok_and(|c| c.contains(arg))
+        }
+    };
+    // Once it runs sleep, unshare has unshared.
+    let sleeper = wait_child_of(init, |k| comm_is(k, "sleep") && with_arg("1000")(k));
+    let proc_maker = wait_child_of(init, with_arg("2000"));
+    wait_child_of(proc_maker, |_| true);
     let check = env.ckpt(&["check", "-t", &init.to_string()]);
     assert_eq!(check.status.code(), Some(1), "{check}");
     for (pid, what) in [
         (sleeper, "pid_for_children pid:["),
-        (threaded, "threads of a process in a nested pid namespace"),
+        (proc_maker, "namespace mnt:["),
     ] {
         assert!(
             check
@@ -139,8 +202,11 @@ fn nested_pid_namespaces_not_restored_are_refused_by_name() {
     }
     let line = env
         .dump(init, &env.subdir("img"), &[])
-        .failed_naming("pid_for_children pid:[");
-    assert!(line.contains("forked no init"), "{line}");
+        .failed_naming("lists them all");
+    assert!(
+        line.contains("forked no init") || line.contains("namespace mnt:["),
+        "{line}"
+    );
     assert_running_untraced(init);
     env.kill_and_reap(init);
 }

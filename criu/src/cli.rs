@@ -445,6 +445,8 @@ fn act_inner(cmd: &str, p: Parsed, images: PathBuf, work: &Path) -> Result<i32, 
         ext_mnt: p.ext_mnt,
         external: Vec::new(),
         display_stats: p.display_stats,
+        // CRIU 3.17's command line has no --orphan-pts-master (only its RPC).
+        orphan_pts_master: false,
         page_server: match p.page_server {
             true => Some(crate::page_server::address(p.address.as_deref(), p.port)?),
             false => None,

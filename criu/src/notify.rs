@@ -23,7 +23,7 @@ impl Listener {
     pub fn notify(&self, script: &str, pid: i32) -> Result<(), String> {
         tracing::info!(script, pid, "notify");
         match self {
-            Listener::Rpc(ep) => rpc(ep, script, pid),
+            Listener::Rpc(ep) => rpc(ep, script, pid, &[]),
             Listener::Scripts(paths) => {
                 for p in paths {
                     let mut cmd = std::process::Command::new(p);
@@ -79,7 +79,18 @@ pub fn install(listener: Option<Listener>) {
     }));
 }
 
-fn rpc(ep: &Endpoint, script: &str, pid: i32) -> Result<(), String> {
+/// orphan_pts_master: each container console's new master goes to the client as CRIU
+/// sends it, a NOTIFY "orphan-pts-master" carrying the fd (runc passes it on to its
+/// --console-socket), whether or not the client asked for the other notifications.
+pub fn install_console_master(ep: Arc<Endpoint>) {
+    ckpt_restore::hooks::install_master(Box::new(move |fd| {
+        use std::os::fd::AsRawFd;
+        tracing::info!(fd = fd.as_raw_fd(), "notify orphan-pts-master");
+        rpc(&ep, "orphan-pts-master", 0, &[fd.as_raw_fd()])
+    }));
+}
+
+fn rpc(ep: &Endpoint, script: &str, pid: i32, fds: &[i32]) -> Result<(), String> {
     let resp = CriuResp {
         r#type: CriuReqType::Notify as i32,
         success: true,
@@ -89,7 +100,7 @@ fn rpc(ep: &Endpoint, script: &str, pid: i32) -> Result<(), String> {
         }),
         ..Default::default()
     };
-    ep.send(&resp.encode_to_vec(), &[])
+    ep.send(&resp.encode_to_vec(), fds)
         .map_err(|e| e.to_string())?;
     let answer = ep
         .recv()

@@ -250,6 +250,7 @@ pub fn dump(o: &CriuOpts, client: i32, pre_dump: bool) -> Result<Dump, CriuError
             .collect(),
         external: o.external.clone(),
         display_stats: o.display_stats(),
+        orphan_pts_master: o.orphan_pts_master(),
         page_server: match &o.ps {
             Some(ps) => Some(crate::page_server::address(ps.address.as_deref(), ps.port)?),
             None => None,

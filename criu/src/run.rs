@@ -46,6 +46,9 @@ pub struct Dump {
     pub page_server: Option<std::net::SocketAddr>,
     /// The statistics also printed to the log (`--display-stats`).
     pub display_stats: bool,
+    /// orphan_pts_master: a container's console (a pty of its devpts whose master the
+    /// engine holds) is recorded, restored with a new master sent to the client.
+    pub orphan_pts_master: bool,
 }
 
 /// A restore as ckpt runs it.
@@ -97,6 +100,7 @@ pub fn dump(d: &Dump) -> Result<(), CriuError> {
         track_mem: d.track_mem && !d.pre_dump && d.prev_images_dir.is_none(),
         tcp_established: d.tcp_established,
         shell_job: false,
+        orphan_pts_master: d.orphan_pts_master,
         pages_chunk: None,
         external: d.external.clone(),
     };
@@ -173,6 +177,8 @@ pub fn restore(r: &Restore) -> Result<ckpt_restore::Outcome, CriuError> {
         shell_job: false,
         page_feed: None,
         cgroup_root: r.cgroup_root.clone(),
+        // A console's master goes to the client's hook (orphan_pts_master).
+        console_socket: None,
     };
     let t0 = Instant::now();
     let outcome = ckpt_restore::restore(&opts)?;

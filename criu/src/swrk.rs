@@ -125,6 +125,9 @@ fn work(
         "ckpt answering as CRIU"
     );
     crate::notify::install(o.notify_scripts().then(|| Listener::Rpc(ep.clone())));
+    if t == CriuReqType::Restore && o.orphan_pts_master() {
+        crate::notify::install_console_master(ep.clone());
+    }
     match t {
         CriuReqType::Restore => {
             let r = opts::restore(o, client)?;

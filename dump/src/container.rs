@@ -154,6 +154,11 @@ impl PidMap {
     pub fn active(&self) -> bool {
         self.active
     }
+
+    /// The level of the tree's pid namespace (0 for a tree in ckpt's).
+    pub fn level(&self) -> usize {
+        self.level
+    }
 }
 
 /// The value at `level` of an NS* line of a status file: the view of the pid namespace

@@ -567,7 +567,8 @@ fn describe(
             let rdev = stat()?.rdev();
             let dev = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
             let master = fdtable::tty::end_of(dev) == Some(true);
-            d.tty = Some(fdtable::tty::dump(&ctx, master, target)?);
+            let own_mounts = table.container_mounts.is_some();
+            d.tty = Some(fdtable::tty::dump(&ctx, master, target, own_mounts)?);
         }
         pb::FdKind::FdEpoll => {
             let named =

@@ -100,6 +100,10 @@ pub struct DumpOptions {
     /// The tree is a job on the shell's terminal (`--shell-job`): a pty slave whose
     /// master is outside is recorded as the job's terminal, not refused.
     pub shell_job: bool,
+    /// `--orphan-pts-master`: a pty slave of the container's own devpts whose master is
+    /// outside (runc's console) is recorded, to be restored with a new master handed to
+    /// the caller, not refused.
+    pub orphan_pts_master: bool,
     /// The pages file's checksum chunk in bytes (None: 16 MiB): smaller for an image
     /// whose pages are fetched a chunk at a time (a post-copy migration's).
     pub pages_chunk: Option<u64>,
@@ -589,6 +593,7 @@ fn dump_inner(
         &parents,
         &|p| shared.pids.pid(p),
         opts.shell_job,
+        opts.orphan_pts_master,
     )?;
     let mut w = sink.records(names::FDTABLE, Kind::FileTable)?;
     for d in shared.files.descs() {
@@ -1143,6 +1148,7 @@ fn finish(
     }
     abort::phase("writing the images");
     abort::check()?;
+    pidns::record_threads(&mut thread_cores, dedup.tree.pids.level() + 1)?;
     container::core_inner(&mut process_core, &mut thread_cores, &dedup.tree.pids);
     let mut w = sink.records(&names::core(raw), Kind::Core)?;
     w.write(&process_core)?;

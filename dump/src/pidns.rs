@@ -15,9 +15,10 @@
 //! process whose children go to its namespace (that process exited and the init was
 //! reparented), a process that moved its children's namespace without forking an init
 //! into it (an unshare not followed by a fork yet, or a setns into another namespace), a
-//! process entering a namespace whose init its parent did not fork (nsenter), threads in
-//! a nested namespace (the restore's injected clone3 gives a thread one pid), and a
-//! process whose session or group makes another task than its parent fork it.
+//! process entering a namespace whose init its parent did not fork (nsenter), and a
+//! process whose session or group makes another task than its parent fork it. Threads of
+//! a process in a nested namespace keep their tids at every level too
+//! (`ThreadCore.nested_tids`, given to the restore's clone3 as its set_tid array).
 
 use crate::blockers::Blockers;
 use ckpt_images::pb;
@@ -37,7 +38,6 @@ struct Seen {
     /// None: the link cannot be read, which it cannot while the namespace it names has
     /// no process yet (an unshare not followed by a fork).
     for_children: Option<String>,
-    threads: usize,
 }
 
 fn look(pid: Pid) -> Option<Seen> {
@@ -50,7 +50,6 @@ fn look(pid: Pid) -> Option<Seen> {
         nspids: ns::ns_pids(pid).ok()?,
         pid_ns: ns::ns_id(pid, "pid").ok()?,
         for_children: ns::ns_id(pid, "pid_for_children").ok(),
-        threads: stat.num_threads.max(1) as usize,
     })
 }
 
@@ -139,26 +138,31 @@ pub fn blockers(tree: &[Pid], out: &mut Blockers) {
             );
             continue;
         }
-        if s.threads > 1 {
-            out.push(
-                pid,
-                format!("{} threads", s.threads),
-                "threads of a process in a nested pid namespace (each would need a pid \
-                 at every level): not restored yet",
-            );
-        }
     }
 }
 
-/// Fills each node's `nested_pids` from its NSpid past `top` entries (the tree's level
-/// and those above it). Called while the tree is stopped, before the pids are rewritten
-/// as the tree's namespace sees them (`n.pid` is still ckpt's). A zombie's status still
-/// lists its pids.
+/// The pids of task `pid` past the first `top` entries of its NSpid (the tree's level and
+/// those above it), outermost first. A zombie's status still lists its pids.
+fn below(pid: i32, top: usize) -> Result<Vec<i32>, crate::DumpError> {
+    let pids = ns::ns_pids(Pid::from_raw(pid))
+        .map_err(|e| crate::DumpError::Lost(format!("pid {pid}: {e}")))?;
+    Ok(pids.get(top..).unwrap_or_default().to_vec())
+}
+
+/// Fills each node's `nested_pids` (`below`). Called while the tree is stopped, before
+/// the pids are rewritten as the tree's namespace sees them (`n.pid` is still ckpt's).
 pub fn record(nodes: &mut [pb::TreeNode], top: usize) -> Result<(), crate::DumpError> {
     for n in nodes.iter_mut() {
-        let pids = ns::ns_pids(Pid::from_raw(n.pid))
-            .map_err(|e| crate::DumpError::Lost(format!("pid {}: {e}", n.pid)))?;
-        n.nested_pids = pids.get(top..).unwrap_or_default().to_vec();
+        n.nested_pids = below(n.pid, top)?;
+    }
+    Ok(())
+}
+
+/// Fills each thread's `nested_tids` as `record` does for processes, before the tids are
+/// rewritten as the tree's namespace sees them.
+pub fn record_threads(threads: &mut [pb::ThreadCore], top: usize) -> Result<(), crate::DumpError> {
+    for t in threads.iter_mut() {
+        t.nested_tids = below(t.tid, top)?;
     }
     Ok(())
 }

@@ -380,17 +380,44 @@ impl Seized {
     /// After SIGKILL: every traced thread must be reaped (with __WALL) before the leader
     /// is reported at all.
     pub(crate) fn reap_threads(&mut self) -> Result<(), DumpError> {
-        for t in self.threads.drain(..) {
-            for _ in 0..MAX_SIGNALS {
-                match ptrace::wait(t.tid) {
-                    Ok(Stop::Exited(_) | Stop::Killed(_)) => break,
-                    Ok(_) => {
-                        let _ = ptrace::cont(t.tid, None);
+        // Whichever comes first: the last thread of a pid namespace's init to exit waits
+        // (zap_pid_ns_processes) until every other task of the namespace is reaped, its
+        // sibling threads included, which stay zombies until ckpt, their tracer, reaps
+        // them; waiting for that thread first would wait for ever.
+        let mut left: Vec<Pid> = self.threads.drain(..).map(|t| t.tid).collect();
+        let mut stops = 0;
+        while !left.is_empty() {
+            let mut moved = false;
+            let mut i = 0;
+            while i < left.len() {
+                match ptrace::try_wait(left[i]) {
+                    Ok(None) => i += 1,
+                    Ok(Some(Stop::Exited(_) | Stop::Killed(_))) => {
+                        left.swap_remove(i);
+                        moved = true;
+                    }
+                    Ok(Some(_)) => {
+                        stops += 1;
+                        if stops > MAX_SIGNALS * (left.len() + 1) {
+                            return Err(DumpError::Lost(format!(
+                                "thread {} keeps stopping after SIGKILL",
+                                left[i]
+                            )));
+                        }
+                        let _ = ptrace::cont(left[i], None);
+                        moved = true;
+                        i += 1;
                     }
                     // Already reaped (ECHILD): nothing left to wait for.
-                    Err(e) if e.errno() == Some(Errno::ECHILD) => break,
+                    Err(e) if e.errno() == Some(Errno::ECHILD) => {
+                        left.swap_remove(i);
+                        moved = true;
+                    }
                     Err(e) => return Err(e.into()),
                 }
+            }
+            if !moved {
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
         }
         Ok(())

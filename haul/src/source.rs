@@ -127,6 +127,7 @@ fn options(pid: i32, tcp_established: bool, dir: PathBuf, prev: Option<String>) 
         track_mem: false,
         tcp_established,
         shell_job: false,
+        orphan_pts_master: false,
         pages_chunk: None,
         external: Vec::new(),
     }

@@ -48,6 +48,20 @@ impl Stage {
     }
 }
 
+/// Receives a container console's new master (CRIU's orphan-pts-master notification).
+pub type MasterHook = Box<dyn Fn(std::os::fd::BorrowedFd<'_>) -> Result<(), String> + Send + Sync>;
+
+static MASTER_HOOK: OnceLock<MasterHook> = OnceLock::new();
+
+/// Installs the receiver of console masters; false if one was installed already.
+pub fn install_master(hook: MasterHook) -> bool {
+    MASTER_HOOK.set(hook).is_ok()
+}
+
+pub(crate) fn master_hook() -> Option<&'static MasterHook> {
+    MASTER_HOOK.get()
+}
+
 /// The caller's answer: Err(reason) fails the restore (before the processes ran, it kills
 /// what was created).
 pub type Hook = Box<dyn Fn(Stage) -> Result<(), String> + Send + Sync>;

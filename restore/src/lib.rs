@@ -87,6 +87,9 @@ pub struct RestoreOptions {
     /// `--cgroup-root [CTL:]PATH`: the tree's own cgroups are made there instead of at
     /// their dumped paths (`cgroups.rs`).
     pub cgroup_root: Vec<String>,
+    /// `--console-socket PATH`: a container console's new master (`fdtable/tty.rs`) is
+    /// sent there (SCM_RIGHTS over a stream connection, as runc sends a console).
+    pub console_socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -335,6 +338,12 @@ pub fn restore_with_progress(
         fdtable::pidfd::attach(p, &descs).map_err(RestoreError::Refused)?;
         fdtable::tty::attach(p, &descs);
     }
+    // Made before the floor: the seeds inherit it below every slot.
+    let consoles = fdtable::tty::orphan_channel(
+        &descs,
+        opts.console_socket.is_some() || hooks::master_hook().is_some(),
+        inv.container.is_some(),
+    )?;
     let floor = plans
         .iter()
         .map(|p| p.helper_end())
@@ -525,6 +534,11 @@ pub fn restore_with_progress(
     }
     hooks::run(hooks::Stage::SetupNamespaces(child.as_raw()))?;
     hooks::run(hooks::Stage::PostSetupNamespaces)?;
+    if let Some((rx, count)) = &consoles {
+        let masters = fdtable::tty::received(rx, *count)?;
+        fdtable::tty::hand_over(&masters, opts.console_socket.as_deref())?;
+        debug!(consoles = count, "console masters handed over");
+    }
     let mut handoff = None;
     ckpt_sys::abort::phase("rebuilding the process");
     if pids.len() == 1 {

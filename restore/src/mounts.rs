@@ -418,6 +418,11 @@ pub fn mount_all(plan: &Plan) -> Result<(), String> {
                 ckpt_sys::mounts::attach(&trees[&m.index], &what, at).map_err(e)?;
             }
             pb::MountKind::MountBind => {
+                let from = &plan.mounts[m.bind_of as usize];
+                if let (true, Ok(n)) = (from.fstype == "devpts", m.bind_root.parse::<u32>()) {
+                    // A pty slave bound elsewhere (runc's /dev/console): it must exist.
+                    crate::fdtable::tty::premake(&from.mountpoint, n)?;
+                }
                 ckpt_sys::mounts::bind_path(&bind_source(plan, m), at).map_err(e)?;
             }
             pb::MountKind::MountTmpfs => {

@@ -70,8 +70,9 @@ pub struct SeedPlan {
     /// The epolls of `fds` (fd, what it watches), from the tree's table
     /// (`fdtable/epoll.rs`).
     pub epolls: Vec<(i32, pb::EpollState)>,
-    /// The pty (/dev/pts/N) this session leader takes as controlling terminal.
-    pub ctty: Option<u32>,
+    /// The pty (its /dev/pts/N path, the container's devpts for one of those) this session
+    /// leader takes as controlling terminal.
+    pub ctty: Option<String>,
     /// It leads the foreground group of its controlling terminal.
     pub foreground: bool,
 }

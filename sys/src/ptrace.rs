@@ -135,26 +135,40 @@ fn wait_inner(pid: Pid, interruptible: bool) -> Result<Stop> {
             }
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(Error::sys(format!("waitpid({pid})"), e)),
-            Ok(st) => {
-                return Ok(match st {
-                    WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_STOP => {
-                        let sig = np::getsiginfo(pid).map(|s| s.si_signo).unwrap_or(0);
-                        Stop::EventStop(sig)
-                    }
-                    WaitStatus::PtraceEvent(_, _, ev) => Stop::Event(ev),
-                    WaitStatus::PtraceSyscall(_) => Stop::Syscall,
-                    WaitStatus::Stopped(_, sig) => Stop::Signal(sig as i32),
-                    WaitStatus::Exited(_, code) => Stop::Exited(code),
-                    WaitStatus::Signaled(_, sig, _) => Stop::Killed(sig as i32),
-                    other => {
-                        return Err(Error::Other(format!(
-                            "pid {pid}: unexpected wait status {other:?}"
-                        )))
-                    }
-                })
-            }
+            Ok(st) => return to_stop(pid, st),
         }
     }
+}
+
+/// One look without blocking: None while `pid` has nothing to report.
+pub fn try_wait(pid: Pid) -> Result<Option<Stop>> {
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => return Ok(None),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys(format!("waitpid({pid})"), e)),
+            Ok(st) => return to_stop(pid, st).map(Some),
+        }
+    }
+}
+
+fn to_stop(pid: Pid, st: WaitStatus) -> Result<Stop> {
+    Ok(match st {
+        WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_STOP => {
+            let sig = np::getsiginfo(pid).map(|s| s.si_signo).unwrap_or(0);
+            Stop::EventStop(sig)
+        }
+        WaitStatus::PtraceEvent(_, _, ev) => Stop::Event(ev),
+        WaitStatus::PtraceSyscall(_) => Stop::Syscall,
+        WaitStatus::Stopped(_, sig) => Stop::Signal(sig as i32),
+        WaitStatus::Exited(_, code) => Stop::Exited(code),
+        WaitStatus::Signaled(_, sig, _) => Stop::Killed(sig as i32),
+        other => {
+            return Err(Error::Other(format!(
+                "pid {pid}: unexpected wait status {other:?}"
+            )))
+        }
+    })
 }
 
 pub fn get_regs(pid: Pid) -> Result<Regs> {

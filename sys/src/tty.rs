@@ -118,17 +118,23 @@ pub fn unread(fd: BorrowedFd<'_>) -> Result<u32> {
 /// holding the lower indexes the kernel hands out meanwhile, until it gives `want`
 /// (the lowest free index comes first). Err if `want` is taken.
 pub fn master_with_index(want: u32) -> Result<OwnedFd> {
+    master_with_index_at("/dev/ptmx", want)
+}
+
+/// As `master_with_index`, from the ptmx node `ptmx` (a container's own devpts instance:
+/// its `pts/ptmx`).
+pub fn master_with_index_at(ptmx: &str, want: u32) -> Result<OwnedFd> {
     let mut held = Vec::new();
     loop {
         let fd = nix::fcntl::open(
-            "/dev/ptmx",
+            ptmx,
             nix::fcntl::OFlag::O_RDWR
                 | nix::fcntl::OFlag::O_NOCTTY
                 | nix::fcntl::OFlag::O_NONBLOCK
                 | nix::fcntl::OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
         )
-        .ctx(|| "open /dev/ptmx".into())?;
+        .ctx(|| format!("open {ptmx}"))?;
         // SAFETY: open returned a fresh fd that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let got = index(std::os::fd::AsFd::as_fd(&fd))?;
@@ -137,7 +143,7 @@ pub fn master_with_index(want: u32) -> Result<OwnedFd> {
         }
         if got > want || held.len() > 4096 {
             return Err(Error::Other(format!(
-                "/dev/pts/{want} is taken (the kernel gave /dev/pts/{got} next)"
+                "pty {want} of {ptmx} is taken (the kernel gave {got} next)"
             )));
         }
         held.push(fd);

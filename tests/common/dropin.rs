@@ -115,6 +115,12 @@ pub struct Runc<'a> {
 
 impl<'a> Runc<'a> {
     pub fn create(env: &'a Env, script: &str) -> Runc<'a> {
+        Runc::create_with(env, script, None)
+    }
+
+    /// As `create`; with `console`, a terminal (`runc spec`'s default) whose master runc
+    /// sends to that socket (`--console-socket`).
+    pub fn create_with(env: &'a Env, script: &str, console: Option<&Path>) -> Runc<'a> {
         let bundle = env.subdir("bundle");
         busybox_rootfs(&bundle.join("rootfs"));
         let spec = Command::new("runc")
@@ -124,8 +130,9 @@ impl<'a> Runc<'a> {
             .unwrap();
         assert!(spec.status.success(), "runc spec: {spec:?}");
         let cfg = fs::read_to_string(bundle.join("config.json")).unwrap();
+        let terminal = if console.is_some() { "true" } else { "false" };
         let cfg = cfg
-            .replace("\"terminal\": true", "\"terminal\": false")
+            .replace("\"terminal\": true", &format!("\"terminal\": {terminal}"))
             .replace("\"readonly\": true", "\"readonly\": false")
             .replace(
                 "\"sh\"\n\t\t]",
@@ -139,7 +146,11 @@ impl<'a> Runc<'a> {
             bundle,
             id: unique_name(),
         };
-        let out = r.runc(&["run", "-d", &r.id.clone()]);
+        let id = r.id.clone();
+        let out = match console {
+            Some(c) => r.runc(&["run", "-d", "--console-socket", c.to_str().unwrap(), &id]),
+            None => r.runc(&["run", "-d", &id]),
+        };
         assert!(out.status.success(), "runc run: {out:?}");
         r
     }
@@ -154,15 +165,15 @@ impl<'a> Runc<'a> {
 
     /// `runc --criu CRIU restore -d --image-path IMAGES ID`, which must succeed.
     pub fn restore_through(&self, criu: &Path, images: &Path) {
-        let out = self.runc(&[
-            "--criu",
-            criu.to_str().unwrap(),
-            "restore",
-            "-d",
-            "--image-path",
-            images.to_str().unwrap(),
-            &self.id,
-        ]);
+        self.restore_through_with(criu, images, &[]);
+    }
+
+    /// `runc --criu CRIU restore -d [extra] --image-path IMAGES ID`, which must succeed.
+    pub fn restore_through_with(&self, criu: &Path, images: &Path, extra: &[&str]) {
+        let mut args = vec!["--criu", criu.to_str().unwrap(), "restore", "-d"];
+        args.extend_from_slice(extra);
+        args.extend(["--image-path", images.to_str().unwrap(), &self.id]);
+        let out = self.runc(&args);
         assert!(
             out.status.success(),
             "{}\nrestore.log:\n{}",
@@ -193,6 +204,17 @@ impl Drop for Runc<'_> {
 
 pub const COUNTING: &str =
     "i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.05; done";
+
+/// `runc_checkpoint`, which must succeed (its dump.log shown if not).
+pub fn runc_checkpoint_ok(ctr: &Runc, criu: &Path, images: &Path, extra: &[&str]) {
+    let out = runc_checkpoint(ctr, criu, images, extra);
+    assert!(
+        out.status.success(),
+        "{}\ndump.log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        fs::read_to_string(images.join("dump.log")).unwrap_or_default()
+    );
+}
 
 /// `runc --criu CKPT checkpoint --image-path DIR [extra] ID`.
 pub fn runc_checkpoint(

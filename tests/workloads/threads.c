@@ -26,12 +26,14 @@
  *    a new one;
  *  - 7..: workers: add to a shared counter and their own under one mutex.
  * A check waits until every thread has made progress, and compares the shared counter
- * with the sum of the workers' counters; /proc/self/task must list every thread.
+ * with the sum of the workers' counters; /proc/self/task must list every thread (by
+ * tid, or by count where /proc is an outer pid namespace's).
  */
 #include "wl.h"
 #include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
+#include <dirent.h>
 #include <grp.h>
 #include <sched.h>
 #include <sys/prctl.h>
@@ -266,11 +268,33 @@ static void wake(void)
 	syscall(SYS_futex, &futex_word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
+/* Whether /proc is our pid namespace's: in a namespace nested below the one /proc was
+ * mounted for, /proc/self/task names the threads by their tids up there. */
+static int proc_is_ours(void)
+{
+	char b[32];
+	ssize_t n = readlink("/proc/self", b, sizeof(b) - 1);
+	if (n <= 0)
+		return 0;
+	b[n] = 0;
+	return atoi(b) == (int)getpid();
+}
+
 static int count_tasks(void)
 {
 	char path[64], buf[64];
 	int n = 0;
-	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)getpid());
+	if (!proc_is_ours()) {
+		/* The tids do not match: every thread listed, and no other (main is no
+		 * thread of tids[]). */
+		DIR *d = opendir("/proc/self/task");
+		struct dirent *e;
+		while (d && (e = readdir(d)))
+			n += e->d_name[0] != '.';
+		if (d)
+			closedir(d);
+		return n - 1;
+	}
 	for (int i = 0; i < nthreads; i++) {
 		snprintf(path, sizeof(path), "/proc/self/task/%d/comm", (int)tids[i]);
 		if (wl_read_file(path, buf, sizeof(buf)) > 0)

@@ -32,32 +32,55 @@ pub fn end_of(dev: (u64, u64)) -> Option<bool> {
     }
 }
 
-/// The record of the pty end at `ctx` (once per description).
-pub fn dump(ctx: &FdCtx, master: bool, target: &str) -> Result<pb::TtyState, DumpError> {
+/// The record of the pty end at `ctx` (once per description). `own_mounts`: the tree is
+/// a container with a mount namespace of its own (whose devpts the restore makes fresh).
+pub fn dump(
+    ctx: &FdCtx,
+    master: bool,
+    target: &str,
+    own_mounts: bool,
+) -> Result<pb::TtyState, DumpError> {
     let (pid, fd) = (ctx.pid, ctx.fd);
     let named = |why: String| refuse(format!("pid {pid}: fd {fd} ({target}): {why}"));
     let sys = |e: ckpt_sys::Error| named(e.to_string());
     let mine = ckpt_sys::process::steal_fd(pid, fd)?;
     let f = mine.as_fd();
+    use std::os::unix::fs::MetadataExt;
+    // The slave's device says which devpts instance the pair is of, whichever end this is
+    // and whatever path it was opened by (a container's /dev/console is a bind of it).
+    // A locked master has no slave to open (EIO): its own node's device then says which
+    // devpts it came from (a pts/ptmx), or nothing (/dev/ptmx: the host's /dev/pts).
+    let slave = if master {
+        tty::open_slave(f, libc::O_RDONLY | libc::O_NONBLOCK).ok()
+    } else {
+        None
+    };
+    let locked_master = master && slave.is_none();
+    let st = std::fs::File::from(
+        slave
+            .as_ref()
+            .unwrap_or(&mine)
+            .try_clone()
+            .map_err(|e| named(e.to_string()))?,
+    )
+    .metadata()
+    .map_err(|e| named(e.to_string()))?;
+    let host = std::fs::metadata("/dev/pts").map_err(|e| named(e.to_string()))?;
+    let devpts = if st.dev() == host.dev() {
+        String::new()
+    } else if locked_master {
+        container_devpts(pid, st.dev(), own_mounts).unwrap_or_default()
+    } else {
+        container_devpts(pid, st.dev(), own_mounts).map_err(named)?
+    };
     let index = if master {
         tty::index(f).map_err(sys)?
     } else {
-        let n = target
-            .strip_prefix("/dev/pts/")
-            .and_then(|n| n.parse().ok());
-        let pts = std::fs::metadata("/dev/pts").map_err(|e| named(e.to_string()))?;
-        let mine = std::fs::metadata(format!("/proc/{pid}/fd/{fd}"));
-        use std::os::unix::fs::MetadataExt;
-        match (n, mine) {
-            (Some(n), Ok(m)) if m.dev() == pts.dev() => n,
-            _ => {
-                return Err(named(
-                    "a terminal of another devpts than the host's /dev/pts (a container's); \
-                     not supported here"
-                        .into(),
-                ))
-            }
-        }
+        let (major, minor) = (
+            nix::sys::stat::major(st.rdev()),
+            nix::sys::stat::minor(st.rdev()),
+        );
+        ((major - tty::PTS_MAJOR) << 8 | minor) as u32
     };
     let ws = tty::winsize(f).map_err(sys)?;
     Ok(pb::TtyState {
@@ -70,8 +93,31 @@ pub fn dump(ctx: &FdCtx, master: bool, target: &str) -> Result<pb::TtyState, Dum
         ypixel: ws[3] as u32,
         packet: master && tty::packet_mode(f).map_err(sys)?,
         locked: master && tty::locked(f).map_err(sys)?,
+        devpts,
         ..Default::default()
     })
+}
+
+/// Where the devpts instance of device `dev` is mounted (its root) in `pid`'s mount
+/// namespace: a container's own, which the restore makes fresh. Err for another devpts
+/// of the host's (nothing would make it again).
+fn container_devpts(pid: ckpt_sys::Pid, dev: u64, own_mounts: bool) -> Result<String, String> {
+    let want = format!(
+        "{}:{}",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev)
+    );
+    let other = "a terminal of another devpts instance than the host's /dev/pts";
+    if !own_mounts {
+        return Err(format!(
+            "{other}, in a tree without a mount namespace of its own; not supported"
+        ));
+    }
+    ckpt_sys::mounts::mountinfo(pid)
+        .into_iter()
+        .find(|l| l.fstype == "devpts" && l.dev == want && l.root == "/")
+        .map(|l| l.mountpoint)
+        .ok_or_else(|| format!("{other}, whose root (device {want}) the container has not mounted"))
 }
 
 /// The bytes queued in the pair whose master is fd `fd` of `pid` (`tty::Queued`): read
@@ -121,15 +167,32 @@ fn decode(tty_nr: i32) -> (u64, u64) {
     ((n >> 8) & 0xfff, (n & 0xff) | ((n >> 12) & 0xfff00))
 }
 
+/// A pair's name in messages: /dev/pts/N of the host, or of a container's devpts.
+fn pair_name(t: &pb::TtyState) -> String {
+    if t.devpts.is_empty() {
+        format!("/dev/pts/{}", t.index)
+    } else {
+        format!("{}/{} of the container", t.devpts, t.index)
+    }
+}
+
+/// A pair's object number: its index, a container's devpts above the host's.
+fn object_of(t: &pb::TtyState) -> u64 {
+    t.index as u64 | if t.devpts.is_empty() { 0 } else { 1 << 32 }
+}
+
 /// Once every process is read: each slave's master in the tree, pairs as objects, the
 /// sessions and foreground groups (see the module doc). `parents`: pid -> parent pid of
 /// every process of the tree; `image_pid`: a pid as the images hold it; `shell_job`: a
-/// slave whose master is outside is the job's terminal (else refused).
+/// slave whose master is outside is the job's terminal (else refused); `orphan_pts_master`:
+/// one of a container's own devpts is its console (runc's), restored with a new master
+/// handed to the caller.
 pub fn finish(
     table: &mut FdTable,
     parents: &HashMap<i32, i32>,
     image_pid: &dyn Fn(i32) -> i32,
     shell_job: bool,
+    orphan_pts_master: bool,
 ) -> Result<(), DumpError> {
     let ids = table.picked(|d| d.tty.is_some());
     if ids.is_empty() {
@@ -139,19 +202,22 @@ pub fn finish(
         Some((pid, fd)) => format!("pid {pid}: fd {fd}"),
         None => "in flight (SCM_RIGHTS)".to_string(),
     };
-    // index -> the master's packet mode and lock.
-    let mut masters: HashMap<u32, (bool, bool)> = HashMap::new();
+    // (devpts, index) -> the master's packet mode and lock.
+    let mut masters: HashMap<(String, u32), (bool, bool)> = HashMap::new();
     for &i in &ids {
         let t = table.descs[i].tty.as_ref().expect("tty");
-        if t.master && masters.insert(t.index, (t.packet, t.locked)).is_some() {
+        let key = (t.devpts.clone(), t.index);
+        if t.master && masters.insert(key, (t.packet, t.locked)).is_some() {
             return Err(refuse(format!(
-                "{}: a second description of the master of /dev/pts/{}; not supported",
+                "{}: a second description of the master of {}; not supported",
                 first(table, i),
-                t.index
+                pair_name(t)
             )));
         }
     }
     let mut outside: Vec<usize> = Vec::new();
+    // The pairs a controlling terminal may be (tty_nr names only the index).
+    let mut pairs: Vec<(String, u32)> = masters.keys().cloned().collect();
     for &i in &ids {
         let who = first(table, i);
         // A master only in flight (SCM_RIGHTS) is read through ckpt's own copy.
@@ -162,7 +228,23 @@ pub fn finish(
         });
         let d = &mut table.descs[i];
         let t = d.tty.as_mut().expect("tty");
-        let Some(&(packet, locked)) = masters.get(&t.index) else {
+        let Some(&(packet, locked)) = masters.get(&(t.devpts.clone(), t.index)) else {
+            if !t.devpts.is_empty() {
+                // A container's console: its master is the engine's (runc's
+                // --console-socket receiver, podman's conmon).
+                if !orphan_pts_master {
+                    return Err(refuse(format!(
+                        "{who} ({}): its master is outside the dumped tree (a container's \
+                         console, held by its engine); dump with --orphan-pts-master to \
+                         restore it with a new master handed to the caller",
+                        pair_name(t)
+                    )));
+                }
+                t.orphan = true;
+                d.object = object_of(t);
+                pairs.push((t.devpts.clone(), t.index));
+                continue;
+            }
             if !shell_job {
                 return Err(refuse(format!(
                     "{who} (/dev/pts/{}): its master (a terminal emulator, sshd, the shell's \
@@ -177,12 +259,12 @@ pub fn finish(
         };
         t.packet = packet;
         t.locked = locked;
-        d.object = t.index as u64;
+        d.object = object_of(t);
         if let (true, Some((pid, fd))) = (t.master, holder) {
             let q = queued(pid, fd, t).map_err(|why| {
                 refuse(format!(
-                    "{who} (/dev/pts/{}): the bytes queued in the terminal: {why}",
-                    t.index
+                    "{who} ({}): the bytes queued in the terminal: {why}",
+                    pair_name(t)
                 ))
             })?;
             (t.input, t.input_eof, t.output) = (q.input.bytes, q.input.eofs, q.output);
@@ -191,37 +273,53 @@ pub fn finish(
     if !outside.is_empty() {
         job_terminal(table, &outside, parents, image_pid)?;
     }
+    pairs.sort();
+    pairs.dedup();
     // Controlling terminals: the session leader of each, and its foreground group.
-    let mut sessions: HashMap<u32, (i32, i32)> = HashMap::new();
+    let mut sessions: HashMap<(String, u32), (i32, i32)> = HashMap::new();
     for &pid in parents.keys() {
         let Ok(st) = ckpt_sys::proc::stat(ckpt_sys::Pid::from_raw(pid)) else {
             continue;
         };
         let dev = decode(st.tty_nr);
-        if dev.0 != tty::PTS_MAJOR || !masters.contains_key(&(dev.1 as u32)) {
+        if dev.0 != tty::PTS_MAJOR {
             continue;
         }
         let n = dev.1 as u32;
+        let mut of_n = pairs.iter().filter(|(_, i)| *i == n);
+        let Some(key) = of_n.next() else { continue };
+        if of_n.next().is_some() {
+            return Err(refuse(format!(
+                "pid {pid}: its controlling terminal is pty {n}, which both the host's \
+                 /dev/pts and a container's devpts of the tree have; not supported"
+            )));
+        }
         if !parents.contains_key(&st.session) {
             return Err(refuse(format!(
-                "pid {pid}: its controlling terminal /dev/pts/{n} belongs to session {}, \
-                 whose leader is outside the dumped tree; not supported",
+                "pid {pid}: its controlling terminal {} belongs to session {}, whose \
+                 leader is outside the dumped tree; not supported",
+                pair_name(&pb::TtyState {
+                    devpts: key.0.clone(),
+                    index: n,
+                    ..Default::default()
+                }),
                 st.session
             )));
         }
         if st.session == pid {
-            sessions.insert(n, (pid, st.tpgid));
+            sessions.insert(key.clone(), (pid, st.tpgid));
         }
     }
-    for (&n, &(sid, fg)) in &sessions {
+    for ((devpts, n), &(sid, fg)) in &sessions {
+        let of = |t: &pb::TtyState| t.index == *n && t.devpts == *devpts;
         if fg > 0 && !parents.contains_key(&fg) {
             return Err(refuse(format!(
-                "pid {sid}: the foreground process group {fg} of its terminal /dev/pts/{n} \
-                 has no leader in the dumped tree; not supported yet"
+                "pid {sid}: the foreground process group {fg} of its terminal pty {n} has \
+                 no leader in the dumped tree; not supported yet"
             )));
         }
         let holds = ids.iter().any(|&i| {
-            table.descs[i].tty.as_ref().is_some_and(|t| t.index == n)
+            table.descs[i].tty.as_ref().is_some_and(of)
                 && table
                     .unix
                     .holders
@@ -230,13 +328,13 @@ pub fn finish(
         });
         if !holds {
             return Err(refuse(format!(
-                "pid {sid}: it leads the session of /dev/pts/{n} without holding an fd of \
-                 it; not supported yet"
+                "pid {sid}: it leads the session of pty {n} without holding an fd of it; \
+                 not supported yet"
             )));
         }
         for &i in &ids {
             let t = table.descs[i].tty.as_mut().expect("tty");
-            if t.index == n {
+            if of(t) {
                 t.session = image_pid(sid);
                 t.fg_pgrp = if fg > 0 { image_pid(fg) } else { 0 };
             }

@@ -198,15 +198,43 @@ impl Puppet<'_> {
         if t.tid_address != 0 {
             flags |= libc::CLONE_CHILD_CLEARTID as u64;
         }
-        let set_tid = self.put(OFF_SET_TID, &t.tid.to_le_bytes())?;
+        // Its tid at each level from the innermost (a process in a nested pid namespace
+        // has one below the tree's) to the tree's; the kernel refuses a wrong depth.
+        let want = t.nested_tids.last().copied().unwrap_or(t.tid);
+        let main = self.pid;
+        let fail =
+            |what: String| RestoreError::Refused(format!("pid {main}: thread {want}: {what}"));
+        if t.nested_tids.len() > 31 || t.nested_tids.iter().any(|&n| n <= 0) {
+            return Err(fail(format!("nested tids {:?}", t.nested_tids)));
+        }
+        let levels: Vec<u8> = t
+            .nested_tids
+            .iter()
+            .rev()
+            .chain(std::iter::once(&t.tid))
+            .flat_map(|n| n.to_le_bytes())
+            .collect();
+        let set_tid = self.put(OFF_SET_TID, &levels)?;
         let mut args = Vec::with_capacity(CLONE_ARGS_SIZE as usize);
         // flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls,
         // set_tid, set_tid_size, cgroup
-        for v in [flags, 0, t.tid_address, 0, 0, 0, 0, fs_base, set_tid, 1, 0] {
+        let depth = t.nested_tids.len() as u64 + 1;
+        for v in [
+            flags,
+            0,
+            t.tid_address,
+            0,
+            0,
+            0,
+            0,
+            fs_base,
+            set_tid,
+            depth,
+            0,
+        ] {
             args.extend_from_slice(&v.to_le_bytes());
         }
         let at = self.put(OFF_CLONE_ARGS, &args)?;
-        let main = self.pid;
         let mut r = *self.remote.base_regs();
         r.rax = libc::SYS_clone3 as u64;
         r.rdi = at;
@@ -216,9 +244,6 @@ impl Puppet<'_> {
         ptrace::set_regs(main, &r)?;
         ptrace::cont(main, None)?;
         self.remote.calls += 1;
-        let want = t.tid;
-        let fail =
-            |what: String| RestoreError::Refused(format!("pid {main}: thread {want}: {what}"));
         // The new thread's tid as ckpt names it (another than `want` in a new pid
         // namespace): the event's message.
         let mut outer = None;
