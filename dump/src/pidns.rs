@@ -45,12 +45,23 @@ fn look(pid: Pid) -> Option<Seen> {
     if matches!(stat.state, 'Z' | 'X') {
         return None;
     }
-    Some(Seen {
+    let seen = Seen {
         ppid: Pid::from_raw(stat.ppid),
         nspids: ns::ns_pids(pid).ok()?,
         pid_ns: ns::ns_id(pid, "pid").ok()?,
         for_children: ns::ns_id(pid, "pid_for_children").ok(),
-    })
+    };
+    // An exiting process loses its namespaces (exit_task_namespaces) before it is a
+    // zombie: pid_for_children is unreadable then, which is no empty namespace. (A
+    // fork-heavy tree's children die all the time while it is checked running.)
+    if seen.for_children.is_none() {
+        const PF_EXITING: u32 = 0x4;
+        let now = ckpt_sys::proc::stat(pid).ok()?;
+        if matches!(now.state, 'Z' | 'X') || now.flags & PF_EXITING != 0 {
+            return None;
+        }
+    }
+    Some(seen)
 }
 
 /// Pushes a blocker for every nested pid namespace of the tree (`tree`: its processes,
