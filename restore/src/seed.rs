@@ -382,7 +382,10 @@ fn set_loginuid(want: Option<u32>) -> Result<(), String> {
 /// their group is their leader's, or, in the session ckpt was started from, the caller's,
 /// which a restore must not change.
 fn set_autogroup_nice(want: Option<i32>) -> Result<(), String> {
-    let Some(want) = want else { return Ok(()) };
+    // A new autogroup's nice is 0: nothing to write (nor a /proc to need).
+    let Some(want) = want.filter(|&n| n != 0) else {
+        return Ok(());
+    };
     const PATH: &str = "/proc/self/autogroup";
     let now = std::fs::read_to_string(PATH).unwrap_or_default();
     let now = now
