@@ -179,7 +179,7 @@ pub fn process(
     let cwd = proc::read_link(&format!("/proc/{pid}/cwd"))?
         .to_string_lossy()
         .into_owned();
-    let cwd_removed = crate::validate::cwd_removed(pid) && cwd.ends_with(" (deleted)");
+    let cwd_removed = cwd.ends_with(" (deleted)") && crate::validate::cwd_removed(pid);
     let filter_text = proc::read_trimmed(&format!("/proc/{pid}/coredump_filter"))?;
     let coredump_filter = u32::from_str_radix(&filter_text, 16).map_err(|e| {
         DumpError::Lost(format!("/proc/{pid}/coredump_filter: {filter_text:?}: {e}"))
