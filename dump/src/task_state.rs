@@ -64,7 +64,10 @@ pub fn loginuid(pid: Pid) -> Result<u32, DumpError> {
 }
 
 /// /proc/PID/autogroup reads "/autogroup-N nice K"; the file is missing on a kernel
-/// built without autogroups.
+/// built without autogroups, and reads empty for a task of the default group, whose session
+/// was never made by setsid() since boot (pid 1 and what it starts without one, as a CI
+/// runner): that group is the root task group, whose nice cannot be set, so there is
+/// nothing to carry.
 fn autogroup_nice(pid: Pid) -> Result<Option<i32>, DumpError> {
     let path = format!("/proc/{pid}/autogroup");
     let text = match std::fs::read_to_string(&path) {
@@ -72,12 +75,20 @@ fn autogroup_nice(pid: Pid) -> Result<Option<i32>, DumpError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(DumpError::Lost(format!("{path}: {e}"))),
     };
+    parse_autogroup(&text)
+        .ok_or_else(|| DumpError::Lost(format!("{path}: {:?}: no nice value", text.trim())))
+}
+
+/// The nice of "/autogroup-N nice K"; Some(None) for the empty text of the default group.
+fn parse_autogroup(text: &str) -> Option<Option<i32>> {
+    if text.trim().is_empty() {
+        return Some(None);
+    }
     text.split_whitespace()
         .skip_while(|w| *w != "nice")
         .nth(1)
         .and_then(|n| n.parse().ok())
         .map(Some)
-        .ok_or_else(|| DumpError::Lost(format!("{path}: {:?}: no nice value", text.trim())))
 }
 
 /// The injected queries, answered in `SCRATCH_LEN` bytes of the task's scratch page at
@@ -235,4 +246,18 @@ pub fn finish(pid: Pid, results: &[i64], b: &[u8], threads: usize) -> Result<Tas
         }
     }
     Ok(st)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_autogroup;
+
+    #[test]
+    fn autogroup_text() {
+        assert_eq!(parse_autogroup("/autogroup-14730 nice 7\n"), Some(Some(7)));
+        assert_eq!(parse_autogroup("/autogroup-1 nice -3\n"), Some(Some(-3)));
+        // The default group (pid 1's session) reads empty: nothing to carry.
+        assert_eq!(parse_autogroup(""), Some(None));
+        assert_eq!(parse_autogroup("/autogroup-1 nice\n"), None);
+    }
 }
