@@ -193,6 +193,82 @@ fn removed_host_sysv_segment_is_refused() {
     refused("shmrmid", "IPC_RMID");
 }
 
+/// Removes a test's POSIX message queue of the host's namespace, which outlives its
+/// killed process (kstate names it /ckpt-kstate-PID).
+struct Queue(String);
+
+impl Queue {
+    fn of(pid: i32) -> Queue {
+        Queue(format!("/ckpt-kstate-{pid}"))
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        let name = std::ffi::CString::new(self.0.clone()).unwrap();
+        // SAFETY: mq_unlink reads the NUL-terminated name.
+        unsafe { libc::mq_unlink(name.as_ptr()) };
+    }
+}
+
+/// A POSIX message queue of the host's ipc namespace held open is external, like a file:
+/// each restore opens that very queue again by name (same inode), with its messages and
+/// the fd's O_NONBLOCK.
+#[test]
+fn host_message_queue_is_opened_again() {
+    let env = Env::new();
+    let mut w = start_with(&env, "kstate", &["hostmq"]);
+    let _queue = Queue::of(w.pid);
+    env.check(&mut w);
+    env.cycles(&mut w, CYCLES, &[], |_, _| {});
+    notices_corruption(&env, &w);
+}
+
+/// Restored where its queue was removed and made again under the same name after the
+/// dump: another queue, refused naming it, nothing left behind.
+#[test]
+fn host_message_queue_made_again_is_refused() {
+    let env = Env::new();
+    let mut w = start_with(&env, "kstate", &["hostmq"]);
+    let queue = Queue::of(w.pid);
+    env.check(&mut w);
+    let dir = env.subdir("img");
+    env.dump(w.pid, &dir, &[]).ok();
+    env.reap_dumped(w.pid);
+    let name = std::ffi::CString::new(queue.0.clone()).unwrap();
+    // SAFETY: mq_unlink and mq_open read the NUL-terminated name; no attributes given.
+    let q = unsafe {
+        libc::mq_unlink(name.as_ptr());
+        libc::mq_open(
+            name.as_ptr(),
+            libc::O_RDWR | libc::O_CREAT,
+            0o600,
+            std::ptr::null::<libc::mq_attr>(),
+        )
+    };
+    assert!(q >= 0, "mq_open {}", queue.0);
+    let out = env.restore_detached(&dir);
+    let line = out.failed_naming(&queue.0);
+    assert!(line.contains("made again"), "{line}");
+    env.assert_gone(w.pid);
+}
+
+/// A queue the process asked to be notified by (mq_notify) is refused by name: the
+/// registration ends with the killed process.
+#[test]
+fn message_queue_notification_is_refused() {
+    let env = Env::new();
+    let mut w = start_with(&env, "kstate", &["mqnotify"]);
+    let _queue = Queue::of(w.pid);
+    env.check(&mut w);
+    let dir = env.subdir("img");
+    let line = env.dump(w.pid, &dir, &[]).failed_naming("mq_notify");
+    assert!(mentions_number(&line, w.pid as i64), "{line}");
+    assert!(image_files(&dir, "").is_empty(), "{}", listing(&dir));
+    assert_running_untraced(w.pid);
+    env.check(&mut w);
+}
+
 /// A process keyring (keys the process made for itself) is refused by name.
 #[test]
 fn process_keyring_is_refused() {

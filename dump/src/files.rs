@@ -137,6 +137,13 @@ fn inspect(pid: Pid, fd: i32, describer: &mut Describer) -> Result<Looked, Probl
     // Follows the magic link to the open file itself.
     let meta = std::fs::metadata(&link)
         .map_err(|e| Problem::Gone(format!("pid {pid}: fd {fd} ({target}): {e}")))?;
+    // Before any path kind: a queue's link looks like a file's path ("/NAME") and reads
+    // as its status line.
+    if meta.file_type().is_file() && nix::sys::stat::major(meta.dev()) == 0 {
+        if let Some(name) = mqueue_name(&link, &target, &*describer).map_err(blocked)? {
+            return Ok((pb::FdKind::FdMqueue, name, Some(meta)));
+        }
+    }
     if let Some(gone) = target.strip_suffix(" (deleted)") {
         if meta.file_type().is_dir() && meta.nlink() == 0 {
             // Empty (rmdir needs that): made again at restore (`FileDesc.removed`).
@@ -197,6 +204,28 @@ fn inspect(pid: Pid, fd: i32, describer: &mut Describer) -> Result<Looked, Probl
         return Err(unsupported("of an unknown file type"));
     };
     Ok((kind, target, Some(meta)))
+}
+
+/// "/NAME" when `link` (an fd's /proc link, `target`) is a POSIX message queue (reopened
+/// by name with mq_open at restore), None for any other file on an anonymous device.
+/// Refused: a queue removed while open (nothing can name it again) and one a process of
+/// the tree asked to be notified by (mq_notify: the registration ends with its process).
+fn mqueue_name(link: &str, target: &str, describer: &Describer) -> Result<Option<String>, String> {
+    if !ckpt_sys::mqueue::is_queue(link).map_err(|e| e.to_string())? {
+        return Ok(None);
+    }
+    if target.ends_with(" (deleted)") {
+        return Err("a POSIX message queue removed (mq_unlink) while open; not supported".into());
+    }
+    let notify = ckpt_sys::mqueue::notify_pid_of(link).map_err(|e| e.to_string())?;
+    if notify != 0 && describer.has(notify) {
+        return Err(format!(
+            "a POSIX message queue that pid {notify} asked to be notified by (mq_notify); \
+             not restored yet"
+        ));
+    }
+    let name = target.rsplit('/').next().unwrap_or_default();
+    Ok(Some(format!("/{name}")))
 }
 
 /// What `inspect` found: kind, target, the stat of the file when its kind needs one.
@@ -314,6 +343,7 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<(Vec<pb::Fd>, Vec<String
         };
         let outside_root = d.outside_root;
         let removed = d.removed;
+        let object = d.object;
         // A FIFO's unread bytes belong to the pipe, not the fd: stored once in the tree,
         // with the description that first holds them (a shared one is made from there).
         let (mut pipe_data, mut pipe_size) = (Vec::new(), 0);
@@ -365,8 +395,18 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<(Vec<pb::Fd>, Vec<String
                 )));
             }
         }
+        // A queue of ckpt's (the host's) ipc namespace outlives the processes: reopened
+        // by name and checked by inode. The tree's own namespace's are made again.
+        let mqueue_ino = if kind == pb::FdKind::FdMqueue
+            && ckpt_sys::ns::ns_id(pid, "ipc")? == ckpt_sys::ns::ns_id(Pid::this(), "ipc")?
+        {
+            object
+        } else {
+            0
+        };
         lock_texts.push(info.lock_lines.clone());
         out.push(pb::Fd {
+            mqueue_ino,
             owner_type,
             owner_pid,
             async_signal,
@@ -443,6 +483,12 @@ pub fn in_flight(fd: i32, carrier: u64, table: &mut FdTable, what: &str) -> Resu
         Some(id) => id,
         None => {
             use pb::FdKind as K;
+            if kind == K::FdMqueue {
+                return Err(crate::refuse(format!(
+                    "{what}: a file in flight (SCM_RIGHTS) that is a POSIX message queue; \
+                     not supported in flight yet"
+                )));
+            }
             if matches!(kind, K::FdInetSocket | K::FdPidfd) {
                 return Err(crate::refuse(format!(
                     "{what}: a file in flight (SCM_RIGHTS) that is a {}; not supported in \
@@ -480,6 +526,7 @@ fn is_path_kind(kind: pb::FdKind) -> bool {
             | pb::FdKind::FdDirectory
             | pb::FdKind::FdChardev
             | pb::FdKind::FdFifo
+            | pb::FdKind::FdMqueue
     )
 }
 
@@ -585,6 +632,8 @@ fn describe(
                 table,
             )?);
         }
+        // "/NAME", opened by name in the restored process's ipc namespace.
+        pb::FdKind::FdMqueue => d.path = target.to_string(),
         _ => {
             d.path = target.to_string();
             if kind == pb::FdKind::FdDirectory && stat()?.nlink() == 0 {

@@ -124,6 +124,12 @@ pub fn check(descs: &[pb::FileDesc]) -> Result<(), String> {
                         d.fifo_size
                     ));
                 }
+                if k == pb::FdKind::FdMqueue && !ckpt_sys::mqueue::valid_name(&d.path) {
+                    return Err(format!(
+                        "description {}: {:?} is not a message queue's name",
+                        d.id, d.path
+                    ));
+                }
                 if !d.path.starts_with('/') {
                     return Err(format!(
                         "description {}: path {:?} is not absolute",
@@ -164,6 +170,7 @@ pub fn needs_slot(kind: i32) -> bool {
             | pb::FdKind::FdDirectory
             | pb::FdKind::FdChardev
             | pb::FdKind::FdFifo
+            | pb::FdKind::FdMqueue
             | pb::FdKind::FdEpoll
             | pb::FdKind::FdPidfd)
     )

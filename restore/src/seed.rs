@@ -250,6 +250,29 @@ fn place_fd(f: &pb::Fd, mut flags: OFlag, spare: RawFd, id: &mut Identity) -> Re
     access::place(file, f.fd)
 }
 
+/// A POSIX message queue, opened by name as the process (mq_open checks its access
+/// against the fsuid in force). One of the host's namespace must still be the very queue
+/// of the dump: a queue removed and made again under the name since is another object.
+fn place_mqueue(f: &pb::Fd, flags: OFlag, id: &mut Identity) -> Result<(), String> {
+    let name = f.path.strip_prefix('/').unwrap_or(&f.path);
+    let keep = OFlag::O_ACCMODE | OFlag::O_NONBLOCK;
+    let fd = ckpt_sys::mqueue::open(name, (flags & keep).bits())
+        .map_err(|e| format!("{e}{}", id.who()))?;
+    if f.mqueue_ino != 0 {
+        let ino = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&fd))
+            .map_err(|e| format!("fstat: {e}"))?
+            .st_ino;
+        if ino != f.mqueue_ino {
+            return Err(format!(
+                "the queue of that name is inode {ino}, the dump's was {}: it was removed and \
+                 made again since",
+                f.mqueue_ino
+            ));
+        }
+    }
+    access::place(std::fs::File::from(fd), f.fd)
+}
+
 /// A new empty directory standing for one removed while in use (an open fd's, or the
 /// working directory): at its old path, so /proc shows the same "PATH (deleted)", or,
 /// when that name is taken again, beside it. Its parent must still exist. The caller
@@ -426,6 +449,9 @@ fn open_one(f: &pb::Fd, spare: RawFd, id: &mut Identity) -> Result<(), String> {
     if f.kind == pb::FdKind::FdFifo as i32 {
         place_fifo(f, flags, spare, id)
             .map_err(|e| format!("fd {} (FIFO {}): {e}", f.fd, f.path))?;
+    } else if f.kind == pb::FdKind::FdMqueue as i32 {
+        place_mqueue(f, flags, id)
+            .map_err(|e| format!("fd {} (POSIX message queue {}): {e}", f.fd, f.path))?;
     } else {
         place_fd(f, flags, spare, id).map_err(|e| format!("fd {}: {e}", f.fd))?;
     }

@@ -196,3 +196,38 @@ pub fn create(q: &MqInfo, msgs: &[(u32, Vec<u8>)]) -> Result<()> {
     .map_err(|e| Error::sys(format!("fchown mqueue /{}", q.name), e))?;
     send_all(&fd, &q.name, msgs)
 }
+
+/// The filesystem magic of mqueue (linux/magic.h): an fd on a queue is a regular file of
+/// that filesystem, named "/NAME" by its /proc link (its mount is internal) or by a path
+/// under wherever the namespace's mqueue filesystem is mounted.
+const MQUEUE_MAGIC: i64 = 0x1980_0202;
+
+/// Whether the open file behind `link` (a /proc/PID/fd/N link) is a POSIX message queue.
+pub fn is_queue(link: &str) -> Result<bool> {
+    let st = nix::sys::statfs::statfs(link).map_err(|e| Error::sys(format!("statfs {link}"), e))?;
+    Ok(st.filesystem_type().0 as i64 == MQUEUE_MAGIC)
+}
+
+/// NOTIFY_PID of the queue behind `link` (a /proc/PID/fd/N link of a queue): the process
+/// registered with mq_notify(3), 0 for none. Reading a queue's file reads its status line.
+pub fn notify_pid_of(link: &str) -> Result<i32> {
+    let text = std::fs::read_to_string(link).map_err(|e| Error::io(link, e))?;
+    Ok(text
+        .split_whitespace()
+        .find_map(|t| t.strip_prefix("NOTIFY_PID:"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+/// Queue `name` of the calling thread's ipc namespace, opened with `flags` (access mode,
+/// O_NONBLOCK) as a process's own mq_open(3) would (checked against the caller's fsuid).
+pub fn open(name: &str, flags: libc::c_int) -> Result<OwnedFd> {
+    open_queue(name, flags, None)
+}
+
+/// "/NAME" with NAME one path component of at most NAME_MAX bytes: what mq_open(3) takes.
+pub fn valid_name(path: &str) -> bool {
+    path.strip_prefix('/').is_some_and(|n| {
+        !n.is_empty() && n.len() <= 255 && !n.contains('/') && n != "." && n != ".."
+    })
+}

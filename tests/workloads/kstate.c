@@ -51,6 +51,11 @@
  *    filled) attached as H; checks its bytes and that shmctl(IPC_STAT) of the id it got
  *    still gives 3 pages and one attach.
  *  - shmrmid: the same, removed (IPC_RMID) while attached (ckpt refuses it).
+ *  - hostmq: a POSIX message queue of the host's ipc namespace, /ckpt-kstate-PID (4 x 32
+ *    bytes, two messages in it), held as fd 11 (O_RDWR|O_NONBLOCK); checks the fd is a
+ *    queue with two messages and O_NONBLOCK, and the very queue its name opens (inode).
+ *  - mqnotify: the same, and registered for its notification (mq_notify; ckpt refuses it);
+ *    checks it still is (a second mq_notify is EBUSY).
  * Corruption (SIGTERM) undoes the state (membarrier: cannot unregister, faked).
  */
 #include "wl.h"
@@ -60,6 +65,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/shm.h>
+#include <mqueue.h>
 
 #define PAGE 4096
 #define NP 4
@@ -128,6 +134,19 @@ static long ask_thread_cpuid(void)
 	for (int i = 0; i < 2000 && thread_asked; i++)
 		wl_sleep_ms(1);
 	return thread_asked ? -3 : thread_cpuid;
+}
+
+static char mq_name[64];
+
+/* The inode of the queue its name opens now, or -1. */
+static long mq_named_ino(void)
+{
+	mqd_t q = mq_open(mq_name, O_RDONLY);
+	struct stat st;
+	long ino = q != (mqd_t)-1 && !fstat(q, &st) ? (long)st.st_ino : -1;
+	if (q != (mqd_t)-1)
+		mq_close(q);
+	return ino;
 }
 
 static int autogroup_nice(void)
@@ -257,6 +276,23 @@ static int verify(void)
 		WL_CHECK(!shmctl(shmid, IPC_STAT, &ds) && ds.shm_segsz == 3 * PAGE && ds.shm_nattch == 1,
 			 "segment %d: IPC_STAT %s, %zu bytes, %lu attached", shmid, strerror(errno),
 			 (size_t)ds.shm_segsz, (unsigned long)ds.shm_nattch);
+	} else if (!strcmp(mode, "hostmq") || !strcmp(mode, "mqnotify")) {
+		struct mq_attr a = { 0 };
+		struct stat st = { 0 };
+		WL_CHECK(!mq_getattr(11, &a) && a.mq_curmsgs == 2 && a.mq_msgsize == 32 &&
+				 (a.mq_flags & O_NONBLOCK),
+			 "fd 11: mq_getattr %s, %ld messages, flags %lx", strerror(errno), a.mq_curmsgs,
+			 a.mq_flags);
+		if (!strcmp(mode, "mqnotify")) {
+			/* Still registered: a second registration is EBUSY (closing another fd of
+			 * the queue, as mq_named_ino does, would end the registration). */
+			struct sigevent ev = { .sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGUSR2 };
+			WL_CHECK(mq_notify(11, &ev) && errno == EBUSY, "fd 11: no mq_notify registration");
+		} else {
+			WL_CHECK(!fstat(11, &st) && (long)st.st_ino == mq_named_ino(),
+				 "fd 11 is inode %lu, %s is %ld", (unsigned long)st.st_ino, mq_name,
+				 mq_named_ino());
+		}
 	} else if (!strcmp(mode, "sockown")) {
 		WL_CHECK(fcntl(8, F_GETOWN) == getpid() && fcntl(9, F_GETOWN) == getpid(),
 			 "owners %d and %d, not %d", fcntl(8, F_GETOWN), fcntl(9, F_GETOWN), getpid());
@@ -310,6 +346,10 @@ static void corrupt(void)
 		prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0);
 	} else if (!strcmp(mode, "hostshm")) {
 		H[PAGE + 5] ^= 1;
+	} else if (!strcmp(mode, "hostmq")) {
+		char m[32];
+		if (mq_receive(11, m, sizeof(m), NULL) < 0)
+			wl_die("mq_receive");
 	} else if (!strcmp(mode, "sockown")) {
 		fcntl(9, F_SETOWN, 0);
 	} else if (!strcmp(mode, "rmdir")) {
@@ -457,6 +497,18 @@ int main(int argc, char **argv)
 		wl_fill(H, 3 * PAGE, 3);
 		if (!strcmp(mode, "shmrmid") && shmctl(shmid, IPC_RMID, NULL))
 			wl_die("IPC_RMID");
+	} else if (!strcmp(mode, "hostmq") || !strcmp(mode, "mqnotify")) {
+		struct mq_attr a = { .mq_maxmsg = 4, .mq_msgsize = 32 };
+		snprintf(mq_name, sizeof(mq_name), "/ckpt-kstate-%d", getpid());
+		mqd_t q = mq_open(mq_name, O_RDWR | O_CREAT | O_EXCL | O_NONBLOCK, 0600, &a);
+		if (q == (mqd_t)-1 || dup2(q, 11) != 11 || mq_send(11, "one", 3, 1) ||
+		    mq_send(11, "two", 3, 5))
+			wl_die("mq_open/mq_send %s", mq_name);
+		close(q);
+		struct sigevent ev = { .sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGUSR2 };
+		signal(SIGUSR2, SIG_IGN);
+		if (!strcmp(mode, "mqnotify") && mq_notify(11, &ev))
+			wl_die("mq_notify");
 	} else if (!strcmp(mode, "sockown")) {
 		int u = socket(AF_INET, SOCK_DGRAM, 0), sv[2];
 		if (u < 0 || dup2(u, 8) != 8 || socketpair(AF_UNIX, SOCK_STREAM, 0, sv) ||
