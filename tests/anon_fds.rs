@@ -98,10 +98,19 @@ fn big_deleted_file_is_refused() {
     refused("bigdeleted", "more than the 8 MiB");
 }
 
-/// A fanotify group is refused by name, by `check -t` and the dump.
+/// A fanotify group keeps its marks: an inode mark on a directory (its children's
+/// close-after-write events) and an ignore mask on one file in it, through three cycles.
 #[test]
-fn fanotify_is_refused() {
-    refused("fanotify", "fanotify is not supported yet");
+fn fanotify_three_cycles() {
+    three_cycles("fanotify");
+}
+
+/// A fanotify group with an event not read yet, or of the content class (permission
+/// events a process may wait on), is refused by name, by `check -t` and the dump.
+#[test]
+fn fanotify_with_queued_events_or_permission_class_is_refused() {
+    refused("fanotifyq", "not read yet");
+    refused("fanotifyperm", "content class");
 }
 
 /// An io_uring instance and a userfaultfd of the process's own are refused by name.

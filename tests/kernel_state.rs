@@ -269,6 +269,13 @@ fn message_queue_notification_is_refused() {
     env.check(&mut w);
 }
 
+/// A file whose filesystem was unmounted lazily (umount -l) while open: its /proc path
+/// ("/f") names another file, or none: refused by name, not reopened by that path.
+#[test]
+fn file_on_a_lazily_unmounted_filesystem_is_refused() {
+    refused("lazyumount", "umount -l");
+}
+
 /// A process keyring (keys the process made for itself) is refused by name.
 #[test]
 fn process_keyring_is_refused() {

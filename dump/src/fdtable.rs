@@ -24,6 +24,7 @@
 pub mod anon;
 pub mod contents;
 pub mod epoll;
+pub mod fanotify;
 pub mod pidfd;
 pub mod pipe;
 pub mod tty;
@@ -79,6 +80,10 @@ pub struct FdTable {
     /// A container on a root of its own: the ids of its mount namespace's mounts. A file
     /// on any other mount is outside its root (`FileDesc.outside_root`).
     pub container_mounts: Option<HashSet<u64>>,
+    /// The mount ids seen from each (mount namespace, root) met, read once: a file's
+    /// mount must be one of them for its path to name it again.
+    mount_ids: HashMap<String, HashSet<u64>>,
+    own_mounts: Option<HashSet<u64>>,
 }
 
 /// CPU time of the calling thread so far.
@@ -106,7 +111,41 @@ impl FdTable {
             spent: std::time::Duration::ZERO,
             cpu: std::time::Duration::ZERO,
             container_mounts: None,
+            mount_ids: HashMap::new(),
+            own_mounts: None,
         }
+    }
+
+    /// Whether mount `mnt_id` (an fd's, from fdinfo) is one ckpt or `pid` sees: in ckpt's
+    /// mount namespace from its root (a chrooted process's /proc/PID/mountinfo lists only
+    /// what is under its root, but its fd links are read from ckpt's), or in `pid`'s own
+    /// from its root (a container's). A file on neither (its filesystem lazily unmounted,
+    /// or an fd from another mount namespace) has a /proc path relative to a root nobody
+    /// can reach: reopened by it, it would be another file, or none.
+    pub fn on_reachable_mount(&mut self, pid: Pid, mnt_id: u64) -> Result<bool, DumpError> {
+        let key = |p: Pid| -> Result<String, DumpError> {
+            let mut k = String::new();
+            for what in ["ns/mnt", "root"] {
+                let link = format!("/proc/{p}/{what}");
+                let t = ckpt_sys::proc::read_link(&link)
+                    .map_err(|e| DumpError::Lost(format!("{link}: {e}")))?;
+                k.push_str(&t.to_string_lossy());
+                k.push('\0');
+            }
+            Ok(k)
+        };
+        // ckpt's own first, read once: most files are there, and then cost nothing more.
+        let own = self
+            .own_mounts
+            .get_or_insert_with(|| crate::mounts::ids(Pid::this()));
+        if own.contains(&mnt_id) {
+            return Ok(true);
+        }
+        Ok(self
+            .mount_ids
+            .entry(key(pid)?)
+            .or_insert_with(|| crate::mounts::ids(pid))
+            .contains(&mnt_id))
     }
 
     pub fn describer(&mut self) -> &mut Describer {

@@ -122,6 +122,7 @@ fn inspect(pid: Pid, fd: i32, describer: &mut Describer) -> Result<Looked, Probl
         "anon_inode:[signalfd]" => Some(pb::FdKind::FdSignalfd),
         "anon_inode:[timerfd]" => Some(pb::FdKind::FdTimerfd),
         "anon_inode:inotify" | "anon_inode:[inotify]" => Some(pb::FdKind::FdInotify),
+        "anon_inode:[fanotify]" => Some(pb::FdKind::FdFanotify),
         _ => None,
     };
     if !target.starts_with('/') && anon.is_none() {
@@ -131,6 +132,9 @@ fn inspect(pid: Pid, fd: i32, describer: &mut Describer) -> Result<Looked, Probl
     if let Some(kind) = anon {
         if kind == pb::FdKind::FdInotify {
             fdtable::anon::inotify_watches(pid, fd).map_err(blocked)?;
+        }
+        if kind == pb::FdKind::FdFanotify {
+            fdtable::fanotify::marks(pid, fd).map_err(blocked)?;
         }
         return Ok((kind, target, None));
     }
@@ -587,6 +591,7 @@ fn describe(
         pb::FdKind::FdSignalfd => d.signalfd = Some(fdtable::anon::signalfd(&ctx)?),
         pb::FdKind::FdTimerfd => d.timerfd = Some(fdtable::anon::timerfd(&ctx)?),
         pb::FdKind::FdInotify => d.inotify = Some(fdtable::anon::inotify(&ctx)?),
+        pb::FdKind::FdFanotify => d.fanotify = Some(fdtable::fanotify::dump(&ctx)?),
         pb::FdKind::FdPidfd => {
             let named =
                 |why: String| crate::refuse(format!("pid {pid}: fd {fd} (pidfd, {target}): {why}"));
@@ -635,6 +640,13 @@ fn describe(
         // "/NAME", opened by name in the restored process's ipc namespace.
         pb::FdKind::FdMqueue => d.path = target.to_string(),
         _ => {
+            if info.mnt_id != 0 && !table.on_reachable_mount(pid, info.mnt_id)? {
+                return Err(crate::refuse(format!(
+                    "pid {pid}: fd {fd} ({target}): its file is on a mount that is in no mount \
+                     namespace of the tree (its filesystem was unmounted with umount -l, or the \
+                     fd came from another mount namespace): its path would open another file"
+                )));
+            }
             d.path = target.to_string();
             if kind == pb::FdKind::FdDirectory && stat()?.nlink() == 0 {
                 if let Some(was) = target.strip_suffix(" (deleted)") {

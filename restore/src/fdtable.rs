@@ -27,6 +27,7 @@
 pub mod anon;
 pub mod contents;
 pub mod epoll;
+pub mod fanotify;
 pub mod pidfd;
 pub mod pipe;
 pub mod tty;
@@ -96,6 +97,7 @@ pub fn check(descs: &[pb::FileDesc]) -> Result<(), String> {
             ) => anon::check(d)?,
             Ok(pb::FdKind::FdMemfd | pb::FdKind::FdDeleted) => contents::check(d)?,
             Ok(pb::FdKind::FdEpoll) => epoll::check(d)?,
+            Ok(pb::FdKind::FdFanotify) => fanotify::check(d)?,
             Ok(pb::FdKind::FdPidfd) => pidfd::check(d)?,
             Ok(pb::FdKind::FdUnixSocket) => unix::check(d)?,
             Ok(pb::FdKind::FdTty) => tty::check(d)?,

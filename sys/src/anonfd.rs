@@ -149,3 +149,32 @@ pub fn path_of_handle(sdev: u64, handle_type: i32, handle: &[u8]) -> Result<Opti
     }
     Ok(Some(path))
 }
+
+/// fanotify_init(flags, event_f_flags): a new notification group.
+pub fn fanotify_init(flags: u32, event_flags: u32) -> Result<OwnedFd> {
+    // SAFETY: fanotify_init takes no pointers.
+    let r = unsafe { libc::fanotify_init(flags, event_flags) };
+    let fd = Errno::result(r).ctx(|| format!("fanotify_init({flags:#x}, {event_flags:#x})"))?;
+    // SAFETY: fanotify_init returned a new fd nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// fanotify_mark(fd, flags, mask, AT_FDCWD, path).
+pub fn fanotify_mark(fd: &OwnedFd, flags: u32, mask: u64, path: &str) -> Result<()> {
+    let c = std::ffi::CString::new(path)
+        .map_err(|_| crate::Error::Other(format!("{path:?} has a NUL byte")))?;
+    // SAFETY: `c` is a valid NUL-terminated string for the call's duration.
+    let r = unsafe { libc::fanotify_mark(fd.as_raw_fd(), flags, mask, libc::AT_FDCWD, c.as_ptr()) };
+    Errno::result(r)
+        .map(drop)
+        .ctx(|| format!("fanotify_mark({flags:#x}, {mask:#x}, {path})"))
+}
+
+/// FIONREAD of a notification fd (inotify, fanotify): bytes of events not read yet.
+pub fn queued_bytes(fd: &OwnedFd) -> Result<u32> {
+    let mut v: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int into `v`.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD as _, &mut v) };
+    Errno::result(r).ctx(|| "ioctl(FIONREAD)".to_string())?;
+    Ok(v as u32)
+}

@@ -23,9 +23,14 @@
  *   (IN_MODIFY|IN_EXCL_UNLINK, wd 2), non-blocking. Check: drops what is queued (a restore
  *   keeps no pending events), creates and removes a file in the directory and writes the
  *   log, then reads exactly those three events with the right wds and name.
+ * fanotify: a notification-class group (non-blocking, events' fds O_RDONLY) marking
+ *   WORKDIR/fwatched (FAN_CLOSE_WRITE|FAN_EVENT_ON_CHILD) and ignoring FAN_CLOSE_WRITE on
+ *   WORKDIR/fwatched/quiet (an inode mark with an ignore mask). Check: writes and closes
+ *   quiet and a new file gN, then reads exactly one event, FAN_CLOSE_WRITE, whose fd is gN.
  * For the refusals (no check of their own): memfdmap, a memfd also mapped MAP_SHARED;
  *   bigdeleted, a deleted file of 9 MiB; inotifygap, watch 2 of 3 removed;
- *   fanotify, a fanotify group.
+ *   fanotifyq, the fanotify group with an event not read yet;
+ *   fanotifyperm, a group of the content class (permission events).
  *   uring, an io_uring instance; uffd, a userfaultfd (both refused by name).
  */
 #include "wl.h"
@@ -38,7 +43,7 @@
 #include <sys/stat.h>
 #include <sys/timerfd.h>
 
-static int ino = -1, ino_n;
+static int ino = -1, ino_n, fan = -1, fan_n;
 static int ev_a = -1, ev_b = -1, sfd = -1, tm = -1, tr = -1, tt = -1, te = -1, mfd = -1,
 	   dfd = -1;
 static uint64_t ev_a_count = 5;
@@ -237,9 +242,41 @@ static int check_inotify(void)
 	return 1;
 }
 
+static void touch(const char *path)
+{
+	int f = open(path, O_CREAT | O_WRONLY, 0600);
+	if (f < 0 || write(f, "x", 1) != 1)
+		wl_die("write %s", path);
+	close(f);
+}
+
+static int check_fanotify(void)
+{
+	char buf[4096] __attribute__((aligned(8)));
+	char name[32], path[64], link[4200] = "", proc[64];
+	snprintf(name, sizeof(name), "g%d", ++fan_n);
+	snprintf(path, sizeof(path), "fwatched/%s", name);
+	touch("fwatched/quiet");
+	touch(path);
+	ssize_t n = read(fan, buf, sizeof(buf));
+	WL_CHECK(n > 0, "no fanotify event (errno %d)", errno);
+	struct fanotify_event_metadata *m = (struct fanotify_event_metadata *)buf;
+	WL_CHECK(FAN_EVENT_OK(m, n) && m->mask == FAN_CLOSE_WRITE && m->fd >= 0,
+		 "event mask %#llx fd %d", (unsigned long long)m->mask, m->fd);
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", m->fd);
+	ssize_t l = readlink(proc, link, sizeof(link) - 1);
+	close(m->fd);
+	WL_CHECK(l > 0 && strstr(link, path), "event on %s, not %s", link, path);
+	WL_CHECK(n == m->event_len, "%zd bytes of events, expected one of %u", n, m->event_len);
+	unlink(path);
+	return 1;
+}
+
 static int verify(void)
 {
 	if (ino >= 0 && !check_inotify())
+		return 0;
+	if (fan >= 0 && !check_fanotify())
 		return 0;
 	return (ev_a < 0 || check_eventfd()) && (sfd < 0 || check_signalfd()) &&
 	       (tm < 0 || check_timerfd()) && (mfd < 0 || check_memfd()) &&
@@ -323,9 +360,21 @@ int main(int argc, char **argv)
 			if (fd < 0 || ftruncate(fd, 8192) ||
 			    mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) == MAP_FAILED)
 				wl_die("memfdmap");
-		} else if (!strcmp(k, "fanotify")) {
-			/* Refused (mount marks and queued events are not restorable yet). */
-			if (fanotify_init(FAN_CLASS_NOTIF | FAN_NONBLOCK, O_RDONLY) < 0)
+		} else if (!strcmp(k, "fanotify") || !strcmp(k, "fanotifyq")) {
+			fan = fanotify_init(FAN_CLASS_NOTIF | FAN_NONBLOCK, O_RDONLY | O_LARGEFILE);
+			if (fan < 0 || mkdir("fwatched", 0700))
+				wl_die("fanotify_init");
+			touch("fwatched/quiet");
+			if (fanotify_mark(fan, FAN_MARK_ADD, FAN_CLOSE_WRITE | FAN_EVENT_ON_CHILD,
+					  AT_FDCWD, "fwatched") ||
+			    fanotify_mark(fan, FAN_MARK_ADD | FAN_MARK_IGNORED_MASK |
+						       FAN_MARK_IGNORED_SURV_MODIFY,
+					  FAN_CLOSE_WRITE, AT_FDCWD, "fwatched/quiet"))
+				wl_die("fanotify_mark");
+			if (!strcmp(k, "fanotifyq"))
+				touch("fwatched/pending");
+		} else if (!strcmp(k, "fanotifyperm")) {
+			if (fanotify_init(FAN_CLASS_CONTENT | FAN_NONBLOCK, O_RDONLY) < 0)
 				wl_die("fanotify_init");
 		} else if (!strcmp(k, "uring")) {
 			/* Refused by name (its rings and requests in flight are not restorable). */

@@ -54,6 +54,9 @@
  *  - hostmq: a POSIX message queue of the host's ipc namespace, /ckpt-kstate-PID (4 x 32
  *    bytes, two messages in it), held as fd 11 (O_RDWR|O_NONBLOCK); checks the fd is a
  *    queue with two messages and O_NONBLOCK, and the very queue its name opens (inode).
+ *  - lazyumount: a file on a tmpfs mounted at WORKDIR/lazy, open as fd 12, the tmpfs then
+ *    unmounted lazily (umount -l: the fd's /proc path becomes "/f"; ckpt refuses it);
+ *    checks fd 12 reads "on the detached tmpfs".
  *  - mqnotify: the same, and registered for its notification (mq_notify; ckpt refuses it);
  *    checks it still is (a second mq_notify is EBUSY).
  * Corruption (SIGTERM) undoes the state (membarrier: cannot unregister, faked).
@@ -66,6 +69,7 @@
 #include <sys/stat.h>
 #include <sys/shm.h>
 #include <mqueue.h>
+#include <sys/mount.h>
 
 #define PAGE 4096
 #define NP 4
@@ -276,6 +280,10 @@ static int verify(void)
 		WL_CHECK(!shmctl(shmid, IPC_STAT, &ds) && ds.shm_segsz == 3 * PAGE && ds.shm_nattch == 1,
 			 "segment %d: IPC_STAT %s, %zu bytes, %lu attached", shmid, strerror(errno),
 			 (size_t)ds.shm_segsz, (unsigned long)ds.shm_nattch);
+	} else if (!strcmp(mode, "lazyumount")) {
+		char b[32] = "";
+		WL_CHECK(pread(12, b, sizeof(b) - 1, 0) == 21 && !strcmp(b, "on the detached tmpfs"),
+			 "fd 12 reads \"%s\"", b);
 	} else if (!strcmp(mode, "hostmq") || !strcmp(mode, "mqnotify")) {
 		struct mq_attr a = { 0 };
 		struct stat st = { 0 };
@@ -497,6 +505,17 @@ int main(int argc, char **argv)
 		wl_fill(H, 3 * PAGE, 3);
 		if (!strcmp(mode, "shmrmid") && shmctl(shmid, IPC_RMID, NULL))
 			wl_die("IPC_RMID");
+	} else if (!strcmp(mode, "lazyumount")) {
+		char dir[4200], f[4300];
+		snprintf(dir, sizeof(dir), "%s/lazy", workdir);
+		snprintf(f, sizeof(f), "%s/f", dir);
+		int fd;
+		if (mkdir(dir, 0755) || mount("none", dir, "tmpfs", 0, "size=64k") ||
+		    (fd = open(f, O_RDWR | O_CREAT, 0600)) < 0 ||
+		    write(fd, "on the detached tmpfs", 21) != 21 || dup2(fd, 12) != 12 ||
+		    umount2(dir, MNT_DETACH))
+			wl_die("a file on a lazily unmounted tmpfs in %s", dir);
+		close(fd);
 	} else if (!strcmp(mode, "hostmq") || !strcmp(mode, "mqnotify")) {
 		struct mq_attr a = { .mq_maxmsg = 4, .mq_msgsize = 32 };
 		snprintf(mq_name, sizeof(mq_name), "/ckpt-kstate-%d", getpid());

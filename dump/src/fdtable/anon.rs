@@ -135,7 +135,7 @@ pub fn inotify_watches(pid: ckpt_sys::Pid, fd: i32) -> Result<pb::InotifyState, 
 }
 
 /// "a7c40300" -> bytes.
-fn unhex(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())

@@ -60,7 +60,7 @@ pub fn check(d: &pb::FileDesc) -> Result<(), String> {
 }
 
 /// Puts `fd` at `slot` with the description's status flags (O_NONBLOCK).
-fn at_slot(fd: OwnedFd, d: &pb::FileDesc, slot: RawFd) -> Result<(), String> {
+pub(super) fn at_slot(fd: OwnedFd, d: &pb::FileDesc, slot: RawFd) -> Result<(), String> {
     dup2(fd.as_raw_fd(), slot).map_err(|e| format!("dup2 to slot {slot}: {e}"))?;
     let status = OFlag::from_bits_retain(d.flags as i32) & OFlag::O_NONBLOCK;
     fcntl(slot, FcntlArg::F_SETFL(status)).map_err(|e| format!("F_SETFL: {e}"))?;

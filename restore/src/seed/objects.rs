@@ -24,6 +24,7 @@ pub fn create(objects: &[Object], floor: i32) -> Result<(), String> {
             pb::FdKind::FdSignalfd => "signalfd".into(),
             pb::FdKind::FdTimerfd => "timerfd".into(),
             pb::FdKind::FdInotify => "inotify".into(),
+            pb::FdKind::FdFanotify => "fanotify".into(),
             pb::FdKind::FdMemfd => format!(
                 "memfd:{}",
                 first.memfd.as_ref().map_or("", |m| m.name.as_str())
@@ -60,6 +61,10 @@ pub fn create(objects: &[Object], floor: i32) -> Result<(), String> {
             // Its watches are added as its holder: paths it could read.
             pb::FdKind::FdInotify => {
                 as_holder(creds.as_ref(), |_| fdtable::anon::inotify(first, *slot))
+            }
+            // Its marks are made as its holder: paths it could reach.
+            pb::FdKind::FdFanotify => {
+                as_holder(creds.as_ref(), |_| fdtable::fanotify::create(first, *slot))
             }
             pb::FdKind::FdMemfd => fdtable::contents::create(&o.descs),
             pb::FdKind::FdInetSocket => crate::net::create_at(&o.descs),
