@@ -305,16 +305,32 @@ pub fn check_status(pid: Pid, text: &str, own: &str, allowed: &Allowed) -> Resul
     Ok(())
 }
 
-/// Every check of this module on the stopped task: its status against ckpt's own, each
-/// mapping's VmFlags.
-pub fn check_task(pid: Pid, maps: &[Mapping], allowed: &Allowed) -> Result<(), DumpError> {
-    let text = ckpt_sys::proc::read_trimmed(&format!("/proc/{pid}/status"))?;
-    let own = ckpt_sys::proc::read_trimmed("/proc/self/status")?;
-    check_status(pid, &text, &own, allowed)?;
+/// Every check of this module on the stopped task: its status (`status`, the text of
+/// /proc/PID/status as the caller read it) against ckpt's own, each mapping's VmFlags.
+pub fn check_task(
+    pid: Pid,
+    status: &str,
+    maps: &[Mapping],
+    allowed: &Allowed,
+) -> Result<(), DumpError> {
+    check_status(pid, status, own_status()?, allowed)?;
     for m in maps {
         check_mapping(pid, m, allowed)?;
     }
     Ok(())
+}
+
+/// ckpt's own /proc/self/status, read once per run: the fields compared with it
+/// (`SameAsCkpt`: speculation controls, memory nodes, x86 thread features) are set for
+/// ckpt before it starts and do not change while it dumps, and every process of a tree
+/// is compared with it.
+fn own_status() -> Result<&'static str, DumpError> {
+    static OWN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(own) = OWN.get() {
+        return Ok(own);
+    }
+    let own = ckpt_sys::proc::read_trimmed("/proc/self/status")?;
+    Ok(OWN.get_or_init(|| own))
 }
 
 #[cfg(test)]

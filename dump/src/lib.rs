@@ -269,20 +269,15 @@ fn dump_inner(
     // only during the seize, on its own then): a refusal touches nothing.
     let parent_image = track::prepare(opts)?;
     net::unkept::new_pass();
-    let (identity, mut describer, validated) = validate::before_seize(pid)?;
+    let (identity, mut describer, validated, rss) = validate::before_seize(pid)?;
     let locks_warm = describer.lock_candidates;
     if locks_warm {
         locks::warm_up();
     }
     hooks::run(hooks::Stage::PreDump)?;
-    // What a process's copy can hold: its anonymous and shared memory (file pages are
-    // not stored unless copied-on-write, and then they count as anonymous).
-    let copied = |s: &proc::Status| (s.rssanon.unwrap_or(0) + s.rssshmem.unwrap_or(0)) * 1024;
-    let mut rss = copied(&proc::status(pid)?);
+    // The copy buffers are sized by what the checks saw (`validate::Copied`); a process
+    // born since gets what they hold.
     let descendants = tree::descendants(pid)?;
-    for &c in &descendants {
-        rss = rss.max(proc::status(c).map(|s| copied(&s)).unwrap_or(0));
-    }
     // Create the sink before touching the task, so an unusable directory fails early.
     // Dropped unfinished (any error below), it deletes what it wrote.
     let mut sink = ImageSink::create(&opts.dir)?
@@ -996,13 +991,15 @@ fn gather(
     let pid = task.pid();
     let t = Instant::now();
     let stat = proc::stat(pid)?;
-    let status = proc::status(pid)?;
+    // Read once: parsed for the core and the injection, every field checked as text.
+    let (status, status_text) = proc::status_text(pid)?;
     let mut maps = proc::smaps(pid)?;
     // As read, with the write-protect letters of a tracker of ckpt's own (`track.rs`).
     let seen_maps = maps.clone();
     track::hide_own_letters(pid, &mut maps);
     known_state::check_task(
         pid,
+        &status_text,
         &maps,
         &known_state::Allowed(opts.allow_unknown_state.clone()),
     )?;

@@ -96,15 +96,27 @@ fn examinable(pid: Pid) -> Result<(), DumpError> {
 /// The describer comes back for the processes met during the seize (`before_seize_one`):
 /// what it read of the host (every process's pipes) is read once per dump.
 /// The descendants come back too, each with who it was when checked (`Validated`): the
-/// seize checks again only a process it finds that is not among them.
-pub fn before_seize(pid: Pid) -> Result<(Identity, Describer, Validated), DumpError> {
+/// seize checks again only a process it finds that is not among them. Last, the most
+/// anonymous and shared memory one of them held (`Copied`), read from the status the
+/// checks read anyway: it sizes the dump's copy buffers.
+pub fn before_seize(pid: Pid) -> Result<(Identity, Describer, Validated, Copied), DumpError> {
     examinable(pid)?;
     // First, so that every check below is known to be about this one process.
     let identity = Identity::take(pid)?;
-    let (blockers, describer, mut validated) = tree_blockers_with(pid)?;
+    let (blockers, describer, mut validated, copied) = tree_blockers_with(pid)?;
     blockers.refuse_if_any(pid)?;
     validated.remove(&pid);
-    Ok((identity, describer, validated))
+    Ok((identity, describer, validated, copied))
+}
+
+/// The largest RssAnon + RssShmem (bytes) of the processes checked: what one process's
+/// copy can hold (file pages are not stored unless copied-on-write, and then they count
+/// as anonymous).
+pub type Copied = u64;
+
+/// What a process's copy can hold, from its status.
+pub fn copied(s: &proc::Status) -> Copied {
+    (s.rssanon.unwrap_or(0) + s.rssshmem.unwrap_or(0)) * 1024
 }
 
 /// The processes of the tree that were checked, by pid, and who each was then (a pidfd
@@ -125,7 +137,7 @@ pub fn before_seize_one(
     let mut out = Blockers::default();
     let owned =
         crate::container::root_namespaces(root).or_else(|| crate::container::in_ckpt_pidns(root));
-    process_blockers(pid, true, owned.as_ref(), describer, &mut out)?;
+    process_blockers(pid, true, owned.as_ref(), describer, &mut out, &mut 0)?;
 
     out.refuse_if_any(pid)?;
     Ok(identity)
@@ -140,7 +152,7 @@ pub fn tree_blockers(root: Pid) -> Result<Blockers, DumpError> {
 
 /// `tree_blockers`, the describer that looked (it knows the tree), and who each process
 /// checked was.
-fn tree_blockers_with(root: Pid) -> Result<(Blockers, Describer, Validated), DumpError> {
+fn tree_blockers_with(root: Pid) -> Result<(Blockers, Describer, Validated, Copied), DumpError> {
     examinable(root)?;
     let tree = tree(root);
     let mut describer = Describer::new(tree.iter().copied());
@@ -188,9 +200,11 @@ fn tree_blockers_with(root: Pid) -> Result<(Blockers, Describer, Validated), Dum
     });
     let mut looked: std::collections::HashMap<Pid, _> = looked.into_iter().collect();
     let mut validated = Validated::new();
+    let mut copied_max = 0;
     for pid in &tree {
         if let Some(r) = looked.remove(pid) {
-            let (mine, id) = r?;
+            let (mine, id, copied) = r?;
+            copied_max = copied_max.max(copied);
             out.list.extend(mine.list);
             if let Some(id) = id {
                 validated.insert(*pid, id);
@@ -206,7 +220,7 @@ fn tree_blockers_with(root: Pid) -> Result<(Blockers, Describer, Validated), Dum
     crate::sharing::blockers(&alive, &mut out);
     crate::pidns::blockers(&alive, &mut out);
     crate::cgroups::record(root, &alive, &|p| p, false, &mut out);
-    Ok((out, describer, validated))
+    Ok((out, describer, validated, copied_max))
 }
 
 /// What the stopped-task checks of `known_state` (unknown or non-default status fields
@@ -221,7 +235,10 @@ pub fn known_state_blockers(root: Pid, out: &mut Blockers) {
         };
         crate::track::hide_own_letters(pid, &mut maps);
         let allowed = crate::known_state::Allowed::default();
-        if let Err(e) = crate::known_state::check_task(pid, &maps, &allowed) {
+        let checked = proc::read_trimmed(&format!("/proc/{pid}/status"))
+            .map_err(DumpError::from)
+            .and_then(|status| crate::known_state::check_task(pid, &status, &maps, &allowed));
+        if let Err(e) = checked {
             let msg = e.to_string();
             let own = format!("pid {pid}: ");
             let why = msg.strip_prefix(&own).unwrap_or(&msg).to_string();
@@ -263,24 +280,30 @@ fn tree(root: Pid) -> Vec<Pid> {
 /// The blockers of one process of the tree of `root`. A descendant that is exiting (or
 /// gone) blocks nothing: what it held is being torn down under our eyes (its maps read
 /// empty, its fds vanish), and the seize records it as the zombie it becomes (`tree.rs`).
-/// With them, who the process was (None if its pidfd could not be had, or it is dying).
+/// With them, who the process was (None if its pidfd could not be had, or it is dying),
+/// and what its copy can hold.
 fn one_process(
     pid: Pid,
     root: Pid,
     owned: Option<&crate::ns::Owned>,
     describer: &mut Describer,
-) -> Result<(Blockers, Option<Identity>), DumpError> {
+) -> Result<(Blockers, Option<Identity>, Copied), DumpError> {
     let below = pid != root;
     let mut mine = Blockers::default();
     // Before the checks: they are then about the process this refers to, or `verify`
     // tells.
     let pidfd = ckpt_sys::probe::pidfd_open(pid).ok();
-    let looked = process_blockers(pid, below, owned, describer, &mut mine);
+    let mut copied = 0;
+    let looked = process_blockers(pid, below, owned, describer, &mut mine, &mut copied);
     if below && crate::tree::is_dying(pid) {
-        return Ok((Blockers::default(), None));
+        return Ok((Blockers::default(), None, 0));
     }
     let starttime = looked?;
-    Ok((mine, pidfd.map(|pidfd| Identity { pidfd, starttime })))
+    Ok((
+        mine,
+        pidfd.map(|pidfd| Identity { pidfd, starttime }),
+        copied,
+    ))
 }
 
 /// What keeps this one process from being dumped.
@@ -292,6 +315,7 @@ fn process_blockers(
     container: Option<&crate::ns::Owned>,
     describer: &mut Describer,
     out: &mut Blockers,
+    copied: &mut Copied,
 ) -> Result<u64, DumpError> {
     let gone = |e: ckpt_sys::Error| DumpError::Lost(format!("pid {pid} vanished: {e}"));
     let stat = proc::stat(pid).map_err(gone)?;
@@ -321,6 +345,7 @@ fn process_blockers(
         );
     }
     let status = proc::status(pid).map_err(gone)?;
+    *copied = self::copied(&status);
     // Seized by this dump already (a v1 freezer's tree, `preseize.rs`).
     let ours = crate::preseize::is_pending(pid);
     if status.tracerpid != 0 && !ours {

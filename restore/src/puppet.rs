@@ -48,6 +48,9 @@ pub struct Puppet<'a> {
     sharing: Option<&'a crate::sharing::Task>,
     /// The runs the fill copies: all of the image's but those `sharing` keeps.
     fill_runs: Option<Vec<ckpt_images::pb::PageRun>>,
+    /// The main thread's securebits as the seed left them, asked in the first batch
+    /// (`creds` needs them; one stop less than asking on their own).
+    seed_securebits: Option<u32>,
 }
 
 type R<T> = Result<T, RestoreError>;
@@ -111,6 +114,7 @@ impl<'a> Puppet<'a> {
             shared: None,
             sharing: None,
             fill_runs: None,
+            seed_securebits: None,
         })
     }
 
@@ -296,7 +300,21 @@ impl<'a> Puppet<'a> {
                 &[ARCH_SET_CPUID, 0],
             ));
         }
-        self.batched(&calls, |_, _| None)?;
+        // Last: nothing after it in the batch nor before `creds` changes them.
+        calls.push(Batched::new(
+            "prctl(PR_GET_SECUREBITS)",
+            libc::SYS_prctl,
+            &[creds::PR_GET_SECUREBITS],
+        ));
+        let last = calls.len() - 1;
+        let bits = std::cell::Cell::new(None);
+        self.batched(&calls, |i, r| {
+            if i == last {
+                bits.set(Some(r as u32));
+            }
+            None
+        })?;
+        self.seed_securebits = bits.get();
         self.seccomp_shared()?;
         self.create_threads()?;
         self.itimers()?;

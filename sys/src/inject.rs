@@ -26,6 +26,14 @@ pub enum Via {
     SyscallInsn(u64),
 }
 
+/// `pid` is in the pid namespace of the calling process (two link reads, no cache: a
+/// forked ckpt may be in another one), so its own pid is the one the caller knows.
+fn in_callers_pid_ns(pid: Pid) -> bool {
+    let link = |path: String| std::fs::read_link(path).ok();
+    let own = link("/proc/self/ns/pid".into());
+    own.is_some() && link(format!("/proc/{pid}/ns/pid")) == own
+}
+
 /// A stopped tracee that ckpt runs syscalls in. Keeps the registers it found, so the
 /// task can be put back exactly as it was.
 pub struct Remote {
@@ -274,10 +282,16 @@ impl Remote {
         if let Some(p) = self.own_pid {
             return Ok(p);
         }
-        let p = crate::ns::ns_pids(self.pid)?
-            .last()
-            .copied()
-            .unwrap_or(self.pid.as_raw());
+        // In ckpt's own pid namespace (a link read) the pid is the one ckpt knows;
+        // else the innermost of its status's NSpid (the costlier read).
+        let p = if in_callers_pid_ns(self.pid) {
+            self.pid.as_raw()
+        } else {
+            crate::ns::ns_pids(self.pid)?
+                .last()
+                .copied()
+                .unwrap_or(self.pid.as_raw())
+        };
         self.own_pid = Some(p);
         Ok(p)
     }

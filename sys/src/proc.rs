@@ -43,9 +43,17 @@ pub fn stat(pid: Pid) -> Result<Stat> {
 
 /// /proc/PID/status, as `stat`.
 pub fn status(pid: Pid) -> Result<Status> {
+    Ok(status_text(pid)?.0)
+}
+
+/// /proc/PID/status parsed, and its text as read: for a caller that checks every field
+/// of it too (one read instead of two of the costliest /proc file a dump reads).
+pub fn status_text(pid: Pid) -> Result<(Status, String)> {
     let path = format!("/proc/{pid}/status");
     let bytes = read_bytes(&path)?;
-    <Status as procfs::FromRead>::from_read(&bytes[..]).map_err(|e| procfs_err(path, e))
+    let status =
+        <Status as procfs::FromRead>::from_read(&bytes[..]).map_err(|e| procfs_err(path, e))?;
+    Ok((status, String::from_utf8_lossy(&bytes).trim().to_string()))
 }
 
 /// Thread ids of a process, from /proc/PID/task.

@@ -7,7 +7,7 @@ use ckpt_images::pb;
 
 const PR_SET_KEEPCAPS: u64 = 8;
 const PR_CAPBSET_DROP: u64 = 24;
-const PR_GET_SECUREBITS: u64 = 27;
+pub(super) const PR_GET_SECUREBITS: u64 = 27;
 const PR_SET_SECUREBITS: u64 = 28;
 const PR_CAP_AMBIENT: u64 = 47;
 const PR_CAP_AMBIENT_RAISE: u64 = 2;
@@ -37,11 +37,15 @@ impl Puppet<'_> {
         };
         // Per thread: the status of the thread the calls go to.
         let st = ckpt_sys::proc::status(self.remote.pid())?;
-        let seed_bits = self.call(
-            "prctl(PR_GET_SECUREBITS)",
-            libc::SYS_prctl,
-            &[PR_GET_SECUREBITS],
-        )? as u32;
+        // The main thread's were asked in `run`'s first batch; a thread's are asked here.
+        let seed_bits = match self.seed_securebits {
+            Some(bits) if self.remote.pid() == self.pid => bits,
+            _ => self.call(
+                "prctl(PR_GET_SECUREBITS)",
+                libc::SYS_prctl,
+                &[PR_GET_SECUREBITS],
+            )? as u32,
+        };
         let same_ids = c.uid.iter().all(|&u| u == st.euid && u == st.ruid)
             && c.gid.iter().all(|&g| g == st.egid && g == st.rgid);
         let mut groups: Vec<u32> = st.groups.iter().map(|&g| g as u32).collect();
