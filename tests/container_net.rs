@@ -537,15 +537,20 @@ fn veth_restore_refusals_leave_nothing() {
 }
 
 /// What a container's network namespace holds that the dump cannot record is refused
-/// by name, the container left running: an interface that is not a veth (a bridge made
-/// inside), a route of another table than main (`check -t` lists both).
+/// by name, the container left running (`check -t` lists every one): an interface that is
+/// not a veth (a bridge made inside, a macvlan over the test's veth), a second veth pair
+/// with both ends inside, a route of another table than main, a policy routing rule, an
+/// nftables table (rules that would otherwise be lost without a word).
 #[test]
 fn unsupported_container_network_is_refused() {
     let env = Env::new();
     let host = HostNs::new(&env);
     let script = format!(
-        "{VETH_SETUP} ip link add br9 type bridge; \
-         ip route add 10.99.0.0/16 dev eth0 table 100; echo made; while :; do sleep 0.05; done"
+        "{VETH_SETUP} ip link add br9 type bridge; ip link add mv9 link eth0 type macvlan; \
+         ip link add va9 type veth peer name vb9; \
+         ip route add 10.99.0.0/16 dev eth0 table 100; \
+         ip rule add from 10.98.0.0/16 table 100 priority 99; nft add table inet cfw9; \
+         echo made; while :; do sleep 0.05; done"
     );
     let (w, init) = start(&env, "unsup", &host.wrap(), &script);
     plug(&host, init);
@@ -558,6 +563,15 @@ fn unsupported_container_network_is_refused() {
         "{text}"
     );
     assert!(text.contains("route 10.99.0.0/16 (table 100"), "{text}");
+    for want in [
+        "interface mv9 (its net namespace): a macvlan interface",
+        "interface va9 (its net namespace): a veth whose peer vb9 is inside",
+        "interface vb9 (its net namespace): a veth whose peer va9 is inside",
+        "ip -4 rule 99: ToTable table 100 (prefixes /16 from, /0 to) Source(10.98.0.0)",
+        "nftables table inet cfw9 (its net namespace)",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
     env.dump(init, &env.subdir("img"), &[])
         .failed_naming("interface br9 (its net namespace)");
     assert_running_untraced(init);

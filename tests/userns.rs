@@ -143,9 +143,9 @@ fn user_namespace_with_other_ids_three_cycles() {
     env.kill_and_reap(init);
 }
 
-/// What cannot be set from inside is refused by name, the container left running: maps
-/// that leave out ckpt's own id 0 (here root inside is uid 1000 outside, nothing else
-/// mapped, and the processes run as an id the map lacks).
+/// What cannot be set from inside is refused by name, the container left running: the
+/// processes run as an id the maps lack (here root inside is uid 1000 outside, nothing
+/// else mapped, and the shell is still ckpt's uid 0, which is not).
 #[test]
 fn user_namespace_with_unmapped_ids_is_refused_by_name() {
     let env = Env::new();
@@ -172,8 +172,11 @@ fn user_namespace_with_unmapped_ids_is_refused_by_name() {
     env.wait_line(&w, "in", |l| l == "in");
     let line = env
         .dump(init, &env.subdir("img"), &[])
-        .failed_naming("user namespace uid_map");
-    assert!(line.contains("does not map ckpt's own id 0"), "{line}");
+        .failed_naming("uid 0");
+    assert!(
+        line.contains("not in the container's user namespace's uid_map"),
+        "{line}"
+    );
     assert_running_untraced(init);
     env.kill_and_reap(init);
 }
@@ -205,6 +208,125 @@ fn shared_memory_in_a_user_namespace_three_cycles() {
         dump_container(&env, &w, init, &img, i == 1);
         init = restore_with_pidfile(&env, &img, &format!("cycle{i}"), &[]);
         check_inside(&env, &w, &tree, wait_child_of(init, is_tree), i as u32 + 1);
+    }
+    env.kill_and_reap(init);
+}
+
+/// The owner and mode of `path` ("UID GID MODE", octal, the file type left out).
+fn owner_mode(path: &std::path::Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    format!("{} {} {:o}", m.uid(), m.gid(), m.mode() & 0o7777)
+}
+
+/// A rootless container's user namespace, podman's shape: root inside is uid and gid 1000
+/// outside, ids 1 and up a subordinate range from 100000 (maps that leave ckpt's own id 0
+/// out), held by a process outside the tree as podman's pause process holds it. Its root
+/// (inside 0) mounts a tmpfs with a file owned by inside 1; the unix sockets workload runs
+/// as inside 1 (host 100000), its listener's file in a directory of that id. Three cycles:
+/// the maps, every process's ids, the tmpfs file's and the socket file's owner and mode
+/// are as before, and the workload checks its sockets (peer credentials as seen inside).
+#[test]
+fn rootless_user_namespace_three_cycles() {
+    let env = Env::new();
+    let unixsock = workload_bin("unixsock");
+    // Outside the namespace, its ids reach what the test makes only as others do.
+    fs::set_permissions(
+        env.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let home = env.subdir("home");
+    let socks = env.subdir("socks");
+    std::os::unix::fs::chown(&home, Some(1000), Some(1000)).unwrap();
+    std::os::unix::fs::chown(&socks, Some(100000), Some(100000)).unwrap();
+    let holder = env.spawn(
+        "holder",
+        &which("unshare"),
+        &["--user", "sleep", "1000000"].map(std::ffi::OsStr::new),
+    );
+    let me = std::process::id() as i32;
+    let start = std::time::Instant::now();
+    while fs::read_link(format!("/proc/{}/ns/user", holder.pid)).ok()
+        == fs::read_link(format!("/proc/{me}/ns/user")).ok()
+    {
+        assert!(
+            start.elapsed().as_secs() < 10,
+            "unshare --user did not unshare"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let map = "0 1000 1\n1 100000 65536\n";
+    for f in ["uid_map", "gid_map"] {
+        fs::write(format!("/proc/{}/{f}", holder.pid), map).unwrap();
+    }
+    let (home_s, socks_s) = (home.display(), socks.display());
+    let script = format!(
+        "cd {home_s} && mkdir t && mount -t tmpfs -o mode=755 rootless t && echo x > t/f && \
+         chown 1:1 t/f && chmod 640 t/f && (setpriv --reuid=1 --regid=1 --clear-groups \
+         {} {socks_s} pair listen dgram &) && while :; do sleep 0.05; done",
+        unixsock.display()
+    );
+    let w = env.spawn(
+        "rootless",
+        &which("nsenter"),
+        &[
+            &format!("--user=/proc/{}/ns/user", holder.pid),
+            "--setuid",
+            "0",
+            "--setgid",
+            "0",
+            "unshare",
+            "--fork",
+            "--pid",
+            "--mount-proc",
+            "--uts",
+            "--ipc",
+            "bash",
+            "-c",
+            &script,
+        ]
+        .map(std::ffi::OsStr::new),
+    );
+    // The container's root (inside 0) opens its stdout again at restore.
+    std::os::unix::fs::chown(&w.out, Some(1000), Some(1000)).unwrap();
+    let mut init = wait_child_of(w.pid, |_| true);
+    env.track(init);
+    env.wait_line(&w, "READY", |l| l.starts_with("READY "));
+    let maps = |p: i32| {
+        ["uid_map", "gid_map", "setgroups"]
+            .map(|f| fs::read_to_string(format!("/proc/{p}/{f}")).unwrap())
+    };
+    let before = maps(init);
+    let sock = socks.join("l.sock");
+    let file = |init: i32| {
+        nsenter(
+            init,
+            &["-m", "stat", "-c", "%u %g %a", &format!("{home_s}/t/f")],
+        )
+    };
+    let is_sock = |k: i32| fs::read_link(format!("/proc/{k}/exe")).ok().as_ref() == Some(&unixsock);
+    assert_eq!(owner_mode(&sock), "100000 100000 640");
+    assert_eq!(file(init), "100000 100000 640");
+    check_inside(&env, &w, &unixsock, wait_child_of(init, is_sock), 1);
+    for i in 1..=3 {
+        let img = env.subdir(&format!("img{i}"));
+        dump_container(&env, &w, init, &img, i == 1);
+        if i == 1 {
+            // The namespace is the tree's own from now on: its holder goes.
+            env.kill_and_reap(holder.pid);
+        }
+        let root = restore_with_pidfile(&env, &img, &format!("cycle{i}"), &[]);
+        assert_eq!(maps(root), before, "cycle {i}");
+        init = root;
+        assert_eq!(uids(init, None), "1000 1000 1000 1000", "cycle {i}");
+        assert_eq!(uids(init, Some(init)), "0 0 0 0", "cycle {i}");
+        let t = wait_child_of(init, is_sock);
+        assert_eq!(uids(t, None), "100000 100000 100000 100000", "cycle {i}");
+        assert_eq!(uids(t, Some(init)), "1 1 1 1", "cycle {i}");
+        assert_eq!(owner_mode(&sock), "100000 100000 640", "cycle {i}");
+        assert_eq!(file(init), "100000 100000 640", "cycle {i}");
+        check_inside(&env, &w, &unixsock, t, i as u32 + 1);
     }
     env.kill_and_reap(init);
 }

@@ -4,8 +4,9 @@
 //! sysctls that differ from a fresh namespace's. Read over rtnetlink and /proc/sys/net on
 //! a ckpt thread that joined the namespace (`ckpt_sys::ns::in_namespace_of`); what the
 //! restore cannot rebuild is refused by name: other kinds of interface, a veth bridged
-//! inside, addresses with a lifetime, routes of other tables or with attributes ckpt does
-//! not restore, a read-only sysctl that differs.
+//! inside or with both ends inside, addresses with a lifetime, routes of other tables or with attributes ckpt does
+//! not restore, a read-only sysctl that differs, policy routing rules other than the
+//! default ones, nftables tables (iptables-nft's rules too).
 
 use crate::blockers::Blockers;
 use ckpt_images::pb;
@@ -57,6 +58,10 @@ struct Inside {
     addrs: Vec<rtnl::Addr>,
     routes: Vec<rtnl::Route>,
     sysctls: Vec<(String, String, bool)>,
+    rules: Vec<rtnl::Rule>,
+    /// nf_tables tables (None: nf_tables did not answer, so it holds none: the module
+    /// is not there).
+    tables: Option<Vec<String>>,
 }
 
 /// Records the network namespace of the container whose init is `root`: whether lo is
@@ -80,6 +85,8 @@ fn record_timed(root: Pid, out: &mut Blockers) -> (bool, Option<pb::NetNs>) {
             addrs: nl.addrs()?,
             routes: nl.routes()?,
             sysctls: sysctls("/proc/sys/net"),
+            rules: nl.rules()?,
+            tables: ckpt_sys::nft::tables().ok(),
         })
     };
     let inside = match ckpt_sys::ns::in_namespace_of(root, "net", read).and_then(|r| r) {
@@ -128,6 +135,16 @@ fn record_timed(root: Pid, out: &mut Blockers) -> (bool, Option<pb::NetNs>) {
                 root,
                 what,
                 "a port of a bridge inside the container; not restored yet",
+            );
+            continue;
+        }
+        if let Some(peer) = l.peer_index.filter(|_| !l.peer_elsewhere) {
+            // Both ends inside: the restore makes a veth's host end in its own namespace.
+            let peer = names.get(&peer).map_or("?", |n| n.as_str());
+            out.push(
+                root,
+                what,
+                format!("a veth whose peer {peer} is inside the same namespace; not restored yet"),
             );
             continue;
         }
@@ -265,10 +282,40 @@ fn record_timed(root: Pid, out: &mut Blockers) -> (bool, Option<pb::NetNs>) {
             value: value.clone(),
         });
     }
+    unkept(root, &inside, out);
     net.sysctls
         .sort_by_key(|s| (order(&s.path), s.path.clone()));
     let empty = net.links.is_empty() && net.routes.is_empty() && net.sysctls.is_empty();
     (lo_up, (!empty).then_some(net))
+}
+
+/// What the namespace holds that the restore does not make again, refused by name
+/// rather than lost: policy routing rules other than a fresh namespace's, nf_tables
+/// tables (but ckpt's own connection locks, `ckpt_lock_*`).
+fn unkept(root: Pid, inside: &Inside, out: &mut Blockers) {
+    for r in inside.rules.iter().filter(|r| !r.default) {
+        out.push(
+            root,
+            format!(
+                "ip -{} rule {}: {} (its net namespace)",
+                r.family, r.priority, r.text
+            ),
+            "a policy routing rule; not restored",
+        );
+    }
+    for t in inside.tables.iter().flatten() {
+        if t.split(' ')
+            .nth(1)
+            .is_some_and(|n| n.starts_with("ckpt_lock_"))
+        {
+            continue;
+        }
+        out.push(
+            root,
+            format!("nftables table {t} (its net namespace)"),
+            "firewall rules inside the container; not restored",
+        );
+    }
 }
 
 /// What a fresh namespace's sysctls read, once per ckpt run (making a namespace costs

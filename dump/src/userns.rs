@@ -3,10 +3,12 @@
 //! the dumped ones: checked here), ckpt writing the maps before the seed goes on. The
 //! images hold ids as ckpt sees them (/proc/PID/status, stat of the tmpfs files, IPC_STAT:
 //! the parent namespace's view); the restore translates what the tree sets from inside
-//! through the maps (`restore/src/userns.rs`). Refused by name: a map that leaves out
-//! ckpt's own uid or gid 0 (the seeds act as ckpt inside before they become the
-//! processes), a process whose ids the maps do not cover (it could not set them again
-//! from inside).
+//! through the maps (`restore/src/userns.rs`). The seeds act inside before they become
+//! the processes: as ckpt's own ids when the maps cover ckpt's uid and gid 0, else as
+//! the namespace's root (a rootless container's maps, "0 1000 1" then "1 100000 65536").
+//! Refused by name: maps that cover neither (the seeds would have no id to create files
+//! as), a process whose ids the maps do not cover (it could not set them again from
+//! inside).
 
 use crate::blockers::Blockers;
 use ckpt_images::pb;
@@ -41,11 +43,11 @@ pub fn record(root: Pid, flags: u64, c: &mut pb::Container, out: &mut Blockers) 
     let mut maps = Vec::new();
     for (name, map) in [("uid_map", &uid), ("gid_map", &gid)] {
         match ckpt_sys::idmap::IdMap::parse(map) {
-            Ok(m) if m.inside(0).is_none() => out.push(
+            Ok(m) if m.inside(0).is_none() && m.outside(0).is_none() => out.push(
                 root,
                 format!("user namespace {name} {:?}", map.trim()),
-                "does not map ckpt's own id 0, which the restore's seeds act as inside \
-                 before they become the processes: not restored yet",
+                "maps neither ckpt's own id 0 nor an id to the namespace's root, which \
+                 the restore's seeds act as inside before they become the processes",
             ),
             Ok(m) => maps.push(m),
             Err(e) => out.push(root, format!("user namespace {name}"), e),

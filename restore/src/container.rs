@@ -124,6 +124,7 @@ pub fn fork_root(
         .then(|| nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC))
         .transpose()
         .map_err(|e| ckpt_sys::Error::sys("pipe2 for the user namespace's maps", e))?;
+    let root_inside = crate::userns::RootInside::of_maps(&c.uid_map, &c.gid_map);
     let forked = match external_net {
         Some(net) => {
             ckpt_sys::ns::fork_container_root_in(c.clone_flags & !later, seeds.sibling, net)
@@ -135,7 +136,9 @@ pub fn fork_root(
             if let Some((r, w)) = gate {
                 drop(w);
                 let mut byte = [0u8; 1];
-                if !matches!(nix::unistd::read(r.as_raw_fd(), &mut byte), Ok(1)) {
+                if !matches!(nix::unistd::read(r.as_raw_fd(), &mut byte), Ok(1))
+                    || !root_inside.take()
+                {
                     ckpt_sys::process::exit_now(1)
                 }
             }

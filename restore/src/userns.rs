@@ -3,7 +3,9 @@
 //! it; it waits on a pipe while ckpt writes its setgroups, uid_map and gid_map (a map
 //! may be written once, by a process with CAP_SETUID/CAP_SETGID over the parent
 //! namespace: ckpt), then goes on with every capability there, as ckpt's ids seen
-//! inside.
+//! inside, or, when the maps leave ckpt's id 0 out (a rootless container's, "0 1000 1"
+//! then "1 100000 65536"), as the namespace's root (`RootInside`): with no id inside it
+//! could create no file and set no owner.
 //!
 //! The images hold ids as ckpt read them, from outside. What the tree's own tasks set
 //! from inside the namespace takes the id inside instead (`inside`): the seeds' file
@@ -49,6 +51,42 @@ pub fn write_maps(child: Pid, c: &pb::Container) -> R<()> {
     Ok(())
 }
 
+/// Which of ckpt's ids the maps of a container's user namespace leave out: the seeds (and
+/// the holder) then take the namespace's root id instead, right after the maps are
+/// written. Taking it keeps their capabilities there: the kernel drops them on a change
+/// away from the namespace's root only, and ckpt's id was not it. Worked out before the
+/// fork (the child may not allocate).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RootInside {
+    uid: bool,
+    gid: bool,
+}
+
+impl RootInside {
+    /// From the maps as written (`uid_map`, `gid_map` text); unreadable maps take
+    /// nothing (the write of the maps refuses them).
+    pub fn of_maps(uid_map: &str, gid_map: &str) -> RootInside {
+        let lacks_0 = |m: &str| IdMap::parse(m).is_ok_and(|m| m.inside(0).is_none());
+        RootInside {
+            uid: lacks_0(uid_map),
+            gid: lacks_0(gid_map),
+        }
+    }
+
+    /// In the freshly forked child, its maps written: false when the kernel refused.
+    /// The change of ids makes the child not dumpable, which would shut the puppets
+    /// out of the holder's /proc/PID/fd (a ptrace access check): dumpable again (each
+    /// seed's own flag is set from its image later, `puppet.rs`).
+    pub fn take(self) -> bool {
+        use nix::unistd::{setresgid, setresuid, Gid, Uid};
+        let root_gid = Gid::from_raw(0);
+        let root_uid = Uid::from_raw(0);
+        (!self.gid || setresgid(root_gid, root_gid, root_gid).is_ok())
+            && (!self.uid || setresuid(root_uid, root_uid, root_uid).is_ok())
+            && (!(self.uid || self.gid) || nix::sys::prctl::set_dumpable(true).is_ok())
+    }
+}
+
 /// The image is of a container with a user namespace of its own.
 pub fn owned(inv: &pb::Inventory) -> bool {
     inv.container
@@ -74,11 +112,18 @@ impl Holder {
     pub fn start(root: Pid) -> R<Holder> {
         let path = format!("/proc/{root}/ns/user");
         let ns = std::fs::File::open(&path).map_err(|e| ckpt_sys::Error::io(&path, e))?;
+        let read = |f: &str| {
+            let path = format!("/proc/{root}/{f}");
+            std::fs::read_to_string(&path).map_err(|e| ckpt_sys::Error::io(&path, e))
+        };
+        // The seeds' ids: the puppets' ptrace access to it goes by them.
+        let ids = RootInside::of_maps(&read("uid_map")?, &read("gid_map")?);
         match ckpt_sys::process::fork_with_pids(&[])? {
             ckpt_sys::process::Forked::Child => {
                 // Nothing that allocates here: ckpt may have other threads.
                 let ok = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_ok()
-                    && nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWUSER).is_ok();
+                    && nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWUSER).is_ok()
+                    && ids.take();
                 if !ok {
                     ckpt_sys::process::exit_now(1)
                 }
@@ -139,11 +184,13 @@ impl Ids {
         if ids.uid.is_identity() && ids.gid.is_identity() {
             return Ok(None);
         }
-        // The seeds act as ckpt, whose ids (root) they keep inside: those must be there.
-        if ids.uid.inside(0).is_none() || ids.gid.inside(0).is_none() {
+        // The seeds act as ckpt's ids (root) inside, else as the namespace's root
+        // (`RootInside`): one of them must be there.
+        let lacks = |m: &IdMap| m.inside(0).is_none() && m.outside(0).is_none();
+        if lacks(&ids.uid) || lacks(&ids.gid) {
             return Err(refused(
-                "ckpt's own uid or gid 0 (what the seeds act as before they become the \
-                 processes)"
+                "ckpt's own uid or gid 0, and the namespace's root, (what the seeds act as \
+                 before they become the processes)"
                     .into(),
             ));
         }
@@ -175,6 +222,52 @@ impl Ids {
     }
 }
 
+/// A mount's options with the ids in them (tmpfs and devpts `uid=`, `gid=`: the kernel
+/// shows them as ids of the initial namespace, mount(2) reads them in the mounter's).
+fn mount_options(ids: &Ids, options: &str, mountpoint: &str) -> R<String> {
+    let whose = || format!("mounts.img: the {mountpoint} mount's options");
+    let out: Vec<String> = options
+        .split(',')
+        .map(|o| match o.split_once('=') {
+            Some(("uid", n)) => match n.parse() {
+                Ok(n) => Ok(format!("uid={}", ids.uid(n, &whose)?)),
+                Err(_) => Ok(o.to_string()),
+            },
+            Some(("gid", n)) => match n.parse() {
+                Ok(n) => Ok(format!("gid={}", ids.gid(n, &whose)?)),
+                Err(_) => Ok(o.to_string()),
+            },
+            _ => Ok(o.to_string()),
+        })
+        .collect::<R<_>>()?;
+    Ok(out.join(","))
+}
+
+/// A unix socket's ids that its seed sets from inside: the owner of its file (chown
+/// after bind), the peer credentials it is made as (the euid and egid of its maker) and
+/// those of its queued messages (SCM_CREDENTIALS, checked against the sender's ids).
+fn unix_socket(ids: &Ids, u: &mut pb::UnixSocket, pid: i32) -> R<()> {
+    let name = String::from_utf8_lossy(&u.name).into_owned();
+    let whose = || format!("pid {pid}: unix socket {:?}", name.trim_matches('\0'));
+    if u.name.first().is_some_and(|&b| b != 0) {
+        u.file_uid = ids.uid(u.file_uid, &|| format!("{} (its file's owner)", whose()))?;
+        u.file_gid = ids.gid(u.file_gid, &|| format!("{} (its file's group)", whose()))?;
+    }
+    if u.peer_pid > 0 {
+        u.peer_uid = ids.uid(u.peer_uid, &|| format!("{} (its maker)", whose()))?;
+        u.peer_gid = ids.gid(u.peer_gid, &|| format!("{} (its maker)", whose()))?;
+    }
+    for c in &mut u.creds {
+        c.uid = ids.uid(c.uid, &|| {
+            format!("{} (a queued message's sender)", whose())
+        })?;
+        c.gid = ids.gid(c.gid, &|| {
+            format!("{} (a queued message's sender)", whose())
+        })?;
+    }
+    Ok(())
+}
+
 /// Rewrites what the tree sets from inside its user namespace with the ids there: each
 /// seed's credentials (its file identity, `seed/access.rs`), the holders' credentials
 /// of the files the seeds create, the owners of the tmpfs files and IPC objects the
@@ -199,10 +292,18 @@ pub fn inside(
         if let Some(c) = &o.holder.1 {
             o.holder.1 = Some(ids.creds(c, &|| format!("pid {pid} (a file it holds)"))?);
         }
+        for (d, _) in &mut o.descs {
+            if let Some(u) = &mut d.unix {
+                unix_socket(&ids, u, pid)?;
+            }
+        }
     }
     let Some(ns) = ns else {
         return Ok(());
     };
+    for m in &mut ns.mounts.mounts {
+        m.options = mount_options(&ids, &m.options, &m.mountpoint)?;
+    }
     for f in ns.mounts.files.values_mut().flatten() {
         let path = f.path.clone();
         let whose = || format!("mounts.img: the owner of {path}");

@@ -35,6 +35,7 @@ const GETTABLE: u16 = 1;
 const DELTABLE: u16 = 2;
 const NEWCHAIN: u16 = 3;
 const NEWRULE: u16 = 6;
+const NFPROTO_UNSPEC: u8 = 0;
 const NFPROTO_INET: u8 = 1;
 const NFPROTO_IPV4: u8 = 2;
 const NFPROTO_IPV6: u8 = 10;
@@ -374,9 +375,36 @@ fn delete(tables: &[String]) -> Result<()> {
 
 /// The names of the inet tables of the caller's network namespace.
 fn inet_tables() -> Result<Vec<String>> {
+    Ok(tables_of(NFPROTO_INET)?
+        .into_iter()
+        .map(|(_, n)| n)
+        .collect())
+}
+
+/// Every nf_tables table of the caller's network namespace, as `nft list tables` names
+/// them ("inet filter", "ip nat", ...): what a container's namespace holds beside its
+/// interfaces and routes (iptables-nft's rules are in such tables too).
+pub fn tables() -> Result<Vec<String>> {
+    let family = |f: u8| match f {
+        NFPROTO_INET => "inet".to_string(),
+        NFPROTO_IPV4 => "ip".to_string(),
+        NFPROTO_IPV6 => "ip6".to_string(),
+        3 => "arp".to_string(),
+        5 => "netdev".to_string(),
+        7 => "bridge".to_string(),
+        f => format!("family-{f}"),
+    };
+    Ok(tables_of(NFPROTO_UNSPEC)?
+        .into_iter()
+        .map(|(f, n)| format!("{} {n}", family(f)))
+        .collect())
+}
+
+/// The tables of `family` (NFPROTO_UNSPEC: of every family), with their family.
+fn tables_of(family: u8) -> Result<Vec<(u8, String)>> {
     let sock = open().ctx(|| "socket(NETLINK_NETFILTER)".into())?;
     let mut b = Batch::new();
-    b.message(GETTABLE, libc::NLM_F_DUMP, NFPROTO_INET);
+    b.message(GETTABLE, libc::NLM_F_DUMP, family);
     b.end();
     sendto(
         sock.as_raw_fd(),
@@ -399,10 +427,11 @@ fn inet_tables() -> Result<Vec<String>> {
                 done = Some(errno_of(p));
             }
             t if t == NFNL_SUBSYS_NFTABLES << 8 | NEWTABLE => {
-                // nfgenmsg, then the table's attributes.
+                // nfgenmsg (its first byte the family), then the table's attributes.
                 if let Some((_, name)) = attrs(p, 4).into_iter().find(|(a, _)| *a == TABLE_NAME) {
                     let name = name.split(|&c| c == 0).next().unwrap_or_default();
-                    names.push(String::from_utf8_lossy(name).into_owned());
+                    let f = p.first().copied().unwrap_or_default();
+                    names.push((f, String::from_utf8_lossy(name).into_owned()));
                 }
             }
             _ => {}

@@ -77,6 +77,19 @@ pub struct Route {
     pub unknown: Vec<String>,
 }
 
+/// A policy routing rule (RTM_GETRULE), as `ip rule` would list it.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub family: u8,
+    pub priority: u32,
+    pub table: u32,
+    /// One of the rules a fresh namespace starts with: 0 lookup local, 32766 lookup
+    /// main (and for IPv4 32767 lookup default), selecting every packet.
+    pub default: bool,
+    /// Its selectors and action, for messages.
+    pub text: String,
+}
+
 pub const RT_TABLE_MAIN: u32 = 254;
 pub const RT_TABLE_LOCAL: u32 = 255;
 pub const RTPROT_KERNEL: u8 = 2;
@@ -224,18 +237,102 @@ impl Rtnl {
             .collect())
     }
 
-    /// Every route of every table, both families.
-    pub fn routes(&mut self) -> Result<Vec<Route>> {
+    /// The answers to dump request `ask(family)` for IPv4 and IPv6, those `pick` keeps.
+    fn both_families<T>(
+        &mut self,
+        what: &str,
+        ask: impl Fn(AddressFamily) -> RouteNetlinkMessage,
+        pick: impl Fn(RouteNetlinkMessage) -> Option<T>,
+    ) -> Result<Vec<(AddressFamily, T)>> {
         let mut out = Vec::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let answers = self.request(what, ask(family), NLM_F_DUMP)?;
+            out.extend(answers.into_iter().filter_map(&pick).map(|t| (family, t)));
+        }
+        Ok(out)
+    }
+
+    /// Every route of every table, both families.
+    pub fn routes(&mut self) -> Result<Vec<Route>> {
+        let ask = |family| {
             let mut m = RouteMessage::default();
             m.header.address_family = family;
-            let answers =
-                self.request("RTM_GETROUTE", RouteNetlinkMessage::GetRoute(m), NLM_F_DUMP)?;
-            out.extend(answers.into_iter().filter_map(|m| match m {
-                RouteNetlinkMessage::NewRoute(r) => Some(route_of(r)),
-                _ => None,
-            }));
+            RouteNetlinkMessage::GetRoute(m)
+        };
+        let pick = |m| match m {
+            RouteNetlinkMessage::NewRoute(r) => Some(route_of(r)),
+            _ => None,
+        };
+        let all = self.both_families("RTM_GETROUTE", ask, pick)?;
+        Ok(all.into_iter().map(|(_, r)| r).collect())
+    }
+
+    /// Every policy routing rule of the namespace, both families.
+    pub fn rules(&mut self) -> Result<Vec<Rule>> {
+        use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleFlags, RuleMessage};
+        let ask = |family| {
+            let mut m = RuleMessage::default();
+            m.header.family = family;
+            RouteNetlinkMessage::GetRule(m)
+        };
+        let pick = |m| match m {
+            RouteNetlinkMessage::NewRule(r) => Some(r),
+            _ => None,
+        };
+        let mut out = Vec::new();
+        for (family, r) in self.both_families("RTM_GETRULE", ask, pick)? {
+            let h = &r.header;
+            let (mut priority, mut table, mut selects) = (0, u32::from(h.table), false);
+            for a in &r.attributes {
+                match a {
+                    RuleAttribute::Priority(p) => priority = *p,
+                    RuleAttribute::Table(t) => table = *t,
+                    // The kernel sends these with every rule; u32::MAX is "none".
+                    RuleAttribute::Protocol(_) => {}
+                    RuleAttribute::SuppressPrefixLen(u32::MAX)
+                    | RuleAttribute::SuppressIfGroup(u32::MAX) => {}
+                    _ => selects = true,
+                }
+            }
+            let v4 = family == AddressFamily::Inet;
+            let defaults: &[(u32, u32)] = if v4 {
+                &[(0, 255), (32766, 254), (32767, 253)]
+            } else {
+                &[(0, 255), (32766, 254)]
+            };
+            let plain = !selects
+                && h.dst_len == 0
+                && h.src_len == 0
+                && h.tos == 0
+                && h.action == RuleAction::ToTable
+                && h.flags == RuleFlags::empty();
+            out.push(Rule {
+                family: if v4 { 4 } else { 6 },
+                priority,
+                table,
+                default: plain && defaults.contains(&(priority, table)),
+                text: format!(
+                    "{:?} table {table}{}{}",
+                    h.action,
+                    if h.src_len + h.dst_len > 0 {
+                        format!(" (prefixes /{} from, /{} to)", h.src_len, h.dst_len)
+                    } else {
+                        String::new()
+                    },
+                    r.attributes
+                        .iter()
+                        .filter(|a| !matches!(
+                            a,
+                            RuleAttribute::Priority(_)
+                                | RuleAttribute::Table(_)
+                                | RuleAttribute::Protocol(_)
+                                | RuleAttribute::SuppressPrefixLen(u32::MAX)
+                                | RuleAttribute::SuppressIfGroup(u32::MAX)
+                        ))
+                        .map(|a| format!(" {a:?}"))
+                        .collect::<String>()
+                ),
+            });
         }
         Ok(out)
     }

@@ -310,18 +310,21 @@ fn in_helper_with_pid(pid: i32, f: impl FnOnce() -> ckpt_sys::Result<()>) -> Res
     }
 }
 
-/// Runs `f` with the effective uid and gid of `s`'s peer credentials, root again after.
+/// Runs `f` with the effective uid and gid of `s`'s peer credentials, the seed's own
+/// again after (root, or in a container's user namespace its root or ckpt's ids there;
+/// the peer's are the ids inside then, `userns::inside`).
 fn as_ids(s: &pb::UnixSocket, f: impl FnOnce() -> ckpt_sys::Result<()>) -> Result<(), String> {
-    use nix::unistd::{setegid, seteuid, Gid, Uid};
-    let switch = s.peer_pid > 0 && (s.peer_uid != 0 || s.peer_gid != 0);
+    use nix::unistd::{getegid, geteuid, setegid, seteuid, Gid, Uid};
+    let (euid, egid) = (geteuid(), getegid());
+    let switch = s.peer_pid > 0 && (s.peer_uid != euid.as_raw() || s.peer_gid != egid.as_raw());
     if switch {
         setegid(Gid::from_raw(s.peer_gid)).map_err(|e| format!("setegid: {e}"))?;
         seteuid(Uid::from_raw(s.peer_uid)).map_err(|e| format!("seteuid: {e}"))?;
     }
     let r = f();
     if switch {
-        seteuid(Uid::from_raw(0)).map_err(|e| format!("seteuid(0): {e}"))?;
-        setegid(Gid::from_raw(0)).map_err(|e| format!("setegid(0): {e}"))?;
+        seteuid(euid).map_err(|e| format!("seteuid({euid}): {e}"))?;
+        setegid(egid).map_err(|e| format!("setegid({egid}): {e}"))?;
     }
     r.map_err(|e| e.to_string())
 }
