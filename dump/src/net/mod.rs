@@ -76,9 +76,9 @@ pub fn socket_netns(sock: std::os::fd::BorrowedFd<'_>, ino: u64) -> Result<u64, 
     Ok(ns)
 }
 
-/// A socket of the network, as ckpt sees it through its copy.
+/// A socket of the network, as ckpt saw it through its copy (`look_at`).
+#[derive(Clone)]
 struct Inet {
-    sock: OwnedFd,
     family: i32,
     ty: i32,
     protocol: i32,
@@ -111,15 +111,19 @@ pub fn container_socket(pid: Pid, sock: std::os::fd::BorrowedFd<'_>) -> Result<b
 
 /// What a socket fd of `pid` is: Ok(None) if it is not TCP or UDP over IP (describe.rs
 /// names it), Err(why) if it is one that cannot be dumped.
-fn look(pid: Pid, fd: i32) -> Result<Option<Inet>, String> {
+fn look(pid: Pid, fd: i32) -> Result<Option<(OwnedFd, Inet)>, String> {
     let sock = ckpt_sys::process::steal_fd(pid, fd).map_err(|e| e.to_string())?;
     let kind = s::kind(sock.as_fd()).map_err(|e| e.to_string())?;
-    look_at(pid, sock, kind)
+    Ok(look_at(pid, sock.as_fd(), kind)?.map(|i| (sock, i)))
 }
 
 /// `look`, on ckpt's copy `sock` of a socket of `pid` whose SO_DOMAIN, SO_TYPE and
 /// SO_PROTOCOL are `kind`.
-fn look_at(pid: Pid, sock: OwnedFd, kind: (i32, i32, i32)) -> Result<Option<Inet>, String> {
+fn look_at(
+    pid: Pid,
+    sock: std::os::fd::BorrowedFd<'_>,
+    kind: (i32, i32, i32),
+) -> Result<Option<Inet>, String> {
     let (family, ty, protocol) = kind;
     if family != libc::AF_INET && family != libc::AF_INET6 {
         return Ok(None);
@@ -131,15 +135,15 @@ fn look_at(pid: Pid, sock: OwnedFd, kind: (i32, i32, i32)) -> Result<Option<Inet
             "an IP socket of type {ty} protocol {protocol}; only TCP and UDP are supported"
         ));
     }
-    let in_container = container_socket(pid, sock.as_fd())?;
+    let in_container = container_socket(pid, sock)?;
     let info = if tcp {
-        s::tcp_info(sock.as_fd()).map_err(|e| e.to_string())?
+        s::tcp_info(sock).map_err(|e| e.to_string())?
     } else {
         s::TcpInfo::default()
     };
     if tcp {
         match info.state {
-            s::TCP_CLOSE if info.segs > 0 && s::error_pending(sock.as_fd()).unwrap_or(true) => {
+            s::TCP_CLOSE if info.segs > 0 && s::error_pending(sock).unwrap_or(true) => {
                 // Reset or timed out, its error (ECONNRESET, ETIMEDOUT...) waiting for
                 // the program's next call: SO_ERROR would read (and clear) it.
                 return Err(
@@ -180,7 +184,7 @@ fn look_at(pid: Pid, sock: OwnedFd, kind: (i32, i32, i32)) -> Result<Option<Inet
             ));
         }
         if info.state == s::TCP_LISTEN {
-            let half = unkept::half_open(pid, sock.as_fd(), in_container)?;
+            let half = unkept::half_open(pid, sock, in_container)?;
             if half > 0 {
                 return Err(format!(
                     "a listening socket with {half} connections half open (SYN_RECV: the \
@@ -190,14 +194,13 @@ fn look_at(pid: Pid, sock: OwnedFd, kind: (i32, i32, i32)) -> Result<Option<Inet
             }
         }
     }
-    unkept::classic_filter_only(sock.as_fd())?;
+    unkept::classic_filter_only(sock)?;
     if tcp {
-        unkept::tcp(pid, sock.as_fd(), info.state, in_container)?;
+        unkept::tcp(pid, sock, info.state, in_container)?;
     } else {
-        unkept::udp(sock.as_fd())?;
+        unkept::udp(sock)?;
     }
     Ok(Some(Inet {
-        sock,
         family,
         ty,
         protocol,
@@ -212,12 +215,14 @@ fn look_at(pid: Pid, sock: OwnedFd, kind: (i32, i32, i32)) -> Result<Option<Inet
 /// took its own copy and read its own kind before): Ok(Some(kind)) a socket the dump can
 /// take, Ok(None) one of no family ckpt knows (describe.rs names it), Err(why) one that
 /// is refused.
-pub fn socket_kind(pid: Pid, fd: i32, ino: u64) -> Result<Option<pb::FdKind>, String> {
+pub fn socket_kind(pid: Pid, fd: i32, ino: u64) -> Result<Option<Seen>, String> {
     let sock = ckpt_sys::process::steal_fd(pid, fd).map_err(|e| e.to_string())?;
     let kind = s::kind(sock.as_fd()).map_err(|e| e.to_string())?;
+    let mut inet = None;
     let found = match kind.0 {
         libc::AF_INET | libc::AF_INET6 => {
-            look_at(pid, sock, kind)?.map(|_| pb::FdKind::FdInetSocket)
+            inet = look_at(pid, sock.as_fd(), kind)?;
+            inet.as_ref().map(|_| pb::FdKind::FdInetSocket)
         }
         libc::AF_UNIX => {
             crate::fdtable::unix::check(pid, sock.as_fd(), kind.1, ino)?;
@@ -232,7 +237,18 @@ pub fn socket_kind(pid: Pid, fd: i32, ino: u64) -> Result<Option<pb::FdKind>, St
         }
         _ => None,
     };
-    Ok(found)
+    Ok(found.map(|kind| Seen { kind, sock, inet }))
+}
+
+/// A socket `socket_kind` found dumpable: its kind, ckpt's copy of it and, for TCP and
+/// UDP, what the checks read. With the process stopped, the record is made from these
+/// (the same copy for the unix record, the owner's fcntls and the inet record; the
+/// checks of TCP and UDP not made twice): a unix socket of a socketpair took three
+/// pidfd_getfd and two reads of its kind before.
+pub struct Seen {
+    pub kind: pb::FdKind,
+    pub sock: OwnedFd,
+    inet: Option<Inet>,
 }
 
 /// The network side of one dump: the connections it locked and put in repair mode,
@@ -296,12 +312,29 @@ impl Session {
 
     /// The record of socket fd `fd` of the stopped process `pid` (once per socket: the fd
     /// table shares it between every fd and process holding it).
-    pub fn collect(&mut self, pid: Pid, fd: i32, inode: u64) -> Result<pb::InetSocket, DumpError> {
+    /// `seen`: what `socket_kind` found of it with the process stopped, if it was asked.
+    pub fn collect(
+        &mut self,
+        pid: Pid,
+        fd: i32,
+        inode: u64,
+        seen: Option<&Seen>,
+    ) -> Result<pb::InetSocket, DumpError> {
         let named = |why: String| refuse(format!("pid {pid}: fd {fd} (socket:[{inode}]): {why}"));
-        let inet = look(pid, fd)
-            .map_err(named)?
-            .ok_or_else(|| named("not a TCP or UDP socket".into()))?;
-        let sock = inet.sock.as_fd();
+        let looked;
+        let (sock, inet) = match seen {
+            Some(Seen {
+                sock,
+                inet: Some(inet),
+                ..
+            }) => (sock.as_fd(), inet.clone()),
+            _ => {
+                looked = look(pid, fd)
+                    .map_err(named)?
+                    .ok_or_else(|| named("not a TCP or UDP socket".into()))?;
+                (looked.0.as_fd(), looked.1.clone())
+            }
+        };
         let sys = |e: ckpt_sys::Error| named(e.to_string());
         let local = s::local_addr(sock).map_err(sys)?;
         let peer = s::peer_addr(sock).map_err(sys)?;
@@ -359,7 +392,11 @@ impl Session {
                     out.lock_table = self.table.clone();
                 }
                 s::set_int(sock, s::SOL_TCP, s::TCP_REPAIR, s::TCP_REPAIR_ON).map_err(sys)?;
-                self.repaired.push(inet.sock);
+                // Kept until the dump ends (a dup of the copy: one syscall).
+                let kept = sock
+                    .try_clone_to_owned()
+                    .map_err(|e| named(format!("dup of ckpt's copy: {e}")))?;
+                self.repaired.push(kept);
                 let sock = self.repaired.last().expect("just pushed").as_fd();
                 // Read again now that nothing moves it (locked, in repair mode): an
                 // acknowledgement or a FIN may have come since (FIN_WAIT1 to FIN_WAIT2,
