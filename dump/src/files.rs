@@ -461,15 +461,19 @@ pub fn in_flight(fd: i32, carrier: u64, table: &mut FdTable, what: &str) -> Resu
         Some(id) => id,
         None => {
             use pb::FdKind as K;
-            if matches!(kind, K::FdInetSocket | K::FdPidfd) {
+            // A listening or unconnected TCP socket, a UDP one (systemd's socket passing):
+            // made by the seed that sends it again, as a held one is. A connection would
+            // need its lock and repair where no process holds it.
+            let connection = seen.as_ref().and_then(|s| s.connection());
+            let refused = match kind {
+                K::FdPidfd => Some("a pidfd".to_string()),
+                K::FdInetSocket => connection.map(|c| format!("a TCP socket {c}")),
+                _ => None,
+            };
+            if let Some(it) = refused {
                 return Err(crate::refuse(format!(
-                    "{what}: a file in flight (SCM_RIGHTS) that is a {}; not supported in \
-                     flight yet",
-                    if kind == K::FdPidfd {
-                        "pidfd"
-                    } else {
-                        "TCP or UDP socket"
-                    }
+                    "{what}: a file in flight (SCM_RIGHTS) that is {it}; not supported in \
+                     flight yet"
                 )));
             }
             let found = Found {

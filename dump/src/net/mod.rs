@@ -251,6 +251,20 @@ pub struct Seen {
     inet: Option<Inet>,
 }
 
+impl Seen {
+    /// A TCP connection (being made, established, half closed or ended), said as "in
+    /// state X"; None for a listening or unconnected TCP socket and for UDP.
+    pub fn connection(&self) -> Option<String> {
+        let i = self
+            .inet
+            .as_ref()
+            .filter(|i| i.protocol == libc::IPPROTO_TCP)?;
+        let ended = i.state == s::TCP_CLOSE && i.info.segs > 0;
+        let open = i.state != s::TCP_LISTEN && i.state != s::TCP_CLOSE;
+        (ended || open).then(|| format!("in state {}", s::tcp_state_name(i.state)))
+    }
+}
+
 /// The network side of one dump: the connections it locked and put in repair mode,
 /// switched back and unlocked unless the dump ends by killing their processes.
 ///
