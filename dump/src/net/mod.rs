@@ -44,6 +44,18 @@ fn established_allowed() -> bool {
     TCP_ESTABLISHED.load(Ordering::Relaxed)
 }
 
+/// Whether the dump locks the tree's listening ports: with `--tcp-established` (whose
+/// lock already stays until the restore), for a dump that kills the tree for a restore on
+/// this host; not one that leaves it running, nor a migration's (its restore is
+/// elsewhere: the source's port would stay locked). Without the flag a client connecting
+/// meanwhile is refused (or reset) and connects again; with it, it waits (its SYN is
+/// retransmitted). Set like `allow_established`.
+static LOCK_LISTENERS: AtomicBool = AtomicBool::new(false);
+
+pub fn lock_listeners(on: bool) {
+    LOCK_LISTENERS.store(on, Ordering::Relaxed);
+}
+
 /// The inode of ckpt's network namespace, read once: /proc/self/ns/net is the main
 /// thread's, which only enters another one for a moment at restore (`ckpt_sys::ns`), never
 /// while a dump looks at sockets.
@@ -324,6 +336,30 @@ impl Session {
         Ok(())
     }
 
+    /// Locks listener `sock` bound to `local` (`nft::lock_listener`: its SYNs dropped
+    /// until the restore has made it again), then asks again what the check before asked:
+    /// a connection made between that check and the lock, accepted by the kernel and not
+    /// by the stopped program, or one half open whose last ACK would still come through,
+    /// would be reset by the kill. Refused then (the dump can be retried).
+    fn lock_listener(
+        &mut self,
+        sock: std::os::fd::BorrowedFd<'_>,
+        local: SocketAddr,
+    ) -> Result<(), String> {
+        ckpt_sys::nft::lock_listener(&self.table, local).map_err(|e| e.to_string())?;
+        self.locked = true;
+        let info = s::tcp_info(sock).map_err(|e| e.to_string())?;
+        let requests = ckpt_sys::halfopen::requests().map_err(|e| e.to_string())?;
+        let half = ckpt_sys::halfopen::count(&requests, local);
+        if info.unacked > 0 || half > 0 {
+            return Err(format!(
+                "a listening socket with {} connections not accepted yet and {half} half                  open, made while the dump stopped the tree; they cannot be restored                  (retry the dump)",
+                info.unacked
+            ));
+        }
+        Ok(())
+    }
+
     /// The record of socket fd `fd` of the stopped process `pid` (once per socket: the fd
     /// table shares it between every fd and process holding it).
     /// `seen`: what `socket_kind` found of it with the process stopped, if it was asked.
@@ -378,7 +414,16 @@ impl Session {
             return Ok(out);
         }
         match inet.state {
-            s::TCP_LISTEN => out.backlog = inet.info.sacked as i32,
+            s::TCP_LISTEN => {
+                out.backlog = inet.info.sacked as i32;
+                // Not one in flight (no process of the tree listens on it meanwhile) nor
+                // a container's (its namespace is cut off from outside).
+                let held = pid.as_raw() != std::process::id() as i32;
+                if LOCK_LISTENERS.load(Ordering::Relaxed) && held && !inet.in_container {
+                    self.lock_listener(sock, local).map_err(named)?;
+                    out.lock_table = self.table.clone();
+                }
+            }
             st if s::tcp_connected(st)
                 || st == s::TCP_SYN_SENT
                 || (st == s::TCP_CLOSE && inet.info.segs > 0) =>
