@@ -44,6 +44,8 @@ pub struct FdCtx<'a> {
     pub info: &'a ckpt_sys::proc::FdInfo,
     /// (mount id, inode) of the object, as fdinfo shows them: the table's key.
     pub inode: (u64, u64),
+    /// A socket: ckpt's copy of it, taken by its check in the same pass.
+    pub sock: Option<std::os::fd::BorrowedFd<'a>>,
 }
 
 /// A description met before: its index in `descs`, and one (pid, fd) holding it.

@@ -54,7 +54,7 @@ impl From<Problem> for DumpError {
 /// cannot be dumped.
 fn inspect(pid: Pid, fd: i32, describer: &mut Describer) -> Result<Looked, Problem> {
     let link = format!("/proc/{pid}/fd/{fd}");
-    let target = match proc::read_link(&link) {
+    let target = match proc::fd_link(pid, fd) {
         Ok(t) => t.to_string_lossy().into_owned(),
         Err(e) => return Err(Problem::Gone(format!("pid {pid}: fd {fd}: {e}"))),
     };
@@ -75,7 +75,7 @@ fn inspect(pid: Pid, fd: i32, describer: &mut Describer) -> Result<Looked, Probl
         describer
             .pipe_class(pid, fd, &target)
             .map_err(Problem::Blocked)?;
-        return Ok((pb::FdKind::FdPipe, target, None));
+        return Ok((pb::FdKind::FdPipe, target, None, None));
     }
     if target.starts_with("socket:[") {
         // One copy of the socket for every check of its family.
@@ -85,7 +85,7 @@ fn inspect(pid: Pid, fd: i32, describer: &mut Describer) -> Result<Looked, Probl
             .and_then(|t| t.parse().ok())
             .unwrap_or(0);
         match crate::net::socket_kind(pid, fd, ino) {
-            Ok(Some(kind)) => return Ok((kind, target, None)),
+            Ok(Some(seen)) => return Ok((seen.kind, target, None, Some(seen))),
             // A family ckpt does not know: the describer names it below.
             Ok(None) => {}
             Err(why) => {
@@ -110,7 +110,7 @@ fn inspect(pid: Pid, fd: i32, describer: &mut Describer) -> Result<Looked, Probl
                  not supported yet"
             )));
         }
-        return Ok((pb::FdKind::FdEpoll, target, None));
+        return Ok((pb::FdKind::FdEpoll, target, None, None));
     }
     if target == "anon_inode:[pidfd]" {
         let d = &*describer;
@@ -136,7 +136,7 @@ fn inspect(pid: Pid, fd: i32, describer: &mut Describer) -> Result<Looked, Probl
         if kind == pb::FdKind::FdFanotify {
             fdtable::fanotify::marks(pid, fd).map_err(blocked)?;
         }
-        return Ok((kind, target, None));
+        return Ok((kind, target, None, None));
     }
     // Follows the magic link to the open file itself.
     let meta = std::fs::metadata(&link)
@@ -145,13 +145,13 @@ fn inspect(pid: Pid, fd: i32, describer: &mut Describer) -> Result<Looked, Probl
     // as its status line.
     if meta.file_type().is_file() && nix::sys::stat::major(meta.dev()) == 0 {
         if let Some(name) = mqueue_name(&link, &target, &*describer).map_err(blocked)? {
-            return Ok((pb::FdKind::FdMqueue, name, Some(meta)));
+            return Ok((pb::FdKind::FdMqueue, name, Some(meta), None));
         }
     }
     if let Some(gone) = target.strip_suffix(" (deleted)") {
         if meta.file_type().is_dir() && meta.nlink() == 0 {
             // Empty (rmdir needs that): made again at restore (`FileDesc.removed`).
-            return Ok((pb::FdKind::FdDirectory, target, Some(meta)));
+            return Ok((pb::FdKind::FdDirectory, target, Some(meta), None));
         }
         if !meta.file_type().is_file() {
             return Err(unsupported("a deleted file that is not a regular file"));
@@ -175,7 +175,7 @@ fn inspect(pid: Pid, fd: i32, describer: &mut Describer) -> Result<Looked, Probl
                 fdtable::contents::MAX_CONTENTS >> 20
             )));
         }
-        return Ok((kind, gone.to_string(), Some(meta)));
+        return Ok((kind, gone.to_string(), Some(meta), None));
     }
     let ft = meta.file_type();
     let kind = if ft.is_file() {
@@ -188,7 +188,7 @@ fn inspect(pid: Pid, fd: i32, describer: &mut Describer) -> Result<Looked, Probl
             nix::sys::stat::minor(meta.rdev()),
         );
         if fdtable::tty::end_of(dev).is_some() {
-            return Ok((pb::FdKind::FdTty, target, Some(meta)));
+            return Ok((pb::FdKind::FdTty, target, Some(meta), None));
         }
         if !STATELESS_CHARDEVS.contains(&dev) {
             return Err(blocked(format!(
@@ -207,7 +207,7 @@ fn inspect(pid: Pid, fd: i32, describer: &mut Describer) -> Result<Looked, Probl
     } else {
         return Err(unsupported("of an unknown file type"));
     };
-    Ok((kind, target, Some(meta)))
+    Ok((kind, target, Some(meta), None))
 }
 
 /// "/NAME" when `link` (an fd's /proc link, `target`) is a POSIX message queue (reopened
@@ -232,8 +232,14 @@ fn mqueue_name(link: &str, target: &str, describer: &Describer) -> Result<Option
     Ok(Some(format!("/{name}")))
 }
 
-/// What `inspect` found: kind, target, the stat of the file when its kind needs one.
-type Looked = (pb::FdKind, String, Option<Metadata>);
+/// What `inspect` found: kind, target, the stat of the file when its kind needs one, and
+/// for a socket what its check found (ckpt's copy of it among that).
+type Looked = (
+    pb::FdKind,
+    String,
+    Option<Metadata>,
+    Option<crate::net::Seen>,
+);
 
 /// The stat of fd `fd` of `pid` (`inspect` left it out): a kernel without `ino:` in
 /// fdinfo keys the table by it.
@@ -246,7 +252,7 @@ fn stat_link(pid: Pid, fd: i32) -> Result<Metadata, Problem> {
 pub fn blockers(pid: Pid, describer: &mut Describer, out: &mut Blockers) -> Result<(), DumpError> {
     for fd in proc::fds(pid)? {
         match inspect(pid, fd, describer) {
-            Ok((kind, _, _)) => {
+            Ok((kind, _, _, _)) => {
                 if crate::locks::may_carry_unlisted(kind) {
                     describer.lock_candidates = true;
                 }
@@ -275,6 +281,8 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<(Vec<pb::Fd>, Vec<String
         // (an fd inherited by 100 processes costs this read and a kcmp, nothing more).
         let info = infos.get(fd)?;
         let mut looked = None;
+        // ckpt's copy of a new socket (taken by its check): its owner is read through it.
+        let mut copy: Option<std::os::fd::OwnedFd> = None;
         let key = if info.ino != 0 {
             (info.mnt_id, info.ino)
         } else {
@@ -315,14 +323,21 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<(Vec<pb::Fd>, Vec<String
             }
             Some(id) => (id, None),
             None => {
-                let (kind, path, meta) = match looked.take() {
+                let (kind, path, meta, seen) = match looked.take() {
                     Some(l) => l,
                     None => match skip_ours(inspect(pid, fd, table.describer()))? {
                         Some(l) => l,
                         None => continue,
                     },
                 };
-                let d = describe(pid, fd, key, kind, &path, meta.as_ref(), &info, table)?;
+                let looked = Found {
+                    kind,
+                    target: &path,
+                    meta: meta.as_ref(),
+                    seen: seen.as_ref(),
+                };
+                let d = describe(pid, fd, key, &looked, &info, table)?;
+                copy = seen.map(|s| s.sock);
                 // The file's (st_dev, st_ino): only a FIFO's (the one kind that uses it)
                 // is known; the others are new all the same.
                 let file = meta
@@ -373,7 +388,10 @@ pub fn collect(pid: Pid, table: &mut FdTable) -> Result<(Vec<pb::Fd>, Vec<String
         );
         let async_or_socket = info.flags & O_ASYNC != 0 || socket;
         if (info.flags & O_ASYNC != 0 || lease || (socket && new.is_some())) && dup_of.is_none() {
-            let mine = ckpt_sys::process::steal_fd(pid, fd)?;
+            let mine = match copy.take() {
+                Some(c) => c,
+                None => ckpt_sys::process::steal_fd(pid, fd)?,
+            };
             (owner_type, owner_pid, async_signal) =
                 ckpt_sys::process::async_owner(std::os::fd::AsFd::as_fd(&mine))?;
             if lease {
@@ -472,7 +490,7 @@ pub fn in_flight(fd: i32, carrier: u64, table: &mut FdTable, what: &str) -> Resu
         )));
     }
     let info = proc::FdInfoDir::open(me)?.get(fd)?;
-    let (kind, path, meta) = inspect(me, fd, table.describer())?;
+    let (kind, path, meta, seen) = inspect(me, fd, table.describer())?;
     let meta = match meta {
         Some(m) => Some(m),
         None if info.ino == 0 => Some(stat_link(me, fd)?),
@@ -487,24 +505,29 @@ pub fn in_flight(fd: i32, carrier: u64, table: &mut FdTable, what: &str) -> Resu
         Some(id) => id,
         None => {
             use pb::FdKind as K;
-            if kind == K::FdMqueue {
+            // A listening or unconnected TCP socket, a UDP one (systemd's socket passing):
+            // made by the seed that sends it again, as a held one is. A connection would
+            // need its lock and repair where no process holds it.
+            let connection = seen.as_ref().and_then(|s| s.connection());
+            let refused = match kind {
+                K::FdPidfd => Some("a pidfd".to_string()),
+                K::FdMqueue => Some("a POSIX message queue".to_string()),
+                K::FdInetSocket => connection.map(|c| format!("a TCP socket {c}")),
+                _ => None,
+            };
+            if let Some(it) = refused {
                 return Err(crate::refuse(format!(
-                    "{what}: a file in flight (SCM_RIGHTS) that is a POSIX message queue; \
-                     not supported in flight yet"
+                    "{what}: a file in flight (SCM_RIGHTS) that is {it}; not supported in \
+                     flight yet"
                 )));
             }
-            if matches!(kind, K::FdInetSocket | K::FdPidfd) {
-                return Err(crate::refuse(format!(
-                    "{what}: a file in flight (SCM_RIGHTS) that is a {}; not supported in \
-                     flight yet",
-                    if kind == K::FdPidfd {
-                        "pidfd"
-                    } else {
-                        "TCP or UDP socket"
-                    }
-                )));
-            }
-            let mut d = describe(me, fd, key, kind, &path, meta.as_ref(), &info, table)?;
+            let found = Found {
+                kind,
+                target: &path,
+                meta: meta.as_ref(),
+                seen: seen.as_ref(),
+            };
+            let mut d = describe(me, fd, key, &found, &info, table)?;
             let fifo = meta.as_ref().filter(|_| kind == K::FdFifo);
             if fifo.is_some_and(|m| table.first_to_store((m.dev() | 1 << 62, m.ino()))) {
                 // No process of the tree met so far holds it: its bytes go with this
@@ -534,18 +557,24 @@ fn is_path_kind(kind: pb::FdKind) -> bool {
     )
 }
 
+/// What `inspect` found of a new description, lent to `describe`.
+struct Found<'a> {
+    kind: pb::FdKind,
+    target: &'a str,
+    meta: Option<&'a Metadata>,
+    seen: Option<&'a crate::net::Seen>,
+}
+
 /// The table's record of a description met for the first time, at fd `fd` of `pid`.
-#[allow(clippy::too_many_arguments)]
 fn describe(
     pid: Pid,
     fd: i32,
     key: (u64, u64),
-    kind: pb::FdKind,
-    target: &str,
-    meta: Option<&Metadata>,
+    found: &Found,
     info: &proc::FdInfo,
     table: &mut FdTable,
 ) -> Result<pb::FileDesc, DumpError> {
+    let (kind, target, meta) = (found.kind, found.target, found.meta);
     // The kinds `inspect` stats; the others are known by their inode (fdinfo's, or the
     // stat's on a kernel without it: then `key` is the stat's).
     let stat = || {
@@ -561,6 +590,7 @@ fn describe(
         fd,
         info,
         inode: key,
+        sock: found.seen.map(|s| std::os::fd::AsFd::as_fd(&s.sock)),
     };
     if info.flags & O_TMPFILE_BIT != 0 {
         return Err(crate::refuse(format!(
@@ -601,7 +631,7 @@ fn describe(
             let name = target.strip_prefix("/memfd:").unwrap_or(target);
             d.memfd = Some(fdtable::contents::memfd(&ctx, name, stat()?.size(), table)?);
         }
-        pb::FdKind::FdInetSocket => d.inet = Some(table.net.collect(pid, fd, object)?),
+        pb::FdKind::FdInetSocket => d.inet = Some(table.net.collect(pid, fd, object, found.seen)?),
         pb::FdKind::FdUnixSocket => d.unix = Some(fdtable::unix::dump(&ctx, table)?),
         pb::FdKind::FdPacketSocket => {
             d.packet =

@@ -257,6 +257,7 @@ fn dump_inner(
     }
     let pid = Pid::from_raw(opts.pid);
     net::allow_established(opts.tcp_established);
+    net::lock_listeners(opts.tcp_established && !hold && !opts.leave_running && !opts.pre_dump);
     let external = opts
         .external
         .iter()

@@ -42,6 +42,11 @@ const NFPROTO_IPV6: u8 = 10;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLA_F_NESTED: u16 = 0x8000;
+const NFT_META_NFPROTO: u32 = 15;
+const NFT_META_L4PROTO: u32 = 16;
+/// Payload bases: the network and the transport header.
+const NETWORK: u32 = 1;
+const TRANSPORT: u32 = 2;
 
 const TABLE_NAME: u16 = 1;
 const CHAIN_TABLE: u16 = 1;
@@ -190,6 +195,16 @@ impl Batch {
         });
     }
 
+    /// A rule appended to `chain` of `table`, its expressions written by `exprs`.
+    fn rule(&mut self, table: &str, chain: &str, exprs: impl FnOnce(&mut Batch)) {
+        let create = libc::NLM_F_ACK | libc::NLM_F_CREATE;
+        self.message(NEWRULE, create | libc::NLM_F_APPEND, NFPROTO_INET);
+        self.str(RULE_TABLE, table);
+        self.str(RULE_CHAIN, chain);
+        self.nest(RULE_EXPRESSIONS, exprs);
+        self.end();
+    }
+
     /// The batch's frame: `body` between NFNL_MSG_BATCH_BEGIN and _END.
     fn framed(body: impl FnOnce(&mut Batch)) -> Batch {
         let mut b = Batch::new();
@@ -284,42 +299,92 @@ fn failed(what: &str, e: Errno) -> Error {
 /// Drops every TCP packet between `local` and `peer` (both ways) from now on, in table
 /// `table` (created if missing).
 pub fn lock(table: &str, local: SocketAddr, peer: SocketAddr) -> Result<()> {
-    let create = libc::NLM_F_ACK | libc::NLM_F_CREATE;
     let batch = Batch::framed(|b| {
-        b.message(NEWTABLE, create, NFPROTO_INET);
-        b.str(TABLE_NAME, table);
-        b.end();
-        for (chain, hook) in [("input", NF_INET_LOCAL_IN), ("output", NF_INET_LOCAL_OUT)] {
-            b.message(NEWCHAIN, create, NFPROTO_INET);
-            b.str(CHAIN_TABLE, table);
-            b.str(CHAIN_NAME, chain);
-            b.nest(CHAIN_HOOK, |b| {
-                b.u32(HOOK_HOOKNUM, hook);
-                b.u32(HOOK_PRIORITY, PRIORITY as u32);
-            });
-            b.u32(CHAIN_POLICY, NF_ACCEPT);
-            b.str(CHAIN_TYPE, "filter");
-            b.end();
+        for (chain, _) in chains(b, table) {
             for (from, to) in [(local, peer), (peer, local)] {
-                b.message(NEWRULE, create | libc::NLM_F_APPEND, NFPROTO_INET);
-                b.str(RULE_TABLE, table);
-                b.str(RULE_CHAIN, chain);
-                b.nest(RULE_EXPRESSIONS, |b| match_drop(b, from, to));
-                b.end();
+                b.rule(table, chain, |b| match_drop(b, from, to));
             }
         }
     });
     send(&batch).map_err(|e| failed(&format!("locking tcp {local} -> {peer} in {table}"), e))
 }
 
+/// Drops every connection request (a TCP segment with SYN and without ACK) to the
+/// listening socket bound to `local` from now on, in table `table` (created if missing):
+/// a client connecting while the listener is dumped, killed and made again retransmits
+/// its SYN instead of landing in an accept queue the kill then resets. Segments of
+/// connections already made pass. `local` unspecified (0.0.0.0, ::) matches the port
+/// on any address and family (a dual-stack listener takes IPv4 too).
+pub fn lock_listener(table: &str, local: SocketAddr) -> Result<()> {
+    let batch = Batch::framed(|b| {
+        chains(b, table);
+        b.rule(table, "input", |b| match_syn_drop(b, local));
+    });
+    send(&batch).map_err(|e| failed(&format!("locking tcp listener {local} in {table}"), e))
+}
+
+/// Adds `table` and its input and output chains (accepting by default) to the batch, if
+/// missing; their names and hooks.
+fn chains(b: &mut Batch, table: &str) -> [(&'static str, u32); 2] {
+    let create = libc::NLM_F_ACK | libc::NLM_F_CREATE;
+    b.message(NEWTABLE, create, NFPROTO_INET);
+    b.str(TABLE_NAME, table);
+    b.end();
+    let chains = [("input", NF_INET_LOCAL_IN), ("output", NF_INET_LOCAL_OUT)];
+    for (chain, hook) in chains {
+        b.message(NEWCHAIN, create, NFPROTO_INET);
+        b.str(CHAIN_TABLE, table);
+        b.str(CHAIN_NAME, chain);
+        b.nest(CHAIN_HOOK, |b| {
+            b.u32(HOOK_HOOKNUM, hook);
+            b.u32(HOOK_PRIORITY, PRIORITY as u32);
+        });
+        b.u32(CHAIN_POLICY, NF_ACCEPT);
+        b.str(CHAIN_TYPE, "filter");
+        b.end();
+    }
+    chains
+}
+
+/// `[ip|ip6 daddr A] tcp dport P tcp flags & (syn | ack) == syn drop`.
+fn match_syn_drop(b: &mut Batch, local: SocketAddr) {
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    match local.ip().to_canonical() {
+        ip if ip.is_unspecified() => {}
+        IpAddr::V4(a) => {
+            b.meta_is(NFT_META_NFPROTO, &[NFPROTO_IPV4]);
+            b.payload_is(NETWORK, 16, &a.octets());
+        }
+        IpAddr::V6(a) => {
+            b.meta_is(NFT_META_NFPROTO, &[NFPROTO_IPV6]);
+            b.payload_is(NETWORK, 24, &a.octets());
+        }
+    }
+    b.meta_is(NFT_META_L4PROTO, &[libc::IPPROTO_TCP as u8]);
+    b.payload_is(TRANSPORT, 2, &local.port().to_be_bytes());
+    // The flags byte (offset 13 of the TCP header), masked, compared.
+    b.expr("payload", |b| {
+        b.u32(1, REG_1); // NFTA_PAYLOAD_DREG
+        b.u32(2, TRANSPORT); // NFTA_PAYLOAD_BASE
+        b.u32(3, 13); // NFTA_PAYLOAD_OFFSET
+        b.u32(4, 1); // NFTA_PAYLOAD_LEN
+    });
+    b.expr("bitwise", |b| {
+        b.u32(1, REG_1); // NFTA_BITWISE_SREG
+        b.u32(2, REG_1); // NFTA_BITWISE_DREG
+        b.u32(3, 1); // NFTA_BITWISE_LEN
+        b.nest(4, |b| b.attr(1, &[SYN | ACK])); // NFTA_BITWISE_MASK { NFTA_DATA_VALUE }
+        b.nest(5, |b| b.attr(1, &[0])); // NFTA_BITWISE_XOR { NFTA_DATA_VALUE }
+    });
+    b.cmp_eq(&[SYN]);
+    b.drop_it();
+}
+
 /// The expressions of `ip saddr FROM ip daddr TO tcp sport P tcp dport Q drop` (ip6 for
 /// IPv6 addresses, ip for IPv4-mapped ones), as nft makes them in an inet table: the network protocol and the
 /// transport protocol checked before their headers are read.
 fn match_drop(b: &mut Batch, from: SocketAddr, to: SocketAddr) {
-    const NFT_META_NFPROTO: u32 = 15;
-    const NFT_META_L4PROTO: u32 = 16;
-    const NETWORK: u32 = 1;
-    const TRANSPORT: u32 = 2;
     // An IPv6 socket's IPv4-mapped addresses travel as IPv4.
     match (from.ip().to_canonical(), to.ip().to_canonical()) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {

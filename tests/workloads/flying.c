@@ -31,38 +31,6 @@
 static int car[2], x1, y1, z1, s[2], slave, ptn;
 static char fifo[4096];
 
-static void send_fd(int sock, char tag, int fd)
-{
-	char cbuf[CMSG_SPACE(sizeof(int))];
-	memset(cbuf, 0, sizeof(cbuf));
-	struct iovec iov = { &tag, 1 };
-	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-			    .msg_controllen = sizeof(cbuf) };
-	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(c), &fd, sizeof(int));
-	if (sendmsg(sock, &m, 0) != 1)
-		wl_die("sendmsg %c", tag);
-}
-
-/* One message of one byte: its tag, and its fd (-1 if none). */
-static int recv_fd(int sock, char *tag)
-{
-	char cbuf[CMSG_SPACE(sizeof(int) * 4)];
-	struct iovec iov = { tag, 1 };
-	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-			    .msg_controllen = sizeof(cbuf) };
-	if (recvmsg(sock, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) != 1)
-		return -1;
-	int fd = -1;
-	for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
-		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
-			memcpy(&fd, CMSG_DATA(c), sizeof(int));
-	return fd;
-}
-
 static int says(int fd, const char *want)
 {
 	char buf[64];
@@ -81,38 +49,38 @@ static void queue_x(int x0)
 {
 	put(x0, "to-x1");
 	put(x1, "to-x0");
-	send_fd(car[0], 'x', x0);
+	wl_send_fd(car[0], 'x', x0);
 	close(x0);
 }
 
 static void queue_y(int y0, int z0)
 {
-	send_fd(y1, 'z', z0);
+	wl_send_fd(y1, 'z', z0);
 	close(z0);
-	send_fd(car[0], 'y', y0);
+	wl_send_fd(car[0], 'y', y0);
 	close(y0);
 }
 
 static void queue_rest(int f, int master, int t, int m)
 {
 	put(f, "fifo-data");
-	send_fd(car[0], 'f', f);
+	wl_send_fd(car[0], 'f', f);
 	close(f);
 	put(master, "abc");
-	send_fd(car[0], 'p', master);
+	wl_send_fd(car[0], 'p', master);
 	close(master);
-	send_fd(car[0], 't', t);
+	wl_send_fd(car[0], 't', t);
 	close(t);
-	send_fd(car[0], 'm', m);
+	wl_send_fd(car[0], 'm', m);
 	close(m);
-	send_fd(s[0], 's', s[1]);
+	wl_send_fd(s[0], 's', s[1]);
 }
 
 /* Takes the next message of `car`: it must carry tag `want`. */
 static int take(char want)
 {
 	char tag = 0;
-	int fd = recv_fd(car[1], &tag);
+	int fd = wl_recv_fd(car[1], &tag);
 	if (fd < 0 || tag != want)
 		wl_fail("message '%c': got '%c', fd %d (%s)", want, tag, fd, strerror(errno));
 	return fd;
@@ -130,7 +98,7 @@ static int verify(void)
 	int y0 = take('y');
 	WL_CHECK(y0 >= 0, "no y");
 	char tag = 0;
-	int z0 = recv_fd(y0, &tag);
+	int z0 = wl_recv_fd(y0, &tag);
 	WL_CHECK(z0 >= 0 && tag == 'z', "the socket in flight carries no socket (%c)", tag);
 	put(z0, "zz");
 	WL_CHECK(says(z1, "zz"), "z[0] is not connected to z[1]");
@@ -167,12 +135,12 @@ static int verify(void)
 	WL_CHECK(pread(m, buf, sizeof(buf), 0) == 10 && !memcmp(buf, "memfd-data", 10),
 		 "the memfd in flight lost its bytes");
 
-	int s1 = recv_fd(s[1], &tag);
+	int s1 = wl_recv_fd(s[1], &tag);
 	WL_CHECK(s1 >= 0 && tag == 's', "no socket in its own queue");
 	WL_CHECK(syscall(SYS_kcmp, getpid(), getpid(), 0, s1, s[1]) == 0,
 		 "the socket in its own queue is not s[1]");
 	close(s1);
-	WL_CHECK(recv_fd(car[1], &tag) < 0 && errno == EAGAIN, "more messages than sent");
+	WL_CHECK(wl_recv_fd(car[1], &tag) < 0 && errno == EAGAIN, "more messages than sent");
 
 	queue_x(x0);
 	queue_y(y0, z0);
@@ -232,7 +200,7 @@ int main(int argc, char **argv)
 		struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 7 };
 		if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, x1, &ev))
 			wl_die("epoll");
-		send_fd(car[0], 'e', ep);
+		wl_send_fd(car[0], 'e', ep);
 		close(ep);
 	}
 	wl_ready();

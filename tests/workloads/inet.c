@@ -289,7 +289,13 @@ static void serve(int fd)
 	struct pollfd p = { c, POLLIN, 0 };
 	char buf[128];
 	ssize_t r = 0;
-	if (poll(&p, 1, 5000) == 1)
+	int ready;
+	/* A restore ends a poll that was waiting with EINTR (its restart block is the
+	 * kernel's): waited again, as any program must. */
+	do
+		ready = poll(&p, 1, 5000);
+	while (ready < 0 && errno == EINTR);
+	if (ready == 1)
 		r = read(c, buf, sizeof(buf) - 1);
 	if (r > 0) {
 		buf[r] = 0;

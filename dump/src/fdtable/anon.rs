@@ -12,7 +12,12 @@ fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
+/// The fdinfo text the table read for this fd (its key) in this pass, or read again when
+/// it holds none.
 fn fdinfo(ctx: &FdCtx) -> Result<String, DumpError> {
+    if !ctx.info.text.is_empty() {
+        return Ok(ctx.info.text.clone());
+    }
     Ok(ckpt_sys::proc::read_trimmed(&format!(
         "/proc/{}/fdinfo/{}",
         ctx.pid, ctx.fd

@@ -105,8 +105,14 @@ fn dump_one(ctx: &FdCtx, table: &mut FdTable) -> Result<pb::UnixSocket, DumpErro
     let (pid, fd, ino) = (ctx.pid, ctx.fd, ctx.inode.1);
     let named = |why: String| refuse(format!("pid {pid}: fd {fd} (socket:[{ino}]): {why}"));
     let sys = |e: ckpt_sys::Error| named(e.to_string());
-    let sock = ckpt_sys::process::steal_fd(pid, fd)?;
-    let s = sock.as_fd();
+    let stolen;
+    let s = match ctx.sock {
+        Some(s) => s,
+        None => {
+            stolen = ckpt_sys::process::steal_fd(pid, fd)?;
+            stolen.as_fd()
+        }
+    };
     // The table of the socket's network namespace, read there once per dump.
     let ns = crate::net::socket_netns(s, ino).map_err(named)?;
     if let std::collections::hash_map::Entry::Vacant(e) = table.unix.diag.entry(ns) {

@@ -44,6 +44,18 @@ fn established_allowed() -> bool {
     TCP_ESTABLISHED.load(Ordering::Relaxed)
 }
 
+/// Whether the dump locks the tree's listening ports: with `--tcp-established` (whose
+/// lock already stays until the restore), for a dump that kills the tree for a restore on
+/// this host; not one that leaves it running, nor a migration's (its restore is
+/// elsewhere: the source's port would stay locked). Without the flag a client connecting
+/// meanwhile is refused (or reset) and connects again; with it, it waits (its SYN is
+/// retransmitted). Set like `allow_established`.
+static LOCK_LISTENERS: AtomicBool = AtomicBool::new(false);
+
+pub fn lock_listeners(on: bool) {
+    LOCK_LISTENERS.store(on, Ordering::Relaxed);
+}
+
 /// The inode of ckpt's network namespace, read once: /proc/self/ns/net is the main
 /// thread's, which only enters another one for a moment at restore (`ckpt_sys::ns`), never
 /// while a dump looks at sockets.
@@ -76,9 +88,9 @@ pub fn socket_netns(sock: std::os::fd::BorrowedFd<'_>, ino: u64) -> Result<u64, 
     Ok(ns)
 }
 
-/// A socket of the network, as ckpt sees it through its copy.
+/// A socket of the network, as ckpt saw it through its copy (`look_at`).
+#[derive(Clone)]
 struct Inet {
-    sock: OwnedFd,
     family: i32,
     ty: i32,
     protocol: i32,
@@ -111,15 +123,19 @@ pub fn container_socket(pid: Pid, sock: std::os::fd::BorrowedFd<'_>) -> Result<b
 
 /// What a socket fd of `pid` is: Ok(None) if it is not TCP or UDP over IP (describe.rs
 /// names it), Err(why) if it is one that cannot be dumped.
-fn look(pid: Pid, fd: i32) -> Result<Option<Inet>, String> {
+fn look(pid: Pid, fd: i32) -> Result<Option<(OwnedFd, Inet)>, String> {
     let sock = ckpt_sys::process::steal_fd(pid, fd).map_err(|e| e.to_string())?;
     let kind = s::kind(sock.as_fd()).map_err(|e| e.to_string())?;
-    look_at(pid, sock, kind)
+    Ok(look_at(pid, sock.as_fd(), kind)?.map(|i| (sock, i)))
 }
 
 /// `look`, on ckpt's copy `sock` of a socket of `pid` whose SO_DOMAIN, SO_TYPE and
 /// SO_PROTOCOL are `kind`.
-fn look_at(pid: Pid, sock: OwnedFd, kind: (i32, i32, i32)) -> Result<Option<Inet>, String> {
+fn look_at(
+    pid: Pid,
+    sock: std::os::fd::BorrowedFd<'_>,
+    kind: (i32, i32, i32),
+) -> Result<Option<Inet>, String> {
     let (family, ty, protocol) = kind;
     if family != libc::AF_INET && family != libc::AF_INET6 {
         return Ok(None);
@@ -131,15 +147,15 @@ fn look_at(pid: Pid, sock: OwnedFd, kind: (i32, i32, i32)) -> Result<Option<Inet
             "an IP socket of type {ty} protocol {protocol}; only TCP and UDP are supported"
         ));
     }
-    let in_container = container_socket(pid, sock.as_fd())?;
+    let in_container = container_socket(pid, sock)?;
     let info = if tcp {
-        s::tcp_info(sock.as_fd()).map_err(|e| e.to_string())?
+        s::tcp_info(sock).map_err(|e| e.to_string())?
     } else {
         s::TcpInfo::default()
     };
     if tcp {
         match info.state {
-            s::TCP_CLOSE if info.segs > 0 && s::error_pending(sock.as_fd()).unwrap_or(true) => {
+            s::TCP_CLOSE if info.segs > 0 && s::error_pending(sock).unwrap_or(true) => {
                 // Reset or timed out, its error (ECONNRESET, ETIMEDOUT...) waiting for
                 // the program's next call: SO_ERROR would read (and clear) it.
                 return Err(
@@ -180,7 +196,7 @@ fn look_at(pid: Pid, sock: OwnedFd, kind: (i32, i32, i32)) -> Result<Option<Inet
             ));
         }
         if info.state == s::TCP_LISTEN {
-            let half = unkept::half_open(pid, sock.as_fd(), in_container)?;
+            let half = unkept::half_open(pid, sock, in_container)?;
             if half > 0 {
                 return Err(format!(
                     "a listening socket with {half} connections half open (SYN_RECV: the \
@@ -190,14 +206,13 @@ fn look_at(pid: Pid, sock: OwnedFd, kind: (i32, i32, i32)) -> Result<Option<Inet
             }
         }
     }
-    unkept::classic_filter_only(sock.as_fd())?;
+    unkept::classic_filter_only(sock)?;
     if tcp {
-        unkept::tcp(pid, sock.as_fd(), info.state, in_container)?;
+        unkept::tcp(pid, sock, info.state, in_container)?;
     } else {
-        unkept::udp(sock.as_fd())?;
+        unkept::udp(sock)?;
     }
     Ok(Some(Inet {
-        sock,
         family,
         ty,
         protocol,
@@ -212,12 +227,14 @@ fn look_at(pid: Pid, sock: OwnedFd, kind: (i32, i32, i32)) -> Result<Option<Inet
 /// took its own copy and read its own kind before): Ok(Some(kind)) a socket the dump can
 /// take, Ok(None) one of no family ckpt knows (describe.rs names it), Err(why) one that
 /// is refused.
-pub fn socket_kind(pid: Pid, fd: i32, ino: u64) -> Result<Option<pb::FdKind>, String> {
+pub fn socket_kind(pid: Pid, fd: i32, ino: u64) -> Result<Option<Seen>, String> {
     let sock = ckpt_sys::process::steal_fd(pid, fd).map_err(|e| e.to_string())?;
     let kind = s::kind(sock.as_fd()).map_err(|e| e.to_string())?;
+    let mut inet = None;
     let found = match kind.0 {
         libc::AF_INET | libc::AF_INET6 => {
-            look_at(pid, sock, kind)?.map(|_| pb::FdKind::FdInetSocket)
+            inet = look_at(pid, sock.as_fd(), kind)?;
+            inet.as_ref().map(|_| pb::FdKind::FdInetSocket)
         }
         libc::AF_UNIX => {
             crate::fdtable::unix::check(pid, sock.as_fd(), kind.1, ino)?;
@@ -232,7 +249,32 @@ pub fn socket_kind(pid: Pid, fd: i32, ino: u64) -> Result<Option<pb::FdKind>, St
         }
         _ => None,
     };
-    Ok(found)
+    Ok(found.map(|kind| Seen { kind, sock, inet }))
+}
+
+/// A socket `socket_kind` found dumpable: its kind, ckpt's copy of it and, for TCP and
+/// UDP, what the checks read. With the process stopped, the record is made from these
+/// (the same copy for the unix record, the owner's fcntls and the inet record; the
+/// checks of TCP and UDP not made twice): a unix socket of a socketpair took three
+/// pidfd_getfd and two reads of its kind before.
+pub struct Seen {
+    pub kind: pb::FdKind,
+    pub sock: OwnedFd,
+    inet: Option<Inet>,
+}
+
+impl Seen {
+    /// A TCP connection (being made, established, half closed or ended), said as "in
+    /// state X"; None for a listening or unconnected TCP socket and for UDP.
+    pub fn connection(&self) -> Option<String> {
+        let i = self
+            .inet
+            .as_ref()
+            .filter(|i| i.protocol == libc::IPPROTO_TCP)?;
+        let ended = i.state == s::TCP_CLOSE && i.info.segs > 0;
+        let open = i.state != s::TCP_LISTEN && i.state != s::TCP_CLOSE;
+        (ended || open).then(|| format!("in state {}", s::tcp_state_name(i.state)))
+    }
 }
 
 /// The network side of one dump: the connections it locked and put in repair mode,
@@ -294,14 +336,55 @@ impl Session {
         Ok(())
     }
 
+    /// Locks listener `sock` bound to `local` (`nft::lock_listener`: its SYNs dropped
+    /// until the restore has made it again), then asks again what the check before asked:
+    /// a connection made between that check and the lock, accepted by the kernel and not
+    /// by the stopped program, or one half open whose last ACK would still come through,
+    /// would be reset by the kill. Refused then (the dump can be retried).
+    fn lock_listener(
+        &mut self,
+        sock: std::os::fd::BorrowedFd<'_>,
+        local: SocketAddr,
+    ) -> Result<(), String> {
+        ckpt_sys::nft::lock_listener(&self.table, local).map_err(|e| e.to_string())?;
+        self.locked = true;
+        let info = s::tcp_info(sock).map_err(|e| e.to_string())?;
+        let requests = ckpt_sys::halfopen::requests().map_err(|e| e.to_string())?;
+        let half = ckpt_sys::halfopen::count(&requests, local);
+        if info.unacked > 0 || half > 0 {
+            return Err(format!(
+                "a listening socket with {} connections not accepted yet and {half} half                  open, made while the dump stopped the tree; they cannot be restored                  (retry the dump)",
+                info.unacked
+            ));
+        }
+        Ok(())
+    }
+
     /// The record of socket fd `fd` of the stopped process `pid` (once per socket: the fd
     /// table shares it between every fd and process holding it).
-    pub fn collect(&mut self, pid: Pid, fd: i32, inode: u64) -> Result<pb::InetSocket, DumpError> {
+    /// `seen`: what `socket_kind` found of it with the process stopped, if it was asked.
+    pub fn collect(
+        &mut self,
+        pid: Pid,
+        fd: i32,
+        inode: u64,
+        seen: Option<&Seen>,
+    ) -> Result<pb::InetSocket, DumpError> {
         let named = |why: String| refuse(format!("pid {pid}: fd {fd} (socket:[{inode}]): {why}"));
-        let inet = look(pid, fd)
-            .map_err(named)?
-            .ok_or_else(|| named("not a TCP or UDP socket".into()))?;
-        let sock = inet.sock.as_fd();
+        let looked;
+        let (sock, inet) = match seen {
+            Some(Seen {
+                sock,
+                inet: Some(inet),
+                ..
+            }) => (sock.as_fd(), inet.clone()),
+            _ => {
+                looked = look(pid, fd)
+                    .map_err(named)?
+                    .ok_or_else(|| named("not a TCP or UDP socket".into()))?;
+                (looked.0.as_fd(), looked.1.clone())
+            }
+        };
         let sys = |e: ckpt_sys::Error| named(e.to_string());
         let local = s::local_addr(sock).map_err(sys)?;
         let peer = s::peer_addr(sock).map_err(sys)?;
@@ -331,7 +414,16 @@ impl Session {
             return Ok(out);
         }
         match inet.state {
-            s::TCP_LISTEN => out.backlog = inet.info.sacked as i32,
+            s::TCP_LISTEN => {
+                out.backlog = inet.info.sacked as i32;
+                // Not one in flight (no process of the tree listens on it meanwhile) nor
+                // a container's (its namespace is cut off from outside).
+                let held = pid.as_raw() != std::process::id() as i32;
+                if LOCK_LISTENERS.load(Ordering::Relaxed) && held && !inet.in_container {
+                    self.lock_listener(sock, local).map_err(named)?;
+                    out.lock_table = self.table.clone();
+                }
+            }
             st if s::tcp_connected(st)
                 || st == s::TCP_SYN_SENT
                 || (st == s::TCP_CLOSE && inet.info.segs > 0) =>
@@ -359,7 +451,11 @@ impl Session {
                     out.lock_table = self.table.clone();
                 }
                 s::set_int(sock, s::SOL_TCP, s::TCP_REPAIR, s::TCP_REPAIR_ON).map_err(sys)?;
-                self.repaired.push(inet.sock);
+                // Kept until the dump ends (a dup of the copy: one syscall).
+                let kept = sock
+                    .try_clone_to_owned()
+                    .map_err(|e| named(format!("dup of ckpt's copy: {e}")))?;
+                self.repaired.push(kept);
                 let sock = self.repaired.last().expect("just pushed").as_fd();
                 // Read again now that nothing moves it (locked, in repair mode): an
                 // acknowledgement or a FIN may have come since (FIN_WAIT1 to FIN_WAIT2,

@@ -11,6 +11,7 @@
 use ckpt_images::pb;
 use ckpt_sys::socket as s;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::{Arc, Mutex};
 
 /// (level, name, buffer size): the order is the order restore sets them in.
 const LIST: &[(i32, i32, usize)] = &[
@@ -196,19 +197,16 @@ pub fn differing(
     ty: i32,
     protocol: i32,
 ) -> ckpt_sys::Result<Vec<pb::SockOpt>> {
-    let fresh = s::new(family, ty, protocol)?;
+    let defaults = defaults(family, ty, protocol)?;
     let mut out = Vec::new();
-    for &(level, name, size) in LIST {
-        if !applies(level, name, family, protocol) {
-            continue;
-        }
-        let (Ok(have), Ok(default)) = (
-            s::get_bytes(sock, level, name, size),
-            s::get_bytes(fresh.as_fd(), level, name, size),
-        ) else {
+    for (&(level, name, size), default) in LIST.iter().zip(defaults.iter()) {
+        let Some(default) = default else {
             continue;
         };
-        if have != default {
+        let Ok(have) = s::get_bytes(sock, level, name, size) else {
+            continue;
+        };
+        if have != *default {
             out.push(pb::SockOpt {
                 level,
                 name,
@@ -252,6 +250,43 @@ pub fn differing(
         }
     }
     Ok(out)
+}
+
+/// A fresh socket's value of each option of `LIST` (None: not one of its kind, or one
+/// the kernel does not answer for), by (family, type, protocol).
+type Defaults = std::collections::HashMap<(i32, i32, i32), Arc<Vec<Option<Vec<u8>>>>>;
+static DEFAULTS: Mutex<Option<Defaults>> = Mutex::new(None);
+
+/// The values of a fresh socket of this kind, read once per pass (`forget_defaults`) from
+/// one socket made for it: every socket of a dump compared itself with a socket of its
+/// own before, ~40 getsockopts of the fresh one per socket (a unix socketpair end cost
+/// ~80 syscalls in all).
+fn defaults(family: i32, ty: i32, protocol: i32) -> ckpt_sys::Result<Arc<Vec<Option<Vec<u8>>>>> {
+    let key = (family, ty, protocol);
+    let mut cache = DEFAULTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(d) = cache.as_ref().and_then(|c| c.get(&key)) {
+        return Ok(d.clone());
+    }
+    let fresh = s::new(family, ty, protocol)?;
+    let values: Vec<Option<Vec<u8>>> = LIST
+        .iter()
+        .map(|&(level, name, size)| {
+            applies(level, name, family, protocol)
+                .then(|| s::get_bytes(fresh.as_fd(), level, name, size).ok())
+                .flatten()
+        })
+        .collect();
+    let values = Arc::new(values);
+    cache
+        .get_or_insert_with(Default::default)
+        .insert(key, values.clone());
+    Ok(values)
+}
+
+/// The next pass reads the defaults again (a sysctl may have changed them between the
+/// check before the seize and the collection, or between two dumps of a migration).
+pub fn forget_defaults() {
+    *DEFAULTS.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
 /// The options of unix socket `sock` (of type `ty`) that differ from a fresh one, but for

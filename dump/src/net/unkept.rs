@@ -41,6 +41,7 @@ static REQUESTS: Mutex<Option<Cached>> = Mutex::new(None);
 /// The next looks at listeners read the kernel's half-open connections again.
 pub fn new_pass() {
     PASS.fetch_add(1, Ordering::Relaxed);
+    super::options::forget_defaults();
 }
 
 /// The half-open connections of the socket's network namespace (the holder's, in a

@@ -12,7 +12,8 @@ use ckpt_sys::Pid;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-/// Every established connection of the tree, once each: one (pid, fd) holding it.
+/// Every established connection of the tree, and every listener the dump locked, once
+/// each: one (pid, fd) holding it.
 pub fn connections<'a>(
     pids: &[Pid],
     imgs: &'a [crate::image::ProcessImage],
@@ -25,7 +26,12 @@ pub fn connections<'a>(
             let Some(d) = descs.get((f.desc as usize).wrapping_sub(1)) else {
                 continue;
             };
-            if let Some(i) = d.inet.as_ref().filter(|i| i.tcp.is_some()) {
+            // Listeners whose SYNs the dump locked too: their lock goes with the rest.
+            if let Some(i) = d
+                .inet
+                .as_ref()
+                .filter(|i| i.tcp.is_some() || !i.lock_table.is_empty())
+            {
                 if seen.insert(d.id) {
                     out.push((pid, f.fd, i));
                 }
@@ -40,11 +46,15 @@ pub fn resume_connections(held: &[(Pid, i32, &pb::InetSocket)]) -> Result<(), St
     let mut conns = Vec::new();
     let mut tables: Vec<&str> = Vec::new();
     for &(pid, fd, i) in held {
-        let sock =
-            ckpt_sys::process::steal_fd(pid, fd).map_err(|e| format!("pid {pid}: fd {fd}: {e}"))?;
         if !i.lock_table.is_empty() && !tables.contains(&i.lock_table.as_str()) {
             tables.push(&i.lock_table);
         }
+        if i.tcp.is_none() {
+            // A listener: made again, nothing to switch back.
+            continue;
+        }
+        let sock =
+            ckpt_sys::process::steal_fd(pid, fd).map_err(|e| format!("pid {pid}: fd {fd}: {e}"))?;
         conns.push((pid, fd, sock, i));
     }
     for t in tables {
@@ -70,6 +80,18 @@ pub fn resume_connections(held: &[(Pid, i32, &pb::InetSocket)]) -> Result<(), St
         let c = i.tcp.as_ref().expect("filtered above");
         s::set_int(sock.as_fd(), s::SOL_TCP, s::TCP_REPAIR, s::TCP_REPAIR_OFF)
             .map_err(|e| named(n, format!("TCP_REPAIR off: {e}")))?;
+        // Leaving repair mode clears sk_reuse (SK_NO_REUSE): the connection's
+        // SO_REUSEADDR (an accepted one inherits its listener's), set before, is lost
+        // without this. Lost, the connection's TIME_WAIT once it closes keeps its
+        // listener from binding its port again for a minute (a restart, the next restore).
+        if let Some(o) = i
+            .opts
+            .iter()
+            .find(|o| o.level == s::SOL_SOCKET && o.name == libc::SO_REUSEADDR)
+        {
+            s::set_bytes(sock.as_fd(), o.level, o.name, &o.value)
+                .map_err(|e| named(n, format!("SO_REUSEADDR again: {e}")))?;
+        }
         let unsent = c.send_queue.len().saturating_sub(c.unsent as usize);
         send_all(sock.as_fd(), &c.send_queue[unsent..]).map_err(|e| named(n, e))?;
         fin::after_unsent(&fin::conn(sock, i, c)).map_err(|e| named(n, e))?;
