@@ -438,7 +438,7 @@ fn stop_and_copy_between_two_hosts_after_garbage() {
     for (payload, needle) in [
         ("GET / HTTP/1.0\\r\\n\\r\\n", "not a ckpt haul peer"),
         (
-            "CKPTHAUL\\000\\005\\377\\377\\377\\377",
+            "CKPTHAUL\\000\\006\\377\\377\\377\\377",
             "a frame of 4294967295 bytes",
         ),
     ] {

@@ -5,7 +5,9 @@
 //! `--lazy --page-feed DIR/feed.sock`: its puppet and then its pager ask this side for a
 //! chunk before they read it (`restore/src/feed.rs`). One loop here waits for the restore
 //! to end, forwards the chunks asked for to the source (`WANT`), writes the `PAGE` frames
-//! where they belong and tells the feed each chunk that is complete. Once the restore ran,
+//! where they belong and tells the feed each chunk that is complete, with the checksum
+//! the source sent after it (`CHUNK_SUM`, protocol 6: the source's frozen dump no
+//! longer reads the memory, so the inventory may list no chunk checksums). Once the restore ran,
 //! the source hears `Running`; once every chunk is in, `ALL_IN`, and the source kills its
 //! tree and commits.
 //!
@@ -91,10 +93,11 @@ pub(crate) async fn finish(
     )?;
     let n = d.chunks();
     let mut got = vec![0u64; n];
+    let mut summed = vec![false; n];
     let mut done = 0usize;
     let mut asked = vec![false; n];
     // Chunks complete before the restore connected: told once it does.
-    let mut notes: Vec<u32> = Vec::new();
+    let mut notes: Vec<u8> = Vec::new();
     let mut feed: Option<tokio::net::unix::OwnedWriteHalf> = None;
     let (want_tx, mut want_rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
     let mut running: Option<i32> = None;
@@ -152,8 +155,8 @@ pub(crate) async fn finish(
                         }
                     }
                 });
-                let bytes: Vec<u8> = notes.drain(..).flat_map(|c| c.to_le_bytes()).collect();
-                let _ = w.write_all(&bytes).await;
+                let _ = w.write_all(&notes).await;
+                notes.clear();
                 feed = Some(w);
             }
             Some(c) = want_rx.recv() => {
@@ -178,14 +181,20 @@ pub(crate) async fn finish(
                 };
                 heard = tokio::time::Instant::now();
                 if kind == msg::PAGE {
-                    match place(&d, &mut got, body) {
-                        Ok(Some(c)) => {
+                    if let Err(e) = place(&d, &mut got, body) {
+                        break Lost::Link(e.to_string());
+                    }
+                    continue;
+                }
+                if kind == msg::CHUNK_SUM {
+                    match summed_chunk(&d, &got, &mut summed, body) {
+                        Ok(note) => {
                             done += 1;
                             match feed.as_mut() {
                                 Some(w) => {
-                                    let _ = w.write_all(&(c as u32).to_le_bytes()).await;
+                                    let _ = w.write_all(&note).await;
                                 }
-                                None => notes.push(c as u32),
+                                None => notes.extend_from_slice(&note),
                             }
                             if done == n && running.is_some() {
                                 let (k, b) = Msg::AllIn.encode();
@@ -195,7 +204,6 @@ pub(crate) async fn finish(
                                 all_in_sent = true;
                             }
                         }
-                        Ok(None) => {}
                         Err(e) => break Lost::Link(e.to_string()),
                     }
                     continue;
@@ -214,7 +222,7 @@ pub(crate) async fn finish(
     };
     // Nothing more comes: the feed says so (a pager waiting for a chunk kills the copy).
     if let Some(w) = feed.as_mut() {
-        let _ = w.write_all(&u32::MAX.to_le_bytes()).await;
+        let _ = w.write_all(&feed_note(u32::MAX, 0)).await;
     }
     match lost {
         Lost::Restore(e) => {
@@ -257,9 +265,35 @@ pub(crate) async fn finish(
     }
 }
 
-/// Writes one `PAGE` frame (a u64 offset, then bytes within one chunk) into the file;
-/// the chunk's index if it is now complete.
-fn place(d: &Deferred, got: &mut [u64], body: &[u8]) -> R<Option<usize>> {
+/// What the feed is told of a chunk: its index and checksum (`restore/src/feed.rs`).
+fn feed_note(chunk: u32, xxh3: u64) -> [u8; 12] {
+    let mut b = [0u8; 12];
+    b[..4].copy_from_slice(&chunk.to_le_bytes());
+    b[4..].copy_from_slice(&xxh3.to_le_bytes());
+    b
+}
+
+/// Takes one `CHUNK_SUM` (a u32 chunk, its u64 xxh3), which must follow all of that
+/// chunk's bytes and come once: the note for the feed, which then counts the chunk in.
+fn summed_chunk(d: &Deferred, got: &[u64], summed: &mut [bool], body: &[u8]) -> R<[u8; 12]> {
+    let garbage = || HaulError::Protocol("a chunk checksum out of place: garbage".into());
+    let (c, sum) = match body {
+        [c @ .., _, _, _, _, _, _, _, _] if c.len() == 4 => (
+            u32::from_be_bytes(c.try_into().expect("4")),
+            u64::from_be_bytes(body[4..].try_into().expect("8")),
+        ),
+        _ => return Err(garbage()),
+    };
+    let i = c as usize;
+    if i >= got.len() || got[i] != d.chunk_len(i) || summed[i] {
+        return Err(garbage());
+    }
+    summed[i] = true;
+    Ok(feed_note(c, sum))
+}
+
+/// Writes one `PAGE` frame (a u64 offset, then bytes within one chunk) into the file.
+fn place(d: &Deferred, got: &mut [u64], body: &[u8]) -> R<()> {
     let garbage = || HaulError::Protocol("a page frame out of place: garbage".into());
     if body.len() <= 8 {
         return Err(garbage());
@@ -278,5 +312,5 @@ fn place(d: &Deferred, got: &mut [u64], body: &[u8]) -> R<Option<usize>> {
     if got[c] > d.chunk_len(c) {
         return Err(garbage());
     }
-    Ok((got[c] == d.chunk_len(c)).then_some(c))
+    Ok(())
 }
