@@ -19,9 +19,12 @@
 use crate::error::{HaulError, R};
 use crate::msg::{self, Msg, RESTORE_LIMIT};
 use crate::wire::Link;
+use std::collections::HashMap;
+use std::hash::Hasher;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use twox_hash::XxHash3_64;
 
 /// The most chunks a deferred file may have (16 MiB chunks: 16 TiB).
 const MAX_CHUNKS: u64 = 1 << 20;
@@ -94,6 +97,8 @@ pub(crate) async fn finish(
     let n = d.chunks();
     let mut got = vec![0u64; n];
     let mut summed = vec![false; n];
+    // The hash of each chunk being received, checked against the source's `CHUNK_SUM`.
+    let mut hashing: HashMap<usize, XxHash3_64> = HashMap::new();
     let mut done = 0usize;
     let mut asked = vec![false; n];
     // Chunks complete before the restore connected: told once it does.
@@ -181,13 +186,13 @@ pub(crate) async fn finish(
                 };
                 heard = tokio::time::Instant::now();
                 if kind == msg::PAGE {
-                    if let Err(e) = place(&d, &mut got, body) {
+                    if let Err(e) = place(&d, &mut got, &mut hashing, body) {
                         break Lost::Link(e.to_string());
                     }
                     continue;
                 }
                 if kind == msg::CHUNK_SUM {
-                    match summed_chunk(&d, &got, &mut summed, body) {
+                    match summed_chunk(&d, &got, &mut summed, &mut hashing, body) {
                         Ok(note) => {
                             done += 1;
                             match feed.as_mut() {
@@ -274,8 +279,17 @@ fn feed_note(chunk: u32, xxh3: u64) -> [u8; 12] {
 }
 
 /// Takes one `CHUNK_SUM` (a u32 chunk, its u64 xxh3), which must follow all of that
-/// chunk's bytes and come once: the note for the feed, which then counts the chunk in.
-fn summed_chunk(d: &Deferred, got: &[u64], summed: &mut [bool], body: &[u8]) -> R<[u8; 12]> {
+/// chunk's bytes, come once, and match what arrived (checked here, before `ALL_IN` lets
+/// the source kill its tree: a mismatch ends the migration with the source's tree whole;
+/// the restore checks the file's bytes again before it places a page): the note for the
+/// feed, which then counts the chunk in.
+fn summed_chunk(
+    d: &Deferred,
+    got: &[u64],
+    summed: &mut [bool],
+    hashing: &mut HashMap<usize, XxHash3_64>,
+    body: &[u8],
+) -> R<[u8; 12]> {
     let garbage = || HaulError::Protocol("a chunk checksum out of place: garbage".into());
     let (c, sum) = match body {
         [c @ .., _, _, _, _, _, _, _, _] if c.len() == 4 => (
@@ -288,12 +302,29 @@ fn summed_chunk(d: &Deferred, got: &[u64], summed: &mut [bool], body: &[u8]) -> 
     if i >= got.len() || got[i] != d.chunk_len(i) || summed[i] {
         return Err(garbage());
     }
+    let here = hashing.remove(&i).ok_or_else(garbage)?.finish();
+    if here != sum {
+        return Err(HaulError::Protocol(format!(
+            "chunk {i} of the pages file does not match the checksum the source sent \
+             ({here:#018x} against {sum:#018x})"
+        )));
+    }
     summed[i] = true;
     Ok(feed_note(c, sum))
 }
 
-/// Writes one `PAGE` frame (a u64 offset, then bytes within one chunk) into the file.
-fn place(d: &Deferred, got: &mut [u64], body: &[u8]) -> R<()> {
+/// Chunks that may be arriving at once (the source sends one it was asked for between
+/// two frames of another).
+const IN_FLIGHT: usize = 4;
+
+/// Writes one `PAGE` frame (a u64 offset, then bytes within one chunk, each chunk front
+/// to back) into the file, hashing them.
+fn place(
+    d: &Deferred,
+    got: &mut [u64],
+    hashing: &mut HashMap<usize, XxHash3_64>,
+    body: &[u8],
+) -> R<()> {
     let garbage = || HaulError::Protocol("a page frame out of place: garbage".into());
     if body.len() <= 8 {
         return Err(garbage());
@@ -302,9 +333,19 @@ fn place(d: &Deferred, got: &mut [u64], body: &[u8]) -> R<()> {
     let data = &body[8..];
     let c = (off / d.chunk_size) as usize;
     let end = off.checked_add(data.len() as u64).ok_or_else(garbage)?;
-    if c >= got.len() || end > (c as u64 * d.chunk_size + d.chunk_len(c)) {
+    if c >= got.len()
+        || end > (c as u64 * d.chunk_size + d.chunk_len(c))
+        || off != c as u64 * d.chunk_size + got[c]
+    {
         return Err(garbage());
     }
+    if got[c] == 0 {
+        if hashing.len() >= IN_FLIGHT {
+            return Err(garbage());
+        }
+        hashing.insert(c, XxHash3_64::new());
+    }
+    hashing.get_mut(&c).ok_or_else(garbage)?.write(data);
     d.file
         .write_all_at(data, off)
         .map_err(|e| HaulError::io("writing the pages file", e))?;

@@ -250,7 +250,7 @@ pub(crate) async fn push(link: &mut Link, p: &Pages<'_>, verdict_wait: Duration)
             // the chunk against this before a page of it is placed.
             let mut sum = [0u8; 12];
             sum[..4].copy_from_slice(&(c as u32).to_be_bytes());
-            sum[4..].copy_from_slice(&hash.finish().to_be_bytes());
+            sum[4..].copy_from_slice(&(hash.finish() ^ damage(c)).to_be_bytes());
             link.send(msg::CHUNK_SUM, &sum).await?;
             sent[c] = true;
             left -= 1;
@@ -271,4 +271,16 @@ async fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
         })
     })
     .await
+}
+
+/// TEST ONLY: `CKPT_TEST_BAD_CHUNK_SUM=N` sends a wrong checksum for chunk N (what the
+/// destination must catch before the source's tree goes); 0 for every chunk otherwise.
+fn damage(chunk: usize) -> u64 {
+    static BAD: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let bad = BAD.get_or_init(|| {
+        std::env::var("CKPT_TEST_BAD_CHUNK_SUM")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    u64::from(*bad == Some(chunk))
 }
