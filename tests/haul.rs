@@ -611,6 +611,17 @@ fn a_damaged_image_is_refused_by_the_destination() {
     assert_still_here(&s.env, &mut s.w);
 }
 
+/// Waits until no copy of `w` runs (a killed one may take a moment to go); returns when
+/// the wait began.
+fn no_copy_left(env: &Env, w: &Workload) -> Instant {
+    let start = Instant::now();
+    while !copies(env, w).is_empty() && start.elapsed() < LINE_TIMEOUT {
+        sleep(Duration::from_millis(10));
+    }
+    assert_eq!(copies(env, w), Vec::<i32>::new(), "a copy was left");
+    start
+}
+
 /// Processes other than `w` itself running `w`'s program (its command line holds `env`'s
 /// unique directory) with `w`'s pid inside a pid namespace of their own: copies of it.
 fn copies(env: &Env, w: &Workload) -> Vec<i32> {
@@ -864,11 +875,7 @@ fn a_wrong_chunk_checksum_during_post_copy_kills_the_copy_and_the_source_resumes
     out.failed_naming("post-copy broke off");
     out.failed_naming("runs on here");
     s.server.wait_log("does not match the checksum");
-    let start = Instant::now();
-    while !copies(&s.env, &s.w).is_empty() && start.elapsed() < LINE_TIMEOUT {
-        sleep(Duration::from_millis(10));
-    }
-    assert_eq!(copies(&s.env, &s.w), Vec::<i32>::new(), "a copy was left");
+    no_copy_left(&s.env, &s.w);
     assert_still_here(&s.env, &mut s.w);
 }
 
@@ -904,11 +911,7 @@ fn a_link_cut_during_post_copy_kills_the_copy_and_the_source_resumes() {
     out.failed_naming("post-copy broke off");
     out.failed_naming("runs on here");
     s.server.wait_log("cannot go on and is killed");
-    let start = Instant::now();
-    while !copies(&s.env, &s.w).is_empty() && start.elapsed() < LINE_TIMEOUT {
-        sleep(Duration::from_millis(10));
-    }
-    assert_eq!(copies(&s.env, &s.w), Vec::<i32>::new(), "a copy was left");
+    let start = no_copy_left(&s.env, &s.w);
     while exists(copy) && start.elapsed() < LINE_TIMEOUT {
         sleep(Duration::from_millis(10));
     }
