@@ -339,6 +339,21 @@ fn migrate_bg(
     extra: &[&str],
     hold: Option<&Hold>,
 ) -> Bg {
+    migrate_bg_env(env, ns, pid, to, key, extra, hold, &[])
+}
+
+/// [`migrate_bg`] with more variables in ckpt's environment.
+#[allow(clippy::too_many_arguments)]
+fn migrate_bg_env(
+    env: &Env,
+    ns: &str,
+    pid: i32,
+    to: &str,
+    key: &Path,
+    extra: &[&str],
+    hold: Option<&Hold>,
+    vars: &[(&str, &str)],
+) -> Bg {
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
     let (out, err) = (
         env.path().join(format!("migrate-{n}.out")),
@@ -361,6 +376,7 @@ fn migrate_bg(
     if let Some(h) = hold {
         cmd.env("CKPT_TEST_HOLD", h.var());
     }
+    cmd.envs(vars.iter().copied());
     let child = cmd
         .current_dir(env.path())
         .stdin(Stdio::null())
@@ -438,7 +454,7 @@ fn stop_and_copy_between_two_hosts_after_garbage() {
     for (payload, needle) in [
         ("GET / HTTP/1.0\\r\\n\\r\\n", "not a ckpt haul peer"),
         (
-            "CKPTHAUL\\000\\005\\377\\377\\377\\377",
+            "CKPTHAUL\\000\\006\\377\\377\\377\\377",
             "a frame of 4294967295 bytes",
         ),
     ] {
@@ -593,6 +609,17 @@ fn a_damaged_image_is_refused_by_the_destination() {
         listing(&stage)
     );
     assert_still_here(&s.env, &mut s.w);
+}
+
+/// Waits until no copy of `w` runs (a killed one may take a moment to go); returns when
+/// the wait began.
+fn no_copy_left(env: &Env, w: &Workload) -> Instant {
+    let start = Instant::now();
+    while !copies(env, w).is_empty() && start.elapsed() < LINE_TIMEOUT {
+        sleep(Duration::from_millis(10));
+    }
+    assert_eq!(copies(env, w), Vec::<i32>::new(), "a copy was left");
+    start
 }
 
 /// Processes other than `w` itself running `w`'s program (its command line holds `env`'s
@@ -825,6 +852,33 @@ fn post_copy_runs_the_copy_before_its_memory_and_every_page_arrives() {
     s.env.check(&mut s.w);
 }
 
+/// Post-copy's frozen dump no longer reads the memory: the source hashes each chunk as
+/// it sends it. A wrong checksum for one chunk (a test-only switch of the source) is
+/// caught at the destination before it says everything is in: the copy is killed there,
+/// the source resumes its tree, whole, and nothing is left at the destination.
+#[test]
+fn a_wrong_chunk_checksum_during_post_copy_kills_the_copy_and_the_source_resumes() {
+    let (mut s, _) = Scene::new("64", None);
+    let bg = migrate_bg_env(
+        &s.env,
+        &s.hosts.src,
+        s.w.pid,
+        &s.server.to(),
+        &s.key,
+        &["--post-copy"],
+        None,
+        &[("CKPT_TEST_BAD_CHUNK_SUM", "3")],
+    );
+    let out = finish(&s.env, bg);
+    // The destination's reason may not reach the source (it closes while the source
+    // still sends): its log has it.
+    out.failed_naming("post-copy broke off");
+    out.failed_naming("runs on here");
+    s.server.wait_log("does not match the checksum");
+    no_copy_left(&s.env, &s.w);
+    assert_still_here(&s.env, &mut s.w);
+}
+
 /// The link is cut while the copy runs at the destination with most of its memory still
 /// at the source (held at `haul-post-copy`: the copy runs, no page has followed yet).
 /// The copy cannot go on: it is killed there (it never reads a page that did not come);
@@ -857,11 +911,7 @@ fn a_link_cut_during_post_copy_kills_the_copy_and_the_source_resumes() {
     out.failed_naming("post-copy broke off");
     out.failed_naming("runs on here");
     s.server.wait_log("cannot go on and is killed");
-    let start = Instant::now();
-    while !copies(&s.env, &s.w).is_empty() && start.elapsed() < LINE_TIMEOUT {
-        sleep(Duration::from_millis(10));
-    }
-    assert_eq!(copies(&s.env, &s.w), Vec::<i32>::new(), "a copy was left");
+    let start = no_copy_left(&s.env, &s.w);
     while exists(copy) && start.elapsed() < LINE_TIMEOUT {
         sleep(Duration::from_millis(10));
     }

@@ -381,7 +381,7 @@ fn dump_inner(
     let t = Instant::now();
     let (mut pages_w, pages_link) = page_sink::pages(&mut sink, pages::PAGES_ID)?;
     if pages_unwritten && opts.compress.is_none() && !opts.pre_dump {
-        pages_w.leave_unwritten();
+        pages_w.leave_unread();
     }
     let mut shared = TreeWide {
         memory: ckpt_images::intervals::Covered::default(),

@@ -49,10 +49,12 @@ pub trait LiveSink {
     /// are. May block (the next pass waits); an error ends the dump, the tree untouched.
     fn written(&self, path: &std::path::Path, len: u64) -> Result<(), DumpError>;
 
-    /// Whether the frozen copy's pages file (`pages-1.img`) is left unwritten: its pages
-    /// hashed and placed in the pagemap, the file a hole (`PagesWriter::leave_unwritten`),
-    /// because the caller sends those bytes from the stopped tree itself (post-copy
-    /// migration: the tree stays stopped until every byte is at the destination).
+    /// Whether the frozen copy's pages file (`pages-1.img`) is left unwritten and unread:
+    /// its pages placed in the pagemap but neither read nor hashed, the file a hole and
+    /// its inventory entry without chunk checksums (`PagesWriter::leave_unread`), because
+    /// the caller sends those bytes from the stopped tree itself and hashes each chunk
+    /// as it sends it (post-copy migration: the tree stays stopped until every byte is at
+    /// the destination, so what it sends is what the dump would have read).
     fn pages_unwritten(&self) -> bool {
         false
     }

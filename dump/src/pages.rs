@@ -310,6 +310,7 @@ pub fn copy_runs(
     } else {
         None
     };
+    let unread = pages.unread();
     let file = &mut *pages;
     // A copy that fits one batch (every process of a tree like the bench's ring) is read
     // and written on this thread: a writer thread would be spawned and joined for a single
@@ -335,6 +336,7 @@ pub fn copy_runs(
             ready: std::mem::take(&mut bufs.0),
             busy: std::time::Duration::ZERO,
             hash: hasher,
+            unread,
         };
         progress.begin("dumping memory", total_bytes as u64);
         let read = read_all(pid, runs, &mut out, pagemap, progress, fuzzy);
@@ -461,6 +463,9 @@ struct Output {
     busy: std::time::Duration,
     /// The pages file's chunk hashing, when the reader does it.
     hash: Option<ckpt_images::PagesHasher>,
+    /// The pages are not read at all (`PagesWriter::leave_unread`: post-copy's source
+    /// reads and hashes them as it sends them).
+    unread: bool,
 }
 
 impl Output {
@@ -553,6 +558,9 @@ fn flush(
     let mut i = 0;
     let mut at = 0usize;
     let len = |r: &Run| r.nr_pages as usize * PAGE_SIZE;
+    if out.unread {
+        i = batch.len();
+    }
     while i < batch.len() {
         let r = &batch[i].0;
         if r.unreadable {
@@ -582,7 +590,7 @@ fn flush(
             got?;
         }
     }
-    if let Some(h) = out.hash.as_mut() {
+    if let Some(h) = out.hash.as_mut().filter(|_| !out.unread) {
         h.update(buf);
     }
     out.busy += t.elapsed();

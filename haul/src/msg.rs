@@ -37,6 +37,9 @@ pub const PAGE: u8 = 0x15;
 pub const GROW: u8 = 0x16;
 /// The growing file is complete (the xxh3 of all of it).
 pub const GROWN: u8 = 0x17;
+/// Post-copy (protocol 6): after a chunk's last `PAGE` frame, its index (u32) and the
+/// xxh3 of its bytes (u64), both big-endian, as the source hashed them while sending.
+pub const CHUNK_SUM: u8 = 0x18;
 pub const ROUND_END: u8 = 0x20;
 pub const COMMIT: u8 = 0x30;
 pub const ABORT: u8 = 0x31;

@@ -5,7 +5,9 @@
 //! `--lazy --page-feed DIR/feed.sock`: its puppet and then its pager ask this side for a
 //! chunk before they read it (`restore/src/feed.rs`). One loop here waits for the restore
 //! to end, forwards the chunks asked for to the source (`WANT`), writes the `PAGE` frames
-//! where they belong and tells the feed each chunk that is complete. Once the restore ran,
+//! where they belong and tells the feed each chunk that is complete, with the checksum
+//! the source sent after it (`CHUNK_SUM`, protocol 6: the source's frozen dump no
+//! longer reads the memory, so the inventory may list no chunk checksums). Once the restore ran,
 //! the source hears `Running`; once every chunk is in, `ALL_IN`, and the source kills its
 //! tree and commits.
 //!
@@ -17,9 +19,12 @@
 use crate::error::{HaulError, R};
 use crate::msg::{self, Msg, RESTORE_LIMIT};
 use crate::wire::Link;
+use std::collections::HashMap;
+use std::hash::Hasher;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use twox_hash::XxHash3_64;
 
 /// The most chunks a deferred file may have (16 MiB chunks: 16 TiB).
 const MAX_CHUNKS: u64 = 1 << 20;
@@ -91,10 +96,13 @@ pub(crate) async fn finish(
     )?;
     let n = d.chunks();
     let mut got = vec![0u64; n];
+    let mut summed = vec![false; n];
+    // The hash of each chunk being received, checked against the source's `CHUNK_SUM`.
+    let mut hashing: HashMap<usize, XxHash3_64> = HashMap::new();
     let mut done = 0usize;
     let mut asked = vec![false; n];
     // Chunks complete before the restore connected: told once it does.
-    let mut notes: Vec<u32> = Vec::new();
+    let mut notes: Vec<u8> = Vec::new();
     let mut feed: Option<tokio::net::unix::OwnedWriteHalf> = None;
     let (want_tx, mut want_rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
     let mut running: Option<i32> = None;
@@ -152,8 +160,8 @@ pub(crate) async fn finish(
                         }
                     }
                 });
-                let bytes: Vec<u8> = notes.drain(..).flat_map(|c| c.to_le_bytes()).collect();
-                let _ = w.write_all(&bytes).await;
+                let _ = w.write_all(&notes).await;
+                notes.clear();
                 feed = Some(w);
             }
             Some(c) = want_rx.recv() => {
@@ -178,14 +186,20 @@ pub(crate) async fn finish(
                 };
                 heard = tokio::time::Instant::now();
                 if kind == msg::PAGE {
-                    match place(&d, &mut got, body) {
-                        Ok(Some(c)) => {
+                    if let Err(e) = place(&d, &mut got, &mut hashing, body) {
+                        break Lost::Link(e.to_string());
+                    }
+                    continue;
+                }
+                if kind == msg::CHUNK_SUM {
+                    match summed_chunk(&d, &got, &mut summed, &mut hashing, body) {
+                        Ok(note) => {
                             done += 1;
                             match feed.as_mut() {
                                 Some(w) => {
-                                    let _ = w.write_all(&(c as u32).to_le_bytes()).await;
+                                    let _ = w.write_all(&note).await;
                                 }
-                                None => notes.push(c as u32),
+                                None => notes.extend_from_slice(&note),
                             }
                             if done == n && running.is_some() {
                                 let (k, b) = Msg::AllIn.encode();
@@ -195,7 +209,6 @@ pub(crate) async fn finish(
                                 all_in_sent = true;
                             }
                         }
-                        Ok(None) => {}
                         Err(e) => break Lost::Link(e.to_string()),
                     }
                     continue;
@@ -214,7 +227,7 @@ pub(crate) async fn finish(
     };
     // Nothing more comes: the feed says so (a pager waiting for a chunk kills the copy).
     if let Some(w) = feed.as_mut() {
-        let _ = w.write_all(&u32::MAX.to_le_bytes()).await;
+        let _ = w.write_all(&feed_note(u32::MAX, 0)).await;
     }
     match lost {
         Lost::Restore(e) => {
@@ -257,9 +270,61 @@ pub(crate) async fn finish(
     }
 }
 
-/// Writes one `PAGE` frame (a u64 offset, then bytes within one chunk) into the file;
-/// the chunk's index if it is now complete.
-fn place(d: &Deferred, got: &mut [u64], body: &[u8]) -> R<Option<usize>> {
+/// What the feed is told of a chunk: its index and checksum (`restore/src/feed.rs`).
+fn feed_note(chunk: u32, xxh3: u64) -> [u8; 12] {
+    let mut b = [0u8; 12];
+    b[..4].copy_from_slice(&chunk.to_le_bytes());
+    b[4..].copy_from_slice(&xxh3.to_le_bytes());
+    b
+}
+
+/// Takes one `CHUNK_SUM` (a u32 chunk, its u64 xxh3), which must follow all of that
+/// chunk's bytes, come once, and match what arrived (checked here, before `ALL_IN` lets
+/// the source kill its tree: a mismatch ends the migration with the source's tree whole;
+/// the restore checks the file's bytes again before it places a page): the note for the
+/// feed, which then counts the chunk in.
+fn summed_chunk(
+    d: &Deferred,
+    got: &[u64],
+    summed: &mut [bool],
+    hashing: &mut HashMap<usize, XxHash3_64>,
+    body: &[u8],
+) -> R<[u8; 12]> {
+    let garbage = || HaulError::Protocol("a chunk checksum out of place: garbage".into());
+    let (c, sum) = match body {
+        [c @ .., _, _, _, _, _, _, _, _] if c.len() == 4 => (
+            u32::from_be_bytes(c.try_into().expect("4")),
+            u64::from_be_bytes(body[4..].try_into().expect("8")),
+        ),
+        _ => return Err(garbage()),
+    };
+    let i = c as usize;
+    if i >= got.len() || got[i] != d.chunk_len(i) || summed[i] {
+        return Err(garbage());
+    }
+    let here = hashing.remove(&i).ok_or_else(garbage)?.finish();
+    if here != sum {
+        return Err(HaulError::Protocol(format!(
+            "chunk {i} of the pages file does not match the checksum the source sent \
+             ({here:#018x} against {sum:#018x})"
+        )));
+    }
+    summed[i] = true;
+    Ok(feed_note(c, sum))
+}
+
+/// Chunks that may be arriving at once (the source sends one it was asked for between
+/// two frames of another).
+const IN_FLIGHT: usize = 4;
+
+/// Writes one `PAGE` frame (a u64 offset, then bytes within one chunk, each chunk front
+/// to back) into the file, hashing them.
+fn place(
+    d: &Deferred,
+    got: &mut [u64],
+    hashing: &mut HashMap<usize, XxHash3_64>,
+    body: &[u8],
+) -> R<()> {
     let garbage = || HaulError::Protocol("a page frame out of place: garbage".into());
     if body.len() <= 8 {
         return Err(garbage());
@@ -268,9 +333,19 @@ fn place(d: &Deferred, got: &mut [u64], body: &[u8]) -> R<Option<usize>> {
     let data = &body[8..];
     let c = (off / d.chunk_size) as usize;
     let end = off.checked_add(data.len() as u64).ok_or_else(garbage)?;
-    if c >= got.len() || end > (c as u64 * d.chunk_size + d.chunk_len(c)) {
+    if c >= got.len()
+        || end > (c as u64 * d.chunk_size + d.chunk_len(c))
+        || off != c as u64 * d.chunk_size + got[c]
+    {
         return Err(garbage());
     }
+    if got[c] == 0 {
+        if hashing.len() >= IN_FLIGHT {
+            return Err(garbage());
+        }
+        hashing.insert(c, XxHash3_64::new());
+    }
+    hashing.get_mut(&c).ok_or_else(garbage)?.write(data);
     d.file
         .write_all_at(data, off)
         .map_err(|e| HaulError::io("writing the pages file", e))?;
@@ -278,5 +353,5 @@ fn place(d: &Deferred, got: &mut [u64], body: &[u8]) -> R<Option<usize>> {
     if got[c] > d.chunk_len(c) {
         return Err(garbage());
     }
-    Ok((got[c] == d.chunk_len(c)).then_some(c))
+    Ok(())
 }

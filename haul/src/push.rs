@@ -13,6 +13,7 @@ use crate::msg::{self, Msg};
 use crate::wire::{Link, MAX_PLAIN};
 use ckpt_images::units::ms;
 use std::collections::VecDeque;
+use std::hash::Hasher;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -28,9 +29,11 @@ pub(crate) struct Pages<'a> {
 }
 
 /// Where the pages of a file left unwritten are: the stopped process's memory, read with
-/// process_vm_readv (/proc/PID/mem where that refuses, as the dump did). The dump hashed
-/// the same bytes, and the tree cannot change before it is killed: the destination
-/// checks each chunk against those hashes before a page of it is placed.
+/// process_vm_readv (/proc/PID/mem where that refuses, as the dump would have). The dump
+/// neither read nor hashed them (`PagesWriter::leave_unread`): `push` hashes each chunk
+/// as it sends it (`CHUNK_SUM`), and the tree cannot change before it is killed; the
+/// destination's restore checks each chunk against that hash before a page of it is
+/// placed.
 pub(crate) struct TreePages {
     pid: nix::unistd::Pid,
     /// (offset in the file, address, bytes), by offset.
@@ -118,8 +121,8 @@ pub(crate) struct Pushed {
     pub asked_before_running: u32,
 }
 
-/// A chunk being sent and how far.
-type Cursor = Option<(usize, u64)>;
+/// A chunk being sent, how far, and the hash of what went so far.
+type Cursor = Option<(usize, u64, Box<twox_hash::XxHash3_64>)>;
 
 /// Sends `p` as the destination asks and then the rest; returns once it is all in.
 pub(crate) async fn push(link: &mut Link, p: &Pages<'_>, verdict_wait: Duration) -> R<Pushed> {
@@ -170,8 +173,8 @@ pub(crate) async fn push(link: &mut Link, p: &Pages<'_>, verdict_wait: Duration)
                 if running.is_none() {
                     asked_before += 1;
                 }
-                let busy = |cur: Cursor| cur.is_some_and(|(b, _)| b == c);
-                if !sent[c] && !busy(urgent) && !busy(bg) {
+                let busy = |cur: &Cursor| cur.as_ref().is_some_and(|(b, _, _)| *b == c);
+                if !sent[c] && !busy(&urgent) && !busy(&bg) {
                     queue.push_back(c);
                 }
             }
@@ -208,7 +211,7 @@ pub(crate) async fn push(link: &mut Link, p: &Pages<'_>, verdict_wait: Duration)
         if urgent.is_none() {
             while let Some(c) = queue.pop_front() {
                 if !sent[c] {
-                    urgent = Some((c, 0));
+                    urgent = Some((c, 0, Box::default()));
                     break;
                 }
             }
@@ -218,7 +221,7 @@ pub(crate) async fn push(link: &mut Link, p: &Pages<'_>, verdict_wait: Duration)
                 next_bg += 1;
             }
             if next_bg < n {
-                bg = Some((next_bg, 0));
+                bg = Some((next_bg, 0, Box::default()));
                 next_bg += 1;
             }
         }
@@ -229,7 +232,7 @@ pub(crate) async fn push(link: &mut Link, p: &Pages<'_>, verdict_wait: Duration)
         } else {
             continue;
         };
-        let (c, off) = cur.expect("picked");
+        let (c, off, mut hash) = cur.take().expect("picked");
         let start = c as u64 * p.chunk_size + off;
         let len = (chunk_len(c) - off).min((buf.len() - 8) as u64) as usize;
         buf[..8].copy_from_slice(&start.to_be_bytes());
@@ -239,13 +242,20 @@ pub(crate) async fn push(link: &mut Link, p: &Pages<'_>, verdict_wait: Duration)
                 .read_exact_at(&mut buf[8..8 + len], start)
                 .map_err(|e| HaulError::io(format!("{}", p.path.display()), e))?,
         }
+        hash.write(&buf[8..8 + len]);
         link.send(msg::PAGE, &buf[..8 + len]).await?;
         if off + len as u64 == chunk_len(c) {
+            // The chunk's checksum, of the bytes just sent: the frozen dump did not
+            // read them (`PagesWriter::leave_unread`), the destination's restore checks
+            // the chunk against this before a page of it is placed.
+            let mut sum = [0u8; 12];
+            sum[..4].copy_from_slice(&(c as u32).to_be_bytes());
+            sum[4..].copy_from_slice(&(hash.finish() ^ damage(c)).to_be_bytes());
+            link.send(msg::CHUNK_SUM, &sum).await?;
             sent[c] = true;
             left -= 1;
-            *cur = None;
         } else {
-            *cur = Some((c, off + len as u64));
+            *cur = Some((c, off + len as u64, hash));
         }
     }
 }
@@ -261,4 +271,16 @@ async fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
         })
     })
     .await
+}
+
+/// TEST ONLY: `CKPT_TEST_BAD_CHUNK_SUM=N` sends a wrong checksum for chunk N (what the
+/// destination must catch before the source's tree goes); 0 for every chunk otherwise.
+fn damage(chunk: usize) -> u64 {
+    static BAD: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let bad = BAD.get_or_init(|| {
+        std::env::var("CKPT_TEST_BAD_CHUNK_SUM")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    u64::from(*bad == Some(chunk))
 }

@@ -18,8 +18,9 @@ use tokio::net::TcpStream;
 
 pub const MAGIC: &[u8; 8] = b"CKPTHAUL";
 /// 2: the opening `Begin`/`Ready` exchange (`msg`); 3: post-copy; 4: growing files;
-/// 5: keepalives.
-pub const VERSION: u16 = 5;
+/// 5: keepalives; 6: post-copy chunk checksums computed by the source as it sends
+/// (`CHUNK_SUM`), its frozen dump no longer reading the memory.
+pub const VERSION: u16 = 6;
 /// A message of this kind and no body says only that the sender is alive: the source
 /// sends one every third of its timeout while it waits for a dump (a pre-dump of a big
 /// tree may take longer than the destination's timeout) and `recv` drops them.

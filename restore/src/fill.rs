@@ -244,9 +244,13 @@ pub fn verify_chunks(
             let bytes = src.reader.bytes();
             let own = &bytes[..(entry.size as usize).min(bytes.len())];
             let ok = crate::feed::arrived(i)
-                && ckpt_images::chunks::chunk_ok(own, cs, i, want, &|off, len| {
-                    ckpt_sys::process::populate_read(src.map, off, len)
-                });
+                && ckpt_images::chunks::chunk_ok(
+                    own,
+                    cs,
+                    i,
+                    crate::feed::expected(i, want),
+                    &|off, len| ckpt_sys::process::populate_read(src.map, off, len),
+                );
             if ok {
                 Ok(())
             } else {

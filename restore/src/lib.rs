@@ -267,13 +267,23 @@ pub fn restore_with_progress(
     } else {
         chain::map_all(&dir, &chain, &pages_file)?
     };
+    // A pages file fed by a post-copy migration whose dump did not read the memory
+    // lists no chunk checksums: they come with the chunks (feed.rs).
+    let fed = opts.lazy
+        && opts.page_feed.is_some()
+        && imgs[0].pages_entry.chunk_xxh3.is_empty()
+        && imgs[0].pages_entry.size > 0;
+    if fed {
+        feed::placeholders(&mut imgs[0].pages_entry).map_err(RestoreError::Refused)?;
+    }
     let pages_entry = &imgs[0].pages_entry.clone();
     let own_pages = &map[..(pages_entry.size as usize).min(map.len())];
     if opts.lazy {
         // The pager verifies each chunk before it serves a page of it (lazy.rs).
         ckpt_images::chunks::check_entry(&pages_path, pages_entry)?;
         if let Some(sock) = &opts.page_feed {
-            feed::connect(sock, pages_entry.chunk_xxh3.len()).map_err(RestoreError::Refused)?;
+            feed::connect(sock, pages_entry.chunk_xxh3.len(), fed)
+                .map_err(RestoreError::Refused)?;
         }
     } else {
         // Every byte is checked before any process exists, on every CPU, a chunk at a time

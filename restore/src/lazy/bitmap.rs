@@ -115,7 +115,7 @@ impl<'a> Pages<'a> {
                         own,
                         cs,
                         i,
-                        self.entry.chunk_xxh3[i],
+                        crate::feed::expected(i, self.entry.chunk_xxh3[i]),
                         &|off, len| ckpt_sys::process::populate_read(self.map, off, len),
                     );
                 state.store(if ok { GOOD } else { BAD }, Relaxed);
