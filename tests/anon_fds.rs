@@ -86,6 +86,12 @@ fn refused(kind: &str, needle: &str) {
     assert_running_untraced(w.pid);
 }
 
+/// An inotify with an event not read yet is refused: no interface queues it again.
+#[test]
+fn inotify_with_an_unread_event_is_refused() {
+    refused("inotifyq", "not read yet");
+}
+
 /// A memfd that is also mapped MAP_SHARED would come back as two objects: refused.
 #[test]
 fn memfd_also_mapped_is_refused() {

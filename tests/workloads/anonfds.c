@@ -20,15 +20,16 @@
  * deleted: WORKDIR/gone.dat, 10 KiB of pattern, unlinked while open, offset moving by a
  *   byte a check. Check: nlink 0, size, contents, offset, link ends in " (deleted)".
  * inotify: WORKDIR/watched (IN_CREATE|IN_DELETE, wd 1) and WORKDIR/watched.log
- *   (IN_MODIFY|IN_EXCL_UNLINK, wd 2), non-blocking. Check: drops what is queued (a restore
- *   keeps no pending events), creates and removes a file in the directory and writes the
+ *   (IN_MODIFY|IN_EXCL_UNLINK, wd 2), non-blocking. Check: drops what is queued (an event
+ *   queued at a dump would refuse it), creates and removes a file in the directory and writes the
  *   log, then reads exactly those three events with the right wds and name.
  * fanotify: a notification-class group (non-blocking, events' fds O_RDONLY) marking
  *   WORKDIR/fwatched (FAN_CLOSE_WRITE|FAN_EVENT_ON_CHILD) and ignoring FAN_CLOSE_WRITE on
  *   WORKDIR/fwatched/quiet (an inode mark with an ignore mask). Check: writes and closes
  *   quiet and a new file gN, then reads exactly one event, FAN_CLOSE_WRITE, whose fd is gN.
  * For the refusals (no check of their own): memfdmap, a memfd also mapped MAP_SHARED;
- *   bigdeleted, a deleted file of 9 MiB; inotifygap, watch 2 of 3 removed;
+ *   bigdeleted, a deleted file of 9 MiB; inotifygap, watch 2 of 3 removed; inotifyq, an
+ *   event not read yet;
  *   fanotifyq, the fanotify group with an event not read yet;
  *   fanotifyperm, a group of the content class (permission events).
  *   uring, an io_uring instance; uffd, a userfaultfd (both refused by name).
@@ -340,7 +341,8 @@ int main(int argc, char **argv)
 			    unlink("gone.dat") || lseek(dfd, dpos, SEEK_SET) != dpos)
 				wl_die("deleted file");
 			free(b);
-		} else if (!strcmp(k, "inotify") || !strcmp(k, "inotifygap")) {
+		} else if (!strcmp(k, "inotify") || !strcmp(k, "inotifygap") ||
+			   !strcmp(k, "inotifyq")) {
 			mkdir("watched", 0700);
 			int l = open("watched.log", O_CREAT | O_WRONLY, 0600);
 			if (l < 0)
@@ -353,6 +355,13 @@ int main(int argc, char **argv)
 			if (!strcmp(k, "inotifygap")) {
 				if (inotify_add_watch(ino, ".", IN_ATTRIB) != 3 || inotify_rm_watch(ino, 2))
 					wl_die("inotify gap");
+				ino = -1;
+			}
+			if (!strcmp(k, "inotifyq")) {
+				l = open("watched.log", O_WRONLY);
+				if (l < 0 || write(l, "x", 1) != 1)
+					wl_die("write watched.log");
+				close(l);
 				ino = -1;
 			}
 		} else if (!strcmp(k, "memfdmap")) {

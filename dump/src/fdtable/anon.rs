@@ -80,8 +80,8 @@ pub fn timerfd(ctx: &FdCtx) -> Result<pb::TimerfdState, DumpError> {
 
 /// An inotify instance's watches, each re-found by path from its file handle. Refused:
 /// watch descriptors that are not 1..n (removed watches: the restore could not give the
-/// same numbers), a watched inode no path leads to. Events not read yet are not kept (the
-/// restored instance starts with none).
+/// same numbers), a watched inode no path leads to, events not read yet (no interface
+/// queues them again).
 pub fn inotify(ctx: &FdCtx) -> Result<pb::InotifyState, DumpError> {
     inotify_watches(ctx.pid, ctx.fd)
         .map_err(|why| crate::refuse(format!("pid {}: fd {} (inotify): {why}", ctx.pid, ctx.fd)))
@@ -135,6 +135,15 @@ pub fn inotify_watches(pid: ckpt_sys::Pid, fd: i32) -> Result<pb::InotifyState, 
             w.wd,
             i + 1
         )));
+    }
+    // An event cannot be queued again: one not read yet would be lost.
+    let mine = ckpt_sys::process::steal_fd(pid, fd).map_err(|e| e.to_string())?;
+    let queued = ckpt_sys::anonfd::queued_bytes(&mine).map_err(|e| e.to_string())?;
+    if queued != 0 {
+        return Err(format!(
+            "{queued} bytes of events not read yet, which a restored instance cannot be given \
+             again; dump again once they are read"
+        ));
     }
     Ok(pb::InotifyState { watches })
 }
