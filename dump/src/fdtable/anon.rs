@@ -136,16 +136,21 @@ pub fn inotify_watches(pid: ckpt_sys::Pid, fd: i32) -> Result<pb::InotifyState, 
             i + 1
         )));
     }
-    // An event cannot be queued again: one not read yet would be lost.
+    no_unread_events(pid, fd)?;
+    Ok(pb::InotifyState { watches })
+}
+
+/// Refuses a notification fd (inotify, fanotify) with events not read yet: no interface
+/// queues an event again, so a restore would lose them. FIONREAD through a copy.
+pub fn no_unread_events(pid: ckpt_sys::Pid, fd: i32) -> Result<(), String> {
     let mine = ckpt_sys::process::steal_fd(pid, fd).map_err(|e| e.to_string())?;
-    let queued = ckpt_sys::anonfd::queued_bytes(&mine).map_err(|e| e.to_string())?;
-    if queued != 0 {
-        return Err(format!(
+    match ckpt_sys::anonfd::queued_bytes(&mine).map_err(|e| e.to_string())? {
+        0 => Ok(()),
+        queued => Err(format!(
             "{queued} bytes of events not read yet, which a restored instance cannot be given \
              again; dump again once they are read"
-        ));
+        )),
     }
-    Ok(pb::InotifyState { watches })
 }
 
 /// "a7c40300" -> bytes.

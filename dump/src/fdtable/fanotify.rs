@@ -85,14 +85,7 @@ pub fn marks(pid: Pid, fd: i32) -> Result<pb::FanotifyState, String> {
         });
     }
     let (flags, event_flags) = state.ok_or("no \"fanotify flags:\" line in its fdinfo")?;
-    let mine = ckpt_sys::process::steal_fd(pid, fd).map_err(|e| e.to_string())?;
-    let queued = ckpt_sys::anonfd::queued_bytes(&mine).map_err(|e| e.to_string())?;
-    if queued != 0 {
-        return Err(format!(
-            "{queued} bytes of events not read yet, which a restored group cannot be given \
-             again; dump again once they are read"
-        ));
-    }
+    super::anon::no_unread_events(pid, fd)?;
     Ok(pb::FanotifyState {
         flags,
         event_flags,
