@@ -282,9 +282,12 @@ fn runc_container_three_cycles_and_a_copy_beside_it() {
             sleep(Duration::from_millis(20));
         }
     }
-    // A second copy beside it, on a copy of its rootfs (--ext-mount-map ROOTFS:COPY).
+    // A second copy beside it, on a copy of its rootfs (--ext-mount-map ROOTFS:COPY),
+    // copied once the dump has stopped it: a copy taken while it runs on may miss a file
+    // the image holds open (its loop's /tmp/count.new, renamed a moment later). The
+    // original comes back from the same image first.
     let dir = env.subdir("img-copy");
-    env.dump(init, &dir, &["--leave-running"]).ok();
+    env.dump(init, &dir, &[]).ok();
     let rootfs = c.bundle.join("rootfs");
     let copy = env.subdir("rootfs-copy");
     let cp = Command::new("cp")
@@ -295,6 +298,7 @@ fn runc_container_three_cycles_and_a_copy_beside_it() {
         .unwrap();
     assert!(cp.success());
     fs::remove_file(copy.join("tmp/count")).unwrap();
+    init = restore_outer(&env, &dir, "back", &[]);
     let map = format!("{}:{}", rootfs.display(), copy.display());
     let twin = restore_outer(&env, &dir, "copy", &["--ext-mount-map", &map]);
     let start = Instant::now();
