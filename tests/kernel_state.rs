@@ -205,9 +205,7 @@ impl Queue {
 
 impl Drop for Queue {
     fn drop(&mut self) {
-        let name = std::ffi::CString::new(self.0.clone()).unwrap();
-        // SAFETY: mq_unlink reads the NUL-terminated name.
-        unsafe { libc::mq_unlink(name.as_ptr()) };
+        let _ = ckpt_sys::mqueue::unlink(self.0.trim_start_matches('/'));
     }
 }
 
@@ -235,18 +233,16 @@ fn host_message_queue_made_again_is_refused() {
     let dir = env.subdir("img");
     env.dump(w.pid, &dir, &[]).ok();
     env.reap_dumped(w.pid);
-    let name = std::ffi::CString::new(queue.0.clone()).unwrap();
-    // SAFETY: mq_unlink and mq_open read the NUL-terminated name; no attributes given.
-    let q = unsafe {
-        libc::mq_unlink(name.as_ptr());
-        libc::mq_open(
-            name.as_ptr(),
-            libc::O_RDWR | libc::O_CREAT,
-            0o600,
-            std::ptr::null::<libc::mq_attr>(),
-        )
+    let name = queue.0.trim_start_matches('/');
+    ckpt_sys::mqueue::unlink(name).unwrap();
+    let again = ckpt_sys::mqueue::MqInfo {
+        name: name.to_string(),
+        mode: 0o600,
+        maxmsg: 4,
+        msgsize: 32,
+        ..Default::default()
     };
-    assert!(q >= 0, "mq_open {}", queue.0);
+    ckpt_sys::mqueue::create(&again, &[]).unwrap();
     let out = env.restore_detached(&dir);
     let line = out.failed_naming(&queue.0);
     assert!(line.contains("made again"), "{line}");

@@ -231,3 +231,13 @@ pub fn valid_name(path: &str) -> bool {
         !n.is_empty() && n.len() <= 255 && !n.contains('/') && n != "." && n != ".."
     })
 }
+
+/// mq_unlink(3) of queue `name` (no leading '/') of the calling thread's ipc namespace.
+pub fn unlink(name: &str) -> Result<()> {
+    let path = CString::new(format!("/{name}"))
+        .map_err(|_| Error::Other(format!("mqueue name {name:?} holds a NUL")))?;
+    // SAFETY: mq_unlink reads the NUL-terminated name.
+    let r = unsafe { libc::mq_unlink(path.as_ptr()) };
+    Errno::result(r).map_err(|e| Error::sys(format!("mq_unlink(/{name})"), e))?;
+    Ok(())
+}
